@@ -1,0 +1,151 @@
+/**
+ * The backend-neutral IR ("proxy table"): per node, per IP family, every decision a backend
+ * needs, already made. Backends translate it; they never re-derive Kubernetes semantics
+ * (traffic policies, topology, terminating fallback, masquerade, reject vs drop).
+ *
+ * Stage: plan (types). Pure data, immutable, JSON-serializable except for the Map.
+ * docs/ir.md describes the same in prose.
+ */
+import type { IPFamily, Protocol, ServicePortKey } from '../model/types.js';
+
+export type { IPFamily, Protocol, ServicePortKey };
+
+export interface PlannedEndpoint {
+  readonly ip: string;
+  readonly port: number;
+  readonly isLocal: boolean;
+  /**
+   * False when the endpoint is only in the set because of the serving-terminating fallback
+   * (KEP-1669): no ready endpoint existed in this set's scope.
+   */
+  readonly ready: boolean;
+}
+
+/**
+ * What traffic on one path does.
+ * - forward: DNAT to one of `endpoints` (random, or sticky per client with affinity).
+ * - reject:  the service has no usable endpoint anywhere: ICMP unreachable / TCP RST, fast.
+ * - drop:    the service has endpoints, but none that this path may use (traffic policy Local
+ *            and no local endpoint): silently dropped, as kube-proxy does.
+ */
+export type PathVerdict = 'forward' | 'reject' | 'drop';
+
+export interface EndpointSet {
+  readonly verdict: PathVerdict;
+  /** Non-empty exactly when verdict is 'forward'. Sorted by ip, then port. */
+  readonly endpoints: readonly PlannedEndpoint[];
+}
+
+/**
+ * Masquerading of traffic to a ClusterIP:
+ * - all:      masquerade everything (--masquerade-all);
+ * - nonLocal: masquerade unless the source is local pod traffic per the table's localTraffic
+ *             detector (kube-proxy's default with --cluster-cidr);
+ * - none:     no detector and no masquerade-all: only hairpin traffic is masqueraded.
+ */
+export type ClusterIPMasquerade = 'all' | 'nonLocal' | 'none';
+
+export interface ServiceEntry {
+  readonly key: ServicePortKey;
+  readonly namespace: string;
+  readonly name: string;
+  readonly portName: string;
+  readonly protocol: Protocol;
+  readonly family: IPFamily;
+
+  /** Frontends. */
+  readonly clusterIP: string;
+  readonly port: number;
+  /** 0 = no NodePort. */
+  readonly nodePort: number;
+  readonly externalIPs: readonly string[];
+  /** LoadBalancer ingress IPs with ipMode VIP (Proxy-mode IPs are not captured by the node). */
+  readonly loadBalancerIPs: readonly string[];
+  /**
+   * loadBalancerSourceRanges as CIDRs of this family; when non-empty, traffic to the
+   * loadBalancerIPs from any other source is dropped. Empty = allow all.
+   */
+  readonly loadBalancerSourceRanges: readonly string[];
+
+  /** ClientIP session affinity timeout in seconds; 0 = none. */
+  readonly affinityTimeoutSeconds: number;
+
+  /** Traffic to the ClusterIP (internalTrafficPolicy applied). */
+  readonly internal: EndpointSet;
+  /** Traffic to NodePort, externalIPs and LB IPs (externalTrafficPolicy applied). */
+  readonly external: EndpointSet;
+  /**
+   * The cluster-wide set (topology and terminating fallback applied, policy ignored). With
+   * externalTrafficPolicy Local, external traffic that comes from a local pod (per the
+   * localTraffic detector) or from the node itself is sent here instead of `external`, the
+   * latter masqueraded — as kube-proxy does, so that pods and the node can always reach
+   * external addresses of a Local service.
+   */
+  readonly cluster: EndpointSet;
+
+  readonly clusterIPMasquerade: ClusterIPMasquerade;
+  /** externalTrafficPolicy Cluster: masquerade external traffic. Local: preserve the client source. */
+  readonly externalMasquerade: boolean;
+  /** externalTrafficPolicy Local (and the service is externally reachable). */
+  readonly externalPolicyLocal: boolean;
+  readonly internalPolicyLocal: boolean;
+
+  /** healthCheckNodePort (0 = none) and the number of ready local endpoints it reports. */
+  readonly healthCheckNodePort: number;
+  readonly localReadyEndpoints: number;
+}
+
+/** How to recognize traffic from local pods (kube-proxy's LocalTrafficDetector). */
+export type LocalTrafficDetector =
+  | { readonly kind: 'clusterCIDR'; readonly cidrs: readonly string[] }
+  | { readonly kind: 'none' };
+
+/** Where NodePorts are accepted on this node, for this family. */
+export type NodePortAddresses =
+  /** Every local address except loopback (nftables: `fib daddr type local`). */
+  | { readonly kind: 'all' }
+  /** Exactly these local addresses (from --nodeport-addresses CIDRs or "primary"). */
+  | { readonly kind: 'list'; readonly addresses: readonly string[] };
+
+export interface ProxyTable {
+  readonly family: IPFamily;
+  readonly nodeName: string;
+  /** The node's addresses of this family (status.addresses), primary first. */
+  readonly nodeIPs: readonly string[];
+  readonly nodePortAddresses: NodePortAddresses;
+  readonly localTraffic: LocalTrafficDetector;
+  readonly masqueradeAll: boolean;
+  /** Every service port of this family, keyed and iterated in sorted key order. */
+  readonly services: ReadonlyMap<ServicePortKey, ServiceEntry>;
+}
+
+/** Both families' tables; a family ferry does not serve has an empty table. */
+export interface ProxyTables {
+  readonly 4: ProxyTable;
+  readonly 6: ProxyTable;
+}
+
+/**
+ * What a sync must rewrite. `full` means: assume nothing about the kernel, rewrite all.
+ * Otherwise `changed` lists service ports whose entries (or existence) differ between prev
+ * and next, and `tableChanged` says table-level fields (node IPs, nodeport addresses,
+ * detector) changed.
+ */
+export interface SyncChanges {
+  readonly full: boolean;
+  readonly changed: ReadonlySet<ServicePortKey>;
+  readonly tableChanged: boolean;
+}
+
+/** The interface every backend implements; the syncer drives it. */
+export interface Backend {
+  readonly name: string;
+  /**
+   * Make the kernel (or the forwarder) match `next`. `prev` is what the last successful sync
+   * programmed (null on the first sync or after a failure, when `changes.full` is true).
+   * Must be atomic: on failure, throw and leave the previous state in force.
+   */
+  sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void>;
+  /** Remove everything this backend installed. */
+  cleanup(): Promise<void>;
+}
