@@ -146,6 +146,11 @@ export interface Backend {
    * Must be atomic: on failure, throw and leave the previous state in force.
    */
   sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void>;
+  /**
+   * Cheap check that what the last sync installed is still in place (e.g. a canary chain), so an
+   * external flush or delete is noticed without a sync; false forces a full sync. Optional.
+   */
+  intact?(): Promise<boolean>;
   /** Remove everything this backend installed. */
   cleanup(): Promise<void>;
 }

@@ -1,0 +1,28 @@
+# The ferry native addon: libnftables in-process and conntrack deletion over netlink.
+# Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
+{
+  "targets": [
+    {
+      "target_name": "ferry_native",
+      "sources": [
+        "src/addon.cc",
+        "src/nft.cc",
+        "src/conntrack.cc"
+      ],
+      "include_dirs": [
+        "<!@(node -p \"require('node-addon-api').include\")"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags": ["-Wall", "-Wextra", "<!@(pkg-config --cflags libnftables libnetfilter_conntrack)"],
+      "cflags_cc": ["-Wall", "-Wextra", "-fexceptions"],
+      "libraries": [
+        "<!@(pkg-config --libs libnftables libnetfilter_conntrack)"
+      ]
+    }
+  ]
+}

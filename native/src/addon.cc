@@ -1,0 +1,178 @@
+// ferry_native: the JS-facing surface of the addon. Argument checking and JS conversion live
+// here; nft.cc and conntrack.cc never see a JS value. Blocking calls return Promises and run on
+// the libuv thread pool; nftRunSync exists for tests and one-shot tools.
+#include <napi.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <string>
+
+#include "conntrack.h"
+#include "nft.h"
+#include "promise_worker.h"
+
+namespace ferry {
+namespace {
+
+bool OptBool(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return false;
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), std::string("nft option ") + key + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+void ParseNftArgs(const Napi::CallbackInfo& info, std::string* text, NftOptions* opts) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "nftRun: the first argument must be a string of nft commands");
+  *text = info[0].As<Napi::String>().Utf8Value();
+  if (text->find('\0') != std::string::npos) throw Napi::TypeError::New(env, "nftRun: the script contains a NUL character");
+  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "nftRun: options must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    opts->json = OptBool(o, "json");
+    opts->handles = OptBool(o, "handles");
+    opts->dryRun = OptBool(o, "dryRun");
+  }
+}
+
+Napi::Object NftResultToJs(Napi::Env env, const NftResult& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("ok", Napi::Boolean::New(env, r.ok));
+  o.Set("output", Napi::String::New(env, r.output));
+  o.Set("error", Napi::String::New(env, r.error));
+  return o;
+}
+
+Napi::Value NftRunSync(const Napi::CallbackInfo& info) {
+  std::string text;
+  NftOptions opts;
+  ParseNftArgs(info, &text, &opts);
+  return NftResultToJs(info.Env(), NftRun(text, opts));
+}
+
+Napi::Value NftRunAsync(const Napi::CallbackInfo& info) {
+  std::string text;
+  NftOptions opts;
+  ParseNftArgs(info, &text, &opts);
+  return PromiseWorker<NftResult>::Start(
+      info.Env(), [text, opts]() { return NftRun(text, opts); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, NftResult& r) { d.Resolve(NftResultToJs(env, r)); });
+}
+
+void ParseAddr(Napi::Env env, const Napi::Object& o, const char* key, uint8_t family, CtAddr* out) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsString()) throw Napi::TypeError::New(env, std::string("conntrack filter: ") + key + " must be a string");
+  std::string s = v.As<Napi::String>().Utf8Value();
+  if (inet_pton(family, s.c_str(), out->bytes) != 1) {
+    throw Napi::TypeError::New(env, std::string("conntrack filter: ") + key + " is not an IPv" +
+                                        (family == AF_INET ? "4" : "6") + " address: " + s);
+  }
+  out->set = true;
+}
+
+int ParsePort(Napi::Env env, const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return -1;
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!v.IsNumber() || d < 0 || d > 65535 || d != static_cast<int>(d)) {
+    throw Napi::TypeError::New(env, std::string("conntrack filter: ") + key + " must be an integer port 0-65535");
+  }
+  return static_cast<int>(d);
+}
+
+CtFilter ParseFilter(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "conntrack: the argument must be a filter object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  CtFilter f;
+  Napi::Value fam = o.Get("family");
+  int family = fam.IsNumber() ? fam.As<Napi::Number>().Int32Value() : 0;
+  if (family == 4) f.family = AF_INET;
+  else if (family == 6) f.family = AF_INET6;
+  else throw Napi::TypeError::New(env, "conntrack filter: family must be 4 or 6");
+  Napi::Value proto = o.Get("protocol");
+  std::string p = proto.IsString() ? proto.As<Napi::String>().Utf8Value() : "";
+  if (p == "tcp") f.protocol = IPPROTO_TCP;
+  else if (p == "udp") f.protocol = IPPROTO_UDP;
+  else if (p == "sctp") f.protocol = IPPROTO_SCTP;
+  else throw Napi::TypeError::New(env, "conntrack filter: protocol must be 'tcp', 'udp' or 'sctp'");
+  ParseAddr(env, o, "origDst", f.family, &f.origDst);
+  f.origDstPort = ParsePort(env, o, "origDstPort");
+  ParseAddr(env, o, "replySrc", f.family, &f.replySrc);
+  f.replySrcPort = ParsePort(env, o, "replySrcPort");
+  return f;
+}
+
+const char* ProtoName(uint8_t p) {
+  switch (p) {
+    case IPPROTO_TCP: return "tcp";
+    case IPPROTO_UDP: return "udp";
+    case IPPROTO_SCTP: return "sctp";
+    default: return "other";
+  }
+}
+
+// Rejects with an Error carrying errno and the failing step, or returns false when all went well.
+bool RejectOnError(Napi::Env env, Napi::Promise::Deferred& d, const CtResult& r) {
+  if (r.err == 0) return false;
+  Napi::Error e = Napi::Error::New(env, r.errContext + ": " + std::strerror(r.err));
+  e.Set("code", Napi::String::New(env, "FERRY_ERR_CONNTRACK"));
+  e.Set("errno", Napi::Number::New(env, r.err));
+  e.Set("syscall", Napi::String::New(env, r.errContext));
+  d.Reject(e.Value());
+  return true;
+}
+
+Napi::Value ConntrackDeleteAsync(const Napi::CallbackInfo& info) {
+  CtFilter f = ParseFilter(info);
+  return PromiseWorker<CtResult>::Start(
+      info.Env(), [f]() { return ConntrackDelete(f); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, CtResult& r) {
+        if (!RejectOnError(env, d, r)) d.Resolve(Napi::Number::New(env, r.deleted));
+      });
+}
+
+Napi::Value ConntrackListAsync(const Napi::CallbackInfo& info) {
+  CtFilter f = ParseFilter(info);
+  return PromiseWorker<CtResult>::Start(
+      info.Env(), [f]() { return ConntrackList(f); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, CtResult& r) {
+        if (RejectOnError(env, d, r)) return;
+        Napi::Array arr = Napi::Array::New(env, r.entries.size());
+        for (size_t i = 0; i < r.entries.size(); i++) {
+          const CtEntry& c = r.entries[i];
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("family", Napi::Number::New(env, c.family == AF_INET ? 4 : 6));
+          o.Set("protocol", Napi::String::New(env, ProtoName(c.protocol)));
+          o.Set("origSrc", Napi::String::New(env, c.origSrc));
+          o.Set("origSrcPort", Napi::Number::New(env, c.origSrcPort));
+          o.Set("origDst", Napi::String::New(env, c.origDst));
+          o.Set("origDstPort", Napi::Number::New(env, c.origDstPort));
+          o.Set("replySrc", Napi::String::New(env, c.replySrc));
+          o.Set("replySrcPort", Napi::Number::New(env, c.replySrcPort));
+          o.Set("replyDst", Napi::String::New(env, c.replyDst));
+          o.Set("replyDstPort", Napi::Number::New(env, c.replyDstPort));
+          arr.Set(i, o);
+        }
+        d.Resolve(arr);
+      });
+}
+
+}  // namespace
+}  // namespace ferry
+
+static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
+  using namespace ferry;
+  exports.Set("nftRun", Napi::Function::New(env, NftRunAsync, "nftRun"));
+  exports.Set("nftRunSync", Napi::Function::New(env, NftRunSync, "nftRunSync"));
+  exports.Set("conntrackDelete", Napi::Function::New(env, ConntrackDeleteAsync, "conntrackDelete"));
+  exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
+  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  return exports;
+}
+
+NODE_API_MODULE(ferry_native, InitFerryNative)

@@ -1,0 +1,134 @@
+// Dump-then-delete: the kernel filters the dump by family; the tuple match is done here, so the
+// same code works on every kernel. Matches are cloned during the dump and deleted afterwards on
+// the same handle (a handle cannot issue a query from inside its own dump callback).
+#include "conntrack.h"
+
+#include <arpa/inet.h>
+#include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace ferry {
+namespace {
+
+struct DumpState {
+  const CtFilter* filter;
+  bool collectClones;
+  std::vector<struct nf_conntrack*> clones;
+  std::vector<CtEntry> entries;
+};
+
+bool AddrEquals(const struct nf_conntrack* ct, uint8_t family, enum nf_conntrack_attr v4,
+                enum nf_conntrack_attr v6, const CtAddr& want) {
+  if (!want.set) return true;
+  if (family == AF_INET) {
+    if (!nfct_attr_is_set(ct, v4)) return false;
+    uint32_t got = nfct_get_attr_u32(ct, v4);
+    return std::memcmp(&got, want.bytes, 4) == 0;
+  }
+  if (!nfct_attr_is_set(ct, v6)) return false;
+  const void* got = nfct_get_attr(ct, v6);
+  return got != nullptr && std::memcmp(got, want.bytes, 16) == 0;
+}
+
+bool PortEquals(const struct nf_conntrack* ct, enum nf_conntrack_attr attr, int want) {
+  if (want < 0) return true;
+  if (!nfct_attr_is_set(ct, attr)) return false;
+  return ntohs(nfct_get_attr_u16(ct, attr)) == want;
+}
+
+bool Matches(const struct nf_conntrack* ct, const CtFilter& f) {
+  if (nfct_get_attr_u8(ct, ATTR_ORIG_L3PROTO) != f.family) return false;
+  if (nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO) != f.protocol) return false;
+  return AddrEquals(ct, f.family, ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST, f.origDst) &&
+         PortEquals(ct, ATTR_ORIG_PORT_DST, f.origDstPort) &&
+         AddrEquals(ct, f.family, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC, f.replySrc) &&
+         PortEquals(ct, ATTR_REPL_PORT_SRC, f.replySrcPort);
+}
+
+std::string AddrString(const struct nf_conntrack* ct, uint8_t family, enum nf_conntrack_attr v4,
+                       enum nf_conntrack_attr v6) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  const void* raw = nfct_get_attr(ct, family == AF_INET ? v4 : v6);
+  if (raw == nullptr || inet_ntop(family, raw, buf, sizeof buf) == nullptr) return "";
+  return buf;
+}
+
+uint16_t Port(const struct nf_conntrack* ct, enum nf_conntrack_attr attr) {
+  return nfct_attr_is_set(ct, attr) ? ntohs(nfct_get_attr_u16(ct, attr)) : 0;
+}
+
+int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* data) {
+  auto* st = static_cast<DumpState*>(data);
+  if (!Matches(ct, *st->filter)) return NFCT_CB_CONTINUE;
+  if (st->collectClones) {
+    struct nf_conntrack* c = nfct_clone(ct);
+    if (c != nullptr) st->clones.push_back(c);
+    return NFCT_CB_CONTINUE;
+  }
+  CtEntry e;
+  e.family = st->filter->family;
+  e.protocol = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
+  e.origSrc = AddrString(ct, e.family, ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV6_SRC);
+  e.origDst = AddrString(ct, e.family, ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST);
+  e.replySrc = AddrString(ct, e.family, ATTR_REPL_IPV4_SRC, ATTR_REPL_IPV6_SRC);
+  e.replyDst = AddrString(ct, e.family, ATTR_REPL_IPV4_DST, ATTR_REPL_IPV6_DST);
+  e.origSrcPort = Port(ct, ATTR_ORIG_PORT_SRC);
+  e.origDstPort = Port(ct, ATTR_ORIG_PORT_DST);
+  e.replySrcPort = Port(ct, ATTR_REPL_PORT_SRC);
+  e.replyDstPort = Port(ct, ATTR_REPL_PORT_DST);
+  st->entries.push_back(std::move(e));
+  return NFCT_CB_CONTINUE;
+}
+
+// Dumps the table of f.family into st. Returns 0 or an errno.
+int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
+  struct nfct_filter_dump* fd = nfct_filter_dump_create();
+  if (fd == nullptr) {
+    *context = "nfct_filter_dump_create";
+    return ENOMEM;
+  }
+  nfct_filter_dump_set_attr_u8(fd, NFCT_FILTER_DUMP_L3NUM, st->filter->family);
+  nfct_callback_register(h, NFCT_T_ALL, OnEntry, st);
+  int rc = nfct_query(h, NFCT_Q_DUMP_FILTER, fd);
+  int err = rc < 0 ? errno : 0;
+  nfct_callback_unregister(h);
+  nfct_filter_dump_destroy(fd);
+  if (err != 0) *context = "conntrack dump";
+  return err;
+}
+
+CtResult Run(const CtFilter& f, bool del) {
+  CtResult res;
+  struct nfct_handle* h = nfct_open(CONNTRACK, 0);
+  if (h == nullptr) {
+    res.err = errno != 0 ? errno : EIO;
+    res.errContext = "nfct_open";
+    return res;
+  }
+  DumpState st{&f, del, {}, {}};
+  res.err = Dump(h, &st, &res.errContext);
+  if (res.err == 0 && del) {
+    for (struct nf_conntrack* ct : st.clones) {
+      if (nfct_query(h, NFCT_Q_DESTROY, ct) == 0) {
+        res.deleted++;
+      } else if (errno != ENOENT && res.err == 0) {
+        // Keep going: one failure should not leave the other stale flows in place.
+        res.err = errno;
+        res.errContext = "conntrack delete";
+      }
+    }
+  }
+  for (struct nf_conntrack* ct : st.clones) nfct_destroy(ct);
+  res.entries = std::move(st.entries);
+  nfct_close(h);
+  return res;
+}
+
+}  // namespace
+
+CtResult ConntrackList(const CtFilter& f) { return Run(f, false); }
+CtResult ConntrackDelete(const CtFilter& f) { return Run(f, true); }
+
+}  // namespace ferry

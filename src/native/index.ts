@@ -1,0 +1,144 @@
+/**
+ * Loads ferry's native addon (native/build/Release/ferry_native.node) and types its surface.
+ * The addon applies nft transactions in-process through libnftables and deletes conntrack
+ * entries over netlink; see docs/native.md. This module must never throw at import time or
+ * when the addon is absent: callers fall back to spawning nft/conntrack (src/backends/kernel/).
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NftRunOptions {
+  /** List output as JSON (`nft -j`). */
+  json?: boolean;
+  /** Include handles in listings (`nft -a`). */
+  handles?: boolean;
+  /** Check only: parse, evaluate and let the kernel validate, commit nothing (`nft -c`). */
+  dryRun?: boolean;
+}
+
+export interface NftRunResult {
+  ok: boolean;
+  /** What nft printed on stdout (listings). */
+  output: string;
+  /** nft's error text; on failure it starts `FILE:LINE:COL-COL: Error: ...` for the failing command. */
+  error: string;
+}
+
+export type ConntrackProtocol = 'tcp' | 'udp' | 'sctp';
+
+/** Entries must match every given field. family and protocol are required. */
+export interface ConntrackFilter {
+  family: 4 | 6;
+  protocol: ConntrackProtocol;
+  /** Original destination: the address the client dialed (ClusterIP, node IP, external IP). */
+  origDst?: string;
+  origDstPort?: number;
+  /** Reply source: the NAT'd destination, i.e. the endpoint that answers. */
+  replySrc?: string;
+  replySrcPort?: number;
+}
+
+export interface ConntrackEntry {
+  family: 4 | 6;
+  protocol: ConntrackProtocol | 'other';
+  origSrc: string;
+  origSrcPort: number;
+  origDst: string;
+  origDstPort: number;
+  replySrc: string;
+  replySrcPort: number;
+  replyDst: string;
+  replyDstPort: number;
+}
+
+/** The addon's exports. Everything acts on the network namespace of the calling process. */
+export interface NativeAddon {
+  /** One nft script as one transaction, off the main thread. Resolves (never rejects) with nft's verdict. */
+  nftRun(script: string, opts?: NftRunOptions): Promise<NftRunResult>;
+  /** The same, blocking the event loop: for tests and one-shot tools only. */
+  nftRunSync(script: string, opts?: NftRunOptions): NftRunResult;
+  /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
+  conntrackDelete(filter: ConntrackFilter): Promise<number>;
+  conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;
+  readonly abiVersion: number;
+}
+
+/** Bumped with every incompatible change of the addon's exports (native/src/addon.cc). */
+export const NATIVE_ABI_VERSION = 1;
+
+export interface LoadNativeOptions {
+  /** Load this file instead of the default location (tests). */
+  path?: string;
+}
+
+let cached: { addon: NativeAddon | null; error: Error | null } | undefined;
+let lastError: Error | null = null;
+
+/**
+ * The default location: `native/build/Release/ferry_native.node` in the package root, found by
+ * walking up from this file (it runs as dist/src/native/index.js) to the directory holding
+ * package.json. FERRY_NATIVE_PATH overrides it.
+ */
+export function defaultNativePath(): string {
+  const env = process.env['FERRY_NATIVE_PATH'];
+  if (env) return resolve(env);
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) break;
+    const up = dirname(dir);
+    if (up === dir) {
+      dir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+      break;
+    }
+    dir = up;
+  }
+  return join(dir, 'native', 'build', 'Release', 'ferry_native.node');
+}
+
+function isNativeAddon(m: unknown): m is NativeAddon {
+  if (typeof m !== 'object' || m === null) return false;
+  const o = m as Record<string, unknown>;
+  return (
+    typeof o['nftRun'] === 'function' &&
+    typeof o['nftRunSync'] === 'function' &&
+    typeof o['conntrackDelete'] === 'function' &&
+    typeof o['conntrackList'] === 'function' &&
+    o['abiVersion'] === NATIVE_ABI_VERSION
+  );
+}
+
+function tryLoad(path: string): { addon: NativeAddon | null; error: Error | null } {
+  try {
+    const req = createRequire(import.meta.url);
+    const m: unknown = req(path);
+    if (!isNativeAddon(m)) {
+      return { addon: null, error: new Error(`${path} is not a ferry native addon of ABI version ${NATIVE_ABI_VERSION} (rebuild native/)`) };
+    }
+    return { addon: m, error: null };
+  } catch (e) {
+    return { addon: null, error: e instanceof Error ? e : new Error(String(e)) };
+  }
+}
+
+/**
+ * The addon, or null when it cannot be loaded (not built, built for another Node, missing
+ * shared libraries). The reason is kept for logging: nativeLoadError(). The default location is
+ * loaded once per process; an explicit path is loaded every time.
+ */
+export function loadNative(opts: LoadNativeOptions = {}): NativeAddon | null {
+  if (opts.path !== undefined) {
+    const r = tryLoad(resolve(opts.path));
+    lastError = r.error;
+    return r.addon;
+  }
+  cached ??= tryLoad(defaultNativePath());
+  lastError = cached.error;
+  return cached.addon;
+}
+
+/** Why the last loadNative() returned null; null after a successful load. */
+export function nativeLoadError(): Error | null {
+  return lastError;
+}
