@@ -1,0 +1,77 @@
+/**
+ * Address parsing for the model and the planner: one strict parser (ipaddr.js) that yields
+ * canonical strings, so that equal addresses compare equal as strings everywhere downstream.
+ * Pure; never throws on bad input (returns undefined instead).
+ */
+import ipaddr from 'ipaddr.js';
+import type { IPFamily } from './types.js';
+
+export interface ParsedIP {
+  /** Canonical text: dotted quad, or RFC 5952 for IPv6. */
+  readonly ip: string;
+  readonly family: IPFamily;
+}
+
+export interface ParsedCIDR {
+  /** Canonical network/prefix, host bits cleared (as Go's net.ParseCIDR returns it). */
+  readonly cidr: string;
+  readonly family: IPFamily;
+  readonly addr: ipaddr.IPv4 | ipaddr.IPv6;
+  readonly bits: number;
+}
+
+const MAX_TEXT = 64;
+
+/**
+ * Strict IP parsing. IPv4 must be four plain decimal parts (ipaddr.js would read "010.0.0.1" as
+ * octal and accept "1.2.3" — Kubernetes means neither). IPv6 zone ids and IPv4-mapped IPv6
+ * addresses are rejected: neither can be a Service or endpoint address.
+ */
+export function parseIP(text: unknown): ParsedIP | undefined {
+  if (typeof text !== 'string' || text.length === 0 || text.length > MAX_TEXT) return undefined;
+  if (text.includes(':')) {
+    if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
+    let a: ipaddr.IPv6;
+    try {
+      a = ipaddr.IPv6.parse(text);
+    } catch {
+      return undefined;
+    }
+    if (a.isIPv4MappedAddress()) return undefined;
+    return { ip: a.toString(), family: 6 };
+  }
+  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
+  const parts = text.split('.');
+  // isValidFourPartDecimal allows leading zeros in some versions; ambiguous (octal?), so refuse.
+  for (const p of parts) if (p.length > 1 && p[0] === '0') return undefined;
+  return { ip: ipaddr.IPv4.parse(text).toString(), family: 4 };
+}
+
+export function parseCIDR(text: unknown): ParsedCIDR | undefined {
+  if (typeof text !== 'string' || text.length > MAX_TEXT + 4) return undefined;
+  const slash = text.indexOf('/');
+  if (slash < 0) return undefined;
+  const ipPart = parseIP(text.slice(0, slash));
+  const bitsText = text.slice(slash + 1);
+  if (!ipPart || !/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) return undefined;
+  const bits = Number(bitsText);
+  if (bits > (ipPart.family === 4 ? 32 : 128)) return undefined;
+  const canonical = `${ipPart.ip}/${bits}`;
+  const net =
+    ipPart.family === 4 ? ipaddr.IPv4.networkAddressFromCIDR(canonical) : ipaddr.IPv6.networkAddressFromCIDR(canonical);
+  return { cidr: `${net.toString()}/${bits}`, family: ipPart.family, addr: net, bits };
+}
+
+/** Whether `ip` (canonical or not) lies inside `cidr`. False for mismatched families or junk. */
+export function cidrContains(cidr: ParsedCIDR, ip: string): boolean {
+  const p = parseIP(ip);
+  if (!p || p.family !== cidr.family) return false;
+  const a = p.family === 4 ? ipaddr.IPv4.parse(p.ip) : ipaddr.IPv6.parse(p.ip);
+  return cidr.family === 4
+    ? (a as ipaddr.IPv4).match(cidr.addr as ipaddr.IPv4, cidr.bits)
+    : (a as ipaddr.IPv6).match(cidr.addr as ipaddr.IPv6, cidr.bits);
+}
+
+export function familyOfIP(ip: string): IPFamily | undefined {
+  return parseIP(ip)?.family;
+}

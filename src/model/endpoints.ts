@@ -1,0 +1,202 @@
+/**
+ * EndpointSlices → endpoints per service port, as kube-proxy's EndpointSliceCache merges them:
+ * all slices of a Service (label kubernetes.io/service-name, same namespace), per address
+ * family, matched to a service port by port name AND protocol, deduplicated by ip:port.
+ * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
+ */
+import type { V1EndpointSlice } from '@kubernetes/client-node';
+import { parseIP } from './addr.js';
+import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
+import type { Endpoint, IPFamily, Protocol } from './types.js';
+
+export const LABEL_SERVICE_NAME = 'kubernetes.io/service-name';
+export const LABEL_HEADLESS = 'service.kubernetes.io/headless';
+
+/** One endpoint of a slice, before it is crossed with the slice's ports. */
+export type SliceEndpoint = Omit<Endpoint, 'port'>;
+
+export interface SlicePort {
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+}
+
+export interface ParsedSlice {
+  readonly namespace: string;
+  /** The slice's own name (merge order and identity). */
+  readonly name: string;
+  /** Owning Service (label kubernetes.io/service-name); "" when missing. */
+  readonly serviceName: string;
+  /** Address family; null when the slice is ignored (FQDN, unknown type, headless, unowned). */
+  readonly family: IPFamily | null;
+  readonly ports: readonly SlicePort[];
+  readonly endpoints: readonly SliceEndpoint[];
+  readonly problems: readonly string[];
+}
+
+const PROTOCOLS: ReadonlySet<string> = new Set(['TCP', 'UDP', 'SCTP']);
+const NO_HINTS: readonly string[] = Object.freeze([]);
+
+/** Sorted, deduplicated non-empty names from hints.forZones / hints.forNodes. */
+function hintNames(list: readonly unknown[] | undefined, at: string, problems: Problems): readonly string[] {
+  if (!list || list.length === 0) return [];
+  const names = new Set<string>();
+  for (let i = 0; i < list.length; i++) {
+    const n = field(list[i], 'name');
+    if (typeof n === 'string' && n !== '') names.add(n);
+    else problems.add(`${at}[${i}].name: ${show(n)} invalid, ignored`);
+  }
+  return names.size === 0 ? NO_HINTS : Object.freeze([...names].sort());
+}
+
+function cond(conditions: unknown, name: string, dflt: boolean): boolean {
+  const v = field(conditions, name);
+  return typeof v === 'boolean' ? v : dflt;
+}
+
+/**
+ * Parse one slice for this node. Conditions: ready = ready ?? true, serving = serving ?? ready,
+ * terminating = terminating ?? false. Endpoints without addresses are skipped; addresses[0] is
+ * used, and must be of the slice's address family.
+ */
+export function parseEndpointSlice(slice: V1EndpointSlice, nodeName: string): ParsedSlice {
+  const problems = new Problems();
+  const meta = field(slice, 'metadata');
+  const namespace = str(meta, 'namespace') ?? '';
+  const name = str(meta, 'name') ?? '';
+  const labels = stringMap(field(meta, 'labels'));
+  const serviceName = labels[LABEL_SERVICE_NAME] ?? '';
+  const ignored = (family: IPFamily | null = null): ParsedSlice => ({
+    namespace,
+    name,
+    serviceName,
+    family,
+    ports: [],
+    endpoints: [],
+    problems: problems.result(),
+  });
+  if (!namespace || !name) {
+    problems.add('metadata: namespace and name must be non-empty strings');
+    return ignored();
+  }
+  if (!serviceName) return ignored(); // not owned by a Service: not ours to proxy
+  if (Object.prototype.hasOwnProperty.call(labels, LABEL_HEADLESS)) return ignored();
+  const addressType = field(slice, 'addressType');
+  let family: IPFamily;
+  if (addressType === 'IPv4') family = 4;
+  else if (addressType === 'IPv6') family = 6;
+  else {
+    if (addressType !== 'FQDN') problems.add(`addressType: ${show(addressType)} unknown`);
+    return ignored();
+  }
+
+  const ports: SlicePort[] = [];
+  const portsRaw = field(slice, 'ports');
+  if (portsRaw !== undefined && portsRaw !== null && !Array.isArray(portsRaw)) {
+    problems.add(`ports: ${show(portsRaw)} is not an array`);
+  }
+  const portList = Array.isArray(portsRaw) ? portsRaw : [];
+  for (let i = 0; i < portList.length; i++) {
+    const p = portList[i];
+    if (!isRecord(p)) {
+      problems.add(`ports[${i}]: ${show(p)} is not an object`);
+      continue;
+    }
+    const pname = field(p, 'name');
+    // kube-proxy ignores ports with a nil name; the controller always sets "" for unnamed ports.
+    if (typeof pname !== 'string') {
+      problems.add(`ports[${i}].name: ${show(pname)} is not a string`);
+      continue;
+    }
+    const protoRaw = field(p, 'protocol');
+    const protocol = protoRaw === undefined || protoRaw === null ? 'TCP' : protoRaw;
+    if (typeof protocol !== 'string' || !PROTOCOLS.has(protocol)) {
+      problems.add(`ports[${i}].protocol: ${show(protoRaw)} unknown`);
+      continue;
+    }
+    const port = field(p, 'port');
+    if (!isInt(port) || port < 1 || port > 65535) {
+      problems.add(`ports[${i}].port: ${show(port)} out of range`);
+      continue;
+    }
+    ports.push({ name: pname, protocol: protocol as Protocol, port });
+  }
+
+  const endpoints: SliceEndpoint[] = [];
+  const epsRaw = field(slice, 'endpoints');
+  if (epsRaw !== undefined && epsRaw !== null && !Array.isArray(epsRaw)) {
+    problems.add(`endpoints: ${show(epsRaw)} is not an array`);
+  }
+  const epList = Array.isArray(epsRaw) ? epsRaw : [];
+  for (let i = 0; i < epList.length; i++) {
+    const e = epList[i];
+    if (!isRecord(e)) {
+      problems.add(`endpoints[${i}]: ${show(e)} is not an object`);
+      continue;
+    }
+    const addrs = arr(e, 'addresses');
+    if (!addrs || addrs.length === 0) continue; // kube-proxy skips these silently-ish, so do we
+    const ip = parseIP(addrs[0]);
+    if (!ip) {
+      problems.add(`endpoints[${i}].addresses[0]: ${show(addrs[0])} is not a valid IP`);
+      continue;
+    }
+    if (ip.family !== family) {
+      problems.add(`endpoints[${i}].addresses[0]: ${ip.ip} is not ${addressType}`);
+      continue;
+    }
+    const conditions = field(e, 'conditions');
+    const ready = cond(conditions, 'ready', true);
+    const epNode = str(e, 'nodeName') ?? '';
+    const hints = field(e, 'hints');
+    endpoints.push({
+      ip: ip.ip,
+      ready,
+      serving: cond(conditions, 'serving', ready),
+      terminating: cond(conditions, 'terminating', false),
+      nodeName: epNode,
+      zone: str(e, 'zone') ?? '',
+      zoneHints: hintNames(arr(hints, 'forZones'), `endpoints[${i}].hints.forZones`, problems),
+      nodeHints: hintNames(arr(hints, 'forNodes'), `endpoints[${i}].hints.forNodes`, problems),
+      isLocal: nodeName !== '' && epNode === nodeName,
+    });
+  }
+  return { namespace, name, serviceName, family, ports, endpoints, problems: problems.result() };
+}
+
+function byName(a: ParsedSlice, b: ParsedSlice): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+export function compareEndpoints(a: { ip: string; port: number }, b: { ip: string; port: number }): number {
+  if (a.ip !== b.ip) return a.ip < b.ip ? -1 : 1;
+  return a.port - b.port;
+}
+
+/**
+ * The endpoints of one service port in one family, from all slices of its Service. Slices are
+ * visited in name order; the first occurrence of an ip:port wins, except that a local copy
+ * replaces a non-local one (kube-proxy favours isLocal when duplicates disagree). Sorted by ip,
+ * then port.
+ */
+export function mergeEndpoints(
+  slices: Iterable<ParsedSlice>,
+  family: IPFamily,
+  portName: string,
+  protocol: Protocol,
+): Endpoint[] {
+  const ordered = [...slices].filter((s) => s.family === family).sort(byName);
+  const found = new Map<string, Endpoint>();
+  for (const s of ordered) {
+    for (const p of s.ports) {
+      if (p.name !== portName || p.protocol !== protocol) continue;
+      for (const e of s.endpoints) {
+        const id = `${e.ip}|${p.port}`;
+        const prev = found.get(id);
+        if (prev && (prev.isLocal || !e.isLocal)) continue;
+        found.set(id, { ...e, port: p.port });
+      }
+    }
+  }
+  return [...found.values()].sort(compareEndpoints);
+}

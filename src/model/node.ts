@@ -1,0 +1,35 @@
+/**
+ * V1Node → NodeInfo: the facts about this node that planning needs (labels for topology,
+ * addresses for node IPs and --nodeport-addresses primary). Untrusted input; never throws.
+ * Pure.
+ */
+import type { V1Node } from '@kubernetes/client-node';
+import { parseIP } from './addr.js';
+import { arr, field, str, stringMap } from './untrusted.js';
+import type { NodeInfo } from './types.js';
+
+export const LABEL_ZONE = 'topology.kubernetes.io/zone';
+
+/**
+ * Addresses are InternalIPs first, then ExternalIPs, each in status order, deduplicated — the
+ * order kube-proxy's GetNodeHostIPs uses, so that the first address of a family is that
+ * family's primary node IP.
+ */
+export function parseNode(node: V1Node | undefined, nodeName: string): NodeInfo {
+  const labels = stringMap(field(field(node, 'metadata'), 'labels'));
+  const list = arr(field(node, 'status'), 'addresses') ?? [];
+  const seen = new Set<string>();
+  for (const kind of ['InternalIP', 'ExternalIP']) {
+    for (const a of list) {
+      if (str(a, 'type') !== kind) continue;
+      const p = parseIP(field(a, 'address'));
+      if (p) seen.add(p.ip);
+    }
+  }
+  return Object.freeze({
+    name: nodeName,
+    labels: Object.freeze(labels),
+    addresses: Object.freeze([...seen]),
+    zone: labels[LABEL_ZONE] ?? '',
+  });
+}

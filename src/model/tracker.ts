@@ -1,0 +1,350 @@
+/**
+ * The change tracker: kube-proxy's ServiceChangeTracker and EndpointsChangeTracker in one.
+ * Informer events (Services, EndpointSlices, this Node) go in; takeSnapshot() hands out an
+ * immutable per-family picture of now plus the exact set of service ports that differ from the
+ * previous picture. Events between two snapshots merge: add-then-delete, or an update that
+ * changes nothing the proxy uses, reports nothing.
+ *
+ * Cost model: an event re-parses only the object it carries and compares only that Service's
+ * inputs; a snapshot re-merges only Services whose inputs changed and shares every unchanged
+ * ServicePort and endpoint list with the previous snapshot (one new Map per changed family).
+ *
+ * Must never throw on malformed objects, and a bad object must never affect other Services.
+ * In-memory only: no I/O besides the logger.
+ */
+import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import { logger, type Logger } from '../util/log.js';
+import { mergeEndpoints, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
+import { deepEqual } from './equal.js';
+import { parseNode } from './node.js';
+import { objectName, parseService, type ParsedService } from './service.js';
+import { field, str, stringMap } from './untrusted.js';
+import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from './types.js';
+
+export const ANNOTATION_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+export interface TrackerOptions {
+  nodeName: string;
+  families: readonly IPFamily[];
+  log?: Logger;
+}
+
+/** Everything the tracker knows about one Service name: its object (if any) and its slices. */
+interface ServiceState {
+  parsed: ParsedService | null;
+  slices: Map<string, ParsedSlice>;
+  /** Inputs as of the last snapshot, to tell real changes from churn. */
+  committedParsed: ParsedService | null;
+  committedSlices: Map<string, ParsedSlice>;
+  triggerTimes: Date[];
+}
+
+const NO_PORTS: ParsedService = { ports: [], problems: [] };
+const EMPTY_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
+const FAMILIES: readonly IPFamily[] = [4, 6];
+
+function freezeEndpoints(eps: Endpoint[]): readonly Endpoint[] {
+  if (eps.length === 0) return EMPTY_ENDPOINTS;
+  for (const e of eps) Object.freeze(e);
+  return Object.freeze(eps);
+}
+
+function sliceInputsEqual(a: ParsedSlice, b: ParsedSlice): boolean {
+  return a === b || (a.family === b.family && deepEqual(a.ports, b.ports) && deepEqual(a.endpoints, b.endpoints));
+}
+
+function slicesEqual(a: ReadonlyMap<string, ParsedSlice>, b: ReadonlyMap<string, ParsedSlice>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [name, s] of a) {
+    const o = b.get(name);
+    if (!o || !sliceInputsEqual(s, o)) return false;
+  }
+  return true;
+}
+
+function portsEqual(a: ParsedService | null, b: ParsedService | null): boolean {
+  return deepEqual((a ?? NO_PORTS).ports, (b ?? NO_PORTS).ports);
+}
+
+function triggerTime(obj: unknown): Date | undefined {
+  const v = stringMap(field(field(obj, 'metadata'), 'annotations'))[ANNOTATION_TRIGGER_TIME];
+  if (v === undefined) return undefined;
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+function emptySnapshot(family: IPFamily, node: NodeInfo): ClusterSnapshot {
+  return { family, services: new Map(), endpoints: new Map(), node };
+}
+
+/**
+ * The next snapshot's maps, copied from the previous snapshot's on first write only: a family
+ * (or a map) nothing changed in keeps sharing the previous one, which stays untouched.
+ */
+class CowMaps {
+  services: ReadonlyMap<ServicePortKey, ServicePort>;
+  endpoints: ReadonlyMap<ServicePortKey, readonly Endpoint[]>;
+  private ownServices: Map<ServicePortKey, ServicePort> | undefined;
+  private ownEndpoints: Map<ServicePortKey, readonly Endpoint[]> | undefined;
+
+  constructor(prev: ClusterSnapshot) {
+    this.services = prev.services;
+    this.endpoints = prev.endpoints;
+  }
+
+  setService(key: ServicePortKey, sp: ServicePort): void {
+    this.writableServices().set(key, sp);
+  }
+
+  setEndpoints(key: ServicePortKey, eps: readonly Endpoint[]): void {
+    this.writableEndpoints().set(key, eps);
+  }
+
+  delete(key: ServicePortKey): void {
+    if (this.services.has(key)) this.writableServices().delete(key);
+    if (this.endpoints.has(key)) this.writableEndpoints().delete(key);
+  }
+
+  private writableServices(): Map<ServicePortKey, ServicePort> {
+    if (!this.ownServices) this.services = this.ownServices = new Map(this.services);
+    return this.ownServices;
+  }
+
+  private writableEndpoints(): Map<ServicePortKey, readonly Endpoint[]> {
+    if (!this.ownEndpoints) this.endpoints = this.ownEndpoints = new Map(this.endpoints);
+    return this.ownEndpoints;
+  }
+}
+
+export class ChangeTracker {
+  private readonly nodeName: string;
+  private readonly families: readonly IPFamily[];
+  private readonly log: Logger;
+
+  private readonly states = new Map<string, ServiceState>();
+  /** `namespace/sliceName` → the Service key the slice is filed under. */
+  private readonly sliceOwner = new Map<string, string>();
+  private readonly dirty = new Set<string>();
+
+  private node: NodeInfo;
+  private committedNode: NodeInfo;
+  private snapshots: Record<IPFamily, ClusterSnapshot>;
+
+  private readonly problemMap = new Map<string, readonly string[]>();
+  /** Object id → the version whose problems were last logged (log once per version). */
+  private readonly loggedVersion = new Map<string, string>();
+
+  constructor(opts: TrackerOptions) {
+    this.nodeName = opts.nodeName;
+    this.families = [...new Set(opts.families)].filter((f) => f === 4 || f === 6);
+    this.log = opts.log ?? logger('model');
+    this.node = parseNode(undefined, this.nodeName);
+    this.committedNode = this.node;
+    this.snapshots = { 4: emptySnapshot(4, this.node), 6: emptySnapshot(6, this.node) };
+  }
+
+  upsertService(svc: V1Service): void {
+    const id = objectName(svc);
+    let parsed: ParsedService;
+    try {
+      parsed = parseService(svc, this.families);
+    } catch (err) {
+      // parseService is written not to throw; this is the last line of defence.
+      parsed = { ports: [], problems: [`unexpected parse failure: ${String(err)}`] };
+    }
+    this.noteProblems('Service', id, svc, parsed.problems);
+    if (!id) return;
+    const key = `${id.namespace}/${id.name}`;
+    const st = this.state(key);
+    st.parsed = parsed;
+    const t = triggerTime(svc);
+    if (this.touch(key, st) && t) st.triggerTimes.push(t);
+  }
+
+  deleteService(svc: V1Service): void {
+    const id = objectName(svc);
+    if (!id) return;
+    const key = `${id.namespace}/${id.name}`;
+    this.forget('Service', key);
+    const st = this.states.get(key);
+    if (!st) return;
+    st.parsed = null;
+    this.touch(key, st);
+  }
+
+  upsertEndpointSlice(slice: V1EndpointSlice): void {
+    let parsed: ParsedSlice;
+    try {
+      parsed = parseEndpointSlice(slice, this.nodeName);
+    } catch (err) {
+      const meta = field(slice, 'metadata');
+      parsed = {
+        namespace: str(meta, 'namespace') ?? '',
+        name: str(meta, 'name') ?? '',
+        serviceName: '',
+        family: null,
+        ports: [],
+        endpoints: [],
+        problems: [`unexpected parse failure: ${String(err)}`],
+      };
+    }
+    const id = parsed.namespace && parsed.name ? { namespace: parsed.namespace, name: parsed.name } : undefined;
+    this.noteProblems('EndpointSlice', id, slice, parsed.problems);
+    if (!id) return;
+    const sliceId = `${parsed.namespace}/${parsed.name}`;
+    const owner = parsed.family !== null && parsed.serviceName ? `${parsed.namespace}/${parsed.serviceName}` : undefined;
+    const prevOwner = this.sliceOwner.get(sliceId);
+    if (prevOwner !== undefined && prevOwner !== owner) this.removeSlice(sliceId, prevOwner);
+    if (owner === undefined) return; // ignored slice (headless, FQDN, unowned): as if deleted
+    this.sliceOwner.set(sliceId, owner);
+    const st = this.state(owner);
+    st.slices.set(parsed.name, parsed);
+    const t = triggerTime(slice);
+    if (this.touch(owner, st) && t) st.triggerTimes.push(t);
+  }
+
+  deleteEndpointSlice(slice: V1EndpointSlice): void {
+    const meta = field(slice, 'metadata');
+    const namespace = str(meta, 'namespace');
+    const name = str(meta, 'name');
+    if (!namespace || !name) return;
+    const sliceId = `${namespace}/${name}`;
+    this.forget('EndpointSlice', sliceId);
+    const owner = this.sliceOwner.get(sliceId);
+    if (owner !== undefined) this.removeSlice(sliceId, owner);
+  }
+
+  setNode(node: V1Node | undefined): void {
+    const next = parseNode(node, this.nodeName);
+    const same =
+      deepEqual(next.addresses, this.committedNode.addresses) && deepEqual(next.labels, this.committedNode.labels);
+    this.node = same ? this.committedNode : next;
+  }
+
+  pending(): boolean {
+    return this.dirty.size > 0 || this.node !== this.committedNode;
+  }
+
+  takeSnapshot(): { snapshots: Record<IPFamily, ClusterSnapshot>; changes: Record<IPFamily, ChangeSet>; triggerTimes: Date[] } {
+    const nodeChanged = this.node !== this.committedNode;
+    if (nodeChanged) this.committedNode = Object.freeze(this.node);
+    const node = this.committedNode;
+    const triggerTimes: Date[] = [];
+    const changed: Record<IPFamily, Set<ServicePortKey>> = { 4: new Set(), 6: new Set() };
+    const maps: Record<IPFamily, CowMaps> = { 4: new CowMaps(this.snapshots[4]), 6: new CowMaps(this.snapshots[6]) };
+    for (const key of this.dirty) {
+      const st = this.states.get(key);
+      if (!st) continue;
+      let any = false;
+      for (const f of this.families) {
+        if (this.rebuild(st, f, maps[f], changed[f])) any = true;
+      }
+      if (any) triggerTimes.push(...st.triggerTimes);
+      st.triggerTimes = [];
+      st.committedParsed = st.parsed;
+      st.committedSlices = new Map(st.slices);
+      if (st.parsed === null && st.slices.size === 0) this.states.delete(key);
+    }
+    this.dirty.clear();
+
+    const changes = {} as Record<IPFamily, ChangeSet>;
+    const snapshots = {} as Record<IPFamily, ClusterSnapshot>;
+    for (const f of FAMILIES) {
+      const prev = this.snapshots[f];
+      if (changed[f].size === 0 && !nodeChanged) snapshots[f] = prev;
+      else snapshots[f] = Object.freeze({ family: f, services: maps[f].services, endpoints: maps[f].endpoints, node });
+      changes[f] = { changed: changed[f], nodeChanged };
+    }
+    this.snapshots = snapshots;
+    return { snapshots, changes, triggerTimes };
+  }
+
+  problems(): ReadonlyMap<string, readonly string[]> {
+    return this.problemMap;
+  }
+
+  /**
+   * Recompute one Service's ports and endpoints in one family into the (already copied) maps.
+   * Unchanged objects are kept as they were, so consumers can compare with ===.
+   */
+  private rebuild(st: ServiceState, family: IPFamily, maps: CowMaps, changed: Set<ServicePortKey>): boolean {
+    let any = false;
+    const now = new Set<ServicePortKey>();
+    for (const sp of (st.parsed ?? NO_PORTS).ports) {
+      if (sp.family !== family) continue;
+      now.add(sp.key);
+      const oldSp = maps.services.get(sp.key);
+      if (!oldSp || !deepEqual(oldSp, sp)) {
+        maps.setService(sp.key, Object.freeze(sp));
+        changed.add(sp.key);
+        any = true;
+      }
+      const eps = mergeEndpoints(st.slices.values(), family, sp.portName, sp.protocol);
+      const oldEps = maps.endpoints.get(sp.key);
+      if (!oldEps || !deepEqual(oldEps, eps)) {
+        maps.setEndpoints(sp.key, freezeEndpoints(eps));
+        changed.add(sp.key);
+        any = true;
+      }
+    }
+    for (const sp of (st.committedParsed ?? NO_PORTS).ports) {
+      if (sp.family !== family || now.has(sp.key)) continue;
+      maps.delete(sp.key);
+      changed.add(sp.key);
+      any = true;
+    }
+    return any;
+  }
+
+  private state(key: string): ServiceState {
+    let st = this.states.get(key);
+    if (!st) {
+      st = { parsed: null, slices: new Map(), committedParsed: null, committedSlices: new Map(), triggerTimes: [] };
+      this.states.set(key, st);
+    }
+    return st;
+  }
+
+  private removeSlice(sliceId: string, owner: string): void {
+    this.sliceOwner.delete(sliceId);
+    const st = this.states.get(owner);
+    if (!st) return;
+    st.slices.delete(sliceId.slice(sliceId.indexOf('/') + 1));
+    this.touch(owner, st);
+  }
+
+  /** Re-evaluate whether a Service's inputs differ from the last snapshot; returns that. */
+  private touch(key: string, st: ServiceState): boolean {
+    const differs = !portsEqual(st.parsed, st.committedParsed) || !slicesEqual(st.slices, st.committedSlices);
+    if (differs) this.dirty.add(key);
+    else {
+      this.dirty.delete(key);
+      st.triggerTimes = [];
+      if (st.parsed === null && st.slices.size === 0 && st.committedParsed === null) this.states.delete(key);
+    }
+    return differs;
+  }
+
+  private noteProblems(kind: string, id: { namespace: string; name: string } | undefined, obj: unknown, problems: readonly string[]): void {
+    const objId = `${kind} ${id ? `${id.namespace}/${id.name}` : '<unnamed>'}`;
+    if (problems.length === 0) {
+      this.problemMap.delete(objId);
+      this.loggedVersion.delete(objId);
+      return;
+    }
+    this.problemMap.set(objId, problems);
+    const meta = field(obj, 'metadata');
+    const version = `${str(meta, 'uid') ?? ''}/${str(meta, 'resourceVersion') ?? ''}/${problems.join('\n')}`;
+    if (this.loggedVersion.get(objId) === version) return;
+    this.loggedVersion.set(objId, version);
+    this.log.warn(`${kind} has invalid fields; skipping what they affect`, {
+      object: id ? `${id.namespace}/${id.name}` : '<unnamed>',
+      problems,
+    });
+  }
+
+  private forget(kind: string, key: string): void {
+    this.problemMap.delete(`${kind} ${key}`);
+    this.loggedVersion.delete(`${kind} ${key}`);
+  }
+}

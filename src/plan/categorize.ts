@@ -1,0 +1,104 @@
+/**
+ * Which endpoints each traffic path of one service port may use on this node — kube-proxy's
+ * CategorizeEndpoints (pkg/proxy/topology.go), which every backend shares. Traffic policies,
+ * topology hints (PreferSameNode, then PreferSameZone) and the serving-terminating fallback
+ * live here and nowhere else. Pure; input endpoints are sorted and stay sorted.
+ */
+import type { Endpoint } from '../model/types.js';
+
+/** The facts about a service port that categorization depends on. */
+export interface CategorizeInput {
+  readonly internalPolicyLocal: boolean;
+  readonly externalPolicyLocal: boolean;
+  /** Has a NodePort, externalIPs or VIP-mode LB IPs in this family. */
+  readonly externallyAccessible: boolean;
+}
+
+export type TopologyMode = '' | 'PreferSameNode' | 'PreferSameZone';
+
+export interface Categorized {
+  /** Cluster-policy endpoints (topology + fallback applied). Computed even when unused. */
+  readonly cluster: readonly Endpoint[];
+  /** Local-policy endpoints (ready local, else serving-terminating local). */
+  readonly local: readonly Endpoint[];
+  /** kube-proxy's hasAnyEndpoints: some usable endpoint exists anywhere in the cluster. */
+  readonly hasAnyEndpoints: boolean;
+  readonly usesCluster: boolean;
+  readonly usesLocal: boolean;
+  readonly topologyMode: TopologyMode;
+}
+
+export function usesClusterEndpoints(s: CategorizeInput): boolean {
+  // Even with externalTrafficPolicy Local, external traffic from pods and the node itself is
+  // short-circuited to the cluster set, so any externally accessible port needs it.
+  return !s.internalPolicyLocal || s.externallyAccessible;
+}
+
+export function usesLocalEndpoints(s: CategorizeInput): boolean {
+  return s.internalPolicyLocal || (s.externalPolicyLocal && s.externallyAccessible);
+}
+
+/**
+ * PreferSameNode when every ready endpoint has node hints and one names this node; else
+ * PreferSameZone when every ready endpoint has zone hints and one names this node's zone; else
+ * no topology. (kube-proxy's topologyModeFromHints with PreferSameTrafficDistribution on, the
+ * default since 1.34.)
+ */
+export function topologyMode(endpoints: readonly Endpoint[], nodeName: string, zone: string): TopologyMode {
+  let hasReady = false;
+  let allNodeHints = true;
+  let forNode = false;
+  let allZoneHints = true;
+  let forZone = false;
+  for (const ep of endpoints) {
+    if (!ep.ready) continue;
+    hasReady = true;
+    if (ep.nodeHints.length === 0) allNodeHints = false;
+    else if (nodeName !== '' && ep.nodeHints.includes(nodeName)) forNode = true;
+    if (ep.zoneHints.length === 0) allZoneHints = false;
+    else if (zone !== '' && ep.zoneHints.includes(zone)) forZone = true;
+  }
+  if (!hasReady) return '';
+  if (allNodeHints && forNode) return 'PreferSameNode';
+  if (allZoneHints && forZone) return 'PreferSameZone';
+  return '';
+}
+
+function availableForTopology(ep: Endpoint, mode: TopologyMode, nodeName: string, zone: string): boolean {
+  if (mode === 'PreferSameNode') return ep.nodeHints.includes(nodeName);
+  if (mode === 'PreferSameZone') return ep.zoneHints.includes(zone);
+  return true;
+}
+
+export function categorizeEndpoints(
+  endpoints: readonly Endpoint[],
+  svc: CategorizeInput,
+  nodeName: string,
+  zone: string,
+): Categorized {
+  const usesCluster = usesClusterEndpoints(svc);
+  const usesLocal = usesLocalEndpoints(svc);
+  const mode = topologyMode(endpoints, nodeName, zone);
+
+  let cluster = endpoints.filter((ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
+  if (cluster.length === 0) {
+    // No ready endpoint anywhere (topology already fell back if none matched this node/zone).
+    // kube-proxy does not apply topology to this fallback; neither do we.
+    cluster = endpoints.filter((ep) => ep.serving && ep.terminating);
+  }
+
+  let local = endpoints.filter((ep) => ep.isLocal && ep.ready);
+  if (local.length === 0) local = endpoints.filter((ep) => ep.isLocal && ep.serving && ep.terminating);
+
+  let hasAnyEndpoints = false;
+  if (usesCluster && cluster.length > 0) hasAnyEndpoints = true;
+  if (usesLocal) {
+    for (const ep of endpoints) {
+      if (ep.ready || (ep.serving && ep.terminating)) {
+        hasAnyEndpoints = true;
+        break;
+      }
+    }
+  }
+  return { cluster, local, hasAnyEndpoints, usesCluster, usesLocal, topologyMode: mode };
+}

@@ -1,0 +1,47 @@
+/**
+ * Structural diff of two ProxyTables pairs: what a sync must rewrite. Entries that are the same
+ * object (the planner reuses unchanged ones) cost one comparison; others are compared field by
+ * field. Pure.
+ */
+import { deepEqual } from '../model/equal.js';
+import type { IPFamily, ServicePortKey } from '../model/types.js';
+import type { ProxyTable, ProxyTables, SyncChanges } from './types.js';
+
+const FAMILIES: readonly IPFamily[] = [4, 6];
+
+function headerChanged(a: ProxyTable, b: ProxyTable): boolean {
+  return (
+    a.family !== b.family ||
+    a.nodeName !== b.nodeName ||
+    a.masqueradeAll !== b.masqueradeAll ||
+    !deepEqual(a.nodeIPs, b.nodeIPs) ||
+    !deepEqual(a.nodePortAddresses, b.nodePortAddresses) ||
+    !deepEqual(a.localTraffic, b.localTraffic)
+  );
+}
+
+/**
+ * `changed` holds every key whose entry was added, removed or differs in either family (keys
+ * do not carry the family, so one set serves both). full=true when there is no prev.
+ */
+export function diffTables(prev: ProxyTables | null, next: ProxyTables): SyncChanges {
+  const changed = new Set<ServicePortKey>();
+  if (prev === null) {
+    for (const f of FAMILIES) for (const k of next[f].services.keys()) changed.add(k);
+    return { full: true, changed, tableChanged: true };
+  }
+  let tableChanged = false;
+  for (const f of FAMILIES) {
+    const a = prev[f];
+    const b = next[f];
+    if (a === b) continue;
+    if (headerChanged(a, b)) tableChanged = true;
+    if (a.services === b.services) continue;
+    for (const [k, e] of b.services) {
+      const old = a.services.get(k);
+      if (old !== e && (old === undefined || !deepEqual(old, e))) changed.add(k);
+    }
+    for (const k of a.services.keys()) if (!b.services.has(k)) changed.add(k);
+  }
+  return { full: false, changed, tableChanged };
+}

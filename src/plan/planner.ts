@@ -1,0 +1,296 @@
+/**
+ * The planner: ClusterSnapshot → ProxyTable, every per-node decision made once for every
+ * backend (traffic policies, topology, terminating fallback, reject vs drop, masquerade,
+ * nodeport addresses). kube-proxy's proxiers are the reference; docs/ir.md records where we
+ * had to choose.
+ *
+ * Pure: no I/O (problems are returned, and logged only by the planTable wrapper), no clocks,
+ * no randomness. Given prev + changes it re-plans only what changed and hands back prev's
+ * ServiceEntry objects (===) for the rest, so a one-endpoint change costs O(changed) entries
+ * plus one Map. A service that fails to plan is left out with a problem; it never takes the
+ * table down.
+ */
+import { cidrContains, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
+import { deepEqual } from '../model/equal.js';
+import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from '../model/types.js';
+import { logger } from '../util/log.js';
+import { categorizeEndpoints } from './categorize.js';
+import { diffTables } from './diff.js';
+import type {
+  ClusterIPMasquerade,
+  EndpointSet,
+  LocalTrafficDetector,
+  NodePortAddresses,
+  PlannedEndpoint,
+  ProxyTable,
+  ProxyTables,
+  ServiceEntry,
+} from './types.js';
+
+export { diffTables };
+
+export type NodePortAddressSpec = { kind: 'all' } | { kind: 'primary' } | { kind: 'cidrs'; cidrs: readonly string[] };
+
+export interface PlanOptions {
+  masqueradeAll: boolean;
+  /** Local traffic detection; empty = no detector. */
+  clusterCIDRs: readonly string[];
+  /** From --nodeport-addresses. */
+  nodePortAddresses: NodePortAddressSpec;
+  /** Addresses on this host's interfaces (resolved by the caller), used for 'cidrs'. */
+  localAddresses: readonly string[];
+}
+
+export interface PlanReport {
+  readonly table: ProxyTable;
+  /** One line per problem: a service left out, or an option entry ignored. */
+  readonly problems: readonly string[];
+}
+
+const EMPTY: readonly PlannedEndpoint[] = Object.freeze([]);
+const REJECT: EndpointSet = Object.freeze({ verdict: 'reject', endpoints: EMPTY });
+const DROP: EndpointSet = Object.freeze({ verdict: 'drop', endpoints: EMPTY });
+const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
+const ALL: NodePortAddresses = Object.freeze({ kind: 'all' });
+const NO_DETECTOR: LocalTrafficDetector = Object.freeze({ kind: 'none' });
+
+const log = logger('plan');
+
+/** `namespace/name` part of a ServicePortKey (`namespace/name:port/PROTO`; names hold no ':'). */
+export function serviceOfKey(key: ServicePortKey): string {
+  const i = key.indexOf(':');
+  return i < 0 ? key : key.slice(0, i);
+}
+
+type Header = Omit<ProxyTable, 'services'>;
+
+function familyCIDRs(list: readonly string[], family: IPFamily, what: string, problems: string[]): ParsedCIDR[] {
+  const out: ParsedCIDR[] = [];
+  const seen = new Set<string>();
+  for (const text of list) {
+    const c = parseCIDR(typeof text === 'string' ? text.trim() : text);
+    if (!c) {
+      problems.push(`${what}: ${JSON.stringify(text)} is not a valid CIDR, ignored`);
+      continue;
+    }
+    if (c.family !== family || seen.has(c.cidr)) continue;
+    seen.add(c.cidr);
+    out.push(c);
+  }
+  return out;
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.');
+}
+
+/**
+ * --nodeport-addresses for one family, as kube-proxy resolves it: "primary" is the node's
+ * primary IP of the family; CIDRs select local addresses; and a family with no usable entry of
+ * its own (no CIDR of that family, a zero CIDR, or no primary IP) accepts NodePorts everywhere.
+ */
+function nodePortAddresses(
+  spec: NodePortAddressSpec,
+  family: IPFamily,
+  nodeIPs: readonly string[],
+  localAddresses: readonly string[],
+  problems: string[],
+): NodePortAddresses {
+  if (spec.kind === 'primary') {
+    const p = nodeIPs[0];
+    return p !== undefined && !isLoopback(p) ? Object.freeze({ kind: 'list', addresses: Object.freeze([p]) }) : ALL;
+  }
+  if (spec.kind !== 'cidrs') return ALL;
+  const cidrs = familyCIDRs(spec.cidrs, family, 'nodePortAddresses', problems);
+  if (cidrs.length === 0 || cidrs.some((c) => c.bits === 0)) return ALL;
+  const found = new Set<string>();
+  for (const a of localAddresses) {
+    const p = parseIP(a);
+    if (p && p.family === family && cidrs.some((c) => cidrContains(c, p.ip))) found.add(p.ip);
+  }
+  return Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
+}
+
+function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): Header {
+  const family = snap.family;
+  const nodeIPs = Object.freeze(snap.node.addresses.filter((a) => parseIP(a)?.family === family));
+  const detectorCIDRs = familyCIDRs(opts.clusterCIDRs, family, 'clusterCIDRs', problems).map((c) => c.cidr);
+  return {
+    family,
+    nodeName: snap.node.name,
+    nodeIPs,
+    nodePortAddresses: nodePortAddresses(opts.nodePortAddresses, family, nodeIPs, opts.localAddresses, problems),
+    localTraffic:
+      detectorCIDRs.length > 0 ? Object.freeze({ kind: 'clusterCIDR', cidrs: Object.freeze(detectorCIDRs) }) : NO_DETECTOR,
+    masqueradeAll: opts.masqueradeAll,
+  };
+}
+
+export function headersEqual(a: Header, b: Header): boolean {
+  return (
+    a.family === b.family &&
+    a.nodeName === b.nodeName &&
+    a.masqueradeAll === b.masqueradeAll &&
+    deepEqual(a.nodeIPs, b.nodeIPs) &&
+    deepEqual(a.nodePortAddresses, b.nodePortAddresses) &&
+    deepEqual(a.localTraffic, b.localTraffic)
+  );
+}
+
+/** Distinct IPs of ready local endpoints over all ports of one Service (kube-proxy's HC count). */
+function localReadyIPs(snap: ClusterSnapshot, keys: readonly ServicePortKey[]): number {
+  const ips = new Set<string>();
+  for (const k of keys) {
+    for (const ep of snap.endpoints.get(k) ?? NO_ENDPOINTS) if (ep.isLocal && ep.ready) ips.add(ep.ip);
+  }
+  return ips.size;
+}
+
+function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h: Header, localReady: number): ServiceEntry {
+  const lbSeen = new Set<string>();
+  for (const ing of sp.loadBalancerIngress) if (ing.ipMode === 'VIP') lbSeen.add(ing.ip);
+  const loadBalancerIPs = Object.freeze([...lbSeen]);
+  const externallyAccessible = sp.nodePort !== 0 || sp.externalIPs.length > 0 || loadBalancerIPs.length > 0;
+  const internalPolicyLocal = sp.internalTrafficPolicy === 'Local';
+  const externalPolicyLocal = externallyAccessible && sp.externalTrafficPolicy === 'Local';
+
+  const cat = categorizeEndpoints(eps, { internalPolicyLocal, externalPolicyLocal, externallyAccessible }, node.name, node.zone);
+  const planned = new Map<Endpoint, PlannedEndpoint>();
+  const toSet = (list: readonly Endpoint[]): EndpointSet => {
+    if (list.length === 0) return DROP;
+    const endpoints = list.map((ep) => {
+      let p = planned.get(ep);
+      if (!p) {
+        p = Object.freeze({ ip: ep.ip, port: ep.port, isLocal: ep.isLocal, ready: ep.ready });
+        planned.set(ep, p);
+      }
+      return p;
+    });
+    return Object.freeze({ verdict: 'forward', endpoints: Object.freeze(endpoints) });
+  };
+  let internal: EndpointSet;
+  let external: EndpointSet;
+  let cluster: EndpointSet;
+  if (!cat.hasAnyEndpoints) {
+    // kube-proxy: "has no endpoints" → REJECT on every path.
+    internal = external = cluster = REJECT;
+  } else {
+    cluster = toSet(cat.cluster);
+    const local = toSet(cat.local);
+    // kube-proxy: endpoints exist, but none this path may use → "has no local endpoints", DROP.
+    internal = internalPolicyLocal ? local : cluster;
+    external = externalPolicyLocal ? local : cluster;
+  }
+  const clusterIPMasquerade: ClusterIPMasquerade = h.masqueradeAll
+    ? 'all'
+    : h.localTraffic.kind === 'clusterCIDR'
+      ? 'nonLocal'
+      : 'none';
+  return Object.freeze({
+    key: sp.key,
+    namespace: sp.namespace,
+    name: sp.name,
+    portName: sp.portName,
+    protocol: sp.protocol,
+    family: sp.family,
+    clusterIP: sp.clusterIP,
+    port: sp.port,
+    nodePort: sp.nodePort,
+    externalIPs: sp.externalIPs,
+    loadBalancerIPs,
+    loadBalancerSourceRanges: sp.loadBalancerSourceRanges,
+    affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
+    internal,
+    external,
+    cluster,
+    clusterIPMasquerade,
+    externalMasquerade: !externalPolicyLocal,
+    externalPolicyLocal,
+    internalPolicyLocal,
+    healthCheckNodePort: sp.healthCheckNodePort,
+    localReadyEndpoints: sp.healthCheckNodePort !== 0 ? localReady : 0,
+  });
+}
+
+function sortedKeys(keys: Iterable<ServicePortKey>): ServicePortKey[] {
+  // Plain code-unit order: stable across locales and cheap.
+  return [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** planTable, with its problems returned instead of logged. */
+export function planTableReport(snap: ClusterSnapshot, opts: PlanOptions, prev?: ProxyTable, changes?: ChangeSet): PlanReport {
+  const problems: string[] = [];
+  const h = header(snap, opts, problems);
+  const reuse = prev !== undefined && changes !== undefined && !changes.nodeChanged && headersEqual(prev, h);
+
+  // Key order: prev's when the key set is unchanged (no sort on the hot path), else sorted.
+  let keys: ServicePortKey[] | undefined;
+  const dirtyServices = new Set<string>();
+  if (reuse) {
+    for (const k of changes.changed) dirtyServices.add(serviceOfKey(k));
+    keys = [];
+    for (const k of prev.services.keys()) if (snap.services.has(k)) keys.push(k);
+    if (keys.length !== snap.services.size) keys = undefined;
+  }
+  keys ??= sortedKeys(snap.services.keys());
+
+  // Keys are sorted, so the ports of one Service form one contiguous run: plan run by run, so
+  // the health-check count (which spans a Service's ports) needs no index over the table.
+  const services = new Map<ServicePortKey, ServiceEntry>();
+  let i = 0;
+  while (i < keys.length) {
+    const svcName = serviceOfKey(keys[i]);
+    let j = i + 1;
+    while (j < keys.length && keys[j].startsWith(svcName) && keys[j].charCodeAt(svcName.length) === 58 /* ':' */) j++;
+    const run = keys.slice(i, j);
+    i = j;
+    const replan = !reuse || dirtyServices.has(svcName);
+    let localReady = -1;
+    for (const key of run) {
+      if (!replan) {
+        const old = prev.services.get(key);
+        if (old) {
+          services.set(key, old);
+          continue;
+        }
+      }
+      const sp = snap.services.get(key);
+      if (!sp) continue;
+      try {
+        if (sp.healthCheckNodePort !== 0 && localReady < 0) localReady = localReadyIPs(snap, run);
+        services.set(key, planEntry(sp, snap.endpoints.get(key) ?? NO_ENDPOINTS, snap.node, h, localReady));
+      } catch (err) {
+        problems.push(`${key}: planning failed, service left out: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+  return { table: Object.freeze({ ...h, services }), problems };
+}
+
+/** Problems already logged, so a bad option or service is not logged again at every sync. */
+const logged = new Set<string>();
+const LOGGED_MAX = 10000;
+
+export function planTable(snap: ClusterSnapshot, opts: PlanOptions, prev?: ProxyTable, changes?: ChangeSet): ProxyTable {
+  const { table, problems } = planTableReport(snap, opts, prev, changes);
+  for (const p of problems) {
+    const id = `${snap.family} ${p}`;
+    if (logged.has(id)) continue;
+    if (logged.size >= LOGGED_MAX) logged.clear();
+    logged.add(id);
+    log.warn('plan problem', { family: snap.family, problem: p });
+  }
+  return table;
+}
+
+export function planTables(
+  snaps: Record<IPFamily, ClusterSnapshot>,
+  opts: PlanOptions,
+  prev?: ProxyTables | null,
+  changes?: Record<IPFamily, ChangeSet>,
+): ProxyTables {
+  return {
+    4: planTable(snaps[4], opts, prev?.[4], changes?.[4]),
+    6: planTable(snaps[6], opts, prev?.[6], changes?.[6]),
+  };
+}

@@ -1,0 +1,127 @@
+import t from 'tap';
+import { FAMILIES, cidr, ip, slice, svc } from '../model/fixtures.js';
+import type { NodePortAddressSpec, PlanOptions } from '../../../src/plan/planner.js';
+import { NODE, NODE_V4, NODE_V6, planWorld } from './helpers.js';
+import { node } from '../model/fixtures.js';
+
+const other = (f: 4 | 6) => (f === 4 ? 6 : 4);
+
+for (const f of FAMILIES) {
+  const nodeIP = f === 4 ? NODE_V4 : NODE_V6;
+
+  t.test(`IPv${f}: ClusterIP masquerade modes and local traffic detector`, async (t) => {
+    type Row = [string, Partial<PlanOptions>, string, unknown];
+    const rows: Row[] = [
+      ['masquerade-all', { masqueradeAll: true, clusterCIDRs: [cidr(f, 5)] }, 'all', { kind: 'clusterCIDR', cidrs: [cidr(f, 5)] }],
+      ['cluster CIDR of this family', { clusterCIDRs: [cidr(other(f), 5), cidr(f, 5)] }, 'nonLocal', { kind: 'clusterCIDR', cidrs: [cidr(f, 5)] }],
+      ['cluster CIDR of the other family only', { clusterCIDRs: [cidr(other(f), 5)] }, 'none', { kind: 'none' }],
+      ['nothing', {}, 'none', { kind: 'none' }],
+    ];
+    for (const [name, opts, mode, detector] of rows) {
+      const { table } = planWorld(f, { services: [svc({ families: [4, 6] })], slices: [], opts });
+      t.equal(table.services.get('default/web:http/TCP')!.clusterIPMasquerade, mode, `${name}: clusterIPMasquerade`);
+      t.same(table.localTraffic, detector, `${name}: detector`);
+      t.equal(table.masqueradeAll, opts.masqueradeAll ?? false);
+    }
+  });
+
+  t.test(`IPv${f}: LB IPs (VIP only), external IPs, source ranges, affinity pass through`, async (t) => {
+    const { table } = planWorld(f, {
+      services: [
+        svc({
+          type: 'LoadBalancer',
+          families: [4, 6],
+          ports: [{ name: 'http', port: 80, nodePort: 30080 }],
+          externalIPs: ['192.0.2.5', '2001:db8:5::5'],
+          ingress: [{ ip: '192.0.2.10' }, { ip: '192.0.2.11', ipMode: 'Proxy' }, { ip: '2001:db8:10::10' }, { ip: '2001:db8:10::11', ipMode: 'Proxy' }],
+          sourceRanges: ['198.51.100.0/24', '2001:db8:77::/48'],
+          affinity: 600,
+        }),
+      ],
+      slices: [slice({ family: f, endpoints: [{ ip: ip(f, 1) }] })],
+    });
+    const e = table.services.get('default/web:http/TCP')!;
+    t.same(e.loadBalancerIPs, [f === 4 ? '192.0.2.10' : '2001:db8:10::10'], 'only VIP-mode ingress IPs are captured');
+    t.same(e.externalIPs, [f === 4 ? '192.0.2.5' : '2001:db8:5::5']);
+    t.same(e.loadBalancerSourceRanges, [f === 4 ? '198.51.100.0/24' : '2001:db8:77::/48']);
+    t.equal(e.affinityTimeoutSeconds, 600);
+    t.equal(e.nodePort, 30080);
+    t.equal(e.family, f);
+    t.equal(e.clusterIP, f === 4 ? '203.0.113.1' : '2001:db8:ffff::1');
+  });
+
+  t.test(`IPv${f}: health check port counts distinct ready local endpoint IPs across the service's ports`, async (t) => {
+    const ports = [{ name: 'http', port: 80, nodePort: 30080 }, { name: 'https', port: 443, nodePort: 30443 }];
+    const { table } = planWorld(f, {
+      services: [
+        svc({ type: 'LoadBalancer', families: [4, 6], etp: 'Local', hcPort: 32100, ports }),
+        svc({ name: 'plain', type: 'NodePort', families: [4, 6], ports: [{ name: 'http', port: 80, nodePort: 30081 }] }),
+      ],
+      slices: [
+        slice({
+          family: f,
+          ports: [{ name: 'http', port: 8080 }, { name: 'https', port: 8443 }],
+          endpoints: [
+            { ip: ip(f, 1), node: NODE },
+            { ip: ip(f, 3), node: NODE, ready: false, serving: true, terminating: true },
+            { ip: ip(f, 4), node: 'n2' },
+          ],
+        }),
+        slice({ family: f, name: 'web-extra', ports: [{ name: 'https', port: 8443 }], endpoints: [{ ip: ip(f, 2), node: NODE }] }),
+        slice({ family: f, service: 'plain', endpoints: [{ ip: ip(f, 9), node: NODE }] }),
+      ],
+    });
+    for (const k of ['default/web:http/TCP', 'default/web:https/TCP']) {
+      const e = table.services.get(k)!;
+      t.equal(e.healthCheckNodePort, 32100, `${k}: hc port`);
+      t.equal(e.localReadyEndpoints, 2, `${k}: ${ip(f, 1)} (both ports, counted once) and ${ip(f, 2)}; terminating and remote excluded`);
+    }
+    const p = table.services.get('default/plain:http/TCP')!;
+    t.same([p.healthCheckNodePort, p.localReadyEndpoints], [0, 0], 'no health check port, no count');
+  });
+
+  t.test(`IPv${f}: nodeport addresses`, async (t) => {
+    const local = ['127.0.0.1', '::1', NODE_V4, NODE_V6, '198.51.100.200', '2001:db8:51::200', '192.0.2.1', '2001:db8:99::1'];
+    type Row = [string, NodePortAddressSpec, unknown, boolean?];
+    const inRange = f === 4 ? ['198.51.100.1', '198.51.100.200'] : ['2001:db8:51::1', '2001:db8:51::200'];
+    const rows: Row[] = [
+      ['all', { kind: 'all' }, { kind: 'all' }],
+      ['primary', { kind: 'primary' }, { kind: 'list', addresses: [nodeIP] }],
+      ['cidrs of both families', { kind: 'cidrs', cidrs: ['198.51.100.0/24', '2001:db8:51::/64'] }, { kind: 'list', addresses: inRange }],
+      ['cidrs of the other family only → all', { kind: 'cidrs', cidrs: [f === 4 ? '2001:db8:51::/64' : '198.51.100.0/24'] }, { kind: 'all' }],
+      ['zero CIDR → all', { kind: 'cidrs', cidrs: [f === 4 ? '0.0.0.0/0' : '::/0', f === 4 ? '198.51.100.0/24' : '2001:db8:51::/64'] }, { kind: 'all' }],
+      ['cidr matching nothing → empty list', { kind: 'cidrs', cidrs: [f === 4 ? '203.0.113.0/24' : '2001:db8:abcd::/64'] }, { kind: 'list', addresses: [] }],
+      ['invalid cidr ignored with a problem', { kind: 'cidrs', cidrs: ['bogus', '198.51.100.0/24', '2001:db8:51::/64'] }, { kind: 'list', addresses: inRange }, true],
+    ];
+    for (const [name, spec, want, problem] of rows) {
+      const { table, problems } = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: spec, localAddresses: local } });
+      t.same(table.nodePortAddresses, want, name);
+      t.equal(problems.length > 0, problem ?? false, `${name}: problems ${JSON.stringify(problems)}`);
+    }
+    const noV6 = planWorld(f, { services: [], slices: [], node: node(NODE, [['InternalIP', NODE_V4]]), opts: { nodePortAddresses: { kind: 'primary' } } });
+    t.same(
+      noV6.table.nodePortAddresses,
+      f === 4 ? { kind: 'list', addresses: [NODE_V4] } : { kind: 'all' },
+      'primary with no node IP of the family → all (kube-proxy: no CIDR of that family)',
+    );
+  });
+
+  t.test(`IPv${f}: table header`, async (t) => {
+    const { table } = planWorld(f, {
+      services: [],
+      slices: [],
+      node: node(NODE, [['ExternalIP', f === 4 ? '192.0.2.99' : '2001:db8:99::99'], ['InternalIP', NODE_V4], ['InternalIP', NODE_V6]]),
+    });
+    t.equal(table.family, f);
+    t.equal(table.nodeName, NODE);
+    t.same(table.nodeIPs, [nodeIP, f === 4 ? '192.0.2.99' : '2001:db8:99::99'], 'primary (InternalIP) first');
+  });
+}
+
+t.test('services iterate in sorted key order', async (t) => {
+  const { table } = planWorld(4, {
+    services: [svc({ name: 'zz' }), svc({ name: 'aa', ports: [{ name: 'b', port: 1 }, { name: 'a', port: 2 }] }), svc({ ns: 'kube-system', name: 'dns' })],
+    slices: [],
+  });
+  t.same([...table.services.keys()], ['default/aa:a/TCP', 'default/aa:b/TCP', 'default/zz:http/TCP', 'kube-system/dns:http/TCP']);
+});
