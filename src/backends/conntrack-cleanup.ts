@@ -1,0 +1,135 @@
+/**
+ * Which conntrack entries a sync makes stale, for every backend. Only connectionless protocols
+ * matter (UDP, SCTP): their flows keep following an old NAT decision for as long as packets keep
+ * coming, so
+ *  - an endpoint that left a service's sets must lose its flows (filter by reply source), and
+ *  - a frontend that had no usable endpoints (rejected, dropped or not there) and now forwards
+ *    must lose the flows that were recorded without DNAT (filter by original destination).
+ * This is what kube-proxy clears. Pure: computes filters, never deletes anything.
+ */
+import type { EndpointSet, IPFamily, ProxyTables, ServiceEntry, ServicePortKey } from '../plan/types.js';
+import type { ConntrackFilter, ConntrackProtocol } from './kernel/conntrack.js';
+
+export type { ConntrackFilter };
+
+function connectionless(svc: ServiceEntry): ConntrackProtocol | undefined {
+  if (svc.protocol === 'UDP') return 'udp';
+  if (svc.protocol === 'SCTP') return 'sctp';
+  return undefined;
+}
+
+function forwards(set: EndpointSet | undefined): boolean {
+  return set !== undefined && set.verdict === 'forward' && set.endpoints.length > 0;
+}
+
+function endpointIDs(svc: ServiceEntry | undefined): Map<string, { ip: string; port: number }> {
+  const out = new Map<string, { ip: string; port: number }>();
+  if (!svc) return out;
+  for (const set of [svc.internal, svc.external, svc.cluster]) {
+    if (!forwards(set)) continue;
+    for (const ep of set.endpoints) out.set(`${ep.ip}|${ep.port}`, { ip: ep.ip, port: ep.port });
+  }
+  return out;
+}
+
+/** A service port's frontends and whether each forwards. `addr` undefined: NodePort (any address). */
+interface Frontend {
+  readonly id: string;
+  readonly addr?: string;
+  readonly port: number;
+  readonly forwards: boolean;
+}
+
+function frontends(svc: ServiceEntry | undefined): Map<string, Frontend> {
+  const out = new Map<string, Frontend>();
+  if (!svc) return out;
+  if (svc.clusterIP) out.set(`${svc.clusterIP}|${svc.port}`, { id: `${svc.clusterIP}|${svc.port}`, addr: svc.clusterIP, port: svc.port, forwards: forwards(svc.internal) });
+  const ext = forwards(svc.external);
+  for (const ip of [...svc.externalIPs, ...svc.loadBalancerIPs]) out.set(`${ip}|${svc.port}`, { id: `${ip}|${svc.port}`, addr: ip, port: svc.port, forwards: ext });
+  if (svc.nodePort > 0) out.set(`*|${svc.nodePort}`, { id: `*|${svc.nodePort}`, port: svc.nodePort, forwards: ext });
+  return out;
+}
+
+/**
+ * The conntrack deletions a sync from `prev` to `next` calls for. `prev` null (first sync, or
+ * after a failure) counts as "nothing was there": every forwarding UDP/SCTP frontend is cleared.
+ * `changed` (optional) limits the work to those service ports; unchanged ones produce nothing.
+ *
+ * A stale endpoint is cleared by reply source alone, unless the same ip:port still serves another
+ * service port of this family: then only the old service's frontends are cleared, so the other
+ * service's flows survive.
+ */
+export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, changed?: ReadonlySet<ServicePortKey>): ConntrackFilter[] {
+  const out: ConntrackFilter[] = [];
+  const seen = new Set<string>();
+  const push = (f: ConntrackFilter): void => {
+    const id = `${f.family}|${f.protocol}|${f.origDst ?? ''}|${f.origDstPort ?? ''}|${f.replySrc ?? ''}|${f.replySrcPort ?? ''}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    out.push(f);
+  };
+
+  for (const family of [4, 6] as IPFamily[]) {
+    const prevT = prev?.[family];
+    const nextT = next[family];
+    const keys = new Set<ServicePortKey>();
+    if (changed) {
+      for (const k of changed) keys.add(k);
+    } else {
+      if (prevT) for (const k of prevT.services.keys()) keys.add(k);
+      for (const k of nextT.services.keys()) keys.add(k);
+    }
+
+    let stillServing: Set<string> | undefined; // ip|port|protocol over next, built on first need
+    const servingInNext = (ip: string, port: number, protocol: ConntrackProtocol): boolean => {
+      if (!stillServing) {
+        stillServing = new Set();
+        for (const s of nextT.services.values()) {
+          const pr = connectionless(s);
+          if (!pr) continue;
+          for (const ep of endpointIDs(s).values()) stillServing.add(`${ep.ip}|${ep.port}|${pr}`);
+        }
+      }
+      return stillServing.has(`${ip}|${port}|${protocol}`);
+    };
+
+    for (const key of [...keys].sort()) {
+      const ps = prevT?.services.get(key);
+      const ns = nextT.services.get(key);
+      const svc = ns ?? ps;
+      if (svc === undefined || ps === ns) continue;
+      // The protocol is part of the key, so prev and next agree on it.
+      const protocol = connectionless(svc);
+      if (!protocol) continue;
+
+      if (ps) {
+        const nextEps = endpointIDs(ns);
+        const pFronts = frontends(ps);
+        for (const [id, ep] of endpointIDs(ps)) {
+          if (nextEps.has(id)) continue;
+          if (!servingInNext(ep.ip, ep.port, protocol)) {
+            push({ family, protocol, replySrc: ep.ip, replySrcPort: ep.port });
+            continue;
+          }
+          for (const f of pFronts.values()) {
+            push(
+              f.addr === undefined
+                ? { family, protocol, origDstPort: f.port, replySrc: ep.ip, replySrcPort: ep.port }
+                : { family, protocol, origDst: f.addr, origDstPort: f.port, replySrc: ep.ip, replySrcPort: ep.port },
+            );
+          }
+        }
+      }
+
+      if (ns) {
+        const before = frontends(ps);
+        for (const f of frontends(ns).values()) {
+          if (!f.forwards || before.get(f.id)?.forwards) continue;
+          push(f.addr === undefined ? { family, protocol, origDstPort: f.port } : { family, protocol, origDst: f.addr, origDstPort: f.port });
+        }
+      }
+    }
+  }
+  return out;
+}
+

@@ -1,0 +1,190 @@
+/**
+ * The nftables backend: compile (full or partial) → apply as one atomic nft transaction through
+ * an NftRunner → clear stale conntrack entries. The only kernel reads are the chain listing of a
+ * full sync (to find stale chains) and the canary check of intact(). Policy comes from the IR;
+ * this module never decides which endpoints or verdicts apply.
+ */
+import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
+import { logger, type Logger } from '../../util/log.js';
+import { staleConntrack } from '../conntrack-cleanup.js';
+import type { ConntrackFilter } from '../kernel/conntrack.js';
+import { NftError, type NftRunner } from '../kernel/nft.js';
+import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, type CompileOptions } from './compiler.js';
+import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
+import { CANARY_RULE } from './skeleton.js';
+import { familySyntax } from './rules.js';
+import type { Transaction } from './transaction.js';
+
+export interface ConntrackLike {
+  delete(filter: ConntrackFilter): Promise<number>;
+}
+
+export interface NftablesBackendOptions {
+  readonly nft: NftRunner;
+  readonly conntrack?: ConntrackLike;
+  /** Families ferry serves; default both. The other family's table is left alone. */
+  readonly families?: readonly IPFamily[];
+  readonly log?: Logger;
+  /** Default 0x4000 (kube-proxy's --iptables-masquerade-bit 14). */
+  readonly masqueradeMark?: number;
+  /** Default `ferry` (tests may use another name). */
+  readonly table?: string;
+}
+
+/** A sync that did not apply; the previous ruleset is still in force. The syncer goes full next. */
+export class NftSyncError extends Error {
+  readonly code = 'FERRY_ERR_NFT_SYNC';
+  readonly failingLine: { lineNo: number; text: string } | undefined;
+  readonly stderr: string;
+  constructor(
+    readonly full: boolean,
+    readonly stage: 'list' | 'apply',
+    override readonly cause: unknown,
+    /** Lines in the transaction that failed (for logs). */
+    readonly scriptLines: number,
+  ) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    super(`nftables ${full ? 'full' : 'partial'} sync failed (${stage}): ${detail}`);
+    this.name = 'NftSyncError';
+    this.failingLine = cause instanceof NftError ? cause.failingLine : undefined;
+    this.stderr = cause instanceof NftError ? cause.stderr : '';
+  }
+}
+
+export interface SyncStats {
+  readonly full: boolean;
+  /** Operations in the transaction (elements counted one by one). */
+  readonly ops: number;
+  /** Lines of nft script applied (0: nothing to do, nothing applied). */
+  readonly lines: number;
+  readonly conntrackFilters: number;
+}
+
+export interface NftablesBackend extends Backend {
+  readonly name: 'nftables';
+  intact(): Promise<boolean>;
+  /** What the last sync did, for logs and metrics; undefined before the first sync. */
+  lastSync(): SyncStats | undefined;
+  /** The last script applied (or attempted), for debugging. */
+  lastScript(): string | undefined;
+}
+
+interface ChainListing {
+  nftables?: unknown[];
+}
+
+function chainsFromJSON(text: string, table: string): Set<string> {
+  const out = new Set<string>();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return out;
+  }
+  const items = (parsed as ChainListing).nftables;
+  if (!Array.isArray(items)) return out;
+  for (const it of items) {
+    if (typeof it !== 'object' || it === null || !('chain' in it)) continue;
+    const c = (it as { chain: unknown }).chain;
+    if (typeof c !== 'object' || c === null) continue;
+    const { table: t, name } = c as { table?: unknown; name?: unknown };
+    if (t === table && typeof name === 'string') out.add(name);
+  }
+  return out;
+}
+
+export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBackend {
+  const families: readonly IPFamily[] = opts.families ?? [4, 6];
+  const table = opts.table ?? FERRY_TABLE;
+  const mark = opts.masqueradeMark ?? DEFAULT_MASQUERADE_MARK;
+  const log = opts.log ?? logger('nftables');
+  const { nft } = opts;
+  let stats: SyncStats | undefined;
+  let script: string | undefined;
+
+  async function existingChains(): Promise<Partial<Record<IPFamily, ReadonlySet<string>>>> {
+    const out: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
+    for (const f of families) {
+      // `list chains <family>` names chains only (no rules, no elements): cheap at any scale.
+      out[f] = chainsFromJSON(await nft.list(`list chains ${familySyntax(f).nft}`, { json: true }), table);
+    }
+    return out;
+  }
+
+  return {
+    name: 'nftables',
+
+    async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+      const full = changes.full || prev === null;
+      const base: CompileOptions = { families, masqueradeMark: mark, table };
+      let tx: Transaction;
+      if (prev !== null && !changes.full) {
+        tx = compilePartial(prev, next, changes, base);
+      } else {
+        let existing;
+        try {
+          existing = await existingChains();
+        } catch (e) {
+          throw new NftSyncError(true, 'list', e, 0);
+        }
+        tx = compileFull(next, { ...base, existingChains: existing });
+      }
+      script = tx.render();
+      let lines = 0;
+      for (let i = script.indexOf('\n'); i >= 0; i = script.indexOf('\n', i + 1)) lines++;
+      if (lines > 0) {
+        try {
+          await nft.apply(script);
+        } catch (e) {
+          const err = new NftSyncError(full, 'apply', e, lines);
+          log.error('nftables sync failed', { full, lines, line: err.failingLine?.lineNo, text: err.failingLine?.text, err });
+          throw err;
+        }
+      }
+      log.v(2, 'nftables sync applied', { full, ops: tx.size, lines, via: nft.via });
+
+      // Rules are in; conntrack cleanup failures are logged, never undo a sync.
+      const filters = opts.conntrack ? staleConntrack(full ? null : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
+      for (const f of filters) {
+        try {
+          const n = await opts.conntrack!.delete(f);
+          log.v(4, 'conntrack entries deleted', { ...f, deleted: n });
+        } catch (e) {
+          log.warn('conntrack cleanup failed', { ...f, err: e });
+        }
+      }
+      stats = { full, ops: tx.size, lines, conntrackFilters: filters.length };
+    },
+
+    async intact(): Promise<boolean> {
+      for (const f of families) {
+        try {
+          const text = await nft.list(`list chain ${familySyntax(f).nft} ${table} ${Chains.canary}`);
+          if (!text.includes(CANARY_RULE)) return false;
+        } catch {
+          return false;
+        }
+      }
+      return true;
+    },
+
+    async cleanup(): Promise<void> {
+      // add-then-delete: absent tables are not an error, and it is one atomic transaction.
+      const lines: string[] = [];
+      for (const fam of ['ip', 'ip6'] as const) {
+        for (const t of [table, KUBE_PROXY_TABLE]) {
+          lines.push(`add table ${fam} ${t}`, `delete table ${fam} ${t}`);
+        }
+      }
+      try {
+        await nft.apply(lines.join('\n') + '\n');
+      } catch (e) {
+        throw new NftSyncError(true, 'apply', e, lines.length);
+      }
+      log.info('removed nftables tables', { tables: `${table},${KUBE_PROXY_TABLE}` });
+    },
+
+    lastSync: () => stats,
+    lastScript: () => script,
+  };
+}

@@ -1,0 +1,280 @@
+/**
+ * The nftables compiler: (previous IR, next IR, what changed) → one nftables transaction.
+ *
+ * Full sync assumes nothing about the kernel: it (re)creates the table, every chain, set and map
+ * ferry owns, writes all content, and deletes stale chains named by `existingChains` (the one
+ * kernel listing the backend does, on full syncs only). Partial sync trusts `prev` to describe
+ * the kernel exactly and emits only what differs for the changed service ports: element
+ * adds/deletes, rewritten chains, new chains, and deletions of chains no longer used, ordered so
+ * the kernel accepts them in one transaction (references are dropped before their target is deleted).
+ *
+ * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
+ */
+import type { IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import { ClaimIndex, storeIndex, takeIndex } from './claims.js';
+import { affinitySetOfChain, FERRY_TABLE, Maps, Sets } from './names.js';
+import { familySyntax, type FamilySyntax } from './rules.js';
+import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { buildSkeleton, type ChainWithRules } from './skeleton.js';
+import { tableTarget, Transaction, type NamedSet } from './transaction.js';
+
+export const DEFAULT_MASQUERADE_MARK = 0x4000;
+
+export interface CompileOptions {
+  readonly families: readonly IPFamily[];
+  /** The masquerade mark bit (kube-proxy's default bit 14: 0x4000). */
+  readonly masqueradeMark: number;
+  /**
+   * Full sync only: chains that exist in the kernel table now (listed by the backend), so stale
+   * ones can be deleted. A Set applies to every family; a record gives one set per family.
+   */
+  readonly existingChains?: ReadonlySet<string> | Partial<Record<IPFamily, ReadonlySet<string>>>;
+  /** Table name; default `ferry`. */
+  readonly table?: string;
+}
+
+const TABLE_COMMENT = 'ferry: Kubernetes service proxy rules (managed by ferry; do not edit)';
+
+/** Containers whose elements come from services, in the order their elements are written. */
+const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
+  { name: Sets.clusterIPs, kind: 'set' },
+  { name: Sets.hairpin, kind: 'set' },
+  { name: Maps.serviceIPs, kind: 'map' },
+  { name: Maps.serviceNodePorts, kind: 'map' },
+  { name: Maps.noEndpointServices, kind: 'map' },
+  { name: Maps.noEndpointNodePorts, kind: 'map' },
+  { name: Maps.firewallIPs, kind: 'map' },
+];
+
+function contextOf(fs: FamilySyntax, table: ProxyTable): ServiceContext {
+  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', nodeIPs: table.nodeIPs };
+}
+
+function affinitySetSpec(fs: FamilySyntax, name: string, timeoutSeconds: number): NamedSet {
+  return { name, type: fs.addrType, flags: ['dynamic', 'timeout'], timeoutSeconds };
+}
+
+function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string> {
+  const e = opts.existingChains;
+  if (!e) return new Set();
+  if (e instanceof Set) return e as ReadonlySet<string>;
+  return (e as Partial<Record<IPFamily, ReadonlySet<string>>>)[family] ?? new Set();
+}
+
+function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly ElementClaim[]): void {
+  for (const el of elements) index.add(el.container, el.key, owner, el.value);
+}
+
+function buildIndex(table: ProxyTable, ctx: ServiceContext): ClaimIndex {
+  const index = new ClaimIndex();
+  for (const [key, svc] of table.services) addClaims(index, key, serviceContribution(svc, ctx).elements);
+  return index;
+}
+
+function writeSkeletonRules(tx: Transaction, target: string, chains: readonly ChainWithRules[]): void {
+  for (const c of chains) for (const r of c.rules) tx.addRule(target, c.chain.name, r);
+}
+
+/** Everything ferry owns, from scratch. */
+export function compileFull(next: ProxyTables, opts: CompileOptions): Transaction {
+  const tx = new Transaction();
+  const tableName = opts.table ?? FERRY_TABLE;
+  for (const family of opts.families) {
+    const table = next[family];
+    const fs = familySyntax(family);
+    const target = tableTarget(fs.nft, tableName);
+    const ctx = contextOf(fs, table);
+    const sk = buildSkeleton(fs, table, opts.masqueradeMark);
+
+    const index = new ClaimIndex();
+    const contributions: ServiceContribution[] = [];
+    for (const [key, svc] of table.services) {
+      const c = serviceContribution(svc, ctx);
+      contributions.push(c);
+      addClaims(index, key, c.elements);
+    }
+    storeIndex(table, index);
+
+    tx.addTable(target, TABLE_COMMENT);
+    // Base chains are recreated (add, delete, add with spec) so that a changed hook or priority
+    // applies; the kernel refuses to change them in place. Atomic: no packet sees the gap.
+    for (const b of sk.baseChains) {
+      tx.addChain(target, { name: b.chain.name });
+      tx.deleteChain(target, b.chain.name);
+      tx.addChain(target, b.chain);
+    }
+    const desired = new Set<string>();
+    for (const b of sk.baseChains) desired.add(b.chain.name);
+    for (const c of sk.chains) {
+      desired.add(c.chain.name);
+      tx.addChain(target, c.chain);
+      tx.flushChain(target, c.chain.name);
+    }
+    for (const c of contributions) {
+      for (const name of c.chains.keys()) {
+        desired.add(name);
+        tx.addChain(target, { name });
+        tx.flushChain(target, name);
+      }
+    }
+    for (const s of sk.sets) {
+      tx.addSet(target, s);
+      tx.flushSet(target, s.name);
+    }
+    for (const m of sk.maps) {
+      tx.addMap(target, m);
+      tx.flushSet(target, m.name, 'map');
+    }
+    // Affinity sets are added, never flushed: client affinity survives a periodic resync.
+    for (const c of contributions) for (const [name, timeout] of c.affinitySets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
+
+    writeSkeletonRules(tx, target, sk.baseChains);
+    writeSkeletonRules(tx, target, sk.chains);
+    for (const c of contributions) for (const [name, rules] of c.chains) for (const r of rules) tx.addRule(target, name, r);
+
+    for (const [set, keys] of sk.tableElements) for (const k of keys) tx.addElement(target, set, k);
+    for (const { name } of SERVICE_CONTAINERS) {
+      for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v || undefined);
+    }
+
+    // Stale chains: flushed first (dropping their references to each other and to affinity
+    // sets), then deleted. Endpoint chains take their affinity set along; adding the set first
+    // makes the delete safe even if it is already gone.
+    const stale = [...existingFor(opts, family)].filter((n) => !desired.has(n)).sort();
+    for (const n of stale) tx.flushChain(target, n);
+    for (const n of stale) tx.deleteChain(target, n);
+    for (const n of stale) {
+      const aff = affinitySetOfChain(n);
+      if (aff === undefined) continue;
+      tx.addSet(target, affinitySetSpec(fs, aff, 1));
+      tx.deleteSet(target, aff);
+    }
+  }
+  return tx;
+}
+
+function sameRules(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const EMPTY: ServiceContribution = { chains: new Map(), affinitySets: new Map(), elements: [] };
+
+/**
+ * Only what changed between `prev` (what the kernel holds) and `next`. `changes.full` is not
+ * looked at: the caller picks compileFull for full syncs.
+ */
+export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: SyncChanges, opts: CompileOptions): Transaction {
+  const tx = new Transaction();
+  const tableName = opts.table ?? FERRY_TABLE;
+  for (const family of opts.families) {
+    const prevT = prev[family];
+    const nextT = next[family];
+    const fs = familySyntax(family);
+    const target = tableTarget(fs.nft, tableName);
+    const prevCtx = contextOf(fs, prevT);
+    const nextCtx = contextOf(fs, nextT);
+    const tableChanged = changes.tableChanged;
+
+    let keys: ServicePortKey[];
+    if (tableChanged) {
+      const all = new Set<ServicePortKey>(prevT.services.keys());
+      for (const k of nextT.services.keys()) all.add(k);
+      keys = [...all];
+    } else {
+      keys = [];
+      for (const k of changes.changed) if (prevT.services.has(k) || nextT.services.has(k)) keys.push(k);
+    }
+    keys.sort();
+
+    const index = takeIndex(prevT) ?? buildIndex(prevT, prevCtx);
+    // container → key → value installed before this sync (undefined: absent).
+    const before = new Map<string, Map<string, string | undefined>>();
+    const noteBefore = (el: ElementClaim): void => {
+      let m = before.get(el.container);
+      if (!m) {
+        m = new Map();
+        before.set(el.container, m);
+      }
+      if (!m.has(el.key)) m.set(el.key, index.value(el.container, el.key));
+    };
+
+    const newSets: [string, number][] = [];
+    const newChains: string[] = [];
+    const rewrite: [string, readonly string[], boolean][] = []; // name, rules, existed before
+    const goneChains: string[] = [];
+    const goneSets: string[] = [];
+
+    for (const key of keys) {
+      const ps = prevT.services.get(key);
+      const ns = nextT.services.get(key);
+      if (ps === ns && !tableChanged) continue;
+      const pc = ps ? serviceContribution(ps, prevCtx) : EMPTY;
+      const nc = ns ? serviceContribution(ns, nextCtx) : EMPTY;
+      for (const el of pc.elements) {
+        noteBefore(el);
+        index.remove(el.container, el.key, key);
+      }
+      for (const el of nc.elements) {
+        noteBefore(el);
+        index.add(el.container, el.key, key, el.value);
+      }
+      for (const [name, timeout] of nc.affinitySets) if (!pc.affinitySets.has(name)) newSets.push([name, timeout]);
+      for (const name of pc.affinitySets.keys()) if (!nc.affinitySets.has(name)) goneSets.push(name);
+      for (const [name, rules] of nc.chains) {
+        const old = pc.chains.get(name);
+        if (old === undefined) {
+          newChains.push(name);
+          rewrite.push([name, rules, false]);
+        } else if (!sameRules(old, rules)) {
+          rewrite.push([name, rules, true]);
+        }
+      }
+      for (const name of pc.chains.keys()) if (!nc.chains.has(name)) goneChains.push(name);
+    }
+    storeIndex(nextT, index);
+
+    if (tableChanged) {
+      const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
+      for (const [set, elements] of sk.tableElements) {
+        tx.flushSet(target, set);
+        for (const k of elements) tx.addElement(target, set, k);
+      }
+    }
+    for (const [name, timeout] of newSets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
+    for (const name of newChains) tx.addChain(target, { name });
+
+    // Elements: deletes (and the delete half of a value change) before adds.
+    const adds: [string, string, string][] = [];
+    for (const { name: container } of SERVICE_CONTAINERS) {
+      const m = before.get(container);
+      if (!m) continue;
+      for (const [k, was] of m) {
+        const now = index.value(container, k);
+        if (was === now) continue;
+        if (was !== undefined) tx.deleteElement(target, container, k);
+        if (now !== undefined) adds.push([container, k, now]);
+      }
+    }
+    if (tableChanged) {
+      // Skeleton rules depend on table fields (NodePort addresses): rewrite them all; small.
+      const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
+      for (const c of [...sk.baseChains, ...sk.chains]) {
+        tx.flushChain(target, c.chain.name);
+        for (const r of c.rules) tx.addRule(target, c.chain.name, r);
+      }
+    }
+    for (const [name, rules, existed] of rewrite) {
+      if (existed) tx.flushChain(target, name);
+      for (const r of rules) tx.addRule(target, name, r);
+    }
+    for (const [container, k, v] of adds) tx.addElement(target, container, k, v || undefined);
+
+    goneChains.sort();
+    for (const name of goneChains) tx.flushChain(target, name);
+    for (const name of goneChains) tx.deleteChain(target, name);
+    for (const name of goneSets.sort()) tx.deleteSet(target, name);
+  }
+  return tx;
+}

@@ -1,0 +1,122 @@
+/**
+ * Names of everything ferry creates in its nftables tables: the fixed chains, sets and maps, and
+ * the per-service chains (`svc-`, `ext-`, `fw-`, `ep-`) and affinity sets (`aff-`).
+ *
+ * Per-service names are readable and stable across syncs: `svc-<hash8>-<ns>/<name>/<proto>/<port>`.
+ * The hash is of the service port key (and, for endpoints, of the endpoint and affinity timeout), so
+ * similar names stay visually distinct; uniqueness comes from the readable part, which contains
+ * the whole key. Pure; must never produce a name longer than the kernel's 255 bytes or with
+ * characters nft's scanner does not accept unquoted ([A-Za-z0-9_./-], starting with a letter).
+ */
+import type { PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
+
+export const FERRY_TABLE = 'ferry';
+/** kube-proxy's nftables table; removed by cleanup() so switching modes leaves nothing behind. */
+export const KUBE_PROXY_TABLE = 'kube-proxy';
+
+export const Chains = {
+  filterPrerouting: 'filter-prerouting',
+  filterInput: 'filter-input',
+  filterForward: 'filter-forward',
+  filterOutput: 'filter-output',
+  filterOutputPostDnat: 'filter-output-post-dnat',
+  natPrerouting: 'nat-prerouting',
+  natOutput: 'nat-output',
+  natPostrouting: 'nat-postrouting',
+  services: 'services',
+  firewallCheck: 'firewall-check',
+  serviceEndpointsCheck: 'service-endpoints-check',
+  nodePortEndpointsCheck: 'nodeport-endpoints-check',
+  clusterIPsCheck: 'cluster-ips-check',
+  reject: 'reject-chain',
+  markForMasquerade: 'mark-for-masquerade',
+  masquerading: 'masquerading',
+  canary: 'ferry-canary',
+} as const;
+
+export const Sets = {
+  clusterIPs: 'cluster-ips',
+  nodePortIPs: 'nodeport-ips',
+  localCIDRs: 'local-cidrs',
+  hairpin: 'hairpin',
+} as const;
+
+export const Maps = {
+  serviceIPs: 'service-ips',
+  serviceNodePorts: 'service-nodeports',
+  noEndpointServices: 'no-endpoint-services',
+  noEndpointNodePorts: 'no-endpoint-nodeports',
+  firewallIPs: 'firewall-ips',
+} as const;
+
+export const SERVICE_CHAIN_PREFIXES = ['svc-', 'ext-', 'fw-', 'ep-'] as const;
+
+/** FNV-1a (32 bit) as 8 hex digits: cheap, stable, only for telling names apart by eye. */
+export function hash8(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
+// Kubernetes names are [a-z0-9-.]; anything else (never expected) becomes '_' so the name
+// stays a valid unquoted nft identifier.
+function safe(s: string): string {
+  return /^[A-Za-z0-9_.\-]*$/.test(s) ? s : s.replace(/[^A-Za-z0-9_.\-]/g, '_');
+}
+
+function readable(svc: ServiceEntry): string {
+  return `${safe(svc.namespace)}/${safe(svc.name)}/${svc.protocol.toLowerCase()}/${safe(svc.portName)}`;
+}
+
+/** The per-service chain names. Computed once per ServiceEntry. */
+export interface ServiceNames {
+  /** Internal (ClusterIP) traffic. */
+  readonly svc: string;
+  /** External traffic: NodePort, externalIPs, LB IPs. */
+  readonly ext: string;
+  /** loadBalancerSourceRanges filter. */
+  readonly fw: string;
+}
+
+const nameCache = new WeakMap<ServiceEntry, ServiceNames>();
+
+export function serviceNames(svc: ServiceEntry): ServiceNames {
+  let n = nameCache.get(svc);
+  if (!n) {
+    const base = `${hash8(svc.key)}-${readable(svc)}`;
+    n = { svc: `svc-${base}`, ext: `ext-${base}`, fw: `fw-${base}` };
+    nameCache.set(svc, n);
+  }
+  return n;
+}
+
+/**
+ * The endpoint chain (`ep-...`) and its affinity set (`aff-...`) share a suffix. The affinity
+ * timeout is hashed in: a changed timeout yields new names, so the set is recreated (the kernel
+ * silently keeps the old timeout when a set is re-added) and the old chain is stale.
+ */
+export function endpointSuffix(svc: ServiceEntry, ep: PlannedEndpoint): string {
+  const ip = ep.ip.includes(':') ? ep.ip.replace(/:/g, '.') : ep.ip;
+  const h = hash8(`${svc.key}|${ep.ip}|${ep.port}|${svc.affinityTimeoutSeconds}`);
+  return `${h}-${readable(svc)}__${ip}/${ep.port}`;
+}
+
+export function endpointChainName(suffix: string): string {
+  return `ep-${suffix}`;
+}
+
+export function affinitySetName(suffix: string): string {
+  return `aff-${suffix}`;
+}
+
+/** The affinity set belonging to an endpoint chain, or undefined for other chains. */
+export function affinitySetOfChain(chain: string): string | undefined {
+  return chain.startsWith('ep-') ? `aff-${chain.slice(3)}` : undefined;
+}
+
+export function isServiceChain(name: string): boolean {
+  return SERVICE_CHAIN_PREFIXES.some((p) => name.startsWith(p)) && name.includes('/');
+}

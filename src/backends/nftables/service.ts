@@ -1,0 +1,201 @@
+/**
+ * One service port's share of the ruleset: the chains it owns (with their rules), its affinity
+ * sets, and the elements it claims in the shared maps and sets. The compiler diffs two of these
+ * (previous and next) to write a partial sync, and lays all of them out for a full sync.
+ *
+ * Pure and deterministic: the same ServiceEntry and context always give an equal contribution.
+ * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
+ */
+import ipaddr from 'ipaddr.js';
+import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
+import { affinitySetName, Chains, endpointChainName, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
+import * as R from './rules.js';
+import type { FamilySyntax } from './rules.js';
+import { normalizeCIDRs } from './skeleton.js';
+
+/** One element a service wants in a shared set or map (`value` is '' for set elements). */
+export interface ElementClaim {
+  readonly container: string;
+  readonly key: string;
+  readonly value: string;
+}
+
+export interface ServiceContribution {
+  /** Chains this service owns, name → rules, in a stable order. */
+  readonly chains: ReadonlyMap<string, readonly string[]>;
+  /** Affinity sets this service owns, name → timeout in seconds. */
+  readonly affinitySets: ReadonlyMap<string, number>;
+  /** Deduplicated by (container, key). */
+  readonly elements: readonly ElementClaim[];
+}
+
+/** Table-level facts a service's rules depend on. */
+export interface ServiceContext {
+  readonly fs: FamilySyntax;
+  /** A local-traffic detector exists (rules may reference @local-cidrs). */
+  readonly detector: boolean;
+  /** The node's addresses of this family (loadBalancerSourceRanges allow-from-node). */
+  readonly nodeIPs: readonly string[];
+}
+
+const GOTO_REJECT = `goto ${Chains.reject}`;
+
+function forwards(set: EndpointSet): boolean {
+  return set.verdict === 'forward' && set.endpoints.length > 0;
+}
+
+function inAnyRange(family: 4 | 6, ip: string, ranges: readonly string[]): boolean {
+  if (!ipaddr.isValid(ip)) return false;
+  const addr = ipaddr.parse(ip);
+  if ((addr.kind() === 'ipv4') !== (family === 4)) return false;
+  for (const r of ranges) {
+    if (!ipaddr.isValidCIDR(r)) continue;
+    const cidr = ipaddr.parseCIDR(r);
+    if (cidr[0].kind() === addr.kind() && addr.match(cidr)) return true;
+  }
+  return false;
+}
+
+export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
+  const { fs } = ctx;
+  const names = serviceNames(svc);
+  const p = svc.protocol;
+  const affinity = svc.affinityTimeoutSeconds > 0;
+  const chains = new Map<string, string[]>();
+  const affinitySets = new Map<string, number>();
+  const elements: ElementClaim[] = [];
+  // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
+  // both externalIP and LB IP) can repeat within one service; those claims go through claimOnce.
+  let seen: Set<string> | undefined;
+  const claim = (container: string, key: string, value: string): void => {
+    elements.push({ container, key, value });
+  };
+  const claimOnce = (container: string, key: string, value: string): void => {
+    seen ??= new Set();
+    const id = `${container} ${key}`;
+    if (seen.has(id)) return;
+    seen.add(id);
+    elements.push({ container, key, value });
+  };
+
+  // Endpoint chains (affinity only) and the hairpin set, over every endpoint any path may use.
+  // The three sets are often the same object: visit each distinct set once.
+  const epSuffix = new Map<string, string>();
+  const usedEndpoints: PlannedEndpoint[] = [];
+  const sets: EndpointSet[] = [];
+  for (const set of [svc.internal, svc.external, svc.cluster]) if (forwards(set) && !sets.includes(set)) sets.push(set);
+  if (sets.length === 1 && !affinity) {
+    usedEndpoints.push(...sets[0]!.endpoints);
+  } else {
+    for (const set of sets) {
+      for (const ep of set.endpoints) {
+        const id = `${ep.ip}|${ep.port}`;
+        if (epSuffix.has(id)) continue;
+        epSuffix.set(id, affinity ? endpointSuffix(svc, ep) : '');
+        usedEndpoints.push(ep);
+      }
+    }
+  }
+  if (sets.length === 1) {
+    // One sorted set: a repeated IP (two ports) is adjacent.
+    let lastIP = '';
+    for (const ep of usedEndpoints) {
+      if (ep.ip === lastIP) continue;
+      lastIP = ep.ip;
+      claim(Sets.hairpin, R.hairpinKey(ep.ip), '');
+    }
+  } else {
+    for (const ep of usedEndpoints) claimOnce(Sets.hairpin, R.hairpinKey(ep.ip), '');
+  }
+
+  const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;
+  const dispatch = (set: EndpointSet, prefix: string): string[] => {
+    if (!affinity) return [R.dnatRandom(fs, p, set.endpoints, prefix)];
+    const rules: string[] = [];
+    const epChains: string[] = [];
+    for (const ep of set.endpoints) {
+      const sfx = suffixOf(ep);
+      epChains.push(endpointChainName(sfx));
+      rules.push(R.affinityCheck(fs, affinitySetName(sfx), endpointChainName(sfx), prefix));
+    }
+    rules.push(R.randomEndpointChain(epChains, prefix));
+    return rules;
+  };
+
+  // Internal traffic: the ClusterIP.
+  if (svc.clusterIP) {
+    claim(Sets.clusterIPs, svc.clusterIP, '');
+    const key = R.addrProtoPortKey(svc.clusterIP, p, svc.port);
+    if (forwards(svc.internal)) {
+      const rules: string[] = [];
+      if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));
+      else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(`${R.ifNotLocalTraffic(fs)} ${R.jump(Chains.markForMasquerade)}`);
+      rules.push(...dispatch(svc.internal, ''));
+      chains.set(names.svc, rules);
+      claim(Maps.serviceIPs, key, `goto ${names.svc}`);
+    } else if (svc.internal.verdict === 'drop') {
+      claim(Maps.serviceIPs, key, 'drop');
+    } else {
+      claim(Maps.noEndpointServices, key, GOTO_REJECT);
+    }
+  }
+
+  // External traffic: NodePort, externalIPs, LoadBalancer IPs.
+  const externalIPs = [...svc.externalIPs, ...svc.loadBalancerIPs];
+  if (svc.nodePort > 0 || externalIPs.length > 0) {
+    // Local policy: pods and the node itself reach the service through the cluster-wide set.
+    const shortCircuit = svc.externalPolicyLocal && forwards(svc.cluster);
+    const useChain = forwards(svc.external) || (shortCircuit && svc.external.verdict === 'drop');
+    let verdict: string | undefined; // in service-ips / service-nodeports
+    let rejectVerdict: string | undefined; // in no-endpoint-*
+    if (useChain) {
+      const rules: string[] = [];
+      if (svc.externalMasquerade) rules.push(R.jump(Chains.markForMasquerade));
+      if (shortCircuit) {
+        if (ctx.detector) rules.push(...dispatch(svc.cluster, R.ifLocalTraffic(fs)));
+        // The node's own traffic has a local source address that endpoints elsewhere could not answer.
+        rules.push(`${R.IF_FROM_NODE} ${R.jump(Chains.markForMasquerade)}`);
+        rules.push(...dispatch(svc.cluster, R.IF_FROM_NODE));
+      }
+      if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
+      else rules.push('drop');
+      chains.set(names.ext, rules);
+      verdict = `goto ${names.ext}`;
+    } else if (svc.external.verdict === 'drop') {
+      verdict = 'drop';
+    } else {
+      rejectVerdict = GOTO_REJECT;
+    }
+    for (const ip of externalIPs) {
+      if (ip === svc.clusterIP) continue; // already claimed as the ClusterIP
+      const key = R.addrProtoPortKey(ip, p, svc.port);
+      if (verdict !== undefined) claimOnce(Maps.serviceIPs, key, verdict);
+      else claimOnce(Maps.noEndpointServices, key, rejectVerdict!);
+    }
+    if (svc.nodePort > 0) {
+      const key = R.protoPortKey(p, svc.nodePort);
+      if (verdict !== undefined) claim(Maps.serviceNodePorts, key, verdict);
+      else claim(Maps.noEndpointNodePorts, key, rejectVerdict!);
+    }
+
+    // loadBalancerSourceRanges, for LB IPs only (NodePorts and externalIPs are not filtered,
+    // as in kube-proxy). When a range contains a node IP, the LB IPs themselves are allowed
+    // too: a VIP configured on the node loops node-originated requests back with the VIP as source.
+    if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
+      const fam = ctx.fs.family;
+      const allowFromNode = ctx.nodeIPs.some((ip) => inAnyRange(fam, ip, svc.loadBalancerSourceRanges));
+      const sources = normalizeCIDRs(fam, allowFromNode ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
+      chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : 'drop']);
+      for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
+    }
+  }
+
+  if (affinity) {
+    for (const ep of usedEndpoints) {
+      const sfx = suffixOf(ep);
+      affinitySets.set(affinitySetName(sfx), svc.affinityTimeoutSeconds);
+      chains.set(endpointChainName(sfx), [R.affinityUpdate(fs, affinitySetName(sfx)), R.dnatTo(fs, p, ep)]);
+    }
+  }
+  return { chains, affinitySets, elements };
+}

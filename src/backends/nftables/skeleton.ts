@@ -1,0 +1,149 @@
+/**
+ * The table-level part of ferry's ruleset, per family: base chains and their priorities, the
+ * fixed helper chains and their rules, the dispatch maps and sets, and the elements that come
+ * from table-level IR fields (local-traffic CIDRs, NodePort addresses). Per-service content
+ * lives in service.ts. Pure; must never depend on any single service.
+ *
+ * Hook placement (see docs/nftables.md):
+ *  - nat prerouting/output (-100): `services` dispatches by daddr.proto.dport (O(1) verdict maps).
+ *  - filter prerouting/output (-110, before DNAT): loadBalancerSourceRanges (`firewall-check`).
+ *  - filter input/forward (-10) and output (-110): `reject` for services without endpoints;
+ *    reject is only valid in input/forward/output hooks on kernels before 5.9.
+ *  - filter forward (-10) and output (-90, after DNAT): reject traffic to a ClusterIP that no
+ *    service port DNAT-ed.
+ *  - nat postrouting (100): hairpin and masquerade-marked traffic.
+ */
+import ipaddr from 'ipaddr.js';
+import type { ProxyTable } from '../../plan/types.js';
+import { Chains, Maps, Sets } from './names.js';
+import * as R from './rules.js';
+import type { FamilySyntax } from './rules.js';
+import type { Chain, NamedMap, NamedSet } from './transaction.js';
+
+export interface ChainWithRules {
+  readonly chain: Chain;
+  readonly rules: readonly string[];
+}
+
+export interface Skeleton {
+  /** Base chains (attached to hooks), with their rules. */
+  readonly baseChains: readonly ChainWithRules[];
+  /** Fixed regular chains, with their rules. */
+  readonly chains: readonly ChainWithRules[];
+  readonly sets: readonly NamedSet[];
+  readonly maps: readonly NamedMap[];
+  /** Elements of the table-level sets (local-cidrs, nodeport-ips), by set name. */
+  readonly tableElements: ReadonlyMap<string, readonly string[]>;
+}
+
+/** The canary chain's one rule (never executed: nothing jumps to the chain). */
+export const CANARY_RULE = 'return';
+
+export const PRIORITY = {
+  dstnat: -100,
+  srcnat: 100,
+  filter: 0,
+} as const;
+
+/** The sets and maps whose content is per service (flushed and refilled on full sync). */
+export function serviceContainers(fs: FamilySyntax): { sets: NamedSet[]; maps: NamedMap[] } {
+  const a = fs.addrType;
+  return {
+    sets: [
+      { name: Sets.clusterIPs, type: a, comment: 'active ClusterIPs' },
+      { name: Sets.hairpin, type: `${a} . ${a}`, comment: 'endpoint . endpoint: connections DNAT-ed to their own source' },
+    ],
+    maps: [
+      { name: Maps.serviceIPs, type: `${a} . inet_proto . inet_service : verdict`, comment: 'ClusterIP, externalIP and LoadBalancer IP dispatch' },
+      { name: Maps.serviceNodePorts, type: 'inet_proto . inet_service : verdict', comment: 'NodePort dispatch' },
+      { name: Maps.noEndpointServices, type: `${a} . inet_proto . inet_service : verdict`, comment: 'reject: service IPs without endpoints' },
+      { name: Maps.noEndpointNodePorts, type: 'inet_proto . inet_service : verdict', comment: 'reject: NodePorts without endpoints' },
+      { name: Maps.firewallIPs, type: `${a} . inet_proto . inet_service : verdict`, comment: 'LoadBalancer IPs with loadBalancerSourceRanges' },
+    ],
+  };
+}
+
+/** Table-level sets (content from table fields, rewritten whenever the table changes). */
+export function tableSets(fs: FamilySyntax): NamedSet[] {
+  return [
+    { name: Sets.localCIDRs, type: fs.addrType, flags: ['interval'], comment: 'local pod traffic (cluster CIDRs)' },
+    { name: Sets.nodePortIPs, type: fs.addrType, comment: 'addresses that accept NodePorts' },
+  ];
+}
+
+/**
+ * CIDRs as canonical network addresses, without any CIDR contained in another (interval sets
+ * reject overlaps), sorted. Invalid or other-family entries are dropped.
+ */
+export function normalizeCIDRs(family: 4 | 6, cidrs: readonly string[]): string[] {
+  const parsed: { net: ipaddr.IPv4 | ipaddr.IPv6; bits: number; text: string }[] = [];
+  for (const c of cidrs) {
+    const withLen = c.includes('/') ? c : `${c}/${family === 4 ? 32 : 128}`;
+    if (!ipaddr.isValidCIDR(withLen)) continue;
+    const [addr, bits] = ipaddr.parseCIDR(withLen);
+    if ((addr.kind() === 'ipv4') !== (family === 4)) continue;
+    const net = addr.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(withLen) : ipaddr.IPv6.networkAddressFromCIDR(withLen);
+    parsed.push({ net, bits, text: `${net.toString()}/${bits}` });
+  }
+  parsed.sort((x, y) => x.bits - y.bits);
+  const kept: typeof parsed = [];
+  for (const p of parsed) {
+    if (kept.some((k) => p.net.match(k.net, k.bits))) continue;
+    kept.push(p);
+  }
+  return kept.map((k) => k.text).sort();
+}
+
+function nodePortAddressElements(table: ProxyTable): string[] {
+  if (table.nodePortAddresses.kind !== 'list') return [];
+  const out = new Set<string>();
+  for (const a of table.nodePortAddresses.addresses) {
+    if (!ipaddr.isValid(a)) continue;
+    const addr = ipaddr.parse(a);
+    // Loopback NodePorts would need route_localnet, which ferry never enables.
+    if (addr.range() === 'loopback') continue;
+    out.add(addr.toString());
+  }
+  return [...out].sort();
+}
+
+export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number): Skeleton {
+  const all = table.nodePortAddresses.kind === 'all';
+  const bc = (name: string, type: 'filter' | 'nat', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: string[]): ChainWithRules => ({
+    chain: { name, base: { type, hook, priority } },
+    rules,
+  });
+  const baseChains: ChainWithRules[] = [
+    bc(Chains.filterPrerouting, 'filter', 'prerouting', PRIORITY.dstnat - 10, [R.jumpIfNew(Chains.firewallCheck)]),
+    bc(Chains.filterInput, 'filter', 'input', PRIORITY.filter - 10, [R.jumpIfNew(Chains.nodePortEndpointsCheck), R.jumpIfNew(Chains.serviceEndpointsCheck)]),
+    bc(Chains.filterForward, 'filter', 'forward', PRIORITY.filter - 10, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.clusterIPsCheck)]),
+    bc(Chains.filterOutput, 'filter', 'output', PRIORITY.dstnat - 10, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.firewallCheck)]),
+    bc(Chains.filterOutputPostDnat, 'filter', 'output', PRIORITY.dstnat + 10, [R.jumpIfNew(Chains.clusterIPsCheck)]),
+    bc(Chains.natPrerouting, 'nat', 'prerouting', PRIORITY.dstnat, [R.jump(Chains.services)]),
+    bc(Chains.natOutput, 'nat', 'output', PRIORITY.dstnat, [R.jump(Chains.services)]),
+    bc(Chains.natPostrouting, 'nat', 'postrouting', PRIORITY.srcnat, [R.hairpinRule(fs), R.jump(Chains.masquerading)]),
+  ];
+  const c = (name: string, rules: string[], comment?: string): ChainWithRules => ({
+    chain: comment === undefined ? { name } : { name, comment },
+    rules,
+  });
+  const chains: ChainWithRules[] = [
+    // Never jumped to. intact() lists it: a missing chain or rule means someone flushed or
+    // deleted ferry's table, and the next sync must be full.
+    c(Chains.canary, [CANARY_RULE], 'ferry canary: if this chain or its rule is missing, ferry resyncs everything'),
+    c(Chains.reject, ['reject']),
+    c(Chains.markForMasquerade, [R.markForMasquerade(mark)]),
+    c(Chains.masquerading, R.masqueradingRules(mark)),
+    c(Chains.firewallCheck, [R.serviceIPsDispatch(fs, 'firewall-ips')]),
+    c(Chains.serviceEndpointsCheck, [R.serviceIPsDispatch(fs, 'no-endpoint-services')]),
+    c(Chains.nodePortEndpointsCheck, [R.nodePortRejectCheck(fs, all)]),
+    c(Chains.clusterIPsCheck, [R.clusterIPsReject(fs)]),
+    c(Chains.services, [R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all)]),
+  ];
+  const containers = serviceContainers(fs);
+  const tableElements = new Map<string, readonly string[]>([
+    [Sets.localCIDRs, table.localTraffic.kind === 'clusterCIDR' ? normalizeCIDRs(fs.family, table.localTraffic.cidrs) : []],
+    [Sets.nodePortIPs, nodePortAddressElements(table)],
+  ]);
+  return { baseChains, chains, sets: [...tableSets(fs), ...containers.sets], maps: containers.maps, tableElements };
+}

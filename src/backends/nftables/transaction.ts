@@ -1,0 +1,208 @@
+/**
+ * nftables objects as typed data, and the one renderer that turns them into nft script text.
+ *
+ * A `Transaction` is an ordered list of operations (add/flush/delete of tables, chains, rules,
+ * sets, maps and elements) on ferry's tables. Nothing else in ferry writes nft command syntax;
+ * rule *bodies* are built by rules.ts (one builder per rule kind) and passed in as strings.
+ *
+ * Pure: no I/O. Must never reorder operations (the compiler's order is what makes a
+ * transaction acceptable to the kernel) and never drop one.
+ */
+
+export type NftFamily = 'ip' | 'ip6';
+export type ChainType = 'filter' | 'nat';
+export type ChainHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+/** A base chain's attachment to a netfilter hook. Priorities are numeric (nft 1.0.x only knows
+ * the `dstnat` name for prerouting, so numbers are the portable spelling). */
+export interface BaseChainSpec {
+  readonly type: ChainType;
+  readonly hook: ChainHook;
+  readonly priority: number;
+}
+
+export interface Chain {
+  readonly name: string;
+  readonly base?: BaseChainSpec;
+  readonly comment?: string;
+}
+
+/** A named set (`type` is the key type, e.g. `ipv4_addr . ipv4_addr`). */
+export interface NamedSet {
+  readonly name: string;
+  readonly type: string;
+  readonly flags?: readonly string[];
+  readonly timeoutSeconds?: number;
+  readonly comment?: string;
+}
+
+/** A named map (`type` is `KEY : VALUE`, e.g. `inet_proto . inet_service : verdict`). */
+export interface NamedMap {
+  readonly name: string;
+  readonly type: string;
+  readonly comment?: string;
+}
+
+export type Op =
+  | { readonly kind: 'table'; readonly verb: 'add' | 'delete'; readonly target: string; readonly comment?: string }
+  | { readonly kind: 'chain'; readonly verb: 'add'; readonly target: string; readonly chain: Chain }
+  | { readonly kind: 'chain'; readonly verb: 'flush' | 'delete'; readonly target: string; readonly name: string }
+  | { readonly kind: 'rule'; readonly target: string; readonly chain: string; readonly rule: string }
+  | { readonly kind: 'set'; readonly verb: 'add'; readonly target: string; readonly set: NamedSet }
+  | { readonly kind: 'map'; readonly verb: 'add'; readonly target: string; readonly map: NamedMap }
+  | { readonly kind: 'set' | 'map'; readonly verb: 'flush' | 'delete'; readonly target: string; readonly name: string }
+  | {
+      readonly kind: 'element';
+      readonly verb: 'add' | 'delete';
+      readonly target: string;
+      readonly set: string;
+      readonly key: string;
+      /** Map value (`goto svc-...`, `drop`); absent for set elements and for deletes. */
+      readonly value?: string;
+    };
+
+/** How many elements one rendered `add element` / `delete element` line may carry. */
+export const ELEMENTS_PER_LINE = 1000;
+
+/** `ip ferry`: the family and table every command of a table is addressed to. */
+export function tableTarget(family: NftFamily, table: string): string {
+  return `${family} ${table}`;
+}
+
+function quote(s: string): string {
+  return `"${s.replace(/["\\]/g, '')}"`;
+}
+
+function chainSpec(c: Chain): string {
+  const parts: string[] = [];
+  if (c.base) parts.push(`type ${c.base.type} hook ${c.base.hook} priority ${c.base.priority} ;`);
+  if (c.comment !== undefined) parts.push(`comment ${quote(c.comment)} ;`);
+  return parts.length ? ` { ${parts.join(' ')} }` : '';
+}
+
+function setSpec(s: NamedSet): string {
+  let body = `type ${s.type} ;`;
+  if (s.flags && s.flags.length) body += ` flags ${s.flags.join(',')} ;`;
+  if (s.timeoutSeconds !== undefined) body += ` timeout ${s.timeoutSeconds}s ;`;
+  if (s.comment !== undefined) body += ` comment ${quote(s.comment)} ;`;
+  return ` { ${body} }`;
+}
+
+function mapSpec(m: NamedMap): string {
+  let body = `type ${m.type} ;`;
+  if (m.comment !== undefined) body += ` comment ${quote(m.comment)} ;`;
+  return ` { ${body} }`;
+}
+
+/** Renders one non-element operation as one line. */
+function renderOp(op: Exclude<Op, { kind: 'element' }>): string {
+  switch (op.kind) {
+    case 'table':
+      return op.verb === 'add' && op.comment !== undefined
+        ? `add table ${op.target} { comment ${quote(op.comment)} ; }`
+        : `${op.verb} table ${op.target}`;
+    case 'chain':
+      return op.verb === 'add' ? `add chain ${op.target} ${op.chain.name}${chainSpec(op.chain)}` : `${op.verb} chain ${op.target} ${op.name}`;
+    case 'rule':
+      return `add rule ${op.target} ${op.chain} ${op.rule}`;
+    case 'set':
+      return op.verb === 'add' ? `add set ${op.target} ${op.set.name}${setSpec(op.set)}` : `${op.verb} set ${op.target} ${op.name}`;
+    case 'map':
+      return op.verb === 'add' ? `add map ${op.target} ${op.map.name}${mapSpec(op.map)}` : `${op.verb} map ${op.target} ${op.name}`;
+  }
+}
+
+/**
+ * An ordered nftables transaction. Applied as one nft script, it is atomic: all or nothing.
+ */
+export class Transaction {
+  readonly ops: Op[] = [];
+
+  addTable(target: string, comment?: string): this {
+    this.ops.push(comment === undefined ? { kind: 'table', verb: 'add', target } : { kind: 'table', verb: 'add', target, comment });
+    return this;
+  }
+  deleteTable(target: string): this {
+    this.ops.push({ kind: 'table', verb: 'delete', target });
+    return this;
+  }
+  addChain(target: string, chain: Chain): this {
+    this.ops.push({ kind: 'chain', verb: 'add', target, chain });
+    return this;
+  }
+  flushChain(target: string, name: string): this {
+    this.ops.push({ kind: 'chain', verb: 'flush', target, name });
+    return this;
+  }
+  deleteChain(target: string, name: string): this {
+    this.ops.push({ kind: 'chain', verb: 'delete', target, name });
+    return this;
+  }
+  addRule(target: string, chain: string, rule: string): this {
+    this.ops.push({ kind: 'rule', target, chain, rule });
+    return this;
+  }
+  addSet(target: string, set: NamedSet): this {
+    this.ops.push({ kind: 'set', verb: 'add', target, set });
+    return this;
+  }
+  addMap(target: string, map: NamedMap): this {
+    this.ops.push({ kind: 'map', verb: 'add', target, map });
+    return this;
+  }
+  flushSet(target: string, name: string, kind: 'set' | 'map' = 'set'): this {
+    this.ops.push({ kind, verb: 'flush', target, name });
+    return this;
+  }
+  deleteSet(target: string, name: string, kind: 'set' | 'map' = 'set'): this {
+    this.ops.push({ kind, verb: 'delete', target, name });
+    return this;
+  }
+  addElement(target: string, set: string, key: string, value?: string): this {
+    this.ops.push(value === undefined ? { kind: 'element', verb: 'add', target, set, key } : { kind: 'element', verb: 'add', target, set, key, value });
+    return this;
+  }
+  deleteElement(target: string, set: string, key: string): this {
+    this.ops.push({ kind: 'element', verb: 'delete', target, set, key });
+    return this;
+  }
+
+  get size(): number {
+    return this.ops.length;
+  }
+
+  /**
+   * The script, line by line, in one pass. Consecutive element operations on the same set with
+   * the same verb share a line (up to ELEMENTS_PER_LINE), which keeps big full syncs compact.
+   */
+  *lines(): Generator<string> {
+    const ops = this.ops;
+    let i = 0;
+    while (i < ops.length) {
+      const op = ops[i]!;
+      if (op.kind !== 'element') {
+        yield renderOp(op);
+        i++;
+        continue;
+      }
+      const items: string[] = [];
+      let j = i;
+      while (j < ops.length && items.length < ELEMENTS_PER_LINE) {
+        const e = ops[j]!;
+        if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
+        items.push(e.value === undefined || e.verb === 'delete' ? e.key : `${e.key} : ${e.value}`);
+        j++;
+      }
+      yield `${op.verb} element ${op.target} ${op.set} { ${items.join(', ')} }`;
+      i = j;
+    }
+  }
+
+  /** The whole script (newline-terminated), joined once. */
+  render(): string {
+    const out: string[] = [];
+    for (const l of this.lines()) out.push(l);
+    out.push('');
+    return out.join('\n');
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The nftables backend on FakeNft and FakeConntrack: full and partial syncs, stale chain cleanup
+ * on full sync, typed errors with the failing line, intact(), cleanup(), conntrack cleanup.
+ */
+import t from 'tap';
+import { createNftablesBackend, NftSyncError } from '../../../../src/backends/nftables/backend.js';
+import { FakeNft } from '../../../../src/backends/nftables/fake.js';
+import { FakeConntrack } from '../../../../src/backends/kernel/conntrack.js';
+import { setLogSink } from '../../../../src/util/log.js';
+import { changesOf, ep, fwd, FULL, REJECT, svc, table, tables } from './fixtures.js';
+
+setLogSink(() => {});
+
+const web = svc({ namespace: 'd', name: 'web', internal: fwd(ep('198.18.0.2', 8080), ep('198.18.0.3', 8080)) });
+const dns = svc({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(ep('198.18.0.5', 53)) });
+const ir1 = tables(table(4, [web, dns]));
+
+t.test('full sync, then a partial sync that only touches the changed service', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  await b.sync(null, ir1, FULL);
+  t.equal(b.lastSync()?.full, true);
+  t.same(nft.listed, ['list chains ip'], 'a full sync lists chains (only)');
+  const web2 = { ...web, internal: fwd(ep('198.18.0.2', 8080)), external: fwd(ep('198.18.0.2', 8080)), cluster: fwd(ep('198.18.0.2', 8080)) };
+  const ir2 = tables(table(4, [web2, dns]));
+  await b.sync(ir1, ir2, changesOf([web.key]));
+  t.equal(b.lastSync()?.full, false);
+  t.same(nft.listed, ['list chains ip'], 'a partial sync reads nothing from the kernel');
+  t.ok((b.lastSync()?.lines ?? 99) <= 4, `partial sync is small: ${b.lastScript()}`);
+  t.notMatch(b.lastScript() ?? '', /dns/, 'the unchanged service is not in the transaction');
+  t.same(nft.rules('ip', 'ferry', [...nft.chainNames('ip', 'ferry')].find((n) => n.startsWith('svc-') && n.includes('/web/'))!), [
+    'ip saddr != @local-cidrs jump mark-for-masquerade',
+    'meta l4proto tcp dnat to 198.18.0.2:8080',
+  ]);
+  await b.sync(ir2, ir2, changesOf([]));
+  t.equal(b.lastSync()?.lines, 0, 'nothing changed: nothing applied');
+  t.equal(nft.scripts.length, 2, 'no script was sent for the empty sync');
+});
+
+t.test('full sync deletes chains it no longer wants (listed from the kernel)', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  await b.sync(null, ir1, FULL);
+  // A restart: ferry lost its memory and the cluster lost "web" meanwhile.
+  const b2 = createNftablesBackend({ nft, families: [4] });
+  await b2.sync(null, tables(table(4, [dns])), FULL);
+  t.notOk(
+    nft.chainNames('ip', 'ferry').some((n) => n.includes('/web/')),
+    `stale chains of the deleted service are gone: ${nft.chainNames('ip', 'ferry').join(' ')}`,
+  );
+  t.ok(nft.chainNames('ip', 'ferry').some((n) => n.includes('/dns/')), 'the live service keeps its chain');
+});
+
+t.test('a failing apply throws NftSyncError with the failing line and changes nothing', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  await b.sync(null, ir1, FULL);
+  const before = nft.dump();
+  // Tell the backend a lie: prev claims a service the kernel never had, so the partial
+  // transaction deletes elements that do not exist — the kernel (and the fake) refuse.
+  const ghost = svc({ namespace: 'd', name: 'ghost', clusterIP: '198.19.7.7', internal: fwd(ep('198.18.7.7', 80)) });
+  const lie = tables(table(4, [web, dns, ghost]));
+  const err = await b.sync(lie, ir1, changesOf([ghost.key])).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof NftSyncError, `NftSyncError thrown; got ${String(err)}`);
+  const e = err as NftSyncError;
+  t.equal(e.full, false);
+  t.equal(e.stage, 'apply');
+  t.match(e.failingLine?.text ?? '', /^delete element ip ferry/, `failing line named: ${e.failingLine?.text}`);
+  t.equal(nft.dump(), before, 'the ruleset is unchanged');
+});
+
+t.test('intact() notices a deleted or flushed table', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4, 6] });
+  t.equal(await b.intact(), false, 'nothing installed yet');
+  await b.sync(null, ir1, FULL);
+  t.equal(await b.intact(), true);
+  nft.applySync('flush table ip6 ferry\n');
+  t.equal(await b.intact(), false, 'a flushed table (canary rule gone) is noticed');
+  await b.sync(null, ir1, FULL);
+  t.equal(await b.intact(), true);
+  nft.applySync('delete table ip ferry\n');
+  t.equal(await b.intact(), false, 'a deleted table is noticed');
+});
+
+t.test('cleanup() removes ferry and kube-proxy tables of both families; absent is fine', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  await b.sync(null, ir1, FULL);
+  nft.applySync('add table ip kube-proxy\nadd table ip6 kube-proxy\nadd table ip other\n');
+  await b.cleanup();
+  t.notOk(nft.hasTable('ip', 'ferry'));
+  t.notOk(nft.hasTable('ip', 'kube-proxy'));
+  t.notOk(nft.hasTable('ip6', 'kube-proxy'));
+  t.ok(nft.hasTable('ip', 'other'), "someone else's table is left alone");
+  await t.resolves(b.cleanup(), 'a second cleanup is fine');
+});
+
+t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleared after a sync', async (t) => {
+  const nft = new FakeNft();
+  const ct = new FakeConntrack();
+  const b = createNftablesBackend({ nft, conntrack: ct, families: [4] });
+  const dnsEmpty = { ...dns, internal: REJECT, external: REJECT, cluster: REJECT };
+  const irA = tables(table(4, [web, dnsEmpty]));
+  await b.sync(null, irA, FULL);
+  t.same(ct.calls, [], 'no UDP frontend forwards: nothing to clear');
+  await b.sync(irA, ir1, changesOf([dns.key]));
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53 }], 'flows to the ClusterIP recorded while it rejected are cleared');
+  ct.reset();
+  ct.failWith = new Error('netlink says no');
+  await t.resolves(b.sync(ir1, irA, changesOf([dns.key])), 'a conntrack failure does not fail the sync');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', replySrc: '198.18.0.5', replySrcPort: 53 }], 'the endpoint that left is cleared by reply source');
+});

@@ -1,0 +1,169 @@
+/**
+ * Partial sync against the in-memory nftables: any sequence of partial syncs must leave exactly
+ * the ruleset one full sync of the final IR leaves, and a one-endpoint change must cost a
+ * handful of lines at any scale.
+ */
+import t from 'tap';
+import { compileFull, compilePartial, type CompileOptions } from '../../../../src/backends/nftables/compiler.js';
+import { FakeNft } from '../../../../src/backends/nftables/fake.js';
+import type { IPFamily, ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
+import { bigTable, changesOf, emptyTable, ep, fwd, randomWalk, svc, table, tables } from './fixtures.js';
+
+const opts = (families: readonly IPFamily[]): CompileOptions => ({ families, masqueradeMark: 0x4000 });
+
+function fullDump(ir: ProxyTables, families: readonly IPFamily[]): string {
+  const f = new FakeNft();
+  f.applySync(compileFull(ir, opts(families)).render());
+  return f.dump();
+}
+
+function firstDiff(a: string, b: string): string {
+  const al = a.split('\n');
+  const bl = b.split('\n');
+  for (let i = 0; i < Math.max(al.length, bl.length); i++) {
+    if (al[i] !== bl[i]) return `line ${i + 1}: partial has ${JSON.stringify(al[i])}, full has ${JSON.stringify(bl[i])}`;
+  }
+  return 'no difference';
+}
+
+t.test('random partial-sync sequences equal one full sync of the final IR (FakeNft)', async (t) => {
+  const families: IPFamily[][] = [[4], [6], [4, 6]];
+  let checked = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const fams = families[seed % 3]!;
+    const walk = randomWalk(seed, 25, fams);
+    const fake = new FakeNft();
+    fake.applySync(compileFull(walk.initial, opts(fams)).render());
+    let prev = walk.initial;
+    for (let i = 0; i < walk.steps.length; i++) {
+      const step = walk.steps[i]!;
+      const script = compilePartial(prev, step.next, step.changes, opts(fams)).render();
+      try {
+        fake.applySync(script);
+      } catch (e) {
+        t.fail(`seed ${seed} step ${i}: partial transaction rejected: ${(e as Error).message}\n${script}`);
+        return;
+      }
+      const want = fullDump(step.next, fams);
+      const got = fake.dump();
+      if (got !== want) {
+        t.fail(`seed ${seed} step ${i}: partial state differs from full sync: ${firstDiff(got, want)}\nscript:\n${script}`);
+        return;
+      }
+      checked++;
+      prev = step.next;
+    }
+  }
+  t.equal(checked, 40 * 25, 'every step of every walk matched');
+});
+
+t.test('a full sync over any earlier state converges and deletes stale chains', async (t) => {
+  for (let seed = 100; seed < 115; seed++) {
+    const walk = randomWalk(seed, 10, [4, 6]);
+    const final = walk.steps[walk.steps.length - 1]!.next;
+    const fake = new FakeNft();
+    // Leave the kernel holding the *initial* IR, then full-sync the final one over it.
+    fake.applySync(compileFull(walk.initial, opts([4, 6])).render());
+    const existing = { 4: new Set(fake.chainNames('ip', 'ferry')), 6: new Set(fake.chainNames('ip6', 'ferry')) };
+    fake.applySync(compileFull(final, { ...opts([4, 6]), existingChains: existing }).render());
+    const want = fullDump(final, [4, 6]);
+    t.equal(fake.dump(), want, `seed ${seed}: full sync over old state equals a fresh full sync (${firstDiff(fake.dump(), want)})`);
+  }
+});
+
+function withService(ir: ProxyTables, s: ServiceEntry): ProxyTables {
+  const services = new Map(ir[4].services);
+  services.set(s.key, s);
+  return tables({ ...ir[4], services: new Map([...services].sort((a, b) => (a[0] < b[0] ? -1 : 1))) }, ir[6]);
+}
+
+t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) => {
+  const base = tables(bigTable(4, 1000, 10));
+  const fake = new FakeNft();
+  fake.applySync(compileFull(base, opts([4])).render());
+
+  const victim = [...base[4].services.values()][500]!;
+  const eps = victim.internal.endpoints.slice(1);
+  const changed = { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) };
+  const next = withService(base, changed);
+  const script = compilePartial(base, next, changesOf([victim.key]), opts([4])).render();
+  const lines = script.trim().split('\n');
+  // flush + dnat rule of svc- (and ext- when it has a NodePort) + one hairpin element delete.
+  t.ok(lines.length <= 6, `partial script has ${lines.length} lines (want ≤ 6):\n${script}`);
+  t.match(script, /delete element ip ferry hairpin \{ 198\.18\.\d+\.\d+ \. 198\.18\.\d+\.\d+ \}/, 'the removed endpoint leaves the hairpin set');
+  fake.applySync(script);
+  t.equal(fake.dump(), fullDump(next, [4]), 'result equals a full sync');
+
+  // Adding a whole new service is also small.
+  const added = svc({ namespace: 'new', name: 'one', clusterIP: '198.19.200.1', nodePort: 31999, internal: fwd(ep('198.18.250.1', 80)) });
+  const next2 = withService(next, added);
+  const script2 = compilePartial(next, next2, changesOf([added.key]), opts([4])).render();
+  const lines2 = script2.trim().split('\n');
+  t.ok(lines2.length <= 10, `new-service script has ${lines2.length} lines (want ≤ 10):\n${script2}`);
+  fake.applySync(script2);
+  t.equal(fake.dump(), fullDump(next2, [4]), 'result equals a full sync');
+});
+
+t.test('no change: empty transaction', async (t) => {
+  const ir = tables(bigTable(4, 20, 2));
+  const tx = compilePartial(ir, ir, changesOf([]), opts([4]));
+  t.equal(tx.size, 0, 'nothing to do');
+  t.equal(tx.render(), '', 'empty script');
+});
+
+t.test('shared elements: ClusterIP of a two-port service, duplicate externalIP across services', async (t) => {
+  const a = svc({ namespace: 'x', name: 'a', portName: 'p0', clusterIP: '198.19.9.1', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.1', 80)) });
+  const a1 = svc({ namespace: 'x', name: 'a', portName: 'p1', port: 81, clusterIP: '198.19.9.1', internal: fwd(ep('198.18.9.1', 81)) });
+  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.2', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.2', 80)) });
+  const ir1 = tables(table(4, [a, a1, b]));
+  const fake = new FakeNft();
+  fake.applySync(compileFull(ir1, opts([4])).render());
+  const ext = fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80');
+  t.match(ext, /^goto ext-[0-9a-f]{8}-x\/a\//, 'the smallest service key wins a contested externalIP');
+
+  // Remove port p0 of service a: its ClusterIP stays (p1 still claims it); the externalIP goes to b.
+  const ir2 = tables(table(4, [a1, b]));
+  const script = compilePartial(ir1, ir2, changesOf([a.key]), opts([4])).render();
+  fake.applySync(script);
+  t.ok(fake.elements('ip', 'ferry', 'cluster-ips')!.has('198.19.9.1'), 'ClusterIP still claimed by the other port stays');
+  t.match(fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80'), /^goto ext-[0-9a-f]{8}-x\/b\//, 'externalIP now dispatches to b');
+  t.equal(fake.dump(), fullDump(ir2, [4]), 'equals full sync');
+});
+
+t.test('affinity timeout change recreates the endpoint chains and sets', async (t) => {
+  const s1 = svc({ namespace: 'd', name: 'st', affinityTimeoutSeconds: 60, internal: fwd(ep('198.18.0.1', 80)) });
+  const s2 = { ...s1, affinityTimeoutSeconds: 120 };
+  const ir1 = tables(table(4, [s1]));
+  const ir2 = tables(table(4, [s2]));
+  const fake = new FakeNft();
+  fake.applySync(compileFull(ir1, opts([4])).render());
+  const before = fake.chainNames('ip', 'ferry').filter((n) => n.startsWith('ep-'));
+  fake.applySync(compilePartial(ir1, ir2, changesOf([s1.key]), opts([4])).render());
+  const after = fake.chainNames('ip', 'ferry').filter((n) => n.startsWith('ep-'));
+  t.equal(before.length, 1);
+  t.equal(after.length, 1);
+  t.not(after[0], before[0], 'a new endpoint chain (and affinity set) replaces the old one');
+  t.match(fake.dump(), /set aff-[^\n]* \{ type ipv4_addr; flags dynamic,timeout; timeout 120s \}/, 'the new set has the new timeout');
+  t.notMatch(fake.dump(), /timeout 60s/, 'the old set is gone');
+});
+
+t.test('table-level change (NodePort addresses, detector) rewrites what depends on it', async (t) => {
+  const s = svc({ namespace: 'd', name: 'np', nodePort: 30001, externalPolicyLocal: true, externalMasquerade: false, internal: fwd(ep('198.18.0.1', 80, true)) });
+  const ir1 = tables(table(4, [s]));
+  const ir2 = tables(table(4, [s], { nodePortAddresses: { kind: 'list', addresses: ['192.0.2.10'] }, localTraffic: { kind: 'none' } }));
+  const fake = new FakeNft();
+  fake.applySync(compileFull(ir1, opts([4])).render());
+  fake.applySync(compilePartial(ir1, ir2, changesOf([], true), opts([4])).render());
+  t.equal(fake.dump(), fullDump(ir2, [4]), 'equals full sync of the new table');
+  t.same(fake.rules('ip', 'ferry', 'services'), ['ip daddr . meta l4proto . th dport vmap @service-ips', 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports']);
+});
+
+t.test('empty families stay empty tables; a family not served is not touched', async (t) => {
+  const ir = tables(emptyTable(4), emptyTable(6));
+  const script = compileFull(ir, opts([4])).render();
+  t.notMatch(script, /ip6/, 'no ip6 command when only IPv4 is served');
+  const fake = new FakeNft();
+  fake.applySync(script);
+  t.ok(fake.hasTable('ip', 'ferry'));
+  t.notOk(fake.hasTable('ip6', 'ferry'));
+});
