@@ -1,0 +1,317 @@
+/**
+ * `--proxy-mode userspace`: ferry forwards Service traffic itself. Each sync lays the IR out as
+ * addresses on ferry0 and listening sockets (frontends.ts), diffs that against what is held
+ * (reconcile.ts) and applies only the difference, in an order that never strands a socket:
+ * add addresses → open sockets → re-point → close sockets → remove addresses. Endpoint changes
+ * only swap the pickers' sets; sockets and their connections stay.
+ *
+ * Policy comes from the IR (route.ts); this module never decides which endpoints apply. A socket
+ * that cannot be opened (port taken by another process) is logged and retried on the next sync;
+ * it does not fail the sync, so one bad Service cannot hold every other one back.
+ */
+import type { Backend, IPFamily, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import { logger, type Logger } from '../../util/log.js';
+import { planFrontends, type Frontend, type LocalAddresses } from './frontends.js';
+import { DEFAULT_INTERFACE, ipAddressHolder, removeInterface, type AddressHolder } from './iface.js';
+import type { Clock } from './picker.js';
+import { planReconcile } from './reconcile.js';
+import { LocalSourceDetector, ServiceRuntime, type Route } from './route.js';
+import { SessionTable } from './sessions.js';
+import { newStats, type ForwarderStats } from './stats.js';
+import { ListenError, TcpListener, type ForwardContext } from './tcp.js';
+import { closeUdpSession, UdpListener, type UdpContext, type UdpSession } from './udp.js';
+
+export interface UserspaceOptions {
+  families?: IPFamily[];
+  log?: Logger;
+  /** Accept NodePorts on 127.0.0.1 (with nodePortAddresses 'all'); default true, like kube-proxy. */
+  localhostNodePorts?: boolean;
+  /** A UDP session idle this long is closed; default 30 s. */
+  udpIdleTimeoutMs?: number;
+  /** At most this many UDP sessions (all frontends together); the oldest is evicted. Default 65536. */
+  maxUdpSessions?: number;
+  /** Default ferry0. */
+  interfaceName?: string;
+}
+
+/** Seams for tests and benchmarks; not part of the CLI surface. */
+export interface UserspaceInternals {
+  holder?: AddressHolder;
+  /** Connect attempts and their timeouts; default kube-proxy userspace's 250/500/1000/2000 ms. */
+  connectTimeoutsMs?: readonly number[];
+  now?: Clock;
+}
+
+export interface UserspaceStats extends ForwarderStats {
+  readonly frontends: number;
+  readonly addresses: number;
+  /** Frontends the last sync could not open (retried next sync). */
+  readonly failedFrontends: readonly string[];
+}
+
+export interface UserspaceBackend extends Backend {
+  readonly name: 'userspace';
+  intact(): Promise<boolean>;
+  stats(): UserspaceStats;
+  /** Keys of the open sockets, sorted (`TCP 198.19.0.10:80`). */
+  frontends(): string[];
+}
+
+export const DEFAULT_UDP_IDLE_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_UDP_SESSIONS = 65_536;
+export const DEFAULT_CONNECT_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2000];
+
+type Listener = TcpListener | UdpListener;
+
+const REJECT: Route = { verdict: 'reject' };
+
+function runtimeKey(family: IPFamily, service: ServicePortKey): string {
+  return `${family}|${service}`;
+}
+
+class Userspace implements UserspaceBackend {
+  readonly name = 'userspace' as const;
+  private readonly log: Logger;
+  private readonly holder: AddressHolder;
+  private readonly families: readonly IPFamily[];
+  private readonly localhostNodePorts: boolean;
+  private readonly now: Clock | undefined;
+  private readonly counters = newStats();
+  private readonly sessions: SessionTable<UdpSession>;
+  private readonly ctx: UdpContext;
+  private readonly udpIdleMs: number;
+
+  /** What is in force: addresses on the interface, open sockets, live services. */
+  private held = new Set<string>();
+  private readonly listeners = new Map<string, Listener>();
+  /** Keyed `family|service`: a dual-stack service port has one entry (and endpoint set) per family. */
+  private readonly runtimes = new Map<string, ServiceRuntime>();
+  private local: LocalAddresses | undefined;
+  private detector = new LocalSourceDetector(new Set(), []);
+  /** False until the interface is known to exist and `held` was read from it. */
+  private ready = false;
+  private sweeper: NodeJS.Timeout | undefined;
+  private failed: string[] = [];
+
+  /** Once-per-service log lines already written. */
+  private readonly loggedUnsupported = new Set<ServicePortKey>();
+  private readonly loggedSourceIP = new Set<ServicePortKey>();
+  private readonly loggedConflicts = new Set<string>();
+
+  constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
+    this.log = opts.log ?? logger('userspace');
+    this.families = opts.families ?? [4, 6];
+    this.localhostNodePorts = opts.localhostNodePorts ?? true;
+    this.now = internals.now;
+    this.holder = internals.holder ?? ipAddressHolder(opts.interfaceName ?? DEFAULT_INTERFACE, this.log);
+    this.udpIdleMs = opts.udpIdleTimeoutMs ?? DEFAULT_UDP_IDLE_TIMEOUT_MS;
+    this.sessions = new SessionTable<UdpSession>({
+      idleTimeoutMs: this.udpIdleMs,
+      maxSessions: opts.maxUdpSessions ?? DEFAULT_MAX_UDP_SESSIONS,
+      now: internals.now,
+      onClose: (_key, s) => closeUdpSession(s),
+    });
+    const connectTimeoutsMs = internals.connectTimeoutsMs ?? DEFAULT_CONNECT_TIMEOUTS_MS;
+    if (connectTimeoutsMs.length === 0) throw new RangeError('connectTimeoutsMs must hold at least one attempt');
+    const route = (f: Frontend, clientIP: string): Route =>
+      this.runtimes.get(runtimeKey(f.family, f.service))?.route(f.role, clientIP, this.detector) ?? REJECT;
+    const ctx: ForwardContext = { route, stats: this.counters, log: this.log, connectTimeoutsMs };
+    this.ctx = { ...ctx, sessions: this.sessions };
+  }
+
+  async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+    if (!this.ready || changes.full) {
+      await this.holder.ensure();
+      this.held = await this.holder.addresses();
+      this.ready = true;
+    }
+    if (!this.local || changes.full || changes.tableChanged) this.local = await this.holder.localAddresses();
+    const want = planFrontends(next, this.local, { families: this.families, localhostNodePorts: this.localhostNodePorts });
+    this.logOnce(next, want.unsupported, want.conflicts);
+    for (const bad of want.invalid) this.log.warn('address in the IR does not parse; skipped', bad);
+    const plan = planReconcile({ addresses: this.held, frontends: this.frontendMap() }, want);
+
+    // Addresses first: a socket can only bind an address that is local already.
+    if (plan.addAddresses.length > 0) {
+      try {
+        await this.holder.apply(plan.addAddresses, []);
+      } catch (e) {
+        this.ready = false; // re-read the interface on the next sync
+        throw e;
+      }
+      for (const a of plan.addAddresses) this.held.add(a);
+    }
+
+    // Services: new sets before new sockets, so the first connection already routes right.
+    for (const family of this.families) {
+      for (const [key, entry] of next[family].services) {
+        const rk = runtimeKey(family, key);
+        const rt = this.runtimes.get(rk);
+        if (rt) rt.update(entry);
+        else this.runtimes.set(rk, new ServiceRuntime(entry, this.now));
+      }
+    }
+    this.detector = this.buildDetector(next);
+
+    const failed: string[] = [];
+    const opened = await Promise.all(
+      plan.open.map(async (f) => {
+        const l: Listener = f.protocol === 'TCP' ? new TcpListener(f, this.ctx) : new UdpListener(f, this.ctx);
+        try {
+          await l.open();
+          return l;
+        } catch (e) {
+          l.close();
+          failed.push(f.key);
+          this.log.error('cannot open frontend; will retry on the next sync', {
+            frontend: f.key,
+            service: f.service,
+            err: e instanceof ListenError ? e.cause : e,
+          });
+          return undefined;
+        }
+      }),
+    );
+    for (const l of opened) if (l) this.listeners.set(l.frontend.key, l);
+    for (const f of plan.retarget) {
+      const l = this.listeners.get(f.key);
+      if (l) l.frontend = f;
+    }
+    for (const key of plan.close) {
+      this.listeners.get(key)?.close();
+      this.listeners.delete(key);
+    }
+    for (const [rk, rt] of [...this.runtimes]) {
+      const family = rt.entry.family;
+      if (!this.families.includes(family) || !next[family].services.has(rt.entry.key)) this.runtimes.delete(rk);
+    }
+
+    if (plan.removeAddresses.length > 0) {
+      try {
+        await this.holder.apply([], plan.removeAddresses);
+      } catch (e) {
+        this.ready = false;
+        throw e;
+      }
+      for (const a of plan.removeAddresses) this.held.delete(a);
+    }
+    this.failed = failed.sort();
+    this.startSweeper();
+    this.log.v(2, 'userspace sync done', {
+      full: changes.full,
+      addrAdded: plan.addAddresses.length,
+      addrRemoved: plan.removeAddresses.length,
+      opened: plan.open.length - failed.length,
+      closed: plan.close.length,
+      failed: failed.length,
+    });
+  }
+
+  async intact(): Promise<boolean> {
+    if (!this.ready) return false;
+    try {
+      const now = await this.holder.addresses();
+      for (const a of this.held) if (!now.has(a)) return false;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async cleanup(): Promise<void> {
+    for (const l of this.listeners.values()) l.close();
+    this.listeners.clear();
+    this.sessions.deleteWhere(() => true);
+    this.runtimes.clear();
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    this.held.clear();
+    this.ready = false;
+    await this.holder.remove();
+  }
+
+  stats(): UserspaceStats {
+    return {
+      ...this.counters,
+      udpSessionsActive: this.sessions.size,
+      udpEvictions: this.sessions.evictions,
+      udpExpirations: this.sessions.expirations,
+      frontends: this.listeners.size,
+      addresses: this.held.size,
+      failedFrontends: this.failed,
+    };
+  }
+
+  frontends(): string[] {
+    return [...this.listeners.keys()].sort();
+  }
+
+  private frontendMap(): Map<string, Frontend> {
+    const m = new Map<string, Frontend>();
+    for (const [k, l] of this.listeners) m.set(k, l.frontend);
+    return m;
+  }
+
+  private buildDetector(next: ProxyTables): LocalSourceDetector {
+    const node = new Set<string>(this.held);
+    if (this.local) for (const f of [4, 6] as const) for (const a of this.local[f]) node.add(a);
+    return new LocalSourceDetector(
+      node,
+      this.families.map((f) => next[f].localTraffic),
+    );
+  }
+
+  private startSweeper(): void {
+    if (this.sweeper) return;
+    const every = Math.max(100, Math.min(this.udpIdleMs / 2, 5000));
+    this.sweeper = setInterval(() => this.sessions.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  private logOnce(
+    next: ProxyTables,
+    unsupported: readonly ServicePortKey[],
+    conflicts: readonly { key: string; kept: ServicePortKey; refused: ServicePortKey }[],
+  ): void {
+    const present = new Set<ServicePortKey>();
+    for (const family of this.families) {
+      for (const [key, s] of next[family].services) {
+        present.add(key);
+        if (s.externalPolicyLocal && s.protocol !== 'SCTP' && !this.loggedSourceIP.has(key)) {
+          this.loggedSourceIP.add(key);
+          this.log.warn(
+            'externalTrafficPolicy Local: userspace mode cannot preserve the client source IP; endpoints see the node address',
+            { service: key },
+          );
+        }
+      }
+    }
+    for (const key of unsupported) {
+      if (this.loggedUnsupported.has(key)) continue;
+      this.loggedUnsupported.add(key);
+      this.log.warn('SCTP is not supported in userspace mode; service port not served', { service: key });
+    }
+    const seen = new Set<string>();
+    for (const c of conflicts) {
+      const id = `${c.key}|${c.refused}`;
+      seen.add(id);
+      if (this.loggedConflicts.has(id)) continue;
+      this.loggedConflicts.add(id);
+      this.log.warn('two service ports want the same socket; the first keeps it', { ...c });
+    }
+    for (const id of this.loggedConflicts) if (!seen.has(id)) this.loggedConflicts.delete(id);
+    for (const key of this.loggedUnsupported) if (!present.has(key)) this.loggedUnsupported.delete(key);
+    for (const key of this.loggedSourceIP) {
+      if (!present.has(key)) this.loggedSourceIP.delete(key);
+    }
+  }
+}
+
+export function createUserspaceBackend(opts: UserspaceOptions = {}, internals: UserspaceInternals = {}): UserspaceBackend {
+  return new Userspace(opts, internals);
+}
+
+/** `--cleanup`: removes ferry0 and with it every service address (sockets die with the process). */
+export async function cleanupUserspace(interfaceName: string = DEFAULT_INTERFACE): Promise<void> {
+  await removeInterface(interfaceName);
+}

@@ -1,0 +1,226 @@
+/**
+ * TCP frontends: a listening socket per (address, port) that accepts, picks an endpoint per the
+ * IR, connects (retrying other endpoints on failure, bounded), and pipes both ways with
+ * backpressure and half-close. Reject → the client is reset at once; drop → the accepted
+ * connection is closed without a byte (a userspace socket cannot ignore a SYN the kernel has
+ * already answered; see docs/userspace.md).
+ *
+ * Must never leave a socket without an 'error' listener (an unhandled socket error would take
+ * the whole proxy down), and never decides which endpoints are eligible: that is the Route's.
+ */
+import net from 'node:net';
+import type { PlannedEndpoint } from '../../plan/types.js';
+import type { Logger } from '../../util/log.js';
+import type { Frontend } from './frontends.js';
+import { endpointId, type EndpointPicker } from './picker.js';
+import type { Route } from './route.js';
+import type { ForwarderStats } from './stats.js';
+
+export interface ForwardContext {
+  route(frontend: Frontend, clientIP: string): Route;
+  readonly stats: ForwarderStats;
+  readonly log: Logger;
+  /** One connect attempt per entry, each with that timeout (ms); kube-proxy's userspace used 250/500/1000/2000. */
+  readonly connectTimeoutsMs: readonly number[];
+}
+
+/** A frontend's socket could not be opened (address in use, address not local, ...). */
+export class ListenError extends Error {
+  readonly code = 'FERRY_ERR_USERSPACE_LISTEN';
+  constructor(
+    readonly frontend: Frontend,
+    override readonly cause: unknown,
+  ) {
+    super(`cannot listen on ${frontend.key} for ${frontend.service}: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'ListenError';
+  }
+}
+
+export class EndpointConnectError extends Error {
+  readonly code = 'FERRY_ERR_USERSPACE_CONNECT';
+  constructor(
+    readonly endpoint: PlannedEndpoint,
+    readonly reason: string,
+  ) {
+    super(`connect to ${endpointId(endpoint)} failed: ${reason}`);
+    this.name = 'EndpointConnectError';
+  }
+}
+
+const KEEPALIVE_DELAY_MS = 30_000;
+const BACKLOG = 4096;
+
+function noop(): void {
+  /* errors are acted on through 'close'/hadError or by the pairing logic */
+}
+
+function errCode(e: unknown): string {
+  if (e && typeof e === 'object' && 'code' in e && typeof e.code === 'string') return e.code;
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Connects to `ep`; rejects on error or after `timeoutMs`. The socket has an error listener. */
+export function connectEndpoint(ep: PlannedEndpoint, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({
+      host: ep.ip,
+      port: ep.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+    });
+    s.on('error', noop);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new EndpointConnectError(ep, `no answer within ${timeoutMs}ms`));
+    }, timeoutMs);
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      s.destroy();
+      reject(new EndpointConnectError(ep, errCode(e)));
+    });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', noop);
+      resolve(s);
+    });
+  });
+}
+
+/**
+ * Pipes client ⇄ upstream. Each direction's FIN is passed on (half-close); an error (RST) on one
+ * side resets the other; once one side is fully closed the other is ended after its writes flush.
+ */
+export function joinSockets(client: net.Socket, upstream: net.Socket): void {
+  if (upstream.destroyed) {
+    client.resetAndDestroy();
+    return;
+  }
+  upstream.on('error', () => {
+    if (!client.destroyed) client.resetAndDestroy();
+  });
+  client.on('error', () => {
+    if (!upstream.destroyed) upstream.resetAndDestroy();
+  });
+  upstream.on('close', () => {
+    if (!client.destroyed) client.destroySoon();
+  });
+  client.on('close', () => {
+    if (!upstream.destroyed) upstream.destroySoon();
+  });
+  client.pipe(upstream);
+  upstream.pipe(client);
+}
+
+export class TcpListener {
+  private readonly server: net.Server;
+  /** Accepted client → its upstream once connected. */
+  private readonly conns = new Map<net.Socket, net.Socket | undefined>();
+  private closed = false;
+
+  constructor(
+    public frontend: Frontend,
+    private readonly ctx: ForwardContext,
+  ) {
+    this.server = net.createServer({
+      allowHalfOpen: true,
+      // Nothing is read from the client before its endpoint is connected: the kernel buffers.
+      pauseOnConnect: true,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
+    });
+    this.server.on('connection', (c: net.Socket) => this.onConnection(c));
+  }
+
+  open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(new ListenError(this.frontend, e));
+      this.server.once('error', onError);
+      this.server.listen({ host: this.frontend.ip, port: this.frontend.port, exclusive: true, backlog: BACKLOG }, () => {
+        this.server.off('error', onError);
+        this.server.on('error', (e) => this.ctx.log.error('listener error', { frontend: this.frontend.key, err: e }));
+        resolve();
+      });
+    });
+  }
+
+  /** Stops listening and ends every connection of this frontend (its address may be going away). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.server.close();
+    for (const [client, upstream] of this.conns) {
+      client.destroy();
+      upstream?.destroy();
+    }
+    this.conns.clear();
+  }
+
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  private onConnection(client: net.Socket): void {
+    const { stats } = this.ctx;
+    stats.tcpAccepted++;
+    client.on('error', noop);
+    const clientIP = client.remoteAddress;
+    if (this.closed || clientIP === undefined) {
+      client.destroy();
+      return;
+    }
+    const route = this.ctx.route(this.frontend, clientIP);
+    if (route.verdict === 'reject') {
+      stats.tcpRejected++;
+      client.resetAndDestroy();
+      return;
+    }
+    if (route.verdict === 'drop') {
+      stats.tcpDropped++;
+      client.destroy();
+      return;
+    }
+    this.conns.set(client, undefined);
+    stats.tcpActive++;
+    client.once('close', () => {
+      this.conns.delete(client);
+      stats.tcpActive--;
+    });
+    void this.forward(client, clientIP, route.picker);
+  }
+
+  private async forward(client: net.Socket, clientIP: string, picker: EndpointPicker): Promise<void> {
+    const { stats, log, connectTimeoutsMs } = this.ctx;
+    const tried = new Set<string>();
+    let upstream: net.Socket | undefined;
+    for (let attempt = 0; attempt < connectTimeoutsMs.length && !client.destroyed; attempt++) {
+      const ep = picker.pick(clientIP, tried);
+      if (!ep) break;
+      tried.add(endpointId(ep));
+      try {
+        upstream = await connectEndpoint(ep, connectTimeoutsMs[attempt] as number);
+        picker.confirm(clientIP, ep);
+        break;
+      } catch (e) {
+        stats.tcpConnectFailures++;
+        log.v(2, 'endpoint connect failed', { frontend: this.frontend.key, service: this.frontend.service, err: e });
+      }
+    }
+    if (client.destroyed) {
+      upstream?.destroy();
+      return;
+    }
+    if (!upstream) {
+      stats.tcpRejected++;
+      log.v(2, 'no endpoint answered; resetting client', { frontend: this.frontend.key, tried: tried.size });
+      client.resetAndDestroy();
+      return;
+    }
+    stats.tcpForwarded++;
+    this.conns.set(client, upstream);
+    joinSockets(client, upstream);
+  }
+}
