@@ -1,5 +1,85 @@
-import type { Command } from 'commander';
-// Placeholder until the proxy command lands.
+/**
+ * `ferry [flags]`: the proxy itself, with kube-proxy's flags. This module only turns the
+ * command line into a ProxyConfig (src/config/) and hands it to the daemon (src/proxy/);
+ * it must never hold proxy logic. kube-proxy flags ferry does not implement are refused by name.
+ */
+import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS, type ExplicitFlags } from '../config/flags.js';
+import { parseConfigFile, type FileConfig } from '../config/file.js';
+import { resolveConfig } from '../config/resolve.js';
+import { ConfigError, UnsupportedFlagError, type ProxyConfig } from '../config/types.js';
+
+/** commander's attribute name for a long flag ("proxy-mode" → "proxyMode", "log_dir" → "log_dir"). */
+function attrName(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** The flags given explicitly on `cmd`'s command line. Throws for a refused kube-proxy flag. */
+export function explicitFlags(cmd: Command): ExplicitFlags {
+  const opts = cmd.opts<Record<string, unknown>>();
+  for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
+    if (cmd.getOptionValueSource(attrName(name)) === 'cli') throw new UnsupportedFlagError(name);
+  }
+  const out = new Map<string, string | boolean>();
+  for (const f of PROXY_FLAGS) {
+    const key = attrName(f.name);
+    if (cmd.getOptionValueSource(key) !== 'cli') continue;
+    const v = opts[key];
+    if (typeof v === 'string' || typeof v === 'boolean') out.set(f.name, v);
+  }
+  return out;
+}
+
+/** Reads --config (if given) and resolves the whole configuration. */
+export function configFromFlags(flags: ExplicitFlags, host: string = hostname()): ProxyConfig {
+  let file: FileConfig | undefined;
+  const path = flags.get('config');
+  if (typeof path === 'string' && path.trim() !== '') {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new ConfigError('--config', `cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    file = parseConfigFile(text, path);
+  }
+  return resolveConfig({ flags, file, hostname: host });
+}
+
+/** Adds the proxy's options and action to the root command. */
+export function addProxyOptions(program: Command): void {
+  for (const f of PROXY_FLAGS) {
+    const flags = `${f.short ? `-${f.short}, ` : ''}--${f.name} ${f.arg}`;
+    const help = f.defaultText !== undefined ? `${f.help} (default: ${f.defaultText})` : f.help;
+    program.addOption(new Option(flags, help));
+  }
+  for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
+    program.addOption(new Option(`--${name} [value]`).hideHelp());
+  }
+  program.addHelpText(
+    'after',
+    '\nDurations use Go syntax (500ms, 30s, 1m30s, 1h). Flags given explicitly override --config.\n' +
+      'kube-proxy flags ferry does not implement are rejected by name, e.g. --ipvs-scheduler, --conntrack-max-per-core,\n' +
+      '--feature-gates, --detect-local-mode, --oom-score-adj, --profiling and the klog logging flags.\n',
+  );
+}
+
 export function registerProxy(program: Command): void {
-  program.description('ferry: a drop-in replacement for kube-proxy');
+  program.description('ferry: a drop-in replacement for kube-proxy (run with kube-proxy flags)');
+  // Root options must come before a subcommand's name, so `ferry sim ... --kubeconfig x` reaches
+  // the subcommand instead of the proxy.
+  program.enablePositionalOptions();
+  addProxyOptions(program);
+  program.action(async (_opts: unknown, cmd: Command) => {
+    const config = configFromFlags(explicitFlags(cmd));
+    // Imported lazily so `ferry --help` and the simulator never load the daemon's dependencies.
+    const daemon = await import('../proxy/daemon.js');
+    if (config.cleanup) {
+      process.exitCode = await daemon.runCleanup(config);
+      return;
+    }
+    await daemon.runProxy(config);
+  });
 }

@@ -1,0 +1,32 @@
+/**
+ * The IR as plain JSON: ProxyTables with each table's services Map turned into an array in key
+ * order. Used by the dry-run backend's output lines and by /debug/plan. Pure.
+ */
+import type { ProxyTable, ProxyTables, ServiceEntry } from '../../plan/types.js';
+
+export interface SerializedTable extends Omit<ProxyTable, 'services'> {
+  readonly services: readonly ServiceEntry[];
+}
+
+export interface SerializedTables {
+  readonly '4': SerializedTable;
+  readonly '6': SerializedTable;
+}
+
+function serializeTable(t: ProxyTable): SerializedTable {
+  const services: ServiceEntry[] = [];
+  for (const e of t.services.values()) services.push(e);
+  return {
+    family: t.family,
+    nodeName: t.nodeName,
+    nodeIPs: t.nodeIPs,
+    nodePortAddresses: t.nodePortAddresses,
+    localTraffic: t.localTraffic,
+    masqueradeAll: t.masqueradeAll,
+    services,
+  };
+}
+
+export function serializeTables(tables: ProxyTables): SerializedTables {
+  return { '4': serializeTable(tables[4]), '6': serializeTable(tables[6]) };
+}

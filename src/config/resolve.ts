@@ -1,0 +1,315 @@
+/**
+ * Builds the ProxyConfig: defaults, then the config file, then the flags given explicitly on
+ * the command line (only those; a flag's default never overrides the file). Every value is
+ * validated here, and a bad one is reported with the flag or field that set it. Pure: the
+ * caller reads the file and the hostname.
+ */
+import ipaddr from 'ipaddr.js';
+import type { IPFamily } from '../model/types.js';
+import { parseDuration, formatDuration } from './duration.js';
+import type { ExplicitFlags } from './flags.js';
+import type { FileConfig, Setting } from './file.js';
+import {
+  ConfigError,
+  PROXY_MODES,
+  type HostPort,
+  type NodePortAddressSpec,
+  type ProxyConfig,
+  type ProxyMode,
+} from './types.js';
+
+export const DEFAULTS = {
+  mode: 'nftables' as ProxyMode,
+  bindAddress: '0.0.0.0',
+  healthzPort: 10256,
+  metricsPort: 10249,
+  syncPeriod: '30s',
+  minSyncPeriod: '1s',
+  configSyncPeriod: '15m',
+  masqueradeBit: 14,
+};
+
+export interface ResolveInput {
+  readonly flags: ExplicitFlags;
+  readonly file?: FileConfig;
+  /** os.hostname(), used when neither the flag nor the file names the node. */
+  readonly hostname: string;
+}
+
+/** A raw value and where it came from ("--proxy-mode" or "nftables.syncPeriod"). */
+interface Raw<T> {
+  readonly value: T;
+  readonly field: string;
+}
+
+function flag(flags: ExplicitFlags, name: string): Raw<string | boolean> | undefined {
+  const v = flags.get(name);
+  return v === undefined ? undefined : { value: v, field: `--${name}` };
+}
+
+function flagString(flags: ExplicitFlags, name: string): Raw<string> | undefined {
+  const f = flag(flags, name);
+  if (!f) return undefined;
+  if (typeof f.value !== 'string') throw new ConfigError(f.field, 'requires a value');
+  return { value: f.value, field: f.field };
+}
+
+function pick<T>(...candidates: (Raw<T> | Setting<T> | undefined)[]): Raw<T> | undefined {
+  for (const c of candidates) if (c !== undefined) return c;
+  return undefined;
+}
+
+export function parseBool(raw: Raw<string | boolean>): boolean {
+  if (typeof raw.value === 'boolean') return raw.value;
+  // Go's strconv.ParseBool, which kube-proxy's boolean flags use.
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(raw.value)) return true;
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(raw.value)) return false;
+  throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not a boolean (true or false)`);
+}
+
+function parseIntIn(raw: Raw<string | number>, min: number, max: number): number {
+  const n = typeof raw.value === 'number' ? raw.value : /^[+-]?\d+$/.test(raw.value.trim()) ? Number(raw.value) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} must be an integer in [${min}, ${max}]`);
+  }
+  return n;
+}
+
+function parseDurationField(raw: Raw<string>): number {
+  const ms = parseDuration(raw.value);
+  if (ms === undefined) {
+    throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not a duration (e.g. 500ms, 30s, 1m30s, 1h)`);
+  }
+  return ms;
+}
+
+export function parseMode(raw: Raw<string>): ProxyMode {
+  const v = raw.value.trim();
+  if (v === '') return DEFAULTS.mode;
+  if ((PROXY_MODES as readonly string[]).includes(v)) return v as ProxyMode;
+  throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not supported by ferry (${PROXY_MODES.join(', ')})`);
+}
+
+function isIP(s: string): boolean {
+  if (ipaddr.IPv4.isValidFourPartDecimal(s)) return true;
+  return !s.includes('.') || s.includes(':') ? ipaddr.IPv6.isValid(s) : false;
+}
+
+function familyOf(ip: string): IPFamily {
+  return ipaddr.parse(ip).kind() === 'ipv6' ? 6 : 4;
+}
+
+/** Parses one CIDR to its normalized network form ("10.0.0.7/8" → "10.0.0.0/8"). */
+function normalizeCIDR(text: string, field: string): { cidr: string; family: IPFamily } {
+  const bad = () => new ConfigError(field, `${JSON.stringify(text)} is not a valid CIDR`);
+  const slash = text.indexOf('/');
+  if (slash < 0) throw bad();
+  const addr = text.slice(0, slash);
+  if (!isIP(addr) || !/^\d{1,3}$/.test(text.slice(slash + 1))) throw bad();
+  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
+  try {
+    parsed = ipaddr.parseCIDR(text);
+  } catch {
+    throw bad();
+  }
+  const [ip, bits] = parsed;
+  if (ip.kind() === 'ipv4') {
+    return { cidr: `${ipaddr.IPv4.networkAddressFromCIDR(text).toString()}/${bits}`, family: 4 };
+  }
+  return { cidr: `${ipaddr.IPv6.networkAddressFromCIDR(text).toString()}/${bits}`, family: 6 };
+}
+
+function splitList(value: string | readonly string[]): string[] {
+  const parts = typeof value === 'string' ? value.split(',') : value.flatMap((v) => v.split(','));
+  return parts.map((p) => p.trim()).filter((p) => p !== '');
+}
+
+export function parseClusterCIDRs(raw: Raw<string>): string[] {
+  const out: string[] = [];
+  const seen = new Set<IPFamily>();
+  for (const part of splitList(raw.value)) {
+    const { cidr, family } = normalizeCIDR(part, raw.field);
+    if (seen.has(family)) {
+      throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} must hold at most one IPv4 and one IPv6 CIDR`);
+    }
+    seen.add(family);
+    out.push(cidr);
+  }
+  return out;
+}
+
+export function parseNodePortAddresses(raw: Raw<string | readonly string[]>): NodePortAddressSpec {
+  const parts = splitList(raw.value);
+  if (parts.length === 0) return { kind: 'all' };
+  if (parts.includes('primary')) {
+    if (parts.length > 1) throw new ConfigError(raw.field, `"primary" cannot be combined with CIDRs (got ${JSON.stringify(parts.join(','))})`);
+    return { kind: 'primary' };
+  }
+  return { kind: 'cidrs', cidrs: parts.map((p) => normalizeCIDR(p, raw.field).cidr) };
+}
+
+/** "ip:port", "[v6]:port" or a bare IP (then `defaultPort`); "" disables the server. */
+export function parseHostPort(raw: Raw<string>, defaultPort: number): HostPort | null {
+  const v = raw.value.trim();
+  if (v === '') return null;
+  const bad = (why: string) => new ConfigError(raw.field, `${JSON.stringify(raw.value)} ${why}`);
+  let host: string;
+  let portText: string | undefined;
+  if (v.startsWith('[')) {
+    const end = v.indexOf(']');
+    if (end < 0) throw bad('is not a valid IP:port');
+    host = v.slice(1, end);
+    const rest = v.slice(end + 1);
+    if (rest !== '' && !rest.startsWith(':')) throw bad('is not a valid IP:port');
+    portText = rest === '' ? undefined : rest.slice(1);
+  } else if (isIP(v)) {
+    host = v;
+  } else {
+    const colon = v.lastIndexOf(':');
+    if (colon < 0) throw bad('is not a valid IP:port');
+    host = v.slice(0, colon);
+    portText = v.slice(colon + 1);
+  }
+  if (!isIP(host)) throw bad(`has an invalid IP address ${JSON.stringify(host)}`);
+  let port = defaultPort;
+  if (portText !== undefined) {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) throw bad('has an invalid port (0-65535)');
+    port = Number(portText);
+  }
+  return { host: ipaddr.parse(host).toString(), port };
+}
+
+function parseMaster(raw: Raw<string>): string {
+  const v = raw.value.trim();
+  const withScheme = v.includes('://') ? v : `https://${v}`;
+  try {
+    const u = new URL(withScheme);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
+  } catch {
+    throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not a valid http(s) URL`);
+  }
+  return withScheme.replace(/\/+$/, '');
+}
+
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+export function resolveConfig(input: ResolveInput): ProxyConfig {
+  const { flags } = input;
+  const file = input.file;
+
+  const modeRaw = pick(flagString(flags, 'proxy-mode'), file?.mode);
+  const mode = modeRaw ? parseMode(modeRaw) : DEFAULTS.mode;
+
+  const fallbackRaw = flagString(flags, 'proxy-mode-fallback');
+  let modeFallback: ProxyMode | undefined;
+  if (fallbackRaw && fallbackRaw.value.trim() !== '') {
+    if (fallbackRaw.value.trim() !== 'userspace') {
+      throw new ConfigError(fallbackRaw.field, `${JSON.stringify(fallbackRaw.value)} is not supported by ferry (userspace)`);
+    }
+    modeFallback = 'userspace';
+  }
+
+  // kube-proxy reads the section of its mode; userspace had no section and used iptables'.
+  const section = mode === 'nftables' ? file?.nftables : file?.iptables;
+
+  const syncRaw = pick(flagString(flags, 'iptables-sync-period'), section?.syncPeriod);
+  const syncPeriodMs = parseDurationField(syncRaw ?? { value: DEFAULTS.syncPeriod, field: '--iptables-sync-period' });
+  if (syncPeriodMs <= 0) {
+    throw new ConfigError(syncRaw?.field ?? '--iptables-sync-period', `${JSON.stringify(syncRaw?.value)} must be greater than 0`);
+  }
+  const minRaw = pick(flagString(flags, 'iptables-min-sync-period'), section?.minSyncPeriod);
+  const minSyncPeriodMs = parseDurationField(minRaw ?? { value: DEFAULTS.minSyncPeriod, field: '--iptables-min-sync-period' });
+  if (minSyncPeriodMs < 0) {
+    throw new ConfigError(minRaw?.field ?? '--iptables-min-sync-period', `${JSON.stringify(minRaw?.value)} must be greater than or equal to 0`);
+  }
+  if (minSyncPeriodMs > syncPeriodMs) {
+    throw new ConfigError(
+      minRaw?.field ?? '--iptables-min-sync-period',
+      `${formatDuration(minSyncPeriodMs)} must be less than or equal to the sync period (${formatDuration(syncPeriodMs)})`,
+    );
+  }
+
+  const masqAllFlag = flag(flags, 'masquerade-all');
+  const masqueradeAll = masqAllFlag ? parseBool(masqAllFlag) : (section?.masqueradeAll?.value ?? false);
+  const masqBitRaw = pick<string | number>(flagString(flags, 'iptables-masquerade-bit'), section?.masqueradeBit);
+  const masqueradeBit = masqBitRaw ? parseIntIn(masqBitRaw, 0, 31) : DEFAULTS.masqueradeBit;
+
+  const clusterRaw = pick(flagString(flags, 'cluster-cidr'), file?.clusterCIDR);
+  const clusterCIDRs = clusterRaw ? parseClusterCIDRs(clusterRaw) : [];
+
+  const npRaw = pick<string | readonly string[]>(flagString(flags, 'nodeport-addresses'), file?.nodePortAddresses);
+  const nodePortAddresses: NodePortAddressSpec = npRaw ? parseNodePortAddresses(npRaw) : { kind: 'all' };
+
+  const bindRaw = pick(flagString(flags, 'bind-address'), file?.bindAddress);
+  const bindAddress = bindRaw ? bindRaw.value.trim() : DEFAULTS.bindAddress;
+  if (!isIP(bindAddress)) throw new ConfigError(bindRaw?.field ?? '--bind-address', `${JSON.stringify(bindAddress)} is not a valid IP address`);
+  const bindParsed = ipaddr.parse(bindAddress);
+  const bindIs6 = bindParsed.kind() === 'ipv6';
+  const primaryFamily: IPFamily | undefined = bindParsed.range() === 'unspecified' ? undefined : familyOf(bindAddress);
+
+  // kube-proxy's defaults follow the bind address's family.
+  const healthzRaw = pick(flagString(flags, 'healthz-bind-address'), file?.healthzBindAddress) ?? {
+    value: bindIs6 ? `[::]:${DEFAULTS.healthzPort}` : `0.0.0.0:${DEFAULTS.healthzPort}`,
+    field: '--healthz-bind-address',
+  };
+  const metricsRaw = pick(flagString(flags, 'metrics-bind-address'), file?.metricsBindAddress) ?? {
+    value: bindIs6 ? `[::1]:${DEFAULTS.metricsPort}` : `127.0.0.1:${DEFAULTS.metricsPort}`,
+    field: '--metrics-bind-address',
+  };
+  const healthzBindAddress = parseHostPort(healthzRaw, DEFAULTS.healthzPort);
+  const metricsBindAddress = parseHostPort(metricsRaw, DEFAULTS.metricsPort);
+
+  const hostFlag = flagString(flags, 'hostname-override');
+  let nodeName: string;
+  if (hostFlag) {
+    if (hostFlag.value.trim() === '') throw new ConfigError(hostFlag.field, 'empty hostname-override is invalid');
+    nodeName = hostFlag.value.trim().toLowerCase();
+  } else if (file?.hostnameOverride && file.hostnameOverride.value.trim() !== '') {
+    nodeName = file.hostnameOverride.value.trim().toLowerCase();
+  } else {
+    nodeName = input.hostname.trim().toLowerCase();
+  }
+  if (nodeName === '') throw new ConfigError('--hostname-override', 'the hostname is empty; set --hostname-override');
+
+  const kubeRaw = pick(flagString(flags, 'kubeconfig'), file?.kubeconfig);
+  const masterRaw = flagString(flags, 'master');
+  const master = masterRaw && masterRaw.value.trim() !== '' ? parseMaster(masterRaw) : undefined;
+
+  const vRaw = pick<string | number>(flagString(flags, 'v'), file?.verbosity);
+  const verbosity = vRaw ? parseIntIn(typeof vRaw.value === 'string' ? { ...vRaw, value: vRaw.value.replace(/^=/, '') } : vRaw, 0, 100) : 0;
+
+  const cspRaw = file?.configSyncPeriod;
+  const configSyncPeriodMs = parseDurationField(cspRaw ?? { value: DEFAULTS.configSyncPeriod, field: 'configSyncPeriod' });
+  if (configSyncPeriodMs <= 0) throw new ConfigError(cspRaw?.field ?? 'configSyncPeriod', 'must be greater than 0');
+
+  const serviceProxyName = file?.serviceProxyName?.value ?? '';
+  if (!LABEL_VALUE.test(serviceProxyName)) {
+    throw new ConfigError('serviceProxyName', `${JSON.stringify(serviceProxyName)} is not a valid label value`);
+  }
+
+  const cleanupFlag = flag(flags, 'cleanup');
+  const dryRunFlag = flag(flags, 'dry-run');
+
+  return {
+    kubeconfig: kubeRaw && kubeRaw.value.trim() !== '' ? kubeRaw.value.trim() : undefined,
+    master,
+    nodeName,
+    mode,
+    modeFallback,
+    dryRun: dryRunFlag ? parseBool(dryRunFlag) : false,
+    cleanup: cleanupFlag ? parseBool(cleanupFlag) : false,
+    clusterCIDRs,
+    nodePortAddresses,
+    masqueradeAll,
+    masqueradeBit,
+    bindAddress,
+    primaryFamily,
+    healthzBindAddress,
+    metricsBindAddress,
+    syncPeriodMs,
+    minSyncPeriodMs,
+    configSyncPeriodMs,
+    verbosity,
+    serviceProxyName,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * The proxy's resolved configuration: defaults, then the KubeProxyConfiguration file, then the
+ * flags the user gave explicitly — validated once at start. Everything downstream reads this,
+ * never the raw flags. Pure data.
+ */
+import type { IPFamily } from '../model/types.js';
+
+export type ProxyMode = 'nftables' | 'iptables' | 'userspace';
+export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'userspace'];
+
+/** Same shape as the planner's NodePortAddressSpec (src/plan/planner.ts). */
+export type NodePortAddressSpec =
+  | { readonly kind: 'all' }
+  | { readonly kind: 'primary' }
+  | { readonly kind: 'cidrs'; readonly cidrs: readonly string[] };
+
+export interface HostPort {
+  /** A literal IP ("0.0.0.0", "::", "127.0.0.1"). */
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ProxyConfig {
+  /** Path of the kubeconfig; undefined = in-cluster (or --master alone). */
+  readonly kubeconfig: string | undefined;
+  /** Overrides the kubeconfig's server URL. */
+  readonly master: string | undefined;
+  /** The Node this proxy serves: --hostname-override / hostnameOverride, else the hostname; lowercased. */
+  readonly nodeName: string;
+  readonly mode: ProxyMode;
+  /** --proxy-mode-fallback: accepted and stored; used once the userspace mode lands. */
+  readonly modeFallback: ProxyMode | undefined;
+  /** ferry extension: plan only, print each synced table as a JSON line, touch no kernel state. */
+  readonly dryRun: boolean;
+  readonly cleanup: boolean;
+  /** Normalized pod CIDRs, at most one per family. */
+  readonly clusterCIDRs: readonly string[];
+  readonly nodePortAddresses: NodePortAddressSpec;
+  readonly masqueradeAll: boolean;
+  readonly masqueradeBit: number;
+  /** --bind-address: decides the primary family when it is not unspecified. */
+  readonly bindAddress: string;
+  /** The family of a specified (not 0.0.0.0 / ::) bind address; undefined = take it from the Node. */
+  readonly primaryFamily: IPFamily | undefined;
+  /** null = server disabled (empty address). */
+  readonly healthzBindAddress: HostPort | null;
+  readonly metricsBindAddress: HostPort | null;
+  readonly syncPeriodMs: number;
+  readonly minSyncPeriodMs: number;
+  /** configSyncPeriod from the file (informer resync; accepted, informational). */
+  readonly configSyncPeriodMs: number;
+  readonly verbosity: number;
+  /** serviceProxyName: when set, watch only Services labelled with this proxy name. */
+  readonly serviceProxyName: string;
+}
+
+/** A configuration problem, named by the flag or file field that caused it. */
+export class ConfigError extends Error {
+  readonly code = 'FERRY_ERR_CONFIG';
+  constructor(
+    /** The flag ("--proxy-mode") or file field ("nftables.syncPeriod"). */
+    readonly field: string,
+    readonly problem: string,
+  ) {
+    super(`${field}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A kube-proxy flag ferry does not implement: rejected by name, never ignored. */
+export class UnsupportedFlagError extends Error {
+  readonly code = 'FERRY_ERR_UNSUPPORTED_FLAG';
+  constructor(readonly flag: string) {
+    super(`kube-proxy flag --${flag} is not implemented by ferry`);
+    this.name = 'UnsupportedFlagError';
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * The proxy daemon: wires the pipeline for one node. API watches feed the change tracker; the
+ * syncer plans and hands tables to the backend; the servers report health, metrics and
+ * per-service health checks. On SIGINT/SIGTERM it stops watching and serving and exits 0,
+ * leaving the installed rules in place (as kube-proxy does) so traffic keeps flowing across a
+ * restart. Owns the process lifecycle; holds no Kubernetes semantics of its own.
+ */
+import { existsSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import type { V1EndpointSlice, V1Node, V1Service, KubeConfig } from '@kubernetes/client-node';
+import type { ProxyConfig } from '../config/types.js';
+import { formatDuration } from '../config/duration.js';
+import { loadKubeConfig } from '../kube/client.js';
+import { ClusterWatches, type ClusterSink } from '../kube/watches.js';
+import type { Backoff } from '../kube/informer.js';
+import { ChangeTracker } from '../model/tracker.js';
+import type { IPFamily } from '../model/types.js';
+import { diffTables, planTables, type PlanOptions } from '../plan/planner.js';
+import type { Backend } from '../plan/types.js';
+import { DryRunBackend } from '../backends/dryrun/index.js';
+import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/health.js';
+import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
+import { ServiceHealthServers } from '../servers/healthcheck.js';
+import { Syncer } from '../sync/syncer.js';
+import { logger, setVerbosity } from '../util/log.js';
+import { BACKENDS, BackendNotImplementedError } from './backends.js';
+
+const log = logger('proxy');
+
+/** Test and embedding hooks; production uses the defaults. */
+export interface DaemonDeps {
+  readonly kubeConfig?: KubeConfig;
+  readonly backend?: Backend;
+  /** How long to wait for this node's Node object before the first sync. Default 30s. */
+  readonly nodeWaitMs?: number;
+  readonly intactCheckMs?: number;
+  readonly watchBackoff?: Backoff;
+}
+
+export interface ProxyDaemon {
+  readonly syncer: Syncer;
+  readonly health: ProxyHealth;
+  readonly metrics: ProxyMetrics;
+  readonly healthChecks: ServiceHealthServers;
+  readonly healthzServer: HealthzServer | undefined;
+  readonly metricsServer: MetricsServer | undefined;
+  /** Stops watches, syncer and servers. Installed rules stay. */
+  stop(): Promise<void>;
+}
+
+/** Every address on this host's interfaces (the planner filters by --nodeport-addresses). */
+export function localAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) out.push(a.address);
+  }
+  return out;
+}
+
+/** The families this node serves, primary first: IPv6 only when the kernel has it. */
+export function servedFamilies(primary: IPFamily | undefined): IPFamily[] {
+  const v6 = existsSync('/proc/net/if_inet6');
+  if (primary === 6) {
+    if (!v6) throw new Error('--bind-address is IPv6 but this kernel has no IPv6 support');
+    return [6, 4];
+  }
+  return v6 ? [4, 6] : [4];
+}
+
+export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Promise<ProxyDaemon> {
+  setVerbosity(config.verbosity);
+  const families = servedFamilies(config.primaryFamily);
+  const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
+  const backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await BACKENDS[config.mode].create(config));
+  log.info('starting ferry', {
+    node: config.nodeName,
+    mode: config.mode,
+    backend: backend.name,
+    families: families.join(','),
+    server: kubeConfig.getCurrentCluster()?.server,
+    syncPeriod: formatDuration(config.syncPeriodMs),
+    minSyncPeriod: formatDuration(config.minSyncPeriodMs),
+  });
+
+  const tracker = new ChangeTracker({ nodeName: config.nodeName, families });
+  const health = new ProxyHealth(2 * config.syncPeriodMs, families);
+  const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
+  const healthChecks = new ServiceHealthServers(() => health.health().healthy);
+  const planOptions = (): PlanOptions => ({
+    masqueradeAll: config.masqueradeAll,
+    clusterCIDRs: config.clusterCIDRs,
+    nodePortAddresses: config.nodePortAddresses,
+    localAddresses: localAddresses(),
+  });
+  const syncer = new Syncer({
+    source: tracker,
+    backend,
+    planner: { planTables, diffTables },
+    planOptions,
+    minSyncPeriodMs: config.minSyncPeriodMs,
+    syncPeriodMs: config.syncPeriodMs,
+    intactCheckMs: deps.intactCheckMs,
+  });
+  syncer.onSync((r) => {
+    metrics.observeSync(r);
+    if (!r.ok) return;
+    health.updated();
+    // Changes that arrived while this sync ran are still waiting.
+    if (tracker.pending()) health.queuedUpdate();
+    if (r.tables) {
+      healthChecks.reconcile(r.tables).catch((e: unknown) => log.error('healthcheck servers failed to reconcile', { error: e }));
+    }
+  });
+
+  const afterEvent = () => {
+    if (!tracker.pending()) return;
+    health.queuedUpdate();
+    metrics.queued();
+    syncer.requestSync();
+  };
+  const sink: ClusterSink = {
+    upsertService: (s: V1Service) => {
+      metrics.serviceChanges.inc();
+      tracker.upsertService(s);
+      afterEvent();
+    },
+    deleteService: (s: V1Service) => {
+      metrics.serviceChanges.inc();
+      tracker.deleteService(s);
+      afterEvent();
+    },
+    upsertEndpointSlice: (s: V1EndpointSlice) => {
+      metrics.endpointChanges.inc();
+      tracker.upsertEndpointSlice(s);
+      afterEvent();
+    },
+    deleteEndpointSlice: (s: V1EndpointSlice) => {
+      metrics.endpointChanges.inc();
+      tracker.deleteEndpointSlice(s);
+      afterEvent();
+    },
+    setNode: (n: V1Node | undefined) => {
+      health.setNode(n);
+      tracker.setNode(n);
+      afterEvent();
+    },
+  };
+
+  let healthzServer: HealthzServer | undefined;
+  let metricsServer: MetricsServer | undefined;
+  try {
+    if (config.healthzBindAddress) {
+      healthzServer = await startHealthzServer(config.healthzBindAddress, health, (path, code) =>
+        (path === '/healthz' ? metrics.healthz : metrics.livez).inc({ code: String(code) }),
+      );
+    }
+    if (config.metricsBindAddress) {
+      metricsServer = await startMetricsServer(config.metricsBindAddress, metrics, () => syncer.current());
+    }
+  } catch (e) {
+    await healthzServer?.close();
+    throw e;
+  }
+
+  const watches = new ClusterWatches({
+    kubeConfig,
+    nodeName: config.nodeName,
+    sink,
+    serviceProxyName: config.serviceProxyName,
+    backoff: deps.watchBackoff,
+  });
+  watches.start();
+  let stopped = false;
+  void watches.waitForInitialSync(deps.nodeWaitMs ?? 30_000).then((r) => {
+    if (stopped || !r.servicesAndSlices) return;
+    log.info('initial lists received; starting to sync', { nodeFound: r.node });
+    syncer.start();
+  });
+
+  return {
+    syncer,
+    health,
+    metrics,
+    healthChecks,
+    healthzServer,
+    metricsServer,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await watches.stop();
+      await syncer.stop();
+      await healthChecks.closeAll();
+      await Promise.all([healthzServer?.close(), metricsServer?.close()]);
+    },
+  };
+}
+
+/** `ferry [flags]`: runs until SIGINT/SIGTERM, then exits 0 leaving the rules installed. */
+export async function runProxy(config: ProxyConfig): Promise<void> {
+  const daemon = await startProxy(config);
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        log.warn(`second ${sig}; exiting now`);
+        process.exit(1);
+      }
+      stopping = true;
+      log.info(`received ${sig}; stopping (installed rules stay in place)`);
+      daemon.stop().then(resolve, (e: unknown) => {
+        log.error('error while stopping', { error: e });
+        resolve();
+      });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  // Keep-alive sockets of the API client would otherwise hold the event loop open.
+  process.exit(0);
+}
+
+/** `ferry --cleanup`: removes whatever any kernel backend may have installed. Returns the exit code. */
+export async function runCleanup(config: ProxyConfig): Promise<number> {
+  setVerbosity(config.verbosity);
+  let failed = false;
+  for (const [mode, entry] of Object.entries(BACKENDS)) {
+    try {
+      await entry.cleanup();
+      log.info('cleaned up', { mode });
+    } catch (e) {
+      if (e instanceof BackendNotImplementedError) {
+        log.v(1, 'nothing to clean up: mode not implemented', { mode });
+        continue;
+      }
+      failed = true;
+      log.error('cleanup failed', { mode, error: e });
+    }
+  }
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,190 @@
+/**
+ * The proxy's Prometheus metrics, under kube-proxy's names where the meaning is the same, and
+ * the metrics server (/metrics, plus the ferry extension /debug/plan with the current IR as
+ * JSON). kube-proxy serves /metrics only on the metrics address; so does ferry.
+ * Records what the syncer reports; never influences it.
+ */
+import type { Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
+import type { HostPort } from '../config/types.js';
+import type { ProxyTables } from '../plan/types.js';
+import type { SyncResult } from '../sync/syncer.js';
+import { serializeTables } from '../backends/dryrun/serialize.js';
+import { closeServer, listen, sendJSON } from './http.js';
+
+/** kube-proxy's sync-duration buckets: 1ms doubling to ~16s. */
+const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
+/** Network programming latency spans ms to minutes. */
+const NETWORK_PROGRAMMING_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 45, 60, 120, 180, 240, 300,
+];
+
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  readonly syncDuration: Histogram;
+  readonly fullSyncDuration: Histogram;
+  readonly partialSyncDuration: Histogram;
+  readonly lastSync: Gauge;
+  readonly lastQueued: Gauge;
+  readonly networkProgramming: Histogram;
+  readonly serviceChanges: Counter;
+  readonly endpointChanges: Counter;
+  readonly noLocalEndpoints: Gauge<'traffic_policy'>;
+  readonly syncFailures: Counter<'full'>;
+  readonly backendInfo: Gauge<'mode'>;
+  readonly healthz: Counter<'code'>;
+  readonly livez: Counter<'code'>;
+
+  constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.syncDuration = new Histogram({
+      name: 'kubeproxy_sync_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds',
+      buckets: SYNC_BUCKETS,
+      registers,
+    });
+    this.fullSyncDuration = new Histogram({
+      name: 'kubeproxy_sync_full_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds for full resyncs',
+      buckets: SYNC_BUCKETS,
+      registers,
+    });
+    this.partialSyncDuration = new Histogram({
+      name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds for partial resyncs',
+      buckets: SYNC_BUCKETS,
+      registers,
+    });
+    this.lastSync = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
+      help: 'The last time proxy rules were successfully synced',
+      registers,
+    });
+    this.lastQueued = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds',
+      help: 'The last time a sync of proxy rules was queued',
+      registers,
+    });
+    this.networkProgramming = new Histogram({
+      name: 'kubeproxy_network_programming_duration_seconds',
+      help: 'In Cluster Network Programming Latency in seconds',
+      buckets: NETWORK_PROGRAMMING_BUCKETS,
+      registers,
+    });
+    this.serviceChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_service_changes_total',
+      help: 'Cumulative proxy rules Service changes',
+      registers,
+    });
+    this.endpointChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total',
+      help: 'Cumulative proxy rules Endpoint changes',
+      registers,
+    });
+    this.noLocalEndpoints = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
+      help: 'Number of services with a Local traffic policy and no endpoints',
+      labelNames: ['traffic_policy'],
+      registers,
+    });
+    this.syncFailures = new Counter({
+      name: 'ferry_sync_failures_total',
+      help: 'Syncs that failed (the next sync is full); label full says whether the failed one was',
+      labelNames: ['full'],
+      registers,
+    });
+    this.backendInfo = new Gauge({
+      name: 'ferry_backend_info',
+      help: 'The backend ferry programs (always 1)',
+      labelNames: ['mode'],
+      registers,
+    });
+    this.healthz = new Counter({
+      name: 'kubeproxy_healthz_total',
+      help: 'Cumulative proxy healthz HTTP status',
+      labelNames: ['code'],
+      registers,
+    });
+    this.livez = new Counter({
+      name: 'kubeproxy_livez_total',
+      help: 'Cumulative proxy livez HTTP status',
+      labelNames: ['code'],
+      registers,
+    });
+    this.backendInfo.set({ mode }, 1);
+    this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
+    this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** A change was queued for the next sync. */
+  queued(nowMs: number = Date.now()): void {
+    this.lastQueued.set(nowMs / 1000);
+  }
+
+  /** Records one sync attempt. */
+  observeSync(r: SyncResult, nowMs: number = Date.now()): void {
+    if (!r.ok) {
+      this.syncFailures.inc({ full: String(r.full) });
+      return;
+    }
+    const seconds = r.durationMs / 1000;
+    this.syncDuration.observe(seconds);
+    (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
+    this.lastSync.set(nowMs / 1000);
+    for (const t of r.triggerTimes) {
+      const lag = (nowMs - t.getTime()) / 1000;
+      if (lag >= 0) this.networkProgramming.observe(lag);
+    }
+    if (r.tables) this.countNoLocalEndpoints(r.tables);
+  }
+
+  /** kube-proxy counts service ports whose Local policy leaves them without a usable endpoint. */
+  private countNoLocalEndpoints(tables: ProxyTables): void {
+    let internal = 0;
+    let external = 0;
+    for (const t of [tables[4], tables[6]]) {
+      for (const e of t.services.values()) {
+        if (e.internalPolicyLocal && e.internal.verdict === 'drop') internal++;
+        if (e.externalPolicyLocal && e.external.verdict === 'drop') external++;
+      }
+    }
+    this.noLocalEndpoints.set({ traffic_policy: 'internal' }, internal);
+    this.noLocalEndpoints.set({ traffic_policy: 'external' }, external);
+  }
+}
+
+export interface MetricsServer {
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+export async function startMetricsServer(
+  addr: HostPort,
+  metrics: ProxyMetrics,
+  currentPlan: () => ProxyTables | null,
+): Promise<MetricsServer> {
+  const server = await listen('metrics', addr.host, addr.port, (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+          res.end(text);
+        },
+        (e: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain' });
+          res.end(`collecting metrics failed: ${e instanceof Error ? e.message : String(e)}\n`);
+        },
+      );
+      return;
+    }
+    if (path === '/debug/plan') {
+      const plan = currentPlan();
+      sendJSON(res, plan ? 200 : 503, JSON.stringify(plan ? serializeTables(plan) : { error: 'no successful sync yet' }));
+      return;
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found\n');
+  });
+  return { server, close: () => closeServer(server) };
+}

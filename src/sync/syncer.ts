@@ -1,0 +1,333 @@
+/**
+ * When to sync: kube-proxy's BoundedFrequencyRunner and sync loop. A sync takes a snapshot
+ * from the change tracker, plans the tables, diffs them against what the backend last
+ * programmed, and hands both to the backend.
+ *
+ * - at most once per minSyncPeriod: bursts of changes coalesce into one sync;
+ * - at least once per syncPeriod: a periodic FULL resync repairs anything drifted;
+ * - the first sync, and every sync after a failure, is full (prev = null);
+ * - a failed sync is logged with its context and retried with exponential backoff starting at
+ *   minSyncPeriod (at least 500ms), capped at syncPeriod;
+ * - every few seconds backend.intact() is asked whether its rules are still in place; false
+ *   forces a full sync (someone flushed the ruleset).
+ *
+ * Never decides what the rules are (planner) or how to program them (backend).
+ */
+import type { ChangeSet, ClusterSnapshot, IPFamily } from '../model/types.js';
+import type { PlanOptions } from '../plan/planner.js';
+import type { Backend, ProxyTables, SyncChanges } from '../plan/types.js';
+import { logger, type Logger } from '../util/log.js';
+import { realClock, type Clock } from './clock.js';
+
+export interface TrackerSnapshot {
+  readonly snapshots: Record<IPFamily, ClusterSnapshot>;
+  readonly changes: Record<IPFamily, ChangeSet>;
+  readonly triggerTimes: Date[];
+}
+
+/** The part of the model's ChangeTracker the syncer uses. */
+export interface SnapshotSource {
+  pending(): boolean;
+  takeSnapshot(): TrackerSnapshot;
+}
+
+/** The planner's two entry points (src/plan/planner.ts), injectable for tests. */
+export interface PlanFunctions {
+  planTables(
+    snaps: Record<IPFamily, ClusterSnapshot>,
+    opts: PlanOptions,
+    prev?: ProxyTables | null,
+    changes?: Record<IPFamily, ChangeSet>,
+  ): ProxyTables;
+  diffTables(prev: ProxyTables | null, next: ProxyTables): SyncChanges;
+}
+
+export type FullSyncReason = 'first' | 'periodic' | 'after-failure' | 'not-intact' | 'requested';
+
+export interface SyncResult {
+  /** 1-based count of sync attempts. */
+  readonly n: number;
+  readonly ok: boolean;
+  readonly full: boolean;
+  /** Why the sync was full; undefined for partial syncs. */
+  readonly fullReason: FullSyncReason | undefined;
+  readonly startedAt: number;
+  readonly durationMs: number;
+  /** True when a partial sync found nothing to change and the backend was not called. */
+  readonly noop: boolean;
+  readonly changes?: SyncChanges;
+  readonly tables?: ProxyTables;
+  /** EndpointSlice trigger times of the changes this sync applied (for network programming latency). */
+  readonly triggerTimes: readonly Date[];
+  readonly error?: unknown;
+  /** When ok is false: ms until the retry. */
+  readonly retryInMs?: number;
+}
+
+export interface SyncerOptions {
+  readonly source: SnapshotSource;
+  readonly backend: Backend;
+  readonly planner: PlanFunctions;
+  /** Called on every sync, so localAddresses can be refreshed. */
+  readonly planOptions: () => PlanOptions;
+  readonly minSyncPeriodMs: number;
+  readonly syncPeriodMs: number;
+  /** How often to ask backend.intact(); 0 disables. Default 5000. */
+  readonly intactCheckMs?: number;
+  /** First retry delay after a failure. Default max(minSyncPeriod, 500ms). */
+  readonly retryInitialMs?: number;
+  /** Retry delay cap. Default max(syncPeriod, retryInitialMs). */
+  readonly retryMaxMs?: number;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+}
+
+/** The error's message plus its own primitive fields (line, service, backend, stderr...). */
+export function errorContext(e: unknown): Record<string, unknown> {
+  if (!(e instanceof Error)) return { error: String(e) };
+  const out: Record<string, unknown> = { error: e.message };
+  for (const [k, v] of Object.entries(e)) {
+    if (k === 'message' || k === 'stack') continue;
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+  }
+  return out;
+}
+
+export class Syncer {
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly intactCheckMs: number;
+  private readonly retryInitialMs: number;
+  private readonly retryMaxMs: number;
+  private readonly listeners: ((r: SyncResult) => void)[] = [];
+
+  private started = false;
+  private timer: unknown;
+  private timerAt = Infinity;
+  private intactTimer: unknown;
+  private intactInFlight = false;
+
+  private running: Promise<void> | undefined;
+  private requested = false;
+  private needFull = true;
+  private fullReason: FullSyncReason = 'first';
+  private lastStart = -Infinity;
+  private lastFullStart = -Infinity;
+  private retryAt: number | undefined;
+  private failures = 0;
+  private attempts = 0;
+
+  /** What the backend last programmed successfully. */
+  private applied: ProxyTables | null = null;
+  /** The last plan (successful or not): the base for incremental planning. */
+  private planned: ProxyTables | null = null;
+
+  constructor(private readonly opts: SyncerOptions) {
+    this.clock = opts.clock ?? realClock;
+    this.log = opts.log ?? logger('sync');
+    this.intactCheckMs = opts.intactCheckMs ?? 5000;
+    this.retryInitialMs = opts.retryInitialMs ?? Math.max(opts.minSyncPeriodMs, 500);
+    this.retryMaxMs = opts.retryMaxMs ?? Math.max(opts.syncPeriodMs, this.retryInitialMs);
+  }
+
+  /** Subscribes to the result of every sync attempt (metrics, health, healthcheck servers). */
+  onSync(fn: (r: SyncResult) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** The tables the backend last programmed successfully (null before the first success). */
+  current(): ProxyTables | null {
+    return this.applied;
+  }
+
+  /** Consecutive failed syncs. */
+  consecutiveFailures(): number {
+    return this.failures;
+  }
+
+  /** Begins syncing: the first (full) sync runs at once. */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.requested = true;
+    this.schedule();
+    this.armIntactCheck();
+  }
+
+  /** Something changed: sync soon, but not sooner than minSyncPeriod after the last one. */
+  requestSync(): void {
+    this.requested = true;
+    this.schedule();
+  }
+
+  /** Sync soon and make it full. */
+  requestFullSync(reason: FullSyncReason = 'requested'): void {
+    if (!this.needFull) {
+      this.needFull = true;
+      this.fullReason = reason;
+    }
+    this.requestSync();
+  }
+
+  /** Stops scheduling and waits for a sync in flight. Leaves the kernel state as it is. */
+  async stop(): Promise<void> {
+    this.started = false;
+    this.clearTimer();
+    if (this.intactTimer !== undefined) this.clock.clearTimeout(this.intactTimer);
+    this.intactTimer = undefined;
+    await this.running;
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+  }
+
+  private schedule(): void {
+    if (!this.started || this.running) return;
+    const now = this.clock.now();
+    let due = this.lastFullStart + this.opts.syncPeriodMs;
+    if (this.requested) due = Math.min(due, Math.max(now, this.lastStart + this.opts.minSyncPeriodMs));
+    if (this.retryAt !== undefined) due = Math.min(due, this.retryAt);
+    due = Math.max(due, now);
+    if (this.timer !== undefined && this.timerAt === due) return;
+    this.clearTimer();
+    this.timerAt = due;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.runNow();
+    }, due - now);
+  }
+
+  private runNow(): void {
+    if (!this.started || this.running) return;
+    const start = this.clock.now();
+    let full = this.needFull;
+    let reason: FullSyncReason | undefined = full ? this.fullReason : undefined;
+    if (!full && start >= this.lastFullStart + this.opts.syncPeriodMs) {
+      full = true;
+      reason = 'periodic';
+    }
+    this.requested = false;
+    this.retryAt = undefined;
+    this.lastStart = start;
+    if (full) this.lastFullStart = start;
+    this.running = this.syncOnce(full, reason, start).finally(() => {
+      this.running = undefined;
+      this.schedule();
+    });
+  }
+
+  private async syncOnce(full: boolean, reason: FullSyncReason | undefined, start: number): Promise<void> {
+    const n = ++this.attempts;
+    let triggerTimes: readonly Date[] = [];
+    let changes: SyncChanges | undefined;
+    let next: ProxyTables | undefined;
+    let noop = false;
+    try {
+      const snap = this.opts.source.takeSnapshot();
+      triggerTimes = snap.triggerTimes;
+      // A full sync also re-plans from scratch, so a planning slip cannot outlive it.
+      next = this.opts.planner.planTables(
+        snap.snapshots,
+        this.opts.planOptions(),
+        full ? null : this.planned,
+        full ? undefined : snap.changes,
+      );
+      this.planned = next;
+      const prev = full ? null : this.applied;
+      changes = this.opts.planner.diffTables(prev, next);
+      if (full && !changes.full) changes = { ...changes, full: true };
+      if (!full && changes.changed.size === 0 && !changes.tableChanged) {
+        noop = true;
+      } else {
+        await this.opts.backend.sync(prev, next, changes);
+      }
+      this.applied = next;
+      this.needFull = false;
+      if (this.failures > 0) this.log.info('sync succeeded again', { afterFailures: this.failures });
+      this.failures = 0;
+      const durationMs = this.clock.now() - start;
+      this.log.v(full ? 1 : 2, full ? 'full sync done' : 'partial sync done', {
+        n,
+        ...(reason ? { reason } : {}),
+        changed: changes.changed.size,
+        tableChanged: changes.tableChanged,
+        durationMs,
+      });
+      this.emit({ n, ok: true, full, fullReason: reason, startedAt: start, durationMs, noop, changes, tables: next, triggerTimes });
+    } catch (err) {
+      this.failures++;
+      // The kernel state is now unknown: the next attempt assumes nothing and rewrites all.
+      this.needFull = true;
+      this.fullReason = 'after-failure';
+      // Planning from scratch too, in case the failure was in planning (changes were consumed).
+      this.planned = null;
+      const delay = Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** Math.min(this.failures - 1, 30));
+      this.retryAt = this.clock.now() + delay;
+      this.log.error(`${full ? 'full' : 'partial'} sync failed; retrying with a full sync`, {
+        backend: this.opts.backend.name,
+        n,
+        attempt: this.failures,
+        retryInMs: delay,
+        ...errorContext(err),
+      });
+      this.emit({
+        n,
+        ok: false,
+        full,
+        fullReason: reason,
+        startedAt: start,
+        durationMs: this.clock.now() - start,
+        noop: false,
+        changes,
+        tables: next,
+        triggerTimes,
+        error: err,
+        retryInMs: delay,
+      });
+    }
+  }
+
+  private emit(r: SyncResult): void {
+    for (const fn of this.listeners) {
+      try {
+        fn(r);
+      } catch (e) {
+        this.log.error('sync listener failed', errorContext(e));
+      }
+    }
+  }
+
+  private armIntactCheck(): void {
+    if (!this.started || this.intactCheckMs <= 0 || !this.opts.backend.intact) return;
+    this.intactTimer = this.clock.setTimeout(() => {
+      this.intactTimer = undefined;
+      void this.checkIntact().finally(() => this.armIntactCheck());
+    }, this.intactCheckMs);
+  }
+
+  private async checkIntact(): Promise<void> {
+    const backend = this.opts.backend;
+    if (!backend.intact || this.intactInFlight || this.running || this.needFull || this.applied === null) return;
+    this.intactInFlight = true;
+    const attemptsBefore = this.attempts;
+    let ok: boolean;
+    try {
+      ok = await backend.intact();
+    } catch (e) {
+      this.log.warn('backend intact check failed; treating its rules as missing', { backend: backend.name, ...errorContext(e) });
+      ok = false;
+    } finally {
+      this.intactInFlight = false;
+    }
+    // A sync that ran meanwhile answered the question already.
+    if (ok || !this.started || this.attempts !== attemptsBefore) return;
+    this.log.warn('backend rules are missing or changed behind our back (external flush?); forcing a full sync', {
+      backend: backend.name,
+    });
+    this.requestFullSync('not-intact');
+  }
+}

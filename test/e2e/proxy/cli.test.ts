@@ -1,0 +1,130 @@
+// The proxy's command line as a real process: every invalid value and every kube-proxy flag
+// ferry does not implement exits 1 naming the flag; --config is read and explicit flags
+// override it. Loopback only.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
+import { startApiServer } from '../../../src/sim/apiserver/index.js';
+import { run } from '../../../src/util/exec.js';
+import { FERRY_BIN, FerryProc, SCRUB, childEnv, freePort, waitFor } from './proc.js';
+
+const ferry = (args: string[]) =>
+  run(['env', ...SCRUB, process.execPath, FERRY_BIN, ...args], { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
+
+/** Runs `fn` over `items`, `n` at a time. */
+async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  const queue = [...items];
+  await Promise.all(Array.from({ length: n }, async () => {
+    for (let x = queue.shift(); x !== undefined; x = queue.shift()) await fn(x);
+  }));
+}
+
+t.test('invalid values exit 1 naming the flag', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['--proxy-mode', 'ipvs'], /^ferry: --proxy-mode: "ipvs" is not supported by ferry \(nftables, iptables, userspace\)$/m],
+    [['--cluster-cidr', '10.0.0.0/33'], /^ferry: --cluster-cidr: "10.0.0.0\/33" is not a valid CIDR$/m],
+    [['--cluster-cidr', '10.0.0.0/8,10.1.0.0/16'], /^ferry: --cluster-cidr: .*at most one IPv4 and one IPv6/m],
+    [['--nodeport-addresses', 'primary,192.0.2.0/24'], /^ferry: --nodeport-addresses: /m],
+    [['--nodeport-addresses', '192.0.2.0/99'], /^ferry: --nodeport-addresses: .*not a valid CIDR/m],
+    [['--masquerade-all=sometimes'], /^ferry: --masquerade-all: /m],
+    [['--iptables-sync-period', '30'], /^ferry: --iptables-sync-period: "30" is not a duration/m],
+    [['--iptables-sync-period', '0s'], /^ferry: --iptables-sync-period: .*greater than 0/m],
+    [['--iptables-min-sync-period', '-1s'], /^ferry: --iptables-min-sync-period: /m],
+    [['--iptables-min-sync-period', '1h'], /^ferry: --iptables-min-sync-period: .*less than or equal to the sync period/m],
+    [['--healthz-bind-address', '0.0.0.0:70000'], /^ferry: --healthz-bind-address: /m],
+    [['--metrics-bind-address', 'localhost'], /^ferry: --metrics-bind-address: /m],
+    [['--bind-address', 'not-an-ip'], /^ferry: --bind-address: /m],
+    [['--hostname-override', ' '], /^ferry: --hostname-override: /m],
+    [['--iptables-masquerade-bit', '40'], /^ferry: --iptables-masquerade-bit: /m],
+    [['-v', 'x'], /^ferry: --v: /m],
+    [['--proxy-mode-fallback', 'ipvs'], /^ferry: --proxy-mode-fallback: /m],
+    [['--master', 'ftp://198.51.100.1'], /^ferry: --master: /m],
+    [['--config', '/nonexistent/ferry.yaml'], /^ferry: --config: cannot read/m],
+    [['--kubeconfig', '/nonexistent/kubeconfig', '--dry-run'], /^ferry: --kubeconfig: cannot load/m],
+  ];
+  await pool(cases, 8, async ([args, message]) => {
+    const r = await ferry(args);
+    t.equal(r.exitCode, 1, `${args.join(' ')} exits 1 (got ${r.exitCode})`);
+    t.match(r.stderr, message, `${args.join(' ')}: ${r.stderr.trim().split('\n')[0]}`);
+  });
+});
+
+// Every refused flag goes through the same commander path; test/unit/config/flags.test.ts walks
+// the whole list in-process. As real processes, one of each kind keeps this test quick.
+const SAMPLE = [
+  'ipvs-scheduler', 'ipvs-strict-arp', 'conntrack-max-per-core', 'conntrack-tcp-timeout-established',
+  'feature-gates', 'detect-local-mode', 'pod-bridge-interface', 'oom-score-adj', 'profiling',
+  'proxy-port-range', 'udp-timeout', 'write-config-to', 'show-hidden-metrics-for-version',
+  'kube-api-qps', 'healthz-port', 'log_dir', 'logtostderr', 'vmodule',
+];
+
+t.test('kube-proxy flags ferry does not implement are refused by name', async (t) => {
+  for (const name of SAMPLE) t.ok(UNSUPPORTED_KUBE_PROXY_FLAGS.includes(name), `--${name} is in the refused list`);
+  await pool(SAMPLE, 4, async (name) => {
+    const r = await ferry([`--${name}=1`, '--dry-run']);
+    t.equal(r.exitCode, 1, `--${name} exits 1 (got ${r.exitCode})`);
+    t.equal(r.stderr.trim(), `ferry: kube-proxy flag --${name} is not implemented by ferry`, `--${name}`);
+  });
+});
+
+t.test('--help lists the flags and exits 0', async (t) => {
+  const r = await ferry(['--help']);
+  t.equal(r.exitCode, 0);
+  for (const f of ['--kubeconfig', '--master', '--proxy-mode', '--cluster-cidr', '--nodeport-addresses', '--masquerade-all', '--config', '--healthz-bind-address', '--metrics-bind-address', '--bind-address', '--cleanup', '--iptables-sync-period', '--iptables-min-sync-period', '--hostname-override', '--dry-run', '--proxy-mode-fallback', '-v, --v']) {
+    t.ok(r.stdout.includes(f), `help mentions ${f}`);
+  }
+  t.match(r.stdout, /--healthz-bind-address <ip:port>.*\(default: 0\.0\.0\.0:10256\)/);
+});
+
+t.test('a config file with an unknown field exits 1 naming it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'bad.yaml');
+  writeFileSync(file, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nnftables:\n  minSyncPeriods: 1s\n');
+  const r = await ferry(['--config', file]);
+  t.equal(r.exitCode, 1);
+  t.match(r.stderr, /^ferry: nftables\.minSyncPeriods: unknown field in KubeProxyConfiguration/m);
+});
+
+t.test('--config is applied and explicit flags override it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
+  const api = await startApiServer({ serviceCIDRs: ['198.18.0.0/20'] });
+  let proc: FerryProc | undefined;
+  t.teardown(async () => {
+    await proc?.stop('SIGKILL');
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const kubeconfig = join(dir, 'kubeconfig');
+  api.writeKubeconfig(kubeconfig);
+  const config = join(dir, 'proxy.yaml');
+  writeFileSync(
+    config,
+    [
+      'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+      'kind: KubeProxyConfiguration',
+      `clientConnection: {kubeconfig: ${kubeconfig}}`,
+      'hostnameOverride: from-file',
+      'clusterCIDR: 198.18.128.0/17',
+      'mode: nftables',
+      'nftables: {masqueradeAll: true, minSyncPeriod: 100ms}',
+      `metricsBindAddress: 127.0.0.1:${await freePort()}`,
+      'healthzBindAddress: ""',
+    ].join('\n'),
+  );
+  await run(['kubectl', '--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+    input: 'apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n',
+    timeoutMs: 30_000,
+  });
+  proc = new FerryProc(['--config', config, '--hostname-override', 'node-1', '--masquerade-all=false', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`]);
+  const p = proc;
+  const line = await waitFor('the first plan', () => p.last(), () => `exit=${p.exitCode}; stderr:\n${p.tail()}`);
+  const table = line.families['4'];
+  t.equal(table.nodeName, 'node-1', '--hostname-override beats hostnameOverride');
+  t.equal(table.masqueradeAll, false, '--masquerade-all=false beats nftables.masqueradeAll');
+  t.same(table.localTraffic, { kind: 'clusterCIDR', cidrs: ['198.18.128.0/17'] }, 'clusterCIDR from the file');
+  t.match(p.stderr, /starting ferry node=node-1 mode=nftables backend=dry-run .* minSyncPeriod=100ms/, 'minSyncPeriod from the file');
+  t.equal(await p.stop('SIGTERM'), 0);
+});

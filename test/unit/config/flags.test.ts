@@ -1,0 +1,77 @@
+import t from 'tap';
+import { Command } from 'commander';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { configFromFlags, explicitFlags, registerProxy } from '../../../src/cli/proxy.js';
+import { PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
+import { UnsupportedFlagError } from '../../../src/config/types.js';
+
+/** Parses argv with the real proxy options; returns the explicit flags or the error. */
+async function parse(argv: string[]): Promise<Map<string, string | boolean> | Error> {
+  const program = new Command('ferry').exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  registerProxy(program);
+  let got: Map<string, string | boolean> | Error = new Error('action did not run');
+  program.action((_o: unknown, cmd: Command) => {
+    try {
+      got = new Map(explicitFlags(cmd));
+    } catch (e) {
+      got = e as Error;
+    }
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    return e as Error;
+  }
+  return got;
+}
+
+t.test('only flags given on the command line are explicit', async (t) => {
+  const got = await parse(['--proxy-mode=iptables', '--masquerade-all', '-v', '3', '--dry-run=false', '--kubeconfig', '/k']);
+  if (got instanceof Error) throw got;
+  t.same(Object.fromEntries(got), { 'proxy-mode': 'iptables', 'masquerade-all': true, v: '3', 'dry-run': 'false', kubeconfig: '/k' });
+});
+
+t.test('every unimplemented kube-proxy flag is refused by name', async (t) => {
+  for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
+    for (const argv of [[`--${name}`], [`--${name}=1`], [`--${name}`, 'x']]) {
+      const got = await parse(argv);
+      t.ok(got instanceof UnsupportedFlagError, `${argv.join(' ')} → UnsupportedFlagError (got ${got instanceof Error ? got.message : 'success'})`);
+      if (got instanceof Error) t.equal(got.message, `kube-proxy flag --${name} is not implemented by ferry`);
+    }
+  }
+});
+
+t.test('unknown flags are errors', async (t) => {
+  const got = await parse(['--no-such-flag']);
+  t.ok(got instanceof Error && /unknown option '--no-such-flag'/.test(got.message), `got ${String(got)}`);
+});
+
+t.test('help lists every flag with its default', async (t) => {
+  const program = new Command('ferry');
+  registerProxy(program);
+  const help = program.helpInformation();
+  for (const f of PROXY_FLAGS) {
+    t.ok(help.includes(`--${f.name}`), `--${f.name} in help`);
+    if (f.defaultText !== undefined) t.ok(help.includes(`(default: ${f.defaultText})`), `default of --${f.name} in help`);
+  }
+  t.notOk(help.includes('--ipvs-scheduler [value]'), 'refused flags are hidden');
+});
+
+t.test('--config is read and overridden by explicit flags', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'proxy.yaml');
+  writeFileSync(
+    file,
+    'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: iptables\nclusterCIDR: 10.1.0.0/16\niptables:\n  syncPeriod: 40s\n',
+  );
+  const got = await parse(['--config', file, '--proxy-mode', 'nftables']);
+  if (got instanceof Error) throw got;
+  const c = configFromFlags(got, 'host-a');
+  t.equal(c.mode, 'nftables', 'flag beats file');
+  t.same(c.clusterCIDRs, ['10.1.0.0/16'], 'file beats default');
+  t.equal(c.syncPeriodMs, 30_000, 'nftables mode reads the nftables section (unset → default)');
+  t.throws(() => configFromFlags(new Map([['config', join(dir, 'missing.yaml')]]), 'h'), /--config: cannot read/);
+});

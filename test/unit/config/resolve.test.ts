@@ -1,0 +1,191 @@
+import t from 'tap';
+import { parseConfigFile } from '../../../src/config/file.js';
+import { resolveConfig } from '../../../src/config/resolve.js';
+import { ConfigError } from '../../../src/config/types.js';
+
+const flags = (o: Record<string, string | boolean> = {}) => new Map(Object.entries(o));
+const resolve = (o: Record<string, string | boolean> = {}, fileText?: string) =>
+  resolveConfig({ flags: flags(o), file: fileText === undefined ? undefined : parseConfigFile(fileText, 'test.yaml'), hostname: 'My-Host' });
+
+/** Runs fn and returns the ConfigError it throws (fails the test when it does not). */
+function configError(t: { fail(message: string): unknown }, fn: () => unknown): ConfigError | undefined {
+  try {
+    const got = fn();
+    t.fail(`expected a ConfigError, got a result: ${JSON.stringify(got)}`);
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    t.fail(`expected a ConfigError, got ${String(e)}`);
+  }
+  return undefined;
+}
+
+t.test('defaults match kube-proxy (with nftables as the mode)', async (t) => {
+  const c = resolve();
+  t.equal(c.mode, 'nftables');
+  t.equal(c.nodeName, 'my-host', 'hostname lowercased');
+  t.same(c.healthzBindAddress, { host: '0.0.0.0', port: 10256 });
+  t.same(c.metricsBindAddress, { host: '127.0.0.1', port: 10249 });
+  t.equal(c.syncPeriodMs, 30_000);
+  t.equal(c.minSyncPeriodMs, 1000);
+  t.same(c.nodePortAddresses, { kind: 'all' });
+  t.same(c.clusterCIDRs, []);
+  t.equal(c.masqueradeAll, false);
+  t.equal(c.masqueradeBit, 14);
+  t.equal(c.primaryFamily, undefined, '0.0.0.0 does not decide the family');
+  t.equal(c.dryRun, false);
+  t.equal(c.verbosity, 0);
+});
+
+t.test('flags are parsed and normalized', async (t) => {
+  const c = resolve({
+    'proxy-mode': 'iptables',
+    'cluster-cidr': '10.244.0.7/16, fd00:10:244::/56',
+    'nodeport-addresses': '192.0.2.0/24,2001:db8::/64',
+    'masquerade-all': true,
+    'hostname-override': ' Node-1 ',
+    'bind-address': '2001:db8::5',
+    'iptables-sync-period': '1m30s',
+    'iptables-min-sync-period': '500ms',
+    'dry-run': 'true',
+    v: '=4',
+    'proxy-mode-fallback': 'userspace',
+    master: '198.51.100.1:6443',
+  });
+  t.equal(c.mode, 'iptables');
+  t.same(c.clusterCIDRs, ['10.244.0.0/16', 'fd00:10:244::/56']);
+  t.same(c.nodePortAddresses, { kind: 'cidrs', cidrs: ['192.0.2.0/24', '2001:db8::/64'] });
+  t.equal(c.masqueradeAll, true);
+  t.equal(c.nodeName, 'node-1');
+  t.equal(c.primaryFamily, 6);
+  t.same(c.healthzBindAddress, { host: '::', port: 10256 }, 'IPv6 bind address → IPv6 default healthz');
+  t.same(c.metricsBindAddress, { host: '::1', port: 10249 });
+  t.equal(c.syncPeriodMs, 90_000);
+  t.equal(c.minSyncPeriodMs, 500);
+  t.equal(c.dryRun, true);
+  t.equal(c.verbosity, 4);
+  t.equal(c.modeFallback, 'userspace');
+  t.equal(c.master, 'https://198.51.100.1:6443');
+});
+
+t.test('nodeport-addresses primary; empty addresses disable servers', async (t) => {
+  const c = resolve({ 'nodeport-addresses': 'primary', 'healthz-bind-address': '', 'metrics-bind-address': '[::1]:0' });
+  t.same(c.nodePortAddresses, { kind: 'primary' });
+  t.equal(c.healthzBindAddress, null);
+  t.same(c.metricsBindAddress, { host: '::1', port: 0 });
+});
+
+t.test('invalid values name the flag', async (t) => {
+  const cases: [Record<string, string | boolean>, string, RegExp][] = [
+    [{ 'proxy-mode': 'ipvs' }, '--proxy-mode', /"ipvs" is not supported by ferry \(nftables, iptables, userspace\)/],
+    [{ 'cluster-cidr': '10.0.0.0/33' }, '--cluster-cidr', /"10.0.0.0\/33" is not a valid CIDR/],
+    [{ 'cluster-cidr': '10.0.0.0/8,10.1.0.0/16' }, '--cluster-cidr', /at most one IPv4 and one IPv6/],
+    [{ 'nodeport-addresses': 'primary,10.0.0.0/8' }, '--nodeport-addresses', /"primary" cannot be combined/],
+    [{ 'nodeport-addresses': 'eth0' }, '--nodeport-addresses', /not a valid CIDR/],
+    [{ 'masquerade-all': 'yes' }, '--masquerade-all', /not a boolean/],
+    [{ 'iptables-sync-period': '0s' }, '--iptables-sync-period', /must be greater than 0/],
+    [{ 'iptables-sync-period': '10' }, '--iptables-sync-period', /not a duration/],
+    [{ 'iptables-min-sync-period': '1m' }, '--iptables-min-sync-period', /less than or equal to the sync period/],
+    [{ 'healthz-bind-address': '0.0.0.0:99999' }, '--healthz-bind-address', /invalid port/],
+    [{ 'metrics-bind-address': 'localhost:10249' }, '--metrics-bind-address', /invalid IP address/],
+    [{ 'bind-address': '10.0.0.300' }, '--bind-address', /not a valid IP/],
+    [{ 'hostname-override': '   ' }, '--hostname-override', /empty hostname-override/],
+    [{ 'iptables-masquerade-bit': '32' }, '--iptables-masquerade-bit', /\[0, 31\]/],
+    [{ v: 'lots' }, '--v', /integer/],
+    [{ 'proxy-mode-fallback': 'iptables' }, '--proxy-mode-fallback', /not supported/],
+    [{ master: 'ftp://x' }, '--master', /not a valid http\(s\) URL/],
+  ];
+  for (const [input, field, message] of cases) {
+    const e = configError(t, () => resolve(input));
+    t.equal(e?.field, field, `${JSON.stringify(input)} is blamed on ${field}`);
+    t.match(e?.message, message, `${JSON.stringify(input)}: ${e?.message}`);
+  }
+});
+
+const FILE = `
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: /etc/kubernetes/proxy.conf
+  qps: 5
+mode: nftables
+clusterCIDR: 10.244.0.0/16
+hostnameOverride: file-node
+healthzBindAddress: 127.0.0.1:11256
+nodePortAddresses: [primary]
+logging:
+  verbosity: 2
+nftables:
+  syncPeriod: 45s
+  minSyncPeriod: 2s
+  masqueradeAll: true
+iptables:
+  syncPeriod: 10s
+  minSyncPeriod: 0s
+ipvs:
+  scheduler: ""
+conntrack:
+  maxPerCore: null
+  min: null
+oomScoreAdj: null
+featureGates: {}
+`;
+
+t.test('config file values are used, from the section of the mode', async (t) => {
+  const c = resolve({}, FILE);
+  t.equal(c.kubeconfig, '/etc/kubernetes/proxy.conf');
+  t.equal(c.nodeName, 'file-node');
+  t.same(c.clusterCIDRs, ['10.244.0.0/16']);
+  t.same(c.healthzBindAddress, { host: '127.0.0.1', port: 11256 });
+  t.same(c.nodePortAddresses, { kind: 'primary' });
+  t.equal(c.verbosity, 2);
+  t.equal(c.syncPeriodMs, 45_000, 'nftables.syncPeriod in nftables mode');
+  t.equal(c.minSyncPeriodMs, 2000);
+  t.equal(c.masqueradeAll, true);
+  const ipt = resolve({ 'proxy-mode': 'iptables' }, FILE);
+  t.equal(ipt.syncPeriodMs, 10_000, 'iptables.syncPeriod in iptables mode');
+  t.equal(ipt.minSyncPeriodMs, 1000, 'a zero minSyncPeriod in the file means the default, as in kube-proxy');
+  t.equal(ipt.masqueradeAll, false);
+});
+
+t.test('explicit flags override the file; defaults of flags do not', async (t) => {
+  const c = resolve({ 'hostname-override': 'flag-node', 'iptables-sync-period': '1m', 'masquerade-all': 'false', 'cluster-cidr': '10.0.0.0/8' }, FILE);
+  t.equal(c.nodeName, 'flag-node');
+  t.equal(c.syncPeriodMs, 60_000);
+  t.equal(c.masqueradeAll, false);
+  t.same(c.clusterCIDRs, ['10.0.0.0/8']);
+  t.equal(c.minSyncPeriodMs, 2000, 'not given on the command line: the file wins');
+  t.same(c.healthzBindAddress, { host: '127.0.0.1', port: 11256 });
+});
+
+t.test('config file errors name the field', async (t) => {
+  const head = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+  const cases: [string, string, RegExp][] = [
+    [head + 'nftables:\n  syncPerod: 1s\n', 'nftables.syncPerod', /unknown field/],
+    [head + 'bogus: 1\n', 'bogus', /unknown field/],
+    [head + 'ipvs:\n  nope: 1\n', 'ipvs.nope', /unknown field/],
+    [head + 'conntrack:\n  maxPerCore: 32768\n', 'conntrack.maxPerCore', /not implemented by ferry/],
+    [head + 'featureGates:\n  Foo: true\n', 'featureGates', /not implemented by ferry/],
+    [head + 'detectLocalMode: BridgeInterface\n', 'detectLocalMode', /not supported by ferry/],
+    [head + 'mode: ipvs\n', 'mode', /"ipvs" is not supported by ferry/],
+    [head + 'clusterCIDR: 10.0.0.0/40\n', 'clusterCIDR', /not a valid CIDR/],
+    [head + 'nftables:\n  syncPeriod: 5\n', 'nftables.syncPeriod', /must be a duration/],
+    [head + 'nftables:\n  syncPeriod: fast\n', 'nftables.syncPeriod', /not a duration/],
+    [head + 'nftables:\n  masqueradeAll: "yes"\n', 'nftables.masqueradeAll', /true or false/],
+    ['apiVersion: kubeproxy.config.k8s.io/v1beta9\nkind: KubeProxyConfiguration\n', 'apiVersion', /not supported/],
+    ['apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n', 'kind', /not supported/],
+    ['{"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration", "mode": 3}', 'mode', /must be a string/],
+    ['[1, 2]', '--config', /must hold a KubeProxyConfiguration/],
+    ['a: [1,\n', '--config', /not valid YAML or JSON/],
+  ];
+  for (const [text, field, message] of cases) {
+    const e = configError(t, () => resolve({}, text));
+    t.equal(e?.field, field, `blamed on ${field}: ${e?.message}`);
+    t.match(e?.message, message);
+  }
+});
+
+t.test('JSON config files work too', async (t) => {
+  const c = resolve({}, JSON.stringify({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables', iptables: { syncPeriod: '20s' } }));
+  t.equal(c.mode, 'iptables');
+  t.equal(c.syncPeriodMs, 20_000);
+});

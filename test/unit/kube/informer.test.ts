@@ -1,0 +1,188 @@
+import t from 'tap';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CoreV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
+import { ResilientInformer, backoffDelay } from '../../../src/kube/informer.js';
+import { proxyLabelSelector } from '../../../src/kube/watches.js';
+import { setLogSink } from '../../../src/util/log.js';
+
+const logs: string[] = [];
+setLogSink((l) => logs.push(l));
+
+/** A tiny stand-in API server for one resource: list + chunked watch, restartable on its port. */
+class FakeAPI {
+  rv = 100;
+  readonly objects = new Map<string, V1Service>();
+  private watchers = new Set<ServerResponse>();
+  private server: Server | undefined;
+  port = 0;
+  /** Requests seen, e.g. "list", "watch rv=105". */
+  readonly requests: string[] = [];
+  /** When set, the next watch request answers with a 410 Gone event. */
+  expireNextWatch = false;
+
+  put(name: string): V1Service {
+    const obj: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'ns', name, resourceVersion: String(++this.rv) } };
+    const type = this.objects.has(name) ? 'MODIFIED' : 'ADDED';
+    this.objects.set(name, obj);
+    this.send(type, obj);
+    return obj;
+  }
+
+  del(name: string): void {
+    const obj = this.objects.get(name);
+    if (!obj) return;
+    this.objects.delete(name);
+    this.send('DELETED', { ...obj, metadata: { ...obj.metadata, resourceVersion: String(++this.rv) } });
+  }
+
+  private send(type: string, object: unknown): void {
+    for (const w of this.watchers) w.write(JSON.stringify({ type, object }) + '\n');
+  }
+
+  watcherCount(): number {
+    return this.watchers.size;
+  }
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => this.handle(req, res));
+    await new Promise<void>((r) => this.server!.listen({ host: '127.0.0.1', port: this.port }, r));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    this.server = undefined;
+    for (const w of this.watchers) w.destroy();
+    this.watchers.clear();
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname !== '/api/v1/services') {
+      res.writeHead(404).end();
+      return;
+    }
+    if (url.searchParams.get('watch') === 'true') {
+      this.requests.push(`watch rv=${url.searchParams.get('resourceVersion')} ls=${url.searchParams.get('labelSelector')}`);
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+      if (this.expireNextWatch) {
+        this.expireNextWatch = false;
+        res.end(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', code: 410, reason: 'Expired' } }) + '\n');
+        return;
+      }
+      res.write('');
+      this.watchers.add(res);
+      res.on('close', () => this.watchers.delete(res));
+      return;
+    }
+    this.requests.push(`list ls=${url.searchParams.get('labelSelector')}`);
+    const body = { kind: 'ServiceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: [...this.objects.values()] };
+    res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
+  }
+}
+
+interface Event {
+  op: 'upsert' | 'remove';
+  name: string;
+  rv: string | undefined;
+}
+
+async function until(t: { fail(m: string): unknown }, what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) {
+      t.fail(`timed out waiting for: ${what}`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+t.test('backoff grows exponentially to the cap, with bounded jitter', async (t) => {
+  const b = { initialMs: 500, maxMs: 30_000 };
+  t.same([1, 2, 3, 4, 7, 20].map((n) => backoffDelay(b, n, () => 0.5)), [500, 1000, 2000, 4000, 30_000, 30_000]);
+  t.equal(backoffDelay(b, 1, () => 0), 400);
+  t.equal(backoffDelay(b, 1, () => 1), 600);
+});
+
+t.test("kube-proxy's label selector", async (t) => {
+  t.equal(proxyLabelSelector(), '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless');
+  t.equal(proxyLabelSelector('ferry'), 'service.kubernetes.io/service-proxy-name=ferry,!service.kubernetes.io/headless');
+});
+
+t.test('lists, watches, survives an API server restart and a 410 Gone', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.put('b');
+  const kc = new KubeConfig();
+  kc.loadFromClusterAndUser({ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }, { name: 'u' });
+  const core = kc.makeApiClient(CoreV1Api);
+  const events: Event[] = [];
+  const labelSelector = proxyLabelSelector();
+  const inf = new ResilientInformer<V1Service>({
+    resource: 'services',
+    path: '/api/v1/services',
+    labelSelector,
+    list: () => core.listServiceForAllNamespaces({ labelSelector }),
+    kubeConfig: kc,
+    backoff: { initialMs: 20, maxMs: 200 },
+    sink: {
+      upsert: (o) => events.push({ op: 'upsert', name: o.metadata!.name!, rv: o.metadata!.resourceVersion }),
+      remove: (o) => events.push({ op: 'remove', name: o.metadata!.name!, rv: o.metadata!.resourceVersion }),
+    },
+  });
+  t.teardown(() => inf.stop());
+  logs.length = 0;
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true, 'initial list synced');
+  t.same(events.map((e) => `${e.op} ${e.name}`).sort(), ['upsert a', 'upsert b']);
+  t.match(api.requests[0], /^list ls=!service\.kubernetes\.io\/service-proxy-name,!service\.kubernetes\.io\/headless$/, 'list uses the selector');
+
+  await until(t, 'watch connected', () => api.requests.some((r) => r.startsWith('watch')));
+  t.match(api.requests.find((r) => r.startsWith('watch')), /ls=!service/, 'watch uses the selector');
+  api.put('c');
+  await until(t, 'watch delivers c', () => events.some((e) => e.name === 'c'));
+
+  // The API server goes away; meanwhile a is deleted and b changes.
+  await api.stop();
+  await until(t, 'failure logged', () => logs.some((l) => /watch for services failed: .*; retrying/.test(l)));
+  await new Promise((r) => setTimeout(r, 300));
+  t.ok(inf.failures() >= 2, `kept retrying while down (attempts: ${inf.failures()})`);
+  t.equal(logs.filter((l) => /watch for services failed/.test(l)).length, 1, 'the failure is logged once, not per retry');
+  api.objects.delete('a');
+  const b2 = api.put('b');
+  events.length = 0;
+  await api.start();
+  await until(t, 'recovered', () => logs.some((l) => /watch for services recovered after \d+ attempts?/.test(l)));
+  t.same(
+    events.map((e) => `${e.op} ${e.name}`).sort(),
+    ['remove a', 'upsert b'],
+    'relist after the restart reports the deletion and the change, and not the unchanged c',
+  );
+  t.equal(events.find((e) => e.name === 'b')?.rv, b2.metadata!.resourceVersion);
+
+  // 410 Gone on the next watch: the informer relists without reporting unchanged objects.
+  events.length = 0;
+  const count = (prefix: string) => api.requests.filter((r) => r.startsWith(prefix)).length;
+  const listsBefore = count('list');
+  const watchesBefore = count('watch');
+  api.expireNextWatch = true;
+  for (const w of (api as unknown as { watchers: Set<ServerResponse> }).watchers) w.end();
+  await until(t, 'relisted after 410', () => count('list') > listsBefore);
+  // The fake server keeps no history, so wait for the watch after the relist before changing.
+  await until(t, 'watching again', () => count('watch') >= watchesBefore + 2 && api.watcherCount() > 0);
+  api.put('d');
+  await until(t, 'd arrives after the relist', () => events.some((e) => e.name === 'd'));
+  t.same(events.map((e) => `${e.op} ${e.name}`), ['upsert d'], 'nothing but the new object reported');
+
+  await inf.stop();
+  api.put('e');
+  await new Promise((r) => setTimeout(r, 100));
+  t.notOk(events.some((e) => e.name === 'e'), 'no events after stop');
+});

@@ -1,0 +1,57 @@
+import t from 'tap';
+import type { AddressInfo } from 'node:net';
+import { ProxyMetrics, startMetricsServer } from '../../../src/servers/metrics.js';
+import type { SyncResult } from '../../../src/sync/syncer.js';
+import { entry, tables } from './fixtures.js';
+
+t.test('sync results become kube-proxy metrics', async (t) => {
+  const m = new ProxyMetrics('nftables', { processMetrics: false });
+  const now = Date.parse('2030-01-01T00:00:10Z');
+  const tb = tables([
+    entry({ namespace: 'a', name: 'ext', externalPolicyLocal: true, external: { verdict: 'drop', endpoints: [] } }),
+    entry({ namespace: 'a', name: 'int', internalPolicyLocal: true, internal: { verdict: 'drop', endpoints: [] } }),
+    entry({ namespace: 'a', name: 'fine', externalPolicyLocal: true, external: { verdict: 'forward', endpoints: [{ ip: '198.18.1.1', port: 80, isLocal: true, ready: true }] } }),
+  ]);
+  const base: SyncResult = { n: 1, ok: true, full: true, fullReason: 'first', startedAt: now, durationMs: 20, noop: false, tables: tb, triggerTimes: [new Date(now - 2500)] };
+  m.observeSync(base, now);
+  m.observeSync({ ...base, n: 2, full: false, fullReason: undefined, triggerTimes: [] }, now);
+  m.observeSync({ ...base, n: 3, ok: false, error: new Error('x') }, now);
+  m.serviceChanges.inc();
+  m.endpointChanges.inc(2);
+  m.queued(now);
+  const text = await m.registry.metrics();
+  const has = (re: RegExp, what: string) => t.match(text, re, what);
+  has(/^kubeproxy_sync_proxy_rules_duration_seconds_count 2$/m, 'two successful syncs');
+  has(/^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m, 'one full');
+  has(/^kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1$/m, 'one partial');
+  has(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds 1893456010$/m, 'last sync timestamp');
+  has(/^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1893456010$/m, 'last queued timestamp');
+  has(/^kubeproxy_network_programming_duration_seconds_count 1$/m, 'one trigger time observed');
+  has(/^kubeproxy_network_programming_duration_seconds_bucket\{le="2"\} 0$/m, '2.5s is above the 2s bucket');
+  has(/^kubeproxy_network_programming_duration_seconds_bucket\{le="3"\} 1$/m, 'and within 3s');
+  has(/^kubeproxy_sync_proxy_rules_service_changes_total 1$/m, 'service changes');
+  has(/^kubeproxy_sync_proxy_rules_endpoint_changes_total 2$/m, 'endpoint changes');
+  has(/^kubeproxy_sync_proxy_rules_no_local_endpoints_total\{traffic_policy="external"\} 1$/m, 'external no-local');
+  has(/^kubeproxy_sync_proxy_rules_no_local_endpoints_total\{traffic_policy="internal"\} 1$/m, 'internal no-local');
+  has(/^ferry_sync_failures_total\{full="true"\} 1$/m, 'one failure');
+  has(/^ferry_backend_info\{mode="nftables"\} 1$/m, 'backend info');
+});
+
+t.test('the metrics server serves /metrics and /debug/plan', async (t) => {
+  const m = new ProxyMetrics('dry-run', { processMetrics: false });
+  let plan: ReturnType<typeof tables> | null = null;
+  const srv = await startMetricsServer({ host: '127.0.0.1', port: 0 }, m, () => plan);
+  t.teardown(() => srv.close());
+  const port = (srv.server.address() as AddressInfo).port;
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  t.equal(res.status, 200);
+  t.match(await res.text(), /ferry_backend_info\{mode="dry-run"\} 1/);
+  t.equal((await fetch(`http://127.0.0.1:${port}/debug/plan`)).status, 503, 'no plan before the first sync');
+  plan = tables([entry({ namespace: 'ns', name: 'web' })]);
+  const dbg = await fetch(`http://127.0.0.1:${port}/debug/plan`);
+  t.equal(dbg.status, 200);
+  const body = (await dbg.json()) as { '4': { services: { key: string }[] }; '6': { services: unknown[] } };
+  t.same(body['4'].services.map((s) => s.key), ['ns/web:/TCP']);
+  t.same(body['6'].services, []);
+  t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 404);
+});

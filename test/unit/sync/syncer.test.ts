@@ -1,0 +1,212 @@
+import t from 'tap';
+import type { ChangeSet, ClusterSnapshot, IPFamily, NodeInfo } from '../../../src/model/types.js';
+import type { PlanOptions } from '../../../src/plan/planner.js';
+import type { ProxyTable, ProxyTables, ServiceEntry, SyncChanges } from '../../../src/plan/types.js';
+import { FakeClock } from '../../../src/sync/clock.js';
+import { FakeBackend } from '../../../src/sync/fake-backend.js';
+import { Syncer, type PlanFunctions, type SnapshotSource, type SyncResult, type TrackerSnapshot } from '../../../src/sync/syncer.js';
+import { setLogSink } from '../../../src/util/log.js';
+
+const logLines: string[] = [];
+setLogSink((l) => logLines.push(l));
+
+const NODE: NodeInfo = { name: 'node-1', labels: {}, addresses: [], zone: '' };
+
+/** A change tracker stand-in: a set of service keys, each with a version bumped on change. */
+class FakeSource implements SnapshotSource {
+  readonly versions = new Map<string, number>();
+  private changed = new Set<string>();
+  takes = 0;
+  change(key: string): void {
+    this.versions.set(key, (this.versions.get(key) ?? 0) + 1);
+    this.changed.add(key);
+  }
+  pending(): boolean {
+    return this.changed.size > 0;
+  }
+  takeSnapshot(): TrackerSnapshot {
+    this.takes++;
+    const services = new Map([...this.versions].map(([k, v]) => [k, { v } as never]));
+    const snap = (family: IPFamily): ClusterSnapshot => ({ family, services, endpoints: new Map(), node: NODE });
+    const cs: ChangeSet = { changed: this.changed, nodeChanged: false };
+    this.changed = new Set();
+    return { snapshots: { 4: snap(4), 6: snap(6) }, changes: { 4: cs, 6: cs }, triggerTimes: [] };
+  }
+}
+
+/** A planner stand-in: one entry per key, reused (===) for keys that did not change. */
+class FakePlanner implements PlanFunctions {
+  readonly prevs: (ProxyTables | null | undefined)[] = [];
+  planTables(snaps: Record<IPFamily, ClusterSnapshot>, _o: PlanOptions, prev?: ProxyTables | null, changes?: Record<IPFamily, ChangeSet>): ProxyTables {
+    this.prevs.push(prev);
+    const table = (f: IPFamily): ProxyTable => {
+      const services = new Map<string, ServiceEntry>();
+      for (const [k, sp] of snaps[f].services) {
+        const old = prev?.[f].services.get(k);
+        services.set(k, old && !changes?.[f].changed.has(k) ? old : ({ key: k, v: (sp as unknown as { v: number }).v } as unknown as ServiceEntry));
+      }
+      return { family: f, nodeName: 'node-1', nodeIPs: [], nodePortAddresses: { kind: 'all' }, localTraffic: { kind: 'none' }, masqueradeAll: false, services };
+    };
+    return { 4: table(4), 6: table(6) };
+  }
+  diffTables(prev: ProxyTables | null, next: ProxyTables): SyncChanges {
+    const changed = new Set<string>();
+    if (!prev) {
+      for (const k of next[4].services.keys()) changed.add(k);
+      return { full: true, changed, tableChanged: true };
+    }
+    for (const [k, e] of next[4].services) if (prev[4].services.get(k) !== e) changed.add(k);
+    for (const k of prev[4].services.keys()) if (!next[4].services.has(k)) changed.add(k);
+    return { full: false, changed, tableChanged: false };
+  }
+}
+
+function setup(opts: { min?: number; period?: number; intact?: number } = {}) {
+  const clock = new FakeClock();
+  const source = new FakeSource();
+  const planner = new FakePlanner();
+  const backend = new FakeBackend();
+  const results: SyncResult[] = [];
+  const syncer = new Syncer({
+    source,
+    backend,
+    planner,
+    planOptions: () => ({ masqueradeAll: false, clusterCIDRs: [], nodePortAddresses: { kind: 'all' }, localAddresses: [] }),
+    minSyncPeriodMs: opts.min ?? 1000,
+    syncPeriodMs: opts.period ?? 30_000,
+    intactCheckMs: opts.intact ?? 5000,
+    clock,
+  });
+  syncer.onSync((r) => results.push({ ...r, startedAt: r.startedAt - t0 }));
+  const t0 = clock.now();
+  /** Ms since the test's start at which each backend call happened. */
+  const at = () => results.map((r) => r.startedAt);
+  return { clock, source, planner, backend, syncer, results, at, t0 };
+}
+
+t.test('the first sync is full and runs at once', async (t) => {
+  const { clock, source, backend, syncer, results } = setup();
+  source.change('default/web:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  t.equal(backend.calls.length, 1, 'one sync right after start');
+  t.equal(backend.calls[0]?.prev, null, 'first sync has no prev');
+  t.equal(backend.calls[0]?.changes.full, true);
+  t.equal(results[0]?.fullReason, 'first');
+  t.same([...(backend.calls[0]?.changes.changed ?? [])], ['default/web:/TCP']);
+  await syncer.stop();
+});
+
+t.test('bursts within minSyncPeriod coalesce into one partial sync', async (t) => {
+  const { clock, source, backend, syncer, at } = setup({ min: 1000 });
+  syncer.start();
+  await clock.advance(0);
+  for (let i = 0; i < 5; i++) {
+    source.change(`ns/svc${i}:/TCP`);
+    syncer.requestSync();
+    await clock.advance(100);
+  }
+  t.equal(backend.calls.length, 1, `no sync before minSyncPeriod elapsed (calls at ${at().join(',')})`);
+  await clock.advance(500);
+  t.equal(backend.calls.length, 2, `exactly one more sync by t=1000 (calls at ${at().join(',')})`);
+  t.same(at(), [0, 1000], 'second sync exactly minSyncPeriod after the first');
+  const second = backend.calls[1]!;
+  t.equal(second.changes.full, false, 'coalesced sync is partial');
+  t.not(second.prev, null, 'partial sync gets the previous tables');
+  t.equal(second.changes.changed.size, 5, 'all five changes in one sync');
+  await clock.advance(10_000);
+  t.equal(backend.calls.length, 2, 'nothing more without changes');
+  await syncer.stop();
+});
+
+t.test('a periodic full resync happens every syncPeriod', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ min: 1000, period: 30_000, intact: 0 });
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(29_999);
+  t.equal(backend.calls.length, 1, 'no resync before syncPeriod');
+  await clock.advance(1);
+  t.equal(backend.calls.length, 2, 'resync at syncPeriod');
+  t.equal(backend.calls[1]?.prev, null, 'periodic resync is full');
+  t.equal(results[1]?.fullReason, 'periodic');
+  // Partial syncs in between do not postpone the periodic full one.
+  for (let i = 0; i < 29; i++) {
+    source.change('a/b:/TCP');
+    syncer.requestSync();
+    await clock.advance(1000);
+  }
+  await clock.advance(1000);
+  const fulls = results.filter((r) => r.full).map((r) => r.startedAt);
+  t.same(fulls, [0, 30_000, 60_000], `full syncs at 0, 30s, 60s (all: ${results.map((r) => `${r.startedAt}${r.full ? 'F' : 'p'}`).join(' ')})`);
+  await syncer.stop();
+});
+
+t.test('a failed sync is retried with backoff, and the retry is full', async (t) => {
+  const { clock, source, backend, syncer, results, at } = setup({ min: 1000, period: 30_000, intact: 0 });
+  syncer.start();
+  await clock.advance(0);
+  source.change('x/y:/TCP');
+  backend.failNextSyncs(3);
+  logLines.length = 0;
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(results.length, 2);
+  t.equal(results[1]?.ok, false, 'the partial sync failed');
+  t.equal(results[1]?.full, false);
+  t.match(logLines.join('\n'), /partial sync failed; retrying with a full sync.*line=7/, 'the error is logged with its context');
+  await clock.advance(10_000);
+  t.same(at(), [0, 1000, 2000, 4000, 8000], 'retries after 1s, 2s, 4s');
+  const retries = backend.calls.slice(2);
+  t.ok(retries.every((c) => c.prev === null && c.changes.full), 'every retry is a full sync');
+  t.equal(results[4]?.ok, true, 'the fourth attempt succeeds');
+  t.equal(results[4]?.fullReason, 'after-failure');
+  t.ok(backend.installed?.[4].services.has('x/y:/TCP'), 'the change that failed is installed in the end');
+  source.change('x/z:/TCP');
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(backend.calls.at(-1)?.changes.full, false, 'after a success, syncs are partial again');
+  await syncer.stop();
+});
+
+t.test('intact() false forces a full sync', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ min: 1000, period: 60_000, intact: 5000 });
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(5000);
+  t.equal(backend.calls.length, 1, 'intact rules: no extra sync');
+  t.ok(backend.intactChecks >= 1, 'intact() was asked');
+  backend.wipe();
+  await clock.advance(5000);
+  t.equal(backend.calls.length, 2, 'a sync after the flush was noticed');
+  t.equal(backend.calls[1]?.prev, null, 'and it is full');
+  t.equal(results[1]?.fullReason, 'not-intact');
+  t.ok(backend.installed, 'rules reinstalled');
+  await syncer.stop();
+});
+
+t.test('a partial sync with nothing changed does not call the backend', async (t) => {
+  const { clock, backend, syncer, results } = setup({ intact: 0 });
+  syncer.start();
+  await clock.advance(0);
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(results.length, 2);
+  t.equal(results[1]?.noop, true);
+  t.equal(backend.calls.length, 1, 'only the first sync reached the backend');
+  await syncer.stop();
+});
+
+t.test('stop() leaves no timers and no further syncs', async (t) => {
+  const { clock, source, backend, syncer } = setup();
+  syncer.start();
+  await clock.advance(0);
+  await syncer.stop();
+  source.change('a/b:/TCP');
+  syncer.requestSync();
+  await clock.advance(120_000);
+  t.equal(backend.calls.length, 1);
+  t.equal(clock.pendingTimers(), 0, 'no timer left armed');
+  t.equal(backend.cleanups, 0, 'stopping never removes rules');
+});
