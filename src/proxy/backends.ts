@@ -9,6 +9,7 @@ import { createNftablesBackend } from '../backends/nftables/backend.js';
 import { defaultNft } from '../backends/kernel/nft.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
 import { createUserspaceBackend, cleanupUserspace } from '../backends/userspace/index.js';
+import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
 import { logger } from '../util/log.js';
 
 export class BackendNotImplementedError extends Error {
@@ -29,17 +30,6 @@ export interface BackendEntry {
   cleanup(): Promise<void>;
 }
 
-function notImplemented(mode: ProxyMode, detail?: string): BackendEntry {
-  return {
-    create: async () => {
-      throw new BackendNotImplementedError(mode, detail);
-    },
-    cleanup: async () => {
-      throw new BackendNotImplementedError(mode, detail);
-    },
-  };
-}
-
 export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   nftables: {
     create: async (config) =>
@@ -52,7 +42,16 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     // Removes ferry's `ferry` tables and kube-proxy's `kube-proxy` nftables tables.
     cleanup: async () => createNftablesBackend({ nft: defaultNft() }).cleanup(),
   },
-  iptables: notImplemented('iptables'),
+  iptables: {
+    create: async (config) =>
+      createIptablesBackend({
+        conntrack: defaultConntrack(),
+        masqueradeMark: 1 << config.masqueradeBit,
+        log: logger('iptables'),
+      }),
+    // Removes every KUBE-* chain and the jumps to them (ferry's and kube-proxy's), nft and legacy.
+    cleanup: async () => cleanupIptables({ log: logger('iptables') }),
+  },
   userspace: {
     create: async () => createUserspaceBackend({ log: logger('userspace') }),
     cleanup: async () => cleanupUserspace(),

@@ -1,0 +1,286 @@
+/**
+ * The iptables backend: kube-proxy's chain layout, applied with one `iptables-restore -w
+ * --noflush` per family (nat + filter, and mangle's canary on full syncs), then stale conntrack
+ * entries cleared. Full syncs also ensure the jump rules from the built-in chains (check with
+ * `-C`, insert with `-I`, outside the restore, as kube-proxy does) and list the nat table to
+ * delete stale service chains.
+ *
+ * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
+ */
+import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
+import { logger, type Logger } from '../../util/log.js';
+import { staleConntrack } from '../conntrack-cleanup.js';
+import type { Conntrack } from '../kernel/conntrack.js';
+import { chainsInSave, runCleanup } from './cleanup.js';
+import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, type CompiledFamily, type CompileOptions } from './compiler.js';
+import { Chain } from './names.js';
+import { detectVariant, execRunner, IptablesRestoreError, type IptablesRunner, type IptablesVariant } from './runner.js';
+import { runIn } from '../../util/exec.js';
+
+export interface IptablesBackendOptions {
+  /** Families ferry serves; default both. The other family's tables are left alone. */
+  readonly families?: readonly IPFamily[];
+  readonly log?: Logger;
+  /** Stale UDP/SCTP flows are cleared through this after each sync; none when absent. */
+  readonly conntrack?: Pick<Conntrack, 'delete'>;
+  /** kube-proxy's large cluster mode above this many endpoint chains; default 1000. */
+  readonly largeClusterThreshold?: number;
+  /** Default 0x4000 (kube-proxy's --iptables-masquerade-bit 14). */
+  readonly masqueradeMark?: number;
+  /** Run every command inside this network namespace (tests). */
+  readonly netns?: string;
+  /** Which iptables to drive; detected on first use when absent (kube-proxy's iptables-wrapper rule). */
+  readonly variant?: IptablesVariant;
+  /** Inject a runner (tests); overrides variant and netns. */
+  readonly runner?: IptablesRunner;
+  /**
+   * Drop ctstate INVALID in KUBE-FORWARD. Default: as kube-proxy, unless
+   * net.netfilter.nf_conntrack_tcp_be_liberal is set.
+   */
+  readonly dropInvalid?: boolean;
+}
+
+/** A sync that did not apply; that family's previous rules are still in force. The next sync is full. */
+export class IptablesSyncError extends Error {
+  readonly code = 'FERRY_ERR_IPTABLES_SYNC';
+  constructor(
+    readonly family: IPFamily,
+    /** The input line iptables-restore blamed (1-based), when it said. */
+    readonly line: number | undefined,
+    readonly stderr: string,
+    readonly full: boolean,
+    readonly stage: 'jumps' | 'list' | 'restore',
+    /** The text of the blamed line, for logs. */
+    readonly lineText: string | undefined,
+    override readonly cause?: unknown,
+  ) {
+    super(
+      `iptables ${full ? 'full' : 'partial'} sync of IPv${family} failed (${stage})` +
+        (line !== undefined ? ` at line ${line}${lineText !== undefined ? ` ${JSON.stringify(lineText)}` : ''}` : '') +
+        (stderr ? `: ${stderr.trim()}` : cause instanceof Error ? `: ${cause.message}` : ''),
+    );
+    this.name = 'IptablesSyncError';
+  }
+}
+
+export interface IptablesSyncStats {
+  readonly full: boolean;
+  readonly perFamily: readonly { family: IPFamily; lines: number; chainsWritten: number; chainsDeleted: number; largeCluster: boolean }[];
+  readonly conntrackFilters: number;
+}
+
+export interface IptablesBackend extends Backend {
+  readonly name: 'iptables';
+  intact(): Promise<boolean>;
+  lastSync(): IptablesSyncStats | undefined;
+  /** The last restore input per family (applied or attempted), for debugging. */
+  lastInput(family: IPFamily): string | undefined;
+  /** The variant in use (after detection). */
+  variant(): Promise<IptablesVariant>;
+}
+
+/** A jump from a built-in chain to one of kube-proxy's, as kube-proxy's iptablesJumpChains. */
+export interface JumpRule {
+  readonly table: 'filter' | 'nat';
+  readonly from: string;
+  readonly to: string;
+  readonly comment: string;
+  readonly extra: readonly string[];
+}
+
+const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
+
+/** kube-proxy's list, in its order (each is prepended, so later entries end up first). */
+export const JUMP_RULES: readonly JumpRule[] = [
+  { table: 'filter', to: Chain.externalServices, from: 'INPUT', comment: 'kubernetes externally-visible service portals', extra: NEW },
+  { table: 'filter', to: Chain.externalServices, from: 'FORWARD', comment: 'kubernetes externally-visible service portals', extra: NEW },
+  { table: 'filter', to: Chain.nodePorts, from: 'INPUT', comment: 'kubernetes health check service ports', extra: [] },
+  { table: 'filter', to: Chain.services, from: 'FORWARD', comment: 'kubernetes service portals', extra: NEW },
+  { table: 'filter', to: Chain.services, from: 'OUTPUT', comment: 'kubernetes service portals', extra: NEW },
+  { table: 'filter', to: Chain.forward, from: 'FORWARD', comment: 'kubernetes forwarding rules', extra: [] },
+  { table: 'filter', to: Chain.proxyFirewall, from: 'INPUT', comment: 'kubernetes load balancer firewall', extra: NEW },
+  { table: 'filter', to: Chain.proxyFirewall, from: 'OUTPUT', comment: 'kubernetes load balancer firewall', extra: NEW },
+  { table: 'filter', to: Chain.proxyFirewall, from: 'FORWARD', comment: 'kubernetes load balancer firewall', extra: NEW },
+  { table: 'nat', to: Chain.services, from: 'OUTPUT', comment: 'kubernetes service portals', extra: [] },
+  { table: 'nat', to: Chain.services, from: 'PREROUTING', comment: 'kubernetes service portals', extra: [] },
+  { table: 'nat', to: Chain.postrouting, from: 'POSTROUTING', comment: 'kubernetes postrouting rules', extra: [] },
+];
+
+export function jumpArgs(j: JumpRule): string[] {
+  return [...j.extra, '-m', 'comment', '--comment', j.comment, '-j', j.to];
+}
+
+function lineOf(text: string, n: number | undefined): string | undefined {
+  if (n === undefined || n < 1) return undefined;
+  let start = 0;
+  for (let i = 1; i < n; i++) {
+    const nl = text.indexOf('\n', start);
+    if (nl < 0) return undefined;
+    start = nl + 1;
+  }
+  const end = text.indexOf('\n', start);
+  return text.slice(start, end < 0 ? undefined : end);
+}
+
+export function createIptablesBackend(opts: IptablesBackendOptions = {}): IptablesBackend {
+  const families: readonly IPFamily[] = opts.families ?? [4, 6];
+  const log = opts.log ?? logger('iptables');
+  const mark = opts.masqueradeMark ?? DEFAULT_MASQUERADE_MARK;
+  const threshold = opts.largeClusterThreshold ?? LARGE_CLUSTER_THRESHOLD;
+  let runnerP: Promise<IptablesRunner> | undefined;
+  let dropInvalid = opts.dropInvalid;
+  let needFull = true;
+  let stats: IptablesSyncStats | undefined;
+  const inputs: Partial<Record<IPFamily, string>> = {};
+
+  function runner(): Promise<IptablesRunner> {
+    runnerP ??= (async () => {
+      if (opts.runner) return opts.runner;
+      let variant = opts.variant;
+      if (!variant) {
+        const d = await detectVariant({ netns: opts.netns });
+        variant = d.variant;
+        log.info('iptables variant selected', { variant, reason: d.reason });
+      }
+      return execRunner(variant, { netns: opts.netns });
+    })();
+    return runnerP;
+  }
+
+  async function liberalTCP(): Promise<boolean> {
+    try {
+      const r = await runIn(opts.netns, ['cat', '/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal'], { allowFailure: true });
+      return r.exitCode === 0 && r.stdout.trim() !== '0';
+    } catch {
+      return false;
+    }
+  }
+
+  async function ensureJumps(r: IptablesRunner, family: IPFamily): Promise<void> {
+    for (const j of JUMP_RULES) {
+      const args = jumpArgs(j);
+      const check = await r.exec(family, ['-t', j.table, '-C', j.from, ...args]);
+      if (check.exitCode === 0) continue;
+      // The chain must exist for the jump; "already exists" is fine.
+      await r.exec(family, ['-t', j.table, '-N', j.to]);
+      const ins = await r.exec(family, ['-t', j.table, '-I', j.from, ...args]);
+      if (ins.exitCode !== 0) {
+        throw new IptablesSyncError(family, undefined, ins.stderr, true, 'jumps', `-t ${j.table} -I ${j.from} ${args.join(' ')}`);
+      }
+      log.v(2, 'installed jump rule', { family, table: j.table, from: j.from, to: j.to });
+    }
+  }
+
+  return {
+    name: 'iptables',
+
+    async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+      const full = changes.full || prev === null || needFull;
+      const r = await runner();
+      if (dropInvalid === undefined) dropInvalid = !(await liberalTCP());
+      const base: CompileOptions = { masqueradeMark: mark, largeClusterThreshold: threshold, dropInvalid };
+      const perFamily: { family: IPFamily; lines: number; chainsWritten: number; chainsDeleted: number; largeCluster: boolean }[] = [];
+      // Until this sync has fully applied, the next one must assume nothing.
+      needFull = true;
+      for (const family of families) {
+        let compiled: CompiledFamily;
+        if (full) {
+          await ensureJumps(r, family);
+          let existing: Set<string>;
+          try {
+            existing = new Set(chainsInSave(await r.save(family, 'nat')));
+          } catch (e) {
+            throw new IptablesSyncError(family, undefined, '', true, 'list', undefined, e);
+          }
+          compiled = compileFull(next[family], { ...base, existingNatChains: existing });
+        } else {
+          compiled = compilePartial(prev![family], next[family], changes, base);
+        }
+        inputs[family] = compiled.text;
+        try {
+          await r.restore(family, compiled.text);
+        } catch (e) {
+          const line = e instanceof IptablesRestoreError ? e.line : undefined;
+          const stderr = e instanceof IptablesRestoreError ? e.stderr : '';
+          const err = new IptablesSyncError(family, line, stderr, full, 'restore', lineOf(compiled.text, line), e);
+          log.error('iptables sync failed', { family, full, lines: compiled.lines, line, text: err.lineText, err });
+          throw err;
+        }
+        perFamily.push({ family, lines: compiled.lines, chainsWritten: compiled.chainsWritten, chainsDeleted: compiled.chainsDeleted.length, largeCluster: compiled.largeCluster });
+        log.v(2, 'iptables sync applied', { family, full, lines: compiled.lines, chains: compiled.chainsWritten, deleted: compiled.chainsDeleted.length, variant: r.variant });
+      }
+      needFull = false;
+
+      // Rules are in; conntrack cleanup failures are logged, never undo a sync.
+      const filters = opts.conntrack ? staleConntrack(full ? null : prev, next, full || changes.tableChanged ? undefined : changes.changed) : [];
+      for (const f of filters) {
+        if (!families.includes(f.family)) continue;
+        try {
+          const n = await opts.conntrack!.delete(f);
+          log.v(4, 'conntrack entries deleted', { ...f, deleted: n });
+        } catch (e) {
+          log.warn('conntrack cleanup failed', { ...f, err: e });
+        }
+      }
+      stats = { full, perFamily, conntrackFilters: filters.length };
+    },
+
+    async intact(): Promise<boolean> {
+      if (needFull) return false;
+      const r = await runner();
+      for (const family of families) {
+        for (const table of ['mangle', 'nat', 'filter']) {
+          const res = await r.exec(family, ['-t', table, '-S', Chain.canary]);
+          if (res.exitCode !== 0) return false;
+        }
+      }
+      return true;
+    },
+
+    async cleanup(): Promise<void> {
+      const r = await runner();
+      needFull = true;
+      await cleanupWith([r], [4, 6], log);
+    },
+
+    lastSync: () => stats,
+    lastInput: (family) => inputs[family],
+    variant: async () => (await runner()).variant,
+  };
+}
+
+async function cleanupWith(runners: readonly IptablesRunner[], families: readonly IPFamily[], log: Logger): Promise<void> {
+  const errors: unknown[] = [];
+  for (const r of runners) {
+    for (const family of families) {
+      try {
+        const deleted = await runCleanup(r, family, log);
+        if (deleted.length > 0) log.info('removed iptables chains', { variant: r.variant, family, count: deleted.length });
+      } catch (e) {
+        errors.push(e);
+        log.error('iptables cleanup failed', { variant: r.variant, family, err: e });
+      }
+    }
+  }
+  if (errors.length > 0) throw errors[0];
+}
+
+/**
+ * `ferry --cleanup`: removes kube-proxy's and ferry's chains and jump rules from nat, filter and
+ * mangle, IPv4 and IPv6, in both iptables-nft and iptables-legacy (a node may have leftovers in
+ * either after switching). A variant whose tools do not run is skipped.
+ */
+export async function cleanupIptables(opts: { netns?: string; log?: Logger } = {}): Promise<void> {
+  const log = opts.log ?? logger('iptables');
+  const runners: IptablesRunner[] = [];
+  for (const variant of ['nft', 'legacy'] as const) {
+    const r = execRunner(variant, { netns: opts.netns });
+    try {
+      await r.save(4, 'filter');
+      runners.push(r);
+    } catch (e) {
+      log.v(2, 'iptables variant not usable; skipped by cleanup', { variant, err: e });
+    }
+  }
+  await cleanupWith(runners, [4, 6], log);
+}

@@ -1,0 +1,136 @@
+/**
+ * Running the iptables tools: which variant (nft or legacy) the host uses, and the three calls the
+ * backend makes — `*-restore -w --noflush` (input on stdin), `*-save -t TABLE`, and single
+ * `iptables -w ...` commands for the jump rules and the canary check. Everything goes through
+ * util/exec's run(), optionally inside a network namespace (tests).
+ *
+ * Variant detection follows kube-proxy's iptables-wrapper: kubelet's hint chains first, else the
+ * variant with more rules wins; unlike the wrapper (which prefers legacy on a tie), ferry prefers
+ * nft when both are equal or empty, as Debian 12 and every current distribution default to it.
+ *
+ * Never decides what to install; the compiler and backend do.
+ */
+import type { IPFamily } from '../../plan/types.js';
+import { CommandError, runIn, type RunResult } from '../../util/exec.js';
+
+export type IptablesVariant = 'nft' | 'legacy';
+
+/** The failing input line iptables-restore reported (`line N failed`), when it did. */
+export interface RestoreFailure {
+  readonly line: number | undefined;
+  readonly stderr: string;
+}
+
+export class IptablesRestoreError extends Error {
+  readonly code = 'FERRY_ERR_IPTABLES_RESTORE';
+  constructor(
+    readonly family: IPFamily,
+    readonly line: number | undefined,
+    readonly stderr: string,
+    readonly exitCode: number | null,
+  ) {
+    super(`${family === 6 ? 'ip6tables' : 'iptables'}-restore failed${line !== undefined ? ` at line ${line}` : ''} (exit ${exitCode}): ${stderr.trim()}`);
+    this.name = 'IptablesRestoreError';
+  }
+}
+
+export interface IptablesRunner {
+  readonly variant: IptablesVariant;
+  /** `iptables-restore -w --noflush`; throws IptablesRestoreError on failure. */
+  restore(family: IPFamily, input: string): Promise<void>;
+  /** `iptables-save -t TABLE`. */
+  save(family: IPFamily, table: string): Promise<string>;
+  /** One `iptables -w ARGS` call; never throws on a non-zero exit. */
+  exec(family: IPFamily, args: readonly string[]): Promise<RunResult>;
+}
+
+function binary(family: IPFamily, variant: IptablesVariant, suffix: '' | '-save' | '-restore'): string {
+  return `${family === 6 ? 'ip6tables' : 'iptables'}-${variant}${suffix}`;
+}
+
+/**
+ * The input line iptables-restore blamed: `Error occurred at line: 7` (1.8.x, legacy and nft),
+ * or `line 7 failed` (older releases). iptables-nft reports errors found at commit time against
+ * the COMMIT line of the table.
+ */
+export function failingLine(stderr: string): number | undefined {
+  const m = /Error occurred at line: (\d+)/.exec(stderr) ?? /line (\d+) failed/.exec(stderr);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** How long to wait for the xtables lock (seconds), as kube-proxy's `-w`. */
+const WAIT = ['-w', '5'];
+
+export function execRunner(variant: IptablesVariant, opts: { netns?: string } = {}): IptablesRunner {
+  const ns = opts.netns;
+  return {
+    variant,
+    async restore(family, input) {
+      const argv = [binary(family, variant, '-restore'), ...WAIT, '--noflush'];
+      let r: RunResult;
+      try {
+        r = await runIn(ns, argv, { input, allowFailure: true });
+      } catch (e) {
+        throw new IptablesRestoreError(family, undefined, e instanceof CommandError ? e.stderr : String(e), null);
+      }
+      if (r.exitCode !== 0) throw new IptablesRestoreError(family, failingLine(r.stderr), r.stderr, r.exitCode);
+    },
+    async save(family, table) {
+      return (await runIn(ns, [binary(family, variant, '-save'), '-t', table])).stdout;
+    },
+    exec(family, args) {
+      return runIn(ns, [binary(family, variant, ''), ...WAIT, ...args], { allowFailure: true });
+    },
+  };
+}
+
+/** Rule lines (`-A ...`) in save output. */
+export function countRules(save: string): number {
+  let n = 0;
+  for (const line of save.split('\n')) if (line.startsWith('-')) n++;
+  return n;
+}
+
+async function saveAll(variant: IptablesVariant, netns: string | undefined, table?: string): Promise<string | undefined> {
+  let out = '';
+  let any = false;
+  for (const fam of [4, 6] as const) {
+    const argv = [binary(fam, variant, '-save'), ...(table ? ['-t', table] : [])];
+    try {
+      const r = await runIn(netns, argv, { allowFailure: true, timeoutMs: 5000 });
+      if (r.exitCode === 0) {
+        any = true;
+        out += r.stdout;
+      }
+    } catch {
+      // not installed
+    }
+  }
+  return any ? out : undefined;
+}
+
+export interface VariantDecision {
+  readonly variant: IptablesVariant;
+  readonly reason: string;
+}
+
+/**
+ * Which variant the host's other users (kubelet, the CNI) program. kubelet's hint chain
+ * (KUBE-IPTABLES-HINT, or KUBE-KUBELET-CANARY) in mangle decides first; else rule counts of
+ * `iptables-legacy-save` vs `iptables-nft-save` (both families); nft on a tie.
+ */
+export async function detectVariant(opts: { netns?: string } = {}): Promise<VariantDecision> {
+  const nftMangle = await saveAll('nft', opts.netns, 'mangle');
+  const legacyMangle = await saveAll('legacy', opts.netns, 'mangle');
+  if (nftMangle === undefined && legacyMangle === undefined) return { variant: 'nft', reason: 'neither iptables-nft-save nor iptables-legacy-save runs' };
+  if (legacyMangle === undefined) return { variant: 'nft', reason: 'only iptables-nft is available' };
+  if (nftMangle === undefined) return { variant: 'legacy', reason: 'only iptables-legacy is available' };
+  for (const hint of ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY']) {
+    if (nftMangle.includes(`:${hint} `)) return { variant: 'nft', reason: `kubelet's ${hint} chain is in iptables-nft` };
+    if (legacyMangle.includes(`:${hint} `)) return { variant: 'legacy', reason: `kubelet's ${hint} chain is in iptables-legacy` };
+  }
+  const legacy = countRules((await saveAll('legacy', opts.netns)) ?? '');
+  const nft = countRules((await saveAll('nft', opts.netns)) ?? '');
+  if (legacy > nft) return { variant: 'legacy', reason: `iptables-legacy has more rules (${legacy} vs ${nft})` };
+  return { variant: 'nft', reason: nft > legacy ? `iptables-nft has more rules (${nft} vs ${legacy})` : `equal rule counts (${nft}); nft preferred` };
+}
