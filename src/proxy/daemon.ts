@@ -99,6 +99,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     planOptions,
     minSyncPeriodMs: config.minSyncPeriodMs,
     syncPeriodMs: config.syncPeriodMs,
+    // As kube-proxy: periodic syncs are partial (free when nothing changed); a full one hourly.
+    // External flushes are caught sooner by the backend's intact() check.
+    fullSyncPeriodMs: Math.max(config.syncPeriodMs, FULL_SYNC_PERIOD_MS),
     intactCheckMs: deps.intactCheckMs,
   });
   syncer.onSync((r) => {
@@ -220,6 +223,9 @@ export async function runProxy(config: ProxyConfig): Promise<void> {
 }
 
 /** `ferry --cleanup`: removes whatever any kernel backend may have installed. Returns the exit code. */
+/** kube-proxy's FullSyncPeriod. */
+const FULL_SYNC_PERIOD_MS = 60 * 60 * 1000;
+
 export async function runCleanup(config: ProxyConfig): Promise<number> {
   setVerbosity(config.verbosity);
   let failed = false;

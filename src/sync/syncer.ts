@@ -72,6 +72,12 @@ export interface SyncerOptions {
   readonly planOptions: () => PlanOptions;
   readonly minSyncPeriodMs: number;
   readonly syncPeriodMs: number;
+  /**
+   * How often a periodic sync is FULL; the syncs in between (every syncPeriod) are partial and
+   * cost nothing when nothing changed. kube-proxy forces a full sync hourly; the daemon does the
+   * same. Default: syncPeriodMs (every periodic sync is full).
+   */
+  readonly fullSyncPeriodMs?: number;
   /** How often to ask backend.intact(); 0 disables. Default 5000. */
   readonly intactCheckMs?: number;
   /** First retry delay after a failure. Default max(minSyncPeriod, 500ms). */
@@ -178,6 +184,10 @@ export class Syncer {
     await this.running;
   }
 
+  private fullSyncPeriodMs(): number {
+    return this.opts.fullSyncPeriodMs ?? this.opts.syncPeriodMs;
+  }
+
   private clearTimer(): void {
     if (this.timer !== undefined) this.clock.clearTimeout(this.timer);
     this.timer = undefined;
@@ -187,7 +197,7 @@ export class Syncer {
   private schedule(): void {
     if (!this.started || this.running) return;
     const now = this.clock.now();
-    let due = this.lastFullStart + this.opts.syncPeriodMs;
+    let due = Math.min(this.lastFullStart + this.fullSyncPeriodMs(), this.lastStart + this.opts.syncPeriodMs);
     if (this.requested) due = Math.min(due, Math.max(now, this.lastStart + this.opts.minSyncPeriodMs));
     if (this.retryAt !== undefined) due = Math.min(due, this.retryAt);
     due = Math.max(due, now);
@@ -206,7 +216,7 @@ export class Syncer {
     const start = this.clock.now();
     let full = this.needFull;
     let reason: FullSyncReason | undefined = full ? this.fullReason : undefined;
-    if (!full && start >= this.lastFullStart + this.opts.syncPeriodMs) {
+    if (!full && start >= this.lastFullStart + this.fullSyncPeriodMs()) {
       full = true;
       reason = 'periodic';
     }

@@ -61,7 +61,7 @@ class FakePlanner implements PlanFunctions {
   }
 }
 
-function setup(opts: { min?: number; period?: number; intact?: number } = {}) {
+function setup(opts: { min?: number; period?: number; intact?: number; fullPeriod?: number } = {}) {
   const clock = new FakeClock();
   const source = new FakeSource();
   const planner = new FakePlanner();
@@ -74,6 +74,7 @@ function setup(opts: { min?: number; period?: number; intact?: number } = {}) {
     planOptions: () => ({ masqueradeAll: false, clusterCIDRs: [], nodePortAddresses: { kind: 'all' }, localAddresses: [] }),
     minSyncPeriodMs: opts.min ?? 1000,
     syncPeriodMs: opts.period ?? 30_000,
+    ...(opts.fullPeriod !== undefined ? { fullSyncPeriodMs: opts.fullPeriod } : {}),
     intactCheckMs: opts.intact ?? 5000,
     clock,
   });
@@ -139,6 +140,23 @@ t.test('a periodic full resync happens every syncPeriod', async (t) => {
   await clock.advance(1000);
   const fulls = results.filter((r) => r.full).map((r) => r.startedAt);
   t.same(fulls, [0, 30_000, 60_000], `full syncs at 0, 30s, 60s (all: ${results.map((r) => `${r.startedAt}${r.full ? 'F' : 'p'}`).join(' ')})`);
+  await syncer.stop();
+});
+
+t.test('with a longer fullSyncPeriod, periodic syncs are partial and the full one comes hourly', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ min: 1000, period: 30_000, fullPeriod: 3_600_000, intact: 0 });
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  source.change('a/b:/TCP'); // a change nobody asked to sync: the periodic sync picks it up
+  await clock.advance(30_000);
+  t.equal(backend.calls.length, 2, 'periodic sync at syncPeriod');
+  t.equal(backend.calls[1]?.changes.full, false, 'periodic sync is partial');
+  t.not(backend.calls[1]?.prev, null);
+  await clock.advance(3_600_000 - 30_000);
+  const fulls = results.filter((r) => r.full).map((r) => `${r.startedAt}:${r.fullReason}`);
+  t.same(fulls, ['0:first', '3600000:periodic'], `one periodic full sync after an hour (all: ${results.map((r) => `${r.startedAt}${r.full ? 'F' : 'p'}`).join(' ')})`);
+  t.equal(backend.calls.length, 3, 'periodic partial syncs with nothing changed do not reach the backend');
   await syncer.stop();
 });
 
