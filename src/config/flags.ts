@@ -21,7 +21,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'master', arg: '<url>', help: 'API server URL; overrides the server in the kubeconfig' },
   { name: 'hostname-override', arg: '<name>', help: 'name of the Node this proxy runs on (default: the hostname, lowercased)' },
   { name: 'proxy-mode', arg: '<mode>', help: 'how Services are implemented: nftables, iptables or userspace', defaultText: 'nftables' },
-  { name: 'proxy-mode-fallback', arg: '<mode>', help: 'mode to fall back to when the chosen one cannot run (only userspace; stored for now)' },
+  { name: 'proxy-mode-fallback', arg: '<mode>', help: 'userspace: forward in userspace when the kernel mode cannot program this node (default: exit with an error)' },
   { name: 'cluster-cidr', arg: '<cidrs>', help: 'pod CIDR(s), comma-separated, at most one IPv4 and one IPv6; traffic to ClusterIPs from outside is masqueraded' },
   { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated, or 'primary' (default: all local addresses)" },
   { name: 'masquerade-all', arg: '[bool]', help: 'SNAT all traffic sent via Service ClusterIPs', defaultText: 'false' },

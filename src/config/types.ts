@@ -28,7 +28,7 @@ export interface ProxyConfig {
   /** The Node this proxy serves: --hostname-override / hostnameOverride, else the hostname; lowercased. */
   readonly nodeName: string;
   readonly mode: ProxyMode;
-  /** --proxy-mode-fallback: accepted and stored; used once the userspace mode lands. */
+  /** --proxy-mode-fallback: the mode to use when the configured kernel mode cannot program this node. */
   readonly modeFallback: ProxyMode | undefined;
   /** ferry extension: plan only, print each synced table as a JSON line, touch no kernel state. */
   readonly dryRun: boolean;

@@ -4,7 +4,9 @@
  * not a mode and installs nothing. This table only wires; it must not hold backend logic.
  */
 import type { ProxyConfig, ProxyMode } from '../config/types.js';
-import type { Backend } from '../plan/types.js';
+import type { Backend, IPFamily } from '../plan/types.js';
+import { run } from '../util/exec.js';
+import { detectVariant, execRunner } from '../backends/iptables/runner.js';
 import { createNftablesBackend } from '../backends/nftables/backend.js';
 import { defaultNft } from '../backends/kernel/nft.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
@@ -24,36 +26,63 @@ export class BackendNotImplementedError extends Error {
 }
 
 export interface BackendEntry {
-  /** Creates the backend the daemon syncs. */
-  create(config: ProxyConfig): Promise<Backend>;
+  /** Creates the backend the daemon syncs, for the families this node serves. */
+  create(config: ProxyConfig, families: readonly IPFamily[]): Promise<Backend>;
+  /**
+   * Proves this mode can program this node's kernel at all (the tools or the addon work, the
+   * kernel has the tables) with a transaction that leaves nothing behind. Throws, with the
+   * kernel's or the tool's own words, when it cannot. Used for --proxy-mode-fallback.
+   */
+  probe(families: readonly IPFamily[]): Promise<void>;
   /** Removes everything this mode may have installed, whether or not it is running. */
   cleanup(): Promise<void>;
 }
 
 export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   nftables: {
-    create: async (config) =>
+    create: async (config, families) =>
       createNftablesBackend({
         nft: defaultNft(),
         conntrack: defaultConntrack(),
+        families,
         masqueradeMark: 1 << config.masqueradeBit,
         log: logger('nftables'),
       }),
+    probe: async (families) => {
+      const nft = defaultNft();
+      // A nat chain proves the nf_tables NAT support, not only the nft front end.
+      const script = families
+        .map((f) => {
+          const fam = f === 4 ? 'ip' : 'ip6';
+          return `add table ${fam} ferry-probe\nadd chain ${fam} ferry-probe p { type nat hook prerouting priority -100 ; }\ndelete table ${fam} ferry-probe\n`;
+        })
+        .join('');
+      await nft.apply(script);
+    },
     // Removes ferry's `ferry` tables and kube-proxy's `kube-proxy` nftables tables.
     cleanup: async () => createNftablesBackend({ nft: defaultNft() }).cleanup(),
   },
   iptables: {
-    create: async (config) =>
+    create: async (config, families) =>
       createIptablesBackend({
         conntrack: defaultConntrack(),
+        families: [...families],
         masqueradeMark: 1 << config.masqueradeBit,
         log: logger('iptables'),
       }),
+    probe: async (families) => {
+      const runner = execRunner((await detectVariant()).variant);
+      for (const f of families) await runner.restore(f, '*nat\n:KUBE-FERRY-PROBE - [0:0]\n-X KUBE-FERRY-PROBE\nCOMMIT\n');
+    },
     // Removes every KUBE-* chain and the jumps to them (ferry's and kube-proxy's), nft and legacy.
     cleanup: async () => cleanupIptables({ log: logger('iptables') }),
   },
   userspace: {
-    create: async () => createUserspaceBackend({ log: logger('userspace') }),
+    create: async (_config, families) => createUserspaceBackend({ families: [...families], log: logger('userspace') }),
+    // Needs no netfilter; `ip` must work, which every sync proves anyway.
+    probe: async () => {
+      await run(['ip', '-V']);
+    },
     cleanup: async () => cleanupUserspace(),
   },
 };

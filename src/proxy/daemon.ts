@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import type { V1EndpointSlice, V1Node, V1Service, KubeConfig } from '@kubernetes/client-node';
-import type { ProxyConfig } from '../config/types.js';
+import type { ProxyConfig, ProxyMode } from '../config/types.js';
 import { formatDuration } from '../config/duration.js';
 import { loadKubeConfig } from '../kube/client.js';
 import { ClusterWatches, type ClusterSink } from '../kube/watches.js';
@@ -23,7 +23,7 @@ import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers
 import { ServiceHealthServers } from '../servers/healthcheck.js';
 import { Syncer } from '../sync/syncer.js';
 import { logger, setVerbosity } from '../util/log.js';
-import { BACKENDS, BackendNotImplementedError } from './backends.js';
+import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
 
 const log = logger('proxy');
 
@@ -31,6 +31,8 @@ const log = logger('proxy');
 export interface DaemonDeps {
   readonly kubeConfig?: KubeConfig;
   readonly backend?: Backend;
+  /** The mode table; tests substitute entries. */
+  readonly backends?: Record<ProxyMode, BackendEntry>;
   /** How long to wait for this node's Node object before the first sync. Default 30s. */
   readonly nodeWaitMs?: number;
   readonly intactCheckMs?: number;
@@ -67,14 +69,49 @@ export function servedFamilies(primary: IPFamily | undefined): IPFamily[] {
   return v6 ? [4, 6] : [4];
 }
 
+/** A proxy mode that cannot program this node, and no fallback was allowed. */
+export class ModeUnavailableError extends Error {
+  readonly code = 'FERRY_ERR_MODE_UNAVAILABLE';
+  constructor(
+    readonly mode: ProxyMode,
+    readonly reason: unknown,
+  ) {
+    super(
+      `the ${mode} proxy mode cannot be used on this node: ${reason instanceof Error ? reason.message : String(reason)}` +
+        (mode === 'userspace' ? '' : ' (set --proxy-mode-fallback userspace to forward in userspace instead)'),
+    );
+    this.name = 'ModeUnavailableError';
+  }
+}
+
+/**
+ * The mode this daemon runs: the configured one when its probe succeeds; otherwise the
+ * --proxy-mode-fallback mode, loudly; otherwise a ModeUnavailableError.
+ */
+export async function chooseMode(config: ProxyConfig, families: readonly IPFamily[], backends: Record<ProxyMode, BackendEntry>): Promise<ProxyMode> {
+  try {
+    await backends[config.mode].probe(families);
+    return config.mode;
+  } catch (e) {
+    const fallback = config.modeFallback;
+    if (!fallback || fallback === config.mode) throw new ModeUnavailableError(config.mode, e);
+    log.error(`the ${config.mode} proxy mode cannot be used on this node; falling back to ${fallback} mode as --proxy-mode-fallback allows`, {
+      error: e,
+    });
+    await backends[fallback].probe(families);
+    return fallback;
+  }
+}
+
 export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Promise<ProxyDaemon> {
   setVerbosity(config.verbosity);
   const families = servedFamilies(config.primaryFamily);
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
-  const backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await BACKENDS[config.mode].create(config));
+  const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
+  const backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
-    mode: config.mode,
+    mode,
     backend: backend.name,
     families: families.join(','),
     server: kubeConfig.getCurrentCluster()?.server,

@@ -1,0 +1,349 @@
+/**
+ * Phases 3 and 4 on a simulated cluster (network namespaces + the simulated API server):
+ * programming latency end to end (API write → first connection through the Service from a pod)
+ * and the data path (new-connection rate and single-connection throughput, outside client →
+ * NodePort and pod → ClusterIP), for each proxy under test, at several Service counts.
+ *
+ * One node (node-1) runs the proxy under test; on it live the server pod `srv` (label app=web,
+ * running loadgen's servers) and the client pod `cli` (running a loadgen agent); the cluster's
+ * outside client runs another agent. Filler Services select app=web too, so every one of them
+ * has an endpoint. The target Service sorts in the middle of the filler Services, so linear
+ * rule chains pay an average, not a best or worst, cost.
+ *
+ * All traffic stays inside the cluster's namespaces; the cluster library's down() removes them.
+ */
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
+import { createCluster, type Cluster, type SimNode } from '../sim/cluster/index.js';
+import { startApiServer, type ApiServer } from '../sim/apiserver/index.js';
+import { ChangeTracker } from '../model/tracker.js';
+import { planTables } from '../plan/planner.js';
+import { runIn } from '../util/exec.js';
+import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
+import { histogramPercentiles, percentiles, round } from './stats.js';
+import type { DatapathMode, DatapathPath, DatapathRow, LatencyRow, ProxyUnderTest } from './types.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const LOADGEN = join(HERE, 'loadgen.js');
+const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
+const NS = 'default';
+const CONN_PORT = 9000;
+const SINK_PORT = 9001;
+const METRIC = 'kubeproxy_network_programming_duration_seconds';
+
+export class ClusterBenchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ClusterBenchError';
+  }
+}
+
+/** A long-lived loadgen agent in one namespace: one command line in, one reply line out. */
+class Agent {
+  private readonly waiting: ((line: string) => void)[] = [];
+  constructor(private readonly child: ChildProcess) {
+    if (!child.stdout) throw new ClusterBenchError('agent has no stdout pipe');
+    createInterface({ input: child.stdout }).on('line', (l) => this.waiting.shift()?.(l));
+  }
+  ask(cmd: string): Promise<string> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.child.stdin?.write(cmd + '\n');
+    });
+  }
+  close(): void {
+    this.child.stdin?.end();
+  }
+}
+
+export interface DatapathLoad {
+  /** Connections per rate measurement and how many at a time. */
+  readonly connections: number;
+  readonly concurrency: number;
+  readonly bulkSeconds: number;
+}
+
+export interface ClusterBenchOptions {
+  readonly work: string;
+  readonly progress: (msg: string) => void;
+  readonly kubeProxy: string | null;
+}
+
+interface Target {
+  clusterIP: string;
+  nodePortConn: number;
+  nodePortSink: number;
+}
+
+function fillerName(i: number): string {
+  return `f-${String(i).padStart(5, '0')}`;
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}
+
+function svc(name: string, spec: V1Service['spec']): V1Service {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: NS }, spec };
+}
+
+export class ClusterBench {
+  private cluster!: Cluster;
+  private api!: ApiServer;
+  private core!: CoreV1Api;
+  private discovery!: DiscoveryV1Api;
+  private kubeconfig = '';
+  private node!: SimNode;
+  private podAgent!: Agent;
+  private clientAgent!: Agent;
+  private proxy: ChildProcess | undefined;
+  private fillers = 0;
+  private target: Target | undefined;
+  private latencySeq = 0;
+  private targetName: string | undefined;
+  private logFile = '';
+
+  constructor(private readonly opts: ClusterBenchOptions) {}
+
+  /** The cluster, for signal handlers. */
+  get live(): Cluster | undefined {
+    return this.cluster;
+  }
+
+  async up(): Promise<void> {
+    const p = this.opts.progress;
+    p('cluster: creating namespaces (1 node, 2 pods) and the simulated API server');
+    this.cluster = await createCluster({ nodes: 1 });
+    this.node = this.cluster.nodes[0]!;
+    this.api = await startApiServer({ host: this.cluster.hostIP, port: 0, serviceCIDRs: this.cluster.serviceCIDRs, watchHistory: 200_000 });
+    this.kubeconfig = join(this.opts.work, 'kubeconfig');
+    this.api.writeKubeconfig(this.kubeconfig);
+    await this.cluster.attachApiServer(this.kubeconfig);
+    const kc = new KubeConfig();
+    kc.loadFromFile(this.kubeconfig);
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.discovery = kc.makeApiClient(DiscoveryV1Api);
+    const srv = await this.cluster.addPod({ name: 'srv', node: this.node.name, labels: { app: 'web' } });
+    const cli = await this.cluster.addPod({ name: 'cli', node: this.node.name, labels: { app: 'client' } });
+    const server = this.cluster.spawnIn(srv.netns, [process.execPath, LOADGEN, 'serve', '--conn-port', String(CONN_PORT), '--sink-port', String(SINK_PORT)], { pipe: true });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new ClusterBenchError('loadgen server did not start')), 20_000);
+      createInterface({ input: server.stdout! }).on('line', (l) => {
+        if (l === 'ready') {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+    this.podAgent = new Agent(this.cluster.spawnIn(cli.netns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));
+    this.clientAgent = new Agent(this.cluster.spawnIn(this.cluster.clientNetns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));
+  }
+
+  async down(): Promise<void> {
+    await this.stopProxy();
+    this.podAgent?.close();
+    this.clientAgent?.close();
+    await this.cluster?.down();
+    await this.api?.close();
+  }
+
+  /** Grows the filler Services to `n` (it never shrinks), and creates the target Service once. */
+  async setServices(n: number): Promise<void> {
+    if (n > this.fillers) {
+      const todo = Array.from({ length: n - this.fillers }, (_, i) => this.fillers + i);
+      this.opts.progress(`cluster: creating ${todo.length} Services (to ${n})`);
+      let done = 0;
+      const t0 = Date.now();
+      await pool(todo, 48, async (i) => {
+        await this.core.createNamespacedService({
+          namespace: NS,
+          body: svc(fillerName(i), { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] }),
+        });
+        if (++done % 2000 === 0) this.opts.progress(`cluster: ${done}/${todo.length} Services created (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+      });
+      this.fillers = n;
+    }
+    // The target sorts among the fillers' keys at about half way; it moves when the fillers grow.
+    const name = `${fillerName(Math.floor(this.fillers / 2))}-target`;
+    if (this.targetName !== name) {
+      if (this.targetName) await this.core.deleteNamespacedService({ name: this.targetName, namespace: NS });
+      const s = await this.core.createNamespacedService({
+        namespace: NS,
+        body: svc(name, {
+          type: 'NodePort',
+          selector: { app: 'web' },
+          ports: [
+            { name: 'conn', port: 80, targetPort: CONN_PORT, protocol: 'TCP' },
+            { name: 'bulk', port: 81, targetPort: SINK_PORT, protocol: 'TCP' },
+          ],
+        }),
+      });
+      this.targetName = name;
+      this.target = {
+        clusterIP: s.spec?.clusterIP ?? '',
+        nodePortConn: s.spec?.ports?.find((p) => p.name === 'conn')?.nodePort ?? 0,
+        nodePortSink: s.spec?.ports?.find((p) => p.name === 'bulk')?.nodePort ?? 0,
+      };
+    }
+    await this.api.settled();
+  }
+
+  /** Starts ferry (or kube-proxy) in node-1 and waits until the target Service answers from the pod. */
+  async startProxy(mode: ProxyUnderTest, readyTimeoutMs: number): Promise<number> {
+    this.logFile = join(this.opts.work, `${mode}-${this.fillers}.log`);
+    const common = ['--kubeconfig', this.kubeconfig, '--hostname-override', this.node.name, '--cluster-cidr', this.cluster.clusterCIDRs.join(',')];
+    const argv =
+      mode === 'kube-proxy'
+        ? [this.opts.kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249']
+        : [process.execPath, FERRY_BIN, ...common, '--proxy-mode', mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
+    const t0 = Date.now();
+    this.proxy = this.cluster.spawnIn(this.node.netns, argv, { logFile: this.logFile });
+    await this.waitTarget(readyTimeoutMs, mode);
+    return Date.now() - t0;
+  }
+
+  private async waitTarget(timeoutMs: number, what: string): Promise<void> {
+    const t = this.target!;
+    const r = await this.podAgent.ask(`wait ${t.clusterIP} 80 ${timeoutMs}`);
+    if (!r.startsWith('ok')) throw new ClusterBenchError(`${what}: target Service ${t.clusterIP}:80 never answered from pod cli (${r}); log: ${this.tail()}`);
+    const r2 = await this.clientAgent.ask(`wait ${this.node.ip} ${t.nodePortConn} ${timeoutMs}`);
+    if (!r2.startsWith('ok')) throw new ClusterBenchError(`${what}: NodePort ${this.node.ip}:${t.nodePortConn} never answered from the client (${r2}); log: ${this.tail()}`);
+  }
+
+  private tail(): string {
+    if (!this.logFile || !existsSync(this.logFile)) return '(no log)';
+    return readFileSync(this.logFile, 'utf8').trim().split('\n').slice(-5).join(' | ');
+  }
+
+  /** Stops the proxy and removes whatever it left in node-1 (rules, ferry0). */
+  async stopProxy(): Promise<void> {
+    const child = this.proxy;
+    this.proxy = undefined;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    if (this.cluster && this.node) {
+      await runIn(this.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
+      await runIn(this.node.netns, ['ip', 'link', 'del', 'ferry0'], { allowFailure: true });
+    }
+  }
+
+  /** The reference kube-proxy layout, generated from what the API server holds, applied to node-1. */
+  async applyReference(readyTimeoutMs: number): Promise<void> {
+    const tracker = new ChangeTracker({ nodeName: this.node.name, families: [4] });
+    tracker.setNode(await this.core.readNode({ name: this.node.name }));
+    for (const s of (await this.core.listServiceForAllNamespaces()).items) tracker.upsertService(s);
+    for (const s of (await this.discovery.listEndpointSliceForAllNamespaces()).items) tracker.upsertEndpointSlice(s);
+    const { snapshots, changes } = tracker.takeSnapshot();
+    const tables = planTables(
+      snapshots,
+      { masqueradeAll: false, clusterCIDRs: this.cluster.clusterCIDRs, nodePortAddresses: { kind: 'all' }, localAddresses: [this.node.ip] },
+      null,
+      changes,
+    );
+    for (const text of [referenceJumps(), referenceFull(tables[4])]) {
+      await runIn(this.node.netns, ['iptables-restore', '-w', '5', '--noflush'], { input: text });
+    }
+    await this.waitTarget(readyTimeoutMs, 'reference');
+  }
+
+  async clearReference(): Promise<void> {
+    await runIn(this.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
+  }
+
+  private async histogram(): Promise<{ le: number; count: number }[] | undefined> {
+    const r = await runIn(this.node.netns, ['curl', '-s', '--max-time', '3', 'http://127.0.0.1:10249/metrics'], { allowFailure: true });
+    if (r.exitCode !== 0) return undefined;
+    const out: { le: number; count: number }[] = [];
+    const re = new RegExp(`^${METRIC}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} ([0-9.e+]+)`);
+    for (const line of r.stdout.split('\n')) {
+      const m = re.exec(line);
+      if (m) out.push({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: Number(m[2]) });
+    }
+    return out.length ? out : undefined;
+  }
+
+  /** `changes` Service creations, each timed from the API write until the pod connects through it. */
+  async latency(mode: ProxyUnderTest, changes: number, perChangeTimeoutMs: number): Promise<LatencyRow> {
+    const before = await this.histogram();
+    const samples: number[] = [];
+    let failures = 0;
+    const created: string[] = [];
+    for (let i = 0; i < changes; i++) {
+      const name = `lat-${++this.latencySeq}`;
+      const t0 = performance.timeOrigin + performance.now();
+      const s = await this.core.createNamespacedService({
+        namespace: NS,
+        body: svc(name, { selector: { app: 'web' }, ports: [{ name: 'conn', port: 80, targetPort: CONN_PORT, protocol: 'TCP' }] }),
+      });
+      created.push(name);
+      const r = await this.podAgent.ask(`wait ${s.spec?.clusterIP ?? ''} 80 ${perChangeTimeoutMs}`);
+      const m = /^ok ([0-9.]+)/.exec(r);
+      if (m) samples.push(Number(m[1]) - t0);
+      else failures++;
+      if ((i + 1) % 10 === 0) this.opts.progress(`latency ${mode} @${this.fillers}: ${i + 1}/${changes}`);
+    }
+    const after = await this.histogram();
+    let metric: LatencyRow['metric'];
+    if (after) {
+      const diff = after.map((b) => ({ le: b.le, count: b.count - (before?.find((x) => x.le === b.le)?.count ?? 0) }));
+      const count = diff.length ? Math.max(...diff.map((d) => d.count)) : 0;
+      const [p50, p90, p99] = histogramPercentiles(diff, [50, 90, 99]).map(round);
+      metric = { count, p50: p50!, p90: p90!, p99: p99! };
+    }
+    await pool(created, 16, async (name) => {
+      await this.core.deleteNamespacedService({ name, namespace: NS }).catch(() => undefined);
+    });
+    await this.api.settled();
+    return { services: this.fillers, mode, e2eMs: percentiles(samples), ...(metric ? { metric } : {}), failures };
+  }
+
+  /** Connection rate and throughput for both paths (or the direct pod path). */
+  async datapath(mode: DatapathMode, load: DatapathLoad): Promise<DatapathRow[]> {
+    const t = this.target!;
+    const srv = this.cluster.pod('srv');
+    const paths: { path: DatapathPath; agent: Agent; addr: string; conn: number; sink: number }[] =
+      mode === 'direct'
+        ? [{ path: 'clusterip', agent: this.podAgent, addr: srv.ip, conn: CONN_PORT, sink: SINK_PORT }]
+        : [
+            { path: 'nodeport', agent: this.clientAgent, addr: this.node.ip, conn: t.nodePortConn, sink: t.nodePortSink },
+            { path: 'clusterip', agent: this.podAgent, addr: t.clusterIP, conn: 80, sink: 81 },
+          ];
+    const rows: DatapathRow[] = [];
+    for (const p of paths) {
+      const c = /^conn (\d+) (\d+) ([0-9.]+)/.exec(await p.agent.ask(`conn ${p.addr} ${p.conn} ${load.connections} ${load.concurrency}`));
+      const b = /^bulk (\d+) ([0-9.]+)/.exec(await p.agent.ask(`bulk ${p.addr} ${p.sink} ${load.bulkSeconds}`));
+      rows.push({
+        services: this.fillers,
+        mode,
+        path: p.path,
+        connPerSec: c ? round(Number(c[1]) / (Number(c[3]) / 1000)) : 0,
+        connErrors: c ? Number(c[2]) : load.connections,
+        throughputMbps: b ? round((Number(b[1]) * 8) / 1e6 / (Number(b[2]) / 1000)) : 0,
+      });
+    }
+    return rows;
+  }
+}
+
+export function makeWorkDir(): string {
+  return mkdtempSync(join(tmpdir(), 'ferry-bench-'));
+}
+
+export function removeWorkDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,355 @@
+/**
+ * `scripts/bench [--quick|--smoke] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath]`
+ *
+ * The benchmark harness: compile, kernel apply, programming latency and data path, for ferry's
+ * modes and for a reference ruleset laid out as stock kube-proxy lays it out. Prints progress on
+ * stderr and the ratios at the end; writes results.json, SVG charts and summary.md to
+ * bench-results/<date>-<kernel>/ (and a copy in bench-results/latest/) or to --out.
+ *
+ * Timings live here and only here; tests never assert them. Everything it creates in the kernel
+ * lives in namespaces it created (fyb<rand> for apply, the simulated cluster's fy<rand>-*), all
+ * removed at the end and on SIGINT/SIGTERM.
+ */
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadNative } from '../native/index.js';
+import { run } from '../util/exec.js';
+import { runApply } from './apply.js';
+import { ClusterBench, makeWorkDir, removeWorkDir, type DatapathLoad } from './cluster.js';
+import { runCompile } from './compile.js';
+import { deleteAllBenchNetns, deleteAllBenchNetnsSync } from './netns.js';
+import { computeRatios, writeReport } from './report.js';
+import { round } from './stats.js';
+import { PHASES, type ApplyMode, type BenchResults, type DatapathMode, type MemoryRow, type Phase, type ProxyUnderTest, type Size } from './types.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface Profile {
+  readonly name: 'smoke' | 'quick' | 'full';
+  readonly compileSizes: readonly Size[];
+  readonly compileRounds: number;
+  readonly compileChanges: number;
+  readonly applySizes: readonly Size[];
+  readonly applyFullRounds: number;
+  readonly applyChanges: number;
+  /** Filler Service counts for the cluster phases, ascending. */
+  readonly clusterSizes: readonly number[];
+  readonly latencySizes: readonly number[];
+  readonly latencyChanges: number;
+  readonly latencyModes: readonly ProxyUnderTest[];
+  readonly datapathModes: readonly DatapathMode[];
+  readonly load: DatapathLoad;
+  readonly readyTimeoutMs: number;
+}
+
+const cross = (ns: number[], ks: number[]): Size[] => ns.flatMap((services) => ks.map((endpoints) => ({ services, endpoints })));
+
+export const PROFILES: Record<Profile['name'], Profile> = {
+  smoke: {
+    name: 'smoke',
+    compileSizes: [{ services: 10, endpoints: 1 }],
+    compileRounds: 2,
+    compileChanges: 2,
+    applySizes: [{ services: 10, endpoints: 1 }],
+    applyFullRounds: 2,
+    applyChanges: 2,
+    clusterSizes: [10],
+    latencySizes: [10],
+    latencyChanges: 2,
+    latencyModes: ['nftables'],
+    datapathModes: ['nftables'],
+    load: { connections: 100, concurrency: 4, bulkSeconds: 0.5 },
+    readyTimeoutMs: 30_000,
+  },
+  quick: {
+    name: 'quick',
+    compileSizes: cross([100, 1000], [1, 10]),
+    compileRounds: 3,
+    compileChanges: 10,
+    applySizes: [...cross([100], [1, 10]), { services: 1000, endpoints: 1 }],
+    applyFullRounds: 2,
+    applyChanges: 5,
+    clusterSizes: [0, 300],
+    latencySizes: [300],
+    latencyChanges: 20,
+    latencyModes: ['nftables', 'iptables', 'userspace'],
+    datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
+    load: { connections: 2000, concurrency: 16, bulkSeconds: 2 },
+    readyTimeoutMs: 60_000,
+  },
+  full: {
+    name: 'full',
+    compileSizes: cross([100, 1000, 10000, 44000], [1, 10]),
+    compileRounds: 3,
+    compileChanges: 20,
+    applySizes: [...cross([100, 1000, 10000], [1, 10]), { services: 44000, endpoints: 1 }],
+    applyFullRounds: 2,
+    applyChanges: 10,
+    clusterSizes: [0, 1000, 10000],
+    latencySizes: [1000, 10000],
+    latencyChanges: 50,
+    latencyModes: ['nftables', 'iptables', 'userspace'],
+    datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
+    load: { connections: 10000, concurrency: 32, bulkSeconds: 5 },
+    readyTimeoutMs: 600_000,
+  },
+};
+
+export interface BenchArgs {
+  profile: Profile;
+  out: string | null;
+  kubeProxy: string | null;
+  only: Phase[];
+}
+
+export class BenchUsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'BenchUsageError';
+  }
+}
+
+export function parseArgs(argv: readonly string[]): BenchArgs {
+  let profile: Profile = PROFILES.full;
+  let out: string | null = null;
+  let kubeProxy: string | null = null;
+  let only: Phase[] = [...PHASES];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new BenchUsageError(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick') profile = PROFILES.quick;
+    else if (a === '--smoke') profile = PROFILES.smoke;
+    else if (a === '--full') profile = PROFILES.full;
+    else if (a === '--out') out = resolve(val());
+    else if (a === '--kube-proxy') kubeProxy = resolve(val());
+    else if (a === '--only') {
+      only = val().split(',').map((s) => s.trim()).filter(Boolean) as Phase[];
+      for (const p of only) if (!PHASES.includes(p)) throw new BenchUsageError(`--only: unknown phase ${p} (known: ${PHASES.join(',')})`);
+    } else if (a === '-h' || a === '--help') {
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath]');
+    } else throw new BenchUsageError(`unknown argument ${a}`);
+  }
+  return { profile, out, kubeProxy, only };
+}
+
+const started = Date.now();
+function progress(msg: string): void {
+  process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
+}
+
+async function text(argv: string[]): Promise<string> {
+  const r = await run(argv, { allowFailure: true }).catch(() => ({ stdout: '', stderr: '', exitCode: 1 }));
+  return (r.stdout || r.stderr).trim().split('\n')[0] ?? '';
+}
+
+function memoryChild(size: Size): Promise<MemoryRow> {
+  const child = join(dirname(fileURLToPath(import.meta.url)), 'memory-child.js');
+  return run([process.execPath, '--expose-gc', child, String(size.services), String(size.endpoints)]).then((r) => {
+    const j = JSON.parse(r.stdout.trim()) as { rssMB: number; heapMB: number };
+    return { ...size, rssMB: round(j.rssMB), heapMB: round(j.heapMB) };
+  });
+}
+
+export async function runBench(args: BenchArgs): Promise<{ results: BenchResults; dir: string }> {
+  const p = args.profile;
+  const kernel = (await text(['uname', '-r'])) || 'unknown';
+  const date = new Date().toISOString();
+  const results: BenchResults = {
+    meta: {
+      date,
+      kernel,
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+      memoryMB: Math.round(totalmem() / 1048576),
+      node: process.version,
+      profile: p.name,
+      phases: args.only,
+      durationS: 0,
+      iptables: await text(['iptables', '--version']),
+      nft: await text(['nft', '--version']),
+      nativeAddon: loadNative() !== null,
+      kubeProxy: args.kubeProxy,
+    },
+    plan: [],
+    compile: [],
+    memory: [],
+    apply: [],
+    latency: [],
+    startup: [],
+    datapath: [],
+    ratios: [],
+    notes: [],
+  };
+  const want = (ph: Phase) => args.only.includes(ph);
+  if (args.kubeProxy === null) {
+    progress('kube-proxy binary not given: skipping');
+    results.notes.push('kube-proxy binary not given: skipping the real kube-proxy; the reference ruleset stands in for its data path.');
+  } else if (!existsSync(args.kubeProxy)) {
+    throw new BenchUsageError(`--kube-proxy ${args.kubeProxy}: no such file`);
+  }
+
+  // 1 + 2: compile, memory, apply.
+  if (want('compile') || want('apply')) {
+    const sizes = [...p.compileSizes];
+    if (want('apply')) for (const s of p.applySizes) if (!sizes.some((x) => x.services === s.services && x.endpoints === s.endpoints)) sizes.push(s);
+    for (const size of sizes) {
+      const doApply = want('apply') && p.applySizes.some((s) => s.services === size.services && s.endpoints === size.endpoints);
+      const doCompile = want('compile') && p.compileSizes.some((s) => s.services === size.services && s.endpoints === size.endpoints);
+      progress(`compile ${size.services}x${size.endpoints}${doApply ? ' (+ scripts for apply)' : ''}`);
+      const c = runCompile(size, doCompile ? p.compileRounds : 1, doApply ? p.applyChanges : p.compileChanges, doApply);
+      if (doCompile) {
+        results.plan.push(c.plan);
+        results.compile.push(...c.rows);
+        const nft = c.rows.find((r) => r.mode === 'nftables')!;
+        const ref = c.rows.find((r) => r.mode === 'reference')!;
+        progress(`  nftables full ${nft.fullMs} ms ${nft.fullBytes} B; partial ${nft.partialEndpointMs} ms / ${nft.partialEndpointLines} lines (reference layout ${ref.fullBytes} B, partial ${ref.partialEndpointLines} lines)`);
+        results.memory.push(await memoryChild(size));
+      }
+      if (doApply && c.scripts) {
+        const modes: ApplyMode[] = ['nftables-addon', 'nftables-exec', 'iptables', 'reference'];
+        const rows = await runApply(c.scripts, { fullRounds: p.applyFullRounds, modes, progress });
+        for (const r of rows) {
+          progress(`  apply ${r.mode}: full ${r.fullColdMs} ms, 1-endpoint ${r.partialEndpointMs} ms${r.error ? ` ERROR ${r.error}` : ''}`);
+        }
+        results.apply.push(...rows);
+      }
+    }
+  }
+
+  // 3 + 4: the simulated cluster.
+  if (want('latency') || want('datapath')) {
+    const work = makeWorkDir();
+    const bench = new ClusterBench({ work, progress, kubeProxy: args.kubeProxy });
+    const onSignal = (sig: NodeJS.Signals) => {
+      progress(`${sig}: tearing down`);
+      void bench.down().finally(() => {
+        removeWorkDir(work);
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      });
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    try {
+      await bench.up();
+      const proxies: ProxyUnderTest[] = [...new Set<ProxyUnderTest>([
+        ...(want('latency') ? p.latencyModes : []),
+        ...(want('datapath') ? (p.datapathModes.filter((m) => m === 'nftables' || m === 'iptables' || m === 'userspace') as ProxyUnderTest[]) : []),
+      ])];
+      if (args.kubeProxy) proxies.push('kube-proxy');
+      for (const n of p.clusterSizes) {
+        await bench.setServices(n);
+        for (const mode of proxies) {
+          progress(`${mode} @${n} services: starting`);
+          try {
+            const readyMs = await bench.startProxy(mode, p.readyTimeoutMs);
+            results.startup.push({ services: n, mode, readyMs });
+            progress(`${mode} @${n}: ready in ${readyMs} ms`);
+            if (want('latency') && p.latencySizes.includes(n) && (p.latencyModes.includes(mode) || mode === 'kube-proxy')) {
+              const l = await bench.latency(mode, p.latencyChanges, 30_000);
+              results.latency.push(l);
+              progress(`  latency p50 ${l.e2eMs.p50} p90 ${l.e2eMs.p90} p99 ${l.e2eMs.p99} ms (metric p50 ${l.metric?.p50 ?? '-'})`);
+            }
+            if (want('datapath') && (p.datapathModes.includes(mode as DatapathMode) || mode === 'kube-proxy')) {
+              const rows = await bench.datapath(mode as DatapathMode, p.load);
+              results.datapath.push(...rows);
+              for (const r of rows) progress(`  ${r.path}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
+            }
+          } catch (e) {
+            const msg = e instanceof Error ? e.message : String(e);
+            progress(`  ${mode} @${n} FAILED: ${msg}`);
+            results.notes.push(`${mode} @${n} services failed: ${msg}`);
+          } finally {
+            await bench.stopProxy();
+          }
+        }
+        if (want('datapath') && p.datapathModes.includes('reference')) {
+          progress(`reference @${n}: applying the kube-proxy layout`);
+          try {
+            const t0 = Date.now();
+            await bench.applyReference(p.readyTimeoutMs);
+            results.startup.push({ services: n, mode: 'reference', readyMs: Date.now() - t0 });
+            const rows = await bench.datapath('reference', p.load);
+            results.datapath.push(...rows);
+            for (const r of rows) progress(`  ${r.path}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
+          } catch (e) {
+            results.notes.push(`reference @${n} failed: ${e instanceof Error ? e.message : String(e)}`);
+          } finally {
+            await bench.clearReference();
+          }
+        }
+        if (want('datapath') && p.datapathModes.includes('direct')) {
+          const rows = await bench.datapath('direct', p.load);
+          results.datapath.push(...rows);
+          for (const r of rows) progress(`direct @${n}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
+        }
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      await bench.down();
+      removeWorkDir(work);
+    }
+  }
+
+  results.ratios = computeRatios(results);
+  results.meta = { ...results.meta, durationS: Math.round((Date.now() - started) / 1000) };
+  const day = date.slice(0, 10);
+  const dir = args.out ?? join(ROOT, 'bench-results', `${day}-${kernel}${p.name === 'full' ? '' : `-${p.name}`}`);
+  writeReport(dir, results);
+  if (args.out === null) {
+    const latest = join(ROOT, 'bench-results', 'latest');
+    rmSync(latest, { recursive: true, force: true });
+    mkdirSync(latest, { recursive: true });
+    cpSync(dir, latest, { recursive: true });
+  }
+  return { results, dir };
+}
+
+function printRatios(r: BenchResults): void {
+  if (!r.ratios.length) return;
+  process.stdout.write('\nferry / reference kube-proxy layout (ratio; see "better"):\n');
+  for (const x of r.ratios) {
+    process.stdout.write(`  ${x.what.padEnd(44)} ${x.size.padEnd(22)} ${String(x.ferry).padStart(10)} / ${String(x.reference).padEnd(10)} = ${String(x.ratio).padStart(6)}  (${x.better} is better)\n`);
+  }
+}
+
+async function main(): Promise<void> {
+  let args: BenchArgs;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(2);
+  }
+  if (process.getuid && process.getuid() !== 0) {
+    process.stderr.write('scripts/bench creates network namespaces and must run as root\n');
+    process.exit(1);
+  }
+  const onSignal = () => {
+    deleteAllBenchNetnsSync();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    progress(`profile ${args.profile.name}; phases ${args.only.join(',')}`);
+    const { results, dir } = await runBench(args);
+    printRatios(results);
+    process.stdout.write(`\nresults: ${dir}/summary.md (${results.meta.durationS} s)\n`);
+  } finally {
+    await deleteAllBenchNetns();
+  }
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exitCode = 1;
+  });
+}
+

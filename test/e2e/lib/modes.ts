@@ -1,0 +1,166 @@
+/**
+ * Which proxy modes the end-to-end suite runs, and what each mode is expected to do where modes
+ * differ ON PURPOSE. Every test is written once and loops over modes(); a behaviour that differs
+ * between modes is looked up here, never forked into a copy of a test. Each expectation carries
+ * its reason, so a reader can tell a documented difference from a bug.
+ * Pure: no I/O besides reading the environment.
+ */
+
+export const ALL_MODES = ['nftables', 'iptables', 'userspace'] as const;
+export type ProxyMode = (typeof ALL_MODES)[number];
+
+export class UnknownModeError extends Error {
+  readonly code = 'FERRY_ERR_E2E_MODE';
+  constructor(readonly mode: string) {
+    super(`FERRY_E2E_MODES: unknown proxy mode ${JSON.stringify(mode)} (known: ${ALL_MODES.join(', ')})`);
+    this.name = 'UnknownModeError';
+  }
+}
+
+function isMode(s: string): s is ProxyMode {
+  return (ALL_MODES as readonly string[]).includes(s);
+}
+
+/** Modes to run: env FERRY_E2E_MODES (comma list), default nftables. A typo fails loudly. */
+export function modes(env: NodeJS.ProcessEnv = process.env): ProxyMode[] {
+  const raw = env.FERRY_E2E_MODES?.trim();
+  if (!raw) return ['nftables'];
+  const out: ProxyMode[] = [];
+  for (const part of raw.split(',')) {
+    const m = part.trim();
+    if (!m) continue;
+    if (!isMode(m)) throw new UnknownModeError(m);
+    if (!out.includes(m)) out.push(m);
+  }
+  return out.length > 0 ? out : ['nftables'];
+}
+
+/**
+ * What source address an endpoint sees:
+ * - 'origin': the address of whoever sent the traffic (the pod's own IP, the outside client's IP);
+ * - 'node':   an address owned by the node that proxied it (its node IP or its pod gateway on lo):
+ *             the traffic was masqueraded (or, in userspace mode, re-originated by the proxy).
+ */
+export type SourceSeen = 'origin' | 'node';
+
+/**
+ * How traffic the proxy will not deliver ends, as the prober sees it: 'refused' (TCP RST to the
+ * SYN or ICMP port unreachable), 'reset' (the connection was accepted, then reset or closed
+ * before any reply), 'timeout' (silently dropped).
+ */
+export type Refusal = 'refused' | 'reset' | 'timeout';
+
+export interface Expectation<T> {
+  value: T;
+  reason: string;
+}
+
+export interface ModeExpectations {
+  /** Pod → ClusterIP (cluster CIDR is set, so no masquerade). */
+  podToClusterIP: Expectation<SourceSeen>;
+  /** The node itself → ClusterIP. */
+  nodeToClusterIP: Expectation<SourceSeen>;
+  /** Pod → its own Service, and it is chosen (hairpin). */
+  hairpin: Expectation<SourceSeen>;
+  /** Outside client → NodePort / externalIP / LB IP with externalTrafficPolicy Cluster. */
+  externalClusterPolicy: Expectation<SourceSeen>;
+  /** Outside client → NodePort / LB IP with externalTrafficPolicy Local. */
+  externalLocalPolicy: Expectation<SourceSeen>;
+  /** TCP to a Service with no endpoints at all. */
+  noEndpointsTCP: Expectation<Refusal>;
+  /** UDP to a Service with no endpoints at all. */
+  noEndpointsUDP: Expectation<Refusal>;
+  /** TCP where policy says "drop": externalTrafficPolicy Local on a node without local endpoints,
+   * internalTrafficPolicy Local from a node without local endpoints, a source outside
+   * loadBalancerSourceRanges. */
+  policyDrop: Expectation<Refusal>;
+}
+
+const KERNEL_NAT: ModeExpectations = {
+  podToClusterIP: {
+    value: 'origin',
+    reason: '--cluster-cidr is set, so traffic from the cluster CIDR is DNAT-ed without masquerade (as kube-proxy does)',
+  },
+  nodeToClusterIP: {
+    value: 'node',
+    reason: 'node-originated traffic is not from the cluster CIDR, so it is masqueraded (kube-proxy marks it for masquerade)',
+  },
+  hairpin: {
+    value: 'node',
+    reason: 'an endpoint reaching itself through its Service must be masqueraded, or its reply would bypass the reverse NAT',
+  },
+  externalClusterPolicy: {
+    value: 'node',
+    reason: 'externalTrafficPolicy Cluster may forward to another node, so the source is masqueraded to keep replies symmetric',
+  },
+  externalLocalPolicy: {
+    value: 'origin',
+    reason: 'externalTrafficPolicy Local only uses local endpoints, so the client address is preserved',
+  },
+  noEndpointsTCP: {
+    value: 'refused',
+    reason: 'kube-proxy rejects traffic to a Service without endpoints (nft/iptables reject: ICMP port unreachable) so clients fail fast',
+  },
+  noEndpointsUDP: {
+    value: 'refused',
+    reason: 'kube-proxy rejects traffic to a Service without endpoints with ICMP port unreachable so clients fail fast',
+  },
+  policyDrop: {
+    value: 'timeout',
+    reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
+  },
+};
+
+const USERSPACE: ModeExpectations = {
+  ...KERNEL_NAT,
+  podToClusterIP: {
+    value: 'node',
+    reason: 'the userspace forwarder terminates the connection and opens a new one from the node, so the pod address is lost',
+  },
+  hairpin: {
+    value: 'node',
+    reason: 'the userspace forwarder always connects from the node',
+  },
+  externalLocalPolicy: {
+    value: 'node',
+    reason: 'the userspace forwarder re-originates every connection, so even Local policy cannot preserve the client address',
+  },
+  noEndpointsTCP: {
+    value: 'reset',
+    reason: 'docs/userspace.md: the kernel completes the handshake on the forwarder socket before ferry decides, so reject = reset of the accepted connection (still fast)',
+  },
+  noEndpointsUDP: {
+    value: 'refused',
+    reason: 'docs/userspace.md: with no endpoint anywhere the UDP socket is not bound, so the kernel answers ICMP port unreachable',
+  },
+  policyDrop: {
+    value: 'reset',
+    reason: 'docs/userspace.md: userspace cannot ignore a SYN the kernel already answered, so drop = close the accepted connection without a byte; the health check keeps load balancers away',
+  },
+};
+
+export function expectations(mode: ProxyMode): ModeExpectations {
+  switch (mode) {
+    case 'nftables':
+    case 'iptables':
+      return KERNEL_NAT;
+    case 'userspace':
+      return USERSPACE;
+  }
+}
+
+/** Commands whose output explains a failure in this mode (run inside a node namespace). */
+export function diagnosticCommands(mode: ProxyMode): string[][] {
+  const common = [
+    ['ip', '-brief', 'addr'],
+    ['conntrack', '-L'],
+  ];
+  switch (mode) {
+    case 'nftables':
+      return [['nft', 'list', 'ruleset'], ...common];
+    case 'iptables':
+      return [['iptables-save'], ['ip6tables-save'], ...common];
+    case 'userspace':
+      return [['ss', '-lntup'], ...common];
+  }
+}

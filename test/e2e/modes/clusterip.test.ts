@@ -1,0 +1,142 @@
+/**
+ * Cluster-internal paths through a real ferry per node: ClusterIP from pods on the same and on
+ * other nodes and from the node itself, load spread, IPv4/IPv6, UDP, session affinity, Services
+ * without endpoints, hairpin, internalTrafficPolicy Local. Runs once per mode in modes().
+ */
+import t from 'tap';
+import type { AddPodOptions } from '../../../src/sim/cluster/index.js';
+import {
+  allAnswered,
+  answeredBy,
+  clusterIPOf,
+  failedWith,
+  fromNode,
+  fromPod,
+  modes,
+  podsSeen,
+  serviceDoc,
+  sourceIs,
+  summarize,
+  tcp,
+  udp,
+  withProxyCluster,
+} from '../lib/harness.js';
+
+// A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
+t.setTimeout(modes().length * 10 * 60_000);
+
+for (const mode of modes()) {
+  t.test(`ClusterIP paths [${mode}]`, async (t) => {
+    await withProxyCluster(t, { mode, nodes: 3, dualStack: true }, async (env) => {
+      const c = env.cluster;
+      const pods: AddPodOptions[] = [
+        { name: 'web-1', node: 'node-1', labels: { app: 'web' } },
+        { name: 'web-2', node: 'node-2', labels: { app: 'web' } },
+        { name: 'web-3', node: 'node-3', labels: { app: 'web' } },
+        { name: 'cli-1', node: 'node-1', labels: { role: 'client' } },
+        { name: 'cli-2', node: 'node-2', labels: { role: 'client' } },
+        { name: 'lonely-1', node: 'node-1', labels: { app: 'lonely' } },
+        { name: 'lonely-3', node: 'node-3', labels: { app: 'lonely' } },
+        { name: 'hp-2', node: 'node-2', labels: { app: 'hairpin' } },
+      ];
+      await Promise.all(pods.map((p) => c.addPod(p)));
+      await env.apply([
+        serviceDoc('web', { selector: { app: 'web' }, protocols: ['TCP', 'UDP'], dualStack: true }),
+        serviceDoc('sticky', { selector: { app: 'web' }, spec: { sessionAffinity: 'ClientIP' } }),
+        serviceDoc('nowhere', { selector: { app: 'nothing-matches-this' }, protocols: ['TCP', 'UDP'] }),
+        serviceDoc('self', { selector: { app: 'hairpin' } }),
+        serviceDoc('itl', { selector: { app: 'lonely' }, spec: { internalTrafficPolicy: 'Local' } }),
+      ]);
+      const web = await env.service('web');
+      const web4 = clusterIPOf(web, 4);
+      const web6 = clusterIPOf(web, 6);
+
+      for (const cli of ['cli-1', 'cli-2']) {
+        await t.test(`ClusterIP from a pod (${cli}): every endpoint, on this node and others, answers and sees the pod IP`, async (t) => {
+          env.diagnoseOnFailure(t);
+          const pod = c.pod(cli);
+          await env.waitReachable(fromPod(cli), tcp(web4));
+          const rs = await env.probe(fromPod(cli), tcp(web4), { count: 60 });
+          allAnswered(t, rs, `60 TCP probes ${cli} → ${web4}`);
+          answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'load spread over all 3 endpoints (1 on the same node, 2 on others)');
+          sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip, pod.node, `pod ${cli} → ClusterIP`);
+        });
+      }
+
+      await t.test('UDP ClusterIP from a pod', async (t) => {
+        env.diagnoseOnFailure(t);
+        const pod = c.pod('cli-1');
+        await env.waitReachable(fromPod('cli-1'), udp(web4));
+        const rs = await env.probe(fromPod('cli-1'), udp(web4), { count: 30 });
+        allAnswered(t, rs, `30 UDP probes cli-1 → ${web4}`);
+        answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'UDP load spread over all 3 endpoints');
+        sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip, pod.node, 'pod cli-1 → UDP ClusterIP');
+      });
+
+      await t.test('IPv6 ClusterIP from a pod (RequireDualStack Service)', async (t) => {
+        env.diagnoseOnFailure(t);
+        const pod = c.pod('cli-1');
+        if (!pod.ip6) throw new Error('cli-1 has no IPv6 address although the cluster is dual-stack');
+        await env.waitReachable(fromPod('cli-1'), tcp(web6));
+        const rs = await env.probe(fromPod('cli-1'), tcp(web6), { count: 45 });
+        allAnswered(t, rs, `45 TCP probes cli-1 → [${web6}]`);
+        answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'IPv6 load spread over all 3 endpoints');
+        sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip6, pod.node, 'pod cli-1 → IPv6 ClusterIP');
+      });
+
+      await t.test('ClusterIP from the node itself', async (t) => {
+        env.diagnoseOnFailure(t);
+        await env.waitReachable(fromNode('node-1'), tcp(web4));
+        const rs = await env.probe(fromNode('node-1'), tcp(web4), { count: 30 });
+        allAnswered(t, rs, `30 TCP probes node-1 → ${web4}`);
+        answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'node-originated traffic spreads too');
+        sourceIs(t, env, rs, env.expect.nodeToClusterIP, c.node('node-1').ip, 'node-1', 'node-1 → ClusterIP');
+      });
+
+      await t.test('sessionAffinity ClientIP: 20 probes from one client hit one pod', async (t) => {
+        env.diagnoseOnFailure(t);
+        const ip = clusterIPOf(await env.service('sticky'), 4);
+        await env.waitReachable(fromPod('cli-1'), tcp(ip));
+        const rs = await env.probe(fromPod('cli-1'), tcp(ip), { count: 20 });
+        allAnswered(t, rs, `20 probes cli-1 → sticky ${ip}`);
+        t.equal(podsSeen(rs).length, 1, `all answered by the same pod; got ${summarize(rs)}`);
+      });
+
+      await t.test('Service without endpoints fails at once (rejected, not a timeout)', async (t) => {
+        env.diagnoseOnFailure(t);
+        const ip = clusterIPOf(await env.service('nowhere'), 4);
+        await env.waitRefusal(fromPod('cli-1'), tcp(ip), env.expect.noEndpointsTCP.value);
+        // A reject is an ICMP error, and the kernel rate-limits those per destination
+        // (net.ipv4.icmp_ratelimit, 1/s after a small burst): probes are spaced so that every
+        // one gets its own answer. Spacing, not a timing assertion.
+        const spaced = { count: 3, timeoutMs: 3000, intervalMs: 1100 };
+        failedWith(t, await env.probe(fromPod('cli-1'), tcp(ip), spaced), env.expect.noEndpointsTCP, `TCP cli-1 → nowhere ${ip}`);
+        failedWith(t, await env.probe(fromPod('cli-1'), udp(ip), spaced), env.expect.noEndpointsUDP, `UDP cli-1 → nowhere ${ip}`);
+        failedWith(t, await env.probe(fromNode('node-3'), tcp(ip), spaced), env.expect.noEndpointsTCP, `TCP node-3 → nowhere ${ip}`);
+      });
+
+      await t.test('hairpin: a pod reaching its own Service is answered by itself', async (t) => {
+        env.diagnoseOnFailure(t);
+        const ip = clusterIPOf(await env.service('self'), 4);
+        const pod = c.pod('hp-2');
+        await env.waitReachable(fromPod('hp-2'), tcp(ip));
+        const rs = await env.probe(fromPod('hp-2'), tcp(ip), { count: 10 });
+        allAnswered(t, rs, `10 probes hp-2 → self ${ip}`);
+        answeredBy(t, rs, ['hp-2'], 'the only endpoint is the sender');
+        sourceIs(t, env, rs, env.expect.hairpin, pod.ip, pod.node, 'hairpin hp-2 → self');
+      });
+
+      await t.test('internalTrafficPolicy Local: only local endpoints; a node without one drops', async (t) => {
+        env.diagnoseOnFailure(t);
+        const ip = clusterIPOf(await env.service('itl'), 4);
+        await env.waitReachable(fromPod('cli-1'), tcp(ip));
+        const rs = await env.probe(fromPod('cli-1'), tcp(ip), { count: 20 });
+        allAnswered(t, rs, `20 probes cli-1 (node-1) → itl ${ip}`);
+        answeredBy(t, rs, ['lonely-1'], 'only the endpoint on node-1 (lonely-3 on node-3 is not local)');
+        await env.barrier();
+        const none = await env.probe(fromPod('cli-2'), tcp(ip), { count: 3, timeoutMs: 1500 });
+        failedWith(t, none, env.expect.policyDrop, `cli-2 (node-2, no local endpoint) → itl ${ip}`);
+      });
+    });
+  });
+}

@@ -1,0 +1,156 @@
+/**
+ * Paths from outside the cluster through a real ferry per node: NodePort on every node (also
+ * nodes without a local endpoint), IPv6 NodePort, externalTrafficPolicy Local with its
+ * healthCheckNodePort, LoadBalancer ingress IPs, externalIPs and loadBalancerSourceRanges.
+ * The outside client is 198.18.0.100; external/LB IPs (203.0.113.0/24) are routed to node-1.
+ * Runs once per mode in modes().
+ */
+import t from 'tap';
+import { CLIENT_IP6 } from '../../../src/sim/cluster/index.js';
+import {
+  allAnswered,
+  answeredBy,
+  eventually,
+  failedWith,
+  fromClient,
+  modes,
+  nodePortOf,
+  NotYet,
+  serviceDoc,
+  sourceIs,
+  tcp,
+  udp,
+  withProxyCluster,
+  type ProxyEnv,
+} from '../lib/harness.js';
+
+const LB_LOCAL_IP = '203.0.113.10';
+const LB_ALLOW_IP = '203.0.113.11';
+const LB_DENY_IP = '203.0.113.12';
+const EXTERNAL_IP = '203.0.113.20';
+const VIA = 'node-1';
+
+async function waitHealth(env: ProxyEnv, node: string, port: number, want: number): Promise<void> {
+  const ip = env.cluster.node(node).ip;
+  await eventually(
+    async () => {
+      const code = await env.httpStatus(fromClient, ip, port, '/healthz');
+      if (code !== want) throw new NotYet(`HTTP ${code || 'no answer'}`);
+    },
+    { what: `healthCheckNodePort ${ip}:${port} (${node}) answers ${want} to the client`, timeoutMs: 30_000 },
+  );
+}
+
+// A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
+t.setTimeout(modes().length * 10 * 60_000);
+
+for (const mode of modes()) {
+  t.test(`external paths [${mode}]`, async (t) => {
+    await withProxyCluster(t, { mode, nodes: 3, dualStack: true }, async (env) => {
+      const c = env.cluster;
+      // Endpoints on node-1 and node-2; node-3 has none.
+      await Promise.all([
+        c.addPod({ name: 'ext-1', node: 'node-1', labels: { app: 'ext' } }),
+        c.addPod({ name: 'ext-2', node: 'node-2', labels: { app: 'ext' } }),
+      ]);
+      await c.addClientRoute('203.0.113.0/24', VIA);
+      await env.apply([
+        serviceDoc('np', { type: 'NodePort', selector: { app: 'ext' }, protocols: ['TCP', 'UDP'], dualStack: true }),
+        serviceDoc('lb-local', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { externalTrafficPolicy: 'Local' } }),
+        serviceDoc('extip', { selector: { app: 'ext' }, spec: { externalIPs: [EXTERNAL_IP] } }),
+        serviceDoc('lb-allow', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: [`${c.clientIP}/32`] } }),
+        serviceDoc('lb-deny', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: ['192.0.2.0/24'] } }),
+      ]);
+      await env.setLoadBalancerIngress('lb-local', [LB_LOCAL_IP]);
+      await env.setLoadBalancerIngress('lb-allow', [LB_ALLOW_IP]);
+      await env.setLoadBalancerIngress('lb-deny', [LB_DENY_IP]);
+      const np = await env.service('np');
+      const npPort = nodePortOf(np, 'TCP');
+      const npUdp = nodePortOf(np, 'UDP');
+
+      await t.test('NodePort, Cluster policy: every node answers (also without a local endpoint); source masqueraded', async (t) => {
+        env.diagnoseOnFailure(t);
+        for (const n of c.nodes) {
+          await env.waitReachable(fromClient, tcp(n.ip, npPort));
+          const rs = await env.probe(fromClient, tcp(n.ip, npPort), { count: 20 });
+          allAnswered(t, rs, `20 probes client → ${n.name} ${n.ip}:${npPort}`);
+          answeredBy(t, rs, ['ext-1', 'ext-2'], `${n.name} spreads over both endpoints`);
+          sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, n.name, `client → ${n.name} NodePort`);
+        }
+        const n3 = c.node('node-3');
+        await env.waitReachable(fromClient, udp(n3.ip, npUdp));
+        const rs = await env.probe(fromClient, udp(n3.ip, npUdp), { count: 10 });
+        allAnswered(t, rs, `10 UDP probes client → node-3 ${n3.ip}:${npUdp} (no local endpoint)`);
+        sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, 'node-3', 'client → node-3 UDP NodePort');
+      });
+
+      await t.test('IPv6 NodePort from the client on every node', async (t) => {
+        env.diagnoseOnFailure(t);
+        const client6 = CLIENT_IP6;
+        for (const n of c.nodes) {
+          if (!n.ip6) throw new Error(`${n.name} has no IPv6 address although the cluster is dual-stack`);
+          await env.waitReachable(fromClient, tcp(n.ip6, npPort));
+          const rs = await env.probe(fromClient, tcp(n.ip6, npPort), { count: 10 });
+          allAnswered(t, rs, `10 probes client → [${n.ip6}]:${npPort}`);
+          sourceIs(t, env, rs, env.expect.externalClusterPolicy, client6, n.name, `client → ${n.name} IPv6 NodePort`);
+        }
+      });
+
+      await t.test('externalTrafficPolicy Local: local endpoint only, client IP preserved, no local endpoint → dropped, health check', async (t) => {
+        env.diagnoseOnFailure(t);
+        const svc = await env.service('lb-local');
+        const port = nodePortOf(svc, 'TCP');
+        const hc = svc.healthCheckNodePort;
+        t.ok(hc, `lb-local got a healthCheckNodePort (spec: ${JSON.stringify(svc)})`);
+        for (const [node, pod] of [
+          ['node-1', 'ext-1'],
+          ['node-2', 'ext-2'],
+        ] as const) {
+          const ip = c.node(node).ip;
+          await env.waitReachable(fromClient, tcp(ip, port));
+          const rs = await env.probe(fromClient, tcp(ip, port), { count: 10 });
+          allAnswered(t, rs, `10 probes client → ${node} ${ip}:${port}`);
+          answeredBy(t, rs, [pod], `${node} only uses its local endpoint`);
+          sourceIs(t, env, rs, env.expect.externalLocalPolicy, c.clientIP, node, `client → ${node} Local NodePort`);
+        }
+        await env.barrier();
+        const n3 = c.node('node-3');
+        failedWith(t, await env.probe(fromClient, tcp(n3.ip, port), { count: 3, timeoutMs: 1500 }), env.expect.policyDrop, `client → node-3 ${n3.ip}:${port} (no local endpoint)`);
+        if (hc) {
+          await waitHealth(env, 'node-1', hc, 200);
+          await waitHealth(env, 'node-2', hc, 200);
+          await waitHealth(env, 'node-3', hc, 503);
+          t.pass(`healthCheckNodePort ${hc}: 200 on node-1 and node-2 (local endpoint), 503 on node-3`);
+        }
+      });
+
+      await t.test('LoadBalancer ingress IP with Local policy, reached from the client', async (t) => {
+        env.diagnoseOnFailure(t);
+        await env.waitReachable(fromClient, tcp(LB_LOCAL_IP));
+        const rs = await env.probe(fromClient, tcp(LB_LOCAL_IP), { count: 10 });
+        allAnswered(t, rs, `10 probes client → ${LB_LOCAL_IP} (routed to ${VIA})`);
+        answeredBy(t, rs, ['ext-1'], `${VIA} only uses its local endpoint`);
+        sourceIs(t, env, rs, env.expect.externalLocalPolicy, c.clientIP, VIA, 'client → LB IP, Local policy');
+      });
+
+      await t.test('externalIPs reached from the client', async (t) => {
+        env.diagnoseOnFailure(t);
+        await env.waitReachable(fromClient, tcp(EXTERNAL_IP));
+        const rs = await env.probe(fromClient, tcp(EXTERNAL_IP), { count: 20 });
+        allAnswered(t, rs, `20 probes client → ${EXTERNAL_IP} (routed to ${VIA})`);
+        answeredBy(t, rs, ['ext-1', 'ext-2'], 'Cluster policy spreads over both endpoints');
+        sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, VIA, 'client → externalIP');
+      });
+
+      await t.test('loadBalancerSourceRanges: an allowed source passes, an excluded one is dropped', async (t) => {
+        env.diagnoseOnFailure(t);
+        await env.waitReachable(fromClient, tcp(LB_ALLOW_IP));
+        const ok = await env.probe(fromClient, tcp(LB_ALLOW_IP), { count: 10 });
+        allAnswered(t, ok, `client (in ${c.clientIP}/32) → lb-allow ${LB_ALLOW_IP}`);
+        await env.barrier();
+        const denied = await env.probe(fromClient, tcp(LB_DENY_IP), { count: 3, timeoutMs: 1500 });
+        failedWith(t, denied, env.expect.policyDrop, `client (not in 192.0.2.0/24) → lb-deny ${LB_DENY_IP}`);
+      });
+    });
+  });
+}
