@@ -1,40 +1,54 @@
 #!/usr/bin/env node
 // Reads a TAP stream (tap --reporter=tap) on stdin, echoes it, and ends with the plain
-// summary line CI reads: "N passed, N failed, N skipped". A test is a named subtest directly
-// inside a test file; a file that crashed before reporting any subtest counts as one failure.
+// summary line CI reads: "N passed, N failed, N skipped". A test is a leaf subtest (a named
+// t.test with no subtests of its own); assertions are not counted. A file that crashed before
+// reporting any subtest, or failed after all its subtests passed (e.g. in teardown), counts as
+// one failure. Top-level lines outside any file (the leak check) count as tests.
 import { createInterface } from 'node:readline';
 
 let passed = 0, failed = 0, skipped = 0;
-let inFilePoints = 0;
-let fileFailed = false;
 const failures = [];
+/** Open subtests: indent of their "# Subtest:" line, name, whether a child subtest completed, whether a child failed. */
+const stack = [];
 const rl = createInterface({ input: process.stdin });
+
+function count(ok, skip, name) {
+  if (skip) skipped++;
+  else if (ok) passed++;
+  else { failed++; failures.push(name); }
+}
+
 rl.on('line', (line) => {
   process.stdout.write(line + '\n');
-  let m = /^ {4}(not ok|ok) \d+ - (.*)$/.exec(line);
+  let m = /^( *)# Subtest: (.*)$/.exec(line);
   if (m) {
-    inFilePoints++;
-    if (/# SKIP/i.test(m[2])) skipped++;
-    else if (m[1] === 'ok') passed++;
-    else { failed++; fileFailed = true; failures.push(m[2]); }
+    stack.push({ indent: m[1].length, name: m[2], hadChild: false, childFailed: false });
     return;
   }
-  m = /^(not ok|ok) \d+ - (.*)$/.exec(line);
-  if (m) {
-    if (inFilePoints === 0) {
-      if (m[1] === 'ok') passed++;
-      else { failed++; failures.push(m[2]); }
-    } else if (m[1] === 'not ok' && !fileFailed) {
-      // the file failed after its subtests (e.g. a leak check or a crash in teardown)
-      failed++; failures.push(m[2]);
+  m = /^( *)(not ok|ok) \d+ - (.*)$/.exec(line);
+  if (!m) return;
+  const indent = m[1].length, ok = m[2] === 'ok', rest = m[3];
+  const skip = /# (SKIP|TODO)\b/i.test(rest);
+  const top = stack[stack.length - 1];
+  if (top && top.indent === indent) {
+    stack.pop();
+    const parent = stack[stack.length - 1];
+    const label = parent ? `${parent.name} > ${top.name}` : top.name;
+    if (!top.hadChild) count(ok, skip, label);
+    else if (!ok && !top.childFailed) count(false, false, `${label} (failed outside its subtests)`);
+    if (parent) {
+      parent.hadChild = true;
+      if (!ok) parent.childFailed = true;
     }
-    inFilePoints = 0;
-    fileFailed = false;
+    return;
+  }
+  if (indent === 0 && stack.length === 0) { count(ok, skip, rest); return; }
+  if (skip && top && indent === top.indent + 4) {
+    count(true, true, rest);
+    top.hadChild = true;
   }
 });
 rl.on('close', () => {
-  const extra = process.argv[2] ? Number(process.argv[2]) : 0;
-  failed += extra;
   if (failures.length) {
     process.stdout.write('\nFailed:\n' + failures.map((f) => '  - ' + f).join('\n') + '\n');
   }
