@@ -4,87 +4,14 @@
  * 203.0.113.0/24, LB IPs 198.51.100.0/24, IPv6 under 2001:db8::/32.
  * (The random IR walks for the partial-vs-full tests come from the nftables fixtures.)
  */
-import type { EndpointSet, IPFamily, PlannedEndpoint, ProxyTable, ProxyTables, ServiceEntry, SyncChanges } from '../../../../src/plan/types.js';
-import { servicePortKey } from '../../../../src/model/types.js';
+import type { IPFamily, PlannedEndpoint, ProxyTable, ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import type { CompileOptions } from '../../../../src/backends/iptables/compiler.js';
 
 /** The options every golden is compiled with. */
 export const GOLDEN_OPTS: CompileOptions = { masqueradeMark: 0x4000, largeClusterThreshold: 1000, dropInvalid: true };
 
-export function ep(ip: string, port: number, isLocal = false, ready = true): PlannedEndpoint {
-  return { ip, port, isLocal, ready };
-}
-
-export function fwd(...endpoints: PlannedEndpoint[]): EndpointSet {
-  const sorted = [...endpoints].sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
-  return { verdict: 'forward', endpoints: sorted };
-}
-
-export const REJECT: EndpointSet = { verdict: 'reject', endpoints: [] };
-export const DROP: EndpointSet = { verdict: 'drop', endpoints: [] };
-
-type SvcInput = Partial<ServiceEntry> & { namespace: string; name: string };
-
-export function svc(s: SvcInput): ServiceEntry {
-  const portName = s.portName ?? 'http';
-  const protocol = s.protocol ?? 'TCP';
-  const family = s.family ?? 4;
-  const internal = s.internal ?? REJECT;
-  return {
-    key: servicePortKey(s.namespace, s.name, portName, protocol),
-    namespace: s.namespace,
-    name: s.name,
-    portName,
-    protocol,
-    family,
-    clusterIP: s.clusterIP ?? (family === 4 ? '198.19.0.10' : '2001:db8:19::10'),
-    port: s.port ?? 80,
-    nodePort: s.nodePort ?? 0,
-    externalIPs: s.externalIPs ?? [],
-    loadBalancerIPs: s.loadBalancerIPs ?? [],
-    loadBalancerSourceRanges: s.loadBalancerSourceRanges ?? [],
-    affinityTimeoutSeconds: s.affinityTimeoutSeconds ?? 0,
-    internal,
-    external: s.external ?? internal,
-    cluster: s.cluster ?? internal,
-    clusterIPMasquerade: s.clusterIPMasquerade ?? 'nonLocal',
-    externalMasquerade: s.externalMasquerade ?? !(s.externalPolicyLocal ?? false),
-    externalPolicyLocal: s.externalPolicyLocal ?? false,
-    internalPolicyLocal: s.internalPolicyLocal ?? false,
-    healthCheckNodePort: s.healthCheckNodePort ?? 0,
-    localReadyEndpoints: s.localReadyEndpoints ?? 0,
-  };
-}
-
-export function table(family: IPFamily, services: ServiceEntry[], over: Partial<ProxyTable> = {}): ProxyTable {
-  const sorted = [...services].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return {
-    family,
-    nodeName: 'node-a',
-    nodeIPs: family === 4 ? ['192.0.2.10'] : ['2001:db8:2::10'],
-    nodePortAddresses: { kind: 'all' },
-    localTraffic: { kind: 'clusterCIDR', cidrs: family === 4 ? ['198.18.0.0/16'] : ['2001:db8:18::/64'] },
-    masqueradeAll: false,
-    ...over,
-    services: new Map(sorted.map((s) => [s.key, s])),
-  };
-}
-
-export function emptyTable(family: IPFamily): ProxyTable {
-  return table(family, []);
-}
-
-export function tables(v4: ProxyTable, v6: ProxyTable = emptyTable(6)): ProxyTables {
-  return { 4: v4, 6: v6 };
-}
-
-export const FULL: SyncChanges = { full: true, changed: new Set(), tableChanged: true };
-
-export function changesOf(keys: Iterable<string>, tableChanged = false): SyncChanges {
-  return { full: false, changed: new Set(keys), tableChanged };
-}
-
-// ---- golden fixtures ----
+export { ep, fwd, REJECT, DROP, svc, table, emptyTable, tables, FULL, changesOf } from '../ir-builders.js';
+import { ep, fwd, REJECT, DROP, svc, table, tables } from '../ir-builders.js';
 
 const e1 = ep('198.18.1.1', 8080, true);
 const e2 = ep('198.18.2.2', 8080);
