@@ -10,6 +10,7 @@
  * It must never send traffic outside the namespaces the cluster built, and never sleep where
  * it can poll.
  */
+import { SCRUB, childEnv } from './child-env.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -515,20 +516,9 @@ async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
  * (its --import loaders) into every child it sees spawned, whatever env we pass, and those loaders
  * break bin/ferry (an extension-less ES module). `env -u` drops it after the hook has run.
  */
-const SCRUB_ENV = ['env', '-u', 'NODE_OPTIONS'];
+const SCRUB_ENV = ['env', ...SCRUB];
 
-/**
- * The environment for ferry processes: ours minus what the test runner injects (tap's
- * NODE_OPTIONS loaders would load ferry through a TypeScript/CJS hook it was never built for).
- */
-export function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k === 'NODE_OPTIONS' || k.startsWith('TAP') || k.startsWith('_TAPJS') || k.startsWith('NYC_')) continue;
-    env[k] = v;
-  }
-  return env;
-}
+export { childEnv };
 
 /** The standard kube-proxy-style flags the suite runs every ferry with. */
 export function ferryArgv(mode: ProxyMode, kubeconfig: string, node: SimNode, clusterCIDRs: string[], extra: string[] = []): string[] {

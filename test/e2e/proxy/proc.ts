@@ -12,21 +12,8 @@ import type { ServiceEntry } from '../../../src/plan/types.js';
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 export const FERRY_BIN = join(ROOT, 'bin', 'ferry');
 
-/**
- * tap wraps child_process and puts its loaders back into NODE_OPTIONS of every child; `env -u`
- * runs after that wrapper (and execs, so the pid stays ferry's).
- */
-export const SCRUB = ['-u', 'NODE_OPTIONS'];
-
-/** Our environment minus what the test runner injects (its loaders would break the child). */
-export function childEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (k === 'NODE_OPTIONS' || k.startsWith('TAP') || k.startsWith('_TAPJS') || k.startsWith('NYC_')) continue;
-    env[k] = v;
-  }
-  return env;
-}
+export { SCRUB, childEnv } from '../lib/child-env.js';
+import { SCRUB, childEnv } from '../lib/child-env.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
