@@ -25,7 +25,7 @@ import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
-import { histogramPercentiles, percentiles, round } from './stats.js';
+import { histogramPercentiles, median, percentiles, round } from './stats.js';
 import type { DatapathMode, DatapathPath, DatapathRow, LatencyRow, ProxyUnderTest } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -66,6 +66,8 @@ export interface DatapathLoad {
   readonly connections: number;
   readonly concurrency: number;
   readonly bulkSeconds: number;
+  /** Each measurement is repeated this many times (after one short warm-up); the median is kept. */
+  readonly repeats: number;
 }
 
 export interface ClusterBenchOptions {
@@ -277,13 +279,18 @@ export class ClusterBench {
     return out.length ? out : undefined;
   }
 
-  /** `changes` Service creations, each timed from the API write until the pod connects through it. */
-  async latency(mode: ProxyUnderTest, changes: number, perChangeTimeoutMs: number): Promise<LatencyRow> {
+  /**
+   * `changes` Service creations, each timed from the API write until the pod connects through it,
+   * each made `gapMs` after the previous one became reachable.
+   */
+  async latency(mode: ProxyUnderTest, changes: number, perChangeTimeoutMs: number, gapMs: number): Promise<LatencyRow> {
     const before = await this.histogram();
     const samples: number[] = [];
     let failures = 0;
     const created: string[] = [];
     for (let i = 0; i < changes; i++) {
+      // Changes arrive on an idle proxy (past its min sync period), one at a time.
+      await new Promise((r) => setTimeout(r, gapMs));
       const name = `lat-${++this.latencySeq}`;
       const t0 = performance.timeOrigin + performance.now();
       const s = await this.core.createNamespacedService({
@@ -325,15 +332,26 @@ export class ClusterBench {
           ];
     const rows: DatapathRow[] = [];
     for (const p of paths) {
-      const c = /^conn (\d+) (\d+) ([0-9.]+)/.exec(await p.agent.ask(`conn ${p.addr} ${p.conn} ${load.connections} ${load.concurrency}`));
-      const b = /^bulk (\d+) ([0-9.]+)/.exec(await p.agent.ask(`bulk ${p.addr} ${p.sink} ${load.bulkSeconds}`));
+      await p.agent.ask(`conn ${p.addr} ${p.conn} ${Math.min(200, load.connections)} ${load.concurrency}`); // warm-up
+      const rates: number[] = [];
+      const mbps: number[] = [];
+      let errors = 0;
+      for (let i = 0; i < load.repeats; i++) {
+        const c = /^conn (\d+) (\d+) ([0-9.]+)/.exec(await p.agent.ask(`conn ${p.addr} ${p.conn} ${load.connections} ${load.concurrency}`));
+        if (c) {
+          rates.push(Number(c[1]) / (Number(c[3]) / 1000));
+          errors += Number(c[2]);
+        } else errors += load.connections;
+        const b = /^bulk (\d+) ([0-9.]+)/.exec(await p.agent.ask(`bulk ${p.addr} ${p.sink} ${load.bulkSeconds}`));
+        if (b) mbps.push((Number(b[1]) * 8) / 1e6 / (Number(b[2]) / 1000));
+      }
       rows.push({
         services: this.fillers,
         mode,
         path: p.path,
-        connPerSec: c ? round(Number(c[1]) / (Number(c[3]) / 1000)) : 0,
-        connErrors: c ? Number(c[2]) : load.connections,
-        throughputMbps: b ? round((Number(b[1]) * 8) / 1e6 / (Number(b[2]) / 1000)) : 0,
+        connPerSec: round(median(rates)),
+        connErrors: errors,
+        throughputMbps: round(median(mbps)),
       });
     }
     return rows;

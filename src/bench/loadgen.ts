@@ -6,7 +6,7 @@
  *   serve --conn-port P --sink-port Q   "ok\n" then close on P (connection-rate target);
  *                                       read and discard on Q (throughput sink). Prints "ready".
  *   agent                               long-lived client driven by stdin, one reply line per command:
- *     wait ADDR PORT DEADLINE_MS        connect repeatedly until one connection gets "ok":
+ *     wait ADDR PORT DEADLINE_MS        connect repeatedly (10 ms per attempt) until one gets "ok":
  *                                       "ok <epochMs> <attempts>" | "fail <reason>"
  *     conn ADDR PORT N C                N short connections, C at a time:
  *                                       "conn <ok> <errors> <elapsedMs>"
@@ -70,6 +70,9 @@ function once(addr: string, port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
+/** Per-attempt timeout of `wait`: the latency measurement's resolution. */
+const ATTEMPT_MS = 10;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(addr: string, port: number, deadlineMs: number): Promise<string> {
@@ -77,8 +80,10 @@ async function waitFor(addr: string, port: number, deadlineMs: number): Promise<
   let attempts = 0;
   while (Date.now() < end) {
     attempts++;
-    if (await once(addr, port, 250)) return `ok ${nowEpochMs().toFixed(3)} ${attempts}`;
-    await sleep(2);
+    // Short attempts: a SYN sent before the rules exist is lost, and waiting for the kernel's
+    // 1 s retransmit would quantize the measured latency.
+    if (await once(addr, port, ATTEMPT_MS)) return `ok ${nowEpochMs().toFixed(3)} ${attempts}`;
+    await sleep(1);
   }
   return `fail deadline after ${attempts} attempts`;
 }

@@ -41,6 +41,8 @@ export interface Profile {
   readonly latencyModes: readonly ProxyUnderTest[];
   readonly datapathModes: readonly DatapathMode[];
   readonly load: DatapathLoad;
+  /** Pause before each latency change: longer than the proxy's default min sync period (1 s). */
+  readonly latencyGapMs: number;
   readonly readyTimeoutMs: number;
 }
 
@@ -60,7 +62,8 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencyChanges: 2,
     latencyModes: ['nftables'],
     datapathModes: ['nftables'],
-    load: { connections: 100, concurrency: 4, bulkSeconds: 0.5 },
+    load: { connections: 100, concurrency: 4, bulkSeconds: 0.5, repeats: 1 },
+    latencyGapMs: 1100,
     readyTimeoutMs: 30_000,
   },
   quick: {
@@ -76,7 +79,8 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencyChanges: 20,
     latencyModes: ['nftables', 'iptables', 'userspace'],
     datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
-    load: { connections: 2000, concurrency: 16, bulkSeconds: 2 },
+    load: { connections: 1500, concurrency: 16, bulkSeconds: 1, repeats: 3 },
+    latencyGapMs: 1100,
     readyTimeoutMs: 60_000,
   },
   full: {
@@ -92,7 +96,8 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencyChanges: 50,
     latencyModes: ['nftables', 'iptables', 'userspace'],
     datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
-    load: { connections: 10000, concurrency: 32, bulkSeconds: 5 },
+    load: { connections: 5000, concurrency: 32, bulkSeconds: 3, repeats: 5 },
+    latencyGapMs: 1100,
     readyTimeoutMs: 600_000,
   },
 };
@@ -139,6 +144,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
 }
 
 const started = Date.now();
+/** Set while the simulated cluster is up: what a signal must tear down. */
+let teardownOnSignal: (() => Promise<void>) | null = null;
 function progress(msg: string): void {
   process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${msg}\n`);
 }
@@ -226,15 +233,10 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
   if (want('latency') || want('datapath')) {
     const work = makeWorkDir();
     const bench = new ClusterBench({ work, progress, kubeProxy: args.kubeProxy });
-    const onSignal = (sig: NodeJS.Signals) => {
-      progress(`${sig}: tearing down`);
-      void bench.down().finally(() => {
-        removeWorkDir(work);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      });
+    teardownOnSignal = async () => {
+      await bench.down();
+      removeWorkDir(work);
     };
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
     try {
       await bench.up();
       const proxies: ProxyUnderTest[] = [...new Set<ProxyUnderTest>([
@@ -251,7 +253,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
             results.startup.push({ services: n, mode, readyMs });
             progress(`${mode} @${n}: ready in ${readyMs} ms`);
             if (want('latency') && p.latencySizes.includes(n) && (p.latencyModes.includes(mode) || mode === 'kube-proxy')) {
-              const l = await bench.latency(mode, p.latencyChanges, 30_000);
+              const l = await bench.latency(mode, p.latencyChanges, 30_000, p.latencyGapMs);
               results.latency.push(l);
               progress(`  latency p50 ${l.e2eMs.p50} p90 ${l.e2eMs.p90} p99 ${l.e2eMs.p99} ms (metric p50 ${l.metric?.p50 ?? '-'})`);
             }
@@ -290,8 +292,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
         }
       }
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      teardownOnSignal = null;
       await bench.down();
       removeWorkDir(work);
     }
@@ -331,8 +332,16 @@ async function main(): Promise<void> {
     process.stderr.write('scripts/bench creates network namespaces and must run as root\n');
     process.exit(1);
   }
-  const onSignal = () => {
+  let signalled = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (signalled) process.exit(1);
+    signalled = true;
+    progress(`${sig}: cleaning up`);
     deleteAllBenchNetnsSync();
+    const code = sig === 'SIGINT' ? 130 : 143;
+    const t = teardownOnSignal;
+    if (!t) process.exit(code);
+    void t().finally(() => process.exit(code));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -341,6 +350,11 @@ async function main(): Promise<void> {
     const { results, dir } = await runBench(args);
     printRatios(results);
     process.stdout.write(`\nresults: ${dir}/summary.md (${results.meta.durationS} s)\n`);
+    const failed = results.notes.filter((n) => / failed: /.test(n));
+    if (failed.length) {
+      process.stderr.write(`bench: ${failed.length} measurement(s) failed:\n${failed.map((f) => `  ${f}`).join('\n')}\n`);
+      process.exitCode = 3;
+    }
   } finally {
     await deleteAllBenchNetns();
   }

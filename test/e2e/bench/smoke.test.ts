@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { BenchResults } from '../../../src/bench/types.js';
+import { SCRUB, childEnv } from '../lib/child-env.js';
 
 t.setTimeout(120_000);
 
@@ -25,8 +26,13 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
   const before = new Set(benchNamespaces());
 
-  const r = spawnSync(join(ROOT, 'scripts', 'bench'), ['--smoke', '--out', out], { encoding: 'utf8', timeout: 85_000 });
-  t.equal(r.status, 0, `bench exits 0 (signal ${r.signal}); stderr tail:\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}`);
+  // tap's loaders (NODE_OPTIONS --import ...) must not leak into the ferry daemons the harness starts.
+  const r = spawnSync('env', [...SCRUB, join(ROOT, 'scripts', 'bench'), '--smoke', '--out', out], {
+    encoding: 'utf8',
+    timeout: 85_000,
+    env: childEnv(),
+  });
+  t.equal(r.status, 0, `bench exits 0 (3 = some measurement failed) (signal ${r.signal}); stderr tail:\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}`);
   t.match(r.stderr, /kube-proxy binary not given: skipping/, 'says the kube-proxy run is skipped');
   t.match(r.stdout, /ferry \/ reference kube-proxy layout/, 'prints the ratios');
 
@@ -63,7 +69,7 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   }
 
   const lat = res.latency.find((l) => l.mode === 'nftables');
-  t.ok(lat, 'latency measured for nftables');
+  t.ok(lat, `latency measured for nftables (notes: ${res.notes.join('; ')})`);
   if (lat) {
     t.equal(lat.failures, 0, 'every change became reachable');
     t.ok(lat.e2eMs.n > 0 && lat.e2eMs.p50 > 0 && lat.e2eMs.p99 >= lat.e2eMs.p50, `latency percentiles sane (${JSON.stringify(lat.e2eMs)})`);
