@@ -1,4 +1,5 @@
-# The ferry native addon: libnftables in-process and conntrack deletion over netlink.
+# The ferry native addon: libnftables in-process, conntrack deletion over netlink, splice(2)
+# forwarding for the userspace proxy.
 # Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
 {
   "targets": [
@@ -7,7 +8,8 @@
       "sources": [
         "src/addon.cc",
         "src/nft.cc",
-        "src/conntrack.cc"
+        "src/conntrack.cc",
+        "src/splice.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")"

@@ -13,6 +13,7 @@
 #include "conntrack.h"
 #include "nft.h"
 #include "promise_worker.h"
+#include "splice.h"
 
 namespace ferry {
 namespace {
@@ -171,6 +172,7 @@ static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   exports.Set("nftRunSync", Napi::Function::New(env, NftRunSync, "nftRunSync"));
   exports.Set("conntrackDelete", Napi::Function::New(env, ConntrackDeleteAsync, "conntrackDelete"));
   exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
+  RegisterSplice(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

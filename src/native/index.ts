@@ -1,8 +1,9 @@
 /**
  * Loads ferry's native addon (native/build/Release/ferry_native.node) and types its surface.
- * The addon applies nft transactions in-process through libnftables and deletes conntrack
- * entries over netlink; see docs/native.md. This module must never throw at import time or
- * when the addon is absent: callers fall back to spawning nft/conntrack (src/backends/kernel/).
+ * The addon applies nft transactions in-process through libnftables, deletes conntrack
+ * entries over netlink and splices TCP for the userspace proxy; see docs/native.md. This
+ * module must never throw at import time or when the addon is absent: callers fall back to
+ * spawning nft/conntrack (src/backends/kernel/) or to Node streams (src/backends/userspace/).
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -53,6 +54,25 @@ export interface ConntrackEntry {
   replyDstPort: number;
 }
 
+/** How a spliceBidirectional() forwarding ended. */
+export interface SpliceResult {
+  /** Bytes read from fdA and written to fdB. */
+  aToB: number;
+  bToA: number;
+  /**
+   * Absent when both directions saw EOF and passed it on. Otherwise what stopped both directions,
+   * e.g. `ECONNRESET: Connection reset by peer (splice from b)`, or `aborted` after spliceAbort().
+   */
+  error?: string;
+  /** errno name of `error` (`ECONNRESET`, `EPIPE`, ...) or `ABORTED`. */
+  code?: string;
+}
+
+/** The promise of spliceBidirectional(), carrying the handle that spliceAbort() takes. */
+export interface SplicePromise extends Promise<SpliceResult> {
+  readonly handle: number;
+}
+
 /** The addon's exports. Everything acts on the network namespace of the calling process. */
 export interface NativeAddon {
   /** One nft script as one transaction, off the main thread. Resolves (never rejects) with nft's verdict. */
@@ -62,6 +82,16 @@ export interface NativeAddon {
   /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
   conntrackDelete(filter: ConntrackFilter): Promise<number>;
   conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;
+  /**
+   * Forwards bytes both ways between two connected, non-blocking TCP sockets with splice(2), on
+   * the addon's poller thread. EOF on one side becomes shutdown(SHUT_WR) on the other (half-close);
+   * an error stops both directions. Resolves (never rejects) when both directions are done. Works
+   * on its own dups: never closes fdA/fdB; the caller destroys its sockets after it resolves.
+   * Throws when it cannot start (not a socket, blocking fd, out of fds). Absent in older builds.
+   */
+  spliceBidirectional?(fdA: number, fdB: number): SplicePromise;
+  /** Ends a forwarding now; its promise resolves with code `ABORTED`. False if it already ended. */
+  spliceAbort?(handle: number): boolean;
   readonly abiVersion: number;
 }
 

@@ -1,9 +1,10 @@
 /**
  * TCP frontends: a listening socket per (address, port) that accepts, picks an endpoint per the
- * IR, connects (retrying other endpoints on failure, bounded), and pipes both ways with
- * backpressure and half-close. Reject → the client is reset at once; drop → the accepted
- * connection is closed without a byte (a userspace socket cannot ignore a SYN the kernel has
- * already answered; see docs/userspace.md).
+ * IR, connects (retrying other endpoints on failure, bounded), and forwards both ways with
+ * backpressure and half-close: through the native addon's splice(2) when it is loaded
+ * (splice.ts), else by piping Node streams. Reject → the client is reset at once; drop → the
+ * accepted connection is closed without a byte (a userspace socket cannot ignore a SYN the
+ * kernel has already answered; see docs/userspace.md).
  *
  * Must never leave a socket without an 'error' listener (an unhandled socket error would take
  * the whole proxy down), and never decides which endpoints are eligible: that is the Route's.
@@ -14,6 +15,7 @@ import type { Logger } from '../../util/log.js';
 import type { Frontend } from './frontends.js';
 import { endpointId, type EndpointPicker } from './picker.js';
 import type { Route } from './route.js';
+import { abortSplice, spliceSockets } from './splice.js';
 import type { ForwarderStats } from './stats.js';
 
 export interface ForwardContext {
@@ -70,6 +72,9 @@ export function connectEndpoint(ep: PlannedEndpoint, timeoutMs: number): Promise
       keepAlive: true,
       keepAliveInitialDelay: KEEPALIVE_DELAY_MS,
     });
+    // Paused before it connects, Node never starts reading it, so it can still be handed to
+    // splice (splice.ts); the stream pipe resumes it.
+    s.pause();
     s.on('error', noop);
     const timer = setTimeout(() => {
       s.destroy();
@@ -153,6 +158,7 @@ export class TcpListener {
     this.closed = true;
     this.server.close();
     for (const [client, upstream] of this.conns) {
+      abortSplice(client);
       client.destroy();
       upstream?.destroy();
     }
@@ -221,6 +227,6 @@ export class TcpListener {
     }
     stats.tcpForwarded++;
     this.conns.set(client, upstream);
-    joinSockets(client, upstream);
+    if (!spliceSockets(client, upstream, log)) joinSockets(client, upstream);
   }
 }
