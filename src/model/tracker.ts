@@ -24,6 +24,11 @@ import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServiceP
 export const ANNOTATION_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 export interface TrackerOptions {
+  /**
+   * Trigger times at or before this moment are not reported (default: construction time): as
+   * kube-proxy, changes made before the proxy started are not "network programming latency".
+   */
+  startTime?: Date;
   nodeName: string;
   families: readonly IPFamily[];
   log?: Logger;
@@ -134,7 +139,14 @@ export class ChangeTracker {
   /** Object id → the version whose problems were last logged (log once per version). */
   private readonly loggedVersion = new Map<string, string>();
 
+  private readonly startTime: number;
+
+  private sinceStart(t: Date | undefined): Date | undefined {
+    return t && t.getTime() > this.startTime ? t : undefined;
+  }
+
   constructor(opts: TrackerOptions) {
+    this.startTime = (opts.startTime ?? new Date()).getTime();
     this.nodeName = opts.nodeName;
     this.families = [...new Set(opts.families)].filter((f) => f === 4 || f === 6);
     this.log = opts.log ?? logger('model');
@@ -157,7 +169,7 @@ export class ChangeTracker {
     const key = `${id.namespace}/${id.name}`;
     const st = this.state(key);
     st.parsed = parsed;
-    const t = triggerTime(svc);
+    const t = this.sinceStart(triggerTime(svc));
     if (this.touch(key, st) && t) st.triggerTimes.push(t);
   }
 
@@ -199,7 +211,7 @@ export class ChangeTracker {
     this.sliceOwner.set(sliceId, owner);
     const st = this.state(owner);
     st.slices.set(parsed.name, parsed);
-    const t = triggerTime(slice);
+    const t = this.sinceStart(triggerTime(slice));
     if (this.touch(owner, st) && t) st.triggerTimes.push(t);
   }
 

@@ -166,7 +166,7 @@ t.test('bad objects: logged once per version, listed in problems(), never affect
 });
 
 t.test('trigger times of changed objects are reported once', async (t) => {
-  const { tr } = tracker();
+  const tr = new ChangeTracker({ nodeName: 'n1', families: [4, 6], log: capture().log, startTime: new Date('2024-01-01T00:00:00Z') });
   tr.upsertService(svc());
   tr.upsertEndpointSlice(slice({ endpoints: [{ ip: ip(4, 1) }], annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2024-01-02T03:04:05Z' } }));
   const r = tr.takeSnapshot();
@@ -174,4 +174,13 @@ t.test('trigger times of changed objects are reported once', async (t) => {
   t.same(tr.takeSnapshot().triggerTimes, []);
   tr.upsertEndpointSlice(slice({ endpoints: [{ ip: ip(4, 1) }], resourceVersion: '7', annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2024-01-02T03:05:00Z' } }));
   t.same(tr.takeSnapshot().triggerTimes, [], 'no relevant change, no trigger time');
+});
+
+t.test('trigger times from before the tracker started are not reported (kube-proxy)', async (t) => {
+  const tr = new ChangeTracker({ nodeName: 'n1', families: [4, 6], log: capture().log, startTime: new Date('2024-06-01T00:00:00Z') });
+  tr.upsertService(svc());
+  tr.upsertEndpointSlice(slice({ endpoints: [{ ip: ip(4, 1) }], annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': '2024-01-02T03:04:05Z' } }));
+  const r = tr.takeSnapshot();
+  t.equal(r.changes[4].changed.size, 1, 'the change itself is reported');
+  t.same(r.triggerTimes, [], 'but not its trigger time: it predates the proxy');
 });
