@@ -75,3 +75,12 @@ export function cidrContains(cidr: ParsedCIDR, ip: string): boolean {
 export function familyOfIP(ip: string): IPFamily | undefined {
   return parseIP(ip)?.family;
 }
+
+/** Whether `ip` lies inside any of `cidrs` (of its own family); junk entries never match. */
+export function inAnyCIDR(ip: string, cidrs: readonly string[]): boolean {
+  for (const c of cidrs) {
+    const parsed = parseCIDR(c);
+    if (parsed && cidrContains(parsed, ip)) return true;
+  }
+  return false;
+}

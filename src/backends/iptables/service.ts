@@ -15,7 +15,7 @@
  * Pure and deterministic: the same ServiceEntry and context always give equal rules. Lines are
  * complete iptables-restore lines (`-A CHAIN ...`). Never decides which endpoints apply.
  */
-import ipaddr from 'ipaddr.js';
+import { inAnyCIDR } from '../../model/addr.js';
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { Chain, endpointChainName, endpointString, serviceChainNames } from './names.js';
 
@@ -57,18 +57,6 @@ const probabilities: string[] = ['<bad value>'];
 export function probability(n: number): string {
   for (let i = probabilities.length; i <= n; i++) probabilities.push((1 / i).toFixed(10));
   return probabilities[n]!;
-}
-
-function inAnyRange(family: 4 | 6, ip: string, ranges: readonly string[]): boolean {
-  if (!ipaddr.isValid(ip)) return false;
-  const addr = ipaddr.parse(ip);
-  if ((addr.kind() === 'ipv4') !== (family === 4)) return false;
-  for (const r of ranges) {
-    if (!ipaddr.isValidCIDR(r)) continue;
-    const cidr = ipaddr.parseCIDR(r);
-    if (cidr[0].kind() === addr.kind() && addr.match(cidr)) return true;
-  }
-  return false;
 }
 
 /** kube-proxy's LocalTrafficDetector.IfLocal: one match per CIDR (each becomes its own rule). */
@@ -198,7 +186,7 @@ export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRul
     chains.set(n.fw, fw);
     const head = `-A ${n.fw} ${comment(`${name} loadbalancer IP`)}`;
     for (const cidr of svc.loadBalancerSourceRanges) fw.push(`${head} -s ${cidr} -j ${n.ext}`);
-    if (ctx.nodeIPs.some((ip) => inAnyRange(ctx.family, ip, svc.loadBalancerSourceRanges))) {
+    if (ctx.nodeIPs.some((ip) => inAnyCIDR(ip, svc.loadBalancerSourceRanges))) {
       for (const ip of svc.loadBalancerIPs) fw.push(`${head} -s ${ip} -j ${n.ext}`);
     }
     fw.push(`-A ${n.fw} ${comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`)}`);

@@ -6,7 +6,7 @@
  * Pure and deterministic: the same ServiceEntry and context always give an equal contribution.
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
-import ipaddr from 'ipaddr.js';
+import { inAnyCIDR } from '../../model/addr.js';
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { affinitySetName, Chains, endpointChainName, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
@@ -42,18 +42,6 @@ const GOTO_REJECT = `goto ${Chains.reject}`;
 
 function forwards(set: EndpointSet): boolean {
   return set.verdict === 'forward' && set.endpoints.length > 0;
-}
-
-function inAnyRange(family: 4 | 6, ip: string, ranges: readonly string[]): boolean {
-  if (!ipaddr.isValid(ip)) return false;
-  const addr = ipaddr.parse(ip);
-  if ((addr.kind() === 'ipv4') !== (family === 4)) return false;
-  for (const r of ranges) {
-    if (!ipaddr.isValidCIDR(r)) continue;
-    const cidr = ipaddr.parseCIDR(r);
-    if (cidr[0].kind() === addr.kind() && addr.match(cidr)) return true;
-  }
-  return false;
 }
 
 export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
@@ -183,7 +171,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     // too: a VIP configured on the node loops node-originated requests back with the VIP as source.
     if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
       const fam = ctx.fs.family;
-      const allowFromNode = ctx.nodeIPs.some((ip) => inAnyRange(fam, ip, svc.loadBalancerSourceRanges));
+      const allowFromNode = ctx.nodeIPs.some((ip) => inAnyCIDR(ip, svc.loadBalancerSourceRanges));
       const sources = normalizeCIDRs(fam, allowFromNode ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
       chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : 'drop']);
       for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
