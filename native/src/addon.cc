@@ -35,6 +35,7 @@ void ParseNftArgs(const Napi::CallbackInfo& info, std::string* text, NftOptions*
     Napi::Object o = info[1].As<Napi::Object>();
     opts->json = OptBool(o, "json");
     opts->handles = OptBool(o, "handles");
+    opts->terse = OptBool(o, "terse");
     opts->dryRun = OptBool(o, "dryRun");
   }
 }

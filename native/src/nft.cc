@@ -69,6 +69,7 @@ NftResult NftRun(const std::string& text, const NftOptions& opts) {
   unsigned int flags = 0;
   if (opts.json) flags |= NFT_CTX_OUTPUT_JSON;
   if (opts.handles) flags |= NFT_CTX_OUTPUT_HANDLE;
+  if (opts.terse) flags |= NFT_CTX_OUTPUT_TERSE;
   nft_ctx_output_set_flags(ctx, flags);
   nft_ctx_set_dry_run(ctx, opts.dryRun);
 

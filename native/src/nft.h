@@ -9,6 +9,7 @@ namespace ferry {
 struct NftOptions {
   bool json = false;     // NFT_CTX_OUTPUT_JSON: listings come back as JSON
   bool handles = false;  // NFT_CTX_OUTPUT_HANDLE: listings include rule handles
+  bool terse = false;    // NFT_CTX_OUTPUT_TERSE: listings omit set elements
   bool dryRun = false;   // parse, evaluate and send as a check only (`nft -c`)
 };
 

@@ -9,7 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compileFull as nftFull, compilePartial as nftPartial } from '../backends/nftables/compiler.js';
+import { CompileState, compileFull as nftFull, compilePartial as nftPartial } from '../backends/nftables/compiler.js';
 import { compileFull as iptFull, compilePartial as iptPartial, type CompileOptions as IptOptions } from '../backends/iptables/compiler.js';
 import { planFrontends, type DesiredFrontends } from '../backends/userspace/frontends.js';
 import { planReconcile } from '../backends/userspace/reconcile.js';
@@ -124,7 +124,8 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
 
   // The sequence the apply phase replays: full on the real tables (so the nftables compiler's
   // claim index travels with them), then one-endpoint changes, then one service add.
-  const nftFullScript = nftFull(c.tables, NFT_OPTS).render();
+  const nftOpts = { ...NFT_OPTS, state: new CompileState() };
+  const nftFullScript = nftFull(c.tables, nftOpts).render();
   const iptFullScript = iptFull(c.tables[4], IPT_OPTS).text;
   const refFullScript = referenceFull(c.tables[4]);
   let held = userspaceHeld(planFrontends(c.tables, US_LOCAL, US_OPTS));
@@ -132,7 +133,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   const planEp: number[] = [];
 
   const partial = (s: Step, isAdd: boolean): void => {
-    const [nt, nms] = time(() => nftPartial(s.prev, s.next, s.changes, NFT_OPTS).render());
+    const [nt, nms] = time(() => nftPartial(s.prev, s.next, s.changes, nftOpts).render());
     const [ip, ims] = time(() => iptPartial(s.prev[4], s.next[4], s.changes, IPT_OPTS).text);
     const [rp, rms] = time(() => referencePartial(s.prev[4], s.next[4], s.changes.changed));
     const [want, ums] = time(() => {

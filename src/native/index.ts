@@ -15,6 +15,8 @@ export interface NftRunOptions {
   json?: boolean;
   /** Include handles in listings (`nft -a`). */
   handles?: boolean;
+  /** Omit set and map elements from listings (`nft -t`). */
+  terse?: boolean;
   /** Check only: parse, evaluate and let the kernel validate, commit nothing (`nft -c`). */
   dryRun?: boolean;
 }

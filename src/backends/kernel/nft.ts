@@ -77,6 +77,8 @@ export interface NftListOptions {
   json?: boolean;
   /** Include rule handles (`nft -a`). */
   handles?: boolean;
+  /** Omit set and map elements (`nft -t`). */
+  terse?: boolean;
 }
 
 export interface NftRunner {
@@ -96,7 +98,7 @@ export function addonNft(addon: NativeAddon): NftRunner {
       if (!r.ok) throw new NftError('addon', r.error, findFailingLine(r.error, script));
     },
     async list(cmd, opts = {}) {
-      const r = await addon.nftRun(cmd, { json: opts.json === true, handles: opts.handles === true });
+      const r = await addon.nftRun(cmd, { json: opts.json === true, handles: opts.handles === true, terse: opts.terse === true });
       if (!r.ok) throw new NftError('addon', r.error, findFailingLine(r.error, cmd));
       return r.output;
     },
@@ -134,6 +136,7 @@ export function execNft(opts: ExecNftOptions = {}): NftRunner {
       const flags: string[] = [];
       if (listOpts.json) flags.push('-j');
       if (listOpts.handles) flags.push('-a');
+      if (listOpts.terse) flags.push('-t');
       const words = cmd.trim().split(/\s+/).filter((w) => w !== '');
       const r = await spawnNft(netns, [...flags, ...words]);
       if (r.exitCode !== 0) throw new NftError('exec', r.stderr, r.exitCode === null ? undefined : findFailingLine(r.stderr, cmd));

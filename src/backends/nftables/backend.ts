@@ -9,7 +9,7 @@ import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
 import type { ConntrackFilter } from '../kernel/conntrack.js';
 import { NftError, type NftRunner } from '../kernel/nft.js';
-import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, type CompileOptions } from './compiler.js';
+import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, partialBaseKnown, type CompileOptions } from './compiler.js';
 import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
 import { CANARY_RULE } from './skeleton.js';
 import { familySyntax } from './rules.js';
@@ -73,7 +73,8 @@ interface ChainListing {
   nftables?: unknown[];
 }
 
-function chainsFromJSON(text: string, table: string): Set<string> {
+/** Names of the `kind` objects (chain, map) of `table` in an `nft -j list ...` answer. */
+function namesFromJSON(text: string, table: string, kind: 'chain' | 'map'): Set<string> {
   const out = new Set<string>();
   let parsed: unknown;
   try {
@@ -84,8 +85,8 @@ function chainsFromJSON(text: string, table: string): Set<string> {
   const items = (parsed as ChainListing).nftables;
   if (!Array.isArray(items)) return out;
   for (const it of items) {
-    if (typeof it !== 'object' || it === null || !('chain' in it)) continue;
-    const c = (it as { chain: unknown }).chain;
+    if (typeof it !== 'object' || it === null || !(kind in it)) continue;
+    const c = (it as Record<string, unknown>)[kind];
     if (typeof c !== 'object' || c === null) continue;
     const { table: t, name } = c as { table?: unknown; name?: unknown };
     if (t === table && typeof name === 'string') out.add(name);
@@ -101,33 +102,42 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
   const { nft } = opts;
   let stats: SyncStats | undefined;
   let script: string | undefined;
+  const state = new CompileState();
 
-  async function existingChains(): Promise<Partial<Record<IPFamily, ReadonlySet<string>>>> {
-    const out: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
+  /** What a full sync must know of the kernel: chains (to delete stale ones) and maps (stale endpoint shards). */
+  async function existing(): Promise<Pick<CompileOptions, 'existingChains' | 'existingMaps'>> {
+    const chains: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
+    const maps: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
     for (const f of families) {
-      // `list chains <family>` names chains only (no rules, no elements): cheap at any scale.
-      out[f] = chainsFromJSON(await nft.list(`list chains ${familySyntax(f).nft}`, { json: true }), table);
+      const fam = familySyntax(f).nft;
+      // Names only (no rules, no elements): cheap at any scale.
+      chains[f] = namesFromJSON(await nft.list(`list chains ${fam}`, { json: true }), table, 'chain');
+      maps[f] = namesFromJSON(await nft.list(`list maps ${fam}`, { json: true, terse: true }), table, 'map');
     }
-    return out;
+    return { existingChains: chains, existingMaps: maps };
   }
 
   return {
     name: 'nftables',
 
     async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
-      const full = changes.full || prev === null;
-      const base: CompileOptions = { families, masqueradeMark: mark, table };
+      // A partial sync needs the endpoint blocks the last compile allocated; a previous table
+      // this backend did not compile last (never expected) gets a full sync instead.
+      const known = prev !== null && partialBaseKnown(prev, families, state);
+      if (prev !== null && !changes.full && !known) log.warn('previous table unknown to the compiler: syncing in full');
+      const full = changes.full || !known;
+      const base: CompileOptions = { families, masqueradeMark: mark, table, state };
       let tx: Transaction;
-      if (prev !== null && !changes.full) {
-        tx = compilePartial(prev, next, changes, base);
+      if (!full) {
+        tx = compilePartial(prev!, next, changes, base);
       } else {
-        let existing;
+        let known;
         try {
-          existing = await existingChains();
+          known = await existing();
         } catch (e) {
           throw new NftSyncError(true, 'list', e, 0);
         }
-        tx = compileFull(next, { ...base, existingChains: existing });
+        tx = compileFull(next, { ...base, ...known });
       }
       script = tx.render();
       let lines = 0;

@@ -5,13 +5,13 @@
  * port. An element exists while anyone claims it; for maps the claimant with the smallest
  * service port key decides the value, so the outcome never depends on sync history.
  *
- * The index of a ProxyTable is cached (weakly) and, on a partial sync, moved from the previous
- * table to the next one by applying only the changed services' claims — so a partial compile
- * costs O(changes), not O(services). The move is invisible from outside: a table whose index
- * was moved on simply gets a fresh one built if it is ever compiled against again.
+ * The index of the last compiled table is kept in a CompileState and, on a partial sync, moved
+ * from the previous table to the next one by applying only the changed services' claims — so a
+ * partial compile costs O(changes), not O(services).
  * Pure data structure; no I/O.
  */
-import type { ProxyTable, ServicePortKey } from '../../plan/types.js';
+import type { IPFamily, ProxyTable, ServicePortKey } from '../../plan/types.js';
+import { SlotTable } from './slots.js';
 
 interface Claim {
   readonly owner: ServicePortKey;
@@ -23,6 +23,9 @@ type Claims = Claim | Claim[];
 
 export class ClaimIndex {
   private readonly containers = new Map<string, Map<string, Claims>>();
+
+  /** The endpoint-map blocks behind the `endpoints` claims; moves on with the index. */
+  constructor(readonly slots: SlotTable = new SlotTable()) {}
 
   private container(name: string): Map<string, Claims> {
     let c = this.containers.get(name);
@@ -63,6 +66,16 @@ export class ClaimIndex {
     else if (had.length === 0) c.delete(key);
   }
 
+  /** Every container that has (or had) claims. */
+  containerNames(): IterableIterator<string> {
+    return this.containers.keys();
+  }
+
+  /** How many elements of a container are claimed. */
+  size(container: string): number {
+    return this.containers.get(container)?.size ?? 0;
+  }
+
   /** The element's value as installed (winner's value), or undefined when nobody claims it. */
   value(container: string, key: string): string | undefined {
     const had = this.containers.get(container)?.get(key);
@@ -78,19 +91,28 @@ export class ClaimIndex {
   }
 }
 
-const cache = new WeakMap<ProxyTable, ClaimIndex>();
+/**
+ * What the last compile left in the kernel, per family: the table it compiled and that table's
+ * claim index (with its endpoint blocks). A partial compile from that same table moves the index
+ * on in O(changes); from any other table it must rebuild one as a full compile would, which is
+ * exact only if that table was last compiled in full. One per kernel table (the backend owns it):
+ * two compile histories must never share one.
+ */
+export class CompileState {
+  private readonly held = new Map<IPFamily, { table: ProxyTable; index: ClaimIndex }>();
 
-export function cachedIndex(table: ProxyTable): ClaimIndex | undefined {
-  return cache.get(table);
-}
+  knows(family: IPFamily, table: ProxyTable): boolean {
+    return this.held.get(family)?.table === table;
+  }
 
-export function storeIndex(table: ProxyTable, index: ClaimIndex): void {
-  cache.set(table, index);
-}
+  /** Takes the index away (it is about to be mutated into the next table's). */
+  take(family: IPFamily, table: ProxyTable): ClaimIndex | undefined {
+    const h = this.held.get(family);
+    this.held.delete(family);
+    return h?.table === table ? h.index : undefined;
+  }
 
-/** Takes the index away from `table` (it is about to be mutated into another table's index). */
-export function takeIndex(table: ProxyTable): ClaimIndex | undefined {
-  const idx = cache.get(table);
-  if (idx) cache.delete(table);
-  return idx;
+  store(family: IPFamily, table: ProxyTable, index: ClaimIndex): void {
+    this.held.set(family, { table, index });
+  }
 }

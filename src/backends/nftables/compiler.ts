@@ -11,12 +11,15 @@
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
 import type { IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
-import { ClaimIndex, storeIndex, takeIndex } from './claims.js';
-import { affinitySetOfChain, FERRY_TABLE, Maps, Sets } from './names.js';
+import { ClaimIndex, CompileState } from './claims.js';
+import { affinitySetOfChain, endpointShardProtocol, FERRY_TABLE, Maps, Sets } from './names.js';
 import { familySyntax, type FamilySyntax } from './rules.js';
+import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { buildSkeleton, type ChainWithRules } from './skeleton.js';
+import { buildSkeleton, endpointShardSpec, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type NamedSet } from './transaction.js';
+
+export { CompileState } from './claims.js';
 
 export const DEFAULT_MASQUERADE_MARK = 0x4000;
 
@@ -29,8 +32,15 @@ export interface CompileOptions {
    * ones can be deleted. A Set applies to every family; a record gives one set per family.
    */
   readonly existingChains?: ReadonlySet<string> | Partial<Record<IPFamily, ReadonlySet<string>>>;
+  /** Full sync only: maps that exist in the kernel table now, so unused endpoint shards can be deleted. */
+  readonly existingMaps?: Partial<Record<IPFamily, ReadonlySet<string>>>;
   /** Table name; default `ferry`. */
   readonly table?: string;
+  /**
+   * What the last compile left in the kernel (the backend keeps one). Without it, a partial
+   * compile rebuilds the previous table's index, O(services), as a full compile would.
+   */
+  readonly state?: CompileState;
 }
 
 const TABLE_COMMENT = 'ferry: Kubernetes service proxy rules (managed by ferry; do not edit)';
@@ -46,8 +56,8 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
   { name: Maps.firewallIPs, kind: 'map' },
 ];
 
-function contextOf(fs: FamilySyntax, table: ProxyTable): ServiceContext {
-  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', nodeIPs: table.nodeIPs };
+function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
+  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', nodeIPs: table.nodeIPs, slots };
 }
 
 function affinitySetSpec(fs: FamilySyntax, name: string, timeoutSeconds: number): NamedSet {
@@ -61,12 +71,25 @@ function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string
   return (e as Partial<Record<IPFamily, ReadonlySet<string>>>)[family] ?? new Set();
 }
 
+/** The endpoints shard maps (names.ts) the index has claims in, sorted. */
+function shardsOf(index: ClaimIndex): string[] {
+  const out: string[] = [];
+  for (const name of index.containerNames()) if (endpointShardProtocol(name) !== undefined && index.size(name) > 0) out.push(name);
+  return out.sort();
+}
+
 function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly ElementClaim[]): void {
   for (const el of elements) index.add(el.container, el.key, owner, el.value);
 }
 
-function buildIndex(table: ProxyTable, ctx: ServiceContext): ClaimIndex {
+/**
+ * The index (and endpoint blocks) a full compile of `table` produces. Exact for the kernel only
+ * if `table` was last compiled in full: blocks allocated by partial syncs cannot be recovered,
+ * which is why the backend syncs in full when the previous table carries no index.
+ */
+function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
   const index = new ClaimIndex();
+  const ctx = contextOf(fs, table, index.slots);
   for (const [key, svc] of table.services) addClaims(index, key, serviceContribution(svc, ctx).elements);
   return index;
 }
@@ -83,17 +106,17 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const table = next[family];
     const fs = familySyntax(family);
     const target = tableTarget(fs.nft, tableName);
-    const ctx = contextOf(fs, table);
     const sk = buildSkeleton(fs, table, opts.masqueradeMark);
 
     const index = new ClaimIndex();
+    const ctx = contextOf(fs, table, index.slots);
     const contributions: ServiceContribution[] = [];
     for (const [key, svc] of table.services) {
       const c = serviceContribution(svc, ctx);
       contributions.push(c);
       addClaims(index, key, c.elements);
     }
-    storeIndex(table, index);
+    opts.state?.store(family, table, index);
 
     tx.addTable(target, TABLE_COMMENT);
     // Base chains are recreated (add, delete, add with spec) so that a changed hook or priority
@@ -125,6 +148,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addMap(target, m);
       tx.flushSet(target, m.name, 'map');
     }
+    const shards = shardsOf(index);
+    for (const name of shards) {
+      tx.addMap(target, endpointShardSpec(fs, name));
+      tx.flushSet(target, name, 'map');
+    }
     // Affinity sets are added, never flushed: client affinity survives a periodic resync.
     for (const c of contributions) for (const [name, timeout] of c.affinitySets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
 
@@ -136,6 +164,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     for (const { name } of SERVICE_CONTAINERS) {
       for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v || undefined);
     }
+    for (const name of shards) for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v);
 
     // Stale chains: flushed first (dropping their references to each other and to affinity
     // sets), then deleted. Endpoint chains take their affinity set along; adding the set first
@@ -149,6 +178,12 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addSet(target, affinitySetSpec(fs, aff, 1));
       tx.deleteSet(target, aff);
     }
+    // Endpoint shards nothing uses any more: every rule that used one was flushed above.
+    const used = new Set(shards);
+    for (const name of [...(opts.existingMaps?.[family] ?? [])].sort()) {
+      if (endpointShardProtocol(name) === undefined || used.has(name)) continue;
+      tx.deleteSet(target, name, 'map');
+    }
   }
   return tx;
 }
@@ -159,7 +194,15 @@ function sameRules(a: readonly string[], b: readonly string[]): boolean {
   return true;
 }
 
-const EMPTY: ServiceContribution = { chains: new Map(), affinitySets: new Map(), elements: [] };
+const EMPTY: ServiceContribution = { chains: new Map(), affinitySets: new Map(), elements: [], slotRoles: new Set() };
+
+/**
+ * Whether a partial compile from `prev` knows exactly what the kernel holds: `prev` is the table
+ * the last compile with this state produced (its claim index and endpoint blocks are kept).
+ */
+export function partialBaseKnown(prev: ProxyTables, families: readonly IPFamily[], state: CompileState): boolean {
+  return families.every((f) => state.knows(f, prev[f]));
+}
 
 /**
  * Only what changed between `prev` (what the kernel holds) and `next`. `changes.full` is not
@@ -173,8 +216,6 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     const nextT = next[family];
     const fs = familySyntax(family);
     const target = tableTarget(fs.nft, tableName);
-    const prevCtx = contextOf(fs, prevT);
-    const nextCtx = contextOf(fs, nextT);
     const tableChanged = changes.tableChanged;
 
     let keys: ServicePortKey[];
@@ -188,7 +229,10 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     }
     keys.sort();
 
-    const index = takeIndex(prevT) ?? buildIndex(prevT, prevCtx);
+    const index = opts.state?.take(family, prevT) ?? buildIndex(fs, prevT);
+    index.slots.settle();
+    const prevCtx = contextOf(fs, prevT, index.slots);
+    const nextCtx = contextOf(fs, nextT, index.slots);
     // container → key → value installed before this sync (undefined: absent).
     const before = new Map<string, Map<string, string | undefined>>();
     const noteBefore = (el: ElementClaim): void => {
@@ -212,6 +256,7 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       if (ps === ns && !tableChanged) continue;
       const pc = ps ? serviceContribution(ps, prevCtx) : EMPTY;
       const nc = ns ? serviceContribution(ns, nextCtx) : EMPTY;
+      index.slots.retain(key, nc.slotRoles);
       for (const el of pc.elements) {
         noteBefore(el);
         index.remove(el.container, el.key, key);
@@ -233,7 +278,7 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       }
       for (const name of pc.chains.keys()) if (!nc.chains.has(name)) goneChains.push(name);
     }
-    storeIndex(nextT, index);
+    opts.state?.store(family, nextT, index);
 
     if (tableChanged) {
       const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
@@ -245,9 +290,13 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const [name, timeout] of newSets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
     for (const name of newChains) tx.addChain(target, { name });
 
+    // Endpoint shards that gain their first element are created; emptied ones are deleted last.
+    const touchedShards = [...before.keys()].filter((c) => endpointShardProtocol(c) !== undefined).sort();
+    for (const name of touchedShards) if (index.size(name) > 0) tx.addMap(target, endpointShardSpec(fs, name));
+
     // Elements: deletes (and the delete half of a value change) before adds.
     const adds: [string, string, string][] = [];
-    for (const { name: container } of SERVICE_CONTAINERS) {
+    for (const container of [...SERVICE_CONTAINERS.map((c) => c.name), ...touchedShards]) {
       const m = before.get(container);
       if (!m) continue;
       for (const [k, was] of m) {
@@ -275,6 +324,7 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const name of goneChains) tx.flushChain(target, name);
     for (const name of goneChains) tx.deleteChain(target, name);
     for (const name of goneSets.sort()) tx.deleteSet(target, name);
+    for (const name of touchedShards) if (index.size(name) === 0) tx.deleteSet(target, name, 'map');
   }
   return tx;
 }

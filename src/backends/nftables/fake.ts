@@ -289,7 +289,7 @@ export class FakeNft implements NftRunner {
 
   private addSet(t: FTable, kind: string, name: string, line: string): void {
     const spec = specFields(braceBody(line));
-    const type = spec.get('type');
+    const type = spec.has('typeof') ? `typeof ${spec.get('typeof')!}` : spec.get('type');
     if (!type) throw new FakeError('set needs a type');
     const existing = t.sets.get(name);
     if (existing) {
@@ -340,6 +340,16 @@ export class FakeNft implements NftRunner {
       }
       return chains.map((c) => `table ${c.family} ${c.table} {\n\tchain ${c.name} {\n\t}\n}`).join('\n') + '\n';
     }
+    if (w[1] === 'maps') {
+      const fam = w[2];
+      const maps: { family: string; table: string; name: string }[] = [];
+      for (const t of this.tables.values()) {
+        if (fam && t.family !== fam) continue;
+        for (const s of t.sets.values()) if (s.kind === 'map') maps.push({ family: t.family, table: t.name, name: s.name });
+      }
+      if (!opts.json) return fail();
+      return JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...maps.map((m) => ({ map: m }))] });
+    }
     if (w[1] === 'chain' && w[2] && w[3] && w[4]) {
       const t = this.tables.get(`${w[2]} ${w[3]}`);
       const c = t?.chains.get(w[4]);
@@ -369,6 +379,10 @@ export class FakeNft implements NftRunner {
     return this.tables.get(`${family} ${table}`)?.chains.get(chain)?.rules;
   }
 
+  mapNames(family: string, table: string): string[] {
+    return [...(this.tables.get(`${family} ${table}`)?.sets.values() ?? [])].filter((s) => s.kind === 'map').map((s) => s.name).sort();
+  }
+
   elements(family: string, table: string, set: string): ReadonlyMap<string, string> | undefined {
     return this.tables.get(`${family} ${table}`)?.sets.get(set)?.elements;
   }
@@ -378,7 +392,7 @@ export class FakeNft implements NftRunner {
     const out: string[] = [`table ${t.family} ${t.name}${t.comment !== undefined ? ` # ${t.comment}` : ''}`];
     for (const name of [...t.sets.keys()].sort()) {
       const s = t.sets.get(name)!;
-      const attrs = [`type ${s.type}`];
+      const attrs = [s.type.startsWith('typeof ') ? s.type : `type ${s.type}`];
       if (s.flags.length) attrs.push(`flags ${s.flags.join(',')}`);
       if (s.timeout !== undefined) attrs.push(`timeout ${s.timeout}s`);
       out.push(`  ${s.kind} ${name} { ${attrs.join('; ')} }`);
@@ -396,5 +410,47 @@ export class FakeNft implements NftRunner {
   /** Every table, canonical. Two fakes with equal dumps hold equal rulesets. */
   dump(): string {
     return [...this.tables.keys()].sort().map((k) => this.dumpTable(this.tables.get(k)!)).join('');
+  }
+
+  /**
+   * dump() up to the numbering of endpoint blocks, which depends on sync history: each
+   * `numgen random mod N offset B map @M` is replaced by the N elements of M it selects, and
+   * such maps keep only the elements no rule reaches (a leak) or `<missing>` for a hole.
+   * Two fakes with equal resolved dumps forward every packet alike.
+   */
+  dumpResolved(): string {
+    const ref = /numgen random mod (\d+) offset (\d+) map @(\S+)/;
+    const out: string[] = [];
+    for (const key of [...this.tables.keys()].sort()) {
+      const t = this.tables.get(key)!;
+      const reached = new Map<string, Set<string>>();
+      const chains = new Map<string, FChain>();
+      for (const [name, c] of t.chains) {
+        const rules = c.rules.map((r) => {
+          const m = ref.exec(r);
+          const map = m ? t.sets.get(m[3]!) : undefined;
+          if (!m || !map || map.kind !== 'map') return r;
+          const n = Number(m[1]);
+          const base = Number(m[2]);
+          let seen = reached.get(map.name);
+          if (!seen) reached.set(map.name, (seen = new Set()));
+          const items: string[] = [];
+          for (let i = 0; i < n; i++) {
+            const k = String(base + i);
+            seen.add(k);
+            items.push(`${i} : ${map.elements.get(k) ?? '<missing>'}`);
+          }
+          return r.replace(ref, `numgen random mod ${n} map { ${items.join(', ')} }`);
+        });
+        chains.set(name, { ...c, rules });
+      }
+      const sets = new Map(t.sets);
+      for (const [name, seen] of reached) {
+        const s = t.sets.get(name)!;
+        sets.set(name, { ...s, elements: new Map([...s.elements].filter(([k]) => !seen.has(k))) });
+      }
+      out.push(this.dumpTable({ ...t, chains, sets }));
+    }
+    return out.join('');
   }
 }

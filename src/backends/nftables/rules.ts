@@ -131,6 +131,20 @@ export function dnatRandom(fs: FamilySyntax, p: Protocol, eps: readonly PlannedE
   return `${head}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${eps.length} map { ${items.join(', ')} }`;
 }
 
+/**
+ * Several endpoints in the shared endpoints map: keys base .. base+n-1 (slots.ts). One named
+ * map for all services, because every anonymous map costs the kernel a scan of all sets.
+ */
+export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number, map: string, prefix: string): string {
+  const head = prefix ? `${prefix} ` : '';
+  return `${head}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${n} offset ${base} map @${map}`;
+}
+
+/** An element of the endpoints map: `ip . port`. */
+export function endpointValue(ep: PlannedEndpoint): string {
+  return `${ep.ip} . ${ep.port}`;
+}
+
 /** Affinity: a client seen recently goes back to the endpoint it used. */
 export function affinityCheck(fs: FamilySyntax, affinitySet: string, epChain: string, prefix: string): string {
   return `${prefix ? `${prefix} ` : ''}${fs.ipX} saddr @${affinitySet} goto ${epChain}`;

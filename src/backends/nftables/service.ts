@@ -8,10 +8,11 @@
  */
 import { inAnyCIDR } from '../../model/addr.js';
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
-import { affinitySetName, Chains, endpointChainName, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
+import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
 import type { FamilySyntax } from './rules.js';
 import { normalizeCIDRs } from './skeleton.js';
+import { SLOT_STRIDE, type SlotRole, type SlotTable } from './slots.js';
 
 /** One element a service wants in a shared set or map (`value` is '' for set elements). */
 export interface ElementClaim {
@@ -27,6 +28,8 @@ export interface ServiceContribution {
   readonly affinitySets: ReadonlyMap<string, number>;
   /** Deduplicated by (container, key). */
   readonly elements: readonly ElementClaim[];
+  /** Endpoint-map blocks this contribution uses (the others of the service can be released). */
+  readonly slotRoles: ReadonlySet<SlotRole>;
 }
 
 /** Table-level facts a service's rules depend on. */
@@ -36,9 +39,22 @@ export interface ServiceContext {
   readonly detector: boolean;
   /** The node's addresses of this family (loadBalancerSourceRanges allow-from-node). */
   readonly nodeIPs: readonly string[];
+  /** Endpoint-map blocks; the table of the claim index being built or moved on. */
+  readonly slots: SlotTable;
 }
 
 const GOTO_REJECT = `goto ${Chains.reject}`;
+
+function sameEndpoints(a: EndpointSet, b: EndpointSet): boolean {
+  if (a === b) return true;
+  if (a.endpoints.length !== b.endpoints.length) return false;
+  for (let i = 0; i < a.endpoints.length; i++) {
+    const x = a.endpoints[i]!;
+    const y = b.endpoints[i]!;
+    if (x.ip !== y.ip || x.port !== y.port) return false;
+  }
+  return true;
+}
 
 function forwards(set: EndpointSet): boolean {
   return set.verdict === 'forward' && set.endpoints.length > 0;
@@ -97,8 +113,23 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   }
 
   const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;
+  // A set shared by several roles (the usual case: internal === cluster, or equal lists) uses one block.
+  const roleOf = (set: EndpointSet): SlotRole =>
+    sameEndpoints(set, svc.internal) ? 'internal' : sameEndpoints(set, svc.external) ? 'external' : 'cluster';
+  const slotRoles = new Set<SlotRole>();
   const dispatch = (set: EndpointSet, prefix: string): string[] => {
-    if (!affinity) return [R.dnatRandom(fs, p, set.endpoints, prefix)];
+    if (!affinity) {
+      const n = set.endpoints.length;
+      const role = roleOf(set);
+      const base = n > 1 && n <= SLOT_STRIDE ? ctx.slots.base(svc.key, role) : undefined;
+      if (base === undefined) return [R.dnatRandom(fs, p, set.endpoints, prefix)];
+      const map = endpointShard(p, base / SLOT_STRIDE);
+      if (!slotRoles.has(role)) {
+        slotRoles.add(role);
+        for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
+      }
+      return [R.dnatSlot(fs, p, n, base, map, prefix)];
+    }
     const rules: string[] = [];
     const epChains: string[] = [];
     for (const ep of set.endpoints) {
@@ -185,5 +216,5 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       chains.set(endpointChainName(sfx), [R.affinityUpdate(fs, affinitySetName(sfx)), R.dnatTo(fs, p, ep)]);
     }
   }
-  return { chains, affinitySets, elements };
+  return { chains, affinitySets, elements, slotRoles };
 }

@@ -15,7 +15,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import type { ProxyTable } from '../../plan/types.js';
-import { Chains, Maps, Sets } from './names.js';
+import { Chains, endpointShardProtocol, Maps, Sets } from './names.js';
 import * as R from './rules.js';
 import type { FamilySyntax } from './rules.js';
 import type { Chain, NamedMap, NamedSet } from './transaction.js';
@@ -60,6 +60,21 @@ export function serviceContainers(fs: FamilySyntax): { sets: NamedSet[]; maps: N
       { name: Maps.noEndpointNodePorts, type: 'inet_proto . inet_service : verdict', comment: 'reject: NodePorts without endpoints' },
       { name: Maps.firewallIPs, type: `${a} . inet_proto . inet_service : verdict`, comment: 'LoadBalancer IPs with loadBalancerSourceRanges' },
     ],
+  };
+}
+
+/**
+ * An endpoints shard map (names.ts), keyed by numgen's result: each multi-endpoint dispatch owns
+ * a block of keys in one (slots.ts). Created when first used, deleted when emptied.
+ */
+export function endpointShardSpec(fs: FamilySyntax, name: string): NamedMap {
+  const p = endpointShardProtocol(name);
+  if (p === undefined) throw new Error(`not an endpoints shard map: ${name}`);
+  return {
+    name,
+    type: `numgen random mod 2 : ${fs.ipX} daddr . ${p.toLowerCase()} dport`,
+    typeof: true,
+    comment: `${p} endpoints of services with several: block offset + index -> endpoint`,
   };
 }
 

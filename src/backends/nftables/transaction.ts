@@ -40,6 +40,8 @@ export interface NamedSet {
 export interface NamedMap {
   readonly name: string;
   readonly type: string;
+  /** `type` is a `typeof` declaration (expressions, e.g. `numgen random mod 2 : ip daddr . tcp dport`). */
+  readonly typeof?: boolean;
   readonly comment?: string;
 }
 
@@ -89,7 +91,7 @@ function setSpec(s: NamedSet): string {
 }
 
 function mapSpec(m: NamedMap): string {
-  let body = `type ${m.type} ;`;
+  let body = `${m.typeof ? 'typeof' : 'type'} ${m.type} ;`;
   if (m.comment !== undefined) body += ` comment ${quote(m.comment)} ;`;
   return ` { ${body} }`;
 }

@@ -3,7 +3,7 @@
  *   node dist/test/unit/backends/nftables/bench-compile.js [services] [endpointsPerService]
  * Prints full-compile and render time, script size, and one-endpoint partial-compile time.
  */
-import { compileFull, compilePartial } from '../../../../src/backends/nftables/compiler.js';
+import { CompileState, compileFull, compilePartial } from '../../../../src/backends/nftables/compiler.js';
 import { bigTable, changesOf, fwd, tables } from './fixtures.js';
 
 const n = Number(process.argv[2] ?? 10000);
@@ -13,7 +13,8 @@ const opts = { families: [4] as const, masqueradeMark: 0x4000 };
 
 for (let round = 0; round < 3; round++) {
   let t0 = performance.now();
-  const tx = compileFull(ir, opts);
+  const state = new CompileState();
+  const tx = compileFull(ir, { ...opts, state });
   const tCompile = performance.now() - t0;
   t0 = performance.now();
   const script = tx.render();
@@ -25,7 +26,7 @@ for (let round = 0; round < 3; round++) {
   services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
   const next = tables({ ...ir[4], services });
   t0 = performance.now();
-  const partial = compilePartial(ir, next, changesOf([victim.key]), opts).render();
+  const partial = compilePartial(ir, next, changesOf([victim.key]), { ...opts, state }).render();
   const tPartial = performance.now() - t0;
   console.log(
     `${n} services x ${k} endpoints: full compile ${tCompile.toFixed(0)} ms + render ${tRender.toFixed(0)} ms, ` +

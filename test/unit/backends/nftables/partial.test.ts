@@ -4,17 +4,18 @@
  * handful of lines at any scale.
  */
 import t from 'tap';
-import { compileFull, compilePartial, type CompileOptions } from '../../../../src/backends/nftables/compiler.js';
+import { CompileState, compileFull, compilePartial, type CompileOptions } from '../../../../src/backends/nftables/compiler.js';
 import { FakeNft } from '../../../../src/backends/nftables/fake.js';
 import type { IPFamily, ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { bigTable, changesOf, emptyTable, ep, fwd, randomWalk, svc, table, tables } from './fixtures.js';
 
-const opts = (families: readonly IPFamily[]): CompileOptions => ({ families, masqueradeMark: 0x4000 });
+// One state per compile history (per fake kernel), as the backend keeps one per kernel table.
+const opts = (families: readonly IPFamily[], state?: CompileState): CompileOptions => ({ families, masqueradeMark: 0x4000, ...(state ? { state } : {}) });
 
 function fullDump(ir: ProxyTables, families: readonly IPFamily[]): string {
   const f = new FakeNft();
   f.applySync(compileFull(ir, opts(families)).render());
-  return f.dump();
+  return f.dumpResolved();
 }
 
 function firstDiff(a: string, b: string): string {
@@ -33,11 +34,12 @@ t.test('random partial-sync sequences equal one full sync of the final IR (FakeN
     const fams = families[seed % 3]!;
     const walk = randomWalk(seed, 25, fams);
     const fake = new FakeNft();
-    fake.applySync(compileFull(walk.initial, opts(fams)).render());
+    const state = new CompileState();
+    fake.applySync(compileFull(walk.initial, opts(fams, state)).render());
     let prev = walk.initial;
     for (let i = 0; i < walk.steps.length; i++) {
       const step = walk.steps[i]!;
-      const script = compilePartial(prev, step.next, step.changes, opts(fams)).render();
+      const script = compilePartial(prev, step.next, step.changes, opts(fams, state)).render();
       try {
         fake.applySync(script);
       } catch (e) {
@@ -45,7 +47,7 @@ t.test('random partial-sync sequences equal one full sync of the final IR (FakeN
         return;
       }
       const want = fullDump(step.next, fams);
-      const got = fake.dump();
+      const got = fake.dumpResolved();
       if (got !== want) {
         t.fail(`seed ${seed} step ${i}: partial state differs from full sync: ${firstDiff(got, want)}\nscript:\n${script}`);
         return;
@@ -65,9 +67,10 @@ t.test('a full sync over any earlier state converges and deletes stale chains', 
     // Leave the kernel holding the *initial* IR, then full-sync the final one over it.
     fake.applySync(compileFull(walk.initial, opts([4, 6])).render());
     const existing = { 4: new Set(fake.chainNames('ip', 'ferry')), 6: new Set(fake.chainNames('ip6', 'ferry')) };
-    fake.applySync(compileFull(final, { ...opts([4, 6]), existingChains: existing }).render());
+    const existingMaps = { 4: new Set(fake.mapNames('ip', 'ferry')), 6: new Set(fake.mapNames('ip6', 'ferry')) };
+    fake.applySync(compileFull(final, { ...opts([4, 6]), existingChains: existing, existingMaps }).render());
     const want = fullDump(final, [4, 6]);
-    t.equal(fake.dump(), want, `seed ${seed}: full sync over old state equals a fresh full sync (${firstDiff(fake.dump(), want)})`);
+    t.equal(fake.dumpResolved(), want, `seed ${seed}: full sync over old state equals a fresh full sync (${firstDiff(fake.dumpResolved(), want)})`);
   }
 });
 
@@ -80,28 +83,31 @@ function withService(ir: ProxyTables, s: ServiceEntry): ProxyTables {
 t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) => {
   const base = tables(bigTable(4, 1000, 10));
   const fake = new FakeNft();
-  fake.applySync(compileFull(base, opts([4])).render());
+  const state = new CompileState();
+  fake.applySync(compileFull(base, opts([4], state)).render());
 
   const victim = [...base[4].services.values()][500]!;
   const eps = victim.internal.endpoints.slice(1);
   const changed = { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) };
   const next = withService(base, changed);
-  const script = compilePartial(base, next, changesOf([victim.key]), opts([4])).render();
+  const script = compilePartial(base, next, changesOf([victim.key]), opts([4], state)).render();
   const lines = script.trim().split('\n');
-  // flush + dnat rule of svc- (and ext- when it has a NodePort) + one hairpin element delete.
-  t.ok(lines.length <= 6, `partial script has ${lines.length} lines (want ≤ 6):\n${script}`);
+  // flush + dnat rule of svc- (and ext- when it has a NodePort), one hairpin element delete,
+  // one delete and one add line for the service's block in the endpoints map.
+  t.ok(lines.length <= 8, `partial script has ${lines.length} lines (want ≤ 8):\n${script}`);
+  t.match(script, /delete element ip ferry endpoints-tcp-\d+ \{ /, 'the service\'s endpoint block is rewritten');
   t.match(script, /delete element ip ferry hairpin \{ 198\.18\.\d+\.\d+ \. 198\.18\.\d+\.\d+ \}/, 'the removed endpoint leaves the hairpin set');
   fake.applySync(script);
-  t.equal(fake.dump(), fullDump(next, [4]), 'result equals a full sync');
+  t.equal(fake.dumpResolved(), fullDump(next, [4]), 'result equals a full sync');
 
   // Adding a whole new service is also small.
   const added = svc({ namespace: 'new', name: 'one', clusterIP: '198.19.200.1', nodePort: 31999, internal: fwd(ep('198.18.250.1', 80)) });
   const next2 = withService(next, added);
-  const script2 = compilePartial(next, next2, changesOf([added.key]), opts([4])).render();
+  const script2 = compilePartial(next, next2, changesOf([added.key]), opts([4], state)).render();
   const lines2 = script2.trim().split('\n');
   t.ok(lines2.length <= 10, `new-service script has ${lines2.length} lines (want ≤ 10):\n${script2}`);
   fake.applySync(script2);
-  t.equal(fake.dump(), fullDump(next2, [4]), 'result equals a full sync');
+  t.equal(fake.dumpResolved(), fullDump(next2, [4]), 'result equals a full sync');
 });
 
 t.test('no change: empty transaction', async (t) => {
@@ -127,7 +133,7 @@ t.test('shared elements: ClusterIP of a two-port service, duplicate externalIP a
   fake.applySync(script);
   t.ok(fake.elements('ip', 'ferry', 'cluster-ips')!.has('198.19.9.1'), 'ClusterIP still claimed by the other port stays');
   t.match(fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80'), /^goto ext-[0-9a-f]{8}-x\/b\//, 'externalIP now dispatches to b');
-  t.equal(fake.dump(), fullDump(ir2, [4]), 'equals full sync');
+  t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync');
 });
 
 t.test('affinity timeout change recreates the endpoint chains and sets', async (t) => {
@@ -154,7 +160,7 @@ t.test('table-level change (NodePort addresses, detector) rewrites what depends 
   const fake = new FakeNft();
   fake.applySync(compileFull(ir1, opts([4])).render());
   fake.applySync(compilePartial(ir1, ir2, changesOf([], true), opts([4])).render());
-  t.equal(fake.dump(), fullDump(ir2, [4]), 'equals full sync of the new table');
+  t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync of the new table');
   t.same(fake.rules('ip', 'ferry', 'services'), ['ip daddr . meta l4proto . th dport vmap @service-ips', 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports']);
 });
 
