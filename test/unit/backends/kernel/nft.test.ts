@@ -55,7 +55,9 @@ t.test('addonNft.list passes the listing flags and returns the output', async (t
   const calls: { script: string; opts: NftRunOptions | undefined }[] = [];
   const nft = addonNft(stubAddon({ ok: true, output: '{"nftables": []}', error: '' }, calls));
   t.equal(await nft.list('list table ip ferry', { json: true }), '{"nftables": []}');
-  t.same(calls[0], { script: 'list table ip ferry', opts: { json: true, handles: false } });
+  t.same(calls[0], { script: 'list table ip ferry', opts: { json: true, handles: false, terse: false } });
+  await nft.list('list maps ip', { json: true, terse: true });
+  t.same(calls[1], { script: 'list maps ip', opts: { json: true, handles: false, terse: true } });
 });
 
 t.test('defaultNft honours preferExec', async (t) => {
