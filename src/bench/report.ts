@@ -115,7 +115,7 @@ export function summaryMarkdown(r: BenchResults): string {
     parts.push('\n## Kernel apply (fresh namespace)\n\n');
     parts.push(
       table(
-        ['size', 'mode', 'full cold ms', 'full re-apply ms', '1-endpoint ms', 'add-service ms', 'error'],
+        ['size', 'mode', 'full cold ms', 'full re-apply ms', '1-endpoint ms', 'add-service ms', 'error or note'],
         r.apply.map((a) => [sizeLabel(a), a.mode, a.fullColdMs, a.fullMs, a.partialEndpointMs, a.partialAddMs, a.error ?? '']),
       ),
     );
