@@ -23,6 +23,7 @@ import { acquireLan, releaseLan } from './lan-lock.js';
 import { ECHO_SCRIPT, runProbe } from './probe-client.js';
 import { ApiRegistrar, nodeObject, podObject } from './register.js';
 import * as T from './topology.js';
+import { scaledMs } from '../../util/timescale.js';
 import type {
   AddPodOptions,
   Cluster,
@@ -290,7 +291,8 @@ class SimCluster implements Cluster {
     return new Promise((resolve, reject) => {
       let out = '';
       let err = '';
-      const timer = setTimeout(() => fail(`echo server not ready after 15 s; stderr: ${err.trim()}`), 15000);
+      const limitMs = scaledMs(15_000);
+      const timer = setTimeout(() => fail(`echo server not ready after ${limitMs / 1000} s (FERRY_TIME_SCALE stretches this); stderr: ${err.trim()}`), limitMs);
       const fail = (msg: string): void => {
         clearTimeout(timer);
         child.kill('SIGKILL');

@@ -36,6 +36,9 @@ async function serviceNetns(t: Parameters<typeof freshNetns>[0]): Promise<string
   await sh('ip', 'route', 'add', '203.0.113.0/24', 'dev', 'fytup0', 'src', '192.0.2.1');
   await sh('ip', '-6', 'route', 'add', '2001:db8:1::/64', 'dev', 'fytup0', 'src', '2001:db8:2::1');
   await runIn(ns, ['nft', '-f', '-'], { input: RULES });
+  // The tests' unreplied UDP flows must outlive a slow run (30 s by default; an emulated VM
+  // takes longer than that between creating and checking them). Per-namespace sysctls.
+  await sh('sysctl', '-qw', 'net.netfilter.nf_conntrack_udp_timeout=600', 'net.netfilter.nf_conntrack_udp_timeout_stream=600');
   return ns;
 }
 

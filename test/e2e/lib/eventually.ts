@@ -4,6 +4,8 @@
  * awaited and what was seen on the last attempt, which is what a reader of a red run needs.
  */
 
+import { scaledMs } from '../../../src/util/timescale.js';
+
 export class EventuallyTimeout extends Error {
   readonly code = 'FERRY_ERR_E2E_EVENTUALLY';
   constructor(
@@ -32,7 +34,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * Returns fn's value.
  */
 export async function eventually<T>(fn: () => Promise<T>, opts: EventuallyOptions): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
+  // Deadlines guard against hangs; on an emulated VM (FERRY_TIME_SCALE) they stretch.
+  const timeoutMs = scaledMs(opts.timeoutMs ?? 30_000);
   const intervalMs = opts.intervalMs ?? 250;
   const deadline = Date.now() + timeoutMs;
   let attempts = 0;
