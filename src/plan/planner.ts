@@ -10,7 +10,7 @@
  * plus one Map. A service that fails to plan is left out with a problem; it never takes the
  * table down.
  */
-import { cidrContains, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
+import { cidrContains, inAnyCIDR, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
 import { deepEqual } from '../model/equal.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from '../model/types.js';
 import { logger } from '../util/log.js';
@@ -199,6 +199,8 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
     externalIPs: sp.externalIPs,
     loadBalancerIPs,
     loadBalancerSourceRanges: sp.loadBalancerSourceRanges,
+    allowLoadBalancerIPSources:
+      loadBalancerIPs.length > 0 && h.nodeIPs[0] !== undefined && inAnyCIDR(h.nodeIPs[0], sp.loadBalancerSourceRanges),
     affinityTimeoutSeconds: sp.affinityTimeoutSeconds,
     internal,
     external,

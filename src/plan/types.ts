@@ -66,6 +66,12 @@ export interface ServiceEntry {
    * loadBalancerIPs from any other source is dropped. Empty = allow all.
    */
   readonly loadBalancerSourceRanges: readonly string[];
+  /**
+   * With loadBalancerSourceRanges: also accept the loadBalancerIPs themselves as sources. True
+   * when a range contains the node's primary IP (kube-proxy): a node reaching a VIP routed
+   * locally appears with the VIP as its source. Decided here so every backend agrees.
+   */
+  readonly allowLoadBalancerIPSources: boolean;
 
   /** ClientIP session affinity timeout in seconds; 0 = none. */
   readonly affinityTimeoutSeconds: number;

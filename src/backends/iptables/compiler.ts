@@ -93,13 +93,12 @@ export function contextOf(table: ProxyTable, threshold: number): ServiceContext 
   return {
     family: table.family,
     localCIDRs: table.localTraffic.kind === 'clusterCIDR' ? table.localTraffic.cidrs : [],
-    nodeIPs: table.nodeIPs,
     largeCluster: isLargeCluster(table, threshold),
   };
 }
 
 function contextKey(ctx: ServiceContext): string {
-  return `${ctx.family}|${ctx.localCIDRs.join(',')}|${ctx.nodeIPs.join(',')}|${ctx.largeCluster ? 1 : 0}`;
+  return `${ctx.family}|${ctx.localCIDRs.join(',')}|${ctx.largeCluster ? 1 : 0}`;
 }
 
 const ruleCache = new WeakMap<ServiceEntry, { key: string; rules: ServiceRules }>();

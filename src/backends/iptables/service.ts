@@ -15,7 +15,6 @@
  * Pure and deterministic: the same ServiceEntry and context always give equal rules. Lines are
  * complete iptables-restore lines (`-A CHAIN ...`). Never decides which endpoints apply.
  */
-import { inAnyCIDR } from '../../model/addr.js';
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { Chain, endpointChainName, endpointString, serviceChainNames } from './names.js';
 
@@ -24,8 +23,6 @@ export interface ServiceContext {
   readonly family: 4 | 6;
   /** Local-traffic detector CIDRs (empty: no detector). */
   readonly localCIDRs: readonly string[];
-  /** The node's IPs of this family (loadBalancerSourceRanges: allow the node's own traffic). */
-  readonly nodeIPs: readonly string[];
   /** kube-proxy's large cluster mode: no comments on endpoint rules. */
   readonly largeCluster: boolean;
 }
@@ -186,7 +183,7 @@ export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRul
     chains.set(n.fw, fw);
     const head = `-A ${n.fw} ${comment(`${name} loadbalancer IP`)}`;
     for (const cidr of svc.loadBalancerSourceRanges) fw.push(`${head} -s ${cidr} -j ${n.ext}`);
-    if (ctx.nodeIPs.some((ip) => inAnyCIDR(ip, svc.loadBalancerSourceRanges))) {
+    if (svc.allowLoadBalancerIPSources) {
       for (const ip of svc.loadBalancerIPs) fw.push(`${head} -s ${ip} -j ${n.ext}`);
     }
     fw.push(`-A ${n.fw} ${comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`)}`);

@@ -57,7 +57,7 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 ];
 
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
-  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', nodeIPs: table.nodeIPs, slots };
+  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', slots };
 }
 
 function affinitySetSpec(fs: FamilySyntax, name: string, timeoutSeconds: number): NamedSet {

@@ -6,7 +6,6 @@
  * Pure and deterministic: the same ServiceEntry and context always give an equal contribution.
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
-import { inAnyCIDR } from '../../model/addr.js';
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
@@ -37,8 +36,6 @@ export interface ServiceContext {
   readonly fs: FamilySyntax;
   /** A local-traffic detector exists (rules may reference @local-cidrs). */
   readonly detector: boolean;
-  /** The node's addresses of this family (loadBalancerSourceRanges allow-from-node). */
-  readonly nodeIPs: readonly string[];
   /** Endpoint-map blocks; the table of the claim index being built or moved on. */
   readonly slots: SlotTable;
 }
@@ -198,12 +195,10 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     }
 
     // loadBalancerSourceRanges, for LB IPs only (NodePorts and externalIPs are not filtered,
-    // as in kube-proxy). When a range contains a node IP, the LB IPs themselves are allowed
-    // too: a VIP configured on the node loops node-originated requests back with the VIP as source.
+    // as in kube-proxy), plus the LB IPs themselves when the IR says so.
     if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
       const fam = ctx.fs.family;
-      const allowFromNode = ctx.nodeIPs.some((ip) => inAnyCIDR(ip, svc.loadBalancerSourceRanges));
-      const sources = normalizeCIDRs(fam, allowFromNode ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
+      const sources = normalizeCIDRs(fam, svc.allowLoadBalancerIPSources ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
       chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : 'drop']);
       for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
     }

@@ -87,7 +87,9 @@ export class ServiceRuntime {
     this.internal.update(entry.internal, entry.affinityTimeoutSeconds);
     this.external.update(entry.external, entry.affinityTimeoutSeconds);
     this.cluster.update(entry.cluster, entry.affinityTimeoutSeconds);
-    this.sourceRanges = parseRanges(entry.loadBalancerSourceRanges);
+    this.sourceRanges = parseRanges(
+      entry.allowLoadBalancerIPSources ? [...entry.loadBalancerSourceRanges, ...entry.loadBalancerIPs] : entry.loadBalancerSourceRanges,
+    );
   }
 
   /** Where a new connection from `clientIP` on a frontend with `role` goes. */

@@ -45,6 +45,7 @@ export function svc(s: SvcInput): ServiceEntry {
     externalIPs: s.externalIPs ?? [],
     loadBalancerIPs: s.loadBalancerIPs ?? [],
     loadBalancerSourceRanges: s.loadBalancerSourceRanges ?? [],
+    allowLoadBalancerIPSources: s.allowLoadBalancerIPSources ?? false,
     affinityTimeoutSeconds: s.affinityTimeoutSeconds ?? 0,
     internal,
     external: s.external ?? internal,

@@ -44,10 +44,27 @@ for (const f of FAMILIES) {
     t.same(e.loadBalancerIPs, [f === 4 ? '192.0.2.10' : '2001:db8:10::10'], 'only VIP-mode ingress IPs are captured');
     t.same(e.externalIPs, [f === 4 ? '192.0.2.5' : '2001:db8:5::5']);
     t.same(e.loadBalancerSourceRanges, [f === 4 ? '198.51.100.0/24' : '2001:db8:77::/48']);
+    // The v4 range contains the node's primary IP (198.51.100.1); the v6 one does not.
+    t.equal(e.allowLoadBalancerIPSources, f === 4, 'LB IPs allowed as sources only when a range holds the primary node IP');
     t.equal(e.affinityTimeoutSeconds, 600);
     t.equal(e.nodePort, 30080);
     t.equal(e.family, f);
     t.equal(e.clusterIP, f === 4 ? '203.0.113.1' : '2001:db8:ffff::1');
+  });
+
+  t.test(`IPv${f}: LB IPs as sources: only the primary node IP counts, and only with LB IPs`, async (t) => {
+    const range = f === 4 ? '192.0.2.0/24' : '2001:db8:7::/48';
+    const inside = f === 4 ? '192.0.2.7' : '2001:db8:7::7';
+    const lb = (name: string, ingress: { ip: string }[]) =>
+      svc({ name, type: 'LoadBalancer', families: [4, 6], ports: [{ name: 'http', port: 80, nodePort: name === 'a' ? 30080 : 30081 }], ingress, sourceRanges: [range] });
+    const vip = [{ ip: f === 4 ? '203.0.113.50' : '2001:db8:50::1' }];
+    const allow = (nodeAddrs: Array<[string, string]>, ingress: { ip: string }[]): boolean => {
+      const { table } = planWorld(f, { services: [lb('a', ingress)], slices: [slice({ family: f, endpoints: [{ ip: ip(f, 1) }] })], node: node(NODE, nodeAddrs) });
+      return table.services.get('default/a:http/TCP')!.allowLoadBalancerIPSources;
+    };
+    t.equal(allow([['InternalIP', inside]], vip), true, 'primary node IP inside a range');
+    t.equal(allow([['InternalIP', nodeIP], ['InternalIP', inside]], vip), false, 'only a secondary node IP inside: not allowed (kube-proxy uses the primary)');
+    t.equal(allow([['InternalIP', inside]], []), false, 'no LB IPs: nothing to allow');
   });
 
   t.test(`IPv${f}: health check port counts distinct ready local endpoint IPs across the service's ports`, async (t) => {

@@ -15,6 +15,7 @@ export function entry(over: Partial<ServiceEntry> & { namespace: string; name: s
     externalIPs: [],
     loadBalancerIPs: [],
     loadBalancerSourceRanges: [],
+    allowLoadBalancerIPSources: false,
     affinityTimeoutSeconds: 0,
     internal: { verdict: 'reject', endpoints: [] },
     external: { verdict: 'reject', endpoints: [] },

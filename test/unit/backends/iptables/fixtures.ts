@@ -68,6 +68,8 @@ export const GOLDENS: readonly Golden[] = [
           nodePort: 30443,
           loadBalancerIPs: ['198.51.100.7'],
           loadBalancerSourceRanges: ['203.0.113.0/24', '192.0.2.0/24'],
+          // The planner's decision: a range contains the node's primary IP (192.0.2.10).
+          allowLoadBalancerIPSources: true,
           internal: fwd(e1, e2),
           external: fwd(e1),
           cluster: fwd(e1, e2),

@@ -61,6 +61,8 @@ export const GOLDENS: readonly Golden[] = [
           nodePort: 30443,
           loadBalancerIPs: ['198.51.100.7'],
           loadBalancerSourceRanges: ['203.0.113.0/24', '192.0.2.0/24'],
+          // The planner's decision: a range contains the node's primary IP (192.0.2.10).
+          allowLoadBalancerIPSources: true,
           internal: fwd(e1, e2),
           external: fwd(e1),
           cluster: fwd(e1, e2),
@@ -215,6 +217,7 @@ export function randomService(r: () => number, family: IPFamily, ns: string, nam
     externalIPs: r() < 0.3 ? [addr(family, 'ext', Math.floor(r() * 4))] : [],
     loadBalancerIPs: lbIPs,
     loadBalancerSourceRanges: lbIPs.length && r() < 0.5 ? [family === 4 ? '203.0.113.0/25' : '2001:db8:113::/64'] : [],
+    allowLoadBalancerIPSources: lbIPs.length > 0 && r() < 0.3,
     affinityTimeoutSeconds: r() < 0.25 ? pick(r, [60, 10800]) : 0,
     internal,
     cluster,
