@@ -18,6 +18,7 @@ import type { IPFamily } from '../model/types.js';
 import { diffTables, planTables, type PlanOptions } from '../plan/planner.js';
 import type { Backend } from '../plan/types.js';
 import { DryRunBackend } from '../backends/dryrun/index.js';
+import { isUserspaceBackend } from '../backends/userspace/index.js';
 import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/health.js';
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
@@ -122,6 +123,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const tracker = new ChangeTracker({ nodeName: config.nodeName, families });
   const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
+  if (isUserspaceBackend(backend)) metrics.watchUserspace(() => backend.stats());
   const healthChecks = new ServiceHealthServers(() => health.health().healthy);
   const planOptions = (): PlanOptions => ({
     masqueradeAll: config.masqueradeAll,

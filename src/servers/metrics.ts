@@ -11,6 +11,7 @@ import type { ProxyTables } from '../plan/types.js';
 import type { SyncResult } from '../sync/syncer.js';
 import { serializeTables } from '../backends/dryrun/serialize.js';
 import { closeServer, listen, sendJSON } from './http.js';
+import type { ForwarderStats } from '../backends/userspace/stats.js';
 
 /** kube-proxy's sync-duration buckets: 1ms doubling to ~16s. */
 const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
@@ -115,6 +116,74 @@ export class ProxyMetrics {
     this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
     this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * The userspace data path's counters (userspace mode only), read from `stats` at each scrape:
+   * the forwarder keeps plain numbers on its hot path and never touches prom-client.
+   */
+  watchUserspace(stats: () => ForwarderStats): void {
+    const registers = [this.registry];
+    // A counter that mirrors a number kept elsewhere: reset and re-add on each scrape.
+    const mirror = <L extends string>(c: Counter<L>, read: (s: ForwarderStats) => [Partial<Record<L, string>>, number][]): void => {
+      Object.assign(c, {
+        collect: () => {
+          c.reset();
+          for (const [labels, v] of read(stats())) if (v > 0) c.inc(labels, v);
+        },
+      });
+    };
+    const tcp = new Counter({
+      name: 'ferry_userspace_tcp_connections_total',
+      help: 'TCP connections on userspace frontends by outcome (accepted, forwarded, rejected: reset at once, dropped: closed without reply)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    mirror(tcp, (s) => [
+      [{ outcome: 'accepted' }, s.tcpAccepted],
+      [{ outcome: 'forwarded' }, s.tcpForwarded],
+      [{ outcome: 'rejected' }, s.tcpRejected],
+      [{ outcome: 'dropped' }, s.tcpDropped],
+    ]);
+    const connectFailures = new Counter({
+      name: 'ferry_userspace_tcp_endpoint_connect_failures_total',
+      help: 'Failed connects to an endpoint (each retry counts)',
+      registers,
+    });
+    mirror(connectFailures, (s) => [[{}, s.tcpConnectFailures]]);
+    const udpSessions = new Counter({
+      name: 'ferry_userspace_udp_sessions_total',
+      help: 'UDP sessions by event (created, evicted: over the session limit, expired: idle)',
+      labelNames: ['event'],
+      registers,
+    });
+    mirror(udpSessions, (s) => [
+      [{ event: 'created' }, s.udpSessionsCreated],
+      [{ event: 'evicted' }, s.udpEvictions],
+      [{ event: 'expired' }, s.udpExpirations],
+    ]);
+    const udpDropped = new Counter({
+      name: 'ferry_userspace_udp_dropped_datagrams_total',
+      help: 'Datagrams discarded: verdict drop or reject, no endpoint, or queue overflow while connecting',
+      registers,
+    });
+    mirror(udpDropped, (s) => [[{}, s.udpDropped]]);
+    new Gauge({
+      name: 'ferry_userspace_tcp_connections_active',
+      help: 'TCP connections being forwarded now',
+      registers,
+      collect() {
+        this.set(stats().tcpActive);
+      },
+    });
+    new Gauge({
+      name: 'ferry_userspace_udp_sessions_active',
+      help: 'UDP sessions open now',
+      registers,
+      collect() {
+        this.set(stats().udpSessionsActive);
+      },
+    });
   }
 
   /** A change was queued for the next sync. */

@@ -57,6 +57,11 @@ export interface UserspaceBackend extends Backend {
   frontends(): string[];
 }
 
+/** The userspace backend behind a plain Backend (its name is 'userspace' only if it is one). */
+export function isUserspaceBackend(b: Backend): b is UserspaceBackend {
+  return b.name === 'userspace' && typeof (b as Partial<UserspaceBackend>).stats === 'function';
+}
+
 export const DEFAULT_UDP_IDLE_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_UDP_SESSIONS = 65_536;
 export const DEFAULT_CONNECT_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2000];

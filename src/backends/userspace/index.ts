@@ -7,6 +7,7 @@ export {
   DEFAULT_CONNECT_TIMEOUTS_MS,
   DEFAULT_MAX_UDP_SESSIONS,
   DEFAULT_UDP_IDLE_TIMEOUT_MS,
+  isUserspaceBackend,
   type UserspaceBackend,
   type UserspaceInternals,
   type UserspaceOptions,

@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import type { AddPodOptions } from '../../../src/sim/cluster/index.js';
+import { runIn } from '../../../src/util/exec.js';
 import {
   allAnswered,
   answeredBy,
@@ -12,6 +13,7 @@ import {
   failedWith,
   fromNode,
   fromPod,
+  METRICS_PORT,
   modes,
   podsSeen,
   serviceDoc,
@@ -136,6 +138,24 @@ for (const mode of modes()) {
         await env.barrier();
         const none = await env.probe(fromPod('cli-2'), tcp(ip), { count: 3, timeoutMs: 1500 });
         failedWith(t, none, env.expect.policyDrop, `cli-2 (node-2, no local endpoint) → itl ${ip}`);
+      });
+
+      await t.test("the node's /metrics shows the syncs and, in userspace mode, the forwarded connections", async (t) => {
+        env.diagnoseOnFailure(t);
+        const node = env.ferries[0]!.node;
+        const r = await runIn(node.netns, ['curl', '-sS', '--max-time', '5', `http://127.0.0.1:${METRICS_PORT}/metrics`], { allowFailure: true });
+        t.equal(r.exitCode, 0, `GET /metrics on ${node.name} (${r.stderr.trim()})`);
+        const count = (re: RegExp): number => Number(re.exec(r.stdout)?.[1] ?? NaN);
+        t.ok(count(/^kubeproxy_sync_proxy_rules_duration_seconds_count (\d+)$/m) > 0, 'syncs recorded');
+        t.match(r.stdout, new RegExp(`^ferry_backend_info\\{mode="${mode}"\\} 1$`, 'm'), 'the mode is named');
+        if (mode === 'userspace') {
+          // Every probe above from a pod on node-1 went through this node's forwarder.
+          t.ok(count(/^ferry_userspace_tcp_connections_total\{outcome="forwarded"\} (\d+)$/m) > 0, 'forwarded TCP connections counted');
+          t.ok(count(/^ferry_userspace_udp_sessions_total\{event="created"\} (\d+)$/m) > 0, 'UDP sessions counted');
+          t.match(r.stdout, /^ferry_userspace_tcp_connections_active \d+$/m, 'active connections exported');
+        } else {
+          t.notMatch(r.stdout, /ferry_userspace_/, 'no userspace counters in a kernel mode');
+        }
       });
     });
   });

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { ProxyMetrics, startMetricsServer } from '../../../src/servers/metrics.js';
 import type { SyncResult } from '../../../src/sync/syncer.js';
 import { entry, tables } from './fixtures.js';
+import { newStats } from '../../../src/backends/userspace/stats.js';
 
 t.test('sync results become kube-proxy metrics', async (t) => {
   const m = new ProxyMetrics('nftables', { processMetrics: false });
@@ -54,4 +55,28 @@ t.test('the metrics server serves /metrics and /debug/plan', async (t) => {
   t.same(body['4'].services.map((s) => s.key), ['ns/web:/TCP']);
   t.same(body['6'].services, []);
   t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 404);
+});
+
+t.test('userspace counters are exported as they stand at each scrape', async (t) => {
+  const m = new ProxyMetrics('userspace', { processMetrics: false });
+  const s = newStats();
+  m.watchUserspace(() => s);
+  s.tcpAccepted = 5;
+  s.tcpForwarded = 4;
+  s.tcpRejected = 1;
+  s.tcpActive = 2;
+  s.udpSessionsCreated = 3;
+  s.udpSessionsActive = 1;
+  let text = await m.registry.metrics();
+  t.match(text, /^ferry_userspace_tcp_connections_total\{outcome="accepted"\} 5$/m, 'accepted');
+  t.match(text, /^ferry_userspace_tcp_connections_total\{outcome="forwarded"\} 4$/m, 'forwarded');
+  t.match(text, /^ferry_userspace_tcp_connections_total\{outcome="rejected"\} 1$/m, 'rejected');
+  t.match(text, /^ferry_userspace_tcp_connections_active 2$/m, 'active TCP');
+  t.match(text, /^ferry_userspace_udp_sessions_total\{event="created"\} 3$/m, 'UDP sessions created');
+  t.match(text, /^ferry_userspace_udp_sessions_active 1$/m, 'active UDP sessions');
+  s.tcpAccepted = 9;
+  s.tcpActive = 0;
+  text = await m.registry.metrics();
+  t.match(text, /^ferry_userspace_tcp_connections_total\{outcome="accepted"\} 9$/m, 'the next scrape shows the new count, not a sum');
+  t.match(text, /^ferry_userspace_tcp_connections_active 0$/m, 'gauge follows');
 });
