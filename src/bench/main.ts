@@ -23,6 +23,7 @@ import { deleteAllBenchNetns, deleteAllBenchNetnsSync } from './netns.js';
 import { computeRatios, writeReport } from './report.js';
 import { round } from './stats.js';
 import { PHASES, type ApplyMode, type BenchResults, type DatapathMode, type MemoryRow, type Phase, type ProxyUnderTest, type Size } from './types.js';
+import { scaledMs } from '../util/timescale.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -265,7 +266,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
         for (const mode of proxies) {
           progress(`${mode} @${n} services: starting`);
           try {
-            const readyMs = await bench.startProxy(mode, p.readyTimeoutMs);
+            const readyMs = await bench.startProxy(mode, scaledMs(p.readyTimeoutMs));
             results.startup.push({ services: n, mode, readyMs });
             progress(`${mode} @${n}: ready in ${readyMs} ms`);
             if (want('latency') && p.latencySizes.includes(n) && (p.latencyModes.includes(mode) || mode === 'kube-proxy')) {
@@ -290,7 +291,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
           progress(`reference @${n}: applying the kube-proxy layout`);
           try {
             const t0 = Date.now();
-            await bench.applyReference(p.readyTimeoutMs);
+            await bench.applyReference(scaledMs(p.readyTimeoutMs));
             results.startup.push({ services: n, mode: 'reference', readyMs: Date.now() - t0 });
             const rows = await bench.datapath('reference', p.load);
             results.datapath.push(...rows);

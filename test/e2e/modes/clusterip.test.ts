@@ -4,6 +4,7 @@
  * without endpoints, hairpin, internalTrafficPolicy Local. Runs once per mode in modes().
  */
 import t from 'tap';
+import { scaledMs } from '../../../src/util/timescale.js';
 import type { AddPodOptions } from '../../../src/sim/cluster/index.js';
 import { runIn } from '../../../src/util/exec.js';
 import {
@@ -25,7 +26,7 @@ import {
 } from '../lib/harness.js';
 
 // A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
-t.setTimeout(modes().length * 10 * 60_000);
+t.setTimeout(scaledMs(modes().length * 10 * 60_000));
 
 for (const mode of modes()) {
   t.test(`ClusterIP paths [${mode}]`, async (t) => {

@@ -6,6 +6,7 @@
  * Runs once per mode in modes().
  */
 import t from 'tap';
+import { scaledMs } from '../../../src/util/timescale.js';
 import { CLIENT_IP6 } from '../../../src/sim/cluster/index.js';
 import {
   allAnswered,
@@ -42,7 +43,7 @@ async function waitHealth(env: ProxyEnv, node: string, port: number, want: numbe
 }
 
 // A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
-t.setTimeout(modes().length * 10 * 60_000);
+t.setTimeout(scaledMs(modes().length * 10 * 60_000));
 
 for (const mode of modes()) {
   t.test(`external paths [${mode}]`, async (t) => {

@@ -6,6 +6,7 @@
  * Runs once per mode in modes().
  */
 import t from 'tap';
+import { scaledMs } from '../../../src/util/timescale.js';
 import { CoreV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
 import {
   allAnswered,
@@ -50,7 +51,7 @@ async function setFinalizers(env: ProxyEnv, pod: string, finalizers: string[] | 
 }
 
 // A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
-t.setTimeout(modes().length * 10 * 60_000);
+t.setTimeout(scaledMs(modes().length * 10 * 60_000));
 
 for (const mode of modes()) {
   t.test(`endpoint and Service changes [${mode}]`, async (t) => {
