@@ -1,5 +1,5 @@
 /**
- * IR builders shared by the backends' tests (nftables, iptables): endpoints, endpoint sets,
+ * IR builders shared by the backends' tests (nftables, iptables, userspace): endpoints, endpoint sets,
  * service entries, tables and change sets, with defaults that keep fixtures short.
  */
 import type {

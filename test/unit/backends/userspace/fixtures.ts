@@ -1,86 +1,29 @@
 /**
- * Hand-built IR for userspace mode's tests (unit and e2e). Addresses: ClusterIPs 198.19.0.0/16,
+ * Hand-built IR for userspace mode's tests (unit and e2e): the shared builders of
+ * ../ir-builders.ts with this suite's defaults (namespace `default`, unnamed ports, node IP
+ * 192.0.2.1) and `tables()` taking service lists. Addresses: ClusterIPs 198.19.0.0/16,
  * endpoints 198.18.0.0/16, node 192.0.2.0/24, externalIPs 203.0.113.0/24, LB IPs
  * 198.51.100.0/24, IPv6 under 2001:db8::/32.
  */
-import type {
-  EndpointSet,
-  IPFamily,
-  PlannedEndpoint,
-  ProxyTable,
-  ProxyTables,
-  ServiceEntry,
-  SyncChanges,
-} from '../../../../src/plan/types.js';
-import { servicePortKey } from '../../../../src/model/types.js';
+import type { IPFamily, ProxyTable, ProxyTables, ServiceEntry, SyncChanges } from '../../../../src/plan/types.js';
+import * as B from '../ir-builders.js';
 
-export function ep(ip: string, port: number, isLocal = false): PlannedEndpoint {
-  return { ip, port, isLocal, ready: true };
-}
-
-export function fwd(...endpoints: PlannedEndpoint[]): EndpointSet {
-  const sorted = [...endpoints].sort((a, b) => (a.ip < b.ip ? -1 : a.ip > b.ip ? 1 : a.port - b.port));
-  return { verdict: 'forward', endpoints: sorted };
-}
-
-export const REJECT: EndpointSet = { verdict: 'reject', endpoints: [] };
-export const DROP: EndpointSet = { verdict: 'drop', endpoints: [] };
+export { DROP, ep, FULL, fwd, REJECT } from '../ir-builders.js';
 
 export type SvcInput = Partial<ServiceEntry> & { name: string };
 
 export function svc(s: SvcInput): ServiceEntry {
-  const namespace = s.namespace ?? 'default';
-  const portName = s.portName ?? '';
-  const protocol = s.protocol ?? 'TCP';
-  const family = s.family ?? 4;
-  const internal = s.internal ?? REJECT;
-  return {
-    key: servicePortKey(namespace, s.name, portName, protocol),
-    namespace,
-    name: s.name,
-    portName,
-    protocol,
-    family,
-    clusterIP: s.clusterIP ?? (family === 4 ? '198.19.0.10' : '2001:db8:19::10'),
-    port: s.port ?? 80,
-    nodePort: s.nodePort ?? 0,
-    externalIPs: s.externalIPs ?? [],
-    loadBalancerIPs: s.loadBalancerIPs ?? [],
-    loadBalancerSourceRanges: s.loadBalancerSourceRanges ?? [],
-    allowLoadBalancerIPSources: s.allowLoadBalancerIPSources ?? false,
-    affinityTimeoutSeconds: s.affinityTimeoutSeconds ?? 0,
-    internal,
-    external: s.external ?? internal,
-    cluster: s.cluster ?? internal,
-    clusterIPMasquerade: s.clusterIPMasquerade ?? 'nonLocal',
-    externalMasquerade: s.externalMasquerade ?? !(s.externalPolicyLocal ?? false),
-    externalPolicyLocal: s.externalPolicyLocal ?? false,
-    internalPolicyLocal: s.internalPolicyLocal ?? false,
-    healthCheckNodePort: s.healthCheckNodePort ?? 0,
-    localReadyEndpoints: s.localReadyEndpoints ?? 0,
-  };
+  return B.svc({ ...s, namespace: s.namespace ?? 'default', portName: s.portName ?? '' });
 }
 
 export function table(family: IPFamily, services: ServiceEntry[], over: Partial<ProxyTable> = {}): ProxyTable {
-  const sorted = [...services].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return {
-    family,
-    nodeName: 'node-a',
-    nodeIPs: family === 4 ? ['192.0.2.1'] : ['2001:db8:2::1'],
-    nodePortAddresses: { kind: 'all' },
-    localTraffic: { kind: 'clusterCIDR', cidrs: family === 4 ? ['198.18.0.0/16'] : ['2001:db8:18::/64'] },
-    masqueradeAll: false,
-    ...over,
-    services: new Map(sorted.map((s) => [s.key, s])),
-  };
+  return B.table(family, services, { nodeIPs: family === 4 ? ['192.0.2.1'] : ['2001:db8:2::1'], ...over });
 }
 
 export function tables(v4: ServiceEntry[], v6: ServiceEntry[] = [], over4: Partial<ProxyTable> = {}, over6: Partial<ProxyTable> = {}): ProxyTables {
   return { 4: table(4, v4, over4), 6: table(6, v6, over6) };
 }
 
-export const FULL: SyncChanges = { full: true, changed: new Set(), tableChanged: true };
-
 export function partial(...keys: string[]): SyncChanges {
-  return { full: false, changed: new Set(keys), tableChanged: false };
+  return B.changesOf(keys);
 }
