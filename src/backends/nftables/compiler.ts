@@ -85,7 +85,7 @@ function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly 
 /**
  * The index (and endpoint blocks) a full compile of `table` produces. Exact for the kernel only
  * if `table` was last compiled in full: blocks allocated by partial syncs cannot be recovered,
- * which is why the backend syncs in full when the previous table carries no index.
+ * which is why the backend syncs in full when its CompileState does not know the previous table.
  */
 function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
   const index = new ClaimIndex();
