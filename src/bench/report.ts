@@ -6,7 +6,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { round } from './stats.js';
+import { ratio3, round } from './stats.js';
 import { barChart } from './svg.js';
 import type { BenchResults, RatioRow } from './types.js';
 
@@ -16,7 +16,7 @@ const sizeLabel = (s: { services: number; endpoints?: number }): string =>
 export function computeRatios(r: BenchResults): RatioRow[] {
   const out: RatioRow[] = [];
   const push = (what: string, size: string, ferry: number, reference: number, better: 'lower' | 'higher') => {
-    if (ferry > 0 && reference > 0) out.push({ what, size, ferry, reference, ratio: round(ferry / reference), better });
+    if (ferry > 0 && reference > 0) out.push({ what, size, ferry, reference, ratio: ratio3(ferry / reference), better });
   };
   for (const ref of r.compile.filter((c) => c.mode === 'reference')) {
     const size = sizeLabel(ref);

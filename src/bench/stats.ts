@@ -21,6 +21,11 @@ export function percentiles(xs: readonly number[]): Percentiles {
 }
 
 /** Three significant-ish digits: enough for a summary, small JSON. */
+/** A ratio to 3 significant digits: 5 lines vs 11,065 is 0.000452, not 0. */
+export function ratio3(x: number): number {
+  return Number.isFinite(x) && x !== 0 ? Number(x.toPrecision(3)) : 0;
+}
+
 export function round(x: number): number {
   if (!Number.isFinite(x)) return 0;
   const a = Math.abs(x);
