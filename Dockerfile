@@ -19,8 +19,10 @@ COPY test ./test
 COPY scripts ./scripts
 COPY native ./native
 COPY bin ./bin
+# node-gyp builds against the image's own Node headers (/usr/local/include/node in the official
+# node images) instead of downloading them from nodejs.org: the build needs only npm and Debian.
 RUN npx tsc -p tsconfig.json \
- && (cd native && npx --no-install node-gyp rebuild --loglevel=error) \
+ && (cd native && npx --no-install node-gyp rebuild --nodedir=/usr/local --loglevel=error) \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf dist/test dist/scripts native/build/Release/obj.target native/build/Release/.deps
 
