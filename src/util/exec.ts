@@ -4,6 +4,7 @@
  * the command line, exit code and stderr.
  */
 import { spawn } from 'node:child_process';
+import { scaledMs } from './timescale.js';
 
 export class CommandError extends Error {
   readonly code = 'FERRY_ERR_COMMAND';
@@ -44,7 +45,8 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
     if (opts.timeoutMs) {
-      timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+      // A hang guard: stretched on slow (emulated) machines, see timescale.ts.
+      timer = setTimeout(() => child.kill('SIGKILL'), scaledMs(opts.timeoutMs));
     }
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));

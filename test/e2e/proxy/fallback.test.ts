@@ -12,11 +12,12 @@ import { join } from 'node:path';
 import { runIn } from '../../../src/util/exec.js';
 import { freshNetns } from '../kernel/netns.js';
 import { FERRY_BIN, SCRUB, childEnv } from './proc.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 
 const API_PORT = 18080;
 
 async function waitUntil(what: string, fn: () => Promise<boolean>, seen: () => string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + scaledMs(timeoutMs);
   while (!(await fn())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; instead: ${seen()}`);
     await new Promise((r) => setTimeout(r, 200));

@@ -14,6 +14,7 @@ export const FERRY_BIN = join(ROOT, 'bin', 'ferry');
 
 export { SCRUB, childEnv } from '../lib/child-env.js';
 import { SCRUB, childEnv } from '../lib/child-env.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -85,7 +86,7 @@ export function entries(line: DryRunLine | undefined): Map<string, ServiceEntry>
 
 /** Polls until `fn` returns a value (not undefined); the error carries `seen()` on timeout. */
 export async function waitFor<T>(what: string, fn: () => T | undefined, seen: () => string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + scaledMs(timeoutMs);
   for (;;) {
     const v = fn();
     if (v !== undefined) return v;

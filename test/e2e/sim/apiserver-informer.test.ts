@@ -16,9 +16,10 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import { startApiServer, type ApiServer } from '../../../src/sim/apiserver/index.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 
 async function waitFor(cond: () => boolean, what: string, describe: () => string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + scaledMs(timeoutMs);
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; instead: ${describe()}`);
     await new Promise((r) => setTimeout(r, 20));

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, type RunResult } from '../../../src/util/exec.js';
 import { startApiServer } from '../../../src/sim/apiserver/index.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 
 const MANIFEST = `
 apiVersion: v1
@@ -73,7 +74,7 @@ spec:
 `;
 
 async function waitFor(cond: () => boolean | Promise<boolean>, what: string, describe: () => string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = Date.now() + scaledMs(timeoutMs);
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; instead: ${describe()}`);
     await new Promise((r) => setTimeout(r, 50));
