@@ -20,6 +20,7 @@ import { SessionTable } from './sessions.js';
 import { newStats, type ForwarderStats } from './stats.js';
 import { ListenError, TcpListener, type ForwardContext } from './tcp.js';
 import { closeUdpSession, UdpListener, type UdpContext, type UdpSession } from './udp.js';
+import { scaledMs } from '../../util/timescale.js';
 
 export interface UserspaceOptions {
   families?: IPFamily[];
@@ -116,7 +117,8 @@ class Userspace implements UserspaceBackend {
       now: internals.now,
       onClose: (_key, s) => closeUdpSession(s),
     });
-    const connectTimeoutsMs = internals.connectTimeoutsMs ?? DEFAULT_CONNECT_TIMEOUTS_MS;
+    // Per-attempt limits before the next endpoint is tried; stretched on emulated machines.
+    const connectTimeoutsMs = internals.connectTimeoutsMs ?? DEFAULT_CONNECT_TIMEOUTS_MS.map(scaledMs);
     if (connectTimeoutsMs.length === 0) throw new RangeError('connectTimeoutsMs must hold at least one attempt');
     const route = (f: Frontend, clientIP: string): Route =>
       this.runtimes.get(runtimeKey(f.family, f.service))?.route(f.role, clientIP, this.detector) ?? REJECT;
