@@ -124,50 +124,33 @@ export class ProxyMetrics {
    */
   watchUserspace(stats: () => ForwarderStats): void {
     const registers = [this.registry];
-    // A counter that mirrors a number kept elsewhere: reset and re-add on each scrape.
-    const mirror = <L extends string>(c: Counter<L>, read: (s: ForwarderStats) => [Partial<Record<L, string>>, number][]): void => {
-      Object.assign(c, {
-        collect: () => {
-          c.reset();
-          for (const [labels, v] of read(stats())) if (v > 0) c.inc(labels, v);
+    // Counters mirroring numbers kept by the forwarder: prom-client's collect hook resets and
+    // re-adds them on each scrape.
+    const mirror = (name: string, help: string, labelName: string | undefined, read: (s: ForwarderStats) => [string, number][]): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: labelName ? [labelName] : [],
+        registers,
+        collect() {
+          this.reset();
+          for (const [label, v] of read(stats())) if (v > 0) this.inc(labelName ? { [labelName]: label } : {}, v);
         },
       });
     };
-    const tcp = new Counter({
-      name: 'ferry_userspace_tcp_connections_total',
-      help: 'TCP connections on userspace frontends by outcome (accepted, forwarded, rejected: reset at once, dropped: closed without reply)',
-      labelNames: ['outcome'],
-      registers,
-    });
-    mirror(tcp, (s) => [
-      [{ outcome: 'accepted' }, s.tcpAccepted],
-      [{ outcome: 'forwarded' }, s.tcpForwarded],
-      [{ outcome: 'rejected' }, s.tcpRejected],
-      [{ outcome: 'dropped' }, s.tcpDropped],
+    mirror('ferry_userspace_tcp_connections_total', 'TCP connections on userspace frontends by outcome (accepted, forwarded, rejected: reset at once, dropped: closed without reply)', 'outcome', (s) => [
+      ['accepted', s.tcpAccepted],
+      ['forwarded', s.tcpForwarded],
+      ['rejected', s.tcpRejected],
+      ['dropped', s.tcpDropped],
     ]);
-    const connectFailures = new Counter({
-      name: 'ferry_userspace_tcp_endpoint_connect_failures_total',
-      help: 'Failed connects to an endpoint (each retry counts)',
-      registers,
-    });
-    mirror(connectFailures, (s) => [[{}, s.tcpConnectFailures]]);
-    const udpSessions = new Counter({
-      name: 'ferry_userspace_udp_sessions_total',
-      help: 'UDP sessions by event (created, evicted: over the session limit, expired: idle)',
-      labelNames: ['event'],
-      registers,
-    });
-    mirror(udpSessions, (s) => [
-      [{ event: 'created' }, s.udpSessionsCreated],
-      [{ event: 'evicted' }, s.udpEvictions],
-      [{ event: 'expired' }, s.udpExpirations],
+    mirror('ferry_userspace_tcp_endpoint_connect_failures_total', 'Failed connects to an endpoint (each retry counts)', undefined, (s) => [['', s.tcpConnectFailures]]);
+    mirror('ferry_userspace_udp_sessions_total', 'UDP sessions by event (created, evicted: over the session limit, expired: idle)', 'event', (s) => [
+      ['created', s.udpSessionsCreated],
+      ['evicted', s.udpEvictions],
+      ['expired', s.udpExpirations],
     ]);
-    const udpDropped = new Counter({
-      name: 'ferry_userspace_udp_dropped_datagrams_total',
-      help: 'Datagrams discarded: verdict drop or reject, no endpoint, or queue overflow while connecting',
-      registers,
-    });
-    mirror(udpDropped, (s) => [[{}, s.udpDropped]]);
+    mirror('ferry_userspace_udp_dropped_datagrams_total', 'Datagrams discarded: verdict drop or reject, no endpoint, or queue overflow while connecting', undefined, (s) => [['', s.udpDropped]]);
     new Gauge({
       name: 'ferry_userspace_tcp_connections_active',
       help: 'TCP connections being forwarded now',
