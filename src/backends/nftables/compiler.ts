@@ -13,7 +13,7 @@
 import type { IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
 import { affinitySetOfChain, endpointShardProtocol, FERRY_TABLE, Maps, Sets } from './names.js';
-import { familySyntax, type FamilySyntax } from './rules.js';
+import { familySyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { buildSkeleton, endpointShardSpec, type ChainWithRules } from './skeleton.js';
@@ -188,9 +188,9 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
   return tx;
 }
 
-function sameRules(a: readonly string[], b: readonly string[]): boolean {
+function sameRules(a: readonly Rule[], b: readonly Rule[]): boolean {
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]!.text !== b[i]!.text) return false;
   return true;
 }
 
@@ -246,7 +246,7 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
 
     const newSets: [string, number][] = [];
     const newChains: string[] = [];
-    const rewrite: [string, readonly string[], boolean][] = []; // name, rules, existed before
+    const rewrite: [string, readonly Rule[], boolean][] = []; // name, rules, existed before
     const goneChains: string[] = [];
     const goneSets: string[] = [];
 

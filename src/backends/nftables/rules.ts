@@ -1,6 +1,9 @@
 /**
- * Rule bodies: every kind of rule ferry installs is spelled in exactly one function here, per IP
- * family. The compiler decides which rules go where; this module only knows nft syntax.
+ * Rule bodies: every kind of rule ferry installs is built by exactly one function here, per IP
+ * family, as a typed value (`Rule`: the kind and its parameters) carrying its nft text. The text
+ * is what scripts (libnftables, `nft -f`) apply and what goldens pin; the typed form is what the
+ * netlink encoder (netlink.ts) turns into kernel expressions, so the two can never disagree on
+ * which rule is meant. The compiler decides which rules go where; this module only knows syntax.
  * Pure; must never look at Kubernetes semantics (verdicts, policies): callers pass decisions in.
  */
 import type { IPFamily, PlannedEndpoint, Protocol } from '../../plan/types.js';
@@ -51,26 +54,79 @@ function endpointAddr(fs: FamilySyntax, ep: PlannedEndpoint): string {
   return fs.family === 6 ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
 }
 
+/**
+ * A rule's precondition on the packet's source: none, from a local pod (`@local-cidrs`), not
+ * from one, or from the node itself (`fib saddr type local`).
+ */
+export type Cond = '' | 'localSrc' | 'notLocalSrc' | 'fromNode';
+
+/** Where a NodePort dispatch applies: every local address but loopback (`fib` in nat, a plain
+ * check in the input hook), or the addresses of @nodeport-ips. */
+export type PortDispatchScope = 'fibLocalNotLoopback' | 'notLoopback' | 'nodePortIPs';
+
+/** A rule of ferry's, by kind; `text` is its nft spelling (rendered once, when built). */
+export type Rule =
+  | { readonly k: 'verdict'; readonly text: string; readonly cond: Cond; readonly verdict: 'jump' | 'goto' | 'return' | 'drop'; readonly chain: string }
+  | { readonly k: 'ctNewJump'; readonly text: string; readonly chain: string }
+  | { readonly k: 'reject'; readonly text: string; readonly daddrSet: string }
+  | { readonly k: 'markOr' | 'markXor' | 'markUnsetReturn'; readonly text: string; readonly mark: number }
+  | { readonly k: 'masqFullyRandom'; readonly text: string }
+  | { readonly k: 'hairpin'; readonly text: string; readonly set: string; readonly chain: string }
+  | { readonly k: 'dispatch'; readonly text: string; readonly map: string }
+  | { readonly k: 'portDispatch'; readonly text: string; readonly scope: PortDispatchScope; readonly map: string }
+  | { readonly k: 'dnat'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly ip: string; readonly port: number }
+  | { readonly k: 'dnatAnon'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly eps: readonly PlannedEndpoint[] }
+  | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
+  | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly set: string; readonly chain: string }
+  | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly chains: readonly string[] }
+  | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string }
+  | { readonly k: 'firewallDrop'; readonly text: string; readonly sources: readonly string[] };
+
+export type RuleKind = Rule['k'];
+
+function condText(fs: FamilySyntax, cond: Cond): string {
+  switch (cond) {
+    case '':
+      return '';
+    case 'localSrc':
+      return `${fs.ipX} saddr @${Sets.localCIDRs} `;
+    case 'notLocalSrc':
+      return `${fs.ipX} saddr != @${Sets.localCIDRs} `;
+    case 'fromNode':
+      return 'fib saddr type local ';
+  }
+}
+
 // ---- skeleton rules ----
 
-export function jumpIfNew(chain: string): string {
-  return `ct state new jump ${chain}`;
+export function jumpIfNew(chain: string): Rule {
+  return { k: 'ctNewJump', text: `ct state new jump ${chain}`, chain };
 }
 
-export function jump(chain: string): string {
-  return `jump ${chain}`;
+/** A verdict, optionally under a source condition: `jump X`, `ip saddr != @local-cidrs jump X`, `return`, `drop`. */
+export function verdict(fs: FamilySyntax, cond: Cond, v: 'jump' | 'goto' | 'return' | 'drop', chain = ''): Rule {
+  const word = v === 'jump' || v === 'goto' ? `${v} ${chain}` : v;
+  return { k: 'verdict', text: `${condText(fs, cond)}${word}`, cond, verdict: v, chain };
 }
 
-export function markForMasquerade(mark: number): string {
-  return `meta mark set meta mark | ${hexMark(mark)}`;
+export function jump(chain: string): Rule {
+  return { k: 'verdict', text: `jump ${chain}`, cond: '', verdict: 'jump', chain };
+}
+
+export const RETURN: Rule = { k: 'verdict', text: 'return', cond: '', verdict: 'return', chain: '' };
+export const DROP: Rule = { k: 'verdict', text: 'drop', cond: '', verdict: 'drop', chain: '' };
+export const REJECT: Rule = { k: 'reject', text: 'reject', daddrSet: '' };
+
+export function markForMasquerade(mark: number): Rule {
+  return { k: 'markOr', text: `meta mark set meta mark | ${hexMark(mark)}`, mark };
 }
 
 /** The masquerading chain: only marked packets; the mark bit is cleared before masquerading. */
-export function masqueradingRules(mark: number): string[] {
+export function masqueradingRules(mark: number): Rule[] {
   return [
-    `meta mark & ${hexMark(mark)} == 0 return`,
-    `meta mark set meta mark ^ ${hexMark(mark)}`,
-    'masquerade fully-random',
+    { k: 'markUnsetReturn', text: `meta mark & ${hexMark(mark)} == 0 return`, mark },
+    { k: 'markXor', text: `meta mark set meta mark ^ ${hexMark(mark)}`, mark },
+    { k: 'masqFullyRandom', text: 'masquerade fully-random' },
   ];
 }
 
@@ -80,64 +136,72 @@ export function masqueradingRules(mark: number): string[] {
  * selection there is no per-endpoint chain to check `saddr == endpoint` in, so postrouting looks
  * up `saddr . daddr` in a set holding `ep . ep` for every endpoint IP.
  */
-export function hairpinRule(fs: FamilySyntax): string {
-  return `ct status dnat ${fs.ipX} saddr . ${fs.ipX} daddr @${Sets.hairpin} jump ${Chains.markForMasquerade}`;
+export function hairpinRule(fs: FamilySyntax): Rule {
+  return {
+    k: 'hairpin',
+    text: `ct status dnat ${fs.ipX} saddr . ${fs.ipX} daddr @${Sets.hairpin} jump ${Chains.markForMasquerade}`,
+    set: Sets.hairpin,
+    chain: Chains.markForMasquerade,
+  };
 }
 
-export function serviceIPsDispatch(fs: FamilySyntax, map: string = Maps.serviceIPs): string {
-  return `${fs.ipX} daddr . meta l4proto . th dport vmap @${map}`;
+export function serviceIPsDispatch(fs: FamilySyntax, map: string = Maps.serviceIPs): Rule {
+  return { k: 'dispatch', text: `${fs.ipX} daddr . meta l4proto . th dport vmap @${map}`, map };
 }
 
 /** NodePort dispatch (nat) — `all`: every local address but loopback; `list`: @nodeport-ips. */
-export function nodePortDispatch(fs: FamilySyntax, all: boolean, map: string = Maps.serviceNodePorts): string {
+export function nodePortDispatch(fs: FamilySyntax, all: boolean, map: string = Maps.serviceNodePorts): Rule {
   return all
-    ? `fib daddr type local ${fs.ipX} daddr != ${fs.loopback} meta l4proto . th dport vmap @${map}`
-    : `${fs.ipX} daddr @${Sets.nodePortIPs} meta l4proto . th dport vmap @${map}`;
+    ? { k: 'portDispatch', text: `fib daddr type local ${fs.ipX} daddr != ${fs.loopback} meta l4proto . th dport vmap @${map}`, scope: 'fibLocalNotLoopback', map }
+    : { k: 'portDispatch', text: `${fs.ipX} daddr @${Sets.nodePortIPs} meta l4proto . th dport vmap @${map}`, scope: 'nodePortIPs', map };
 }
 
 /** NodePort reject check, in the input hook (where daddr is always local). */
-export function nodePortRejectCheck(fs: FamilySyntax, all: boolean): string {
+export function nodePortRejectCheck(fs: FamilySyntax, all: boolean): Rule {
+  const map = Maps.noEndpointNodePorts;
   return all
-    ? `${fs.ipX} daddr != ${fs.loopback} meta l4proto . th dport vmap @${Maps.noEndpointNodePorts}`
-    : `${fs.ipX} daddr @${Sets.nodePortIPs} meta l4proto . th dport vmap @${Maps.noEndpointNodePorts}`;
+    ? { k: 'portDispatch', text: `${fs.ipX} daddr != ${fs.loopback} meta l4proto . th dport vmap @${map}`, scope: 'notLoopback', map }
+    : { k: 'portDispatch', text: `${fs.ipX} daddr @${Sets.nodePortIPs} meta l4proto . th dport vmap @${map}`, scope: 'nodePortIPs', map };
 }
 
 /** Traffic to a ClusterIP that no service port DNAT-ed (a port that is not a service port). */
-export function clusterIPsReject(fs: FamilySyntax): string {
-  return `${fs.ipX} daddr @${Sets.clusterIPs} reject`;
+export function clusterIPsReject(fs: FamilySyntax): Rule {
+  return { k: 'reject', text: `${fs.ipX} daddr @${Sets.clusterIPs} reject`, daddrSet: Sets.clusterIPs };
 }
 
 // ---- per-service rules ----
-
-export function ifNotLocalTraffic(fs: FamilySyntax): string {
-  return `${fs.ipX} saddr != @${Sets.localCIDRs}`;
-}
-
-export function ifLocalTraffic(fs: FamilySyntax): string {
-  return `${fs.ipX} saddr @${Sets.localCIDRs}`;
-}
-
-export const IF_FROM_NODE = 'fib saddr type local';
 
 /**
  * DNAT to one endpoint picked at random: a single rule with an anonymous map from
  * `numgen random mod N` to `addr . port` (no per-endpoint chains).
  */
-export function dnatRandom(fs: FamilySyntax, p: Protocol, eps: readonly PlannedEndpoint[], prefix: string): string {
-  const head = prefix ? `${prefix} ` : '';
-  if (eps.length === 1) return `${head}meta l4proto ${proto(p)} dnat to ${endpointAddr(fs, eps[0]!)}`;
+export function dnatRandom(fs: FamilySyntax, p: Protocol, eps: readonly PlannedEndpoint[], cond: Cond): Rule {
+  if (eps.length === 1) return dnatTo(fs, p, eps[0]!, cond);
   const items: string[] = [];
   for (let i = 0; i < eps.length; i++) items.push(`${i} : ${eps[i]!.ip} . ${eps[i]!.port}`);
-  return `${head}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${eps.length} map { ${items.join(', ')} }`;
+  return {
+    k: 'dnatAnon',
+    text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${eps.length} map { ${items.join(', ')} }`,
+    cond,
+    proto: p,
+    eps,
+  };
 }
 
 /**
  * Several endpoints in the shared endpoints map: keys base .. base+n-1 (slots.ts). One named
  * map for all services, because every anonymous map costs the kernel a scan of all sets.
  */
-export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number, map: string, prefix: string): string {
-  const head = prefix ? `${prefix} ` : '';
-  return `${head}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${n} offset ${base} map @${map}`;
+export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number, map: string, cond: Cond): Rule {
+  return {
+    k: 'dnatSlot',
+    text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${n} offset ${base} map @${map}`,
+    cond,
+    proto: p,
+    n,
+    base,
+    map,
+  };
 }
 
 /** An element of the endpoints map: `ip . port`. */
@@ -146,28 +210,27 @@ export function endpointValue(ep: PlannedEndpoint): string {
 }
 
 /** Affinity: a client seen recently goes back to the endpoint it used. */
-export function affinityCheck(fs: FamilySyntax, affinitySet: string, epChain: string, prefix: string): string {
-  return `${prefix ? `${prefix} ` : ''}${fs.ipX} saddr @${affinitySet} goto ${epChain}`;
+export function affinityCheck(fs: FamilySyntax, affinitySet: string, epChain: string, cond: Cond): Rule {
+  return { k: 'affinityCheck', text: `${condText(fs, cond)}${fs.ipX} saddr @${affinitySet} goto ${epChain}`, cond, set: affinitySet, chain: epChain };
 }
 
 /** Affinity: otherwise pick an endpoint chain at random. */
-export function randomEndpointChain(epChains: readonly string[], prefix: string): string {
-  const head = prefix ? `${prefix} ` : '';
-  if (epChains.length === 1) return `${head}goto ${epChains[0]!}`;
+export function randomEndpointChain(fs: FamilySyntax, epChains: readonly string[], cond: Cond): Rule {
+  if (epChains.length === 1) return verdict(fs, cond, 'goto', epChains[0]!);
   const items: string[] = [];
   for (let i = 0; i < epChains.length; i++) items.push(`${i} : goto ${epChains[i]!}`);
-  return `${head}numgen random mod ${epChains.length} vmap { ${items.join(', ')} }`;
+  return { k: 'randomChain', text: `${condText(fs, cond)}numgen random mod ${epChains.length} vmap { ${items.join(', ')} }`, cond, chains: epChains };
 }
 
-export function affinityUpdate(fs: FamilySyntax, affinitySet: string): string {
-  return `update @${affinitySet} { ${fs.ipX} saddr }`;
+export function affinityUpdate(fs: FamilySyntax, affinitySet: string): Rule {
+  return { k: 'affinityUpdate', text: `update @${affinitySet} { ${fs.ipX} saddr }`, set: affinitySet };
 }
 
-export function dnatTo(fs: FamilySyntax, p: Protocol, ep: PlannedEndpoint): string {
-  return `meta l4proto ${proto(p)} dnat to ${endpointAddr(fs, ep)}`;
+export function dnatTo(fs: FamilySyntax, p: Protocol, ep: PlannedEndpoint, cond: Cond = ''): Rule {
+  return { k: 'dnat', text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat to ${endpointAddr(fs, ep)}`, cond, proto: p, ip: ep.ip, port: ep.port };
 }
 
 /** loadBalancerSourceRanges: drop every source outside the allowed ones. */
-export function firewallDrop(fs: FamilySyntax, sources: readonly string[]): string {
-  return `${fs.ipX} saddr != { ${sources.join(', ')} } drop`;
+export function firewallDrop(fs: FamilySyntax, sources: readonly string[]): Rule {
+  return { k: 'firewallDrop', text: `${fs.ipX} saddr != { ${sources.join(', ')} } drop`, sources };
 }

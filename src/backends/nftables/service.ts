@@ -9,7 +9,7 @@
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
-import type { FamilySyntax } from './rules.js';
+import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { normalizeCIDRs } from './skeleton.js';
 import { SLOT_STRIDE, type SlotRole, type SlotTable } from './slots.js';
 
@@ -22,7 +22,7 @@ export interface ElementClaim {
 
 export interface ServiceContribution {
   /** Chains this service owns, name → rules, in a stable order. */
-  readonly chains: ReadonlyMap<string, readonly string[]>;
+  readonly chains: ReadonlyMap<string, readonly Rule[]>;
   /** Affinity sets this service owns, name → timeout in seconds. */
   readonly affinitySets: ReadonlyMap<string, number>;
   /** Deduplicated by (container, key). */
@@ -62,7 +62,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   const names = serviceNames(svc);
   const p = svc.protocol;
   const affinity = svc.affinityTimeoutSeconds > 0;
-  const chains = new Map<string, string[]>();
+  const chains = new Map<string, Rule[]>();
   const affinitySets = new Map<string, number>();
   const elements: ElementClaim[] = [];
   // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
@@ -114,27 +114,27 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   const roleOf = (set: EndpointSet): SlotRole =>
     sameEndpoints(set, svc.internal) ? 'internal' : sameEndpoints(set, svc.external) ? 'external' : 'cluster';
   const slotRoles = new Set<SlotRole>();
-  const dispatch = (set: EndpointSet, prefix: string): string[] => {
+  const dispatch = (set: EndpointSet, cond: Cond): Rule[] => {
     if (!affinity) {
       const n = set.endpoints.length;
       const role = roleOf(set);
       const base = n > 1 && n <= SLOT_STRIDE ? ctx.slots.base(svc.key, role) : undefined;
-      if (base === undefined) return [R.dnatRandom(fs, p, set.endpoints, prefix)];
+      if (base === undefined) return [R.dnatRandom(fs, p, set.endpoints, cond)];
       const map = endpointShard(p, base / SLOT_STRIDE);
       if (!slotRoles.has(role)) {
         slotRoles.add(role);
         for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
       }
-      return [R.dnatSlot(fs, p, n, base, map, prefix)];
+      return [R.dnatSlot(fs, p, n, base, map, cond)];
     }
-    const rules: string[] = [];
+    const rules: Rule[] = [];
     const epChains: string[] = [];
     for (const ep of set.endpoints) {
       const sfx = suffixOf(ep);
       epChains.push(endpointChainName(sfx));
-      rules.push(R.affinityCheck(fs, affinitySetName(sfx), endpointChainName(sfx), prefix));
+      rules.push(R.affinityCheck(fs, affinitySetName(sfx), endpointChainName(sfx), cond));
     }
-    rules.push(R.randomEndpointChain(epChains, prefix));
+    rules.push(R.randomEndpointChain(fs, epChains, cond));
     return rules;
   };
 
@@ -143,9 +143,9 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     claim(Sets.clusterIPs, svc.clusterIP, '');
     const key = R.addrProtoPortKey(svc.clusterIP, p, svc.port);
     if (forwards(svc.internal)) {
-      const rules: string[] = [];
+      const rules: Rule[] = [];
       if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));
-      else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(`${R.ifNotLocalTraffic(fs)} ${R.jump(Chains.markForMasquerade)}`);
+      else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(R.verdict(fs, 'notLocalSrc', 'jump', Chains.markForMasquerade));
       rules.push(...dispatch(svc.internal, ''));
       chains.set(names.svc, rules);
       claim(Maps.serviceIPs, key, `goto ${names.svc}`);
@@ -165,16 +165,16 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     let verdict: string | undefined; // in service-ips / service-nodeports
     let rejectVerdict: string | undefined; // in no-endpoint-*
     if (useChain) {
-      const rules: string[] = [];
+      const rules: Rule[] = [];
       if (svc.externalMasquerade) rules.push(R.jump(Chains.markForMasquerade));
       if (shortCircuit) {
-        if (ctx.detector) rules.push(...dispatch(svc.cluster, R.ifLocalTraffic(fs)));
+        if (ctx.detector) rules.push(...dispatch(svc.cluster, 'localSrc'));
         // The node's own traffic has a local source address that endpoints elsewhere could not answer.
-        rules.push(`${R.IF_FROM_NODE} ${R.jump(Chains.markForMasquerade)}`);
-        rules.push(...dispatch(svc.cluster, R.IF_FROM_NODE));
+        rules.push(R.verdict(fs, 'fromNode', 'jump', Chains.markForMasquerade));
+        rules.push(...dispatch(svc.cluster, 'fromNode'));
       }
       if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
-      else rules.push('drop');
+      else rules.push(R.DROP);
       chains.set(names.ext, rules);
       verdict = `goto ${names.ext}`;
     } else if (svc.external.verdict === 'drop') {
@@ -199,7 +199,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
       const fam = ctx.fs.family;
       const sources = normalizeCIDRs(fam, svc.allowLoadBalancerIPSources ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
-      chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : 'drop']);
+      chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : R.DROP]);
       for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
     }
   }

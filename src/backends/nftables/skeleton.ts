@@ -17,12 +17,12 @@ import ipaddr from 'ipaddr.js';
 import type { ProxyTable } from '../../plan/types.js';
 import { Chains, endpointShardProtocol, Maps, Sets } from './names.js';
 import * as R from './rules.js';
-import type { FamilySyntax } from './rules.js';
+import type { FamilySyntax, Rule } from './rules.js';
 import type { Chain, NamedMap, NamedSet } from './transaction.js';
 
 export interface ChainWithRules {
   readonly chain: Chain;
-  readonly rules: readonly string[];
+  readonly rules: readonly Rule[];
 }
 
 export interface Skeleton {
@@ -36,8 +36,8 @@ export interface Skeleton {
   readonly tableElements: ReadonlyMap<string, readonly string[]>;
 }
 
-/** The canary chain's one rule (never executed: nothing jumps to the chain). */
-export const CANARY_RULE = 'return';
+/** The canary chain's one rule, as nft lists it (never executed: nothing jumps to the chain). */
+export const CANARY_RULE = R.RETURN.text;
 
 export const PRIORITY = {
   dstnat: -100,
@@ -124,7 +124,7 @@ function nodePortAddressElements(table: ProxyTable): string[] {
 
 export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number): Skeleton {
   const all = table.nodePortAddresses.kind === 'all';
-  const bc = (name: string, type: 'filter' | 'nat', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: string[]): ChainWithRules => ({
+  const bc = (name: string, type: 'filter' | 'nat', hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting', priority: number, rules: Rule[]): ChainWithRules => ({
     chain: { name, base: { type, hook, priority } },
     rules,
   });
@@ -138,15 +138,15 @@ export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number)
     bc(Chains.natOutput, 'nat', 'output', PRIORITY.dstnat, [R.jump(Chains.services)]),
     bc(Chains.natPostrouting, 'nat', 'postrouting', PRIORITY.srcnat, [R.hairpinRule(fs), R.jump(Chains.masquerading)]),
   ];
-  const c = (name: string, rules: string[], comment?: string): ChainWithRules => ({
+  const c = (name: string, rules: Rule[], comment?: string): ChainWithRules => ({
     chain: comment === undefined ? { name } : { name, comment },
     rules,
   });
   const chains: ChainWithRules[] = [
     // Never jumped to. intact() lists it: a missing chain or rule means someone flushed or
     // deleted ferry's table, and the next sync must be full.
-    c(Chains.canary, [CANARY_RULE], 'ferry canary: if this chain or its rule is missing, ferry resyncs everything'),
-    c(Chains.reject, ['reject']),
+    c(Chains.canary, [R.RETURN], 'ferry canary: if this chain or its rule is missing, ferry resyncs everything'),
+    c(Chains.reject, [R.REJECT]),
     c(Chains.markForMasquerade, [R.markForMasquerade(mark)]),
     c(Chains.masquerading, R.masqueradingRules(mark)),
     c(Chains.firewallCheck, [R.serviceIPsDispatch(fs, 'firewall-ips')]),

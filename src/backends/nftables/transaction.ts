@@ -3,11 +3,14 @@
  *
  * A `Transaction` is an ordered list of operations (add/flush/delete of tables, chains, rules,
  * sets, maps and elements) on ferry's tables. Nothing else in ferry writes nft command syntax;
- * rule *bodies* are built by rules.ts (one builder per rule kind) and passed in as strings.
+ * rules are built by rules.ts (one builder per rule kind) as typed values carrying their text;
+ * the netlink encoder (netlink.ts) reads the same ops without rendering anything.
  *
  * Pure: no I/O. Must never reorder operations (the compiler's order is what makes a
  * transaction acceptable to the kernel) and never drop one.
  */
+
+import type { Rule } from './rules.js';
 
 export type NftFamily = 'ip' | 'ip6';
 export type ChainType = 'filter' | 'nat';
@@ -49,7 +52,7 @@ export type Op =
   | { readonly kind: 'table'; readonly verb: 'add' | 'delete'; readonly target: string; readonly comment?: string }
   | { readonly kind: 'chain'; readonly verb: 'add'; readonly target: string; readonly chain: Chain }
   | { readonly kind: 'chain'; readonly verb: 'flush' | 'delete'; readonly target: string; readonly name: string }
-  | { readonly kind: 'rule'; readonly target: string; readonly chain: string; readonly rule: string }
+  | { readonly kind: 'rule'; readonly target: string; readonly chain: string; readonly rule: Rule }
   | { readonly kind: 'set'; readonly verb: 'add'; readonly target: string; readonly set: NamedSet }
   | { readonly kind: 'map'; readonly verb: 'add'; readonly target: string; readonly map: NamedMap }
   | { readonly kind: 'set' | 'map'; readonly verb: 'flush' | 'delete'; readonly target: string; readonly name: string }
@@ -106,7 +109,7 @@ function renderOp(op: Exclude<Op, { kind: 'element' }>): string {
     case 'chain':
       return op.verb === 'add' ? `add chain ${op.target} ${op.chain.name}${chainSpec(op.chain)}` : `${op.verb} chain ${op.target} ${op.name}`;
     case 'rule':
-      return `add rule ${op.target} ${op.chain} ${op.rule}`;
+      return `add rule ${op.target} ${op.chain} ${op.rule.text}`;
     case 'set':
       return op.verb === 'add' ? `add set ${op.target} ${op.set.name}${setSpec(op.set)}` : `${op.verb} set ${op.target} ${op.name}`;
     case 'map':
@@ -140,7 +143,7 @@ export class Transaction {
     this.ops.push({ kind: 'chain', verb: 'delete', target, name });
     return this;
   }
-  addRule(target: string, chain: string, rule: string): this {
+  addRule(target: string, chain: string, rule: Rule): this {
     this.ops.push({ kind: 'rule', target, chain, rule });
     return this;
   }
