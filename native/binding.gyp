@@ -1,4 +1,4 @@
-# The ferry native addon: libnftables in-process, conntrack deletion over netlink, splice(2)
+# The ferry native addon: nf_tables batches over netlink, libnftables in-process, conntrack deletion over netlink, splice(2)
 # forwarding for the userspace proxy.
 # Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
 {
@@ -8,6 +8,7 @@
       "sources": [
         "src/addon.cc",
         "src/nft.cc",
+        "src/nfnl.cc",
         "src/conntrack.cc",
         "src/splice.cc"
       ],
@@ -20,10 +21,10 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
-      "cflags": ["-Wall", "-Wextra", "<!@(pkg-config --cflags libnftables libnetfilter_conntrack)"],
+      "cflags": ["-Wall", "-Wextra", "<!@(pkg-config --cflags libnftables libmnl libnetfilter_conntrack)"],
       "cflags_cc": ["-Wall", "-Wextra", "-fexceptions"],
       "libraries": [
-        "<!@(pkg-config --libs libnftables libnetfilter_conntrack)"
+        "<!@(pkg-config --libs libnftables libmnl libnetfilter_conntrack)"
       ]
     }
   ]

@@ -8,9 +8,12 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "conntrack.h"
+#include "nfnl.h"
 #include "nft.h"
 #include "promise_worker.h"
 #include "splice.h"
@@ -167,10 +170,71 @@ Napi::Value ConntrackListAsync(const Napi::CallbackInfo& info) {
 }  // namespace
 }  // namespace ferry
 
+namespace ferry {
+namespace {
+
+// (bytes, netns?) -> copies the bytes: the work runs after this call returns and JS may reuse
+// the buffer; a copy is a few milliseconds even for a full sync's batch.
+void ParseNfnlArgs(const Napi::CallbackInfo& info, const char* fn, std::vector<uint8_t>* bytes, std::string* netns) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, std::string(fn) + ": the first argument must be a Uint8Array");
+  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  bytes->assign(a.Data(), a.Data() + a.ByteLength());
+  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    if (!info[1].IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": netns must be a path string");
+    *netns = info[1].As<Napi::String>().Utf8Value();
+  }
+}
+
+Napi::Value NfnlBatchAsync(const Napi::CallbackInfo& info) {
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  std::string netns;
+  ParseNfnlArgs(info, "nfnlBatch", bytes.get(), &netns);
+  return PromiseWorker<NfnlBatchResult>::Start(
+      info.Env(), [bytes, netns]() { return NfnlBatch(bytes->data(), bytes->size(), netns); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, NfnlBatchResult& r) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ok", Napi::Boolean::New(env, r.ok));
+        o.Set("sysError", Napi::String::New(env, r.sysError));
+        Napi::Array errs = Napi::Array::New(env, r.errors.size());
+        for (size_t i = 0; i < r.errors.size(); i++) {
+          Napi::Object e = Napi::Object::New(env);
+          e.Set("seq", Napi::Number::New(env, r.errors[i].seq));
+          e.Set("errno", Napi::Number::New(env, r.errors[i].err));
+          e.Set("offset", Napi::Number::New(env, r.errors[i].offset));
+          e.Set("message", Napi::String::New(env, r.errors[i].msg));
+          errs.Set(i, e);
+        }
+        o.Set("errors", errs);
+        d.Resolve(o);
+      });
+}
+
+Napi::Value NfnlDumpAsync(const Napi::CallbackInfo& info) {
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  std::string netns;
+  ParseNfnlArgs(info, "nfnlDump", bytes.get(), &netns);
+  return PromiseWorker<NfnlDumpResult>::Start(
+      info.Env(), [bytes, netns]() { return NfnlDump(bytes->data(), bytes->size(), netns); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, NfnlDumpResult& r) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("ok", Napi::Boolean::New(env, r.ok));
+        o.Set("errno", Napi::Number::New(env, r.err));
+        o.Set("sysError", Napi::String::New(env, r.sysError));
+        o.Set("data", Napi::Buffer<uint8_t>::Copy(env, r.data.data(), r.data.size()));
+        d.Resolve(o);
+      });
+}
+
+}  // namespace
+}  // namespace ferry
+
 static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   using namespace ferry;
   exports.Set("nftRun", Napi::Function::New(env, NftRunAsync, "nftRun"));
   exports.Set("nftRunSync", Napi::Function::New(env, NftRunSync, "nftRunSync"));
+  exports.Set("nfnlBatch", Napi::Function::New(env, NfnlBatchAsync, "nfnlBatch"));
+  exports.Set("nfnlDump", Napi::Function::New(env, NfnlDumpAsync, "nfnlDump"));
   exports.Set("conntrackDelete", Napi::Function::New(env, ConntrackDeleteAsync, "conntrackDelete"));
   exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
   RegisterSplice(env, exports);

@@ -1,6 +1,6 @@
 /**
  * Loads ferry's native addon (native/build/Release/ferry_native.node) and types its surface.
- * The addon applies nft transactions in-process through libnftables, deletes conntrack
+ * The addon sends nf_tables netlink batches, applies nft scripts in-process through libnftables, deletes conntrack
  * entries over netlink and splices TCP for the userspace proxy; see docs/native.md. This
  * module must never throw at import time or when the addon is absent: callers fall back to
  * spawning nft/conntrack (src/backends/kernel/) or to Node streams (src/backends/userspace/).
@@ -56,6 +56,36 @@ export interface ConntrackEntry {
   replyDstPort: number;
 }
 
+/** One message the kernel refused in an nf_tables batch (nfnlBatch). */
+export interface NfnlBatchError {
+  /** The sequence number the encoder gave the failing message. */
+  seq: number;
+  /** Positive errno. */
+  errno: number;
+  /** extack: byte offset of the offending attribute within that message, or -1. */
+  offset: number;
+  /** extack: the kernel's message, or ''. */
+  message: string;
+}
+
+export interface NfnlBatchResult {
+  /** The whole batch was committed. */
+  ok: boolean;
+  /** Every message the kernel refused (the batch was then aborted: nothing applied). */
+  errors: NfnlBatchError[];
+  /** The socket itself failed (open, setns, send, receive), e.g. `socket(NETLINK_NETFILTER): Permission denied`. */
+  sysError: string;
+}
+
+export interface NfnlDumpResult {
+  ok: boolean;
+  /** Positive errno of a refused dump, or 0. */
+  errno: number;
+  sysError: string;
+  /** The answer messages, concatenated. */
+  data: Buffer;
+}
+
 /** How a spliceBidirectional() forwarding ended. */
 export interface SpliceResult {
   /** Bytes read from fdA and written to fdB. */
@@ -81,6 +111,14 @@ export interface NativeAddon {
   nftRun(script: string, opts?: NftRunOptions): Promise<NftRunResult>;
   /** The same, blocking the event loop: for tests and one-shot tools only. */
   nftRunSync(script: string, opts?: NftRunOptions): NftRunResult;
+  /**
+   * Sends one encoded nf_tables batch (src/backends/nftables/netlink.ts) in one sendmsg, off the
+   * main thread; resolves (never rejects) with the kernel's verdict. `netns`: a namespace file
+   * (`/var/run/netns/NAME`) to act in instead of the process's. Absent in older builds.
+   */
+  nfnlBatch?(batch: Uint8Array, netns?: string): Promise<NfnlBatchResult>;
+  /** Sends one encoded nf_tables dump request; resolves with the answer messages. Absent in older builds. */
+  nfnlDump?(request: Uint8Array, netns?: string): Promise<NfnlDumpResult>;
   /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
   conntrackDelete(filter: ConntrackFilter): Promise<number>;
   conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;

@@ -1,19 +1,20 @@
 /**
- * The nftables backend: compile (full or partial) → apply as one atomic nft transaction through
- * an NftRunner → clear stale conntrack entries. The only kernel reads are the chain listing of a
- * full sync (to find stale chains) and the canary check of intact(). Policy comes from the IR;
+ * The nftables backend: compile (full or partial) → apply as one atomic nftables transaction
+ * through an NftRunner (an nf_tables netlink batch by default, a script on the fallbacks) →
+ * clear stale conntrack entries. The only kernel reads are the names of chains and maps on a
+ * full sync (to find stale ones) and the canary check of intact(). Policy comes from the IR;
  * this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
 import type { ConntrackFilter } from '../kernel/conntrack.js';
-import { NftError, type NftRunner } from '../kernel/nft.js';
+import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, partialBaseKnown, type CompileOptions } from './compiler.js';
 import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
 import { CANARY_RULE } from './skeleton.js';
 import { familySyntax } from './rules.js';
-import type { Transaction } from './transaction.js';
+import { tableTarget, Transaction } from './transaction.js';
 
 export interface ConntrackLike {
   delete(filter: ConntrackFilter): Promise<number>;
@@ -55,9 +56,11 @@ export interface SyncStats {
   readonly full: boolean;
   /** Operations in the transaction (elements counted one by one). */
   readonly ops: number;
-  /** Lines of nft script applied (0: nothing to do, nothing applied). */
+  /** Lines of nft script the transaction renders to (0: nothing to do, nothing applied). */
   readonly lines: number;
   readonly conntrackFilters: number;
+  /** How it reached the kernel: `netlink` normally; `addon`/`exec` when a fallback is in use. */
+  readonly via: NftVia;
 }
 
 export interface NftablesBackend extends Backend {
@@ -65,33 +68,8 @@ export interface NftablesBackend extends Backend {
   intact(): Promise<boolean>;
   /** What the last sync did, for logs and metrics; undefined before the first sync. */
   lastSync(): SyncStats | undefined;
-  /** The last script applied (or attempted), for debugging. */
+  /** The last transaction applied (or attempted) as an nft script, for debugging (rendered on demand). */
   lastScript(): string | undefined;
-}
-
-interface ChainListing {
-  nftables?: unknown[];
-}
-
-/** Names of the `kind` objects (chain, map) of `table` in an `nft -j list ...` answer. */
-function namesFromJSON(text: string, table: string, kind: 'chain' | 'map'): Set<string> {
-  const out = new Set<string>();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    return out;
-  }
-  const items = (parsed as ChainListing).nftables;
-  if (!Array.isArray(items)) return out;
-  for (const it of items) {
-    if (typeof it !== 'object' || it === null || !(kind in it)) continue;
-    const c = (it as Record<string, unknown>)[kind];
-    if (typeof c !== 'object' || c === null) continue;
-    const { table: t, name } = c as { table?: unknown; name?: unknown };
-    if (t === table && typeof name === 'string') out.add(name);
-  }
-  return out;
 }
 
 export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBackend {
@@ -101,7 +79,7 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
   const log = opts.log ?? logger('nftables');
   const { nft } = opts;
   let stats: SyncStats | undefined;
-  let script: string | undefined;
+  let lastTx: Transaction | undefined;
   const state = new CompileState();
 
   /** What a full sync must know of the kernel: chains (to delete stale ones) and maps (stale endpoint shards). */
@@ -109,10 +87,10 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
     const chains: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
     const maps: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
     for (const f of families) {
-      const fam = familySyntax(f).nft;
-      // Names only (no rules, no elements): cheap at any scale.
-      chains[f] = namesFromJSON(await nft.list(`list chains ${fam}`, { json: true }), table, 'chain');
-      maps[f] = namesFromJSON(await nft.list(`list maps ${fam}`, { json: true, terse: true }), table, 'map');
+      // Names only (no rules, no elements): cheap at any scale; a netlink dump by default.
+      const names = await namesByListing(nft, familySyntax(f).nft, table);
+      chains[f] = names.chains;
+      maps[f] = names.maps;
     }
     return { existingChains: chains, existingMaps: maps };
   }
@@ -139,15 +117,14 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
         }
         tx = compileFull(next, { ...base, ...known });
       }
-      script = tx.render();
-      let lines = 0;
-      for (let i = script.indexOf('\n'); i >= 0; i = script.indexOf('\n', i + 1)) lines++;
+      lastTx = tx;
+      const lines = tx.lineCount();
       if (lines > 0) {
         try {
-          await nft.apply(script);
+          await applyTransaction(nft, tx);
         } catch (e) {
           const err = new NftSyncError(full, 'apply', e, lines);
-          log.error('nftables sync failed', { full, lines, line: err.failingLine?.lineNo, text: err.failingLine?.text, err });
+          log.error('nftables sync failed', { full, lines, via: nft.via, line: err.failingLine?.lineNo, text: err.failingLine?.text, err });
           throw err;
         }
       }
@@ -163,7 +140,7 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
           log.warn('conntrack cleanup failed', { ...f, err: e });
         }
       }
-      stats = { full, ops: tx.size, lines, conntrackFilters: filters.length };
+      stats = { full, ops: tx.size, lines, conntrackFilters: filters.length, via: nft.via };
     },
 
     async intact(): Promise<boolean> {
@@ -180,21 +157,19 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
 
     async cleanup(): Promise<void> {
       // add-then-delete: absent tables are not an error, and it is one atomic transaction.
-      const lines: string[] = [];
+      const tx = new Transaction();
       for (const fam of ['ip', 'ip6'] as const) {
-        for (const t of [table, KUBE_PROXY_TABLE]) {
-          lines.push(`add table ${fam} ${t}`, `delete table ${fam} ${t}`);
-        }
+        for (const t of [table, KUBE_PROXY_TABLE]) tx.addTable(tableTarget(fam, t)).deleteTable(tableTarget(fam, t));
       }
       try {
-        await nft.apply(lines.join('\n') + '\n');
+        await applyTransaction(nft, tx);
       } catch (e) {
-        throw new NftSyncError(true, 'apply', e, lines.length);
+        throw new NftSyncError(true, 'apply', e, tx.size);
       }
       log.info('removed nftables tables', { tables: `${table},${KUBE_PROXY_TABLE}` });
     },
 
     lastSync: () => stats,
-    lastScript: () => script,
+    lastScript: () => lastTx?.render(),
   };
 }

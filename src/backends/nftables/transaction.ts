@@ -203,6 +203,31 @@ export class Transaction {
     }
   }
 
+  /** How many lines lines() yields, without rendering them. */
+  lineCount(): number {
+    const ops = this.ops;
+    let n = 0;
+    let i = 0;
+    while (i < ops.length) {
+      const op = ops[i]!;
+      n++;
+      if (op.kind !== 'element') {
+        i++;
+        continue;
+      }
+      let j = i;
+      let k = 0;
+      while (j < ops.length && k < ELEMENTS_PER_LINE) {
+        const e = ops[j]!;
+        if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
+        j++;
+        k++;
+      }
+      i = j;
+    }
+    return n;
+  }
+
   /** The whole script (newline-terminated), joined once. */
   render(): string {
     const out: string[] = [];

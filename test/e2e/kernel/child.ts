@@ -31,7 +31,7 @@ export type ChildReply =
   | { kind: 'entries'; entries: ConntrackEntry[] }
   | { kind: 'ports'; ports: number[] }
   | { kind: 'steps'; errors: (string | null)[] }
-  | { kind: 'nftError'; via: 'addon' | 'exec'; stderr: string; failingLine: FailingLine | null; message: string }
+  | { kind: 'nftError'; via: 'netlink' | 'addon' | 'exec'; stderr: string; failingLine: FailingLine | null; message: string }
   | { kind: 'error'; name: string; message: string };
 
 function addonOrDie() {

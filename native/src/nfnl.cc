@@ -1,0 +1,226 @@
+// See nfnl.h. Plain sockets (the encoding is done in TypeScript); libmnl only for its
+// message walking helpers.
+#include "nfnl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifndef NETLINK_EXT_ACK
+#define NETLINK_EXT_ACK 11
+#endif
+#ifndef NETLINK_CAP_ACK
+#define NETLINK_CAP_ACK 10
+#endif
+
+namespace ferry {
+namespace {
+
+std::string Errno(const char* what, int e) { return std::string(what) + ": " + strerror(e); }
+
+// Opens a NETLINK_NETFILTER socket in `netns` (switching only this thread, and back).
+int OpenSocket(const std::string& netns, std::string* sysError) {
+  int self = -1;
+  if (!netns.empty()) {
+    self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0) {
+      *sysError = Errno("open /proc/thread-self/ns/net", errno);
+      return -1;
+    }
+    int target = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+      *sysError = Errno(("open " + netns).c_str(), errno);
+      close(self);
+      return -1;
+    }
+    int r = setns(target, CLONE_NEWNET);
+    int e = errno;
+    close(target);
+    if (r < 0) {
+      *sysError = Errno(("setns " + netns).c_str(), e);
+      close(self);
+      return -1;
+    }
+  }
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  int e = errno;
+  if (self >= 0) {
+    // The thread pool thread must go back, whatever happened.
+    if (setns(self, CLONE_NEWNET) < 0) {
+      close(self);
+      if (fd >= 0) close(fd);
+      throw std::runtime_error(Errno("setns back to the process's namespace", errno));
+    }
+    close(self);
+  }
+  if (fd < 0) {
+    *sysError = Errno("socket(NETLINK_NETFILTER)", e);
+    return -1;
+  }
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.nl_family = AF_NETLINK;
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
+    *sysError = Errno("bind(netlink)", errno);
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  // Errors name the offending attribute (an element in a big message) and do not echo the
+  // whole request back (element messages can be 64 KiB).
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one));
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+  return fd;
+}
+
+void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
+  if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
+  const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+  size_t off = sizeof(*e);
+  if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += e->msg.nlmsg_len - sizeof(struct nlmsghdr);
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(nlh) + MNL_NLMSG_HDRLEN + MNL_ALIGN(off);
+  const uint8_t* end = reinterpret_cast<const uint8_t*>(nlh) + nlh->nlmsg_len;
+  while (p + sizeof(struct nlattr) <= end) {
+    const struct nlattr* attr = reinterpret_cast<const struct nlattr*>(p);
+    if (attr->nla_len < sizeof(struct nlattr) || p + attr->nla_len > end) break;
+    p += MNL_ALIGN(attr->nla_len);
+    switch (mnl_attr_get_type(attr)) {
+      case NLMSGERR_ATTR_MSG:
+        out->msg = mnl_attr_get_str(attr);
+        break;
+      case NLMSGERR_ATTR_OFFS:
+        out->offset = static_cast<int32_t>(mnl_attr_get_u32(attr));
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns) {
+  NfnlBatchResult r;
+  int fd = OpenSocket(netns, &r.sysError);
+  if (fd < 0) return r;
+  // The whole batch must fit one sendmsg; the kernel refuses messages larger than the send
+  // buffer, so grow it to the batch (root may exceed wmem_max with the FORCE variant).
+  int snd = static_cast<int>(len < (1u << 30) ? len : (1u << 30));
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+  int rcv = 4 << 20;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.nl_family = AF_NETLINK;
+  struct iovec iov = {const_cast<uint8_t*>(data), len};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof(mh));
+  mh.msg_name = &sa;
+  mh.msg_namelen = sizeof(sa);
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  ssize_t sent;
+  do sent = sendmsg(fd, &mh, 0);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    r.sysError = Errno("sendmsg(nf_tables batch)", errno);
+    close(fd);
+    return r;
+  }
+  // nfnetlink handles the batch inside sendmsg: every error it will report is queued by now.
+  std::vector<uint8_t> buf(1 << 16);
+  bool lost = false;
+  for (;;) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == ENOBUFS) {
+        lost = true;
+        continue;
+      }
+      r.sysError = Errno("recv(nf_tables answers)", errno);
+      close(fd);
+      return r;
+    }
+    const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
+    int left = static_cast<int>(n);
+    while (mnl_nlmsg_ok(nlh, left)) {
+      if (nlh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+        if (e->error != 0) {
+          NfnlError ne;
+          ne.seq = nlh->nlmsg_seq;
+          ne.err = -e->error;
+          ParseExtack(nlh, &ne);
+          r.errors.push_back(std::move(ne));
+        }
+      }
+      nlh = mnl_nlmsg_next(nlh, &left);
+    }
+  }
+  close(fd);
+  if (lost && r.errors.empty()) r.sysError = "answers lost (socket receive buffer overrun)";
+  r.ok = r.errors.empty() && r.sysError.empty();
+  return r;
+}
+
+NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns) {
+  NfnlDumpResult r;
+  int fd = OpenSocket(netns, &r.sysError);
+  if (fd < 0) return r;
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.nl_family = AF_NETLINK;
+  if (sendto(fd, req, len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
+    r.sysError = Errno("sendto(nf_tables dump)", errno);
+    close(fd);
+    return r;
+  }
+  std::vector<uint8_t> buf(1 << 17);
+  for (;;) {
+    ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      r.sysError = Errno("recv(nf_tables dump)", errno);
+      close(fd);
+      return r;
+    }
+    const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
+    int left = static_cast<int>(n);
+    while (mnl_nlmsg_ok(nlh, left)) {
+      if (nlh->nlmsg_type == NLMSG_DONE) {
+        close(fd);
+        r.ok = true;
+        return r;
+      }
+      if (nlh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+        if (e->error != 0) {
+          // A dump that is interrupted by a concurrent change (EINTR) is retried by the caller.
+          r.err = -e->error;
+          close(fd);
+          return r;
+        }
+      } else {
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(nlh);
+        r.data.insert(r.data.end(), p, p + nlh->nlmsg_len);
+      }
+      nlh = mnl_nlmsg_next(nlh, &left);
+    }
+  }
+}
+
+}  // namespace ferry

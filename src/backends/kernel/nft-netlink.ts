@@ -1,0 +1,123 @@
+/**
+ * The netlink runner: a typed nftables Transaction goes to the kernel as ONE nf_tables batch,
+ * encoded in TypeScript (../nftables/netlink.ts) and sent by the native addon off the main
+ * thread. No nft text, no parsing, no listing of the table per transaction. A refused batch is
+ * aborted by the kernel as a whole; the error names the op that caused it.
+ *
+ * Falls back to the given script runner (libnftables through the addon) when the netlink socket
+ * cannot be used at all (the first use fails before anything reached the kernel), with one
+ * warning; `via` then reports the fallback. Scripts and listings (apply(), list()) always go to
+ * the fallback: they are text by nature (tests, debugging, the canary check).
+ */
+import { getSystemErrorName } from 'node:util';
+import type { NativeAddon } from '../../native/index.js';
+import { logger } from '../../util/log.js';
+import { describeOp, encodeDumpRequest, encodeTransaction, isMapFlags, parseDumpNames } from '../nftables/netlink.js';
+import type { NftFamily, Transaction } from '../nftables/transaction.js';
+import { applyTransaction, namesByListing, NftNetlinkError, type NftRunner, type NftVia, type TableNames } from './nft.js';
+
+const log = logger('nft');
+
+export interface NetlinkNftOptions {
+  /** Where scripts, listings and (if the socket cannot be used) transactions go. */
+  readonly fallback: NftRunner;
+  /** Act in this network namespace (`/var/run/netns/NAME` or a name under it); default: the process's. */
+  readonly netns?: string;
+}
+
+function netnsPath(ns: string | undefined): string | undefined {
+  if (ns === undefined || ns === '') return undefined;
+  return ns.includes('/') ? ns : `/var/run/netns/${ns}`;
+}
+
+function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return `errno ${errno}`;
+  }
+}
+
+/** A socket failure before anything reached the kernel: safe to retry the batch another way. */
+function failedBeforeSend(sysError: string): boolean {
+  return /^(open|setns|socket|bind|sendmsg)\b/.test(sysError);
+}
+
+// Sequence numbers only need to tell this socket's messages apart; a fresh socket per batch.
+const SEQ_BASE = 1;
+
+export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunner {
+  const { fallback } = opts;
+  const ns = netnsPath(opts.netns);
+  const batch = addon.nfnlBatch;
+  const dump = addon.nfnlDump;
+  let disabled = batch === undefined || dump === undefined;
+  let proven = false;
+
+  const disable = (why: string): void => {
+    disabled = true;
+    log.warn('nf_tables netlink socket unusable; applying nftables transactions through the fallback', { via: fallback.via, err: why });
+  };
+
+  async function dumpNames(kind: 'chains' | 'sets', family: NftFamily, table: string): Promise<{ name: string; flags: number }[]> {
+    for (let attempt = 0; ; attempt++) {
+      const r = await dump!(encodeDumpRequest(kind, family, table), ns);
+      if (r.ok) return parseDumpNames(r.data, table, kind);
+      // A dump interrupted by a concurrent change answers EINTR: ask again.
+      if (r.errno === 4 && attempt < 5) continue;
+      if (r.errno === 2) return []; // no such table
+      throw new NftNetlinkError(r.errno || 5, r.errno ? errnoName(r.errno) : 'EIO', -1, '', r.sysError || `dump of ${kind} of ${family} ${table}`);
+    }
+  }
+
+  return {
+    get via(): NftVia {
+      return disabled ? fallback.via : 'netlink';
+    },
+    apply: (script) => fallback.apply(script),
+    list: (cmd, listOpts) => fallback.list(cmd, listOpts),
+
+    async applyTransaction(tx: Transaction): Promise<void> {
+      if (disabled) return applyTransaction(fallback, tx);
+      if (tx.size === 0) return;
+      const enc = encodeTransaction(tx, { seqBase: SEQ_BASE });
+      const r = await batch!(enc.bytes, ns);
+      if (r.ok) {
+        proven = true;
+        return;
+      }
+      if (r.errors.length === 0) {
+        if (!proven && failedBeforeSend(r.sysError)) {
+          disable(r.sysError);
+          return applyTransaction(fallback, tx);
+        }
+        throw new NftNetlinkError(5, 'EIO', -1, '', r.sysError);
+      }
+      proven = true;
+      // The first refused message is the cause; later ones may only follow from it.
+      let first = r.errors[0]!;
+      for (const e of r.errors) if (((e.seq - SEQ_BASE) >>> 0) < ((first.seq - SEQ_BASE) >>> 0)) first = e;
+      const at = enc.locate(first.seq, first.offset);
+      const op = at ? tx.ops[at.opIndex] : undefined;
+      throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op) : `message ${first.seq}`, first.message, at?.elements ?? 1);
+    },
+
+    async names(family: NftFamily, table: string): Promise<TableNames> {
+      if (disabled) return namesByListing(fallback, family, table);
+      let chains;
+      try {
+        chains = await dumpNames('chains', family, table);
+      } catch (e) {
+        if (!proven && e instanceof NftNetlinkError && e.opIndex < 0 && failedBeforeSend(e.kernelMessage)) {
+          disable(e.kernelMessage);
+          return namesByListing(fallback, family, table);
+        }
+        throw e;
+      }
+      const sets = new Set<string>();
+      const maps = new Set<string>();
+      for (const s of await dumpNames('sets', family, table)) (isMapFlags(s.flags) ? maps : sets).add(s.name);
+      return { chains: new Set(chains.map((c) => c.name)), sets, maps };
+    },
+  };
+}

@@ -1,0 +1,1277 @@
+/**
+ * A Transaction encoded straight into one nf_tables netlink batch (BATCH_BEGIN .. BATCH_END),
+ * the bytes the native addon sends in one sendmsg (native/src/nfnl.cc). No nft text is rendered
+ * or parsed: ops carry typed rules (rules.ts) and the element keys the compiler interns as
+ * strings, whose layout this module knows per container (names.ts).
+ *
+ * What the kernel holds afterwards lists (`nft list table`) exactly as if libnftables had
+ * applied the same transaction: expressions, registers and set userdata (key/data byte order,
+ * `typeof` expressions, comments) are the ones nft 1.0.x writes. The e2e tests compare both.
+ *
+ * Errors: every message carries its sequence number; `locate()` maps a kernel error (sequence
+ * number and, for element messages, the extack offset of the offending element) back to the op.
+ * Pure: no I/O.
+ */
+import { endpointShardProtocol, Maps, Sets } from './names.js';
+import type { Cond, PortDispatchScope, Rule } from './rules.js';
+import type { Chain, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+
+// ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
+const NLM_F_REQUEST = 0x1;
+const NLM_F_DUMP = 0x300;
+const NLM_F_CREATE = 0x400;
+const NLM_F_APPEND = 0x800;
+const NLA_F_NESTED = 0x8000;
+const NFNL_SUBSYS_NFTABLES = 10;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
+const MSG = {
+  NEWTABLE: 0, GETTABLE: 1, DELTABLE: 2, NEWCHAIN: 3, GETCHAIN: 4, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8,
+  NEWSET: 9, GETSET: 10, DELSET: 11, NEWSETELEM: 12, DELSETELEM: 14,
+} as const;
+const NFPROTO = { ip: 2, ip6: 10 } as const;
+const HOOK = { prerouting: 0, input: 1, forward: 2, output: 3, postrouting: 4 } as const;
+// Set flags.
+const SET_ANONYMOUS = 0x1;
+const SET_CONSTANT = 0x2;
+const SET_INTERVAL = 0x4;
+const SET_MAP = 0x8;
+const SET_TIMEOUT = 0x10;
+const SET_EVAL = 0x20;
+const SET_ELEM_INTERVAL_END = 0x1;
+/** Element userdata NFTNL_UDATA_SET_ELEM_FLAGS = NFTNL_SET_ELEM_F_INTERVAL_OPEN: a range up to the top. */
+const OPEN_INTERVAL = Uint8Array.of(1, 4, 1, 0, 0, 0);
+// Verdict codes.
+const NF_DROP = 0;
+const NFT_JUMP = -3;
+const NFT_GOTO = -4;
+const NFT_RETURN = -5;
+// nft's datatype ids (src/datatype.h) and byte orders (BYTEORDER_*).
+const T_VERDICT = 1;
+const T_INTEGER = 4;
+const T_IPADDR = 7;
+const T_IP6ADDR = 8;
+const T_INET_PROTO = 12;
+const T_INET_SERVICE = 13;
+const DATA_VERDICT = 0xffffff00;
+const BO_INVALID = 0;
+const BO_HOST = 1;
+const BO_BIG = 2;
+// libnftnl udata ids (include/libnftnl/udata.h).
+const UD_SET_KEYBYTEORDER = 0;
+const UD_SET_DATABYTEORDER = 1;
+const UD_SET_MERGE_ELEMENTS = 2;
+const UD_SET_KEY_TYPEOF = 3;
+const UD_SET_DATA_TYPEOF = 4;
+const UD_SET_DATA_INTERVAL = 6;
+const UD_SET_COMMENT = 7;
+const UD_TABLE_COMMENT = 0;
+const UD_CHAIN_COMMENT = 0;
+// nft's expression type ids for typeof udata (src/expression.h) and proto template ids.
+const EXPR_VERDICT = 1;
+const EXPR_PAYLOAD = 7;
+const EXPR_CONCAT = 13;
+const EXPR_NUMGEN = 23;
+const PROTO_DESC = { ip: 12, ip6: 13, tcp: 8, udp: 6, sctp: 10 } as const;
+const FIELD_SADDR = { ip: 11, ip6: 8 } as const;
+const FIELD_DADDR = { ip: 12, ip6: 9 } as const;
+const FIELD_DPORT = 2;
+
+export type NlFamily = 'ip' | 'ip6';
+
+/** Grows by doubling; attribute helpers write netlink TLVs (4-byte aligned, host byte order headers). */
+class Writer {
+  buf: Buffer;
+  pos = 0;
+  constructor(size = 1 << 16) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  private need(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const b = Buffer.allocUnsafe(size);
+    this.buf.copy(b, 0, 0, this.pos);
+    this.buf = b;
+  }
+  private pad(): void {
+    const p = (4 - (this.pos & 3)) & 3;
+    if (p) {
+      this.need(p);
+      this.buf.fill(0, this.pos, this.pos + p);
+      this.pos += p;
+    }
+  }
+  msg(type: number, flags: number, seq: number, family: number, resId = 0): number {
+    const start = this.pos;
+    this.need(20);
+    const b = this.buf;
+    b.writeUInt32LE(0, start);
+    b.writeUInt16LE(type, start + 4);
+    b.writeUInt16LE(flags, start + 6);
+    b.writeUInt32LE(seq >>> 0, start + 8);
+    b.writeUInt32LE(0, start + 12);
+    b[start + 16] = family;
+    b[start + 17] = 0;
+    b.writeUInt16BE(resId, start + 18);
+    this.pos += 20;
+    return start;
+  }
+  endMsg(start: number): void {
+    this.buf.writeUInt32LE(this.pos - start, start);
+  }
+  nest(type: number): number {
+    this.need(4);
+    const start = this.pos;
+    this.buf.writeUInt16LE(type | NLA_F_NESTED, start + 2);
+    this.pos += 4;
+    return start;
+  }
+  endNest(start: number): void {
+    this.buf.writeUInt16LE(this.pos - start, start);
+  }
+  /** Bytes written since `start` (for splitting element lists under the 64 KiB attribute limit). */
+  since(start: number): number {
+    return this.pos - start;
+  }
+  private head(type: number, len: number): void {
+    this.need(4 + len + 3);
+    this.buf.writeUInt16LE(4 + len, this.pos);
+    this.buf.writeUInt16LE(type, this.pos + 2);
+    this.pos += 4;
+  }
+  str(type: number, s: string): void {
+    const len = Buffer.byteLength(s) + 1;
+    this.head(type, len);
+    this.buf.write(s, this.pos, 'utf8');
+    this.buf[this.pos + len - 1] = 0;
+    this.pos += len;
+    this.pad();
+  }
+  u32(type: number, v: number): void {
+    this.head(type, 4);
+    this.buf.writeUInt32BE(v >>> 0, this.pos);
+    this.pos += 4;
+  }
+  i32(type: number, v: number): void {
+    this.head(type, 4);
+    this.buf.writeInt32BE(v, this.pos);
+    this.pos += 4;
+  }
+  u64(type: number, v: number): void {
+    this.head(type, 8);
+    this.buf.writeBigUInt64BE(BigInt(v), this.pos);
+    this.pos += 8;
+  }
+  u8(type: number, v: number): void {
+    this.head(type, 1);
+    this.buf[this.pos] = v;
+    this.pos += 1;
+    this.pad();
+  }
+  bytes(type: number, data: Uint8Array): void {
+    this.head(type, data.length);
+    this.buf.set(data, this.pos);
+    this.pos += data.length;
+    this.pad();
+  }
+  /** A NFTA_DATA_VALUE nested in `type`. */
+  value(type: number, data: Uint8Array): void {
+    const n = this.nest(type);
+    this.bytes(1, data);
+    this.endNest(n);
+  }
+  verdict(type: number, code: number, chain: string): void {
+    const n = this.nest(type);
+    const v = this.nest(2); // NFTA_DATA_VERDICT
+    this.i32(1, code); // NFTA_VERDICT_CODE
+    if (chain) this.str(2, chain); // NFTA_VERDICT_CHAIN
+    this.endNest(v);
+    this.endNest(n);
+  }
+}
+
+// ---- libnftnl-style userdata (u8 type, u8 len, value; u32 values in host byte order) ----
+
+class Udata {
+  private readonly parts: number[] = [];
+  u32(type: number, v: number): this {
+    this.parts.push(type, 4, v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff);
+    return this;
+  }
+  str(type: number, s: string): this {
+    const b = Buffer.from(s + '\0', 'utf8');
+    this.parts.push(type, b.length, ...b);
+    return this;
+  }
+  nest(type: number, inner: Udata): this {
+    const b = inner.bytes();
+    this.parts.push(type, b.length, ...b);
+    return this;
+  }
+  bytes(): Uint8Array {
+    return Uint8Array.from(this.parts);
+  }
+}
+
+function typeofExpr(etype: number, data: Udata): Udata {
+  return new Udata().u32(0, etype).nest(1, data);
+}
+function typeofPayload(desc: number, field: number): Udata {
+  return typeofExpr(EXPR_PAYLOAD, new Udata().u32(0, desc).u32(1, field));
+}
+function typeofConcat(items: Udata[]): Udata {
+  const d = new Udata();
+  items.forEach((it, i) => d.nest(i, it));
+  return typeofExpr(EXPR_CONCAT, d);
+}
+
+// ---- addresses and keys ----
+
+/** Thrown for anything the encoder cannot express: a bug in the compiler, never user input. */
+export class NetlinkEncodeError extends Error {
+  readonly code = 'FERRY_ERR_NFT_ENCODE';
+  constructor(
+    message: string,
+    readonly opIndex: number,
+  ) {
+    super(message);
+    this.name = 'NetlinkEncodeError';
+  }
+}
+
+function parseIPv4(s: string, out: Uint8Array, at: number): boolean {
+  let part = 0;
+  let digits = 0;
+  let n = 0;
+  for (let i = 0; i <= s.length; i++) {
+    const c = i < s.length ? s.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || part > 255 || n > 3) return false;
+      out[at + n++] = part;
+      part = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      part = part * 10 + (c - 48);
+      digits++;
+    } else return false;
+  }
+  return n === 4;
+}
+
+function parseIPv6(s: string, out: Uint8Array, at: number): boolean {
+  const words: number[] = [];
+  let tail: number[] | undefined;
+  let cur = words;
+  let i = 0;
+  if (s.startsWith('::')) {
+    tail = [];
+    cur = tail;
+    i = 2;
+  }
+  while (i < s.length) {
+    let j = i;
+    while (j < s.length && s[j] !== ':') j++;
+    const piece = s.slice(i, j);
+    if (piece.includes('.')) {
+      const v4 = new Uint8Array(4);
+      if (!parseIPv4(piece, v4, 0)) return false;
+      cur.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+    } else {
+      if (piece.length === 0 || piece.length > 4 || !/^[0-9a-fA-F]+$/.test(piece)) return false;
+      cur.push(parseInt(piece, 16));
+    }
+    if (j >= s.length) break;
+    if (s[j + 1] === ':') {
+      if (tail) return false;
+      tail = [];
+      cur = tail;
+      i = j + 2;
+    } else i = j + 1;
+  }
+  const total = words.length + (tail?.length ?? 0);
+  if (tail ? total > 7 : total !== 8) return false;
+  const all = tail ? [...words, ...new Array<number>(8 - total).fill(0), ...tail] : words;
+  for (let k = 0; k < 8; k++) {
+    out[at + 2 * k] = all[k]! >> 8;
+    out[at + 2 * k + 1] = all[k]! & 0xff;
+  }
+  return true;
+}
+
+function addrLen(f: NlFamily): 4 | 16 {
+  return f === 'ip' ? 4 : 16;
+}
+
+function putAddr(f: NlFamily, s: string, out: Uint8Array, at: number): boolean {
+  return f === 'ip' ? parseIPv4(s, out, at) : parseIPv6(s, out, at);
+}
+
+function addrBytes(f: NlFamily, s: string): Uint8Array {
+  const b = new Uint8Array(addrLen(f));
+  if (!putAddr(f, s, b, 0)) throw new Error(`not an ${f === 'ip' ? 'IPv4' : 'IPv6'} address: ${s}`);
+  return b;
+}
+
+const PROTO_NUM: Record<string, number> = { tcp: 6, udp: 17, sctp: 132 };
+
+function protoNum(p: string): number {
+  const n = PROTO_NUM[p.toLowerCase()];
+  if (n === undefined) throw new Error(`unknown protocol ${p}`);
+  return n;
+}
+
+/** How the elements of one of ferry's containers are laid out. */
+type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot';
+
+function layoutOf(container: string): Layout {
+  switch (container) {
+    case Sets.clusterIPs:
+    case Sets.nodePortIPs:
+    case Sets.localCIDRs:
+      return 'addr';
+    case Sets.hairpin:
+      return 'addrAddr';
+    case Maps.serviceIPs:
+    case Maps.noEndpointServices:
+    case Maps.firewallIPs:
+      return 'addrProtoPort';
+    case Maps.serviceNodePorts:
+    case Maps.noEndpointNodePorts:
+      return 'protoPort';
+  }
+  if (endpointShardProtocol(container) !== undefined) return 'slot';
+  if (container.startsWith('aff-')) return 'addr';
+  throw new Error(`no element layout for container ${container}`);
+}
+
+/** ` . `-separated parts of an element key or value (the compiler's interned spelling). */
+function parts(s: string): string[] {
+  return s.split(' . ');
+}
+
+function keyBytes(f: NlFamily, layout: Layout, key: string): Uint8Array {
+  const a = addrLen(f);
+  switch (layout) {
+    case 'addr':
+      return addrBytes(f, key);
+    case 'addrAddr': {
+      const [x, y] = parts(key);
+      const b = new Uint8Array(2 * a);
+      if (x === undefined || y === undefined || !putAddr(f, x, b, 0) || !putAddr(f, y, b, a)) throw new Error(`bad key ${key}`);
+      return b;
+    }
+    case 'addrProtoPort': {
+      const [x, p, port] = parts(key);
+      const b = new Uint8Array(a + 8);
+      if (x === undefined || p === undefined || port === undefined || !putAddr(f, x, b, 0)) throw new Error(`bad key ${key}`);
+      b[a] = protoNum(p);
+      putPort(b, a + 4, port);
+      return b;
+    }
+    case 'protoPort': {
+      const [p, port] = parts(key);
+      const b = new Uint8Array(8);
+      if (p === undefined || port === undefined) throw new Error(`bad key ${key}`);
+      b[0] = protoNum(p);
+      putPort(b, 4, port);
+      return b;
+    }
+    case 'slot': {
+      const b = Buffer.alloc(4);
+      const n = Number(key);
+      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`bad slot key ${key}`);
+      b.writeUInt32LE(n, 0);
+      return b;
+    }
+  }
+}
+
+function putPort(b: Uint8Array, at: number, s: string | number): void {
+  const n = typeof s === 'number' ? s : Number(s);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port ${s}`);
+  b[at] = n >> 8;
+  b[at + 1] = n & 0xff;
+}
+
+/** `addr . port` data of an endpoints map element. */
+function addrPortBytes(f: NlFamily, addr: string, port: string | number): Uint8Array {
+  const a = addrLen(f);
+  const b = new Uint8Array(a + 4);
+  if (!putAddr(f, addr, b, 0)) throw new Error(`bad address ${addr}`);
+  putPort(b, a, port);
+  return b;
+}
+
+function verdictOf(v: string): { code: number; chain: string } {
+  if (v === 'drop') return { code: NF_DROP, chain: '' };
+  if (v === 'return') return { code: NFT_RETURN, chain: '' };
+  if (v.startsWith('goto ')) return { code: NFT_GOTO, chain: v.slice(5) };
+  if (v.startsWith('jump ')) return { code: NFT_JUMP, chain: v.slice(5) };
+  throw new Error(`not a verdict: ${v}`);
+}
+
+// ---- set and map declarations ----
+
+interface SetDecl {
+  flags: number;
+  keyType: number;
+  keyLen: number;
+  dataType?: number;
+  dataLen?: number;
+  udata: Udata;
+}
+
+function concatType(ids: readonly number[]): number {
+  let t = 0;
+  for (const id of ids) t = (t << 6) | id;
+  return t >>> 0;
+}
+
+const TYPE_IDS: Record<string, { id: number; len: number; order: number }> = {
+  ipv4_addr: { id: T_IPADDR, len: 4, order: BO_BIG },
+  ipv6_addr: { id: T_IP6ADDR, len: 16, order: BO_BIG },
+  inet_proto: { id: T_INET_PROTO, len: 4, order: BO_BIG },
+  inet_service: { id: T_INET_SERVICE, len: 4, order: BO_BIG },
+};
+
+/** `type A . B` declarations: ferry uses a handful, all made of the TYPE_IDS names. */
+function keyOfType(spec: string): { type: number; len: number; order: number; concat: boolean } {
+  const names = parts(spec.trim());
+  const ids: number[] = [];
+  let len = 0;
+  for (const n of names) {
+    const t = TYPE_IDS[n];
+    if (!t) throw new Error(`unsupported set type ${spec}`);
+    ids.push(t.id);
+    len += t.len;
+  }
+  if (names.length === 1) {
+    const t = TYPE_IDS[names[0]!]!;
+    return { type: t.id, len: addrOrPlainLen(names[0]!), order: t.order, concat: false };
+  }
+  return { type: concatType(ids), len, order: BO_INVALID, concat: true };
+}
+
+function addrOrPlainLen(name: string): number {
+  return name === 'inet_proto' ? 1 : name === 'inet_service' ? 2 : TYPE_IDS[name]!.len;
+}
+
+/** nft 1.0.x marks a `type` concatenation with a typeof record that has no expressions. */
+function concatMarker(): Udata {
+  return new Udata().u32(0, EXPR_CONCAT).nest(1, new Udata());
+}
+
+function setDecl(s: NamedSet): SetDecl {
+  const k = keyOfType(s.type);
+  let flags = 0;
+  for (const f of s.flags ?? []) {
+    if (f === 'interval') flags |= SET_INTERVAL;
+    else if (f === 'timeout') flags |= SET_TIMEOUT;
+    else if (f === 'dynamic') flags |= SET_EVAL;
+    else throw new Error(`unsupported set flag ${f}`);
+  }
+  if (s.timeoutSeconds !== undefined) flags |= SET_TIMEOUT;
+  const ud = new Udata().u32(UD_SET_KEYBYTEORDER, k.order);
+  if (k.concat) ud.nest(UD_SET_KEY_TYPEOF, concatMarker());
+  if (s.comment !== undefined) ud.str(UD_SET_COMMENT, s.comment);
+  return { flags, keyType: k.type, keyLen: k.len, udata: ud };
+}
+
+function mapDecl(f: NlFamily, m: NamedMap): SetDecl {
+  if (m.typeof) {
+    // `numgen random mod 2 : ip daddr . PROTO dport` (endpoint shards) is the only typeof map.
+    const p = endpointShardProtocol(m.name);
+    if (p === undefined) throw new Error(`unsupported typeof map ${m.name}: ${m.type}`);
+    const proto = p.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+    const ud = new Udata()
+      .u32(UD_SET_KEYBYTEORDER, BO_HOST)
+      .u32(UD_SET_DATABYTEORDER, BO_INVALID)
+      .nest(UD_SET_KEY_TYPEOF, typeofExpr(EXPR_NUMGEN, new Udata().u32(0, 1).u32(1, 2).u32(2, 0)))
+      .nest(UD_SET_DATA_TYPEOF, typeofConcat([typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]), typeofPayload(PROTO_DESC[proto], FIELD_DPORT)]))
+      .u32(UD_SET_DATA_INTERVAL, 0);
+    if (m.comment !== undefined) ud.str(UD_SET_COMMENT, m.comment);
+    const a = addrLen(f);
+    return { flags: SET_MAP, keyType: T_INTEGER, keyLen: 4, dataType: concatType([f === 'ip' ? T_IPADDR : T_IP6ADDR, T_INET_SERVICE]), dataLen: a + 4, udata: ud };
+  }
+  const colon = m.type.indexOf(' : ');
+  if (colon < 0 || m.type.slice(colon + 3).trim() !== 'verdict') throw new Error(`unsupported map type ${m.type}`);
+  const k = keyOfType(m.type.slice(0, colon));
+  const ud = new Udata().u32(UD_SET_KEYBYTEORDER, k.order).u32(UD_SET_DATABYTEORDER, BO_INVALID);
+  if (k.concat) ud.nest(UD_SET_KEY_TYPEOF, concatMarker());
+  ud.u32(UD_SET_DATA_INTERVAL, 0);
+  if (m.comment !== undefined) ud.str(UD_SET_COMMENT, m.comment);
+  return { flags: SET_MAP, keyType: k.type, keyLen: k.len, dataType: DATA_VERDICT, dataLen: 0, udata: ud };
+}
+
+// ---- rule expressions ----
+
+/** nft numbers registers in 4-byte units and names a 16-byte-aligned one by its 16-byte register. */
+function reg(idx: number): number {
+  return idx % 4 === 0 ? 1 + idx / 4 : 8 + idx;
+}
+
+const NFT_PAYLOAD_NETWORK = 1;
+const NFT_PAYLOAD_TRANSPORT = 2;
+const META_MARK = 3;
+const META_L4PROTO = 16;
+const CT_STATE = 0;
+const CT_STATUS = 2;
+const FIB_F_SADDR = 1;
+const FIB_F_DADDR = 2;
+const FIB_RESULT_ADDRTYPE = 3;
+const RTN_LOCAL = 2;
+const NF_NAT_RANGE_PROTO_SPECIFIED = 2;
+const NF_NAT_RANGE_PROTO_RANDOM_FULLY = 0x10;
+
+function u32le(v: number): Uint8Array {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0, 0);
+  return b;
+}
+
+/** Writes a rule's expressions; anonymous sets it needs are declared by the caller first. */
+class Exprs {
+  constructor(
+    private readonly w: Writer,
+    private readonly f: NlFamily,
+  ) {}
+  private begin(name: string): [number, number] {
+    const e = this.w.nest(1); // NFTA_LIST_ELEM
+    this.w.str(1, name); // NFTA_EXPR_NAME
+    return [e, this.w.nest(2)]; // NFTA_EXPR_DATA
+  }
+  private end([e, d]: [number, number]): void {
+    this.w.endNest(d);
+    this.w.endNest(e);
+  }
+  payload(dreg: number, base: number, offset: number, len: number): void {
+    const h = this.begin('payload');
+    this.w.u32(1, dreg);
+    this.w.u32(2, base);
+    this.w.u32(3, offset);
+    this.w.u32(4, len);
+    this.end(h);
+  }
+  saddr(dreg: number): void {
+    this.payload(dreg, NFT_PAYLOAD_NETWORK, this.f === 'ip' ? 12 : 8, addrLen(this.f));
+  }
+  daddr(dreg: number): void {
+    this.payload(dreg, NFT_PAYLOAD_NETWORK, this.f === 'ip' ? 16 : 24, addrLen(this.f));
+  }
+  dport(dreg: number): void {
+    this.payload(dreg, NFT_PAYLOAD_TRANSPORT, 2, 2);
+  }
+  meta(key: number, dreg: number): void {
+    const h = this.begin('meta');
+    this.w.u32(1, dreg);
+    this.w.u32(2, key);
+    this.end(h);
+  }
+  metaSet(key: number, sreg: number): void {
+    const h = this.begin('meta');
+    this.w.u32(2, key);
+    this.w.u32(3, sreg);
+    this.end(h);
+  }
+  ct(key: number, dreg: number): void {
+    const h = this.begin('ct');
+    this.w.u32(1, dreg);
+    this.w.u32(2, key);
+    this.end(h);
+  }
+  bitwise(r: number, mask: number, xor: number): void {
+    const h = this.begin('bitwise');
+    this.w.u32(1, r);
+    this.w.u32(2, r);
+    this.w.u32(3, 4);
+    this.w.value(4, u32le(mask));
+    this.w.value(5, u32le(xor));
+    this.w.u32(6, 0); // NFT_BITWISE_BOOL
+    this.end(h);
+  }
+  /** `saddr != PREFIX` as nft writes it: a shorter load for whole bytes, else a mask. */
+  notPrefix(cidr: string): void {
+    const slash = cidr.indexOf('/');
+    const a = addrLen(this.f);
+    const len = slash < 0 ? a * 8 : Number(cidr.slice(slash + 1));
+    const net = addrBytes(this.f, slash < 0 ? cidr : cidr.slice(0, slash));
+    const base = this.f === 'ip' ? 12 : 8;
+    if (len > 0 && len % 8 === 0) {
+      this.payload(1, NFT_PAYLOAD_NETWORK, base, len / 8);
+      this.cmp(1, true, net.subarray(0, len / 8));
+      return;
+    }
+    const mask = new Uint8Array(a);
+    for (let i = 0; i < a; i++) {
+      const bits = Math.max(0, Math.min(8, len - 8 * i));
+      mask[i] = (0xff << (8 - bits)) & 0xff;
+      net[i] = net[i]! & mask[i]!;
+    }
+    this.payload(1, NFT_PAYLOAD_NETWORK, base, a);
+    const h = this.begin('bitwise');
+    this.w.u32(1, 1);
+    this.w.u32(2, 1);
+    this.w.u32(3, a);
+    this.w.value(4, mask);
+    this.w.value(5, new Uint8Array(a));
+    this.w.u32(6, 0);
+    this.end(h);
+    this.cmp(1, true, net);
+  }
+  cmp(sreg: number, neq: boolean, data: Uint8Array): void {
+    const h = this.begin('cmp');
+    this.w.u32(1, sreg);
+    this.w.u32(2, neq ? 1 : 0);
+    this.w.value(3, data);
+    this.end(h);
+  }
+  immediate(dreg: number, data: Uint8Array): void {
+    const h = this.begin('immediate');
+    this.w.u32(1, dreg);
+    this.w.value(2, data);
+    this.end(h);
+  }
+  verdict(code: number, chain = ''): void {
+    const h = this.begin('immediate');
+    this.w.u32(1, 0);
+    this.w.verdict(2, code, chain);
+    this.end(h);
+  }
+  lookup(set: string, sreg: number, opts: { dreg?: number; inv?: boolean; setId?: number } = {}): void {
+    const h = this.begin('lookup');
+    this.w.str(1, set);
+    this.w.u32(2, sreg);
+    if (opts.dreg !== undefined) this.w.u32(3, opts.dreg);
+    if (opts.setId !== undefined) this.w.u32(4, opts.setId);
+    if (opts.inv) this.w.u32(5, 1);
+    this.end(h);
+  }
+  numgen(mod: number, offset: number): void {
+    const h = this.begin('numgen');
+    this.w.u32(1, 1);
+    this.w.u32(2, mod);
+    this.w.u32(3, 1); // NFT_NG_RANDOM
+    if (offset) this.w.u32(4, offset);
+    this.end(h);
+  }
+  fib(flags: number): void {
+    const h = this.begin('fib');
+    this.w.u32(1, 1);
+    this.w.u32(2, FIB_RESULT_ADDRTYPE);
+    this.w.u32(3, flags);
+    this.end(h);
+  }
+  dnat(addrReg: number, protoReg: number, flags: number): void {
+    const h = this.begin('nat');
+    this.w.u32(1, 1); // NFT_NAT_DNAT
+    this.w.u32(2, NFPROTO[this.f]);
+    this.w.u32(3, addrReg);
+    this.w.u32(5, protoReg);
+    if (flags) this.w.u32(7, flags);
+    this.end(h);
+  }
+  masq(flags: number): void {
+    const h = this.begin('masq');
+    this.w.u32(1, flags);
+    this.end(h);
+  }
+  reject(): void {
+    const h = this.begin('reject');
+    this.w.u32(1, 0); // NFT_REJECT_ICMP_UNREACH
+    this.w.u8(2, this.f === 'ip' ? 3 : 4); // port unreachable
+    this.end(h);
+  }
+  dynsetUpdate(set: string, sreg: number): void {
+    const h = this.begin('dynset');
+    this.w.str(1, set);
+    this.w.u32(3, 1); // NFT_DYNSET_OP_UPDATE
+    this.w.u32(4, sreg);
+    this.end(h);
+  }
+  cond(c: Cond): void {
+    if (c === '') return;
+    if (c === 'fromNode') {
+      this.fib(FIB_F_SADDR);
+      this.cmp(1, false, u32le(RTN_LOCAL));
+      return;
+    }
+    this.saddr(1);
+    this.lookup(Sets.localCIDRs, 1, { inv: c === 'notLocalSrc' });
+  }
+  l4proto(p: string): void {
+    this.meta(META_L4PROTO, 1);
+    this.cmp(1, false, Uint8Array.of(protoNum(p)));
+  }
+  notLoopback(): void {
+    if (this.f === 'ip') {
+      this.payload(1, NFT_PAYLOAD_NETWORK, 16, 1);
+      this.cmp(1, true, Uint8Array.of(127));
+    } else {
+      this.daddr(1);
+      const lo = new Uint8Array(16);
+      lo[15] = 1;
+      this.cmp(1, true, lo);
+    }
+  }
+  portScope(scope: PortDispatchScope): void {
+    if (scope === 'nodePortIPs') {
+      this.daddr(1);
+      this.lookup(Sets.nodePortIPs, 1);
+      return;
+    }
+    if (scope === 'fibLocalNotLoopback') {
+      this.fib(FIB_F_DADDR);
+      this.cmp(1, false, u32le(RTN_LOCAL));
+    }
+    this.notLoopback();
+  }
+}
+
+/** An anonymous set a rule needs, declared just before the rule in the same batch. */
+interface AnonSet {
+  name: '__set%d' | '__map%d';
+  decl: SetDecl;
+  elements: { key: Uint8Array; data?: Uint8Array; verdict?: { code: number; chain: string }; end?: boolean; open?: boolean }[];
+}
+
+/**
+ * CIDRs as nft encodes an interval set: [start, end) pairs, sorted. An anonymous set (nft merges
+ * its elements) joins overlapping and adjacent ranges and opens with an end element at 0; a
+ * range reaching the top of the address space has no end element but an "open" userdata flag.
+ */
+function intervalElements(f: NlFamily, cidrs: readonly string[], anonymous: boolean): AnonSet['elements'] {
+  const bits = f === 'ip' ? 32 : 128;
+  const ranges: [bigint, bigint][] = [];
+  for (const c of cidrs) {
+    const slash = c.indexOf('/');
+    const addr = slash < 0 ? c : c.slice(0, slash);
+    const len = slash < 0 ? bits : Number(c.slice(slash + 1));
+    const start = bigOf(addrBytes(f, addr));
+    const size = 1n << BigInt(bits - len);
+    const lo = (start / size) * size;
+    ranges.push([lo, lo + size]);
+  }
+  ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  if (anonymous) {
+    const merged: [bigint, bigint][] = [];
+    for (const r of ranges) {
+      const last = merged[merged.length - 1];
+      if (last && r[0] <= last[1]) {
+        if (r[1] > last[1]) last[1] = r[1];
+      } else merged.push([r[0], r[1]]);
+    }
+    ranges.length = 0;
+    ranges.push(...merged);
+  }
+  const top = 1n << BigInt(bits);
+  const out: AnonSet['elements'] = [];
+  if (anonymous && ranges.length > 0 && ranges[0]![0] !== 0n) out.push({ key: bytesOf(0n, bits / 8), end: true });
+  for (const [lo, hi] of ranges) {
+    if (hi >= top) {
+      out.push({ key: bytesOf(lo, bits / 8), open: true });
+      continue;
+    }
+    out.push({ key: bytesOf(lo, bits / 8) });
+    out.push({ key: bytesOf(hi, bits / 8), end: true });
+  }
+  return out;
+}
+
+function bigOf(b: Uint8Array): bigint {
+  let v = 0n;
+  for (const x of b) v = (v << 8n) | BigInt(x);
+  return v;
+}
+
+function bytesOf(v: bigint, n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = n - 1; i >= 0; i--) {
+    b[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return b;
+}
+
+function anonSetOf(f: NlFamily, r: Rule): AnonSet | undefined {
+  switch (r.k) {
+    case 'firewallDrop': {
+      if (r.sources.length === 1) return undefined; // nft compares against a lone prefix directly
+      const elements = intervalElements(f, r.sources, true);
+      const ud = new Udata().u32(UD_SET_KEYBYTEORDER, BO_BIG).u32(UD_SET_MERGE_ELEMENTS, 1).nest(UD_SET_KEY_TYPEOF, typeofPayload(PROTO_DESC[f], FIELD_SADDR[f]));
+      return { name: '__set%d', decl: { flags: SET_ANONYMOUS | SET_CONSTANT | SET_INTERVAL, keyType: f === 'ip' ? T_IPADDR : T_IP6ADDR, keyLen: addrLen(f), udata: ud }, elements };
+    }
+    case 'dnatAnon': {
+      const ud = new Udata().u32(UD_SET_KEYBYTEORDER, BO_HOST).u32(UD_SET_DATABYTEORDER, BO_INVALID).u32(UD_SET_DATA_INTERVAL, 0);
+      const elements = r.eps.map((ep, i) => ({ key: u32le(i), data: addrPortBytes(f, ep.ip, ep.port) }));
+      const decl: SetDecl = {
+        flags: SET_ANONYMOUS | SET_CONSTANT | SET_MAP,
+        keyType: T_INTEGER,
+        keyLen: 4,
+        dataType: concatType([f === 'ip' ? T_IPADDR : T_IP6ADDR, T_INET_SERVICE]),
+        dataLen: addrLen(f) + 4,
+        udata: ud,
+      };
+      return { name: '__map%d', decl, elements };
+    }
+    case 'randomChain': {
+      const ud = new Udata()
+        .u32(UD_SET_KEYBYTEORDER, BO_HOST)
+        .u32(UD_SET_DATABYTEORDER, BO_INVALID)
+        .nest(UD_SET_DATA_TYPEOF, typeofExpr(EXPR_VERDICT, new Udata()))
+        .u32(UD_SET_DATA_INTERVAL, 0);
+      const elements = r.chains.map((c, i) => ({ key: u32le(i), verdict: { code: NFT_GOTO, chain: c } }));
+      return { name: '__map%d', decl: { flags: SET_ANONYMOUS | SET_CONSTANT | SET_MAP, keyType: T_INTEGER, keyLen: 4, dataType: DATA_VERDICT, dataLen: 0, udata: ud }, elements };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
+  const a = addrLen(f) / 4; // register index after an address
+  switch (r.k) {
+    case 'verdict':
+      x.cond(r.cond);
+      x.verdict(r.verdict === 'jump' ? NFT_JUMP : r.verdict === 'goto' ? NFT_GOTO : r.verdict === 'return' ? NFT_RETURN : NF_DROP, r.chain);
+      return;
+    case 'ctNewJump':
+      x.ct(CT_STATE, 1);
+      x.bitwise(1, 0x8, 0);
+      x.cmp(1, true, u32le(0));
+      x.verdict(NFT_JUMP, r.chain);
+      return;
+    case 'reject':
+      if (r.daddrSet) {
+        x.daddr(1);
+        x.lookup(r.daddrSet, 1);
+      }
+      x.reject();
+      return;
+    case 'markOr':
+      x.meta(META_MARK, 1);
+      x.bitwise(1, ~r.mark >>> 0, r.mark);
+      x.metaSet(META_MARK, 1);
+      return;
+    case 'markXor':
+      x.meta(META_MARK, 1);
+      x.bitwise(1, 0xffffffff, r.mark);
+      x.metaSet(META_MARK, 1);
+      return;
+    case 'markUnsetReturn':
+      x.meta(META_MARK, 1);
+      x.bitwise(1, r.mark, 0);
+      x.cmp(1, false, u32le(0));
+      x.verdict(NFT_RETURN);
+      return;
+    case 'masqFullyRandom':
+      x.masq(NF_NAT_RANGE_PROTO_RANDOM_FULLY);
+      return;
+    case 'hairpin':
+      x.ct(CT_STATUS, 1);
+      x.bitwise(1, 0x20, 0); // IPS_DST_NAT
+      x.cmp(1, true, u32le(0));
+      x.saddr(1);
+      x.daddr(reg(a));
+      x.lookup(r.set, 1);
+      x.verdict(NFT_JUMP, r.chain);
+      return;
+    case 'dispatch':
+      x.daddr(1);
+      x.meta(META_L4PROTO, reg(a));
+      x.dport(reg(a + 1));
+      x.lookup(r.map, 1, { dreg: 0 });
+      return;
+    case 'portDispatch':
+      x.portScope(r.scope);
+      x.meta(META_L4PROTO, 1);
+      x.dport(reg(1));
+      x.lookup(r.map, 1, { dreg: 0 });
+      return;
+    case 'dnat':
+      x.cond(r.cond);
+      x.l4proto(r.proto);
+      x.immediate(1, addrBytes(f, r.ip));
+      x.immediate(2, Uint8Array.of(r.port >> 8, r.port & 0xff));
+      x.dnat(1, 2, NF_NAT_RANGE_PROTO_SPECIFIED);
+      return;
+    case 'dnatAnon':
+      x.cond(r.cond);
+      x.l4proto(r.proto);
+      x.numgen(r.eps.length, 0);
+      x.lookup('__map%d', 1, { dreg: 1, setId: anonId });
+      x.dnat(1, reg(a), 0);
+      return;
+    case 'dnatSlot':
+      x.cond(r.cond);
+      x.l4proto(r.proto);
+      x.numgen(r.n, r.base);
+      x.lookup(r.map, 1, { dreg: 1 });
+      x.dnat(1, reg(a), 0);
+      return;
+    case 'affinityCheck':
+      x.cond(r.cond);
+      x.saddr(1);
+      x.lookup(r.set, 1);
+      x.verdict(NFT_GOTO, r.chain);
+      return;
+    case 'randomChain':
+      x.cond(r.cond);
+      x.numgen(r.chains.length, 0);
+      x.lookup('__map%d', 1, { dreg: 0, setId: anonId });
+      return;
+    case 'affinityUpdate':
+      x.saddr(1);
+      x.dynsetUpdate(r.set, 1);
+      return;
+    case 'firewallDrop':
+      if (r.sources.length === 1) x.notPrefix(r.sources[0]!);
+      else {
+        x.saddr(1);
+        x.lookup('__set%d', 1, { inv: true, setId: anonId });
+      }
+      x.verdict(NF_DROP);
+      return;
+  }
+}
+
+// ---- the batch ----
+
+/** What one message of the batch carries: ops [first, first + count). */
+interface MsgSpan {
+  first: number;
+  count: number;
+  /** Element messages: where the element list starts (extack offsets point into it). */
+  elements: boolean;
+}
+
+export interface EncodedBatch {
+  /** BATCH_BEGIN .. BATCH_END, ready for one sendmsg. */
+  readonly bytes: Uint8Array;
+  /** Messages between BEGIN and END. */
+  readonly messages: number;
+  /** The op a kernel error points at (sequence number, extack offset or -1), or undefined. */
+  locate(seq: number, offset: number): { opIndex: number; elements?: number } | undefined;
+}
+
+function splitTarget(target: string, index: number): { family: NlFamily; table: string } {
+  const sp = target.indexOf(' ');
+  const fam = target.slice(0, sp);
+  if ((fam !== 'ip' && fam !== 'ip6') || sp < 0) throw new NetlinkEncodeError(`op ${index}: target ${target} is not "ip|ip6 TABLE"`, index);
+  return { family: fam, table: target.slice(sp + 1) };
+}
+
+/** Most bytes of element attributes in one message: the list is one attribute (16-bit length). */
+const ELEMENT_LIST_LIMIT = 60_000;
+
+/** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
+export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = {}): EncodedBatch {
+  const ops = tx.ops;
+  const w = new Writer(Math.min(1 << 26, 256 + ops.length * 96));
+  const seqBase = (opts.seqBase ?? 1) >>> 0;
+  const spans: MsgSpan[] = [];
+  const starts: number[] = [];
+  let setId = 0;
+  const begin = w.msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seqBase, 0, NFNL_SUBSYS_NFTABLES);
+  w.endMsg(begin);
+  const msg = (type: number, flags: number, family: NlFamily, span: MsgSpan): number => {
+    spans.push(span);
+    const start = w.msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, seqBase + spans.length, NFPROTO[family]);
+    starts.push(start);
+    return start;
+  };
+
+  const writeSet = (family: NlFamily, table: string, name: string, d: SetDecl, id: number, span: MsgSpan, extra?: (w: Writer) => void): void => {
+    const m = msg(MSG.NEWSET, NLM_F_CREATE, family, span);
+    w.str(1, table);
+    w.str(2, name);
+    w.u32(3, d.flags);
+    w.u32(4, d.keyType);
+    w.u32(5, d.keyLen);
+    if (d.dataType !== undefined) {
+      w.u32(6, d.dataType);
+      w.u32(7, d.dataLen ?? 0);
+    }
+    w.u32(10, id);
+    extra?.(w);
+    w.bytes(13, d.udata.bytes());
+    w.endMsg(m);
+  };
+
+  let i = 0;
+  try {
+    while (i < ops.length) {
+      const op = ops[i]!;
+      const { family, table } = splitTarget(op.target, i);
+      const one: MsgSpan = { first: i, count: 1, elements: false };
+      switch (op.kind) {
+        case 'table': {
+          const m = msg(op.verb === 'add' ? MSG.NEWTABLE : MSG.DELTABLE, 0, family, one);
+          w.str(1, table);
+          if (op.verb === 'add') {
+            w.u32(2, 0);
+            if (op.comment !== undefined) w.bytes(6, new Udata().str(UD_TABLE_COMMENT, op.comment).bytes());
+          }
+          w.endMsg(m);
+          i++;
+          break;
+        }
+        case 'chain': {
+          if (op.verb === 'add') {
+            const c: Chain = op.chain;
+            const m = msg(MSG.NEWCHAIN, NLM_F_CREATE, family, one);
+            w.str(1, table);
+            w.str(3, c.name);
+            if (c.base) {
+              w.str(7, c.base.type);
+              const h = w.nest(4);
+              w.u32(1, HOOK[c.base.hook]);
+              w.i32(2, c.base.priority);
+              w.endNest(h);
+            }
+            if (c.comment !== undefined) w.bytes(12, new Udata().str(UD_CHAIN_COMMENT, c.comment).bytes());
+            w.endMsg(m);
+          } else if (op.verb === 'flush') {
+            const m = msg(MSG.DELRULE, 0, family, one);
+            w.str(1, table);
+            w.str(2, op.name);
+            w.endMsg(m);
+          } else {
+            const m = msg(MSG.DELCHAIN, 0, family, one);
+            w.str(1, table);
+            w.str(3, op.name);
+            w.endMsg(m);
+          }
+          i++;
+          break;
+        }
+        case 'rule': {
+          const anon = anonSetOf(family, op.rule);
+          let id = 0;
+          if (anon) {
+            id = ++setId;
+            writeSet(family, table, anon.name, anon.decl, id, one, (w) => {
+              const d = w.nest(9); // NFTA_SET_DESC
+              w.u32(1, anon.elements.length); // NFTA_SET_DESC_SIZE
+              w.endNest(d);
+            });
+            const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, one);
+            w.str(1, table);
+            w.str(2, anon.name);
+            w.u32(4, id);
+            const list = w.nest(3);
+            for (const e of anon.elements) {
+              const el = w.nest(1);
+              w.value(1, e.key);
+              if (e.data) w.value(2, e.data);
+              if (e.verdict) w.verdict(2, e.verdict.code, e.verdict.chain);
+              if (e.end) w.u32(3, SET_ELEM_INTERVAL_END);
+              if (e.open) w.bytes(6, OPEN_INTERVAL);
+              w.endNest(el);
+            }
+            w.endNest(list);
+            w.endMsg(m);
+          }
+          const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, one);
+          w.str(1, table);
+          w.str(2, op.chain);
+          const ex = w.nest(4);
+          writeRule(new Exprs(w, family), family, op.rule, id);
+          w.endNest(ex);
+          w.endMsg(m);
+          i++;
+          break;
+        }
+        case 'set':
+        case 'map': {
+          if (op.verb === 'add') {
+            const d = op.kind === 'set' ? setDecl((op as { set: NamedSet }).set) : mapDecl(family, (op as { map: NamedMap }).map);
+            const name = op.kind === 'set' ? (op as { set: NamedSet }).set.name : (op as { map: NamedMap }).map.name;
+            const timeout = op.kind === 'set' ? (op as { set: NamedSet }).set.timeoutSeconds : undefined;
+            writeSet(family, table, name, d, ++setId, one, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
+          } else {
+            const name = (op as { name: string }).name;
+            const m = msg(op.verb === 'flush' ? MSG.DELSETELEM : MSG.DELSET, 0, family, one);
+            w.str(1, table);
+            w.str(2, name);
+            w.endMsg(m);
+          }
+          i++;
+          break;
+        }
+        case 'element': {
+          const layout = layoutOf(op.set);
+          const interval = op.set === Sets.localCIDRs;
+          const add = op.verb === 'add';
+          if (interval) {
+            // Interval sets: the whole run of adds is one message of [start, end) elements.
+            let j = i;
+            const cidrs: string[] = [];
+            while (j < ops.length) {
+              const e = ops[j]!;
+              if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
+              cidrs.push(e.key);
+              j++;
+            }
+            const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, { first: i, count: j - i, elements: false });
+            w.str(1, table);
+            w.str(2, op.set);
+            const list = w.nest(3);
+            for (const e of intervalElements(family, cidrs, false)) {
+              const el = w.nest(1);
+              w.value(1, e.key);
+              if (e.end) w.u32(3, SET_ELEM_INTERVAL_END);
+              if (e.open) w.bytes(6, OPEN_INTERVAL);
+              w.endNest(el);
+            }
+            w.endNest(list);
+            w.endMsg(m);
+            i = j;
+            break;
+          }
+          const span: MsgSpan = { first: i, count: 0, elements: true };
+          const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, span);
+          w.str(1, table);
+          w.str(2, op.set);
+          const list = w.nest(3);
+          let j = i;
+          while (j < ops.length && w.since(list) < ELEMENT_LIST_LIMIT) {
+            const e = ops[j]!;
+            if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
+            const el = w.nest(1);
+            try {
+              w.value(1, keyBytes(family, layout, e.key));
+              if (add && e.value !== undefined) {
+                if (layout === 'slot') {
+                  const [addr, port] = parts(e.value);
+                  if (addr === undefined || port === undefined) throw new Error(`bad endpoint ${e.value}`);
+                  w.value(2, addrPortBytes(family, addr, port));
+                } else {
+                  const v = verdictOf(e.value);
+                  w.verdict(2, v.code, v.chain);
+                }
+              }
+            } catch (err) {
+              throw new NetlinkEncodeError(`op ${j} (element ${e.key} of ${op.set}): ${err instanceof Error ? err.message : String(err)}`, j);
+            }
+            w.endNest(el);
+            j++;
+          }
+          w.endNest(list);
+          w.endMsg(m);
+          span.count = j - i;
+          i = j;
+          break;
+        }
+      }
+    }
+  } catch (e) {
+    if (e instanceof NetlinkEncodeError) throw e;
+    throw new NetlinkEncodeError(`op ${i}: ${e instanceof Error ? e.message : String(e)}`, i);
+  }
+  const end = w.msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seqBase + spans.length + 1, 0, NFNL_SUBSYS_NFTABLES);
+  w.endMsg(end);
+  const bytes = w.buf.subarray(0, w.pos);
+
+  return {
+    bytes,
+    messages: spans.length,
+    locate(seq, offset) {
+      const k = ((seq - seqBase) >>> 0) - 1;
+      const span = spans[k];
+      if (!span) return undefined;
+      if (!span.elements || offset < 0) return { opIndex: span.first, ...(span.count > 1 ? { elements: span.count } : {}) };
+      // Walk the element list of that message to find which element starts at `offset`.
+      const start = starts[k]!;
+      let p = start + 20;
+      const msgEnd = start + bytes.readUInt32LE(start);
+      while (p < msgEnd) {
+        const len = bytes.readUInt16LE(p);
+        const type = bytes.readUInt16LE(p + 2) & ~NLA_F_NESTED;
+        if (type === 3) {
+          let q = p + 4;
+          let idx = 0;
+          while (q < p + len) {
+            const l = bytes.readUInt16LE(q);
+            if (offset >= q - start && offset < q - start + l) return { opIndex: span.first + idx };
+            q += (l + 3) & ~3;
+            idx++;
+          }
+          break;
+        }
+        p += (len + 3) & ~3;
+      }
+      return { opIndex: span.first, elements: span.count };
+    },
+  };
+}
+
+// ---- dumps: names of chains and sets of one table ----
+
+/** A dump request for the chains (or sets, maps included) of one family. */
+export function encodeDumpRequest(kind: 'chains' | 'sets', family: NlFamily, table: string): Uint8Array {
+  const w = new Writer(256);
+  const m = w.msg((NFNL_SUBSYS_NFTABLES << 8) | (kind === 'chains' ? MSG.GETCHAIN : MSG.GETSET), NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO[family]);
+  // The kernel filters set dumps by table; chain dumps are filtered below.
+  if (kind === 'sets') w.str(1, table);
+  w.endMsg(m);
+  return w.buf.subarray(0, w.pos);
+}
+
+export interface DumpedName {
+  name: string;
+  /** Sets: the NFT_SET_* flags (maps have SET_MAP); chains: 0. */
+  flags: number;
+}
+
+/** Names (and set flags) of the `table` objects in a dump's concatenated answer messages. */
+export function parseDumpNames(data: Uint8Array, table: string, kind: 'chains' | 'sets'): DumpedName[] {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const out: DumpedName[] = [];
+  const nameAttr = kind === 'chains' ? 3 : 2;
+  let p = 0;
+  while (p + 20 <= b.length) {
+    const len = b.readUInt32LE(p);
+    if (len < 20 || p + len > b.length) break;
+    let q = p + 20;
+    let t: string | undefined;
+    let name: string | undefined;
+    let flags = 0;
+    while (q + 4 <= p + len) {
+      const al = b.readUInt16LE(q);
+      const at = b.readUInt16LE(q + 2) & ~NLA_F_NESTED;
+      if (al < 4) break;
+      if (at === 1) t = b.toString('utf8', q + 4, q + al - 1);
+      else if (at === nameAttr) name = b.toString('utf8', q + 4, q + al - 1);
+      else if (kind === 'sets' && at === 3) flags = b.readUInt32BE(q + 4);
+      q += (al + 3) & ~3;
+    }
+    if (t === table && name !== undefined && !(kind === 'sets' && flags & SET_ANONYMOUS)) out.push({ name, flags });
+    p += (len + 3) & ~3;
+  }
+  return out;
+}
+
+/** Whether dumped set flags mark a map. */
+export function isMapFlags(flags: number): boolean {
+  return (flags & SET_MAP) !== 0;
+}
+
+/** Renders one op as the nft line a script would carry (error messages only). */
+export function describeOp(op: Op): string {
+  switch (op.kind) {
+    case 'element':
+      return `${op.verb} element ${op.target} ${op.set} { ${op.value !== undefined && op.verb === 'add' ? `${op.key} : ${op.value}` : op.key} }`;
+    case 'rule':
+      return `add rule ${op.target} ${op.chain} ${op.rule.text}`;
+    case 'table':
+      return `${op.verb} table ${op.target}`;
+    case 'chain':
+      return op.verb === 'add' ? `add chain ${op.target} ${op.chain.name}` : `${op.verb} chain ${op.target} ${op.name}`;
+    case 'set':
+    case 'map':
+      return op.verb === 'add'
+        ? `add ${op.kind} ${op.target} ${op.kind === 'set' ? (op as { set: NamedSet }).set.name : (op as { map: NamedMap }).map.name}`
+        : `${op.verb} ${op.kind} ${op.target} ${(op as { name: string }).name}`;
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * The netlink runner against a real kernel (root), in fresh `fyn<rand>` network namespaces the
+ * test creates and always removes:
+ *  - every golden full sync, and every step of random partial-sync sequences, applied over
+ *    netlink in one namespace and through libnftables in another, lists identically
+ *    (`nft list table`, text, elements included);
+ *  - a failing batch (a rule jumping to a missing chain, deleting a missing element) leaves the
+ *    kernel untouched, and the error names the failing op;
+ *  - names() by netlink dump equals what `nft -j list` finds;
+ *  - the backend reports `via: netlink`, and a runner whose socket cannot be opened falls back.
+ */
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { run, runIn } from '../../../src/util/exec.js';
+import { loadNative, type NativeAddon } from '../../../src/native/index.js';
+import { addonNft, execNft, namesByListing, NftNetlinkError, type NftRunner } from '../../../src/backends/kernel/nft.js';
+import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
+import { CompileState, compileFull, compilePartial } from '../../../src/backends/nftables/compiler.js';
+import { createNftablesBackend } from '../../../src/backends/nftables/backend.js';
+import { Transaction } from '../../../src/backends/nftables/transaction.js';
+import * as R from '../../../src/backends/nftables/rules.js';
+import type { IPFamily, ProxyTables } from '../../../src/plan/types.js';
+import { changesOf, ep, fwd, GOLDENS, randomWalk, svc, table, tables } from '../../unit/backends/nftables/fixtures.js';
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+async function freshNetns(t: Teardown): Promise<string> {
+  const name = `fyn${randomBytes(4).toString('hex')}`;
+  await run(['ip', 'netns', 'add', name]);
+  t.teardown(() => run(['ip', 'netns', 'del', name], { allowFailure: true }));
+  return name;
+}
+
+const addon = loadNative();
+if (!addon?.nfnlBatch) throw new Error('the native addon with nf_tables netlink support is required (cd native && npx node-gyp rebuild)');
+const native: NativeAddon = addon;
+
+/** libnftables in a namespace: the addon acts on its caller's namespace, so `nft -f` it is. */
+function scriptRunner(ns: string): NftRunner {
+  return execNft({ netns: ns });
+}
+
+function netlinkRunner(ns: string): NftRunner {
+  return netlinkNft(native, { netns: ns, fallback: scriptRunner(ns) });
+}
+
+async function listing(ns: string, families: readonly IPFamily[], table = 'ferry'): Promise<string> {
+  const out: string[] = [];
+  for (const f of families) {
+    const r = await runIn(ns, ['nft', 'list', 'table', f === 4 ? 'ip' : 'ip6', table], { allowFailure: true });
+    out.push(r.exitCode === 0 ? r.stdout : `<no table: ${r.stderr.trim()}>`);
+  }
+  return out.join('\n');
+}
+
+function firstDiff(a: string, b: string): string {
+  const al = a.split('\n');
+  const bl = b.split('\n');
+  for (let i = 0; i < Math.max(al.length, bl.length); i++) {
+    if (al[i] !== bl[i]) return `line ${i + 1}:\n  netlink      ${al[i]}\n  libnftables  ${bl[i]}`;
+  }
+  return 'none';
+}
+
+t.test('golden full syncs list identically over netlink and through nft', async (t) => {
+  const nsN = await freshNetns(t);
+  const nsS = await freshNetns(t);
+  const viaNetlink = netlinkRunner(nsN);
+  const viaScript = scriptRunner(nsS);
+  for (const g of GOLDENS) {
+    await run(['ip', 'netns', 'exec', nsN, 'nft', 'flush', 'ruleset']);
+    await run(['ip', 'netns', 'exec', nsS, 'nft', 'flush', 'ruleset']);
+    const tx = compileFull(g.ir, { families: g.families, masqueradeMark: 0x4000 });
+    await t.resolves(viaNetlink.applyTransaction!(tx), `${g.name}: netlink apply`);
+    await viaScript.apply(tx.render());
+    const a = await listing(nsN, g.families);
+    const b = await listing(nsS, g.families);
+    t.equal(a, b, `${g.name}: same listing; first difference ${firstDiff(a, b)}`);
+    // A periodic full resync over itself.
+    await t.resolves(viaNetlink.applyTransaction!(tx), `${g.name}: netlink apply again over itself`);
+    await viaScript.apply(tx.render());
+    t.equal(await listing(nsN, g.families), await listing(nsS, g.families), `${g.name}: same listing after a second full sync`);
+  }
+});
+
+t.test('an anonymous endpoint map (more endpoints than a block) lists identically', async (t) => {
+  const nsN = await freshNetns(t);
+  const nsS = await freshNetns(t);
+  const eps = [ep('198.18.0.2', 80), ep('198.18.0.3', 81), ep('198.18.0.4', 82)];
+  for (const f of [4, 6] as const) {
+    const fs = R.familySyntax(f);
+    const tx = new Transaction();
+    const target = `${fs.nft} t`;
+    const v6eps = [ep('2001:db8::2', 80), ep('2001:db8::3', 81)];
+    tx.addTable(target).addChain(target, { name: 'c', base: { type: 'nat', hook: 'output', priority: -100 } });
+    tx.addSet(target, { name: 'local-cidrs', type: fs.addrType, flags: ['interval'] });
+    tx.addRule(target, 'c', R.dnatRandom(fs, 'TCP', f === 4 ? eps : v6eps, 'fromNode'));
+    tx.addRule(target, 'c', R.firewallDrop(fs, f === 4 ? ['10.0.0.0/8', '10.1.0.0/16', '192.168.0.0/24', '192.168.1.0/24', '0.0.0.0/32'] : ['2001:db8::/32', '::1/128']));
+    tx.addChain(target, { name: 'd' });
+    tx.addRule(target, 'c', R.randomEndpointChain(fs, ['d', 'd', 'd'], 'localSrc'));
+    for (const one of f === 4 ? ['203.0.113.0/25', '203.0.113.0/24', '203.0.113.7', '0.0.0.0/0'] : ['2001:db8::/64', '2001:db8::/65']) {
+      tx.addRule(target, 'c', R.firewallDrop(fs, [one]));
+    }
+    tx.addRule(target, 'd', R.dnatTo(fs, 'UDP', f === 4 ? ep('198.18.0.9', 53) : ep('2001:db8::9', 53), 'notLocalSrc'));
+    tx.addElement(target, 'local-cidrs', f === 4 ? '10.0.0.0/16' : '2001:db8::/64');
+    tx.addElement(target, 'local-cidrs', f === 4 ? '10.1.0.0/16' : '2001:db9::/64');
+    tx.addElement(target, 'local-cidrs', f === 4 ? '10.3.0.0/16' : '2001:db9:0:1::/64'); // 10.1 is adjacent to 10.0
+    tx.addElement(target, 'local-cidrs', f === 4 ? '255.255.255.0/24' : 'ffff::/16'); // up to the top
+    await netlinkRunner(nsN).applyTransaction!(tx);
+    await scriptRunner(nsS).apply(tx.render());
+    const a = (await runIn(nsN, ['nft', 'list', 'table', fs.nft, 't'])).stdout;
+    const b = (await runIn(nsS, ['nft', 'list', 'table', fs.nft, 't'])).stdout;
+    t.equal(a, b, `IPv${f}: same listing; first difference ${firstDiff(a, b)}`);
+  }
+});
+
+t.test('random partial-sync sequences: netlink and nft give the same kernel ruleset at every step', async (t) => {
+  const nsN = await freshNetns(t);
+  const nsS = await freshNetns(t);
+  const viaNetlink = netlinkRunner(nsN);
+  const viaScript = scriptRunner(nsS);
+  for (const seed of [21, 22, 23, 24, 25, 26]) {
+    const fams: IPFamily[] = seed % 2 ? [4, 6] : [4];
+    const walk = randomWalk(seed, 12, fams);
+    const opts = { families: fams, masqueradeMark: 0x4000, state: new CompileState() };
+    await run(['ip', 'netns', 'exec', nsN, 'nft', 'flush', 'ruleset']);
+    await run(['ip', 'netns', 'exec', nsS, 'nft', 'flush', 'ruleset']);
+    const first = compileFull(walk.initial, opts);
+    await viaNetlink.applyTransaction!(first);
+    await viaScript.apply(first.render());
+    let prev: ProxyTables = walk.initial;
+    for (let i = 0; i < walk.steps.length; i++) {
+      const step = walk.steps[i]!;
+      const tx = compilePartial(prev, step.next, step.changes, opts);
+      prev = step.next;
+      if (tx.size === 0) continue;
+      try {
+        await viaNetlink.applyTransaction!(tx);
+      } catch (e) {
+        t.fail(`seed ${seed} step ${i}: kernel rejected the netlink batch: ${(e as Error).message}\n${tx.render()}`);
+        return;
+      }
+      await viaScript.apply(tx.render());
+      const a = await listing(nsN, fams);
+      const b = await listing(nsS, fams);
+      if (a !== b) {
+        t.equal(a, b, `seed ${seed} step ${i}: same listing; first difference ${firstDiff(a, b)}`);
+        return;
+      }
+    }
+    t.pass(`seed ${seed}: ${walk.steps.length} partial syncs list identically`);
+  }
+});
+
+t.test('a failing batch leaves the kernel untouched and names the failing op', async (t) => {
+  const ns = await freshNetns(t);
+  const nft = netlinkRunner(ns);
+  const s = svc({ namespace: 'd', name: 'web', internal: fwd(ep('198.18.0.2', 8080)) });
+  const ir1 = tables(table(4, [s]));
+  await nft.applyTransaction!(compileFull(ir1, { families: [4], masqueradeMark: 0x4000 }));
+  const before = await listing(ns, [4]);
+
+  const s2 = { ...s, internal: fwd(ep('198.18.0.3', 8080)), external: fwd(ep('198.18.0.3', 8080)), cluster: fwd(ep('198.18.0.3', 8080)) };
+  const good = () => compilePartial(ir1, tables(table(4, [s2])), changesOf([s.key]), { families: [4], masqueradeMark: 0x4000 });
+
+  const missingElement = good().deleteElement('ip ferry', 'hairpin', '198.18.0.99 . 198.18.0.99');
+  const e1 = await nft.applyTransaction!(missingElement).then(() => undefined, (e: unknown) => e);
+  t.ok(e1 instanceof NftNetlinkError, `deleting a missing element fails with NftNetlinkError; got ${String(e1)}`);
+  if (e1 instanceof NftNetlinkError) {
+    t.equal(e1.errnoName, 'ENOENT', 'ENOENT');
+    t.equal(e1.opIndex, missingElement.size - 1, 'the failing op is the delete');
+    t.match(e1.opText, /delete element ip ferry hairpin \{ 198\.18\.0\.99 \. 198\.18\.0\.99 \}/, 'the error names the element');
+    t.match(e1.message, /198\.18\.0\.99/, 'and so does the message');
+  }
+  t.equal(await listing(ns, [4]), before, 'nothing of the failed batch was applied');
+
+  // Several elements in one message: the extack offset picks the right one.
+  const many = good();
+  for (let i = 0; i < 300; i++) many.addElement('ip ferry', 'cluster-ips', `198.19.${i >> 8}.${i & 255}`);
+  many.deleteElement('ip ferry', 'cluster-ips', '198.19.0.5').deleteElement('ip ferry', 'cluster-ips', '198.19.0.6').deleteElement('ip ferry', 'cluster-ips', '198.20.0.1');
+  const e2 = await nft.applyTransaction!(many).then(() => undefined, (e: unknown) => e);
+  t.ok(e2 instanceof NftNetlinkError, 'deleting one missing element among several fails');
+  if (e2 instanceof NftNetlinkError) t.match(e2.opText, /198\.20\.0\.1/, `the error names the missing element among three in one message: ${e2.message}`);
+  t.equal(await listing(ns, [4]), before, 'nothing of that batch was applied');
+
+  const missingChain = good().addRule('ip ferry', 'services', R.jump('no-such-chain'));
+  const e3 = await nft.applyTransaction!(missingChain).then(() => undefined, (e: unknown) => e);
+  t.ok(e3 instanceof NftNetlinkError, 'a rule jumping to a missing chain fails');
+  if (e3 instanceof NftNetlinkError) {
+    t.equal(e3.opIndex, missingChain.size - 1, 'the failing op is that rule');
+    t.match(e3.opText, /add rule ip ferry services jump no-such-chain/, 'the error names the rule');
+  }
+  t.equal(await listing(ns, [4]), before, 'nothing of that batch was applied');
+});
+
+t.test('names by netlink dump equal names by listing; the backend reports via netlink', async (t) => {
+  const ns = await freshNetns(t);
+  const nft = netlinkRunner(ns);
+  const g = GOLDENS.find((x) => x.families.length === 2) ?? GOLDENS[0]!;
+  const backend = createNftablesBackend({ nft, families: g.families });
+  await backend.sync(null, g.ir, { full: true, tableChanged: true, changed: new Set() } as never);
+  t.equal(backend.lastSync()?.via, 'netlink', 'the sync went over netlink');
+  for (const fam of ['ip', 'ip6'] as const) {
+    const byDump = await nft.names!(fam, 'ferry');
+    const byList = await namesByListing(scriptRunner(ns), fam, 'ferry');
+    t.same([...byDump.chains].sort(), [...byList.chains].sort(), `${fam}: chains`);
+    t.same([...byDump.maps].sort(), [...byList.maps].sort(), `${fam}: maps`);
+    t.same([...byDump.sets].sort(), [...byList.sets].sort(), `${fam}: sets`);
+  }
+  t.same([...(await nft.names!('ip', 'absent')).chains], [], 'an absent table has no names');
+  // A second full sync finds nothing stale and is accepted.
+  await t.resolves(backend.sync(g.ir, g.ir, { full: true, tableChanged: true, changed: new Set() } as never), 'a second full sync');
+  await t.resolves(backend.cleanup(), 'cleanup over netlink');
+  t.match(await listing(ns, [4]), /no table/, 'cleanup removed the table');
+});
+
+t.test('a netlink socket that cannot be used falls back to the script runner, visibly', async (t) => {
+  const ns = await freshNetns(t);
+  const fallback = scriptRunner(ns);
+  const nft = netlinkNft(native, { netns: '/nonexistent/netns', fallback });
+  t.equal(nft.via, 'netlink', 'netlink until proven otherwise');
+  const tx = compileFull(GOLDENS[0]!.ir, { families: GOLDENS[0]!.families, masqueradeMark: 0x4000 });
+  await t.resolves(nft.applyTransaction!(tx), 'the transaction still applies');
+  t.equal(nft.via, 'exec', 'via now names the fallback');
+  t.match(await listing(ns, GOLDENS[0]!.families), /table ip ferry/, 'through the fallback');
+  void addonNft;
+});
