@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS, type ExplicitFlags } from '../config/flags.js';
+import { PROXY_FLAGS, REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS, type ExplicitFlags } from '../config/flags.js';
 import { parseConfigFile, type FileConfig } from '../config/file.js';
 import { resolveConfig } from '../config/resolve.js';
 import { ConfigError, UnsupportedFlagError, type ProxyConfig } from '../config/types.js';
@@ -20,7 +20,7 @@ function attrName(flag: string): string {
 export function explicitFlags(cmd: Command): ExplicitFlags {
   const opts = cmd.opts<Record<string, unknown>>();
   for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
-    if (cmd.getOptionValueSource(attrName(name)) === 'cli') throw new UnsupportedFlagError(name);
+    if (cmd.getOptionValueSource(attrName(name)) === 'cli') throw new UnsupportedFlagError(name, REFUSED_KUBE_PROXY_FLAGS[name]);
   }
   const out = new Map<string, string | boolean>();
   for (const f of PROXY_FLAGS) {
@@ -52,7 +52,8 @@ export function configFromFlags(flags: ExplicitFlags, host: string = hostname())
 export function addProxyOptions(program: Command): void {
   for (const f of PROXY_FLAGS) {
     const flags = `${f.short ? `-${f.short}, ` : ''}--${f.name} ${f.arg}`;
-    const help = f.defaultText !== undefined ? `${f.help} (default: ${f.defaultText})` : f.help;
+    const base = f.ignoredBecause ? `${f.help}; accepted, no effect: ${f.ignoredBecause}` : f.help;
+    const help = f.defaultText !== undefined ? `${base} (default: ${f.defaultText})` : base;
     program.addOption(new Option(flags, help));
   }
   for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
@@ -61,8 +62,8 @@ export function addProxyOptions(program: Command): void {
   program.addHelpText(
     'after',
     '\nDurations use Go syntax (500ms, 30s, 1m30s, 1h). Flags given explicitly override --config.\n' +
-      'kube-proxy flags ferry does not implement are rejected by name, e.g. --ipvs-scheduler, --conntrack-max-per-core,\n' +
-      '--feature-gates, --detect-local-mode, --oom-score-adj, --profiling and the klog logging flags.\n',
+      'Flags marked "accepted, no effect" are validated and logged once at start. kube-proxy flags ferry does\n' +
+      'not implement are rejected by name with the reason, e.g. the --ipvs-* flags, --write-config-to and --vmodule.\n',
   );
 }
 
@@ -80,6 +81,9 @@ export function registerProxy(program: Command): void {
       process.exitCode = await daemon.runCleanup(config);
       return;
     }
+    const { prepareNode } = await import('../proxy/startup.js');
+    await prepareNode(config);
+    if (config.initOnly) return;
     await daemon.runProxy(config);
   });
 }

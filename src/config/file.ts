@@ -1,10 +1,11 @@
 /**
  * Reads a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) written in YAML or JSON.
- * Strict like kube-proxy's decoder: an unknown field is an error naming it; so is a field ferry
- * does not implement when it is set to anything but its zero value (a kubeadm-generated file,
- * which spells out every field with zero values, loads unchanged). Fields that only matter on
- * other platforms or in other modes (winkernel, ipvs, detectLocal) are accepted and inert, as
- * in kube-proxy. Pure: parses text, never reads files or the environment.
+ * Strict about names and types: an unknown field is an error naming it. Every field of
+ * v1alpha1 as kube-proxy 1.30–1.34 and kubeadm write it is known, so a kubeadm-generated file
+ * (every field spelled out, zero values and nulls included) loads unchanged. Each field is one of:
+ * used by ferry; accepted without effect ("inert": listed in `ignored` with the reason when set
+ * to anything but its zero value, for the caller to log once); or refused with the reason when
+ * set ("zero"). Pure: parses text, never reads files or the environment.
  */
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './types.js';
@@ -40,23 +41,51 @@ export interface FileConfig {
   readonly configSyncPeriod?: Setting<string>;
   readonly iptables: ModeSection;
   readonly nftables: ModeSection;
+  readonly localhostNodePorts?: Setting<boolean>;
+  readonly detectLocalMode?: Setting<string>;
+  readonly bridgeInterface?: Setting<string>;
+  readonly interfaceNamePrefix?: Setting<string>;
+  readonly oomScoreAdj?: Setting<number>;
+  readonly loggingFormat?: Setting<string>;
+  readonly conntrack: ConntrackSection;
+  /** Inert fields set to a non-zero value, each as "field (why it has no effect)". */
+  readonly ignored: readonly string[];
 }
 
-type Leaf = 'string' | 'bool' | 'int' | 'number' | 'duration' | 'stringList' | 'map' | 'any';
-/** use: ferry reads it; inert: accepted and has no effect; zero: must be unset/zero. */
+/** conntrack.*: null/absent = kube-proxy's default; 0 / "0s" = leave the kernel's value alone. */
+export interface ConntrackSection {
+  readonly maxPerCore?: Setting<number>;
+  readonly min?: Setting<number>;
+  readonly tcpEstablishedTimeout?: Setting<string>;
+  readonly tcpCloseWaitTimeout?: Setting<string>;
+  readonly tcpBeLiberal?: Setting<boolean>;
+  readonly udpTimeout?: Setting<string>;
+  readonly udpStreamTimeout?: Setting<string>;
+}
+
+type Leaf = 'string' | 'bool' | 'int' | 'number' | 'duration' | 'stringList' | 'boolMap' | 'any';
+/** use: ferry reads it; inert: accepted and has no effect; zero: refused unless unset/zero. */
 type Handling = 'use' | 'inert' | 'zero';
 interface Rule {
   readonly type: Leaf | Schema;
   readonly handling: Handling;
+  /** inert: why the field has no effect; zero: why a non-zero value is refused. */
+  readonly why?: string;
   /** For strings: the only values accepted besides the zero value. */
   readonly allowed?: readonly string[];
 }
 type Schema = { readonly [field: string]: Rule };
 
 const use = (type: Leaf | Schema): Rule => ({ type, handling: 'use' });
-const inert = (type: Leaf | Schema): Rule => ({ type, handling: 'inert' });
-const zero = (type: Leaf | Schema): Rule => ({ type, handling: 'zero' });
+const inert = (type: Leaf | Schema, why: string): Rule => ({ type, handling: 'inert', why });
+const zero = (type: Leaf | Schema, why: string): Rule => ({ type, handling: 'zero', why });
 const oneOf = (...allowed: string[]): Rule => ({ type: 'string', handling: 'use', allowed });
+
+const IPVS = 'the ipvs proxy mode is not implemented by ferry';
+const WINDOWS = 'Windows only';
+const NO_RATE_LIMIT = 'ferry only lists and watches, so it does not rate-limit its API client';
+const JSON_ONLY = "ferry's API client speaks JSON";
+const LOG_OPTIONS = "ferry writes each log line unbuffered to stderr; kube-proxy's log buffering and stream options do not apply";
 
 const MODE_SECTION: Schema = {
   masqueradeBit: use('int'),
@@ -68,76 +97,85 @@ const MODE_SECTION: Schema = {
 const SCHEMA: Schema = {
   apiVersion: use('string'),
   kind: use('string'),
-  featureGates: zero('map'),
+  featureGates: inert('boolMap', "ferry implements the GA behaviour of kube-proxy's feature gates; they cannot be switched"),
   clientConnection: use({
     kubeconfig: use('string'),
-    acceptContentTypes: inert('string'),
-    contentType: inert('string'),
-    qps: inert('number'),
-    burst: inert('int'),
+    acceptContentTypes: inert('string', JSON_ONLY),
+    contentType: inert('string', JSON_ONLY),
+    qps: inert('number', NO_RATE_LIMIT),
+    burst: inert('int', NO_RATE_LIMIT),
   }),
   logging: use({
-    format: oneOf('text'),
-    flushFrequency: inert('any'),
+    format: use('string'),
+    flushFrequency: inert('any', LOG_OPTIONS),
     verbosity: use('int'),
-    vmodule: zero('any'),
-    options: inert('any'),
+    vmodule: zero('any', 'ferry has one verbosity for all of its modules (logging.verbosity)'),
+    options: inert('any', LOG_OPTIONS),
   }),
   hostnameOverride: use('string'),
   bindAddress: use('string'),
   healthzBindAddress: use('string'),
   metricsBindAddress: use('string'),
-  bindAddressHardFail: inert('bool'),
-  enableProfiling: zero('bool'),
-  showHiddenMetricsForVersion: zero('string'),
+  // ferry always exits when it cannot bind a server, which is what true asks for.
+  bindAddressHardFail: use('bool'),
+  enableProfiling: zero('bool', 'ferry has no /debug/pprof handler'),
+  showHiddenMetricsForVersion: inert('string', 'ferry has no hidden metrics'),
   serviceProxyName: use('string'),
   mode: use('string'),
-  iptables: use({ ...MODE_SECTION, localhostNodePorts: inert('bool') }),
-  ipvs: inert({
-    syncPeriod: inert('duration'),
-    minSyncPeriod: inert('duration'),
-    scheduler: inert('string'),
-    excludeCIDRs: inert('stringList'),
-    strictARP: inert('bool'),
-    tcpTimeout: inert('duration'),
-    tcpFinTimeout: inert('duration'),
-    udpTimeout: inert('duration'),
-  }),
-  nftables: use({ ...MODE_SECTION, tableName: zero('string') }),
-  winkernel: inert({
-    networkName: inert('string'),
-    sourceVip: inert('string'),
-    enableDSR: inert('bool'),
-    rootHnsEndpointName: inert('string'),
-    forwardHealthCheckVip: inert('bool'),
-  }),
-  detectLocalMode: oneOf('ClusterCIDR'),
-  detectLocal: inert({ bridgeInterface: inert('string'), interfaceNamePrefix: inert('string') }),
+  iptables: use({ ...MODE_SECTION, localhostNodePorts: use('bool') }),
+  ipvs: inert(
+    {
+      syncPeriod: inert('duration', IPVS),
+      minSyncPeriod: inert('duration', IPVS),
+      scheduler: inert('string', IPVS),
+      excludeCIDRs: inert('stringList', IPVS),
+      strictARP: inert('bool', IPVS),
+      tcpTimeout: inert('duration', IPVS),
+      tcpFinTimeout: inert('duration', IPVS),
+      udpTimeout: inert('duration', IPVS),
+    },
+    IPVS,
+  ),
+  nftables: use({ ...MODE_SECTION, tableName: zero('string', 'ferry owns its table names') }),
+  winkernel: inert(
+    {
+      networkName: inert('string', WINDOWS),
+      sourceVip: inert('string', WINDOWS),
+      enableDSR: inert('bool', WINDOWS),
+      rootHnsEndpointName: inert('string', WINDOWS),
+      forwardHealthCheckVip: inert('bool', WINDOWS),
+    },
+    WINDOWS,
+  ),
+  windowsRunAsService: inert('bool', WINDOWS),
+  detectLocalMode: use('string'),
+  detectLocal: use({ bridgeInterface: use('string'), interfaceNamePrefix: use('string') }),
   clusterCIDR: use('string'),
   nodePortAddresses: use('stringList'),
-  oomScoreAdj: zero('int'),
+  oomScoreAdj: use('int'),
   conntrack: use({
-    maxPerCore: zero('int'),
-    min: zero('int'),
-    tcpEstablishedTimeout: zero('duration'),
-    tcpCloseWaitTimeout: zero('duration'),
-    tcpBeLiberal: zero('bool'),
-    udpTimeout: zero('duration'),
-    udpStreamTimeout: zero('duration'),
+    maxPerCore: use('int'),
+    min: use('int'),
+    tcpEstablishedTimeout: use('duration'),
+    tcpCloseWaitTimeout: use('duration'),
+    tcpBeLiberal: use('bool'),
+    udpTimeout: use('duration'),
+    udpStreamTimeout: use('duration'),
   }),
   configSyncPeriod: use('duration'),
-  portRange: zero('string'),
+  portRange: inert('string', "unused in kube-proxy too since its userspace mode was removed"),
 };
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** Go's zero value, deeply: kubeadm's `options: {json: {infoBufferSize: "0"}}` is zero too. */
 function isZeroValue(v: unknown): boolean {
   if (v === null || v === undefined || v === '' || v === false || v === 0) return true;
   if (typeof v === 'string' && /^[+-]?0+(\.0*)?(ns|us|µs|ms|s|m|h)?$/.test(v)) return true;
   if (Array.isArray(v)) return v.length === 0;
-  if (isRecord(v)) return Object.keys(v).length === 0;
+  if (isRecord(v)) return Object.values(v).every(isZeroValue);
   return false;
 }
 
@@ -154,8 +192,8 @@ function typeOk(type: Leaf, v: unknown): boolean {
       return typeof v === 'number';
     case 'stringList':
       return Array.isArray(v) && v.every((x) => typeof x === 'string');
-    case 'map':
-      return isRecord(v);
+    case 'boolMap':
+      return isRecord(v) && Object.values(v).every((x) => typeof x === 'boolean');
     case 'any':
       return true;
   }
@@ -168,28 +206,36 @@ const TYPE_NAMES: Record<Leaf, string> = {
   int: 'an integer',
   number: 'a number',
   stringList: 'a list of strings',
-  map: 'a map',
+  boolMap: 'a map of names to true or false',
   any: 'a value',
 };
 
-/** Walks `obj` against `schema`, throwing on the first unknown, mistyped or unsupported field. */
-function check(obj: Record<string, unknown>, schema: Schema, prefix: string, source: string): void {
+/**
+ * Walks `obj` against `schema`, throwing on the first unknown, mistyped or refused field, and
+ * collecting inert fields with non-zero values into `ignored` (an inert subtree once, by its root).
+ */
+function check(obj: Record<string, unknown>, schema: Schema, prefix: string, source: string, ignored: string[] | undefined): void {
   for (const [key, value] of Object.entries(obj)) {
     const path = prefix ? `${prefix}.${key}` : key;
     const rule = schema[key];
     if (!rule) throw new ConfigError(path, `unknown field in ${CONFIG_KIND} ${source}`);
     // null is how YAML (and kubeadm) spells "unset" for every type.
     if (value === null) continue;
+    let inner = ignored;
+    if (rule.handling === 'inert' && ignored && !isZeroValue(value)) {
+      ignored.push(`${path} (${rule.why ?? 'no effect in ferry'})`);
+      inner = undefined;
+    }
     if (typeof rule.type === 'object') {
       if (!isRecord(value)) throw new ConfigError(path, `must be a map, got ${JSON.stringify(value)}`);
-      check(value, rule.type, path, source);
+      check(value, rule.type, path, source, inner);
       continue;
     }
     if (!typeOk(rule.type, value)) {
       throw new ConfigError(path, `must be ${TYPE_NAMES[rule.type]}, got ${JSON.stringify(value)}`);
     }
     if (rule.handling === 'zero' && !isZeroValue(value)) {
-      throw new ConfigError(path, `${JSON.stringify(value)} is not implemented by ferry (leave it unset)`);
+      throw new ConfigError(path, `${JSON.stringify(value)} is not implemented by ferry (${rule.why ?? 'leave it unset'})`);
     }
     if (rule.allowed && value !== '' && !rule.allowed.includes(value as string)) {
       throw new ConfigError(path, `${JSON.stringify(value)} is not supported by ferry (${rule.allowed.join(', ')})`);
@@ -243,7 +289,8 @@ export function parseConfigFile(text: string, source: string): FileConfig {
   if (doc.kind !== CONFIG_KIND) {
     throw new ConfigError('kind', `${JSON.stringify(doc.kind ?? null)} is not supported in ${source} (want ${CONFIG_KIND})`);
   }
-  check(doc, SCHEMA, '', source);
+  const ignored: string[] = [];
+  check(doc, SCHEMA, '', source, ignored);
   const configSyncPeriod = get<string>(doc, 'configSyncPeriod');
   const out: FileConfig = {
     kubeconfig: get(doc, 'clientConnection.kubeconfig'),
@@ -259,6 +306,22 @@ export function parseConfigFile(text: string, source: string): FileConfig {
     configSyncPeriod: configSyncPeriod && !isZeroValue(configSyncPeriod.value) ? configSyncPeriod : undefined,
     iptables: modeSection(doc, 'iptables'),
     nftables: modeSection(doc, 'nftables'),
+    localhostNodePorts: get(doc, 'iptables.localhostNodePorts'),
+    detectLocalMode: get(doc, 'detectLocalMode'),
+    bridgeInterface: get(doc, 'detectLocal.bridgeInterface'),
+    interfaceNamePrefix: get(doc, 'detectLocal.interfaceNamePrefix'),
+    oomScoreAdj: get(doc, 'oomScoreAdj'),
+    loggingFormat: get(doc, 'logging.format'),
+    conntrack: {
+      maxPerCore: get(doc, 'conntrack.maxPerCore'),
+      min: get(doc, 'conntrack.min'),
+      tcpEstablishedTimeout: get(doc, 'conntrack.tcpEstablishedTimeout'),
+      tcpCloseWaitTimeout: get(doc, 'conntrack.tcpCloseWaitTimeout'),
+      tcpBeLiberal: get(doc, 'conntrack.tcpBeLiberal'),
+      udpTimeout: get(doc, 'conntrack.udpTimeout'),
+      udpStreamTimeout: get(doc, 'conntrack.udpStreamTimeout'),
+    },
+    ignored,
   };
   return out;
 }

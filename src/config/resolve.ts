@@ -9,9 +9,14 @@ import type { IPFamily } from '../model/types.js';
 import { parseDuration, formatDuration } from './duration.js';
 import type { ExplicitFlags } from './flags.js';
 import type { FileConfig, Setting } from './file.js';
+import { PROXY_FLAGS } from './flags.js';
 import {
   ConfigError,
+  DETECT_LOCAL_MODES,
   PROXY_MODES,
+  type ConntrackConfig,
+  type DetectLocal,
+  type DetectLocalMode,
   type HostPort,
   type NodePortAddressSpec,
   type ProxyConfig,
@@ -27,6 +32,12 @@ export const DEFAULTS = {
   minSyncPeriod: '1s',
   configSyncPeriod: '15m',
   masqueradeBit: 14,
+  // kube-proxy's v1alpha1 defaults (a null in the file, or no flag, means these).
+  conntrackMaxPerCore: 32768,
+  conntrackMin: 131072,
+  conntrackTCPEstablishedTimeout: '24h',
+  conntrackTCPCloseWaitTimeout: '1h',
+  oomScoreAdj: -999,
 };
 
 export interface ResolveInput {
@@ -193,6 +204,124 @@ function parseMaster(raw: Raw<string>): string {
 
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
+/** Linux IFNAMSIZ is 16 including the NUL; '/', whitespace and ':' are not allowed in a name. */
+const IFNAME = /^[^/\s:]{1,15}$/;
+
+function parseInterfaceName(raw: Raw<string>, what: string): string {
+  const v = raw.value.trim();
+  if (!IFNAME.test(v)) {
+    throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not a valid ${what} (1-15 characters, no '/', ':' or whitespace)`);
+  }
+  return v;
+}
+
+function resolveDetectLocal(flags: ExplicitFlags, file: FileConfig | undefined): DetectLocal {
+  const modeRaw = pick(flagString(flags, 'detect-local-mode'), file?.detectLocalMode);
+  const bridgeRaw = pick(flagString(flags, 'pod-bridge-interface'), file?.bridgeInterface);
+  const prefixRaw = pick(flagString(flags, 'pod-interface-name-prefix'), file?.interfaceNamePrefix);
+  // kube-proxy's default when detectLocalMode is empty.
+  const mode = modeRaw && modeRaw.value.trim() !== '' ? modeRaw.value.trim() : 'ClusterCIDR';
+  if (!(DETECT_LOCAL_MODES as readonly string[]).includes(mode)) {
+    throw new ConfigError(modeRaw?.field ?? '--detect-local-mode', `${JSON.stringify(mode)} is not a detect-local mode (${DETECT_LOCAL_MODES.join(', ')})`);
+  }
+  switch (mode as DetectLocalMode) {
+    case 'ClusterCIDR':
+      return { mode: 'ClusterCIDR' };
+    case 'NodeCIDR':
+      return { mode: 'NodeCIDR' };
+    case 'BridgeInterface':
+      if (!bridgeRaw || bridgeRaw.value.trim() === '') {
+        throw new ConfigError(bridgeRaw?.field ?? '--pod-bridge-interface', 'must be set when the detect-local mode is BridgeInterface (detectLocal.bridgeInterface)');
+      }
+      return { mode: 'BridgeInterface', bridgeInterface: parseInterfaceName(bridgeRaw, 'interface name') };
+    case 'InterfaceNamePrefix':
+      if (!prefixRaw || prefixRaw.value.trim() === '') {
+        throw new ConfigError(prefixRaw?.field ?? '--pod-interface-name-prefix', 'must be set when the detect-local mode is InterfaceNamePrefix (detectLocal.interfaceNamePrefix)');
+      }
+      return { mode: 'InterfaceNamePrefix', interfaceNamePrefix: parseInterfaceName(prefixRaw, 'interface name prefix') };
+  }
+}
+
+/** A duration ≥ 0 that the kernel takes in whole seconds. */
+function parseSysctlDuration(raw: Raw<string>): number {
+  const ms = parseDurationField(raw);
+  if (ms < 0) throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} must be greater than or equal to 0`);
+  if (ms > 0 && ms < 1000) throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} must be 0 (leave alone) or at least 1s: the kernel counts whole seconds`);
+  return ms;
+}
+
+function resolveConntrack(flags: ExplicitFlags, file: FileConfig | undefined): ConntrackConfig {
+  const c = file?.conntrack;
+  const int = (flagName: string, setting: Setting<number> | undefined, dflt: number): number => {
+    const raw = pick<string | number>(flagString(flags, flagName), setting);
+    return raw ? parseIntIn(raw, 0, 2 ** 31 - 1) : dflt;
+  };
+  const dur = (flagName: string, setting: Setting<string> | undefined, dflt: string): number => {
+    const raw = pick(flagString(flags, flagName), setting) ?? { value: dflt, field: `--${flagName}` };
+    return parseSysctlDuration(raw);
+  };
+  const liberalFlag = flag(flags, 'conntrack-tcp-be-liberal');
+  return {
+    maxPerCore: int('conntrack-max-per-core', c?.maxPerCore, DEFAULTS.conntrackMaxPerCore),
+    min: int('conntrack-min', c?.min, DEFAULTS.conntrackMin),
+    tcpEstablishedTimeoutMs: dur('conntrack-tcp-timeout-established', c?.tcpEstablishedTimeout, DEFAULTS.conntrackTCPEstablishedTimeout),
+    tcpCloseWaitTimeoutMs: dur('conntrack-tcp-timeout-close-wait', c?.tcpCloseWaitTimeout, DEFAULTS.conntrackTCPCloseWaitTimeout),
+    tcpBeLiberal: liberalFlag ? parseBool(liberalFlag) : (c?.tcpBeLiberal?.value ?? false),
+    udpTimeoutMs: dur('conntrack-udp-timeout', c?.udpTimeout, '0s'),
+    udpStreamTimeoutMs: dur('conntrack-udp-timeout-stream', c?.udpStreamTimeout, '0s'),
+  };
+}
+
+/** Checks the value of a flag that is accepted without effect; returns whether it asks for anything. */
+function checkIgnoredFlag(flags: ExplicitFlags, name: string): boolean {
+  const raw = flag(flags, name);
+  if (!raw) return false;
+  const str = (): Raw<string> => {
+    if (typeof raw.value !== 'string') throw new ConfigError(raw.field, 'requires a value');
+    return { value: raw.value, field: raw.field };
+  };
+  switch (name) {
+    case 'bind-address-hard-fail':
+    case 'log-text-split-stream':
+    case 'log-json-split-stream':
+      return parseBool(raw);
+    case 'profiling':
+      if (parseBool(raw)) throw new ConfigError(raw.field, 'true is not implemented by ferry (ferry has no /debug/pprof handler)');
+      return false;
+    case 'config-sync-period':
+    case 'log-flush-frequency': {
+      const ms = parseDurationField(str());
+      if (ms <= 0 && name === 'config-sync-period') throw new ConfigError(raw.field, 'must be greater than 0');
+      return true;
+    }
+    case 'kube-api-qps': {
+      const v = str();
+      if (!/^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(v.value)) throw new ConfigError(raw.field, `${JSON.stringify(v.value)} is not a number`);
+      return true;
+    }
+    case 'kube-api-burst':
+      parseIntIn(str(), -(2 ** 31), 2 ** 31 - 1);
+      return true;
+    case 'feature-gates': {
+      const parts = splitList(str().value);
+      for (const part of parts) {
+        const m = /^([A-Za-z0-9]+)=(.*)$/.exec(part);
+        if (!m) throw new ConfigError(raw.field, `${JSON.stringify(part)} is not key=true|false`);
+        parseBool({ value: m[2] ?? '', field: raw.field });
+      }
+      return parts.length > 0;
+    }
+    default:
+      return str().value.trim() !== '';
+  }
+}
+
+function resolveLoggingFormat(flags: ExplicitFlags, file: FileConfig | undefined): void {
+  const raw = pick(flagString(flags, 'logging-format'), file?.loggingFormat);
+  if (!raw || raw.value.trim() === '' || raw.value.trim() === 'text') return;
+  throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} is not supported by ferry (text: ferry writes its own line format)`);
+}
+
 export function resolveConfig(input: ResolveInput): ProxyConfig {
   const { flags } = input;
   const file = input.file;
@@ -278,9 +407,22 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   const vRaw = pick<string | number>(flagString(flags, 'v'), file?.verbosity);
   const verbosity = vRaw ? parseIntIn(typeof vRaw.value === 'string' ? { ...vRaw, value: vRaw.value.replace(/^=/, '') } : vRaw, 0, 100) : 0;
 
-  const cspRaw = file?.configSyncPeriod;
+  const cspRaw = pick(flagString(flags, 'config-sync-period'), file?.configSyncPeriod);
   const configSyncPeriodMs = parseDurationField(cspRaw ?? { value: DEFAULTS.configSyncPeriod, field: 'configSyncPeriod' });
   if (configSyncPeriodMs <= 0) throw new ConfigError(cspRaw?.field ?? 'configSyncPeriod', 'must be greater than 0');
+
+  const ignored: string[] = [...(file?.ignored ?? [])];
+  if (file?.configSyncPeriod) ignored.push(`configSyncPeriod (${PROXY_FLAGS.find((f) => f.name === 'config-sync-period')?.ignoredBecause ?? ''})`);
+  for (const f of PROXY_FLAGS) {
+    if (f.ignoredBecause && checkIgnoredFlag(flags, f.name)) ignored.push(`--${f.name} (${f.ignoredBecause})`);
+  }
+  resolveLoggingFormat(flags, file);
+
+  const oomRaw = pick<string | number>(flagString(flags, 'oom-score-adj'), file?.oomScoreAdj);
+  const oomScoreAdj = oomRaw ? parseIntIn(oomRaw, -1000, 1000) : DEFAULTS.oomScoreAdj;
+  const localhostFlag = flag(flags, 'iptables-localhost-nodeports');
+  const localhostNodePorts = localhostFlag ? parseBool(localhostFlag) : (file?.localhostNodePorts?.value ?? true);
+  const initOnlyFlag = flag(flags, 'init-only');
 
   const serviceProxyName = file?.serviceProxyName?.value ?? '';
   if (!LABEL_VALUE.test(serviceProxyName)) {
@@ -311,5 +453,11 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     configSyncPeriodMs,
     verbosity,
     serviceProxyName,
+    detectLocal: resolveDetectLocal(flags, file),
+    conntrack: resolveConntrack(flags, file),
+    oomScoreAdj,
+    localhostNodePorts,
+    initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
+    ignored,
   };
 }

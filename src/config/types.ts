@@ -14,6 +14,33 @@ export type NodePortAddressSpec =
   | { readonly kind: 'primary' }
   | { readonly kind: 'cidrs'; readonly cidrs: readonly string[] };
 
+/**
+ * How traffic from local pods is recognized (kube-proxy's --detect-local-mode). ClusterCIDR
+ * uses the proxy's clusterCIDRs; NodeCIDR the Node's spec.podCIDRs; the interface modes match
+ * the interface the packet came in on.
+ */
+export type DetectLocal =
+  | { readonly mode: 'ClusterCIDR' }
+  | { readonly mode: 'NodeCIDR' }
+  | { readonly mode: 'BridgeInterface'; readonly bridgeInterface: string }
+  | { readonly mode: 'InterfaceNamePrefix'; readonly interfaceNamePrefix: string };
+export type DetectLocalMode = DetectLocal['mode'];
+export const DETECT_LOCAL_MODES: readonly DetectLocalMode[] = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'];
+
+/**
+ * kube-proxy's conntrack sysctls. Zero means "leave the kernel's value alone", for each field
+ * (maxPerCore 0 also ignores min), as in kube-proxy.
+ */
+export interface ConntrackConfig {
+  readonly maxPerCore: number;
+  readonly min: number;
+  readonly tcpEstablishedTimeoutMs: number;
+  readonly tcpCloseWaitTimeoutMs: number;
+  readonly tcpBeLiberal: boolean;
+  readonly udpTimeoutMs: number;
+  readonly udpStreamTimeoutMs: number;
+}
+
 export interface HostPort {
   /** A literal IP ("0.0.0.0", "::", "127.0.0.1"). */
   readonly host: string;
@@ -52,6 +79,23 @@ export interface ProxyConfig {
   readonly verbosity: number;
   /** serviceProxyName: when set, watch only Services labelled with this proxy name. */
   readonly serviceProxyName: string;
+  readonly detectLocal: DetectLocal;
+  /** Set at start (not in --dry-run): nf_conntrack_max and the conntrack timeouts. */
+  readonly conntrack: ConntrackConfig;
+  /** Written to /proc/self/oom_score_adj at start (not in --dry-run). */
+  readonly oomScoreAdj: number;
+  /**
+   * iptables.localhostNodePorts / --iptables-localhost-nodeports (kube-proxy's default: true):
+   * whether NodePorts answer on 127.0.0.1 in iptables mode.
+   */
+  readonly localhostNodePorts: boolean;
+  /** --init-only: apply the node settings that need privileges (conntrack sysctls), then exit. */
+  readonly initOnly: boolean;
+  /**
+   * Settings given (non-zero) that ferry accepts for compatibility but that change nothing,
+   * each as "field (why)": logged once at start.
+   */
+  readonly ignored: readonly string[];
 }
 
 /** A configuration problem, named by the flag or file field that caused it. */
@@ -70,8 +114,11 @@ export class ConfigError extends Error {
 /** A kube-proxy flag ferry does not implement: rejected by name, never ignored. */
 export class UnsupportedFlagError extends Error {
   readonly code = 'FERRY_ERR_UNSUPPORTED_FLAG';
-  constructor(readonly flag: string) {
-    super(`kube-proxy flag --${flag} is not implemented by ferry`);
+  constructor(
+    readonly flag: string,
+    readonly reason?: string,
+  ) {
+    super(`kube-proxy flag --${flag} is not implemented by ferry${reason ? `: ${reason}` : ''}`);
     this.name = 'UnsupportedFlagError';
   }
 }

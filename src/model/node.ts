@@ -1,10 +1,11 @@
 /**
  * V1Node → NodeInfo: the facts about this node that planning needs (labels for topology,
- * addresses for node IPs and --nodeport-addresses primary). Untrusted input; never throws.
+ * addresses for node IPs and --nodeport-addresses primary, pod CIDRs for detect-local NodeCIDR).
+ * Untrusted input; never throws.
  * Pure.
  */
 import type { V1Node } from '@kubernetes/client-node';
-import { parseIP } from './addr.js';
+import { parseCIDR, parseIP } from './addr.js';
 import { arr, field, str, stringMap } from './untrusted.js';
 import type { NodeInfo } from './types.js';
 
@@ -26,10 +27,31 @@ export function parseNode(node: V1Node | undefined, nodeName: string): NodeInfo 
       if (p) seen.add(p.ip);
     }
   }
+  const cidrs = podCIDRs(field(node, 'spec'));
   return Object.freeze({
     name: nodeName,
     labels: Object.freeze(labels),
     addresses: Object.freeze([...seen]),
     zone: labels[LABEL_ZONE] ?? '',
+    // Absent rather than empty, so a node without pod CIDRs looks as it always did.
+    ...(cidrs.length > 0 ? { podCIDRs: cidrs } : {}),
   });
+}
+
+/**
+ * spec.podCIDRs (at most one per family, as the API server allows), else the older single
+ * spec.podCIDR; normalized, invalid entries dropped.
+ */
+function podCIDRs(spec: unknown): readonly string[] {
+  const list = arr(spec, 'podCIDRs') ?? [];
+  const texts = list.length > 0 ? list : [field(spec, 'podCIDR')];
+  const out: string[] = [];
+  const families = new Set<number>();
+  for (const t of texts) {
+    const c = parseCIDR(t);
+    if (!c || families.has(c.family)) continue;
+    families.add(c.family);
+    out.push(c.cidr);
+  }
+  return Object.freeze(out);
 }

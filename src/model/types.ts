@@ -87,6 +87,11 @@ export interface NodeInfo {
   readonly addresses: readonly string[];
   /** Topology zone label (topology.kubernetes.io/zone), "" when unset. */
   readonly zone: string;
+  /**
+   * spec.podCIDRs (or spec.podCIDR), normalized, at most one per family, for detect-local
+   * NodeCIDR. Absent when the Node has none.
+   */
+  readonly podCIDRs?: readonly string[];
 }
 
 /** Immutable picture of one IP family at one moment. */

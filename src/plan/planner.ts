@@ -31,10 +31,22 @@ export { diffTables };
 
 export type NodePortAddressSpec = { kind: 'all' } | { kind: 'primary' } | { kind: 'cidrs'; cidrs: readonly string[] };
 
+/**
+ * kube-proxy's --detect-local-mode: clusterCIDR reads PlanOptions.clusterCIDRs; nodeCIDR the
+ * Node's spec.podCIDRs; the interface modes name the interface(s) local pod traffic arrives on.
+ */
+export type DetectLocalSpec =
+  | { readonly kind: 'clusterCIDR' }
+  | { readonly kind: 'nodeCIDR' }
+  | { readonly kind: 'bridgeInterface'; readonly name: string }
+  | { readonly kind: 'interfaceNamePrefix'; readonly prefix: string };
+
 export interface PlanOptions {
   masqueradeAll: boolean;
-  /** Local traffic detection; empty = no detector. */
+  /** Local traffic detection in clusterCIDR mode; empty = no detector. */
   clusterCIDRs: readonly string[];
+  /** Absent = clusterCIDR. */
+  detectLocal?: DetectLocalSpec;
   /** From --nodeport-addresses. */
   nodePortAddresses: NodePortAddressSpec;
   /** Addresses on this host's interfaces (resolved by the caller), used for 'cidrs'. */
@@ -111,17 +123,33 @@ function nodePortAddresses(
   return Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
 }
 
+/** The detector for one family; a family without a CIDR to match gets none (as kube-proxy). */
+function localTraffic(opts: PlanOptions, node: NodeInfo, family: IPFamily, problems: string[]): LocalTrafficDetector {
+  const spec = opts.detectLocal ?? { kind: 'clusterCIDR' };
+  switch (spec.kind) {
+    case 'bridgeInterface':
+      return Object.freeze({ kind: 'bridgeInterface', name: spec.name });
+    case 'interfaceNamePrefix':
+      return Object.freeze({ kind: 'interfaceNamePrefix', prefix: spec.prefix });
+    case 'clusterCIDR':
+    case 'nodeCIDR': {
+      const list = spec.kind === 'clusterCIDR' ? opts.clusterCIDRs : (node.podCIDRs ?? []);
+      const what = spec.kind === 'clusterCIDR' ? 'clusterCIDRs' : 'node podCIDRs';
+      const cidrs = familyCIDRs(list, family, what, problems).map((c) => c.cidr);
+      return cidrs.length > 0 ? Object.freeze({ kind: 'clusterCIDR', cidrs: Object.freeze(cidrs) }) : NO_DETECTOR;
+    }
+  }
+}
+
 function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): Header {
   const family = snap.family;
   const nodeIPs = Object.freeze(snap.node.addresses.filter((a) => parseIP(a)?.family === family));
-  const detectorCIDRs = familyCIDRs(opts.clusterCIDRs, family, 'clusterCIDRs', problems).map((c) => c.cidr);
   return {
     family,
     nodeName: snap.node.name,
     nodeIPs,
     nodePortAddresses: nodePortAddresses(opts.nodePortAddresses, family, nodeIPs, opts.localAddresses, problems),
-    localTraffic:
-      detectorCIDRs.length > 0 ? Object.freeze({ kind: 'clusterCIDR', cidrs: Object.freeze(detectorCIDRs) }) : NO_DETECTOR,
+    localTraffic: localTraffic(opts, snap.node, family, problems),
     masqueradeAll: opts.masqueradeAll,
   };
 }
@@ -183,7 +211,7 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
   }
   const clusterIPMasquerade: ClusterIPMasquerade = h.masqueradeAll
     ? 'all'
-    : h.localTraffic.kind === 'clusterCIDR'
+    : h.localTraffic.kind !== 'none'
       ? 'nonLocal'
       : 'none';
   return Object.freeze({

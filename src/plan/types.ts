@@ -40,7 +40,7 @@ export interface EndpointSet {
  * Masquerading of traffic to a ClusterIP:
  * - all:      masquerade everything (--masquerade-all);
  * - nonLocal: masquerade unless the source is local pod traffic per the table's localTraffic
- *             detector (kube-proxy's default with --cluster-cidr);
+ *             detector (kube-proxy's default with --cluster-cidr or another detect-local mode);
  * - none:     no detector and no masquerade-all: only hairpin traffic is masqueraded.
  */
 export type ClusterIPMasquerade = 'all' | 'nonLocal' | 'none';
@@ -101,9 +101,20 @@ export interface ServiceEntry {
   readonly localReadyEndpoints: number;
 }
 
-/** How to recognize traffic from local pods (kube-proxy's LocalTrafficDetector). */
+/**
+ * How to recognize traffic from local pods (kube-proxy's LocalTrafficDetector).
+ * - clusterCIDR: by source address in `cidrs` — the cluster CIDRs (detect-local ClusterCIDR) or
+ *   this node's pod CIDRs (NodeCIDR); backends need not know which.
+ * - bridgeInterface: arrived on the interface named `name` (iifname, exact).
+ * - interfaceNamePrefix: arrived on an interface whose name starts with `prefix` (iifname
+ *   "prefix*" in nftables, `-i prefix+` in iptables).
+ * - none: no detector.
+ * Interface detectors are the same in both families' tables.
+ */
 export type LocalTrafficDetector =
   | { readonly kind: 'clusterCIDR'; readonly cidrs: readonly string[] }
+  | { readonly kind: 'bridgeInterface'; readonly name: string }
+  | { readonly kind: 'interfaceNamePrefix'; readonly prefix: string }
   | { readonly kind: 'none' };
 
 /** Where NodePorts are accepted on this node, for this family. */

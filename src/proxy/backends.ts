@@ -78,7 +78,8 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     cleanup: async () => cleanupIptables({ log: logger('iptables') }),
   },
   userspace: {
-    create: async (_config, families) => createUserspaceBackend({ families: [...families], log: logger('userspace') }),
+    create: async (config, families) =>
+      createUserspaceBackend({ families: [...families], localhostNodePorts: config.localhostNodePorts, log: logger('userspace') }),
     // Needs no netfilter; `ip` must work, which every sync proves anyway.
     probe: async () => {
       await run(['ip', '-V']);

@@ -25,6 +25,7 @@ import { ServiceHealthServers } from '../servers/healthcheck.js';
 import { Syncer } from '../sync/syncer.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
+import { detectLocalSpec } from './startup.js';
 
 const log = logger('proxy');
 
@@ -128,6 +129,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const planOptions = (): PlanOptions => ({
     masqueradeAll: config.masqueradeAll,
     clusterCIDRs: config.clusterCIDRs,
+    detectLocal: detectLocalSpec(config.detectLocal),
     nodePortAddresses: config.nodePortAddresses,
     localAddresses: localAddresses(),
   });

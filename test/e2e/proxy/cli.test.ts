@@ -5,7 +5,7 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
+import { REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
 import { startApiServer } from '../../../src/sim/apiserver/index.js';
 import { run } from '../../../src/util/exec.js';
 import { FERRY_BIN, FerryProc, SCRUB, childEnv, freePort, waitFor } from './proc.js';
@@ -54,10 +54,8 @@ t.test('invalid values exit 1 naming the flag', async (t) => {
 // Every refused flag goes through the same commander path; test/unit/config/flags.test.ts walks
 // the whole list in-process. As real processes, one of each kind keeps this test quick.
 const SAMPLE = [
-  'ipvs-scheduler', 'ipvs-strict-arp', 'conntrack-max-per-core', 'conntrack-tcp-timeout-established',
-  'feature-gates', 'detect-local-mode', 'pod-bridge-interface', 'oom-score-adj', 'profiling',
-  'proxy-port-range', 'udp-timeout', 'write-config-to', 'show-hidden-metrics-for-version',
-  'kube-api-qps', 'healthz-port', 'log_dir', 'logtostderr', 'vmodule',
+  'ipvs-scheduler', 'ipvs-strict-arp', 'cleanup-ipvs', 'udp-timeout', 'write-config-to',
+  'healthz-port', 'windows-service', 'log_dir', 'logtostderr', 'vmodule',
 ];
 
 t.test('kube-proxy flags ferry does not implement are refused by name', async (t) => {
@@ -65,7 +63,7 @@ t.test('kube-proxy flags ferry does not implement are refused by name', async (t
   await pool(SAMPLE, 4, async (name) => {
     const r = await ferry([`--${name}=1`, '--dry-run']);
     t.equal(r.exitCode, 1, `--${name} exits 1 (got ${r.exitCode})`);
-    t.equal(r.stderr.trim(), `ferry: kube-proxy flag --${name} is not implemented by ferry`, `--${name}`);
+    t.equal(r.stderr.trim(), `ferry: kube-proxy flag --${name} is not implemented by ferry: ${REFUSED_KUBE_PROXY_FLAGS[name]}`, `--${name}`);
   });
 });
 

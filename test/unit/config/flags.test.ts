@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configFromFlags, explicitFlags, registerProxy } from '../../../src/cli/proxy.js';
-import { PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
+import { PROXY_FLAGS, REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
 import { UnsupportedFlagError } from '../../../src/config/types.js';
 
 /** Parses argv with the real proxy options; returns the explicit flags or the error. */
@@ -38,9 +38,36 @@ t.test('every unimplemented kube-proxy flag is refused by name', async (t) => {
     for (const argv of [[`--${name}`], [`--${name}=1`], [`--${name}`, 'x']]) {
       const got = await parse(argv);
       t.ok(got instanceof UnsupportedFlagError, `${argv.join(' ')} → UnsupportedFlagError (got ${got instanceof Error ? got.message : 'success'})`);
-      if (got instanceof Error) t.equal(got.message, `kube-proxy flag --${name} is not implemented by ferry`);
+      if (got instanceof Error) t.equal(got.message, `kube-proxy flag --${name} is not implemented by ferry: ${REFUSED_KUBE_PROXY_FLAGS[name]}`);
     }
   }
+});
+
+t.test('no flag is both accepted and refused', async (t) => {
+  for (const f of PROXY_FLAGS) t.notOk(UNSUPPORTED_KUBE_PROXY_FLAGS.includes(f.name), `--${f.name}`);
+});
+
+t.test("kube-proxy's flags with meaning are accepted; those without are accepted and listed as ignored", async (t) => {
+  const got = await parse([
+    '--conntrack-max-per-core=0', '--conntrack-min', '1000', '--conntrack-tcp-timeout-established=0s',
+    '--conntrack-tcp-timeout-close-wait', '30s', '--conntrack-tcp-be-liberal', '--conntrack-udp-timeout=15s',
+    '--conntrack-udp-timeout-stream=2m', '--oom-score-adj=-998', '--detect-local-mode=NodeCIDR',
+    '--iptables-localhost-nodeports=false', '--feature-gates=Foo=true,Bar=false', '--kube-api-qps=50',
+    '--kube-api-burst=100', '--kube-api-content-type=application/json', '--profiling=false',
+    '--show-hidden-metrics-for-version=1.33', '--bind-address-hard-fail', '--logging-format=text',
+    '--config-sync-period=5m', '--init-only',
+  ]);
+  if (got instanceof Error) throw got;
+  const c = configFromFlags(got, 'host-a');
+  t.same(c.conntrack, { maxPerCore: 0, min: 1000, tcpEstablishedTimeoutMs: 0, tcpCloseWaitTimeoutMs: 30_000, tcpBeLiberal: true, udpTimeoutMs: 15_000, udpStreamTimeoutMs: 120_000 });
+  t.equal(c.oomScoreAdj, -998);
+  t.same(c.detectLocal, { mode: 'NodeCIDR' });
+  t.equal(c.localhostNodePorts, false);
+  t.equal(c.initOnly, true);
+  t.same(
+    c.ignored.map((i) => i.replace(/ \(.*$/, '')).sort(),
+    ['--bind-address-hard-fail', '--config-sync-period', '--feature-gates', '--kube-api-burst', '--kube-api-content-type', '--kube-api-qps', '--show-hidden-metrics-for-version'],
+  );
 });
 
 t.test('unknown flags are errors', async (t) => {
@@ -54,6 +81,7 @@ t.test('help lists every flag with its default', async (t) => {
   const help = program.helpInformation();
   for (const f of PROXY_FLAGS) {
     t.ok(help.includes(`--${f.name}`), `--${f.name} in help`);
+    if (f.ignoredBecause) t.ok(help.includes(`no effect: ${f.ignoredBecause}`), `--${f.name} says why it has no effect`);
     if (f.defaultText !== undefined) t.ok(help.includes(`(default: ${f.defaultText})`), `default of --${f.name} in help`);
   }
   t.notOk(help.includes('--ipvs-scheduler [value]'), 'refused flags are hidden');

@@ -163,9 +163,19 @@ t.test('config file errors name the field', async (t) => {
     [head + 'nftables:\n  syncPerod: 1s\n', 'nftables.syncPerod', /unknown field/],
     [head + 'bogus: 1\n', 'bogus', /unknown field/],
     [head + 'ipvs:\n  nope: 1\n', 'ipvs.nope', /unknown field/],
-    [head + 'conntrack:\n  maxPerCore: 32768\n', 'conntrack.maxPerCore', /not implemented by ferry/],
-    [head + 'featureGates:\n  Foo: true\n', 'featureGates', /not implemented by ferry/],
-    [head + 'detectLocalMode: BridgeInterface\n', 'detectLocalMode', /not supported by ferry/],
+    [head + 'conntrack:\n  maxPerCore: -1\n', 'conntrack.maxPerCore', /must be an integer in \[0, /],
+    [head + 'conntrack:\n  tcpEstablishedTimeout: 500ms\n', 'conntrack.tcpEstablishedTimeout', /at least 1s/],
+    [head + 'conntrack:\n  udpTimeout: -1s\n', 'conntrack.udpTimeout', /greater than or equal to 0/],
+    [head + 'oomScoreAdj: 1001\n', 'oomScoreAdj', /\[-1000, 1000\]/],
+    [head + 'featureGates:\n  Foo: maybe\n', 'featureGates', /map of names to true or false/],
+    [head + 'enableProfiling: true\n', 'enableProfiling', /not implemented by ferry \(ferry has no \/debug\/pprof handler\)/],
+    [head + 'logging:\n  format: json\n', 'logging.format', /not supported by ferry/],
+    [head + 'logging:\n  vmodule: [{filePattern: x, verbosity: 2}]\n', 'logging.vmodule', /not implemented by ferry/],
+    [head + 'detectLocalMode: Bridge\n', 'detectLocalMode', /not a detect-local mode/],
+    [head + 'detectLocalMode: BridgeInterface\n', '--pod-bridge-interface', /must be set when the detect-local mode is BridgeInterface/],
+    [head + 'detectLocalMode: InterfaceNamePrefix\n', '--pod-interface-name-prefix', /must be set/],
+    [head + 'detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: "a/b"}\n', 'detectLocal.bridgeInterface', /not a valid interface name/],
+    [head + 'detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: "0123456789abcdef"}\n', 'detectLocal.interfaceNamePrefix', /1-15 characters/],
     [head + 'mode: ipvs\n', 'mode', /"ipvs" is not supported by ferry/],
     [head + 'clusterCIDR: 10.0.0.0/40\n', 'clusterCIDR', /not a valid CIDR/],
     [head + 'nftables:\n  syncPeriod: 5\n', 'nftables.syncPeriod', /must be a duration/],
@@ -182,6 +192,75 @@ t.test('config file errors name the field', async (t) => {
     t.equal(e?.field, field, `blamed on ${field}: ${e?.message}`);
     t.match(e?.message, message);
   }
+});
+
+t.test('detect-local modes: kube-proxy semantics from file and flags', async (t) => {
+  const head = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+  t.same(resolve().detectLocal, { mode: 'ClusterCIDR' }, 'default');
+  t.same(resolve({}, head + 'detectLocalMode: ""\n').detectLocal, { mode: 'ClusterCIDR' }, '"" is ClusterCIDR');
+  t.same(resolve({}, head + 'detectLocalMode: NodeCIDR\n').detectLocal, { mode: 'NodeCIDR' });
+  t.same(resolve({}, head + 'detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}\n').detectLocal, { mode: 'BridgeInterface', bridgeInterface: 'cbr0' });
+  t.same(resolve({ 'detect-local-mode': 'InterfaceNamePrefix', 'pod-interface-name-prefix': 'veth' }).detectLocal, { mode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' });
+  t.same(
+    resolve({ 'pod-bridge-interface': 'br-pods' }, head + 'detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cbr0}\n').detectLocal,
+    { mode: 'BridgeInterface', bridgeInterface: 'br-pods' },
+    'flag beats file',
+  );
+  const e = configError(t, () => resolve({ 'detect-local-mode': 'LocalCIDR' }));
+  t.equal(e?.field, '--detect-local-mode');
+});
+
+t.test('flags without effect are validated and listed; true is refused where ferry cannot do it', async (t) => {
+  const cases: [Record<string, string | boolean>, string, RegExp][] = [
+    [{ profiling: true }, '--profiling', /ferry has no \/debug\/pprof handler/],
+    [{ 'feature-gates': 'Foo' }, '--feature-gates', /not key=true\|false/],
+    [{ 'feature-gates': 'Foo=maybe' }, '--feature-gates', /not a boolean/],
+    [{ 'kube-api-qps': 'fast' }, '--kube-api-qps', /not a number/],
+    [{ 'kube-api-burst': '1.5' }, '--kube-api-burst', /integer/],
+    [{ 'config-sync-period': '0s' }, '--config-sync-period', /greater than 0/],
+    [{ 'logging-format': 'json' }, '--logging-format', /not supported by ferry/],
+    [{ 'oom-score-adj': '-1001' }, '--oom-score-adj', /\[-1000, 1000\]/],
+    [{ 'conntrack-min': 'x' }, '--conntrack-min', /integer/],
+    [{ 'conntrack-udp-timeout-stream': '1' }, '--conntrack-udp-timeout-stream', /not a duration/],
+    [{ 'iptables-localhost-nodeports': 'sometimes' }, '--iptables-localhost-nodeports', /not a boolean/],
+  ];
+  for (const [f, field, message] of cases) {
+    const e = configError(t, () => resolve(f));
+    t.equal(e?.field, field, `blamed on ${field}: ${e?.message}`);
+    t.match(e?.message, message);
+  }
+  t.same(resolve({ profiling: 'false', 'feature-gates': '' }).ignored, [], 'zero values ask for nothing');
+  t.match(resolve({ 'log-flush-frequency': '5s' }).ignored, [/^--log-flush-frequency \(ferry writes each log line unbuffered/]);
+});
+
+t.test('conntrack and oom defaults are kube-proxy\'s; 0 and 0s mean leave alone', async (t) => {
+  const head = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+  const d = resolve();
+  t.same(d.conntrack, { maxPerCore: 32768, min: 131072, tcpEstablishedTimeoutMs: 86_400_000, tcpCloseWaitTimeoutMs: 3_600_000, tcpBeLiberal: false, udpTimeoutMs: 0, udpStreamTimeoutMs: 0 });
+  t.equal(d.oomScoreAdj, -999);
+  t.equal(d.localhostNodePorts, true);
+  const z = resolve({}, head + 'conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}\noomScoreAdj: 0\niptables: {localhostNodePorts: false}\n');
+  t.match(z.conntrack, { maxPerCore: 0, tcpEstablishedTimeoutMs: 0, tcpCloseWaitTimeoutMs: 0 });
+  t.equal(z.oomScoreAdj, 0);
+  t.equal(z.localhostNodePorts, false);
+  const f = resolve({}, head + 'conntrack: {maxPerCore: 65536, min: 1, tcpBeLiberal: true, udpTimeout: 30s, udpStreamTimeout: 2m}\n');
+  t.match(f.conntrack, { maxPerCore: 65536, min: 1, tcpBeLiberal: true, udpTimeoutMs: 30_000, udpStreamTimeoutMs: 120_000 });
+});
+
+t.test('inert fields set to non-zero values are listed with the reason', async (t) => {
+  const head = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+  const c = resolve(
+    {},
+    head +
+      'featureGates: {NFTablesProxyMode: true}\nwinkernel: {enableDSR: true}\nwindowsRunAsService: true\nportRange: 30000-32767\n' +
+      'showHiddenMetricsForVersion: "1.33"\nipvs: {scheduler: rr, excludeCIDRs: [10.0.0.0/8]}\nlogging: {options: {text: {splitStream: true}}}\n',
+  );
+  t.same(
+    c.ignored.map((i) => i.replace(/ \(.*$/, '')),
+    ['featureGates', 'winkernel', 'windowsRunAsService', 'portRange', 'showHiddenMetricsForVersion', 'ipvs', 'logging.options'],
+  );
+  t.match(c.ignored[0], /featureGates \(ferry implements the GA behaviour/);
+  t.match(c.ignored[5], /ipvs \(the ipvs proxy mode is not implemented by ferry\)/);
 });
 
 t.test('JSON config files work too', async (t) => {
