@@ -139,8 +139,9 @@ export type NftVia = 'netlink' | 'addon' | 'exec';
 /** Names of a table's objects, as a full sync needs them to find stale ones. */
 export interface TableNames {
   readonly chains: ReadonlySet<string>;
-  readonly sets: ReadonlySet<string>;
   readonly maps: ReadonlySet<string>;
+  /** Named sets (anonymous ones excluded); only the netlink dump reports them (a full sync needs none). */
+  readonly sets?: ReadonlySet<string>;
 }
 
 export interface NftRunner {
@@ -190,12 +191,11 @@ export function namesFromJSON(text: string, table: string, kind: 'chain' | 'set'
   return out;
 }
 
-/** Table names by listing (`list chains|sets|maps FAMILY` in JSON, terse): the script runners' way. */
+/** Table names by the runner's names() (a netlink dump), else by listing (`list chains|maps FAMILY`, JSON, terse). */
 export async function namesByListing(nft: NftRunner, family: NftFamily, table: string): Promise<TableNames> {
   if (nft.names) return nft.names(family, table);
   return {
     chains: namesFromJSON(await nft.list(`list chains ${family}`, { json: true }), table, 'chain'),
-    sets: namesFromJSON(await nft.list(`list sets ${family}`, { json: true, terse: true }), table, 'set'),
     maps: namesFromJSON(await nft.list(`list maps ${family}`, { json: true, terse: true }), table, 'map'),
   };
 }

@@ -340,15 +340,16 @@ export class FakeNft implements NftRunner {
       }
       return chains.map((c) => `table ${c.family} ${c.table} {\n\tchain ${c.name} {\n\t}\n}`).join('\n') + '\n';
     }
-    if (w[1] === 'maps') {
+    if (w[1] === 'maps' || w[1] === 'sets') {
       const fam = w[2];
-      const maps: { family: string; table: string; name: string }[] = [];
+      const kind = w[1] === 'maps' ? 'map' : 'set';
+      const items: { family: string; table: string; name: string }[] = [];
       for (const t of this.tables.values()) {
         if (fam && t.family !== fam) continue;
-        for (const s of t.sets.values()) if (s.kind === 'map') maps.push({ family: t.family, table: t.name, name: s.name });
+        for (const s of t.sets.values()) if (s.kind === kind) items.push({ family: t.family, table: t.name, name: s.name });
       }
       if (!opts.json) return fail();
-      return JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...maps.map((m) => ({ map: m }))] });
+      return JSON.stringify({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...items.map((m) => ({ [kind]: m }))] });
     }
     if (w[1] === 'chain' && w[2] && w[3] && w[4]) {
       const t = this.tables.get(`${w[2]} ${w[3]}`);
