@@ -1,5 +1,5 @@
 /**
- * `scripts/bench [--quick|--smoke] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath]`
+ * `scripts/bench [--quick|--smoke] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon]`
  *
  * The benchmark harness: compile, kernel apply, programming latency and data path, for ferry's
  * modes and for a reference ruleset laid out as stock kube-proxy lays it out. Prints progress on
@@ -19,6 +19,7 @@ import { run } from '../util/exec.js';
 import { runApply } from './apply.js';
 import { ClusterBench, makeWorkDir, removeWorkDir, type DatapathLoad } from './cluster.js';
 import { runCompile } from './compile.js';
+import { runDaemon } from './daemon.js';
 import { deleteAllBenchNetns, deleteAllBenchNetnsSync } from './netns.js';
 import { computeRatios, writeReport } from './report.js';
 import { round } from './stats.js';
@@ -51,6 +52,12 @@ export interface Profile {
   /** Pause before each latency change: longer than the proxy's default min sync period (1 s). */
   readonly latencyGapMs: number;
   readonly readyTimeoutMs: number;
+  /** The daemon phase: a real ferry process per mode and size, with forced full resyncs. */
+  readonly daemonSizes: readonly Size[];
+  readonly daemonModes: readonly ('nftables' | 'iptables' | 'userspace')[];
+  readonly daemonResyncs: number;
+  /** Largest services x endpoints the daemon phase runs in iptables mode (iptables-restore's limit, as iptablesApplyLimit). */
+  readonly daemonIptablesLimit: number;
 }
 
 const cross = (ns: number[], ks: number[]): Size[] => ns.flatMap((services) => ks.map((endpoints) => ({ services, endpoints })));
@@ -73,6 +80,10 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     load: { connections: 100, concurrency: 4, bulkSeconds: 0.5, repeats: 1 },
     latencyGapMs: 1100,
     readyTimeoutMs: 30_000,
+    daemonSizes: [{ services: 10, endpoints: 1 }],
+    daemonModes: ['nftables'],
+    daemonResyncs: 1,
+    daemonIptablesLimit: Infinity,
   },
   quick: {
     name: 'quick',
@@ -91,6 +102,10 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     load: { connections: 1500, concurrency: 16, bulkSeconds: 1, repeats: 3 },
     latencyGapMs: 1100,
     readyTimeoutMs: 60_000,
+    daemonSizes: [{ services: 1000, endpoints: 10 }],
+    daemonModes: ['nftables', 'iptables', 'userspace'],
+    daemonResyncs: 2,
+    daemonIptablesLimit: Infinity,
   },
   full: {
     name: 'full',
@@ -109,6 +124,10 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     load: { connections: 5000, concurrency: 32, bulkSeconds: 3, repeats: 5 },
     latencyGapMs: 1100,
     readyTimeoutMs: 600_000,
+    daemonSizes: cross([1000, 10000, 44000], [10]),
+    daemonModes: ['nftables', 'iptables', 'userspace'],
+    daemonResyncs: 4,
+    daemonIptablesLimit: 100_000,
   },
 };
 
@@ -131,6 +150,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let out: string | null = null;
   let kubeProxy: string | null = null;
   let only: Phase[] = [...PHASES];
+  let daemonSizes: Size[] | undefined;
+  let daemonModes: Profile['daemonModes'] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -146,10 +167,22 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     else if (a === '--only') {
       only = val().split(',').map((s) => s.trim()).filter(Boolean) as Phase[];
       for (const p of only) if (!PHASES.includes(p)) throw new BenchUsageError(`--only: unknown phase ${p} (known: ${PHASES.join(',')})`);
+    } else if (a === '--daemon-sizes') {
+      daemonSizes = val().split(',').map((x) => {
+        const m = /^(\d+)x(\d+)$/.exec(x.trim());
+        if (!m) throw new BenchUsageError(`--daemon-sizes: expected SERVICESxENDPOINTS[,...], got ${x}`);
+        return { services: Number(m[1]), endpoints: Number(m[2]) };
+      });
+    } else if (a === '--daemon-modes') {
+      daemonModes = val().split(',').map((x) => {
+        if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace') throw new BenchUsageError(`--daemon-modes: unknown mode ${x}`);
+        return x;
+      });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
+  if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
   return { profile, out, kubeProxy, only };
 }
 
@@ -200,6 +233,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
     latency: [],
     startup: [],
     datapath: [],
+    daemon: [],
     ratios: [],
     notes: [],
   };
@@ -312,6 +346,26 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       teardownOnSignal = null;
       await bench.down();
       removeWorkDir(work);
+    }
+  }
+
+  // 5: the real daemon against a preloaded API server.
+  if (want('daemon')) {
+    for (const size of p.daemonSizes) {
+      for (const mode of p.daemonModes) {
+        if (mode === 'iptables' && size.services * size.endpoints > p.daemonIptablesLimit) {
+          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's iptables-restore limit (${p.daemonIptablesLimit} service endpoints; see docs/bench.md)`);
+          continue;
+        }
+        progress(`daemon ${mode} ${size.services}x${size.endpoints}`);
+        try {
+          results.daemon.push(await runDaemon({ mode, size, resyncs: p.daemonResyncs, timeoutMs: scaledMs(p.readyTimeoutMs), progress }));
+        } catch (e) {
+          const msg = e instanceof Error ? e.message : String(e);
+          progress(`  FAILED: ${msg}`);
+          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints} failed: ${msg}`);
+        }
+      }
     }
   }
 

@@ -3,8 +3,8 @@
  * milliseconds, sizes bytes, rates per second. Plain data, JSON-serializable.
  */
 
-export type Phase = 'compile' | 'apply' | 'latency' | 'datapath';
-export const PHASES: readonly Phase[] = ['compile', 'apply', 'latency', 'datapath'];
+export type Phase = 'compile' | 'apply' | 'latency' | 'datapath' | 'daemon';
+export const PHASES: readonly Phase[] = ['compile', 'apply', 'latency', 'datapath', 'daemon'];
 
 export interface Size {
   readonly services: number;
@@ -84,6 +84,38 @@ export interface StartupRow {
   readonly readyMs: number;
 }
 
+/** Memory of the real daemon process at one moment (MiB). */
+export interface MemorySample {
+  /** VmRSS: what the kernel counts against the process. */
+  readonly rssMB: number;
+  /** RssAnon / RssFile from /proc/PID/status: heap-like memory vs mapped files (code, the addon, libraries). */
+  readonly anonMB: number;
+  readonly fileMB: number;
+  /** process.memoryUsage() of the daemon (its /debug/memory): V8's heap, and memory V8 knows about outside it. */
+  readonly heapUsedMB: number;
+  readonly heapTotalMB: number;
+  readonly externalMB: number;
+  readonly arrayBuffersMB: number;
+  /** RssAnon − heapTotal − external: malloc'd by native code (libnftables, the addon, Node itself). An estimate. */
+  readonly nativeMB: number;
+}
+
+/** A real ferry process against the simulated API server preloaded with services × endpoints. */
+export interface DaemonRow extends Size {
+  readonly mode: ProxyUnderTest;
+  /** Process start → the probe Service answers (its rules went in with the first full sync). */
+  readonly readyMs: number;
+  /** Service rules found in the kernel after start (nftables: service-ips elements; iptables: KUBE-SERVICES jumps; userspace: ferry0 addresses). */
+  readonly rulesFound: number;
+  /** Once RSS stopped moving after start. */
+  readonly steady: MemorySample;
+  /** After each forced full resync (ferry's rules removed behind its back; its intact check repairs them). */
+  readonly resyncs: readonly { readonly repairMs: number; readonly memory: MemorySample }[];
+  /** VmHWM at the end: the peak RSS over start and every resync. */
+  readonly hwmMB: number;
+  readonly error?: string;
+}
+
 export type DatapathMode = 'nftables' | 'iptables' | 'userspace' | 'reference' | 'direct' | 'kube-proxy';
 export type DatapathPath = 'nodeport' | 'clusterip';
 
@@ -134,6 +166,7 @@ export interface BenchResults {
   latency: LatencyRow[];
   startup: StartupRow[];
   datapath: DatapathRow[];
+  daemon: DaemonRow[];
   ratios: RatioRow[];
   /** Parts not measured and why. */
   notes: string[];

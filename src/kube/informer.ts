@@ -1,19 +1,31 @@
 /**
- * A list+watch of one resource that survives the API server: client-node's ListWatch stops
- * for good on the first error (connection refused, 5xx, a dropped stream it cannot resume), so
- * this wrapper replaces it with a fresh one after an exponential backoff with jitter, relists,
- * and reconciles what it had seen (objects gone from the new list are reported deleted; objects
- * whose resourceVersion did not change are not reported again). 410 Gone is handled inside
- * ListWatch by relisting. Logs state changes (failing, recovered), not every retry.
+ * A list+watch of one resource that survives the API server and keeps no objects.
+ *
+ * Each item is handed to the sink as decoded JSON the moment it arrives and then forgotten: the
+ * sink (the model's tracker) decodes what the planner reads and drops the rest, so the cluster
+ * exists once in memory, in its compact form. The informer itself remembers only each object's
+ * key and resourceVersion, to report deletions after a relist and to skip objects that did not
+ * change.
+ *
+ * Lists are paginated (`limit`/`continue`, as client-go's reflector), so a 44,000-Service list
+ * is decoded a page at a time instead of as one giant response. After a list, a watch resumes
+ * from the list's resourceVersion, with bookmarks; a watch the server ends normally (its
+ * timeout) is resumed from the last resourceVersion seen; `410 Gone` relists at once; any other
+ * failure relists after a capped, jittered exponential backoff that resets on success. Logs
+ * state changes (failing, recovered), not every retry. An item without a name is logged and
+ * skipped; it never fails the list.
  *
  * Stage: kube. Feeds events to a sink; never interprets the objects.
  */
-import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
+import { Watch, type KubeConfig } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
+import { ApiStatusError, getJSON } from './rest.js';
 
-export interface InformerSink<T> {
-  upsert(obj: T): void;
-  remove(obj: T): void;
+/** Receives decoded JSON objects exactly as the API server sent them (untrusted). */
+export interface InformerSink {
+  upsert(obj: unknown): void;
+  /** `obj` may be a stub holding only metadata.namespace/name (an object deleted while not watching). */
+  remove(obj: unknown): void;
 }
 
 export interface Backoff {
@@ -21,20 +33,30 @@ export interface Backoff {
   readonly maxMs: number;
 }
 
-export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000 };
+/**
+ * 200 ms doubling to 1.6 s (±20%): after an outage the proxy is current within 2 s of the API
+ * server's return, while one node retries at most about once a second — jitter spreads a
+ * cluster's nodes, so their relists do not arrive in one wave.
+ */
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 200, maxMs: 1600 };
 
-export interface InformerOptions<T extends KubernetesObject> {
+/** Items per list page (client-go's reflector pages by 500 too). */
+export const DEFAULT_PAGE_SIZE = 500;
+
+export interface InformerOptions {
   /** Plural resource name for logs ("services"). */
   readonly resource: string;
-  /** Watch path, e.g. /api/v1/services. */
+  /** Collection path, e.g. /api/v1/services. */
   readonly path: string;
-  readonly list: () => Promise<KubernetesListObject<T>>;
   readonly labelSelector?: string;
   readonly fieldSelector?: string;
   readonly kubeConfig: KubeConfig;
-  readonly sink: InformerSink<T>;
+  readonly sink: InformerSink;
   readonly backoff?: Backoff;
+  readonly pageSize?: number;
   readonly log?: Logger;
+  /** Called for every listed or watched item that is skipped as malformed. */
+  readonly onBadItem?: (reason: string) => void;
 }
 
 /** Delay before retry number `attempt` (1-based): exponential, capped, ±20% jitter. */
@@ -43,7 +65,7 @@ export function backoffDelay(b: Backoff, attempt: number, random: () => number =
   return Math.round(base * (0.8 + 0.4 * random()));
 }
 
-/** Human-readable reason of a client-node / fetch error. */
+/** Human-readable reason of a request error. */
 export function describeError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   const parts = [e.message.split('\n')[0] ?? e.message];
@@ -55,25 +77,65 @@ export function describeError(e: unknown): string {
   return parts.join(' ').slice(0, 300);
 }
 
-function keyOf(o: KubernetesObject): string {
-  return `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+function rec(v: unknown): Record<string, unknown> | undefined {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
 }
 
-export class ResilientInformer<T extends KubernetesObject> {
+function strField(o: Record<string, unknown> | undefined, k: string): string | undefined {
+  const v = o && Object.prototype.hasOwnProperty.call(o, k) ? o[k] : undefined;
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** `namespace/name` and resourceVersion of an item, or a reason it cannot be one. */
+function identity(obj: unknown): { key: string; rv: string | undefined } | string {
+  const meta = rec(rec(obj)?.metadata);
+  if (!meta) return 'no metadata';
+  const name = strField(meta, 'name');
+  if (!name) return 'metadata.name missing or not a string';
+  return { key: `${strField(meta, 'namespace') ?? ''}/${name}`, rv: strField(meta, 'resourceVersion') };
+}
+
+function stub(key: string): unknown {
+  const i = key.indexOf('/');
+  const namespace = key.slice(0, i);
+  return { metadata: { ...(namespace ? { namespace } : {}), name: key.slice(i + 1) } };
+}
+
+/** A 410: the resourceVersion (or continue token) is too old; only a fresh list helps. */
+function isGone(e: unknown): boolean {
+  if (e instanceof ApiStatusError) return e.statusCode === 410;
+  // client-node's Watch reports a non-200 answer as an Error carrying statusCode.
+  return e instanceof Error && (e as Error & { statusCode?: unknown }).statusCode === 410;
+}
+
+class Gone extends Error {
+  constructor() {
+    super('resourceVersion expired (410 Gone)');
+  }
+}
+
+export class ResilientInformer {
   private readonly log: Logger;
   private readonly backoff: Backoff;
+  private readonly pageSize: number;
   /** What the sink has been told exists: key → resourceVersion. */
-  private readonly known = new Map<string, { rv: string | undefined; obj: T }>();
-  private current: ListWatch<T> | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly known = new Map<string, string | undefined>();
+  /** Where the next watch resumes. */
+  private resourceVersion: string | undefined;
+  /** Bumped by stop(): every loop and callback of an older generation falls silent. */
+  private generation = 0;
   private stopped = true;
   private synced = false;
   private attempts = 0;
   private syncWaiters: (() => void)[] = [];
+  private listAbort: AbortController | undefined;
+  private watchAbort: AbortController | undefined;
+  private wakeSleep: (() => void) | undefined;
 
-  constructor(private readonly opts: InformerOptions<T>) {
+  constructor(private readonly opts: InformerOptions) {
     this.log = opts.log ?? logger('kube');
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
+    this.pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
   }
 
   /** True once the first list has been delivered to the sink. */
@@ -108,78 +170,63 @@ export class ResilientInformer<T extends KubernetesObject> {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.launch();
+    const gen = ++this.generation;
+    void this.run(gen);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    const lw = this.current;
-    this.current = undefined;
+    this.generation++;
+    this.listAbort?.abort();
+    this.watchAbort?.abort();
+    this.wakeSleep?.();
     for (const w of this.syncWaiters.splice(0)) w();
-    if (lw) await lw.stop();
   }
 
-  private launch(): void {
-    if (this.stopped) return;
-    const { opts } = this;
-    // A fresh ListWatch always lists first, so every (re)start reconciles against the server.
-    const lw: ListWatch<T> = new ListWatch<T>(
-      opts.path,
-      new Watch(opts.kubeConfig),
-      async () => {
-        const list = await opts.list();
-        // ListWatch hands the items to our callbacks synchronously right after this promise
-        // settles; setImmediate runs after that, when its cache holds the whole list.
-        setImmediate(() => this.onListed(lw));
-        return list;
-      },
-      false,
-      opts.labelSelector,
-      opts.fieldSelector,
-    );
-    this.current = lw;
-    lw.on('add', (o: T) => this.onUpsert(lw, o));
-    lw.on('update', (o: T) => this.onUpsert(lw, o));
-    lw.on('delete', (o: T) => this.onDelete(lw, o));
-    lw.on('error', (e?: unknown) => this.onError(lw, e));
-    lw.start().then(
-      () => {
-        // stop() may have raced with the start: the watch request only exists now.
-        if (this.current !== lw) void lw.stop();
-      },
-      (e: unknown) => this.onError(lw, e),
-    );
+  private live(gen: number): boolean {
+    return !this.stopped && gen === this.generation;
   }
 
-  private onUpsert(lw: ListWatch<T>, obj: T): void {
-    if (lw !== this.current) return;
-    const key = keyOf(obj);
-    const rv = obj.metadata?.resourceVersion;
-    const prev = this.known.get(key);
-    if (prev && rv !== undefined && prev.rv === rv) return;
-    this.known.set(key, { rv, obj });
-    this.opts.sink.upsert(obj);
-  }
-
-  private onDelete(lw: ListWatch<T>, obj: T): void {
-    if (lw !== this.current) return;
-    const key = keyOf(obj);
-    if (!this.known.delete(key)) return;
-    this.opts.sink.remove(obj);
-  }
-
-  private onListed(lw: ListWatch<T>): void {
-    if (lw !== this.current) return;
-    // Objects deleted while we were not watching: in our memory but not in the fresh cache.
-    for (const [key, { obj }] of [...this.known]) {
-      const [ns, name] = [obj.metadata?.namespace, obj.metadata?.name ?? ''];
-      if (lw.get(name, ns) === undefined) {
-        this.known.delete(key);
-        this.opts.sink.remove(obj);
+  private async run(gen: number): Promise<void> {
+    let needList = true;
+    while (this.live(gen)) {
+      try {
+        if (needList) {
+          await this.list(gen);
+          if (!this.live(gen)) return;
+          needList = false;
+          this.healthy();
+        }
+        await this.watch(gen);
+        // The server ended the watch (its timeout): resume from where it stopped.
+      } catch (e) {
+        if (!this.live(gen)) return;
+        needList = true;
+        if (e instanceof Gone || isGone(e)) {
+          this.log.v(2, `${this.opts.resource}: resourceVersion expired; relisting`);
+          continue;
+        }
+        this.attempts++;
+        const delay = backoffDelay(this.backoff, this.attempts);
+        if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource} failed: ${describeError(e)}; retrying`);
+        else this.log.v(2, `watch for ${this.opts.resource} still failing`, { attempt: this.attempts, retryInMs: delay, error: describeError(e) });
+        await this.sleep(delay);
       }
     }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeSleep = done;
+    });
+  }
+
+  private healthy(): void {
     if (this.attempts > 0) {
       this.log.info(`watch for ${this.opts.resource} recovered after ${this.attempts} attempt${this.attempts === 1 ? '' : 's'}`);
       this.attempts = 0;
@@ -191,20 +238,137 @@ export class ResilientInformer<T extends KubernetesObject> {
     }
   }
 
-  private onError(lw: ListWatch<T>, e: unknown): void {
-    if (lw !== this.current || this.stopped) return;
-    this.current = undefined;
-    void lw.stop();
-    this.attempts++;
-    const delay = backoffDelay(this.backoff, this.attempts);
-    if (this.attempts === 1) {
-      this.log.warn(`watch for ${this.opts.resource} failed: ${describeError(e)}; retrying`);
-    } else {
-      this.log.v(2, `watch for ${this.opts.resource} still failing`, { attempt: this.attempts, retryInMs: delay, error: describeError(e) });
+  private bad(where: string, reason: string): void {
+    this.opts.onBadItem?.(reason);
+    this.log.warn(`${this.opts.resource}: skipping a malformed item (${where}): ${reason}`);
+  }
+
+  private upsert(obj: unknown, where: string): void {
+    const id = identity(obj);
+    if (typeof id === 'string') {
+      this.bad(where, id);
+      return;
     }
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.launch();
-    }, delay);
+    if (this.known.has(id.key) && id.rv !== undefined && this.known.get(id.key) === id.rv) return;
+    this.known.set(id.key, id.rv);
+    this.deliver(() => this.opts.sink.upsert(obj), id.key);
+  }
+
+  private remove(obj: unknown): void {
+    const id = identity(obj);
+    if (typeof id === 'string' || !this.known.delete(id.key)) return;
+    this.deliver(() => this.opts.sink.remove(obj), id.key);
+  }
+
+  /** A sink that throws on one object must not stop the others (it is written not to). */
+  private deliver(fn: () => void, key: string): void {
+    try {
+      fn();
+    } catch (e) {
+      this.log.error(`${this.opts.resource}: handling ${key} failed; skipped`, { error: e });
+    }
+  }
+
+  /** One paginated list: every item delivered as its page arrives, then deletions reconciled. */
+  private async list(gen: number): Promise<void> {
+    const { opts } = this;
+    const seen = new Set<string>();
+    let cont: string | undefined;
+    let listRV: string | undefined;
+    let page = 0;
+    do {
+      const abort = (this.listAbort = new AbortController());
+      const body = await getJSON(
+        opts.kubeConfig,
+        opts.path,
+        { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: this.pageSize, continue: cont },
+        abort.signal,
+      );
+      if (!this.live(gen)) return;
+      const meta = rec(rec(body)?.metadata);
+      if (page === 0) listRV = strField(meta, 'resourceVersion');
+      cont = strField(meta, 'continue') || undefined;
+      const items = rec(body)?.items;
+      if (!Array.isArray(items)) throw new Error(`list of ${opts.resource}: response has no items array`);
+      for (let i = 0; i < items.length; i++) {
+        const item: unknown = items[i];
+        items[i] = undefined; // let the page's objects go as soon as they are decoded
+        const id = identity(item);
+        if (typeof id !== 'string') seen.add(id.key);
+        this.upsert(item, `list page ${page + 1} item ${i}`);
+      }
+      page++;
+    } while (cont);
+    this.listAbort = undefined;
+    // Objects deleted while we were not watching: known, but not in the fresh list.
+    for (const key of [...this.known.keys()]) {
+      if (seen.has(key)) continue;
+      this.known.delete(key);
+      this.deliver(() => opts.sink.remove(stub(key)), key);
+    }
+    this.resourceVersion = listRV;
+  }
+
+  /** Resolves when the server ends the watch; rejects with Gone or the failure. */
+  private watch(gen: number): Promise<void> {
+    const { opts } = this;
+    return new Promise<void>((resolve, reject) => {
+      let outcome: Error | undefined;
+      let finished = false;
+      const finish = (err: unknown) => {
+        if (finished) return;
+        finished = true;
+        this.watchAbort?.abort();
+        this.watchAbort = undefined;
+        if (outcome) reject(outcome);
+        else if (err) reject(err);
+        else resolve();
+      };
+      const query = {
+        labelSelector: opts.labelSelector,
+        fieldSelector: opts.fieldSelector,
+        resourceVersion: this.resourceVersion,
+        allowWatchBookmarks: true,
+        // As client-go: a random 5–10 minutes, so a cluster's watches do not all end together.
+        timeoutSeconds: Math.floor(300 + Math.random() * 300),
+      };
+      new Watch(opts.kubeConfig)
+        .watch(
+          opts.path,
+          query,
+          (type: string, obj: unknown) => {
+            if (!this.live(gen) || finished) return;
+            const rv = strField(rec(rec(obj)?.metadata), 'resourceVersion');
+            switch (type) {
+              case 'ADDED':
+              case 'MODIFIED':
+                this.upsert(obj, `watch ${type}`);
+                break;
+              case 'DELETED':
+                this.remove(obj);
+                break;
+              case 'BOOKMARK':
+                break;
+              case 'ERROR': {
+                const status = rec(obj);
+                outcome = status?.code === 410 ? new Gone() : new Error(`watch error event: ${strField(status, 'message') ?? JSON.stringify(obj).slice(0, 200)}`);
+                finish(undefined);
+                return;
+              }
+              default:
+                return;
+            }
+            if (rv !== undefined) this.resourceVersion = rv;
+          },
+          (err: unknown) => finish(err),
+        )
+        .then(
+          (ctl: AbortController) => {
+            if (finished || !this.live(gen)) ctl.abort();
+            else this.watchAbort = ctl;
+          },
+          (e: unknown) => finish(e),
+        );
+    });
   }
 }

@@ -5,26 +5,20 @@
  *
  * Stage: kube. Never decides anything about the objects.
  */
-import {
-  CoreV1Api,
-  DiscoveryV1Api,
-  type KubeConfig,
-  type V1EndpointSlice,
-  type V1Node,
-  type V1Service,
-} from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
 import { ResilientInformer, type Backoff } from './informer.js';
 
 export const LABEL_SERVICE_PROXY_NAME = 'service.kubernetes.io/service-proxy-name';
 export const LABEL_HEADLESS = 'service.kubernetes.io/headless';
 
+/** Objects arrive as decoded JSON, untrusted: the sink decodes what it needs and keeps nothing else. */
 export interface ClusterSink {
-  upsertService(svc: V1Service): void;
-  deleteService(svc: V1Service): void;
-  upsertEndpointSlice(s: V1EndpointSlice): void;
-  deleteEndpointSlice(s: V1EndpointSlice): void;
-  setNode(n: V1Node | undefined): void;
+  upsertService(svc: unknown): void;
+  deleteService(svc: unknown): void;
+  upsertEndpointSlice(s: unknown): void;
+  deleteEndpointSlice(s: unknown): void;
+  setNode(n: unknown): void;
 }
 
 export interface ClusterWatchOptions {
@@ -35,6 +29,8 @@ export interface ClusterWatchOptions {
   readonly serviceProxyName?: string;
   readonly backoff?: Backoff;
   readonly log?: Logger;
+  /** Called for each listed or watched item skipped as malformed (a metric counts them). */
+  readonly onBadItem?: (resource: string, reason: string) => void;
 }
 
 /** kube-proxy's selector, applied to Services and EndpointSlices alike. */
@@ -44,42 +40,41 @@ export function proxyLabelSelector(serviceProxyName = ''): string {
 }
 
 export class ClusterWatches {
-  readonly services: ResilientInformer<V1Service>;
-  readonly endpointSlices: ResilientInformer<V1EndpointSlice>;
-  readonly node: ResilientInformer<V1Node>;
+  readonly services: ResilientInformer;
+  readonly endpointSlices: ResilientInformer;
+  readonly node: ResilientInformer;
   private readonly log: Logger;
   private nodePresent = false;
   private nodeWaiters: (() => void)[] = [];
 
   constructor(opts: ClusterWatchOptions) {
     const log = (this.log = opts.log ?? logger('kube'));
-    const core = opts.kubeConfig.makeApiClient(CoreV1Api);
-    const discovery = opts.kubeConfig.makeApiClient(DiscoveryV1Api);
     const labelSelector = proxyLabelSelector(opts.serviceProxyName);
     const fieldSelector = `metadata.name=${opts.nodeName}`;
+    const bad = (resource: string) => (reason: string) => opts.onBadItem?.(resource, reason);
     const common = { kubeConfig: opts.kubeConfig, backoff: opts.backoff, log };
-    this.services = new ResilientInformer<V1Service>({
+    this.services = new ResilientInformer({
       ...common,
       resource: 'services',
       path: '/api/v1/services',
       labelSelector,
-      list: () => core.listServiceForAllNamespaces({ labelSelector }),
+      onBadItem: bad('services'),
       sink: { upsert: (s) => opts.sink.upsertService(s), remove: (s) => opts.sink.deleteService(s) },
     });
-    this.endpointSlices = new ResilientInformer<V1EndpointSlice>({
+    this.endpointSlices = new ResilientInformer({
       ...common,
       resource: 'endpointslices',
       path: '/apis/discovery.k8s.io/v1/endpointslices',
       labelSelector,
-      list: () => discovery.listEndpointSliceForAllNamespaces({ labelSelector }),
+      onBadItem: bad('endpointslices'),
       sink: { upsert: (s) => opts.sink.upsertEndpointSlice(s), remove: (s) => opts.sink.deleteEndpointSlice(s) },
     });
-    this.node = new ResilientInformer<V1Node>({
+    this.node = new ResilientInformer({
       ...common,
       resource: 'nodes',
       path: '/api/v1/nodes',
       fieldSelector,
-      list: () => core.listNode({ fieldSelector }),
+      onBadItem: bad('nodes'),
       sink: {
         upsert: (n) => {
           this.nodePresent = true;

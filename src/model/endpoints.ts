@@ -4,7 +4,6 @@
  * family, matched to a service port by port name AND protocol, deduplicated by ip:port.
  * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
  */
-import type { V1EndpointSlice } from '@kubernetes/client-node';
 import { parseIP } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
 import type { Endpoint, IPFamily, Protocol } from './types.js';
@@ -30,7 +29,13 @@ export interface ParsedSlice {
   /** Address family; null when the slice is ignored (FQDN, unknown type, headless, unowned). */
   readonly family: IPFamily | null;
   readonly ports: readonly SlicePort[];
-  readonly endpoints: readonly SliceEndpoint[];
+  /**
+   * The slice's endpoints crossed with each of its ports (byPort[i] for ports[i]): deduplicated
+   * by address (first wins, a local copy replaces a non-local one), sorted by address, frozen.
+   * These Endpoint objects are the ones the snapshot hands to the planner — a Service with one
+   * slice shares them instead of copying them.
+   */
+  readonly byPort: readonly (readonly Endpoint[])[];
   readonly problems: readonly string[];
 }
 
@@ -39,14 +44,63 @@ const NO_HINTS: readonly string[] = Object.freeze([]);
 
 /** Sorted, deduplicated non-empty names from hints.forZones / hints.forNodes. */
 function hintNames(list: readonly unknown[] | undefined, at: string, problems: Problems): readonly string[] {
-  if (!list || list.length === 0) return [];
+  if (!list || list.length === 0) return NO_HINTS;
   const names = new Set<string>();
   for (let i = 0; i < list.length; i++) {
     const n = field(list[i], 'name');
     if (typeof n === 'string' && n !== '') names.add(n);
     else problems.add(`${at}[${i}].name: ${show(n)} invalid, ignored`);
   }
-  return names.size === 0 ? NO_HINTS : Object.freeze([...names].sort());
+  return names.size === 0 ? NO_HINTS : Object.freeze([...names].sort().map(intern));
+}
+
+/**
+ * Node and zone names repeat across every endpoint of the cluster: one string per distinct name,
+ * not one per endpoint. The table only grows with distinct names (nodes and zones), and is
+ * bounded so hostile input cannot grow it without limit.
+ */
+const interned = new Map<string, string>();
+const INTERN_LIMIT = 100_000;
+export function intern(s: string): string {
+  if (s === '') return '';
+  const had = interned.get(s);
+  if (had !== undefined) return had;
+  if (interned.size < INTERN_LIMIT) interned.set(s, s);
+  return s;
+}
+
+/**
+ * Every endpoint object is built by these two functions, always with the same fields in the same
+ * order: V8 then gives all of them one hidden class. (Spreading or freezing them one by one gave
+ * each of 100,000 endpoints a hidden class of its own — a quarter of the heap at 10k × 10.)
+ */
+function sliceEndpoint(
+  ip: string,
+  ready: boolean,
+  serving: boolean,
+  terminating: boolean,
+  nodeName: string,
+  zone: string,
+  zoneHints: readonly string[],
+  nodeHints: readonly string[],
+  isLocal: boolean,
+): SliceEndpoint {
+  return { ip, ready, serving, terminating, nodeName, zone, zoneHints, nodeHints, isLocal };
+}
+
+export function withPort(e: SliceEndpoint, port: number): Endpoint {
+  return {
+    ip: e.ip,
+    port,
+    ready: e.ready,
+    serving: e.serving,
+    terminating: e.terminating,
+    nodeName: e.nodeName,
+    zone: e.zone,
+    zoneHints: e.zoneHints,
+    nodeHints: e.nodeHints,
+    isLocal: e.isLocal,
+  };
 }
 
 function cond(conditions: unknown, name: string, dflt: boolean): boolean {
@@ -59,7 +113,7 @@ function cond(conditions: unknown, name: string, dflt: boolean): boolean {
  * terminating = terminating ?? false. Endpoints without addresses are skipped; addresses[0] is
  * used, and must be of the slice's address family.
  */
-export function parseEndpointSlice(slice: V1EndpointSlice, nodeName: string): ParsedSlice {
+export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlice {
   const problems = new Problems();
   const meta = field(slice, 'metadata');
   const namespace = str(meta, 'namespace') ?? '';
@@ -72,7 +126,7 @@ export function parseEndpointSlice(slice: V1EndpointSlice, nodeName: string): Pa
     serviceName,
     family,
     ports: [],
-    endpoints: [],
+    byPort: [],
     problems: problems.result(),
   });
   if (!namespace || !name) {
@@ -149,19 +203,40 @@ export function parseEndpointSlice(slice: V1EndpointSlice, nodeName: string): Pa
     const ready = cond(conditions, 'ready', true);
     const epNode = str(e, 'nodeName') ?? '';
     const hints = field(e, 'hints');
-    endpoints.push({
-      ip: ip.ip,
-      ready,
-      serving: cond(conditions, 'serving', ready),
-      terminating: cond(conditions, 'terminating', false),
-      nodeName: epNode,
-      zone: str(e, 'zone') ?? '',
-      zoneHints: hintNames(arr(hints, 'forZones'), `endpoints[${i}].hints.forZones`, problems),
-      nodeHints: hintNames(arr(hints, 'forNodes'), `endpoints[${i}].hints.forNodes`, problems),
-      isLocal: nodeName !== '' && epNode === nodeName,
-    });
+    endpoints.push(
+      sliceEndpoint(
+        ip.ip,
+        ready,
+        cond(conditions, 'serving', ready),
+        cond(conditions, 'terminating', false),
+        intern(epNode),
+        intern(str(e, 'zone') ?? ''),
+        hintNames(arr(hints, 'forZones'), `endpoints[${i}].hints.forZones`, problems),
+        hintNames(arr(hints, 'forNodes'), `endpoints[${i}].hints.forNodes`, problems),
+        nodeName !== '' && epNode === nodeName,
+      ),
+    );
   }
-  return { namespace, name, serviceName, family, ports, endpoints, problems: problems.result() };
+  const byPort = ports.map((p) => portEndpoints(endpoints, p.port));
+  return { namespace, name, serviceName, family, ports, byPort, problems: problems.result() };
+}
+
+const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
+
+/** Keeps `e` over `prev` for the same address: kube-proxy favours isLocal when duplicates disagree. */
+function replaces(prev: Endpoint, e: { isLocal: boolean }): boolean {
+  return !prev.isLocal && e.isLocal;
+}
+
+function portEndpoints(eps: readonly SliceEndpoint[], port: number): readonly Endpoint[] {
+  if (eps.length === 0) return NO_ENDPOINTS;
+  const found = new Map<string, Endpoint>();
+  for (const e of eps) {
+    const prev = found.get(e.ip);
+    if (prev && !replaces(prev, e)) continue;
+    found.set(e.ip, withPort(e, port));
+  }
+  return Object.freeze([...found.values()].sort(compareEndpoints));
 }
 
 function byName(a: ParsedSlice, b: ParsedSlice): number {
@@ -184,19 +259,26 @@ export function mergeEndpoints(
   family: IPFamily,
   portName: string,
   protocol: Protocol,
-): Endpoint[] {
+): readonly Endpoint[] {
   const ordered = [...slices].filter((s) => s.family === family).sort(byName);
-  const found = new Map<string, Endpoint>();
+  const lists: (readonly Endpoint[])[] = [];
   for (const s of ordered) {
-    for (const p of s.ports) {
-      if (p.name !== portName || p.protocol !== protocol) continue;
-      for (const e of s.endpoints) {
-        const id = `${e.ip}|${p.port}`;
-        const prev = found.get(id);
-        if (prev && (prev.isLocal || !e.isLocal)) continue;
-        found.set(id, { ...e, port: p.port });
-      }
+    for (let i = 0; i < s.ports.length; i++) {
+      const p = s.ports[i]!;
+      if (p.name === portName && p.protocol === protocol && s.byPort[i]!.length > 0) lists.push(s.byPort[i]!);
     }
   }
-  return [...found.values()].sort(compareEndpoints);
+  if (lists.length === 0) return NO_ENDPOINTS;
+  // The common case: one slice, one matching port — its list already is the answer.
+  if (lists.length === 1) return lists[0]!;
+  const found = new Map<string, Endpoint>();
+  for (const list of lists) {
+    for (const e of list) {
+      const id = `${e.ip}|${e.port}`;
+      const prev = found.get(id);
+      if (prev && !replaces(prev, e)) continue;
+      found.set(id, e);
+    }
+  }
+  return Object.freeze([...found.values()].sort(compareEndpoints));
 }

@@ -1,11 +1,10 @@
 /**
- * V1Service → ServicePorts, one per (spec.ports entry × IP family the Service has), as
+ * A Service (decoded JSON, untrusted) → ServicePorts, one per (spec.ports entry × IP family the Service has), as
  * kube-proxy's newBaseServiceInfo builds them. The input comes from the network: every field
  * is validated, bad ones are reported as problem strings naming the field, and the function
  * never throws. Pure: no I/O, no logging (the tracker logs), no per-node decisions (the planner
  * makes those; e.g. externalTrafficPolicy is kept raw).
  */
-import type { V1Service } from '@kubernetes/client-node';
 import { parseCIDR, parseIP } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, rec, show, str, stringMap } from './untrusted.js';
 import {
@@ -233,7 +232,7 @@ function parsePortEntry(entry: unknown, i: number, problems: Problems): PortSpec
  * that port, a bad ClusterIP, type or affinity skips the whole Service, and bad entries of
  * externalIPs, LB ingress IPs and loadBalancerSourceRanges are ignored (as kube-proxy ignores them).
  */
-export function parseService(svc: V1Service, families: readonly IPFamily[]): ParsedService {
+export function parseService(svc: unknown, families: readonly IPFamily[]): ParsedService {
   const problems = new Problems();
   const ports: ServicePort[] = [];
   const done = (): ParsedService => ({ ports, problems: problems.result() });

@@ -12,7 +12,7 @@
  * Must never throw on malformed objects, and a bad object must never affect other Services.
  * In-memory only: no I/O besides the logger.
  */
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { V1Node } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
 import { mergeEndpoints, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
 import { deepEqual } from './equal.js';
@@ -48,14 +48,14 @@ const NO_PORTS: ParsedService = { ports: [], problems: [] };
 const EMPTY_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
 const FAMILIES: readonly IPFamily[] = [4, 6];
 
-function freezeEndpoints(eps: Endpoint[]): readonly Endpoint[] {
+/** The list is frozen; its endpoints are readonly by type only (freezing each one costs a hidden class per object). */
+function freezeEndpoints(eps: readonly Endpoint[]): readonly Endpoint[] {
   if (eps.length === 0) return EMPTY_ENDPOINTS;
-  for (const e of eps) Object.freeze(e);
-  return Object.freeze(eps);
+  return Object.isFrozen(eps) ? eps : Object.freeze(eps);
 }
 
 function sliceInputsEqual(a: ParsedSlice, b: ParsedSlice): boolean {
-  return a === b || (a.family === b.family && deepEqual(a.ports, b.ports) && deepEqual(a.endpoints, b.endpoints));
+  return a === b || (a.family === b.family && deepEqual(a.ports, b.ports) && deepEqual(a.byPort, b.byPort));
 }
 
 function slicesEqual(a: ReadonlyMap<string, ParsedSlice>, b: ReadonlyMap<string, ParsedSlice>): boolean {
@@ -155,7 +155,7 @@ export class ChangeTracker {
     this.snapshots = { 4: emptySnapshot(4, this.node), 6: emptySnapshot(6, this.node) };
   }
 
-  upsertService(svc: V1Service): void {
+  upsertService(svc: unknown): void {
     const id = objectName(svc);
     let parsed: ParsedService;
     try {
@@ -173,7 +173,7 @@ export class ChangeTracker {
     if (this.touch(key, st) && t) st.triggerTimes.push(t);
   }
 
-  deleteService(svc: V1Service): void {
+  deleteService(svc: unknown): void {
     const id = objectName(svc);
     if (!id) return;
     const key = `${id.namespace}/${id.name}`;
@@ -184,7 +184,7 @@ export class ChangeTracker {
     this.touch(key, st);
   }
 
-  upsertEndpointSlice(slice: V1EndpointSlice): void {
+  upsertEndpointSlice(slice: unknown): void {
     let parsed: ParsedSlice;
     try {
       parsed = parseEndpointSlice(slice, this.nodeName);
@@ -196,7 +196,7 @@ export class ChangeTracker {
         serviceName: '',
         family: null,
         ports: [],
-        endpoints: [],
+        byPort: [],
         problems: [`unexpected parse failure: ${String(err)}`],
       };
     }
@@ -215,7 +215,7 @@ export class ChangeTracker {
     if (this.touch(owner, st) && t) st.triggerTimes.push(t);
   }
 
-  deleteEndpointSlice(slice: V1EndpointSlice): void {
+  deleteEndpointSlice(slice: unknown): void {
     const meta = field(slice, 'metadata');
     const namespace = str(meta, 'namespace');
     const name = str(meta, 'name');
@@ -226,8 +226,9 @@ export class ChangeTracker {
     if (owner !== undefined) this.removeSlice(sliceId, owner);
   }
 
-  setNode(node: V1Node | undefined): void {
-    const next = parseNode(node, this.nodeName);
+  setNode(node: unknown): void {
+    // parseNode validates every field it reads; the type is a hint only.
+    const next = parseNode(node as V1Node | undefined, this.nodeName);
     const same =
       deepEqual(next.addresses, this.committedNode.addresses) && deepEqual(next.labels, this.committedNode.labels);
     this.node = same ? this.committedNode : next;

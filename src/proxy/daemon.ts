@@ -7,7 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import type { V1EndpointSlice, V1Node, V1Service, KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { ProxyConfig, ProxyMode } from '../config/types.js';
 import { formatDuration } from '../config/duration.js';
 import { loadKubeConfig } from '../kube/client.js';
@@ -163,27 +163,27 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     syncer.requestSync();
   };
   const sink: ClusterSink = {
-    upsertService: (s: V1Service) => {
+    upsertService: (s: unknown) => {
       metrics.serviceChanges.inc();
       tracker.upsertService(s);
       afterEvent();
     },
-    deleteService: (s: V1Service) => {
+    deleteService: (s: unknown) => {
       metrics.serviceChanges.inc();
       tracker.deleteService(s);
       afterEvent();
     },
-    upsertEndpointSlice: (s: V1EndpointSlice) => {
+    upsertEndpointSlice: (s: unknown) => {
       metrics.endpointChanges.inc();
       tracker.upsertEndpointSlice(s);
       afterEvent();
     },
-    deleteEndpointSlice: (s: V1EndpointSlice) => {
+    deleteEndpointSlice: (s: unknown) => {
       metrics.endpointChanges.inc();
       tracker.deleteEndpointSlice(s);
       afterEvent();
     },
-    setNode: (n: V1Node | undefined) => {
+    setNode: (n: unknown) => {
       health.setNode(n);
       tracker.setNode(n);
       afterEvent();

@@ -12,7 +12,7 @@
  * Serves and reports; never triggers syncs.
  */
 import type { Server } from 'node:http';
-import type { V1Node } from '@kubernetes/client-node';
+import { arr, field, str } from '../model/untrusted.js';
 import { realClock, type Clock } from '../sync/clock.js';
 import { closeServer, listen, sendJSON } from './http.js';
 import type { HostPort } from '../config/types.js';
@@ -36,7 +36,8 @@ export class ProxyHealth {
   private readonly clock: Clock;
   private lastUpdated: number | null = null;
   private oldestPending: number | null;
-  private node: V1Node | undefined;
+  /** Decoded once from the Node object (untrusted JSON); undefined while there is no Node. */
+  private nodeEligibility: boolean | undefined;
 
   constructor(
     private readonly healthTimeoutMs: number,
@@ -58,15 +59,18 @@ export class ProxyHealth {
     this.lastUpdated = this.clock.now();
   }
 
-  setNode(node: V1Node | undefined): void {
-    this.node = node;
+  setNode(node: unknown): void {
+    if (node === undefined || node === null) {
+      this.nodeEligibility = undefined;
+      return;
+    }
+    const deleting = field(field(node, 'metadata'), 'deletionTimestamp');
+    const taints = arr(field(node, 'spec'), 'taints') ?? [];
+    this.nodeEligibility = !deleting && !taints.some((t) => str(t, 'key') === TO_BE_DELETED_TAINT);
   }
 
   nodeEligible(): boolean {
-    const node = this.node;
-    if (!node) return false;
-    if (node.metadata?.deletionTimestamp) return false;
-    return !(node.spec?.taints ?? []).some((t) => t.key === TO_BE_DELETED_TAINT);
+    return this.nodeEligibility ?? false;
   }
 
   health(): HealthReport {

@@ -1,7 +1,7 @@
 /**
  * The proxy's Prometheus metrics, under kube-proxy's names where the meaning is the same, and
- * the metrics server (/metrics, plus the ferry extension /debug/plan with the current IR as
- * JSON). kube-proxy serves /metrics only on the metrics address; so does ferry.
+ * the metrics server (/metrics, plus the ferry extensions /debug/plan with the current IR as
+ * JSON and /debug/memory with process.memoryUsage()). kube-proxy serves /metrics only on the metrics address; so does ferry.
  * Records what the syncer reports; never influences it.
  */
 import type { Server } from 'node:http';
@@ -234,6 +234,11 @@ export async function startMetricsServer(
     if (path === '/debug/plan') {
       const plan = currentPlan();
       sendJSON(res, plan ? 200 : 503, JSON.stringify(plan ? serializeTables(plan) : { error: 'no successful sync yet' }));
+      return;
+    }
+    if (path === '/debug/memory') {
+      // Where the process's memory is, as V8 sees it; the kernel's view is /proc/PID/status.
+      sendJSON(res, 200, JSON.stringify(process.memoryUsage()));
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found\n');

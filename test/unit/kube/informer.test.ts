@@ -1,8 +1,8 @@
 import t from 'tap';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CoreV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
-import { ResilientInformer, backoffDelay } from '../../../src/kube/informer.js';
+import { KubeConfig, type V1Service } from '@kubernetes/client-node';
+import { DEFAULT_BACKOFF, ResilientInformer, backoffDelay } from '../../../src/kube/informer.js';
 import { proxyLabelSelector } from '../../../src/kube/watches.js';
 import { setLogSink } from '../../../src/util/log.js';
 
@@ -79,7 +79,7 @@ class FakeAPI {
       res.on('close', () => this.watchers.delete(res));
       return;
     }
-    this.requests.push(`list ls=${url.searchParams.get('labelSelector')}`);
+    this.requests.push(`list ls=${url.searchParams.get('labelSelector')} limit=${url.searchParams.get('limit')}`);
     const body = { kind: 'ServiceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: [...this.objects.values()] };
     res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
   }
@@ -105,6 +105,7 @@ async function until(t: { fail(m: string): unknown }, what: string, cond: () => 
 t.test('backoff grows exponentially to the cap, with bounded jitter', async (t) => {
   const b = { initialMs: 500, maxMs: 30_000 };
   t.same([1, 2, 3, 4, 7, 20].map((n) => backoffDelay(b, n, () => 0.5)), [500, 1000, 2000, 4000, 30_000, 30_000]);
+  t.same([1, 2, 3, 4, 5, 9].map((n) => backoffDelay(DEFAULT_BACKOFF, n, () => 1)), [240, 480, 960, 1920, 1920, 1920], 'the default never waits more than 1.92 s');
   t.equal(backoffDelay(b, 1, () => 0), 400);
   t.equal(backoffDelay(b, 1, () => 1), 600);
 });
@@ -122,19 +123,18 @@ t.test('lists, watches, survives an API server restart and a 410 Gone', async (t
   api.put('b');
   const kc = new KubeConfig();
   kc.loadFromClusterAndUser({ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }, { name: 'u' });
-  const core = kc.makeApiClient(CoreV1Api);
   const events: Event[] = [];
   const labelSelector = proxyLabelSelector();
-  const inf = new ResilientInformer<V1Service>({
+  const meta = (o: unknown) => (o as V1Service).metadata!;
+  const inf = new ResilientInformer({
     resource: 'services',
     path: '/api/v1/services',
     labelSelector,
-    list: () => core.listServiceForAllNamespaces({ labelSelector }),
     kubeConfig: kc,
     backoff: { initialMs: 20, maxMs: 200 },
     sink: {
-      upsert: (o) => events.push({ op: 'upsert', name: o.metadata!.name!, rv: o.metadata!.resourceVersion }),
-      remove: (o) => events.push({ op: 'remove', name: o.metadata!.name!, rv: o.metadata!.resourceVersion }),
+      upsert: (o) => events.push({ op: 'upsert', name: meta(o).name!, rv: meta(o).resourceVersion }),
+      remove: (o) => events.push({ op: 'remove', name: meta(o).name!, rv: meta(o).resourceVersion }),
     },
   });
   t.teardown(() => inf.stop());
@@ -142,7 +142,7 @@ t.test('lists, watches, survives an API server restart and a 410 Gone', async (t
   inf.start();
   t.equal(await inf.waitForSync(10_000), true, 'initial list synced');
   t.same(events.map((e) => `${e.op} ${e.name}`).sort(), ['upsert a', 'upsert b']);
-  t.match(api.requests[0], /^list ls=!service\.kubernetes\.io\/service-proxy-name,!service\.kubernetes\.io\/headless$/, 'list uses the selector');
+  t.match(api.requests[0], /^list ls=!service\.kubernetes\.io\/service-proxy-name,!service\.kubernetes\.io\/headless limit=500$/, 'list uses the selector, in pages');
 
   await until(t, 'watch connected', () => api.requests.some((r) => r.startsWith('watch')));
   t.match(api.requests.find((r) => r.startsWith('watch')), /ls=!service/, 'watch uses the selector');

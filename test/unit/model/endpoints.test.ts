@@ -20,12 +20,12 @@ for (const f of FAMILIES) {
       'n1',
     );
     t.same(s.problems, []);
-    const [a, b, c, d] = s.endpoints;
-    t.same([a.ready, a.serving, a.terminating], [true, true, false], 'all nil: ready, serving, not terminating');
-    t.same([b.ready, b.serving, b.terminating], [false, false, false], 'serving nil follows ready');
-    t.same([c.ready, c.serving, c.terminating], [false, true, true]);
-    t.same([d.isLocal, d.zone, d.zoneHints, d.nodeHints], [true, 'z1', ['z0', 'z1'], ['n1']], 'hints sorted and deduplicated');
-    t.equal(a.isLocal, false);
+    const [a, b, c, d] = s.byPort[0]!;
+    t.same([a!.ready, a!.serving, a!.terminating], [true, true, false], 'all nil: ready, serving, not terminating');
+    t.same([b!.ready, b!.serving, b!.terminating], [false, false, false], 'serving nil follows ready');
+    t.same([c!.ready, c!.serving, c!.terminating], [false, true, true]);
+    t.same([d!.isLocal, d!.zone, d!.zoneHints, d!.nodeHints], [true, 'z1', ['z0', 'z1'], ['n1']], 'hints sorted and deduplicated');
+    t.equal(a!.isLocal, false);
   });
 
   t.test(`IPv${f}: merge across slices matches ports by name and protocol, dedups first-wins, sorts`, async (t) => {
@@ -70,7 +70,7 @@ for (const f of FAMILIES) {
     ];
     const s = parseEndpointSlice(raw, 'n');
     t.same(s.ports.map((p) => p.name), ['ok']);
-    t.same(s.endpoints.map((e) => e.ip), [ip(f, 7)]);
+    t.same(s.byPort.map((l) => l.map((e) => e.ip)), [[ip(f, 7)]]);
     for (const re of [/ports\[0\]\.port: 0 out of range/, /ports\[1\]\.name: undefined is not a string/, /ports\[2\]\.protocol: "ICMP" unknown/, /endpoints\[1\]\.addresses\[0\]: "not-an-ip"/, /endpoints\[2\]\.addresses\[0\]: .* is not IPv/, /endpoints\[3\]\.hints\.forZones\[0\]\.name: 5 invalid/, /endpoints\[4\]: "junk" is not an object/]) {
       t.ok(s.problems.some((p) => re.test(p)), `expected a problem matching ${re}, got ${JSON.stringify(s.problems)}`);
     }
@@ -98,6 +98,6 @@ t.test('ignored slices: FQDN, headless label, no service label', async (t) => {
 t.test('garbage never throws', async (t) => {
   for (const g of [null, 1, 'x', [], { metadata: { name: 'a', namespace: 'b', labels: 'no' } }, { metadata: { name: 'a', namespace: 'b', labels: { 'kubernetes.io/service-name': 's' } }, addressType: 'IPv4', ports: {}, endpoints: 7 }]) {
     const p = parseEndpointSlice(g as unknown as V1EndpointSlice, 'n');
-    t.same(p.endpoints, [], `no endpoints from ${JSON.stringify(g)}`);
+    t.same(p.byPort.flat(), [], `no endpoints from ${JSON.stringify(g)}`);
   }
 });

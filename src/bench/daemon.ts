@@ -1,0 +1,245 @@
+/**
+ * The daemon phase: the real `bin/ferry` process, as an operator runs it, against the simulated
+ * API server preloaded with services × endpoints. Measures process start → the probe Service
+ * answering (the first full sync is one transaction, so the probe answering means every rule is
+ * in), the rules found in the kernel, RSS once steady, RSS after each of several forced full
+ * resyncs (ferry's rules removed behind its back, repaired by its intact check), the peak (VmHWM),
+ * and where the memory is (V8 heap, external/array buffers, native, mapped files).
+ *
+ * Everything runs in one namespace the phase creates (fyb<rand>): the API server, loadgen's
+ * server on the node address, the probe client and ferry itself. Nothing touches the host's
+ * interfaces or ruleset; the namespace is removed at the end, also after a failure.
+ */
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { runIn } from '../util/exec.js';
+import { createBenchNetns, deleteBenchNetns } from './netns.js';
+import { NODE_IP, POD_CIDR } from './synthetic.js';
+import { round } from './stats.js';
+import type { DaemonRow, MemorySample, ProxyUnderTest, Size } from './types.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
+const METRICS = '127.0.0.1:10249';
+const MiB = 1024 * 1024;
+
+export interface DaemonOptions {
+  readonly mode: Exclude<ProxyUnderTest, 'kube-proxy'>;
+  readonly size: Size;
+  readonly resyncs: number;
+  /** Start (and each repair) must finish within this. */
+  readonly timeoutMs: number;
+  readonly progress: (msg: string) => void;
+}
+
+export class DaemonBenchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DaemonBenchError';
+  }
+}
+
+/** One line in, one line out, over a child's stdin/stdout. */
+class LineChild {
+  private readonly waiting: ((line: string) => void)[] = [];
+  private readonly early: string[] = [];
+  constructor(readonly child: ChildProcess) {
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      const w = this.waiting.shift();
+      if (w) w(l);
+      else this.early.push(l);
+    });
+  }
+  next(timeoutMs: number, what: string): Promise<string> {
+    const e = this.early.shift();
+    if (e !== undefined) return Promise.resolve(e);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DaemonBenchError(`${what}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+    });
+  }
+  ask(cmd: string, timeoutMs: number): Promise<string> {
+    this.child.stdin!.write(cmd + '\n');
+    return this.next(timeoutMs, cmd);
+  }
+  close(): void {
+    this.child.stdin?.end();
+  }
+}
+
+/** Spawns inside the namespace; stdout is a pipe for the line children, stderr's tail is kept for `logTail`. */
+function spawnIn(ns: string, argv: string[], withStdout = true): ChildProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', withStdout ? 'pipe' : 'ignore', 'pipe'] });
+  let tail = '';
+  child.stderr!.on('data', (b: Buffer) => {
+    tail = (tail + b.toString()).slice(-4096);
+  });
+  tails.set(child, () => tail.trim().split('\n').slice(-6).join(' | '));
+  return child;
+}
+const tails = new WeakMap<ChildProcess, () => string>();
+function logTail(c: ChildProcess): string {
+  return tails.get(c)?.() ?? '';
+}
+
+function statusKB(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const m = /^(\w+):\s+(\d+) kB$/.exec(line);
+    if (m) out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
+
+async function sample(ns: string, pid: number): Promise<MemorySample> {
+  const st = statusKB(pid);
+  const r = await runIn(ns, ['curl', '-s', '--max-time', '10', `http://${METRICS}/debug/memory`], { allowFailure: true });
+  let mu = { heapUsed: 0, heapTotal: 0, external: 0, arrayBuffers: 0 };
+  try {
+    mu = JSON.parse(r.stdout) as typeof mu;
+  } catch {
+    /* the daemon was busy or gone; the kernel's figures still stand */
+  }
+  const anon = (st.RssAnon ?? 0) * 1024;
+  return {
+    rssMB: round((st.VmRSS ?? 0) / 1024),
+    anonMB: round(anon / MiB),
+    fileMB: round((st.RssFile ?? 0) / 1024),
+    heapUsedMB: round(mu.heapUsed / MiB),
+    heapTotalMB: round(mu.heapTotal / MiB),
+    externalMB: round(mu.external / MiB),
+    arrayBuffersMB: round(mu.arrayBuffers / MiB),
+    nativeMB: round(Math.max(0, anon - mu.heapTotal - mu.external) / MiB),
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Samples VmRSS every 500 ms until four samples in a row lie within 2% (or 30 s pass). */
+async function steadyRss(pid: number): Promise<void> {
+  const recent: number[] = [];
+  const end = Date.now() + 30_000;
+  while (Date.now() < end) {
+    recent.push(statusKB(pid).VmRSS ?? 0);
+    if (recent.length > 4) recent.shift();
+    if (recent.length === 4 && Math.max(...recent) - Math.min(...recent) <= 0.02 * Math.max(...recent)) return;
+    await sleep(500);
+  }
+}
+
+async function countRules(ns: string, mode: DaemonOptions['mode']): Promise<number> {
+  if (mode === 'nftables') {
+    const r = await runIn(ns, ['nft', '-j', 'list', 'map', 'ip', 'ferry', 'service-ips'], { allowFailure: true });
+    try {
+      const j = JSON.parse(r.stdout) as { nftables: { map?: { elem?: unknown[] } }[] };
+      return j.nftables.reduce((n, o) => n + (o.map?.elem?.length ?? 0), 0);
+    } catch {
+      return 0;
+    }
+  }
+  if (mode === 'iptables') {
+    const r = await runIn(ns, ['iptables-save', '-t', 'nat'], { allowFailure: true });
+    return r.stdout.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ') && l.includes('-j KUBE-SVC-')).length;
+  }
+  const r = await runIn(ns, ['ip', '-o', 'addr', 'show', 'dev', 'ferry0'], { allowFailure: true });
+  return r.stdout.split('\n').filter((l) => l.includes(' inet ')).length;
+}
+
+/** Removes the mode's rules behind ferry's back, as another program or an operator might. */
+async function sabotage(ns: string, mode: DaemonOptions['mode']): Promise<void> {
+  if (mode === 'nftables') {
+    await runIn(ns, ['nft', 'delete', 'table', 'ip', 'ferry']);
+    await runIn(ns, ['nft', 'delete', 'table', 'ip6', 'ferry'], { allowFailure: true });
+  } else if (mode === 'iptables') {
+    await runIn(ns, ['iptables', '-w', '-t', 'nat', '-F', 'KUBE-SERVICES']);
+    await runIn(ns, ['iptables', '-w', '-t', 'nat', '-X', 'KUBE-PROXY-CANARY']);
+  } else {
+    await runIn(ns, ['ip', 'addr', 'flush', 'dev', 'ferry0']);
+  }
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
+  const { mode, size } = opts;
+  const work = mkdtempSync(join(tmpdir(), 'ferry-daemon-'));
+  const kubeconfig = join(work, 'kubeconfig');
+  const ns = await createBenchNetns();
+  const children: ChildProcess[] = [];
+  const label = `${mode} ${size.services}x${size.endpoints}`;
+  try {
+    // The node: its address on an interface, and a default route so a SYN to a Service IP
+    // has somewhere to go before ferry's rules exist (it is lost there, and retried).
+    // (A veth pair with both ends here: this kernel has no dummy module.)
+    await runIn(ns, ['ip', 'link', 'add', 'node0', 'type', 'veth', 'peer', 'name', 'node0p']);
+    await runIn(ns, ['ip', 'addr', 'add', `${NODE_IP}/32`, 'dev', 'node0']);
+    await runIn(ns, ['ip', 'link', 'set', 'node0', 'up']);
+    await runIn(ns, ['ip', 'link', 'set', 'node0p', 'up']);
+    await runIn(ns, ['ip', 'route', 'add', 'default', 'dev', 'node0']);
+
+    const api = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'daemon-apiserver.js'), String(size.services), String(size.endpoints), kubeconfig]));
+    children.push(api.child);
+    const first = await api.next(opts.timeoutMs, 'API server start').catch((e: unknown) => {
+      throw new DaemonBenchError(`${e instanceof Error ? e.message : String(e)}: ${logTail(api.child)}`);
+    });
+    const info = JSON.parse(first) as { url: string; probeIP: string; probePort: number; seedMs: number };
+    opts.progress(`  ${label}: API server seeded in ${info.seedMs} ms`);
+    const server = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'loadgen.js'), 'serve', '--conn-port', '9000', '--sink-port', '9001']));
+    children.push(server.child);
+    await server.next(10_000, 'loadgen serve');
+    const agent = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'loadgen.js'), 'agent']));
+    children.push(agent.child);
+
+    const argv = [
+      process.execPath, FERRY_BIN, '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
+      '--cluster-cidr', POD_CIDR, '--metrics-bind-address', METRICS, '--healthz-bind-address', '127.0.0.1:10256',
+    ];
+    const t0 = performance.timeOrigin + performance.now();
+    const ferry = spawnIn(ns, argv, false);
+    children.push(ferry);
+    const pid = ferry.pid;
+    if (pid === undefined) throw new DaemonBenchError('ferry did not start');
+    const waitProbe = async (what: string): Promise<number> => {
+      const r = await agent.ask(`wait ${info.probeIP} ${info.probePort} ${opts.timeoutMs}`, opts.timeoutMs + 5000);
+      if (!r.startsWith('ok ')) throw new DaemonBenchError(`${label}: ${what}: probe Service never answered (${r}); ferry${ferry.exitCode !== null ? ` exited ${ferry.exitCode}` : ''}: ${logTail(ferry)}`);
+      return Number(r.split(' ')[1]);
+    };
+    const readyMs = Math.round((await waitProbe('start')) - t0);
+    const rulesFound = await countRules(ns, mode);
+    opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
+    await steadyRss(pid);
+    const steady = await sample(ns, pid);
+    opts.progress(`  ${label}: steady RSS ${steady.rssMB} MiB (heap ${steady.heapUsedMB}/${steady.heapTotalMB}, external ${steady.externalMB}, native ~${steady.nativeMB}, files ${steady.fileMB})`);
+    const resyncs: DaemonRow['resyncs'][number][] = [];
+    for (let i = 0; i < opts.resyncs; i++) {
+      const s0 = performance.timeOrigin + performance.now();
+      await sabotage(ns, mode);
+      const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
+      await steadyRss(pid);
+      const memory = await sample(ns, pid);
+      resyncs.push({ repairMs, memory });
+      opts.progress(`  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB`);
+    }
+    const hwmMB = round((statusKB(pid).VmHWM ?? 0) / 1024);
+    opts.progress(`  ${label}: peak (VmHWM) ${hwmMB} MiB`);
+    return { mode, ...size, readyMs, rulesFound, steady, resyncs, hwmMB };
+  } finally {
+    for (const c of children.reverse()) {
+      c.stdin?.end();
+      if (c.exitCode === null && c.signalCode === null) {
+        const exited = new Promise<void>((r) => c.once('exit', () => r()));
+        c.kill('SIGTERM');
+        const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    }
+    await deleteBenchNetns(ns);
+    if (existsSync(work)) rmSync(work, { recursive: true, force: true });
+  }
+}
