@@ -4,11 +4,12 @@
  * it must never hold proxy logic. kube-proxy flags ferry does not implement are refused by name.
  */
 import { Command, Option } from 'commander';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { PROXY_FLAGS, REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS, type ExplicitFlags } from '../config/flags.js';
 import { parseConfigFile, type FileConfig } from '../config/file.js';
 import { resolveConfig } from '../config/resolve.js';
+import { formatKubeProxyConfiguration } from '../config/write.js';
 import { ConfigError, UnsupportedFlagError, type ProxyConfig } from '../config/types.js';
 
 /** commander's attribute name for a long flag ("proxy-mode" → "proxyMode", "log_dir" → "log_dir"). */
@@ -75,6 +76,15 @@ export function registerProxy(program: Command): void {
   addProxyOptions(program);
   program.action(async (_opts: unknown, cmd: Command) => {
     const config = configFromFlags(explicitFlags(cmd));
+    if (config.writeConfigTo !== undefined) {
+      const text = formatKubeProxyConfiguration(config, hostname());
+      try {
+        writeFileSync(config.writeConfigTo, text);
+      } catch (e) {
+        throw new ConfigError('--write-config-to', `cannot write ${config.writeConfigTo}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      return;
+    }
     // Imported lazily so `ferry --help` and the simulator never load the daemon's dependencies.
     const daemon = await import('../proxy/daemon.js');
     if (config.cleanup) {

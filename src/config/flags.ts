@@ -52,6 +52,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'conntrack-udp-timeout-stream', arg: '<duration>', help: 'net.netfilter.nf_conntrack_udp_timeout_stream (0 = leave alone)', defaultText: '0s' },
   { name: 'oom-score-adj', arg: '<n>', help: "this process's oom_score_adj, in [-1000, 1000]", defaultText: '-999' },
   { name: 'init-only', arg: '[bool]', help: 'apply the node settings that need privileges (the conntrack sysctls), then exit', defaultText: 'false' },
+  { name: 'write-config-to', arg: '<file>', help: 'write the resolved configuration (defaults, --config, flags) as a complete KubeProxyConfiguration to this file, then exit' },
   { name: 'cleanup', arg: '[bool]', help: "remove every rule ferry's backends may have installed, then exit", defaultText: 'false' },
   { name: 'dry-run', arg: '[bool]', help: 'ferry extension: touch no kernel state; print each planned table as one JSON line on stdout', defaultText: 'false' },
   { name: 'v', short: 'v', arg: '<level>', help: 'log verbosity (0 = quiet, higher = more detail)', defaultText: '0' },
@@ -82,7 +83,6 @@ const REMOVED = 'removed from kube-proxy; see its KubeProxyConfiguration equival
  * the parser only so that they can be refused by name instead of a generic "unknown option".
  */
 export const REFUSED_KUBE_PROXY_FLAGS: Readonly<Record<string, string>> = {
-  'write-config-to': 'ferry cannot write its configuration as a KubeProxyConfiguration yet',
   'sync-period': 'use --iptables-sync-period',
   'min-sync-period': 'use --iptables-min-sync-period',
   'node-ip-override': 'use --bind-address to set the primary node IP',

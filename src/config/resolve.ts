@@ -423,6 +423,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   const localhostFlag = flag(flags, 'iptables-localhost-nodeports');
   const localhostNodePorts = localhostFlag ? parseBool(localhostFlag) : (file?.localhostNodePorts?.value ?? true);
   const initOnlyFlag = flag(flags, 'init-only');
+  const writeRaw = flagString(flags, 'write-config-to');
 
   const serviceProxyName = file?.serviceProxyName?.value ?? '';
   if (!LABEL_VALUE.test(serviceProxyName)) {
@@ -458,6 +459,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     oomScoreAdj,
     localhostNodePorts,
     initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
+    writeConfigTo: writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined,
     ignored,
   };
 }

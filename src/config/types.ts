@@ -91,6 +91,8 @@ export interface ProxyConfig {
   readonly localhostNodePorts: boolean;
   /** --init-only: apply the node settings that need privileges (conntrack sysctls), then exit. */
   readonly initOnly: boolean;
+  /** --write-config-to: write this configuration as a KubeProxyConfiguration there, then exit. */
+  readonly writeConfigTo: string | undefined;
   /**
    * Settings given (non-zero) that ferry accepts for compatibility but that change nothing,
    * each as "field (why)": logged once at start.

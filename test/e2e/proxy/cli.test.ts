@@ -54,7 +54,7 @@ t.test('invalid values exit 1 naming the flag', async (t) => {
 // Every refused flag goes through the same commander path; test/unit/config/flags.test.ts walks
 // the whole list in-process. As real processes, one of each kind keeps this test quick.
 const SAMPLE = [
-  'ipvs-scheduler', 'ipvs-strict-arp', 'cleanup-ipvs', 'udp-timeout', 'write-config-to',
+  'ipvs-scheduler', 'ipvs-strict-arp', 'cleanup-ipvs', 'udp-timeout', 'sync-period',
   'healthz-port', 'windows-service', 'log_dir', 'logtostderr', 'vmodule',
 ];
 
