@@ -86,7 +86,7 @@ class Writer {
   constructor(size = 1 << 16) {
     this.buf = Buffer.allocUnsafe(size);
   }
-  private need(n: number): void {
+  need(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     let size = this.buf.length * 2;
     while (size < this.pos + n) size *= 2;
@@ -94,41 +94,57 @@ class Writer {
     this.buf.copy(b, 0, 0, this.pos);
     this.buf = b;
   }
+  // Byte stores instead of Buffer's write* methods: this is the hot loop of a full sync.
+  private le16(v: number, at: number): void {
+    const b = this.buf;
+    b[at] = v & 0xff;
+    b[at + 1] = v >>> 8;
+  }
+  private be32(v: number, at: number): void {
+    const b = this.buf;
+    b[at] = v >>> 24;
+    b[at + 1] = (v >>> 16) & 0xff;
+    b[at + 2] = (v >>> 8) & 0xff;
+    b[at + 3] = v & 0xff;
+  }
+  private le32(v: number, at: number): void {
+    const b = this.buf;
+    b[at] = v & 0xff;
+    b[at + 1] = (v >>> 8) & 0xff;
+    b[at + 2] = (v >>> 16) & 0xff;
+    b[at + 3] = v >>> 24;
+  }
   private pad(): void {
-    const p = (4 - (this.pos & 3)) & 3;
-    if (p) {
-      this.need(p);
-      this.buf.fill(0, this.pos, this.pos + p);
-      this.pos += p;
-    }
+    while (this.pos & 3) this.buf[this.pos++] = 0;
   }
   msg(type: number, flags: number, seq: number, family: number, resId = 0): number {
-    const start = this.pos;
     this.need(20);
+    const start = this.pos;
+    this.le32(0, start);
+    this.le16(type, start + 4);
+    this.le16(flags, start + 6);
+    this.le32(seq >>> 0, start + 8);
+    this.le32(0, start + 12);
     const b = this.buf;
-    b.writeUInt32LE(0, start);
-    b.writeUInt16LE(type, start + 4);
-    b.writeUInt16LE(flags, start + 6);
-    b.writeUInt32LE(seq >>> 0, start + 8);
-    b.writeUInt32LE(0, start + 12);
     b[start + 16] = family;
     b[start + 17] = 0;
-    b.writeUInt16BE(resId, start + 18);
+    b[start + 18] = resId >>> 8;
+    b[start + 19] = resId & 0xff;
     this.pos += 20;
     return start;
   }
   endMsg(start: number): void {
-    this.buf.writeUInt32LE(this.pos - start, start);
+    this.le32(this.pos - start, start);
   }
   nest(type: number): number {
     this.need(4);
     const start = this.pos;
-    this.buf.writeUInt16LE(type | NLA_F_NESTED, start + 2);
+    this.le16(type | NLA_F_NESTED, start + 2);
     this.pos += 4;
     return start;
   }
   endNest(start: number): void {
-    this.buf.writeUInt16LE(this.pos - start, start);
+    this.le16(this.pos - start, start);
   }
   /** Bytes written since `start` (for splitting element lists under the 64 KiB attribute limit). */
   since(start: number): number {
@@ -136,31 +152,43 @@ class Writer {
   }
   private head(type: number, len: number): void {
     this.need(4 + len + 3);
-    this.buf.writeUInt16LE(4 + len, this.pos);
-    this.buf.writeUInt16LE(type, this.pos + 2);
+    this.le16(4 + len, this.pos);
+    this.le16(type, this.pos + 2);
     this.pos += 4;
   }
   str(type: number, s: string): void {
-    const len = Buffer.byteLength(s) + 1;
-    this.head(type, len);
-    this.buf.write(s, this.pos, 'utf8');
-    this.buf[this.pos + len - 1] = 0;
-    this.pos += len;
+    const n0 = s.length;
+    this.need(4 + 3 * n0 + 4);
+    const b = this.buf;
+    const at = this.pos;
+    let n = 0;
+    // Names are ASCII (names.ts); anything else goes through the UTF-8 encoder.
+    for (; n < n0; n++) {
+      const c = s.charCodeAt(n);
+      if (c >= 0x80) break;
+      b[at + 4 + n] = c;
+    }
+    if (n < n0) n = b.write(s, at + 4, 'utf8');
+    b[at + 4 + n] = 0;
+    this.le16(n + 5, at);
+    this.le16(type, at + 2);
+    this.pos = at + 4 + n + 1;
     this.pad();
   }
   u32(type: number, v: number): void {
     this.head(type, 4);
-    this.buf.writeUInt32BE(v >>> 0, this.pos);
+    this.be32(v >>> 0, this.pos);
     this.pos += 4;
   }
   i32(type: number, v: number): void {
     this.head(type, 4);
-    this.buf.writeInt32BE(v, this.pos);
+    this.be32(v >>> 0, this.pos);
     this.pos += 4;
   }
   u64(type: number, v: number): void {
     this.head(type, 8);
-    this.buf.writeBigUInt64BE(BigInt(v), this.pos);
+    this.be32(Math.floor(v / 2 ** 32), this.pos);
+    this.be32(v >>> 0, this.pos + 4);
     this.pos += 8;
   }
   u8(type: number, v: number): void {
@@ -174,6 +202,28 @@ class Writer {
     this.buf.set(data, this.pos);
     this.pos += data.length;
     this.pad();
+  }
+  /**
+   * Opens `type` holding one NFTA_DATA_VALUE of `len` bytes, zeroed, and returns where they go:
+   * keys are written straight into the batch, without a buffer of their own.
+   */
+  valueAt(type: number, len: number): number {
+    const padded = (len + 3) & ~3;
+    this.need(8 + padded);
+    const b = this.buf;
+    const at = this.pos;
+    this.le16(8 + padded, at);
+    this.le16(type | NLA_F_NESTED, at + 2);
+    this.le16(4 + len, at + 4);
+    this.le16(1, at + 6);
+    for (let i = at + 8; i < at + 8 + padded; i++) b[i] = 0;
+    this.pos = at + 8 + padded;
+    return at + 8;
+  }
+  /** A NFTA_DATA_VALUE of one u32 in host byte order (registers hold host-order words). */
+  valueU32(type: number, v: number): void {
+    const at = this.valueAt(type, 4);
+    this.le32(v >>> 0, at);
   }
   /** A NFTA_DATA_VALUE nested in `type`. */
   value(type: number, data: Uint8Array): void {
@@ -350,41 +400,92 @@ function parts(s: string): string[] {
   return s.split(' . ');
 }
 
-function keyBytes(f: NlFamily, layout: Layout, key: string): Uint8Array {
+/** Byte length of a key of `layout`: every field of a concatenation takes whole 4-byte words. */
+function keyLen(f: NlFamily, layout: Layout): number {
   const a = addrLen(f);
   switch (layout) {
     case 'addr':
-      return addrBytes(f, key);
+      return a;
+    case 'addrAddr':
+      return 2 * a;
+    case 'addrProtoPort':
+      return a + 8;
+    case 'protoPort':
+      return 8;
+    case 'slot':
+      return 4;
+  }
+}
+
+const SEP = ' . ';
+
+/** Writes `key` (the compiler's spelling, `addr . proto . port` etc.) at `at`; false if malformed. */
+function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: number): boolean {
+  const a = addrLen(f);
+  switch (layout) {
+    case 'addr':
+      return putAddr(f, key, b, at);
     case 'addrAddr': {
-      const [x, y] = parts(key);
-      const b = new Uint8Array(2 * a);
-      if (x === undefined || y === undefined || !putAddr(f, x, b, 0) || !putAddr(f, y, b, a)) throw new Error(`bad key ${key}`);
-      return b;
+      const i = key.indexOf(SEP);
+      return i > 0 && putAddr(f, key.slice(0, i), b, at) && putAddr(f, key.slice(i + 3), b, at + a);
     }
     case 'addrProtoPort': {
-      const [x, p, port] = parts(key);
-      const b = new Uint8Array(a + 8);
-      if (x === undefined || p === undefined || port === undefined || !putAddr(f, x, b, 0)) throw new Error(`bad key ${key}`);
-      b[a] = protoNum(p);
-      putPort(b, a + 4, port);
-      return b;
+      const i = key.indexOf(SEP);
+      const j = key.indexOf(SEP, i + 3);
+      if (i < 0 || j < 0 || !putAddr(f, key.slice(0, i), b, at)) return false;
+      const p = PROTO_NUM[key.slice(i + 3, j)];
+      const port = portOf(key, j + 3);
+      if (p === undefined || port < 0) return false;
+      b[at + a] = p;
+      b[at + a + 4] = port >> 8;
+      b[at + a + 5] = port & 0xff;
+      return true;
     }
     case 'protoPort': {
-      const [p, port] = parts(key);
-      const b = new Uint8Array(8);
-      if (p === undefined || port === undefined) throw new Error(`bad key ${key}`);
-      b[0] = protoNum(p);
-      putPort(b, 4, port);
-      return b;
+      const i = key.indexOf(SEP);
+      const p = PROTO_NUM[key.slice(0, i)];
+      const port = portOf(key, i + 3);
+      if (i < 0 || p === undefined || port < 0) return false;
+      b[at] = p;
+      b[at + 4] = port >> 8;
+      b[at + 5] = port & 0xff;
+      return true;
     }
     case 'slot': {
-      const b = Buffer.alloc(4);
-      const n = Number(key);
-      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`bad slot key ${key}`);
-      b.writeUInt32LE(n, 0);
-      return b;
+      let n = 0;
+      for (let i = 0; i < key.length; i++) {
+        const c = key.charCodeAt(i) - 48;
+        if (c < 0 || c > 9) return false;
+        n = n * 10 + c;
+      }
+      if (key.length === 0 || n > 0xffffffff) return false;
+      b.writeUInt32LE(n, at);
+      return true;
     }
   }
+}
+
+/** The decimal port at `from` to the end of `s`, or -1. */
+function portOf(s: string, from: number): number {
+  let n = 0;
+  if (from >= s.length) return -1;
+  for (let i = from; i < s.length; i++) {
+    const c = s.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return -1;
+    n = n * 10 + c;
+  }
+  return n <= 65535 ? n : -1;
+}
+
+/** Writes `addr . port` (endpoints map data) at `at`; false if malformed. */
+function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number): boolean {
+  const i = v.indexOf(SEP);
+  if (i < 0 || !putAddr(f, v.slice(0, i), b, at)) return false;
+  const port = portOf(v, i + 3);
+  if (port < 0) return false;
+  b[at + addrLen(f)] = port >> 8;
+  b[at + addrLen(f) + 1] = port & 0xff;
+  return true;
 }
 
 function putPort(b: Uint8Array, at: number, s: string | number): void {
@@ -535,6 +636,8 @@ class Exprs {
   constructor(
     private readonly w: Writer,
     private readonly f: NlFamily,
+    /** Sets created earlier in this batch (same family and table) → their NFTA_SET_ID, as nft passes them. */
+    private readonly ids: ReadonlyMap<string, number>,
   ) {}
   private begin(name: string): [number, number] {
     const e = this.w.nest(1); // NFTA_LIST_ELEM
@@ -580,14 +683,15 @@ class Exprs {
     this.w.u32(2, key);
     this.end(h);
   }
-  bitwise(r: number, mask: number, xor: number): void {
+  /** `op`: nft names the operation (NFT_BITWISE_BOOL) for a mark computation, not for a flag test. */
+  bitwise(r: number, mask: number, xor: number, op = false): void {
     const h = this.begin('bitwise');
     this.w.u32(1, r);
     this.w.u32(2, r);
     this.w.u32(3, 4);
-    this.w.value(4, u32le(mask));
-    this.w.value(5, u32le(xor));
-    this.w.u32(6, 0); // NFT_BITWISE_BOOL
+    this.w.valueU32(4, mask);
+    this.w.valueU32(5, xor);
+    if (op) this.w.u32(6, 0); // NFT_BITWISE_BOOL
     this.end(h);
   }
   /** `saddr != PREFIX` as nft writes it: a shorter load for whole bytes, else a mask. */
@@ -615,9 +719,15 @@ class Exprs {
     this.w.u32(3, a);
     this.w.value(4, mask);
     this.w.value(5, new Uint8Array(a));
-    this.w.u32(6, 0);
     this.end(h);
     this.cmp(1, true, net);
+  }
+  cmpU32(sreg: number, neq: boolean, v: number): void {
+    const h = this.begin('cmp');
+    this.w.u32(1, sreg);
+    this.w.u32(2, neq ? 1 : 0);
+    this.w.valueU32(3, v);
+    this.end(h);
   }
   cmp(sreg: number, neq: boolean, data: Uint8Array): void {
     const h = this.begin('cmp');
@@ -643,7 +753,8 @@ class Exprs {
     this.w.str(1, set);
     this.w.u32(2, sreg);
     if (opts.dreg !== undefined) this.w.u32(3, opts.dreg);
-    if (opts.setId !== undefined) this.w.u32(4, opts.setId);
+    const id = opts.setId ?? this.ids.get(set);
+    if (id !== undefined) this.w.u32(4, id);
     if (opts.inv) this.w.u32(5, 1);
     this.end(h);
   }
@@ -685,6 +796,8 @@ class Exprs {
   dynsetUpdate(set: string, sreg: number): void {
     const h = this.begin('dynset');
     this.w.str(1, set);
+    const id = this.ids.get(set);
+    if (id !== undefined) this.w.u32(2, id);
     this.w.u32(3, 1); // NFT_DYNSET_OP_UPDATE
     this.w.u32(4, sreg);
     this.end(h);
@@ -693,7 +806,7 @@ class Exprs {
     if (c === '') return;
     if (c === 'fromNode') {
       this.fib(FIB_F_SADDR);
-      this.cmp(1, false, u32le(RTN_LOCAL));
+      this.cmpU32(1, false, RTN_LOCAL);
       return;
     }
     this.saddr(1);
@@ -701,7 +814,12 @@ class Exprs {
   }
   l4proto(p: string): void {
     this.meta(META_L4PROTO, 1);
-    this.cmp(1, false, Uint8Array.of(protoNum(p)));
+    const h = this.begin('cmp');
+    this.w.u32(1, 1);
+    this.w.u32(2, 0);
+    const at = this.w.valueAt(3, 1);
+    this.w.buf[at] = protoNum(p);
+    this.end(h);
   }
   notLoopback(): void {
     if (this.f === 'ip') {
@@ -722,7 +840,7 @@ class Exprs {
     }
     if (scope === 'fibLocalNotLoopback') {
       this.fib(FIB_F_DADDR);
-      this.cmp(1, false, u32le(RTN_LOCAL));
+      this.cmpU32(1, false, RTN_LOCAL);
     }
     this.notLoopback();
   }
@@ -838,7 +956,7 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
     case 'ctNewJump':
       x.ct(CT_STATE, 1);
       x.bitwise(1, 0x8, 0);
-      x.cmp(1, true, u32le(0));
+      x.cmpU32(1, true, 0);
       x.verdict(NFT_JUMP, r.chain);
       return;
     case 'reject':
@@ -850,18 +968,18 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       return;
     case 'markOr':
       x.meta(META_MARK, 1);
-      x.bitwise(1, ~r.mark >>> 0, r.mark);
+      x.bitwise(1, ~r.mark >>> 0, r.mark, true);
       x.metaSet(META_MARK, 1);
       return;
     case 'markXor':
       x.meta(META_MARK, 1);
-      x.bitwise(1, 0xffffffff, r.mark);
+      x.bitwise(1, 0xffffffff, r.mark, true);
       x.metaSet(META_MARK, 1);
       return;
     case 'markUnsetReturn':
       x.meta(META_MARK, 1);
-      x.bitwise(1, r.mark, 0);
-      x.cmp(1, false, u32le(0));
+      x.bitwise(1, r.mark, 0, true);
+      x.cmpU32(1, false, 0);
       x.verdict(NFT_RETURN);
       return;
     case 'masqFullyRandom':
@@ -870,7 +988,7 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
     case 'hairpin':
       x.ct(CT_STATUS, 1);
       x.bitwise(1, 0x20, 0); // IPS_DST_NAT
-      x.cmp(1, true, u32le(0));
+      x.cmpU32(1, true, 0);
       x.saddr(1);
       x.daddr(reg(a));
       x.lookup(r.set, 1);
@@ -965,13 +1083,24 @@ function splitTarget(target: string, index: number): { family: NlFamily; table: 
 const ELEMENT_LIST_LIMIT = 60_000;
 
 /** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
-export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = {}): EncodedBatch {
+export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /** tests: start small to exercise growth */ initialBytes?: number } = {}): EncodedBatch {
   const ops = tx.ops;
-  const w = new Writer(Math.min(1 << 26, 256 + ops.length * 96));
+  const w = new Writer(opts.initialBytes ?? Math.min(1 << 26, 256 + ops.length * 96));
   const seqBase = (opts.seqBase ?? 1) >>> 0;
   const spans: MsgSpan[] = [];
   const starts: number[] = [];
   let setId = 0;
+  // Sets and maps created in this batch, by `family table name`, for NFTA_SET_ID references.
+  const created = new Map<string, Map<string, number>>();
+  const idsOf = (family: NlFamily, table: string): Map<string, number> => {
+    const k = `${family} ${table}`;
+    let m = created.get(k);
+    if (!m) {
+      m = new Map();
+      created.set(k, m);
+    }
+    return m;
+  };
   const begin = w.msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seqBase, 0, NFNL_SUBSYS_NFTABLES);
   w.endMsg(begin);
   const msg = (type: number, flags: number, family: NlFamily, span: MsgSpan): number => {
@@ -1060,8 +1189,9 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = 
             w.str(2, anon.name);
             w.u32(4, id);
             const list = w.nest(3);
+            let k = 0;
             for (const e of anon.elements) {
-              const el = w.nest(1);
+              const el = w.nest(++k);
               w.value(1, e.key);
               if (e.data) w.value(2, e.data);
               if (e.verdict) w.verdict(2, e.verdict.code, e.verdict.chain);
@@ -1076,7 +1206,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = 
           w.str(1, table);
           w.str(2, op.chain);
           const ex = w.nest(4);
-          writeRule(new Exprs(w, family), family, op.rule, id);
+          writeRule(new Exprs(w, family, idsOf(family, table)), family, op.rule, id);
           w.endNest(ex);
           w.endMsg(m);
           i++;
@@ -1088,13 +1218,16 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = 
             const d = op.kind === 'set' ? setDecl((op as { set: NamedSet }).set) : mapDecl(family, (op as { map: NamedMap }).map);
             const name = op.kind === 'set' ? (op as { set: NamedSet }).set.name : (op as { map: NamedMap }).map.name;
             const timeout = op.kind === 'set' ? (op as { set: NamedSet }).set.timeoutSeconds : undefined;
-            writeSet(family, table, name, d, ++setId, one, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
+            const id = ++setId;
+            idsOf(family, table).set(name, id);
+            writeSet(family, table, name, d, id, one, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
           } else {
             const name = (op as { name: string }).name;
             const m = msg(op.verb === 'flush' ? MSG.DELSETELEM : MSG.DELSET, 0, family, one);
             w.str(1, table);
             w.str(2, name);
             w.endMsg(m);
+            if (op.verb === 'delete') idsOf(family, table).delete(name);
           }
           i++;
           break;
@@ -1116,9 +1249,12 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = 
             const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, { first: i, count: j - i, elements: false });
             w.str(1, table);
             w.str(2, op.set);
+            const sid = idsOf(family, table).get(op.set);
+            if (sid !== undefined) w.u32(4, sid);
             const list = w.nest(3);
+            let k = 0;
             for (const e of intervalElements(family, cidrs, false)) {
-              const el = w.nest(1);
+              const el = w.nest(++k);
               w.value(1, e.key);
               if (e.end) w.u32(3, SET_ELEM_INTERVAL_END);
               if (e.open) w.bytes(6, OPEN_INTERVAL);
@@ -1129,31 +1265,34 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number } = 
             i = j;
             break;
           }
+          const klen = keyLen(family, layout);
+          const alen = addrLen(family);
           const span: MsgSpan = { first: i, count: 0, elements: true };
           const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, span);
           w.str(1, table);
           w.str(2, op.set);
+          const sid = idsOf(family, table).get(op.set);
+          if (sid !== undefined) w.u32(4, sid);
           const list = w.nest(3);
           let j = i;
           while (j < ops.length && w.since(list) < ELEMENT_LIST_LIMIT) {
             const e = ops[j]!;
             if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
-            const el = w.nest(1);
-            try {
-              w.value(1, keyBytes(family, layout, e.key));
-              if (add && e.value !== undefined) {
-                if (layout === 'slot') {
-                  const [addr, port] = parts(e.value);
-                  if (addr === undefined || port === undefined) throw new Error(`bad endpoint ${e.value}`);
-                  w.value(2, addrPortBytes(family, addr, port));
-                } else {
-                  const v = verdictOf(e.value);
-                  w.verdict(2, v.code, v.chain);
-                }
+            const el = w.nest(j - i + 1);
+            // valueAt() may grow (replace) the buffer: take w.buf only after it.
+            const kat = w.valueAt(1, klen);
+            let ok = writeKey(family, layout, e.key, w.buf, kat);
+            if (ok && add && e.value !== undefined) {
+              if (layout === 'slot') {
+                const vat = w.valueAt(2, alen + 4);
+                ok = writeAddrPort(family, e.value, w.buf, vat);
               }
-            } catch (err) {
-              throw new NetlinkEncodeError(`op ${j} (element ${e.key} of ${op.set}): ${err instanceof Error ? err.message : String(err)}`, j);
+              else if (e.value === 'drop') w.verdict(2, NF_DROP, '');
+              else if (e.value.startsWith('goto ')) w.verdict(2, NFT_GOTO, e.value.slice(5));
+              else if (e.value.startsWith('jump ')) w.verdict(2, NFT_JUMP, e.value.slice(5));
+              else ok = false;
             }
+            if (!ok) throw new NetlinkEncodeError(`op ${j}: cannot encode element ${e.key}${e.value !== undefined ? ` : ${e.value}` : ''} of ${op.set}`, j);
             w.endNest(el);
             j++;
           }
@@ -1233,6 +1372,11 @@ export function parseDumpNames(data: Uint8Array, table: string, kind: 'chains' |
   while (p + 20 <= b.length) {
     const len = b.readUInt32LE(p);
     if (len < 20 || p + len > b.length) break;
+    // Dump answers come as NEWCHAIN / NEWSET messages; anything else is not a name.
+    if (b.readUInt16LE(p + 4) !== ((NFNL_SUBSYS_NFTABLES << 8) | (kind === 'chains' ? MSG.NEWCHAIN : MSG.NEWSET))) {
+      p += (len + 3) & ~3;
+      continue;
+    }
     let q = p + 20;
     let t: string | undefined;
     let name: string | undefined;
