@@ -230,7 +230,9 @@ export class ChangeTracker {
     // parseNode validates every field it reads; the type is a hint only.
     const next = parseNode(node as V1Node | undefined, this.nodeName);
     const same =
-      deepEqual(next.addresses, this.committedNode.addresses) && deepEqual(next.labels, this.committedNode.labels);
+      deepEqual(next.addresses, this.committedNode.addresses) &&
+      deepEqual(next.labels, this.committedNode.labels) &&
+      deepEqual(next.podCIDRs ?? [], this.committedNode.podCIDRs ?? []);
     this.node = same ? this.committedNode : next;
   }
 

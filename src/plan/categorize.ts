@@ -70,6 +70,12 @@ function availableForTopology(ep: Endpoint, mode: TopologyMode, nodeName: string
   return true;
 }
 
+/** The endpoints that pass; the list itself when all do (the IR then shares the snapshot's list). */
+function keep(endpoints: readonly Endpoint[], pass: (ep: Endpoint) => boolean): readonly Endpoint[] {
+  const out = endpoints.filter(pass);
+  return out.length === endpoints.length ? endpoints : out;
+}
+
 export function categorizeEndpoints(
   endpoints: readonly Endpoint[],
   svc: CategorizeInput,
@@ -80,15 +86,15 @@ export function categorizeEndpoints(
   const usesLocal = usesLocalEndpoints(svc);
   const mode = topologyMode(endpoints, nodeName, zone);
 
-  let cluster = endpoints.filter((ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
+  let cluster = keep(endpoints, (ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
   if (cluster.length === 0) {
     // No ready endpoint anywhere (topology already fell back if none matched this node/zone).
     // kube-proxy does not apply topology to this fallback; neither do we.
-    cluster = endpoints.filter((ep) => ep.serving && ep.terminating);
+    cluster = keep(endpoints, (ep) => ep.serving && ep.terminating);
   }
 
-  let local = endpoints.filter((ep) => ep.isLocal && ep.ready);
-  if (local.length === 0) local = endpoints.filter((ep) => ep.isLocal && ep.serving && ep.terminating);
+  let local = keep(endpoints, (ep) => ep.isLocal && ep.ready);
+  if (local.length === 0) local = keep(endpoints, (ep) => ep.isLocal && ep.serving && ep.terminating);
 
   let hasAnyEndpoints = false;
   if (usesCluster && cluster.length > 0) hasAnyEndpoints = true;

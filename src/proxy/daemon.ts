@@ -23,6 +23,7 @@ import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
 import { Syncer } from '../sync/syncer.js';
+import { collectGarbage } from '../util/gc.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
 import { detectLocalSpec } from './startup.js';
@@ -148,6 +149,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   syncer.onSync((r) => {
     metrics.observeSync(r);
     if (!r.ok) return;
+    // A full sync's transaction and the plan it replaced are garbage now: return them at once
+    // instead of carrying them until V8 next decides to collect (src/util/gc.ts).
+    if (r.full && !r.noop) collectGarbage();
     health.updated();
     // Changes that arrived while this sync ran are still waiting.
     if (tracker.pending()) health.queuedUpdate();

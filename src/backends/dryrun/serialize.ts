@@ -2,7 +2,7 @@
  * The IR as plain JSON: ProxyTables with each table's services Map turned into an array in key
  * order. Used by the dry-run backend's output lines and by /debug/plan. Pure.
  */
-import type { ProxyTable, ProxyTables, ServiceEntry } from '../../plan/types.js';
+import type { EndpointSet, ProxyTable, ProxyTables, ServiceEntry } from '../../plan/types.js';
 
 export interface SerializedTable extends Omit<ProxyTable, 'services'> {
   readonly services: readonly ServiceEntry[];
@@ -13,9 +13,21 @@ export interface SerializedTables {
   readonly '6': SerializedTable;
 }
 
+/**
+ * A PlannedEndpoint is a view of the model's Endpoint object (the IR shares it), so only the
+ * IR's fields are written out.
+ */
+function serializeSet(s: EndpointSet): EndpointSet {
+  return { verdict: s.verdict, endpoints: s.endpoints.map((e) => ({ ip: e.ip, port: e.port, isLocal: e.isLocal, ready: e.ready })) };
+}
+
+function serializeEntry(e: ServiceEntry): ServiceEntry {
+  return { ...e, internal: serializeSet(e.internal), external: serializeSet(e.external), cluster: serializeSet(e.cluster) };
+}
+
 function serializeTable(t: ProxyTable): SerializedTable {
   const services: ServiceEntry[] = [];
-  for (const e of t.services.values()) services.push(e);
+  for (const e of t.services.values()) services.push(serializeEntry(e));
   return {
     family: t.family,
     nodeName: t.nodeName,

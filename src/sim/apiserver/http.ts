@@ -400,24 +400,43 @@ function listOrWatch(
   const limit = limitText !== null && /^\d+$/.test(limitText) ? Number(limitText) : 0;
   const cont = q.get('continue');
   let listRV = ctx.store.resourceVersion;
-  let all = ctx.registry.list(def, namespace);
+  const all = ctx.registry.list(def, namespace);
+  // A page costs O(page), not O(all): binary search for where the token left off, then match
+  // only until the page is full and one more match proves there is a next page.
+  let start = 0;
   if (cont) {
     const tok = decodeContinue(cont);
     listRV = tok.rv;
     const [ans, aname] = tok.after;
-    all = all.filter((o) => {
+    let lo = 0;
+    let hi = all.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const o = all[mid]!;
       const ns = o.metadata.namespace ?? '';
       const n = o.metadata.name ?? '';
-      return ns > ans || (ns === ans && n > aname);
-    });
+      if (ns > ans || (ns === ans && n > aname)) hi = mid;
+      else lo = mid + 1;
+    }
+    start = lo;
   }
-  const matched = all.filter((o) => labels.matches(o.metadata.labels) && fields.matches((f) => def.fieldValue(o, f)));
-  const page = limit > 0 ? matched.slice(0, limit) : matched;
+  const page: KObject[] = [];
+  let more = false;
+  let i = start;
+  for (; i < all.length; i++) {
+    const o = all[i]!;
+    if (!labels.matches(o.metadata.labels) || !fields.matches((f) => def.fieldValue(o, f))) continue;
+    if (limit > 0 && page.length === limit) {
+      more = true;
+      break;
+    }
+    page.push(o);
+  }
   const meta: { resourceVersion: string; continue?: string; remainingItemCount?: number } = { resourceVersion: String(listRV) };
-  if (limit > 0 && matched.length > limit) {
+  if (more) {
     const last = page[page.length - 1]!;
     meta.continue = encodeContinue({ rv: listRV, after: [last.metadata.namespace ?? '', last.metadata.name ?? ''] });
-    if (labels.empty && fields.empty) meta.remainingItemCount = matched.length - limit;
+    if (labels.empty && fields.empty) meta.remainingItemCount = all.length - start - page.length;
   }
   if (neg.table) {
     send(res, 200, { ...toTable(def, page, include, meta), apiVersion: neg.table.apiVersion });

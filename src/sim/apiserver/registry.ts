@@ -84,7 +84,7 @@ export class Registry {
     return o;
   }
 
-  list(def: ResourceDef, ns: string | undefined): KObject[] {
+  list(def: ResourceDef, ns: string | undefined): readonly KObject[] {
     return this.store.list(def.storageKey, def.namespaced ? ns : undefined);
   }
 

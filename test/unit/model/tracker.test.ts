@@ -140,6 +140,14 @@ t.test('node changes: addresses or labels', async (t) => {
   t.equal(r.changes[4].nodeChanged, true);
   t.same(r.snapshots[4].node.addresses, ['198.18.9.1', '192.0.2.1'], 'InternalIPs first');
   t.equal(r.snapshots[4].node.zone, 'z2');
+  // Only spec.podCIDRs changes (detect-local NodeCIDR reads them): still a node change.
+  const withCIDRs = node('n1', [['ExternalIP', '192.0.2.1'], ['InternalIP', '198.18.9.1']], { 'topology.kubernetes.io/zone': 'z2' });
+  withCIDRs.spec = { podCIDRs: ['198.19.1.0/24'] };
+  tr.setNode(withCIDRs);
+  t.equal(tr.pending(), true, 'a podCIDRs change is pending');
+  r = tr.takeSnapshot();
+  t.equal(r.changes[4].nodeChanged, true);
+  t.same(r.snapshots[4].node.podCIDRs, ['198.19.1.0/24']);
 });
 
 t.test('bad objects: logged once per version, listed in problems(), never affect others', async (t) => {
