@@ -186,12 +186,29 @@ void ParseNfnlArgs(const Napi::CallbackInfo& info, const char* fn, std::vector<u
   }
 }
 
+// A batch is sent from the caller's own bytes, not a copy (a full sync's is tens of MB): the
+// reference keeps them alive until the promise settles; the encoder never reuses a batch buffer.
+// The reference is released on the JS thread (the worker and its lambdas die there).
+struct HeldBytes {
+  Napi::Reference<Napi::Uint8Array> ref;
+  const uint8_t* data;
+  size_t len;
+};
+
 Napi::Value NfnlBatchAsync(const Napi::CallbackInfo& info) {
-  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, "nfnlBatch: the first argument must be a Uint8Array");
+  }
   std::string netns;
-  ParseNfnlArgs(info, "nfnlBatch", bytes.get(), &netns);
+  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    if (!info[1].IsString()) throw Napi::TypeError::New(env, "nfnlBatch: netns must be a path string");
+    netns = info[1].As<Napi::String>().Utf8Value();
+  }
+  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  auto held = std::make_shared<HeldBytes>(HeldBytes{Napi::Persistent(a), a.Data(), a.ByteLength()});
   return PromiseWorker<NfnlBatchResult>::Start(
-      info.Env(), [bytes, netns]() { return NfnlBatch(bytes->data(), bytes->size(), netns); },
+      env, [held, netns]() { return NfnlBatch(held->data, held->len, netns); },
       [](Napi::Env env, Napi::Promise::Deferred& d, NfnlBatchResult& r) {
         Napi::Object o = Napi::Object::New(env);
         o.Set("ok", Napi::Boolean::New(env, r.ok));

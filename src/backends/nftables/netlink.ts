@@ -156,19 +156,21 @@ class Writer {
     this.le16(type, this.pos + 2);
     this.pos += 4;
   }
-  str(type: number, s: string): void {
-    const n0 = s.length;
+  /** A NUL-terminated string attribute of s[from..] (no slice of the string). */
+  str(type: number, s: string, from = 0): void {
+    const n0 = s.length - from;
     this.need(4 + 3 * n0 + 4);
     const b = this.buf;
     const at = this.pos;
     let n = 0;
-    // Names are ASCII (names.ts); anything else goes through the UTF-8 encoder.
+    // Names are ASCII (names.ts): a byte loop beats a native call for them. Anything else goes
+    // through the UTF-8 encoder.
     for (; n < n0; n++) {
-      const c = s.charCodeAt(n);
+      const c = s.charCodeAt(from + n);
       if (c >= 0x80) break;
       b[at + 4 + n] = c;
     }
-    if (n < n0) n = b.write(s, at + 4, 'utf8');
+    if (n < n0) n = b.write(from ? s.slice(from) : s, at + 4, 'utf8');
     b[at + 4 + n] = 0;
     this.le16(n + 5, at);
     this.le16(type, at + 2);
@@ -231,11 +233,12 @@ class Writer {
     this.bytes(1, data);
     this.endNest(n);
   }
-  verdict(type: number, code: number, chain: string): void {
+  /** A verdict; the chain name is `chain` from index `from` (`goto NAME` without slicing). */
+  verdict(type: number, code: number, chain: string, from = 0): void {
     const n = this.nest(type);
     const v = this.nest(2); // NFTA_DATA_VERDICT
     this.i32(1, code); // NFTA_VERDICT_CODE
-    if (chain) this.str(2, chain); // NFTA_VERDICT_CHAIN
+    if (chain.length > from) this.str(2, chain, from); // NFTA_VERDICT_CHAIN
     this.endNest(v);
     this.endNest(n);
   }
@@ -290,12 +293,13 @@ export class NetlinkEncodeError extends Error {
   }
 }
 
-function parseIPv4(s: string, out: Uint8Array, at: number): boolean {
+/** Parses s[from, to) (default: all of it) as dotted IPv4 into out[at..at+4). */
+function parseIPv4(s: string, out: Uint8Array, at: number, from = 0, to = s.length): boolean {
   let part = 0;
   let digits = 0;
   let n = 0;
-  for (let i = 0; i <= s.length; i++) {
-    const c = i < s.length ? s.charCodeAt(i) : 46;
+  for (let i = from; i <= to; i++) {
+    const c = i < to ? s.charCodeAt(i) : 46;
     if (c === 46) {
       if (digits === 0 || part > 255 || n > 3) return false;
       out[at + n++] = part;
@@ -353,8 +357,10 @@ function addrLen(f: NlFamily): 4 | 16 {
   return f === 'ip' ? 4 : 16;
 }
 
-function putAddr(f: NlFamily, s: string, out: Uint8Array, at: number): boolean {
-  return f === 'ip' ? parseIPv4(s, out, at) : parseIPv6(s, out, at);
+/** The address s[from, to) into out[at..]; IPv4 without slicing the string (the hot path). */
+function putAddr(f: NlFamily, s: string, out: Uint8Array, at: number, from = 0, to = s.length): boolean {
+  if (f === 'ip') return parseIPv4(s, out, at, from, to);
+  return parseIPv6(from === 0 && to === s.length ? s : s.slice(from, to), out, at);
 }
 
 function addrBytes(f: NlFamily, s: string): Uint8Array {
@@ -427,13 +433,13 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
       return putAddr(f, key, b, at);
     case 'addrAddr': {
       const i = key.indexOf(SEP);
-      return i > 0 && putAddr(f, key.slice(0, i), b, at) && putAddr(f, key.slice(i + 3), b, at + a);
+      return i > 0 && putAddr(f, key, b, at, 0, i) && putAddr(f, key, b, at + a, i + 3);
     }
     case 'addrProtoPort': {
       const i = key.indexOf(SEP);
       const j = key.indexOf(SEP, i + 3);
-      if (i < 0 || j < 0 || !putAddr(f, key.slice(0, i), b, at)) return false;
-      const p = PROTO_NUM[key.slice(i + 3, j)];
+      if (i < 0 || j < 0 || !putAddr(f, key, b, at, 0, i)) return false;
+      const p = protoAt(key, i + 3, j);
       const port = portOf(key, j + 3);
       if (p === undefined || port < 0) return false;
       b[at + a] = p;
@@ -443,7 +449,7 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
     }
     case 'protoPort': {
       const i = key.indexOf(SEP);
-      const p = PROTO_NUM[key.slice(0, i)];
+      const p = protoAt(key, 0, i);
       const port = portOf(key, i + 3);
       if (i < 0 || p === undefined || port < 0) return false;
       b[at] = p;
@@ -465,6 +471,16 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
   }
 }
 
+/** The protocol named by s[from, to) (`tcp`, `udp`, `sctp`), without slicing. */
+function protoAt(s: string, from: number, to: number): number | undefined {
+  if (from < 0 || to < 0) return undefined;
+  const n = to - from;
+  if (n === 3 && s.startsWith('tcp', from)) return 6;
+  if (n === 3 && s.startsWith('udp', from)) return 17;
+  if (n === 4 && s.startsWith('sctp', from)) return 132;
+  return undefined;
+}
+
 /** The decimal port at `from` to the end of `s`, or -1. */
 function portOf(s: string, from: number): number {
   let n = 0;
@@ -480,7 +496,7 @@ function portOf(s: string, from: number): number {
 /** Writes `addr . port` (endpoints map data) at `at`; false if malformed. */
 function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number): boolean {
   const i = v.indexOf(SEP);
-  if (i < 0 || !putAddr(f, v.slice(0, i), b, at)) return false;
+  if (i < 0 || !putAddr(f, v, b, at, 0, i)) return false;
   const port = portOf(v, i + 3);
   if (port < 0) return false;
   b[at + addrLen(f)] = port >> 8;
@@ -639,22 +655,25 @@ class Exprs {
     /** Sets created earlier in this batch (same family and table) → their NFTA_SET_ID, as nft passes them. */
     private readonly ids: ReadonlyMap<string, number>,
   ) {}
-  private begin(name: string): [number, number] {
-    const e = this.w.nest(1); // NFTA_LIST_ELEM
+  // Expressions never nest: the open one's two positions live here (no allocation per expression).
+  private e = 0;
+  private d = 0;
+  private begin(name: string): void {
+    this.e = this.w.nest(1); // NFTA_LIST_ELEM
     this.w.str(1, name); // NFTA_EXPR_NAME
-    return [e, this.w.nest(2)]; // NFTA_EXPR_DATA
+    this.d = this.w.nest(2); // NFTA_EXPR_DATA
   }
-  private end([e, d]: [number, number]): void {
-    this.w.endNest(d);
-    this.w.endNest(e);
+  private end(): void {
+    this.w.endNest(this.d);
+    this.w.endNest(this.e);
   }
   payload(dreg: number, base: number, offset: number, len: number): void {
-    const h = this.begin('payload');
+    this.begin('payload');
     this.w.u32(1, dreg);
     this.w.u32(2, base);
     this.w.u32(3, offset);
     this.w.u32(4, len);
-    this.end(h);
+    this.end();
   }
   saddr(dreg: number): void {
     this.payload(dreg, NFT_PAYLOAD_NETWORK, this.f === 'ip' ? 12 : 8, addrLen(this.f));
@@ -666,33 +685,33 @@ class Exprs {
     this.payload(dreg, NFT_PAYLOAD_TRANSPORT, 2, 2);
   }
   meta(key: number, dreg: number): void {
-    const h = this.begin('meta');
+    this.begin('meta');
     this.w.u32(1, dreg);
     this.w.u32(2, key);
-    this.end(h);
+    this.end();
   }
   metaSet(key: number, sreg: number): void {
-    const h = this.begin('meta');
+    this.begin('meta');
     this.w.u32(2, key);
     this.w.u32(3, sreg);
-    this.end(h);
+    this.end();
   }
   ct(key: number, dreg: number): void {
-    const h = this.begin('ct');
+    this.begin('ct');
     this.w.u32(1, dreg);
     this.w.u32(2, key);
-    this.end(h);
+    this.end();
   }
   /** `op`: nft names the operation (NFT_BITWISE_BOOL) for a mark computation, not for a flag test. */
   bitwise(r: number, mask: number, xor: number, op = false): void {
-    const h = this.begin('bitwise');
+    this.begin('bitwise');
     this.w.u32(1, r);
     this.w.u32(2, r);
     this.w.u32(3, 4);
     this.w.valueU32(4, mask);
     this.w.valueU32(5, xor);
     if (op) this.w.u32(6, 0); // NFT_BITWISE_BOOL
-    this.end(h);
+    this.end();
   }
   /** `saddr != PREFIX` as nft writes it: a shorter load for whole bytes, else a mask. */
   notPrefix(cidr: string): void {
@@ -713,94 +732,94 @@ class Exprs {
       net[i] = net[i]! & mask[i]!;
     }
     this.payload(1, NFT_PAYLOAD_NETWORK, base, a);
-    const h = this.begin('bitwise');
+    this.begin('bitwise');
     this.w.u32(1, 1);
     this.w.u32(2, 1);
     this.w.u32(3, a);
     this.w.value(4, mask);
     this.w.value(5, new Uint8Array(a));
-    this.end(h);
+    this.end();
     this.cmp(1, true, net);
   }
   cmpU32(sreg: number, neq: boolean, v: number): void {
-    const h = this.begin('cmp');
+    this.begin('cmp');
     this.w.u32(1, sreg);
     this.w.u32(2, neq ? 1 : 0);
     this.w.valueU32(3, v);
-    this.end(h);
+    this.end();
   }
   cmp(sreg: number, neq: boolean, data: Uint8Array): void {
-    const h = this.begin('cmp');
+    this.begin('cmp');
     this.w.u32(1, sreg);
     this.w.u32(2, neq ? 1 : 0);
     this.w.value(3, data);
-    this.end(h);
+    this.end();
   }
   immediate(dreg: number, data: Uint8Array): void {
-    const h = this.begin('immediate');
+    this.begin('immediate');
     this.w.u32(1, dreg);
     this.w.value(2, data);
-    this.end(h);
+    this.end();
   }
   verdict(code: number, chain = ''): void {
-    const h = this.begin('immediate');
+    this.begin('immediate');
     this.w.u32(1, 0);
     this.w.verdict(2, code, chain);
-    this.end(h);
+    this.end();
   }
   lookup(set: string, sreg: number, opts: { dreg?: number; inv?: boolean; setId?: number } = {}): void {
-    const h = this.begin('lookup');
+    this.begin('lookup');
     this.w.str(1, set);
     this.w.u32(2, sreg);
     if (opts.dreg !== undefined) this.w.u32(3, opts.dreg);
     const id = opts.setId ?? this.ids.get(set);
     if (id !== undefined) this.w.u32(4, id);
     if (opts.inv) this.w.u32(5, 1);
-    this.end(h);
+    this.end();
   }
   numgen(mod: number, offset: number): void {
-    const h = this.begin('numgen');
+    this.begin('numgen');
     this.w.u32(1, 1);
     this.w.u32(2, mod);
     this.w.u32(3, 1); // NFT_NG_RANDOM
     if (offset) this.w.u32(4, offset);
-    this.end(h);
+    this.end();
   }
   fib(flags: number): void {
-    const h = this.begin('fib');
+    this.begin('fib');
     this.w.u32(1, 1);
     this.w.u32(2, FIB_RESULT_ADDRTYPE);
     this.w.u32(3, flags);
-    this.end(h);
+    this.end();
   }
   dnat(addrReg: number, protoReg: number, flags: number): void {
-    const h = this.begin('nat');
+    this.begin('nat');
     this.w.u32(1, 1); // NFT_NAT_DNAT
     this.w.u32(2, NFPROTO[this.f]);
     this.w.u32(3, addrReg);
     this.w.u32(5, protoReg);
     if (flags) this.w.u32(7, flags);
-    this.end(h);
+    this.end();
   }
   masq(flags: number): void {
-    const h = this.begin('masq');
+    this.begin('masq');
     this.w.u32(1, flags);
-    this.end(h);
+    this.end();
   }
   reject(): void {
-    const h = this.begin('reject');
+    this.begin('reject');
     this.w.u32(1, 0); // NFT_REJECT_ICMP_UNREACH
     this.w.u8(2, this.f === 'ip' ? 3 : 4); // port unreachable
-    this.end(h);
+    this.end();
   }
   dynsetUpdate(set: string, sreg: number): void {
-    const h = this.begin('dynset');
+    this.begin('dynset');
     this.w.str(1, set);
     const id = this.ids.get(set);
     if (id !== undefined) this.w.u32(2, id);
     this.w.u32(3, 1); // NFT_DYNSET_OP_UPDATE
     this.w.u32(4, sreg);
-    this.end(h);
+    this.end();
   }
   cond(c: Cond): void {
     if (c === '') return;
@@ -814,12 +833,12 @@ class Exprs {
   }
   l4proto(p: string): void {
     this.meta(META_L4PROTO, 1);
-    const h = this.begin('cmp');
+    this.begin('cmp');
     this.w.u32(1, 1);
     this.w.u32(2, 0);
     const at = this.w.valueAt(3, 1);
     this.w.buf[at] = protoNum(p);
-    this.end(h);
+    this.end();
   }
   notLoopback(): void {
     if (this.f === 'ip') {
@@ -1055,14 +1074,6 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
 
 // ---- the batch ----
 
-/** What one message of the batch carries: ops [first, first + count). */
-interface MsgSpan {
-  first: number;
-  count: number;
-  /** Element messages: where the element list starts (extack offsets point into it). */
-  elements: boolean;
-}
-
 export interface EncodedBatch {
   /** BATCH_BEGIN .. BATCH_END, ready for one sendmsg. */
   readonly bytes: Uint8Array;
@@ -1085,33 +1096,41 @@ const ELEMENT_LIST_LIMIT = 60_000;
 /** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
 export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /** tests: start small to exercise growth */ initialBytes?: number } = {}): EncodedBatch {
   const ops = tx.ops;
-  const w = new Writer(opts.initialBytes ?? Math.min(1 << 26, 256 + ops.length * 96));
+  // Sized for the batch (about 74 bytes an op at scale) so that it is allocated once: growing a
+  // buffer of tens of MB copies it and makes V8 collect for the external memory.
+  const w = new Writer(opts.initialBytes ?? 4096 + ops.length * 80);
   const seqBase = (opts.seqBase ?? 1) >>> 0;
-  const spans: MsgSpan[] = [];
+  // Per message (index = sequence number - seqBase - 1): its first op, how many ops, whether it
+  // is an element list. Plain number arrays: no object per message.
+  const spanFirst: number[] = [];
+  const spanCount: number[] = [];
+  const spanElems: number[] = [];
   const starts: number[] = [];
   let setId = 0;
-  // Sets and maps created in this batch, by `family table name`, for NFTA_SET_ID references.
-  const created = new Map<string, Map<string, number>>();
-  const idsOf = (family: NlFamily, table: string): Map<string, number> => {
-    const k = `${family} ${table}`;
-    let m = created.get(k);
-    if (!m) {
-      m = new Map();
-      created.set(k, m);
+  // Per target (`ip ferry`): family, table and the sets created in this batch (NFTA_SET_ID
+  // references). Looked up by the op's target string: no slicing per op.
+  const targets = new Map<string, { family: NlFamily; table: string; ids: Map<string, number> }>();
+  const targetOf = (target: string, index: number): { family: NlFamily; table: string; ids: Map<string, number> } => {
+    let t = targets.get(target);
+    if (!t) {
+      t = { ...splitTarget(target, index), ids: new Map() };
+      targets.set(target, t);
     }
-    return m;
+    return t;
   };
   const begin = w.msg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seqBase, 0, NFNL_SUBSYS_NFTABLES);
   w.endMsg(begin);
-  const msg = (type: number, flags: number, family: NlFamily, span: MsgSpan): number => {
-    spans.push(span);
-    const start = w.msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, seqBase + spans.length, NFPROTO[family]);
+  const msg = (type: number, flags: number, family: NlFamily, first: number, count = 1, elements = 0): number => {
+    spanFirst.push(first);
+    spanCount.push(count);
+    spanElems.push(elements);
+    const start = w.msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, seqBase + spanFirst.length, NFPROTO[family]);
     starts.push(start);
     return start;
   };
 
-  const writeSet = (family: NlFamily, table: string, name: string, d: SetDecl, id: number, span: MsgSpan, extra?: (w: Writer) => void): void => {
-    const m = msg(MSG.NEWSET, NLM_F_CREATE, family, span);
+  const writeSet = (family: NlFamily, table: string, name: string, d: SetDecl, id: number, first: number, extra?: (w: Writer) => void): void => {
+    const m = msg(MSG.NEWSET, NLM_F_CREATE, family, first);
     w.str(1, table);
     w.str(2, name);
     w.u32(3, d.flags);
@@ -1131,11 +1150,10 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
   try {
     while (i < ops.length) {
       const op = ops[i]!;
-      const { family, table } = splitTarget(op.target, i);
-      const one: MsgSpan = { first: i, count: 1, elements: false };
+      const { family, table, ids } = targetOf(op.target, i);
       switch (op.kind) {
         case 'table': {
-          const m = msg(op.verb === 'add' ? MSG.NEWTABLE : MSG.DELTABLE, 0, family, one);
+          const m = msg(op.verb === 'add' ? MSG.NEWTABLE : MSG.DELTABLE, 0, family, i);
           w.str(1, table);
           if (op.verb === 'add') {
             w.u32(2, 0);
@@ -1148,7 +1166,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
         case 'chain': {
           if (op.verb === 'add') {
             const c: Chain = op.chain;
-            const m = msg(MSG.NEWCHAIN, NLM_F_CREATE, family, one);
+            const m = msg(MSG.NEWCHAIN, NLM_F_CREATE, family, i);
             w.str(1, table);
             w.str(3, c.name);
             if (c.base) {
@@ -1161,12 +1179,12 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             if (c.comment !== undefined) w.bytes(12, new Udata().str(UD_CHAIN_COMMENT, c.comment).bytes());
             w.endMsg(m);
           } else if (op.verb === 'flush') {
-            const m = msg(MSG.DELRULE, 0, family, one);
+            const m = msg(MSG.DELRULE, 0, family, i);
             w.str(1, table);
             w.str(2, op.name);
             w.endMsg(m);
           } else {
-            const m = msg(MSG.DELCHAIN, 0, family, one);
+            const m = msg(MSG.DELCHAIN, 0, family, i);
             w.str(1, table);
             w.str(3, op.name);
             w.endMsg(m);
@@ -1179,34 +1197,40 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           let id = 0;
           if (anon) {
             id = ++setId;
-            writeSet(family, table, anon.name, anon.decl, id, one, (w) => {
+            writeSet(family, table, anon.name, anon.decl, id, i, (w) => {
               const d = w.nest(9); // NFTA_SET_DESC
               w.u32(1, anon.elements.length); // NFTA_SET_DESC_SIZE
               w.endNest(d);
             });
-            const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, one);
-            w.str(1, table);
-            w.str(2, anon.name);
-            w.u32(4, id);
-            const list = w.nest(3);
+            // As many element messages as the 64 KiB list attribute needs (a map of more
+            // endpoints than a block holds can be larger).
             let k = 0;
-            for (const e of anon.elements) {
-              const el = w.nest(++k);
-              w.value(1, e.key);
-              if (e.data) w.value(2, e.data);
-              if (e.verdict) w.verdict(2, e.verdict.code, e.verdict.chain);
-              if (e.end) w.u32(3, SET_ELEM_INTERVAL_END);
-              if (e.open) w.bytes(6, OPEN_INTERVAL);
-              w.endNest(el);
+            while (k < anon.elements.length) {
+              const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, i);
+              w.str(1, table);
+              w.str(2, anon.name);
+              w.u32(4, id);
+              const list = w.nest(3);
+              let n = 0;
+              while (k < anon.elements.length && w.since(list) < ELEMENT_LIST_LIMIT) {
+                const e = anon.elements[k++]!;
+                const el = w.nest(++n);
+                w.value(1, e.key);
+                if (e.data) w.value(2, e.data);
+                if (e.verdict) w.verdict(2, e.verdict.code, e.verdict.chain);
+                if (e.end) w.u32(3, SET_ELEM_INTERVAL_END);
+                if (e.open) w.bytes(6, OPEN_INTERVAL);
+                w.endNest(el);
+              }
+              w.endNest(list);
+              w.endMsg(m);
             }
-            w.endNest(list);
-            w.endMsg(m);
           }
-          const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, one);
+          const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
           w.str(1, table);
           w.str(2, op.chain);
           const ex = w.nest(4);
-          writeRule(new Exprs(w, family, idsOf(family, table)), family, op.rule, id);
+          writeRule(new Exprs(w, family, ids), family, op.rule, id);
           w.endNest(ex);
           w.endMsg(m);
           i++;
@@ -1219,15 +1243,15 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             const name = op.kind === 'set' ? (op as { set: NamedSet }).set.name : (op as { map: NamedMap }).map.name;
             const timeout = op.kind === 'set' ? (op as { set: NamedSet }).set.timeoutSeconds : undefined;
             const id = ++setId;
-            idsOf(family, table).set(name, id);
-            writeSet(family, table, name, d, id, one, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
+            ids.set(name, id);
+            writeSet(family, table, name, d, id, i, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
           } else {
             const name = (op as { name: string }).name;
-            const m = msg(op.verb === 'flush' ? MSG.DELSETELEM : MSG.DELSET, 0, family, one);
+            const m = msg(op.verb === 'flush' ? MSG.DELSETELEM : MSG.DELSET, 0, family, i);
             w.str(1, table);
             w.str(2, name);
             w.endMsg(m);
-            if (op.verb === 'delete') idsOf(family, table).delete(name);
+            if (op.verb === 'delete') ids.delete(name);
           }
           i++;
           break;
@@ -1246,10 +1270,10 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
               cidrs.push(e.key);
               j++;
             }
-            const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, { first: i, count: j - i, elements: false });
+            const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, i, j - i);
             w.str(1, table);
             w.str(2, op.set);
-            const sid = idsOf(family, table).get(op.set);
+            const sid = ids.get(op.set);
             if (sid !== undefined) w.u32(4, sid);
             const list = w.nest(3);
             let k = 0;
@@ -1267,11 +1291,11 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           }
           const klen = keyLen(family, layout);
           const alen = addrLen(family);
-          const span: MsgSpan = { first: i, count: 0, elements: true };
-          const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, span);
+          const spanAt = spanFirst.length;
+          const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, i, 0, 1);
           w.str(1, table);
           w.str(2, op.set);
-          const sid = idsOf(family, table).get(op.set);
+          const sid = ids.get(op.set);
           if (sid !== undefined) w.u32(4, sid);
           const list = w.nest(3);
           let j = i;
@@ -1288,8 +1312,8 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
                 ok = writeAddrPort(family, e.value, w.buf, vat);
               }
               else if (e.value === 'drop') w.verdict(2, NF_DROP, '');
-              else if (e.value.startsWith('goto ')) w.verdict(2, NFT_GOTO, e.value.slice(5));
-              else if (e.value.startsWith('jump ')) w.verdict(2, NFT_JUMP, e.value.slice(5));
+              else if (e.value.startsWith('goto ')) w.verdict(2, NFT_GOTO, e.value, 5);
+              else if (e.value.startsWith('jump ')) w.verdict(2, NFT_JUMP, e.value, 5);
               else ok = false;
             }
             if (!ok) throw new NetlinkEncodeError(`op ${j}: cannot encode element ${e.key}${e.value !== undefined ? ` : ${e.value}` : ''} of ${op.set}`, j);
@@ -1298,7 +1322,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           }
           w.endNest(list);
           w.endMsg(m);
-          span.count = j - i;
+          spanCount[spanAt] = j - i;
           i = j;
           break;
         }
@@ -1308,18 +1332,19 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
     if (e instanceof NetlinkEncodeError) throw e;
     throw new NetlinkEncodeError(`op ${i}: ${e instanceof Error ? e.message : String(e)}`, i);
   }
-  const end = w.msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seqBase + spans.length + 1, 0, NFNL_SUBSYS_NFTABLES);
+  const end = w.msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seqBase + spanFirst.length + 1, 0, NFNL_SUBSYS_NFTABLES);
   w.endMsg(end);
   const bytes = w.buf.subarray(0, w.pos);
 
   return {
     bytes,
-    messages: spans.length,
+    messages: spanFirst.length,
     locate(seq, offset) {
       const k = ((seq - seqBase) >>> 0) - 1;
-      const span = spans[k];
-      if (!span) return undefined;
-      if (!span.elements || offset < 0) return { opIndex: span.first, ...(span.count > 1 ? { elements: span.count } : {}) };
+      const first = spanFirst[k];
+      const count = spanCount[k]!;
+      if (first === undefined) return undefined;
+      if (!spanElems[k] || offset < 0) return { opIndex: first, ...(count > 1 ? { elements: count } : {}) };
       // Walk the element list of that message to find which element starts at `offset`.
       const start = starts[k]!;
       let p = start + 20;
@@ -1332,7 +1357,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           let idx = 0;
           while (q < p + len) {
             const l = bytes.readUInt16LE(q);
-            if (offset >= q - start && offset < q - start + l) return { opIndex: span.first + idx };
+            if (offset >= q - start && offset < q - start + l) return { opIndex: first + idx };
             q += (l + 3) & ~3;
             idx++;
           }
@@ -1340,7 +1365,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
         }
         p += (len + 3) & ~3;
       }
-      return { opIndex: span.first, elements: span.count };
+      return { opIndex: first, elements: count };
     },
   };
 }

@@ -85,7 +85,7 @@ t.test('golden full syncs list identically over netlink and through nft', async 
   }
 });
 
-t.test('an anonymous endpoint map (more endpoints than a block) lists identically', async (t) => {
+t.test('anonymous maps and sets, prefixes, interval sets, 5000-endpoint maps list identically', async (t) => {
   const nsN = await freshNetns(t);
   const nsS = await freshNetns(t);
   const eps = [ep('198.18.0.2', 80), ep('198.18.0.3', 81), ep('198.18.0.4', 82)];
@@ -104,6 +104,9 @@ t.test('an anonymous endpoint map (more endpoints than a block) lists identicall
       tx.addRule(target, 'c', R.firewallDrop(fs, [one]));
     }
     tx.addRule(target, 'd', R.dnatTo(fs, 'UDP', f === 4 ? ep('198.18.0.9', 53) : ep('2001:db8::9', 53), 'notLocalSrc'));
+    // More endpoints than a block: an anonymous map whose elements need several messages.
+    const many = Array.from({ length: 5000 }, (_, i) => (f === 4 ? ep(`198.18.${i >> 8}.${i & 255}`, 8080) : ep(`2001:db8::${i.toString(16)}`, 8080)));
+    tx.addRule(target, 'd', R.dnatRandom(fs, 'TCP', many, ''));
     tx.addElement(target, 'local-cidrs', f === 4 ? '10.0.0.0/16' : '2001:db8::/64');
     tx.addElement(target, 'local-cidrs', f === 4 ? '10.1.0.0/16' : '2001:db9::/64');
     tx.addElement(target, 'local-cidrs', f === 4 ? '10.3.0.0/16' : '2001:db9:0:1::/64'); // 10.1 is adjacent to 10.0

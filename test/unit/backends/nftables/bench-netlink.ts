@@ -3,7 +3,9 @@
  * never asserted). Root; acts on the network namespace it runs in, so run it in a fresh one:
  *   ip netns add fybn && ip netns exec fybn node dist/test/unit/backends/nftables/bench-netlink.js [services] [endpoints] [rounds]; ip netns del fybn
  * For each path: full cold apply (empty ruleset), full re-apply, one-endpoint partial syncs
- * (median of `rounds`), one added service; plus the encode time of the netlink batch.
+ * (median of `rounds`: an endpoint added or removed, which rewrites the service's dispatch rule,
+ * and an endpoint replaced, which changes elements only), one added service; plus the encode
+ * time of the netlink batch.
  */
 import { loadNative } from '../../../../src/native/index.js';
 import { addonNft, type NftRunner } from '../../../../src/backends/kernel/nft.js';
@@ -54,6 +56,19 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     partial.push(await timed(() => apply(tx)));
     prev = next;
   }
+  // The commonest change: one endpoint replaced (a pod restarted elsewhere), count unchanged.
+  const replaced: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const victim = prev[4].services.get(svcs[(r * 104729 + 13) % svcs.length]!.key)!;
+    const eps = [...victim.internal.endpoints];
+    eps[0] = ep(`198.14.${r % 250}.${(r % 200) + 1}`, 8080);
+    const services = new Map(prev[4].services);
+    services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
+    const next = tables({ ...prev[4], services });
+    const tx = compilePartial(prev, next, changesOf([victim.key]), { ...opts, state });
+    replaced.push(await timed(() => apply(tx)));
+    prev = next;
+  }
   const added = svc({ namespace: 'bench', name: 'added', clusterIP: '198.16.0.1', nodePort: 0, internal: fwd(...Array.from({ length: k }, (_, j) => ep(`198.16.1.${j + 1}`, 8080))) });
   const services = new Map(prev[4].services);
   services.set(added.key, added);
@@ -62,7 +77,8 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   const add = await timed(() => apply(addTx));
   console.log(
     `${name.padEnd(11)} ${n}x${k}: full cold ${cold.toFixed(0)} ms, full again ${again.toFixed(0)} ms, ` +
-      `one-endpoint partial median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}), add service ${add.toFixed(2)} ms`,
+      `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}), ` +
+      `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms`,
   );
 }
 
