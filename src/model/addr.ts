@@ -84,3 +84,39 @@ export function inAnyCIDR(ip: string, cidrs: readonly string[]): boolean {
   }
   return false;
 }
+
+/**
+ * Why `ip` (canonical, from parseIP) cannot be a destination the proxy programs — a ClusterIP,
+ * an external or load-balancer IP, an endpoint — or undefined when it can. Refused: unspecified
+ * (0.0.0.0/8 "this network", ::), loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16,
+ * fe80::/10), multicast (224.0.0.0/4, ff00::/8) and the limited broadcast 255.255.255.255.
+ *
+ * The API server refuses unspecified, loopback and link-local unicast/multicast addresses for
+ * externalIPs and endpoint addresses (ValidateNonSpecialIP / ValidateEndpointIP) and allocates
+ * ClusterIPs only inside the service CIDRs; a proxy on every node must not rely on that: a
+ * programmed 127.0.0.1 captures the node's own loopback traffic (ferry's API connection and
+ * /healthz included). Multicast and broadcast go further than the API server: neither can be
+ * the destination of a connection, so programming them only breaks whatever else uses them.
+ */
+export function specialIPClass(ip: string): string | undefined {
+  let a: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    a = ipaddr.parse(ip);
+  } catch {
+    return 'not a valid IP';
+  }
+  switch (a.range()) {
+    case 'unspecified':
+      return a.kind() === 'ipv4' ? 'unspecified (0.0.0.0/8)' : 'unspecified (::)';
+    case 'loopback':
+      return a.kind() === 'ipv4' ? 'loopback (127.0.0.0/8)' : 'loopback (::1)';
+    case 'linkLocal':
+      return a.kind() === 'ipv4' ? 'link-local (169.254.0.0/16)' : 'link-local (fe80::/10)';
+    case 'multicast':
+      return a.kind() === 'ipv4' ? 'multicast (224.0.0.0/4)' : 'multicast (ff00::/8)';
+    case 'broadcast':
+      return 'the broadcast address';
+    default:
+      return undefined;
+  }
+}

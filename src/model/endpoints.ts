@@ -4,7 +4,7 @@
  * family, matched to a service port by port name AND protocol, deduplicated by ip:port.
  * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
  */
-import { parseIP } from './addr.js';
+import { parseIP, specialIPClass } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
 import type { Endpoint, IPFamily, Protocol } from './types.js';
 
@@ -197,6 +197,13 @@ export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlic
     }
     if (ip.family !== family) {
       problems.add(`endpoints[${i}].addresses[0]: ${ip.ip} is not ${addressType}`);
+      continue;
+    }
+    // As the API server's ValidateEndpointIP (and stricter: multicast, broadcast): traffic must
+    // never be sent to the node's own loopback or a link-local neighbour in a Service's name.
+    const special = specialIPClass(ip.ip);
+    if (special) {
+      problems.add(`endpoints[${i}].addresses[0]: ${ip.ip} is ${special}, endpoint ignored`);
       continue;
     }
     const conditions = field(e, 'conditions');

@@ -5,7 +5,7 @@
  * never throws. Pure: no I/O, no logging (the tracker logs), no per-node decisions (the planner
  * makes those; e.g. externalTrafficPolicy is kept raw).
  */
-import { parseCIDR, parseIP } from './addr.js';
+import { parseCIDR, parseIP, specialIPClass, type ParsedCIDR } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, rec, show, str, stringMap } from './untrusted.js';
 import {
   servicePortKey,
@@ -85,6 +85,12 @@ function clusterIPsByFamily(spec: unknown, problems: Problems): Map<IPFamily, st
       problems.add(`${fieldName}: ${show(ips[i])} is not a valid IP`);
       return undefined;
     }
+    const special = specialIPClass(p.ip);
+    if (special) {
+      // The whole Service goes: a ClusterIP of 127.0.0.1 would capture the node's own loopback.
+      problems.add(`${fieldName}: ${p.ip} is ${special}, not a usable ClusterIP; Service skipped`);
+      return undefined;
+    }
     if (families.length > 0) {
       // With ipFamilies set, only the positions it names count (kube-proxy indexes by it).
       if (i >= families.length) continue;
@@ -112,11 +118,24 @@ function ipsByFamily(list: readonly unknown[] | undefined, fieldName: string, pr
       problems.add(`${fieldName}[${i}]: ${show(list[i])} is not a valid IP, ignored`);
       continue;
     }
+    const special = specialIPClass(p.ip);
+    if (special) {
+      problems.add(`${fieldName}[${i}]: ${p.ip} is ${special}, ignored`);
+      continue;
+    }
     if (seen.has(p.ip)) continue;
     seen.add(p.ip);
     out[p.family].push(p.ip);
   }
   return out;
+}
+
+/** Why no packet's source can lie in `c`, or undefined. */
+function neverASource(c: ParsedCIDR): string | undefined {
+  const min = c.family === 4 ? 4 : 8; // multicast is 224.0.0.0/4 and ff00::/8
+  if (c.bits < min) return undefined;
+  const cls = specialIPClass(c.addr.toString());
+  return cls !== undefined && (cls.startsWith('multicast') || cls === 'the broadcast address') ? cls : undefined;
 }
 
 function sourceRangesByFamily(list: readonly unknown[] | undefined, problems: Problems): Record<IPFamily, string[]> {
@@ -132,6 +151,12 @@ function sourceRangesByFamily(list: readonly unknown[] | undefined, problems: Pr
       continue;
     }
     if (seen.has(c.cidr)) continue;
+    // A range no client address can fall in (multicast, broadcast) is reported but kept: dropping
+    // it could empty the list, and an empty list means "allow every source". Ranges that merely
+    // include special addresses (0.0.0.0/0, 127.0.0.0/8) are harmless: they only widen who the
+    // Service owner lets in, which is theirs to decide; the API server checks only the syntax.
+    const never = neverASource(c);
+    if (never) problems.add(`spec.loadBalancerSourceRanges[${i}]: ${c.cidr} is ${never} and matches no client; kept, so the list does not widen to all sources`);
     seen.add(c.cidr);
     out[c.family].push(c.cidr);
   }
@@ -150,6 +175,11 @@ function ingressByFamily(status: unknown, problems: Problems): Record<IPFamily, 
     const p = parseIP(ipText);
     if (!p) {
       problems.add(`status.loadBalancer.ingress[${i}].ip: ${show(ipText)} is not a valid IP, ignored`);
+      continue;
+    }
+    const special = specialIPClass(p.ip);
+    if (special) {
+      problems.add(`status.loadBalancer.ingress[${i}].ip: ${p.ip} is ${special}, ignored`);
       continue;
     }
     const modeRaw = field(ing, 'ipMode');
@@ -231,6 +261,9 @@ function parsePortEntry(entry: unknown, i: number, problems: Problems): PortSpec
  * (they belong to another proxy). Any other invalid field is a problem: a bad port entry skips
  * that port, a bad ClusterIP, type or affinity skips the whole Service, and bad entries of
  * externalIPs, LB ingress IPs and loadBalancerSourceRanges are ignored (as kube-proxy ignores them).
+ * Addresses are checked for family and class (specialIPClass): a loopback, unspecified,
+ * link-local, multicast or broadcast ClusterIP skips the Service; such an external or ingress IP
+ * is ignored.
  */
 export function parseService(svc: unknown, families: readonly IPFamily[]): ParsedService {
   const problems = new Problems();

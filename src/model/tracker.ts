@@ -32,6 +32,11 @@ export interface TrackerOptions {
   nodeName: string;
   families: readonly IPFamily[];
   log?: Logger;
+  /**
+   * Called once per object version with problems, where they are logged ("services" or
+   * "endpointslices"): feeds ferry_invalid_objects_total.
+   */
+  onInvalid?: (resource: 'services' | 'endpointslices') => void;
 }
 
 /** Everything the tracker knows about one Service name: its object (if any) and its slices. */
@@ -125,6 +130,7 @@ export class ChangeTracker {
   private readonly nodeName: string;
   private readonly families: readonly IPFamily[];
   private readonly log: Logger;
+  private readonly onInvalid: TrackerOptions['onInvalid'];
 
   private readonly states = new Map<string, ServiceState>();
   /** `namespace/sliceName` → the Service key the slice is filed under. */
@@ -150,6 +156,7 @@ export class ChangeTracker {
     this.nodeName = opts.nodeName;
     this.families = [...new Set(opts.families)].filter((f) => f === 4 || f === 6);
     this.log = opts.log ?? logger('model');
+    this.onInvalid = opts.onInvalid;
     this.node = parseNode(undefined, this.nodeName);
     this.committedNode = this.node;
     this.snapshots = { 4: emptySnapshot(4, this.node), 6: emptySnapshot(6, this.node) };
@@ -340,7 +347,7 @@ export class ChangeTracker {
     return differs;
   }
 
-  private noteProblems(kind: string, id: { namespace: string; name: string } | undefined, obj: unknown, problems: readonly string[]): void {
+  private noteProblems(kind: 'Service' | 'EndpointSlice', id: { namespace: string; name: string } | undefined, obj: unknown, problems: readonly string[]): void {
     const objId = `${kind} ${id ? `${id.namespace}/${id.name}` : '<unnamed>'}`;
     if (problems.length === 0) {
       this.problemMap.delete(objId);
@@ -352,13 +359,14 @@ export class ChangeTracker {
     const version = `${str(meta, 'uid') ?? ''}/${str(meta, 'resourceVersion') ?? ''}/${problems.join('\n')}`;
     if (this.loggedVersion.get(objId) === version) return;
     this.loggedVersion.set(objId, version);
+    this.onInvalid?.(kind === 'Service' ? 'services' : 'endpointslices');
     this.log.warn(`${kind} has invalid fields; skipping what they affect`, {
       object: id ? `${id.namespace}/${id.name}` : '<unnamed>',
       problems,
     });
   }
 
-  private forget(kind: string, key: string): void {
+  private forget(kind: 'Service' | 'EndpointSlice', key: string): void {
     this.problemMap.delete(`${kind} ${key}`);
     this.loggedVersion.delete(`${kind} ${key}`);
   }

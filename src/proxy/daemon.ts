@@ -122,9 +122,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     minSyncPeriod: formatDuration(config.minSyncPeriodMs),
   });
 
-  const tracker = new ChangeTracker({ nodeName: config.nodeName, families });
-  const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
+  const tracker = new ChangeTracker({ nodeName: config.nodeName, families, onInvalid: (resource) => metrics.invalidObjects.inc({ resource }) });
+  const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   if (isUserspaceBackend(backend)) metrics.watchUserspace(() => backend.stats());
   const healthChecks = new ServiceHealthServers(() => health.health().healthy);
   const planOptions = (): PlanOptions => ({
@@ -216,6 +216,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     sink,
     serviceProxyName: config.serviceProxyName,
     backoff: deps.watchBackoff,
+    onBadItem: (resource) => metrics.invalidObjects.inc({ resource }),
   });
   watches.start();
   let stopped = false;

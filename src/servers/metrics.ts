@@ -35,6 +35,7 @@ export class ProxyMetrics {
   readonly backendInfo: Gauge<'mode'>;
   readonly healthz: Counter<'code'>;
   readonly livez: Counter<'code'>;
+  readonly invalidObjects: Counter<'resource'>;
 
   constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -112,6 +113,13 @@ export class ProxyMetrics {
       labelNames: ['code'],
       registers,
     });
+    this.invalidObjects = new Counter({
+      name: 'ferry_invalid_objects_total',
+      help: 'API objects (or object versions) with invalid fields: skipped whole when unnamed, otherwise what the fields affect is skipped; each is logged once',
+      labelNames: ['resource'],
+      registers,
+    });
+    for (const resource of ['services', 'endpointslices']) this.invalidObjects.inc({ resource }, 0);
     this.backendInfo.set({ mode }, 1);
     this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
     this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
