@@ -7,14 +7,25 @@
  * Falls back to the given script runner (libnftables through the addon) when the netlink socket
  * cannot be used at all (the first use fails before anything reached the kernel), with one
  * warning; `via` then reports the fallback. Scripts and listings (apply(), list()) always go to
- * the fallback: they are text by nature (tests, debugging, the canary check).
+ * the fallback: they are text by nature (tests, debugging). names() and ruleCount() (the canary
+ * check) are netlink dumps.
  */
 import { getSystemErrorName } from 'node:util';
 import type { NativeAddon } from '../../native/index.js';
 import { logger } from '../../util/log.js';
-import { describeOp, encodeDumpRequest, encodeTransaction, isMapFlags, parseDumpNames } from '../nftables/netlink.js';
+import { countDumpedRules, describeOp, encodeDumpRequest, encodeTransaction, isMapFlags, parseDumpNames } from '../nftables/netlink.js';
 import type { NftFamily, Transaction } from '../nftables/transaction.js';
 import { applyTransaction, namesByListing, NftNetlinkError, type NftRunner, type NftVia, type TableNames } from './nft.js';
+
+/** Rules of one chain by listing it (the script runners' way): lines with a handle that open no block. */
+async function ruleCountByListing(nft: NftRunner, family: NftFamily, table: string, chain: string): Promise<number> {
+  try {
+    const text = await nft.list(`list chain ${family} ${table} ${chain}`, { handles: true });
+    return text.split('\n').filter((l) => /# handle \d+\s*$/.test(l) && !l.includes('{')).length;
+  } catch {
+    return 0;
+  }
+}
 
 const log = logger('nft');
 
@@ -59,15 +70,20 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
     log.warn('nf_tables netlink socket unusable; applying nftables transactions through the fallback', { via: fallback.via, err: why });
   };
 
-  async function dumpNames(kind: 'chains' | 'sets', family: NftFamily, table: string): Promise<{ name: string; flags: number }[]> {
+  async function dumpOf(kind: 'chains' | 'sets' | 'rules', family: NftFamily, table: string, chain?: string): Promise<Buffer | undefined> {
     for (let attempt = 0; ; attempt++) {
-      const r = await dump!(encodeDumpRequest(kind, family, table), ns);
-      if (r.ok) return parseDumpNames(r.data, table, kind);
+      const r = await dump!(encodeDumpRequest(kind, family, table, chain), ns);
+      if (r.ok) return r.data;
       // A dump interrupted by a concurrent change answers EINTR: ask again.
       if (r.errno === 4 && attempt < 5) continue;
-      if (r.errno === 2) return []; // no such table
+      if (r.errno === 2) return undefined; // no such table or chain
       throw new NftNetlinkError(r.errno || 5, r.errno ? errnoName(r.errno) : 'EIO', -1, '', r.sysError || `dump of ${kind} of ${family} ${table}`);
     }
+  }
+
+  async function dumpNames(kind: 'chains' | 'sets', family: NftFamily, table: string): Promise<{ name: string; flags: number }[]> {
+    const data = await dumpOf(kind, family, table);
+    return data ? parseDumpNames(data, table, kind) : [];
   }
 
   return {
@@ -100,6 +116,12 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
       const at = enc.locate(first.seq, first.offset);
       const op = at ? tx.ops[at.opIndex] : undefined;
       throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op) : `message ${first.seq}`, first.message, at?.elements ?? 1);
+    },
+
+    async ruleCount(family: NftFamily, table: string, chain: string): Promise<number> {
+      if (disabled) return ruleCountByListing(fallback, family, table, chain);
+      const data = await dumpOf('rules', family, table, chain);
+      return data ? countDumpedRules(data, table, chain) : 0;
     },
 
     async names(family: NftFamily, table: string): Promise<TableNames> {

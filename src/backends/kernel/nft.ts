@@ -158,6 +158,8 @@ export interface NftRunner {
   applyTransaction?(tx: Transaction): Promise<void>;
   /** Names of the chains, sets and maps of `family table` (empty sets when the table is absent). */
   names?(family: NftFamily, table: string): Promise<TableNames>;
+  /** How many rules `family table chain` holds (0 when the chain or table is absent). */
+  ruleCount?(family: NftFamily, table: string, chain: string): Promise<number>;
 }
 
 /** Applies `tx` with the runner's typed path when it has one, else as a rendered script. */

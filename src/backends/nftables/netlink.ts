@@ -27,7 +27,7 @@ const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
 const MSG = {
   NEWTABLE: 0, GETTABLE: 1, DELTABLE: 2, NEWCHAIN: 3, GETCHAIN: 4, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8,
-  NEWSET: 9, GETSET: 10, DELSET: 11, NEWSETELEM: 12, DELSETELEM: 14,
+  GETRULE: 7, NEWSET: 9, GETSET: 10, DELSET: 11, NEWSETELEM: 12, DELSETELEM: 14,
 } as const;
 const NFPROTO = { ip: 2, ip6: 10 } as const;
 const HOOK = { prerouting: 0, input: 1, forward: 2, output: 3, postrouting: 4 } as const;
@@ -1372,14 +1372,46 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
 
 // ---- dumps: names of chains and sets of one table ----
 
-/** A dump request for the chains (or sets, maps included) of one family. */
-export function encodeDumpRequest(kind: 'chains' | 'sets', family: NlFamily, table: string): Uint8Array {
+/**
+ * A dump request for the chains (or sets, maps included) of one family, or for the rules of one
+ * chain (`chain` given; the kernel filters rule dumps by table and chain).
+ */
+export function encodeDumpRequest(kind: 'chains' | 'sets' | 'rules', family: NlFamily, table: string, chain?: string): Uint8Array {
   const w = new Writer(256);
-  const m = w.msg((NFNL_SUBSYS_NFTABLES << 8) | (kind === 'chains' ? MSG.GETCHAIN : MSG.GETSET), NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO[family]);
-  // The kernel filters set dumps by table; chain dumps are filtered below.
-  if (kind === 'sets') w.str(1, table);
+  const type = kind === 'chains' ? MSG.GETCHAIN : kind === 'sets' ? MSG.GETSET : MSG.GETRULE;
+  const m = w.msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | NLM_F_DUMP, 1, NFPROTO[family]);
+  // The kernel filters set and rule dumps by table; chain dumps are filtered in parseDumpNames.
+  if (kind !== 'chains') w.str(1, table);
+  if (kind === 'rules' && chain !== undefined) w.str(2, chain);
   w.endMsg(m);
   return w.buf.subarray(0, w.pos);
+}
+
+/** How many rules of `table` `chain` a rule dump's answer holds. */
+export function countDumpedRules(data: Uint8Array, table: string, chain: string): number {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  let n = 0;
+  let p = 0;
+  while (p + 20 <= b.length) {
+    const len = b.readUInt32LE(p);
+    if (len < 20 || p + len > b.length) break;
+    if (b.readUInt16LE(p + 4) === ((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWRULE)) {
+      let t: string | undefined;
+      let c: string | undefined;
+      let q = p + 20;
+      while (q + 4 <= p + len) {
+        const al = b.readUInt16LE(q);
+        const at = b.readUInt16LE(q + 2) & ~NLA_F_NESTED;
+        if (al < 4) break;
+        if (at === 1) t = b.toString('utf8', q + 4, q + al - 1);
+        else if (at === 2) c = b.toString('utf8', q + 4, q + al - 1);
+        q += (al + 3) & ~3;
+      }
+      if (t === table && c === chain) n++;
+    }
+    p += (len + 3) & ~3;
+  }
+  return n;
 }
 
 export interface DumpedName {

@@ -214,8 +214,13 @@ t.test('names by netlink dump equal names by listing; the backend reports via ne
     t.same([...(byDump.sets ?? [])].sort(), [...listedSets].sort(), `${fam}: sets`);
   }
   t.same([...(await nft.names!('ip', 'absent')).chains], [], 'an absent table has no names');
+  t.equal(await backend.intact(), true, 'intact() by rule dump: the canary is there');
+  await run(['ip', 'netns', 'exec', ns, 'nft', 'flush', 'chain', 'ip', 'ferry', 'ferry-canary']);
+  t.equal(await backend.intact(), false, 'intact() notices the flushed canary chain');
+  t.equal(await nft.ruleCount!('ip', 'absent', 'x'), 0, 'no rules in an absent table');
   // A second full sync finds nothing stale and is accepted.
   await t.resolves(backend.sync(g.ir, g.ir, { full: true, tableChanged: true, changed: new Set() } as never), 'a second full sync');
+  t.equal(await backend.intact(), true, 'the full sync restored the canary');
   await t.resolves(backend.cleanup(), 'cleanup over netlink');
   t.match(await listing(ns, [4]), /no table/, 'cleanup removed the table');
 });
@@ -229,5 +234,6 @@ t.test('a netlink socket that cannot be used falls back to the script runner, vi
   await t.resolves(nft.applyTransaction!(tx), 'the transaction still applies');
   t.equal(nft.via, 'exec', 'via now names the fallback');
   t.match(await listing(ns, GOLDENS[0]!.families), /table ip ferry/, 'through the fallback');
+  t.equal(await nft.ruleCount!('ip', 'ferry', 'ferry-canary'), 1, 'the canary counted by listing on the fallback');
   void addonNft;
 });
