@@ -1,7 +1,8 @@
 /**
  * Runs inside a benchmark namespace (`ip netns exec fybX node apply-child.js`) so that the
  * native addon (which acts on the calling process's namespace) programs that namespace. Reads
- * one JSON command on stdin: a list of steps, each a file to apply one way; applies them in
+ * one JSON command on stdin: a list of steps, each a file to apply one way (a script, or an
+ * encoded nf_tables batch for `nft-netlink`); applies them in
  * order, times each one, prints one JSON line with the results. Stops at the first failure.
  * Not a library: the harness's apply phase is its only caller.
  */
@@ -10,7 +11,8 @@ import { loadNative, nativeLoadError } from '../native/index.js';
 import { addonNft, execNft, type NftRunner } from '../backends/kernel/nft.js';
 import { run } from '../util/exec.js';
 
-export type ApplyVia = 'nft-addon' | 'nft-exec' | 'iptables-restore';
+/** `nft-netlink`: the file holds an encoded nf_tables batch (netlink.ts), sent as is by the addon. */
+export type ApplyVia = 'nft-netlink' | 'nft-addon' | 'nft-exec' | 'iptables-restore';
 
 export interface ApplyStep {
   readonly label: string;
@@ -37,10 +39,16 @@ async function main(): Promise<void> {
   const execRunner = execNft();
   const results: ApplyStepResult[] = [];
   for (const step of cmd.steps) {
-    const text = readFileSync(step.file, 'utf8');
+    const bytes = readFileSync(step.file);
+    const text = step.via === 'nft-netlink' ? '' : bytes.toString('utf8');
     const t0 = performance.now();
     try {
-      if (step.via === 'nft-addon') {
+      if (step.via === 'nft-netlink') {
+        const addon = loadNative();
+        if (!addon?.nfnlBatch) throw new Error(`native addon without nf_tables netlink support: ${nativeLoadError()?.message ?? 'rebuild native/'}`);
+        const r = await addon.nfnlBatch(bytes);
+        if (!r.ok) throw new Error(r.sysError || `kernel refused the batch: ${r.errors.map((e) => `seq ${e.seq} errno ${e.errno} ${e.message}`).join('; ')}`);
+      } else if (step.via === 'nft-addon') {
         if (!addonRunner) {
           const addon = loadNative();
           if (!addon) throw new Error(`native addon not loaded: ${nativeLoadError()?.message ?? 'unknown'}`);

@@ -6,7 +6,7 @@
  * reference kube-proxy layout through iptables-restore --noflush. Timing happens in the child
  * that runs inside the namespace (apply-child.ts), so the cost of entering it is not counted.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,32 @@ function stepsFor(dir: string, name: string, via: ApplyVia, set: ScriptSet, full
   for (let i = 0; i < fullRounds; i++) steps.push({ label: i === 0 ? 'full-cold' : 'full', via, file: files.full });
   for (const f of files.partialEndpoint) steps.push({ label: 'partial-endpoint', via, file: f });
   steps.push({ label: 'partial-add', via, file: files.partialAdd });
+  return steps;
+}
+
+/** Encoded nf_tables batches of one apply run (encodeTransaction(tx).bytes), in apply order. */
+export interface BatchSet {
+  readonly full: Uint8Array;
+  readonly partialEndpoint: readonly Uint8Array[];
+  readonly partialAdd: Uint8Array;
+}
+
+/**
+ * Steps replaying encoded batches through the addon's netlink path (`nft-netlink`), the same
+ * sequence as stepsFor(): full cold, full re-applies, the one-endpoint partials, the added service.
+ * For a `nftables-netlink` apply mode once the compile phase keeps the batches.
+ */
+export function netlinkStepsFor(dir: string, name: string, set: BatchSet, fullRounds: number): ApplyStep[] {
+  const file = (suffix: string, bytes: Uint8Array): string => {
+    const p = join(dir, `${name}-${suffix}.nlb`);
+    writeFileSync(p, bytes);
+    return p;
+  };
+  const full = file('full', set.full);
+  const steps: ApplyStep[] = [];
+  for (let i = 0; i < fullRounds; i++) steps.push({ label: i === 0 ? 'full-cold' : 'full', via: 'nft-netlink', file: full });
+  set.partialEndpoint.forEach((b, i) => steps.push({ label: 'partial-endpoint', via: 'nft-netlink', file: file(`ep-${i + 1}`, b) }));
+  steps.push({ label: 'partial-add', via: 'nft-netlink', file: file('add', set.partialAdd) });
   return steps;
 }
 
