@@ -127,7 +127,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     daemonSizes: cross([1000, 10000, 44000], [10]),
     daemonModes: ['nftables', 'iptables', 'userspace'],
     daemonResyncs: 4,
-    daemonIptablesLimit: 100_000,
+    daemonIptablesLimit: 10_000,
   },
 };
 

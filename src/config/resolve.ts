@@ -451,6 +451,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     metricsBindAddress,
     syncPeriodMs,
     minSyncPeriodMs,
+    minSyncPeriodExplicit: minRaw !== undefined,
     configSyncPeriodMs,
     verbosity,
     serviceProxyName,

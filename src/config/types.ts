@@ -74,6 +74,11 @@ export interface ProxyConfig {
   readonly metricsBindAddress: HostPort | null;
   readonly syncPeriodMs: number;
   readonly minSyncPeriodMs: number;
+  /**
+   * The min sync period was given (flag or file). Then it means what kube-proxy means by it;
+   * unset, ferry coalesces by the measured cost of recent syncs instead (docs/sync.md).
+   */
+  readonly minSyncPeriodExplicit: boolean;
   /** configSyncPeriod from the file (informer resync; accepted, informational). */
   readonly configSyncPeriodMs: number;
   readonly verbosity: number;

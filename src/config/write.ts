@@ -31,7 +31,8 @@ export function kubeProxyConfiguration(c: ProxyConfig, hostname: string): Record
   const mode = {
     masqueradeAll: c.masqueradeAll,
     masqueradeBit: c.masqueradeBit,
-    minSyncPeriod: formatDuration(c.minSyncPeriodMs),
+    // Unset stays unset (a zero value): writing the default would turn cost-aware coalescing off.
+    minSyncPeriod: c.minSyncPeriodExplicit ? formatDuration(c.minSyncPeriodMs) : '0s',
     syncPeriod: formatDuration(c.syncPeriodMs),
   };
   const configSyncDefault = c.configSyncPeriodMs === 15 * 60_000;

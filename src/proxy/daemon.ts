@@ -119,7 +119,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     families: families.join(','),
     server: kubeConfig.getCurrentCluster()?.server,
     syncPeriod: formatDuration(config.syncPeriodMs),
-    minSyncPeriod: formatDuration(config.minSyncPeriodMs),
+    minSyncPeriod: config.minSyncPeriodExplicit ? formatDuration(config.minSyncPeriodMs) : `cost-aware, at most ${formatDuration(config.minSyncPeriodMs)}`,
   });
 
   const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
@@ -140,6 +140,8 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     planner: { planTables, diffTables },
     planOptions,
     minSyncPeriodMs: config.minSyncPeriodMs,
+    // Unset by the operator: coalesce by what syncs cost, never waiting longer than the default.
+    ...(config.minSyncPeriodExplicit ? {} : { adaptive: { maxMs: config.minSyncPeriodMs } }),
     syncPeriodMs: config.syncPeriodMs,
     // As kube-proxy: periodic syncs are partial (free when nothing changed); a full one hourly.
     // External flushes are caught sooner by the backend's intact() check.

@@ -32,6 +32,10 @@ export class FakeBackend implements Backend {
   installed: ProxyTables | null = null;
   private failNext = 0;
   private wiped = false;
+  /** Simulated cost of each sync: awaited through `wait` (a fake clock's timer in tests). */
+  costMs = 0;
+  fullCostMs = 0;
+  wait: ((ms: number) => Promise<void>) | undefined;
 
   /** The next `n` sync calls throw FakeSyncError (and change nothing). */
   failNextSyncs(n: number): void {
@@ -45,6 +49,8 @@ export class FakeBackend implements Backend {
   }
 
   async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+    const cost = changes.full ? this.fullCostMs : this.costMs;
+    if (cost > 0 && this.wait) await this.wait(cost);
     if (this.failNext > 0) {
       this.failNext--;
       this.calls.push({ prev, next, changes, ok: false });

@@ -3,7 +3,11 @@
  * from the change tracker, plans the tables, diffs them against what the backend last
  * programmed, and hands both to the backend.
  *
- * - at most once per minSyncPeriod: bursts of changes coalesce into one sync;
+ * - bursts of changes coalesce into one sync: with an explicit min sync period, at most one
+ *   sync starts per period (kube-proxy's meaning); without one, a change meeting an idle proxy
+ *   is applied at once, and the next sync waits as long as recent partial syncs took (capped),
+ *   so under churn syncing takes at most about half the time and every change waiting meanwhile
+ *   rides along (docs/sync.md);
  * - at least once per syncPeriod: a periodic FULL resync repairs anything drifted;
  * - the first sync, and every sync after a failure, is full (prev = null);
  * - a failed sync is logged with its context and retried with exponential backoff starting at
@@ -71,6 +75,11 @@ export interface SyncerOptions {
   /** Called on every sync, so localAddresses can be refreshed. */
   readonly planOptions: () => PlanOptions;
   readonly minSyncPeriodMs: number;
+  /**
+   * Cost-aware coalescing instead of minSyncPeriodMs (which then only sets the retry delay): the
+   * gap after a sync follows the measured cost of recent partial syncs, at most `maxMs`.
+   */
+  readonly adaptive?: { readonly maxMs: number };
   readonly syncPeriodMs: number;
   /**
    * How often a periodic sync is FULL; the syncs in between (every syncPeriod) are partial and
@@ -118,6 +127,9 @@ export class Syncer {
   private needFull = true;
   private fullReason: FullSyncReason = 'first';
   private lastStart = -Infinity;
+  private lastEnd = -Infinity;
+  /** Smoothed duration of recent partial syncs (ms): the adaptive gap. */
+  private partialCostMs = 0;
   private lastFullStart = -Infinity;
   private retryAt: number | undefined;
   private failures = 0;
@@ -198,7 +210,7 @@ export class Syncer {
     if (!this.started || this.running) return;
     const now = this.clock.now();
     let due = Math.min(this.lastFullStart + this.fullSyncPeriodMs(), this.lastStart + this.opts.syncPeriodMs);
-    if (this.requested) due = Math.min(due, Math.max(now, this.lastStart + this.opts.minSyncPeriodMs));
+    if (this.requested) due = Math.min(due, Math.max(now, this.earliestNext()));
     if (this.retryAt !== undefined) due = Math.min(due, this.retryAt);
     due = Math.max(due, now);
     if (this.timer !== undefined && this.timerAt === due) return;
@@ -209,6 +221,18 @@ export class Syncer {
       this.timerAt = Infinity;
       this.runNow();
     }, due - now);
+  }
+
+  /** When a requested sync may start at the earliest. */
+  private earliestNext(): number {
+    const a = this.opts.adaptive;
+    if (!a) return this.lastStart + this.opts.minSyncPeriodMs;
+    return this.lastEnd + Math.min(a.maxMs, this.partialCostMs);
+  }
+
+  /** The gap cost-aware coalescing currently leaves after a sync (ms); minSyncPeriod otherwise. */
+  currentWindowMs(): number {
+    return this.opts.adaptive ? Math.min(this.opts.adaptive.maxMs, this.partialCostMs) : this.opts.minSyncPeriodMs;
   }
 
   private runNow(): void {
@@ -226,12 +250,20 @@ export class Syncer {
     if (full) this.lastFullStart = start;
     this.running = this.syncOnce(full, reason, start).finally(() => {
       this.running = undefined;
+      const end = this.clock.now();
+      this.lastEnd = end;
+      // Full syncs are rare and far costlier; letting them widen the gap would delay the next
+      // lone change by seconds. Syncs that found nothing to do say nothing about cost either.
+      if (!full && !this.lastWasNoop) this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
       this.schedule();
     });
   }
 
+  private lastWasNoop = false;
+
   private async syncOnce(full: boolean, reason: FullSyncReason | undefined, start: number): Promise<void> {
     const n = ++this.attempts;
+    this.lastWasNoop = false;
     let triggerTimes: readonly Date[] = [];
     let changes: SyncChanges | undefined;
     let next: ProxyTables | undefined;
@@ -252,6 +284,7 @@ export class Syncer {
       if (full && !changes.full) changes = { ...changes, full: true };
       if (!full && changes.changed.size === 0 && !changes.tableChanged) {
         noop = true;
+        this.lastWasNoop = true;
       } else {
         await this.opts.backend.sync(prev, next, changes);
       }

@@ -61,7 +61,7 @@ class FakePlanner implements PlanFunctions {
   }
 }
 
-function setup(opts: { min?: number; period?: number; intact?: number; fullPeriod?: number } = {}) {
+function setup(opts: { min?: number; period?: number; intact?: number; fullPeriod?: number; adaptiveMax?: number } = {}) {
   const clock = new FakeClock();
   const source = new FakeSource();
   const planner = new FakePlanner();
@@ -76,8 +76,10 @@ function setup(opts: { min?: number; period?: number; intact?: number; fullPerio
     syncPeriodMs: opts.period ?? 30_000,
     ...(opts.fullPeriod !== undefined ? { fullSyncPeriodMs: opts.fullPeriod } : {}),
     intactCheckMs: opts.intact ?? 5000,
+    ...(opts.adaptiveMax !== undefined ? { adaptive: { maxMs: opts.adaptiveMax } } : {}),
     clock,
   });
+  backend.wait = (ms) => new Promise<void>((r) => clock.setTimeout(r, ms));
   syncer.onSync((r) => results.push({ ...r, startedAt: r.startedAt - t0 }));
   const t0 = clock.now();
   /** Ms since the test's start at which each backend call happened. */
@@ -227,4 +229,80 @@ t.test('stop() leaves no timers and no further syncs', async (t) => {
   t.equal(backend.calls.length, 1);
   t.equal(clock.pendingTimers(), 0, 'no timer left armed');
   t.equal(backend.cleanups, 0, 'stopping never removes rules');
+});
+
+t.test('cost-aware coalescing: a lone change meeting an idle proxy is applied at once', async (t) => {
+  const { clock, source, backend, syncer, results, t0 } = setup({ adaptiveMax: 1000, intact: 0 });
+  backend.costMs = 2;
+  syncer.start();
+  await clock.advance(0);
+  for (const idle of [10, 500, 3000]) {
+    await clock.advance(idle);
+    source.change(`ns/svc-${idle}:/TCP`);
+    const requestedAt = clock.now() - t0;
+    syncer.requestSync();
+    await clock.advance(5);
+    const last = results.at(-1)!;
+    t.equal(last.startedAt, requestedAt, `after ${idle} ms idle the sync started the moment the change arrived`);
+    t.ok(last.changes?.changed.has(`ns/svc-${idle}:/TCP`));
+  }
+  await syncer.stop();
+});
+
+t.test('cost-aware coalescing: a burst becomes few syncs, each gap as long as recent syncs took', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0 });
+  backend.costMs = 20;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(100);
+  const before = backend.calls.length;
+  // 200 changes, one every millisecond.
+  for (let i = 0; i < 200; i++) {
+    source.change(`ns/svc${i}:/TCP`);
+    syncer.requestSync();
+    await clock.advance(1);
+  }
+  await clock.advance(500);
+  const syncs = backend.calls.length - before;
+  const applied = backend.calls.slice(before).reduce((n, c) => n + c.changes.changed.size, 0);
+  t.equal(applied, 200, 'every change applied');
+  t.ok(syncs <= 12, `200 changes in ${syncs} syncs, not one sync each`);
+  t.ok(syncs >= 3, `the burst was not held back for one late sync (${syncs} syncs)`);
+  const partial = results.filter((r) => !r.full && !r.noop);
+  const lastStart = Math.max(...partial.map((r) => r.startedAt));
+  t.ok(lastStart <= 100 + 200 + 2 * 20 + 5, `the last change went out within about two sync costs of arriving (last sync started at ${lastStart})`);
+  t.ok(syncer.currentWindowMs() > 5 && syncer.currentWindowMs() <= 20, `the window follows the measured cost (${syncer.currentWindowMs()} ms)`);
+  await syncer.stop();
+});
+
+t.test('cost-aware coalescing: the window is capped, and full syncs do not widen it', async (t) => {
+  const { clock, source, backend, syncer } = setup({ adaptiveMax: 50, intact: 0 });
+  backend.fullCostMs = 5000;
+  backend.costMs = 400;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(5000);
+  t.equal(syncer.currentWindowMs(), 0, 'a 5 s full sync leaves the window at zero');
+  for (let i = 0; i < 5; i++) {
+    source.change(`ns/s${i}:/TCP`);
+    syncer.requestSync();
+    await clock.advance(1000);
+  }
+  t.equal(syncer.currentWindowMs(), 50, 'slow partial syncs widen it only up to the cap');
+  await syncer.stop();
+});
+
+t.test('an explicit min sync period keeps its meaning even when syncs are cheap', async (t) => {
+  const { clock, source, backend, syncer, at } = setup({ min: 1000, intact: 0 });
+  backend.costMs = 1;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(10);
+  source.change('ns/a:/TCP');
+  syncer.requestSync();
+  await clock.advance(500);
+  t.equal(backend.calls.length, 1, 'still waiting for the period');
+  await clock.advance(500);
+  t.same(at(), [0, 1000]);
+  await syncer.stop();
 });
