@@ -12,6 +12,7 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { run, runIn } from '../../../src/util/exec.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 import { loadNative, type NativeAddon } from '../../../src/native/index.js';
 import { addonNft, execNft, namesByListing, namesFromJSON, NftNetlinkError, type NftRunner } from '../../../src/backends/kernel/nft.js';
 import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
@@ -32,6 +33,9 @@ async function freshNetns(t: Teardown): Promise<string> {
   t.teardown(() => run(['ip', 'netns', 'del', name], { allowFailure: true }));
   return name;
 }
+
+// Dozens of namespaced nft listings: well within 30 s alone, not on a loaded 2-core machine.
+t.setTimeout(scaledMs(5 * 60_000));
 
 const addon = loadNative();
 if (!addon?.nfnlBatch) throw new Error('the native addon with nf_tables netlink support is required (cd native && npx node-gyp rebuild)');
