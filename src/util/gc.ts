@@ -29,6 +29,9 @@ function resolveGc(): (() => void) | null {
 export function collectGarbage(): boolean {
   if (gcFn === undefined) gcFn = resolveGc();
   if (!gcFn) return false;
+  // Twice: the first collection frees the garbage's pages into V8's pool, the second hands the
+  // pooled pages back to the kernel (measured: RSS falls only after the second).
+  gcFn();
   gcFn();
   return true;
 }
