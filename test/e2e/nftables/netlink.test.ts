@@ -11,6 +11,7 @@
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { run, runIn } from '../../../src/util/exec.js';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { loadNative, type NativeAddon } from '../../../src/native/index.js';
@@ -27,10 +28,21 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
+// Namespaces still present when the process ends (a time limit kills the file before teardown).
+const live = new Set<string>();
+process.on('exit', () => {
+  for (const name of live) spawnSync('ip', ['netns', 'del', name]);
+});
+process.on('SIGTERM', () => process.exit(1));
+
 async function freshNetns(t: Teardown): Promise<string> {
   const name = `fyn${randomBytes(4).toString('hex')}`;
   await run(['ip', 'netns', 'add', name]);
-  t.teardown(() => run(['ip', 'netns', 'del', name], { allowFailure: true }));
+  live.add(name);
+  t.teardown(async () => {
+    await run(['ip', 'netns', 'del', name], { allowFailure: true });
+    live.delete(name);
+  });
   return name;
 }
 
