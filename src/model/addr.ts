@@ -23,12 +23,40 @@ export interface ParsedCIDR {
 const MAX_TEXT = 64;
 
 /**
+ * Four decimal parts 0-255 without leading zeros: exactly what the strict parser below accepts as
+ * IPv4, and already canonical. Checked by hand because a list of 440,000 endpoints otherwise
+ * spends a second in regular expressions and ipaddr.js objects.
+ */
+export function isCanonicalIPv4(text: string): boolean {
+  let parts = 0;
+  let digits = 0;
+  let value = 0;
+  let first = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 46; // a final '.' closes the last part
+    if (c === 46) {
+      if (digits === 0 || (digits > 1 && first === 48) || value > 255) return false;
+      parts++;
+      digits = 0;
+      value = 0;
+      continue;
+    }
+    if (c < 48 || c > 57 || digits === 3) return false;
+    if (digits === 0) first = c;
+    value = value * 10 + (c - 48);
+    digits++;
+  }
+  return parts === 4;
+}
+
+/**
  * Strict IP parsing. IPv4 must be four plain decimal parts (ipaddr.js would read "010.0.0.1" as
  * octal and accept "1.2.3" — Kubernetes means neither). IPv6 zone ids and IPv4-mapped IPv6
  * addresses are rejected: neither can be a Service or endpoint address.
  */
 export function parseIP(text: unknown): ParsedIP | undefined {
   if (typeof text !== 'string' || text.length === 0 || text.length > MAX_TEXT) return undefined;
+  if (isCanonicalIPv4(text)) return { ip: text, family: 4 };
   if (text.includes(':')) {
     if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
     let a: ipaddr.IPv6;

@@ -1,0 +1,43 @@
+// The hand-written IPv4 check must accept exactly what the strict ipaddr.js-based parser accepts
+// (four decimal parts, no leading zeros, each at most 255) and return the same canonical text.
+import t from 'tap';
+import ipaddr from 'ipaddr.js';
+import { isCanonicalIPv4, parseIP } from '../../../src/model/addr.js';
+
+function strictReference(text: string): string | undefined {
+  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
+  if (text.split('.').some((p) => p.length > 1 && p[0] === '0')) return undefined;
+  return ipaddr.IPv4.parse(text).toString();
+}
+
+t.test('edge cases', async (t) => {
+  const yes = ['0.0.0.0', '255.255.255.255', '10.0.0.1', '198.19.3.250', '1.2.3.4'];
+  const no = ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.04', '1..2.3', '.1.2.3', '1.2.3.', '1.2.3.4 ', ' 1.2.3.4', '1.2.3.a', '1000.1.1.1', '0x1.2.3.4', '-1.2.3.4', '1.2.3.4/32'];
+  for (const s of yes) {
+    t.equal(isCanonicalIPv4(s), true, `${JSON.stringify(s)} accepted`);
+    t.same(parseIP(s), { ip: s, family: 4 });
+  }
+  for (const s of no) t.equal(isCanonicalIPv4(s), false, `${JSON.stringify(s)} refused`);
+});
+
+t.test('random strings of digits and dots: same verdict as the strict ipaddr.js parser', async (t) => {
+  const alphabet = '0123456789.....';
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  let disagreements = 0;
+  let accepted = 0;
+  for (let i = 0; i < 200_000; i++) {
+    let s = '';
+    const len = 1 + rand(16);
+    for (let j = 0; j < len; j++) s += alphabet[rand(alphabet.length)];
+    const ref = strictReference(s);
+    const fast = isCanonicalIPv4(s);
+    if (ref !== undefined) accepted++;
+    if (fast !== (ref !== undefined) || (fast && ref !== s)) disagreements++;
+  }
+  t.equal(disagreements, 0, 'no input where the two disagree');
+  t.ok(accepted > 100, `the sample contains valid addresses too (${accepted})`);
+});
