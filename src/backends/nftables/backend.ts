@@ -68,9 +68,15 @@ export interface NftablesBackend extends Backend {
   intact(): Promise<boolean>;
   /** What the last sync did, for logs and metrics; undefined before the first sync. */
   lastSync(): SyncStats | undefined;
-  /** The last transaction applied (or attempted) as an nft script, for debugging (rendered on demand). */
+  /**
+   * The last transaction applied (or attempted) as an nft script, for debugging (rendered on
+   * demand); undefined when it was too large to keep (over 10,000 operations).
+   */
   lastScript(): string | undefined;
 }
+
+/** Transactions up to this many operations stay available to lastScript(). */
+const LAST_TX_KEEP_OPS = 10_000;
 
 export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBackend {
   const families: readonly IPFamily[] = opts.families ?? [4, 6];
@@ -117,7 +123,9 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
         }
         tx = compileFull(next, { ...base, ...known });
       }
-      lastTx = tx;
+      // Kept for debugging only while small: a full sync at 10k Services is 200,000 operations
+      // that would otherwise stay in memory until the next sync.
+      lastTx = tx.size <= LAST_TX_KEEP_OPS ? tx : undefined;
       const lines = tx.lineCount();
       if (lines > 0) {
         try {
