@@ -62,6 +62,13 @@ export function localAddresses(): string[] {
   return out;
 }
 
+/** The nftables backend's apply path of its last sync (netlink or a fallback); undefined in other modes. */
+function nftablesVia(b: Backend): string | undefined {
+  if (b.name !== 'nftables') return undefined;
+  const last = (b as Backend & { lastSync?: () => { via?: string } | undefined }).lastSync?.();
+  return last?.via;
+}
+
 /** The families this node serves, primary first: IPv6 only when the kernel has it. */
 export function servedFamilies(primary: IPFamily | undefined): IPFamily[] {
   const v6 = existsSync('/proc/net/if_inet6');
@@ -151,6 +158,8 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   syncer.onSync((r) => {
     metrics.observeSync(r);
     if (!r.ok) return;
+    const via = nftablesVia(backend);
+    if (via) metrics.nftablesVia(via);
     // A full sync's transaction and the plan it replaced are garbage now: return them at once
     // instead of carrying them until V8 next decides to collect (src/util/gc.ts).
     if (r.full && !r.noop) collectGarbage();

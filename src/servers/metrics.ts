@@ -33,6 +33,7 @@ export class ProxyMetrics {
   readonly noLocalEndpoints: Gauge<'traffic_policy'>;
   readonly syncFailures: Counter<'full'>;
   readonly backendInfo: Gauge<'mode'>;
+  readonly nftablesApplyPath: Gauge<'via'>;
   readonly healthz: Counter<'code'>;
   readonly livez: Counter<'code'>;
   readonly invalidObjects: Counter<'resource'>;
@@ -99,6 +100,12 @@ export class ProxyMetrics {
       name: 'ferry_backend_info',
       help: 'The backend ferry programs (always 1)',
       labelNames: ['mode'],
+      registers,
+    });
+    this.nftablesApplyPath = new Gauge({
+      name: 'ferry_nftables_apply_path',
+      help: 'How nftables transactions reach the kernel: netlink (the default) or a fallback (addon = libnftables, exec = nft -f); 1 for the path of the last sync',
+      labelNames: ['via'],
       registers,
     });
     this.healthz = new Counter({
@@ -183,6 +190,12 @@ export class ProxyMetrics {
   }
 
   /** Records one sync attempt. */
+  /** nftables mode: the path the last sync took (a fallback shows here and in the log). */
+  nftablesVia(via: string): void {
+    this.nftablesApplyPath.reset();
+    this.nftablesApplyPath.set({ via }, 1);
+  }
+
   observeSync(r: SyncResult, nowMs: number = Date.now()): void {
     if (!r.ok) {
       this.syncFailures.inc({ full: String(r.full) });
