@@ -1,7 +1,7 @@
 /**
- * The three watches kube-proxy keeps, with kube-proxy's selectors: Services and EndpointSlices
- * not claimed by another service proxy and not headless, and this node's Node object. Events
- * go to a ClusterSink (the model's ChangeTracker has this shape).
+ * The watches kube-proxy keeps, with kube-proxy's selectors: Services and EndpointSlices
+ * not claimed by another service proxy and not headless, this node's Node object, and the
+ * cluster's ServiceCIDRs. Events go to a ClusterSink (the model's ChangeTracker has this shape).
  *
  * Stage: kube. Never decides anything about the objects.
  */
@@ -19,6 +19,8 @@ export interface ClusterSink {
   upsertEndpointSlice(s: unknown): void;
   deleteEndpointSlice(s: unknown): void;
   setNode(n: unknown): void;
+  upsertServiceCIDR(c: unknown): void;
+  deleteServiceCIDR(c: unknown): void;
 }
 
 export interface ClusterWatchOptions {
@@ -33,6 +35,9 @@ export interface ClusterWatchOptions {
   readonly onBadItem?: (resource: string, reason: string) => void;
 }
 
+/** ServiceCIDRs: 200 ms doubling to 30 s (±20%), reset on success (see the constructor). */
+export const SERVICE_CIDR_BACKOFF: Backoff = { initialMs: 200, maxMs: 30_000 };
+
 /** kube-proxy's selector, applied to Services and EndpointSlices alike. */
 export function proxyLabelSelector(serviceProxyName = ''): string {
   const proxyName = serviceProxyName ? `${LABEL_SERVICE_PROXY_NAME}=${serviceProxyName}` : `!${LABEL_SERVICE_PROXY_NAME}`;
@@ -43,6 +48,7 @@ export class ClusterWatches {
   readonly services: ResilientInformer;
   readonly endpointSlices: ResilientInformer;
   readonly node: ResilientInformer;
+  readonly serviceCIDRs: ResilientInformer;
   private readonly log: Logger;
   private nodePresent = false;
   private nodeWaiters: (() => void)[] = [];
@@ -87,17 +93,31 @@ export class ClusterWatches {
         },
       },
     });
+    // networking.k8s.io/v1 ServiceCIDRs, as kube-proxy watches them (nftables mode drops traffic
+    // to unallocated IPs inside them). Not waited for before the first sync, and retried on a
+    // slower backoff: an API server older than 1.33 does not serve them (404 on every attempt),
+    // and a fleet of nodes retrying every 1.6 s would load it for nothing. A recovered server is
+    // still listed again at once on the next attempt; the ranges change rarely.
+    this.serviceCIDRs = new ResilientInformer({
+      ...common,
+      backoff: SERVICE_CIDR_BACKOFF,
+      resource: 'servicecidrs',
+      path: '/apis/networking.k8s.io/v1/servicecidrs',
+      onBadItem: bad('servicecidrs'),
+      sink: { upsert: (c) => opts.sink.upsertServiceCIDR(c), remove: (c) => opts.sink.deleteServiceCIDR(c) },
+    });
   }
 
   start(): void {
     this.services.start();
     this.endpointSlices.start();
     this.node.start();
+    this.serviceCIDRs.start();
   }
 
   async stop(): Promise<void> {
     for (const w of this.nodeWaiters.splice(0)) w();
-    await Promise.all([this.services.stop(), this.endpointSlices.stop(), this.node.stop()]);
+    await Promise.all([this.services.stop(), this.endpointSlices.stop(), this.node.stop(), this.serviceCIDRs.stop()]);
   }
 
   /** Resolves true once this node's Node object has been seen, false after `timeoutMs`. */

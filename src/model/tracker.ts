@@ -1,6 +1,6 @@
 /**
  * The change tracker: kube-proxy's ServiceChangeTracker and EndpointsChangeTracker in one.
- * Informer events (Services, EndpointSlices, this Node) go in; takeSnapshot() hands out an
+ * Informer events (Services, EndpointSlices, this Node, ServiceCIDRs) go in; takeSnapshot() hands out an
  * immutable per-family picture of now plus the exact set of service ports that differ from the
  * previous picture. Events between two snapshots merge: add-then-delete, or an update that
  * changes nothing the proxy uses, reports nothing.
@@ -18,6 +18,7 @@ import { mergeEndpoints, parseEndpointSlice, type ParsedSlice } from './endpoint
 import { deepEqual } from './equal.js';
 import { parseNode } from './node.js';
 import { objectName, parseService, type ParsedService } from './service.js';
+import { parseServiceCIDR } from './servicecidr.js';
 import { field, str, stringMap } from './untrusted.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from './types.js';
 
@@ -141,6 +142,10 @@ export class ChangeTracker {
   private committedNode: NodeInfo;
   private snapshots: Record<IPFamily, ClusterSnapshot>;
 
+  /** ServiceCIDR name → its ranges; `cidrsDirty` until the next snapshot carries them. */
+  private readonly serviceCIDRs = new Map<string, readonly { readonly cidr: string; readonly family: IPFamily }[]>();
+  private cidrsDirty = false;
+
   private readonly problemMap = new Map<string, readonly string[]>();
   /** Object id → the version whose problems were last logged (log once per version). */
   private readonly loggedVersion = new Map<string, string>();
@@ -243,13 +248,47 @@ export class ChangeTracker {
     this.node = same ? this.committedNode : next;
   }
 
+  upsertServiceCIDR(obj: unknown): void {
+    const parsed = parseServiceCIDR(obj);
+    if (parsed.problems.length > 0) {
+      // Not counted in ferry_invalid_objects_total's services/endpointslices: logged once per version.
+      const version = `${str(field(obj, 'metadata'), 'resourceVersion') ?? ''}/${parsed.problems.join('\n')}`;
+      const id = `ServiceCIDR ${parsed.name || '<unnamed>'}`;
+      if (this.loggedVersion.get(id) !== version) {
+        this.loggedVersion.set(id, version);
+        this.log.warn('ServiceCIDR has invalid fields; skipping them', { object: parsed.name || '<unnamed>', problems: parsed.problems });
+      }
+    }
+    if (!parsed.name) return;
+    const before = this.serviceCIDRs.get(parsed.name);
+    if (before && deepEqual(before, parsed.cidrs)) return;
+    this.serviceCIDRs.set(parsed.name, parsed.cidrs);
+    this.cidrsDirty = true;
+  }
+
+  deleteServiceCIDR(obj: unknown): void {
+    const name = str(field(obj, 'metadata'), 'name');
+    if (!name) return;
+    this.loggedVersion.delete(`ServiceCIDR ${name}`);
+    if (this.serviceCIDRs.delete(name)) this.cidrsDirty = true;
+  }
+
+  /** The union of every ServiceCIDR's ranges of one family, sorted; undefined when none. */
+  private cidrsOf(family: IPFamily): readonly string[] | undefined {
+    const out = new Set<string>();
+    for (const list of this.serviceCIDRs.values()) for (const c of list) if (c.family === family) out.add(c.cidr);
+    return out.size === 0 ? undefined : Object.freeze([...out].sort());
+  }
+
   pending(): boolean {
-    return this.dirty.size > 0 || this.node !== this.committedNode;
+    return this.dirty.size > 0 || this.node !== this.committedNode || this.cidrsDirty;
   }
 
   takeSnapshot(): { snapshots: Record<IPFamily, ClusterSnapshot>; changes: Record<IPFamily, ChangeSet>; triggerTimes: Date[] } {
-    const nodeChanged = this.node !== this.committedNode;
-    if (nodeChanged) this.committedNode = Object.freeze(this.node);
+    const cidrsChanged = this.cidrsDirty;
+    this.cidrsDirty = false;
+    const nodeChanged = this.node !== this.committedNode || cidrsChanged;
+    if (this.node !== this.committedNode) this.committedNode = Object.freeze(this.node);
     const node = this.committedNode;
     const triggerTimes: Date[] = [];
     const changed: Record<IPFamily, Set<ServicePortKey>> = { 4: new Set(), 6: new Set() };
@@ -274,7 +313,11 @@ export class ChangeTracker {
     for (const f of FAMILIES) {
       const prev = this.snapshots[f];
       if (changed[f].size === 0 && !nodeChanged) snapshots[f] = prev;
-      else snapshots[f] = Object.freeze({ family: f, services: maps[f].services, endpoints: maps[f].endpoints, node });
+      else {
+        const serviceCIDRs = cidrsChanged ? this.cidrsOf(f) : prev.serviceCIDRs;
+        const base = { family: f, services: maps[f].services, endpoints: maps[f].endpoints, node };
+        snapshots[f] = Object.freeze(serviceCIDRs ? { ...base, serviceCIDRs } : base);
+      }
       changes[f] = { changed: changed[f], nodeChanged };
     }
     this.snapshots = snapshots;

@@ -101,11 +101,20 @@ export interface ClusterSnapshot {
   /** Endpoints of each service port, deduplicated by ip:port, sorted by ip then port. */
   readonly endpoints: ReadonlyMap<ServicePortKey, readonly Endpoint[]>;
   readonly node: NodeInfo;
+  /**
+   * This family's ranges from networking.k8s.io/v1 ServiceCIDR objects, canonical, sorted,
+   * deduplicated. Absent when none are known (no ServiceCIDR seen, or an API server that does
+   * not serve them).
+   */
+  readonly serviceCIDRs?: readonly string[];
 }
 
 /** What changed between two snapshots: the set of service ports whose rules must be rewritten. */
 export interface ChangeSet {
   readonly changed: ReadonlySet<ServicePortKey>;
-  /** The node's addresses or labels changed: every service may plan differently. */
+  /**
+   * Table-level inputs changed — the node's addresses, labels or podCIDRs, or the service CIDRs:
+   * every service may plan differently.
+   */
   readonly nodeChanged: boolean;
 }

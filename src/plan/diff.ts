@@ -16,7 +16,8 @@ function headerChanged(a: ProxyTable, b: ProxyTable): boolean {
     a.masqueradeAll !== b.masqueradeAll ||
     !deepEqual(a.nodeIPs, b.nodeIPs) ||
     !deepEqual(a.nodePortAddresses, b.nodePortAddresses) ||
-    !deepEqual(a.localTraffic, b.localTraffic)
+    !deepEqual(a.localTraffic, b.localTraffic) ||
+    !deepEqual(a.serviceCIDRs ?? [], b.serviceCIDRs ?? [])
   );
 }
 

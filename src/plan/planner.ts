@@ -144,7 +144,7 @@ function localTraffic(opts: PlanOptions, node: NodeInfo, family: IPFamily, probl
 function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): Header {
   const family = snap.family;
   const nodeIPs = Object.freeze(snap.node.addresses.filter((a) => parseIP(a)?.family === family));
-  return {
+  const h: Header = {
     family,
     nodeName: snap.node.name,
     nodeIPs,
@@ -152,6 +152,9 @@ function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): H
     localTraffic: localTraffic(opts, snap.node, family, problems),
     masqueradeAll: opts.masqueradeAll,
   };
+  // Only this family's ranges (the model already keeps them apart); absent = none known.
+  const cidrs = snap.serviceCIDRs?.filter((c) => parseCIDR(c)?.family === family);
+  return cidrs && cidrs.length > 0 ? { ...h, serviceCIDRs: Object.freeze(cidrs) } : h;
 }
 
 export function headersEqual(a: Header, b: Header): boolean {
@@ -161,7 +164,8 @@ export function headersEqual(a: Header, b: Header): boolean {
     a.masqueradeAll === b.masqueradeAll &&
     deepEqual(a.nodeIPs, b.nodeIPs) &&
     deepEqual(a.nodePortAddresses, b.nodePortAddresses) &&
-    deepEqual(a.localTraffic, b.localTraffic)
+    deepEqual(a.localTraffic, b.localTraffic) &&
+    deepEqual(a.serviceCIDRs ?? [], b.serviceCIDRs ?? [])
   );
 }
 

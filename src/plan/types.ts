@@ -132,6 +132,13 @@ export interface ProxyTable {
   readonly nodePortAddresses: NodePortAddresses;
   readonly localTraffic: LocalTrafficDetector;
   readonly masqueradeAll: boolean;
+  /**
+   * The cluster's service IP ranges of this family (networking.k8s.io/v1 ServiceCIDRs: canonical,
+   * sorted, deduplicated). Absent when none are known: nothing is dropped then. Traffic to an
+   * address inside these ranges that is no Service's ClusterIP is dropped (nftables mode, as
+   * kube-proxy's); see docs/ir.md.
+   */
+  readonly serviceCIDRs?: readonly string[];
   /** Every service port of this family, keyed and iterated in sorted key order. */
   readonly services: ReadonlyMap<ServicePortKey, ServiceEntry>;
 }

@@ -203,6 +203,14 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       tracker.setNode(n);
       afterEvent();
     },
+    upsertServiceCIDR: (c: unknown) => {
+      tracker.upsertServiceCIDR(c);
+      afterEvent();
+    },
+    deleteServiceCIDR: (c: unknown) => {
+      tracker.deleteServiceCIDR(c);
+      afterEvent();
+    },
   };
 
   let healthzServer: HealthzServer | undefined;

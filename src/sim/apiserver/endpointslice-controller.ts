@@ -46,9 +46,14 @@ function removeFrom<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
 }
 
 function selectorOf(svc: Service | undefined): Record<string, string> | undefined {
-  if (!svc || svc.spec?.type === 'ExternalName') return undefined;
-  const sel = svc.spec?.selector;
-  return sel && Object.keys(sel).length > 0 ? sel : undefined;
+  // Objects written past validation (writeUnvalidated, tests of hostile stores) may have any
+  // shape: only a well-formed selector makes the controller act.
+  if (!svc || typeof svc.spec !== 'object' || svc.spec === null || svc.spec.type === 'ExternalName') return undefined;
+  const sel: unknown = svc.spec.selector;
+  if (typeof sel !== 'object' || sel === null || Array.isArray(sel)) return undefined;
+  const entries = Object.entries(sel as Record<string, unknown>);
+  if (entries.length === 0 || entries.some(([, v]) => typeof v !== 'string')) return undefined;
+  return sel as Record<string, string>;
 }
 
 function selects(sel: Record<string, string>, labels: Record<string, string> | undefined): boolean {
@@ -104,6 +109,15 @@ export class EndpointSliceController {
   }
 
   private onEvent(e: StoreEvent): void {
+    try {
+      this.route(e);
+    } catch (err) {
+      // A malformed object written past validation must not take the store's writer down.
+      log.warn('EndpointSlice controller skipped an event', { resource: e.resource, name: String(e.object.metadata?.name), err: err instanceof Error ? err : String(err) });
+    }
+  }
+
+  private route(e: StoreEvent): void {
     const now = Date.now();
     switch (e.resource) {
       case 'services':

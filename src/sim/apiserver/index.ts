@@ -1,7 +1,7 @@
 /**
  * The simulated Kubernetes API server: plain HTTP, no auth, faithful enough for kubectl and
- * @kubernetes/client-node informers. Serves v1 Namespaces, Services, Pods, Nodes and
- * discovery.k8s.io/v1 EndpointSlices, and runs an in-process EndpointSlice controller.
+ * @kubernetes/client-node informers. Serves v1 Namespaces, Services, Pods, Nodes,
+ * discovery.k8s.io/v1 EndpointSlices and networking.k8s.io/v1 ServiceCIDRs, and runs an in-process EndpointSlice controller.
  * This module only wires the parts together and owns the listening socket.
  * It must never be exposed beyond the machine or test namespaces: there is no authentication.
  */
@@ -17,7 +17,9 @@ import { namespaceDef, nodeDef } from './nodes.js';
 import { podDef } from './pods.js';
 import { Registry } from './registry.js';
 import { ServiceRegistry } from './services.js';
+import { DEFAULT_SERVICE_CIDR_NAME, serviceCIDRDef } from './servicecidrs.js';
 import { Store } from './store.js';
+import type { KObject } from './objects.js';
 import type { WatchSession } from './watch.js';
 import { logger } from '../../util/log.js';
 
@@ -38,6 +40,12 @@ export interface ApiServerOptions {
   bookmarkIntervalMs?: number;
   /** Fills the store before the server listens (benchmarks preload thousands of objects without HTTP). */
   seed?: (core: ApiCore) => void;
+  /**
+   * Serve this core instead of creating one (tests: an API server that goes down and comes back
+   * on the same port with its store intact, as etcd outlives a restarted kube-apiserver).
+   * close() then leaves the core running; stop it with stopApiCore().
+   */
+  core?: ApiCore;
 }
 
 export interface ApiServer {
@@ -90,16 +98,41 @@ export function createApiCore(opts: Pick<ApiServerOptions, 'serviceCIDRs' | 'nod
     nodePortRange: opts.nodePortRange ?? [30000, 32767],
   });
   const nsDef = namespaceDef();
-  const registry = new Registry(store, [nsDef, services.def, podDef(), nodeDef(), endpointSliceDef()]);
+  const cidrDef = serviceCIDRDef();
+  const registry = new Registry(store, [nsDef, services.def, podDef(), nodeDef(), endpointSliceDef(), cidrDef]);
   for (const name of DEFAULT_NAMESPACES) registry.create(nsDef, undefined, { metadata: { name } });
+  // The default ServiceCIDR, as kube-apiserver creates it from --service-cluster-ip-range.
+  registry.create(cidrDef, undefined, { metadata: { name: DEFAULT_SERVICE_CIDR_NAME }, spec: { cidrs: services.ipAllocators.map((a) => a.cidr.text) } });
   const controller = new EndpointSliceController(registry, store);
   controller.start();
   return { store, registry, services, controller };
 }
 
+/** Stops the core's controller and timers (for a core passed to startApiServer as `core`). */
+export function stopApiCore(core: ApiCore): void {
+  core.controller.stop();
+  core.registry.close();
+}
+
+/**
+ * Test-only: stores `obj` as it is, past every decoder, default and validation — an object that
+ * reached etcd some other way (an older server, a bug, a hand edit). It may lack metadata, have
+ * wrong types anywhere, or be no object at all; the store stamps a resourceVersion and watchers
+ * see it. `resource` is the storage key ('services', 'endpointslices.discovery.k8s.io', ...).
+ */
+export function writeUnvalidated(core: ApiCore, resource: string, obj: unknown, type: 'ADDED' | 'MODIFIED' | 'DELETED' = 'ADDED'): void {
+  const o = (typeof obj === 'object' && obj !== null && !Array.isArray(obj) ? obj : { value: obj }) as Record<string, unknown>;
+  const metadata = typeof o['metadata'] === 'object' && o['metadata'] !== null && !Array.isArray(o['metadata']) ? o['metadata'] : {};
+  // The store files objects by metadata.namespace/name and stamps metadata.resourceVersion; what
+  // a client receives is the object with those stamped fields, as etcd would return it.
+  const prev = core.store.get(resource, (metadata as Record<string, unknown>)['namespace'] as string | undefined, String((metadata as Record<string, unknown>)['name'] ?? ''));
+  core.store.write(type, resource, { ...o, metadata } as KObject, prev);
+}
+
 export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiServer> {
   const host = opts.host ?? '127.0.0.1';
-  const core = createApiCore(opts);
+  const ownCore = opts.core === undefined;
+  const core = opts.core ?? createApiCore(opts);
   const { store, registry, controller } = core;
   opts.seed?.(core);
 
@@ -144,8 +177,10 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     settled: () => controller.settled(),
     close() {
       closed ??= new Promise<void>((resolve) => {
-        controller.stop();
-        registry.close();
+        if (ownCore) {
+          controller.stop();
+          registry.close();
+        }
         dropWatches();
         server.close(() => resolve());
         server.closeAllConnections();

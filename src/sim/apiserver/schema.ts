@@ -276,6 +276,13 @@ export const endpointSliceSchema = {
   }),
 } satisfies Schema;
 
+export const serviceCIDRSchema = {
+  obj: top({
+    spec: { obj: { cidrs: { list: 'string' } } },
+    status: { obj: { conditions: { list: condition } } },
+  }),
+} satisfies Schema;
+
 export const deleteOptionsSchema = {
   obj: {
     kind: 'string',

@@ -80,6 +80,7 @@ const COLUMNS: Record<string, TableColumn[]> = {
     col('Container-Runtime', 'Container runtime version reported by the node through runtime remote API (e.g. containerd://1.4.2).', 1),
   ],
   Namespace: [NAME, col('Status', 'The status of the namespace'), AGE],
+  ServiceCIDR: [NAME, col('CIDRs', 'cidrs defines the IP blocks in CIDR notation (e.g. "192.168.0.0/24" or "2001:db8::/64") from which to assign service cluster IPs.'), AGE],
   EndpointSlice: [
     NAME,
     col('AddressType', 'addressType specifies the type of address carried by this EndpointSlice.'),
@@ -260,6 +261,11 @@ export function rowCells(kind: string, o: KObject): unknown[] {
       return sliceRow(o as EndpointSlice);
     case 'Namespace':
       return namespaceRow(o);
+    case 'ServiceCIDR': {
+      const spec = o['spec'];
+      const cidrs = typeof spec === 'object' && spec !== null && Array.isArray((spec as { cidrs?: unknown }).cidrs) ? (spec as { cidrs: unknown[] }).cidrs : [];
+      return [o.metadata.name, cidrs.join(','), age(o)];
+    }
   }
   return [o.metadata.name, age(o)];
 }

@@ -164,8 +164,10 @@ t.test('the ClusterRole grants exactly what the code requests (plus get)', async
       perm('', 'nodes', 'watch'),
       perm('discovery.k8s.io', 'endpointslices', 'list'),
       perm('discovery.k8s.io', 'endpointslices', 'watch'),
+      perm('networking.k8s.io', 'servicecidrs', 'list'),
+      perm('networking.k8s.io', 'servicecidrs', 'watch'),
     ]),
-    `ferry's requests map to list+watch on services, nodes, endpointslices; requests seen: ${[...new Set(requests.map((r) => `${r.method} ${r.url.split('?')[0]}`))].join(', ')}`,
+    `ferry's requests map to list+watch on services, nodes, endpointslices, servicecidrs; requests seen: ${[...new Set(requests.map((r) => `${r.method} ${r.url.split('?')[0]}`))].join(', ')}`,
   );
   t.notOk(
     [...perms].some((p) => p.includes('events')),

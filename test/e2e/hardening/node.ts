@@ -1,0 +1,177 @@
+/**
+ * A one-node simulated cluster whose API server the test owns: its store can be filled past
+ * validation before ferry starts (writeUnvalidated), and the server can go down and come back on
+ * the same port with its store intact. One real bin/ferry runs in the node namespace. Teardown
+ * (ferry, namespaces, API server) runs in t.teardown, so also after a failure.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createApiCore, startApiServer, stopApiCore, type ApiCore, type ApiServer } from '../../../src/sim/apiserver/index.js';
+import { createCluster, type Cluster, type ProbeResult } from '../../../src/sim/cluster/index.js';
+import { run } from '../../../src/util/exec.js';
+import { eventually, NotYet } from '../lib/eventually.js';
+import { childEnv, ferryArgv, HEALTHZ_PORT, METRICS_PORT, type ProxyMode, type TapLike } from '../lib/harness.js';
+
+export interface OneNode {
+  readonly cluster: Cluster;
+  readonly core: ApiCore;
+  readonly kubeconfig: string;
+  readonly dir: string;
+  readonly nodeName: string;
+  readonly netns: string;
+  api: ApiServer;
+  /** Starts ferry (again) with the standard flags plus `extra`; resolves at once. */
+  startFerry(extra?: string[]): void;
+  stopFerry(): Promise<void>;
+  /** ms from the ferry start until /healthz (on 127.0.0.1 in the node namespace) says 200. */
+  waitHealthy(timeoutMs?: number): Promise<number>;
+  /** HTTP status of http://127.0.0.1:port/path inside the node namespace (0 = no answer). */
+  localHttp(port: number, path: string): Promise<{ code: number; body: string }>;
+  metric(name: string, labels?: string): Promise<number | undefined>;
+  log(): string;
+  kubectl(args: string[], input?: string): Promise<string>;
+  probe(addr: string, port: number, timeoutMs?: number): Promise<ProbeResult>;
+  waitReachable(addr: string, port: number, what: string, timeoutMs?: number): Promise<ProbeResult>;
+  /** The API server goes away (its port closes); the store stays. */
+  apiDown(): Promise<void>;
+  /** The API server is back on the same address and port, serving the same store. */
+  apiUp(): Promise<void>;
+  exec(argv: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
+}
+
+export async function withOneNode(
+  t: TapLike,
+  opts: { mode: ProxyMode; pods?: number; seed?: (core: ApiCore) => void },
+  fn: (env: OneNode) => Promise<void>,
+): Promise<void> {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) throw new Error('this e2e test needs root (network namespaces)');
+  const dir = mkdtempSync(join(tmpdir(), `ferry-e2e-hardening-${opts.mode}-`));
+  const kubeconfig = join(dir, 'kubeconfig');
+  const logFile = join(dir, 'ferry.log');
+  let cluster: Cluster | undefined;
+  let api: ApiServer | undefined;
+  let core: ApiCore | undefined;
+  let ferry: ChildProcess | undefined;
+  let ferryExit: string | undefined;
+  let startedAt = 0;
+
+  const stopFerry = async (): Promise<void> => {
+    const child = ferry;
+    ferry = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    child.kill('SIGTERM');
+    const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 5000))]);
+    if (late) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  t.teardown(async () => {
+    await stopFerry();
+    if (cluster) await cluster.down().catch((e: unknown) => t.comment(`cluster teardown failed: ${String(e)}`));
+    if (api) await api.close();
+    if (core) stopApiCore(core);
+    if (t.passing()) rmSync(dir, { recursive: true, force: true });
+    else t.comment(`kept ferry's log in ${logFile}`);
+  });
+
+  cluster = await createCluster({ nodes: 1, dualStack: false });
+  const c = cluster;
+  core = createApiCore({ serviceCIDRs: c.serviceCIDRs });
+  opts.seed?.(core);
+  const theCore = core;
+  api = await startApiServer({ host: c.hostIP, port: 0, core });
+  const port = api.port;
+  api.writeKubeconfig(kubeconfig);
+  await c.attachApiServer(kubeconfig);
+  const node = c.nodes[0]!;
+  for (let k = 1; k <= (opts.pods ?? 0); k++) await c.addPod({ name: `echo-${k}`, node: node.name, labels: { app: `echo-${k}` } });
+
+  const readLog = (): string => {
+    try {
+      return readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const exec = async (argv: string[]) => c.exec(node.netns, argv, { allowFailure: true, timeoutMs: 15_000 });
+  const localHttp = async (p: number, path: string) => {
+    const r = await exec(['curl', '-s', '-w', '\n%{http_code}', '--max-time', '2', `http://127.0.0.1:${p}${path}`]);
+    const nl = r.stdout.lastIndexOf('\n');
+    return { code: Number(r.stdout.slice(nl + 1)) || 0, body: r.stdout.slice(0, Math.max(nl, 0)) };
+  };
+  const alive = (): void => {
+    if (ferryExit !== undefined) throw new Error(`ferry exited (${ferryExit}); log tail:\n${readLog().split('\n').slice(-20).join('\n')}`);
+  };
+  const env: OneNode = {
+    cluster: c,
+    core: theCore,
+    kubeconfig,
+    dir,
+    nodeName: node.name,
+    netns: node.netns,
+    api,
+    startFerry(extra = []) {
+      ferryExit = undefined;
+      startedAt = Date.now();
+      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, extra), { logFile, env: childEnv() });
+      child.once('exit', (code, sig) => {
+        if (ferry === child) ferryExit = `${code ?? sig}`;
+      });
+      ferry = child;
+    },
+    stopFerry,
+    async waitHealthy(timeoutMs = 120_000) {
+      await eventually(
+        async () => {
+          alive();
+          const r = await localHttp(HEALTHZ_PORT, '/healthz');
+          if (r.code !== 200) throw new NotYet(`HTTP ${r.code || 'no answer'}`);
+        },
+        { what: 'ferry reports /healthz 200', timeoutMs, intervalMs: 100 },
+      );
+      return Date.now() - startedAt;
+    },
+    localHttp,
+    async metric(name, labels = '') {
+      const r = await localHttp(METRICS_PORT, '/metrics');
+      const want = labels ? `${name}{${labels}}` : name;
+      for (const line of r.body.split('\n')) {
+        const sp = line.lastIndexOf(' ');
+        if (sp > 0 && line.slice(0, sp) === want) return Number(line.slice(sp + 1));
+      }
+      return undefined;
+    },
+    log: readLog,
+    async kubectl(args, input) {
+      const r = await run(['kubectl', '--kubeconfig', kubeconfig, ...args], input === undefined ? { timeoutMs: 30_000 } : { input, timeoutMs: 30_000 });
+      return r.stdout;
+    },
+    async probe(addr, p, timeoutMs = 1000) {
+      const [r] = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr, port: p }, { timeoutMs });
+      return r ?? { ok: false, error: 'no result', ms: 0 };
+    },
+    async waitReachable(addr, p, what, timeoutMs = 60_000) {
+      return eventually(
+        async () => {
+          alive();
+          const r = await env.probe(addr, p);
+          if (!r.ok) throw new NotYet(r.error ?? 'failed');
+          return r;
+        },
+        { what, timeoutMs, intervalMs: 50 },
+      );
+    },
+    async apiDown() {
+      await env.api.close();
+    },
+    async apiUp() {
+      env.api = api = await startApiServer({ host: c.hostIP, port, core: theCore });
+    },
+    exec,
+  };
+  await fn(env);
+}
