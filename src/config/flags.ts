@@ -37,7 +37,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated, or 'primary' (default: all local addresses)" },
   { name: 'masquerade-all', arg: '[bool]', help: 'SNAT all traffic sent via Service ClusterIPs', defaultText: 'false' },
   { name: 'iptables-masquerade-bit', arg: '<bit>', help: 'fwmark bit [0, 31] marking packets that need SNAT', defaultText: '14' },
-  { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4); honoured in userspace mode, not yet served by the iptables and nftables modes', defaultText: 'true' },
+  { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4), masqueraded: iptables mode as kube-proxy (route_localnet=1, KUBE-FIREWALL martian drop), userspace mode its own way; never in nftables mode (as kube-proxy)', defaultText: 'true' },
   { name: 'bind-address', arg: '<ip>', help: "overrides the node's primary IP (and so the primary family); the name is historical", defaultText: '0.0.0.0' },
   { name: 'healthz-bind-address', arg: '<ip:port>', help: 'address of the /healthz and /livez server; empty disables it', defaultText: '0.0.0.0:10256' },
   { name: 'metrics-bind-address', arg: '<ip:port>', help: 'address of the /metrics server; empty disables it', defaultText: '127.0.0.1:10249' },

@@ -68,6 +68,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
         conntrack: defaultConntrack(),
         families: [...families],
         masqueradeMark: 1 << config.masqueradeBit,
+        localhostNodePorts: config.localhostNodePorts,
         log: logger('iptables'),
       }),
     probe: async (families) => {

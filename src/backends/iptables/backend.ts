@@ -12,7 +12,7 @@ import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
 import type { Conntrack } from '../kernel/conntrack.js';
 import { chainsInSave, runCleanup } from './cleanup.js';
-import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, type CompiledFamily, type CompileOptions } from './compiler.js';
+import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
 import { Chain } from './names.js';
 import { detectVariant, execRunner, IptablesRestoreError, type IptablesRunner, type IptablesVariant } from './runner.js';
 import { runIn } from '../../util/exec.js';
@@ -38,6 +38,15 @@ export interface IptablesBackendOptions {
    * net.netfilter.nf_conntrack_tcp_be_liberal is set.
    */
   readonly dropInvalid?: boolean;
+  /**
+   * kube-proxy's iptables.localhostNodePorts (--iptables-localhost-nodeports; the daemon passes
+   * the configured value, kube-proxy's default true): IPv4 NodePorts also answer on 127.0.0.1,
+   * masqueraded; route_localnet=1 is set and the martian drop of KUBE-FIREWALL installed.
+   * Default here false (the rules as before, for tests that do not say).
+   */
+  readonly localhostNodePorts?: boolean;
+  /** Sets net.ipv4.conf.all.route_localnet=1 (tests replace it; default: in `netns`, or here). */
+  readonly ensureRouteLocalnet?: () => Promise<void>;
 }
 
 /** A sync that did not apply; that family's previous rules are still in force. The next sync is full. */
@@ -106,9 +115,32 @@ export const JUMP_RULES: readonly JumpRule[] = [
   { table: 'nat', to: Chain.postrouting, from: 'POSTROUTING', comment: 'kubernetes postrouting rules', extra: [] },
 ];
 
+/**
+ * With localhost NodePorts: filter INPUT and OUTPUT jump to KUBE-FIREWALL first, without a
+ * comment — exactly kubelet's jumps (kube-proxy's iptablesKubeletJumpChains), so the two never
+ * add a second copy of each other's rule.
+ */
+export const KUBELET_JUMP_RULES: readonly JumpRule[] = [
+  { table: 'filter', to: Chain.kubeletFirewall, from: 'INPUT', comment: '', extra: [] },
+  { table: 'filter', to: Chain.kubeletFirewall, from: 'OUTPUT', comment: '', extra: [] },
+];
+
 export function jumpArgs(j: JumpRule): string[] {
-  return [...j.extra, '-m', 'comment', '--comment', j.comment, '-j', j.to];
+  return j.comment === '' ? [...j.extra, '-j', j.to] : [...j.extra, '-m', 'comment', '--comment', j.comment, '-j', j.to];
 }
+
+/** Splits a rule as written in restore input (double-quoted words allowed) into argv. */
+export function ruleArgv(rule: string): string[] {
+  const out: string[] = [];
+  const re = /"([^"]*)"|(\S+)/g;
+  for (let m = re.exec(rule); m; m = re.exec(rule)) out.push(m[1] ?? m[2]!);
+  return out;
+}
+
+/** Chains up to this many rules are checked by listing (-S, exact count); longer ones by -C of their last rule. */
+const LIST_CHECK_MAX = 32;
+
+const ROUTE_LOCALNET = '/proc/sys/net/ipv4/conf/all/route_localnet';
 
 function lineOf(text: string, n: number | undefined): string | undefined {
   if (n === undefined || n < 1) return undefined;
@@ -123,6 +155,10 @@ function lineOf(text: string, n: number | undefined): string | undefined {
 }
 
 export function createIptablesBackend(opts: IptablesBackendOptions = {}): IptablesBackend {
+  function tampered(family: IPFamily, c: SkeletonChain, what: string): false {
+    log.warn('an iptables chain of ours was changed by someone else; resyncing in full', { family, table: c.table, chain: c.chain, found: what });
+    return false;
+  }
   const families: readonly IPFamily[] = opts.families ?? [4, 6];
   const log = opts.log ?? logger('iptables');
   const mark = opts.masqueradeMark ?? DEFAULT_MASQUERADE_MARK;
@@ -132,6 +168,9 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
   let needFull = true;
   let stats: IptablesSyncStats | undefined;
   const inputs: Partial<Record<IPFamily, string>> = {};
+  const localhost = opts.localhostNodePorts === true;
+  /** Per family, the skeleton chains the last successful sync wrote (what intact() compares). */
+  const skeleton: Partial<Record<IPFamily, SkeletonChain[]>> = {};
 
   function runner(): Promise<IptablesRunner> {
     runnerP ??= (async () => {
@@ -156,8 +195,23 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
     }
   }
 
+  /** kube-proxy sets it at start when localhost NodePorts are on; never reset (others may rely on it). */
+  async function ensureRouteLocalnet(): Promise<void> {
+    const cur = await runIn(opts.netns, ['cat', ROUTE_LOCALNET], { allowFailure: true });
+    if (cur.exitCode === 0 && cur.stdout.trim() === '1') return;
+    const set = await runIn(opts.netns, ['sh', '-c', `echo 1 > ${ROUTE_LOCALNET}`], { allowFailure: true });
+    if (set.exitCode !== 0) {
+      log.warn('cannot set net.ipv4.conf.all.route_localnet=1; NodePorts on 127.0.0.1 will not answer (--iptables-localhost-nodeports=false avoids this)', {
+        stderr: set.stderr.trim(),
+      });
+      return;
+    }
+    log.info('set net.ipv4.conf.all.route_localnet=1 for NodePorts on 127.0.0.1 (KUBE-FIREWALL drops martian packets to 127.0.0.0/8)');
+  }
+
   async function ensureJumps(r: IptablesRunner, family: IPFamily): Promise<void> {
-    for (const j of JUMP_RULES) {
+    const rules = localhost && family === 4 ? [...JUMP_RULES, ...KUBELET_JUMP_RULES] : JUMP_RULES;
+    for (const j of rules) {
       const args = jumpArgs(j);
       const check = await r.exec(family, ['-t', j.table, '-C', j.from, ...args]);
       if (check.exitCode === 0) continue;
@@ -178,7 +232,8 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
       const full = changes.full || prev === null || needFull;
       const r = await runner();
       if (dropInvalid === undefined) dropInvalid = !(await liberalTCP());
-      const base: CompileOptions = { masqueradeMark: mark, largeClusterThreshold: threshold, dropInvalid };
+      const base: CompileOptions = { masqueradeMark: mark, largeClusterThreshold: threshold, dropInvalid, localhostNodePorts: localhost };
+      if (full && localhost && families.includes(4)) await (opts.ensureRouteLocalnet ?? ensureRouteLocalnet)();
       const perFamily: { family: IPFamily; lines: number; chainsWritten: number; chainsDeleted: number; largeCluster: boolean }[] = [];
       // Until this sync has fully applied, the next one must assume nothing.
       needFull = true;
@@ -206,6 +261,7 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
           log.error('iptables sync failed', { family, full, lines: compiled.lines, line, text: err.lineText, err });
           throw err;
         }
+        skeleton[family] = skeletonOf(compiled.text);
         perFamily.push({ family, lines: compiled.lines, chainsWritten: compiled.chainsWritten, chainsDeleted: compiled.chainsDeleted.length, largeCluster: compiled.largeCluster });
         log.v(2, 'iptables sync applied', { family, full, lines: compiled.lines, chains: compiled.chainsWritten, deleted: compiled.chainsDeleted.length, variant: r.variant });
       }
@@ -225,6 +281,12 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
       stats = { full, perFamily, conntrackFilters: filters.length };
     },
 
+    /**
+     * Cheap enough for every few seconds: the canary chains exist, and each skeleton chain still
+     * holds what the last sync wrote — a short chain is listed and its rules counted, a long one
+     * (nat KUBE-SERVICES at scale) is probed with -C for its last rule. A flushed or deleted chain
+     * of ours fails either check; the syncer then runs a full sync.
+     */
     async intact(): Promise<boolean> {
       if (needFull) return false;
       const r = await runner();
@@ -233,11 +295,24 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
           const res = await r.exec(family, ['-t', table, '-S', Chain.canary]);
           if (res.exitCode !== 0) return false;
         }
+        for (const c of skeleton[family] ?? []) {
+          if (c.rules <= LIST_CHECK_MAX || c.last === undefined) {
+            const res = await r.exec(family, ['-t', c.table, '-S', c.chain]);
+            if (res.exitCode !== 0) return tampered(family, c, 'missing');
+            let n = 0;
+            for (const line of res.stdout.split('\n')) if (line.startsWith('-A ')) n++;
+            if (n !== c.rules) return tampered(family, c, `${n} rules, ${c.rules} written`);
+          } else {
+            const res = await r.exec(family, ['-t', c.table, '-C', c.chain, ...ruleArgv(c.last)]);
+            if (res.exitCode !== 0) return tampered(family, c, 'its last rule is missing');
+          }
+        }
       }
       return true;
     },
 
     async cleanup(): Promise<void> {
+      for (const f of families) delete skeleton[f];
       const r = await runner();
       needFull = true;
       await cleanupWith([r], [4, 6], log);

@@ -36,6 +36,13 @@ export interface CompileOptions {
    * service chains can be deleted.
    */
   readonly existingNatChains?: ReadonlySet<string>;
+  /**
+   * kube-proxy's iptables.localhostNodePorts (its default is true; absent here = false): IPv4
+   * NodePorts also answer on 127.0.0.0/8 (the backend sets route_localnet=1), and filter
+   * KUBE-FIREWALL drops martian packets to 127.0.0.0/8 from elsewhere (CVE-2020-8558). IPv6
+   * never has localhost NodePorts (no route_localnet), as in kube-proxy.
+   */
+  readonly localhostNodePorts?: boolean;
 }
 
 export interface CompiledFamily {
@@ -153,6 +160,62 @@ function writeChain(s: Sections, name: string, rules: readonly string[]): void {
   for (const l of rules) s.natRules.push(l);
 }
 
+/** Whether this table serves NodePorts on 127.0.0.0/8 (IPv4 with the option on). */
+export function localhostNodePorts(table: ProxyTable, opts: Pick<CompileOptions, 'localhostNodePorts'>): boolean {
+  return opts.localhostNodePorts === true && table.family === 4;
+}
+
+/** The top-level chains every sync rewrites whole, per table: what intact() checks. */
+export const SKELETON_CHAINS: Readonly<Record<'nat' | 'filter', readonly string[]>> = {
+  nat: NAT_CHAINS,
+  filter: [...FILTER_CHAINS, Chain.kubeletFirewall],
+};
+
+export interface SkeletonChain {
+  readonly table: 'nat' | 'filter';
+  readonly chain: string;
+  /** Rules written into it. */
+  readonly rules: number;
+  /** The last rule, as restore text after `-A CHAIN ` (undefined when empty). */
+  readonly last: string | undefined;
+}
+
+/**
+ * The skeleton chains an iptables-restore input declares, with their rule counts: every sync
+ * (full or partial) declares and rewrites all of them, so after any successful sync this is what
+ * the kernel holds in those chains.
+ */
+export function skeletonOf(text: string): SkeletonChain[] {
+  const found = new Map<string, { table: 'nat' | 'filter'; chain: string; rules: number; last: string | undefined }>();
+  let table: string | undefined;
+  let pos = 0;
+  while (pos < text.length) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = text.length;
+    const line = text.slice(pos, nl);
+    pos = nl + 1;
+    if (line.startsWith('*')) {
+      table = line.slice(1);
+      continue;
+    }
+    if (table !== 'nat' && table !== 'filter') continue;
+    const chains = SKELETON_CHAINS[table];
+    if (line.startsWith(':')) {
+      const name = line.slice(1, line.indexOf(' '));
+      if (chains.includes(name)) found.set(`${table} ${name}`, { table, chain: name, rules: 0, last: undefined });
+    } else if (line.startsWith('-A ')) {
+      const sp = line.indexOf(' ', 3);
+      const name = line.slice(3, sp < 0 ? undefined : sp);
+      const e = found.get(`${table} ${name}`);
+      if (e) {
+        e.rules++;
+        e.last = sp < 0 ? '' : line.slice(sp + 1);
+      }
+    }
+  }
+  return [...found.values()];
+}
+
 function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.') || ip === '0:0:0:0:0:0:0:1';
 }
@@ -160,15 +223,25 @@ function isLoopback(ip: string): boolean {
 function closeSkeleton(s: Sections, table: ProxyTable, full: boolean, opts: CompileOptions): string {
   // The NodePort dispatch must be the last rule of nat KUBE-SERVICES.
   const tail = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
+  const localhost = localhostNodePorts(table, opts);
   if (table.nodePortAddresses.kind === 'all') {
-    // Loopback excluded: ferry never enables route_localnet (CVE-2020-8558).
-    const notLoopback = table.family === 6 ? '! -d ::1/128' : '! -d 127.0.0.0/8';
-    s.natRules.push(`-A ${Chain.services} ${tail} -m addrtype --dst-type LOCAL ${notLoopback} -j ${Chain.nodePorts}`);
+    // As kube-proxy: loopback is excluded unless localhost NodePorts are on (IPv4 only; the
+    // backend then sets route_localnet=1 and KUBE-FIREWALL below blocks martians to 127/8).
+    const notLoopback = table.family === 6 ? ' ! -d ::1/128' : localhost ? '' : ' ! -d 127.0.0.0/8';
+    s.natRules.push(`-A ${Chain.services} ${tail} -m addrtype --dst-type LOCAL${notLoopback} -j ${Chain.nodePorts}`);
   } else {
     for (const ip of table.nodePortAddresses.addresses) {
-      if (isLoopback(ip)) continue;
+      if (isLoopback(ip) && !localhost) continue;
       s.natRules.push(`-A ${Chain.services} ${tail} -d ${ip} -j ${Chain.nodePorts}`);
     }
+  }
+  if (localhost) {
+    // kube-proxy's (and kubelet's) guard against CVE-2020-8558: with route_localnet=1, a packet
+    // from elsewhere addressed to 127.0.0.0/8 would reach services bound to localhost.
+    s.filterChains.push(chainLine(Chain.kubeletFirewall));
+    s.filterRules.push(
+      `-A ${Chain.kubeletFirewall} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
+    );
   }
   const mark = hex(opts.masqueradeMark);
   if (opts.dropInvalid) s.filterRules.push(`-A ${Chain.forward} -m conntrack --ctstate INVALID -j DROP`);

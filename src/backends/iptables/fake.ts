@@ -177,7 +177,9 @@ export class FakeIptables implements IptablesRunner {
         case '-C':
           return (t.get(chain) ?? []).includes(rule) ? { stdout: '', stderr: '', exitCode: 0 } : fail('Bad rule');
         case '-S':
-          return t.has(chain) ? { stdout: `-N ${chain}\n`, stderr: '', exitCode: 0 } : fail(`No chain/target/match by that name.`);
+          return t.has(chain)
+            ? { stdout: `-N ${chain}\n` + (t.get(chain) ?? []).map((r) => `-A ${chain} ${r}\n`).join(''), stderr: '', exitCode: 0 }
+            : fail(`No chain/target/match by that name.`);
         case '-N':
         case '-X':
           this.apply(t, table, `${op} ${chain}`);

@@ -23,6 +23,8 @@ export const Chain = {
   forward: 'KUBE-FORWARD',
   proxyFirewall: 'KUBE-PROXY-FIREWALL',
   canary: 'KUBE-PROXY-CANARY',
+  /** filter: the martian-source drop guarding localhost NodePorts (kubelet writes the same rule). */
+  kubeletFirewall: 'KUBE-FIREWALL',
 } as const;
 
 export const Prefix = {
