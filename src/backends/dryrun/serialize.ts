@@ -35,6 +35,8 @@ function serializeTable(t: ProxyTable): SerializedTable {
     nodePortAddresses: t.nodePortAddresses,
     localTraffic: t.localTraffic,
     masqueradeAll: t.masqueradeAll,
+    // Only when known, so tables without service CIDRs print as before.
+    ...(t.serviceCIDRs ? { serviceCIDRs: t.serviceCIDRs } : {}),
     services,
   };
 }
