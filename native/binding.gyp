@@ -1,4 +1,4 @@
-# The ferry native addon: nf_tables batches over netlink, libnftables in-process, conntrack deletion over netlink, splice(2)
+# The ferry native addon: nf_tables batches over netlink and the tamper watch's subscription, libnftables in-process, conntrack deletion over netlink, splice(2)
 # forwarding for the userspace proxy.
 # Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
 {
@@ -9,6 +9,7 @@
         "src/addon.cc",
         "src/nft.cc",
         "src/nfnl.cc",
+        "src/nfnl_monitor.cc",
         "src/conntrack.cc",
         "src/splice.cc"
       ],

@@ -14,6 +14,7 @@
 
 #include "conntrack.h"
 #include "nfnl.h"
+#include "nfnl_monitor.h"
 #include "nft.h"
 #include "promise_worker.h"
 #include "splice.h"
@@ -246,12 +247,183 @@ Napi::Value NfnlDumpAsync(const Napi::CallbackInfo& info) {
 }  // namespace
 }  // namespace ferry
 
+
+// ---- nfnlMonitor: the tamper watch's subscription (nfnl_monitor.cc) ------------------------
+
+namespace ferry {
+namespace {
+
+struct MonitorBinding;
+void MonitorEventToJs(Napi::Env env, Napi::Function cb, MonitorBinding*, MonitorEvent* raw);
+using MonitorTsfn = Napi::TypedThreadSafeFunction<MonitorBinding, MonitorEvent, MonitorEventToJs>;
+
+// One per nfnlMonitor() call. Stopped by its handle's stop() or, at the latest, when the JS
+// environment goes away (the cleanup hook), so neither a forgotten handle nor process exit can
+// leave the thread calling into a dead environment.
+struct MonitorBinding {
+  napi_env env = nullptr;
+  std::unique_ptr<NfnlMonitor> monitor;
+  MonitorTsfn tsfn;
+  bool stopped = false;
+};
+
+void MonitorCleanupHook(void* arg);
+
+void StopBinding(MonitorBinding* b, bool fromHook) {
+  if (b->stopped) return;
+  b->stopped = true;
+  b->monitor->Stop();  // joins the thread: nothing calls the TSFN after this
+  b->tsfn.Release();
+  if (!fromHook) napi_remove_env_cleanup_hook(b->env, MonitorCleanupHook, b);
+}
+
+void MonitorCleanupHook(void* arg) { StopBinding(static_cast<MonitorBinding*>(arg), true); }
+
+const char* MsgTypeName(uint8_t t) {
+  switch (t) {
+    case 0: return "newtable";
+    case 2: return "deltable";
+    case 3: return "newchain";
+    case 5: return "delchain";
+    case 6: return "newrule";
+    case 8: return "delrule";
+    case 9: return "newset";
+    case 11: return "delset";
+    case 12: return "newsetelem";
+    case 14: return "delsetelem";
+    case 18: return "newobj";
+    case 20: return "delobj";
+    case 22: return "newflowtable";
+    case 24: return "delflowtable";
+    default: return "other";
+  }
+}
+
+const char* FamilyName(uint8_t f) {
+  switch (f) {
+    case 1: return "inet";
+    case 2: return "ip";
+    case 3: return "arp";
+    case 5: return "netdev";
+    case 7: return "bridge";
+    case 10: return "ip6";
+    default: return "unspec";
+  }
+}
+
+void MonitorEventToJs(Napi::Env env, Napi::Function cb, MonitorBinding*, MonitorEvent* raw) {
+  std::unique_ptr<MonitorEvent> ev(raw);
+  if (env == nullptr) return;  // teardown
+  Napi::Object o = Napi::Object::New(env);
+  switch (ev->kind) {
+    case MonitorEvent::kGeneration: {
+      o.Set("kind", Napi::String::New(env, "generation"));
+      o.Set("genId", Napi::Number::New(env, ev->genId));
+      o.Set("procPid", Napi::Number::New(env, ev->procPid));
+      o.Set("procName", Napi::String::New(env, ev->procName));
+      o.Set("portid", Napi::Number::New(env, ev->portid));
+      o.Set("own", Napi::Boolean::New(env, ev->own));
+      Napi::Array changes = Napi::Array::New(env, ev->changes.size());
+      for (size_t i = 0; i < ev->changes.size(); i++) {
+        const MonitorChange& c = ev->changes[i];
+        Napi::Object co = Napi::Object::New(env);
+        co.Set("op", Napi::String::New(env, MsgTypeName(c.msgType)));
+        co.Set("family", Napi::String::New(env, FamilyName(c.family)));
+        co.Set("table", Napi::String::New(env, c.table));
+        co.Set("name", Napi::String::New(env, c.name));
+        co.Set("count", Napi::Number::New(env, c.count));
+        changes.Set(i, co);
+      }
+      o.Set("changes", changes);
+      o.Set("more", Napi::Number::New(env, ev->more));
+      break;
+    }
+    case MonitorEvent::kOverrun:
+      o.Set("kind", Napi::String::New(env, "overrun"));
+      o.Set("ownRecent", Napi::Boolean::New(env, ev->ownRecent));
+      break;
+    case MonitorEvent::kError:
+      o.Set("kind", Napi::String::New(env, "error"));
+      o.Set("error", Napi::String::New(env, ev->error));
+      break;
+  }
+  // An exception thrown by the listener is reported by Node as uncaught, like any callback's.
+  cb.Call({o});
+}
+
+// nfnlMonitor({tables: string[], netns?: string, rcvbuf?: number}, onEvent) -> {stop()}
+Napi::Value NfnlMonitorStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "nfnlMonitor: arguments must be (options, onEvent)");
+  }
+  Napi::Object o = info[0].As<Napi::Object>();
+  Napi::Value tv = o.Get("tables");
+  if (!tv.IsArray()) throw Napi::TypeError::New(env, "nfnlMonitor: options.tables must be an array of table names");
+  Napi::Array ta = tv.As<Napi::Array>();
+  std::vector<std::string> tables;
+  for (uint32_t i = 0; i < ta.Length(); i++) {
+    Napi::Value v = ta.Get(i);
+    if (!v.IsString()) throw Napi::TypeError::New(env, "nfnlMonitor: options.tables must be an array of table names");
+    tables.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  std::string netns;
+  Napi::Value nv = o.Get("netns");
+  if (!nv.IsUndefined() && !nv.IsNull()) {
+    if (!nv.IsString()) throw Napi::TypeError::New(env, "nfnlMonitor: options.netns must be a path string");
+    netns = nv.As<Napi::String>().Utf8Value();
+  }
+  int rcvbuf = 32 << 20;
+  Napi::Value rv = o.Get("rcvbuf");
+  if (!rv.IsUndefined() && !rv.IsNull()) {
+    double d = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
+    if (d < 4096 || d > (1 << 30)) throw Napi::TypeError::New(env, "nfnlMonitor: options.rcvbuf must be a byte count between 4096 and 1 GiB");
+    rcvbuf = static_cast<int>(d);
+  }
+
+  auto* b = new MonitorBinding;
+  b->env = env;
+  b->tsfn = MonitorTsfn::New(env, info[1].As<Napi::Function>(), "ferry_nfnl_monitor", 0, 1, b);
+  // The watch never keeps a process alive by itself: the daemon's servers and timers do.
+  b->tsfn.Unref(env);
+  try {
+    b->monitor = std::make_unique<NfnlMonitor>(netns, std::move(tables), rcvbuf, [b](MonitorEvent&& ev) {
+      auto* m = new MonitorEvent(std::move(ev));
+      if (b->tsfn.NonBlockingCall(m) != napi_ok) delete m;  // the environment is going away
+    });
+  } catch (const std::exception& e) {
+    b->tsfn.Release();
+    Napi::Error err = Napi::Error::New(env, std::string("nfnlMonitor: ") + e.what());
+    err.Set("code", Napi::String::New(env, "FERRY_ERR_NFNL_MONITOR"));
+    delete b;
+    throw err;
+  }
+  napi_add_env_cleanup_hook(env, MonitorCleanupHook, b);
+  Napi::Object handle = Napi::Object::New(env);
+  handle.Set("stop", Napi::Function::New(
+                         env,
+                         [b](const Napi::CallbackInfo&) {
+                           StopBinding(b, false);
+                         },
+                         "stop"));
+  // Freed with the handle; a handle collected while still running is stopped first.
+  handle.Set("binding", Napi::External<MonitorBinding>::New(env, b, [](Napi::Env, MonitorBinding* p) {
+               StopBinding(p, p->stopped);
+               delete p;
+             }));
+  return handle;
+}
+
+}  // namespace
+}  // namespace ferry
+
 static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   using namespace ferry;
   exports.Set("nftRun", Napi::Function::New(env, NftRunAsync, "nftRun"));
   exports.Set("nftRunSync", Napi::Function::New(env, NftRunSync, "nftRunSync"));
   exports.Set("nfnlBatch", Napi::Function::New(env, NfnlBatchAsync, "nfnlBatch"));
   exports.Set("nfnlDump", Napi::Function::New(env, NfnlDumpAsync, "nfnlDump"));
+  exports.Set("nfnlMonitor", Napi::Function::New(env, NfnlMonitorStart, "nfnlMonitor"));
   exports.Set("conntrackDelete", Napi::Function::New(env, ConntrackDeleteAsync, "conntrackDelete"));
   exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
   RegisterSplice(env, exports);

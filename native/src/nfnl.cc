@@ -1,6 +1,7 @@
 // See nfnl.h. Plain sockets (the encoding is done in TypeScript); libmnl only for its
 // message walking helpers.
 #include "nfnl.h"
+#include "nfnl_monitor.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -121,6 +122,13 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   int rcv = 4 << 20;
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 
+  // The tamper watch (nfnl_monitor.cc) tells this process's transactions from others' by the
+  // port id of the committing socket: noted before the kernel can announce the commit.
+  struct sockaddr_nl self;
+  socklen_t selfLen = sizeof(self);
+  uint32_t portid = getsockname(fd, reinterpret_cast<struct sockaddr*>(&self), &selfLen) == 0 ? self.nl_pid : 0;
+  uint64_t nsIno = NetnsInode(netns);
+  if (portid != 0) NoteOwnBatchStart(nsIno, portid);
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof(sa));
   sa.nl_family = AF_NETLINK;
@@ -134,6 +142,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   ssize_t sent;
   do sent = sendmsg(fd, &mh, 0);
   while (sent < 0 && errno == EINTR);
+  if (portid != 0) NoteOwnBatchEnd(nsIno, portid);
   if (sent < 0) {
     r.sysError = Errno("sendmsg(nf_tables batch)", errno);
     close(fd);

@@ -86,6 +86,76 @@ export interface NfnlDumpResult {
   data: Buffer;
 }
 
+/** Objects of one kind a transaction touched in a watched table (nfnlMonitor), e.g. 12 × delrule in chain services. */
+export interface NfnlMonitorChange {
+  /** The notification's NFT_MSG_* type. */
+  op:
+    | 'newtable'
+    | 'deltable'
+    | 'newchain'
+    | 'delchain'
+    | 'newrule'
+    | 'delrule'
+    | 'newset'
+    | 'delset'
+    | 'newsetelem'
+    | 'delsetelem'
+    | 'newobj'
+    | 'delobj'
+    | 'newflowtable'
+    | 'delflowtable'
+    | 'other';
+  /** `ip`, `ip6`, `inet`, `arp`, `bridge`, `netdev`, or `unspec`. */
+  family: string;
+  table: string;
+  /** The object's name; for rules their chain, for elements their set or map. */
+  name: string;
+  count: number;
+}
+
+/** What an nfnlMonitor() subscription reports. */
+export type NfnlMonitorEvent =
+  | {
+      /** One committed transaction (ended by its NFT_MSG_NEWGEN) that touched a watched table. */
+      kind: 'generation';
+      genId: number;
+      /** NFTA_GEN_PROC_PID: the committing thread's id in the init pid namespace (not process.pid for ferry's own batches). */
+      procPid: number;
+      procName: string;
+      /** Port id of the committing netlink socket. */
+      portid: number;
+      /** Committed by one of this process's nfnlBatch() sockets. */
+      own: boolean;
+      changes: NfnlMonitorChange[];
+      /** Notifications beyond the itemized objects. */
+      more: number;
+    }
+  | {
+      /** The socket's receive buffer overflowed: notifications were lost. */
+      kind: 'overrun';
+      /** One of this process's batches was in flight in that namespace, or ended less than 2 s ago. */
+      ownRecent: boolean;
+    }
+  | {
+      /** The socket failed; the subscription has ended. */
+      kind: 'error';
+      error: string;
+    };
+
+export interface NfnlMonitorOptions {
+  /** Names of the tables whose objects are reported (any family). */
+  tables: string[];
+  /** Watch this network namespace (`/var/run/netns/NAME`) instead of the process's. */
+  netns?: string;
+  /** Receive buffer in bytes (SO_RCVBUFFORCE); default 32 MiB. */
+  rcvbuf?: number;
+}
+
+export interface NfnlMonitorHandle {
+  /** Ends the subscription; no event is delivered after it returns. Idempotent. */
+  stop(): void;
+}
+
 /** How a spliceBidirectional() forwarding ended. */
 export interface SpliceResult {
   /** Bytes read from fdA and written to fdB. */
@@ -119,6 +189,13 @@ export interface NativeAddon {
   nfnlBatch?(batch: Uint8Array, netns?: string): Promise<NfnlBatchResult>;
   /** Sends one encoded nf_tables dump request; resolves with the answer messages. Absent in older builds. */
   nfnlDump?(request: Uint8Array, netns?: string): Promise<NfnlDumpResult>;
+  /**
+   * Subscribes to nf_tables notifications (NFNLGRP_NFTABLES) on a thread of the addon and
+   * reports each committed transaction that touched one of `tables`, folded into one event.
+   * Throws (code FERRY_ERR_NFNL_MONITOR) when the socket cannot be opened or subscribed. The
+   * subscription never keeps the process alive. Absent in older builds.
+   */
+  nfnlMonitor?(opts: NfnlMonitorOptions, onEvent: (e: NfnlMonitorEvent) => void): NfnlMonitorHandle;
   /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
   conntrackDelete(filter: ConntrackFilter): Promise<number>;
   conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;

@@ -19,6 +19,7 @@ import { diffTables, planTables, type PlanOptions } from '../plan/planner.js';
 import type { Backend } from '../plan/types.js';
 import { DryRunBackend } from '../backends/dryrun/index.js';
 import { isUserspaceBackend } from '../backends/userspace/index.js';
+import { isTamperWatchable } from '../backends/kernel/nft-monitor.js';
 import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/health.js';
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
@@ -239,9 +240,19 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   });
   watches.start();
   let stopped = false;
+  // nftables: another program changing ferry's table is repaired at once (a full sync), not at
+  // the next canary check or hourly resync. Started with the syncer: before the first (full)
+  // sync there is nothing to repair.
+  let tamperWatch: { stop(): void } | undefined;
   void watches.waitForInitialSync(deps.nodeWaitMs ?? 30_000).then((r) => {
     if (stopped || !r.servicesAndSlices) return;
     log.info('initial lists received; starting to sync', { nodeFound: r.node });
+    if (isTamperWatchable(backend)) {
+      tamperWatch = backend.watchTamper(() => {
+        metrics.nftablesTamperRepairs.inc();
+        syncer.requestFullSync('tampered');
+      });
+    }
     syncer.start();
   });
 
@@ -255,6 +266,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     async stop() {
       if (stopped) return;
       stopped = true;
+      tamperWatch?.stop();
       await watches.stop();
       await syncer.stop();
       await healthChecks.closeAll();

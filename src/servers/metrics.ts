@@ -37,6 +37,7 @@ export class ProxyMetrics {
   readonly healthz: Counter<'code'>;
   readonly livez: Counter<'code'>;
   readonly invalidObjects: Counter<'resource'>;
+  readonly nftablesTamperRepairs: Counter;
 
   constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -106,6 +107,11 @@ export class ProxyMetrics {
       name: 'ferry_nftables_apply_path',
       help: 'How nftables transactions reach the kernel: netlink (the default) or a fallback (addon = libnftables, exec = nft -f); 1 for the path of the last sync',
       labelNames: ['via'],
+      registers,
+    });
+    this.nftablesTamperRepairs = new Counter({
+      name: 'ferry_nftables_tamper_repairs_total',
+      help: "Full syncs started because another program changed ferry's nftables table (seen by the tamper watch)",
       registers,
     });
     this.healthz = new Counter({

@@ -46,7 +46,8 @@ export interface PlanFunctions {
   diffTables(prev: ProxyTables | null, next: ProxyTables): SyncChanges;
 }
 
-export type FullSyncReason = 'first' | 'periodic' | 'after-failure' | 'not-intact' | 'requested';
+/** `tampered`: the nftables tamper watch saw another program change ferry's table. */
+export type FullSyncReason = 'first' | 'periodic' | 'after-failure' | 'not-intact' | 'tampered' | 'requested';
 
 export interface SyncResult {
   /** 1-based count of sync attempts. */

@@ -10,6 +10,8 @@ import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
 import type { ConntrackFilter } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
+import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
+import { loadNative } from '../../native/index.js';
 import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, partialBaseKnown, type CompileOptions } from './compiler.js';
 import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
 import { CANARY_RULE } from './skeleton.js';
@@ -30,6 +32,11 @@ export interface NftablesBackendOptions {
   readonly masqueradeMark?: number;
   /** Default `ferry` (tests may use another name). */
   readonly table?: string;
+  /**
+   * nf_tables notifications for the tamper watch (watchTamper()); default: the addon's
+   * subscription in the process's network namespace. null: no watch.
+   */
+  readonly events?: NftEventSource | null;
 }
 
 /** A sync that did not apply; the previous ruleset is still in force. The syncer goes full next. */
@@ -73,6 +80,12 @@ export interface NftablesBackend extends Backend {
    * demand); undefined when it was too large to keep (over 10,000 operations).
    */
   lastScript(): string | undefined;
+  /**
+   * Starts the tamper watch: `onTamper` is called (debounced) when another program changes this
+   * backend's tables; the caller repairs with a full sync. Undefined when no subscription can be
+   * made (warned once; intact() remains the safety net). Stop it with stop().
+   */
+  watchTamper(onTamper: (report: TamperReport) => void): TamperWatch | undefined;
 }
 
 /** Transactions up to this many operations stay available to lastScript(). */
@@ -101,7 +114,7 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
     return { existingChains: chains, existingMaps: maps };
   }
 
-  return {
+  const backend: NftablesBackend = {
     name: 'nftables',
 
     async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
@@ -184,5 +197,25 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
 
     lastSync: () => stats,
     lastScript: () => lastTx?.render(),
+
+    watchTamper(onTamper: (report: TamperReport) => void): TamperWatch | undefined {
+      if (opts.events === null) return undefined;
+      const source = opts.events ?? addonNftEvents(loadNative(), { tables: [table] });
+      const watch = new TamperWatch({
+        source: source ?? {
+          start: () => {
+            throw new Error('the native addon is not loaded or has no nfnlMonitor');
+          },
+        },
+        tables: families.map((f) => ({ family: familySyntax(f).nft, name: table })),
+        onTamper,
+        // Only netlink batches are recognisable as ferry's own in the notifications.
+        ownPathRecognisable: () => nft.via === 'netlink',
+        check: () => backend.intact(),
+        log,
+      });
+      return watch.start() ? watch : undefined;
+    },
   };
+  return backend;
 }
