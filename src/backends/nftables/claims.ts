@@ -11,6 +11,7 @@
  * Pure data structure; no I/O.
  */
 import type { IPFamily, ProxyTable, ServicePortKey } from '../../plan/types.js';
+import { endpointShardProtocol } from './names.js';
 import { SlotTable } from './slots.js';
 
 interface Claim {
@@ -18,14 +19,37 @@ interface Claim {
   readonly value: string;
 }
 
-/** One claim (the common case, no allocation beyond it) or several, sorted by owner. */
-type Claims = Claim | Claim[];
+/**
+ * A map element: one claim (the common case, no allocation beyond it) or several, sorted by
+ * owner. A set element (value '') is only a count: every claimant wants the same thing, so who
+ * claims it does not matter, only whether anyone still does.
+ */
+type Claims = Claim | Claim[] | number;
 
+/**
+ * Endpoint shard elements are not kept at all. A block of keys belongs to one service port
+ * (slots.ts) and is never handed to another within a sync, so the elements are exactly what
+ * that service's contribution says; the compiler takes them from there. The index only counts
+ * them per shard, to know when a shard map must be created or deleted. (At 10k Services × 10
+ * endpoints this index held 100,000 such elements, with their key and value strings.)
+ */
 export class ClaimIndex {
   private readonly containers = new Map<string, Map<string, Claims>>();
+  private readonly shardCounts = new Map<string, number>();
+  private readonly shardNames = new Map<string, boolean>();
 
-  /** The endpoint-map blocks behind the `endpoints` claims; moves on with the index. */
+  /** The endpoint-map blocks behind the shard elements; moves on with the index. */
   constructor(readonly slots: SlotTable = new SlotTable()) {}
+
+  /** Whether `name` is an endpoint shard map (its elements are counted, not kept). */
+  isShard(name: string): boolean {
+    let b = this.shardNames.get(name);
+    if (b === undefined) {
+      b = endpointShardProtocol(name) !== undefined;
+      this.shardNames.set(name, b);
+    }
+    return b;
+  }
 
   private container(name: string): Map<string, Claims> {
     let c = this.containers.get(name);
@@ -37,10 +61,18 @@ export class ClaimIndex {
   }
 
   add(container: string, key: string, owner: ServicePortKey, value: string): void {
+    if (this.isShard(container)) {
+      this.shardCounts.set(container, (this.shardCounts.get(container) ?? 0) + 1);
+      return;
+    }
     const c = this.container(container);
     const had = c.get(key);
+    if (value === '') {
+      c.set(key, (typeof had === 'number' ? had : 0) + 1);
+      return;
+    }
     const claim: Claim = { owner, value };
-    if (had === undefined) {
+    if (had === undefined || typeof had === 'number') {
       c.set(key, claim);
       return;
     }
@@ -52,9 +84,20 @@ export class ClaimIndex {
   }
 
   remove(container: string, key: string, owner: ServicePortKey): void {
+    if (this.isShard(container)) {
+      const n = (this.shardCounts.get(container) ?? 0) - 1;
+      if (n > 0) this.shardCounts.set(container, n);
+      else this.shardCounts.delete(container);
+      return;
+    }
     const c = this.containers.get(container);
     const had = c?.get(key);
     if (!c || had === undefined) return;
+    if (typeof had === 'number') {
+      if (had > 1) c.set(key, had - 1);
+      else c.delete(key);
+      return;
+    }
     if (!Array.isArray(had)) {
       if (had.owner === owner) c.delete(key);
       return;
@@ -66,28 +109,34 @@ export class ClaimIndex {
     else if (had.length === 0) c.delete(key);
   }
 
-  /** Every container that has (or had) claims. */
+  /** Every container that has (or had) claims, endpoint shards included. */
   containerNames(): IterableIterator<string> {
-    return this.containers.keys();
+    return [...this.containers.keys(), ...this.shardCounts.keys()][Symbol.iterator]();
   }
 
   /** How many elements of a container are claimed. */
   size(container: string): number {
+    if (this.isShard(container)) return this.shardCounts.get(container) ?? 0;
     return this.containers.get(container)?.size ?? 0;
   }
 
-  /** The element's value as installed (winner's value), or undefined when nobody claims it. */
+  /**
+   * The element's value as installed (winner's value; '' for a set element), or undefined when
+   * nobody claims it. Not for endpoint shards: their elements are the owning contribution's.
+   */
   value(container: string, key: string): string | undefined {
+    if (this.isShard(container)) throw new Error(`claim index: ${container} is an endpoint shard; its elements are not kept`);
     const had = this.containers.get(container)?.get(key);
     if (had === undefined) return undefined;
+    if (typeof had === 'number') return '';
     return Array.isArray(had) ? had[0]!.value : had.value;
   }
 
-  /** Every claimed key of a container with its value, in insertion order of first claim. */
+  /** Every claimed key of a (non-shard) container with its value, in insertion order of first claim. */
   *entries(container: string): Generator<[string, string]> {
     const c = this.containers.get(container);
     if (!c) return;
-    for (const [k, had] of c) yield [k, Array.isArray(had) ? had[0]!.value : had.value];
+    for (const [k, had] of c) yield [k, typeof had === 'number' ? '' : Array.isArray(had) ? had[0]!.value : had.value];
   }
 }
 

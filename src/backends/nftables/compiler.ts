@@ -164,7 +164,20 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     for (const { name } of SERVICE_CONTAINERS) {
       for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v || undefined);
     }
-    for (const name of shards) for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v);
+    // Shard elements are not kept in the index (claims.ts): they come from the contributions,
+    // in the order the services were compiled.
+    if (shards.length > 0) {
+      const byShard = new Map<string, ElementClaim[]>();
+      for (const c of contributions) {
+        for (const el of c.elements) {
+          if (!index.isShard(el.container)) continue;
+          let list = byShard.get(el.container);
+          if (!list) byShard.set(el.container, (list = []));
+          list.push(el);
+        }
+      }
+      for (const name of shards) for (const el of byShard.get(name) ?? []) tx.addElement(target, name, el.key, el.value);
+    }
 
     // Stale chains: flushed first (dropping their references to each other and to affinity
     // sets), then deleted. Endpoint chains take their affinity set along; adding the set first
@@ -235,6 +248,16 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     const nextCtx = contextOf(fs, nextT, index.slots);
     // container → key → value installed before this sync (undefined: absent).
     const before = new Map<string, Map<string, string | undefined>>();
+    // Endpoint shards: container → key → value before and after, straight from the previous and
+    // next contributions (a block belongs to one service port; claims.ts keeps no copy).
+    const shardDiff = new Map<string, Map<string, { was: string | undefined; now: string | undefined }>>();
+    const noteShard = (el: ElementClaim, side: 'was' | 'now'): void => {
+      let m = shardDiff.get(el.container);
+      if (!m) shardDiff.set(el.container, (m = new Map()));
+      let d = m.get(el.key);
+      if (!d) m.set(el.key, (d = { was: undefined, now: undefined }));
+      d[side] = el.value;
+    };
     const noteBefore = (el: ElementClaim): void => {
       let m = before.get(el.container);
       if (!m) {
@@ -258,11 +281,13 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       const nc = ns ? serviceContribution(ns, nextCtx) : EMPTY;
       index.slots.retain(key, nc.slotRoles);
       for (const el of pc.elements) {
-        noteBefore(el);
+        if (index.isShard(el.container)) noteShard(el, 'was');
+        else noteBefore(el);
         index.remove(el.container, el.key, key);
       }
       for (const el of nc.elements) {
-        noteBefore(el);
+        if (index.isShard(el.container)) noteShard(el, 'now');
+        else noteBefore(el);
         index.add(el.container, el.key, key, el.value);
       }
       for (const [name, timeout] of nc.affinitySets) if (!pc.affinitySets.has(name)) newSets.push([name, timeout]);
@@ -291,16 +316,23 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const name of newChains) tx.addChain(target, { name });
 
     // Endpoint shards that gain their first element are created; emptied ones are deleted last.
-    const touchedShards = [...before.keys()].filter((c) => endpointShardProtocol(c) !== undefined).sort();
+    const touchedShards = [...shardDiff.keys()].sort();
     for (const name of touchedShards) if (index.size(name) > 0) tx.addMap(target, endpointShardSpec(fs, name));
 
     // Elements: deletes (and the delete half of a value change) before adds.
     const adds: [string, string, string][] = [];
-    for (const container of [...SERVICE_CONTAINERS.map((c) => c.name), ...touchedShards]) {
+    for (const { name: container } of SERVICE_CONTAINERS) {
       const m = before.get(container);
       if (!m) continue;
       for (const [k, was] of m) {
         const now = index.value(container, k);
+        if (was === now) continue;
+        if (was !== undefined) tx.deleteElement(target, container, k);
+        if (now !== undefined) adds.push([container, k, now]);
+      }
+    }
+    for (const container of touchedShards) {
+      for (const [k, { was, now }] of shardDiff.get(container)!) {
         if (was === now) continue;
         if (was !== undefined) tx.deleteElement(target, container, k);
         if (now !== undefined) adds.push([container, k, now]);

@@ -1,0 +1,54 @@
+// The claim index keeps as little as the compiler needs (claims.ts): set elements as counts,
+// map elements with their claimants (the smallest owner's value wins), and endpoint shard
+// elements not at all — only a count per shard. The compile state of 10k Services × 10
+// endpoints went from 44 MB to 16 MB with this; these tests pin the semantics down.
+import t from 'tap';
+import { ClaimIndex } from '../../../../src/backends/nftables/claims.js';
+import { endpointShard, Maps, Sets } from '../../../../src/backends/nftables/names.js';
+import { buildCluster } from '../../../../src/bench/synthetic.js';
+import { compileFull, CompileState } from '../../../../src/backends/nftables/compiler.js';
+
+t.test('set elements are counted: present while anyone claims them', async (t) => {
+  const ix = new ClaimIndex();
+  ix.add(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'a/x:/TCP', '');
+  ix.add(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'b/y:/TCP', '');
+  ix.remove(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'a/x:/TCP');
+  t.equal(ix.value(Sets.hairpin, '10.0.0.1 . 10.0.0.1'), '', 'still claimed by b');
+  ix.remove(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'b/y:/TCP');
+  t.equal(ix.value(Sets.hairpin, '10.0.0.1 . 10.0.0.1'), undefined, 'gone with its last claimant');
+  t.equal(ix.size(Sets.hairpin), 0);
+});
+
+t.test('map elements: the smallest owner decides the value, whatever the order of claims', async (t) => {
+  const ix = new ClaimIndex();
+  ix.add(Maps.serviceIPs, '192.0.2.1 . tcp . 80', 'ns/b:/TCP', 'goto svc-b');
+  ix.add(Maps.serviceIPs, '192.0.2.1 . tcp . 80', 'ns/a:/TCP', 'goto svc-a');
+  t.equal(ix.value(Maps.serviceIPs, '192.0.2.1 . tcp . 80'), 'goto svc-a');
+  ix.remove(Maps.serviceIPs, '192.0.2.1 . tcp . 80', 'ns/a:/TCP');
+  t.equal(ix.value(Maps.serviceIPs, '192.0.2.1 . tcp . 80'), 'goto svc-b');
+});
+
+t.test('endpoint shard elements are counted per shard, never stored', async (t) => {
+  const ix = new ClaimIndex();
+  const shard = endpointShard('TCP', 0);
+  ix.add(shard, '0', 'ns/a:/TCP', '10.0.0.1 . 8080');
+  ix.add(shard, '1', 'ns/a:/TCP', '10.0.0.2 . 8080');
+  t.equal(ix.size(shard), 2);
+  t.same([...ix.entries(shard)], [], 'no elements kept');
+  t.throws(() => ix.value(shard, '0'), /endpoint shard/, 'asking for a value is a compiler bug, not undefined');
+  ix.remove(shard, '0', 'ns/a:/TCP');
+  ix.remove(shard, '1', 'ns/a:/TCP');
+  t.equal(ix.size(shard), 0);
+});
+
+t.test('a compile state at 1k Services x 10 endpoints keeps no endpoint elements', async (t) => {
+  const c = buildCluster(1000, 10);
+  const state = new CompileState();
+  compileFull(c.tables, { families: [4], masqueradeMark: 0x4000, state });
+  const ix = state.take(4, c.tables[4]);
+  t.ok(ix, 'the state knows the table it compiled');
+  const shards = [...ix!.containerNames()].filter((n) => ix!.isShard(n));
+  t.ok(shards.length > 0, 'endpoint shards are in use');
+  t.equal(shards.reduce((n, s) => n + ix!.size(s), 0), 1000 * 10, 'every endpoint counted in its shard');
+  for (const s of shards) t.same([...ix!.entries(s)], [], `${s} holds no elements`);
+});
