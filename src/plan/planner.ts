@@ -152,9 +152,20 @@ function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): H
     localTraffic: localTraffic(opts, snap.node, family, problems),
     masqueradeAll: opts.masqueradeAll,
   };
-  // Only this family's ranges (the model already keeps them apart); absent = none known.
-  const cidrs = snap.serviceCIDRs?.filter((c) => parseCIDR(c)?.family === family);
-  return cidrs && cidrs.length > 0 ? { ...h, serviceCIDRs: Object.freeze(cidrs) } : h;
+  const cidrs = outermost(snap.serviceCIDRs ?? [], family);
+  return cidrs.length > 0 ? { ...h, serviceCIDRs: Object.freeze(cidrs) } : h;
+}
+
+/**
+ * This family's ranges without those inside another one (ServiceCIDRs may overlap: a new, larger
+ * one often covers the old default). Two CIDRs either nest or are disjoint, so what remains is
+ * disjoint and fits an nftables interval set without "conflicting intervals". Input order kept.
+ */
+function outermost(list: readonly string[], family: IPFamily): string[] {
+  const parsed = list.map((c) => parseCIDR(c)).filter((c): c is ParsedCIDR => c !== undefined && c.family === family);
+  return parsed
+    .filter((c, i) => !parsed.some((o, j) => j !== i && (o.bits < c.bits || (o.bits === c.bits && j < i)) && cidrContains(o, c.addr.toString())))
+    .map((c) => c.cidr);
 }
 
 export function headersEqual(a: Header, b: Header): boolean {

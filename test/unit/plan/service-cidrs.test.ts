@@ -62,3 +62,17 @@ t.test('the tracker merges every ServiceCIDR per family into the snapshot; the p
   r = tr.takeSnapshot();
   t.equal(planTables(r.snapshots, OPTS, t2, r.changes)[4].serviceCIDRs, undefined, 'all gone: absent again');
 });
+
+t.test('nested ranges collapse to the outermost (an nftables interval set takes them without conflicts)', async (t) => {
+  const tr = new ChangeTracker({ nodeName: NODE, families: [4, 6], log: quietLog });
+  tr.setNode(defaultNode());
+  tr.upsertServiceCIDR(cidrObj('kubernetes', ['10.96.0.0/16', 'fd00:96::/112']));
+  tr.upsertServiceCIDR(cidrObj('bigger', ['10.96.0.0/12']));
+  tr.upsertServiceCIDR(cidrObj('inside', ['10.100.4.0/24', 'fd00:96::80/121']));
+  tr.upsertServiceCIDR(cidrObj('apart', ['192.168.200.0/24']));
+  const r = tr.takeSnapshot();
+  t.same(r.snapshots[4].serviceCIDRs, ['10.100.4.0/24', '10.96.0.0/12', '10.96.0.0/16', '192.168.200.0/24'], 'the model keeps every range');
+  const planned = planTables(r.snapshots, OPTS);
+  t.same(planned[4].serviceCIDRs, ['10.96.0.0/12', '192.168.200.0/24'], 'the IR keeps the outermost, disjoint');
+  t.same(planned[6].serviceCIDRs, ['fd00:96::/112']);
+});
