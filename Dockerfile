@@ -39,4 +39,4 @@ COPY --from=build /ferry/node_modules ./node_modules
 COPY --from=build /ferry/dist ./dist
 COPY --from=build /ferry/bin ./bin
 COPY --from=build /ferry/native/build/Release/ferry_native.node ./native/build/Release/ferry_native.node
-ENTRYPOINT ["node", "/ferry/bin/ferry"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/ferry/bin/ferry"]

@@ -195,8 +195,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     const agent = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'loadgen.js'), 'agent']));
     children.push(agent.child);
 
+    // bin/ferry itself, as an operator runs it: its shebang carries the node flags ferry wants.
     const argv = [
-      process.execPath, FERRY_BIN, '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
+      FERRY_BIN, '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
       '--cluster-cidr', POD_CIDR, '--metrics-bind-address', METRICS, '--healthz-bind-address', '127.0.0.1:10256',
     ];
     const t0 = performance.timeOrigin + performance.now();

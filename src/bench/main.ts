@@ -58,6 +58,11 @@ export interface Profile {
   readonly daemonResyncs: number;
   /** Largest services x endpoints the daemon phase runs in iptables mode (iptables-restore's limit, as iptablesApplyLimit). */
   readonly daemonIptablesLimit: number;
+  /**
+   * Largest services x endpoints the daemon phase runs in userspace mode: at 44k Services it did
+   * not come up within 10 minutes (one listening socket per service port; docs/userspace.md).
+   */
+  readonly daemonUserspaceLimit: number;
 }
 
 const cross = (ns: number[], ks: number[]): Size[] => ns.flatMap((services) => ks.map((endpoints) => ({ services, endpoints })));
@@ -84,6 +89,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     daemonModes: ['nftables'],
     daemonResyncs: 1,
     daemonIptablesLimit: Infinity,
+    daemonUserspaceLimit: Infinity,
   },
   quick: {
     name: 'quick',
@@ -106,6 +112,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     daemonModes: ['nftables', 'iptables', 'userspace'],
     daemonResyncs: 2,
     daemonIptablesLimit: Infinity,
+    daemonUserspaceLimit: Infinity,
   },
   full: {
     name: 'full',
@@ -128,6 +135,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     daemonModes: ['nftables', 'iptables', 'userspace'],
     daemonResyncs: 4,
     daemonIptablesLimit: 10_000,
+    daemonUserspaceLimit: 100_000,
   },
 };
 
@@ -355,6 +363,10 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       for (const mode of p.daemonModes) {
         if (mode === 'iptables' && size.services * size.endpoints > p.daemonIptablesLimit) {
           results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's iptables-restore limit (${p.daemonIptablesLimit} service endpoints; see docs/bench.md)`);
+          continue;
+        }
+        if (mode === 'userspace' && size.services * size.endpoints > p.daemonUserspaceLimit) {
+          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's userspace limit (${p.daemonUserspaceLimit} service endpoints: at 44k Services it did not come up within 10 minutes; see docs/bench.md)`);
           continue;
         }
         progress(`daemon ${mode} ${size.services}x${size.endpoints}`);

@@ -125,7 +125,7 @@ t.test('the entrypoint runs ferry\'s launcher, which the runtime stage copies in
   const runtime = stages.find((s) => s.name === 'runtime')!;
   const ep = runtime.body.find((i) => i.op === 'ENTRYPOINT');
   if (!ep) throw new Error('the runtime stage has no ENTRYPOINT');
-  t.same(JSON.parse(ep.args), ['node', '/ferry/bin/ferry'], 'exec-form ENTRYPOINT ["node", "/ferry/bin/ferry"]');
+  t.same(JSON.parse(ep.args), ['node', '--max-semi-space-size=2', '/ferry/bin/ferry'], 'exec-form ENTRYPOINT with the young-generation cap bin/ferry\'s own shebang sets (docs/memory.md)');
   t.ok(existsSync(join(REPO, 'bin', 'ferry')), 'bin/ferry exists in the repository');
   const workdir = runtime.body.find((i) => i.op === 'WORKDIR')?.args;
   t.equal(workdir, '/ferry');
