@@ -39,6 +39,7 @@ export const Sets = {
   nodePortIPs: 'nodeport-ips',
   localCIDRs: 'local-cidrs',
   hairpin: 'hairpin',
+  serviceCIDRs: 'service-cidrs',
 } as const;
 
 export const Maps = {

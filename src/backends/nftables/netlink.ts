@@ -385,6 +385,7 @@ function layoutOf(container: string): Layout {
     case Sets.clusterIPs:
     case Sets.nodePortIPs:
     case Sets.localCIDRs:
+    case Sets.serviceCIDRs:
       return 'addr';
     case Sets.hairpin:
       return 'addrAddr';
@@ -978,6 +979,11 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.cmpU32(1, true, 0);
       x.verdict(NFT_JUMP, r.chain);
       return;
+    case 'daddrSetDrop':
+      x.daddr(1);
+      x.lookup(r.set, 1);
+      x.verdict(NF_DROP, '');
+      return;
     case 'reject':
       if (r.daddrSet) {
         x.daddr(1);
@@ -1258,7 +1264,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
         }
         case 'element': {
           const layout = layoutOf(op.set);
-          const interval = op.set === Sets.localCIDRs;
+          const interval = op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs;
           const add = op.verb === 'add';
           if (interval) {
             // Interval sets: the whole run of adds is one message of [start, end) elements.

@@ -69,6 +69,7 @@ export type Rule =
   | { readonly k: 'verdict'; readonly text: string; readonly cond: Cond; readonly verdict: 'jump' | 'goto' | 'return' | 'drop'; readonly chain: string }
   | { readonly k: 'ctNewJump'; readonly text: string; readonly chain: string }
   | { readonly k: 'reject'; readonly text: string; readonly daddrSet: string }
+  | { readonly k: 'daddrSetDrop'; readonly text: string; readonly set: string }
   | { readonly k: 'markOr' | 'markXor' | 'markUnsetReturn'; readonly text: string; readonly mark: number }
   | { readonly k: 'masqFullyRandom'; readonly text: string }
   | { readonly k: 'hairpin'; readonly text: string; readonly set: string; readonly chain: string }
@@ -167,6 +168,15 @@ export function nodePortRejectCheck(fs: FamilySyntax, all: boolean): Rule {
 /** Traffic to a ClusterIP that no service port DNAT-ed (a port that is not a service port). */
 export function clusterIPsReject(fs: FamilySyntax): Rule {
   return { k: 'reject', text: `${fs.ipX} daddr @${Sets.clusterIPs} reject`, daddrSet: Sets.clusterIPs };
+}
+
+/**
+ * Traffic to an address inside a service CIDR that no Service holds (kube-proxy's nftables
+ * mode: "Drop traffic to unallocated ClusterIPs"). Only after DNAT: real Service traffic has
+ * been rewritten by then, and a ClusterIP on a port it does not serve was rejected just before.
+ */
+export function serviceCIDRsDrop(fs: FamilySyntax): Rule {
+  return { k: 'daddrSetDrop', text: `${fs.ipX} daddr @${Sets.serviceCIDRs} drop`, set: Sets.serviceCIDRs };
 }
 
 // ---- per-service rules ----

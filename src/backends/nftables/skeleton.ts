@@ -83,6 +83,7 @@ export function tableSets(fs: FamilySyntax): NamedSet[] {
   return [
     { name: Sets.localCIDRs, type: fs.addrType, flags: ['interval'], comment: 'local pod traffic (cluster CIDRs)' },
     { name: Sets.nodePortIPs, type: fs.addrType, comment: 'addresses that accept NodePorts' },
+    { name: Sets.serviceCIDRs, type: fs.addrType, flags: ['interval'], comment: 'service CIDRs (ServiceCIDR objects): unallocated addresses in them are dropped' },
   ];
 }
 
@@ -152,13 +153,14 @@ export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number)
     c(Chains.firewallCheck, [R.serviceIPsDispatch(fs, 'firewall-ips')]),
     c(Chains.serviceEndpointsCheck, [R.serviceIPsDispatch(fs, 'no-endpoint-services')]),
     c(Chains.nodePortEndpointsCheck, [R.nodePortRejectCheck(fs, all)]),
-    c(Chains.clusterIPsCheck, [R.clusterIPsReject(fs)]),
+    c(Chains.clusterIPsCheck, [R.clusterIPsReject(fs), R.serviceCIDRsDrop(fs)]),
     c(Chains.services, [R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all)]),
   ];
   const containers = serviceContainers(fs);
   const tableElements = new Map<string, readonly string[]>([
     [Sets.localCIDRs, table.localTraffic.kind === 'clusterCIDR' ? normalizeCIDRs(fs.family, table.localTraffic.cidrs) : []],
     [Sets.nodePortIPs, nodePortAddressElements(table)],
+    [Sets.serviceCIDRs, normalizeCIDRs(fs.family, table.serviceCIDRs ?? [])],
   ]);
   return { baseChains, chains, sets: [...tableSets(fs), ...containers.sets], maps: containers.maps, tableElements };
 }

@@ -31,13 +31,17 @@ export interface Golden {
 export const GOLDENS: readonly Golden[] = [
   {
     name: 'clusterip',
-    what: 'ClusterIP, 3 endpoints, masquerade of non-local traffic; a UDP port with one endpoint',
+    what: 'ClusterIP, 3 endpoints, masquerade of non-local traffic; a UDP port with one endpoint; two service CIDRs (unallocated addresses dropped)',
     families: [4],
     ir: tables(
-      table(4, [
-        svc({ namespace: 'default', name: 'web', internal: fwd(e1, e2, e3) }),
-        svc({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(ep('198.18.1.5', 53, true)) }),
-      ]),
+      table(
+        4,
+        [
+          svc({ namespace: 'default', name: 'web', internal: fwd(e1, e2, e3) }),
+          svc({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(ep('198.18.1.5', 53, true)) }),
+        ],
+        { serviceCIDRs: ['198.19.0.0/16', '203.0.113.0/24'] },
+      ),
     ),
   },
   {
