@@ -91,7 +91,8 @@ function identity(obj: unknown): { key: string; rv: string | undefined } | strin
   const meta = rec(rec(obj)?.metadata);
   if (!meta) return 'no metadata';
   const name = strField(meta, 'name');
-  if (!name) return 'metadata.name missing or not a string';
+  const ns = strField(meta, 'namespace');
+  if (!name) return `metadata.name missing or not a string${ns ? ` (namespace ${JSON.stringify(ns.slice(0, 64))})` : ''}`;
   return { key: `${strField(meta, 'namespace') ?? ''}/${name}`, rv: strField(meta, 'resourceVersion') };
 }
 
