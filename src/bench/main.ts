@@ -160,6 +160,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let only: Phase[] = [...PHASES];
   let daemonSizes: Size[] | undefined;
   let daemonModes: Profile['daemonModes'] | undefined;
+  let latencySizes: number[] | undefined;
+  let latencyModes: ProxyUnderTest[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -186,11 +188,24 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace') throw new BenchUsageError(`--daemon-modes: unknown mode ${x}`);
         return x;
       });
+    } else if (a === '--latency-sizes') {
+      latencySizes = val().split(',').map((x) => {
+        if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--latency-sizes: expected SERVICES[,...], got ${x}`);
+        return Number(x);
+      });
+    } else if (a === '--latency-modes') {
+      latencyModes = val().split(',').map((x) => {
+        if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace') throw new BenchUsageError(`--latency-modes: unknown mode ${x}`);
+        return x;
+      });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--latency-sizes 1000,10000] [--latency-modes nftables,...]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
+  // The cluster phases run at the latency sizes only when those are given.
+  if (latencySizes) profile = { ...profile, latencySizes, clusterSizes: latencySizes };
+  if (latencyModes) profile = { ...profile, latencyModes };
   return { profile, out, kubeProxy, only };
 }
 
