@@ -1,0 +1,22 @@
+// scripts/bench's argument parsing: the per-phase overrides replace only what they name, and bad
+// values are refused with the flag's name.
+import t from 'tap';
+import { BenchUsageError, parseArgs, PROFILES } from '../../../src/bench/main.js';
+
+t.test('daemon and latency overrides', async (t) => {
+  const a = parseArgs(['--full', '--only', 'daemon,latency', '--daemon-sizes', '10000x10,44000x10', '--daemon-modes', 'nftables', '--latency-sizes', '1000', '--latency-modes', 'nftables,userspace']);
+  t.same(a.only, ['daemon', 'latency']);
+  t.same(a.profile.daemonSizes, [{ services: 10000, endpoints: 10 }, { services: 44000, endpoints: 10 }]);
+  t.same(a.profile.daemonModes, ['nftables']);
+  t.same(a.profile.latencySizes, [1000]);
+  t.same(a.profile.clusterSizes, [1000], 'the cluster phases run at the latency sizes given');
+  t.same(a.profile.latencyModes, ['nftables', 'userspace']);
+  t.equal(a.profile.daemonResyncs, PROFILES.full.daemonResyncs, 'everything else from the profile');
+});
+
+t.test('bad values name their flag', async (t) => {
+  t.throws(() => parseArgs(['--daemon-sizes', '10000']), BenchUsageError);
+  t.throws(() => parseArgs(['--daemon-modes', 'ipvs']), /--daemon-modes: unknown mode ipvs/);
+  t.throws(() => parseArgs(['--latency-sizes', 'ten']), /--latency-sizes/);
+  t.throws(() => parseArgs(['--only', 'everything']), /--only: unknown phase everything/);
+});
