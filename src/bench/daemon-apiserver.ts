@@ -3,7 +3,7 @@
  * (`ip netns exec NS node daemon-apiserver.js SERVICES ENDPOINTS KUBECONFIG`): the simulated API
  * server preloaded, without HTTP, with SERVICES synthetic Services (every 10th a NodePort) and
  * one EndpointSlice of ENDPOINTS endpoints each, the Node `node-1`, and one probe Service whose
- * only endpoint is the node's own address (where the harness runs loadgen's server). Prints one
+ * only endpoint is an address of the node (where the harness runs loadgen's server). Prints one
  * JSON line `{"url":…,"probeIP":…,"probePort":…,"seedMs":…}` when listening; exits when stdin
  * closes, so it never outlives the harness.
  *
@@ -12,12 +12,8 @@
  */
 import { startApiServer, type ApiCore } from '../sim/apiserver/index.js';
 import type { KObject } from '../sim/apiserver/objects.js';
-import { BENCH_NAMESPACE, NODE_IP, nodeObject, serviceObject, sliceObject } from './synthetic.js';
-
-export const PROBE_IP = '198.18.0.100';
-export const PROBE_PORT = 80;
-/** loadgen's connection port on the node address. */
-export const PROBE_TARGET_PORT = 9000;
+import { BENCH_NAMESPACE, nodeObject, serviceObject, sliceObject } from './synthetic.js';
+import { PROBE_ENDPOINT_IP, PROBE_IP, PROBE_PORT, PROBE_TARGET_PORT } from './daemon-probe.js';
 
 function def(core: ApiCore, group: string, plural: string) {
   const d = core.registry.find(group, plural);
@@ -47,7 +43,7 @@ function seed(core: ApiCore, services: number, endpoints: number): void {
   core.registry.create(sliceDef, BENCH_NAMESPACE, {
     metadata: { name: 'zz-probe-1', labels: { 'kubernetes.io/service-name': 'zz-probe' } },
     addressType: 'IPv4',
-    endpoints: [{ addresses: [NODE_IP], conditions: { ready: true }, nodeName: 'node-1' }],
+    endpoints: [{ addresses: [PROBE_ENDPOINT_IP], conditions: { ready: true }, nodeName: 'node-1' }],
     ports: [{ name: 'http', port: PROBE_TARGET_PORT, protocol: 'TCP' }],
   });
 }

@@ -19,6 +19,7 @@ import { createInterface } from 'node:readline';
 import { runIn } from '../util/exec.js';
 import { createBenchNetns, deleteBenchNetns } from './netns.js';
 import { NODE_IP, POD_CIDR } from './synthetic.js';
+import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
 import { round } from './stats.js';
 import type { DaemonRow, MemorySample, ProxyUnderTest, Size } from './types.js';
 
@@ -178,6 +179,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     // (A veth pair with both ends here: this kernel has no dummy module.)
     await runIn(ns, ['ip', 'link', 'add', 'node0', 'type', 'veth', 'peer', 'name', 'node0p']);
     await runIn(ns, ['ip', 'addr', 'add', `${NODE_IP}/32`, 'dev', 'node0']);
+    await runIn(ns, ['ip', 'addr', 'add', `${PROBE_ENDPOINT_IP}/32`, 'dev', 'node0']);
     await runIn(ns, ['ip', 'link', 'set', 'node0', 'up']);
     await runIn(ns, ['ip', 'link', 'set', 'node0p', 'up']);
     await runIn(ns, ['ip', 'route', 'add', 'default', 'dev', 'node0']);
