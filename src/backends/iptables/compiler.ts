@@ -18,7 +18,7 @@
  */
 import type { IPFamily, ProxyTable, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { Chain, isServiceChain } from './names.js';
-import { comment, serviceRules, type ServiceContext, type ServiceRules } from './service.js';
+import { comment, localMatches, serviceRules, type ServiceContext, type ServiceRules } from './service.js';
 
 export const DEFAULT_MASQUERADE_MARK = 0x4000;
 /** kube-proxy's largeClusterEndpointsThreshold. */
@@ -99,13 +99,13 @@ export function isLargeCluster(table: ProxyTable, threshold: number): boolean {
 export function contextOf(table: ProxyTable, threshold: number): ServiceContext {
   return {
     family: table.family,
-    localCIDRs: table.localTraffic.kind === 'clusterCIDR' ? table.localTraffic.cidrs : [],
+    ...localMatches(table.localTraffic),
     largeCluster: isLargeCluster(table, threshold),
   };
 }
 
 function contextKey(ctx: ServiceContext): string {
-  return `${ctx.family}|${ctx.localCIDRs.join(',')}|${ctx.largeCluster ? 1 : 0}`;
+  return `${ctx.family}|${ctx.ifLocal.join(',')}|${ctx.ifNotLocal ?? ''}|${ctx.largeCluster ? 1 : 0}`;
 }
 
 const ruleCache = new WeakMap<ServiceEntry, { key: string; rules: ServiceRules }>();

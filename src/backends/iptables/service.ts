@@ -15,14 +15,18 @@
  * Pure and deterministic: the same ServiceEntry and context always give equal rules. Lines are
  * complete iptables-restore lines (`-A CHAIN ...`). Never decides which endpoints apply.
  */
-import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
+import type { EndpointSet, LocalTrafficDetector, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { Chain, endpointChainName, endpointString, serviceChainNames } from './names.js';
 
 /** Table-level facts that a service's rules depend on. */
 export interface ServiceContext {
   readonly family: 4 | 6;
-  /** Local-traffic detector CIDRs (empty: no detector). */
-  readonly localCIDRs: readonly string[];
+  /**
+   * kube-proxy's LocalTrafficDetector as iptables matches: IfLocal is one match per rule (one per
+   * CIDR, or the interface), IfNotLocal a single match (absent: no detector).
+   */
+  readonly ifLocal: readonly string[];
+  readonly ifNotLocal?: string;
   /** kube-proxy's large cluster mode: no comments on endpoint rules. */
   readonly largeCluster: boolean;
 }
@@ -56,18 +60,22 @@ export function probability(n: number): string {
   return probabilities[n]!;
 }
 
-/** kube-proxy's LocalTrafficDetector.IfLocal: one match per CIDR (each becomes its own rule). */
-export function ifLocal(ctx: ServiceContext): string[] {
-  return ctx.localCIDRs.map((c) => `-s ${c}`);
-}
-
 /**
- * IfNotLocal. iptables cannot negate a list of sources in one rule, and kube-proxy's detector
- * holds one CIDR per family; with several, the first is used (documented in docs/iptables.md).
+ * The detector's matches. By CIDR: iptables cannot negate a list of sources in one rule, and
+ * kube-proxy's detector holds one CIDR per family; with several, IfNotLocal uses the first
+ * (documented in docs/iptables.md). By interface: `-i name`, or `-i prefix+` for a prefix.
  */
-export function ifNotLocal(ctx: ServiceContext): string | undefined {
-  const first = ctx.localCIDRs[0];
-  return first === undefined ? undefined : `! -s ${first}`;
+export function localMatches(d: LocalTrafficDetector): { ifLocal: readonly string[]; ifNotLocal?: string } {
+  switch (d.kind) {
+    case 'clusterCIDR':
+      return d.cidrs.length > 0 ? { ifLocal: d.cidrs.map((c) => `-s ${c}`), ifNotLocal: `! -s ${d.cidrs[0]}` } : { ifLocal: [] };
+    case 'bridgeInterface':
+      return { ifLocal: [`-i ${d.name}`], ifNotLocal: `! -i ${d.name}` };
+    case 'interfaceNamePrefix':
+      return { ifLocal: [`-i ${d.prefix}+`], ifNotLocal: `! -i ${d.prefix}+` };
+    case 'none':
+      return { ifLocal: [] };
+  }
 }
 
 export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRules {
@@ -157,7 +165,7 @@ export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRul
   if (hasInternal && svc.clusterIP) {
     if (svc.clusterIPMasquerade === 'all') rulesOf(internalChain).push(`-A ${internalChain} ${clusterMatch} -j ${Chain.markMasq}`);
     else if (svc.clusterIPMasquerade === 'nonLocal') {
-      const notLocal = ifNotLocal(ctx);
+      const notLocal = ctx.ifNotLocal;
       if (notLocal !== undefined) rulesOf(internalChain).push(`-A ${internalChain} ${clusterMatch} ${notLocal} -j ${Chain.markMasq}`);
     }
   }
@@ -170,7 +178,7 @@ export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRul
       ext.push(`-A ${n.ext} ${comment(`masquerade traffic for ${name} external destinations`)} -j ${Chain.markMasq}`);
     }
     if (svc.externalPolicyLocal && usesSvc) {
-      for (const src of ifLocal(ctx)) ext.push(`-A ${n.ext} ${comment(`pod traffic for ${name} external destinations`)} ${src} -j ${n.svc}`);
+      for (const src of ctx.ifLocal) ext.push(`-A ${n.ext} ${comment(`pod traffic for ${name} external destinations`)} ${src} -j ${n.svc}`);
       ext.push(`-A ${n.ext} ${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${Chain.markMasq}`);
       ext.push(`-A ${n.ext} ${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${n.svc}`);
     }

@@ -13,7 +13,7 @@
 import type { IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
 import { affinitySetOfChain, endpointShardProtocol, FERRY_TABLE, Maps, Sets } from './names.js';
-import { familySyntax, type FamilySyntax, type Rule } from './rules.js';
+import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { buildSkeleton, endpointShardSpec, type ChainWithRules } from './skeleton.js';
@@ -57,7 +57,7 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 ];
 
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
-  return { fs, detector: table.localTraffic.kind === 'clusterCIDR', slots };
+  return { fs, detector: table.localTraffic.kind !== 'none', slots };
 }
 
 function affinitySetSpec(fs: FamilySyntax, name: string, timeoutSeconds: number): NamedSet {
@@ -104,7 +104,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
   const tableName = opts.table ?? FERRY_TABLE;
   for (const family of opts.families) {
     const table = next[family];
-    const fs = familySyntax(family);
+    const fs = tableSyntax(family, table.localTraffic);
     const target = tableTarget(fs.nft, tableName);
     const sk = buildSkeleton(fs, table, opts.masqueradeMark);
 
@@ -227,7 +227,8 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
   for (const family of opts.families) {
     const prevT = prev[family];
     const nextT = next[family];
-    const fs = familySyntax(family);
+    const fs = tableSyntax(family, nextT.localTraffic);
+    const prevFs = tableSyntax(family, prevT.localTraffic);
     const target = tableTarget(fs.nft, tableName);
     const tableChanged = changes.tableChanged;
 
@@ -242,9 +243,9 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     }
     keys.sort();
 
-    const index = opts.state?.take(family, prevT) ?? buildIndex(fs, prevT);
+    const index = opts.state?.take(family, prevT) ?? buildIndex(prevFs, prevT);
     index.slots.settle();
-    const prevCtx = contextOf(fs, prevT, index.slots);
+    const prevCtx = contextOf(prevFs, prevT, index.slots);
     const nextCtx = contextOf(fs, nextT, index.slots);
     // container → key → value installed before this sync (undefined: absent).
     const before = new Map<string, Map<string, string | undefined>>();

@@ -13,7 +13,7 @@
  * Pure: no I/O.
  */
 import { endpointShardProtocol, Maps, Sets } from './names.js';
-import type { Cond, PortDispatchScope, Rule } from './rules.js';
+import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
 import type { Chain, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
@@ -633,6 +633,8 @@ const NFT_PAYLOAD_NETWORK = 1;
 const NFT_PAYLOAD_TRANSPORT = 2;
 const META_MARK = 3;
 const META_L4PROTO = 16;
+const META_IIFNAME = 6;
+const IFNAMSIZ = 16;
 const CT_STATE = 0;
 const CT_STATUS = 2;
 const FIB_F_SADDR = 1;
@@ -822,11 +824,20 @@ class Exprs {
     this.w.u32(4, sreg);
     this.end();
   }
-  cond(c: Cond): void {
+  cond(c: Cond, iif?: LocalInterface): void {
     if (c === '') return;
     if (c === 'fromNode') {
       this.fib(FIB_F_SADDR);
       this.cmpU32(1, false, RTN_LOCAL);
+      return;
+    }
+    if (iif) {
+      // As nft: an exact name compares all IFNAMSIZ bytes (NUL padded); a prefix only its own.
+      const name = new TextEncoder().encode(iif.name);
+      const data = iif.prefix ? name : new Uint8Array(IFNAMSIZ);
+      if (!iif.prefix) data.set(name.subarray(0, IFNAMSIZ - 1));
+      this.meta(META_IIFNAME, 1);
+      this.cmp(1, c === 'notLocalSrc', data);
       return;
     }
     this.saddr(1);
@@ -970,7 +981,7 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
   const a = addrLen(f) / 4; // register index after an address
   switch (r.k) {
     case 'verdict':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.verdict(r.verdict === 'jump' ? NFT_JUMP : r.verdict === 'goto' ? NFT_GOTO : r.verdict === 'return' ? NFT_RETURN : NF_DROP, r.chain);
       return;
     case 'ctNewJump':
@@ -1032,34 +1043,34 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.lookup(r.map, 1, { dreg: 0 });
       return;
     case 'dnat':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.l4proto(r.proto);
       x.immediate(1, addrBytes(f, r.ip));
       x.immediate(2, Uint8Array.of(r.port >> 8, r.port & 0xff));
       x.dnat(1, 2, NF_NAT_RANGE_PROTO_SPECIFIED);
       return;
     case 'dnatAnon':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.l4proto(r.proto);
       x.numgen(r.eps.length, 0);
       x.lookup('__map%d', 1, { dreg: 1, setId: anonId });
       x.dnat(1, reg(a), 0);
       return;
     case 'dnatSlot':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.l4proto(r.proto);
       x.numgen(r.n, r.base);
       x.lookup(r.map, 1, { dreg: 1 });
       x.dnat(1, reg(a), 0);
       return;
     case 'affinityCheck':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.saddr(1);
       x.lookup(r.set, 1);
       x.verdict(NFT_GOTO, r.chain);
       return;
     case 'randomChain':
-      x.cond(r.cond);
+      x.cond(r.cond, r.iif);
       x.numgen(r.chains.length, 0);
       x.lookup('__map%d', 1, { dreg: 0, setId: anonId });
       return;

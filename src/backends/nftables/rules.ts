@@ -6,7 +6,7 @@
  * which rule is meant. The compiler decides which rules go where; this module only knows syntax.
  * Pure; must never look at Kubernetes semantics (verdicts, policies): callers pass decisions in.
  */
-import type { IPFamily, PlannedEndpoint, Protocol } from '../../plan/types.js';
+import type { IPFamily, LocalTrafficDetector, PlannedEndpoint, Protocol } from '../../plan/types.js';
 import { Chains, Maps, Sets } from './names.js';
 import type { NftFamily } from './transaction.js';
 
@@ -19,6 +19,17 @@ export interface FamilySyntax {
   readonly addrType: 'ipv4_addr' | 'ipv6_addr';
   /** Loopback destinations never accept NodePorts (no route_localnet). */
   readonly loopback: string;
+  /**
+   * Set when local pod traffic is recognized by its incoming interface (detect-local
+   * BridgeInterface / InterfaceNamePrefix) instead of by source address in @local-cidrs.
+   */
+  readonly localIf?: LocalInterface;
+}
+
+/** An incoming-interface match: the exact name, or every name starting with it (`"veth*"`). */
+export interface LocalInterface {
+  readonly name: string;
+  readonly prefix: boolean;
 }
 
 export const V4: FamilySyntax = { family: 4, nft: 'ip', ipX: 'ip', addrType: 'ipv4_addr', loopback: '127.0.0.0/8' };
@@ -26,6 +37,24 @@ export const V6: FamilySyntax = { family: 6, nft: 'ip6', ipX: 'ip6', addrType: '
 
 export function familySyntax(f: IPFamily): FamilySyntax {
   return f === 4 ? V4 : V6;
+}
+
+const withInterface = new Map<string, FamilySyntax>();
+
+/** The syntax of one table: its family, and how its local-traffic detector is spelled. */
+export function tableSyntax(f: IPFamily, detector: LocalTrafficDetector): FamilySyntax {
+  if (detector.kind !== 'bridgeInterface' && detector.kind !== 'interfaceNamePrefix') return familySyntax(f);
+  const localIf: LocalInterface =
+    detector.kind === 'bridgeInterface' ? { name: detector.name, prefix: false } : { name: detector.prefix, prefix: true };
+  const key = `${f}|${localIf.prefix ? 'p' : 'n'}|${localIf.name}`;
+  let fs = withInterface.get(key);
+  if (!fs) withInterface.set(key, (fs = Object.freeze({ ...familySyntax(f), localIf: Object.freeze(localIf) })));
+  return fs;
+}
+
+/** nft's spelling of an interface name match: a quoted string, `*` for a prefix. */
+export function ifnameText(i: LocalInterface): string {
+  return JSON.stringify(i.prefix ? `${i.name}*` : i.name);
 }
 
 export function hexMark(mark: number): string {
@@ -55,8 +84,9 @@ function endpointAddr(fs: FamilySyntax, ep: PlannedEndpoint): string {
 }
 
 /**
- * A rule's precondition on the packet's source: none, from a local pod (`@local-cidrs`), not
- * from one, or from the node itself (`fib saddr type local`).
+ * A rule's precondition on the packet's source: none, from a local pod (`@local-cidrs`, or the
+ * incoming interface when the table's syntax has `localIf`), not from one, or from the node
+ * itself (`fib saddr type local`).
  */
 export type Cond = '' | 'localSrc' | 'notLocalSrc' | 'fromNode';
 
@@ -66,7 +96,7 @@ export type PortDispatchScope = 'fibLocalNotLoopback' | 'notLoopback' | 'nodePor
 
 /** A rule of ferry's, by kind; `text` is its nft spelling (rendered once, when built). */
 export type Rule =
-  | { readonly k: 'verdict'; readonly text: string; readonly cond: Cond; readonly verdict: 'jump' | 'goto' | 'return' | 'drop'; readonly chain: string }
+  | { readonly k: 'verdict'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly verdict: 'jump' | 'goto' | 'return' | 'drop'; readonly chain: string }
   | { readonly k: 'ctNewJump'; readonly text: string; readonly chain: string }
   | { readonly k: 'reject'; readonly text: string; readonly daddrSet: string }
   | { readonly k: 'daddrSetDrop'; readonly text: string; readonly set: string }
@@ -75,11 +105,11 @@ export type Rule =
   | { readonly k: 'hairpin'; readonly text: string; readonly set: string; readonly chain: string }
   | { readonly k: 'dispatch'; readonly text: string; readonly map: string }
   | { readonly k: 'portDispatch'; readonly text: string; readonly scope: PortDispatchScope; readonly map: string }
-  | { readonly k: 'dnat'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly ip: string; readonly port: number }
-  | { readonly k: 'dnatAnon'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly eps: readonly PlannedEndpoint[] }
-  | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
-  | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly set: string; readonly chain: string }
-  | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly chains: readonly string[] }
+  | { readonly k: 'dnat'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly ip: string; readonly port: number }
+  | { readonly k: 'dnatAnon'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly eps: readonly PlannedEndpoint[] }
+  | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
+  | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly set: string; readonly chain: string }
+  | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chains: readonly string[] }
   | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string }
   | { readonly k: 'firewallDrop'; readonly text: string; readonly sources: readonly string[] };
 
@@ -90,12 +120,17 @@ function condText(fs: FamilySyntax, cond: Cond): string {
     case '':
       return '';
     case 'localSrc':
-      return `${fs.ipX} saddr @${Sets.localCIDRs} `;
+      return fs.localIf ? `iifname ${ifnameText(fs.localIf)} ` : `${fs.ipX} saddr @${Sets.localCIDRs} `;
     case 'notLocalSrc':
-      return `${fs.ipX} saddr != @${Sets.localCIDRs} `;
+      return fs.localIf ? `iifname != ${ifnameText(fs.localIf)} ` : `${fs.ipX} saddr != @${Sets.localCIDRs} `;
     case 'fromNode':
       return 'fib saddr type local ';
   }
+}
+
+/** The interface a local-source condition matches, for the netlink encoder (absent: @local-cidrs). */
+function ifOf(fs: FamilySyntax, cond: Cond): { iif?: LocalInterface } {
+  return fs.localIf && (cond === 'localSrc' || cond === 'notLocalSrc') ? { iif: fs.localIf } : {};
 }
 
 // ---- skeleton rules ----
@@ -107,7 +142,7 @@ export function jumpIfNew(chain: string): Rule {
 /** A verdict, optionally under a source condition: `jump X`, `ip saddr != @local-cidrs jump X`, `return`, `drop`. */
 export function verdict(fs: FamilySyntax, cond: Cond, v: 'jump' | 'goto' | 'return' | 'drop', chain = ''): Rule {
   const word = v === 'jump' || v === 'goto' ? `${v} ${chain}` : v;
-  return { k: 'verdict', text: `${condText(fs, cond)}${word}`, cond, verdict: v, chain };
+  return { k: 'verdict', text: `${condText(fs, cond)}${word}`, cond, ...ifOf(fs, cond), verdict: v, chain };
 }
 
 export function jump(chain: string): Rule {
@@ -193,6 +228,7 @@ export function dnatRandom(fs: FamilySyntax, p: Protocol, eps: readonly PlannedE
     k: 'dnatAnon',
     text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${eps.length} map { ${items.join(', ')} }`,
     cond,
+    ...ifOf(fs, cond),
     proto: p,
     eps,
   };
@@ -207,6 +243,7 @@ export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number,
     k: 'dnatSlot',
     text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat ${fs.ipX} to numgen random mod ${n} offset ${base} map @${map}`,
     cond,
+    ...ifOf(fs, cond),
     proto: p,
     n,
     base,
@@ -221,7 +258,7 @@ export function endpointValue(ep: PlannedEndpoint): string {
 
 /** Affinity: a client seen recently goes back to the endpoint it used. */
 export function affinityCheck(fs: FamilySyntax, affinitySet: string, epChain: string, cond: Cond): Rule {
-  return { k: 'affinityCheck', text: `${condText(fs, cond)}${fs.ipX} saddr @${affinitySet} goto ${epChain}`, cond, set: affinitySet, chain: epChain };
+  return { k: 'affinityCheck', text: `${condText(fs, cond)}${fs.ipX} saddr @${affinitySet} goto ${epChain}`, cond, ...ifOf(fs, cond), set: affinitySet, chain: epChain };
 }
 
 /** Affinity: otherwise pick an endpoint chain at random. */
@@ -229,7 +266,7 @@ export function randomEndpointChain(fs: FamilySyntax, epChains: readonly string[
   if (epChains.length === 1) return verdict(fs, cond, 'goto', epChains[0]!);
   const items: string[] = [];
   for (let i = 0; i < epChains.length; i++) items.push(`${i} : goto ${epChains[i]!}`);
-  return { k: 'randomChain', text: `${condText(fs, cond)}numgen random mod ${epChains.length} vmap { ${items.join(', ')} }`, cond, chains: epChains };
+  return { k: 'randomChain', text: `${condText(fs, cond)}numgen random mod ${epChains.length} vmap { ${items.join(', ')} }`, cond, ...ifOf(fs, cond), chains: epChains };
 }
 
 export function affinityUpdate(fs: FamilySyntax, affinitySet: string): Rule {
@@ -237,7 +274,7 @@ export function affinityUpdate(fs: FamilySyntax, affinitySet: string): Rule {
 }
 
 export function dnatTo(fs: FamilySyntax, p: Protocol, ep: PlannedEndpoint, cond: Cond = ''): Rule {
-  return { k: 'dnat', text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat to ${endpointAddr(fs, ep)}`, cond, proto: p, ip: ep.ip, port: ep.port };
+  return { k: 'dnat', text: `${condText(fs, cond)}meta l4proto ${proto(p)} dnat to ${endpointAddr(fs, ep)}`, cond, ...ifOf(fs, cond), proto: p, ip: ep.ip, port: ep.port };
 }
 
 /** loadBalancerSourceRanges: drop every source outside the allowed ones. */

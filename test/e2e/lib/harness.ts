@@ -49,8 +49,8 @@ export interface ProxyClusterOptions {
   nodes?: number;
   dualStack?: boolean;
   zones?: string[];
-  /** Extra ferry flags, appended to the standard ones. */
-  ferryArgs?: string[];
+  /** Extra ferry flags, appended to the standard ones; a function gives each node its own. */
+  ferryArgs?: string[] | ((cluster: Cluster, node: SimNode) => string[]);
 }
 
 export class HarnessError extends Error {
@@ -597,7 +597,7 @@ export async function withProxyCluster(t: TapLike, opts: ProxyClusterOptions, fn
 
     for (const node of c.nodes) {
       const logFile = join(dir, `ferry-${node.name}.log`);
-      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, opts.ferryArgs), { logFile, env: childEnv() });
+      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, typeof opts.ferryArgs === 'function' ? opts.ferryArgs(c, node) : opts.ferryArgs), { logFile, env: childEnv() });
       const f: FerryProcess = { node, child, logFile };
       child.once('exit', (code, sig) => (f.exit = `${code ?? sig}`));
       e.ferries.push(f);

@@ -66,7 +66,7 @@ t.test('each detect-local mode reaches the planned table', async (t) => {
     t.same(d[4], { kind: 'clusterCIDR', cidrs: ['10.244.7.0/24'] });
   });
 
-  await t.test('the interface modes are carried in the IR (dry-run only until a backend matches them)', async (t) => {
+  await t.test('the interface modes are carried in the IR', async (t) => {
     const b = await detectors(['--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cbr0']);
     t.same(b[4], { kind: 'bridgeInterface', name: 'cbr0' });
     t.same(b[6], { kind: 'bridgeInterface', name: 'cbr0' });

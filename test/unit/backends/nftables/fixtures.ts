@@ -148,6 +148,29 @@ export const GOLDENS: readonly Golden[] = [
     ),
   },
   {
+    name: 'detect-local-interface',
+    what: 'local pod traffic recognized by incoming interface: a bridge (IPv4), a name prefix (IPv6); masquerade nonLocal and externalTrafficPolicy Local',
+    families: [4, 6],
+    ir: tables(
+      table(
+        4,
+        [
+          svc({ namespace: 'i', name: 'nonlocal', clusterIP: '198.19.0.42', clusterIPMasquerade: 'nonLocal', internal: fwd(e1, e2) }),
+          svc({ namespace: 'i', name: 'etp', clusterIP: '198.19.0.31', nodePort: 30083, internal: fwd(e2, e3), cluster: fwd(e2, e3), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
+        ],
+        { localTraffic: { kind: 'bridgeInterface', name: 'cbr0' } },
+      ),
+      table(
+        6,
+        [
+          svc({ namespace: 'i', name: 'nonlocal', family: 6, clusterIP: '2001:db8:19::42', clusterIPMasquerade: 'nonLocal', internal: fwd(ep('2001:db8:18::1', 8080, true)) }),
+          svc({ namespace: 'i', name: 'etp', family: 6, clusterIP: '2001:db8:19::31', nodePort: 30083, internal: fwd(ep('2001:db8:18::2', 8080)), cluster: fwd(ep('2001:db8:18::2', 8080)), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
+        ],
+        { localTraffic: { kind: 'interfaceNamePrefix', prefix: 'veth' } },
+      ),
+    ),
+  },
+  {
     name: 'nodeport-list',
     what: 'NodePorts only on listed addresses (loopback in the list is skipped: no route_localnet); SCTP',
     families: [4],
