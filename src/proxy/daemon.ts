@@ -155,6 +155,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     // External flushes are caught sooner by the backend's intact() check.
     fullSyncPeriodMs: Math.max(config.syncPeriodMs, FULL_SYNC_PERIOD_MS),
     intactCheckMs: deps.intactCheckMs,
+    // A Service too big for one quick transaction goes in pieces of about this many ms, so a
+    // normal change never waits behind it for long (docs/sync.md, "Bounded cost per Service").
+    bound: { targetMs: BOUNDED_PIECE_MS },
   });
   syncer.onSync((r) => {
     metrics.observeSync(r);
@@ -302,6 +305,8 @@ export async function runProxy(config: ProxyConfig): Promise<void> {
 /** `ferry --cleanup`: removes whatever any kernel backend may have installed. Returns the exit code. */
 /** kube-proxy's FullSyncPeriod. */
 const FULL_SYNC_PERIOD_MS = 60 * 60 * 1000;
+/** The target duration of one piece of an oversized Service (bounded cost per Service). */
+const BOUNDED_PIECE_MS = 250;
 
 export async function runCleanup(config: ProxyConfig): Promise<number> {
   setVerbosity(config.verbosity);

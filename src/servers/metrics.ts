@@ -38,6 +38,7 @@ export class ProxyMetrics {
   readonly livez: Counter<'code'>;
   readonly invalidObjects: Counter<'resource'>;
   readonly nftablesTamperRepairs: Counter;
+  readonly deferredServicePorts: Gauge;
 
   constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -133,6 +134,11 @@ export class ProxyMetrics {
       registers,
     });
     for (const resource of ['services', 'endpointslices']) this.invalidObjects.inc({ resource }, 0);
+    this.deferredServicePorts = new Gauge({
+      name: 'ferry_sync_deferred_service_ports',
+      help: 'Service ports of oversized Services not yet programmed: they are applied a piece per sync so that they delay no other change (docs/sync.md)',
+      registers,
+    });
     this.backendInfo.set({ mode }, 1);
     this.noLocalEndpoints.set({ traffic_policy: 'internal' }, 0);
     this.noLocalEndpoints.set({ traffic_policy: 'external' }, 0);
@@ -211,6 +217,7 @@ export class ProxyMetrics {
     this.syncDuration.observe(seconds);
     (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
     this.lastSync.set(nowMs / 1000);
+    this.deferredServicePorts.set(r.deferredKeys ?? 0);
     for (const t of r.triggerTimes) {
       const lag = (nowMs - t.getTime()) / 1000;
       if (lag >= 0) this.networkProgramming.observe(lag);

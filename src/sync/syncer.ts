@@ -22,6 +22,7 @@ import type { PlanOptions } from '../plan/planner.js';
 import type { Backend, ProxyTables, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { realClock, type Clock } from './clock.js';
+import { boundSync } from './bound.js';
 
 export interface TrackerSnapshot {
   readonly snapshots: Record<IPFamily, ClusterSnapshot>;
@@ -64,6 +65,8 @@ export interface SyncResult {
   readonly tables?: ProxyTables;
   /** EndpointSlice trigger times of the changes this sync applied (for network programming latency). */
   readonly triggerTimes: readonly Date[];
+  /** Service ports of oversized Services left for the next syncs (bounded cost per Service). */
+  readonly deferredKeys?: number;
   readonly error?: unknown;
   /** When ok is false: ms until the retry. */
   readonly retryInMs?: number;
@@ -94,6 +97,12 @@ export interface SyncerOptions {
   readonly retryInitialMs?: number;
   /** Retry delay cap. Default max(syncPeriod, retryInitialMs). */
   readonly retryMaxMs?: number;
+  /**
+   * Bounded cost per Service (bound.ts): a Service whose change is estimated above the budget is
+   * applied a piece per sync, so that it never delays anyone else's change by more than about
+   * `targetMs`. The budget follows what those pieces cost. Absent: every sync applies everything.
+   */
+  readonly bound?: { readonly targetMs: number; readonly initialBudget?: number; readonly minBudget?: number; readonly maxBudget?: number };
   readonly clock?: Clock;
   readonly log?: Logger;
 }
@@ -138,6 +147,10 @@ export class Syncer {
 
   /** What the backend last programmed successfully. */
   private applied: ProxyTables | null = null;
+  /** Cost budget per sync for oversized Services (bound.ts); adapts to what their pieces cost. */
+  private budget: number;
+  /** Oversized Services still being trickled in: the next sync runs without the coalescing gap. */
+  private deferred = 0;
   /** The last plan (successful or not): the base for incremental planning. */
   private planned: ProxyTables | null = null;
 
@@ -147,6 +160,12 @@ export class Syncer {
     this.intactCheckMs = opts.intactCheckMs ?? 5000;
     this.retryInitialMs = opts.retryInitialMs ?? Math.max(opts.minSyncPeriodMs, 500);
     this.retryMaxMs = opts.retryMaxMs ?? Math.max(opts.syncPeriodMs, this.retryInitialMs);
+    this.budget = opts.bound?.initialBudget ?? 4000;
+  }
+
+  /** The current per-sync cost budget for oversized Services (bound.ts). */
+  currentBudget(): number {
+    return this.budget;
   }
 
   /** Subscribes to the result of every sync attempt (metrics, health, healthcheck servers). */
@@ -227,6 +246,9 @@ export class Syncer {
   /** When a requested sync may start at the earliest. */
   private earliestNext(): number {
     const a = this.opts.adaptive;
+    // The rest of an oversized Service waits for nobody: the gap exists to let changes coalesce,
+    // and whatever arrives meanwhile is applied whole in the next piece's sync anyway.
+    if (this.deferred > 0 && a) return this.lastEnd;
     if (!a) return this.lastStart + this.opts.minSyncPeriodMs;
     return this.lastEnd + Math.min(a.maxMs, this.partialCostMs);
   }
@@ -269,6 +291,7 @@ export class Syncer {
     let changes: SyncChanges | undefined;
     let next: ProxyTables | undefined;
     let noop = false;
+    let deferredKeys = 0;
     try {
       const snap = this.opts.source.takeSnapshot();
       triggerTimes = snap.triggerTimes;
@@ -283,13 +306,31 @@ export class Syncer {
       const prev = full ? null : this.applied;
       changes = this.opts.planner.diffTables(prev, next);
       if (full && !changes.full) changes = { ...changes, full: true };
+      const bounded = this.opts.bound ? boundSync(this.applied, prev, next, changes, this.budget) : undefined;
+      let target = next;
+      if (bounded) {
+        target = bounded.tables;
+        changes = bounded.changes;
+        if (this.deferred === 0) {
+          this.log.info('oversized Services are applied in pieces so they delay no other change', {
+            services: bounded.deferredServices.join(','),
+            deferredServicePorts: bounded.deferredKeys,
+            budget: this.budget,
+          });
+        }
+      }
       if (!full && changes.changed.size === 0 && !changes.tableChanged) {
         noop = true;
         this.lastWasNoop = true;
       } else {
-        await this.opts.backend.sync(prev, next, changes);
+        await this.opts.backend.sync(prev, target, changes);
       }
-      this.applied = next;
+      this.applied = target;
+      deferredKeys = bounded?.deferredKeys ?? 0;
+      if (bounded) this.adaptBudget(this.clock.now() - start);
+      if (deferredKeys > 0) this.requested = true;
+      else if (this.deferred > 0) this.log.info('oversized Services are fully applied', { budget: this.budget });
+      this.deferred = deferredKeys;
       this.needFull = false;
       if (this.failures > 0) this.log.info('sync succeeded again', { afterFailures: this.failures });
       this.failures = 0;
@@ -299,9 +340,10 @@ export class Syncer {
         ...(reason ? { reason } : {}),
         changed: changes.changed.size,
         tableChanged: changes.tableChanged,
+        ...(deferredKeys > 0 ? { deferred: deferredKeys } : {}),
         durationMs,
       });
-      this.emit({ n, ok: true, full, fullReason: reason, startedAt: start, durationMs, noop, changes, tables: next, triggerTimes });
+      this.emit({ n, ok: true, full, fullReason: reason, startedAt: start, durationMs, noop, changes, tables: this.applied ?? next, triggerTimes, deferredKeys });
     } catch (err) {
       this.failures++;
       // The kernel state is now unknown: the next attempt assumes nothing and rewrites all.
@@ -333,6 +375,19 @@ export class Syncer {
         retryInMs: delay,
       });
     }
+  }
+
+  /**
+   * A piece that took longer than the target shrinks the budget, a quicker one grows it (at most
+   * 2× a step). Never below minBudget (default 2,000): every transaction that adds chains pays
+   * the kernel's validation of the whole table (about 250 ms at tens of thousands of chains), so
+   * smaller pieces would only multiply that fixed cost.
+   */
+  private adaptBudget(tookMs: number): void {
+    const b = this.opts.bound;
+    if (!b) return;
+    const factor = Math.min(2, Math.max(0.25, b.targetMs / Math.max(tookMs, 1)));
+    this.budget = Math.round(Math.min(b.maxBudget ?? 200_000, Math.max(b.minBudget ?? 2000, this.budget * factor)));
   }
 
   private emit(r: SyncResult): void {

@@ -6,6 +6,7 @@ import { FakeClock } from '../../../src/sync/clock.js';
 import { FakeBackend } from '../../../src/sync/fake-backend.js';
 import { Syncer, type PlanFunctions, type SnapshotSource, type SyncResult, type TrackerSnapshot } from '../../../src/sync/syncer.js';
 import { setLogSink } from '../../../src/util/log.js';
+import { ep, fwd, svc } from '../backends/ir-builders.js';
 
 const logLines: string[] = [];
 setLogSink((l) => logLines.push(l));
@@ -34,6 +35,16 @@ class FakeSource implements SnapshotSource {
   }
 }
 
+/**
+ * A plausible entry for a key (versioned by v): keys of namespace `h` are hostile-sized pieces
+ * (affinity, two endpoints: cost 6 in bound.ts), the rest cost 2.
+ */
+function entryFor(k: string, v: number): ServiceEntry {
+  const hostile = k.startsWith('h/');
+  const eps = hostile ? fwd(ep('198.18.1.1', 8080), ep('198.18.1.2', 8080)) : fwd(ep('198.18.1.1', 8080 + v));
+  return { ...svc({ namespace: 'x', name: 'y', internal: eps, affinityTimeoutSeconds: hostile ? 60 : 0 }), key: k, v } as unknown as ServiceEntry;
+}
+
 /** A planner stand-in: one entry per key, reused (===) for keys that did not change. */
 class FakePlanner implements PlanFunctions {
   readonly prevs: (ProxyTables | null | undefined)[] = [];
@@ -43,7 +54,7 @@ class FakePlanner implements PlanFunctions {
       const services = new Map<string, ServiceEntry>();
       for (const [k, sp] of snaps[f].services) {
         const old = prev?.[f].services.get(k);
-        services.set(k, old && !changes?.[f].changed.has(k) ? old : ({ key: k, v: (sp as unknown as { v: number }).v } as unknown as ServiceEntry));
+        services.set(k, old && !changes?.[f].changed.has(k) ? old : entryFor(k, (sp as unknown as { v: number }).v));
       }
       return { family: f, nodeName: 'node-1', nodeIPs: [], nodePortAddresses: { kind: 'all' }, localTraffic: { kind: 'none' }, masqueradeAll: false, services };
     };
@@ -61,7 +72,7 @@ class FakePlanner implements PlanFunctions {
   }
 }
 
-function setup(opts: { min?: number; period?: number; intact?: number; fullPeriod?: number; adaptiveMax?: number } = {}) {
+function setup(opts: { min?: number; period?: number; intact?: number; fullPeriod?: number; adaptiveMax?: number; bound?: { targetMs: number; initialBudget: number; minBudget?: number } } = {}) {
   const clock = new FakeClock();
   const source = new FakeSource();
   const planner = new FakePlanner();
@@ -77,6 +88,7 @@ function setup(opts: { min?: number; period?: number; intact?: number; fullPerio
     ...(opts.fullPeriod !== undefined ? { fullSyncPeriodMs: opts.fullPeriod } : {}),
     intactCheckMs: opts.intact ?? 5000,
     ...(opts.adaptiveMax !== undefined ? { adaptive: { maxMs: opts.adaptiveMax } } : {}),
+    ...(opts.bound ? { bound: opts.bound } : {}),
     clock,
   });
   backend.wait = (ms) => new Promise<void>((r) => clock.setTimeout(r, ms));
@@ -304,5 +316,57 @@ t.test('an explicit min sync period keeps its meaning even when syncs are cheap'
   t.equal(backend.calls.length, 1, 'still waiting for the period');
   await clock.advance(500);
   t.same(at(), [0, 1000]);
+  await syncer.stop();
+});
+
+t.test('bounded cost per Service: an oversized Service goes in pieces, back to back; a change arriving meanwhile rides the next piece whole', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
+  source.change('default/steady:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  backend.costMs = 100;
+  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
+  syncer.requestSync();
+  await clock.advance(0);
+  // A normal change arrives while the first piece is in the kernel.
+  await clock.advance(50);
+  source.change('default/normal:/TCP');
+  syncer.requestSync();
+  await clock.advance(50);
+  t.equal(backend.calls.length, 2, 'the first piece went at once');
+  t.equal(backend.calls[1]!.changes.changed.size, 5, 'budget 60 at cost 6 in each family: five ports');
+  t.equal(results[1]!.deferredKeys, 35);
+  await clock.advance(0);
+  await clock.advance(100);
+  t.equal(backend.calls.length, 3, 'the next piece follows without a coalescing gap');
+  t.ok(backend.calls[2]!.changes.changed.has('default/normal:/TCP'), 'and carries the normal change');
+  for (let i = 0; i < 20; i++) await clock.advance(100);
+  const last = backend.installed!;
+  t.equal(last[4].services.size, 42, 'in the end every port of the oversized Service is installed');
+  t.equal(results[results.length - 1]!.deferredKeys, 0);
+  t.ok(backend.calls.slice(1).every((c) => !c.changes.full), 'pieces are partial syncs');
+  t.ok(
+    logLines.some((l) => /oversized Services are applied in pieces .*services=h\/big/.test(l)),
+    'logged once with the Service',
+  );
+  t.equal(syncer.currentBudget(), 60, 'each piece took exactly the target: the budget stays');
+  await syncer.stop();
+});
+
+t.test('bounded cost per Service: the budget follows what pieces cost', async (t) => {
+  const { clock, source, backend, syncer } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
+  source.change('default/steady:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  backend.costMs = 400;
+  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
+  syncer.requestSync();
+  await clock.advance(0);
+  await clock.advance(400);
+  t.equal(backend.calls.length, 2);
+  t.equal(syncer.currentBudget(), 15, 'a piece four times too slow: a quarter of the budget');
+  backend.costMs = 0;
+  for (let i = 0; i < 50; i++) await clock.advance(400);
+  t.equal(backend.installed![4].services.size, 41, 'the rest went in smaller pieces');
   await syncer.stop();
 });

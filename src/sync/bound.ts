@@ -1,0 +1,150 @@
+/**
+ * Bounded cost per Service: which part of a sync's changes goes to the kernel now, so that one
+ * huge Service (thousands of ports or endpoints) never holds everyone else's changes behind a
+ * transaction of tens of thousands of operations.
+ *
+ * Every Service whose own change costs at most the budget is applied whole, however many such
+ * Services change together (a burst of ordinary changes stays one transaction, and a cold start
+ * of an ordinary cluster one atomic full sync). A Service whose change costs more is trickled in:
+ * each sync takes as many of its service ports, in key order, as the budget left over allows (at
+ * least one), and the syncer runs again at once for the rest. The tables the backend is given are
+ * then `base` (what is installed) with exactly the chosen keys moved to their planned entries; the
+ * next sync's diff against the plan finds what is still missing by itself.
+ *
+ * Cost is a rough kernel-work estimate per service port: one for the frontends, one per
+ * endpoint of its largest path, doubled with ClientIP affinity (a chain and an affinity set per
+ * endpoint). Pure; no clock, no I/O.
+ */
+import { deepEqual } from '../model/equal.js';
+import type { ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../plan/types.js';
+
+const FAMILIES = [4, 6] as const;
+
+export function entryCost(e: ServiceEntry | undefined): number {
+  if (!e) return 0;
+  const eps = Math.max(e.internal.endpoints.length, e.external.endpoints.length, e.cluster.endpoints.length);
+  return (1 + eps) * (e.affinityTimeoutSeconds > 0 ? 2 : 1);
+}
+
+/** `namespace/name` of a service port key (`namespace/name:port/proto`). */
+function serviceOf(key: ServicePortKey): string {
+  const colon = key.indexOf(':');
+  return colon < 0 ? key : key.slice(0, colon);
+}
+
+export interface BoundedSync {
+  /** What to program now: base with the chosen keys at their planned entries. */
+  readonly tables: ProxyTables;
+  readonly changes: SyncChanges;
+  /** Changed service ports left for later syncs, and the Services they belong to. */
+  readonly deferredKeys: number;
+  readonly deferredServices: readonly string[];
+  /** The estimated cost of what goes now. */
+  readonly cost: number;
+}
+
+/**
+ * Undefined when every changed Service fits the budget (the common case: sync as planned).
+ * `base` is what the kernel holds (null before the first success); `prev` is what the backend
+ * is told it holds (null for a full sync).
+ */
+export function boundSync(
+  base: ProxyTables | null,
+  prev: ProxyTables | null,
+  next: ProxyTables,
+  changes: SyncChanges,
+  budget: number,
+): BoundedSync | undefined {
+  const costs = new Map<string, { cost: number; keys: ServicePortKey[] }>();
+  // A full sync lists every key; what base already holds as planned is kept whatever happens,
+  // so it costs this decision nothing and is always in.
+  const kept = new Set<ServicePortKey>();
+  let oversized = false;
+  for (const k of changes.changed) {
+    if (changes.full && base && FAMILIES.every((f) => sameEntry(base[f].services.get(k), next[f].services.get(k)))) {
+      kept.add(k);
+      continue;
+    }
+    let c = 0;
+    for (const f of FAMILIES) c += Math.max(entryCost(base?.[f].services.get(k)), entryCost(next[f].services.get(k)));
+    const svc = serviceOf(k);
+    let g = costs.get(svc);
+    if (!g) costs.set(svc, (g = { cost: 0, keys: [] }));
+    g.cost += c;
+    g.keys.push(k);
+    if (g.cost > budget) oversized = true;
+  }
+  if (!oversized) return undefined;
+
+  const chosen = kept;
+  const big: [string, { cost: number; keys: ServicePortKey[] }][] = [];
+  let spent = 0;
+  for (const [svc, g] of costs) {
+    if (g.cost <= budget) {
+      for (const k of g.keys) chosen.add(k);
+      spent += g.cost;
+    } else big.push([svc, g]);
+  }
+  // The oversized Services share what the budget has left, smallest first, in key order.
+  big.sort((a, b) => a[1].cost - b[1].cost || (a[0] < b[0] ? -1 : 1));
+  const deferredServices: string[] = [];
+  let deferredKeys = 0;
+  for (const [svc, g] of big) {
+    g.keys.sort();
+    let i = 0;
+    for (; i < g.keys.length; i++) {
+      const k = g.keys[i]!;
+      let c = 0;
+      for (const f of FAMILIES) c += Math.max(entryCost(base?.[f].services.get(k)), entryCost(next[f].services.get(k)));
+      if (spent + c > budget && (spent > 0 || i > 0)) break;
+      chosen.add(k);
+      spent += c;
+    }
+    if (i < g.keys.length) {
+      deferredKeys += g.keys.length - i;
+      deferredServices.push(svc);
+    }
+  }
+  if (deferredKeys === 0) return undefined;
+
+  const tables = {
+    4: mergeTable(base?.[4], next[4], chosen),
+    6: mergeTable(base?.[6], next[6], chosen),
+  } as ProxyTables;
+  const out: SyncChanges =
+    prev === null
+      ? { full: true, changed: new Set([...tables[4].services.keys(), ...tables[6].services.keys()]), tableChanged: true }
+      : { full: false, changed: chosen, tableChanged: changes.tableChanged };
+  return { tables, changes: out, deferredKeys, deferredServices, cost: spent };
+}
+
+function sameEntry(a: ServiceEntry | undefined, b: ServiceEntry | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && deepEqual(a, b));
+}
+
+/**
+ * next's table-level fields; services: base's entries, with the chosen keys taken from next
+ * (absent there: removed). Both maps iterate in sorted key order, and so does the result.
+ */
+function mergeTable(base: ProxyTable | undefined, next: ProxyTable, chosen: ReadonlySet<ServicePortKey>): ProxyTable {
+  const out = new Map<ServicePortKey, ServiceEntry>();
+  const a = base ? [...base.services.keys()] : [];
+  const b: ServicePortKey[] = [];
+  for (const k of next.services.keys()) if (chosen.has(k)) b.push(k);
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const ka = a[i];
+    const kb = b[j];
+    if (kb === undefined || (ka !== undefined && ka < kb)) {
+      i++;
+      if (!chosen.has(ka!)) out.set(ka!, base!.services.get(ka!)!);
+      // A chosen key that next lacks is a removal: not copied.
+    } else {
+      if (ka === kb) i++;
+      j++;
+      out.set(kb, next.services.get(kb)!);
+    }
+  }
+  return { ...next, services: out };
+}

@@ -1,0 +1,121 @@
+import t from 'tap';
+import { boundSync, entryCost } from '../../../src/sync/bound.js';
+import { diffTables } from '../../../src/plan/diff.js';
+import type { ProxyTables, ServiceEntry } from '../../../src/plan/types.js';
+import { ep, fwd, svc, table, tables } from '../backends/ir-builders.js';
+
+const e1 = ep('198.18.1.1', 8080);
+const e2 = ep('198.18.2.2', 8080);
+
+function hostile(name: string, ports: number, affinity = true): ServiceEntry[] {
+  return Array.from({ length: ports }, (_, i) =>
+    svc({ namespace: 'h', name, portName: `p${String(i).padStart(5, '0')}`, port: 10000 + i, affinityTimeoutSeconds: affinity ? 10800 : 0, internal: fwd(e1, e2) }),
+  );
+}
+
+const small = (name: string, ...eps: ReturnType<typeof ep>[]): ServiceEntry => svc({ namespace: 'default', name, internal: fwd(...eps) });
+
+/** Applies bounded syncs until nothing is deferred; returns every step's tables. */
+function converge(base: ProxyTables | null, next: ProxyTables, budget: number): { steps: ProxyTables[]; deferred: number[] } {
+  const steps: ProxyTables[] = [];
+  const deferred: number[] = [];
+  let applied = base;
+  for (let i = 0; i < 10_000; i++) {
+    const changes = diffTables(applied, next);
+    const b = boundSync(applied, applied, next, changes, budget);
+    applied = b ? b.tables : next;
+    steps.push(applied);
+    deferred.push(b?.deferredKeys ?? 0);
+    if (!b) return { steps, deferred };
+  }
+  throw new Error('no convergence');
+}
+
+t.test('cost: frontends plus the largest path, doubled with affinity', async (t) => {
+  t.equal(entryCost(undefined), 0);
+  t.equal(entryCost(small('a', e1, e2)), 3);
+  t.equal(entryCost(hostile('x', 1)[0]), 6);
+});
+
+t.test('everything within the budget per Service: no bounding, however much changes', async (t) => {
+  const prev = tables(table(4, []));
+  const many = Array.from({ length: 500 }, (_, i) => small(`s${i}`, e1, e2));
+  const next = tables(table(4, many));
+  t.equal(boundSync(prev, prev, next, diffTables(prev, next), 100), undefined, '500 Services × cost 3 with a budget of 100: each fits');
+});
+
+t.test('an oversized Service goes in pieces; the others go whole in the first sync', async (t) => {
+  const steady = small('steady', e1);
+  const prev = tables(table(4, [steady]));
+  const next = tables(table(4, [small('steady', e1, e2), small('new', e1), ...hostile('big', 100)]));
+  const changes = diffTables(prev, next);
+  t.equal(changes.changed.size, 102);
+  const b = boundSync(prev, prev, next, changes, 100);
+  if (!b) throw new Error('expected bounding');
+  t.ok(b.changes.changed.has('default/steady:http/TCP') && b.changes.changed.has('default/new:http/TCP'), 'the small changes are in');
+  const pieces = [...b.changes.changed].filter((k) => k.startsWith('h/big:'));
+  // Budget 100: steady (3) + new (2) spend 5; each hostile port costs 6 → 15 ports.
+  t.equal(pieces.length, 15, 'the big Service gets what the budget has left');
+  t.same(pieces, [...pieces].sort(), 'in key order');
+  t.equal(pieces[0], 'h/big:p00000/TCP', 'from its first key');
+  t.equal(b.deferredKeys, 85);
+  t.same(b.deferredServices, ['h/big']);
+  t.equal(b.cost, 95);
+  t.equal(b.changes.full, false);
+  const keys = [...b.tables[4].services.keys()];
+  t.same(keys, [...keys].sort(), 'the merged table iterates in key order');
+  t.equal(b.tables[4].services.get('default/steady:http/TCP'), next[4].services.get('default/steady:http/TCP'), 'chosen: the planned entry');
+  t.equal(b.tables[4].services.size, 2 + 15);
+  t.equal(b.tables[4].nodeName, next[4].nodeName, "next's table-level fields");
+});
+
+t.test('repeated bounded syncs converge on the plan, a piece each time', async (t) => {
+  const prev = tables(table(4, [small('steady', e1)]));
+  const next = tables(table(4, [small('steady', e1, e2), ...hostile('big', 100), ...hostile('bigger', 150)]));
+  const { steps, deferred } = converge(prev, next, 120);
+  const last = steps[steps.length - 1]!;
+  t.same([...last[4].services.keys()], [...next[4].services.keys()], 'in the end every key is applied');
+  t.same(diffTables(last, next).changed.size, 0, 'and equal to the plan');
+  // (100 + 150) ports × 6 + 3 = 1,503 at 120 (20 ports) a sync: ⌈1503 / 120⌉ = 13 syncs.
+  t.equal(steps.length, 13);
+  t.ok(deferred.slice(0, -1).every((d, i, a) => i === 0 || d < a[i - 1]!), `deferred shrinks every step: ${deferred.join(' ')}`);
+});
+
+t.test('first (full) sync: the oversized Service is left out, the rest is one atomic full sync', async (t) => {
+  const next = tables(table(4, [small('a', e1), small('b', e2), ...hostile('big', 50)]));
+  const b = boundSync(null, null, next, diffTables(null, next), 60);
+  if (!b) throw new Error('expected bounding');
+  t.equal(b.changes.full, true);
+  t.same([...b.changes.changed].sort(), [...b.tables[4].services.keys()].sort(), 'a full sync names every key it writes');
+  t.ok(b.tables[4].services.has('default/a:http/TCP') && b.tables[4].services.has('default/b:http/TCP'));
+  t.equal([...b.tables[4].services.keys()].filter((k) => k.startsWith('h/')).length, 9, '(60 − 4) / 6 = 9 ports of the big one');
+});
+
+t.test('a periodic full sync keeps what is installed of an oversized Service', async (t) => {
+  const half = tables(table(4, [small('a', e1), ...hostile('big', 50).slice(0, 25)]));
+  const next = tables(table(4, [small('a', e1), ...hostile('big', 50)]));
+  const b = boundSync(half, null, next, diffTables(null, next), 60);
+  if (!b) throw new Error('expected bounding');
+  t.equal(b.changes.full, true);
+  t.ok(b.tables[4].services.size > 25 + 1, 'the 25 installed ports stay, more are added');
+  for (const k of half[4].services.keys()) t.ok(b.tables[4].services.has(k), `${k} stays`);
+});
+
+t.test('removing an oversized Service goes in pieces too; progress even with a tiny budget', async (t) => {
+  const prev = tables(table(4, [small('a', e1), ...hostile('big', 30)]));
+  const next = tables(table(4, [small('a', e1)]));
+  const { steps } = converge(prev, next, 1);
+  t.equal(steps.length, 30, 'one port per sync with a budget below one port; the last one is no longer oversized');
+  t.same([...steps[steps.length - 1]![4].services.keys()], ['default/a:http/TCP']);
+  t.equal(steps[0]![4].services.size, 30, 'the first sync removed one port');
+});
+
+t.test('dual-stack keys count in both families and are applied in both at once', async (t) => {
+  const big6 = (n: number): ServiceEntry[] => hostile('big', n).map((e) => ({ ...e, family: 6 as const, clusterIP: '2001:db8:19::10' }));
+  const prev = tables(table(4, []), table(6, []));
+  const next = tables(table(4, hostile('big', 10)), table(6, big6(10)));
+  const b = boundSync(prev, prev, next, diffTables(prev, next), 24);
+  if (!b) throw new Error('expected bounding');
+  t.equal(b.changes.changed.size, 2, 'each port costs 6 + 6: two fit in 24');
+  for (const k of b.changes.changed) t.ok(b.tables[4].services.has(k) && b.tables[6].services.has(k), `${k} in both families`);
+});
