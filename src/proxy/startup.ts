@@ -17,7 +17,7 @@ const log = logger('proxy');
  * (detect-local BridgeInterface / InterfaceNamePrefix, IR `localTraffic.kind` 'bridgeInterface'
  * / 'interfaceNamePrefix'). A mode is added here when its backend implements the rules.
  */
-export const INTERFACE_DETECT_LOCAL_MODES: ReadonlySet<ProxyMode> = new Set<ProxyMode>(['nftables', 'iptables']);
+export const INTERFACE_DETECT_LOCAL_MODES: ReadonlySet<ProxyMode> = new Set<ProxyMode>(['nftables', 'iptables', 'userspace']);
 
 const INTERFACE_MODES: ReadonlySet<DetectLocalMode> = new Set<DetectLocalMode>(['BridgeInterface', 'InterfaceNamePrefix']);
 

@@ -15,7 +15,10 @@ import { planFrontends, type Frontend, type LocalAddresses } from './frontends.j
 import { DEFAULT_INTERFACE, ipAddressHolder, removeInterface, type AddressHolder } from './iface.js';
 import type { Clock } from './picker.js';
 import { planReconcile } from './reconcile.js';
-import { LocalSourceDetector, ServiceRuntime, type Route } from './route.js';
+import { interfaceMatches, isInterfaceDetector, LocalSourceDetector, ServiceRuntime, type Route } from './route.js';
+
+/** How often the routes behind the local-traffic interfaces are re-read between syncs. */
+const INTERFACE_ROUTES_REFRESH_MS = 2000;
 import { SessionTable } from './sessions.js';
 import { newStats, type ForwarderStats } from './stats.js';
 import { ListenError, TcpListener, type ForwardContext } from './tcp.js';
@@ -94,6 +97,9 @@ class Userspace implements UserspaceBackend {
   private readonly runtimes = new Map<string, ServiceRuntime>();
   private local: LocalAddresses | undefined;
   private detector = new LocalSourceDetector(new Set(), []);
+  private interfaceRoutes: string[] = [];
+  private routeTimer: NodeJS.Timeout | undefined;
+  private lastTables: ProxyTables | undefined;
   /** False until the interface is known to exist and `held` was read from it. */
   private ready = false;
   private sweeper: NodeJS.Timeout | undefined;
@@ -158,6 +164,8 @@ class Userspace implements UserspaceBackend {
         else this.runtimes.set(rk, new ServiceRuntime(entry, this.now));
       }
     }
+    this.lastTables = next;
+    await this.refreshInterfaceRoutes(next);
     this.detector = this.buildDetector(next);
 
     const failed: string[] = [];
@@ -232,6 +240,9 @@ class Userspace implements UserspaceBackend {
     this.runtimes.clear();
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
+    if (this.routeTimer) clearInterval(this.routeTimer);
+    this.routeTimer = undefined;
+    this.lastTables = undefined;
     this.held.clear();
     this.ready = false;
     await this.holder.remove();
@@ -265,7 +276,37 @@ class Userspace implements UserspaceBackend {
     return new LocalSourceDetector(
       node,
       this.families.map((f) => next[f].localTraffic),
+      this.interfaceRoutes,
     );
+  }
+
+  /**
+   * With an interface detector: re-reads the routes out of the matching interfaces, at each sync
+   * and every few seconds between them (pods come and go without a Service changing).
+   */
+  private async refreshInterfaceRoutes(next: ProxyTables): Promise<void> {
+    const detectors = this.families.map((f) => next[f].localTraffic).filter(isInterfaceDetector);
+    if (detectors.length === 0 || !this.holder.routesVia) {
+      this.interfaceRoutes = [];
+      if (this.routeTimer) clearInterval(this.routeTimer);
+      this.routeTimer = undefined;
+      return;
+    }
+    try {
+      this.interfaceRoutes = await this.holder.routesVia((ifname) => detectors.some((d) => interfaceMatches(d, ifname)));
+    } catch (e) {
+      this.log.warn('cannot read the routes of the local-traffic interfaces; keeping the last ones', { error: String(e) });
+    }
+    if (!this.routeTimer) {
+      this.routeTimer = setInterval(() => {
+        const t = this.lastTables;
+        if (!t) return;
+        void this.refreshInterfaceRoutes(t).then(() => {
+          if (this.lastTables === t) this.detector = this.buildDetector(t);
+        });
+      }, INTERFACE_ROUTES_REFRESH_MS);
+      this.routeTimer.unref();
+    }
   }
 
   private startSweeper(): void {

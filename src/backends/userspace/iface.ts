@@ -31,6 +31,28 @@ export interface AddressHolder {
   remove(): Promise<void>;
   /** The node's addresses on every other interface. */
   localAddresses(): Promise<LocalAddresses>;
+  /**
+   * Destinations (CIDRs) of the main routing table's routes out of an interface `match` accepts:
+   * where the node sends replies to pods behind those interfaces (detect-local by interface).
+   */
+  routesVia?(match: (ifname: string) => boolean): Promise<string[]>;
+}
+
+/** The `dst` of `ip -j route show` entries whose `dev` matches; a bare address becomes a host prefix. */
+export function parseRoutesVia(json: string, family: 4 | 6, match: (ifname: string) => boolean): string[] {
+  let list: unknown;
+  try {
+    list = JSON.parse(json || '[]');
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(list)) return [];
+  const out: string[] = [];
+  for (const r of list as { dst?: unknown; dev?: unknown }[]) {
+    if (typeof r.dst !== 'string' || typeof r.dev !== 'string' || r.dst === 'default' || !match(r.dev)) continue;
+    out.push(r.dst.includes('/') ? r.dst : `${r.dst}/${family === 4 ? 32 : 128}`);
+  }
+  return out;
 }
 
 export class AddressApplyError extends Error {
@@ -141,6 +163,14 @@ export function ipAddressHolder(name: string = DEFAULT_INTERFACE, log?: Logger):
         }
       }
       return { 4: v4, 6: v6 };
+    },
+    async routesVia(match) {
+      const out: string[] = [];
+      for (const family of [4, 6] as const) {
+        const r = await run(['ip', '-j', `-${family}`, 'route', 'show'], { allowFailure: true });
+        out.push(...parseRoutesVia(r.stdout, family, match));
+      }
+      return out;
     },
   };
   return holder;

@@ -45,15 +45,34 @@ function inRanges(addr: ipaddr.IPv4 | ipaddr.IPv6, ranges: readonly Range[]): bo
   return false;
 }
 
+export function isInterfaceDetector(d: LocalTrafficDetector): d is Extract<LocalTrafficDetector, { kind: 'bridgeInterface' | 'interfaceNamePrefix' }> {
+  return d.kind === 'bridgeInterface' || d.kind === 'interfaceNamePrefix';
+}
+
+/** Whether an interface name is one the detector names (exactly, or by prefix). */
+export function interfaceMatches(d: LocalTrafficDetector, ifname: string): boolean {
+  if (d.kind === 'bridgeInterface') return ifname === d.name;
+  if (d.kind === 'interfaceNamePrefix') return ifname.startsWith(d.prefix);
+  return false;
+}
+
 /** "Is this client the node itself or a local pod?" (for externalTrafficPolicy Local). */
 export class LocalSourceDetector {
   private readonly ranges: Range[];
+  /**
+   * `interfaceRoutes`: for the interface detectors (BridgeInterface, InterfaceNamePrefix), the
+   * destinations routed out of the matching interfaces. A proxied connection reaches ferry as an
+   * accepted socket that does not say which interface its packets came in on, so the pods
+   * behind those interfaces are recognized by their addresses instead (docs/cli.md).
+   */
   constructor(
     private readonly nodeAddresses: ReadonlySet<string>,
     detectors: readonly LocalTrafficDetector[],
+    interfaceRoutes: readonly string[] = [],
   ) {
     this.ranges = [];
     for (const d of detectors) if (d.kind === 'clusterCIDR') this.ranges.push(...parseRanges(d.cidrs));
+    if (detectors.some(isInterfaceDetector)) this.ranges.push(...parseRanges(interfaceRoutes));
   }
 
   isLocal(clientIP: string): boolean {

@@ -160,16 +160,6 @@ t.test('conntrack sysctls and oom_score_adj, in a namespace of our own', async (
     t.same(hostValues(), host, 'host values unchanged while ferry runs');
   });
 
-  await t.test('interface-based detect-local modes are refused at start by name where unsupported (userspace)', async (t) => {
-    const r = await runIn(ns, ['env', ...SCRUB, process.execPath, FERRY_BIN, '--detect-local-mode', 'BridgeInterface', '--pod-bridge-interface', 'cbr0', '--proxy-mode', 'userspace'], {
-      allowFailure: true,
-      env: childEnv(),
-      timeoutMs: scaledMs(30_000),
-    });
-    t.equal(r.exitCode, 1);
-    t.equal(r.stderr.trim(), 'ferry: --detect-local-mode: BridgeInterface is not implemented yet in userspace mode');
-  });
-
   await t.test("the host's settings did not change", async (t) => {
     t.same(hostValues(), host, 'every conntrack sysctl and the hash size as before the test');
   });

@@ -164,19 +164,13 @@ t.test('prepareNode: logs ignored settings once, applies the settings, skips the
   t.ok(fs.writes.some(([p]) => p === S('nf_conntrack_max')));
 });
 
-t.test('interface-based detect-local modes: nftables and iptables match the interface; userspace refuses by name', async (t) => {
-  for (const mode of ['nftables', 'iptables']) {
+t.test('interface-based detect-local modes: every mode matches the interface', async (t) => {
+  for (const mode of ['nftables', 'iptables', 'userspace']) {
     t.doesNotThrow(() => checkDetectLocal(config({ 'proxy-mode': mode, 'detect-local-mode': 'BridgeInterface', 'pod-bridge-interface': 'cbr0' })), mode);
     t.doesNotThrow(() => checkDetectLocal(config({ 'proxy-mode': mode, 'detect-local-mode': 'InterfaceNamePrefix', 'pod-interface-name-prefix': 'veth' })), mode);
   }
-  t.throws(
-    () => checkDetectLocal(config({ 'proxy-mode': 'userspace', 'detect-local-mode': 'BridgeInterface', 'pod-bridge-interface': 'cbr0' })),
-    { field: '--detect-local-mode', message: '--detect-local-mode: BridgeInterface is not implemented yet in userspace mode' },
-  );
-  t.throws(
-    () => checkDetectLocal(config({ 'proxy-mode': 'nftables', 'proxy-mode-fallback': 'userspace', 'detect-local-mode': 'InterfaceNamePrefix', 'pod-interface-name-prefix': 'veth' })),
-    /InterfaceNamePrefix is not implemented yet in userspace mode/,
-    'the fallback mode must support it too',
+  t.doesNotThrow(() =>
+    checkDetectLocal(config({ 'proxy-mode': 'nftables', 'proxy-mode-fallback': 'userspace', 'detect-local-mode': 'InterfaceNamePrefix', 'pod-interface-name-prefix': 'veth' })),
   );
   t.doesNotThrow(() => checkDetectLocal(config({ 'detect-local-mode': 'NodeCIDR' })));
   t.doesNotThrow(() => checkDetectLocal(config({ 'detect-local-mode': 'BridgeInterface', 'pod-bridge-interface': 'cbr0', 'dry-run': true })), 'dry-run shows the plan');

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { LocalSourceDetector, ServiceRuntime } from '../../../../src/backends/userspace/route.js';
+import { interfaceMatches, LocalSourceDetector, ServiceRuntime } from '../../../../src/backends/userspace/route.js';
+import { parseRoutesVia } from '../../../../src/backends/userspace/iface.js';
 import { DROP, REJECT, ep, fwd, svc } from './fixtures.js';
 
 const detector = new LocalSourceDetector(new Set(['192.0.2.1']), [{ kind: 'clusterCIDR', cidrs: ['198.18.0.0/16'] }]);
@@ -46,4 +47,29 @@ t.test('update swaps the sets without replacing the pickers', async (t) => {
   rt.update(svc({ name: 'web', internal: REJECT }));
   t.equal(rt.internal, picker);
   t.equal(rt.route('clusterIP', '192.0.2.50', detector).verdict, 'reject');
+});
+
+t.test('interface detectors: the pods routed out of the matching interfaces are local', async (t) => {
+  t.ok(interfaceMatches({ kind: 'interfaceNamePrefix', prefix: 'veth' }, 'veth12ab'));
+  t.notOk(interfaceMatches({ kind: 'interfaceNamePrefix', prefix: 'veth' }, 'eth0'));
+  t.ok(interfaceMatches({ kind: 'bridgeInterface', name: 'cbr0' }, 'cbr0'));
+  t.notOk(interfaceMatches({ kind: 'bridgeInterface', name: 'cbr0' }, 'cbr01'), 'a bridge name is exact');
+  const json = JSON.stringify([
+    { dst: 'default', gateway: '192.0.2.1', dev: 'veth9' },
+    { dst: '10.244.1.0/24', dev: 'cbr0', protocol: 'kernel' },
+    { dst: '10.244.2.7', dev: 'veth1' },
+    { dst: '192.0.2.0/24', dev: 'eth0' },
+  ]);
+  const match = (n: string) => n === 'cbr0' || n.startsWith('veth');
+  t.same(parseRoutesVia(json, 4, match), ['10.244.1.0/24', '10.244.2.7/32'], 'default routes never; a bare address is a host route');
+  t.same(parseRoutesVia('[{"dst":"fd00::5","dev":"veth2"}]', 6, match), ['fd00::5/128']);
+  t.same(parseRoutesVia('not json', 4, match), [], 'garbage: nothing');
+
+  const d = new LocalSourceDetector(new Set(['192.0.2.10']), [{ kind: 'interfaceNamePrefix', prefix: 'veth' }], ['10.244.2.7/32', 'fd00::5/128']);
+  t.ok(d.isLocal('10.244.2.7'), 'a pod behind a matching interface');
+  t.ok(d.isLocal('fd00::5'));
+  t.notOk(d.isLocal('10.244.2.8'), 'another address is not');
+  t.ok(d.isLocal('192.0.2.10'), 'the node itself still is');
+  const cidr = new LocalSourceDetector(new Set(), [{ kind: 'clusterCIDR', cidrs: [] }], ['10.244.2.7/32']);
+  t.notOk(cidr.isLocal('10.244.2.7'), 'routes count only for an interface detector');
 });
