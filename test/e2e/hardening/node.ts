@@ -74,7 +74,7 @@ export async function withOneNode(
     if (cluster) await cluster.down().catch((e: unknown) => t.comment(`cluster teardown failed: ${String(e)}`));
     if (api) await api.close();
     if (core) stopApiCore(core);
-    if (t.passing()) rmSync(dir, { recursive: true, force: true });
+    if (t.passing() && process.env['FERRY_E2E_KEEP'] !== '1') rmSync(dir, { recursive: true, force: true });
     else t.comment(`kept ferry's log in ${logFile}`);
   });
 
