@@ -1,8 +1,7 @@
 /**
- * Phases 3 and 4 on a simulated cluster (network namespaces + the simulated API server):
- * programming latency end to end (API write → first connection through the Service from a pod)
- * and the data path (new-connection rate and single-connection throughput, outside client →
- * NodePort and pod → ClusterIP), for each proxy under test, at several Service counts.
+ * Phase 3 on a simulated cluster (network namespaces + the simulated API server): programming
+ * latency end to end (API write → first connection through the Service from a pod), for each
+ * proxy under test, at several Service counts. (The data path has its own cluster: datapath.ts.)
  *
  * One node (node-1) runs the proxy under test; on it live the server pod `srv` (label app=web,
  * running loadgen's servers) and the client pod `cli` (running a loadgen agent); the cluster's
@@ -25,8 +24,8 @@ import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
-import { histogramPercentiles, median, percentiles, round } from './stats.js';
-import type { DatapathMode, DatapathPath, DatapathRow, LatencyRow, ProxyUnderTest } from './types.js';
+import { histogramPercentiles, percentiles, round } from './stats.js';
+import type { LatencyRow, ProxyUnderTest } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const LOADGEN = join(HERE, 'loadgen.js');
@@ -44,9 +43,9 @@ export class ClusterBenchError extends Error {
 }
 
 /** A long-lived loadgen agent in one namespace: one command line in, one reply line out. */
-class Agent {
+export class Agent {
   private readonly waiting: ((line: string) => void)[] = [];
-  constructor(private readonly child: ChildProcess) {
+  constructor(readonly child: ChildProcess) {
     if (!child.stdout) throw new ClusterBenchError('agent has no stdout pipe');
     createInterface({ input: child.stdout }).on('line', (l) => this.waiting.shift()?.(l));
   }
@@ -59,15 +58,6 @@ class Agent {
   close(): void {
     this.child.stdin?.end();
   }
-}
-
-export interface DatapathLoad {
-  /** Connections per rate measurement and how many at a time. */
-  readonly connections: number;
-  readonly concurrency: number;
-  readonly bulkSeconds: number;
-  /** Each measurement is repeated this many times (after one short warm-up); the median is kept. */
-  readonly repeats: number;
 }
 
 export interface ClusterBenchOptions {
@@ -317,44 +307,6 @@ export class ClusterBench {
     });
     await this.api.settled();
     return { services: this.fillers, mode, e2eMs: percentiles(samples), ...(metric ? { metric } : {}), failures };
-  }
-
-  /** Connection rate and throughput for both paths (or the direct pod path). */
-  async datapath(mode: DatapathMode, load: DatapathLoad): Promise<DatapathRow[]> {
-    const t = this.target!;
-    const srv = this.cluster.pod('srv');
-    const paths: { path: DatapathPath; agent: Agent; addr: string; conn: number; sink: number }[] =
-      mode === 'direct'
-        ? [{ path: 'clusterip', agent: this.podAgent, addr: srv.ip, conn: CONN_PORT, sink: SINK_PORT }]
-        : [
-            { path: 'nodeport', agent: this.clientAgent, addr: this.node.ip, conn: t.nodePortConn, sink: t.nodePortSink },
-            { path: 'clusterip', agent: this.podAgent, addr: t.clusterIP, conn: 80, sink: 81 },
-          ];
-    const rows: DatapathRow[] = [];
-    for (const p of paths) {
-      await p.agent.ask(`conn ${p.addr} ${p.conn} ${Math.min(200, load.connections)} ${load.concurrency}`); // warm-up
-      const rates: number[] = [];
-      const mbps: number[] = [];
-      let errors = 0;
-      for (let i = 0; i < load.repeats; i++) {
-        const c = /^conn (\d+) (\d+) ([0-9.]+)/.exec(await p.agent.ask(`conn ${p.addr} ${p.conn} ${load.connections} ${load.concurrency}`));
-        if (c) {
-          rates.push(Number(c[1]) / (Number(c[3]) / 1000));
-          errors += Number(c[2]);
-        } else errors += load.connections;
-        const b = /^bulk (\d+) ([0-9.]+)/.exec(await p.agent.ask(`bulk ${p.addr} ${p.sink} ${load.bulkSeconds}`));
-        if (b) mbps.push((Number(b[1]) * 8) / 1e6 / (Number(b[2]) / 1000));
-      }
-      rows.push({
-        services: this.fillers,
-        mode,
-        path: p.path,
-        connPerSec: round(median(rates)),
-        connErrors: errors,
-        throughputMbps: round(median(mbps)),
-      });
-    }
-    return rows;
   }
 }
 

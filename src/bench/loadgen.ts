@@ -3,20 +3,27 @@
  * (`ip netns exec NS node loadgen.js serve|agent`). Never dials anything it was not told to by
  * the harness, and the harness only names addresses inside its own simulated cluster.
  *
- *   serve --conn-port P --sink-port Q   "ok\n" then close on P (connection-rate target);
- *                                       read and discard on Q (throughput sink). Prints "ready".
+ *   serve --conn-port P --sink-port Q   on P: read one request, answer "ok\n", close (the
+ *                                       connection-rate target); on Q: read and discard
+ *                                       (throughput sink). Prints "ready".
  *   agent                               long-lived client driven by stdin, one reply line per command:
  *     wait ADDR PORT DEADLINE_MS        connect repeatedly (10 ms per attempt) until one gets "ok":
  *                                       "ok <epochMs> <attempts>" | "fail <reason>"
- *     conn ADDR PORT N C                N short connections, C at a time:
+ *     conn ADDR PORT N C                N short connections, C at a time (closed loop; kept to
+ *                                       show why it cannot be trusted, docs/bench.md):
  *                                       "conn <ok> <errors> <elapsedMs>"
+ *     rate ADDR PORT R SECONDS TMO_MS   open loop: R new connections per second for SECONDS,
+ *                                       each one request and one answer, whatever the earlier
+ *                                       ones are doing; one JSON line (RateResult)
  *     bulk ADDR PORT SECONDS            one connection, send as fast as possible:
  *                                       "bulk <bytes> <elapsedMs>" | "fail <reason>"
  * Exits when stdin closes, so it never outlives the harness.
  */
 import { connect, createServer, type Socket } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { scaledMs } from '../util/timescale.js';
+import { readTcpCounters, type RateResult } from './tcpstat.js';
 
 function nowEpochMs(): number {
   return performance.timeOrigin + performance.now();
@@ -38,7 +45,7 @@ function serve(argv: string[]): void {
   };
   const conn = createServer((s) => {
     s.on('error', () => s.destroy());
-    s.end('ok\n');
+    s.once('data', () => s.end('ok\n'));
   });
   conn.listen({ port: connPort, host: '::', backlog: 4096 }, up);
   const sink = createServer((s) => {
@@ -56,6 +63,7 @@ function once(addr: string, port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     let done = false;
     const s: Socket = connect({ host: addr, port });
+    s.on('connect', () => s.write('q\n'));
     const finish = (ok: boolean) => {
       if (done) return;
       done = true;
@@ -106,6 +114,95 @@ async function connRate(addr: string, port: number, n: number, c: number): Promi
   return `conn ${ok} ${errors} ${(performance.now() - t0).toFixed(1)}`;
 }
 
+/** How one open-loop connection ended. */
+type Outcome = 'ok' | 'timeout' | string;
+
+/** One request/response connection; the outcome and how long it took from connect() to the answer. */
+function attempt(addr: string, port: number, timeoutMs: number): Promise<{ outcome: Outcome; ms: number }> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    let done = false;
+    const s: Socket = connect({ host: addr, port });
+    const finish = (outcome: Outcome) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ outcome, ms: performance.now() - t0 });
+    };
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    s.setNoDelay(true);
+    s.on('connect', () => s.write('q\n'));
+    s.on('data', (b: Buffer) => finish(b.length > 0 && b[0] === 0x6f ? 'ok' : 'badreply'));
+    s.on('error', (e: NodeJS.ErrnoException) => finish(e.code ?? 'error'));
+    s.on('close', () => finish('closed'));
+  });
+}
+
+function counters(): Record<string, number> {
+  return readTcpCounters(['/proc/net/snmp', '/proc/net/netstat'].map((f) => readFileSync(f, 'utf8')));
+}
+
+async function rate(addr: string, port: number, perSec: number, seconds: number, timeoutMs: number): Promise<string> {
+  const total = Math.max(1, Math.round(perSec * seconds));
+  const c0 = counters();
+  const cpu0 = process.cpuUsage();
+  const lat: number[] = [];
+  const errors: Record<string, number> = {};
+  let launched = 0;
+  let timeouts = 0;
+  let lagMs = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let settled = 0;
+    const one = () => {
+      void attempt(addr, port, timeoutMs).then(({ outcome, ms }) => {
+        if (outcome === 'ok') lat.push(ms);
+        else if (outcome === 'timeout') timeouts++;
+        else errors[outcome] = (errors[outcome] ?? 0) + 1;
+        if (++settled === total) resolve();
+      });
+    };
+    // Launches follow the clock, not the answers: a stalled connection delays nothing else.
+    const tick = () => {
+      const now = performance.now() - t0;
+      const due = Math.min(total, Math.floor((now / 1000) * perSec) + 1);
+      if (due === total && launched < total) lagMs = Math.max(0, now - ((total - 1) / perSec) * 1000);
+      while (launched < due) {
+        launched++;
+        one();
+      }
+      // 5 ms batches: a 1 ms timer would cost the generator more CPU than the connections do.
+      if (launched < total) setTimeout(tick, 5);
+    };
+    tick();
+  });
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  const c1 = counters();
+  const tcp: Record<string, number> = {};
+  for (const k of Object.keys(c1)) tcp[k] = c1[k]! - (c0[k] ?? 0);
+  lat.sort((a, b) => a - b);
+  const pct = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.ceil((p / 100) * lat.length) - 1)]! : 0);
+  const r: RateResult = {
+    offered: perSec,
+    seconds,
+    launched,
+    ok: lat.length,
+    timeouts,
+    errors,
+    okPerSec: Number(((lat.length / wall) * 1000).toFixed(1)),
+    p50Ms: Number(pct(50).toFixed(2)),
+    p99Ms: Number(pct(99).toFixed(2)),
+    maxMs: Number((lat.at(-1) ?? 0).toFixed(1)),
+    stalls: lat.filter((x) => x >= 900).length + timeouts,
+    lagMs: Number(lagMs.toFixed(1)),
+    genCpuMs: Number(((cpu.user + cpu.system) / 1000).toFixed(1)),
+    tcp,
+  };
+  return JSON.stringify(r);
+}
+
 function bulk(addr: string, port: number, seconds: number): Promise<string> {
   return new Promise((resolve) => {
     const chunk = Buffer.alloc(256 * 1024, 0x61);
@@ -146,12 +243,13 @@ function agent(): void {
   let chain = Promise.resolve();
   rl.on('line', (line) => {
     chain = chain.then(async () => {
-      const [cmd, addr = '', p = '0', a = '0', b = '0'] = line.trim().split(/\s+/);
+      const [cmd, addr = '', p = '0', a = '0', b = '0', ...rest] = line.trim().split(/\s+/);
       const port = Number(p);
       let reply: string;
       try {
         if (cmd === 'wait') reply = await waitFor(addr, port, Number(a));
         else if (cmd === 'conn') reply = await connRate(addr, port, Number(a), Number(b));
+        else if (cmd === 'rate') reply = await rate(addr, port, Number(a), Number(b), Number(rest[0] ?? 2000));
         else if (cmd === 'bulk') reply = await bulk(addr, port, Number(a));
         else reply = `fail unknown command ${cmd ?? ''}`;
       } catch (e) {

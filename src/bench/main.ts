@@ -10,19 +10,20 @@
  * lives in namespaces it created (fyb<rand> for apply, the simulated cluster's fy<rand>-*), all
  * removed at the end and on SIGINT/SIGTERM.
  */
-import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadNative } from '../native/index.js';
 import { run } from '../util/exec.js';
 import { runApply } from './apply.js';
-import { ClusterBench, makeWorkDir, removeWorkDir, type DatapathLoad } from './cluster.js';
+import { ClusterBench, makeWorkDir, removeWorkDir } from './cluster.js';
+import { DatapathBench, type DatapathLoad } from './datapath.js';
 import { runCompile } from './compile.js';
 import { runDaemon } from './daemon.js';
 import { deleteAllBenchNetns, deleteAllBenchNetnsSync } from './netns.js';
 import { computeRatios, writeReport } from './report.js';
-import { round } from './stats.js';
+import { round, verdict } from './stats.js';
 import { PHASES, type ApplyMode, type BenchResults, type DatapathMode, type MemoryRow, type Phase, type ProxyUnderTest, type Size } from './types.js';
 import { scaledMs } from '../util/timescale.js';
 
@@ -47,8 +48,10 @@ export interface Profile {
   readonly latencySizes: readonly number[];
   readonly latencyChanges: number;
   readonly latencyModes: readonly ProxyUnderTest[];
+  /** The data-path phase (datapath.ts): its own cluster, one node per mode, interleaved rounds. */
+  readonly datapathSizes: readonly number[];
   readonly datapathModes: readonly DatapathMode[];
-  readonly load: DatapathLoad;
+  readonly datapathLoad: DatapathLoad;
   /** Pause before each latency change: longer than the proxy's default min sync period (1 s). */
   readonly latencyGapMs: number;
   readonly readyTimeoutMs: number;
@@ -81,8 +84,9 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencySizes: [10],
     latencyChanges: 2,
     latencyModes: ['nftables'],
-    datapathModes: ['nftables'],
-    load: { connections: 100, concurrency: 4, bulkSeconds: 0.5, repeats: 1 },
+    datapathSizes: [10],
+    datapathModes: ['direct', 'nftables'],
+    datapathLoad: { offered: 200, seconds: 1, rounds: 2, timeoutMs: 3000 },
     latencyGapMs: 1100,
     readyTimeoutMs: 30_000,
     daemonSizes: [{ services: 10, endpoints: 1 }],
@@ -104,8 +108,9 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencySizes: [300],
     latencyChanges: 20,
     latencyModes: ['nftables', 'iptables', 'userspace'],
-    datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
-    load: { connections: 1500, concurrency: 16, bulkSeconds: 1, repeats: 3 },
+    datapathSizes: [0, 1000],
+    datapathModes: ['direct', 'nftables', 'iptables', 'userspace', 'reference', 'ebpf'],
+    datapathLoad: { offered: 500, seconds: 2, rounds: 5, timeoutMs: 3000 },
     latencyGapMs: 1100,
     readyTimeoutMs: 60_000,
     daemonSizes: [{ services: 1000, endpoints: 10 }],
@@ -127,8 +132,9 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     latencySizes: [1000, 10000],
     latencyChanges: 50,
     latencyModes: ['nftables', 'iptables', 'userspace'],
-    datapathModes: ['nftables', 'iptables', 'userspace', 'reference', 'direct'],
-    load: { connections: 5000, concurrency: 32, bulkSeconds: 3, repeats: 5 },
+    datapathSizes: [0, 1000, 10000, 44000],
+    datapathModes: ['direct', 'nftables', 'iptables', 'userspace', 'reference', 'ebpf'],
+    datapathLoad: { offered: 1000, seconds: 3, rounds: 5, timeoutMs: 3000 },
     latencyGapMs: 1100,
     readyTimeoutMs: 600_000,
     daemonSizes: cross([1000, 10000, 44000], [10]),
@@ -248,6 +254,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       nft: await text(['nft', '--version']),
       nativeAddon: loadNative() !== null,
       kubeProxy: args.kubeProxy,
+      loadavgStart: readFileSync('/proc/loadavg', 'utf8').trim(),
     },
     plan: [],
     compile: [],
@@ -256,6 +263,9 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
     latency: [],
     startup: [],
     datapath: [],
+    datapathRounds: [],
+    datapathSkips: [],
+    datapathLoads: [],
     daemon: [],
     ratios: [],
     notes: [],
@@ -303,8 +313,8 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
     }
   }
 
-  // 3 + 4: the simulated cluster.
-  if (want('latency') || want('datapath')) {
+  // 3: programming latency on the simulated cluster.
+  if (want('latency')) {
     const work = makeWorkDir();
     const bench = new ClusterBench({ work, progress, kubeProxy: args.kubeProxy });
     teardownOnSignal = async () => {
@@ -313,10 +323,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
     };
     try {
       await bench.up();
-      const proxies: ProxyUnderTest[] = [...new Set<ProxyUnderTest>([
-        ...(want('latency') ? p.latencyModes : []),
-        ...(want('datapath') ? (p.datapathModes.filter((m) => m === 'nftables' || m === 'iptables' || m === 'userspace') as ProxyUnderTest[]) : []),
-      ])];
+      const proxies: ProxyUnderTest[] = [...p.latencyModes];
       if (args.kubeProxy) proxies.push('kube-proxy');
       for (const n of p.clusterSizes) {
         await bench.setServices(n);
@@ -326,15 +333,10 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
             const readyMs = await bench.startProxy(mode, scaledMs(p.readyTimeoutMs));
             results.startup.push({ services: n, mode, readyMs });
             progress(`${mode} @${n}: ready in ${readyMs} ms`);
-            if (want('latency') && p.latencySizes.includes(n) && (p.latencyModes.includes(mode) || mode === 'kube-proxy')) {
+            if (p.latencySizes.includes(n)) {
               const l = await bench.latency(mode, p.latencyChanges, 30_000, p.latencyGapMs);
               results.latency.push(l);
               progress(`  latency p50 ${l.e2eMs.p50} p90 ${l.e2eMs.p90} p99 ${l.e2eMs.p99} ms (metric p50 ${l.metric?.p50 ?? '-'})`);
-            }
-            if (want('datapath') && (p.datapathModes.includes(mode as DatapathMode) || mode === 'kube-proxy')) {
-              const rows = await bench.datapath(mode as DatapathMode, p.load);
-              results.datapath.push(...rows);
-              for (const r of rows) progress(`  ${r.path}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
             }
           } catch (e) {
             const msg = e instanceof Error ? e.message : String(e);
@@ -344,32 +346,49 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
             await bench.stopProxy();
           }
         }
-        if (want('datapath') && p.datapathModes.includes('reference')) {
-          progress(`reference @${n}: applying the kube-proxy layout`);
-          try {
-            const t0 = Date.now();
-            await bench.applyReference(scaledMs(p.readyTimeoutMs));
-            results.startup.push({ services: n, mode: 'reference', readyMs: Date.now() - t0 });
-            const rows = await bench.datapath('reference', p.load);
-            results.datapath.push(...rows);
-            for (const r of rows) progress(`  ${r.path}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
-          } catch (e) {
-            results.notes.push(`reference @${n} failed: ${e instanceof Error ? e.message : String(e)}`);
-          } finally {
-            await bench.clearReference();
-          }
-        }
-        if (want('datapath') && p.datapathModes.includes('direct')) {
-          const rows = await bench.datapath('direct', p.load);
-          results.datapath.push(...rows);
-          for (const r of rows) progress(`direct @${n}: ${r.connPerSec} conn/s, ${r.throughputMbps} Mbit/s`);
-        }
       }
     } finally {
       teardownOnSignal = null;
       await bench.down();
       removeWorkDir(work);
     }
+  }
+
+  // 4: the data path, interleaved rounds on a cluster with one node per mode.
+  if (want('datapath')) {
+    const t0 = Date.now();
+    const work = makeWorkDir();
+    const dp = new DatapathBench({ work, progress, kubeProxy: args.kubeProxy, modes: p.datapathModes, readyTimeoutMs: scaledMs(p.readyTimeoutMs) });
+    teardownOnSignal = async () => {
+      await dp.down();
+      removeWorkDir(work);
+    };
+    try {
+      await dp.up();
+      for (const n of p.datapathSizes) {
+        const { createMs } = await dp.setServices(n);
+        const took = await dp.load();
+        const stale = await dp.flushConntrack();
+        for (const s of dp.status()) if (s.off) results.datapathSkips.push({ services: n, mode: s.mode, why: s.off });
+        const { rows, rounds } = await dp.measure(p.datapathLoad);
+        results.datapathLoads.push({ services: n, createMs, loadMs: Object.fromEntries(took), staleConntrack: stale });
+        results.datapath.push(...rows);
+        results.datapathRounds.push(...rounds);
+        for (const r of rows) {
+          progress(`  ${r.mode} ${r.path} @${n}: ${r.connPerSec.median} conn/s (${r.connPerSec.min}–${r.connPerSec.max}), ${r.cpuMsPerKConn.median} CPU ms/1k conn, ${r.connErrors} errors, ${r.timeouts} timeouts, ${r.synRetransmits} SYN retransmits`);
+        }
+      }
+      for (const s of results.datapathSkips) if (s.why.startsWith('failed')) results.notes.push(`datapath ${s.mode} @${s.services} failed: ${s.why}`);
+    } catch (e) {
+      const msg = e instanceof Error ? e.message : String(e);
+      progress(`datapath FAILED: ${msg}`);
+      results.notes.push(`datapath failed: ${msg}`);
+    } finally {
+      teardownOnSignal = null;
+      await dp.down();
+      removeWorkDir(work);
+    }
+    results.meta = { ...results.meta, datapathLoad: p.datapathLoad, datapathS: Math.round((Date.now() - t0) / 1000) };
   }
 
   // 5: the real daemon against a preloaded API server.
@@ -397,7 +416,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
   }
 
   results.ratios = computeRatios(results);
-  results.meta = { ...results.meta, durationS: Math.round((Date.now() - started) / 1000) };
+  results.meta = { ...results.meta, durationS: Math.round((Date.now() - started) / 1000), loadavgEnd: readFileSync('/proc/loadavg', 'utf8').trim() };
   const day = date.slice(0, 10);
   const dir = args.out ?? join(ROOT, 'bench-results', `${day}-${kernel}${p.name === 'full' ? '' : `-${p.name}`}`);
   writeReport(dir, results);
@@ -414,7 +433,8 @@ function printRatios(r: BenchResults): void {
   if (!r.ratios.length) return;
   process.stdout.write('\nferry / reference kube-proxy layout (ratio; see "better"):\n');
   for (const x of r.ratios) {
-    process.stdout.write(`  ${x.what.padEnd(44)} ${x.size.padEnd(22)} ${String(x.ferry).padStart(10)} / ${String(x.reference).padEnd(10)} = ${String(x.ratio).padStart(6)}  (${x.better} is better)\n`);
+    const r = x.low !== undefined && x.high !== undefined ? verdict({ ratio: x.ratio, low: x.low, high: x.high, differs: x.differs !== false }) : String(x.ratio);
+    process.stdout.write(`  ${x.what.padEnd(44)} ${x.size.padEnd(22)} ${String(x.ferry).padStart(10)} / ${String(x.reference).padEnd(10)} = ${r.padStart(6)}  (${x.better} is better)\n`);
   }
 }
 

@@ -6,9 +6,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ratio3, round } from './stats.js';
+import { compare, ratio3, round, verdict } from './stats.js';
 import { barChart } from './svg.js';
-import type { BenchResults, RatioRow } from './types.js';
+import type { BenchResults, DatapathRow, RatioRow, SpreadSummary } from './types.js';
 
 const sizeLabel = (s: { services: number; endpoints?: number }): string =>
   s.endpoints === undefined ? `${s.services} svc` : `${s.services}x${s.endpoints}`;
@@ -36,15 +36,7 @@ export function computeRatios(r: BenchResults): RatioRow[] {
       push(`apply 1-endpoint change ${m}`, size, f.partialEndpointMs, ref.partialEndpointMs, 'lower');
     }
   }
-  for (const ref of r.datapath.filter((d) => d.mode === 'reference')) {
-    const size = `${ref.services} svc ${ref.path}`;
-    for (const m of ['nftables', 'iptables', 'userspace'] as const) {
-      const f = r.datapath.find((d) => d.mode === m && d.services === ref.services && d.path === ref.path);
-      if (!f) continue;
-      push(`conn/s ${m}`, size, f.connPerSec, ref.connPerSec, 'higher');
-      push(`throughput ${m}`, size, f.throughputMbps, ref.throughputMbps, 'higher');
-    }
-  }
+  out.push(...datapathRatios(r));
   for (const kp of r.latency.filter((l) => l.mode === 'kube-proxy')) {
     for (const m of ['nftables', 'iptables', 'userspace'] as const) {
       const f = r.latency.find((l) => l.mode === m && l.services === kp.services);
@@ -52,6 +44,36 @@ export function computeRatios(r: BenchResults): RatioRow[] {
     }
   }
   return out;
+}
+
+/**
+ * Each mode's data path against the reference kube-proxy layout (and against no proxy at all,
+ * `direct`), per size and path: the connection rate at the fixed offered load and the CPU it
+ * cost. Ratios carry their spread over the rounds; one that crosses 1.0 is "no difference".
+ */
+export function datapathRatios(r: Pick<BenchResults, 'datapath'>): RatioRow[] {
+  const out: RatioRow[] = [];
+  for (const base of r.datapath.filter((d) => d.mode === 'reference' || d.mode === 'direct')) {
+    for (const f of r.datapath) {
+      if (f.services !== base.services || f.mode === 'reference' || f.mode === 'direct') continue;
+      // direct has no NodePort path; it is the floor of the pod → pod(IP) path only.
+      if (f.path !== base.path) continue;
+      const size = `${base.services} svc ${base.path}`;
+      for (const [what, pick, better] of [
+        ['conn/s', (d: DatapathRow) => d.connPerSec, 'higher'],
+        ['CPU ms per 1k conn', (d: DatapathRow) => d.cpuMsPerKConn, 'lower'],
+      ] as const) {
+        const c = compare(pick(f), pick(base));
+        if (!c) continue;
+        out.push({ what: `${what} ${f.mode} vs ${base.mode}`, size, ferry: pick(f).median, reference: pick(base).median, ratio: c.ratio, better, low: c.low, high: c.high, differs: c.differs });
+      }
+    }
+  }
+  return out;
+}
+
+function spread(x: SpreadSummary): string {
+  return `${x.median} (${x.min}–${x.max})`;
 }
 
 function table(header: string[], rows: (string | number)[][]): string {
@@ -81,7 +103,11 @@ export function summaryMarkdown(r: BenchResults): string {
     parts.push(
       table(
         ['what', 'size', 'ferry', 'reference', 'ratio', 'better'],
-        r.ratios.map((x) => [x.what, x.size, x.ferry, x.reference, `**${x.ratio}**`, `${x.better} is better`]),
+        r.ratios.map((x) => [
+          x.what, x.size, x.ferry, x.reference,
+          x.low !== undefined && x.high !== undefined ? `**${verdict({ ratio: x.ratio, low: x.low, high: x.high, differs: x.differs !== false })}**` : `**${x.ratio}**`,
+          `${x.better} is better`,
+        ]),
       ),
     );
   }
@@ -137,14 +163,42 @@ export function summaryMarkdown(r: BenchResults): string {
     );
     parts.push('\n"metric" is the proxy\'s own kubeproxy_network_programming_duration_seconds over the same changes (interpolated from histogram buckets).\n');
   }
-  if (r.datapath.length) {
-    parts.push('\n## Data path\n\n');
+  if (r.datapath.length || r.datapathSkips.length) {
+    const l = m.datapathLoad;
+    parts.push('\n## Data path: interleaved rounds at a fixed offered load\n\n');
+    if (l) {
+      parts.push(
+        `Open loop: ${l.offered} new connections/s offered for ${l.seconds} s per measurement (one request, one answer each), ` +
+          `${l.rounds} rounds interleaving every mode and path; a connection unanswered after ${l.timeoutMs} ms is a timeout. ` +
+          'Medians with (min–max) over the rounds. CPU: utime+stime from /proc/PID/stat of the load generator, the server and the proxy ' +
+          '(this kernel has no IRQ time accounting, so NAT/forwarding softirq work is charged to them); "proxy" is the proxy process alone. ' +
+          `Machine busy: the whole machine's /proc/stat during the round (shared with other work). Load average at start ${m.loadavgStart ?? '?'}, at end ${m.loadavgEnd ?? '?'}.` +
+          (m.datapathS ? ` The phase took ${m.datapathS} s.` : '') + '\n\n',
+      );
+    }
     parts.push(
       table(
-        ['services', 'mode', 'path', 'conn/s', 'conn errors', 'throughput Mbit/s'],
-        r.datapath.map((d) => [d.services, d.mode, d.path, d.connPerSec, d.connErrors, d.throughputMbps]),
+        ['services', 'mode', 'path', 'conn/s', 'CPU ms / 1k conn', 'proxy CPU ms / 1k', 'p99 ms', 'answered', 'errors', 'timeouts', 'SYN retransmits', 'machine busy'],
+        r.datapath.map((d) => [
+          d.services, d.mode, d.path, spread(d.connPerSec), spread(d.cpuMsPerKConn), d.proxyCpuMsPerKConn.median, spread(d.p99Ms),
+          d.ok, d.connErrors, d.timeouts, d.synRetransmits, d.machineBusy.median,
+        ]),
       ),
     );
+    if (r.datapathSkips.length) {
+      parts.push('\nNot measured:\n\n');
+      parts.push(table(['services', 'mode', 'why'], r.datapathSkips.map((x) => [x.services, x.mode, x.why])));
+    }
+    if (r.datapathLoads.length) {
+      parts.push('\nLoading each size (Services created through the API; each lane started or caught up until both paths answer):\n\n');
+      const modes = [...new Set(r.datapathLoads.flatMap((x) => Object.keys(x.loadMs)))];
+      parts.push(
+        table(
+          ['services', 'create ms', ...modes.map((x) => `${x} ms`), 'stale conntrack entries flushed'],
+          r.datapathLoads.map((x) => [x.services, x.createMs, ...modes.map((k) => x.loadMs[k as keyof typeof x.loadMs] ?? '-'), x.staleConntrack]),
+        ),
+      );
+    }
   }
   if (r.daemon.length) {
     parts.push('\n## The daemon: a real ferry process against a preloaded API server\n\n');
@@ -196,10 +250,10 @@ export function charts(r: BenchResults): Record<string, string> {
   if (r.datapath.length) {
     const groups = [...new Set(r.datapath.map((d) => `${d.services} svc ${d.path}`))];
     const modes = [...new Set(r.datapath.map((d) => d.mode))];
-    const ser = (pick: (d: BenchResults['datapath'][number]) => number) =>
+    const ser = (pick: (d: DatapathRow) => number) =>
       modes.map((mode) => ({ name: mode, values: groups.map((g) => { const d = r.datapath.find((x) => x.mode === mode && `${x.services} svc ${x.path}` === g); return d ? pick(d) : null; }) }));
-    out['datapath-connections.svg'] = barChart({ title: 'New connections per second', unit: 'conn/s', groups, series: ser((d) => d.connPerSec) });
-    out['datapath-throughput.svg'] = barChart({ title: 'Single-connection throughput', unit: 'Mbit/s', groups, series: ser((d) => d.throughputMbps) });
+    out['datapath-connections.svg'] = barChart({ title: 'Answered connections per second at a fixed offered load (median of rounds)', unit: 'conn/s', groups, series: ser((d) => d.connPerSec.median) });
+    out['datapath-cpu.svg'] = barChart({ title: 'CPU per 1000 connections: generator + server + proxy (median of rounds)', unit: 'CPU ms', groups, series: ser((d) => d.cpuMsPerKConn.median) });
   }
   if (r.daemon.length) {
     const groups = r.daemon.map((d) => `${d.mode} ${sizeLabel(d)}`);

@@ -56,3 +56,50 @@ export function histogramPercentiles(buckets: readonly { le: number; count: numb
     return prevLe * 1000;
   });
 }
+
+/** Median and spread of one measurement over interleaved rounds. */
+export interface Spread {
+  readonly n: number;
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  /** Interquartile range (nearest rank). */
+  readonly q1: number;
+  readonly q3: number;
+}
+
+export function summarize(xs: readonly number[]): Spread {
+  if (xs.length === 0) return { n: 0, median: 0, min: 0, max: 0, q1: 0, q3: 0 };
+  return {
+    n: xs.length,
+    median: round(median(xs)),
+    min: round(Math.min(...xs)),
+    max: round(Math.max(...xs)),
+    q1: round(percentile(xs, 25)),
+    q3: round(percentile(xs, 75)),
+  };
+}
+
+/**
+ * a / b with the spread of the ratio: from a's lowest over b's highest to a's highest over b's
+ * lowest. A ratio whose spread reaches across 1.0 is "no difference": the rounds do not say
+ * which is larger.
+ */
+export interface Comparison {
+  readonly ratio: number;
+  readonly low: number;
+  readonly high: number;
+  readonly differs: boolean;
+}
+
+export function compare(a: Spread, b: Spread): Comparison | null {
+  if (a.n === 0 || b.n === 0 || b.median <= 0 || b.min <= 0) return null;
+  const low = a.min / b.max;
+  const high = a.max / b.min;
+  return { ratio: ratio3(a.median / b.median), low: ratio3(low), high: ratio3(high), differs: !(low <= 1 && high >= 1) };
+}
+
+/** How a comparison reads in a table: "1.8 (1.5–2.1)" or "no difference (0.9–1.2)". */
+export function verdict(c: Comparison): string {
+  return c.differs ? `${c.ratio} (${c.low}–${c.high})` : `no difference (${c.low}–${c.high})`;
+}

@@ -116,19 +116,83 @@ export interface DaemonRow extends Size {
   readonly error?: string;
 }
 
-export type DatapathMode = 'nftables' | 'iptables' | 'userspace' | 'reference' | 'direct' | 'kube-proxy';
+/** What a data-path lane runs: a ferry mode, the reference kube-proxy layout, no proxy, or a given kube-proxy binary. */
+export type DatapathMode = 'nftables' | 'iptables' | 'userspace' | 'ebpf' | 'reference' | 'direct' | 'kube-proxy';
 export type DatapathPath = 'nodeport' | 'clusterip';
+
+/** Median and spread over the interleaved rounds (stats.ts). */
+export interface SpreadSummary {
+  readonly n: number;
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  readonly q1: number;
+  readonly q3: number;
+}
+
+/** One open-loop measurement of one lane and path in one round. */
+export interface DatapathRound {
+  readonly services: number;
+  readonly mode: DatapathMode;
+  readonly path: DatapathPath;
+  readonly round: number;
+  /** Answered connections per second over the window (offered load, fixed). */
+  readonly okPerSec: number;
+  readonly ok: number;
+  /** Refused, reset, closed without an answer… (errorKinds by code), apart from timeouts. */
+  readonly errors: number;
+  readonly errorKinds: Record<string, number>;
+  readonly timeouts: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** TcpExt TCPSynRetrans of the client's namespace over the run: a lost SYN costs 1 s. */
+  readonly synRetransmits: number;
+  /** How far the load generator fell behind its schedule (> a few ms: it could not offer the load). */
+  readonly lagMs: number;
+  /** CPU ms per 1000 answered connections: load generator + server + proxy process (utime+stime, incl. the softirq work charged to them). */
+  readonly cpuMsPerKConn: number;
+  /** The proxy process's share (userspace forwards in it; kernel modes should be ~0). */
+  readonly proxyCpuMsPerKConn: number;
+  /** The load generator's and the server's shares. */
+  readonly genCpuMsPerKConn: number;
+  readonly serverCpuMsPerKConn: number;
+  /** Busy fraction of the whole machine (/proc/stat) during the run: other sessions' load shows here. */
+  readonly machineBusy: number;
+}
 
 export interface DatapathRow {
   readonly services: number;
   readonly mode: DatapathMode;
   /** nodeport: outside client → NodeIP:NodePort; clusterip: pod → ClusterIP (direct: pod → pod IP). */
   readonly path: DatapathPath;
-  /** New TCP connections per second (connect, one request, close), with the given concurrency. */
-  readonly connPerSec: number;
+  /** Offered new connections per second (open loop), each one request and one answer. */
+  readonly offered: number;
+  readonly rounds: number;
+  readonly connPerSec: SpreadSummary;
+  readonly cpuMsPerKConn: SpreadSummary;
+  readonly proxyCpuMsPerKConn: SpreadSummary;
+  readonly p99Ms: SpreadSummary;
+  readonly ok: number;
   readonly connErrors: number;
-  /** One TCP connection, bulk send, Mbit/s. */
-  readonly throughputMbps: number;
+  readonly timeouts: number;
+  readonly synRetransmits: number;
+  readonly machineBusy: SpreadSummary;
+}
+
+/** A lane at one size that was not measured, and why (not available, over its limit, failed). */
+export interface DatapathSkip {
+  readonly services: number;
+  readonly mode: DatapathMode;
+  readonly why: string;
+}
+
+/** Creating the Services of one size, and bringing each lane up to date (start or catch-up → both paths answer). */
+export interface DatapathLoadRow {
+  readonly services: number;
+  readonly createMs: number;
+  readonly loadMs: Partial<Record<DatapathMode, number>>;
+  /** NAT-less SYN_SENT conntrack entries the readiness probes left, flushed before measuring. */
+  readonly staleConntrack: number;
 }
 
 export interface RatioRow {
@@ -139,6 +203,10 @@ export interface RatioRow {
   /** ferry / reference. For times lower is better; for rates higher is better (see `better`). */
   readonly ratio: number;
   readonly better: 'lower' | 'higher';
+  /** Measured over rounds: the ratio's spread (min/max … max/min) and whether it crosses 1.0. */
+  readonly low?: number;
+  readonly high?: number;
+  readonly differs?: boolean;
 }
 
 export interface BenchMeta {
@@ -155,6 +223,12 @@ export interface BenchMeta {
   readonly nft: string;
   readonly nativeAddon: boolean;
   readonly kubeProxy: string | null;
+  /** /proc/loadavg at the start and the end: the machine is shared. */
+  readonly loadavgStart?: string;
+  readonly loadavgEnd?: string;
+  /** The data-path phase's offered load. */
+  readonly datapathLoad?: { readonly offered: number; readonly seconds: number; readonly rounds: number; readonly timeoutMs: number };
+  readonly datapathS?: number;
 }
 
 export interface BenchResults {
@@ -166,6 +240,9 @@ export interface BenchResults {
   latency: LatencyRow[];
   startup: StartupRow[];
   datapath: DatapathRow[];
+  datapathRounds: DatapathRound[];
+  datapathSkips: DatapathSkip[];
+  datapathLoads: DatapathLoadRow[];
   daemon: DaemonRow[];
   ratios: RatioRow[];
   /** Parts not measured and why. */

@@ -78,11 +78,14 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   }
 
   const dp = res.datapath.filter((d) => d.mode === 'nftables');
-  t.same(dp.map((d) => d.path).sort(), ['clusterip', 'nodeport'], 'nftables data path measured on both paths');
-  for (const d of dp) {
-    t.ok(d.connPerSec > 0 && d.throughputMbps > 0, `${d.path}: connections and throughput > 0 (${JSON.stringify(d)})`);
-    t.equal(d.connErrors, 0, `${d.path}: no failed connections`);
+  t.same(dp.map((d) => d.path).sort(), ['clusterip', 'nodeport'], `nftables data path measured on both paths (notes: ${res.notes.join('; ')})`);
+  t.same(res.datapath.filter((d) => d.mode === 'direct').map((d) => d.path), ['clusterip'], 'direct (no proxy) measured as the floor');
+  for (const d of res.datapath) {
+    t.ok(d.connPerSec.median > 0 && d.cpuMsPerKConn.median > 0, `${d.mode} ${d.path}: connections and their CPU > 0 (${JSON.stringify(d)})`);
+    t.equal(d.rounds, res.meta.datapathLoad?.rounds, `${d.mode} ${d.path}: one sample per round`);
+    t.equal(d.connErrors + d.timeouts, 0, `${d.mode} ${d.path}: no failed connections`);
   }
+  t.equal(res.datapathRounds.length, 3 * (res.meta.datapathLoad?.rounds ?? 0), 'every round recorded (direct, nftables x 2 paths)');
   t.ok(res.ratios.length > 0 && res.ratios.every((x) => x.ratio > 0), 'ratios computed');
   t.match(readFileSync(join(out, 'summary.md'), 'utf8'), /Ratios: ferry \/ reference/, 'summary.md has the ratios table');
 });
