@@ -14,10 +14,10 @@
  * kernel has no CONFIG_IRQ_TIME_ACCOUNTING, so the softirq work of NAT and forwarding is charged
  * to the task it interrupts — the sender, i.e. these processes.
  *
- * Before every round of measurements the node namespaces' conntrack tables are flushed: the
- * readiness probes sent SYNs before the rules existed, and the NAT-less conntrack entries they
- * left (SYN_SENT, 120 s) swallowed every later connection that reused one of their source
- * ports — the stall behind the tenfold swings this phase used to report (docs/bench.md).
+ * After every readiness wait and before every round the node namespaces' conntrack tables are
+ * flushed: the readiness probes sent SYNs before the rules existed, and the NAT-less conntrack
+ * entries they left (SYN_SENT, 120 s) swallowed every later connection that reused one of their
+ * source ports — the stall behind the tenfold swings this phase used to report (docs/bench.md).
  *
  * Traffic stays inside the cluster's namespaces; ClusterIPs come from 10.96.0.0/16 (44k
  * Services do not fit the simulator's /18) and are only ever dialled where a proxy translates them.
@@ -158,7 +158,6 @@ export class DatapathBench {
   private clientAgent!: Agent;
   private lanes: Lane[] = [];
   private fillers = 0;
-  readonly notes: string[] = [];
 
   constructor(private readonly opts: DatapathOptions) {}
 
@@ -248,7 +247,7 @@ export class DatapathBench {
    * (re)applies the reference layout, waits until each target answers on both paths. Returns
    * the time each took (start → both paths answer), by mode.
    */
-  async load(): Promise<Map<DatapathMode, number>> {
+  async load(): Promise<{ took: Map<DatapathMode, number>; stale: number }> {
     const took = new Map<DatapathMode, number>();
     for (const lane of this.lanes) {
       if (lane.off || lane.spec.kind === 'direct') continue;
@@ -269,8 +268,7 @@ export class DatapathBench {
         this.opts.progress(`datapath: ${lane.spec.mode} @${this.fillers}: ${lane.off}`);
       }
     }
-    await this.flushConntrack();
-    return took;
+    return { took, stale: await this.flushConntrack() };
   }
 
   /** Lanes and why each is not measured (undefined: measured). */
@@ -307,15 +305,27 @@ export class DatapathBench {
 
   private async waitTarget(lane: Lane): Promise<void> {
     const t = lane.target!;
-    const deadline = this.opts.readyTimeoutMs;
-    const dead = new Promise<string>((resolve) => {
-      const p = lane.proxy;
-      if (p) p.once('exit', (code) => resolve(`fail the proxy exited (${code})`));
-    });
-    const r = await Promise.race([lane.podAgent!.ask(`wait ${t.clusterIP} 80 ${deadline}`), dead]);
+    const r = await this.waitFor(lane, lane.podAgent!, t.clusterIP, 80);
     if (!r.startsWith('ok')) throw new DatapathBenchError(`${lane.spec.mode}: ClusterIP ${t.clusterIP}:80 never answered from its pod (${r}); log: ${this.tail(lane)}`);
-    const r2 = await Promise.race([this.clientAgent.ask(`wait ${lane.node.ip} ${t.nodePort} ${deadline}`), dead]);
+    const r2 = await this.waitFor(lane, this.clientAgent, lane.node.ip, t.nodePort);
     if (!r2.startsWith('ok')) throw new DatapathBenchError(`${lane.spec.mode}: NodePort ${lane.node.ip}:${t.nodePort} never answered from the client (${r2}); log: ${this.tail(lane)}`);
+  }
+
+  /**
+   * The agent's `wait` in 2 s slices, checking between slices that the proxy still runs: an
+   * agent answers one command at a time, so a long wait for a dead proxy would hold it (and every
+   * measurement queued behind it) for the whole start-up timeout.
+   */
+  private async waitFor(lane: Lane, agent: Agent, addr: string, port: number): Promise<string> {
+    const end = Date.now() + this.opts.readyTimeoutMs;
+    let last = 'fail never tried';
+    while (Date.now() < end) {
+      const p = lane.proxy;
+      if (p && (p.exitCode !== null || p.signalCode !== null)) return `fail the proxy exited (${p.exitCode ?? p.signalCode})`;
+      last = await agent.ask(`wait ${addr} ${port} ${Math.min(2000, Math.max(1, end - Date.now()))}`);
+      if (last.startsWith('ok')) return last;
+    }
+    return last;
   }
 
   /**
@@ -360,13 +370,17 @@ export class DatapathBench {
    * `load.rounds` interleaved rounds over every measured lane and both paths; the lane order
    * rotates each round so no mode always follows the same one. Returns one row per lane and path.
    */
-  async measure(load: DatapathLoad): Promise<{ rows: DatapathRow[]; rounds: DatapathRound[] }> {
+  async measure(load: DatapathLoad): Promise<{ rows: DatapathRow[]; rounds: DatapathRound[]; staleBetweenRounds: number }> {
     const live = this.lanes.filter((l) => !l.off);
     const rounds: DatapathRound[] = [];
     const jobs = live.flatMap((lane) =>
       (lane.spec.kind === 'direct' ? (['clusterip'] as DatapathPath[]) : (['clusterip', 'nodeport'] as DatapathPath[])).map((path) => ({ lane, path })),
     );
+    let staleBetweenRounds = 0;
     for (let r = 0; r < load.rounds; r++) {
+      // Every round starts from empty conntrack tables, whatever the last one left (TIME_WAIT
+      // entries, timeouts): the same starting point for every mode.
+      staleBetweenRounds += await this.flushConntrack();
       const rot = jobs.map((_, i) => jobs[(i + r * 2) % jobs.length]!);
       for (const { lane, path } of rot) rounds.push(await this.once(lane, path, load, r));
       const done = rounds.filter((x) => x.round === r);
@@ -392,8 +406,7 @@ export class DatapathBench {
         machineBusy: summarize(mine.map((x) => x.machineBusy)),
       };
     });
-    for (const l of this.lanes) if (l.off) this.notes.push(`datapath ${l.spec.mode} @${this.fillers} services: ${l.off}`);
-    return { rows, rounds };
+    return { rows, rounds, staleBetweenRounds };
   }
 
   private async once(lane: Lane, path: DatapathPath, load: DatapathLoad, round: number): Promise<DatapathRound> {

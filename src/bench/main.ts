@@ -367,11 +367,10 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       await dp.up();
       for (const n of p.datapathSizes) {
         const { createMs } = await dp.setServices(n);
-        const took = await dp.load();
-        const stale = await dp.flushConntrack();
+        const { took, stale } = await dp.load();
         for (const s of dp.status()) if (s.off) results.datapathSkips.push({ services: n, mode: s.mode, why: s.off });
-        const { rows, rounds } = await dp.measure(p.datapathLoad);
-        results.datapathLoads.push({ services: n, createMs, loadMs: Object.fromEntries(took), staleConntrack: stale });
+        const { rows, rounds, staleBetweenRounds } = await dp.measure(p.datapathLoad);
+        results.datapathLoads.push({ services: n, createMs, loadMs: Object.fromEntries(took), staleConntrack: stale, staleBetweenRounds });
         results.datapath.push(...rows);
         results.datapathRounds.push(...rounds);
         for (const r of rows) {

@@ -194,8 +194,8 @@ export function summaryMarkdown(r: BenchResults): string {
       const modes = [...new Set(r.datapathLoads.flatMap((x) => Object.keys(x.loadMs)))];
       parts.push(
         table(
-          ['services', 'create ms', ...modes.map((x) => `${x} ms`), 'stale conntrack entries flushed'],
-          r.datapathLoads.map((x) => [x.services, x.createMs, ...modes.map((k) => x.loadMs[k as keyof typeof x.loadMs] ?? '-'), x.staleConntrack]),
+          ['services', 'create ms', ...modes.map((x) => `${x} ms`), 'stale conntrack entries flushed after loading', 'between rounds'],
+          r.datapathLoads.map((x) => [x.services, x.createMs, ...modes.map((k) => x.loadMs[k as keyof typeof x.loadMs] ?? '-'), x.staleConntrack, x.staleBetweenRounds]),
         ),
       );
     }

@@ -193,6 +193,8 @@ export interface DatapathLoadRow {
   readonly loadMs: Partial<Record<DatapathMode, number>>;
   /** NAT-less SYN_SENT conntrack entries the readiness probes left, flushed before measuring. */
   readonly staleConntrack: number;
+  /** The same, found when flushing before each round (after the first): should be 0. */
+  readonly staleBetweenRounds: number;
 }
 
 export interface RatioRow {
