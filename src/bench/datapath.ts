@@ -147,6 +147,8 @@ export interface DatapathOptions {
   readonly kubeProxy: string | null;
   readonly modes: readonly DatapathMode[];
   readonly readyTimeoutMs: number;
+  /** false: leave conntrack alone (only to show the stall the flush prevents; docs/bench.md). */
+  readonly flushConntrack?: boolean;
 }
 
 export class DatapathBench {
@@ -332,14 +334,19 @@ export class DatapathBench {
    * Empties each node's conntrack table. The readiness probes above sent SYNs before the rules
    * were in; each left a conntrack entry without a NAT binding that lives 120 s (SYN_SENT), and
    * a later SYN reusing its source port follows that entry — untranslated, to the ClusterIP
-   * itself — and is lost, retransmit after retransmit. Returns how many such entries it found.
+   * itself — and is lost, retransmit after retransmit. Returns how many entries towards a
+   * target ClusterIP it found untranslated (reply source = the ClusterIP).
    */
   async flushConntrack(): Promise<number> {
     let stale = 0;
     for (const lane of this.lanes) {
-      const l = await runIn(lane.node.netns, ['conntrack', '-L', '-p', 'tcp', '--state', 'SYN_SENT'], { allowFailure: true });
-      stale += l.stdout.split('\n').filter((x) => x.includes('[UNREPLIED]')).length;
-      await runIn(lane.node.netns, ['conntrack', '-F'], { allowFailure: true });
+      const cip = lane.target?.clusterIP;
+      if (cip) {
+        // Untranslated: the reply would come from the ClusterIP itself (no DNAT binding).
+        const l = await runIn(lane.node.netns, ['conntrack', '-L', '-p', 'tcp', '--orig-dst', cip], { allowFailure: true });
+        stale += l.stdout.split('\n').filter((x) => x.includes(` src=${cip} `) && x.indexOf(` src=${cip} `) > x.indexOf(` dst=${cip} `)).length;
+      }
+      if (this.opts.flushConntrack !== false) await runIn(lane.node.netns, ['conntrack', '-F'], { allowFailure: true });
     }
     return stale;
   }

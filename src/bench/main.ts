@@ -150,6 +150,8 @@ export interface BenchArgs {
   out: string | null;
   kubeProxy: string | null;
   only: Phase[];
+  /** --no-conntrack-flush: keep the stale conntrack entries (to show the stall; docs/bench.md). */
+  noConntrackFlush: boolean;
 }
 
 export class BenchUsageError extends Error {
@@ -164,6 +166,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let out: string | null = null;
   let kubeProxy: string | null = null;
   let only: Phase[] = [...PHASES];
+  let noConntrackFlush = false;
   let daemonSizes: Size[] | undefined;
   let daemonModes: Profile['daemonModes'] | undefined;
   let latencySizes: number[] | undefined;
@@ -180,6 +183,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     else if (a === '--full') profile = PROFILES.full;
     else if (a === '--out') out = resolve(val());
     else if (a === '--kube-proxy') kubeProxy = resolve(val());
+    else if (a === '--no-conntrack-flush') noConntrackFlush = true;
     else if (a === '--only') {
       only = val().split(',').map((s) => s.trim()).filter(Boolean) as Phase[];
       for (const p of only) if (!PHASES.includes(p)) throw new BenchUsageError(`--only: unknown phase ${p} (known: ${PHASES.join(',')})`);
@@ -205,14 +209,14 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         return x;
       });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--latency-sizes 1000,10000] [--latency-modes nftables,...]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
   // The cluster phases run at the latency sizes only when those are given.
   if (latencySizes) profile = { ...profile, latencySizes, clusterSizes: latencySizes };
   if (latencyModes) profile = { ...profile, latencyModes };
-  return { profile, out, kubeProxy, only };
+  return { profile, out, kubeProxy, only, noConntrackFlush };
 }
 
 const started = Date.now();
@@ -358,7 +362,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
   if (want('datapath')) {
     const t0 = Date.now();
     const work = makeWorkDir();
-    const dp = new DatapathBench({ work, progress, kubeProxy: args.kubeProxy, modes: p.datapathModes, readyTimeoutMs: scaledMs(p.readyTimeoutMs) });
+    const dp = new DatapathBench({ work, progress, kubeProxy: args.kubeProxy, modes: p.datapathModes, readyTimeoutMs: scaledMs(p.readyTimeoutMs), flushConntrack: !args.noConntrackFlush });
     teardownOnSignal = async () => {
       await dp.down();
       removeWorkDir(work);
@@ -387,7 +391,8 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       await dp.down();
       removeWorkDir(work);
     }
-    results.meta = { ...results.meta, datapathLoad: p.datapathLoad, datapathS: Math.round((Date.now() - t0) / 1000) };
+    results.meta = { ...results.meta, datapathLoad: p.datapathLoad, datapathS: Math.round((Date.now() - t0) / 1000), ...(args.noConntrackFlush ? { conntrackFlush: false } : {}) };
+    if (args.noConntrackFlush) results.notes.push('--no-conntrack-flush: node conntrack tables were NOT flushed after readiness waits and between rounds (the stale-entry demonstration; docs/bench.md).');
   }
 
   // 5: the real daemon against a preloaded API server.

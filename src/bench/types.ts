@@ -191,7 +191,7 @@ export interface DatapathLoadRow {
   readonly services: number;
   readonly createMs: number;
   readonly loadMs: Partial<Record<DatapathMode, number>>;
-  /** NAT-less SYN_SENT conntrack entries the readiness probes left, flushed before measuring. */
+  /** Untranslated conntrack entries towards the target ClusterIPs (what the readiness probes left), flushed before measuring. */
   readonly staleConntrack: number;
   /** The same, found when flushing before each round (after the first): should be 0. */
   readonly staleBetweenRounds: number;
@@ -231,6 +231,8 @@ export interface BenchMeta {
   /** The data-path phase's offered load. */
   readonly datapathLoad?: { readonly offered: number; readonly seconds: number; readonly rounds: number; readonly timeoutMs: number };
   readonly datapathS?: number;
+  /** false when run with --no-conntrack-flush. */
+  readonly conntrackFlush?: boolean;
 }
 
 export interface BenchResults {
