@@ -410,6 +410,7 @@ export class DatapathBench {
         connErrors: sum((x) => x.errors),
         timeouts: sum((x) => x.timeouts),
         synRetransmits: sum((x) => x.synRetransmits),
+        stalls: sum((x) => x.stalls),
         machineBusy: summarize(mine.map((x) => x.machineBusy)),
       };
     });
@@ -448,6 +449,7 @@ export class DatapathBench {
       p50Ms: r.p50Ms,
       p99Ms: r.p99Ms,
       synRetransmits: r.tcp['TCPSynRetrans'] ?? 0,
+      stalls: r.stalls,
       lagMs: r.lagMs,
       cpuMsPerKConn: Number(perK(r.genCpuMs + serverMs + proxyMs).toFixed(1)),
       proxyCpuMsPerKConn: Number(perK(proxyMs).toFixed(1)),

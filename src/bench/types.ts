@@ -147,6 +147,8 @@ export interface DatapathRound {
   readonly p99Ms: number;
   /** TcpExt TCPSynRetrans of the client's namespace over the run: a lost SYN costs 1 s. */
   readonly synRetransmits: number;
+  /** Connections answered after ≥ 900 ms or not at all: what a lost SYN looks like. */
+  readonly stalls: number;
   /** How far the load generator fell behind its schedule (> a few ms: it could not offer the load). */
   readonly lagMs: number;
   /** CPU ms per 1000 answered connections: load generator + server + proxy process (utime+stime, incl. the softirq work charged to them). */
@@ -176,6 +178,7 @@ export interface DatapathRow {
   readonly connErrors: number;
   readonly timeouts: number;
   readonly synRetransmits: number;
+  readonly stalls: number;
   readonly machineBusy: SpreadSummary;
 }
 

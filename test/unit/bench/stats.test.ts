@@ -39,7 +39,7 @@ function row(mode: DatapathRow['mode'], path: DatapathRow['path'], rates: number
   const s = summarize(rates);
   return {
     services: 1000, mode, path, offered: 1000, rounds: rates.length, connPerSec: s, cpuMsPerKConn: summarize(cpu),
-    proxyCpuMsPerKConn: summarize([0]), p99Ms: summarize([1]), ok: 1, connErrors: 0, timeouts: 0, synRetransmits: 0, machineBusy: summarize([0.5]),
+    proxyCpuMsPerKConn: summarize([0]), p99Ms: summarize([1]), ok: 1, connErrors: 0, timeouts: 0, synRetransmits: 0, stalls: 0, machineBusy: summarize([0.5]),
   };
 }
 
