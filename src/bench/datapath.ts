@@ -36,7 +36,7 @@ import { runIn } from '../util/exec.js';
 import { Agent } from './cluster.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
 import { summarize } from './stats.js';
-import type { RateResult } from './tcpstat.js';
+import { readConntrackStat, type RateResult } from './tcpstat.js';
 import type { DatapathMode, DatapathPath, DatapathRound, DatapathRow } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -351,6 +351,11 @@ export class DatapathBench {
     return stale;
   }
 
+  private async conntrackStat(lane: Lane): Promise<Record<string, number>> {
+    const r = await runIn(lane.node.netns, ['cat', '/proc/net/stat/nf_conntrack'], { allowFailure: true });
+    return readConntrackStat(r.stdout);
+  }
+
   private tail(lane: Lane): string {
     if (!existsSync(lane.logFile)) return '(no log)';
     return readFileSync(lane.logFile, 'utf8').trim().split('\n').slice(-3).join(' | ').slice(0, 400);
@@ -411,6 +416,7 @@ export class DatapathBench {
         timeouts: sum((x) => x.timeouts),
         synRetransmits: sum((x) => x.synRetransmits),
         stalls: sum((x) => x.stalls),
+        ctInsertFailed: sum((x) => x.ctInsertFailed),
         machineBusy: summarize(mine.map((x) => x.machineBusy)),
       };
     });
@@ -422,11 +428,13 @@ export class DatapathBench {
     const [addr, port] =
       lane.spec.kind === 'direct' ? [lane.srv!.ip, CONN_PORT] : path === 'nodeport' ? [lane.node.ip, lane.target!.nodePort] : [lane.target!.clusterIP, 80];
     const pids = [lane.server?.pid, lane.proxy?.pid];
+    const ct0 = await this.conntrackStat(lane);
     const cpu0 = pids.map(procCpuMs);
     const stat0 = cpuLine();
     const reply = await agent.ask(`rate ${addr} ${port} ${load.offered} ${load.seconds} ${load.timeoutMs}`);
     const cpu1 = pids.map(procCpuMs);
     const busy = machineBusy(stat0, cpuLine());
+    const ct1 = await this.conntrackStat(lane);
     let r: RateResult;
     try {
       r = JSON.parse(reply) as RateResult;
@@ -450,6 +458,8 @@ export class DatapathBench {
       p99Ms: r.p99Ms,
       synRetransmits: r.tcp['TCPSynRetrans'] ?? 0,
       stalls: r.stalls,
+      ctInsertFailed: (ct1['insert_failed'] ?? 0) - (ct0['insert_failed'] ?? 0),
+      ctDrop: (ct1['drop'] ?? 0) - (ct0['drop'] ?? 0),
       lagMs: r.lagMs,
       cpuMsPerKConn: Number(perK(r.genCpuMs + serverMs + proxyMs).toFixed(1)),
       proxyCpuMsPerKConn: Number(perK(proxyMs).toFixed(1)),

@@ -178,10 +178,10 @@ export function summaryMarkdown(r: BenchResults): string {
     }
     parts.push(
       table(
-        ['services', 'mode', 'path', 'conn/s', 'CPU ms / 1k conn', 'proxy CPU ms / 1k', 'p99 ms', 'answered', 'errors', 'timeouts', 'SYN retransmits', 'stalls ≥ 0.9 s', 'machine busy'],
+        ['services', 'mode', 'path', 'conn/s', 'CPU ms / 1k conn', 'proxy CPU ms / 1k', 'p99 ms', 'answered', 'errors', 'timeouts', 'SYN retransmits', 'stalls ≥ 0.9 s', 'conntrack insert failed', 'machine busy'],
         r.datapath.map((d) => [
           d.services, d.mode, d.path, spread(d.connPerSec), spread(d.cpuMsPerKConn), d.proxyCpuMsPerKConn.median, spread(d.p99Ms),
-          d.ok, d.connErrors, d.timeouts, d.synRetransmits, d.stalls, d.machineBusy.median,
+          d.ok, d.connErrors, d.timeouts, d.synRetransmits, d.stalls, d.ctInsertFailed, d.machineBusy.median,
         ]),
       ),
     );

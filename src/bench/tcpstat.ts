@@ -37,7 +37,7 @@ export interface RateResult {
   readonly timeouts: number;
   /** Failures other than timeouts, by errno-like code (ECONNREFUSED, ECONNRESET, closed, …). */
   readonly errors: Record<string, number>;
-  /** ok connections per second over the offered window (the last launch + the answer time). */
+  /** ok connections per second over the offered window (SECONDS). */
   readonly okPerSec: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -52,3 +52,22 @@ export interface RateResult {
   readonly tcp: Record<string, number>;
 }
 
+
+/**
+ * Sums the per-CPU rows of /proc/net/stat/nf_conntrack (hex) into the counters that say a
+ * connection was dropped by conntrack itself: insert_failed (a clash on insert), drop, and
+ * clash_resolve (a clash it could resolve).
+ */
+export function readConntrackStat(text: string): Record<string, number> {
+  const lines = text.trim().split('\n');
+  const head = (lines[0] ?? '').trim().split(/\s+/);
+  const out: Record<string, number> = { insert_failed: 0, drop: 0, clashres: 0 };
+  for (const line of lines.slice(1)) {
+    const vals = line.trim().split(/\s+/);
+    for (const k of Object.keys(out)) {
+      const i = head.indexOf(k);
+      if (i >= 0 && vals[i] !== undefined) out[k]! += parseInt(vals[i]!, 16);
+    }
+  }
+  return out;
+}

@@ -149,6 +149,9 @@ export interface DatapathRound {
   readonly synRetransmits: number;
   /** Connections answered after ≥ 900 ms or not at all: what a lost SYN looks like. */
   readonly stalls: number;
+  /** The node namespace's conntrack insert_failed and drop over the run (/proc/net/stat/nf_conntrack). */
+  readonly ctInsertFailed: number;
+  readonly ctDrop: number;
   /** How far the load generator fell behind its schedule (> a few ms: it could not offer the load). */
   readonly lagMs: number;
   /** CPU ms per 1000 answered connections: load generator + server + proxy process (utime+stime, incl. the softirq work charged to them). */
@@ -179,6 +182,7 @@ export interface DatapathRow {
   readonly timeouts: number;
   readonly synRetransmits: number;
   readonly stalls: number;
+  readonly ctInsertFailed: number;
   readonly machineBusy: SpreadSummary;
 }
 

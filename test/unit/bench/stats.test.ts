@@ -3,7 +3,7 @@
 import t from 'tap';
 import { compare, summarize, verdict } from '../../../src/bench/stats.js';
 import { datapathRatios, summaryMarkdown } from '../../../src/bench/report.js';
-import { readTcpCounters } from '../../../src/bench/tcpstat.js';
+import { readConntrackStat, readTcpCounters } from '../../../src/bench/tcpstat.js';
 import { machineBusy } from '../../../src/bench/datapath.js';
 import type { BenchResults, DatapathRow } from '../../../src/bench/types.js';
 
@@ -39,7 +39,7 @@ function row(mode: DatapathRow['mode'], path: DatapathRow['path'], rates: number
   const s = summarize(rates);
   return {
     services: 1000, mode, path, offered: 1000, rounds: rates.length, connPerSec: s, cpuMsPerKConn: summarize(cpu),
-    proxyCpuMsPerKConn: summarize([0]), p99Ms: summarize([1]), ok: 1, connErrors: 0, timeouts: 0, synRetransmits: 0, stalls: 0, machineBusy: summarize([0.5]),
+    proxyCpuMsPerKConn: summarize([0]), p99Ms: summarize([1]), ok: 1, connErrors: 0, timeouts: 0, synRetransmits: 0, stalls: 0, ctInsertFailed: 0, machineBusy: summarize([0.5]),
   };
 }
 
@@ -86,4 +86,12 @@ t.test('machineBusy: the non-idle share of the /proc/stat deltas', async (t) => 
   // user nice system idle iowait irq softirq
   t.equal(machineBusy([0, 0, 0, 0, 0, 0, 0], [30, 0, 10, 50, 10, 0, 0]), 0.4);
   t.equal(machineBusy([1, 1, 1, 1], [1, 1, 1, 1]), 0, 'no time passed');
+});
+
+t.test('readConntrackStat sums the per-CPU hex rows', async (t) => {
+  const text = 'entries  clashres found new invalid ignore delete chainlength insert insert_failed drop\n' +
+    '00001c39  00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000002 0000000a\n' +
+    '00001c39  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000\n';
+  t.same(readConntrackStat(text), { insert_failed: 3, drop: 10, clashres: 1 });
+  t.same(readConntrackStat(''), { insert_failed: 0, drop: 0, clashres: 0 }, 'no conntrack in the namespace: zeros');
 });
