@@ -167,7 +167,8 @@ export class DatapathBench {
     const specs = DATAPATH_MODES.filter((m) => this.opts.modes.includes(m.mode));
     if (this.opts.kubeProxy) specs.push({ mode: 'kube-proxy', kind: 'kube-proxy', maxServices: 10_000, limit: IPT_LIMIT });
     this.opts.progress(`datapath: creating a cluster with one node per mode (${specs.map((s) => s.mode).join(', ')})`);
-    this.cluster = await createCluster({ nodes: specs.length });
+    // The LAN addresses are shared with every other simulated cluster on the machine: wait our turn.
+    this.cluster = await createCluster({ nodes: specs.length, lanWaitMs: 20 * 60_000 });
     this.api = await startApiServer({ host: this.cluster.hostIP, port: 0, serviceCIDRs: [SERVICE_CIDR], watchHistory: 400_000 });
     this.kubeconfig = join(this.opts.work, 'dp-kubeconfig');
     this.api.writeKubeconfig(this.kubeconfig);
