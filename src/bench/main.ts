@@ -422,9 +422,13 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
   results.ratios = computeRatios(results);
   results.meta = { ...results.meta, durationS: Math.round((Date.now() - started) / 1000), loadavgEnd: readFileSync('/proc/loadavg', 'utf8').trim() };
   const day = date.slice(0, 10);
-  const dir = args.out ?? join(ROOT, 'bench-results', `${day}-${kernel}${p.name === 'full' ? '' : `-${p.name}`}`);
+  // A run of some phases only gets its own directory and leaves latest/ alone: it must never
+  // overwrite a complete run's results (an --only datapath run once replaced a daemon run's).
+  const all = PHASES.every((ph) => args.only.includes(ph));
+  const suffix = `${p.name === 'full' ? '' : `-${p.name}`}${all ? '' : `-${args.only.join('+')}`}`;
+  const dir = args.out ?? join(ROOT, 'bench-results', `${day}-${kernel}${suffix}`);
   writeReport(dir, results);
-  if (args.out === null) {
+  if (args.out === null && all) {
     const latest = join(ROOT, 'bench-results', 'latest');
     rmSync(latest, { recursive: true, force: true });
     mkdirSync(latest, { recursive: true });
