@@ -16,7 +16,7 @@ import type { BenchResults } from '../../../src/bench/types.js';
 import { SCRUB, childEnv } from '../lib/child-env.js';
 import { scaledMs } from '../../../src/util/timescale.js';
 
-t.setTimeout(scaledMs(180_000));
+t.setTimeout(scaledMs(330_000));
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 
@@ -33,7 +33,7 @@ t.test('scripts/bench --kube-proxy PATH measures the given binary like ferry', a
 
   const r = spawnSync('env', [...SCRUB, join(ROOT, 'scripts', 'bench'), '--smoke', '--only', 'latency,datapath', '--kube-proxy', standIn, '--out', out], {
     encoding: 'utf8',
-    timeout: scaledMs(170_000),
+    timeout: scaledMs(300_000),
     env: childEnv(),
   });
   t.equal(r.status, 0, `bench exits 0 (signal ${r.signal}); stderr tail:\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}`);

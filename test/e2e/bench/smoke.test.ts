@@ -13,7 +13,8 @@ import type { BenchResults } from '../../../src/bench/types.js';
 import { SCRUB, childEnv } from '../lib/child-env.js';
 import { scaledMs } from '../../../src/util/timescale.js';
 
-t.setTimeout(scaledMs(120_000));
+// Two simulated clusters (latency, then the data path) each wait their turn for the shared LAN.
+t.setTimeout(scaledMs(330_000));
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 
@@ -30,7 +31,7 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   // tap's loaders (NODE_OPTIONS --import ...) must not leak into the ferry daemons the harness starts.
   const r = spawnSync('env', [...SCRUB, join(ROOT, 'scripts', 'bench'), '--smoke', '--out', out], {
     encoding: 'utf8',
-    timeout: scaledMs(85_000),
+    timeout: scaledMs(300_000),
     env: childEnv(),
   });
   t.equal(r.status, 0, `bench exits 0 (3 = some measurement failed) (signal ${r.signal}); stderr tail:\n${(r.stderr ?? '').split('\n').slice(-15).join('\n')}`);
