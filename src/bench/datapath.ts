@@ -264,10 +264,11 @@ export class DatapathBench {
         this.opts.progress(`datapath: ${lane.spec.mode} @${this.fillers}: ready in ${Date.now() - t0} ms`);
       } catch (e) {
         const msg = e instanceof Error ? e.message : String(e);
-        const exited = lane.proxy && lane.proxy.exitCode !== null;
+        const exitedAtStart = lane.proxy !== undefined && lane.proxy.exitCode !== null && !lane.loaded;
         await this.stopLane(lane);
-        // A ferry mode the binary does not have is "not available", anything else a failure.
-        lane.off = exited && lane.spec.kind === 'ferry' && !lane.loaded ? `not available: ferry exited at start (${this.tail(lane)})` : `failed: ${msg}`;
+        // A ferry mode the binary (or this kernel) does not have is "not available"; a lane that
+        // worked at a smaller size and broke is a failure.
+        lane.off = exitedAtStart && lane.spec.kind === 'ferry' ? `not available: ferry exited at start (${this.tail(lane)})` : `failed: ${msg}`;
         this.opts.progress(`datapath: ${lane.spec.mode} @${this.fillers}: ${lane.off}`);
       }
     }
