@@ -115,7 +115,8 @@ export class ClusterBench {
   async up(): Promise<void> {
     const p = this.opts.progress;
     p('cluster: creating namespaces (1 node, 2 pods) and the simulated API server');
-    this.cluster = await createCluster({ nodes: 1 });
+    // The LAN addresses are shared with every other simulated cluster on the machine: wait our turn.
+    this.cluster = await createCluster({ nodes: 1, lanWaitMs: 20 * 60_000 });
     this.node = this.cluster.nodes[0]!;
     this.api = await startApiServer({ host: this.cluster.hostIP, port: 0, serviceCIDRs: this.cluster.serviceCIDRs, watchHistory: 200_000 });
     this.kubeconfig = join(this.opts.work, 'kubeconfig');
