@@ -1,5 +1,5 @@
 # The ferry native addon: nf_tables batches over netlink and the tamper watch's subscription, libnftables in-process, conntrack deletion over netlink, splice(2)
-# forwarding for the userspace proxy.
+# forwarding for the userspace proxy, and the ebpf mode's loader and map updates (libbpf).
 # Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
 {
   "targets": [
@@ -11,7 +11,8 @@
         "src/nfnl.cc",
         "src/nfnl_monitor.cc",
         "src/conntrack.cc",
-        "src/splice.cc"
+        "src/splice.cc",
+        "src/bpf.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")"
@@ -22,10 +23,10 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],
-      "cflags": ["-Wall", "-Wextra", "<!@(pkg-config --cflags libnftables libmnl libnetfilter_conntrack)"],
+      "cflags": ["-Wall", "-Wextra", "<!@(pkg-config --cflags libnftables libmnl libnetfilter_conntrack libbpf)"],
       "cflags_cc": ["-Wall", "-Wextra", "-fexceptions"],
       "libraries": [
-        "<!@(pkg-config --libs libnftables libmnl libnetfilter_conntrack)"
+        "<!@(pkg-config --libs libnftables libmnl libnetfilter_conntrack libbpf)"
       ]
     }
   ]

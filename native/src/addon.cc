@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bpf.h"
 #include "conntrack.h"
 #include "nfnl.h"
 #include "nfnl_monitor.h"
@@ -427,6 +428,7 @@ static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   exports.Set("conntrackDelete", Napi::Function::New(env, ConntrackDeleteAsync, "conntrackDelete"));
   exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
   RegisterSplice(env, exports);
+  RegisterBpf(env, exports);
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

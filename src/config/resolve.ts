@@ -32,6 +32,7 @@ export const DEFAULTS = {
   minSyncPeriod: '1s',
   configSyncPeriod: '15m',
   masqueradeBit: 14,
+  ebpfBpffsDir: '/sys/fs/bpf/ferry',
   // kube-proxy's v1alpha1 defaults (a null in the file, or no flag, means these).
   conntrackMaxPerCore: 32768,
   conntrackMin: 131072,
@@ -430,6 +431,13 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     throw new ConfigError('serviceProxyName', `${JSON.stringify(serviceProxyName)} is not a valid label value`);
   }
 
+  const cgRaw = flagString(flags, 'ebpf-cgroup-root');
+  const ebpfCgroupRoot = cgRaw && cgRaw.value.trim() !== '' ? cgRaw.value.trim() : undefined;
+  if (ebpfCgroupRoot !== undefined && !ebpfCgroupRoot.startsWith('/')) throw new ConfigError(cgRaw?.field ?? '--ebpf-cgroup-root', `${JSON.stringify(ebpfCgroupRoot)} must be an absolute path`);
+  const bpffsRaw = flagString(flags, 'ebpf-bpffs-dir');
+  const ebpfBpffsDir = bpffsRaw && bpffsRaw.value.trim() !== '' ? bpffsRaw.value.trim().replace(/\/+$/, '') : DEFAULTS.ebpfBpffsDir;
+  if (!ebpfBpffsDir.startsWith('/') || ebpfBpffsDir === '') throw new ConfigError(bpffsRaw?.field ?? '--ebpf-bpffs-dir', `${JSON.stringify(bpffsRaw?.value)} must be an absolute path`);
+
   const cleanupFlag = flag(flags, 'cleanup');
   const dryRunFlag = flag(flags, 'dry-run');
 
@@ -459,6 +467,8 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     conntrack: resolveConntrack(flags, file),
     oomScoreAdj,
     localhostNodePorts,
+    ebpfCgroupRoot,
+    ebpfBpffsDir,
     initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
     writeConfigTo: writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined,
     ignored,

@@ -5,8 +5,8 @@
  */
 import type { IPFamily } from '../model/types.js';
 
-export type ProxyMode = 'nftables' | 'iptables' | 'userspace';
-export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'userspace'];
+export type ProxyMode = 'nftables' | 'iptables' | 'ebpf' | 'userspace';
+export const PROXY_MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'ebpf', 'userspace'];
 
 /** Same shape as the planner's NodePortAddressSpec (src/plan/planner.ts). */
 export type NodePortAddressSpec =
@@ -94,6 +94,14 @@ export interface ProxyConfig {
    * whether NodePorts answer on 127.0.0.1 in iptables mode.
    */
   readonly localhostNodePorts: boolean;
+  /**
+   * ebpf mode (ferry extension, no kube-proxy equivalent): the cgroup v2 directory whose
+   * processes get socket-level load balancing (--ebpf-cgroup-root; undefined = the host's
+   * cgroup2 mount, mounted by ferry when absent) and the bpffs directory for ferry's pins
+   * (--ebpf-bpffs-dir; default /sys/fs/bpf/ferry).
+   */
+  readonly ebpfCgroupRoot: string | undefined;
+  readonly ebpfBpffsDir: string;
   /** --init-only: apply the node settings that need privileges (conntrack sysctls), then exit. */
   readonly initOnly: boolean;
   /** --write-config-to: write this configuration as a KubeProxyConfiguration there, then exit. */

@@ -209,6 +209,21 @@ export interface NativeAddon {
   spliceBidirectional?(fdA: number, fdB: number): SplicePromise;
   /** Ends a forwarding now; its promise resolves with code `ABORTED`. False if it already ended. */
   spliceAbort?(handle: number): boolean;
+  /**
+   * ebpf mode (native/src/bpf.cc). Loads the BPF object, reusing maps pinned under `pinDir` by
+   * name, and attaches each program to `cgroup` through a link pinned as `pinDir/link_<prog>`; a
+   * link already pinned on the same cgroup gets the new program swapped in (no gap). Throws an
+   * Error with code FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
+   */
+  bpfLoad?(opts: { object: string; pinDir: string; cgroup: string }): { attached: string[]; replaced: string[] };
+  /** Loads the object with small unpinned maps and no attachment: does this kernel accept it? */
+  bpfProbe?(object: string): void;
+  /** Upserts `keys.length / keySize` elements into the pinned map, in batches. */
+  bpfMapUpdate?(path: string, keys: Uint8Array, values: Uint8Array, keySize: number, valueSize: number): number;
+  /** Deletes each key from the pinned map; absent keys are not an error. */
+  bpfMapDelete?(path: string, keys: Uint8Array, keySize: number): number;
+  /** Every element of the pinned map. */
+  bpfMapDump?(path: string, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number };
   readonly abiVersion: number;
 }
 

@@ -12,6 +12,9 @@ import { defaultNft } from '../backends/kernel/nft.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
 import { createUserspaceBackend, cleanupUserspace } from '../backends/userspace/index.js';
 import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
+import { createEbpfBackend } from '../backends/ebpf/backend.js';
+import { KernelBpfMaps, probeBpf, removePins } from '../backends/kernel/bpf.js';
+import { DEFAULTS } from '../config/resolve.js';
 import { logger } from '../util/log.js';
 
 export class BackendNotImplementedError extends Error {
@@ -34,8 +37,11 @@ export interface BackendEntry {
    * kernel's or the tool's own words, when it cannot. Used for --proxy-mode-fallback.
    */
   probe(families: readonly IPFamily[]): Promise<void>;
-  /** Removes everything this mode may have installed, whether or not it is running. */
-  cleanup(): Promise<void>;
+  /**
+   * Removes everything this mode may have installed, whether or not it is running. `config`
+   * names where a mode keeps its state when that is configurable (ebpf's bpffs directory).
+   */
+  cleanup(config?: ProxyConfig): Promise<void>;
 }
 
 export const BACKENDS: Record<ProxyMode, BackendEntry> = {
@@ -77,6 +83,19 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     },
     // Removes every KUBE-* chain and the jumps to them (ferry's and kube-proxy's), nft and legacy.
     cleanup: async () => cleanupIptables({ log: logger('iptables') }),
+  },
+  ebpf: {
+    create: async (config, families) =>
+      createEbpfBackend({
+        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot }),
+        families,
+        localhostNodePorts: config.localhostNodePorts,
+        log: logger('ebpf'),
+      }),
+    // The verifier accepts the programs on this kernel (maps unpinned, nothing attached).
+    probe: async () => probeBpf(),
+    // Unpinning the links detaches the programs; unpinning the maps frees them.
+    cleanup: async (config) => removePins(config?.ebpfBpffsDir ?? DEFAULTS.ebpfBpffsDir),
   },
   userspace: {
     create: async (config, families) =>

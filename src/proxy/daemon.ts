@@ -313,7 +313,7 @@ export async function runCleanup(config: ProxyConfig): Promise<number> {
   let failed = false;
   for (const [mode, entry] of Object.entries(BACKENDS)) {
     try {
-      await entry.cleanup();
+      await entry.cleanup(config);
       log.info('cleaned up', { mode });
     } catch (e) {
       if (e instanceof BackendNotImplementedError) {

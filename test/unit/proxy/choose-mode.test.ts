@@ -19,7 +19,7 @@ function table(broken: readonly ProxyMode[]): { backends: Record<ProxyMode, Back
     },
     cleanup: async () => undefined,
   });
-  return { backends: { nftables: entry('nftables'), iptables: entry('iptables'), userspace: entry('userspace') }, probed };
+  return { backends: { nftables: entry('nftables'), iptables: entry('iptables'), ebpf: entry('ebpf'), userspace: entry('userspace') }, probed };
 }
 
 const cfg = (mode: ProxyMode, modeFallback?: ProxyMode) => ({ mode, modeFallback }) as unknown as ProxyConfig;

@@ -1,0 +1,345 @@
+// See bpf.h.
+#include "bpf.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mutex>
+
+// The kernel's "operation not supported" for BPF commands, not in libc's errno.h.
+#ifndef ENOTSUPP
+#define ENOTSUPP 524
+#endif
+
+namespace ferry {
+namespace {
+
+// libbpf prints its reasons (verifier log, pin mismatches); keep the last lines for errors.
+std::mutex logMu;
+std::string* logSink = nullptr;
+
+int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[1024];
+  int n = vsnprintf(buf, sizeof(buf), fmt, args);
+  std::lock_guard<std::mutex> lock(logMu);
+  if (logSink && logSink->size() < 16384) logSink->append(buf);
+  return n;
+}
+
+struct LogCapture {
+  std::string text;
+  LogCapture() {
+    std::lock_guard<std::mutex> lock(logMu);
+    logSink = &text;
+    libbpf_set_print(LibbpfPrint);
+  }
+  ~LogCapture() {
+    std::lock_guard<std::mutex> lock(logMu);
+    logSink = nullptr;
+  }
+  std::string Take() {
+    std::lock_guard<std::mutex> lock(logMu);
+    return text;
+  }
+};
+
+// One load at a time: the libbpf print hook is process-wide.
+std::mutex loadMu;
+
+BpfError Fail(int err, std::string where, LogCapture* log = nullptr) {
+  BpfError e;
+  e.err = err < 0 ? -err : err;
+  if (e.err == 0) e.err = EINVAL;
+  e.where = std::move(where);
+  if (log) e.detail = log->Take();
+  return e;
+}
+
+// The cgroup a pinned link is attached to, or 0 if it cannot tell.
+uint64_t LinkCgroup(int linkFd) {
+  struct bpf_link_info info;
+  memset(&info, 0, sizeof(info));
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(linkFd, &info, &len) != 0) return 0;
+  if (info.type != BPF_LINK_TYPE_CGROUP) return 0;
+  return info.cgroup.cgroup_id;
+}
+
+}  // namespace
+
+BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
+  std::lock_guard<std::mutex> guard(loadMu);
+  LogCapture log;
+  BpfLoadResult r;
+  struct stat cg;
+  if (stat(opts.cgroup.c_str(), &cg) != 0) {
+    r.error = Fail(errno, "stat cgroup " + opts.cgroup);
+    return r;
+  }
+  DECLARE_LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = opts.pinDir.c_str());
+  struct bpf_object* obj = bpf_object__open_file(opts.object.c_str(), &oo);
+  if (!obj) {
+    r.error = Fail(errno, "open BPF object " + opts.object, &log);
+    return r;
+  }
+  int err = bpf_object__load(obj);
+  if (err) {
+    r.error = Fail(err, "load BPF object " + opts.object + " (maps pinned under " + opts.pinDir + ")", &log);
+    bpf_object__close(obj);
+    return r;
+  }
+  int cgfd = open(opts.cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (cgfd < 0) {
+    r.error = Fail(errno, "open cgroup " + opts.cgroup);
+    bpf_object__close(obj);
+    return r;
+  }
+  struct bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    std::string name = bpf_program__name(prog);
+    std::string pin = opts.pinDir + "/link_" + name;
+    int linkFd = bpf_obj_get(pin.c_str());
+    if (linkFd >= 0) {
+      // A previous ferry's link: swap the program in place when it is on the same cgroup.
+      if (LinkCgroup(linkFd) == static_cast<uint64_t>(cg.st_ino)) {
+        if (bpf_link_update(linkFd, bpf_program__fd(prog), nullptr) == 0) {
+          r.replaced.push_back(name);
+          close(linkFd);
+          continue;
+        }
+        int e = errno;
+        close(linkFd);
+        r.error = Fail(e, "replace the program of pinned link " + pin);
+        break;
+      }
+      // Attached elsewhere (the cgroup root changed): drop the old link, attach anew.
+      close(linkFd);
+      unlink(pin.c_str());
+    }
+    struct bpf_link* link = bpf_program__attach_cgroup(prog, cgfd);
+    if (!link) {
+      r.error = Fail(errno, "attach " + name + " to cgroup " + opts.cgroup, &log);
+      break;
+    }
+    err = bpf_link__pin(link, pin.c_str());
+    if (err) {
+      r.error = Fail(err, "pin link " + pin, &log);
+      bpf_link__destroy(link);
+      break;
+    }
+    r.attached.push_back(name);
+    // The pin keeps the link (and its program) attached; destroying a cgroup link object only
+    // closes our fd (never disconnect it: that would leak the fd and keep the link alive after
+    // its pin is removed).
+    bpf_link__destroy(link);
+  }
+  close(cgfd);
+  bpf_object__close(obj);
+  return r;
+}
+
+BpfError BpfProbe(const std::string& object) {
+  std::lock_guard<std::mutex> guard(loadMu);
+  LogCapture log;
+  struct bpf_object* obj = bpf_object__open_file(object.c_str(), nullptr);
+  if (!obj) return Fail(errno, "open BPF object " + object, &log);
+  struct bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    bpf_map__set_pin_path(map, nullptr);
+    bpf_map__set_max_entries(map, 16);
+  }
+  int err = bpf_object__load(obj);
+  BpfError e;
+  if (err) e = Fail(err, "load BPF object " + object, &log);
+  bpf_object__close(obj);
+  return e;
+}
+
+namespace {
+
+[[noreturn]] void ThrowBpf(Napi::Env env, const BpfError& e) {
+  std::string msg = e.where + ": " + std::strerror(e.err);
+  if (!e.detail.empty()) msg += "\n" + e.detail;
+  Napi::Error err = Napi::Error::New(env, msg);
+  err.Set("code", Napi::String::New(env, "FERRY_ERR_BPF"));
+  err.Set("errno", Napi::Number::New(env, e.err));
+  err.Set("step", Napi::String::New(env, e.where));
+  throw err;
+}
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+uint32_t SizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (d < 1 || d > 4096 || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(info.Env(), std::string(what) + " out of range");
+  return static_cast<uint32_t>(d);
+}
+
+Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a Uint8Array");
+  }
+  return info[i].As<Napi::Uint8Array>();
+}
+
+// A pinned map, opened for one call.
+struct PinnedMap {
+  int fd = -1;
+  PinnedMap(Napi::Env env, const std::string& path) {
+    fd = bpf_obj_get(path.c_str());
+    if (fd < 0) ThrowBpf(env, Fail(errno, "open pinned map " + path));
+  }
+  ~PinnedMap() {
+    if (fd >= 0) close(fd);
+  }
+};
+
+// bpfLoad({object, pinDir, cgroup}) → {attached: string[], replaced: string[]}
+Napi::Value BpfLoad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "bpfLoad: the argument must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  BpfLoadOptions opts;
+  for (auto [key, dst] : {std::pair<const char*, std::string*>{"object", &opts.object}, {"pinDir", &opts.pinDir}, {"cgroup", &opts.cgroup}}) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsString()) throw Napi::TypeError::New(env, std::string("bpfLoad: ") + key + " must be a string");
+    *dst = v.As<Napi::String>().Utf8Value();
+  }
+  BpfLoadResult r = BpfLoadAndAttach(opts);
+  if (r.error.err) ThrowBpf(env, r.error);
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Array attached = Napi::Array::New(env, r.attached.size());
+  for (size_t i = 0; i < r.attached.size(); i++) attached.Set(i, r.attached[i]);
+  Napi::Array replaced = Napi::Array::New(env, r.replaced.size());
+  for (size_t i = 0; i < r.replaced.size(); i++) replaced.Set(i, r.replaced[i]);
+  out.Set("attached", attached);
+  out.Set("replaced", replaced);
+  return out;
+}
+
+Napi::Value BpfProbeJs(const Napi::CallbackInfo& info) {
+  BpfError e = BpfProbe(StringArg(info, 0, "bpfProbe: object"));
+  if (e.err) ThrowBpf(info.Env(), e);
+  return info.Env().Undefined();
+}
+
+// bpfMapUpdate(path, keys, values, keySize, valueSize): every element, in batches; throws on
+// the first failure with how many went in before it.
+Napi::Value BpfMapUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "bpfMapUpdate: path");
+  Napi::Uint8Array keys = BytesArg(info, 1, "bpfMapUpdate: keys");
+  Napi::Uint8Array values = BytesArg(info, 2, "bpfMapUpdate: values");
+  uint32_t ks = SizeArg(info, 3, "bpfMapUpdate: keySize");
+  uint32_t vs = SizeArg(info, 4, "bpfMapUpdate: valueSize");
+  if (keys.ByteLength() % ks != 0 || values.ByteLength() % vs != 0 || keys.ByteLength() / ks != values.ByteLength() / vs) {
+    throw Napi::RangeError::New(env, "bpfMapUpdate: keys and values do not hold the same number of whole elements");
+  }
+  uint32_t n = keys.ByteLength() / ks;
+  PinnedMap m(env, path);
+  uint32_t done = 0;
+  const uint32_t chunk = 8192;
+  while (done < n) {
+    uint32_t count = n - done < chunk ? n - done : chunk;
+    DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = BPF_ANY, .flags = 0);
+    int err = bpf_map_update_batch(m.fd, keys.Data() + static_cast<size_t>(done) * ks, values.Data() + static_cast<size_t>(done) * vs, &count, &bo);
+    if (err) {
+      int e = errno;
+      if (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP) {
+        // No batch support for this map type: one by one.
+        for (uint32_t i = done; i < n; i++) {
+          if (bpf_map_update_elem(m.fd, keys.Data() + static_cast<size_t>(i) * ks, values.Data() + static_cast<size_t>(i) * vs, BPF_ANY) != 0) {
+            ThrowBpf(env, Fail(errno, "update element " + std::to_string(i) + " of " + std::to_string(n) + " in " + path));
+          }
+        }
+        return Napi::Number::New(env, n);
+      }
+      ThrowBpf(env, Fail(e, "batch update in " + path + " after " + std::to_string(done + count) + " of " + std::to_string(n) + " elements"));
+    }
+    done += count;
+  }
+  return Napi::Number::New(env, n);
+}
+
+// bpfMapDelete(path, keys, keySize): deletes each key; a key already absent is not an error.
+Napi::Value BpfMapDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "bpfMapDelete: path");
+  Napi::Uint8Array keys = BytesArg(info, 1, "bpfMapDelete: keys");
+  uint32_t ks = SizeArg(info, 2, "bpfMapDelete: keySize");
+  if (keys.ByteLength() % ks != 0) throw Napi::RangeError::New(env, "bpfMapDelete: keys do not hold whole elements");
+  uint32_t n = keys.ByteLength() / ks;
+  PinnedMap m(env, path);
+  uint32_t done = 0;
+  while (done < n) {
+    uint32_t count = n - done;
+    DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
+    if (bpf_map_delete_batch(m.fd, keys.Data() + static_cast<size_t>(done) * ks, &count, &bo) == 0) {
+      done += count;
+      continue;
+    }
+    int e = errno;
+    if (e != ENOENT && e != EINVAL && e != ENOTSUPP && e != EOPNOTSUPP) {
+      ThrowBpf(env, Fail(e, "batch delete in " + path + " after " + std::to_string(done) + " of " + std::to_string(n) + " elements"));
+    }
+    // `count` went; the next key is absent (or batches are unsupported): one by one from there.
+    done += count;
+    for (; done < n; done++) {
+      if (bpf_map_delete_elem(m.fd, keys.Data() + static_cast<size_t>(done) * ks) != 0 && errno != ENOENT) {
+        ThrowBpf(env, Fail(errno, "delete element " + std::to_string(done) + " of " + std::to_string(n) + " in " + path));
+      }
+    }
+  }
+  return Napi::Number::New(env, n);
+}
+
+// bpfMapDump(path, keySize, valueSize) → {keys, values, count}: every element of a hash map.
+Napi::Value BpfMapDump(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = StringArg(info, 0, "bpfMapDump: path");
+  uint32_t ks = SizeArg(info, 1, "bpfMapDump: keySize");
+  uint32_t vs = SizeArg(info, 2, "bpfMapDump: valueSize");
+  PinnedMap m(env, path);
+  std::vector<uint8_t> keys, values;
+  std::vector<uint8_t> key(ks), next(ks), value(vs);
+  // get_next_key from NULL: portable across map types and kernels; a dump is rare (full syncs).
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(m.fd, prev, next.data()) == 0) {
+    if (bpf_map_lookup_elem(m.fd, next.data(), value.data()) == 0) {
+      keys.insert(keys.end(), next.begin(), next.end());
+      values.insert(values.end(), value.begin(), value.end());
+    }
+    key = next;
+    prev = key.data();
+  }
+  if (errno != ENOENT) ThrowBpf(env, Fail(errno, "dump " + path));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, keys.data(), keys.size()));
+  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, values.data(), values.size()));
+  out.Set("count", Napi::Number::New(env, static_cast<double>(keys.size() / ks)));
+  return out;
+}
+
+}  // namespace
+
+void RegisterBpf(Napi::Env env, Napi::Object exports) {
+  exports.Set("bpfLoad", Napi::Function::New(env, BpfLoad, "bpfLoad"));
+  exports.Set("bpfProbe", Napi::Function::New(env, BpfProbeJs, "bpfProbe"));
+  exports.Set("bpfMapUpdate", Napi::Function::New(env, BpfMapUpdate, "bpfMapUpdate"));
+  exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
+  exports.Set("bpfMapDump", Napi::Function::New(env, BpfMapDump, "bpfMapDump"));
+}
+
+}  // namespace ferry

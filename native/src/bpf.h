@@ -1,0 +1,43 @@
+// The ebpf mode's kernel side: loading native/bpf's object with libbpf, attaching its cgroup
+// programs through pinned links, and batched map element updates, deletes and dumps on pinned
+// maps. Engine functions never touch a JS value; RegisterBpf() adds the JS surface.
+//
+// Pins (maps and links) live in one bpffs directory per owner, so a restarted ferry finds the
+// maps it left (libbpf reuses pins by name) and replaces each link's program in place
+// (bpf_link_update): the data path never goes without a program. Removing the directory's pins
+// detaches and frees everything.
+#pragma once
+
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ferry {
+
+struct BpfError {
+  int err = 0;          // errno, 0 = success
+  std::string where;    // which step failed, with the object it acted on
+  std::string detail;   // libbpf's own words, when it printed any
+};
+
+struct BpfLoadOptions {
+  std::string object;   // path of the compiled BPF object
+  std::string pinDir;   // bpffs directory for maps and links (must exist)
+  std::string cgroup;   // cgroup v2 directory to attach to
+};
+
+struct BpfLoadResult {
+  BpfError error;
+  std::vector<std::string> attached;   // programs attached anew
+  std::vector<std::string> replaced;   // programs swapped into an existing pinned link
+};
+
+BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts);
+// Loads the object without pinning or attaching (maps shrunk): proves this kernel accepts it.
+BpfError BpfProbe(const std::string& object);
+
+void RegisterBpf(Napi::Env env, Napi::Object exports);
+
+}  // namespace ferry

@@ -1,0 +1,113 @@
+/**
+ * The ebpf backend: compile (full: desired vs what the pinned maps hold; partial: the changed
+ * service ports' element diff) → apply through a BpfMaps applier, phase by phase. The first sync
+ * of a process loads the programs and attaches them to the cgroup root (or swaps them into the
+ * links a previous ferry pinned), so a restart keeps the data path running throughout.
+ * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
+ */
+import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
+import { logger, type Logger } from '../../util/log.js';
+import type { BpfMaps } from '../kernel/bpf.js';
+import { EbpfCompiler } from './compiler.js';
+
+export interface EbpfBackendOptions {
+  readonly maps: BpfMaps;
+  readonly families: readonly IPFamily[];
+  readonly localhostNodePorts: boolean;
+  readonly log?: Logger;
+}
+
+/** A sync that did not apply completely; the next sync is full and repairs from a dump. */
+export class EbpfSyncError extends Error {
+  readonly code = 'FERRY_ERR_EBPF_SYNC';
+  constructor(
+    readonly full: boolean,
+    readonly stage: 'attach' | 'dump' | 'apply',
+    override readonly cause: unknown,
+  ) {
+    super(`ebpf ${full ? 'full' : 'partial'} sync failed (${stage}): ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = 'EbpfSyncError';
+  }
+}
+
+export interface EbpfSyncStats {
+  readonly full: boolean;
+  /** Map elements written plus deleted. */
+  readonly elements: number;
+}
+
+export interface EbpfBackend extends Backend {
+  readonly name: 'ebpf';
+  intact(): Promise<boolean>;
+  lastSync(): EbpfSyncStats | undefined;
+  /** The compiler's bookkeeping (tests). */
+  readonly compiler: EbpfCompiler;
+}
+
+export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
+  const log = opts.log ?? logger('ebpf');
+  const compiler = new EbpfCompiler({ families: opts.families, localhostNodePorts: opts.localhostNodePorts });
+  let attached = false;
+  let last: EbpfSyncStats | undefined;
+  let reported = '';
+
+  const report = (): void => {
+    const text = JSON.stringify([compiler.conflicts, compiler.skipped]);
+    if (text === reported) return;
+    reported = text;
+    for (const c of compiler.conflicts) log.warn('frontend wanted by two service ports; the first keeps it', { frontend: c.frontend, kept: c.kept, refused: c.refused });
+    for (const s of compiler.skipped) log.v(1, 'not load-balanced at the socket level', { what: s });
+  };
+
+  return {
+    name: 'ebpf',
+    compiler,
+    async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+      const full = changes.full || !attached;
+      if (!attached) {
+        try {
+          const r = await opts.maps.attach();
+          log.info('BPF programs in place', { attached: r.attached.length, replaced: r.replaced.length });
+        } catch (e) {
+          throw new EbpfSyncError(full, 'attach', e);
+        }
+        attached = true;
+      }
+      let diff;
+      if (full) {
+        let kernel;
+        try {
+          kernel = await opts.maps.dump();
+        } catch (e) {
+          throw new EbpfSyncError(full, 'dump', e);
+        }
+        diff = compiler.full(next, kernel);
+      } else {
+        diff = compiler.partial(next, changes);
+      }
+      try {
+        await opts.maps.apply(diff);
+      } catch (e) {
+        // The compiler's view may be ahead of the kernel now: the syncer's next (full) sync
+        // re-reads the maps, so nothing is assumed.
+        throw new EbpfSyncError(full, 'apply', e);
+      }
+      compiler.commit();
+      last = { full, elements: diff.size };
+      report();
+      log.v(2, 'synced', { full, elements: diff.size });
+    },
+    async intact(): Promise<boolean> {
+      if (!attached) return true;
+      const ok = await opts.maps.intact();
+      // Pins removed behind our back: the next (full) sync loads and attaches again.
+      if (!ok) attached = false;
+      return ok;
+    },
+    lastSync: () => last,
+    async cleanup(): Promise<void> {
+      await opts.maps.cleanup();
+      attached = false;
+    },
+  };
+}

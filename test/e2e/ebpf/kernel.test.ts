@@ -1,0 +1,158 @@
+/**
+ * The ebpf mode's kernel side without the simulator: the real programs, loader and applier on a
+ * cgroup and a bpffs directory this test creates (never the host's cgroup root), with
+ * loopback-only backends. A client process placed in the test cgroup connects to a Service
+ * address and reaches a backend; getpeername and recvmsg show the Service address; no-endpoint
+ * Services are refused; a restart swaps programs without a gap; cleanup leaves no pin.
+ * Needs root, cgroup v2 and bpffs (mounted here when absent, as ferry does).
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { createSocket, type Socket } from 'node:dgram';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createEbpfBackend } from '../../../src/backends/ebpf/backend.js';
+import { ensureBpffsDir, KernelBpfMaps, removePins, resolveCgroupRoot } from '../../../src/backends/kernel/bpf.js';
+import { ep, fwd, FULL, REJECT, svc, table, tables, changesOf } from '../../unit/backends/ir-builders.js';
+
+const PREFIX = `fyeb${Math.random().toString(36).slice(2, 6)}`;
+const SVC_IP = '198.19.77.10';
+
+interface Answer {
+  ok: boolean;
+  error?: string;
+  reply?: string;
+  peer?: string;
+}
+
+/** Runs a one-shot client inside `cgroup` (it moves itself there before connecting). */
+function client(cgroup: string, proto: 'tcp' | 'udp', addr: string, port: number): Promise<Answer> {
+  const code = `
+const [proto, addr, port] = process.argv.slice(1);
+const out = (o) => { process.stdout.write(JSON.stringify(o)); process.exit(0); };
+setTimeout(() => out({ ok: false, error: 'timeout' }), 3000);
+if (proto === 'tcp') {
+  const s = require('net').connect({ host: addr, port: Number(port) });
+  let data = '';
+  s.on('connect', () => { s.peer = s.remoteAddress + ':' + s.remotePort; });
+  s.on('data', (d) => { data += d; });
+  s.on('end', () => out({ ok: true, reply: data, peer: s.peer }));
+  s.on('error', (e) => out({ ok: false, error: e.code }));
+} else {
+  const s = require('dgram').createSocket('udp4');
+  s.on('message', (m, r) => out({ ok: true, reply: String(m), peer: r.address + ':' + r.port }));
+  s.on('error', (e) => out({ ok: false, error: e.code }));
+  s.send('hi', Number(port), addr);
+}`;
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', `echo $$ > "${cgroup}/cgroup.procs" && exec "$0" -e "$1" "$2" "$3" "$4"`, process.execPath, code, proto, addr, String(port)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', () => {
+      try {
+        resolve(JSON.parse(out) as Answer);
+      } catch {
+        reject(new Error(`client printed ${JSON.stringify(out)}; stderr ${err}`));
+      }
+    });
+  });
+}
+
+function tcpServer(name: string): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer((s) => s.end(`${name} saw ${s.remoteAddress}`));
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port }));
+  });
+}
+
+function udpServer(name: string): Promise<{ sock: Socket; port: number }> {
+  return new Promise((resolve) => {
+    const sock = createSocket('udp4');
+    sock.on('message', (_m, r) => sock.send(`${name} saw ${r.address}`, r.port, r.address));
+    sock.bind(0, '127.0.0.1', () => resolve({ sock, port: sock.address().port }));
+  });
+}
+
+t.test('socket-level load balancing in a cgroup of our own', async (t) => {
+  const root = await resolveCgroupRoot(undefined);
+  const cgroup = join(root, PREFIX);
+  const pinDir = `/sys/fs/bpf/${PREFIX}`;
+  await mkdir(cgroup);
+  await ensureBpffsDir(pinDir);
+  const servers: { close(): void }[] = [];
+  t.teardown(async () => {
+    for (const s of servers) s.close();
+    await removePins(pinDir);
+    await rmdir(cgroup).catch(() => undefined);
+  });
+
+  const a = await tcpServer('a');
+  const b = await tcpServer('b');
+  const u = await udpServer('u');
+  servers.push(a.server, b.server, u.sock);
+  const web = svc({ namespace: 'default', name: 'web', internal: fwd(ep('127.0.0.1', a.port), ep('127.0.0.1', b.port)), clusterIP: SVC_IP, port: 80, nodePort: 30080 });
+  const dns = svc({ namespace: 'default', name: 'dns', protocol: 'UDP', portName: 'dns', internal: fwd(ep('127.0.0.1', u.port)), clusterIP: SVC_IP, port: 53 });
+  const none = svc({ namespace: 'default', name: 'none', internal: REJECT, clusterIP: '198.19.77.11', port: 80 });
+  const sticky = svc({
+    namespace: 'default',
+    name: 'sticky',
+    internal: fwd(ep('127.0.0.1', a.port), ep('127.0.0.1', b.port)),
+    clusterIP: '198.19.77.12',
+    port: 80,
+    affinityTimeoutSeconds: 600,
+  });
+  const v4 = table(4, [web, dns, none, sticky], { nodeIPs: ['192.0.2.10'] });
+  const maps = new KernelBpfMaps({ pinDir, cgroupRoot: cgroup });
+  const backend = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
+  await backend.sync(null, tables(v4), FULL);
+
+  const seen = new Set<string>();
+  for (let i = 0; i < 20; i++) {
+    const r = await client(cgroup, 'tcp', SVC_IP, 80);
+    t.ok(r.ok, `TCP to ${SVC_IP}:80 answered (${r.error ?? ''})`);
+    t.equal(r.peer, `${SVC_IP}:80`, 'getpeername shows the Service address');
+    seen.add(r.reply?.split(' ')[0] ?? '');
+  }
+  t.same([...seen].sort(), ['a', 'b'], 'both backends answered');
+
+  const np = await client(cgroup, 'tcp', '127.0.0.1', 30080);
+  t.ok(np.ok && /^[ab] /.test(np.reply ?? ''), `127.0.0.1:NodePort answered by a backend (${JSON.stringify(np)})`);
+  const np2 = await client(cgroup, 'tcp', '192.0.2.10', 30080);
+  t.ok(np2.ok && /^[ab] /.test(np2.reply ?? ''), `nodeIP:NodePort answered by a backend (${JSON.stringify(np2)})`);
+
+  const d = await client(cgroup, 'udp', SVC_IP, 53);
+  t.ok(d.ok, `UDP answered (${d.error ?? ''})`);
+  t.equal(d.peer, `${SVC_IP}:53`, 'recvmsg shows the Service address as the source');
+
+  const refused = await client(cgroup, 'tcp', '198.19.77.11', 80);
+  t.same(refused, { ok: false, error: 'ECONNREFUSED' }, 'a Service without endpoints is refused at connect()');
+
+  const stickySeen = new Set<string>();
+  for (let i = 0; i < 10; i++) stickySeen.add((await client(cgroup, 'tcp', '198.19.77.12', 80)).reply?.split(' ')[0] ?? 'none');
+  t.equal(stickySeen.size, 1, `ClientIP affinity: one backend for one client (${[...stickySeen].join(',')})`);
+
+  // Endpoint change: only b remains.
+  const web2 = svc({ ...web, internal: fwd(ep('127.0.0.1', b.port)) });
+  const v4b = table(4, [web2, dns, none, sticky], { nodeIPs: ['192.0.2.10'] });
+  await backend.sync(tables(v4), tables(v4b), changesOf([web.key]));
+  for (let i = 0; i < 8; i++) t.match((await client(cgroup, 'tcp', SVC_IP, 80)).reply, /^b /, 'after the change only b answers');
+
+  // A restarted ferry: a new backend on the same pins swaps programs in place and writes nothing.
+  const again = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+  await again.sync(null, tables(v4b), FULL);
+  t.equal(again.lastSync()?.elements, 0, 'a restart with the same state writes no element');
+  t.match((await client(cgroup, 'tcp', SVC_IP, 80)).reply, /^b /, 'still served after the restart');
+
+  await again.cleanup();
+  t.notOk(existsSync(pinDir), 'cleanup removed the pin directory');
+  const after = await client(cgroup, 'tcp', SVC_IP, 80);
+  t.notOk(after.ok && /^[ab] /.test(after.reply ?? ''), `after cleanup the Service address is not translated (${JSON.stringify(after)})`);
+  t.same(await readdir(cgroup).then((l) => l.filter((n) => n.startsWith('fy'))), [], 'no child cgroups left');
+  await writeFile(join(cgroup, 'cgroup.procs'), '').catch(() => undefined);
+});
