@@ -1,10 +1,14 @@
 /**
- * Finding and removing what simulator runs created: network namespaces and host interfaces whose
- * names start with a run prefix (or with "fy" for any run). Removal first kills whatever still
+ * Finding and removing what simulator runs created: network namespaces, host interfaces, cgroups
+ * (cgroups.ts) and the bpffs pin directories of its nodes' ferries, whose names start with a run
+ * prefix (or with "fy" for any run). Removal first kills whatever still
  * runs inside a namespace (`ip netns pids`) so deleting it cannot leave orphans bound to it.
  * Must never touch a name that does not start with the given prefix.
  */
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { cleanupCgroups, cleanupCgroupsSync, listBpffsLeftovers, listCgroupLeftovers } from './cgroups.js';
 import { run } from '../../util/exec.js';
 import { logger } from '../../util/log.js';
 import { NAME_ROOT } from './addressing.js';
@@ -33,10 +37,26 @@ export async function listHostLinks(prefix: string): Promise<string[]> {
   return out;
 }
 
-/** Every network namespace and host link left by any simulator run (or by the given prefix). */
+/** Every network namespace, host link, cgroup and bpffs pin directory left by any simulator run (or by the given prefix). */
 export async function listLeftovers(prefixStart: string = NAME_ROOT): Promise<string[]> {
   const [ns, links] = await Promise.all([listNetns(prefixStart), listHostLinks(prefixStart)]);
-  return [...ns.map((n) => `netns/${n}`), ...links.map((l) => `link/${l}`)];
+  return [
+    ...ns.map((n) => `netns/${n}`),
+    ...links.map((l) => `link/${l}`),
+    ...listCgroupLeftovers(prefixStart).map((c) => `cgroup/${c}`),
+    ...listBpffsLeftovers(prefixStart).map((b) => `bpffs/${b}`),
+  ];
+}
+
+/** Removes the pin directories of a run's ferries: unpinning detaches their programs and frees their maps. */
+async function cleanupBpffs(prefix: string): Promise<void> {
+  for (const dir of listBpffsLeftovers(prefix)) {
+    try {
+      await rm(dir, { recursive: true, force: true });
+    } catch (e) {
+      log.warn('could not remove bpffs pins', { dir, err: e });
+    }
+  }
 }
 
 /** SIGKILL everything left inside a namespace; the namespace is about to disappear anyway. */
@@ -77,6 +97,12 @@ export async function cleanupPrefix(prefix: string): Promise<void> {
       log.warn('could not delete host link', { link, stderr: res.stderr.trim() });
     }
   }
+  await cleanupBpffs(prefix);
+  try {
+    await cleanupCgroups(prefix);
+  } catch (e) {
+    log.warn('could not remove cgroups', { prefix, err: e });
+  }
 }
 
 /**
@@ -111,4 +137,12 @@ export function cleanupPrefixSync(prefix: string): void {
     const m = /^\d+:\s+([^:@\s]+)/.exec(line);
     if (m && m[1] && m[1].startsWith(prefix)) ip(['link', 'del', m[1]]);
   }
+  for (const dir of listBpffsLeftovers(prefix)) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      /* reported by the leak check */
+    }
+  }
+  cleanupCgroupsSync(prefix);
 }

@@ -19,6 +19,7 @@ import { runIn, type RunOptions, type RunResult } from '../../util/exec.js';
 import { logger } from '../../util/log.js';
 import * as A from './addressing.js';
 import { cleanupPrefix, cleanupPrefixSync, deleteNetns, listNetns } from './cleanup.js';
+import { bpffsDirOfNetns, cgroup2Root, cgroupOfNetns, inCgroup, makeCgroup, removeCgroup } from './cgroups.js';
 import { acquireLan, releaseLan } from './lan-lock.js';
 import { ECHO_SCRIPT, runProbe } from './probe-client.js';
 import { ApiRegistrar, nodeObject, podObject } from './register.js';
@@ -142,6 +143,8 @@ class SimCluster implements Cluster {
   private readonly inflight = new Set<Promise<unknown>>();
   private registrar?: ApiRegistrar;
   private downing?: Promise<void>;
+  /** The host's cgroup2 mount; undefined = no cgroup placement (nothing needs it but ebpf mode). */
+  readonly cgroupRoot = cgroup2Root();
   /** Last resort if the process ends without down(): remove everything synchronously. */
   private readonly onExit = (): void => {
     if (this.downing) return;
@@ -186,6 +189,28 @@ class SimCluster implements Cluster {
     const p = this.pods.get(`${namespace}/${name}`);
     if (!p) throw new PodError(`${namespace}/${name}`, 'no such pod');
     return p;
+  }
+
+  /** The cgroup processes of this namespace run in (node or pod), if any. */
+  cgroupOfNetns(netns: string | undefined): string | undefined {
+    if (!netns || !this.cgroupRoot) return undefined;
+    return cgroupOfNetns(this.cgroupRoot, this.prefix, netns);
+  }
+
+  cgroupOf(v: Vantage): string | undefined {
+    return this.cgroupOfNetns(this.netnsOf(v));
+  }
+
+  bpffsDirOf(node: string): string {
+    return bpffsDirOfNetns(this.node(node).netns);
+  }
+
+  /** Creates the run's and every node's cgroup. */
+  async buildCgroups(): Promise<void> {
+    for (const n of this.nodes) {
+      const cg = this.cgroupOfNetns(n.netns);
+      if (cg) await makeCgroup(cg);
+    }
   }
 
   netnsOf(v: Vantage): string | undefined {
@@ -255,6 +280,8 @@ class SimCluster implements Cluster {
     this.podStates.set(key, ps);
     try {
       await T.buildPod(this.prefix, st.index, k, this.dualStack);
+      const cg = this.cgroupOfNetns(pod.netns);
+      if (cg) await makeCgroup(cg);
       ps.echo = await this.startEcho(pod, ports);
       this.pods.set(key, pod);
       if (this.registrar) await this.registerPod(ps);
@@ -286,7 +313,7 @@ class SimCluster implements Cluster {
   private startEcho(pod: SimPod, ports: number[]): Promise<ChildProcess> {
     const argv = [process.execPath, ECHO_SCRIPT, '--name', pod.name];
     for (const port of ports) argv.push('--port', String(port));
-    const child = spawn('ip', ['netns', 'exec', pod.netns, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ip', ['netns', 'exec', pod.netns, ...inCgroup(this.cgroupOfNetns(pod.netns), argv)], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.track(child);
     return new Promise((resolve, reject) => {
       let out = '';
@@ -332,6 +359,8 @@ class SimCluster implements Cluster {
     if (ps.echo) await stopProcesses([ps.echo]);
     await T.removePodLinks(this.prefix, ps.nodeIndex, ps.slot);
     await deleteNetns(ps.pod.netns);
+    const cg = this.cgroupOfNetns(ps.pod.netns);
+    if (cg) await removeCgroup(cg);
   }
 
   async removePod(name: string, namespace = 'default'): Promise<void> {
@@ -389,12 +418,12 @@ class SimCluster implements Cluster {
   }
 
   exec(ns: string | undefined, argv: string[], opts?: RunOptions): Promise<RunResult> {
-    return runIn(ns, argv, opts);
+    return runIn(ns, inCgroup(this.cgroupOfNetns(ns), argv), opts);
   }
 
   spawnIn(ns: string | undefined, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     this.assertUp('spawn a process');
-    const full = ns ? ['ip', 'netns', 'exec', ns, ...argv] : argv;
+    const full = ns ? ['ip', 'netns', 'exec', ns, ...inCgroup(this.cgroupOfNetns(ns), argv)] : argv;
     const [cmd, ...args] = full;
     if (!cmd) throw new Error('spawnIn: empty argv');
     let fd: number | undefined;
@@ -411,11 +440,11 @@ class SimCluster implements Cluster {
   }
 
   probe(from: Vantage, target: ProbeTarget, opts: ProbeOptions = {}): Promise<ProbeResult[]> {
-    return runProbe(this.netnsOf(from), target, opts, 1);
+    return runProbe(this.netnsOf(from), target, opts, 1, this.cgroupOf(from));
   }
 
   probeStream(from: Vantage, target: ProbeTarget, opts: ProbeOptions & { signal: AbortSignal }): Promise<ProbeResult[]> {
-    return runProbe(this.netnsOf(from), target, opts, 0);
+    return runProbe(this.netnsOf(from), target, opts, 0, this.cgroupOf(from));
   }
 
   down(): Promise<void> {
@@ -482,6 +511,7 @@ export async function createCluster(opts: ClusterOptions = {}): Promise<Cluster>
   try {
     await T.buildLan(prefix, dualStack);
     await Promise.all(names.map((_, i) => T.buildNode(prefix, i + 1, n, dualStack)));
+    await c.buildCgroups();
     await T.buildClient(prefix, dualStack);
     for (const [node, cidrs] of Object.entries(opts.nodeAddresses ?? {})) {
       for (const cidr of cidrs) await c.addNodeAddress(node, cidr);

@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { splitHostPort } from './addressing.js';
+import { inCgroup } from './cgroups.js';
 import type { ProbeOptions, ProbeResult, ProbeTarget } from './types.js';
 
 export const PROBE_SCRIPT = fileURLToPath(new URL('./probe.js', import.meta.url));
@@ -45,7 +46,7 @@ export function parseProbeLine(line: string): ProbeResult | undefined {
   return r;
 }
 
-export function probeArgv(netns: string | undefined, target: ProbeTarget, opts: ProbeOptions, defaultCount: number): string[] {
+export function probeArgv(netns: string | undefined, target: ProbeTarget, opts: ProbeOptions, defaultCount: number, cgroup?: string): string[] {
   const argv = [
     process.execPath,
     PROBE_SCRIPT,
@@ -62,11 +63,13 @@ export function probeArgv(netns: string | undefined, target: ProbeTarget, opts: 
     '--interval-ms',
     String(opts.intervalMs ?? 0),
   ];
-  return netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv;
+  const placed = inCgroup(cgroup, argv);
+  return netns ? ['ip', 'netns', 'exec', netns, ...placed] : placed;
 }
 
-export function runProbe(netns: string | undefined, target: ProbeTarget, opts: ProbeOptions = {}, defaultCount = 1): Promise<ProbeResult[]> {
-  const argv = probeArgv(netns, target, opts, defaultCount);
+/** `cgroup`: the probe runs in it (the vantage's node or pod cgroup, for socket-level LB). */
+export function runProbe(netns: string | undefined, target: ProbeTarget, opts: ProbeOptions = {}, defaultCount = 1, cgroup?: string): Promise<ProbeResult[]> {
+  const argv = probeArgv(netns, target, opts, defaultCount, cgroup);
   return new Promise((resolve, reject) => {
     const results: ProbeResult[] = [];
     if (opts.signal?.aborted) {

@@ -118,6 +118,14 @@ export interface Cluster {
   node(name: string): SimNode;
   pod(name: string, namespace?: string): SimPod;
   netnsOf(v: Vantage): string | undefined;
+  /**
+   * The cgroup v2 directory the processes of a node or pod vantage run in (undefined for the
+   * client, the host, or without cgroup2): a node's is the root of its pods', so a ferry in
+   * ebpf mode attached there load-balances the node and its pods and nothing else.
+   */
+  cgroupOf(v: Vantage): string | undefined;
+  /** A bpffs directory for the node's ferry's pins (ebpf mode), removed with the cluster. */
+  bpffsDirOf(node: string): string;
   exec(ns: string | undefined, argv: string[], opts?: RunOptions): Promise<RunResult>;
   spawnIn(ns: string | undefined, argv: string[], opts?: SpawnOptions): ChildProcess;
   probe(from: Vantage, target: ProbeTarget, opts?: ProbeOptions): Promise<ProbeResult[]>;

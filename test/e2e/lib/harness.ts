@@ -544,6 +544,17 @@ export function ferryArgv(mode: ProxyMode, kubeconfig: string, node: SimNode, cl
   ];
 }
 
+/**
+ * Flags a mode needs per simulated node: ebpf attaches to the node's own cgroup (never the
+ * host's root) and pins under a bpffs directory of the run, both removed with the cluster.
+ */
+export function modeArgs(mode: ProxyMode, c: Cluster, node: SimNode): string[] {
+  if (mode !== 'ebpf') return [];
+  const cg = c.cgroupOf({ kind: 'node', node: node.name });
+  if (!cg) throw new HarnessError('prerequisites', 'ebpf mode needs a cgroup v2 mount for the per-node cgroups (none in /proc/self/mounts)');
+  return ['--ebpf-cgroup-root', cg, '--ebpf-bpffs-dir', c.bpffsDirOf(node.name)];
+}
+
 async function checkPrerequisites(): Promise<void> {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     throw new HarnessError('prerequisites', 'the end-to-end suite needs root (network namespaces, nft)');
@@ -597,7 +608,11 @@ export async function withProxyCluster(t: TapLike, opts: ProxyClusterOptions, fn
 
     for (const node of c.nodes) {
       const logFile = join(dir, `ferry-${node.name}.log`);
-      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, typeof opts.ferryArgs === 'function' ? opts.ferryArgs(c, node) : opts.ferryArgs), { logFile, env: childEnv() });
+      const extra = typeof opts.ferryArgs === 'function' ? opts.ferryArgs(c, node) : (opts.ferryArgs ?? []);
+      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, [...modeArgs(opts.mode, c, node), ...extra]), {
+        logFile,
+        env: childEnv(),
+      });
       const f: FerryProcess = { node, child, logFile };
       child.once('exit', (code, sig) => (f.exit = `${code ?? sig}`));
       e.ferries.push(f);

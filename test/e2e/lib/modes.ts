@@ -6,7 +6,7 @@
  * Pure: no I/O besides reading the environment.
  */
 
-export const ALL_MODES = ['nftables', 'iptables', 'userspace'] as const;
+export const ALL_MODES = ['nftables', 'iptables', 'ebpf', 'userspace'] as const;
 export type ProxyMode = (typeof ALL_MODES)[number];
 
 export class UnknownModeError extends Error {
@@ -46,9 +46,10 @@ export type SourceSeen = 'origin' | 'node';
 /**
  * How traffic the proxy will not deliver ends, as the prober sees it: 'refused' (TCP RST to the
  * SYN or ICMP port unreachable), 'reset' (the connection was accepted, then reset or closed
- * before any reply), 'timeout' (silently dropped).
+ * before any reply), 'timeout' (silently dropped), 'unreachable' (connect() itself failed with
+ * EHOSTUNREACH: no packet was ever sent).
  */
-export type Refusal = 'refused' | 'reset' | 'timeout';
+export type Refusal = 'refused' | 'reset' | 'timeout' | 'unreachable';
 
 export interface Expectation<T> {
   value: T;
@@ -74,6 +75,13 @@ export interface ModeExpectations {
    * internalTrafficPolicy Local from a node without local endpoints, a source outside
    * loadBalancerSourceRanges. */
   policyDrop: Expectation<Refusal>;
+  /**
+   * Traffic paths this mode does not serve YET, each with its reason. The suite skips exactly
+   * these (a tap skip that prints the reason); it never asserts a made-up result for them.
+   * - fromOutside: traffic that enters the node from the network (the outside client → NodePort,
+   *   externalIP, LB IP).
+   */
+  notServed: { readonly fromOutside?: string };
 }
 
 const KERNEL_NAT: ModeExpectations = {
@@ -109,10 +117,47 @@ const KERNEL_NAT: ModeExpectations = {
     value: 'timeout',
     reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
   },
+  notServed: {},
+};
+
+/**
+ * ebpf mode, first step: socket-level load balancing only (docs/ebpf.md). A local client's
+ * connect() goes straight to the endpoint; nothing is NATed, so nothing is masqueraded.
+ */
+const EBPF: ModeExpectations = {
+  ...KERNEL_NAT,
+  podToClusterIP: {
+    value: 'origin',
+    reason: 'socket-level LB rewrites the pod\'s connect() to the endpoint; the packets carry the pod address, no NAT at all',
+  },
+  nodeToClusterIP: {
+    value: 'node',
+    reason: "socket-level LB rewrites the node's connect() to the endpoint; the kernel picks the node's own source address for that route",
+  },
+  hairpin: {
+    value: 'origin',
+    reason: 'socket-level LB connects the pod straight to itself; no reverse NAT exists that a reply could bypass, so nothing needs masquerading',
+  },
+  noEndpointsTCP: {
+    value: 'refused',
+    reason: 'the connect hook fails connect() with ECONNREFUSED at once (bpf_set_retval), before any packet',
+  },
+  noEndpointsUDP: {
+    value: 'refused',
+    reason: 'the connect/sendmsg hooks fail the call with ECONNREFUSED at once (bpf_set_retval)',
+  },
+  policyDrop: {
+    value: 'unreachable',
+    reason: 'for a local client the decision is made in connect(), before any packet exists that could be dropped: it fails with EHOSTUNREACH (as Cilium\'s socket LB does) instead of timing out',
+  },
+  notServed: {
+    fromOutside: 'tc data path not yet built: socket-level LB only sees sockets of processes in the node\'s cgroup, not packets arriving from the network (issue 16, next step)',
+  },
 };
 
 const USERSPACE: ModeExpectations = {
   ...KERNEL_NAT,
+  notServed: {},
   podToClusterIP: {
     value: 'node',
     reason: 'the userspace forwarder terminates the connection and opens a new one from the node, so the pod address is lost',
@@ -144,6 +189,8 @@ export function expectations(mode: ProxyMode): ModeExpectations {
     case 'nftables':
     case 'iptables':
       return KERNEL_NAT;
+    case 'ebpf':
+      return EBPF;
     case 'userspace':
       return USERSPACE;
   }
@@ -160,6 +207,8 @@ export function diagnosticCommands(mode: ProxyMode): string[][] {
       return [['nft', 'list', 'ruleset'], ...common];
     case 'iptables':
       return [['iptables-save'], ['ip6tables-save'], ...common];
+    case 'ebpf':
+      return [['bpftool', 'link', 'show'], ...common];
     case 'userspace':
       return [['ss', '-lntup'], ...common];
   }

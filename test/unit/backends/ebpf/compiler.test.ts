@@ -1,0 +1,234 @@
+/**
+ * The ebpf compiler and backend against the in-memory applier: which frontends and endpoint sets
+ * the IR becomes, that partial syncs are element diffs of what changed, the write order that keeps
+ * connects consistent, and that a restart over the same pins writes nothing.
+ */
+import t from 'tap';
+import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
+import { EbpfCompiler, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
+import { addrBytes, decodeSetName, describeSvcKey, MAP_SIZES, WRITTEN_MAPS } from '../../../../src/backends/ebpf/layout.js';
+import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
+import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
+import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
+
+/** The svc map as readable lines: "TCP 198.19.0.10:80 → set <name> count N verdict V affinity A". */
+function frontends(state: MapState): string[] {
+  const names = new Map<number, string>();
+  for (const [k, v] of state.ferry_setname) names.set(Buffer.from(k, 'latin1').readUInt32LE(0), decodeSetName(v));
+  const out: string[] = [];
+  for (const [k, v] of state.ferry_svc) {
+    const b = Buffer.from(v, 'latin1');
+    const verdict = ['forward', 'reject', 'drop'][b.readUInt8(12)];
+    out.push(`${describeSvcKey(k)} → ${names.get(b.readUInt32LE(0))} count ${b.readUInt32LE(4)} ${verdict} affinity ${b.readUInt32LE(8)}`);
+  }
+  return out.sort();
+}
+
+/** Backends of a set as "ip:port" in slot order. */
+function backendsOf(state: MapState, setName: string): string[] {
+  let id = -1;
+  for (const [k, v] of state.ferry_setname) if (decodeSetName(v) === setName) id = Buffer.from(k, 'latin1').readUInt32LE(0);
+  const slots: [number, string][] = [];
+  for (const [k, v] of state.ferry_backend) {
+    const kb = Buffer.from(k, 'latin1');
+    if (kb.readUInt32LE(0) !== id) continue;
+    const vb = Buffer.from(v, 'latin1');
+    const fam = vb.readUInt8(18);
+    const ip = fam === 4 ? [...vb.subarray(0, 4)].join('.') : vb.subarray(0, 16).toString('hex');
+    slots.push([kb.readUInt32LE(4), `${ip}:${vb.readUInt16BE(16)}`]);
+  }
+  return slots.sort((a, b) => a[0] - b[0]).map((s) => s[1]);
+}
+
+function apply(state: MapState, diff: EbpfDiff): void {
+  for (const phase of diff.phases) for (const op of phase) {
+    for (const [k, v] of op.upserts) state[op.map].set(k, v);
+    for (const k of op.deletes) state[op.map].delete(k);
+  }
+}
+
+function sizesAreRight(t: { fail(m: string): void; pass(m: string): void }, state: MapState): void {
+  for (const m of WRITTEN_MAPS) {
+    for (const [k, v] of state[m]) {
+      if (k.length !== MAP_SIZES[m].key || v.length !== MAP_SIZES[m].value) {
+        t.fail(`${m}: element of ${k.length}/${v.length} bytes, want ${MAP_SIZES[m].key}/${MAP_SIZES[m].value}`);
+        return;
+      }
+    }
+  }
+  t.pass('every element has the size maps.h declares');
+}
+
+const web = svc({
+  namespace: 'default',
+  name: 'web',
+  clusterIP: '198.19.0.10',
+  port: 80,
+  nodePort: 30080,
+  externalIPs: ['203.0.113.20'],
+  loadBalancerIPs: ['203.0.113.10'],
+  internal: fwd(ep('10.0.1.2', 8080, true), ep('10.0.2.2', 8080)),
+});
+
+t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are wildcard entries on node addresses', async (t) => {
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'] })), emptyState()));
+  t.same(frontends(state), [
+    'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external count 2 forward affinity 0',
+    'TCP 198.19.0.10:80 → default/web:http/TCP|internal count 2 forward affinity 0',
+    'TCP 203.0.113.10:80 → default/web:http/TCP|external count 2 forward affinity 0',
+    'TCP 203.0.113.20:80 → default/web:http/TCP|external count 2 forward affinity 0',
+  ]);
+  t.same(backendsOf(state, 'default/web:http/TCP|internal'), ['10.0.1.2:8080', '10.0.2.2:8080']);
+  t.equal(state.ferry_member.size, 4, 'one membership element per backend per set');
+  const nodeAddrs = [...state.ferry_nodeaddr.keys()].map((k) => [...Buffer.from(k, 'latin1').subarray(0, 4)].join('.')).sort();
+  t.same(nodeAddrs, ['127.0.0.1', '192.0.2.10'], 'NodePorts on the node IP and on 127.0.0.1 (localhost NodePorts)');
+  sizesAreRight(t, state);
+
+  const c2 = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const s2 = emptyState();
+  apply(s2, c2.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'], nodePortAddresses: { kind: 'list', addresses: ['192.0.2.99'] } })), emptyState()));
+  const listed = [...s2.ferry_nodeaddr.keys()].map((k) => [...Buffer.from(k, 'latin1').subarray(0, 4)].join('.'));
+  t.same(listed, ['192.0.2.99'], '--nodeport-addresses: exactly the listed addresses, no loopback');
+});
+
+t.test('verdicts, affinity and which endpoint set each frontend uses come from the IR', async (t) => {
+  const none = svc({ namespace: 'default', name: 'none', clusterIP: '198.19.0.11', internal: REJECT });
+  const itl = svc({ namespace: 'default', name: 'itl', clusterIP: '198.19.0.12', internal: DROP, internalPolicyLocal: true });
+  const sticky = svc({ namespace: 'default', name: 'sticky', clusterIP: '198.19.0.13', internal: fwd(ep('10.0.1.2', 80)), affinityTimeoutSeconds: 10800 });
+  const local = svc({
+    namespace: 'default',
+    name: 'local',
+    clusterIP: '198.19.0.14',
+    nodePort: 30090,
+    internal: fwd(ep('10.0.1.2', 80, true), ep('10.0.2.2', 80)),
+    external: fwd(ep('10.0.1.2', 80, true)),
+    cluster: fwd(ep('10.0.1.2', 80, true), ep('10.0.2.2', 80)),
+    externalPolicyLocal: true,
+  });
+  const noLocal = svc({
+    namespace: 'default',
+    name: 'nolocal',
+    clusterIP: '198.19.0.15',
+    nodePort: 30091,
+    internal: fwd(ep('10.0.2.2', 80)),
+    external: DROP,
+    cluster: fwd(ep('10.0.2.2', 80)),
+    externalPolicyLocal: true,
+  });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [none, itl, sticky, local, noLocal])), emptyState()));
+  t.same(frontends(state), [
+    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|external count 2 forward affinity 0',
+    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|external count 1 forward affinity 0',
+    'TCP 198.19.0.11:80 → default/none:http/TCP|internal count 0 reject affinity 0',
+    'TCP 198.19.0.12:80 → default/itl:http/TCP|internal count 0 drop affinity 0',
+    'TCP 198.19.0.13:80 → default/sticky:http/TCP|internal count 1 forward affinity 10800',
+    'TCP 198.19.0.14:80 → default/local:http/TCP|internal count 2 forward affinity 0',
+    'TCP 198.19.0.15:80 → default/nolocal:http/TCP|internal count 1 forward affinity 0',
+  ]);
+  t.same(
+    backendsOf(state, 'default/local:http/TCP|external'),
+    ['10.0.1.2:80', '10.0.2.2:80'],
+    'externalTrafficPolicy Local: local clients (all socket LB sees) use the IR\'s cluster set',
+  );
+});
+
+t.test('SCTP, unparsable addresses and LB IPs with source ranges are skipped and reported', async (t) => {
+  const sctp = svc({ namespace: 'default', name: 'sctp', protocol: 'SCTP', internal: fwd(ep('10.0.1.2', 80)) });
+  const ranged = svc({ namespace: 'default', name: 'ranged', clusterIP: '198.19.0.20', loadBalancerIPs: ['203.0.113.30'], loadBalancerSourceRanges: ['192.0.2.0/24'], internal: fwd(ep('10.0.1.2', 80)) });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [sctp, ranged])), emptyState()));
+  t.same(frontends(state), ['TCP 198.19.0.20:80 → default/ranged:http/TCP|internal count 1 forward affinity 0']);
+  t.equal(c.skipped.length, 2, `both reported: ${c.skipped.join('; ')}`);
+});
+
+t.test('two service ports wanting one frontend: the first in key order keeps it, the conflict is reported', async (t) => {
+  const a = svc({ namespace: 'default', name: 'a', clusterIP: '198.19.0.30', externalIPs: ['203.0.113.5'], internal: fwd(ep('10.0.1.2', 80)) });
+  const b = svc({ namespace: 'default', name: 'b', clusterIP: '198.19.0.31', externalIPs: ['203.0.113.5'], internal: fwd(ep('10.0.2.2', 80)) });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [a, b])), emptyState()));
+  t.match(frontends(state).find((l) => l.startsWith('TCP 203.0.113.5:80')), /default\/a:/);
+  t.same(c.conflicts.map((x) => [x.kept, x.refused]), [['default/a:http/TCP', 'default/b:http/TCP']]);
+  // a goes away: b must get the frontend (a partial sync falls back to a full build for this).
+  const diff = c.partial(tables(table(4, [b])), changesOf([a.key]));
+  apply(state, diff);
+  t.match(frontends(state).find((l) => l.startsWith('TCP 203.0.113.5:80')), /default\/b:/, 'b took over the frontend');
+});
+
+t.test('a partial sync is the element diff of the changed service port, in the safe order', async (t) => {
+  const other = svc({ namespace: 'default', name: 'other', clusterIP: '198.19.0.40', internal: fwd(ep('10.0.3.2', 80)) });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const state = emptyState();
+  const t1 = tables(table(4, [web, other]));
+  apply(state, c.full(t1, emptyState()));
+  c.commit();
+
+  // One endpoint leaves web (both of its sets shrink from 2 to 1).
+  const web2: ServiceEntry = { ...web, internal: fwd(ep('10.0.2.2', 8080)), external: fwd(ep('10.0.2.2', 8080)), cluster: fwd(ep('10.0.2.2', 8080)) };
+  const diff = c.partial(tables(table(4, [web2, other])), changesOf([web.key]));
+  const order = diff.phases.map((p) => p.map((o) => `${o.map}${o.upserts.length ? ` +${o.upserts.length}` : ''}${o.deletes.length ? ` -${o.deletes.length}` : ''}`).join(', '));
+  t.same(order, ['ferry_backend +2, ferry_member +2', 'ferry_svc +4', 'ferry_backend -2, ferry_member -2'], 'backends first, then the frontends that point at them, then what nothing points at');
+  apply(state, diff);
+  t.same(backendsOf(state, 'default/web:http/TCP|internal'), ['10.0.2.2:8080']);
+  t.same(backendsOf(state, 'default/other:http/TCP|internal'), ['10.0.3.2:80'], 'the other Service untouched');
+
+  // The Service goes: its frontends are deleted before its sets.
+  const del = c.partial(tables(table(4, [other])), changesOf([web.key]));
+  t.same(del.phases[0]?.map((o) => o.map), ['ferry_svc'], 'frontends removed first');
+  t.ok(del.phases[0]?.every((o) => o.upserts.length === 0), 'nothing written');
+  apply(state, del);
+  c.commit();
+  t.same(frontends(state), ['TCP 198.19.0.40:80 → default/other:http/TCP|internal count 1 forward affinity 0']);
+  t.same(state, c.current(), 'the compiler\'s view equals what the maps hold');
+
+  // An unchanged partial sync writes nothing.
+  t.equal(c.partial(tables(table(4, [other])), changesOf([other.key])).size, 0);
+});
+
+t.test('full sync against a dump: only the difference is written; a restart over the same pins writes nothing', async (t) => {
+  const c = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true });
+  const v6 = svc({ namespace: 'default', name: 'web6', family: 6, clusterIP: '2001:db8:19::10', internal: fwd(ep('2001:db8:1::2', 8080)) });
+  const next = tables(table(4, [web]), table(6, [v6]));
+  const state = emptyState();
+  apply(state, c.full(next, state));
+  sizesAreRight(t, state);
+  const restarted = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true });
+  t.equal(restarted.full(next, state).size, 0, 'same IR, same pins: zero elements');
+  // Someone deleted one frontend and added a stray one: the full sync repairs exactly that.
+  const damaged = emptyState();
+  for (const m of WRITTEN_MAPS) for (const [k, v] of state[m]) damaged[m].set(k, v);
+  const gone = [...damaged.ferry_svc.keys()][0] as string;
+  damaged.ferry_svc.delete(gone);
+  damaged.ferry_backend.set(Buffer.alloc(8, 7).toString('latin1'), Buffer.alloc(20).toString('latin1'));
+  const repair = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true }).full(next, damaged);
+  t.equal(repair.size, 2, 'one frontend restored, one stray backend removed');
+  t.ok(addrBytes('2001:db8:19::10', 6), 'IPv6 addresses encode');
+});
+
+t.test('backend: first sync attaches, partial syncs write diffs, a failed apply surfaces as EbpfSyncError', async (t) => {
+  const maps = new FakeBpfMaps();
+  const b = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
+  const t1 = tables(table(4, [web]));
+  await b.sync(null, t1, FULL);
+  t.ok(maps.attached, 'programs attached on the first sync');
+  t.equal(b.lastSync()?.full, true);
+  const web2: ServiceEntry = { ...web, internal: fwd(ep('10.0.2.2', 8080)) };
+  const t2 = tables(table(4, [web2]));
+  await b.sync(t1, t2, changesOf([web.key]));
+  t.equal(b.lastSync()?.full, false);
+  t.same(backendsOf(maps.maps, 'default/web:http/TCP|internal'), ['10.0.2.2:8080']);
+  maps.failNext = new Error('E2BIG');
+  await t.rejects(b.sync(t2, tables(table(4, [])), changesOf([web.key])), { code: 'FERRY_ERR_EBPF_SYNC', stage: 'apply' });
+  // The syncer's next sync after a failure is full: it reads the maps again and converges.
+  await b.sync(null, tables(table(4, [])), FULL);
+  t.same(frontends(maps.maps), [], 'converged to the empty table');
+  t.equal(maps.maps.ferry_backend.size + maps.maps.ferry_member.size + maps.maps.ferry_setname.size, 0, 'no element left');
+  await b.cleanup();
+  t.notOk(maps.attached, 'cleanup detached');
+  t.ok(await b.intact(), 'nothing to check before the next sync attaches again');
+});
