@@ -313,7 +313,9 @@ class SimCluster implements Cluster {
   private startEcho(pod: SimPod, ports: number[]): Promise<ChildProcess> {
     const argv = [process.execPath, ECHO_SCRIPT, '--name', pod.name];
     for (const port of ports) argv.push('--port', String(port));
-    const child = spawn('ip', ['netns', 'exec', pod.netns, ...inCgroup(this.cgroupOfNetns(pod.netns), argv)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    // The cgroup is joined before `ip netns exec`, which remounts /sys (and so hides /sys/fs/cgroup).
+    const [cmd, ...args] = inCgroup(this.cgroupOfNetns(pod.netns), ['ip', 'netns', 'exec', pod.netns, ...argv]);
+    const child = spawn(cmd as string, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.track(child);
     return new Promise((resolve, reject) => {
       let out = '';
@@ -418,12 +420,15 @@ class SimCluster implements Cluster {
   }
 
   exec(ns: string | undefined, argv: string[], opts?: RunOptions): Promise<RunResult> {
-    return runIn(ns, inCgroup(this.cgroupOfNetns(ns), argv), opts);
+    return runIn(ns, argv, opts);
   }
 
   spawnIn(ns: string | undefined, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     this.assertUp('spawn a process');
-    const full = ns ? ['ip', 'netns', 'exec', ns, ...inCgroup(this.cgroupOfNetns(ns), argv)] : argv;
+    // `ip netns exec` remounts /sys, hiding /sys/fs/cgroup and /sys/fs/bpf; hostMounts enters
+    // only the network namespace. Either way the cgroup is joined first, in the host's view.
+    const enter = opts.hostMounts ? ['nsenter', `--net=/var/run/netns/${ns ?? ''}`, '--'] : ['ip', 'netns', 'exec', ns ?? ''];
+    const full = ns ? inCgroup(this.cgroupOfNetns(ns), [...enter, ...argv]) : argv;
     const [cmd, ...args] = full;
     if (!cmd) throw new Error('spawnIn: empty argv');
     let fd: number | undefined;

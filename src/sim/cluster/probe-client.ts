@@ -63,8 +63,8 @@ export function probeArgv(netns: string | undefined, target: ProbeTarget, opts: 
     '--interval-ms',
     String(opts.intervalMs ?? 0),
   ];
-  const placed = inCgroup(cgroup, argv);
-  return netns ? ['ip', 'netns', 'exec', netns, ...placed] : placed;
+  // The cgroup is joined before `ip netns exec`, which remounts /sys (hiding /sys/fs/cgroup).
+  return inCgroup(cgroup, netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv);
 }
 
 /** `cgroup`: the probe runs in it (the vantage's node or pod cgroup, for socket-level LB). */

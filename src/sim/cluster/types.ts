@@ -94,6 +94,11 @@ export interface SpawnOptions {
   env?: NodeJS.ProcessEnv;
   /** Give the caller stdout/stderr pipes (the caller must read them). */
   pipe?: boolean;
+  /**
+   * Enter only the network namespace (nsenter --net) and keep the host's mounts: `ip netns exec`
+   * remounts /sys, which hides /sys/fs/cgroup and /sys/fs/bpf from ferry in ebpf mode.
+   */
+  hostMounts?: boolean;
 }
 
 export interface Cluster {

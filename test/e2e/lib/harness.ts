@@ -612,6 +612,7 @@ export async function withProxyCluster(t: TapLike, opts: ProxyClusterOptions, fn
       const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, [...modeArgs(opts.mode, c, node), ...extra]), {
         logFile,
         env: childEnv(),
+        hostMounts: opts.mode === 'ebpf',
       });
       const f: FerryProcess = { node, child, logFile };
       child.once('exit', (code, sig) => (f.exit = `${code ?? sig}`));

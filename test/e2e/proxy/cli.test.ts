@@ -23,7 +23,7 @@ async function pool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<voi
 
 t.test('invalid values exit 1 naming the flag', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['--proxy-mode', 'ipvs'], /^ferry: --proxy-mode: "ipvs" is not supported by ferry \(nftables, iptables, userspace\)$/m],
+    [['--proxy-mode', 'ipvs'], /^ferry: --proxy-mode: "ipvs" is not supported by ferry \(nftables, iptables, ebpf, userspace\)$/m],
     [['--cluster-cidr', '10.0.0.0/33'], /^ferry: --cluster-cidr: "10.0.0.0\/33" is not a valid CIDR$/m],
     [['--cluster-cidr', '10.0.0.0/8,10.1.0.0/16'], /^ferry: --cluster-cidr: .*at most one IPv4 and one IPv6/m],
     [['--nodeport-addresses', 'primary,192.0.2.0/24'], /^ferry: --nodeport-addresses: /m],

@@ -76,7 +76,7 @@ t.test('nodeport-addresses primary; empty addresses disable servers', async (t) 
 
 t.test('invalid values name the flag', async (t) => {
   const cases: [Record<string, string | boolean>, string, RegExp][] = [
-    [{ 'proxy-mode': 'ipvs' }, '--proxy-mode', /"ipvs" is not supported by ferry \(nftables, iptables, userspace\)/],
+    [{ 'proxy-mode': 'ipvs' }, '--proxy-mode', /"ipvs" is not supported by ferry \(nftables, iptables, ebpf, userspace\)/],
     [{ 'cluster-cidr': '10.0.0.0/33' }, '--cluster-cidr', /"10.0.0.0\/33" is not a valid CIDR/],
     [{ 'cluster-cidr': '10.0.0.0/8,10.1.0.0/16' }, '--cluster-cidr', /at most one IPv4 and one IPv6/],
     [{ 'nodeport-addresses': 'primary,10.0.0.0/8' }, '--nodeport-addresses', /"primary" cannot be combined/],
