@@ -5,10 +5,12 @@
 # same Debian release with only the shared libraries and the tools ferry runs.
 
 FROM docker.io/library/node:20-bookworm AS build
-# pkg-config names in native/binding.gyp: libnftables, libnetfilter_conntrack (+ libmnl).
+# pkg-config names in native/binding.gyp: libnftables, libnetfilter_conntrack, libbpf (+ libmnl);
+# clang builds the ebpf mode's programs (native/bpf).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential python3 pkg-config libnftables-dev libnetfilter-conntrack-dev libmnl-dev \
+      libbpf-dev clang llvm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /ferry
 COPY package.json package-lock.json ./
@@ -23,15 +25,16 @@ COPY bin ./bin
 # node images) instead of downloading them from nodejs.org: the build needs only npm and Debian.
 RUN npx tsc -p tsconfig.json \
  && (cd native && npx --no-install node-gyp rebuild --nodedir=/usr/local --loglevel=error) \
+ && make -s -C native/bpf \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf dist/test dist/scripts native/build/Release/obj.target native/build/Release/.deps
 
 FROM docker.io/library/node:20-bookworm-slim AS runtime
 # The runtime libraries the addon links against (libnftables1, libnetfilter-conntrack3,
-# libmnl0) and the tools ferry and its --cleanup run: nft, iptables(-restore), conntrack, ip.
+# libmnl0, libbpf1) and the tools ferry and its --cleanup run: nft, iptables(-restore), conntrack, ip.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libnftables1 libnetfilter-conntrack3 libmnl0 nftables iptables conntrack iproute2 kmod \
+      libnftables1 libnetfilter-conntrack3 libmnl0 libbpf1 nftables iptables conntrack iproute2 kmod \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /ferry
 COPY --from=build /ferry/package.json ./package.json
@@ -39,4 +42,5 @@ COPY --from=build /ferry/node_modules ./node_modules
 COPY --from=build /ferry/dist ./dist
 COPY --from=build /ferry/bin ./bin
 COPY --from=build /ferry/native/build/Release/ferry_native.node ./native/build/Release/ferry_native.node
+COPY --from=build /ferry/native/bpf/out/sock_lb.bpf.o ./native/bpf/out/sock_lb.bpf.o
 ENTRYPOINT ["node", "--max-semi-space-size=2", "/ferry/bin/ferry"]

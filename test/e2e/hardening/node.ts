@@ -12,7 +12,7 @@ import { createApiCore, startApiServer, stopApiCore, type ApiCore, type ApiServe
 import { createCluster, type Cluster, type ProbeResult } from '../../../src/sim/cluster/index.js';
 import { run } from '../../../src/util/exec.js';
 import { eventually, NotYet } from '../lib/eventually.js';
-import { childEnv, ferryArgv, HEALTHZ_PORT, METRICS_PORT, type ProxyMode, type TapLike } from '../lib/harness.js';
+import { childEnv, ferryArgv, HEALTHZ_PORT, METRICS_PORT, modeArgs, type ProxyMode, type TapLike } from '../lib/harness.js';
 
 export interface OneNode {
   readonly cluster: Cluster;
@@ -117,7 +117,11 @@ export async function withOneNode(
     startFerry(extra = []) {
       ferryExit = undefined;
       startedAt = Date.now();
-      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, extra), { logFile, env: childEnv() });
+      const child = c.spawnIn(node.netns, ferryArgv(opts.mode, kubeconfig, node, c.clusterCIDRs, [...modeArgs(opts.mode, c, node), ...extra]), {
+        logFile,
+        env: childEnv(),
+        hostMounts: opts.mode === 'ebpf',
+      });
       child.once('exit', (code, sig) => {
         if (ferry === child) ferryExit = `${code ?? sig}`;
       });

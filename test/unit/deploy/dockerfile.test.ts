@@ -53,6 +53,7 @@ const RUNTIME_PACKAGE: Record<string, string> = {
   libnftables: 'libnftables1',
   libnetfilter_conntrack: 'libnetfilter-conntrack3',
   libmnl: 'libmnl0',
+  libbpf: 'libbpf1',
 };
 
 /** The pkg-config module names in binding.gyp's `pkg-config --libs ...` invocations. */

@@ -1,0 +1,106 @@
+/**
+ * ebpf mode through the real CLI in a simulated node (its own cgroup, its own bpffs directory):
+ * the node reaches a ClusterIP and 127.0.0.1:NodePort, an endpoint change takes effect, a
+ * Service without endpoints is refused, the data path keeps working while ferry is down and
+ * across its restart (pins), and `ferry --cleanup` leaves no pin, link or program behind.
+ */
+import t from 'tap';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { scaledMs } from '../../../src/util/timescale.js';
+import { run } from '../../../src/util/exec.js';
+import { withOneNode } from '../hardening/node.js';
+import { eventually, NotYet } from '../lib/eventually.js';
+import { childEnv, summarize } from '../lib/harness.js';
+
+const FERRY_BIN = join(fileURLToPath(new URL('../../../../', import.meta.url)), 'bin', 'ferry');
+
+t.setTimeout(scaledMs(10 * 60_000));
+
+function serviceYaml(name: string, app: string, type = 'ClusterIP'): string {
+  return JSON.stringify({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name },
+    spec: { type, selector: { app }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+  });
+}
+
+t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort, changes, restart, cleanup', async (t) => {
+  await withOneNode(t, { mode: 'ebpf', pods: 2 }, async (env) => {
+    const c = env.cluster;
+    const node = c.nodes[0]!;
+    const cgroup = c.cgroupOf({ kind: 'node', node: node.name });
+    const pinDir = c.bpffsDirOf(node.name);
+    t.ok(cgroup, 'the node has a cgroup of its own');
+    await env.kubectl(['apply', '-f', '-'], serviceYaml('web', 'echo-1', 'NodePort'));
+    await env.kubectl(['apply', '-f', '-'], serviceYaml('nowhere', 'nothing-matches'));
+    const ip = (await env.kubectl(['get', 'svc', 'web', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
+    const np = Number(await env.kubectl(['get', 'svc', 'web', '-o', 'jsonpath={.spec.ports[0].nodePort}']));
+    const none = (await env.kubectl(['get', 'svc', 'nowhere', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
+
+    env.startFerry();
+    await env.waitHealthy();
+    const r = await env.waitReachable(ip, 80, `node → ClusterIP ${ip}:80`);
+    t.equal(r.pod, 'echo-1', 'node → ClusterIP answered by the endpoint');
+    t.ok(existsSync(join(pinDir, 'ferry_svc')) && existsSync(join(pinDir, 'link_ferry_connect4')), `maps and links pinned under ${pinDir}`);
+    const shown = await run(['bpftool', 'cgroup', 'show', cgroup ?? '']);
+    t.match(shown.stdout, /ferry_connect4/, 'the programs are attached to the node\'s cgroup');
+
+    const local = await env.waitReachable('127.0.0.1', np, `node → 127.0.0.1:${np} (NodePort)`);
+    t.equal(local.pod, 'echo-1', '127.0.0.1:NodePort from the node answered by the endpoint');
+    const nodeIP = await env.waitReachable(node.ip, np, `node → ${node.ip}:${np} (NodePort)`);
+    t.equal(nodeIP.pod, 'echo-1', 'nodeIP:NodePort from the node answered by the endpoint');
+
+    const refused = await eventually(
+      async () => {
+        const x = await env.probe(none, 80);
+        if (x.ok || x.error !== 'refused') throw new NotYet(summarize([x]));
+        return x;
+      },
+      { what: `nowhere ${none} refused`, timeoutMs: 30_000 },
+    );
+    t.equal(refused.error, 'refused', 'a Service without endpoints is refused at once');
+
+    await env.kubectl(['patch', 'svc', 'web', '-p', JSON.stringify({ spec: { selector: { app: 'echo-2' } } })]);
+    await eventually(
+      async () => {
+        const x = await env.probe(ip, 80);
+        if (x.pod !== 'echo-2') throw new NotYet(summarize([x]));
+      },
+      { what: 'after the selector change echo-2 answers', timeoutMs: 30_000 },
+    );
+    const after = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { count: 10 });
+    t.same([...new Set(after.map((x) => x.pod))], ['echo-2'], `only the new endpoint answers: ${summarize(after)}`);
+
+    // Restart: probes run while ferry is stopped, absent and started again.
+    const stop = new AbortController();
+    const stream = c.probeStream({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { signal: stop.signal, intervalMs: 50, timeoutMs: 2000 });
+    await new Promise((res) => setTimeout(res, 500));
+    await env.stopFerry();
+    await new Promise((res) => setTimeout(res, 1500));
+    env.startFerry();
+    await env.waitHealthy();
+    await new Promise((res) => setTimeout(res, 1500));
+    stop.abort();
+    const rs = await stream;
+    t.ok(rs.length >= 10, `the probe ran through the restart (${rs.length} requests)`);
+    t.equal(rs.filter((x) => !x.ok).length, 0, `zero failed requests while ferry was down and restarting; got ${summarize(rs)}`);
+    t.match(env.log(), /BPF programs in place.*replaced=8/, 'the restarted ferry swapped its programs into the pinned links');
+
+    // --cleanup removes every pin; the cgroup is left without programs.
+    await env.stopFerry();
+    const cl = await c.exec(undefined, ['nsenter', `--net=/var/run/netns/${node.netns}`, '--', ...cleanupArgv(pinDir)], { allowFailure: true, env: childEnv() });
+    t.equal(cl.exitCode, 0, `ferry --cleanup succeeded (${cl.stderr.trim().split('\n').slice(-3).join(' | ')})`);
+    t.notOk(existsSync(pinDir), 'the pin directory is gone');
+    const empty = await run(['bpftool', 'cgroup', 'show', cgroup ?? '']);
+    t.notMatch(empty.stdout, /ferry_/, `no program attached to the node's cgroup any more (${empty.stdout.trim() || 'empty'})`);
+    const gone = await env.probe(ip, 80);
+    t.notOk(gone.ok, `the ClusterIP is not translated after cleanup (${summarize([gone])})`);
+  });
+});
+
+function cleanupArgv(pinDir: string): string[] {
+  return ['env', '-u', 'NODE_OPTIONS', process.execPath, FERRY_BIN, '--cleanup', '--ebpf-bpffs-dir', pinDir];
+}
