@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { runDemo, type ProxyMode } from './demo.js';
 
-const MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'userspace'];
+const MODES: readonly ProxyMode[] = ['nftables', 'iptables', 'ebpf', 'userspace'];
 
 export function registerDemo(program: Command): void {
   program
