@@ -136,6 +136,12 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 		return SYS_REJECT;
 	}
 	cookie = bpf_get_socket_cookie(ctx);
+	if (svc->affinity_timeout) {
+		now = bpf_ktime_get_ns();
+		__builtin_memset(&ak, 0, sizeof(ak));
+		ak.netns = bpf_get_netns_cookie(ctx);
+		ak.set_id = svc->set_id;
+	}
 
 	if (flows) {
 		__builtin_memset(&fk, 0, sizeof(fk));
@@ -153,10 +159,6 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 	}
 
 	if (!found && svc->affinity_timeout) {
-		now = bpf_ktime_get_ns();
-		__builtin_memset(&ak, 0, sizeof(ak));
-		ak.netns = bpf_get_netns_cookie(ctx);
-		ak.set_id = svc->set_id;
 		aff = bpf_map_lookup_elem(&ferry_affinity, &ak);
 		if (aff && now - aff->last_ns <= (__u64)svc->affinity_timeout * NSEC_PER_SEC && is_member(svc->set_id, &aff->backend))
 			found = &aff->backend;
