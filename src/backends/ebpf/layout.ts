@@ -36,7 +36,22 @@ const PROTO: Record<Protocol, number> = { TCP: 6, UDP: 17, SCTP: 132 };
 const VERDICT: Record<PathVerdict, number> = { forward: 0, reject: 1, drop: 2 };
 
 /** 16 bytes: an IPv4 address in the first 4, the rest 0; IPv6 as is. Undefined if it does not parse. */
+const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
 export function addrBytes(ip: string, family: IPFamily): Buffer | undefined {
+  // Fast path for the common case (canonical dotted IPv4); everything else through ipaddr.js.
+  const m = family === 4 ? DOTTED.exec(ip) : null;
+  if (m) {
+    const out = Buffer.alloc(16);
+    for (let i = 0; i < 4; i++) {
+      const part = m[i + 1] as string;
+      const v = Number(part);
+      // Leading zeros are not canonical (and some parsers read them as octal): refuse, as ipaddr.js's callers would.
+      if (v > 255 || (part.length > 1 && part.startsWith('0'))) return undefined;
+      out[i] = v;
+    }
+    return out;
+  }
   if (!ipaddr.isValid(ip)) return undefined;
   let a = ipaddr.parse(ip);
   if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) a = (a as ipaddr.IPv6).toIPv4Address();
