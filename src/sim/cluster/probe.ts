@@ -142,7 +142,14 @@ function udpAttempt(a: ProbeArgs): Promise<Attempt> {
     sock.on('message', (msg) => finish(parseLine(msg.toString(), start)));
     // A connected UDP socket reports ICMP port/host unreachable as an error: that is "refused".
     sock.on('error', (e: NodeJS.ErrnoException) => finish({ ok: false, error: classify(e.code), ms: performance.now() - start }));
-    sock.connect(a.port, a.addr, () => {
+    // connect() itself can fail (a socket-level load balancer refuses it before any packet):
+    // Node passes that error to this callback rather than emitting it.
+    sock.connect(a.port, a.addr, (...args: unknown[]) => {
+      const err = args[0] as NodeJS.ErrnoException | undefined;
+      if (err) {
+        finish({ ok: false, error: classify(err.code), ms: performance.now() - start });
+        return;
+      }
       sock.send('probe\n', (e) => {
         if (e) finish({ ok: false, error: classify((e as NodeJS.ErrnoException).code), ms: performance.now() - start });
       });
