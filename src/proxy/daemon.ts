@@ -119,6 +119,12 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const families = servedFamilies(config.primaryFamily);
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
   const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
+  if (!deps.backend && !config.dryRun && mode !== 'ebpf' && existsSync(config.ebpfBpffsDir)) {
+    // A switch away from ebpf mode: its programs would keep rewriting connects before this
+    // mode's rules ever see them.
+    await (deps.backends ?? BACKENDS).ebpf.cleanup(config);
+    log.info('removed the ebpf mode\'s programs and pins left from an earlier run', { dir: config.ebpfBpffsDir });
+  }
   const backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
