@@ -78,8 +78,20 @@ interface Contribution {
 
 const SET_KINDS = ['internal', 'external'] as const;
 
-function setName(key: ServicePortKey, kind: (typeof SET_KINDS)[number]): string {
-  return `${key}|${kind}`;
+/** A service port key names the same port in both families' tables; the maps need them apart. */
+function setName(key: ServicePortKey, family: IPFamily, kind: (typeof SET_KINDS)[number]): string {
+  return `${key}|${kind}|${family}`;
+}
+
+/** A service port of one family: "<family>|<key>". */
+type PortId = string;
+
+function portId(family: IPFamily, key: ServicePortKey): PortId {
+  return `${family}|${key}`;
+}
+
+function keyOf(id: PortId): ServicePortKey {
+  return id.slice(2);
 }
 
 /**
@@ -136,9 +148,9 @@ class SetIds {
 
 export class EbpfCompiler {
   private state: MapState = emptyState();
-  private readonly contributions = new Map<ServicePortKey, Contribution>();
+  private readonly contributions = new Map<PortId, Contribution>();
   /** Which service port holds each svc key. */
-  private readonly owners = new Map<string, ServicePortKey>();
+  private readonly owners = new Map<string, PortId>();
   /** svc keys more than one service port wanted at the last full build. */
   private contended = new Set<string>();
   private readonly ids = new SetIds();
@@ -173,17 +185,18 @@ export class EbpfCompiler {
       for (const [k, v] of this.nodeAddresses(table)) desired.ferry_nodeaddr.set(k, v);
       for (const s of table.services.values()) {
         const c = this.contribution(s, skipped);
-        this.contributions.set(s.key, c);
+        const id = portId(family, s.key);
+        this.contributions.set(id, c);
         for (const n of c.sets) liveSets.add(n);
         for (const [map, k, v] of c.entries) {
           if (map === 'ferry_svc') {
             const owner = this.owners.get(k);
-            if (owner !== undefined && owner !== s.key) {
-              conflicts.push({ frontend: describeSvcKey(k), kept: owner, refused: s.key });
+            if (owner !== undefined && owner !== id) {
+              conflicts.push({ frontend: describeSvcKey(k), kept: keyOf(owner), refused: s.key });
               contended.add(k);
               continue;
             }
-            this.owners.set(k, s.key);
+            this.owners.set(k, id);
           }
           desired[map].set(k, v);
         }
@@ -210,21 +223,26 @@ export class EbpfCompiler {
       delta.get(map)?.set(k, v);
     };
     const skipped: string[] = [];
-    const wanted = new Map<ServicePortKey, Contribution | undefined>();
+    const wanted = new Map<PortId, Contribution | undefined>();
     const claimed = new Set<string>();
+    const changedIds = new Set<PortId>();
+    for (const key of changes.changed) for (const family of this.opts.families) changedIds.add(portId(family, key));
     for (const key of changes.changed) {
-      const s = this.lookup(next, key);
-      const c = s ? this.contribution(s, skipped) : undefined;
-      for (const [map, k] of c?.entries ?? []) {
-        if (map !== 'ferry_svc') continue;
-        const owner = this.owners.get(k);
-        if (this.contended.has(k) || claimed.has(k) || (owner !== undefined && owner !== key && !changes.changed.has(owner))) return this.rebuild(next);
-        claimed.add(k);
+      for (const family of this.opts.families) {
+        const id = portId(family, key);
+        const s = next[family].services.get(key);
+        const c = s ? this.contribution(s, skipped) : undefined;
+        for (const [map, k] of c?.entries ?? []) {
+          if (map !== 'ferry_svc') continue;
+          const owner = this.owners.get(k);
+          if (this.contended.has(k) || claimed.has(k) || (owner !== undefined && owner !== id && !changedIds.has(owner))) return this.rebuild(next);
+          claimed.add(k);
+        }
+        for (const [map, k] of this.contributions.get(id)?.entries ?? []) {
+          if (map === 'ferry_svc' && this.contended.has(k)) return this.rebuild(next);
+        }
+        wanted.set(id, c);
       }
-      for (const [map, k] of this.contributions.get(key)?.entries ?? []) {
-        if (map === 'ferry_svc' && this.contended.has(k)) return this.rebuild(next);
-      }
-      wanted.set(key, c);
     }
     // Old shares out first, new ones in: an element both remove and add ends as the new value.
     for (const key of wanted.keys()) {
@@ -281,14 +299,6 @@ export class EbpfCompiler {
     return this.full(next, kernelView);
   }
 
-  private lookup(next: ProxyTables, key: ServicePortKey): ServiceEntry | undefined {
-    for (const f of this.opts.families) {
-      const s = next[f].services.get(key);
-      if (s) return s;
-    }
-    return undefined;
-  }
-
   /** Node addresses that accept NodePorts (the wildcard entries), as nodeaddr elements. */
   private nodeAddresses(table: ProxyTable): [string, string][] {
     const family = table.family;
@@ -313,7 +323,7 @@ export class EbpfCompiler {
     }
     const family = s.family;
     const addSet = (kind: (typeof SET_KINDS)[number], set: EndpointSet): { id: number; count: number } => {
-      const name = setName(s.key, kind);
+      const name = setName(s.key, family, kind);
       const id = this.ids.get(name);
       sets.push(name);
       entries.push(['ferry_setname', setNameKey(id), setNameValue(name)]);

@@ -75,12 +75,12 @@ t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are
   const state = emptyState();
   apply(state, c.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'] })), emptyState()));
   t.same(frontends(state), [
-    'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external count 2 forward affinity 0',
-    'TCP 198.19.0.10:80 → default/web:http/TCP|internal count 2 forward affinity 0',
-    'TCP 203.0.113.10:80 → default/web:http/TCP|external count 2 forward affinity 0',
-    'TCP 203.0.113.20:80 → default/web:http/TCP|external count 2 forward affinity 0',
+    'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external|4 count 2 forward affinity 0',
+    'TCP 198.19.0.10:80 → default/web:http/TCP|internal|4 count 2 forward affinity 0',
+    'TCP 203.0.113.10:80 → default/web:http/TCP|external|4 count 2 forward affinity 0',
+    'TCP 203.0.113.20:80 → default/web:http/TCP|external|4 count 2 forward affinity 0',
   ]);
-  t.same(backendsOf(state, 'default/web:http/TCP|internal'), ['10.0.1.2:8080', '10.0.2.2:8080']);
+  t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080', '10.0.2.2:8080']);
   t.equal(state.ferry_member.size, 4, 'one membership element per backend per set');
   const nodeAddrs = [...state.ferry_nodeaddr.keys()].map((k) => [...Buffer.from(k, 'latin1').subarray(0, 4)].join('.')).sort();
   t.same(nodeAddrs, ['127.0.0.1', '192.0.2.10'], 'NodePorts on the node IP and on 127.0.0.1 (localhost NodePorts)');
@@ -121,16 +121,16 @@ t.test('verdicts, affinity and which endpoint set each frontend uses come from t
   const state = emptyState();
   apply(state, c.full(tables(table(4, [none, itl, sticky, local, noLocal])), emptyState()));
   t.same(frontends(state), [
-    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|external count 2 forward affinity 0',
-    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|external count 1 forward affinity 0',
-    'TCP 198.19.0.11:80 → default/none:http/TCP|internal count 0 reject affinity 0',
-    'TCP 198.19.0.12:80 → default/itl:http/TCP|internal count 0 drop affinity 0',
-    'TCP 198.19.0.13:80 → default/sticky:http/TCP|internal count 1 forward affinity 10800',
-    'TCP 198.19.0.14:80 → default/local:http/TCP|internal count 2 forward affinity 0',
-    'TCP 198.19.0.15:80 → default/nolocal:http/TCP|internal count 1 forward affinity 0',
+    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|external|4 count 2 forward affinity 0',
+    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|external|4 count 1 forward affinity 0',
+    'TCP 198.19.0.11:80 → default/none:http/TCP|internal|4 count 0 reject affinity 0',
+    'TCP 198.19.0.12:80 → default/itl:http/TCP|internal|4 count 0 drop affinity 0',
+    'TCP 198.19.0.13:80 → default/sticky:http/TCP|internal|4 count 1 forward affinity 10800',
+    'TCP 198.19.0.14:80 → default/local:http/TCP|internal|4 count 2 forward affinity 0',
+    'TCP 198.19.0.15:80 → default/nolocal:http/TCP|internal|4 count 1 forward affinity 0',
   ]);
   t.same(
-    backendsOf(state, 'default/local:http/TCP|external'),
+    backendsOf(state, 'default/local:http/TCP|external|4'),
     ['10.0.1.2:80', '10.0.2.2:80'],
     'externalTrafficPolicy Local: local clients (all socket LB sees) use the IR\'s cluster set',
   );
@@ -142,7 +142,7 @@ t.test('SCTP, unparsable addresses and LB IPs with source ranges are skipped and
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
   const state = emptyState();
   apply(state, c.full(tables(table(4, [sctp, ranged])), emptyState()));
-  t.same(frontends(state), ['TCP 198.19.0.20:80 → default/ranged:http/TCP|internal count 1 forward affinity 0']);
+  t.same(frontends(state), ['TCP 198.19.0.20:80 → default/ranged:http/TCP|internal|4 count 1 forward affinity 0']);
   t.equal(c.skipped.length, 2, `both reported: ${c.skipped.join('; ')}`);
 });
 
@@ -174,8 +174,8 @@ t.test('a partial sync is the element diff of the changed service port, in the s
   const order = diff.phases.map((p) => p.map((o) => `${o.map}${o.upserts.length ? ` +${o.upserts.length}` : ''}${o.deletes.length ? ` -${o.deletes.length}` : ''}`).join(', '));
   t.same(order, ['ferry_backend +2, ferry_member +2', 'ferry_svc +4', 'ferry_backend -2, ferry_member -2'], 'backends first, then the frontends that point at them, then what nothing points at');
   apply(state, diff);
-  t.same(backendsOf(state, 'default/web:http/TCP|internal'), ['10.0.2.2:8080']);
-  t.same(backendsOf(state, 'default/other:http/TCP|internal'), ['10.0.3.2:80'], 'the other Service untouched');
+  t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.2.2:8080']);
+  t.same(backendsOf(state, 'default/other:http/TCP|internal|4'), ['10.0.3.2:80'], 'the other Service untouched');
 
   // The Service goes: its frontends are deleted before its sets.
   const del = c.partial(tables(table(4, [other])), changesOf([web.key]));
@@ -183,7 +183,7 @@ t.test('a partial sync is the element diff of the changed service port, in the s
   t.ok(del.phases[0]?.every((o) => o.upserts.length === 0), 'nothing written');
   apply(state, del);
   c.commit();
-  t.same(frontends(state), ['TCP 198.19.0.40:80 → default/other:http/TCP|internal count 1 forward affinity 0']);
+  t.same(frontends(state), ['TCP 198.19.0.40:80 → default/other:http/TCP|internal|4 count 1 forward affinity 0']);
   t.same(state, c.current(), 'the compiler\'s view equals what the maps hold');
 
   // An unchanged partial sync writes nothing.
@@ -221,7 +221,7 @@ t.test('backend: first sync attaches, partial syncs write diffs, a failed apply 
   const t2 = tables(table(4, [web2]));
   await b.sync(t1, t2, changesOf([web.key]));
   t.equal(b.lastSync()?.full, false);
-  t.same(backendsOf(maps.maps, 'default/web:http/TCP|internal'), ['10.0.2.2:8080']);
+  t.same(backendsOf(maps.maps, 'default/web:http/TCP|internal|4'), ['10.0.2.2:8080']);
   maps.failNext = new Error('E2BIG');
   await t.rejects(b.sync(t2, tables(table(4, [])), changesOf([web.key])), { code: 'FERRY_ERR_EBPF_SYNC', stage: 'apply' });
   // The syncer's next sync after a failure is full: it reads the maps again and converges.
@@ -231,4 +231,23 @@ t.test('backend: first sync attaches, partial syncs write diffs, a failed apply 
   await b.cleanup();
   t.notOk(maps.attached, 'cleanup detached');
   t.ok(await b.intact(), 'nothing to check before the next sync attaches again');
+});
+
+t.test('dual-stack: one service port key in both families gets a set per family, and partial syncs update both', async (t) => {
+  const v4 = svc({ namespace: 'default', name: 'web', clusterIP: '198.19.0.10', internal: fwd(ep('10.0.1.2', 8080)) });
+  const v6 = svc({ namespace: 'default', name: 'web', family: 6, clusterIP: '2001:db8:19::10', internal: fwd(ep('2001:db8:1::2', 8080)) });
+  t.equal(v4.key, v6.key, 'the IR keys both families\' entries alike');
+  const c = new EbpfCompiler({ families: [4, 6], localhostNodePorts: false });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [v4]), table(6, [v6])), state));
+  t.same(frontends(state), [
+    'TCP 198.19.0.10:80 → default/web:http/TCP|internal|4 count 1 forward affinity 0',
+    'TCP [2001:db8:19::10]:80 → default/web:http/TCP|internal|6 count 1 forward affinity 0',
+  ]);
+  t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080']);
+  const v6b: ServiceEntry = { ...v6, internal: fwd(ep('2001:db8:1::3', 8080)) };
+  apply(state, c.partial(tables(table(4, [v4]), table(6, [v6b])), changesOf([v4.key])));
+  t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080'], 'IPv4 set unchanged');
+  t.equal(backendsOf(state, 'default/web:http/TCP|internal|6').length, 1, 'IPv6 set rewritten in place');
+  t.match(backendsOf(state, 'default/web:http/TCP|internal|6')[0], /0003:8080$/, 'to the new IPv6 endpoint');
 });
