@@ -15,7 +15,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEbpfBackend } from '../../../src/backends/ebpf/backend.js';
 import { ensureBpffsDir, KernelBpfMaps, removePins, resolveCgroupRoot } from '../../../src/backends/kernel/bpf.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 import { ep, fwd, FULL, REJECT, svc, table, tables, changesOf } from '../../unit/backends/ir-builders.js';
+
+// About 50 short-lived client processes: tap's 30 s default is too short on a busy machine.
+t.setTimeout(scaledMs(5 * 60_000));
 
 const PREFIX = `fyeb${Math.random().toString(36).slice(2, 6)}`;
 const SVC_IP = '198.19.77.10';
