@@ -17,10 +17,14 @@ t.test('modes() reads FERRY_E2E_MODES', async (t) => {
 
 t.test('every expectation of every mode carries a reason', async (t) => {
   for (const m of ALL_MODES) {
-    for (const [k, e] of Object.entries(expectations(m))) {
+    const { notServed, ...rest } = expectations(m);
+    for (const [k, e] of Object.entries(rest)) {
       t.ok(e.reason.length > 20, `${m}.${k} = ${e.value} has a reason`);
     }
+    for (const [path, reason] of Object.entries(notServed)) t.ok(typeof reason === 'string' && reason.length > 20, `${m}: path ${path} not served, with a reason`);
   }
+  t.match(expectations('ebpf').notServed.fromOutside, /tc data path not yet built/, 'ebpf lists the outside paths as not built yet');
+  t.same(expectations('nftables').notServed, {}, 'the kernel NAT modes serve every path');
   t.equal(expectations('nftables').podToClusterIP.value, 'origin', 'kernel NAT keeps the pod source');
   t.equal(expectations('userspace').podToClusterIP.value, 'node', 'userspace re-originates');
 });
