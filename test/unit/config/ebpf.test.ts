@@ -1,0 +1,28 @@
+/**
+ * The ebpf mode's settings (ferry extensions): --proxy-mode ebpf, --ebpf-cgroup-root and
+ * --ebpf-bpffs-dir, their defaults and their validation.
+ */
+import t from 'tap';
+import { resolveConfig } from '../../../src/config/resolve.js';
+import { ConfigError } from '../../../src/config/types.js';
+
+const resolve = (o: Record<string, string | boolean> = {}) => resolveConfig({ flags: new Map(Object.entries(o)), file: undefined, hostname: 'node-1' });
+
+t.test('defaults: the host cgroup2 mount (undefined) and /sys/fs/bpf/ferry', async (t) => {
+  const c = resolve({ 'proxy-mode': 'ebpf' });
+  t.equal(c.mode, 'ebpf');
+  t.equal(c.ebpfCgroupRoot, undefined);
+  t.equal(c.ebpfBpffsDir, '/sys/fs/bpf/ferry');
+});
+
+t.test('given directories are kept (trailing slashes dropped from the pin directory)', async (t) => {
+  const c = resolve({ 'proxy-mode': 'ebpf', 'ebpf-cgroup-root': '/sys/fs/cgroup/k8s/node', 'ebpf-bpffs-dir': '/sys/fs/bpf/mine/' });
+  t.equal(c.ebpfCgroupRoot, '/sys/fs/cgroup/k8s/node');
+  t.equal(c.ebpfBpffsDir, '/sys/fs/bpf/mine');
+});
+
+t.test('relative paths are refused by flag name', async (t) => {
+  t.throws(() => resolve({ 'ebpf-cgroup-root': 'cg' }), ConfigError);
+  t.throws(() => resolve({ 'ebpf-cgroup-root': 'cg' }), /--ebpf-cgroup-root/);
+  t.throws(() => resolve({ 'ebpf-bpffs-dir': 'bpf' }), /--ebpf-bpffs-dir/);
+});
