@@ -181,11 +181,10 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     if (opts.mode === 'ebpf') {
       // Socket-level LB serves the node's own processes and its pods; traffic from outside needs
       // the tc data path, which is not built yet (docs/ebpf.md).
-      const last = cluster.nodes[cluster.nodes.length - 1]!;
-      for (const n of cluster.nodes) {
-        checks.push({ label: `pod client-pod → ${n.name} ${n.ip}:${nodePort} (NodePort)`, from: { kind: 'pod', pod: 'client-pod' }, addr: n.ip, port: nodePort });
-      }
-      checks.push({ label: `${last.name} itself → 127.0.0.1:${nodePort} (NodePort)`, from: { kind: 'node', node: last.name }, addr: '127.0.0.1', port: nodePort });
+      // A NodePort of ANOTHER node is traffic from outside for that node: tc step too.
+      const own = clientPodNode;
+      checks.push({ label: `pod client-pod → its node ${own.name} ${own.ip}:${nodePort} (NodePort)`, from: { kind: 'pod', pod: 'client-pod' }, addr: own.ip, port: nodePort });
+      checks.push({ label: `${own.name} itself → 127.0.0.1:${nodePort} (NodePort)`, from: { kind: 'node', node: own.name }, addr: '127.0.0.1', port: nodePort });
       checks.push({ label: `pod client-pod → externalIP ${EXTERNAL_IP}:80`, from: { kind: 'pod', pod: 'client-pod' }, addr: EXTERNAL_IP, port: 80 });
     } else {
       for (const n of cluster.nodes) {
