@@ -12,6 +12,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "maps.h"
 
 #define AF_INET 2
@@ -106,9 +107,11 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 	struct rev_key rk;
 	struct rev_val rv;
 	__u32 orig[4];
+	__u32 dst[4];
 	__u16 orig_port;
 	__u64 cookie, now = 0;
 	__u32 proto = ctx->protocol;
+	int mapped = 0;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return SYS_PROCEED;
@@ -122,6 +125,14 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 	key.port = orig_port;
 	key.proto = (__u8)proto;
 	key.family = family;
+	/* An IPv6 socket connecting to an IPv4-mapped address (::ffff:a.b.c.d) reaches IPv4 Services. */
+	if (family == 6 && key.addr[0] == 0 && key.addr[1] == 0 && key.addr[2] == bpf_htonl(0xffff)) {
+		mapped = 1;
+		key.addr[0] = key.addr[3];
+		key.addr[2] = 0;
+		key.addr[3] = 0;
+		key.family = 4;
+	}
 
 	svc = lookup_frontend(&key);
 	if (!svc)
@@ -174,8 +185,19 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 			return SYS_PROCEED; /* mid-update; the next sync repairs it */
 	}
 	be = *found;
-	if (be.family != family)
+	if (be.family != key.family)
 		return SYS_PROCEED;
+	/* The address as this socket sees it: IPv4-mapped for an IPv6 socket reaching IPv4. */
+	dst[0] = be.addr[0];
+	dst[1] = be.addr[1];
+	dst[2] = be.addr[2];
+	dst[3] = be.addr[3];
+	if (mapped) {
+		dst[0] = 0;
+		dst[1] = 0;
+		dst[2] = bpf_htonl(0xffff);
+		dst[3] = be.addr[0];
+	}
 
 	if (svc->affinity_timeout) {
 		struct affinity_val av;
@@ -189,10 +211,10 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 
 	__builtin_memset(&rk, 0, sizeof(rk));
 	rk.cookie = cookie;
-	rk.addr[0] = be.addr[0];
-	rk.addr[1] = be.addr[1];
-	rk.addr[2] = be.addr[2];
-	rk.addr[3] = be.addr[3];
+	rk.addr[0] = dst[0];
+	rk.addr[1] = dst[1];
+	rk.addr[2] = dst[2];
+	rk.addr[3] = dst[3];
 	rk.port = be.port;
 	rk.family = family;
 	__builtin_memset(&rv, 0, sizeof(rv));
@@ -204,7 +226,7 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 	rv.family = family;
 	bpf_map_update_elem(&ferry_rev, &rk, &rv, BPF_ANY);
 
-	write_dst(ctx, family, be.addr, be.port);
+	write_dst(ctx, family, dst, be.port);
 	return SYS_PROCEED;
 }
 

@@ -134,6 +134,11 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
   t.ok(d.ok, `UDP answered (${d.error ?? ''})`);
   t.equal(d.peer, `${SVC_IP}:53`, 'recvmsg shows the Service address as the source');
 
+  // An IPv6 socket connecting to the IPv4-mapped Service address (Java and other dual-stack clients).
+  const m = await client(cgroup, 'tcp', `::ffff:${SVC_IP}`, 80);
+  t.ok(m.ok && /^[ab] /.test(m.reply ?? ''), `TCP to ::ffff:${SVC_IP}:80 from an IPv6 socket answered by a backend (${JSON.stringify(m)})`);
+  t.equal(m.peer, `::ffff:${SVC_IP}:80`, 'getpeername shows the mapped Service address');
+
   const refused = await client(cgroup, 'tcp', '198.19.77.11', 80);
   t.same(refused, { ok: false, error: 'ECONNREFUSED' }, 'a Service without endpoints is refused at connect()');
 
