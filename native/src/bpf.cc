@@ -21,16 +21,21 @@
 namespace ferry {
 namespace {
 
-// libbpf prints its reasons (verifier log, pin mismatches); keep the last lines for errors.
+// libbpf prints its reasons (verifier log, pin mismatches); keep the last 16 KiB for errors:
+// the verifier's verdict is at the end of its log.
 std::mutex logMu;
 std::string* logSink = nullptr;
+constexpr size_t kLogKeep = 16384;
 
 int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
   char buf[1024];
   int n = vsnprintf(buf, sizeof(buf), fmt, args);
   std::lock_guard<std::mutex> lock(logMu);
-  if (logSink && logSink->size() < 16384) logSink->append(buf);
+  if (logSink) {
+    logSink->append(buf);
+    if (logSink->size() > 2 * kLogKeep) logSink->erase(0, logSink->size() - kLogKeep);
+  }
   return n;
 }
 
@@ -47,7 +52,7 @@ struct LogCapture {
   }
   std::string Take() {
     std::lock_guard<std::mutex> lock(logMu);
-    return text;
+    return text.size() > kLogKeep ? text.substr(text.size() - kLogKeep) : text;
   }
 };
 
