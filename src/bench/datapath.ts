@@ -286,7 +286,15 @@ export class DatapathBench {
       lane.spec.kind === 'kube-proxy'
         ? [this.opts.kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249']
         : [process.execPath, FERRY_BIN, ...common, '--proxy-mode', lane.spec.mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
-    lane.proxy = this.cluster.spawnIn(lane.node.netns, argv, { logFile: lane.logFile });
+    // ebpf attaches to the lane node's own cgroup and pins under the run's bpffs directory — never
+    // the host's cgroup root (its default); it must see the host's /sys, so it enters only the netns.
+    const ebpf = lane.spec.mode === 'ebpf';
+    if (ebpf) {
+      const cg = this.cluster.cgroupOf({ kind: 'node', node: lane.node.name });
+      if (!cg) throw new Error('the ebpf lane needs a cgroup v2 mount for the node cgroups (none in /proc/self/mounts)');
+      argv.push('--ebpf-cgroup-root', cg, '--ebpf-bpffs-dir', this.cluster.bpffsDirOf(lane.node.name));
+    }
+    lane.proxy = this.cluster.spawnIn(lane.node.netns, argv, { logFile: lane.logFile, hostMounts: ebpf });
   }
 
   private async applyReference(lane: Lane): Promise<void> {
