@@ -11,6 +11,7 @@ import { registerSimApiserver } from '../sim/apiserver/cli.js';
 import { registerSimCluster } from '../sim/cluster/cli.js';
 import { registerDemo } from '../demo/cli.js';
 import { registerProxy } from './proxy.js';
+import { registerTrace } from './trace.js';
 
 function version(): string {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerSimApiserver(sim);
   registerSimCluster(sim);
   registerDemo(program);
+  registerTrace(program);
   return program;
 }
 

@@ -128,6 +128,7 @@ export class ResilientInformer {
   private stopped = true;
   private synced = false;
   private attempts = 0;
+  private lastError: { at: number; error: string } | undefined;
   private syncWaiters: (() => void)[] = [];
   private listAbort: AbortController | undefined;
   private watchAbort: AbortController | undefined;
@@ -147,6 +148,11 @@ export class ResilientInformer {
   /** Consecutive failed attempts (0 while healthy). */
   failures(): number {
     return this.attempts;
+  }
+
+  /** The most recent failure (also after recovery), for `ferry status`. */
+  lastFailure(): { readonly at: number; readonly error: string } | undefined {
+    return this.lastError;
   }
 
   /** Resolves true when synced, false when `timeoutMs` passes first (or the informer stops). */
@@ -208,6 +214,7 @@ export class ResilientInformer {
           continue;
         }
         this.attempts++;
+        this.lastError = { at: Date.now(), error: describeError(e) };
         const delay = backoffDelay(this.backoff, this.attempts);
         if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource} failed: ${describeError(e)}; retrying`);
         else this.log.v(2, `watch for ${this.opts.resource} still failing`, { attempt: this.attempts, retryInMs: delay, error: describeError(e) });

@@ -249,6 +249,7 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
     internalPolicyLocal,
     healthCheckNodePort: sp.healthCheckNodePort,
     localReadyEndpoints: sp.healthCheckNodePort !== 0 ? localReady : 0,
+    ...(cat.hasAnyEndpoints && cat.topologyMode !== '' ? { topology: cat.topologyMode } : {}),
   });
 }
 

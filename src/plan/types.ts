@@ -88,6 +88,11 @@ export interface ServiceEntry {
    * external addresses of a Local service.
    */
   readonly cluster: EndpointSet;
+  /**
+   * The topology hints that narrowed the cluster set (absent: none applied). Recorded for
+   * explanations (`ferry trace`); backends need not read it, the sets already reflect it.
+   */
+  readonly topology?: 'PreferSameNode' | 'PreferSameZone';
 
   readonly clusterIPMasquerade: ClusterIPMasquerade;
   /** externalTrafficPolicy Cluster: masquerade external traffic. Local: preserve the client source. */

@@ -28,6 +28,7 @@ import { collectGarbage } from '../util/gc.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
 import { detectLocalSpec } from './startup.js';
+import { DaemonIntrospection } from './introspect.js';
 
 const log = logger('proxy');
 
@@ -50,6 +51,8 @@ export interface ProxyDaemon {
   readonly healthChecks: ServiceHealthServers;
   readonly healthzServer: HealthzServer | undefined;
   readonly metricsServer: MetricsServer | undefined;
+  /** `ferry trace` / `ferry status` answers. */
+  readonly introspection: DaemonIntrospection;
   /** Stops watches, syncer and servers. Installed rules stay. */
   stop(): Promise<void>;
 }
@@ -165,7 +168,30 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     // normal change never waits behind it for long (docs/sync.md, "Bounded cost per Service").
     bound: { targetMs: BOUNDED_PIECE_MS },
   });
+  let watchesRef: ClusterWatches | undefined;
+  const introspection = new DaemonIntrospection({
+    config,
+    mode: config.dryRun ? 'dry-run' : mode,
+    families,
+    backend,
+    server: kubeConfig.getCurrentCluster()?.server ?? '',
+    informers: () =>
+      watchesRef
+        ? [
+            { resource: 'services', informer: watchesRef.services },
+            { resource: 'endpointslices', informer: watchesRef.endpointSlices },
+            { resource: 'nodes', informer: watchesRef.node },
+            { resource: 'servicecidrs', informer: watchesRef.serviceCIDRs },
+          ]
+        : [],
+    healthy: () => health.health().healthy,
+    healthCheckPorts: () => healthChecks.openPorts(),
+    consecutiveFailures: () => syncer.consecutiveFailures(),
+    nftablesVia: () => nftablesVia(backend),
+    localAddresses,
+  });
   syncer.onSync((r) => {
+    introspection.onSync(r);
     metrics.observeSync(r);
     if (!r.ok) return;
     const via = nftablesVia(backend);
@@ -177,7 +203,10 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     // Changes that arrived while this sync ran are still waiting.
     if (tracker.pending()) health.queuedUpdate();
     if (r.tables) {
-      healthChecks.reconcile(r.tables).catch((e: unknown) => log.error('healthcheck servers failed to reconcile', { error: e }));
+      healthChecks.reconcile(r.tables).catch((e: unknown) => {
+        log.error('healthcheck servers failed to reconcile', { error: e });
+        introspection.recordError(`healthcheck servers failed to reconcile: ${e instanceof Error ? e.message : String(e)}`);
+      });
     }
   });
 
@@ -232,7 +261,10 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       );
     }
     if (config.metricsBindAddress) {
-      metricsServer = await startMetricsServer(config.metricsBindAddress, metrics, () => syncer.current());
+      metricsServer = await startMetricsServer(config.metricsBindAddress, metrics, () => syncer.current(), {
+        trace: (p) => introspection.trace(p),
+        status: () => introspection.status(),
+      });
     }
   } catch (e) {
     await healthzServer?.close();
@@ -247,6 +279,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     backoff: deps.watchBackoff,
     onBadItem: (resource) => metrics.invalidObjects.inc({ resource }),
   });
+  watchesRef = watches;
   watches.start();
   let stopped = false;
   // nftables: another program changing ferry's table is repaired at once (a full sync), not at
@@ -259,6 +292,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     if (isTamperWatchable(backend)) {
       tamperWatch = backend.watchTamper(() => {
         metrics.nftablesTamperRepairs.inc();
+        introspection.tamperRepaired();
         syncer.requestFullSync('tampered');
       });
     }
@@ -272,6 +306,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     healthChecks,
     healthzServer,
     metricsServer,
+    introspection,
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -245,10 +245,17 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** `ferry trace` and `ferry status` answers (src/proxy/introspect.ts), served under /debug/. */
+export interface DebugAnswers {
+  trace(params: URLSearchParams): { status: number; body: unknown };
+  status(): unknown;
+}
+
 export async function startMetricsServer(
   addr: HostPort,
   metrics: ProxyMetrics,
   currentPlan: () => ProxyTables | null,
+  debug?: DebugAnswers,
 ): Promise<MetricsServer> {
   const server = await listen('metrics', addr.host, addr.port, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
@@ -268,6 +275,21 @@ export async function startMetricsServer(
     if (path === '/debug/plan') {
       const plan = currentPlan();
       sendJSON(res, plan ? 200 : 503, JSON.stringify(plan ? serializeTables(plan) : { error: 'no successful sync yet' }));
+      return;
+    }
+    if (debug && path === '/debug/trace') {
+      const params = new URL(req.url ?? '/', 'http://localhost').searchParams;
+      let answer: { status: number; body: unknown };
+      try {
+        answer = debug.trace(params);
+      } catch (e) {
+        answer = { status: 500, body: { error: `trace failed: ${e instanceof Error ? e.message : String(e)}` } };
+      }
+      sendJSON(res, answer.status, JSON.stringify(answer.body));
+      return;
+    }
+    if (debug && path === '/debug/status') {
+      sendJSON(res, 200, JSON.stringify(debug.status()));
       return;
     }
     if (path === '/debug/memory') {
