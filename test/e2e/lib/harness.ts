@@ -29,6 +29,7 @@ export * from './eventually.js';
 export * from './results.js';
 export * from './objects.js';
 export * from './assert.js';
+export * from './trace.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const FERRY_BIN = join(ROOT, 'bin', 'ferry');

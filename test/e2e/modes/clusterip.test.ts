@@ -21,6 +21,7 @@ import {
   sourceIs,
   summarize,
   tcp,
+  traceAgrees,
   udp,
   withProxyCluster,
 } from '../lib/harness.js';
@@ -63,6 +64,7 @@ for (const mode of modes()) {
           allAnswered(t, rs, `60 TCP probes ${cli} → ${web4}`);
           answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'load spread over all 3 endpoints (1 on the same node, 2 on others)');
           sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip, pod.node, `pod ${cli} → ClusterIP`);
+          await traceAgrees(t, env, rs, { from: fromPod(cli), src: pod.ip, target: tcp(web4) }, `trace ${cli} → ClusterIP`);
         });
       }
 
@@ -74,6 +76,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `30 UDP probes cli-1 → ${web4}`);
         answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'UDP load spread over all 3 endpoints');
         sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip, pod.node, 'pod cli-1 → UDP ClusterIP');
+        await traceAgrees(t, env, rs, { from: fromPod('cli-1'), src: pod.ip, target: udp(web4) }, 'trace cli-1 → UDP ClusterIP');
       });
 
       await t.test('IPv6 ClusterIP from a pod (RequireDualStack Service)', async (t) => {
@@ -85,6 +88,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `45 TCP probes cli-1 → [${web6}]`);
         answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'IPv6 load spread over all 3 endpoints');
         sourceIs(t, env, rs, env.expect.podToClusterIP, pod.ip6, pod.node, 'pod cli-1 → IPv6 ClusterIP');
+        await traceAgrees(t, env, rs, { from: fromPod('cli-1'), src: pod.ip6, target: tcp(web6) }, 'trace cli-1 → IPv6 ClusterIP');
       });
 
       await t.test('ClusterIP from the node itself', async (t) => {
@@ -94,6 +98,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `30 TCP probes node-1 → ${web4}`);
         answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'node-originated traffic spreads too');
         sourceIs(t, env, rs, env.expect.nodeToClusterIP, c.node('node-1').ip, 'node-1', 'node-1 → ClusterIP');
+        await traceAgrees(t, env, rs, { from: fromNode('node-1'), src: c.node('node-1').ip, target: tcp(web4) }, 'trace node-1 → ClusterIP');
       });
 
       await t.test('sessionAffinity ClientIP: 20 probes from one client hit one pod', async (t) => {
@@ -103,6 +108,7 @@ for (const mode of modes()) {
         const rs = await env.probe(fromPod('cli-1'), tcp(ip), { count: 20 });
         allAnswered(t, rs, `20 probes cli-1 → sticky ${ip}`);
         t.equal(podsSeen(rs).length, 1, `all answered by the same pod; got ${summarize(rs)}`);
+        await traceAgrees(t, env, rs, { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip) }, 'trace cli-1 → sticky');
       });
 
       await t.test('Service without endpoints fails at once (rejected, not a timeout)', async (t) => {
@@ -113,9 +119,16 @@ for (const mode of modes()) {
         // (net.ipv4.icmp_ratelimit, 1/s after a small burst): probes are spaced so that every
         // one gets its own answer. Spacing, not a timing assertion.
         const spaced = { count: 3, timeoutMs: 3000, intervalMs: 1100 };
-        failedWith(t, await env.probe(fromPod('cli-1'), tcp(ip), spaced), env.expect.noEndpointsTCP, `TCP cli-1 → nowhere ${ip}`);
-        failedWith(t, await env.probe(fromPod('cli-1'), udp(ip), spaced), env.expect.noEndpointsUDP, `UDP cli-1 → nowhere ${ip}`);
-        failedWith(t, await env.probe(fromNode('node-3'), tcp(ip), spaced), env.expect.noEndpointsTCP, `TCP node-3 → nowhere ${ip}`);
+        const flows = [
+          { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip), e: env.expect.noEndpointsTCP, what: `TCP cli-1 → nowhere ${ip}` },
+          { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: udp(ip), e: env.expect.noEndpointsUDP, what: `UDP cli-1 → nowhere ${ip}` },
+          { from: fromNode('node-3'), src: c.node('node-3').ip, target: tcp(ip), e: env.expect.noEndpointsTCP, what: `TCP node-3 → nowhere ${ip}` },
+        ];
+        for (const f of flows) {
+          const rs = await env.probe(f.from, f.target, spaced);
+          failedWith(t, rs, f.e, f.what);
+          await traceAgrees(t, env, rs, { ...f, refused: 'reject' }, `trace ${f.what}`);
+        }
       });
 
       await t.test('hairpin: a pod reaching its own Service is answered by itself', async (t) => {
@@ -127,6 +140,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `10 probes hp-2 → self ${ip}`);
         answeredBy(t, rs, ['hp-2'], 'the only endpoint is the sender');
         sourceIs(t, env, rs, env.expect.hairpin, pod.ip, pod.node, 'hairpin hp-2 → self');
+        await traceAgrees(t, env, rs, { from: fromPod('hp-2'), src: pod.ip, target: tcp(ip) }, 'trace hairpin hp-2 → self');
       });
 
       await t.test('internalTrafficPolicy Local: only local endpoints; a node without one drops', async (t) => {
@@ -136,9 +150,11 @@ for (const mode of modes()) {
         const rs = await env.probe(fromPod('cli-1'), tcp(ip), { count: 20 });
         allAnswered(t, rs, `20 probes cli-1 (node-1) → itl ${ip}`);
         answeredBy(t, rs, ['lonely-1'], 'only the endpoint on node-1 (lonely-3 on node-3 is not local)');
+        await traceAgrees(t, env, rs, { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip) }, 'trace cli-1 → itl');
         await env.barrier();
         const none = await env.probe(fromPod('cli-2'), tcp(ip), { count: 3, timeoutMs: 1500 });
         failedWith(t, none, env.expect.policyDrop, `cli-2 (node-2, no local endpoint) → itl ${ip}`);
+        await traceAgrees(t, env, none, { from: fromPod('cli-2'), src: c.pod('cli-2').ip, target: tcp(ip), refused: 'drop' }, 'trace cli-2 → itl');
       });
 
       await t.test("the node's /metrics shows the syncs and, in userspace mode, the forwarded connections", async (t) => {

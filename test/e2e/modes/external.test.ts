@@ -21,6 +21,7 @@ import {
   serviceDoc,
   sourceIs,
   tcp,
+  traceAgrees,
   udp,
   withProxyCluster,
   type ProxyEnv,
@@ -79,12 +80,15 @@ for (const mode of modes()) {
           allAnswered(t, rs, `20 probes client → ${n.name} ${n.ip}:${npPort}`);
           answeredBy(t, rs, ['ext-1', 'ext-2'], `${n.name} spreads over both endpoints`);
           sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, n.name, `client → ${n.name} NodePort`);
+          await traceAgrees(t, env, rs, { from: fromClient, via: n.name, src: c.clientIP, target: tcp(n.ip, npPort) }, `trace client → ${n.name} NodePort`);
         }
         const n3 = c.node('node-3');
         await env.waitReachable(fromClient, udp(n3.ip, npUdp));
         const rs = await env.probe(fromClient, udp(n3.ip, npUdp), { count: 10 });
         allAnswered(t, rs, `10 UDP probes client → node-3 ${n3.ip}:${npUdp} (no local endpoint)`);
         sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, 'node-3', 'client → node-3 UDP NodePort');
+        const udpFlow = { from: fromClient, via: 'node-3', src: c.clientIP, target: udp(n3.ip, npUdp), allEndpointsSeen: false };
+        await traceAgrees(t, env, rs, udpFlow, 'trace client → node-3 UDP NodePort');
       });
 
       await t.test('IPv6 NodePort from the client on every node', async (t) => {
@@ -96,6 +100,8 @@ for (const mode of modes()) {
           const rs = await env.probe(fromClient, tcp(n.ip6, npPort), { count: 10 });
           allAnswered(t, rs, `10 probes client → [${n.ip6}]:${npPort}`);
           sourceIs(t, env, rs, env.expect.externalClusterPolicy, client6, n.name, `client → ${n.name} IPv6 NodePort`);
+          const flow = { from: fromClient, via: n.name, src: client6, target: tcp(n.ip6, npPort), allEndpointsSeen: false };
+          await traceAgrees(t, env, rs, flow, `trace client → ${n.name} IPv6 NodePort`);
         }
       });
 
@@ -115,10 +121,13 @@ for (const mode of modes()) {
           allAnswered(t, rs, `10 probes client → ${node} ${ip}:${port}`);
           answeredBy(t, rs, [pod], `${node} only uses its local endpoint`);
           sourceIs(t, env, rs, env.expect.externalLocalPolicy, c.clientIP, node, `client → ${node} Local NodePort`);
+          await traceAgrees(t, env, rs, { from: fromClient, via: node, src: c.clientIP, target: tcp(ip, port) }, `trace client → ${node} Local NodePort`);
         }
         await env.barrier();
         const n3 = c.node('node-3');
-        failedWith(t, await env.probe(fromClient, tcp(n3.ip, port), { count: 3, timeoutMs: 1500 }), env.expect.policyDrop, `client → node-3 ${n3.ip}:${port} (no local endpoint)`);
+        const dropped = await env.probe(fromClient, tcp(n3.ip, port), { count: 3, timeoutMs: 1500 });
+        failedWith(t, dropped, env.expect.policyDrop, `client → node-3 ${n3.ip}:${port} (no local endpoint)`);
+        await traceAgrees(t, env, dropped, { from: fromClient, via: 'node-3', src: c.clientIP, target: tcp(n3.ip, port), refused: 'drop' }, 'trace client → node-3 Local NodePort');
         if (hc) {
           await waitHealth(env, 'node-1', hc, 200);
           await waitHealth(env, 'node-2', hc, 200);
@@ -134,6 +143,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `10 probes client → ${LB_LOCAL_IP} (routed to ${VIA})`);
         answeredBy(t, rs, ['ext-1'], `${VIA} only uses its local endpoint`);
         sourceIs(t, env, rs, env.expect.externalLocalPolicy, c.clientIP, VIA, 'client → LB IP, Local policy');
+        await traceAgrees(t, env, rs, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(LB_LOCAL_IP) }, 'trace client → LB IP, Local policy');
       });
 
       await t.test('externalIPs reached from the client', async (t) => {
@@ -143,6 +153,7 @@ for (const mode of modes()) {
         allAnswered(t, rs, `20 probes client → ${EXTERNAL_IP} (routed to ${VIA})`);
         answeredBy(t, rs, ['ext-1', 'ext-2'], 'Cluster policy spreads over both endpoints');
         sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, VIA, 'client → externalIP');
+        await traceAgrees(t, env, rs, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(EXTERNAL_IP) }, 'trace client → externalIP');
       });
 
       await t.test('loadBalancerSourceRanges: an allowed source passes, an excluded one is dropped', async (t) => {
@@ -150,9 +161,11 @@ for (const mode of modes()) {
         await env.waitReachable(fromClient, tcp(LB_ALLOW_IP));
         const ok = await env.probe(fromClient, tcp(LB_ALLOW_IP), { count: 10 });
         allAnswered(t, ok, `client (in ${c.clientIP}/32) → lb-allow ${LB_ALLOW_IP}`);
+        await traceAgrees(t, env, ok, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(LB_ALLOW_IP), allEndpointsSeen: false }, 'trace client → lb-allow');
         await env.barrier();
         const denied = await env.probe(fromClient, tcp(LB_DENY_IP), { count: 3, timeoutMs: 1500 });
         failedWith(t, denied, env.expect.policyDrop, `client (not in 192.0.2.0/24) → lb-deny ${LB_DENY_IP}`);
+        await traceAgrees(t, env, denied, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(LB_DENY_IP), refused: 'drop' }, 'trace client → lb-deny');
       });
     });
   });
