@@ -8,6 +8,7 @@ import { Command, Option } from 'commander';
 import { request } from 'node:http';
 import { TRAFFIC_CLASSES, TraceInputError, validateQuery, type Trace, type TraceQuery } from '../plan/explain.js';
 import type { StatusReport, SyncRecord } from '../proxy/introspect.js';
+import type { KernelObservation } from '../backends/kernel/trace-probe.js';
 
 export const DEFAULT_DEBUG_ADDRESS = '127.0.0.1:10249';
 
@@ -147,6 +148,35 @@ function outputFormat(o: unknown): 'text' | 'json' {
   throw new CliError(`-o ${JSON.stringify(o)}: the output formats are text and json`);
 }
 
+export interface KernelCheck {
+  readonly observed: KernelObservation;
+  readonly agrees: boolean;
+  readonly differences: readonly string[];
+}
+
+/** Does what the kernel did match the prediction? Pure. */
+export function compareKernel(t: Trace, k: KernelObservation): KernelCheck {
+  const diffs: string[] = [];
+  if (k.verdict !== t.verdict.kind) diffs.push(`verdict: predicted ${t.verdict.kind}, the kernel's was ${k.verdict}`);
+  if (k.verdict === 'dnat' && t.verdict.kind === 'dnat' && k.endpoint) {
+    const ep = k.endpoint;
+    if (!t.endpoints.some((e) => e.ip === ep.ip && e.port === ep.port)) diffs.push(`endpoint: the kernel chose ${hostPort(ep.ip, ep.port)}, not one of the predicted endpoints`);
+    const want = t.masquerade.value === 'yes' || (t.masquerade.value === 'hairpin' && ep.ip === t.src);
+    if (want !== k.masqueraded) diffs.push(`masquerade: predicted ${want ? 'yes' : 'no'}, the kernel ${k.masqueraded ? 'masqueraded' : 'did not masquerade'}`);
+  }
+  return { observed: k, agrees: diffs.length === 0, differences: diffs };
+}
+
+export function formatKernel(c: KernelCheck): string {
+  const k = c.observed;
+  const out: string[] = [];
+  const what = k.verdict === 'dnat' && k.endpoint ? `DNAT to ${hostPort(k.endpoint.ip, k.endpoint.port)}, masquerade ${k.masqueraded ? 'yes' : 'no'}` : k.verdict === 'untouched' ? 'untouched' : k.verdict.toUpperCase();
+  out.push(`kernel:     a probe packet went through ${k.chains.length ? k.chains.join(' → ') : 'no chain but our own'}`);
+  out.push(`            ${what}`);
+  out.push(c.agrees ? '            the kernel agrees with the prediction' : `            the kernel DISAGREES: ${c.differences.join('; ')}`);
+  return out.join('\n') + '\n';
+}
+
 /** Runs a trace against the daemon at `address`; returns the daemon's answer. */
 export async function requestTrace(address: string, q: TraceQuery): Promise<Trace> {
   const params = new URLSearchParams({ src: q.src, dst: q.dst, port: String(q.port), proto: q.protocol });
@@ -165,14 +195,17 @@ export function registerTrace(program: Command): void {
     .addOption(new Option('--from <class>', 'traffic class of the source (default: derived from the address and the node\'s local-traffic detector)').choices([...TRAFFIC_CLASSES]))
     .option('-o, --output <format>', 'text or json', 'text')
     .option('--address <host:port>', "the daemon's debug address (its --metrics-bind-address)", DEFAULT_DEBUG_ADDRESS)
+    .option('--kernel', 'also send one marked probe packet (from a network namespace this command creates and removes) and check with nft monitor trace and conntrack that the kernel agrees; root, on the node, nftables and iptables modes')
     .addHelpText(
       'after',
-      '\nThe daemon explains from the plan it last applied; nothing is sent. Examples:\n' +
+      '\nWithout --kernel the daemon explains from the plan it last applied and nothing is sent. Examples:\n' +
         '  ferry trace 10.244.1.5 10.96.0.10:80\n' +
         '  ferry trace 198.18.0.100 198.18.0.11:30080/udp --from external -o json\n' +
-        'Exit status: 0 when explained; 1 for bad input or when no daemon answers.\n',
+        '  ferry trace 198.19.1.4 198.18.125.176:80 --kernel\n' +
+        'Exit status: 0 when explained (and, with --kernel, the kernel agrees); 1 for bad input or when no\n' +
+        'daemon answers; 3 when the kernel disagrees with the prediction.\n',
     )
-    .action(async (src: string, dstText: string, opts: { from?: string; output?: string; address: string }) => {
+    .action(async (src: string, dstText: string, opts: { from?: string; output?: string; address: string; kernel?: boolean }) => {
       const format = outputFormat(opts.output);
       let q: TraceQuery;
       try {
@@ -183,7 +216,23 @@ export function registerTrace(program: Command): void {
         throw e;
       }
       const t = await requestTrace(opts.address, q);
-      process.stdout.write(format === 'json' ? `${JSON.stringify(t, null, 2)}\n` : formatTrace(t));
+      let check: KernelCheck | undefined;
+      if (opts.kernel) {
+        if (t.mode === 'userspace') throw new CliError('--kernel: userspace mode forwards in a process, not with kernel NAT: there is no kernel path to trace');
+        if (t.protocol === 'SCTP') throw new CliError('--kernel: SCTP probes are not supported');
+        // Loaded only here: plain traces never touch the kernel.
+        const { kernelProbe, KernelTraceError } = await import('../backends/kernel/trace-probe.js');
+        const fromHost = t.traffic.class === 'node' || t.traffic.class === 'localhost';
+        try {
+          check = compareKernel(t, await kernelProbe({ src: t.src, dst: t.dst, port: t.port, protocol: t.protocol, fromHost }));
+        } catch (e) {
+          if (e instanceof KernelTraceError) throw new CliError(e.message);
+          throw new CliError(`--kernel: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+        }
+        if (!check.agrees) process.exitCode = 3;
+      }
+      if (format === 'json') process.stdout.write(`${JSON.stringify(check ? { ...t, kernel: check } : t, null, 2)}\n`);
+      else process.stdout.write(formatTrace(t) + (check ? formatKernel(check) : ''));
     });
 
   program

@@ -217,6 +217,17 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       }
     }
     if (opts.mode === 'ebpf') out('\n  (ebpf mode, step 1: socket-level load balancing for the nodes and their pods; traffic from outside needs the tc data path, not built yet — docs/ebpf.md)\n');
+    // What the node's ferry says about it: `ferry status`, then the client pod's flow explained
+    // by `ferry trace`, both through the real CLI inside the node's namespace.
+    const ferryCli = async (args: string[]): Promise<boolean> => {
+      const r = await cluster!.exec(clientPodNode.netns, [process.execPath, FERRY_BIN, ...args], { allowFailure: true, timeoutMs: 20_000 });
+      out(`\n$ ferry ${args.join(' ')}    # in ${clientPodNode.name}\n`);
+      out(r.exitCode === 0 ? r.stdout : `  failed (exit ${r.exitCode}): ${r.stderr.trim()}\n`);
+      return r.exitCode === 0;
+    };
+    if (!(await ferryCli(['status']))) allOk = false;
+    const clientPod = cluster.pod('client-pod');
+    if (!(await ferryCli(['trace', clientPod.ip, `${clusterIP}:80`]))) allOk = false;
     out(`\n${allOk ? 'All checks passed' : 'Some checks FAILED'}. Tearing down...\n`);
     return allOk;
   } finally {

@@ -1,0 +1,47 @@
+/**
+ * Reading `nft monitor trace` and conntrack output for `ferry trace --kernel` (the pure part;
+ * the probe itself runs in the e2e suite): verdicts, chains, the DNAT endpoint and masquerade.
+ */
+import t from 'tap';
+import { firstPacketLines, observe, replyTuple, type ProbeSpec } from '../../../../src/backends/kernel/trace-probe.js';
+
+const spec: ProbeSpec = { src: '198.19.1.4', dst: '198.18.125.176', port: 80, protocol: 'TCP', fromHost: false };
+const OWN = 'ferry-trace-abc123';
+const head = (id: string, rest: string): string => `trace id ${id} ip ${rest}`;
+
+t.test('DNAT: chains in order, endpoint and masquerade from the reply tuple', async (t) => {
+  const mon = [
+    head('aa01', `${OWN} pre packet: iif "ftrabc123h" ip saddr 198.19.1.4 ip daddr 198.18.125.176 tcp sport 31000 tcp dport 80`),
+    head('aa01', `${OWN} pre rule ip saddr 198.19.1.4 meta nftrace set 1 (verdict continue)`),
+    head('aa01', 'ferry nat-prerouting rule jump services (verdict jump services)'),
+    head('aa01', 'ferry services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict goto svc-1234-default/web/tcp/http)'),
+    head('aa01', 'ferry svc-1234-default/web/tcp/http rule dnat ip to numgen random mod 3 map @endpoints-tcp-0 (verdict accept)'),
+    head('bb02', 'ferry nat-prerouting rule jump services (verdict jump services)'),
+    '',
+  ].join('\n');
+  const lines = firstPacketLines(mon);
+  t.equal(lines.length, 5, 'only the first packet');
+  const ct = 'tcp      6 118 SYN_SENT src=198.19.1.4 dst=198.18.125.176 sport=31000 dport=80 [UNREPLIED] src=198.19.3.2 dst=198.19.1.4 sport=8080 dport=31000 mark=0 use=1\n';
+  const reply = replyTuple(ct, 31000);
+  t.same(reply, { src: '198.19.3.2', sport: 8080, dst: '198.19.1.4' });
+  const o = observe(lines, OWN, spec, reply);
+  t.equal(o.verdict, 'dnat');
+  t.same(o.endpoint, { ip: '198.19.3.2', port: 8080 });
+  t.equal(o.masqueraded, false);
+  t.same(o.chains, ['ip ferry nat-prerouting', 'ip ferry services', 'ip ferry svc-1234-default/web/tcp/http'], 'our own table is left out');
+  const masq = observe(lines, OWN, spec, { src: '198.19.3.2', sport: 8080, dst: '198.18.0.11' });
+  t.equal(masq.masqueraded, true);
+  t.equal(replyTuple(ct, 31001), undefined, 'another source port is not the probe');
+});
+
+t.test('REJECT and DROP from the verdicts', async (t) => {
+  const rej = [head('c1', 'ferry service-endpoints-check rule vmap @no-endpoint-services (verdict goto reject-chain)'), head('c1', 'ferry reject-chain rule reject (verdict drop)')];
+  t.equal(observe(rej, OWN, spec, undefined).verdict, 'reject');
+  const ipt = [head('c2', 'filter KUBE-SERVICES rule meta l4proto tcp ip daddr 198.18.72.34 tcp dport 80 counter packets 0 bytes 0 xt target "REJECT" (verdict drop)')];
+  t.equal(observe(ipt, OWN, spec, undefined).verdict, 'reject', 'iptables-nft REJECT');
+  const drop = [head('d1', 'ferry services rule ip daddr . meta l4proto . th dport vmap @service-ips (verdict drop)')];
+  t.equal(observe(drop, OWN, spec, undefined).verdict, 'drop');
+  const none = [head('e1', 'ferry services rule ip daddr . meta l4proto . th dport vmap @service-ips'), head('e1', 'ferry nat-prerouting policy accept')];
+  const ct = { src: spec.dst, sport: 80, dst: spec.src };
+  t.equal(observe(none, OWN, spec, ct).verdict, 'untouched', 'no NAT in the reply tuple');
+});
