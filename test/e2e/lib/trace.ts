@@ -2,6 +2,8 @@
  * `ferry trace` against what the wire showed: after a flow's probes, ask the proxying node's
  * daemon through the real CLI (`bin/ferry trace ... -o json`, run inside the node's namespace)
  * and check that its verdict, endpoint set and masquerade equal what the probes observed.
+ * In the kernel NAT modes the same call passes --kernel, so a marked probe packet also checks
+ * the prediction against nft monitor trace and conntrack.
  * Mode-neutral: the mode's own expectations (modes.ts) already decided what the wire shows.
  */
 import { join } from 'node:path';
@@ -22,6 +24,8 @@ interface TraceJSON {
   affinitySeconds: number;
   masquerade: { value: 'yes' | 'no' | 'hairpin'; reason: string };
   match: { service: string } | null;
+  /** With --kernel (kernel modes): what a real probe packet met, and whether that agrees. */
+  kernel?: { agrees: boolean; differences: string[]; observed: { verdict: string; chains: string[] } };
 }
 
 export interface TraceCheck {
@@ -52,10 +56,16 @@ export async function traceAgrees(t: Assert, env: ProxyEnv, rs: readonly ProbeRe
   const node = env.cluster.node(via);
   const cls = c.from.kind === 'pod' ? 'pod' : c.from.kind === 'node' ? 'node' : 'external';
   const dst = c.target.addr.includes(':') ? `[${c.target.addr}]` : c.target.addr;
-  const argv = ['env', ...SCRUB, process.execPath, FERRY_BIN, 'trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249'];
-  const r = await env.cluster.exec(node.netns, argv, { allowFailure: true, env: childEnv(), timeoutMs: 20_000 });
-  if (!t.ok(r.exitCode === 0, `${what}: ferry trace on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
+  const kernel = env.mode === 'userspace' ? [] : ['--kernel'];
+  const argv = ['env', ...SCRUB, process.execPath, FERRY_BIN, 'trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249', ...kernel];
+  const r = await env.cluster.exec(node.netns, argv, { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
+  // Exit 3: explained, but the kernel disagreed (asserted below with the details).
+  if (!t.ok(r.exitCode === 0 || (r.exitCode === 3 && kernel.length > 0), `${what}: ferry trace${kernel.join('')} on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
   const tr = JSON.parse(r.stdout) as TraceJSON;
+  if (kernel.length > 0) {
+    const k = tr.kernel;
+    t.ok(k?.agrees === true, `${what}: --kernel: the probe packet agrees with the prediction${k ? ` (kernel: ${k.observed.verdict} via ${k.observed.chains.join(' → ')}${k.differences.length ? `; ${k.differences.join('; ')}` : ''})` : ': no kernel result'}`);
+  }
   const said = `trace said ${tr.verdict.kind} (${tr.verdict.reason}), endpoints [${tr.endpoints.map((e) => e.ip).join(' ')}], masquerade ${tr.masquerade.value}`;
 
   const answered = rs.filter((x) => x.ok);
