@@ -60,7 +60,7 @@ export async function traceAgrees(t: Assert, env: ProxyEnv, rs: readonly ProbeRe
   const argv = ['env', ...SCRUB, process.execPath, FERRY_BIN, 'trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249', ...kernel];
   const r = await env.cluster.exec(node.netns, argv, { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
   // Exit 3: explained, but the kernel disagreed (asserted below with the details).
-  if (!t.ok(r.exitCode === 0 || (r.exitCode === 3 && kernel.length > 0), `${what}: ferry trace${kernel.join('')} on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
+  if (!t.ok(r.exitCode === 0 || (r.exitCode === 3 && kernel.length > 0), `${what}: ferry trace${kernel.length ? ' --kernel' : ''} on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
   const tr = JSON.parse(r.stdout) as TraceJSON;
   if (kernel.length > 0) {
     const k = tr.kernel;
