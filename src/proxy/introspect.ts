@@ -181,7 +181,7 @@ export class DaemonIntrospection {
       node: d.config.nodeName,
       mode: String(d.mode),
       configuredMode: d.config.mode,
-      fallback: d.mode !== d.config.mode,
+      fallback: d.mode !== 'dry-run' && d.mode !== d.config.mode,
       families: d.families,
       healthy: d.healthy(),
       apiServer: {
