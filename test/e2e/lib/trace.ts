@@ -45,6 +45,12 @@ export interface TraceCheck {
   allEndpointsSeen?: boolean;
 }
 
+/** Runs `bin/ferry ARGS` inside a node's namespace (where its daemon's debug address is). */
+export function ferryCli(env: ProxyEnv, node: string, args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | null }> {
+  const argv = ['env', ...SCRUB, process.execPath, FERRY_BIN, ...args];
+  return env.cluster.exec(env.cluster.node(node).netns, argv, { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
+}
+
 function norm(ip: string): string {
   return ipaddr.parse(ip).toNormalizedString();
 }
@@ -57,8 +63,7 @@ export async function traceAgrees(t: Assert, env: ProxyEnv, rs: readonly ProbeRe
   const cls = c.from.kind === 'pod' ? 'pod' : c.from.kind === 'node' ? 'node' : 'external';
   const dst = c.target.addr.includes(':') ? `[${c.target.addr}]` : c.target.addr;
   const kernel = env.mode === 'userspace' ? [] : ['--kernel'];
-  const argv = ['env', ...SCRUB, process.execPath, FERRY_BIN, 'trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249', ...kernel];
-  const r = await env.cluster.exec(node.netns, argv, { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
+  const r = await ferryCli(env, node.name, ['trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249', ...kernel]);
   // Exit 3: explained, but the kernel disagreed (asserted below with the details).
   if (!t.ok(r.exitCode === 0 || (r.exitCode === 3 && kernel.length > 0), `${what}: ferry trace${kernel.length ? ' --kernel' : ''} on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
   const tr = JSON.parse(r.stdout) as TraceJSON;

@@ -12,6 +12,7 @@ import {
   answeredBy,
   clusterIPOf,
   failedWith,
+  ferryCli,
   fromNode,
   fromPod,
   METRICS_PORT,
@@ -165,6 +166,12 @@ for (const mode of modes()) {
         const count = (re: RegExp): number => Number(re.exec(r.stdout)?.[1] ?? NaN);
         t.ok(count(/^kubeproxy_sync_proxy_rules_duration_seconds_count (\d+)$/m) > 0, 'syncs recorded');
         t.match(r.stdout, new RegExp(`^ferry_backend_info\\{mode="${mode}"\\} 1$`, 'm'), 'the mode is named');
+        const st = await ferryCli(env, node.name, ['status', '-o', 'json']);
+        t.equal(st.exitCode, 0, `ferry status on ${node.name} (${st.stderr.trim()})`);
+        const status = JSON.parse(st.stdout || '{}') as { mode?: string; syncs?: { total: number; lastFull?: unknown }; apiServer?: { watches: { resource: string; synced: boolean }[] } };
+        t.equal(status.mode, mode, 'ferry status names the mode');
+        t.ok((status.syncs?.total ?? 0) > 0 && status.syncs?.lastFull !== undefined, 'ferry status reports the syncs and the last full one');
+        t.ok(status.apiServer?.watches.some((w) => w.resource === 'services' && w.synced), 'ferry status: the Services watch is synced');
         if (mode === 'userspace') {
           // Every probe above from a pod on node-1 went through this node's forwarder.
           t.ok(count(/^ferry_userspace_tcp_connections_total\{outcome="forwarded"\} (\d+)$/m) > 0, 'forwarded TCP connections counted');
