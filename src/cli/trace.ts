@@ -65,6 +65,23 @@ export function getDebug(address: string, path: string, timeoutMs = 5000): Promi
   });
 }
 
+/** An IPv6-primary daemon's default debug address (docs/cli.md, --bind-address). */
+const DEFAULT_DEBUG_ADDRESS6 = '[::1]:10249';
+
+/** getDebug, trying the IPv6 default too when the IPv4 default does not answer. */
+async function getDebugDefault(address: string, path: string): Promise<{ status: number; body: unknown; address: string }> {
+  try {
+    return { ...(await getDebug(address, path)), address };
+  } catch (e) {
+    if (address !== DEFAULT_DEBUG_ADDRESS || !(e instanceof CliError)) throw e;
+    try {
+      return { ...(await getDebug(DEFAULT_DEBUG_ADDRESS6, path)), address: DEFAULT_DEBUG_ADDRESS6 };
+    } catch {
+      throw e;
+    }
+  }
+}
+
 function errorOf(body: unknown): string | undefined {
   const e = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).error : undefined;
   return typeof e === 'string' ? e : undefined;
@@ -181,8 +198,8 @@ export function formatKernel(c: KernelCheck): string {
 export async function requestTrace(address: string, q: TraceQuery): Promise<Trace> {
   const params = new URLSearchParams({ src: q.src, dst: q.dst, port: String(q.port), proto: q.protocol });
   if (q.from) params.set('from', q.from);
-  const r = await getDebug(address, `/debug/trace?${params.toString()}`);
-  if (r.status !== 200) throw new CliError(`the daemon at ${address} could not trace: ${errorOf(r.body) ?? `HTTP ${r.status}`}`);
+  const r = await getDebugDefault(address, `/debug/trace?${params.toString()}`);
+  if (r.status !== 200) throw new CliError(`the daemon at ${r.address} could not trace: ${errorOf(r.body) ?? `HTTP ${r.status}`}`);
   return r.body as Trace;
 }
 
@@ -194,7 +211,7 @@ export function registerTrace(program: Command): void {
     .argument('<dst>', 'destination ADDRESS:PORT[/tcp|udp|sctp] (IPv6 as [ADDRESS]:PORT; default tcp)')
     .addOption(new Option('--from <class>', 'traffic class of the source (default: derived from the address and the node\'s local-traffic detector)').choices([...TRAFFIC_CLASSES]))
     .option('-o, --output <format>', 'text or json', 'text')
-    .option('--address <host:port>', "the daemon's debug address (its --metrics-bind-address)", DEFAULT_DEBUG_ADDRESS)
+    .option('--address <host:port>', "the daemon's debug address (its --metrics-bind-address; by default also [::1]:10249 is tried)", DEFAULT_DEBUG_ADDRESS)
     .option('--kernel', 'also send one marked probe packet (from a network namespace this command creates and removes) and check with nft monitor trace and conntrack that the kernel agrees; root, on the node, nftables and iptables modes')
     .addHelpText(
       'after',
@@ -239,12 +256,12 @@ export function registerTrace(program: Command): void {
     .command('status')
     .description("the node's ferry at a glance: mode, API server watches, last syncs, counts, errors, tamper repairs, health checks")
     .option('-o, --output <format>', 'text or json', 'text')
-    .option('--address <host:port>', "the daemon's debug address (its --metrics-bind-address)", DEFAULT_DEBUG_ADDRESS)
+    .option('--address <host:port>', "the daemon's debug address (its --metrics-bind-address; by default also [::1]:10249 is tried)", DEFAULT_DEBUG_ADDRESS)
     .addHelpText('after', '\nExit status: 0 when the daemon answered (whatever its health); 1 when no daemon answers.\n')
     .action(async (opts: { output?: string; address: string }) => {
       const format = outputFormat(opts.output);
-      const r = await getDebug(opts.address, '/debug/status');
-      if (r.status !== 200) throw new CliError(`the daemon at ${opts.address} did not report its status: ${errorOf(r.body) ?? `HTTP ${r.status}`}`);
+      const r = await getDebugDefault(opts.address, '/debug/status');
+      if (r.status !== 200) throw new CliError(`the daemon at ${r.address} did not report its status: ${errorOf(r.body) ?? `HTTP ${r.status}`}`);
       process.stdout.write(format === 'json' ? `${JSON.stringify(r.body, null, 2)}\n` : formatStatus(r.body as StatusReport));
     });
 }
