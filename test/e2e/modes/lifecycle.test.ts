@@ -23,6 +23,7 @@ import {
   sourceIs,
   summarize,
   tcp,
+  traceAgrees,
   udp,
   withProxyCluster,
   type ProxyEnv,
@@ -94,6 +95,7 @@ for (const mode of modes()) {
         t.equal(r.pod, 'flip-b', `the existing flow now reaches flip-b; since the change the flow saw ${summarize(flow.results.slice(mark))}`);
         const cli = c.pod('cli-1');
         sourceIs(t, env, [r], env.expect.podToClusterIP, cli.ip, cli.node, 'flow cli-1 → flip-b');
+        await traceAgrees(t, env, [r], { from: fromPod('cli-1'), src: cli.ip, target: udp(ip) }, 'trace cli-1 → flip after the replacement');
         const rest = await flow.stop();
         const after = rest.slice(rest.findIndex((x, i) => i >= mark && x.ok && x.pod === 'flip-b'));
         t.notOk(
@@ -130,12 +132,15 @@ for (const mode of modes()) {
         allAnswered(t, rs, `20 probes cli-1 → term ${ip} with only terminating endpoints`);
         answeredBy(t, rs, ['term-1', 'term-2'], 'the serving terminating endpoints');
         const n3 = c.node('node-3');
+        await traceAgrees(t, env, rs, { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip) }, 'trace cli-1 → term (terminating fallback)');
         const outside = env.expect.notServed.fromOutside;
         if (outside) {
           t.pass(`client → node-3 NodePort with only terminating endpoints: ${outside}`, { skip: outside });
         } else {
           const ext = await env.probe(fromClient, tcp(n3.ip, np), { count: 10 });
           allAnswered(t, ext, `10 probes client → node-3 ${n3.ip}:${np} with only terminating endpoints`);
+          const extFlow = { from: fromClient, via: 'node-3', src: c.clientIP, target: tcp(n3.ip, np), allEndpointsSeen: false };
+          await traceAgrees(t, env, ext, extFlow, 'trace client → node-3 term NodePort (terminating fallback)');
         }
 
         for (const p of ['term-1', 'term-2']) await setFinalizers(env, p, null);
@@ -148,7 +153,8 @@ for (const mode of modes()) {
         );
         for (const p of ['term-1', 'term-2']) await c.removePod(p);
         const gone = env.expect.noEndpointsTCP.value;
-        await env.waitRefusal(fromPod('cli-1'), tcp(ip), gone, { what: `term ${ip} has no endpoints left and fails with ${gone}` });
+        const refused = await env.waitRefusal(fromPod('cli-1'), tcp(ip), gone, { what: `term ${ip} has no endpoints left and fails with ${gone}` });
+        await traceAgrees(t, env, [refused], { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip), refused: 'reject' }, 'trace cli-1 → term without endpoints');
       });
 
       await t.test('churn: 200 operations on other Services cost a stable Service zero requests', async (t) => {
@@ -219,6 +225,10 @@ for (const mode of modes()) {
           t.equal(failures(exRs).length, 0, `zero failed requests client → node-3 ${n3.ip}:${np} during churn; got ${summarize(exRs)}`);
         }
         answeredBy(t, inRs, ['stable-1', 'stable-2'], 'the stable Service kept both endpoints');
+        await traceAgrees(t, env, inRs, { from: fromPod('cli-1'), src: c.pod('cli-1').ip, target: tcp(ip) }, 'trace cli-1 → stable after the churn');
+        if (!outside) {
+          await traceAgrees(t, env, exRs, { from: fromClient, via: 'node-3', src: c.clientIP, target: tcp(n3.ip, np) }, 'trace client → node-3 stable NodePort after the churn');
+        }
         await env.kubectl(['delete', 'services', '-l', 'ferry-e2e=churn', '--wait=false']);
       });
     });
