@@ -101,7 +101,10 @@ export interface Explanation {
   readonly why: string;
   /** The policy decisions on this path, one line each. */
   readonly policy: readonly string[];
+  /** The endpoint set the path uses; null when no Service port matched or the source ranges refused it. */
   readonly endpointSet: SetRole | null;
+  /** An LB IP's loadBalancerSourceRanges turned the source away (before any endpoint set). */
+  readonly blockedBySourceRanges: boolean;
   readonly endpoints: readonly TraceEndpoint[];
   readonly affinitySeconds: number;
   readonly masquerade: { readonly value: MasqueradeValue; readonly reason: string };
@@ -260,6 +263,7 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
       why,
       policy: [],
       endpointSet: null,
+      blockedBySourceRanges: false,
       endpoints: [],
       affinitySeconds: 0,
       masquerade: { value: 'no', reason: 'no Service port matched' },
@@ -310,7 +314,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
       }
     }
     policy.push(`externalTrafficPolicy ${svc.externalPolicyLocal ? 'Local: only endpoints on this node, client source kept' : 'Cluster'}`);
-    const shortCircuit = svc.externalPolicyLocal && svc.cluster.verdict === 'forward' && (fromNode || (traffic.class === 'pod' && traffic.detectorMatches));
+    const shortCircuit =
+      firewallDrop === undefined && svc.externalPolicyLocal && svc.cluster.verdict === 'forward' && (fromNode || (traffic.class === 'pod' && traffic.detectorMatches));
     if (shortCircuit) {
       role = 'cluster';
       policy.push(`${fromNode ? 'the node itself' : 'a local pod'} reaching an external address of a Local Service uses the cluster-wide endpoints`);
@@ -325,7 +330,7 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
     }
   }
   const set = svc[role];
-  if (svc.topology && role !== 'external' && !(role === 'internal' && svc.internalPolicyLocal)) {
+  if (firewallDrop === undefined && svc.topology && role !== 'external' && !(role === 'internal' && svc.internalPolicyLocal)) {
     policy.push(`topology: ${svc.topology} (endpoints hinted for this ${svc.topology === 'PreferSameNode' ? 'node' : 'zone'})`);
   }
   if (set.verdict === 'forward' && set.endpoints.some((e) => !e.ready)) {
@@ -359,7 +364,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
     match,
     why,
     policy,
-    endpointSet: set.verdict === 'forward' || firewallDrop === undefined ? role : null,
+    endpointSet: firewallDrop === undefined ? role : null,
+    blockedBySourceRanges: firewallDrop !== undefined,
     endpoints: firewallDrop === undefined ? endpoints : [],
     affinitySeconds: svc.affinityTimeoutSeconds,
     masquerade,

@@ -19,11 +19,9 @@ export function iptablesPath(e: Explanation, svc: ServiceEntry | undefined, _tab
   const steps: PathStep[] = [];
   const nodePort = e.match.frontend === 'nodePort';
   const clusterIP = e.match.frontend === 'clusterIP';
-  if (e.match.frontend === 'loadBalancerIP' && svc.loadBalancerSourceRanges.length > 0) {
-    if (e.endpointSet === null) {
-      steps.push({ at: `filter ${Chain.proxyFirewall}`, does: `-d ${e.dst} --dport ${e.port}: not accepted by ${n.fw} → DROP` });
-      return steps;
-    }
+  if (e.blockedBySourceRanges) {
+    steps.push({ at: `filter ${Chain.proxyFirewall}`, does: `-d ${e.dst} --dport ${e.port}: not accepted by ${n.fw} → DROP` });
+    return steps;
   }
   if (e.verdict.kind === 'reject' || (e.verdict.kind === 'drop' && (clusterIP || svc.external.verdict !== 'forward') && !(svc.externalPolicyLocal && svc.cluster.verdict === 'forward' && !clusterIP))) {
     const target = e.verdict.kind === 'reject' ? 'REJECT' : 'DROP';

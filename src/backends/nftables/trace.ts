@@ -35,8 +35,8 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
   if (e.match.frontend === 'loadBalancerIP' && svc.loadBalancerSourceRanges.length > 0) {
     const hook = local ? Chains.filterOutput : Chains.filterPrerouting;
     steps.push({ at: t(hook), does: `jump ${Chains.firewallCheck}: @${Maps.firewallIPs} [${key}] → goto ${n.fw}` });
-    steps.push({ at: t(n.fw), does: e.verdict.kind === 'drop' && e.endpoints.length === 0 && e.endpointSet === null ? `saddr not in the allowed sources: drop` : 'saddr allowed: continue' });
-    if (e.endpointSet === null) return steps;
+    steps.push({ at: t(n.fw), does: e.blockedBySourceRanges ? 'saddr not in the allowed sources: drop' : 'saddr allowed: continue' });
+    if (e.blockedBySourceRanges) return steps;
   }
   if (e.verdict.kind === 'reject') {
     const map = nodePort ? Maps.noEndpointNodePorts : Maps.noEndpointServices;

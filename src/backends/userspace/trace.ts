@@ -35,7 +35,7 @@ export function userspacePath(e: Explanation, svc: ServiceEntry | undefined, _ta
     ];
   }
   if (e.verdict.kind === 'drop') {
-    return [{ at: `listener ${key} (on ${on})`, does: `${e.endpointSet === null ? 'source outside loadBalancerSourceRanges' : 'no usable endpoint here'}: ${e.protocol === 'TCP' ? 'accepts, then closes without a byte' : 'discards the datagram'}` }];
+    return [{ at: `listener ${key} (on ${on})`, does: `${e.blockedBySourceRanges ? 'source outside loadBalancerSourceRanges' : 'no usable endpoint here'}: ${e.protocol === 'TCP' ? 'accepts, then closes without a byte' : 'discards the datagram'}` }];
   }
   const eps = e.endpoints.map((ep) => (ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`)).join(', ');
   return [

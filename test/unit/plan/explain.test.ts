@@ -166,6 +166,16 @@ t.test('loadBalancerSourceRanges: inside passes, outside is dropped', async (t) 
   t.match(no.verdict.reason, /outside/);
   t.same(no.endpoints, []);
   t.equal(no.masquerade.value, 'no');
+  t.ok(no.blockedBySourceRanges);
+  t.equal(no.endpointSet, null);
+  t.notOk(ok.blockedBySourceRanges);
+  const fromNode = explain(T, q(NODE_IP, '203.0.113.11', 80), host, NFTABLES_FACTS);
+  t.equal(fromNode.verdict.kind, 'drop', 'the ranges apply to the node itself too');
+  t.notMatch(fromNode.policy.join('\n'), /cluster-wide/, 'no short-circuit line for a refused source');
+  const us = trace(T, q(CLIENT, '203.0.113.11', 80), host, US, userspacePath);
+  t.match(us.path[0]?.does, /source outside loadBalancerSourceRanges/);
+  const ipt = trace(T, q(CLIENT, '203.0.113.11', 80), host, IPT, iptablesPath);
+  t.match(ipt.path, [{ at: 'filter KUBE-PROXY-FIREWALL', does: /DROP/ }]);
 });
 
 t.test('no Service port: untouched, or mode-specific REJECT/DROP inside the service range', async (t) => {
