@@ -24,7 +24,7 @@ export interface KernelObservation {
   readonly verdict: KernelVerdict;
   /** The endpoint conntrack shows, for a DNAT-ed probe. */
   readonly endpoint?: { readonly ip: string; readonly port: number };
-  /** Conntrack's reply tuple points at another address than the source. */
+  /** A masquerade rule ran for the probe, or conntrack's reply tuple points at another address than the source. */
   readonly masqueraded: boolean;
   /** The nftables chains the probe went through, in order (`ip ferry services`, …). */
   readonly chains: readonly string[];
@@ -70,6 +70,9 @@ export function observe(lines: readonly string[], ownTable: string, spec: ProbeS
   const chains: string[] = [];
   let dropped = false;
   let rejected = false;
+  // Masquerading the node's own traffic may keep its address (a node IP masquerades to itself),
+  // so conntrack alone cannot tell: the executed masquerade rule can.
+  let masqueradeRule = false;
   for (const line of lines) {
     const m = /^trace id [0-9a-f]+ (\S+) (\S+) (\S+) (.*)$/.exec(line);
     if (!m) continue;
@@ -82,9 +85,10 @@ export function observe(lines: readonly string[], ownTable: string, spec: ProbeS
       else dropped = true;
     }
     if (/^rule .*\b(reject|REJECT)\b/.test(rest)) rejected = true;
+    if (/^rule (.*\s)?("?MASQUERADE"?|masquerade)(\s|$)/.test(rest)) masqueradeRule = true;
   }
   const nat = reply !== undefined && (reply.src !== spec.dst || reply.sport !== spec.port);
-  const masqueraded = reply !== undefined && reply.dst !== spec.src;
+  const masqueraded = masqueradeRule || (reply !== undefined && reply.dst !== spec.src);
   const verdict: KernelVerdict = rejected ? 'reject' : dropped ? 'drop' : nat ? 'dnat' : 'untouched';
   return { verdict, ...(verdict === 'dnat' && reply ? { endpoint: { ip: reply.src, port: reply.sport } } : {}), masqueraded: verdict === 'dnat' && masqueraded, chains, lines };
 }

@@ -32,6 +32,14 @@ t.test('DNAT: chains in order, endpoint and masquerade from the reply tuple', as
   const masq = observe(lines, OWN, spec, { src: '198.19.3.2', sport: 8080, dst: '198.18.0.11' });
   t.equal(masq.masqueraded, true);
   t.equal(replyTuple(ct, 31001), undefined, 'another source port is not the probe');
+  // The node's own traffic masqueraded to the same node address: only the executed rule shows it.
+  const nodeSpec: ProbeSpec = { ...spec, src: '198.18.0.11', fromHost: true };
+  const viaMark = [...lines, head('aa01', 'ferry mark-for-masquerade rule meta mark set meta mark | 0x00004000 (verdict continue)'), head('aa01', 'ferry svc-1234-default/web/tcp/http rule jump mark-for-masquerade (verdict jump mark-for-masquerade)')];
+  t.equal(observe(viaMark, OWN, nodeSpec, { src: '198.19.3.2', sport: 8080, dst: '198.18.0.11' }).masqueraded, false, 'a mark alone is not a masquerade');
+  const done = [...viaMark, head('aa01', 'ferry masquerading rule masquerade fully-random (verdict accept)')];
+  t.equal(observe(done, OWN, nodeSpec, { src: '198.19.3.2', sport: 8080, dst: '198.18.0.11' }).masqueraded, true, 'the masquerade rule ran');
+  const ipt = [head('ab01', 'nat KUBE-POSTROUTING rule counter packets 0 bytes 0 xt target "MASQUERADE" (verdict accept)')];
+  t.equal(observe([...lines, ...ipt], OWN, nodeSpec, { src: '198.19.3.2', sport: 8080, dst: '198.18.0.11' }).masqueraded, true, 'iptables-nft MASQUERADE');
 });
 
 t.test('REJECT and DROP from the verdicts', async (t) => {
