@@ -342,7 +342,10 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   let verdict: Explanation['verdict'];
   if (firewallDrop !== undefined) verdict = { kind: 'drop', reason: firewallDrop };
   else if (set.verdict === 'forward') {
-    verdict = { kind: 'dnat', reason: `DNAT to one of ${endpoints.length} endpoint${endpoints.length === 1 ? '' : 's'} of the ${role} set${svc.affinityTimeoutSeconds > 0 ? ', sticky per client' : ', at random'}` };
+    verdict =
+      endpoints.length === 1
+        ? { kind: 'dnat', reason: `DNAT to the only endpoint of the ${role} set` }
+        : { kind: 'dnat', reason: `DNAT to one of ${endpoints.length} endpoints of the ${role} set${svc.affinityTimeoutSeconds > 0 ? ', sticky per client' : ', at random'}` };
   } else if (set.verdict === 'drop') {
     const policyName = role === 'internal' ? 'internalTrafficPolicy' : 'externalTrafficPolicy';
     verdict = { kind: 'drop', reason: `${policyName} Local and no usable endpoint on node ${table.nodeName} (endpoints exist elsewhere)` };
