@@ -235,7 +235,7 @@ export function registerTrace(program: Command): void {
       const t = await requestTrace(opts.address, q);
       let check: KernelCheck | undefined;
       if (opts.kernel) {
-        if (t.mode === 'userspace') throw new CliError('--kernel: userspace mode forwards in a process, not with kernel NAT: there is no kernel path to trace');
+        if (t.mode !== 'nftables' && t.mode !== 'iptables') throw new CliError(`--kernel: only the nftables and iptables modes translate with netfilter NAT that a kernel trace can follow; this node runs ${t.mode} mode`);
         if (t.protocol === 'SCTP') throw new CliError('--kernel: SCTP probes are not supported');
         // Loaded only here: plain traces never touch the kernel.
         const { kernelProbe, KernelTraceError } = await import('../backends/kernel/trace-probe.js');

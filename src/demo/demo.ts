@@ -228,7 +228,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     if (!(await ferryCli(['status']))) allOk = false;
     const clientPod = cluster.pod('client-pod');
     // In a kernel mode, --kernel also sends a marked probe and checks the kernel agrees.
-    const kernel = opts.mode === 'userspace' ? [] : ['--kernel'];
+    const kernel = opts.mode === 'nftables' || opts.mode === 'iptables' ? ['--kernel'] : [];
     if (!(await ferryCli(['trace', clientPod.ip, `${clusterIP}:80`, ...kernel]))) allOk = false;
     out(`\n${allOk ? 'All checks passed' : 'Some checks FAILED'}. Tearing down...\n`);
     return allOk;

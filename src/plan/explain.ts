@@ -49,6 +49,12 @@ export interface ModeFacts {
   readonly dropsUnallocatedServiceIPs: boolean;
   /** The data path re-originates every connection from the node (userspace): the source is always the node's. */
   readonly reoriginates: boolean;
+  /**
+   * Socket-level load balancing (ebpf): a local client's connect() goes straight to the endpoint,
+   * so nothing is NATed or masqueraded; `fromOutside` says why traffic from the network is not
+   * handled yet (absent: it is).
+   */
+  readonly socketLB?: { readonly fromOutside?: string };
 }
 
 export type Frontend = 'clusterIP' | 'nodePort' | 'externalIP' | 'loadBalancerIP';
@@ -256,7 +262,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   const traffic = classify(q, table, host);
   const base = { node: table.nodeName, mode: mode.mode, family, src: q.src, dst: q.dst, port: q.port, protocol: q.protocol, traffic };
   const { found, why } = findFrontend(q, table, host, mode);
-  if (!found) {
+  const outsideUnserved = mode.socketLB?.fromOutside !== undefined && traffic.class === 'external' ? mode.socketLB.fromOutside : undefined;
+  if (!found || outsideUnserved !== undefined) {
     return {
       ...base,
       match: null,
@@ -266,8 +273,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
       blockedBySourceRanges: false,
       endpoints: [],
       affinitySeconds: 0,
-      masquerade: { value: 'no', reason: 'no Service port matched' },
-      verdict: noMatchVerdict(q, table, mode, why),
+      masquerade: { value: 'no', reason: outsideUnserved ?? 'no Service port matched' },
+      verdict: outsideUnserved !== undefined ? { kind: 'untouched', reason: `${mode.mode} mode: ${outsideUnserved}` } : noMatchVerdict(q, table, mode, why),
     };
   }
   const { svc, frontend } = found;
@@ -357,6 +364,7 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   const hairpin = endpoints.filter((e) => sameIP(e.ip, q.src));
   if (verdict.kind !== 'dnat') masquerade = { value: 'no', reason: 'the packet is not forwarded' };
   else if (mode.reoriginates) masquerade = { value: 'yes', reason: `${mode.mode} mode re-originates every connection from the node` };
+  else if (mode.socketLB) masquerade = { value: 'no', reason: `${mode.mode} mode connects the client's socket straight to the endpoint: no NAT, nothing to masquerade` };
   else if (masq.value) masquerade = { value: 'yes', reason: masq.reason };
   else if (hairpin.length > 0 && hairpin.length === endpoints.length) masquerade = { value: 'yes', reason: 'hairpin: the only candidate endpoint is the source itself' };
   else if (hairpin.length > 0) masquerade = { value: 'hairpin', reason: `${masq.reason}; masqueraded only when DNAT-ed back to the source itself (hairpin)` };

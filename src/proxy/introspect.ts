@@ -11,6 +11,7 @@ import type { Backend, IPFamily, ProxyTables } from '../plan/types.js';
 import { NFTABLES_FACTS, nftablesPath } from '../backends/nftables/trace.js';
 import { iptablesFacts, iptablesPath } from '../backends/iptables/trace.js';
 import { userspaceFacts, userspacePath } from '../backends/userspace/trace.js';
+import { EBPF_FACTS, ebpfPath } from '../backends/ebpf/trace.js';
 import type { SyncResult } from '../sync/syncer.js';
 
 /** The mode's facts and path for trace; a mode without its own description gets a neutral one. */
@@ -22,6 +23,8 @@ export function modeTrace(mode: string, config: Pick<ProxyConfig, 'localhostNode
       return { facts: iptablesFacts(config.localhostNodePorts), pathOf: iptablesPath };
     case 'userspace':
       return { facts: userspaceFacts(config.localhostNodePorts), pathOf: userspacePath };
+    case 'ebpf':
+      return { facts: EBPF_FACTS, pathOf: ebpfPath };
     default:
       return {
         facts: { mode, localhostNodePorts: false, rejectsUnknownClusterIPPorts: false, dropsUnallocatedServiceIPs: false, reoriginates: false },

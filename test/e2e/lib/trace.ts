@@ -62,7 +62,7 @@ export async function traceAgrees(t: Assert, env: ProxyEnv, rs: readonly ProbeRe
   const node = env.cluster.node(via);
   const cls = c.from.kind === 'pod' ? 'pod' : c.from.kind === 'node' ? 'node' : 'external';
   const dst = c.target.addr.includes(':') ? `[${c.target.addr}]` : c.target.addr;
-  const kernel = env.mode === 'userspace' ? [] : ['--kernel'];
+  const kernel = env.mode === 'nftables' || env.mode === 'iptables' ? ['--kernel'] : [];
   const r = await ferryCli(env, node.name, ['trace', c.src, `${dst}:${c.target.port}/${c.target.proto}`, '--from', cls, '-o', 'json', '--address', '127.0.0.1:10249', ...kernel]);
   // Exit 3: explained, but the kernel disagreed (asserted below with the details).
   if (!t.ok(r.exitCode === 0 || (r.exitCode === 3 && kernel.length > 0), `${what}: ferry trace${kernel.length ? ' --kernel' : ''} on ${via} answers (${r.stderr.trim() || 'ok'})`)) return;
@@ -94,7 +94,9 @@ export async function traceAgrees(t: Assert, env: ProxyEnv, rs: readonly ProbeRe
   t.ok(subset && exact, `${what}: traced endpoints match those that answered (${[...seen].join(' ')}); ${said}`);
 
   // Masquerade: what the endpoints saw.
-  const origin = env.sourceMatches('origin', c.src, via);
+  // The node's own traffic leaves with whichever of its addresses the route picks (its node IP,
+  // or the pod gateway towards a local pod): any node address is its own, not masquerading.
+  const origin = c.from.kind === 'node' ? env.sourceMatches('node', c.src, via) : env.sourceMatches('origin', c.src, via);
   const masq = env.sourceMatches('node', c.src, via);
   const bad = answered.filter((x) => {
     const expectMasq = tr.masquerade.value === 'yes' || (tr.masquerade.value === 'hairpin' && x.pod !== undefined && podIP(x.pod) === norm(c.src));

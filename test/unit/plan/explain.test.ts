@@ -9,6 +9,7 @@ import type { ProxyTables } from '../../../src/plan/types.js';
 import { NFTABLES_FACTS, nftablesPath } from '../../../src/backends/nftables/trace.js';
 import { iptablesFacts, iptablesPath } from '../../../src/backends/iptables/trace.js';
 import { userspaceFacts, userspacePath } from '../../../src/backends/userspace/trace.js';
+import { EBPF_FACTS, ebpfPath } from '../../../src/backends/ebpf/trace.js';
 import { serviceNames } from '../../../src/backends/nftables/names.js';
 import { serviceChainNames, endpointChainName } from '../../../src/backends/iptables/names.js';
 import { DROP, ep, fwd, REJECT, svc, table, tables } from '../backends/ir-builders.js';
@@ -268,4 +269,15 @@ t.test('userspace path: the listener and the forwarder', async (t) => {
   t.match(rej.path[1]?.does, /new UDP connection from the node to one of 198.18.1.7:8080/);
   const e = trace(T, q(POD, '198.19.0.12', 80), host, US, userspacePath);
   t.match(e.path[0]?.does, /resets/);
+});
+
+t.test('ebpf: socket-level LB never masquerades; traffic from outside is not handled yet', async (t) => {
+  const hp = trace(T, q(POD, '198.19.0.16', 80), host, EBPF_FACTS, ebpfPath);
+  t.equal(hp.verdict.kind, 'dnat');
+  t.equal(hp.masquerade.value, 'no', 'even hairpin: the pod connects straight to itself');
+  t.match(hp.path[0], { at: 'cgroup connect4', does: /ferry_svc \[198\.19\.0\.16 80\/TCP\]/ });
+  const ext = trace(T, q(CLIENT, NODE_IP, 30080), host, EBPF_FACTS, ebpfPath);
+  t.equal(ext.verdict.kind, 'untouched');
+  t.match(ext.verdict.reason, /not handled yet/);
+  t.equal(trace(T, q(POD, '198.19.0.12', 80), host, EBPF_FACTS, ebpfPath).verdict.kind, 'reject');
 });
