@@ -379,9 +379,9 @@ export class Syncer {
 
   /**
    * A piece that took longer than the target shrinks the budget, a quicker one grows it (at most
-   * 2× a step). Never below minBudget (default 2,000): every transaction that adds chains pays
-   * the kernel's validation of the whole table (about 250 ms at tens of thousands of chains), so
-   * smaller pieces would only multiply that fixed cost.
+   * 2× a step). Never below minBudget (default 2,000): each sync has a cost of its own that
+   * grows with the table (measured, not yet explained: docs/sync.md), and smaller pieces would
+   * only multiply it.
    */
   private adaptBudget(tookMs: number): void {
     const b = this.opts.bound;
