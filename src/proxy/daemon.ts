@@ -166,7 +166,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     intactCheckMs: deps.intactCheckMs,
     // A Service too big for one quick transaction goes in pieces of about this many ms, so a
     // normal change never waits behind it for long (docs/sync.md, "Bounded cost per Service").
-    bound: { targetMs: BOUNDED_PIECE_MS },
+    // An nftables piece costs about what it holds, so pieces may get small; an iptables-restore
+    // pays for every Service's KUBE-SERVICES line each time, so small pieces would only repeat that.
+    bound: { targetMs: BOUNDED_PIECE_MS, minBudget: backend.name === 'nftables' ? 200 : 2000 },
   });
   let watchesRef: ClusterWatches | undefined;
   const introspection = new DaemonIntrospection({

@@ -379,9 +379,8 @@ export class Syncer {
 
   /**
    * A piece that took longer than the target shrinks the budget, a quicker one grows it (at most
-   * 2× a step). Never below minBudget (default 2,000): each sync has a cost of its own that
-   * grows with the table (measured, not yet explained: docs/sync.md), and smaller pieces would
-   * only multiply it.
+   * 2× a step). Never below minBudget (default 2,000): where each sync has a cost of its own
+   * that grows with the table (an iptables-restore), smaller pieces would only multiply it.
    */
   private adaptBudget(tookMs: number): void {
     const b = this.opts.bound;
