@@ -60,6 +60,24 @@ export class Agent {
   }
 }
 
+/** Resolves when a loadgen server prints its `ready` line; rejects with `makeError` after `timeoutMs`. */
+export function waitReady(child: ChildProcess, timeoutMs: number, makeError: (msg: string) => Error): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (!child.stdout) return reject(makeError('loadgen server has no stdout pipe'));
+    const lines = createInterface({ input: child.stdout });
+    const t = setTimeout(() => {
+      lines.close();
+      reject(makeError('loadgen server did not start'));
+    }, timeoutMs);
+    lines.on('line', (l) => {
+      if (l === 'ready') {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  });
+}
+
 export interface ClusterBenchOptions {
   readonly work: string;
   readonly progress: (msg: string) => void;
@@ -129,15 +147,7 @@ export class ClusterBench {
     const srv = await this.cluster.addPod({ name: 'srv', node: this.node.name, labels: { app: 'web' } });
     const cli = await this.cluster.addPod({ name: 'cli', node: this.node.name, labels: { app: 'client' } });
     const server = this.cluster.spawnIn(srv.netns, [process.execPath, LOADGEN, 'serve', '--conn-port', String(CONN_PORT), '--sink-port', String(SINK_PORT)], { pipe: true });
-    await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new ClusterBenchError('loadgen server did not start')), 20_000);
-      createInterface({ input: server.stdout! }).on('line', (l) => {
-        if (l === 'ready') {
-          clearTimeout(t);
-          resolve();
-        }
-      });
-    });
+    await waitReady(server, 20_000, (m) => new ClusterBenchError(m));
     this.podAgent = new Agent(this.cluster.spawnIn(cli.netns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));
     this.clientAgent = new Agent(this.cluster.spawnIn(this.cluster.clientNetns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));
   }

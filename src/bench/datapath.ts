@@ -24,7 +24,6 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
@@ -33,7 +32,7 @@ import { startApiServer, type ApiServer } from '../sim/apiserver/index.js';
 import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
-import { Agent } from './cluster.js';
+import { Agent, waitReady } from './cluster.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
 import { summarize } from './stats.js';
 import { readConntrackStat, type RateResult } from './tcpstat.js';
@@ -184,15 +183,7 @@ export class DatapathBench {
       lane.srv = await this.cluster.addPod({ name: `s${i + 1}`, node: lane.node.name, labels });
       const cli = await this.cluster.addPod({ name: `c${i + 1}`, node: lane.node.name, labels: { app: 'client' } });
       lane.server = this.cluster.spawnIn(lane.srv.netns, [process.execPath, LOADGEN, 'serve', '--conn-port', String(CONN_PORT), '--sink-port', String(SINK_PORT)], { pipe: true });
-      await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new DatapathBenchError('loadgen server did not start')), 20_000);
-        createInterface({ input: lane.server!.stdout! }).on('line', (l) => {
-          if (l === 'ready') {
-            clearTimeout(t);
-            resolve();
-          }
-        });
-      });
+      await waitReady(lane.server, 20_000, (m) => new DatapathBenchError(m));
       lane.podAgent = new Agent(this.cluster.spawnIn(cli.netns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));
     }
     this.clientAgent = new Agent(this.cluster.spawnIn(this.cluster.clientNetns, [process.execPath, LOADGEN, 'agent'], { pipe: true }));

@@ -6,9 +6,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compare, ratio3, round, verdict } from './stats.js';
+import { compare, ratio3, round, verdict, type Spread } from './stats.js';
 import { barChart } from './svg.js';
-import type { BenchResults, DatapathRow, RatioRow, SpreadSummary } from './types.js';
+import type { BenchResults, DatapathRow, RatioRow } from './types.js';
 
 const sizeLabel = (s: { services: number; endpoints?: number }): string =>
   s.endpoints === undefined ? `${s.services} svc` : `${s.services}x${s.endpoints}`;
@@ -72,7 +72,7 @@ export function datapathRatios(r: Pick<BenchResults, 'datapath'>): RatioRow[] {
   return out;
 }
 
-function spread(x: SpreadSummary): string {
+function spread(x: Spread): string {
   return `${x.median} (${x.min}–${x.max})`;
 }
 

@@ -3,6 +3,8 @@
  * milliseconds, sizes bytes, rates per second. Plain data, JSON-serializable.
  */
 
+import type { Spread } from './stats.js';
+
 export type Phase = 'compile' | 'apply' | 'latency' | 'datapath' | 'daemon';
 export const PHASES: readonly Phase[] = ['compile', 'apply', 'latency', 'datapath', 'daemon'];
 
@@ -120,15 +122,6 @@ export interface DaemonRow extends Size {
 export type DatapathMode = 'nftables' | 'iptables' | 'userspace' | 'ebpf' | 'reference' | 'direct' | 'kube-proxy';
 export type DatapathPath = 'nodeport' | 'clusterip';
 
-/** Median and spread over the interleaved rounds (stats.ts). */
-export interface SpreadSummary {
-  readonly n: number;
-  readonly median: number;
-  readonly min: number;
-  readonly max: number;
-  readonly q1: number;
-  readonly q3: number;
-}
 
 /** One open-loop measurement of one lane and path in one round. */
 export interface DatapathRound {
@@ -173,17 +166,17 @@ export interface DatapathRow {
   /** Offered new connections per second (open loop), each one request and one answer. */
   readonly offered: number;
   readonly rounds: number;
-  readonly connPerSec: SpreadSummary;
-  readonly cpuMsPerKConn: SpreadSummary;
-  readonly proxyCpuMsPerKConn: SpreadSummary;
-  readonly p99Ms: SpreadSummary;
+  readonly connPerSec: Spread;
+  readonly cpuMsPerKConn: Spread;
+  readonly proxyCpuMsPerKConn: Spread;
+  readonly p99Ms: Spread;
   readonly ok: number;
   readonly connErrors: number;
   readonly timeouts: number;
   readonly synRetransmits: number;
   readonly stalls: number;
   readonly ctInsertFailed: number;
-  readonly machineBusy: SpreadSummary;
+  readonly machineBusy: Spread;
 }
 
 /** A lane at one size that was not measured, and why (not available, over its limit, failed). */

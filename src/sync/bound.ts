@@ -32,6 +32,11 @@ function serviceOf(key: ServicePortKey): string {
   return colon < 0 ? key : key.slice(0, colon);
 }
 
+interface KeyCost {
+  readonly key: ServicePortKey;
+  readonly cost: number;
+}
+
 export interface BoundedSync {
   /** What to program now: base with the chosen keys at their planned entries. */
   readonly tables: ProxyTables;
@@ -55,7 +60,8 @@ export function boundSync(
   changes: SyncChanges,
   budget: number,
 ): BoundedSync | undefined {
-  const costs = new Map<string, { cost: number; keys: ServicePortKey[] }>();
+  // Per Service: its total and each changed key with its own cost, computed once.
+  const costs = new Map<string, { cost: number; keys: KeyCost[] }>();
   // A full sync lists every key; what base already holds as planned is kept whatever happens,
   // so it costs this decision nothing and is always in.
   const kept = new Set<ServicePortKey>();
@@ -71,17 +77,17 @@ export function boundSync(
     let g = costs.get(svc);
     if (!g) costs.set(svc, (g = { cost: 0, keys: [] }));
     g.cost += c;
-    g.keys.push(k);
+    g.keys.push({ key: k, cost: c });
     if (g.cost > budget) oversized = true;
   }
   if (!oversized) return undefined;
 
   const chosen = kept;
-  const big: [string, { cost: number; keys: ServicePortKey[] }][] = [];
+  const big: [string, { cost: number; keys: KeyCost[] }][] = [];
   let spent = 0;
   for (const [svc, g] of costs) {
     if (g.cost <= budget) {
-      for (const k of g.keys) chosen.add(k);
+      for (const k of g.keys) chosen.add(k.key);
       spent += g.cost;
     } else big.push([svc, g]);
   }
@@ -90,15 +96,13 @@ export function boundSync(
   const deferredServices: string[] = [];
   let deferredKeys = 0;
   for (const [svc, g] of big) {
-    g.keys.sort();
+    g.keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     let i = 0;
     for (; i < g.keys.length; i++) {
-      const k = g.keys[i]!;
-      let c = 0;
-      for (const f of FAMILIES) c += Math.max(entryCost(base?.[f].services.get(k)), entryCost(next[f].services.get(k)));
-      if (spent + c > budget && (spent > 0 || i > 0)) break;
-      chosen.add(k);
-      spent += c;
+      const { key, cost } = g.keys[i]!;
+      if (spent + cost > budget && (spent > 0 || i > 0)) break;
+      chosen.add(key);
+      spent += cost;
     }
     if (i < g.keys.length) {
       deferredKeys += g.keys.length - i;
