@@ -25,7 +25,7 @@ import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
 import { histogramPercentiles, percentiles, round } from './stats.js';
-import type { LatencyRow, ProxyUnderTest } from './types.js';
+import type { LatencyMetric, LatencyRow, LatencyWindow, ProxyUnderTest } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const LOADGEN = join(HERE, 'loadgen.js');
@@ -34,6 +34,51 @@ const NS = 'default';
 const CONN_PORT = 9000;
 const SINK_PORT = 9001;
 const METRIC = 'kubeproxy_network_programming_duration_seconds';
+/** ferry's own share: watch event received → programmed (docs/cli.md). */
+const EVENT_METRIC = 'ferry_sync_event_to_programmed_seconds';
+
+interface Bucket {
+  readonly le: number;
+  readonly count: number;
+}
+
+/** p50/p90/p99 in ms of what a cumulative histogram gained between two scrapes. */
+function histogramDiff(before: Bucket[] | undefined, after: Bucket[] | undefined): LatencyMetric | undefined {
+  if (!after) return undefined;
+  const diff = after.map((b) => ({ le: b.le, count: b.count - (before?.find((x) => x.le === b.le)?.count ?? 0) }));
+  const count = diff.length ? Math.max(...diff.map((d) => d.count)) : 0;
+  if (count === 0) return undefined;
+  const [p50, p90, p99] = histogramPercentiles(diff, [50, 90, 99]).map(round);
+  return { count, p50: p50!, p90: p90!, p99: p99! };
+}
+
+const BENCH_SERVICE_CIDR = '10.96.0.0/16';
+/** Whether ebpf mode serves NodePorts to clients outside the node (its tc programs). */
+const EBPF_SERVES_OUTSIDE = false;
+
+/**
+ * The command line of the proxy under test in `node`. ebpf attaches to the node's own cgroup and
+ * pins under the cluster's bpffs directory — never the host's cgroup root (its default); it must
+ * see the host's /sys, so it enters only the netns (`hostMounts`).
+ */
+export function proxyArgv(
+  cluster: Cluster,
+  node: SimNode,
+  mode: ProxyUnderTest,
+  kubeconfig: string,
+  kubeProxy?: string | null,
+): { argv: string[]; hostMounts: boolean } {
+  const common = ['--kubeconfig', kubeconfig, '--hostname-override', node.name, '--cluster-cidr', cluster.clusterCIDRs.join(',')];
+  if (mode === 'kube-proxy') {
+    return { argv: [kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249'], hostMounts: false };
+  }
+  const argv = [process.execPath, FERRY_BIN, ...common, '--proxy-mode', mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
+  if (mode !== 'ebpf') return { argv, hostMounts: false };
+  const cg = cluster.cgroupOf({ kind: 'node', node: node.name });
+  if (!cg) throw new ClusterBenchError('ebpf mode needs a cgroup v2 mount for the node cgroups (none in /proc/self/mounts)');
+  argv.push('--ebpf-cgroup-root', cg, '--ebpf-bpffs-dir', cluster.bpffsDirOf(node.name));
+  return { argv, hostMounts: true };
+}
 
 export class ClusterBenchError extends Error {
   constructor(message: string) {
@@ -136,7 +181,8 @@ export class ClusterBench {
     // The LAN addresses are shared with every other simulated cluster on the machine: wait our turn.
     this.cluster = await createCluster({ nodes: 1, lanWaitMs: 20 * 60_000 });
     this.node = this.cluster.nodes[0]!;
-    this.api = await startApiServer({ host: this.cluster.hostIP, port: 0, serviceCIDRs: this.cluster.serviceCIDRs, watchHistory: 200_000 });
+    // A /16: 44k Services do not fit the simulator's default /18.
+    this.api = await startApiServer({ host: this.cluster.hostIP, port: 0, serviceCIDRs: [BENCH_SERVICE_CIDR], watchHistory: 400_000 });
     this.kubeconfig = join(this.opts.work, 'kubeconfig');
     this.api.writeKubeconfig(this.kubeconfig);
     await this.cluster.attachApiServer(this.kubeconfig);
@@ -201,16 +247,16 @@ export class ClusterBench {
     await this.api.settled();
   }
 
-  /** Starts ferry (or kube-proxy) in node-1 and waits until the target Service answers from the pod. */
-  async startProxy(mode: ProxyUnderTest, readyTimeoutMs: number): Promise<number> {
-    this.logFile = join(this.opts.work, `${mode}-${this.fillers}.log`);
-    const common = ['--kubeconfig', this.kubeconfig, '--hostname-override', this.node.name, '--cluster-cidr', this.cluster.clusterCIDRs.join(',')];
-    const argv =
-      mode === 'kube-proxy'
-        ? [this.opts.kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249']
-        : [process.execPath, FERRY_BIN, ...common, '--proxy-mode', mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
+  /**
+   * Starts ferry (or kube-proxy) in node-1 and waits until the target Service answers from the pod.
+   * `window` '1s' passes an explicit `--iptables-min-sync-period 1s` (kube-proxy's fixed window).
+   */
+  async startProxy(mode: ProxyUnderTest, readyTimeoutMs: number, window: LatencyWindow = 'default'): Promise<number> {
+    this.logFile = join(this.opts.work, `${mode}-${this.fillers}-${window}.log`);
+    const { argv, hostMounts } = proxyArgv(this.cluster, this.node, mode, this.kubeconfig, this.opts.kubeProxy);
+    if (window === '1s') argv.push('--iptables-min-sync-period', '1s');
     const t0 = Date.now();
-    this.proxy = this.cluster.spawnIn(this.node.netns, argv, { logFile: this.logFile });
+    this.proxy = this.cluster.spawnIn(this.node.netns, argv, { logFile: this.logFile, hostMounts });
     await this.waitTarget(readyTimeoutMs, mode);
     return Date.now() - t0;
   }
@@ -219,6 +265,9 @@ export class ClusterBench {
     const t = this.target!;
     const r = await this.podAgent.ask(`wait ${t.clusterIP} 80 ${timeoutMs}`);
     if (!r.startsWith('ok')) throw new ClusterBenchError(`${what}: target Service ${t.clusterIP}:80 never answered from pod cli (${r}); log: ${this.tail()}`);
+    // ebpf mode serves local sockets only: traffic from outside the node needs its tc programs
+    // (docs/ebpf.md), so its start-up is timed to the pod's connection alone.
+    if (what === 'ebpf' && !EBPF_SERVES_OUTSIDE) return;
     const r2 = await this.clientAgent.ask(`wait ${this.node.ip} ${t.nodePortConn} ${timeoutMs}`);
     if (!r2.startsWith('ok')) throw new ClusterBenchError(`${what}: NodePort ${this.node.ip}:${t.nodePortConn} never answered from the client (${r2}); log: ${this.tail()}`);
   }
@@ -268,57 +317,79 @@ export class ClusterBench {
     await runIn(this.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
   }
 
-  private async histogram(): Promise<{ le: number; count: number }[] | undefined> {
+  /** Both latency histograms from the proxy's /metrics (kube-proxy has only the first). */
+  private async histograms(): Promise<Record<string, Bucket[]>> {
     const r = await runIn(this.node.netns, ['curl', '-s', '--max-time', '3', 'http://127.0.0.1:10249/metrics'], { allowFailure: true });
-    if (r.exitCode !== 0) return undefined;
-    const out: { le: number; count: number }[] = [];
-    const re = new RegExp(`^${METRIC}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} ([0-9.e+]+)`);
+    const out: Record<string, Bucket[]> = {};
+    if (r.exitCode !== 0) return out;
+    const re = /^([a-z_]+)_bucket\{[^}]*le="([^"]+)"[^}]*\} ([0-9.e+]+)/;
     for (const line of r.stdout.split('\n')) {
       const m = re.exec(line);
-      if (m) out.push({ le: m[1] === '+Inf' ? Infinity : Number(m[1]), count: Number(m[2]) });
+      if (m && (m[1] === METRIC || m[1] === EVENT_METRIC)) (out[m[1]] ??= []).push({ le: m[2] === '+Inf' ? Infinity : Number(m[2]), count: Number(m[3]) });
     }
-    return out.length ? out : undefined;
+    return out;
   }
 
   /**
-   * `changes` Service creations, each timed from the API write until the pod connects through it,
-   * each made `gapMs` after the previous one became reachable.
+   * `changes` Service creations, each timed from its own API write until the pod connects through
+   * it. `burst` 1: one at a time, each made `gapMs` after the previous one became reachable (an
+   * idle proxy, past any min sync period). `burst` > 1: that many created at once (concurrent API
+   * writes), `gapMs` after the previous burst was reachable.
    */
-  async latency(mode: ProxyUnderTest, changes: number, perChangeTimeoutMs: number, gapMs: number): Promise<LatencyRow> {
-    const before = await this.histogram();
+  async latency(mode: ProxyUnderTest, v: LatencyVariant, changes: number, perChangeTimeoutMs: number, gapMs: number): Promise<LatencyRow> {
+    const before = await this.histograms();
     const samples: number[] = [];
     let failures = 0;
     const created: string[] = [];
-    for (let i = 0; i < changes; i++) {
-      // Changes arrive on an idle proxy (past its min sync period), one at a time.
+    for (let done = 0; done < changes; ) {
       await new Promise((r) => setTimeout(r, gapMs));
-      const name = `lat-${++this.latencySeq}`;
-      const t0 = performance.timeOrigin + performance.now();
-      const s = await this.core.createNamespacedService({
-        namespace: NS,
-        body: svc(name, { selector: { app: 'web' }, ports: [{ name: 'conn', port: 80, targetPort: CONN_PORT, protocol: 'TCP' }] }),
+      const n = Math.min(v.burst, changes - done);
+      const batch = await Promise.all(
+        Array.from({ length: n }, async () => {
+          const name = `lat-${++this.latencySeq}`;
+          const t0 = performance.timeOrigin + performance.now();
+          const s = await this.core.createNamespacedService({
+            namespace: NS,
+            body: svc(name, { selector: { app: 'web' }, ports: [{ name: 'conn', port: 80, targetPort: CONN_PORT, protocol: 'TCP' }] }),
+          });
+          created.push(name);
+          return { t0, ip: s.spec?.clusterIP ?? '' };
+        }),
+      );
+      const r = await this.podAgent.ask(`waitmany ${batch.map((b) => b.ip).join(',')} 80 ${perChangeTimeoutMs}`);
+      const times = r.startsWith('ok ') ? r.slice(3).split(',') : [];
+      batch.forEach((b, k) => {
+        const t = times[k];
+        if (t !== undefined && t !== 'x') samples.push(Number(t) - b.t0);
+        else failures++;
       });
-      created.push(name);
-      const r = await this.podAgent.ask(`wait ${s.spec?.clusterIP ?? ''} 80 ${perChangeTimeoutMs}`);
-      const m = /^ok ([0-9.]+)/.exec(r);
-      if (m) samples.push(Number(m[1]) - t0);
-      else failures++;
-      if ((i + 1) % 10 === 0) this.opts.progress(`latency ${mode} @${this.fillers}: ${i + 1}/${changes}`);
+      const before10 = Math.floor(done / 10);
+      done += n;
+      if (Math.floor(done / 10) !== before10) this.opts.progress(`latency ${mode} ${variantLabel(v)} @${this.fillers}: ${done}/${changes}`);
     }
-    const after = await this.histogram();
-    let metric: LatencyRow['metric'];
-    if (after) {
-      const diff = after.map((b) => ({ le: b.le, count: b.count - (before?.find((x) => x.le === b.le)?.count ?? 0) }));
-      const count = diff.length ? Math.max(...diff.map((d) => d.count)) : 0;
-      const [p50, p90, p99] = histogramPercentiles(diff, [50, 90, 99]).map(round);
-      metric = { count, p50: p50!, p90: p90!, p99: p99! };
-    }
+    const after = await this.histograms();
+    const metric = histogramDiff(before[METRIC], after[METRIC]);
+    const programmed = histogramDiff(before[EVENT_METRIC], after[EVENT_METRIC]);
     await pool(created, 16, async (name) => {
       await this.core.deleteNamespacedService({ name, namespace: NS }).catch(() => undefined);
     });
     await this.api.settled();
-    return { services: this.fillers, mode, e2eMs: percentiles(samples), ...(metric ? { metric } : {}), failures };
+    return { services: this.fillers, mode, window: v.window, burst: v.burst, e2eMs: percentiles(samples), ...(metric ? { metric } : {}), ...(programmed ? { programmed } : {}), failures };
   }
+}
+
+/** How the changes of one latency measurement arrive, and the proxy's sync window. */
+export interface LatencyVariant {
+  readonly window: LatencyWindow;
+  /** 1 = singly; more = that many Services created at once. */
+  readonly burst: number;
+  readonly changes: number;
+  /** Only these modes (default: every latency mode). */
+  readonly modes?: readonly ProxyUnderTest[];
+}
+
+export function variantLabel(v: LatencyVariant): string {
+  return `${v.burst === 1 ? 'single' : `bursts of ${v.burst}`}, window ${v.window}`;
 }
 
 export function makeWorkDir(): string {

@@ -32,15 +32,14 @@ import { startApiServer, type ApiServer } from '../sim/apiserver/index.js';
 import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
-import { Agent, waitReady } from './cluster.js';
+import { Agent, proxyArgv, waitReady } from './cluster.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
 import { summarize } from './stats.js';
 import { readConntrackStat, type RateResult } from './tcpstat.js';
-import type { DatapathMode, DatapathPath, DatapathRound, DatapathRow } from './types.js';
+import type { DatapathMode, DatapathPath, DatapathRound, DatapathRow, ProxyUnderTest } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const LOADGEN = join(HERE, 'loadgen.js');
-const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
 const NS = 'default';
 const CONN_PORT = 9000;
 const SINK_PORT = 9001;
@@ -272,20 +271,9 @@ export class DatapathBench {
   }
 
   private startProxy(lane: Lane): void {
-    const common = ['--kubeconfig', this.kubeconfig, '--hostname-override', lane.node.name, '--cluster-cidr', this.cluster.clusterCIDRs.join(',')];
-    const argv =
-      lane.spec.kind === 'kube-proxy'
-        ? [this.opts.kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249']
-        : [process.execPath, FERRY_BIN, ...common, '--proxy-mode', lane.spec.mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
-    // ebpf attaches to the lane node's own cgroup and pins under the run's bpffs directory — never
-    // the host's cgroup root (its default); it must see the host's /sys, so it enters only the netns.
-    const ebpf = lane.spec.mode === 'ebpf';
-    if (ebpf) {
-      const cg = this.cluster.cgroupOf({ kind: 'node', node: lane.node.name });
-      if (!cg) throw new Error('the ebpf lane needs a cgroup v2 mount for the node cgroups (none in /proc/self/mounts)');
-      argv.push('--ebpf-cgroup-root', cg, '--ebpf-bpffs-dir', this.cluster.bpffsDirOf(lane.node.name));
-    }
-    lane.proxy = this.cluster.spawnIn(lane.node.netns, argv, { logFile: lane.logFile, hostMounts: ebpf });
+    const mode = lane.spec.kind === 'kube-proxy' ? 'kube-proxy' : (lane.spec.mode as ProxyUnderTest);
+    const { argv, hostMounts } = proxyArgv(this.cluster, lane.node, mode, this.kubeconfig, this.opts.kubeProxy);
+    lane.proxy = this.cluster.spawnIn(lane.node.netns, argv, { logFile: lane.logFile, hostMounts });
   }
 
   private async applyReference(lane: Lane): Promise<void> {

@@ -79,22 +79,63 @@ function once(addr: string, port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-/** Per-attempt timeout of `wait`: the latency measurement's resolution. */
+/**
+ * Per-attempt timeout of `wait`. A SYN sent before the rules exist is lost, and waiting for the
+ * kernel's 1 s retransmit would quantize the measured latency; so attempts are short and overlap.
+ */
 const ATTEMPT_MS = 10;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(addr: string, port: number, deadlineMs: number): Promise<string> {
+/**
+ * Connects to addr:port until one connection gets its answer: a new attempt starts every
+ * `intervalMs` (overlapping the earlier ones, at most ATTEMPT_MS / intervalMs in flight), so
+ * the measurement's resolution is the interval, not the attempt timeout.
+ */
+function waitFor(addr: string, port: number, deadlineMs: number, intervalMs = 1): Promise<string> {
   const end = Date.now() + deadlineMs;
   let attempts = 0;
-  while (Date.now() < end) {
-    attempts++;
-    // Short attempts: a SYN sent before the rules exist is lost, and waiting for the kernel's
-    // 1 s retransmit would quantize the measured latency.
-    if (await once(addr, port, ATTEMPT_MS)) return `ok ${nowEpochMs().toFixed(3)} ${attempts}`;
-    await sleep(1);
-  }
-  return `fail deadline after ${attempts} attempts`;
+  let inFlight = 0;
+  return new Promise((resolve) => {
+    let done = false;
+    const tick = (): void => {
+      if (done) return;
+      if (Date.now() >= end) {
+        if (inFlight === 0) {
+          done = true;
+          resolve(`fail deadline after ${attempts} attempts`);
+        } else setTimeout(tick, intervalMs);
+        return;
+      }
+      attempts++;
+      inFlight++;
+      void once(addr, port, ATTEMPT_MS).then((ok) => {
+        inFlight--;
+        if (ok && !done) {
+          done = true;
+          resolve(`ok ${nowEpochMs().toFixed(3)} ${attempts}`);
+        }
+      });
+      setTimeout(tick, intervalMs);
+    };
+    tick();
+  });
+}
+
+/**
+ * `wait` for many addresses at once, each probed on its own: the reply lists, in order, when each
+ * first answered (epoch ms) or `x` if it never did before the deadline. A burst of new Services
+ * is timed this way, so one slow Service does not delay the clock of the others.
+ */
+async function waitMany(addrs: readonly string[], port: number, deadlineMs: number): Promise<string> {
+  // About ten attempts per millisecond in all, whatever the burst: probing must not starve the
+  // proxy it measures of the machine's two cores.
+  const intervalMs = Math.max(1, Math.ceil(addrs.length / 10));
+  const times = await Promise.all(
+    addrs.map(async (addr) => {
+      const r = await waitFor(addr, port, deadlineMs, intervalMs);
+      return r.startsWith('ok ') ? r.split(' ')[1]! : 'x';
+    }),
+  );
+  return `ok ${times.join(',')}`;
 }
 
 async function connRate(addr: string, port: number, n: number, c: number): Promise<string> {
@@ -248,7 +289,9 @@ function agent(): void {
       const port = Number(p);
       let reply: string;
       try {
-        if (cmd === 'wait') reply = await waitFor(addr, port, Number(a));
+        // Readiness waits probe every 10 ms (ferry may be starting on the same two cores).
+        if (cmd === 'wait') reply = await waitFor(addr, port, Number(a), Number(b) || 10);
+        else if (cmd === 'waitmany') reply = await waitMany(addr.split(','), port, Number(a));
         else if (cmd === 'conn') reply = await connRate(addr, port, Number(a), Number(b));
         else if (cmd === 'rate') reply = await rate(addr, port, Number(a), Number(b), Number(rest[0] ?? 2000));
         else if (cmd === 'bulk') reply = await bulk(addr, port, Number(a));

@@ -60,7 +60,9 @@ export interface ApplyRow extends Size {
   readonly error?: string;
 }
 
-export type ProxyUnderTest = 'nftables' | 'iptables' | 'userspace' | 'kube-proxy';
+export type ProxyUnderTest = 'nftables' | 'iptables' | 'userspace' | 'ebpf' | 'kube-proxy';
+/** The proxy's sync window in a latency measurement: its default, or an explicit 1 s min sync period. */
+export type LatencyWindow = 'default' | '1s';
 
 export interface Percentiles {
   readonly n: number;
@@ -69,13 +71,27 @@ export interface Percentiles {
   readonly p99: number;
 }
 
+/** Percentiles (ms) read from a histogram over one measurement's changes. */
+export interface LatencyMetric {
+  readonly count: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+}
+
 export interface LatencyRow {
   readonly services: number;
   readonly mode: ProxyUnderTest;
+  /** Absent in results from before the variants existed: default window, singly. */
+  readonly window?: LatencyWindow;
+  /** Services created at once (1 = singly). */
+  readonly burst?: number;
   /** API write → first successful connection from a pod through the changed Service. */
   readonly e2eMs: Percentiles;
-  /** ferry's own kubeproxy_network_programming_duration_seconds (histogram buckets → ms), if read. */
-  readonly metric?: { readonly count: number; readonly p50: number; readonly p90: number; readonly p99: number };
+  /** The proxy's kubeproxy_network_programming_duration_seconds (histogram buckets → ms), if read. */
+  readonly metric?: LatencyMetric;
+  /** ferry's ferry_sync_event_to_programmed_seconds: watch event received → rules or maps programmed. */
+  readonly programmed?: LatencyMetric;
   readonly failures: number;
 }
 

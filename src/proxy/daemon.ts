@@ -23,7 +23,7 @@ import { isTamperWatchable } from '../backends/kernel/nft-monitor.js';
 import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/health.js';
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
-import { Syncer } from '../sync/syncer.js';
+import { Syncer, type SnapshotSource } from '../sync/syncer.js';
 import { collectGarbage } from '../util/gc.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
@@ -151,8 +151,21 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     nodePortAddresses: config.nodePortAddresses,
     localAddresses: localAddresses(),
   });
+  // ferry's own programming latency: the oldest event a sync carries (received after the first
+  // sync) to that sync's success. The snapshot hands the pending events to the sync.
+  let firstEventAt: number | undefined;
+  let eventsInSync: number | undefined;
+  let live = false;
+  const source: SnapshotSource = {
+    pending: () => tracker.pending(),
+    takeSnapshot: () => {
+      if (firstEventAt !== undefined) eventsInSync = Math.min(eventsInSync ?? firstEventAt, firstEventAt);
+      firstEventAt = undefined;
+      return tracker.takeSnapshot();
+    },
+  };
   const syncer = new Syncer({
-    source: tracker,
+    source,
     backend,
     planner: { planTables, diffTables },
     planOptions,
@@ -196,6 +209,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     introspection.onSync(r);
     metrics.observeSync(r);
     if (!r.ok) return;
+    if (eventsInSync !== undefined && live) metrics.eventToProgrammed.observe((performance.now() - eventsInSync) / 1000);
+    eventsInSync = undefined;
+    live = true;
     const via = nftablesVia(backend);
     if (via) metrics.nftablesVia(via);
     // A full sync's transaction and the plan it replaced are garbage now: return them at once
@@ -214,6 +230,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
 
   const afterEvent = () => {
     if (!tracker.pending()) return;
+    if (live) firstEventAt ??= performance.now();
     health.queuedUpdate();
     metrics.queued();
     syncer.requestSync();

@@ -15,6 +15,8 @@ import type { ForwarderStats } from '../backends/userspace/stats.js';
 
 /** kube-proxy's sync-duration buckets: 1ms doubling to ~16s. */
 const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
+/** ferry's own side of programming latency: sub-millisecond to seconds. */
+const EVENT_BUCKETS = exponentialBuckets(0.00025, 2, 16);
 /** Network programming latency spans ms to minutes. */
 const NETWORK_PROGRAMMING_BUCKETS = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 45, 60, 120, 180, 240, 300,
@@ -28,6 +30,7 @@ export class ProxyMetrics {
   readonly lastSync: Gauge;
   readonly lastQueued: Gauge;
   readonly networkProgramming: Histogram;
+  readonly eventToProgrammed: Histogram;
   readonly serviceChanges: Counter;
   readonly endpointChanges: Counter;
   readonly noLocalEndpoints: Gauge<'traffic_policy'>;
@@ -74,6 +77,12 @@ export class ProxyMetrics {
       name: 'kubeproxy_network_programming_duration_seconds',
       help: 'In Cluster Network Programming Latency in seconds',
       buckets: NETWORK_PROGRAMMING_BUCKETS,
+      registers,
+    });
+    this.eventToProgrammed = new Histogram({
+      name: 'ferry_sync_event_to_programmed_seconds',
+      help: 'From the oldest API event a sync carries being received by ferry to that sync programmed in the kernel (ferry-side programming latency; events before the first sync are not counted)',
+      buckets: EVENT_BUCKETS,
       registers,
     });
     this.serviceChanges = new Counter({

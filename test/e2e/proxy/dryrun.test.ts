@@ -149,6 +149,10 @@ t.test('dry-run ferry follows the API server', async (t) => {
     const count = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? 'NaN');
     t.ok(count('kubeproxy_sync_proxy_rules_duration_seconds_count') >= 4, `syncs counted: ${count('kubeproxy_sync_proxy_rules_duration_seconds_count')}`);
     t.ok(count('kubeproxy_sync_partial_proxy_rules_duration_seconds_count') >= 1, 'partial syncs counted');
+    // The changes made after the first sync (a Service deleted, slices changed) are timed from
+    // their arrival; the initial lists are not.
+    const programmed = count('ferry_sync_event_to_programmed_seconds_count');
+    t.ok(programmed >= 1 && programmed < count('kubeproxy_sync_proxy_rules_duration_seconds_count'), `event → programmed counted per sync after the first: ${programmed}`);
     t.ok(count('kubeproxy_sync_proxy_rules_service_changes_total') >= 3, 'service changes counted');
     t.ok(count('kubeproxy_sync_proxy_rules_endpoint_changes_total') >= 3, 'endpoint changes counted');
     t.match(text, /^kubeproxy_sync_proxy_rules_no_local_endpoints_total\{traffic_policy="external"\} 1$/m, 'loc has no local endpoint');

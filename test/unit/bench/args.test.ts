@@ -4,13 +4,13 @@ import t from 'tap';
 import { BenchUsageError, parseArgs, PROFILES } from '../../../src/bench/main.js';
 
 t.test('daemon and latency overrides', async (t) => {
-  const a = parseArgs(['--full', '--only', 'daemon,latency', '--daemon-sizes', '10000x10,44000x10', '--daemon-modes', 'nftables', '--latency-sizes', '1000', '--latency-modes', 'nftables,userspace']);
+  const a = parseArgs(['--full', '--only', 'daemon,latency', '--daemon-sizes', '10000x10,44000x10', '--daemon-modes', 'nftables', '--latency-sizes', '1000', '--latency-modes', 'nftables,userspace,ebpf']);
   t.same(a.only, ['daemon', 'latency']);
   t.same(a.profile.daemonSizes, [{ services: 10000, endpoints: 10 }, { services: 44000, endpoints: 10 }]);
   t.same(a.profile.daemonModes, ['nftables']);
   t.same(a.profile.latencySizes, [1000]);
   t.same(a.profile.clusterSizes, [1000], 'the cluster phases run at the latency sizes given');
-  t.same(a.profile.latencyModes, ['nftables', 'userspace']);
+  t.same(a.profile.latencyModes, ['nftables', 'userspace', 'ebpf']);
   t.equal(a.profile.daemonResyncs, PROFILES.full.daemonResyncs, 'everything else from the profile');
 });
 
