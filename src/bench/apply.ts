@@ -100,7 +100,7 @@ function summarize(s: ApplyScripts, mode: ApplyMode, results: ApplyStepResult[],
 
 export interface ApplyOptions {
   readonly fullRounds: number;
-  readonly modes: readonly ApplyMode[];
+  readonly modes: readonly Exclude<ApplyMode, 'ebpf'>[];
   readonly progress: (msg: string) => void;
 }
 

@@ -14,6 +14,7 @@ import { compileFull as iptFull, compilePartial as iptPartial, type CompileOptio
 import { planFrontends, type DesiredFrontends } from '../backends/userspace/frontends.js';
 import { planReconcile } from '../backends/userspace/reconcile.js';
 import type { ProxyTable, ProxyTables } from '../plan/types.js';
+import type { EbpfApplyInput } from './apply-ebpf.js';
 import { referenceFull, referencePartial, referenceJumps } from './reference-kube-proxy.js';
 import { median, round } from './stats.js';
 import { addService, buildCluster, changeOneEndpoint, NODE_IP, type Step } from './synthetic.js';
@@ -41,6 +42,8 @@ export interface CompileResult {
   readonly plan: PlanRow;
   readonly rows: CompileRow[];
   readonly scripts?: ApplyScripts;
+  /** The same sequence as IR, for the ebpf apply (apply-ebpf.ts). */
+  readonly ebpf?: EbpfApplyInput;
 }
 
 function lines(text: string): number {
@@ -125,6 +128,8 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   // The sequence the apply phase replays: full on the real tables (so the nftables compiler's
   // claim index travels with them), then one-endpoint changes, then one service add.
   const nftOpts = { ...NFT_OPTS, state: new CompileState() };
+  const fullTables = c.tables;
+  const steps: Step[] = [];
   const nftFullScript = nftFull(c.tables, nftOpts).render();
   const iptFullScript = iptFull(c.tables[4], IPT_OPTS).text;
   const refFullScript = referenceFull(c.tables[4]);
@@ -156,6 +161,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
     put(ref, rms, rp);
     put(us, ums, null);
     if (wantScripts) {
+      steps.push(s);
       scripts.nft.push(nt);
       scripts.ipt.push(ip);
       scripts.ref.push(rp);
@@ -183,6 +189,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   return {
     plan,
     rows,
+    ebpf: { ...size, full: fullTables, endpoint: steps.slice(0, -1), add: steps[steps.length - 1]! },
     scripts: {
       ...size,
       nft: split(scripts.nft, nftFullScript),

@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { loadNative } from '../native/index.js';
 import { run } from '../util/exec.js';
 import { runApply } from './apply.js';
+import { runEbpfApply } from './apply-ebpf.js';
+import { findCgroup2Mount, probeBpf } from '../backends/kernel/bpf.js';
 import { ClusterBench, makeWorkDir, removeWorkDir, variantLabel, type LatencyVariant } from './cluster.js';
 import { DatapathBench, type DatapathLoad } from './datapath.js';
 import { runCompile } from './compile.js';
@@ -298,6 +300,8 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
   if (want('compile') || want('apply')) {
     const sizes = [...p.compileSizes];
     if (want('apply')) for (const s of p.applySizes) if (!sizes.some((x) => x.services === s.services && x.endpoints === s.endpoints)) sizes.push(s);
+    // Whether ebpf's apply can run here (the addon's BPF support, a cgroup v2 mount): why not, or undefined.
+    let ebpfUnavailable: string | undefined | null;
     for (const size of sizes) {
       const doApply = want('apply') && p.applySizes.some((s) => s.services === size.services && s.endpoints === size.endpoints);
       const doCompile = want('compile') && p.compileSizes.some((s) => s.services === size.services && s.endpoints === size.endpoints);
@@ -313,12 +317,25 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       }
       if (doApply && c.scripts) {
         const withIptables = size.services * size.endpoints <= p.iptablesApplyLimit;
-        const modes: ApplyMode[] = withIptables ? ['nftables-addon', 'nftables-exec', 'iptables', 'reference'] : ['nftables-addon', 'nftables-exec'];
+        const modes: Exclude<ApplyMode, 'ebpf'>[] = withIptables ? ['nftables-addon', 'nftables-exec', 'iptables', 'reference'] : ['nftables-addon', 'nftables-exec'];
         const rows = await runApply(c.scripts, { fullRounds: p.applyFullRounds, modes, progress });
         if (!withIptables) {
           const note = `not run: above the profile's iptables-restore limit (${p.iptablesApplyLimit} service endpoints; see docs/bench.md)`;
           for (const mode of ['iptables', 'reference'] as const) {
             rows.push({ mode, services: size.services, endpoints: size.endpoints, fullColdMs: 0, fullMs: 0, partialEndpointMs: 0, partialAddMs: 0, error: note });
+          }
+        }
+        if (c.ebpf) {
+          if (ebpfUnavailable === undefined) ebpfUnavailable = await ebpfProbe();
+          // null: probed, available.
+          if (ebpfUnavailable) rows.push({ mode: 'ebpf', services: size.services, endpoints: size.endpoints, fullColdMs: 0, fullMs: 0, partialEndpointMs: 0, partialAddMs: 0, error: `not run: ${ebpfUnavailable}` });
+          else {
+            progress(`apply ebpf ${size.services}x${size.endpoints}`);
+            try {
+              rows.push(await runEbpfApply(c.ebpf, p.applyFullRounds));
+            } catch (e) {
+              rows.push({ mode: 'ebpf', services: size.services, endpoints: size.endpoints, fullColdMs: 0, fullMs: 0, partialEndpointMs: 0, partialAddMs: 0, error: e instanceof Error ? e.message : String(e) });
+            }
           }
         }
         for (const r of rows) {
@@ -519,3 +536,12 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   });
 }
 
+/** Why the ebpf apply cannot run on this machine, or null when it can. */
+async function ebpfProbe(): Promise<string | null> {
+  try {
+    await probeBpf();
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+  return (await findCgroup2Mount()) ? null : 'no cgroup v2 mount';
+}
