@@ -318,16 +318,54 @@ Napi::Value BpfMapDump(const Napi::CallbackInfo& info) {
   uint32_t vs = SizeArg(info, 2, "bpfMapDump: valueSize");
   PinnedMap m(env, path);
   std::vector<uint8_t> keys, values;
-  std::vector<uint8_t> key(ks), next(ks), value(vs);
-  // get_next_key from NULL: portable across map types and kernels; a dump is rare (full syncs).
-  const void* prev = nullptr;
-  while (bpf_map_get_next_key(m.fd, prev, next.data()) == 0) {
-    if (bpf_map_lookup_elem(m.fd, next.data(), value.data()) == 0) {
-      keys.insert(keys.end(), next.begin(), next.end());
-      values.insert(values.end(), value.begin(), value.end());
+  // Batched lookups: one syscall per few thousand elements instead of two per element (a full
+  // sync's dump of 240,000 elements took ~2 s element by element). The hash map's batch token
+  // is a bucket index; 8 bytes hold it whatever the key size.
+  {
+    const uint32_t chunk = 8192;
+    std::vector<uint8_t> token_in(8), token_out(8);
+    bool first = true;
+    bool batched = true;
+    for (;;) {
+      size_t have = keys.size() / ks;
+      keys.resize((have + chunk) * ks);
+      values.resize((have + chunk) * vs);
+      uint32_t count = chunk;
+      DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
+      int rc = bpf_map_lookup_batch(m.fd, first ? nullptr : token_in.data(), token_out.data(), keys.data() + have * ks,
+                                    values.data() + have * vs, &count, &bo);
+      int e = rc == 0 ? 0 : errno;
+      keys.resize((have + count) * ks);
+      values.resize((have + count) * vs);
+      if (rc == 0) {
+        token_in = token_out;
+        first = false;
+        continue;
+      }
+      if (e == ENOENT) break;  // the last batch (count holds what it read)
+      if (first && count == 0 && (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP)) {
+        batched = false;
+        break;
+      }
+      ThrowBpf(env, Fail(e, "batch lookup in " + path + " after " + std::to_string(have + count) + " elements"));
     }
-    key = next;
-    prev = key.data();
+    // The end of a batched dump is ENOENT, as the element walk's below: the check after the block.
+    if (batched) errno = ENOENT;
+    if (!batched) {
+      keys.clear();
+      values.clear();
+      std::vector<uint8_t> key(ks), next(ks), value(vs);
+      // get_next_key from NULL: portable across map types and kernels.
+      const void* prev = nullptr;
+      while (bpf_map_get_next_key(m.fd, prev, next.data()) == 0) {
+        if (bpf_map_lookup_elem(m.fd, next.data(), value.data()) == 0) {
+          keys.insert(keys.end(), next.begin(), next.end());
+          values.insert(values.end(), value.begin(), value.end());
+        }
+        key = next;
+        prev = key.data();
+      }
+    }
   }
   if (errno != ENOENT) ThrowBpf(env, Fail(errno, "dump " + path));
   Napi::Object out = Napi::Object::New(env);
