@@ -174,4 +174,134 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_udpflow SEC(".maps");
 
+/*
+ * The tc data path (tc_lb.c): traffic that arrives from the network. It reads ferry_backend,
+ * ferry_member and ferry_nodeaddr above and these. Written by ferry: ferry_xsvc, ferry_srcrange,
+ * ferry_snat. Owned by the programs: ferry_ct, ferry_xaffinity. Owned by the addon (which
+ * interfaces carry ferry's tc filter): ferry_tcif.
+ */
+#define FERRY_XF_MASQ 1     /* SNAT to the node address of the family (ferry_snat) */
+#define FERRY_XF_SRCRANGE 2 /* the source must be in ferry_srcrange under this set id */
+
+/* A frontend as packets from the network reach it: same key as ferry_svc, its own set and flags. */
+struct xsvc_val {
+	__u32 set_id;
+	__u32 count;
+	__u32 affinity_timeout;
+	__u8 verdict;
+	__u8 flags;
+	__u8 pad[2];
+};
+
+/* loadBalancerSourceRanges: (set id, source CIDR). set_id is big endian so that it is a prefix. */
+struct srcrange_key {
+	__u32 prefixlen; /* 32 + CIDR bits */
+	__u32 set_id;
+	__u32 addr[4];
+};
+
+struct snat_val {
+	__u32 addr[4];
+};
+
+/*
+ * Connection tracking: one entry per direction of a translated connection, keyed by the full
+ * tuple as it arrives. `forward` (client → frontend) says what to rewrite the packet to (source:
+ * the SNAT address or the client; destination: the endpoint); `reply` (endpoint → SNAT address
+ * or client) rewrites back to (frontend → client). Entries expire by TCP state (ct_timeout in
+ * tc_lb.c), so a client port reused later never meets a stale translation.
+ */
+#define FERRY_CT_FORWARD 0
+#define FERRY_CT_REPLY 1
+#define FERRY_CT_NEW 0         /* TCP: SYN seen, no answer yet */
+#define FERRY_CT_ESTABLISHED 1 /* TCP: the endpoint answered */
+#define FERRY_CT_CLOSING 2     /* TCP: FIN or RST seen */
+#define FERRY_CT_DATAGRAM 3    /* UDP */
+
+struct ct_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct ct_val {
+	__u32 saddr[4]; /* rewrite the packet to this tuple */
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u32 set_id; /* forward: the endpoint's set, checked with ferry_member on every packet */
+	__u64 last_ns;
+	__u8 state;
+	__u8 dir;
+	__u8 pad[6];
+};
+
+/* ClientIP affinity for packets from the network: keyed by the client's address. */
+struct xaff_key {
+	__u32 addr[4];
+	__u32 set_id;
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct tcif_val {
+	__u8 own_qdisc; /* ferry created the clsact qdisc (so cleanup removes it) */
+	__u8 pad[3];
+	char name[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct svc_key);
+	__type(value, struct xsvc_val);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_xsvc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct srcrange_key);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_srcrange SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* family: 4 or 6 */
+	__type(value, struct snat_val);
+	__uint(max_entries, 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_snat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct xaff_key);
+	__type(value, struct affinity_val);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_xaffinity SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct tcif_val);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_tcif SEC(".maps");
+
 #endif

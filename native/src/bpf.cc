@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -149,6 +150,157 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
   close(cgfd);
   bpf_object__close(obj);
   return r;
+}
+
+// ---- tc (clsact ingress, classic attach: libbpf 1.1 has no tcx) ----
+
+namespace {
+
+// ferry's filter on every interface: this (handle, priority) pair, so a restart replaces exactly
+// it and cleanup removes exactly it.
+constexpr uint32_t kTcHandle = 0xfe77;
+constexpr uint32_t kTcPriority = 1;
+constexpr const char* kTcProgram = "ferry_tc_ingress";
+
+struct TcifVal {
+  uint8_t ownQdisc;
+  uint8_t pad[3];
+  char name[16];
+};
+
+std::string TcProgPin(const std::string& pinDir) { return pinDir + "/prog_" + kTcProgram; }
+std::string TcifPin(const std::string& pinDir) { return pinDir + "/ferry_tcif"; }
+
+// Is the program on this filter ferry's? (By name: the kernel keeps the first 15 characters.)
+bool IsFerryProg(uint32_t progId) {
+  int fd = bpf_prog_get_fd_by_id(progId);
+  if (fd < 0) return false;
+  struct bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  uint32_t len = sizeof(info);
+  bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strncmp(info.name, kTcProgram, sizeof(info.name) - 1) == 0;
+  close(fd);
+  return ours;
+}
+
+}  // namespace
+
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir) {
+  std::lock_guard<std::mutex> guard(loadMu);
+  LogCapture log;
+  DECLARE_LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
+  struct bpf_object* obj = bpf_object__open_file(object.c_str(), &oo);
+  if (!obj) return Fail(errno, "open BPF object " + object, &log);
+  int err = bpf_object__load(obj);
+  if (err) {
+    BpfError e = Fail(err, "load BPF object " + object + " (maps pinned under " + pinDir + ")", &log);
+    bpf_object__close(obj);
+    return e;
+  }
+  struct bpf_program* prog = bpf_object__find_program_by_name(obj, kTcProgram);
+  BpfError e;
+  if (!prog) {
+    e = Fail(ENOENT, std::string("find program ") + kTcProgram + " in " + object);
+  } else {
+    // The pin is how later attaches (new interfaces) find the program; the filters already
+    // attached keep the previous program until BpfTcAttach replaces it.
+    std::string pin = TcProgPin(pinDir);
+    unlink(pin.c_str());
+    err = bpf_program__pin(prog, pin.c_str());
+    if (err) e = Fail(err, "pin program " + pin, &log);
+  }
+  bpf_object__close(obj);
+  return e;
+}
+
+BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached) {
+  std::string pin = TcProgPin(pinDir);
+  int progFd = bpf_obj_get(pin.c_str());
+  if (progFd < 0) return Fail(errno, "open pinned program " + pin);
+  int tcif = bpf_obj_get(TcifPin(pinDir).c_str());
+  if (tcif < 0) {
+    int e = errno;
+    close(progFd);
+    return Fail(e, "open pinned map " + TcifPin(pinDir));
+  }
+  BpfError out;
+  for (const std::string& name : names) {
+    unsigned idx = if_nametoindex(name.c_str());
+    if (idx == 0) continue;  // gone since it was listed
+    DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(idx), .attach_point = BPF_TC_INGRESS);
+    int err = bpf_tc_hook_create(&hook);
+    bool own = err == 0;
+    if (err && err != -EEXIST) {
+      out = Fail(err, "create clsact qdisc on " + name);
+      break;
+    }
+    uint32_t key = idx;
+    TcifVal prev;
+    TcifVal val;
+    memset(&val, 0, sizeof(val));
+    // An interface ferry already attached to keeps the record of who made its qdisc.
+    if (bpf_map_lookup_elem(tcif, &key, &prev) == 0 && strncmp(prev.name, name.c_str(), sizeof(prev.name)) == 0) own = own || prev.ownQdisc;
+    val.ownQdisc = own ? 1 : 0;
+    strncpy(val.name, name.c_str(), sizeof(val.name) - 1);
+    // Recorded before attaching, so a failure half way still leaves cleanup a way to it.
+    if (bpf_map_update_elem(tcif, &key, &val, BPF_ANY) != 0) {
+      out = Fail(errno, "record interface " + name + " in " + TcifPin(pinDir));
+      break;
+    }
+    DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle, .priority = kTcPriority);
+    err = bpf_tc_attach(&hook, &opts);
+    if (err) {
+      out = Fail(err, "attach tc program to ingress of " + name);
+      break;
+    }
+    attached->push_back(name);
+  }
+  close(tcif);
+  close(progFd);
+  return out;
+}
+
+BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detached) {
+  int tcif = bpf_obj_get(TcifPin(pinDir).c_str());
+  if (tcif < 0) return errno == ENOENT ? BpfError{} : Fail(errno, "open pinned map " + TcifPin(pinDir));
+  std::vector<uint32_t> keys;
+  uint32_t key = 0, next = 0;
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(tcif, prev, &next) == 0) {
+    keys.push_back(next);
+    key = next;
+    prev = &key;
+  }
+  BpfError out;
+  for (uint32_t idx : keys) {
+    TcifVal val;
+    if (bpf_map_lookup_elem(tcif, &idx, &val) != 0) continue;
+    char now[IF_NAMESIZE] = {0};
+    std::string name(val.name, strnlen(val.name, sizeof(val.name)));
+    // Only the interface ferry recorded: same index, same name (an index can be reused).
+    if (if_indextoname(idx, now) && name == now) {
+      DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(idx), .attach_point = BPF_TC_INGRESS);
+      DECLARE_LIBBPF_OPTS(bpf_tc_opts, q, .handle = kTcHandle, .priority = kTcPriority);
+      if (bpf_tc_query(&hook, &q) == 0 && IsFerryProg(q.prog_id)) {
+        DECLARE_LIBBPF_OPTS(bpf_tc_opts, d, .handle = kTcHandle, .priority = kTcPriority);
+        int err = bpf_tc_detach(&hook, &d);
+        if (err && err != -ENOENT) {
+          out = Fail(err, "detach tc program from ingress of " + name);
+          continue;
+        }
+        detached->push_back(name);
+      }
+      if (val.ownQdisc) {
+        // ferry made this clsact: remove it (with it any filter added to it since).
+        DECLARE_LIBBPF_OPTS(bpf_tc_hook, both, .ifindex = static_cast<int>(idx), .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+        int err = bpf_tc_hook_destroy(&both);
+        if (err && err != -ENOENT && err != -EINVAL) out = Fail(err, "remove clsact qdisc from " + name);
+      }
+    }
+    bpf_map_delete_elem(tcif, &idx);
+  }
+  close(tcif);
+  return out;
 }
 
 BpfError BpfProbe(const std::string& object) {
@@ -375,6 +527,66 @@ Napi::Value BpfMapDump(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// bpfTcLoad(object, pinDir): loads the tc object (maps by pin name) and pins its program.
+Napi::Value BpfTcLoadJs(const Napi::CallbackInfo& info) {
+  BpfError e = BpfTcLoad(StringArg(info, 0, "bpfTcLoad: object"), StringArg(info, 1, "bpfTcLoad: pinDir"));
+  if (e.err) ThrowBpf(info.Env(), e);
+  return info.Env().Undefined();
+}
+
+std::vector<std::string> StringsArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsArray()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t k = 0; k < a.Length(); k++) {
+    Napi::Value v = a.Get(k);
+    if (!v.IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
+    out.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+Napi::Array StringsOut(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) a.Set(i, v[i]);
+  return a;
+}
+
+// bpfTcAttach(pinDir, names) → names attached (or whose program was replaced).
+Napi::Value BpfTcAttachJs(const Napi::CallbackInfo& info) {
+  std::string pinDir = StringArg(info, 0, "bpfTcAttach: pinDir");
+  std::vector<std::string> names = StringsArg(info, 1, "bpfTcAttach: names");
+  std::vector<std::string> attached;
+  BpfError e = BpfTcAttach(pinDir, names, &attached);
+  if (e.err) ThrowBpf(info.Env(), e);
+  return StringsOut(info.Env(), attached);
+}
+
+// bpfTcDetach(pinDir) → names detached: every interface recorded in the pinned ferry_tcif.
+Napi::Value BpfTcDetachJs(const Napi::CallbackInfo& info) {
+  std::vector<std::string> detached;
+  BpfError e = BpfTcDetach(StringArg(info, 0, "bpfTcDetach: pinDir"), &detached);
+  if (e.err) ThrowBpf(info.Env(), e);
+  return StringsOut(info.Env(), detached);
+}
+
+// bpfInterfaces() → the interfaces of this process's network namespace (netlink, not /sys).
+Napi::Value BpfInterfacesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct if_nameindex* list = if_nameindex();
+  if (!list) ThrowBpf(env, Fail(errno, "list network interfaces"));
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (struct if_nameindex* p = list; p->if_index != 0 && p->if_name; p++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", p->if_name);
+    o.Set("index", Napi::Number::New(env, p->if_index));
+    out.Set(n++, o);
+  }
+  if_freenameindex(list);
+  return out;
+}
+
 }  // namespace
 
 void RegisterBpf(Napi::Env env, Napi::Object exports) {
@@ -383,6 +595,10 @@ void RegisterBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapUpdate", Napi::Function::New(env, BpfMapUpdate, "bpfMapUpdate"));
   exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
   exports.Set("bpfMapDump", Napi::Function::New(env, BpfMapDump, "bpfMapDump"));
+  exports.Set("bpfTcLoad", Napi::Function::New(env, BpfTcLoadJs, "bpfTcLoad"));
+  exports.Set("bpfTcAttach", Napi::Function::New(env, BpfTcAttachJs, "bpfTcAttach"));
+  exports.Set("bpfTcDetach", Napi::Function::New(env, BpfTcDetachJs, "bpfTcDetach"));
+  exports.Set("bpfInterfaces", Napi::Function::New(env, BpfInterfacesJs, "bpfInterfaces"));
 }
 
 }  // namespace ferry

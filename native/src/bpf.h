@@ -35,6 +35,13 @@ struct BpfLoadResult {
 };
 
 BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts);
+// tc: loads the tc object (maps reused by pin name) and pins its program under pinDir.
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir);
+// Attaches (or replaces, atomically) the pinned tc program on clsact ingress of each named
+// interface of this network namespace, recording each in the pinned ferry_tcif map.
+BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached);
+// Detaches ferry's filter from every interface ferry_tcif records (and the clsact qdiscs ferry made).
+BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detached);
 // Loads the object without pinning or attaching (maps shrunk): proves this kernel accepts it.
 BpfError BpfProbe(const std::string& object);
 

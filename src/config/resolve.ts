@@ -438,6 +438,12 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   const ebpfBpffsDir = bpffsRaw && bpffsRaw.value.trim() !== '' ? bpffsRaw.value.trim().replace(/\/+$/, '') : DEFAULTS.ebpfBpffsDir;
   if (!ebpfBpffsDir.startsWith('/') || ebpfBpffsDir === '') throw new ConfigError(bpffsRaw?.field ?? '--ebpf-bpffs-dir', `${JSON.stringify(bpffsRaw?.value)} must be an absolute path`);
 
+  const ifRaw = flagString(flags, 'ebpf-interfaces');
+  const ebpfInterfaces = ifRaw && ifRaw.value.trim() !== '' ? ifRaw.value.split(',').map((x) => x.trim()).filter((x) => x !== '') : undefined;
+  for (const n of ebpfInterfaces ?? []) {
+    if (!/^[A-Za-z0-9_.@:-]{1,15}\*?$/.test(n)) throw new ConfigError(ifRaw?.field ?? '--ebpf-interfaces', `${JSON.stringify(n)} is not an interface name (or a prefix ending in '*')`);
+  }
+
   const cleanupFlag = flag(flags, 'cleanup');
   const dryRunFlag = flag(flags, 'dry-run');
 
@@ -469,6 +475,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     localhostNodePorts,
     ebpfCgroupRoot,
     ebpfBpffsDir,
+    ebpfInterfaces,
     initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
     writeConfigTo: writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined,
     ignored,

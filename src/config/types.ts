@@ -102,6 +102,11 @@ export interface ProxyConfig {
    */
   readonly ebpfCgroupRoot: string | undefined;
   readonly ebpfBpffsDir: string;
+  /**
+   * ebpf mode: interfaces whose ingress gets the tc program (--ebpf-interfaces: names, or
+   * prefixes ending in '*'); undefined = every interface of ferry's network namespace but lo.
+   */
+  readonly ebpfInterfaces: readonly string[] | undefined;
   /** --init-only: apply the node settings that need privileges (conntrack sysctls), then exit. */
   readonly initOnly: boolean;
   /** --write-config-to: write this configuration as a KubeProxyConfiguration there, then exit. */

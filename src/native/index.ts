@@ -224,6 +224,14 @@ export interface NativeAddon {
   bpfMapDelete?(path: string, keys: Uint8Array, keySize: number): number;
   /** Every element of the pinned map. */
   bpfMapDump?(path: string, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number };
+  /** tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under pinDir. */
+  bpfTcLoad?(object: string, pinDir: string): void;
+  /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */
+  bpfTcAttach?(pinDir: string, names: string[]): string[];
+  /** Detaches ferry's tc filter from every interface recorded in pinDir/ferry_tcif; returns their names. */
+  bpfTcDetach?(pinDir: string): string[];
+  /** The interfaces of this process's network namespace (netlink; never /sys, which may be another namespace's). */
+  bpfInterfaces?(): { name: string; index: number }[];
   readonly abiVersion: number;
 }
 

@@ -52,9 +52,11 @@ export interface ModeFacts {
   /**
    * Socket-level load balancing (ebpf): a local client's connect() goes straight to the endpoint,
    * so nothing is NATed or masqueraded; `fromOutside` says why traffic from the network is not
-   * handled yet (absent: it is).
+   * handled (absent: it is, with NAT and the IR's masquerade like the kernel NAT modes);
+   * `outsideRejectDrops` says why a reject verdict for traffic from the network to a frontend
+   * that is not a node address (externalIPs, LB IPs) ends as a drop (absent: it is rejected).
    */
-  readonly socketLB?: { readonly fromOutside?: string };
+  readonly socketLB?: { readonly fromOutside?: string; readonly outsideRejectDrops?: string };
 }
 
 export type Frontend = 'clusterIP' | 'nodePort' | 'externalIP' | 'loadBalancerIP';
@@ -356,6 +358,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   } else if (set.verdict === 'drop') {
     const policyName = role === 'internal' ? 'internalTrafficPolicy' : 'externalTrafficPolicy';
     verdict = { kind: 'drop', reason: `${policyName} Local and no usable endpoint on node ${table.nodeName} (endpoints exist elsewhere)` };
+  } else if (mode.socketLB?.outsideRejectDrops !== undefined && traffic.class === 'external' && frontend !== 'nodePort') {
+    verdict = { kind: 'drop', reason: `${svc.key} has no usable endpoint anywhere; ${mode.mode} mode: ${mode.socketLB.outsideRejectDrops}` };
   } else {
     verdict = { kind: 'reject', reason: `${svc.key} has no usable endpoint anywhere` };
   }
@@ -364,7 +368,7 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   const hairpin = endpoints.filter((e) => sameIP(e.ip, q.src));
   if (verdict.kind !== 'dnat') masquerade = { value: 'no', reason: 'the packet is not forwarded' };
   else if (mode.reoriginates) masquerade = { value: 'yes', reason: `${mode.mode} mode re-originates every connection from the node` };
-  else if (mode.socketLB) masquerade = { value: 'no', reason: `${mode.mode} mode connects the client's socket straight to the endpoint: no NAT, nothing to masquerade` };
+  else if (mode.socketLB && traffic.class !== 'external') masquerade = { value: 'no', reason: `${mode.mode} mode connects the client's socket straight to the endpoint: no NAT, nothing to masquerade` };
   else if (masq.value) masquerade = { value: 'yes', reason: masq.reason };
   else if (hairpin.length > 0 && hairpin.length === endpoints.length) masquerade = { value: 'yes', reason: 'hairpin: the only candidate endpoint is the source itself' };
   else if (hairpin.length > 0) masquerade = { value: 'hairpin', reason: `${masq.reason}; masqueraded only when DNAT-ed back to the source itself (hairpin)` };

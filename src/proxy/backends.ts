@@ -87,14 +87,15 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   ebpf: {
     create: async (config, families) =>
       createEbpfBackend({
-        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot }),
+        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot, interfaces: config.ebpfInterfaces }),
         families,
         localhostNodePorts: config.localhostNodePorts,
         log: logger('ebpf'),
       }),
     // The verifier accepts the programs on this kernel (maps unpinned, nothing attached).
     probe: async () => probeBpf(),
-    // Unpinning the links detaches the programs; unpinning the maps frees them.
+    // Detaches the tc filters ferry_tcif records; unpinning the links detaches the cgroup
+    // programs; unpinning the maps frees them.
     cleanup: async (config) => removePins(config?.ebpfBpffsDir ?? DEFAULTS.ebpfBpffsDir),
   },
   userspace: {

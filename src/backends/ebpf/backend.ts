@@ -2,7 +2,10 @@
  * The ebpf backend: compile (full: desired vs what the pinned maps hold; partial: the changed
  * service ports' element diff) → apply through a BpfMaps applier, phase by phase. The first sync
  * of a process loads the programs and attaches them to the cgroup root (or swaps them into the
- * links a previous ferry pinned), so a restart keeps the data path running throughout.
+ * links a previous ferry pinned) and the tc program to the node's interfaces (replacing a
+ * previous ferry's in place), so a restart keeps the data path running throughout. Every later
+ * sync attaches the tc program to interfaces that appeared since (a new pod's interface exists
+ * before the pod can be a ready endpoint, so it has the program before traffic is sent to it).
  * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
@@ -67,11 +70,18 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       if (!attached) {
         try {
           const r = await opts.maps.attach();
-          log.info('BPF programs in place', { attached: r.attached.length, replaced: r.replaced.length });
+          log.info('BPF programs in place', { attached: r.attached.length, replaced: r.replaced.length, interfaces: r.interfaces.join(',') });
         } catch (e) {
           throw new EbpfSyncError(full, 'attach', e);
         }
         attached = true;
+      } else {
+        try {
+          const fresh = await opts.maps.syncInterfaces();
+          if (fresh.length > 0) log.v(1, 'tc program attached to new interfaces', { interfaces: fresh.join(',') });
+        } catch (e) {
+          throw new EbpfSyncError(full, 'attach', e);
+        }
       }
       let diff;
       if (full) {

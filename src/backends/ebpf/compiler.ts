@@ -12,9 +12,17 @@
  * itself and its pods): a ClusterIP the `internal` set; NodePorts, externalIPs and LB IPs the
  * `external` set, or the `cluster` set when externalTrafficPolicy is Local — the IR's rule for
  * external traffic that comes from the node or a local pod, which is all socket LB ever sees.
+ *
+ * The tc data path (packets from the network) has frontends of its own in ferry_xsvc: NodePorts,
+ * externalIPs and LB IPs, always with the IR's `external` set (its own set, "outside", when
+ * externalTrafficPolicy Local makes it differ from the socket's), the IR's `externalMasquerade`
+ * as the MASQ flag, and the LB IPs' loadBalancerSourceRanges in ferry_srcrange.
  */
 import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import {
+  FRONTEND_MAPS,
+  XF_MASQ,
+  XF_SRCRANGE,
   addrBytes,
   backendKey,
   backendValue,
@@ -25,9 +33,13 @@ import {
   nodeAddrKey,
   setNameKey,
   setNameValue,
+  snatKey,
+  snatValue,
+  srcRangeKey,
   svcKey,
   svcValue,
   u32Value,
+  xsvcValue,
   WRITTEN_MAPS,
   type MapName,
 } from './layout.js';
@@ -36,7 +48,16 @@ import {
 export type MapState = Record<MapName, Map<string, string>>;
 
 export function emptyState(): MapState {
-  return { ferry_svc: new Map(), ferry_backend: new Map(), ferry_member: new Map(), ferry_nodeaddr: new Map(), ferry_setname: new Map() };
+  return {
+    ferry_svc: new Map(),
+    ferry_backend: new Map(),
+    ferry_member: new Map(),
+    ferry_nodeaddr: new Map(),
+    ferry_setname: new Map(),
+    ferry_xsvc: new Map(),
+    ferry_srcrange: new Map(),
+    ferry_snat: new Map(),
+  };
 }
 
 /** Element changes to one map. */
@@ -76,7 +97,8 @@ interface Contribution {
   readonly sets: readonly string[];
 }
 
-const SET_KINDS = ['internal', 'external'] as const;
+/** internal: the ClusterIP's; external: socket LB's external frontends; outside: tc's, when it differs. */
+const SET_KINDS = ['internal', 'external', 'outside'] as const;
 
 /** A service port key names the same port in both families' tables; the maps need them apart. */
 function setName(key: ServicePortKey, family: IPFamily, kind: (typeof SET_KINDS)[number]): string {
@@ -149,9 +171,9 @@ class SetIds {
 export class EbpfCompiler {
   private state: MapState = emptyState();
   private readonly contributions = new Map<PortId, Contribution>();
-  /** Which service port holds each svc key. */
+  /** Which service port holds each frontend key (ownerKey: map and key). */
   private readonly owners = new Map<string, PortId>();
-  /** svc keys more than one service port wanted at the last full build. */
+  /** Frontend owner keys more than one service port wanted at the last full build. */
   private contended = new Set<string>();
   private readonly ids = new SetIds();
   conflicts: readonly FrontendConflict[] = [];
@@ -183,20 +205,22 @@ export class EbpfCompiler {
     for (const family of this.opts.families) {
       const table = next[family];
       for (const [k, v] of this.nodeAddresses(table)) desired.ferry_nodeaddr.set(k, v);
+      for (const [k, v] of this.snat(table)) desired.ferry_snat.set(k, v);
       for (const s of table.services.values()) {
         const c = this.contribution(s, skipped);
         const id = portId(family, s.key);
         this.contributions.set(id, c);
         for (const n of c.sets) liveSets.add(n);
         for (const [map, k, v] of c.entries) {
-          if (map === 'ferry_svc') {
-            const owner = this.owners.get(k);
+          if (FRONTEND_MAPS.has(map)) {
+            const ok = ownerKey(map, k);
+            const owner = this.owners.get(ok);
             if (owner !== undefined && owner !== id) {
-              conflicts.push({ frontend: describeSvcKey(k), kept: keyOf(owner), refused: s.key });
-              contended.add(k);
+              if (map === 'ferry_svc') conflicts.push({ frontend: describeSvcKey(k), kept: keyOf(owner), refused: s.key });
+              contended.add(ok);
               continue;
             }
-            this.owners.set(k, id);
+            this.owners.set(ok, id);
           }
           desired[map].set(k, v);
         }
@@ -233,13 +257,14 @@ export class EbpfCompiler {
         const s = next[family].services.get(key);
         const c = s ? this.contribution(s, skipped) : undefined;
         for (const [map, k] of c?.entries ?? []) {
-          if (map !== 'ferry_svc') continue;
-          const owner = this.owners.get(k);
-          if (this.contended.has(k) || claimed.has(k) || (owner !== undefined && owner !== id && !changedIds.has(owner))) return this.rebuild(next);
-          claimed.add(k);
+          if (!FRONTEND_MAPS.has(map)) continue;
+          const ok = ownerKey(map, k);
+          const owner = this.owners.get(ok);
+          if (this.contended.has(ok) || claimed.has(ok) || (owner !== undefined && owner !== id && !changedIds.has(owner))) return this.rebuild(next);
+          claimed.add(ok);
         }
         for (const [map, k] of this.contributions.get(id)?.entries ?? []) {
-          if (map === 'ferry_svc' && this.contended.has(k)) return this.rebuild(next);
+          if (FRONTEND_MAPS.has(map) && this.contended.has(ownerKey(map, k))) return this.rebuild(next);
         }
         wanted.set(id, c);
       }
@@ -258,9 +283,15 @@ export class EbpfCompiler {
     }
     if (changes.tableChanged) {
       const addrs = new Map<string, string>();
-      for (const family of this.opts.families) for (const [k, v] of this.nodeAddresses(next[family])) addrs.set(k, v);
+      const snat = new Map<string, string>();
+      for (const family of this.opts.families) {
+        for (const [k, v] of this.nodeAddresses(next[family])) addrs.set(k, v);
+        for (const [k, v] of this.snat(next[family])) snat.set(k, v);
+      }
       for (const k of this.state.ferry_nodeaddr.keys()) if (!addrs.has(k)) put('ferry_nodeaddr', k, null);
       for (const [k, v] of addrs) put('ferry_nodeaddr', k, v);
+      for (const k of this.state.ferry_snat.keys()) if (!snat.has(k)) put('ferry_snat', k, null);
+      for (const [k, v] of snat) put('ferry_snat', k, v);
     }
     const upserts = new Map<MapName, [string, string][]>();
     const deletes = new Map<MapName, string[]>();
@@ -273,7 +304,7 @@ export class EbpfCompiler {
           if (cur.has(k)) {
             dels.push(k);
             cur.delete(k);
-            if (m === 'ferry_svc') this.owners.delete(k);
+            if (FRONTEND_MAPS.has(m)) this.owners.delete(ownerKey(m, k));
           }
         } else if (cur.get(k) !== v) {
           ups.push([k, v]);
@@ -284,7 +315,7 @@ export class EbpfCompiler {
       deletes.set(m, dels);
     }
     // Owners of entries deleted above were dropped; restore those the new shares hold.
-    for (const [key, c] of wanted) for (const [map, k] of c?.entries ?? []) if (map === 'ferry_svc') this.owners.set(k, key);
+    for (const [key, c] of wanted) for (const [map, k] of c?.entries ?? []) if (FRONTEND_MAPS.has(map)) this.owners.set(ownerKey(map, k), key);
     this.skipped = skipped;
     return phased(upserts, deletes);
   }
@@ -312,6 +343,13 @@ export class EbpfCompiler {
       if (b) out.push([nodeAddrKey(b, family), u32Value(1)]);
     }
     return out;
+  }
+
+  /** The address masqueraded traffic from the network leaves with: the node's primary address. */
+  private snat(table: ProxyTable): [string, string][] {
+    const primary = table.nodeIPs[0];
+    const b = primary === undefined ? undefined : addrBytes(primary, table.family);
+    return b ? [[snatKey(table.family), snatValue(b)]] : [];
   }
 
   private contribution(s: ServiceEntry, skipped: string[]): Contribution {
@@ -361,15 +399,45 @@ export class EbpfCompiler {
       // The source address is unknown at connect() time: these stay on the (future) tc path.
       skipped.push(`${s.key}: LB IPs with loadBalancerSourceRanges (the source is unknown at connect time)`);
     }
-    if (s.externalIPs.length > 0 || lbIPs.length > 0 || s.nodePort > 0) {
+    if (s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0 || s.nodePort > 0) {
       const set = s.externalPolicyLocal ? s.cluster : s.external;
       const e = addSet('external', set);
       for (const ip of s.externalIPs) frontend(ip, s.port, e.id, e.count, set);
       for (const ip of lbIPs) frontend(ip, s.port, e.id, e.count, set);
       if (s.nodePort > 0) frontend(undefined, s.nodePort, e.id, e.count, set);
+
+      // The tc path: traffic from the network uses the external set as the IR has it.
+      const o = set === s.external ? e : addSet('outside', s.external);
+      const masq = s.externalMasquerade ? XF_MASQ : 0;
+      const verdict = s.external.verdict === 'forward' && o.count === 0 ? 'reject' : s.external.verdict;
+      const packet = (ip: string | undefined, port: number, flags: number): void => {
+        const addr = ip === undefined ? undefined : addrBytes(ip, family);
+        if (ip !== undefined && !addr) return; // reported by frontend() above
+        entries.push(['ferry_xsvc', svcKey(addr, port, s.protocol, family), xsvcValue(o.id, o.count, s.affinityTimeoutSeconds, verdict, flags)]);
+      };
+      for (const ip of s.externalIPs) packet(ip, s.port, masq);
+      const ranged = s.loadBalancerSourceRanges.length > 0;
+      for (const ip of s.loadBalancerIPs) {
+        if (ranged && !addrBytes(ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
+        packet(ip, s.port, masq | (ranged ? XF_SRCRANGE : 0));
+      }
+      if (s.nodePort > 0) packet(undefined, s.nodePort, masq);
+      if (ranged) {
+        const sources = [...s.loadBalancerSourceRanges, ...(s.allowLoadBalancerIPSources ? s.loadBalancerIPs : [])];
+        for (const cidr of sources) {
+          const k = srcRangeKey(o.id, cidr, family);
+          if (k) entries.push(['ferry_srcrange', k, u32Value(1)]);
+          else skipped.push(`${s.key}: source range ${cidr} is not an IPv${family} CIDR`);
+        }
+      }
     }
     return { entries, sets };
   }
+}
+
+/** Owners are per map: ferry_svc and ferry_xsvc share the key layout. */
+function ownerKey(map: MapName, k: string): string {
+  return `${map}\0${k}`;
 }
 
 /** Element diff from `current` to `desired`, in the safe order. */
@@ -396,9 +464,23 @@ function phased(upserts: Map<MapName, [string, string][]>, deletes: Map<MapName,
     deletes: withDeletes ? (deletes.get(map) ?? []) : [],
   });
   const phases: MapOps[][] = [
-    [ops('ferry_setname', true, false), ops('ferry_backend', true, false), ops('ferry_member', true, false), ops('ferry_nodeaddr', true, false)],
-    [ops('ferry_svc', true, true)],
-    [ops('ferry_backend', false, true), ops('ferry_member', false, true), ops('ferry_setname', false, true), ops('ferry_nodeaddr', false, true)],
+    [
+      ops('ferry_setname', true, false),
+      ops('ferry_backend', true, false),
+      ops('ferry_member', true, false),
+      ops('ferry_nodeaddr', true, false),
+      ops('ferry_srcrange', true, false),
+      ops('ferry_snat', true, false),
+    ],
+    [ops('ferry_svc', true, true), ops('ferry_xsvc', true, true)],
+    [
+      ops('ferry_backend', false, true),
+      ops('ferry_member', false, true),
+      ops('ferry_setname', false, true),
+      ops('ferry_nodeaddr', false, true),
+      ops('ferry_srcrange', false, true),
+      ops('ferry_snat', false, true),
+    ],
   ];
   let size = 0;
   const nonEmpty = phases.map((p) => p.filter((o) => o.upserts.length + o.deletes.length > 0)).filter((p) => p.length > 0);

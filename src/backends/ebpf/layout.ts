@@ -10,9 +10,15 @@
 import ipaddr from 'ipaddr.js';
 import type { IPFamily, PathVerdict, Protocol } from '../../plan/types.js';
 
-/** The maps ferry writes. The LRUs the programs own (affinity, rev, udpflow) are not here. */
-export type MapName = 'ferry_svc' | 'ferry_backend' | 'ferry_member' | 'ferry_nodeaddr' | 'ferry_setname';
-export const WRITTEN_MAPS: readonly MapName[] = ['ferry_svc', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_setname'];
+/**
+ * The maps ferry writes. The LRUs the programs own (affinity, rev, udpflow, ct, xaffinity) and
+ * the addon's record of tc interfaces (ferry_tcif) are not here.
+ * ferry_xsvc, ferry_srcrange and ferry_snat feed the tc data path (tc_lb.c).
+ */
+export type MapName = 'ferry_svc' | 'ferry_backend' | 'ferry_member' | 'ferry_nodeaddr' | 'ferry_setname' | 'ferry_xsvc' | 'ferry_srcrange' | 'ferry_snat';
+export const WRITTEN_MAPS: readonly MapName[] = ['ferry_svc', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_setname', 'ferry_xsvc', 'ferry_srcrange', 'ferry_snat'];
+/** Maps keyed by frontend (struct svc_key): one service port owns each key. */
+export const FRONTEND_MAPS: ReadonlySet<MapName> = new Set<MapName>(['ferry_svc', 'ferry_xsvc']);
 
 export const NAME_LEN = 256;
 
@@ -22,6 +28,9 @@ export const MAP_SIZES: Readonly<Record<MapName, { readonly key: number; readonl
   ferry_member: { key: 24, value: 4 },
   ferry_nodeaddr: { key: 20, value: 4 },
   ferry_setname: { key: 4, value: NAME_LEN },
+  ferry_xsvc: { key: 20, value: 16 },
+  ferry_srcrange: { key: 24, value: 4 },
+  ferry_snat: { key: 4, value: 16 },
 };
 
 export class LayoutError extends Error {
@@ -86,6 +95,55 @@ export function svcValue(setId: number, count: number, affinityTimeoutSeconds: n
   b.writeUInt32LE(affinityTimeoutSeconds, 8);
   b.writeUInt8(VERDICT[verdict], 12);
   return b.toString('latin1');
+}
+
+/** xsvc_val flags (maps.h FERRY_XF_*). */
+export const XF_MASQ = 1;
+export const XF_SRCRANGE = 2;
+
+/** struct xsvc_val: a frontend as packets from the network reach it (tc). */
+export function xsvcValue(setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags: number): string {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(setId, 0);
+  b.writeUInt32LE(count, 4);
+  b.writeUInt32LE(affinityTimeoutSeconds, 8);
+  b.writeUInt8(VERDICT[verdict], 12);
+  b.writeUInt8(flags, 13);
+  return b.toString('latin1');
+}
+
+/**
+ * struct srcrange_key: an LPM trie key (prefix length, then the set id big endian, then the
+ * address), so a lookup with (set id, source) matches the CIDRs recorded under that set only.
+ * Undefined if the CIDR does not parse as one of `family`.
+ */
+export function srcRangeKey(setId: number, cidr: string, family: IPFamily): string | undefined {
+  const slash = cidr.indexOf('/');
+  const ip = slash < 0 ? cidr : cidr.slice(0, slash);
+  const bits = slash < 0 ? (family === 4 ? 32 : 128) : Number(cidr.slice(slash + 1));
+  const max = family === 4 ? 32 : 128;
+  if (!Number.isInteger(bits) || bits < 0 || bits > max) return undefined;
+  const a = addrBytes(ip, family);
+  if (!a) return undefined;
+  // Host bits beyond the prefix are cleared: the trie compares only the prefix, but equal keys must be equal bytes.
+  for (let i = 0; i < 16; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    a[i] = (a[i] as number) & ((0xff << (8 - keep)) & 0xff);
+  }
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(32 + bits, 0);
+  b.writeUInt32BE(setId, 4);
+  a.copy(b, 8);
+  return b.toString('latin1');
+}
+
+/** ferry_snat: key (family), value (the node address masqueraded traffic leaves with). */
+export function snatKey(family: IPFamily): string {
+  return u32Value(family);
+}
+
+export function snatValue(addr: Buffer): string {
+  return addr.toString('latin1');
 }
 
 export function backendKey(setId: number, slot: number): string {

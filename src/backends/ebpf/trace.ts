@@ -1,7 +1,8 @@
 /**
  * ebpf mode for `ferry trace`: how this mode differs where the IR leaves a choice (ModeFacts:
- * socket-level load balancing, no NAT; traffic from outside not handled yet, docs/ebpf.md) and
- * the hooks and maps a local client's connect() meets (map names from layout.ts).
+ * socket-level load balancing for local clients, no NAT; traffic from the network through the
+ * tc program with NAT, connection tracking and the IR's masquerade; docs/ebpf.md) and the hooks
+ * and maps a packet meets (map names from layout.ts).
  * Pure; reads an explanation, never decides.
  */
 import type { Explanation, ModeFacts, PathStep } from '../../plan/explain.js';
@@ -14,13 +15,46 @@ export const EBPF_FACTS: ModeFacts = {
   rejectsUnknownClusterIPPorts: false,
   dropsUnallocatedServiceIPs: false,
   reoriginates: false,
-  socketLB: { fromOutside: 'traffic from outside the node is not handled yet (the tc data path is not built; docs/ebpf.md)' },
+  socketLB: {
+    outsideRejectDrops: 'the tc program rejects only on node addresses (the host stack answers there); other frontends without endpoints are dropped (docs/ebpf.md)',
+  },
 };
 
 const SVC: MapName = 'ferry_svc';
+const XSVC: MapName = 'ferry_xsvc';
 const BACKEND: MapName = 'ferry_backend';
 
+function hostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** Traffic from the network: the tc program on the interface it arrives on. */
+function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
+  const hook = 'tc ingress (clsact) ferry_tc_ingress';
+  const key = `${e.match?.frontend === 'nodePort' ? '*' : e.dst} ${e.port}/${e.protocol}`;
+  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
+  const steps: PathStep[] = [];
+  if (e.match.frontend === 'nodePort') steps.push({ at: 'ferry_nodeaddr', does: `${e.dst} is a NodePort address: the wildcard entry applies` });
+  if (e.blockedBySourceRanges) return [...steps, { at: `${hook} → ferry_srcrange`, does: `${e.src} is in no source range of the set: dropped` }];
+  switch (e.verdict.kind) {
+    case 'reject':
+      return [...steps, { at: hook, does: `${XSVC} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)` }];
+    case 'drop':
+      return [...steps, { at: hook, does: `${XSVC} [${key}] → ${e.verdict.reason}: dropped` }];
+    case 'untouched':
+      return [...steps, { at: hook, does: e.verdict.reason }];
+    case 'dnat': {
+      const masq = e.masquerade.value === 'yes';
+      steps.push({ at: hook, does: `${XSVC} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client address' : ''}${masq ? ', MASQ' : ''}` });
+      steps.push({ at: BACKEND, does: `DNAT to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}${masq ? "; SNAT to the node's address (ferry_snat), source port 61000-65535" : '; client source kept'}` });
+      steps.push({ at: 'ferry_ct', does: 'both directions recorded (the reply is translated back on the interface it arrives on); sent on with bpf_fib_lookup + bpf_redirect_neigh' });
+      return steps;
+    }
+  }
+}
+
 export function ebpfPath(e: Explanation, svc: ServiceEntry | undefined, _table: ProxyTable): PathStep[] {
+  if (e.traffic.class === 'external') return tcPath(e, svc);
   const hook = `cgroup ${e.protocol === 'UDP' ? 'sendmsg' : 'connect'}${e.family}`;
   const key = `${e.dst} ${e.port}/${e.protocol}`;
   if (!svc || !e.match) return [{ at: hook, does: `no ${SVC} entry for ${key}: the socket is left alone` }];
@@ -34,7 +68,7 @@ export function ebpfPath(e: Explanation, svc: ServiceEntry | undefined, _table: 
     case 'dnat':
       return [
         { at: hook, does: `${SVC} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client' : ''}` },
-        { at: `${BACKEND}`, does: `the socket is connected straight to one of ${e.endpoints.map((x) => (x.ip.includes(':') ? `[${x.ip}]:${x.port}` : `${x.ip}:${x.port}`)).join(', ')}` },
+        { at: `${BACKEND}`, does: `the socket is connected straight to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}` },
       ];
   }
 }

@@ -4,8 +4,9 @@
  * dumps and writes map elements in the order the compiler gave, and removes the pins on
  * cleanup. It decides nothing. `FakeBpfMaps` is the in-memory twin for unit tests.
  *
- * Safety: it attaches only to the cgroup it is given; removing the pin directory detaches ferry's
- * links and frees its maps, and nothing else.
+ * Safety: it attaches only to the cgroup it is given and to the interfaces of the network
+ * namespace it runs in (listed through netlink, never /sys, which may be the host's); removing
+ * the pin directory detaches ferry's links and tc filters and frees its maps, and nothing else.
  */
 import { existsSync } from 'node:fs';
 import { access, mkdir, readdir, readFile, rm, statfs } from 'node:fs/promises';
@@ -21,6 +22,8 @@ const CGROUP2_SUPER_MAGIC = 0x63677270;
 /** Where ferry mounts cgroup2 when the host has none. */
 export const OWN_CGROUP2_MOUNT = '/run/ferry/cgroup2';
 export const BPFFS_MOUNT = '/sys/fs/bpf';
+/** The tc program (native/bpf/tc_lb.c), pinned as prog_<name>. */
+export const TC_PROGRAM = 'ferry_tc_ingress';
 /** The links ferry pins, one per program of native/bpf/sock_lb.c. */
 export const PROGRAMS = [
   'ferry_connect4',
@@ -47,8 +50,13 @@ export class BpfError extends Error {
 
 /** What the ebpf backend needs from the kernel. */
 export interface BpfMaps {
-  /** Loads the programs and attaches them (or swaps them into links a previous run pinned). */
-  attach(): Promise<{ attached: string[]; replaced: string[] }>;
+  /**
+   * Loads the programs and attaches them (or swaps them into links a previous run pinned); the
+   * tc program goes onto every selected interface (replacing a previous run's atomically).
+   */
+  attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }>;
+  /** Attaches the tc program to selected interfaces that appeared since; returns their names. */
+  syncInterfaces(): Promise<string[]>;
   /** What the pinned maps ferry writes hold now. */
   dump(): Promise<MapState>;
   /** Writes one diff, phase by phase; throws on the first failure. */
@@ -63,6 +71,17 @@ export interface BpfMaps {
 export function defaultBpfObject(): string {
   const env = process.env['FERRY_BPF_OBJECT'];
   if (env) return resolve(env);
+  return join(packageRoot(), 'native', 'bpf', 'out', 'sock_lb.bpf.o');
+}
+
+/** The tc object: native/bpf/out/tc_lb.bpf.o in the package (FERRY_BPF_TC_OBJECT overrides). */
+export function defaultTcObject(): string {
+  const env = process.env['FERRY_BPF_TC_OBJECT'];
+  if (env) return resolve(env);
+  return join(packageRoot(), 'native', 'bpf', 'out', 'tc_lb.bpf.o');
+}
+
+function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
     if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) break;
@@ -70,17 +89,37 @@ export function defaultBpfObject(): string {
     if (up === dir) throw new BpfError('find the BPF object', 'no package root above ' + fileURLToPath(import.meta.url));
     dir = up;
   }
-  return join(dir, 'native', 'bpf', 'out', 'sock_lb.bpf.o');
+  return dir;
 }
 
-function addonWithBpf(): Required<Pick<NativeAddon, 'bpfLoad' | 'bpfProbe' | 'bpfMapUpdate' | 'bpfMapDelete' | 'bpfMapDump'>> {
+type BpfAddon = Required<
+  Pick<NativeAddon, 'bpfLoad' | 'bpfProbe' | 'bpfMapUpdate' | 'bpfMapDelete' | 'bpfMapDump' | 'bpfTcLoad' | 'bpfTcAttach' | 'bpfTcDetach' | 'bpfInterfaces'>
+>;
+
+function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump } = a;
-  if (!bpfLoad || !bpfProbe || !bpfMapUpdate || !bpfMapDelete || !bpfMapDump) {
-    throw new BpfError('load the native addon', 'this build has no BPF support (rebuild native/ with libbpf-dev installed)');
+  const { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
+  if (!bpfLoad || !bpfProbe || !bpfMapUpdate || !bpfMapDelete || !bpfMapDump || !bpfTcLoad || !bpfTcAttach || !bpfTcDetach || !bpfInterfaces) {
+    throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump };
+  return { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
+}
+
+/**
+ * Which interfaces get the tc program (--ebpf-interfaces): names, or prefixes ending in '*'.
+ * Undefined: every interface of the network namespace except loopback — replies from endpoints
+ * on this node arrive on their pods' interfaces, so those need the program as much as the
+ * uplink does.
+ */
+export type InterfaceSelector = readonly string[] | undefined;
+
+export function selectInterfaces(all: readonly { name: string; index: number }[], sel: InterfaceSelector): string[] {
+  const out: string[] = [];
+  for (const i of all) {
+    if (sel === undefined ? i.name !== 'lo' : sel.some((p) => (p.endsWith('*') ? i.name.startsWith(p.slice(0, -1)) : i.name === p))) out.push(i.name);
+  }
+  return out;
 }
 
 function rethrow(step: string, e: unknown): never {
@@ -139,6 +178,9 @@ export interface KernelBpfOptions {
   /** undefined = the host's cgroup2 mount. */
   readonly cgroupRoot: string | undefined;
   readonly object?: string;
+  readonly tcObject?: string;
+  /** --ebpf-interfaces (undefined: every interface but lo). */
+  readonly interfaces?: InterfaceSelector;
 }
 
 /** The real applier, through the addon. */
@@ -149,15 +191,52 @@ export class KernelBpfMaps implements BpfMaps {
     return join(this.opts.pinDir, map);
   }
 
-  async attach(): Promise<{ attached: string[]; replaced: string[] }> {
+  /** Interfaces (name → index) the tc program is on, as far as this process attached it. */
+  private readonly onInterfaces = new Map<string, number>();
+
+  async attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }> {
     const addon = addonWithBpf();
     const cgroup = await resolveCgroupRoot(this.opts.cgroupRoot);
     await ensureBpffsDir(this.opts.pinDir);
+    let r: { attached: string[]; replaced: string[] };
     try {
-      return addon.bpfLoad({ object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup });
+      r = addon.bpfLoad({ object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup });
     } catch (e) {
       rethrow(`attach to cgroup ${cgroup}`, e);
     }
+    const tcObject = this.opts.tcObject ?? defaultTcObject();
+    try {
+      addon.bpfTcLoad(tcObject, this.opts.pinDir);
+    } catch (e) {
+      rethrow(`load the tc program ${tcObject}`, e);
+    }
+    // Every selected interface, also those a previous run attached to: the new program replaces
+    // the old one in place (same filter handle), so packets never go without one.
+    this.onInterfaces.clear();
+    const interfaces = await this.syncInterfaces();
+    return { ...r, interfaces };
+  }
+
+  async syncInterfaces(): Promise<string[]> {
+    const addon = addonWithBpf();
+    let all: { name: string; index: number }[];
+    try {
+      all = addon.bpfInterfaces();
+    } catch (e) {
+      rethrow('list network interfaces', e);
+    }
+    const present = new Map(all.map((i) => [i.name, i.index]));
+    for (const [name, index] of this.onInterfaces) if (present.get(name) !== index) this.onInterfaces.delete(name);
+    const fresh = selectInterfaces(all, this.opts.interfaces).filter((n) => !this.onInterfaces.has(n));
+    if (fresh.length === 0) return [];
+    let done: string[];
+    try {
+      done = addon.bpfTcAttach(this.opts.pinDir, fresh);
+    } catch (e) {
+      rethrow(`attach the tc program to ${fresh.join(', ')}`, e);
+    }
+    for (const n of done) this.onInterfaces.set(n, present.get(n) ?? 0);
+    return done;
   }
 
   async dump(): Promise<MapState> {
@@ -200,7 +279,11 @@ export class KernelBpfMaps implements BpfMaps {
 
   async intact(): Promise<boolean> {
     try {
-      await Promise.all([...PROGRAMS.map((p) => access(join(this.opts.pinDir, `link_${p}`))), ...WRITTEN_MAPS.map((m) => access(this.path(m)))]);
+      await Promise.all([
+        ...PROGRAMS.map((p) => access(join(this.opts.pinDir, `link_${p}`))),
+        access(join(this.opts.pinDir, `prog_${TC_PROGRAM}`)),
+        ...WRITTEN_MAPS.map((m) => access(this.path(m))),
+      ]);
       return true;
     } catch {
       return false;
@@ -213,24 +296,39 @@ export class KernelBpfMaps implements BpfMaps {
 }
 
 /**
- * Removes ferry's pin directory: unpinning the links detaches the programs, unpinning the maps
- * frees them (no process holds them). Refuses a directory that is not on bpffs.
+ * Removes ferry's pin directory: first ferry's tc filters (and the clsact qdiscs ferry made) on
+ * the interfaces the pinned ferry_tcif records, in this network namespace; then unpinning the
+ * links detaches the cgroup programs, unpinning the maps frees them (no process holds them).
+ * Refuses a directory that is not on bpffs.
  */
 export async function removePins(pinDir: string): Promise<void> {
   const type = await fsType(pinDir);
   if (type === undefined) return;
   if (type !== BPF_FS_MAGIC) throw new BpfError('remove pins', `${pinDir} is not on a bpf file system; not touching it`);
+  if (existsSync(join(pinDir, 'ferry_tcif'))) {
+    const addon = addonWithBpf();
+    try {
+      addon.bpfTcDetach(pinDir);
+    } catch (e) {
+      rethrow(`detach the tc program (interfaces recorded in ${pinDir}/ferry_tcif)`, e);
+    }
+  }
   for (const name of await readdir(pinDir)) await rm(join(pinDir, name), { recursive: true, force: true });
   await rm(pinDir, { recursive: true, force: true });
 }
 
 /** Does this kernel accept the programs? (--proxy-mode-fallback, start-up). */
-export async function probeBpf(object?: string): Promise<void> {
+export async function probeBpf(object?: string, tcObject?: string): Promise<void> {
   const addon = addonWithBpf();
   try {
     addon.bpfProbe(object ?? defaultBpfObject());
   } catch (e) {
-    rethrow('load the BPF programs (probe)', e);
+    rethrow('load the socket-level BPF programs (probe: this kernel needs cgroup sock_addr hooks, BTF and bpf_set_retval)', e);
+  }
+  try {
+    addon.bpfProbe(tcObject ?? defaultTcObject());
+  } catch (e) {
+    rethrow('load the tc BPF program (probe: this kernel needs clsact tc programs with bpf_fib_lookup and bpf_redirect_neigh, Linux 5.10 or later)', e);
   }
 }
 
@@ -242,11 +340,22 @@ export class FakeBpfMaps implements BpfMaps {
   /** Fail the next apply() with this error (once). */
   failNext: Error | undefined;
 
-  async attach(): Promise<{ attached: string[]; replaced: string[] }> {
+  /** Interfaces the fake pretends the namespace has; syncInterfaces attaches to the new ones. */
+  interfaces: string[] = ['eth0'];
+  readonly tcOn = new Set<string>();
+
+  async attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }> {
     const replaced = this.attached ? [...PROGRAMS] : [];
     const attached = this.attached ? [] : [...PROGRAMS];
     this.attached = true;
-    return { attached, replaced };
+    this.tcOn.clear();
+    return { attached, replaced, interfaces: await this.syncInterfaces() };
+  }
+
+  async syncInterfaces(): Promise<string[]> {
+    const fresh = this.interfaces.filter((n) => !this.tcOn.has(n));
+    for (const n of fresh) this.tcOn.add(n);
+    return fresh;
   }
 
   async dump(): Promise<MapState> {
@@ -277,5 +386,6 @@ export class FakeBpfMaps implements BpfMaps {
   async cleanup(): Promise<void> {
     for (const m of WRITTEN_MAPS) this.maps[m].clear();
     this.attached = false;
+    this.tcOn.clear();
   }
 }

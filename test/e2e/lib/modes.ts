@@ -75,6 +75,9 @@ export interface ModeExpectations {
    * internalTrafficPolicy Local from a node without local endpoints, a source outside
    * loadBalancerSourceRanges. */
   policyDrop: Expectation<Refusal>;
+  /** The same "drop" for a client outside the node (externalTrafficPolicy Local without a local
+   * endpoint, a source outside loadBalancerSourceRanges). */
+  outsidePolicyDrop: Expectation<Refusal>;
   /**
    * Traffic paths this mode does not serve YET, each with its reason. The suite skips exactly
    * these (a tap skip that prints the reason); it never asserts a made-up result for them.
@@ -117,12 +120,17 @@ const KERNEL_NAT: ModeExpectations = {
     value: 'timeout',
     reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
   },
+  outsidePolicyDrop: {
+    value: 'timeout',
+    reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
+  },
   notServed: {},
 };
 
 /**
- * ebpf mode, first step: socket-level load balancing only (docs/ebpf.md). A local client's
- * connect() goes straight to the endpoint; nothing is NATed, so nothing is masqueraded.
+ * ebpf mode (docs/ebpf.md): a local client's connect() goes straight to the endpoint (socket-level
+ * LB; nothing is NATed, so nothing is masqueraded); traffic from the network is translated by the
+ * tc program with kube-proxy's masquerade and drop semantics (the KERNEL_NAT values).
  */
 const EBPF: ModeExpectations = {
   ...KERNEL_NAT,
@@ -150,9 +158,11 @@ const EBPF: ModeExpectations = {
     value: 'unreachable',
     reason: 'for a local client the decision is made in connect(), before any packet exists that could be dropped: it fails with EHOSTUNREACH (as Cilium\'s socket LB does) instead of timing out',
   },
-  notServed: {
-    fromOutside: 'tc data path not yet built: socket-level LB only sees sockets of processes in the node\'s cgroup, not packets arriving from the network (issue 16, next step)',
+  outsidePolicyDrop: {
+    value: 'timeout',
+    reason: 'a packet from the network that policy says must not be served here is dropped by the tc program (TC_ACT_SHOT), as kube-proxy drops it',
   },
+  notServed: {},
 };
 
 const USERSPACE: ModeExpectations = {
@@ -179,6 +189,10 @@ const USERSPACE: ModeExpectations = {
     reason: 'docs/userspace.md: with no endpoint anywhere the UDP socket is not bound, so the kernel answers ICMP port unreachable',
   },
   policyDrop: {
+    value: 'reset',
+    reason: 'docs/userspace.md: userspace cannot ignore a SYN the kernel already answered, so drop = close the accepted connection without a byte; the health check keeps load balancers away',
+  },
+  outsidePolicyDrop: {
     value: 'reset',
     reason: 'docs/userspace.md: userspace cannot ignore a SYN the kernel already answered, so drop = close the accepted connection without a byte; the health check keeps load balancers away',
   },

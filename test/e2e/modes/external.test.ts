@@ -126,7 +126,7 @@ for (const mode of modes()) {
         await env.barrier();
         const n3 = c.node('node-3');
         const dropped = await env.probe(fromClient, tcp(n3.ip, port), { count: 3, timeoutMs: 1500 });
-        failedWith(t, dropped, env.expect.policyDrop, `client → node-3 ${n3.ip}:${port} (no local endpoint)`);
+        failedWith(t, dropped, env.expect.outsidePolicyDrop, `client → node-3 ${n3.ip}:${port} (no local endpoint)`);
         await traceAgrees(t, env, dropped, { from: fromClient, via: 'node-3', src: c.clientIP, target: tcp(n3.ip, port), refused: 'drop' }, 'trace client → node-3 Local NodePort');
         if (hc) {
           await waitHealth(env, 'node-1', hc, 200);
@@ -164,7 +164,7 @@ for (const mode of modes()) {
         await traceAgrees(t, env, ok, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(LB_ALLOW_IP), allEndpointsSeen: false }, 'trace client → lb-allow');
         await env.barrier();
         const denied = await env.probe(fromClient, tcp(LB_DENY_IP), { count: 3, timeoutMs: 1500 });
-        failedWith(t, denied, env.expect.policyDrop, `client (not in 192.0.2.0/24) → lb-deny ${LB_DENY_IP}`);
+        failedWith(t, denied, env.expect.outsidePolicyDrop, `client (not in 192.0.2.0/24) → lb-deny ${LB_DENY_IP}`);
         await traceAgrees(t, env, denied, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(LB_DENY_IP), refused: 'drop' }, 'trace client → lb-deny');
       });
     });

@@ -91,7 +91,7 @@ for (const mode of run) {
         allAnswered(t, rs, `cli-1 → node-1 ${n1.ip}:${loc}`);
         answeredBy(t, rs, ['web-2'], 'the cluster-wide endpoint, as kube-proxy does for local pods');
         await env.barrier();
-        failedWith(t, await env.probe(fromClient, tcp(n1.ip, loc), { count: 3, timeoutMs: 1500 }), env.expect.policyDrop, `client → node-1 ${n1.ip}:${loc}`);
+        failedWith(t, await env.probe(fromClient, tcp(n1.ip, loc), { count: 3, timeoutMs: 1500 }), env.expect.outsidePolicyDrop, `client → node-1 ${n1.ip}:${loc}`);
       });
     });
   });

@@ -1,0 +1,426 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ferry's tc data path (ebpf mode): packets that arrive from the network at a node interface —
+ * an outside client to a NodePort on a node address, an externalIP or a LoadBalancer IP — are
+ * translated here, on clsact ingress, with connection tracking of our own (ferry_ct), and sent
+ * on with bpf_redirect_neigh. Replies (from an endpoint on this node: its veth's ingress; from
+ * another node: the uplink's ingress) meet their reply entry and are translated back.
+ *
+ * Every translated packet is redirected, never handed back to the stack: after SNAT the source
+ * is a node address, after reverse translation of a NodePort reply too, and the stack drops a
+ * packet that arrives with a local source ("martian"). Redirecting also keeps netfilter's own
+ * conntrack out of these flows.
+ *
+ * All policy is in the maps ferry writes from the planner's decisions (ferry_xsvc: which set,
+ * verdict, masquerade, source ranges); nothing here knows Kubernetes.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define NSEC_PER_SEC 1000000000ULL
+/* SNAT source ports: above the kernel's default ephemeral range (32768-60999), so a
+ * translated flow never shares a tuple with a connection the node itself opened. */
+#define SNAT_PORT_MIN 61000
+#define SNAT_PORT_SPAN 4536
+#define SNAT_PORT_TRIES 8
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct pkt {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 tcp_flags; /* FIN 1, SYN 2, RST 4, ACK 16 */
+	__u32 l3off;
+	__u32 l4off;
+};
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 eth_proto;
+
+	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0)
+		return 0;
+	p->l3off = ETH_HLEN;
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, p->l3off, &ip, sizeof(ip)) < 0)
+			return 0;
+		if (ip.ihl < 5 || (ip.frag_off & bpf_htons(0x3fff)))
+			return 0; /* fragments are left to the stack */
+		p->family = 4;
+		p->proto = ip.protocol;
+		p->saddr[0] = ip.saddr;
+		p->daddr[0] = ip.daddr;
+		p->l4off = p->l3off + ip.ihl * 4;
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+
+		if (bpf_skb_load_bytes(skb, p->l3off, &ip6, sizeof(ip6)) < 0)
+			return 0;
+		p->family = 6;
+		p->proto = ip6.nexthdr; /* extension headers are left to the stack */
+		__builtin_memcpy(p->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+		p->l4off = p->l3off + sizeof(ip6);
+	} else {
+		return 0;
+	}
+	if (p->proto == IPPROTO_TCP) {
+		__u8 hdr[14];
+
+		if (bpf_skb_load_bytes(skb, p->l4off, hdr, sizeof(hdr)) < 0)
+			return 0;
+		__builtin_memcpy(&p->sport, hdr, 2);
+		__builtin_memcpy(&p->dport, hdr + 2, 2);
+		p->tcp_flags = hdr[13];
+	} else if (p->proto == IPPROTO_UDP) {
+		__u16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, p->l4off, ports, sizeof(ports)) < 0)
+			return 0;
+		p->sport = ports[0];
+		p->dport = ports[1];
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+static __always_inline void tuple_key(struct ct_key *k, const __u32 saddr[4], const __u32 daddr[4], __u16 sport, __u16 dport, __u8 proto, __u8 family)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, saddr, 16);
+	__builtin_memcpy(k->daddr, daddr, 16);
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+	k->family = family;
+}
+
+static __always_inline __u64 ct_timeout(__u8 state)
+{
+	switch (state) {
+	case FERRY_CT_NEW:
+		return 60 * NSEC_PER_SEC;
+	case FERRY_CT_ESTABLISHED:
+		return 6 * 3600 * NSEC_PER_SEC;
+	case FERRY_CT_CLOSING:
+		return 10 * NSEC_PER_SEC;
+	default:
+		return 60 * NSEC_PER_SEC;
+	}
+}
+
+static __always_inline int ct_live(const struct ct_val *v, __u64 now)
+{
+	return now - v->last_ns <= ct_timeout(v->state);
+}
+
+/* The state after this packet, from the state before it. */
+static __always_inline __u8 ct_next(__u8 state, const struct pkt *p, __u8 dir)
+{
+	if (p->proto != IPPROTO_TCP)
+		return FERRY_CT_DATAGRAM;
+	if (p->tcp_flags & (TCPF_FIN | TCPF_RST))
+		return FERRY_CT_CLOSING;
+	if (state == FERRY_CT_NEW && dir == FERRY_CT_REPLY && (p->tcp_flags & TCPF_ACK))
+		return FERRY_CT_ESTABLISHED;
+	return state;
+}
+
+static __always_inline int is_member(__u32 set_id, const __u32 addr[4], __u16 port, __u8 family)
+{
+	struct member_key mk;
+
+	__builtin_memset(&mk, 0, sizeof(mk));
+	mk.set_id = set_id;
+	__builtin_memcpy(mk.addr, addr, 16);
+	mk.port = port;
+	mk.family = family;
+	return bpf_map_lookup_elem(&ferry_member, &mk) != NULL;
+}
+
+/* Rewrites the packet's addresses and ports, fixing the IPv4 header and L4 checksums. */
+static __always_inline int rewrite(struct __sk_buff *skb, const struct pkt *p, const __u32 saddr[4], const __u32 daddr[4], __u16 sport, __u16 dport)
+{
+	__u32 csum_off = p->l4off + (p->proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (p->family == 4) {
+		__u32 l3csum = p->l3off + 10;
+
+		if (saddr[0] != p->saddr[0]) {
+			if (bpf_l4_csum_replace(skb, csum_off, p->saddr[0], saddr[0], BPF_F_PSEUDO_HDR | mangled | 4) < 0 ||
+			    bpf_l3_csum_replace(skb, l3csum, p->saddr[0], saddr[0], 4) < 0 ||
+			    bpf_skb_store_bytes(skb, p->l3off + 12, &saddr[0], 4, 0) < 0)
+				return 0;
+		}
+		if (daddr[0] != p->daddr[0]) {
+			if (bpf_l4_csum_replace(skb, csum_off, p->daddr[0], daddr[0], BPF_F_PSEUDO_HDR | mangled | 4) < 0 ||
+			    bpf_l3_csum_replace(skb, l3csum, p->daddr[0], daddr[0], 4) < 0 ||
+			    bpf_skb_store_bytes(skb, p->l3off + 16, &daddr[0], 4, 0) < 0)
+				return 0;
+		}
+	} else {
+		__u32 from[8], to[8];
+		__s64 diff;
+
+		__builtin_memcpy(from, p->saddr, 16);
+		__builtin_memcpy(from + 4, p->daddr, 16);
+		__builtin_memcpy(to, saddr, 16);
+		__builtin_memcpy(to + 4, daddr, 16);
+		diff = bpf_csum_diff(from, sizeof(from), to, sizeof(to), 0);
+		if (diff < 0)
+			return 0;
+		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, BPF_F_PSEUDO_HDR | mangled) < 0 ||
+		    bpf_skb_store_bytes(skb, p->l3off + 8, to, sizeof(to), 0) < 0)
+			return 0;
+	}
+	if (sport != p->sport) {
+		if (bpf_l4_csum_replace(skb, csum_off, p->sport, sport, mangled | 2) < 0 || bpf_skb_store_bytes(skb, p->l4off, &sport, 2, 0) < 0)
+			return 0;
+	}
+	if (dport != p->dport) {
+		if (bpf_l4_csum_replace(skb, csum_off, p->dport, dport, mangled | 2) < 0 || bpf_skb_store_bytes(skb, p->l4off + 2, &dport, 2, 0) < 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* Sends the (rewritten) packet out of the interface the FIB picks for its new destination. */
+static __always_inline int send_on(struct __sk_buff *skb, const __u32 saddr[4], const __u32 daddr[4], __u8 family, __u8 proto)
+{
+	struct bpf_fib_lookup fib;
+	long rc;
+
+	__builtin_memset(&fib, 0, sizeof(fib));
+	fib.l4_protocol = proto;
+	fib.ifindex = skb->ingress_ifindex;
+	if (family == 4) {
+		fib.family = AF_INET;
+		fib.ipv4_src = saddr[0];
+		fib.ipv4_dst = daddr[0];
+	} else {
+		fib.family = AF_INET6;
+		__builtin_memcpy(fib.ipv6_src, saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, daddr, 16);
+	}
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return TC_ACT_SHOT; /* no route for a translated packet: it could only be misdelivered */
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
+/* Translates a packet of a tracked connection; 0 when the entry cannot be used. */
+static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
+{
+	struct ct_key other;
+	struct ct_val *o;
+	__u8 state = ct_next(v->state, p, v->dir);
+
+	/* The other direction's entry: its key is this entry's rewritten tuple, reversed. */
+	tuple_key(&other, v->daddr, v->saddr, v->dport, v->sport, p->proto, p->family);
+	o = bpf_map_lookup_elem(&ferry_ct, &other);
+	if (o) {
+		o->state = state;
+		o->last_ns = now;
+	}
+	v->state = state;
+	v->last_ns = now;
+	if (!rewrite(skb, p, v->saddr, v->daddr, v->sport, v->dport))
+		return TC_ACT_SHOT;
+	return send_on(skb, v->saddr, v->daddr, p->family, p->proto);
+}
+
+static __always_inline struct xsvc_val *lookup_frontend(const struct pkt *p, int *node_addr)
+{
+	struct svc_key key;
+	struct nodeaddr_key nk;
+	struct xsvc_val *svc;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.addr, p->daddr, 16);
+	key.port = p->dport;
+	key.proto = p->proto;
+	key.family = p->family;
+	__builtin_memset(&nk, 0, sizeof(nk));
+	__builtin_memcpy(nk.addr, p->daddr, 16);
+	nk.family = p->family;
+	*node_addr = bpf_map_lookup_elem(&ferry_nodeaddr, &nk) != NULL;
+	svc = bpf_map_lookup_elem(&ferry_xsvc, &key);
+	if (svc || !*node_addr)
+		return svc;
+	/* A NodePort: the wildcard entry, the destination being one of the node's addresses. */
+	__builtin_memset(key.addr, 0, sizeof(key.addr));
+	return bpf_map_lookup_elem(&ferry_xsvc, &key);
+}
+
+static __always_inline int source_allowed(const struct pkt *p, __u32 set_id)
+{
+	struct srcrange_key k;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.prefixlen = 32 + (p->family == 4 ? 32 : 128);
+	k.set_id = bpf_htonl(set_id);
+	__builtin_memcpy(k.addr, p->saddr, 16);
+	return bpf_map_lookup_elem(&ferry_srcrange, &k) != NULL;
+}
+
+static __always_inline struct backend_val *pick(const struct pkt *p, const struct xsvc_val *svc, __u64 now)
+{
+	struct backend_val *found = NULL;
+	struct xaff_key ak;
+	struct affinity_val *aff;
+	struct backend_key bk;
+
+	if (svc->affinity_timeout) {
+		__builtin_memset(&ak, 0, sizeof(ak));
+		__builtin_memcpy(ak.addr, p->saddr, 16);
+		ak.set_id = svc->set_id;
+		ak.family = p->family;
+		aff = bpf_map_lookup_elem(&ferry_xaffinity, &ak);
+		if (aff && now - aff->last_ns <= (__u64)svc->affinity_timeout * NSEC_PER_SEC &&
+		    is_member(svc->set_id, aff->backend.addr, aff->backend.port, aff->backend.family)) {
+			aff->last_ns = now;
+			return &aff->backend;
+		}
+	}
+	bk.set_id = svc->set_id;
+	bk.slot = bpf_get_prandom_u32() % svc->count;
+	found = bpf_map_lookup_elem(&ferry_backend, &bk);
+	if (found && svc->affinity_timeout) {
+		struct affinity_val av;
+
+		av.backend = *found;
+		av.last_ns = now;
+		bpf_map_update_elem(&ferry_xaffinity, &ak, &av, BPF_ANY);
+	}
+	return found;
+}
+
+/* A new connection to a frontend: choose, record both directions, translate. */
+static __always_inline int new_connection(struct __sk_buff *skb, const struct pkt *p, __u64 now)
+{
+	struct xsvc_val *svc;
+	struct backend_val be;
+	struct backend_val *found;
+	struct ct_key fk, rk;
+	struct ct_val fv, rv;
+	struct ct_val *old;
+	__u32 src[4];
+	__u16 sport = p->sport;
+	int node_addr = 0;
+	int i;
+
+	svc = lookup_frontend(p, &node_addr);
+	if (!svc)
+		return TC_ACT_OK;
+	if ((svc->flags & FERRY_XF_SRCRANGE) && !source_allowed(p, svc->set_id))
+		return TC_ACT_SHOT;
+	if (svc->verdict == FERRY_VERDICT_REJECT) {
+		/* On a node address nothing listens on the port: the stack answers with a TCP RST or
+		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) it is dropped for now. */
+		return node_addr ? TC_ACT_OK : TC_ACT_SHOT;
+	}
+	if (svc->verdict != FERRY_VERDICT_FORWARD || svc->count == 0)
+		return TC_ACT_SHOT;
+	found = pick(p, svc, now);
+	if (!found || found->family != p->family)
+		return TC_ACT_OK; /* mid-update; the next sync repairs it */
+	be = *found;
+
+	__builtin_memcpy(src, p->saddr, 16);
+	if (svc->flags & FERRY_XF_MASQ) {
+		__u32 fam = p->family;
+		struct snat_val *sn = bpf_map_lookup_elem(&ferry_snat, &fam);
+
+		if (!sn)
+			return TC_ACT_SHOT;
+		__builtin_memcpy(src, sn->addr, 16);
+		/* A source port whose reply tuple is free (or only held by an expired entry). */
+		for (i = 0; i < SNAT_PORT_TRIES; i++) {
+			sport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
+			tuple_key(&rk, be.addr, src, be.port, sport, p->proto, p->family);
+			old = bpf_map_lookup_elem(&ferry_ct, &rk);
+			if (!old || !ct_live(old, now))
+				break;
+		}
+		if (i == SNAT_PORT_TRIES)
+			return TC_ACT_SHOT;
+	}
+
+	tuple_key(&fk, p->saddr, p->daddr, p->sport, p->dport, p->proto, p->family);
+	tuple_key(&rk, be.addr, src, be.port, sport, p->proto, p->family);
+	__builtin_memset(&fv, 0, sizeof(fv));
+	__builtin_memcpy(fv.saddr, src, 16);
+	__builtin_memcpy(fv.daddr, be.addr, 16);
+	fv.sport = sport;
+	fv.dport = be.port;
+	fv.set_id = svc->set_id;
+	fv.last_ns = now;
+	fv.state = ct_next(FERRY_CT_NEW, p, FERRY_CT_FORWARD);
+	fv.dir = FERRY_CT_FORWARD;
+	__builtin_memset(&rv, 0, sizeof(rv));
+	__builtin_memcpy(rv.saddr, p->daddr, 16);
+	__builtin_memcpy(rv.daddr, p->saddr, 16);
+	rv.sport = p->dport;
+	rv.dport = p->sport;
+	rv.set_id = svc->set_id;
+	rv.last_ns = now;
+	rv.state = fv.state;
+	rv.dir = FERRY_CT_REPLY;
+	/* The reply entry first: a reply can only come once the forward packet went out. */
+	if (bpf_map_update_elem(&ferry_ct, &rk, &rv, BPF_ANY) < 0 || bpf_map_update_elem(&ferry_ct, &fk, &fv, BPF_ANY) < 0)
+		return TC_ACT_SHOT;
+	if (!rewrite(skb, p, fv.saddr, fv.daddr, fv.sport, fv.dport))
+		return TC_ACT_SHOT;
+	return send_on(skb, fv.saddr, fv.daddr, p->family, p->proto);
+}
+
+SEC("tc")
+int ferry_tc_ingress(struct __sk_buff *skb)
+{
+	struct pkt p;
+	struct ct_key k;
+	struct ct_val *v;
+	__u64 now;
+
+	__builtin_memset(&p, 0, sizeof(p));
+	if (!parse(skb, &p))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	tuple_key(&k, p.saddr, p.daddr, p.sport, p.dport, p.proto, p.family);
+	v = bpf_map_lookup_elem(&ferry_ct, &k);
+	if (v && ct_live(v, now)) {
+		int fresh = v->dir == FERRY_CT_FORWARD && p.proto == IPPROTO_TCP && (p.tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN;
+
+		if (v->dir == FERRY_CT_REPLY)
+			return ct_forward(skb, &p, v, now);
+		/* A new SYN on a closing connection is a new connection (the client reused its port);
+		 * an endpoint that left its set is never used again. Both choose afresh. */
+		if (!(fresh && v->state == FERRY_CT_CLOSING) && is_member(v->set_id, v->daddr, v->dport, p.family))
+			return ct_forward(skb, &p, v, now);
+	}
+	return new_connection(skb, &p, now);
+}
