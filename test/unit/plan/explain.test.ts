@@ -271,13 +271,18 @@ t.test('userspace path: the listener and the forwarder', async (t) => {
   t.match(e.path[0]?.does, /resets/);
 });
 
-t.test('ebpf: socket-level LB never masquerades; traffic from outside is not handled yet', async (t) => {
+t.test('ebpf: socket-level LB never masquerades; traffic from outside goes through the tc program with the IR\'s masquerade', async (t) => {
   const hp = trace(T, q(POD, '198.19.0.16', 80), host, EBPF_FACTS, ebpfPath);
   t.equal(hp.verdict.kind, 'dnat');
   t.equal(hp.masquerade.value, 'no', 'even hairpin: the pod connects straight to itself');
   t.match(hp.path[0], { at: 'cgroup connect4', does: /ferry_svc \[198\.19\.0\.16 80\/TCP\]/ });
   const ext = trace(T, q(CLIENT, NODE_IP, 30080), host, EBPF_FACTS, ebpfPath);
-  t.equal(ext.verdict.kind, 'untouched');
-  t.match(ext.verdict.reason, /not handled yet/);
+  t.equal(ext.verdict.kind, 'dnat');
+  t.equal(ext.masquerade.value, 'yes', 'externalTrafficPolicy Cluster: masqueraded, as kube-proxy does');
+  t.match(ext.path.map((s) => `${s.at}: ${s.does}`).join('\n'), /ferry_xsvc \[\* 30080\/TCP\].*MASQ[\s\S]*ferry_snat[\s\S]*ferry_ct/);
+  const loc = trace(T, q(CLIENT, NODE_IP, 30014), host, EBPF_FACTS, ebpfPath);
+  t.equal(loc.verdict.kind, 'drop', 'externalTrafficPolicy Local without a local endpoint: dropped');
+  t.match(loc.path.at(-1)?.does, /dropped/);
+  t.equal(trace(T, q(CLIENT, NODE_IP, 30012), host, EBPF_FACTS, ebpfPath).verdict.kind, 'reject', 'no endpoints on a node address: the stack refuses');
   t.equal(trace(T, q(POD, '198.19.0.12', 80), host, EBPF_FACTS, ebpfPath).verdict.kind, 'reject');
 });

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { EbpfCompiler, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
-import { addrBytes, decodeSetName, describeSvcKey, MAP_SIZES, WRITTEN_MAPS } from '../../../../src/backends/ebpf/layout.js';
+import { addrBytes, decodeSetName, describeSvcKey, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -172,14 +172,14 @@ t.test('a partial sync is the element diff of the changed service port, in the s
   const web2: ServiceEntry = { ...web, internal: fwd(ep('10.0.2.2', 8080)), external: fwd(ep('10.0.2.2', 8080)), cluster: fwd(ep('10.0.2.2', 8080)) };
   const diff = c.partial(tables(table(4, [web2, other])), changesOf([web.key]));
   const order = diff.phases.map((p) => p.map((o) => `${o.map}${o.upserts.length ? ` +${o.upserts.length}` : ''}${o.deletes.length ? ` -${o.deletes.length}` : ''}`).join(', '));
-  t.same(order, ['ferry_backend +2, ferry_member +2', 'ferry_svc +4', 'ferry_backend -2, ferry_member -2'], 'backends first, then the frontends that point at them, then what nothing points at');
+  t.same(order, ['ferry_backend +2, ferry_member +2', 'ferry_svc +4, ferry_xsvc +3', 'ferry_backend -2, ferry_member -2'], 'backends first, then the frontends that point at them, then what nothing points at');
   apply(state, diff);
   t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.2.2:8080']);
   t.same(backendsOf(state, 'default/other:http/TCP|internal|4'), ['10.0.3.2:80'], 'the other Service untouched');
 
   // The Service goes: its frontends are deleted before its sets.
   const del = c.partial(tables(table(4, [other])), changesOf([web.key]));
-  t.same(del.phases[0]?.map((o) => o.map), ['ferry_svc'], 'frontends removed first');
+  t.same(del.phases[0]?.map((o) => o.map), ['ferry_svc', 'ferry_xsvc'], 'frontends removed first');
   t.ok(del.phases[0]?.every((o) => o.upserts.length === 0), 'nothing written');
   apply(state, del);
   c.commit();
@@ -250,4 +250,113 @@ t.test('dual-stack: one service port key in both families gets a set per family,
   t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080'], 'IPv4 set unchanged');
   t.equal(backendsOf(state, 'default/web:http/TCP|internal|6').length, 1, 'IPv6 set rewritten in place');
   t.match(backendsOf(state, 'default/web:http/TCP|internal|6')[0], /0003:8080$/, 'to the new IPv6 endpoint');
+});
+
+/** The tc frontends as readable lines: "TCP 203.0.113.20:80 → set <name> count N verdict V affinity A flags MASQ,SRCRANGE". */
+function packetFrontends(state: MapState): string[] {
+  const names = new Map<number, string>();
+  for (const [k, v] of state.ferry_setname) names.set(Buffer.from(k, 'latin1').readUInt32LE(0), decodeSetName(v));
+  const out: string[] = [];
+  for (const [k, v] of state.ferry_xsvc) {
+    const b = Buffer.from(v, 'latin1');
+    const verdict = ['forward', 'reject', 'drop'][b.readUInt8(12)];
+    const f = b.readUInt8(13);
+    const flags = [f & XF_MASQ ? 'MASQ' : '', f & XF_SRCRANGE ? 'SRCRANGE' : ''].filter((x) => x).join(',') || '-';
+    out.push(`${describeSvcKey(k)} → ${names.get(b.readUInt32LE(0))} count ${b.readUInt32LE(4)} ${verdict} affinity ${b.readUInt32LE(8)} flags ${flags}`);
+  }
+  return out.sort();
+}
+
+/** Source ranges as "<set name> <cidr>". */
+function sourceRanges(state: MapState): string[] {
+  const names = new Map<number, string>();
+  for (const [k, v] of state.ferry_setname) names.set(Buffer.from(k, 'latin1').readUInt32LE(0), decodeSetName(v));
+  const out: string[] = [];
+  for (const k of state.ferry_srcrange.keys()) {
+    const b = Buffer.from(k, 'latin1');
+    const bits = b.readUInt32LE(0) - 32;
+    const name = names.get(b.readUInt32BE(4)) ?? '?';
+    const fam = name.endsWith('|6') ? 6 : 4;
+    const ip = fam === 4 ? [...b.subarray(8, 12)].join('.') : b.subarray(8, 24).toString('hex');
+    out.push(`${name} ${ip}/${bits}`);
+  }
+  return out.sort();
+}
+
+t.test('tc frontends: the external set, masquerade per the IR, source ranges for LB IPs, the SNAT address', async (t) => {
+  const c = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true });
+  const state = emptyState();
+  const local = svc({
+    namespace: 'default',
+    name: 'local',
+    clusterIP: '198.19.0.14',
+    nodePort: 30090,
+    internal: fwd(ep('10.0.1.2', 80, true), ep('10.0.2.2', 80)),
+    external: fwd(ep('10.0.1.2', 80, true)),
+    cluster: fwd(ep('10.0.1.2', 80, true), ep('10.0.2.2', 80)),
+    externalPolicyLocal: true,
+  });
+  const noLocal = svc({ namespace: 'default', name: 'nolocal', clusterIP: '198.19.0.15', nodePort: 30091, internal: fwd(ep('10.0.2.2', 80)), external: DROP, cluster: fwd(ep('10.0.2.2', 80)), externalPolicyLocal: true });
+  const ranged = svc({
+    namespace: 'default',
+    name: 'ranged',
+    clusterIP: '198.19.0.16',
+    loadBalancerIPs: ['203.0.113.11'],
+    loadBalancerSourceRanges: ['198.18.0.100/32', '10.1.2.3/8'],
+    allowLoadBalancerIPSources: true,
+    internal: fwd(ep('10.0.1.2', 80)),
+    external: fwd(ep('10.0.1.2', 80)),
+    cluster: fwd(ep('10.0.1.2', 80)),
+  });
+  const empty = svc({ namespace: 'default', name: 'empty', clusterIP: '198.19.0.17', nodePort: 30092, externalIPs: ['203.0.113.30'], internal: REJECT, external: REJECT, cluster: REJECT });
+  const v6 = svc({ namespace: 'default', name: 'web6', family: 6, clusterIP: '2001:db8:19::10', nodePort: 30080, internal: fwd(ep('2001:db8:1::2', 8080)), external: fwd(ep('2001:db8:1::2', 8080)) });
+  apply(
+    state,
+    c.full(tables(table(4, [web, local, noLocal, ranged, empty], { nodeIPs: ['192.0.2.10', '192.0.2.11'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), emptyState()),
+  );
+  t.same(packetFrontends(state), [
+    'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',
+    'TCP *:30080 (NodePort, IPv6) → default/web6:http/TCP|external|6 count 1 forward affinity 0 flags MASQ',
+    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|outside|4 count 1 forward affinity 0 flags -',
+    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|outside|4 count 0 drop affinity 0 flags -',
+    'TCP *:30092 (NodePort, IPv4) → default/empty:http/TCP|external|4 count 0 reject affinity 0 flags MASQ',
+    'TCP 203.0.113.10:80 → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',
+    'TCP 203.0.113.11:80 → default/ranged:http/TCP|external|4 count 1 forward affinity 0 flags MASQ,SRCRANGE',
+    'TCP 203.0.113.20:80 → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',
+    'TCP 203.0.113.30:80 → default/empty:http/TCP|external|4 count 0 reject affinity 0 flags MASQ',
+  ]);
+  t.same(backendsOf(state, 'default/local:http/TCP|outside|4'), ['10.0.1.2:80'], 'ETP Local: the tc path has the local endpoint only');
+  t.same(backendsOf(state, 'default/local:http/TCP|external|4'), ['10.0.1.2:80', '10.0.2.2:80'], 'while local clients (socket LB) use the cluster-wide set');
+  t.notOk(frontends(state).some((l) => l.startsWith('TCP 203.0.113.11')), 'LB IPs with source ranges stay off the socket path');
+  t.same(sourceRanges(state), ['default/ranged:http/TCP|external|4 10.0.0.0/8', 'default/ranged:http/TCP|external|4 198.18.0.100/32', 'default/ranged:http/TCP|external|4 203.0.113.11/32'], 'ranges (host bits cleared) and, as the IR allows, the LB IPs themselves');
+  const snat = [...state.ferry_snat].map(([k, v]) => `${Buffer.from(k, 'latin1').readUInt32LE(0)} ${Buffer.from(v, 'latin1').toString('hex')}`).sort();
+  t.same(snat, ['4 c000020a000000000000000000000000', '6 20010db8000000000000000000000010'], 'masqueraded traffic leaves with the primary node address of each family');
+  sizesAreRight(t, state);
+
+  // A partial sync that removes the source ranges removes exactly their elements and the flag.
+  const open = { ...ranged, loadBalancerSourceRanges: [], allowLoadBalancerIPSources: false };
+  const d = c.partial(tables(table(4, [web, local, noLocal, open, empty], { nodeIPs: ['192.0.2.10', '192.0.2.11'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), changesOf([ranged.key]));
+  apply(state, d);
+  c.commit();
+  t.same(sourceRanges(state), [], 'no ranges left');
+  t.match(packetFrontends(state).find((l) => l.startsWith('TCP 203.0.113.11')), /flags MASQ$/, 'the LB IP is open to every source');
+  t.ok(frontends(state).some((l) => l.startsWith('TCP 203.0.113.11')), 'and now socket-balanced too');
+
+  // The node address changes: the SNAT address follows (a table-level change).
+  const moved = c.partial(tables(table(4, [web, local, noLocal, open, empty], { nodeIPs: ['192.0.2.20'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), { full: false, changed: new Set(), tableChanged: true });
+  apply(state, moved);
+  t.match([...state.ferry_snat.values()].map((v) => Buffer.from(v, 'latin1').toString('hex')), ['c0000214000000000000000000000000', '20010db8000000000000000000000010']);
+  t.same(state, c.current(), "the compiler's view equals what the maps hold");
+});
+
+t.test('srcRangeKey: LPM keys with the set id as a big-endian prefix; bad CIDRs refused', async (t) => {
+  const k = srcRangeKey(0x01020304, '10.9.8.7/12', 4);
+  t.ok(k);
+  const b = Buffer.from(k ?? '', 'latin1');
+  t.equal(b.readUInt32LE(0), 44, 'prefix length = 32 (set id) + 12');
+  t.same([...b.subarray(4, 8)], [1, 2, 3, 4], 'set id big endian');
+  t.same([...b.subarray(8, 12)], [10, 0, 0, 0], 'host bits cleared');
+  t.equal(srcRangeKey(1, '10.0.0.0/33', 4), undefined);
+  t.equal(srcRangeKey(1, '2001:db8::/32', 4), undefined, 'another family');
+  t.equal(Buffer.from(srcRangeKey(1, '2001:db8::1/128', 6) ?? '', 'latin1').readUInt32LE(0), 160);
 });
