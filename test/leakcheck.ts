@@ -1,6 +1,7 @@
 /**
  * Run by scripts/test after every suite: fails if any simulator run left a network namespace or
- * a host interface, a cgroup or a bpffs pin directory behind (every name the simulator creates starts with "fy"). Plain TAP, no tap
+ * a host interface, a cgroup or a bpffs pin directory behind (every name the simulator creates starts with "fy"), or if
+ * ferry's tc program sits on any of the host's own interfaces. Plain TAP, no tap
  * import, so it runs even when the test framework is what broke.
  */
 import { listLeftovers } from '../src/sim/cluster/cleanup.js';
@@ -16,7 +17,7 @@ async function main(): Promise<void> {
     return;
   }
   if (leaked.length === 0) {
-    process.stdout.write('ok 1 - no leaked network namespaces, interfaces, cgroups or bpffs pins\n');
+    process.stdout.write('ok 1 - no leaked network namespaces, interfaces, cgroups, bpffs pins or host tc programs\n');
     return;
   }
   process.stdout.write(`not ok 1 - leaked: ${leaked.join(' ')}\n`);

@@ -37,12 +37,31 @@ export async function listHostLinks(prefix: string): Promise<string[]> {
   return out;
 }
 
+/**
+ * Host interfaces carrying ferry's tc program (ebpf mode): ferry in a simulated node attaches
+ * only to that node's interfaces, so any hit here is a leak onto the host's own interfaces.
+ * One `bpftool net show` of the host namespace; bpftool missing means no BPF tests ran here.
+ */
+export async function listHostTcLeftovers(): Promise<string[]> {
+  const res = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
+  if (res.exitCode !== 0) return [];
+  const out: string[] = [];
+  try {
+    const parsed = JSON.parse(res.stdout) as { tc?: { devname?: string; kind?: string; name?: string }[] }[];
+    for (const ns of parsed) for (const f of ns.tc ?? []) if (f.name?.startsWith('ferry_tc')) out.push(`${f.devname ?? '?'}/${f.kind ?? '?'}/${f.name}`);
+  } catch {
+    return [];
+  }
+  return out;
+}
+
 /** Every network namespace, host link, cgroup and bpffs pin directory left by any simulator run (or by the given prefix). */
 export async function listLeftovers(prefixStart: string = NAME_ROOT): Promise<string[]> {
-  const [ns, links] = await Promise.all([listNetns(prefixStart), listHostLinks(prefixStart)]);
+  const [ns, links, tc] = await Promise.all([listNetns(prefixStart), listHostLinks(prefixStart), listHostTcLeftovers()]);
   return [
     ...ns.map((n) => `netns/${n}`),
     ...links.map((l) => `link/${l}`),
+    ...tc.map((f) => `host-tc/${f}`),
     ...listCgroupLeftovers(prefixStart).map((c) => `cgroup/${c}`),
     ...listBpffsLeftovers(prefixStart).map((b) => `bpffs/${b}`),
   ];

@@ -2,7 +2,8 @@
  * ebpf mode through the real CLI in a simulated node (its own cgroup, its own bpffs directory):
  * the node reaches a ClusterIP and 127.0.0.1:NodePort, an endpoint change takes effect, a
  * Service without endpoints is refused, the data path keeps working while ferry is down and
- * across its restart (pins), and `ferry --cleanup` leaves no pin, link or program behind.
+ * across its restart (pins), the tc program sits on the node's interfaces (never the host's),
+ * and `ferry --cleanup` leaves no pin, link, program, tc filter or clsact qdisc behind.
  */
 import t from 'tap';
 import { existsSync } from 'node:fs';
@@ -47,6 +48,11 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.ok(existsSync(join(pinDir, 'ferry_svc')) && existsSync(join(pinDir, 'link_ferry_connect4')), `maps and links pinned under ${pinDir}`);
     const shown = await run(['bpftool', 'cgroup', 'show', cgroup ?? '']);
     t.match(shown.stdout, /ferry_connect4/, 'the programs are attached to the node\'s cgroup');
+    const tcShown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
+    t.match(tcShown.stdout, /ferry_tc_ingress/, `the tc program is on the node's eth0 ingress (${tcShown.stdout.trim()})`);
+    t.ok(existsSync(join(pinDir, 'prog_ferry_tc_ingress')) && existsSync(join(pinDir, 'ferry_ct')), 'the tc program and its CT map pinned');
+    const hostTc = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
+    t.notMatch(hostTc.stdout, /ferry_tc/, "nothing of ferry's on the host's own interfaces");
 
     const local = await env.waitReachable('127.0.0.1', np, `node → 127.0.0.1:${np} (NodePort)`);
     t.equal(local.pod, 'echo-1', '127.0.0.1:NodePort from the node answered by the endpoint');
@@ -88,6 +94,8 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.ok(rs.length >= 10, `the probe ran through the restart (${rs.length} requests)`);
     t.equal(rs.filter((x) => !x.ok).length, 0, `zero failed requests while ferry was down and restarting; got ${summarize(rs)}`);
     t.match(env.log(), /BPF programs in place.*replaced=8/, 'the restarted ferry swapped its programs into the pinned links');
+    const tcAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
+    t.equal((tcAfter.stdout.match(/ferry_tc_ingress/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
 
     // --cleanup removes every pin; the cgroup is left without programs.
     await env.stopFerry();
@@ -96,6 +104,10 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.notOk(existsSync(pinDir), 'the pin directory is gone');
     const empty = await run(['bpftool', 'cgroup', 'show', cgroup ?? '']);
     t.notMatch(empty.stdout, /ferry_/, `no program attached to the node's cgroup any more (${empty.stdout.trim() || 'empty'})`);
+    const tcGone = await c.exec(node.netns, ['bpftool', 'net', 'show'], { allowFailure: true });
+    t.notMatch(tcGone.stdout, /ferry_tc/, `no tc program on any interface of the node (${tcGone.stdout.trim()})`);
+    const qdisc = await c.exec(node.netns, ['tc', 'qdisc', 'show', 'dev', 'eth0'], { allowFailure: true });
+    t.notMatch(qdisc.stdout, /clsact/, `the clsact qdisc ferry made is gone (${qdisc.stdout.trim()})`);
     const gone = await env.probe(ip, 80);
     t.notOk(gone.ok, `the ClusterIP is not translated after cleanup (${summarize([gone])})`);
   });
