@@ -49,7 +49,7 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     const shown = await run(['bpftool', 'cgroup', 'show', cgroup ?? '']);
     t.match(shown.stdout, /ferry_connect4/, 'the programs are attached to the node\'s cgroup');
     const tcShown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
-    t.match(tcShown.stdout, /ferry_tc_ingress/, `the tc program is on the node's eth0 ingress (${tcShown.stdout.trim()})`);
+    t.match(tcShown.stdout, /handle 0xfe77 ferry_tc_ingres/, `the tc program is on the node's eth0 ingress (${tcShown.stdout.trim()})`);
     t.ok(existsSync(join(pinDir, 'prog_ferry_tc_ingress')) && existsSync(join(pinDir, 'ferry_ct')), 'the tc program and its CT map pinned');
     const hostTc = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
     t.notMatch(hostTc.stdout, /ferry_tc/, "nothing of ferry's on the host's own interfaces");
@@ -95,7 +95,7 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.equal(rs.filter((x) => !x.ok).length, 0, `zero failed requests while ferry was down and restarting; got ${summarize(rs)}`);
     t.match(env.log(), /BPF programs in place.*replaced=8/, 'the restarted ferry swapped its programs into the pinned links');
     const tcAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
-    t.equal((tcAfter.stdout.match(/ferry_tc_ingress/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
+    t.equal((tcAfter.stdout.match(/ferry_tc_ingres/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
 
     // --cleanup removes every pin; the cgroup is left without programs.
     await env.stopFerry();
