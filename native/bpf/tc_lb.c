@@ -232,6 +232,78 @@ static __always_inline int send_on(struct __sk_buff *skb, const __u32 saddr[4], 
 	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 }
 
+/*
+ * Rejects a TCP segment to a frontend without endpoints that is not a node address (an
+ * externalIP, an LB IP: the stack would route it on, not answer it): the segment itself becomes
+ * the RST (RFC 9293 3.10.7.1), sent back out of the interface it came in on. Addresses, ports
+ * and MACs are swapped (the checksum does not change for that), sequence, acknowledgment and
+ * flags rewritten; its options stay (allowed on a RST), a segment with payload is just dropped.
+ */
+static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p)
+{
+	__u32 csum_off = p->l4off + 16;
+	__u32 seq, ack, new_seq, new_ack, hdr_len, len;
+	__u8 flags_word[2], new_word[2];
+	__u8 mac[12], swapped[12];
+	__u16 ports[2];
+
+	if (p->tcp_flags & TCPF_RST)
+		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, p->l4off + 4, &seq, 4) < 0 || bpf_skb_load_bytes(skb, p->l4off + 8, &ack, 4) < 0 ||
+	    bpf_skb_load_bytes(skb, p->l4off + 12, flags_word, 2) < 0)
+		return TC_ACT_SHOT;
+	hdr_len = (flags_word[0] >> 4) * 4;
+	if (p->family == 4) {
+		__u16 tot;
+
+		if (bpf_skb_load_bytes(skb, p->l3off + 2, &tot, 2) < 0)
+			return TC_ACT_SHOT;
+		len = bpf_ntohs(tot) - (p->l4off - p->l3off);
+	} else {
+		__u16 plen;
+
+		if (bpf_skb_load_bytes(skb, p->l3off + 4, &plen, 2) < 0)
+			return TC_ACT_SHOT;
+		len = bpf_ntohs(plen);
+	}
+	if (len != hdr_len)
+		return TC_ACT_SHOT;
+	new_word[0] = flags_word[0];
+	if (p->tcp_flags & TCPF_ACK) {
+		new_seq = ack;
+		new_ack = 0;
+		new_word[1] = TCPF_RST;
+	} else {
+		new_seq = 0;
+		new_ack = bpf_htonl(bpf_ntohl(seq) + ((p->tcp_flags & TCPF_SYN) ? 1 : 0) + ((p->tcp_flags & TCPF_FIN) ? 1 : 0));
+		new_word[1] = TCPF_RST | TCPF_ACK;
+	}
+	if (bpf_l4_csum_replace(skb, csum_off, seq, new_seq, 4) < 0 || bpf_l4_csum_replace(skb, csum_off, ack, new_ack, 4) < 0 ||
+	    bpf_l4_csum_replace(skb, csum_off, *(__u16 *)flags_word, *(__u16 *)new_word, 2) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, p->l4off + 4, &new_seq, 4, 0) < 0 || bpf_skb_store_bytes(skb, p->l4off + 8, &new_ack, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, p->l4off + 12, new_word, 2, 0) < 0)
+		return TC_ACT_SHOT;
+	ports[0] = p->dport;
+	ports[1] = p->sport;
+	if (bpf_skb_store_bytes(skb, p->l4off, ports, 4, 0) < 0)
+		return TC_ACT_SHOT;
+	if (p->family == 4) {
+		if (bpf_skb_store_bytes(skb, p->l3off + 12, &p->daddr[0], 4, 0) < 0 || bpf_skb_store_bytes(skb, p->l3off + 16, &p->saddr[0], 4, 0) < 0)
+			return TC_ACT_SHOT;
+	} else {
+		if (bpf_skb_store_bytes(skb, p->l3off + 8, p->daddr, 16, 0) < 0 || bpf_skb_store_bytes(skb, p->l3off + 24, p->saddr, 16, 0) < 0)
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_load_bytes(skb, 0, mac, 12) < 0)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* Translates a packet of a tracked connection; 0 when the entry cannot be used. */
 static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
 {
@@ -340,8 +412,11 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 		return TC_ACT_SHOT;
 	if (svc->verdict == FERRY_VERDICT_REJECT) {
 		/* On a node address nothing listens on the port: the stack answers with a TCP RST or
-		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) it is dropped for now. */
-		return node_addr ? TC_ACT_OK : TC_ACT_SHOT;
+		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) TCP gets a RST from here;
+		 * UDP is dropped for now (an ICMP error would have to quote the datagram). */
+		if (node_addr)
+			return TC_ACT_OK;
+		return p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : TC_ACT_SHOT;
 	}
 	if (svc->verdict != FERRY_VERDICT_FORWARD || svc->count == 0)
 		return TC_ACT_SHOT;

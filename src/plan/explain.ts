@@ -53,10 +53,10 @@ export interface ModeFacts {
    * Socket-level load balancing (ebpf): a local client's connect() goes straight to the endpoint,
    * so nothing is NATed or masqueraded; `fromOutside` says why traffic from the network is not
    * handled (absent: it is, with NAT and the IR's masquerade like the kernel NAT modes);
-   * `outsideRejectDrops` says why a reject verdict for traffic from the network to a frontend
+   * `outsideUdpRejectDrops` says why a reject verdict for UDP from the network to a frontend
    * that is not a node address (externalIPs, LB IPs) ends as a drop (absent: it is rejected).
    */
-  readonly socketLB?: { readonly fromOutside?: string; readonly outsideRejectDrops?: string };
+  readonly socketLB?: { readonly fromOutside?: string; readonly outsideUdpRejectDrops?: string };
 }
 
 export type Frontend = 'clusterIP' | 'nodePort' | 'externalIP' | 'loadBalancerIP';
@@ -358,8 +358,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   } else if (set.verdict === 'drop') {
     const policyName = role === 'internal' ? 'internalTrafficPolicy' : 'externalTrafficPolicy';
     verdict = { kind: 'drop', reason: `${policyName} Local and no usable endpoint on node ${table.nodeName} (endpoints exist elsewhere)` };
-  } else if (mode.socketLB?.outsideRejectDrops !== undefined && traffic.class === 'external' && frontend !== 'nodePort') {
-    verdict = { kind: 'drop', reason: `${svc.key} has no usable endpoint anywhere; ${mode.mode} mode: ${mode.socketLB.outsideRejectDrops}` };
+  } else if (mode.socketLB?.outsideUdpRejectDrops !== undefined && traffic.class === 'external' && frontend !== 'nodePort' && q.protocol === 'UDP') {
+    verdict = { kind: 'drop', reason: `${svc.key} has no usable endpoint anywhere; ${mode.mode} mode: ${mode.socketLB.outsideUdpRejectDrops}` };
   } else {
     verdict = { kind: 'reject', reason: `${svc.key} has no usable endpoint anywhere` };
   }

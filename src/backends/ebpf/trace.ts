@@ -16,7 +16,7 @@ export const EBPF_FACTS: ModeFacts = {
   dropsUnallocatedServiceIPs: false,
   reoriginates: false,
   socketLB: {
-    outsideRejectDrops: 'the tc program rejects only on node addresses (the host stack answers there); other frontends without endpoints are dropped (docs/ebpf.md)',
+    outsideUdpRejectDrops: 'the tc program answers TCP with a RST, but has no ICMP error for UDP to an externalIP or LB IP without endpoints yet: dropped (docs/ebpf.md)',
   },
 };
 
@@ -38,7 +38,16 @@ function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
   if (e.blockedBySourceRanges) return [...steps, { at: `${hook} → ferry_srcrange`, does: `${e.src} is in no source range of the set: dropped` }];
   switch (e.verdict.kind) {
     case 'reject':
-      return [...steps, { at: hook, does: `${XSVC} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)` }];
+      return [
+        ...steps,
+        {
+          at: hook,
+          does:
+            e.match.frontend === 'nodePort'
+              ? `${XSVC} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)`
+              : `${XSVC} [${key}] → reject: the SYN is turned into a RST and sent back out of the interface it came in on`,
+        },
+      ];
     case 'drop':
       return [...steps, { at: hook, does: `${XSVC} [${key}] → ${e.verdict.reason}: dropped` }];
     case 'untouched':

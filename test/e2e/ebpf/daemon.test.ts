@@ -1,7 +1,8 @@
 /**
  * ebpf mode through the real CLI in a simulated node (its own cgroup, its own bpffs directory):
  * the node reaches a ClusterIP and 127.0.0.1:NodePort, an endpoint change takes effect, a
- * Service without endpoints is refused, the data path keeps working while ferry is down and
+ * Service without endpoints is refused (also an externalIP from outside: the tc program's RST),
+ * the data path keeps working (from the node and from outside) while ferry is down and
  * across its restart (pins), the tc program sits on the node's interfaces (never the host's),
  * and `ferry --cleanup` leaves no pin, link, program, tc filter or clsact qdisc behind.
  */
@@ -19,14 +20,16 @@ const FERRY_BIN = join(fileURLToPath(new URL('../../../../', import.meta.url)), 
 
 t.setTimeout(scaledMs(10 * 60_000));
 
-function serviceYaml(name: string, app: string, type = 'ClusterIP'): string {
+function serviceYaml(name: string, app: string, type = 'ClusterIP', extra: Record<string, unknown> = {}): string {
   return JSON.stringify({
     apiVersion: 'v1',
     kind: 'Service',
     metadata: { name },
-    spec: { type, selector: { app }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+    spec: { type, selector: { app }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }], ...extra },
   });
 }
+
+const EXTERNAL_IP = '203.0.113.40';
 
 t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort, changes, restart, cleanup', async (t) => {
   await withOneNode(t, { mode: 'ebpf', pods: 2 }, async (env) => {
@@ -37,6 +40,8 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.ok(cgroup, 'the node has a cgroup of its own');
     await env.kubectl(['apply', '-f', '-'], serviceYaml('web', 'echo-1', 'NodePort'));
     await env.kubectl(['apply', '-f', '-'], serviceYaml('nowhere', 'nothing-matches'));
+    await env.kubectl(['apply', '-f', '-'], serviceYaml('nowhere-ext', 'nothing-matches', 'ClusterIP', { externalIPs: [EXTERNAL_IP] }));
+    await c.addClientRoute('203.0.113.0/24', node.name);
     const ip = (await env.kubectl(['get', 'svc', 'web', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
     const np = Number(await env.kubectl(['get', 'svc', 'web', '-o', 'jsonpath={.spec.ports[0].nodePort}']));
     const none = (await env.kubectl(['get', 'svc', 'nowhere', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
@@ -68,6 +73,17 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
       { what: `nowhere ${none} refused`, timeoutMs: 30_000 },
     );
     t.equal(refused.error, 'refused', 'a Service without endpoints is refused at once');
+    // From outside, to an externalIP (not a node address, so the stack would not answer): the tc
+    // program turns the SYN into the RST.
+    const fromClient = await eventually(
+      async () => {
+        const [x] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: EXTERNAL_IP, port: 80 }, { timeoutMs: 1500 });
+        if (!x || x.error !== 'refused') throw new NotYet(summarize(x ? [x] : []));
+        return x;
+      },
+      { what: `client → externalIP ${EXTERNAL_IP}:80 without endpoints refused`, timeoutMs: 30_000 },
+    );
+    t.equal(fromClient.error, 'refused', 'an externalIP without endpoints is refused for an outside client (RST from the tc program)');
 
     await env.kubectl(['patch', 'svc', 'web', '-p', JSON.stringify({ spec: { selector: { app: 'echo-2' } } })]);
     await eventually(
@@ -80,9 +96,20 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     const after = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { count: 10 });
     t.same([...new Set(after.map((x) => x.pod))], ['echo-2'], `only the new endpoint answers: ${summarize(after)}`);
 
-    // Restart: probes run while ferry is stopped, absent and started again.
+    // Restart: probes run while ferry is stopped, absent and started again, from the node (socket
+    // LB) and from outside (the tc program, NodePort with masquerade).
+    const viaTc = await eventually(
+      async () => {
+        const [x] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: node.ip, port: np }, { timeoutMs: 1500 });
+        if (!x?.ok || x.pod !== 'echo-2') throw new NotYet(summarize(x ? [x] : []));
+        return x;
+      },
+      { what: `client → ${node.ip}:${np} answered by echo-2`, timeoutMs: 30_000 },
+    );
+    t.equal(viaTc.pod, 'echo-2', 'the outside client reaches the NodePort through the tc program');
     const stop = new AbortController();
     const stream = c.probeStream({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { signal: stop.signal, intervalMs: 50, timeoutMs: 2000 });
+    const outside = c.probeStream({ kind: 'client' }, { proto: 'tcp', addr: node.ip, port: np }, { signal: stop.signal, intervalMs: 50, timeoutMs: 2000 });
     await new Promise((res) => setTimeout(res, 500));
     await env.stopFerry();
     await new Promise((res) => setTimeout(res, 1500));
@@ -91,11 +118,14 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     await new Promise((res) => setTimeout(res, 1500));
     stop.abort();
     const rs = await stream;
+    const ors = await outside;
     t.ok(rs.length >= 10, `the probe ran through the restart (${rs.length} requests)`);
     t.equal(rs.filter((x) => !x.ok).length, 0, `zero failed requests while ferry was down and restarting; got ${summarize(rs)}`);
+    t.ok(ors.length >= 10, `the outside probe ran through the restart (${ors.length} requests)`);
+    t.equal(ors.filter((x) => !x.ok).length, 0, `zero failed requests from outside (tc) while ferry was down and restarting; got ${summarize(ors)}`);
     t.match(env.log(), /BPF programs in place.*replaced=8/, 'the restarted ferry swapped its programs into the pinned links');
     const tcAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
-    t.equal((tcAfter.stdout.match(/ferry_tc_ingres/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
+    t.equal((tcAfter.stdout.match(/handle 0xfe77 ferry_tc_ingres/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
 
     // --cleanup removes every pin; the cgroup is left without programs.
     await env.stopFerry();
