@@ -46,7 +46,7 @@ export async function runEbpfApply(s: EbpfApplyInput, fullRounds: number): Promi
   const pinDir = `/sys/fs/bpf/${tag}`;
   mkdirSync(cgroup);
   try {
-    const backend = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+    const backend = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
     const empty = emptyTables(s.full);
     await backend.sync(null, empty, fullChanges(empty));
     const fullColdMs = await timed(() => backend.sync(null, s.full, fullChanges(s.full)));

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const pinDir = `/sys/fs/bpf/${tag}`;
   mkdirSync(cgroup);
   try {
-    await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }).attach();
+    await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }).attach();
     const addon = loadNative();
     if (!addon?.bpfMapUpdate || !addon.bpfMapDelete) throw new Error('the addon has no BPF support');
     const path = join(pinDir, 'ferry_svc');

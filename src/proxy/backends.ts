@@ -87,7 +87,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   ebpf: {
     create: async (config, families) =>
       createEbpfBackend({
-        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot, interfaces: config.ebpfInterfaces }),
+        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot, interfaces: config.ebpfInterfaces ?? 'all' }),
         families,
         localhostNodePorts: config.localhostNodePorts,
         log: logger('ebpf'),

@@ -107,17 +107,18 @@ function addonWithBpf(): BpfAddon {
 }
 
 /**
- * Which interfaces get the tc program (--ebpf-interfaces): names, or prefixes ending in '*'.
- * Undefined: every interface of the network namespace except loopback — replies from endpoints
- * on this node arrive on their pods' interfaces, so those need the program as much as the
- * uplink does.
+ * Which interfaces get the tc program (--ebpf-interfaces): names, or prefixes ending in '*'
+ * ([] = none: the program is loaded and pinned, attached nowhere — tests and benchmarks in the
+ * host's namespace). 'all': every interface of the network namespace except loopback — replies
+ * from endpoints on this node arrive on their pods' interfaces, so those need the program as
+ * much as the uplink does.
  */
-export type InterfaceSelector = readonly string[] | undefined;
+export type InterfaceSelector = readonly string[] | 'all';
 
 export function selectInterfaces(all: readonly { name: string; index: number }[], sel: InterfaceSelector): string[] {
   const out: string[] = [];
   for (const i of all) {
-    if (sel === undefined ? i.name !== 'lo' : sel.some((p) => (p.endsWith('*') ? i.name.startsWith(p.slice(0, -1)) : i.name === p))) out.push(i.name);
+    if (sel === 'all' ? i.name !== 'lo' : sel.some((p) => (p.endsWith('*') ? i.name.startsWith(p.slice(0, -1)) : i.name === p))) out.push(i.name);
   }
   return out;
 }
@@ -179,8 +180,11 @@ export interface KernelBpfOptions {
   readonly cgroupRoot: string | undefined;
   readonly object?: string;
   readonly tcObject?: string;
-  /** --ebpf-interfaces (undefined: every interface but lo). */
-  readonly interfaces?: InterfaceSelector;
+  /**
+   * --ebpf-interfaces; 'all' = every interface but lo. Required, so that no caller attaches to
+   * the interfaces of whatever namespace it runs in by default (tests in the host's: []).
+   */
+  readonly interfaces: InterfaceSelector;
 }
 
 /** The real applier, through the addon. */

@@ -27,17 +27,17 @@ t.test('a restart over 20,000 service ports finds every element and writes none'
     svc({ namespace: 'default', name: `s${i}`, internal: fwd(ep(`198.18.${(i >> 8) & 255}.${i & 255}`, 8080)), clusterIP: `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, port: 80 }),
   );
   const want = tables(table(4, services));
-  const first = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+  const first = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
   await first.sync(null, want, FULL);
   t.ok((first.lastSync()?.elements ?? 0) >= 3 * N, `the first sync wrote every element (${first.lastSync()?.elements})`);
 
-  const again = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+  const again = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
   await again.sync(null, want, FULL);
   t.equal(again.lastSync()?.elements, 0, 'the restart found all of them: nothing to write or delete');
 
   // One service port gone while "ferry was down": exactly its elements are deleted.
   const fewer = tables(table(4, services.slice(1)));
-  const third = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+  const third = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
   await third.sync(null, fewer, FULL);
   const removed = third.lastSync()?.elements ?? 0;
   t.ok(removed > 0 && removed <= 5, `a restart after one Service went deletes only its few elements (${removed})`);

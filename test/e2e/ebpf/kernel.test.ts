@@ -7,6 +7,7 @@
  * Needs root, cgroup v2 and bpffs (mounted here when absent, as ferry does).
  */
 import t from 'tap';
+import { run } from '../../../src/util/exec.js';
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
@@ -112,9 +113,11 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
     affinityTimeoutSeconds: 600,
   });
   const v4 = table(4, [web, dns, none, sticky], { nodeIPs: ['192.0.2.10'] });
-  const maps = new KernelBpfMaps({ pinDir, cgroupRoot: cgroup });
+  const maps = new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] });
   const backend = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
   await backend.sync(null, tables(v4), FULL);
+  const hostTc = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
+  t.notMatch(hostTc.stdout, /ferry_tc/, "interfaces: [] — the tc program is on none of the host's interfaces");
 
   const seen = new Set<string>();
   for (let i = 0; i < 20; i++) {
@@ -153,7 +156,7 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
   for (let i = 0; i < 8; i++) t.match((await client(cgroup, 'tcp', SVC_IP, 80)).reply, /^b /, 'after the change only b answers');
 
   // A restarted ferry: a new backend on the same pins swaps programs in place and writes nothing.
-  const again = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup }), families: [4], localhostNodePorts: true });
+  const again = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
   await again.sync(null, tables(v4b), FULL);
   t.equal(again.lastSync()?.elements, 0, 'a restart with the same state writes no element');
   t.match((await client(cgroup, 'tcp', SVC_IP, 80)).reply, /^b /, 'still served after the restart');
