@@ -289,12 +289,14 @@ BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detach
           continue;
         }
         detached->push_back(name);
-      }
-      if (val.ownQdisc) {
-        // ferry made this clsact: remove it (with it any filter added to it since).
-        DECLARE_LIBBPF_OPTS(bpf_tc_hook, both, .ifindex = static_cast<int>(idx), .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
-        int err = bpf_tc_hook_destroy(&both);
-        if (err && err != -ENOENT && err != -EINVAL) out = Fail(err, "remove clsact qdisc from " + name);
+        // ferry made this clsact: remove it. Only where ferry's filter was found, so a cleanup
+        // run in another network namespace (where the same index and name may be another
+        // interface) never removes a qdisc that is not ferry's.
+        if (val.ownQdisc) {
+          DECLARE_LIBBPF_OPTS(bpf_tc_hook, both, .ifindex = static_cast<int>(idx), .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+          int e2 = bpf_tc_hook_destroy(&both);
+          if (e2 && e2 != -ENOENT && e2 != -EINVAL) out = Fail(e2, "remove clsact qdisc from " + name);
+        }
       }
     }
     bpf_map_delete_elem(tcif, &idx);
