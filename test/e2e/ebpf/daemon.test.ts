@@ -30,6 +30,33 @@ function serviceYaml(name: string, app: string, type = 'ClusterIP', extra: Recor
 }
 
 const EXTERNAL_IP = '203.0.113.40';
+const REUSED_PORT = 40123;
+
+/** From the client: one HTTP/1.0 request per port in argv[2:], each from the same source port. */
+const SAME_PORT_CLIENT = `
+import socket, sys
+addr, src = sys.argv[1], int(sys.argv[2])
+for port in sys.argv[3:]:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(3)
+    try:
+        s.bind(('', src))
+        s.connect((addr, int(port)))
+        s.sendall(b'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')
+        data = b''
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        body = data.split(b'\\r\\n\\r\\n', 1)[-1].decode().strip()
+        print(port, 'ok', body)
+    except Exception as e:
+        print(port, 'error', type(e).__name__)
+    finally:
+        s.close()
+`;
 
 t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort, changes, restart, cleanup', async (t) => {
   await withOneNode(t, { mode: 'ebpf', pods: 2 }, async (env) => {
@@ -95,6 +122,29 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     );
     const after = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { count: 10 });
     t.same([...new Set(after.map((x) => x.pod))], ['echo-2'], `only the new endpoint answers: ${summarize(after)}`);
+
+    // Connection tracking, not a reverse map: a connection from a client port whose previous
+    // connection (to another frontend on the same endpoint, no SNAT) is still tracked must get
+    // its own translation — a stale reply entry would answer it from the old frontend.
+    await env.kubectl(['apply', '-f', '-'], serviceYaml('reuse-a', 'echo-1', 'NodePort', { externalTrafficPolicy: 'Local' }));
+    await env.kubectl(['apply', '-f', '-'], serviceYaml('reuse-b', 'echo-1', 'NodePort', { externalTrafficPolicy: 'Local' }));
+    const npA = Number(await env.kubectl(['get', 'svc', 'reuse-a', '-o', 'jsonpath={.spec.ports[0].nodePort}']));
+    const npB = Number(await env.kubectl(['get', 'svc', 'reuse-b', '-o', 'jsonpath={.spec.ports[0].nodePort}']));
+    for (const p of [npA, npB]) {
+      await eventually(
+        async () => {
+          const [x] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: node.ip, port: p }, { timeoutMs: 1500 });
+          if (!x?.ok) throw new NotYet(summarize(x ? [x] : []));
+        },
+        { what: `client → ${node.ip}:${p} answers`, timeoutMs: 30_000 },
+      );
+    }
+    const reuse = await c.exec(c.clientNetns, ['python3', '-c', SAME_PORT_CLIENT, node.ip, String(REUSED_PORT), String(npA), String(npB), String(npA)], { allowFailure: true, timeoutMs: 20_000 });
+    const lines = reuse.stdout.trim().split('\n');
+    t.equal(lines.length, 3, `three connections from client port ${REUSED_PORT} ran (${reuse.stdout.trim()} ${reuse.stderr.trim()})`);
+    for (const l of lines) {
+      t.match(l, new RegExp(`^\\d+ ok echo-1 ${c.clientIP.replace(/\./g, '\\.')}:${REUSED_PORT}$`), `from client port ${REUSED_PORT}, one after the other to NodePorts ${npA}, ${npB}, ${npA}: each answered by echo-1, client address kept (${l})`);
+    }
 
     // Restart: probes run while ferry is stopped, absent and started again, from the node (socket
     // LB) and from outside (the tc program, NodePort with masquerade).
