@@ -179,19 +179,17 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     const clusterIP = web.spec?.clusterIP ?? '';
     checks.push({ label: `pod client-pod (${clientPodNode.name}) → ClusterIP ${clusterIP}:80`, from: { kind: 'pod', pod: 'client-pod' }, addr: clusterIP, port: 80 });
     if (opts.mode === 'ebpf') {
-      // Socket-level LB serves the node's own processes and its pods; traffic from outside needs
-      // the tc data path, which is not built yet (docs/ebpf.md).
-      // A NodePort of ANOTHER node is traffic from outside for that node: tc step too.
+      // Socket-level LB serves the node's own processes and its pods (the outside client below
+      // goes through the tc program; docs/ebpf.md).
       const own = clientPodNode;
       checks.push({ label: `pod client-pod → its node ${own.name} ${own.ip}:${nodePort} (NodePort)`, from: { kind: 'pod', pod: 'client-pod' }, addr: own.ip, port: nodePort });
       checks.push({ label: `${own.name} itself → 127.0.0.1:${nodePort} (NodePort)`, from: { kind: 'node', node: own.name }, addr: '127.0.0.1', port: nodePort });
       checks.push({ label: `pod client-pod → externalIP ${EXTERNAL_IP}:80`, from: { kind: 'pod', pod: 'client-pod' }, addr: EXTERNAL_IP, port: 80 });
-    } else {
-      for (const n of cluster.nodes) {
-        checks.push({ label: `outside client → ${n.name} ${n.ip}:${nodePort} (NodePort)`, from: { kind: 'client' }, addr: n.ip, port: nodePort });
-      }
-      checks.push({ label: `outside client → externalIP ${EXTERNAL_IP}:80`, from: { kind: 'client' }, addr: EXTERNAL_IP, port: 80 });
     }
+    for (const n of cluster.nodes) {
+      checks.push({ label: `outside client → ${n.name} ${n.ip}:${nodePort} (NodePort)`, from: { kind: 'client' }, addr: n.ip, port: nodePort });
+    }
+    checks.push({ label: `outside client → externalIP ${EXTERNAL_IP}:80`, from: { kind: 'client' }, addr: EXTERNAL_IP, port: 80 });
 
     out('\nTraffic\n');
     let allOk = true;
@@ -216,7 +214,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
         if (opts.mode === 'nftables') out(`    (${rules.stdout.split('\n').length} lines of nft ruleset)\n`);
       }
     }
-    if (opts.mode === 'ebpf') out('\n  (ebpf mode, step 1: socket-level load balancing for the nodes and their pods; traffic from outside needs the tc data path, not built yet — docs/ebpf.md)\n');
+    if (opts.mode === 'ebpf') out('\n  (ebpf mode: socket-level load balancing for the nodes and their pods, the tc program for the outside client — docs/ebpf.md)\n');
     // What the node's ferry says about it: `ferry status`, then the client pod's flow explained
     // by `ferry trace`, both through the real CLI inside the node's namespace.
     const ferryCli = async (args: string[]): Promise<boolean> => {
