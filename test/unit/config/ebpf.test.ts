@@ -26,3 +26,10 @@ t.test('relative paths are refused by flag name', async (t) => {
   t.throws(() => resolve({ 'ebpf-cgroup-root': 'cg' }), /--ebpf-cgroup-root/);
   t.throws(() => resolve({ 'ebpf-bpffs-dir': 'bpf' }), /--ebpf-bpffs-dir/);
 });
+
+t.test('--ebpf-interfaces: names and prefixes; default undefined (every interface but lo); bad names refused', async (t) => {
+  t.equal(resolve({ 'proxy-mode': 'ebpf' }).ebpfInterfaces, undefined);
+  t.same(resolve({ 'ebpf-interfaces': 'eth0, veth*' }).ebpfInterfaces, ['eth0', 'veth*']);
+  t.throws(() => resolve({ 'ebpf-interfaces': 'eth0,a b' }), /--ebpf-interfaces/);
+  t.throws(() => resolve({ 'ebpf-interfaces': 'waytoolonginterfacename' }), /--ebpf-interfaces/);
+});

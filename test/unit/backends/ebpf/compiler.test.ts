@@ -360,3 +360,14 @@ t.test('srcRangeKey: LPM keys with the set id as a big-endian prefix; bad CIDRs 
   t.equal(srcRangeKey(1, '2001:db8::/32', 4), undefined, 'another family');
   t.equal(Buffer.from(srcRangeKey(1, '2001:db8::1/128', 6) ?? '', 'latin1').readUInt32LE(0), 160);
 });
+
+t.test('the backend attaches the tc program to interfaces that appeared since the last sync', async (t) => {
+  const maps = new FakeBpfMaps();
+  const backend = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
+  const tb = tables(table(4, [web]));
+  await backend.sync(null, tb, FULL);
+  t.same([...maps.tcOn], ['eth0'], 'the first sync: every interface there is');
+  maps.interfaces = ['eth0', 'veth-pod1'];
+  await backend.sync(tb, tb, changesOf([]));
+  t.same([...maps.tcOn].sort(), ['eth0', 'veth-pod1'], 'a new pod interface gets the program on the next sync');
+});
