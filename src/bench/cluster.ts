@@ -53,8 +53,6 @@ function histogramDiff(before: Bucket[] | undefined, after: Bucket[] | undefined
 }
 
 const BENCH_SERVICE_CIDR = '10.96.0.0/16';
-/** Whether ebpf mode serves NodePorts to clients outside the node (its tc programs). */
-const EBPF_SERVES_OUTSIDE = false;
 
 /**
  * The command line of the proxy under test in `node`. ebpf attaches to the node's own cgroup and
@@ -265,9 +263,6 @@ export class ClusterBench {
     const t = this.target!;
     const r = await this.podAgent.ask(`wait ${t.clusterIP} 80 ${timeoutMs}`);
     if (!r.startsWith('ok')) throw new ClusterBenchError(`${what}: target Service ${t.clusterIP}:80 never answered from pod cli (${r}); log: ${this.tail()}`);
-    // ebpf mode serves local sockets only: traffic from outside the node needs its tc programs
-    // (docs/ebpf.md), so its start-up is timed to the pod's connection alone.
-    if (what === 'ebpf' && !EBPF_SERVES_OUTSIDE) return;
     const r2 = await this.clientAgent.ask(`wait ${this.node.ip} ${t.nodePortConn} ${timeoutMs}`);
     if (!r2.startsWith('ok')) throw new ClusterBenchError(`${what}: NodePort ${this.node.ip}:${t.nodePortConn} never answered from the client (${r2}); log: ${this.tail()}`);
   }
