@@ -21,7 +21,7 @@ import { createBenchNetns, deleteBenchNetns } from './netns.js';
 import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
 import { round } from './stats.js';
-import type { DaemonRow, MemorySample, ProxyUnderTest, Size } from './types.js';
+import type { DaemonFullSync, DaemonRow, DaemonStartup, MemorySample, ProxyUnderTest, Size } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
@@ -35,6 +35,10 @@ export interface DaemonOptions {
   /** Start (and each repair) must finish within this. */
   readonly timeoutMs: number;
   readonly progress: (msg: string) => void;
+  /** The ferry launcher to run (default: this tree's bin/ferry); another tree's for an A/B run. */
+  readonly ferryBin?: string;
+  /** NODE_OPTIONS for ferry only (e.g. `--cpu-prof --cpu-prof-dir=DIR`); the API server and loadgen are left alone. */
+  readonly nodeOptions?: string;
 }
 
 export class DaemonBenchError extends Error {
@@ -76,11 +80,17 @@ class LineChild {
 }
 
 /** Spawns inside the namespace; stdout is a pipe for the line children, stderr's tail is kept for `logTail`. */
-function spawnIn(ns: string, argv: string[], withStdout = true): ChildProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', withStdout ? 'pipe' : 'ignore', 'pipe'] });
+function spawnIn(ns: string, argv: string[], withStdout = true, env?: NodeJS.ProcessEnv, onLine?: (line: string) => void): ChildProcess {
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', withStdout ? 'pipe' : 'ignore', 'pipe'], ...(env ? { env } : {}) });
   let tail = '';
+  let partial = '';
   child.stderr!.on('data', (b: Buffer) => {
-    tail = (tail + b.toString()).slice(-4096);
+    const text = b.toString();
+    tail = (tail + text).slice(-4096);
+    if (!onLine) return;
+    const lines = (partial + text).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) onLine(l);
   });
   tails.set(child, () => tail.trim().split('\n').slice(-6).join(' | '));
   return child;
@@ -119,6 +129,55 @@ async function sample(ns: string, pid: number): Promise<MemorySample> {
     arrayBuffersMB: round(mu.arrayBuffers / MiB),
     nativeMB: round(Math.max(0, anon - mu.heapTotal - mu.external) / MiB),
   };
+}
+
+/** Epoch ms of a ferry log line's stamp (`I1204 19:45:12.345 …`, UTC, this year), or undefined. */
+function logStamp(line: string): number | undefined {
+  const m = /^[IWE](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d\d\d) /.exec(line);
+  if (!m) return undefined;
+  const [mo, d, h, mi, se, ms] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  return Date.UTC(new Date().getUTCFullYear(), mo - 1, d, h, mi, se, ms);
+}
+
+/** `key=value` numbers (and booleans as 0/1) of a log line. */
+function logFields(line: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of line.matchAll(/ (\w+)=(-?\d+(?:\.\d+)?|true|false)(?= |$)/g)) out[m[1]!] = m[2] === 'true' ? 1 : m[2] === 'false' ? 0 : Number(m[2]);
+  return out;
+}
+
+/**
+ * The phases of ferry's start and of each full sync, from its log at -v 2 (its own clocks, so
+ * they hold on a loaded machine): lists done, and per full sync plan, compile, encode, kernel.
+ */
+class PhaseLog {
+  startedMs: number | undefined;
+  servicesListedMs: number | undefined;
+  slicesListedMs: number | undefined;
+  listedMs: number | undefined;
+  readonly fullSyncs: DaemonFullSync[] = [];
+  private pending: Partial<DaemonFullSync> = {};
+  constructor(private readonly t0: number) {}
+  line(l: string): void {
+    const at = logStamp(l);
+    if (at === undefined) return;
+    const since = at - this.t0;
+    if (l.includes('] starting ferry')) this.startedMs ??= since;
+    else if (l.includes('] initial list of services done')) this.servicesListedMs ??= since;
+    else if (l.includes('] initial list of endpointslices done')) this.slicesListedMs ??= since;
+    else if (l.includes('] initial lists received')) this.listedMs ??= since;
+    else if (l.includes('] nf_tables batch sent')) {
+      const f = logFields(l);
+      this.pending = { ...this.pending, encodeMs: f.encodeMs, kernelMs: f.kernelMs, batchMB: round((f.bytes ?? 0) / MiB), messages: f.messages };
+    } else if (l.includes('] nftables sync applied')) {
+      const f = logFields(l);
+      if (f.full === 1) this.pending = { ...this.pending, listMs: f.listMs, compileMs: f.compileMs, applyMs: f.applyMs };
+    } else if (l.includes('] full sync done')) {
+      const f = logFields(l);
+      this.fullSyncs.push({ endMs: since, durationMs: f.durationMs ?? 0, planMs: f.planMs ?? 0, ...this.pending } as DaemonFullSync);
+      this.pending = {};
+    } else if (l.includes('] partial sync done')) this.pending = {};
+  }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -199,11 +258,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
 
     // bin/ferry itself, as an operator runs it: its shebang carries the node flags ferry wants.
     const argv = [
-      FERRY_BIN, '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
+      opts.ferryBin ?? FERRY_BIN, '-v', '2', '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
       '--cluster-cidr', POD_CIDR, '--metrics-bind-address', METRICS, '--healthz-bind-address', '127.0.0.1:10256',
     ];
     const t0 = performance.timeOrigin + performance.now();
-    const ferry = spawnIn(ns, argv, false);
+    const phases = new PhaseLog(t0);
+    const env = opts.nodeOptions ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${opts.nodeOptions}`.trim() } : undefined;
+    const ferry = spawnIn(ns, argv, false, env, (l) => phases.line(l));
     children.push(ferry);
     const pid = ferry.pid;
     if (pid === undefined) throw new DaemonBenchError('ferry did not start');
@@ -215,6 +276,18 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     const readyMs = Math.round((await waitProbe('start')) - t0);
     const rulesFound = await countRules(ns, mode);
     opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
+    const firstSync = phases.fullSyncs[0];
+    const startup: DaemonStartup = {
+      startedMs: phases.startedMs ?? -1,
+      servicesListedMs: phases.servicesListedMs ?? -1,
+      slicesListedMs: phases.slicesListedMs ?? -1,
+      listedMs: phases.listedMs ?? -1,
+      ...(firstSync ? { firstSync } : {}),
+    };
+    opts.progress(
+      `  ${label}: process start → ferry logging ${startup.startedMs} ms, lists done ${startup.listedMs} ms (services ${startup.servicesListedMs}, slices ${startup.slicesListedMs})` +
+        (firstSync ? `, first full sync ${firstSync.durationMs} ms (plan ${firstSync.planMs}, compile ${firstSync.compileMs}, encode ${firstSync.encodeMs}, kernel ${firstSync.kernelMs}; ${firstSync.batchMB} MiB, ${firstSync.messages} messages)` : ''),
+    );
     await steadyRss(pid);
     const steady = await sample(ns, pid);
     opts.progress(`  ${label}: steady RSS ${steady.rssMB} MiB (heap ${steady.heapUsedMB}/${steady.heapTotalMB}, external ${steady.externalMB}, native ~${steady.nativeMB}, files ${steady.fileMB})`);
@@ -225,12 +298,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
       await steadyRss(pid);
       const memory = await sample(ns, pid);
-      resyncs.push({ repairMs, memory });
-      opts.progress(`  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB`);
+      const sync = phases.fullSyncs[phases.fullSyncs.length - 1];
+      resyncs.push({ repairMs, memory, ...(sync && phases.fullSyncs.length > 1 ? { sync } : {}) });
+      opts.progress(
+        `  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB` +
+          (sync ? ` (full sync ${sync.durationMs} ms: plan ${sync.planMs}, compile ${sync.compileMs}, encode ${sync.encodeMs}, kernel ${sync.kernelMs})` : ''),
+      );
     }
     const hwmMB = round((statusKB(pid).VmHWM ?? 0) / 1024);
     opts.progress(`  ${label}: peak (VmHWM) ${hwmMB} MiB`);
-    return { mode, ...size, readyMs, rulesFound, steady, resyncs, hwmMB };
+    return { mode, ...size, readyMs, startup, rulesFound, steady, resyncs, hwmMB };
   } finally {
     for (const c of children.reverse()) {
       c.stdin?.end();

@@ -166,6 +166,12 @@ export interface BenchArgs {
   only: Phase[];
   /** --no-conntrack-flush: keep the stale conntrack entries (to show the stall; docs/bench.md). */
   noConntrackFlush: boolean;
+  /** --daemon-ferry A,B: ferry launchers to compare (each size runs them in turn, interleaved); default this tree's. */
+  daemonFerry: string[];
+  /** --daemon-repeat N: each daemon measurement N times (interleaved with the other launchers). */
+  daemonRepeat: number;
+  /** --daemon-node-options STR: NODE_OPTIONS for the ferry process only (e.g. --cpu-prof --cpu-prof-dir=DIR). */
+  daemonNodeOptions: string | undefined;
 }
 
 export class BenchUsageError extends Error {
@@ -185,6 +191,10 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let daemonModes: Profile['daemonModes'] | undefined;
   let latencySizes: number[] | undefined;
   let latencyModes: ProxyUnderTest[] | undefined;
+  let daemonResyncs: number | undefined;
+  let daemonFerry: string[] = [];
+  let daemonRepeat = 1;
+  let daemonNodeOptions: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -212,6 +222,18 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace') throw new BenchUsageError(`--daemon-modes: unknown mode ${x}`);
         return x;
       });
+    } else if (a === '--daemon-resyncs') {
+      const v = val();
+      if (!/^\d+$/.test(v)) throw new BenchUsageError(`--daemon-resyncs: expected a count, got ${v}`);
+      daemonResyncs = Number(v);
+    } else if (a === '--daemon-repeat') {
+      const v = val();
+      if (!/^[1-9]\d*$/.test(v)) throw new BenchUsageError(`--daemon-repeat: expected a positive count, got ${v}`);
+      daemonRepeat = Number(v);
+    } else if (a === '--daemon-ferry') {
+      daemonFerry = val().split(',').map((x) => resolve(x.trim()));
+    } else if (a === '--daemon-node-options') {
+      daemonNodeOptions = val();
     } else if (a === '--latency-sizes') {
       latencySizes = val().split(',').map((x) => {
         if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--latency-sizes: expected SERVICES[,...], got ${x}`);
@@ -223,14 +245,15 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         return x;
       });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-options OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
+  if (daemonResyncs !== undefined) profile = { ...profile, daemonResyncs };
   // The cluster phases run at the latency sizes only when those are given.
   if (latencySizes) profile = { ...profile, latencySizes, clusterSizes: latencySizes };
   if (latencyModes) profile = { ...profile, latencyModes };
-  return { profile, out, kubeProxy, only, noConntrackFlush };
+  return { profile, out, kubeProxy, only, noConntrackFlush, daemonFerry, daemonRepeat, daemonNodeOptions };
 }
 
 const started = Date.now();
@@ -450,13 +473,21 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
           results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's userspace limit (${p.daemonUserspaceLimit} service endpoints: at 44k Services it did not come up within 10 minutes; see docs/bench.md)`);
           continue;
         }
-        progress(`daemon ${mode} ${size.services}x${size.endpoints}`);
-        try {
-          results.daemon.push(await runDaemon({ mode, size, resyncs: p.daemonResyncs, timeoutMs: scaledMs(p.readyTimeoutMs), progress }));
-        } catch (e) {
-          const msg = e instanceof Error ? e.message : String(e);
-          progress(`  FAILED: ${msg}`);
-          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints} failed: ${msg}`);
+        // A/B launchers and repeats interleave: A B A B ..., so drift in the machine's load hits both.
+        const bins: (string | undefined)[] = args.daemonFerry.length ? args.daemonFerry : [undefined];
+        for (let rep = 0; rep < args.daemonRepeat; rep++) {
+          for (const ferryBin of bins) {
+            const which = `${ferryBin ? ` [${ferryBin}]` : ''}${args.daemonRepeat > 1 ? ` (run ${rep + 1}/${args.daemonRepeat})` : ''}`;
+            progress(`daemon ${mode} ${size.services}x${size.endpoints}${which}`);
+            try {
+              const row = await runDaemon({ mode, size, resyncs: p.daemonResyncs, timeoutMs: scaledMs(p.readyTimeoutMs), progress, ferryBin, nodeOptions: args.daemonNodeOptions });
+              results.daemon.push(ferryBin ? { ...row, ferry: ferryBin } : row);
+            } catch (e) {
+              const msg = e instanceof Error ? e.message : String(e);
+              progress(`  FAILED: ${msg}`);
+              results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}${which} failed: ${msg}`);
+            }
+          }
         }
       }
     }

@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compare, ratio3, round, verdict, type Spread } from './stats.js';
 import { barChart } from './svg.js';
-import type { BenchResults, DatapathRow, RatioRow } from './types.js';
+import type { BenchResults, DaemonFullSync, DatapathRow, RatioRow } from './types.js';
 
 const sizeLabel = (s: { services: number; endpoints?: number }): string =>
   s.endpoints === undefined ? `${s.services} svc` : `${s.services}x${s.endpoints}`;
@@ -213,7 +213,7 @@ export function summaryMarkdown(r: BenchResults): string {
       table(
         ['size', 'mode', 'start → all rules live ms', 'rules found', 'steady RSS MiB', 'RSS after each full resync MiB', 'repair ms', 'peak (VmHWM) MiB', 'heap used/total', 'external (array buffers)', 'native ~', 'mapped files'],
         r.daemon.map((d) => [
-          sizeLabel(d), d.mode, d.readyMs, d.rulesFound, `**${d.steady.rssMB}**`,
+          sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, d.readyMs, d.rulesFound, `**${d.steady.rssMB}**`,
           d.resyncs.map((x) => x.memory.rssMB).join(' → ') || '-', d.resyncs.map((x) => x.repairMs).join(', ') || '-', `**${d.hwmMB}**`,
           `${d.steady.heapUsedMB} / ${d.steady.heapTotalMB}`, `${d.steady.externalMB} (${d.steady.arrayBuffersMB})`, d.steady.nativeMB, d.steady.fileMB,
         ]),
@@ -222,6 +222,28 @@ export function summaryMarkdown(r: BenchResults): string {
     parts.push('\nMiB. The memory split is at the steady point: V8 heap (used / reserved), memory V8 accounts outside its heap, ' +
       'native ≈ RssAnon − heap total − external (libnftables, the addon, Node itself), and mapped files (code and libraries). ' +
       'kube-proxy\'s nftables mode peaks at about 260 MiB creating 10,000 Services × 2 endpoints (kubernetes PR #126013).\n');
+    const phased = r.daemon.filter((d) => d.startup);
+    if (phased.length) {
+      parts.push('\n### Where the time to live goes\n\n');
+      const cell = (v: number | undefined) => (v === undefined || v < 0 ? '-' : v);
+      const syncCells = (s: DaemonFullSync | undefined) =>
+        s ? [s.durationMs, s.planMs, cell(s.compileMs), cell(s.encodeMs), cell(s.kernelMs), s.compileMs !== undefined && s.kernelMs ? `${Math.round((100 * s.compileMs) / s.kernelMs)}%` : '-'] : ['-', '-', '-', '-', '-', '-'];
+      parts.push(
+        table(
+          ['size', 'mode', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'live', 'resync full syncs ms (compile / kernel)'],
+          phased.map((d) => {
+            const st = d.startup!;
+            return [
+              sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, cell(st.startedMs), cell(st.listedMs), ...syncCells(st.firstSync), d.readyMs,
+              d.resyncs.map((x) => (x.sync ? `${x.sync.durationMs} (${cell(x.sync.compileMs)} / ${cell(x.sync.kernelMs)})` : '-')).join(', ') || '-',
+            ];
+          }),
+        ),
+      );
+      parts.push('\nms from process start (ferry logging: node start, module loading, mode probe), and the parts of the first full sync, from ferry\'s own log at -v 2: ' +
+        'plan (snapshot, plan, diff), compile (IR → transaction), encode (transaction → netlink batch), kernel (the batch\'s sendmsg). ' +
+        'live − (lists done + first sync) is the wait for the probe\'s next connection attempt and the scheduling between.\n');
+    }
   }
   if (r.notes.length) parts.push(`\n## Notes\n\n${r.notes.map((n) => `- ${n}`).join('\n')}\n`);
   return parts.join('');

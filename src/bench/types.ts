@@ -119,16 +119,52 @@ export interface MemorySample {
 }
 
 /** A real ferry process against the simulated API server preloaded with services × endpoints. */
+/** One full sync of the daemon, from its log (-v 2); ms. Absent parts: not logged by that mode. */
+export interface DaemonFullSync {
+  /** Process start → this sync's end. */
+  readonly endMs: number;
+  readonly durationMs: number;
+  /** Snapshot + plan + diff. */
+  readonly planMs: number;
+  /** nftables: listing the table's chain and map names. */
+  readonly listMs?: number;
+  /** nftables: IR → Transaction. */
+  readonly compileMs?: number;
+  /** nftables: encoding + kernel. */
+  readonly applyMs?: number;
+  /** nftables: Transaction → netlink batch. */
+  readonly encodeMs?: number;
+  /** nftables: the batch's sendmsg (the kernel's work) and the answers. */
+  readonly kernelMs?: number;
+  readonly batchMB?: number;
+  readonly messages?: number;
+}
+
+/** Process start → each startup milestone (ms; -1: not seen in the log). */
+export interface DaemonStartup {
+  /** ferry's first log line (node start + module loading + backend probe). */
+  readonly startedMs: number;
+  readonly servicesListedMs: number;
+  readonly slicesListedMs: number;
+  /** Both lists done: the first sync starts. */
+  readonly listedMs: number;
+  readonly firstSync?: DaemonFullSync;
+}
+
 export interface DaemonRow extends Size {
   readonly mode: ProxyUnderTest;
   /** Process start → the probe Service answers (its rules went in with the first full sync). */
   readonly readyMs: number;
+  /** The launcher, when the run compared several (--daemon-ferry). */
+  readonly ferry?: string;
+  /** Where the time to ready went (older results lack it). */
+  readonly startup?: DaemonStartup;
   /** Service rules found in the kernel after start (nftables: service-ips elements; iptables: KUBE-SERVICES jumps; userspace: ferry0 addresses). */
   readonly rulesFound: number;
   /** Once RSS stopped moving after start. */
   readonly steady: MemorySample;
   /** After each forced full resync (ferry's rules removed behind its back; its intact check repairs them). */
-  readonly resyncs: readonly { readonly repairMs: number; readonly memory: MemorySample }[];
+  readonly resyncs: readonly { readonly repairMs: number; readonly memory: MemorySample; readonly sync?: DaemonFullSync }[];
   /** VmHWM at the end: the peak RSS over start and every resync. */
   readonly hwmMB: number;
   readonly error?: string;

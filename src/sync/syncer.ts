@@ -307,6 +307,7 @@ export class Syncer {
       changes = this.opts.planner.diffTables(prev, next);
       if (full && !changes.full) changes = { ...changes, full: true };
       const bounded = this.opts.bound ? boundSync(this.applied, prev, next, changes, this.budget) : undefined;
+      const planMs = this.clock.now() - start;
       let target = next;
       if (bounded) {
         target = bounded.tables;
@@ -341,6 +342,7 @@ export class Syncer {
         changed: changes.changed.size,
         tableChanged: changes.tableChanged,
         ...(deferredKeys > 0 ? { deferred: deferredKeys } : {}),
+        planMs,
         durationMs,
       });
       this.emit({ n, ok: true, full, fullReason: reason, startedAt: start, durationMs, noop, changes, tables: this.applied ?? next, triggerTimes, deferredKeys });

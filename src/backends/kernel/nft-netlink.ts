@@ -96,8 +96,17 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
     async applyTransaction(tx: Transaction): Promise<void> {
       if (disabled) return applyTransaction(fallback, tx);
       if (tx.size === 0) return;
+      const t0 = performance.now();
       const enc = encodeTransaction(tx, { seqBase: SEQ_BASE });
+      const t1 = performance.now();
       const r = await batch!(enc.bytes, ns);
+      log.v(2, 'nf_tables batch sent', {
+        ok: r.ok,
+        bytes: enc.bytes.length,
+        messages: enc.messages,
+        encodeMs: Math.round(t1 - t0),
+        kernelMs: Math.round(performance.now() - t1),
+      });
       if (r.ok) {
         proven = true;
         return;

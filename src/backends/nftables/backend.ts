@@ -124,6 +124,8 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       if (prev !== null && !changes.full && !known) log.warn('previous table unknown to the compiler: syncing in full');
       const full = changes.full || !known;
       const base: CompileOptions = { families, masqueradeMark: mark, table, state };
+      const t0 = performance.now();
+      let listMs = 0;
       let tx: Transaction;
       if (!full) {
         tx = compilePartial(prev!, next, changes, base);
@@ -134,12 +136,15 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
         } catch (e) {
           throw new NftSyncError(true, 'list', e, 0);
         }
+        listMs = performance.now() - t0;
         tx = compileFull(next, { ...base, ...known });
       }
+      const compileMs = performance.now() - t0 - listMs;
       // Kept for debugging only while small: a full sync at 10k Services is 200,000 operations
       // that would otherwise stay in memory until the next sync.
       lastTx = tx.size <= LAST_TX_KEEP_OPS ? tx : undefined;
       const lines = tx.lineCount();
+      const t1 = performance.now();
       if (lines > 0) {
         try {
           await applyTransaction(nft, tx);
@@ -149,7 +154,15 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
           throw err;
         }
       }
-      log.v(2, 'nftables sync applied', { full, ops: tx.size, lines, via: nft.via });
+      log.v(2, 'nftables sync applied', {
+        full,
+        ops: tx.size,
+        lines,
+        via: nft.via,
+        listMs: Math.round(listMs),
+        compileMs: Math.round(compileMs),
+        applyMs: Math.round(performance.now() - t1),
+      });
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.
       const filters = opts.conntrack ? staleConntrack(full ? null : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
