@@ -37,8 +37,11 @@ export interface DaemonOptions {
   readonly progress: (msg: string) => void;
   /** The ferry launcher to run (default: this tree's bin/ferry); another tree's for an A/B run. */
   readonly ferryBin?: string;
-  /** NODE_OPTIONS for ferry only (e.g. `--cpu-prof --cpu-prof-dir=DIR`); the API server and loadgen are left alone. */
-  readonly nodeOptions?: string;
+  /**
+   * Extra node flags for ferry only (e.g. `--cpu-prof --cpu-prof-dir=DIR`, which NODE_OPTIONS
+   * refuses): ferry then runs as `node <its shebang's flags> <these> bin/ferry …`.
+   */
+  readonly nodeFlags?: string;
 }
 
 export class DaemonBenchError extends Error {
@@ -180,6 +183,13 @@ class PhaseLog {
   }
 }
 
+/** The node flags of a launcher's `#!/usr/bin/env -S node FLAGS` line. */
+function shebangFlags(bin: string): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
+  const m = /^#!.*\bnode\b(.*)$/.exec(first);
+  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Samples VmRSS every 500 ms until four samples in a row lie within 2% (or 30 s pass). */
@@ -263,13 +273,18 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     ];
     const t0 = performance.timeOrigin + performance.now();
     const phases = new PhaseLog(t0);
-    const env = opts.nodeOptions ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} ${opts.nodeOptions}`.trim() } : undefined;
-    const ferry = spawnIn(ns, argv, false, env, (l) => phases.line(l));
+    if (opts.nodeFlags) argv.unshift(process.execPath, ...shebangFlags(argv[0]!), ...opts.nodeFlags.split(/\s+/).filter(Boolean));
+    const ferry = spawnIn(ns, argv, false, undefined, (l) => phases.line(l));
+    const exited = new Promise<never>((_, reject) =>
+      ferry.once('exit', (code, sig) => reject(new DaemonBenchError(`${label}: ferry exited (${code ?? sig}): ${logTail(ferry)}`))),
+    );
+    exited.catch(() => undefined);
     children.push(ferry);
     const pid = ferry.pid;
     if (pid === undefined) throw new DaemonBenchError('ferry did not start');
     const waitProbe = async (what: string): Promise<number> => {
-      const r = await agent.ask(`wait ${info.probeIP} ${info.probePort} ${opts.timeoutMs}`, opts.timeoutMs + 5000);
+      // A ferry that exits fails the measurement at once, not after the probe's timeout.
+      const r = await Promise.race([agent.ask(`wait ${info.probeIP} ${info.probePort} ${opts.timeoutMs}`, opts.timeoutMs + 5000), exited]);
       if (!r.startsWith('ok ')) throw new DaemonBenchError(`${label}: ${what}: probe Service never answered (${r}); ferry${ferry.exitCode !== null ? ` exited ${ferry.exitCode}` : ''}: ${logTail(ferry)}`);
       return Number(r.split(' ')[1]);
     };

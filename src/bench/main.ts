@@ -170,8 +170,8 @@ export interface BenchArgs {
   daemonFerry: string[];
   /** --daemon-repeat N: each daemon measurement N times (interleaved with the other launchers). */
   daemonRepeat: number;
-  /** --daemon-node-options STR: NODE_OPTIONS for the ferry process only (e.g. --cpu-prof --cpu-prof-dir=DIR). */
-  daemonNodeOptions: string | undefined;
+  /** --daemon-node-flags STR: node flags for the ferry process only (e.g. --cpu-prof --cpu-prof-dir=DIR). */
+  daemonNodeFlags: string | undefined;
 }
 
 export class BenchUsageError extends Error {
@@ -194,7 +194,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let daemonResyncs: number | undefined;
   let daemonFerry: string[] = [];
   let daemonRepeat = 1;
-  let daemonNodeOptions: string | undefined;
+  let daemonNodeFlags: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -232,8 +232,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
       daemonRepeat = Number(v);
     } else if (a === '--daemon-ferry') {
       daemonFerry = val().split(',').map((x) => resolve(x.trim()));
-    } else if (a === '--daemon-node-options') {
-      daemonNodeOptions = val();
+    } else if (a === '--daemon-node-flags') {
+      daemonNodeFlags = val();
     } else if (a === '--latency-sizes') {
       latencySizes = val().split(',').map((x) => {
         if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--latency-sizes: expected SERVICES[,...], got ${x}`);
@@ -245,7 +245,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         return x;
       });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-options OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
@@ -253,7 +253,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   // The cluster phases run at the latency sizes only when those are given.
   if (latencySizes) profile = { ...profile, latencySizes, clusterSizes: latencySizes };
   if (latencyModes) profile = { ...profile, latencyModes };
-  return { profile, out, kubeProxy, only, noConntrackFlush, daemonFerry, daemonRepeat, daemonNodeOptions };
+  return { profile, out, kubeProxy, only, noConntrackFlush, daemonFerry, daemonRepeat, daemonNodeFlags };
 }
 
 const started = Date.now();
@@ -480,7 +480,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
             const which = `${ferryBin ? ` [${ferryBin}]` : ''}${args.daemonRepeat > 1 ? ` (run ${rep + 1}/${args.daemonRepeat})` : ''}`;
             progress(`daemon ${mode} ${size.services}x${size.endpoints}${which}`);
             try {
-              const row = await runDaemon({ mode, size, resyncs: p.daemonResyncs, timeoutMs: scaledMs(p.readyTimeoutMs), progress, ferryBin, nodeOptions: args.daemonNodeOptions });
+              const row = await runDaemon({ mode, size, resyncs: p.daemonResyncs, timeoutMs: scaledMs(p.readyTimeoutMs), progress, ferryBin, nodeFlags: args.daemonNodeFlags });
               results.daemon.push(ferryBin ? { ...row, ferry: ferryBin } : row);
             } catch (e) {
               const msg = e instanceof Error ? e.message : String(e);
