@@ -129,6 +129,8 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   uint32_t portid = getsockname(fd, reinterpret_cast<struct sockaddr*>(&self), &selfLen) == 0 ? self.nl_pid : 0;
   uint64_t nsIno = NetnsInode(netns);
   if (portid != 0) NoteOwnBatchStart(nsIno, portid);
+  // See kQuietBatchBytes: the kernel would build a notification per object for our own monitor.
+  bool quiet = len >= kQuietBatchBytes && PauseMonitors(nsIno) > 0;
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof(sa));
   sa.nl_family = AF_NETLINK;
@@ -142,6 +144,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   ssize_t sent;
   do sent = sendmsg(fd, &mh, 0);
   while (sent < 0 && errno == EINTR);
+  if (quiet) ResumeMonitors(nsIno);
   if (portid != 0) NoteOwnBatchEnd(nsIno, portid);
   if (sent < 0) {
     r.sysError = Errno("sendmsg(nf_tables batch)", errno);

@@ -82,6 +82,11 @@ bool OwnRecent(uint64_t ino) {
   return false;
 }
 
+// ---- live monitors (for PauseMonitors / ResumeMonitors) -------------------------------------
+
+std::mutex liveMu;
+std::vector<NfnlMonitor*> live;
+
 // ---- parsing --------------------------------------------------------------------------------
 
 struct Attrs {
@@ -167,6 +172,38 @@ void NoteOwnBatchEnd(uint64_t nsIno, uint32_t portid) {
   }
 }
 
+int PauseMonitors(uint64_t nsIno) {
+  std::lock_guard<std::mutex> l(liveMu);
+  int n = 0;
+  for (NfnlMonitor* m : live) {
+    if (m->nsIno_ != nsIno || m->fd_ < 0) continue;
+    if (m->paused_++ == 0) {
+      int group = NFNLGRP_NFTABLES;
+      setsockopt(m->fd_, SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, &group, sizeof(group));
+    }
+    n++;
+  }
+  return n;
+}
+
+void ResumeMonitors(uint64_t nsIno) {
+  std::lock_guard<std::mutex> l(liveMu);
+  for (NfnlMonitor* m : live) {
+    if (m->nsIno_ != nsIno || m->fd_ < 0 || m->paused_ == 0) continue;
+    if (--m->paused_ > 0) continue;
+    int group = NFNLGRP_NFTABLES;
+    if (setsockopt(m->fd_, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0) {
+      // Cannot happen for a socket that was subscribed before; if it does, the overrun below
+      // still runs the canary check, and the next pause/resume tries again.
+      m->paused_ = 0;
+    }
+    m->gap_.store(true);
+    uint64_t one = 1;
+    ssize_t w = write(m->wakefd_, &one, sizeof(one));
+    (void)w;
+  }
+}
+
 uint64_t NetnsInode(const std::string& netns) {
   struct stat st;
   if (stat(netns.empty() ? "/proc/self/ns/net" : netns.c_str(), &st) != 0) return 0;
@@ -231,11 +268,24 @@ NfnlMonitor::NfnlMonitor(const std::string& netns, std::vector<std::string> tabl
     wakefd_ = -1;
     throw std::runtime_error(err);
   }
+  std::lock_guard<std::mutex> l(liveMu);
+  live.push_back(this);
 }
 
 NfnlMonitor::~NfnlMonitor() { Stop(); }
 
 void NfnlMonitor::Stop() {
+  {
+    // Out of the registry first: PauseMonitors/ResumeMonitors never touch a closed socket.
+    std::lock_guard<std::mutex> l(liveMu);
+    for (size_t i = 0; i < live.size(); i++) {
+      if (live[i] == this) {
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
+      }
+    }
+  }
+  stop_.store(true);
   if (thread_.joinable()) {
     uint64_t one = 1;
     ssize_t w = write(wakefd_, &one, sizeof(one));
@@ -270,7 +320,12 @@ void NfnlMonitor::Run() {
       deliver_(std::move(ev));
       return;
     }
-    if (pfd[1].revents) return;  // Stop()
+    if (pfd[1].revents) {
+      uint64_t v;
+      ssize_t r = read(wakefd_, &v, sizeof(v));
+      (void)r;
+      if (stop_.load()) return;  // Stop()
+    }
     for (;;) {
       ssize_t n = recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
       if (n < 0) {
@@ -355,6 +410,16 @@ void NfnlMonitor::Run() {
         c.count = 1;
         pending.push_back(std::move(c));
       }
+    }
+    if (gap_.exchange(false)) {
+      // Out of the group during a large batch of ferry's own (PauseMonitors): whatever was
+      // collected may miss its NEWGEN, and anything committed meanwhile was not seen.
+      pending.clear();
+      more = 0;
+      MonitorEvent ev;
+      ev.kind = MonitorEvent::kOverrun;
+      ev.ownRecent = true;
+      deliver_(std::move(ev));
     }
   }
 }
