@@ -59,13 +59,14 @@ export async function getJSON(
       });
       res.on('error', reject);
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
         chunks.length = 0;
-        let body: unknown;
+        const text = body.toString('utf8');
+        let parsed: unknown;
         try {
-          body = JSON.parse(text);
+          parsed = JSON.parse(text);
         } catch (e) {
-          if ((res.statusCode ?? 0) >= 400) body = undefined;
+          if ((res.statusCode ?? 0) >= 400) parsed = undefined;
           else {
             reject(new Error(`GET ${url.pathname}: response is not JSON: ${e instanceof Error ? e.message : String(e)}`));
             return;
@@ -73,10 +74,10 @@ export async function getJSON(
         }
         const status = res.statusCode ?? 0;
         if (status >= 200 && status < 300) {
-          resolve(body);
+          resolve(parsed);
           return;
         }
-        const rec = typeof body === 'object' && body !== null ? (body as Record<string, unknown>) : {};
+        const rec = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : {};
         const reason = typeof rec.reason === 'string' ? rec.reason : '';
         const message = typeof rec.message === 'string' ? rec.message : text.slice(0, 200);
         reject(new ApiStatusError(status, reason, `GET ${url.pathname}: ${status}${reason ? ` ${reason}` : ''}: ${message}`));

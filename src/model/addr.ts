@@ -127,6 +127,19 @@ export function inAnyCIDR(ip: string, cidrs: readonly string[]): boolean {
  * the destination of a connection, so programming them only breaks whatever else uses them.
  */
 export function specialIPClass(ip: string): string | undefined {
+  // Canonical IPv4 (every endpoint of an IPv4 cluster): decided from the first two parts, the
+  // same classes ipaddr.js's range() names, without building its objects (a second of CPU for
+  // 440,000 endpoints otherwise).
+  if (isCanonicalIPv4(ip)) {
+    const dot = ip.indexOf('.');
+    const o1 = Number(ip.slice(0, dot));
+    if (o1 === 0) return 'unspecified (0.0.0.0/8)';
+    if (o1 === 127) return 'loopback (127.0.0.0/8)';
+    if (o1 >= 224 && o1 <= 239) return 'multicast (224.0.0.0/4)';
+    if (ip === '255.255.255.255') return 'the broadcast address';
+    if (o1 === 169 && ip.startsWith('169.254.')) return 'link-local (169.254.0.0/16)';
+    return undefined;
+  }
   let a: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     a = ipaddr.parse(ip);

@@ -237,6 +237,18 @@ function replaces(prev: Endpoint, e: { isLocal: boolean }): boolean {
 
 function portEndpoints(eps: readonly SliceEndpoint[], port: number): readonly Endpoint[] {
   if (eps.length === 0) return NO_ENDPOINTS;
+  // The common case: distinct addresses — sorted as they are, without a Map (a duplicate
+  // address falls through to the merge below, where the first or the local copy wins).
+  const out: Endpoint[] = [];
+  let ordered = true;
+  for (let i = 0; i < eps.length; i++) {
+    out.push(withPort(eps[i]!, port));
+    if (i > 0 && !(eps[i - 1]!.ip < eps[i]!.ip)) ordered = false;
+  }
+  if (!ordered) out.sort(compareEndpoints);
+  let distinct = true;
+  for (let i = 1; i < out.length && distinct; i++) distinct = out[i - 1]!.ip !== out[i]!.ip;
+  if (distinct) return Object.freeze(out);
   const found = new Map<string, Endpoint>();
   for (const e of eps) {
     const prev = found.get(e.ip);

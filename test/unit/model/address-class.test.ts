@@ -2,6 +2,7 @@
 // loopback, "any", a link-local neighbour, a multicast group or the broadcast address is refused
 // for that Service (ClusterIP) or that entry only, with a problem naming the field.
 import t from 'tap';
+import ipaddr from 'ipaddr.js';
 import { specialIPClass } from '../../../src/model/addr.js';
 import { parseEndpointSlice } from '../../../src/model/endpoints.js';
 import { parseService } from '../../../src/model/service.js';
@@ -29,6 +30,27 @@ const ORDINARY = ['10.96.0.1', '198.18.0.1', '203.0.113.9', '100.64.0.1', '192.1
 t.test('specialIPClass names each refused class and passes ordinary addresses', async (t) => {
   for (const [a, re] of SPECIAL) t.match(specialIPClass(a), re, a);
   for (const a of ORDINARY) t.equal(specialIPClass(a), undefined, a);
+});
+
+t.test('the IPv4 fast path classifies exactly as ipaddr.js range() does, at every class boundary', async (t) => {
+  const CLASSES: Record<string, RegExp> = { unspecified: /unspecified/, loopback: /loopback/, linkLocal: /link-local/, multicast: /multicast/, broadcast: /broadcast/ };
+  const firsts = [0, 1, 9, 10, 99, 100, 126, 127, 128, 168, 169, 170, 192, 198, 223, 224, 225, 238, 239, 240, 254, 255];
+  const seconds = [0, 1, 168, 253, 254, 255];
+  let n = 0;
+  for (const a of firsts) {
+    for (const b of seconds) {
+      for (const tail of ['0.0', '0.1', '255.254', '255.255']) {
+        const addr = `${a}.${b}.${tail}`;
+        const range = ipaddr.IPv4.parse(addr).range();
+        const want = CLASSES[range];
+        const got = specialIPClass(addr);
+        if (want) t.match(got, want, `${addr} (${range})`);
+        else t.equal(got, undefined, `${addr} (${range})`);
+        n++;
+      }
+    }
+  }
+  t.comment(`${n} addresses compared`);
 });
 
 t.test('a special ClusterIP skips that Service only, naming the field', async (t) => {
