@@ -164,7 +164,7 @@ class PhaseLog {
   line(l: string): void {
     const at = logStamp(l);
     if (at === undefined) return;
-    const since = at - this.t0;
+    const since = Math.round(at - this.t0);
     if (l.includes('] starting ferry')) this.startedMs ??= since;
     else if (l.includes('] initial list of services done')) this.servicesListedMs ??= since;
     else if (l.includes('] initial list of endpointslices done')) this.slicesListedMs ??= since;
@@ -191,6 +191,12 @@ function shebangFlags(bin: string): string[] {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` every 100 ms until it holds or `ms` pass. */
+async function until(cond: () => boolean, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(100);
+}
 
 /** Samples VmRSS every 500 ms until four samples in a row lie within 2% (or 30 s pass). */
 async function steadyRss(pid: number): Promise<void> {
@@ -291,6 +297,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     const readyMs = Math.round((await waitProbe('start')) - t0);
     const rulesFound = await countRules(ns, mode);
     opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
+    // The first sync's log line comes after its conntrack cleanup, later than the probe's answer.
+    await until(() => phases.fullSyncs.length >= 1, opts.timeoutMs);
+    await steadyRss(pid);
     const firstSync = phases.fullSyncs[0];
     const startup: DaemonStartup = {
       startedMs: phases.startedMs ?? -1,
@@ -303,7 +312,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       `  ${label}: process start → ferry logging ${startup.startedMs} ms, lists done ${startup.listedMs} ms (services ${startup.servicesListedMs}, slices ${startup.slicesListedMs})` +
         (firstSync ? `, first full sync ${firstSync.durationMs} ms (plan ${firstSync.planMs}, compile ${firstSync.compileMs}, encode ${firstSync.encodeMs}, kernel ${firstSync.kernelMs}; ${firstSync.batchMB} MiB, ${firstSync.messages} messages)` : ''),
     );
-    await steadyRss(pid);
     const steady = await sample(ns, pid);
     opts.progress(`  ${label}: steady RSS ${steady.rssMB} MiB (heap ${steady.heapUsedMB}/${steady.heapTotalMB}, external ${steady.externalMB}, native ~${steady.nativeMB}, files ${steady.fileMB})`);
     const resyncs: DaemonRow['resyncs'][number][] = [];
@@ -311,10 +319,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       const s0 = performance.timeOrigin + performance.now();
       await sabotage(ns, mode);
       const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
+      await until(() => phases.fullSyncs.length >= i + 2, opts.timeoutMs);
       await steadyRss(pid);
       const memory = await sample(ns, pid);
-      const sync = phases.fullSyncs[phases.fullSyncs.length - 1];
-      resyncs.push({ repairMs, memory, ...(sync && phases.fullSyncs.length > 1 ? { sync } : {}) });
+      const sync = phases.fullSyncs.length > i + 1 ? phases.fullSyncs[phases.fullSyncs.length - 1] : undefined;
+      resyncs.push({ repairMs, memory, ...(sync ? { sync } : {}) });
       opts.progress(
         `  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB` +
           (sync ? ` (full sync ${sync.durationMs} ms: plan ${sync.planMs}, compile ${sync.compileMs}, encode ${sync.encodeMs}, kernel ${sync.kernelMs})` : ''),
