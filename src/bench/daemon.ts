@@ -134,6 +134,14 @@ async function sample(ns: string, pid: number): Promise<MemorySample> {
   };
 }
 
+/** CPU time (user + system, all threads) the process has used, in ms: a figure that holds on a loaded machine. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat(5) (utime, stime), counted from field 3 here, in clock ticks (100 Hz).
+  return (Number(f[11]) + Number(f[12])) * 10;
+}
+
 /** Epoch ms of a ferry log line's stamp (`I1204 19:45:12.345 …`, UTC, this year), or undefined. */
 function logStamp(line: string): number | undefined {
   const m = /^[IWE](\d\d)(\d\d) (\d\d):(\d\d):(\d\d)\.(\d\d\d) /.exec(line);
@@ -295,6 +303,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       return Number(r.split(' ')[1]);
     };
     const readyMs = Math.round((await waitProbe('start')) - t0);
+    const readyCpuMs = cpuMs(pid);
     const rulesFound = await countRules(ns, mode);
     opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
     // The first sync's log line comes after its conntrack cleanup, later than the probe's answer.
@@ -302,6 +311,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     await steadyRss(pid);
     const firstSync = phases.fullSyncs[0];
     const startup: DaemonStartup = {
+      readyCpuMs,
+      hwmAfterStartMB: round((statusKB(pid).VmHWM ?? 0) / 1024),
       startedMs: phases.startedMs ?? -1,
       servicesListedMs: phases.servicesListedMs ?? -1,
       slicesListedMs: phases.slicesListedMs ?? -1,
@@ -309,7 +320,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       ...(firstSync ? { firstSync } : {}),
     };
     opts.progress(
-      `  ${label}: process start → ferry logging ${startup.startedMs} ms, lists done ${startup.listedMs} ms (services ${startup.servicesListedMs}, slices ${startup.slicesListedMs})` +
+      `  ${label}: CPU to live ${readyCpuMs} ms, VmHWM after start ${startup.hwmAfterStartMB} MiB; process start → ferry logging ${startup.startedMs} ms, lists done ${startup.listedMs} ms (services ${startup.servicesListedMs}, slices ${startup.slicesListedMs})` +
         (firstSync ? `, first full sync ${firstSync.durationMs} ms (plan ${firstSync.planMs}, compile ${firstSync.compileMs}, encode ${firstSync.encodeMs}, kernel ${firstSync.kernelMs}; ${firstSync.batchMB} MiB, ${firstSync.messages} messages)` : ''),
     );
     const steady = await sample(ns, pid);

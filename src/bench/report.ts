@@ -230,17 +230,18 @@ export function summaryMarkdown(r: BenchResults): string {
         s ? [s.durationMs, s.planMs, cell(s.compileMs), cell(s.encodeMs), cell(s.kernelMs), s.compileMs !== undefined && s.kernelMs ? `${Math.round((100 * s.compileMs) / s.kernelMs)}%` : '-'] : ['-', '-', '-', '-', '-', '-'];
       parts.push(
         table(
-          ['size', 'mode', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'live', 'resync full syncs ms (compile / kernel)'],
+          ['size', 'mode', 'CPU to live', 'VmHWM after start', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'live', 'resync full syncs ms (compile / kernel)'],
           phased.map((d) => {
             const st = d.startup!;
             return [
-              sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, cell(st.startedMs), cell(st.listedMs), ...syncCells(st.firstSync), d.readyMs,
+              sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, cell(st.readyCpuMs), cell(st.hwmAfterStartMB), cell(st.startedMs), cell(st.listedMs), ...syncCells(st.firstSync), d.readyMs,
               d.resyncs.map((x) => (x.sync ? `${x.sync.durationMs} (${cell(x.sync.compileMs)} / ${cell(x.sync.kernelMs)})` : '-')).join(', ') || '-',
             ];
           }),
         ),
       );
-      parts.push('\nms from process start (ferry logging: node start, module loading, mode probe), and the parts of the first full sync, from ferry\'s own log at -v 2: ' +
+      parts.push('\nCPU to live: ferry\'s user + system time (all threads) until live, less at the mercy of the machine\'s load than the wall times. ' +
+        'Other columns: ms from process start (ferry logging: node start, module loading, mode probe), and the parts of the first full sync, from ferry\'s own log at -v 2: ' +
         'plan (snapshot, plan, diff), compile (IR → transaction), encode (transaction → netlink batch), kernel (the batch\'s sendmsg). ' +
         'live − (lists done + first sync) is the wait for the probe\'s next connection attempt and the scheduling between.\n');
     }

@@ -142,6 +142,10 @@ export interface DaemonFullSync {
 
 /** Process start → each startup milestone (ms; -1: not seen in the log). */
 export interface DaemonStartup {
+  /** CPU time (user + system) ferry used until live: less at the mercy of the machine's load than the wall time. */
+  readonly readyCpuMs?: number;
+  /** VmHWM once the first sync is done (before any resync). */
+  readonly hwmAfterStartMB?: number;
   /** ferry's first log line (node start + module loading + backend probe). */
   readonly startedMs: number;
   readonly servicesListedMs: number;

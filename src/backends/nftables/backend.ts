@@ -137,6 +137,10 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
           throw new NftSyncError(true, 'list', e, 0);
         }
         listMs = performance.now() - t0;
+        // A full compile starts from nothing: let the last index (16 MB at 10k × 10) go now
+        // instead of holding it beside the one being built. Should the compile fail, the empty
+        // state makes the next sync full too (partialBaseKnown).
+        for (const f of families) state.take(f, next[f]);
         tx = compileFull(next, { ...base, ...known });
       }
       const compileMs = performance.now() - t0 - listMs;
