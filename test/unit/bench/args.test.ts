@@ -14,6 +14,18 @@ t.test('daemon and latency overrides', async (t) => {
   t.equal(a.profile.daemonResyncs, PROFILES.full.daemonResyncs, 'everything else from the profile');
 });
 
+t.test('daemon A/B, repeats, resyncs and node flags', async (t) => {
+  const a = parseArgs(['--only', 'daemon', '--daemon-resyncs', '0', '--daemon-repeat', '3', '--daemon-ferry', '/a/bin/ferry,/b/bin/ferry', '--daemon-node-flags', '--cpu-prof --cpu-prof-dir=/tmp/p']);
+  t.equal(a.profile.daemonResyncs, 0);
+  t.equal(a.daemonRepeat, 3);
+  t.same(a.daemonFerry, ['/a/bin/ferry', '/b/bin/ferry']);
+  t.equal(a.daemonNodeFlags, '--cpu-prof --cpu-prof-dir=/tmp/p');
+  const d = parseArgs([]);
+  t.same([d.daemonFerry, d.daemonRepeat, d.daemonNodeFlags], [[], 1, undefined], 'defaults: this tree, once, no flags');
+  t.throws(() => parseArgs(['--daemon-repeat', '0']), /--daemon-repeat/);
+  t.throws(() => parseArgs(['--daemon-resyncs', 'x']), /--daemon-resyncs/);
+});
+
 t.test('bad values name their flag', async (t) => {
   t.throws(() => parseArgs(['--daemon-sizes', '10000']), BenchUsageError);
   t.throws(() => parseArgs(['--daemon-modes', 'ipvs']), /--daemon-modes: unknown mode ipvs/);
