@@ -824,12 +824,13 @@ class Exprs {
     if (opts.inv) this.w.u32(5, 1);
     this.end();
   }
-  numgen(mod: number, offset: number, dreg = 1): void {
+  /** `zeroOffset`: write an offset of 0 too (nft does for a numgen inside a concatenation). */
+  numgen(mod: number, offset: number, dreg = 1, zeroOffset = false): void {
     this.begin('numgen');
     this.w.u32(1, dreg);
     this.w.u32(2, mod);
     this.w.u32(3, 1); // NFT_NG_RANDOM
-    if (offset) this.w.u32(4, offset);
+    if (offset || zeroOffset) this.w.u32(4, offset);
     this.end();
   }
   fib(flags: number): void {
@@ -1124,7 +1125,7 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.daddr(1);
       x.meta(META_L4PROTO, reg(a));
       x.dport(reg(a + 1));
-      x.numgen(r.n, 0, reg(a + 2));
+      x.numgen(r.n, 0, reg(a + 2), true);
       x.lookup(r.map, 1, { dreg: 1 });
       x.dnat(1, reg(a), 0);
       return;
