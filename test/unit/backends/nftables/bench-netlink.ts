@@ -1,7 +1,8 @@
 /**
  * Kernel apply time, netlink batch vs libnftables, same IR, same process (not a test; timings are
  * never asserted). Root; acts on the network namespace it runs in, so run it in a fresh one:
- *   ip netns add fybn && ip netns exec fybn node dist/test/unit/backends/nftables/bench-netlink.js [services] [endpoints] [rounds]; ip netns del fybn
+ *   ip netns add fybn && ip netns exec fybn node dist/test/unit/backends/nftables/bench-netlink.js [services] [endpoints] [rounds] [paths]; ip netns del fybn
+ * `paths`: `netlink,libnftables` (default) or one of them.
  * For each path: full cold apply (empty ruleset), full re-apply, one-endpoint partial syncs
  * (median of `rounds`: an endpoint added or removed, which rewrites the service's dispatch rule,
  * and an endpoint replaced, which changes elements only), one added service; plus the encode
@@ -20,6 +21,7 @@ import { bigTable, changesOf, ep, fwd, svc, tables } from './fixtures.js';
 const n = Number(process.argv[2] ?? 10000);
 const k = Number(process.argv[3] ?? 10);
 const rounds = Number(process.argv[4] ?? 20);
+const paths = (process.argv[5] ?? 'netlink,libnftables').split(',');
 const addon = loadNative();
 if (!addon) throw new Error('native addon not loaded');
 const opts = { families: [4] as const, masqueradeMark: 0x4000 };
@@ -46,6 +48,8 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   let prev: ProxyTables = ir;
   const svcs = [...ir[4].services.values()];
   const partial: number[] = [];
+  const addedEp: number[] = [];
+  const removedEp: number[] = [];
   for (let r = 0; r < rounds; r++) {
     const victim = prev[4].services.get(svcs[(r * 7919) % svcs.length]!.key)!;
     const eps = r % 2 ? [...victim.internal.endpoints, ep(`198.17.${r % 250}.${(r % 200) + 1}`, 8080)] : victim.internal.endpoints.slice(1);
@@ -53,7 +57,9 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
     const next = tables({ ...prev[4], services });
     const tx = compilePartial(prev, next, changesOf([victim.key]), { ...opts, state });
-    partial.push(await timed(() => apply(tx)));
+    const ms = await timed(() => apply(tx));
+    partial.push(ms);
+    (r % 2 ? addedEp : removedEp).push(ms);
     prev = next;
   }
   // The commonest change: one endpoint replaced (a pod restarted elsewhere), count unchanged.
@@ -77,7 +83,8 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   const add = await timed(() => apply(addTx));
   console.log(
     `${name.padEnd(11)} ${n}x${k}: full cold ${cold.toFixed(0)} ms, full again ${again.toFixed(0)} ms, ` +
-      `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}), ` +
+      `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}; ` +
+      `added ${median(addedEp).toFixed(2)}, removed ${median(removedEp).toFixed(2)}), ` +
       `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms`,
   );
 }
@@ -90,6 +97,6 @@ t0 = performance.now();
 const text = full.render();
 console.log(`render ${n}x${k}: ${(performance.now() - t0).toFixed(0)} ms, ${(text.length / 1e6).toFixed(1)} MB`);
 
-await measure('netlink', netlinkNft(addon, { fallback: addonNft(addon) }), true);
-await measure('libnftables', addonNft(addon), false);
+if (paths.includes('netlink')) await measure('netlink', netlinkNft(addon, { fallback: addonNft(addon) }), true);
+if (paths.includes('libnftables')) await measure('libnftables', addonNft(addon), false);
 await run(['nft', 'flush', 'ruleset']);
