@@ -50,6 +50,8 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   const partial: number[] = [];
   const addedEp: number[] = [];
   const removedEp: number[] = [];
+  // Services without a NodePort (two in three here): only their ClusterIP is programmed.
+  const cip = { added: [] as number[], removed: [] as number[], replaced: [] as number[] };
   for (let r = 0; r < rounds; r++) {
     const victim = prev[4].services.get(svcs[(r * 7919) % svcs.length]!.key)!;
     const eps = r % 2 ? [...victim.internal.endpoints, ep(`198.17.${r % 250}.${(r % 200) + 1}`, 8080)] : victim.internal.endpoints.slice(1);
@@ -60,6 +62,7 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     const ms = await timed(() => apply(tx));
     partial.push(ms);
     (r % 2 ? addedEp : removedEp).push(ms);
+    if (victim.nodePort === 0) (r % 2 ? cip.added : cip.removed).push(ms);
     prev = next;
   }
   // The commonest change: one endpoint replaced (a pod restarted elsewhere), count unchanged.
@@ -72,7 +75,9 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
     const next = tables({ ...prev[4], services });
     const tx = compilePartial(prev, next, changesOf([victim.key]), { ...opts, state });
-    replaced.push(await timed(() => apply(tx)));
+    const ms = await timed(() => apply(tx));
+    replaced.push(ms);
+    if (victim.nodePort === 0) cip.replaced.push(ms);
     prev = next;
   }
   const added = svc({ namespace: 'bench', name: 'added', clusterIP: '198.16.0.1', nodePort: 0, internal: fwd(...Array.from({ length: k }, (_, j) => ep(`198.16.1.${j + 1}`, 8080))) });
@@ -85,7 +90,8 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     `${name.padEnd(11)} ${n}x${k}: full cold ${cold.toFixed(0)} ms, full again ${again.toFixed(0)} ms, ` +
       `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}; ` +
       `added ${median(addedEp).toFixed(2)}, removed ${median(removedEp).toFixed(2)}), ` +
-      `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms`,
+      `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms; ` +
+      `ClusterIP-only services: added ${median(cip.added).toFixed(2)} (${cip.added.length}), removed ${median(cip.removed).toFixed(2)} (${cip.removed.length}), replaced ${median(cip.replaced).toFixed(2)} ms (${cip.replaced.length})`,
   );
 }
 
