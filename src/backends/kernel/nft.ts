@@ -140,7 +140,7 @@ export type NftVia = 'netlink' | 'addon' | 'exec';
 export interface TableNames {
   readonly chains: ReadonlySet<string>;
   readonly maps: ReadonlySet<string>;
-  /** Named sets (anonymous ones excluded); only the netlink dump reports them (a full sync needs none). */
+  /** Named sets (anonymous ones excluded): a full sync deletes count sets no longer used. */
   readonly sets?: ReadonlySet<string>;
 }
 
@@ -193,12 +193,13 @@ export function namesFromJSON(text: string, table: string, kind: 'chain' | 'set'
   return out;
 }
 
-/** Table names by the runner's names() (a netlink dump), else by listing (`list chains|maps FAMILY`, JSON, terse). */
+/** Table names by the runner's names() (a netlink dump), else by listing (`list chains|maps|sets FAMILY`, JSON, terse). */
 export async function namesByListing(nft: NftRunner, family: NftFamily, table: string): Promise<TableNames> {
   if (nft.names) return nft.names(family, table);
   return {
     chains: namesFromJSON(await nft.list(`list chains ${family}`, { json: true }), table, 'chain'),
     maps: namesFromJSON(await nft.list(`list maps ${family}`, { json: true, terse: true }), table, 'map'),
+    sets: namesFromJSON(await nft.list(`list sets ${family}`, { json: true, terse: true }), table, 'set'),
   };
 }
 

@@ -101,17 +101,19 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
   let lastTx: Transaction | undefined;
   const state = new CompileState();
 
-  /** What a full sync must know of the kernel: chains (to delete stale ones) and maps (stale endpoint shards). */
-  async function existing(): Promise<Pick<CompileOptions, 'existingChains' | 'existingMaps'>> {
+  /** What a full sync must know of the kernel: chains (to delete stale ones), maps (stale endpoint maps) and sets (stale count sets). */
+  async function existing(): Promise<Pick<CompileOptions, 'existingChains' | 'existingMaps' | 'existingSets'>> {
     const chains: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
     const maps: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
+    const sets: Partial<Record<IPFamily, ReadonlySet<string>>> = {};
     for (const f of families) {
       // Names only (no rules, no elements): cheap at any scale; a netlink dump by default.
       const names = await namesByListing(nft, familySyntax(f).nft, table);
       chains[f] = names.chains;
       maps[f] = names.maps;
+      if (names.sets) sets[f] = names.sets;
     }
-    return { existingChains: chains, existingMaps: maps };
+    return { existingChains: chains, existingMaps: maps, existingSets: sets };
   }
 
   const backend: NftablesBackend = {

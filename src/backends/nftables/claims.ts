@@ -38,6 +38,12 @@ export class ClaimIndex {
   private readonly shardCounts = new Map<string, number>();
   private readonly shardNames = new Map<string, boolean>();
 
+  /**
+   * Grouped frontends (names.ts) installed per count set, from the winning claims; the compiler
+   * keeps it up to date (it expands the claims) and it moves on with the index.
+   */
+  readonly countSetSizes = new Map<string, number>();
+
   /** The endpoint-map blocks behind the shard elements; moves on with the index. */
   constructor(readonly slots: SlotTable = new SlotTable()) {}
 

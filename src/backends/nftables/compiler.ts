@@ -10,13 +10,14 @@
  *
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
-import type { IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import type { IPFamily, Protocol, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
-import { affinitySetOfChain, endpointShardProtocol, FERRY_TABLE, Maps, Sets } from './names.js';
+import { affinitySetOfChain, Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, Maps, Sets } from './names.js';
+import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { buildSkeleton, endpointShardSpec, type ChainWithRules } from './skeleton.js';
+import { buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type NamedSet } from './transaction.js';
 
 export { CompileState } from './claims.js';
@@ -34,6 +35,8 @@ export interface CompileOptions {
   readonly existingChains?: ReadonlySet<string> | Partial<Record<IPFamily, ReadonlySet<string>>>;
   /** Full sync only: maps that exist in the kernel table now, so unused endpoint shards can be deleted. */
   readonly existingMaps?: Partial<Record<IPFamily, ReadonlySet<string>>>;
+  /** Full sync only: named sets that exist in the kernel table now, so unused count sets can be deleted. */
+  readonly existingSets?: Partial<Record<IPFamily, ReadonlySet<string>>>;
   /** Table name; default `ferry`. */
   readonly table?: string;
   /**
@@ -71,11 +74,76 @@ function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string
   return (e as Partial<Record<IPFamily, ReadonlySet<string>>>)[family] ?? new Set();
 }
 
-/** The endpoints shard maps (names.ts) the index has claims in, sorted. */
+/** The endpoints maps (shards and grouped maps, names.ts) the index has claims in, sorted. */
 function shardsOf(index: ClaimIndex): string[] {
   const out: string[] = [];
   for (const name of index.containerNames()) if (endpointShardProtocol(name) !== undefined && index.size(name) > 0) out.push(name);
   return out.sort();
+}
+
+/** The count sets (names.ts) in use, by protocol, then endpoint count. */
+function countSetsOf(index: ClaimIndex): string[] {
+  const out: { name: string; proto: string; n: number }[] = [];
+  for (const [name, size] of index.countSetSizes) {
+    if (size <= 0) continue;
+    const c = countSetOf(name)!;
+    out.push({ name, proto: c.proto, n: c.n });
+  }
+  out.sort((a, b) => (a.proto < b.proto ? -1 : a.proto > b.proto ? 1 : a.n - b.n));
+  return out.map((x) => x.name);
+}
+
+/** The grouped endpoints maps the count sets `counts` use, sorted. */
+function groupedMapsOf(counts: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const name of counts) out.add(groupedMapName(countSetOf(name)!.proto));
+  return [...out].sort();
+}
+
+/** A grouped frontend's claim value (rules.ts groupedValue) as the elements it stands for. */
+interface GroupedFrontend {
+  readonly countSet: string;
+  readonly masqSet: string | undefined;
+  readonly map: string;
+  readonly eps: readonly string[];
+}
+
+function expandGrouped(key: string, value: string): GroupedFrontend {
+  const bar = value.indexOf('|');
+  const masq = value.slice(0, bar);
+  const body = value.slice(bar + 1);
+  const eps = body === '' ? [] : body.split(',');
+  const i = key.indexOf(' . ');
+  const proto = key.slice(i + 3, key.indexOf(' . ', i + 3)).toUpperCase() as Protocol;
+  return {
+    countSet: countSetName(proto, eps.length),
+    masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
+    map: groupedMapName(proto),
+    eps,
+  };
+}
+
+function bumpCount(index: ClaimIndex, name: string, by: number): void {
+  const n = (index.countSetSizes.get(name) ?? 0) + by;
+  if (n > 0) index.countSetSizes.set(name, n);
+  else index.countSetSizes.delete(name);
+}
+
+/** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
+function recountGrouped(index: ClaimIndex): GroupedFrontend[] {
+  index.countSetSizes.clear();
+  const out: GroupedFrontend[] = [];
+  for (const [k, v] of index.entries(GROUPED_FRONTENDS)) {
+    const g = expandGrouped(k, v);
+    bumpCount(index, g.countSet, 1);
+    out.push(g);
+  }
+  return out;
+}
+
+/** Skeleton rules of `c`, plus the count rules when `c` is the endpoint-count chain. */
+function chainRules(fs: FamilySyntax, table: ProxyTable, c: ChainWithRules, countSets: readonly string[]): readonly Rule[] {
+  return c.chain.name === Chains.servicesByCount ? servicesByCountRules(fs, table, countSets) : c.rules;
 }
 
 function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly ElementClaim[]): void {
@@ -91,11 +159,12 @@ function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
   const index = new ClaimIndex();
   const ctx = contextOf(fs, table, index.slots);
   for (const [key, svc] of table.services) addClaims(index, key, serviceContribution(svc, ctx).elements);
+  recountGrouped(index);
   return index;
 }
 
-function writeSkeletonRules(tx: Transaction, target: string, chains: readonly ChainWithRules[]): void {
-  for (const c of chains) for (const r of c.rules) tx.addRule(target, c.chain.name, r);
+function writeSkeletonRules(tx: Transaction, target: string, chains: readonly ChainWithRules[], rulesOf: (c: ChainWithRules) => readonly Rule[] = (c) => c.rules): void {
+  for (const c of chains) for (const r of rulesOf(c)) tx.addRule(target, c.chain.name, r);
 }
 
 /** Everything ferry owns, from scratch. */
@@ -149,20 +218,46 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.flushSet(target, m.name, 'map');
     }
     const shards = shardsOf(index);
-    for (const name of shards) {
-      tx.addMap(target, endpointShardSpec(fs, name));
+    const grouped = recountGrouped(index);
+    const countSets = countSetsOf(index);
+    const groupedMaps = groupedMapsOf(countSets);
+    for (const name of [...shards, ...groupedMaps]) {
+      tx.addMap(target, endpointMapSpec(fs, name));
       tx.flushSet(target, name, 'map');
+    }
+    for (const name of countSets) {
+      tx.addSet(target, countSetSpec(fs, name));
+      tx.flushSet(target, name);
     }
     // Affinity sets are added, never flushed: client affinity survives a periodic resync.
     for (const c of contributions) for (const [name, timeout] of c.affinitySets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
 
     writeSkeletonRules(tx, target, sk.baseChains);
-    writeSkeletonRules(tx, target, sk.chains);
+    writeSkeletonRules(tx, target, sk.chains, (c) => chainRules(fs, table, c, countSets));
     for (const c of contributions) for (const [name, rules] of c.chains) for (const r of rules) tx.addRule(target, name, r);
 
     for (const [set, keys] of sk.tableElements) for (const k of keys) tx.addElement(target, set, k);
     for (const { name } of SERVICE_CONTAINERS) {
       for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v || undefined);
+    }
+    // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
+    const groupedKeys = [...index.entries(GROUPED_FRONTENDS)].map(([k]) => k);
+    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) {
+      grouped.forEach((g, i) => {
+        if (g.masqSet === masqSet) tx.addElement(target, masqSet, groupedKeys[i]!);
+      });
+    }
+    for (const name of countSets) {
+      grouped.forEach((g, i) => {
+        if (g.countSet === name) tx.addElement(target, name, groupedKeys[i]!);
+      });
+    }
+    for (const name of groupedMaps) {
+      grouped.forEach((g, i) => {
+        if (g.map !== name) return;
+        const k = groupedKeys[i]!;
+        g.eps.forEach((ep, j) => tx.addElement(target, name, R.groupedEndpointKey(k, j), ep));
+      });
     }
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
     // in the order the services were compiled.
@@ -192,10 +287,16 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.deleteSet(target, aff);
     }
     // Endpoint shards nothing uses any more: every rule that used one was flushed above.
-    const used = new Set(shards);
+    const used = new Set([...shards, ...groupedMaps]);
     for (const name of [...(opts.existingMaps?.[family] ?? [])].sort()) {
-      if (endpointShardProtocol(name) === undefined || used.has(name)) continue;
+      if ((endpointShardProtocol(name) === undefined && groupedMapProtocol(name) === undefined) || used.has(name)) continue;
       tx.deleteSet(target, name, 'map');
+    }
+    // Count sets no frontend uses any more: their rules were flushed with their chain above.
+    const usedCounts = new Set(countSets);
+    for (const name of [...(opts.existingSets?.[family] ?? [])].sort()) {
+      if (countSetOf(name) === undefined || usedCounts.has(name)) continue;
+      tx.deleteSet(target, name);
     }
   }
   return tx;
@@ -245,6 +346,7 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
 
     const index = opts.state?.take(family, prevT) ?? buildIndex(prevFs, prevT);
     index.slots.settle();
+    const countsBefore = countSetsOf(index);
     const prevCtx = contextOf(prevFs, prevT, index.slots);
     const nextCtx = contextOf(fs, nextT, index.slots);
     // container → key → value installed before this sync (undefined: absent).
@@ -305,6 +407,44 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       for (const name of pc.chains.keys()) if (!nc.chains.has(name)) goneChains.push(name);
     }
     opts.state?.store(family, nextT, index);
+    // Grouped frontends whose winning claim changed: the elements they stand for, diffed.
+    const groupedDeletes: [string, string][] = [];
+    const groupedAdds: [string, string, string][] = [];
+    for (const [k, was] of before.get(GROUPED_FRONTENDS) ?? []) {
+      const now = index.value(GROUPED_FRONTENDS, k);
+      if (was === now) continue;
+      const w = was === undefined ? undefined : expandGrouped(k, was);
+      const n = now === undefined ? undefined : expandGrouped(k, now);
+      if (w?.masqSet !== n?.masqSet) {
+        if (w?.masqSet) groupedDeletes.push([w.masqSet, k]);
+        if (n?.masqSet) groupedAdds.push([n.masqSet, k, '']);
+      }
+      if (w?.countSet !== n?.countSet) {
+        if (w) {
+          groupedDeletes.push([w.countSet, k]);
+          bumpCount(index, w.countSet, -1);
+        }
+        if (n) {
+          groupedAdds.push([n.countSet, k, '']);
+          bumpCount(index, n.countSet, 1);
+        }
+      }
+      const map = (w ?? n)!.map;
+      const len = Math.max(w?.eps.length ?? 0, n?.eps.length ?? 0);
+      for (let i = 0; i < len; i++) {
+        const a = w?.eps[i];
+        const b = n?.eps[i];
+        if (a === b) continue;
+        if (a !== undefined) groupedDeletes.push([map, R.groupedEndpointKey(k, i)]);
+        if (b !== undefined) groupedAdds.push([map, R.groupedEndpointKey(k, i), b]);
+      }
+    }
+    const countsAfter = countSetsOf(index);
+    const countsChanged = countsAfter.length !== countsBefore.length || countsAfter.some((n, i) => n !== countsBefore[i]);
+    const hadCounts = new Set(countsBefore);
+    const hasCounts = new Set(countsAfter);
+    const mapsBefore = groupedMapsOf(countsBefore);
+    const mapsAfter = groupedMapsOf(countsAfter);
 
     if (tableChanged) {
       const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
@@ -315,13 +455,15 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     }
     for (const [name, timeout] of newSets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
     for (const name of newChains) tx.addChain(target, { name });
-
-    // Endpoint shards that gain their first element are created; emptied ones are deleted last.
+    // Count sets and endpoint maps that gain their first element are created; emptied ones are deleted last.
+    for (const name of countsAfter) if (!hadCounts.has(name)) tx.addSet(target, countSetSpec(fs, name));
+    for (const name of mapsAfter) if (!mapsBefore.includes(name)) tx.addMap(target, endpointMapSpec(fs, name));
     const touchedShards = [...shardDiff.keys()].sort();
-    for (const name of touchedShards) if (index.size(name) > 0) tx.addMap(target, endpointShardSpec(fs, name));
+    for (const name of touchedShards) if (index.size(name) > 0) tx.addMap(target, endpointMapSpec(fs, name));
 
     // Elements: deletes (and the delete half of a value change) before adds.
     const adds: [string, string, string][] = [];
+    for (const [container, k] of groupedDeletes) tx.deleteElement(target, container, k);
     for (const { name: container } of SERVICE_CONTAINERS) {
       const m = before.get(container);
       if (!m) continue;
@@ -344,20 +486,27 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
       for (const c of [...sk.baseChains, ...sk.chains]) {
         tx.flushChain(target, c.chain.name);
-        for (const r of c.rules) tx.addRule(target, c.chain.name, r);
+        for (const r of chainRules(fs, nextT, c, countsAfter)) tx.addRule(target, c.chain.name, r);
       }
+    } else if (countsChanged) {
+      // A count came into use or went out of use: the endpoint-count chain is rewritten (a few rules).
+      tx.flushChain(target, Chains.servicesByCount);
+      for (const r of servicesByCountRules(fs, nextT, countsAfter)) tx.addRule(target, Chains.servicesByCount, r);
     }
     for (const [name, rules, existed] of rewrite) {
       if (existed) tx.flushChain(target, name);
       for (const r of rules) tx.addRule(target, name, r);
     }
     for (const [container, k, v] of adds) tx.addElement(target, container, k, v || undefined);
+    for (const [container, k, v] of groupedAdds) tx.addElement(target, container, k, v || undefined);
 
     goneChains.sort();
     for (const name of goneChains) tx.flushChain(target, name);
     for (const name of goneChains) tx.deleteChain(target, name);
     for (const name of goneSets.sort()) tx.deleteSet(target, name);
     for (const name of touchedShards) if (index.size(name) === 0) tx.deleteSet(target, name, 'map');
+    for (const name of countsBefore) if (!hasCounts.has(name)) tx.deleteSet(target, name);
+    for (const name of mapsBefore) if (!mapsAfter.includes(name)) tx.deleteSet(target, name, 'map');
   }
   return tx;
 }

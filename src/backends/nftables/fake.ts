@@ -384,6 +384,10 @@ export class FakeNft implements NftRunner {
     return [...(this.tables.get(`${family} ${table}`)?.sets.values() ?? [])].filter((s) => s.kind === 'map').map((s) => s.name).sort();
   }
 
+  setNames(family: string, table: string): string[] {
+    return [...(this.tables.get(`${family} ${table}`)?.sets.values() ?? [])].filter((s) => s.kind === 'set').map((s) => s.name).sort();
+  }
+
   elements(family: string, table: string, set: string): ReadonlyMap<string, string> | undefined {
     return this.tables.get(`${family} ${table}`)?.sets.get(set)?.elements;
   }

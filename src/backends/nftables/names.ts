@@ -32,6 +32,7 @@ export const Chains = {
   markForMasquerade: 'mark-for-masquerade',
   masquerading: 'masquerading',
   canary: 'ferry-canary',
+  servicesByCount: 'services-by-count',
 } as const;
 
 export const Sets = {
@@ -40,6 +41,8 @@ export const Sets = {
   localCIDRs: 'local-cidrs',
   hairpin: 'hairpin',
   serviceCIDRs: 'service-cidrs',
+  masqAll: 'masq-all',
+  masqNonLocal: 'masq-nonlocal',
 } as const;
 
 export const Maps = {
@@ -74,6 +77,50 @@ export function endpointShardProtocol(name: string): Protocol | undefined {
   const m = SHARD_NAME.exec(name);
   return m ? (m[1]!.toUpperCase() as Protocol) : undefined;
 }
+
+/**
+ * The endpoint-count layout (docs/nftables.md): ClusterIP frontends that forward to 1 ..
+ * GROUPED_MAX_ENDPOINTS endpoints, without affinity, have no chain of their own. Their key
+ * (`addr . proto . port`) sits in the count set `n-<proto>-<N>` of their endpoint count, and
+ * their endpoints in `endpoints-<proto>` keyed `addr . proto . port . index`; one rule per
+ * count set in use picks `numgen random mod N`. An endpoint change then only moves a key between
+ * count sets and changes map elements: no rule, so no table validation walk at commit.
+ * Larger sets keep their `svc-` chain (each count in use is one more rule per new connection).
+ */
+export const GROUPED_MAX_ENDPOINTS = 256;
+
+/** The count set of the grouped ClusterIP frontends of protocol `p` with `n` endpoints. */
+export function countSetName(p: Protocol, n: number): string {
+  return `n-${p.toLowerCase()}-${n}`;
+}
+
+const COUNT_SET = /^n-(tcp|udp|sctp)-(\d+)$/;
+
+/** The protocol and endpoint count of a count set, or undefined for any other name. */
+export function countSetOf(name: string): { proto: Protocol; n: number } | undefined {
+  const m = COUNT_SET.exec(name);
+  return m ? { proto: m[1]!.toUpperCase() as Protocol, n: Number(m[2]) } : undefined;
+}
+
+/** The endpoints map of the grouped frontends of protocol `p` (one per protocol: nft types its value by protocol). */
+export function groupedMapName(p: Protocol): string {
+  return `endpoints-${p.toLowerCase()}`;
+}
+
+const GROUPED_MAP = /^endpoints-(tcp|udp|sctp)$/;
+
+/** The protocol of a grouped endpoints map, or undefined for any other name. */
+export function groupedMapProtocol(name: string): Protocol | undefined {
+  const m = GROUPED_MAP.exec(name);
+  return m ? (m[1]!.toUpperCase() as Protocol) : undefined;
+}
+
+/**
+ * The claim index's container of grouped frontends (never a kernel object): key `addr . proto .
+ * port`, value rules.ts's groupedValue(). The compiler expands the winning claim into the count
+ * set, masquerade set and endpoints map elements.
+ */
+export const GROUPED_FRONTENDS = '<grouped-frontends>';
 
 export const SERVICE_CHAIN_PREFIXES = ['svc-', 'ext-', 'fw-', 'ep-'] as const;
 

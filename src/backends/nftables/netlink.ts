@@ -12,7 +12,7 @@
  * number and, for element messages, the extack offset of the offending element) back to the op.
  * Pure: no I/O.
  */
-import { endpointShardProtocol, Maps, Sets } from './names.js';
+import { countSetOf, endpointShardProtocol, groupedMapProtocol, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
 import type { Chain, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
@@ -72,6 +72,8 @@ const EXPR_VERDICT = 1;
 const EXPR_PAYLOAD = 7;
 const EXPR_CONCAT = 13;
 const EXPR_NUMGEN = 23;
+const EXPR_META = 9;
+const PROTO_DESC_TH = 11;
 const PROTO_DESC = { ip: 12, ip6: 13, tcp: 8, udp: 6, sctp: 10 } as const;
 const FIELD_SADDR = { ip: 11, ip6: 8 } as const;
 const FIELD_DADDR = { ip: 12, ip6: 9 } as const;
@@ -378,7 +380,7 @@ function protoNum(p: string): number {
 }
 
 /** How the elements of one of ferry's containers are laid out. */
-type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot';
+type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot' | 'grouped';
 
 function layoutOf(container: string): Layout {
   switch (container) {
@@ -392,6 +394,8 @@ function layoutOf(container: string): Layout {
     case Maps.serviceIPs:
     case Maps.noEndpointServices:
     case Maps.firewallIPs:
+    case Sets.masqAll:
+    case Sets.masqNonLocal:
       return 'addrProtoPort';
     case Maps.serviceNodePorts:
     case Maps.noEndpointNodePorts:
@@ -399,6 +403,8 @@ function layoutOf(container: string): Layout {
   }
   if (endpointShardProtocol(container) !== undefined) return 'slot';
   if (container.startsWith('aff-')) return 'addr';
+  if (countSetOf(container) !== undefined) return 'addrProtoPort';
+  if (groupedMapProtocol(container) !== undefined) return 'grouped';
   throw new Error(`no element layout for container ${container}`);
 }
 
@@ -421,6 +427,8 @@ function keyLen(f: NlFamily, layout: Layout): number {
       return 8;
     case 'slot':
       return 4;
+    case 'grouped':
+      return a + 12;
   }
 }
 
@@ -457,6 +465,12 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
       b[at + 4] = port >> 8;
       b[at + 5] = port & 0xff;
       return true;
+    }
+    case 'grouped': {
+      // `addr . proto . port . index`: the addrProtoPort key, then numgen's u32 in host order.
+      const k = key.lastIndexOf(SEP);
+      if (k < 0 || !writeKey(f, 'addrProtoPort', key.slice(0, k), b, at)) return false;
+      return writeKey(f, 'slot', key.slice(k + 3), b, at + a + 8);
     }
     case 'slot': {
       let n = 0;
@@ -597,6 +611,36 @@ function setDecl(s: NamedSet): SetDecl {
 }
 
 function mapDecl(f: NlFamily, m: NamedMap): SetDecl {
+  const gp = m.typeof ? groupedMapProtocol(m.name) : undefined;
+  if (gp !== undefined) {
+    // `ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . PROTO dport`.
+    const proto = gp.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+    const ud = new Udata()
+      .u32(UD_SET_KEYBYTEORDER, BO_INVALID)
+      .u32(UD_SET_DATABYTEORDER, BO_INVALID)
+      .nest(
+        UD_SET_KEY_TYPEOF,
+        typeofConcat([
+          typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]),
+          typeofExpr(EXPR_META, new Udata().u32(0, META_L4PROTO)),
+          typeofPayload(PROTO_DESC_TH, FIELD_DPORT),
+          typeofExpr(EXPR_NUMGEN, new Udata().u32(0, 1).u32(1, 2).u32(2, 0)),
+        ]),
+      )
+      .nest(UD_SET_DATA_TYPEOF, typeofConcat([typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]), typeofPayload(PROTO_DESC[proto], FIELD_DPORT)]))
+      .u32(UD_SET_DATA_INTERVAL, 0);
+    if (m.comment !== undefined) ud.str(UD_SET_COMMENT, m.comment);
+    const a = addrLen(f);
+    const addrT = f === 'ip' ? T_IPADDR : T_IP6ADDR;
+    return {
+      flags: SET_MAP,
+      keyType: concatType([addrT, T_INET_PROTO, T_INET_SERVICE, T_INTEGER]),
+      keyLen: a + 12,
+      dataType: concatType([addrT, T_INET_SERVICE]),
+      dataLen: a + 4,
+      udata: ud,
+    };
+  }
   if (m.typeof) {
     // `numgen random mod 2 : ip daddr . PROTO dport` (endpoint shards) is the only typeof map.
     const p = endpointShardProtocol(m.name);
@@ -780,12 +824,13 @@ class Exprs {
     if (opts.inv) this.w.u32(5, 1);
     this.end();
   }
-  numgen(mod: number, offset: number): void {
+  /** `zeroOffset`: write an offset of 0 too (nft does for a numgen inside a concatenation). */
+  numgen(mod: number, offset: number, dreg = 1, zeroOffset = false): void {
     this.begin('numgen');
-    this.w.u32(1, 1);
+    this.w.u32(1, dreg);
     this.w.u32(2, mod);
     this.w.u32(3, 1); // NFT_NG_RANDOM
-    if (offset) this.w.u32(4, offset);
+    if (offset || zeroOffset) this.w.u32(4, offset);
     this.end();
   }
   fib(flags: number): void {
@@ -1063,6 +1108,27 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.lookup(r.map, 1, { dreg: 1 });
       x.dnat(1, reg(a), 0);
       return;
+    case 'frontendJump':
+      x.daddr(1);
+      x.meta(META_L4PROTO, reg(a));
+      x.dport(reg(a + 1));
+      x.lookup(r.set, 1);
+      x.cond(r.cond, r.iif);
+      x.verdict(NFT_JUMP, r.chain);
+      return;
+    case 'dnatCount':
+      x.daddr(1);
+      x.meta(META_L4PROTO, reg(a));
+      x.dport(reg(a + 1));
+      x.lookup(r.set, 1);
+      x.l4proto(r.proto);
+      x.daddr(1);
+      x.meta(META_L4PROTO, reg(a));
+      x.dport(reg(a + 1));
+      x.numgen(r.n, 0, reg(a + 2), true);
+      x.lookup(r.map, 1, { dreg: 1 });
+      x.dnat(1, reg(a), 0);
+      return;
     case 'affinityCheck':
       x.cond(r.cond, r.iif);
       x.saddr(1);
@@ -1324,7 +1390,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             const kat = w.valueAt(1, klen);
             let ok = writeKey(family, layout, e.key, w.buf, kat);
             if (ok && add && e.value !== undefined) {
-              if (layout === 'slot') {
+              if (layout === 'slot' || layout === 'grouped') {
                 const vat = w.valueAt(2, alen + 4);
                 ok = writeAddrPort(family, e.value, w.buf, vat);
               }

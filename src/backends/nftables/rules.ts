@@ -108,6 +108,8 @@ export type Rule =
   | { readonly k: 'dnat'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly ip: string; readonly port: number }
   | { readonly k: 'dnatAnon'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly eps: readonly PlannedEndpoint[] }
   | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
+  | { readonly k: 'frontendJump'; readonly text: string; readonly set: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chain: string }
+  | { readonly k: 'dnatCount'; readonly text: string; readonly set: string; readonly proto: Protocol; readonly n: number; readonly map: string }
   | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly set: string; readonly chain: string }
   | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chains: readonly string[] }
   | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string }
@@ -249,6 +251,51 @@ export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number,
     base,
     map,
   };
+}
+
+/** `addr . proto . port` of the packet: the frontend key of the count and masquerade sets. */
+function frontendKeyText(fs: FamilySyntax): string {
+  return `${fs.ipX} daddr . meta l4proto . th dport`;
+}
+
+/**
+ * Endpoint-count layout (names.ts): a frontend whose key is in `set` jumps to `chain` (a
+ * masquerade variant), optionally under a source condition.
+ */
+export function frontendJump(fs: FamilySyntax, set: string, cond: Cond, chain: string): Rule {
+  return { k: 'frontendJump', text: `${frontendKeyText(fs)} @${set} ${condText(fs, cond)}jump ${chain}`, set, cond, ...ifOf(fs, cond), chain };
+}
+
+/**
+ * Endpoint-count layout: every frontend in count set `set` (n endpoints) is DNAT-ed to the
+ * element `key . index` of `map`. nft lists the map key's `th dport` as `tcp dport` and folds the
+ * `meta l4proto` match into it; the kernel holds the same expressions either way.
+ */
+export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string, map: string): Rule {
+  const key = frontendKeyText(fs);
+  return {
+    k: 'dnatCount',
+    text: `${key} @${set} meta l4proto ${proto(p)} dnat ${fs.ipX} to ${key} . numgen random mod ${n} map @${map}`,
+    set,
+    proto: p,
+    n,
+    map,
+  };
+}
+
+/**
+ * A grouped frontend as one claim value (names.ts GROUPED_FRONTENDS): the masquerade variant
+ * (`all`, `nonlocal` or empty) and the endpoints in order, `masq|ip . port,ip . port,…`.
+ */
+export function groupedValue(masq: '' | 'all' | 'nonlocal', eps: readonly PlannedEndpoint[]): string {
+  let v = `${masq}|`;
+  for (let i = 0; i < eps.length; i++) v += (i ? ',' : '') + endpointValue(eps[i]!);
+  return v;
+}
+
+/** A key of a grouped endpoints map: the frontend key and the endpoint's index. */
+export function groupedEndpointKey(frontendKey: string, i: number): string {
+  return `${frontendKey} . ${i}`;
 }
 
 /** An element of the endpoints map: `ip . port`. */

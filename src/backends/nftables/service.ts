@@ -7,7 +7,7 @@
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
-import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, Maps, serviceNames, Sets } from './names.js';
+import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
 import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { normalizeCIDRs } from './skeleton.js';
@@ -142,7 +142,14 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   if (svc.clusterIP) {
     claim(Sets.clusterIPs, svc.clusterIP, '');
     const key = R.addrProtoPortKey(svc.clusterIP, p, svc.port);
-    if (forwards(svc.internal)) {
+    const n = svc.internal.endpoints.length;
+    if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {
+      // Endpoint-count layout (names.ts): no chain. One claim carries the whole frontend (count,
+      // masquerade variant, endpoints): if two service ports claim one key, the winner's whole
+      // frontend is installed (claims.ts), as the winner's verdict is in service-ips.
+      const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
+      claim(GROUPED_FRONTENDS, key, R.groupedValue(masq, svc.internal.endpoints));
+    } else if (forwards(svc.internal)) {
       const rules: Rule[] = [];
       if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));
       else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(R.verdict(fs, 'notLocalSrc', 'jump', Chains.markForMasquerade));

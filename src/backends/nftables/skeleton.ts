@@ -15,7 +15,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import type { ProxyTable } from '../../plan/types.js';
-import { Chains, endpointShardProtocol, Maps, Sets } from './names.js';
+import { Chains, countSetOf, endpointShardProtocol, groupedMapName, groupedMapProtocol, Maps, Sets } from './names.js';
 import * as R from './rules.js';
 import type { FamilySyntax, Rule } from './rules.js';
 import type { Chain, NamedMap, NamedSet } from './transaction.js';
@@ -52,6 +52,8 @@ export function serviceContainers(fs: FamilySyntax): { sets: NamedSet[]; maps: N
     sets: [
       { name: Sets.clusterIPs, type: a, comment: 'active ClusterIPs' },
       { name: Sets.hairpin, type: `${a} . ${a}`, comment: 'endpoint . endpoint: connections DNAT-ed to their own source' },
+      { name: Sets.masqAll, type: `${a} . inet_proto . inet_service`, comment: 'grouped ClusterIP frontends: masquerade all' },
+      { name: Sets.masqNonLocal, type: `${a} . inet_proto . inet_service`, comment: 'grouped ClusterIP frontends: masquerade non-local sources' },
     ],
     maps: [
       { name: Maps.serviceIPs, type: `${a} . inet_proto . inet_service : verdict`, comment: 'ClusterIP, externalIP and LoadBalancer IP dispatch' },
@@ -76,6 +78,38 @@ export function endpointShardSpec(fs: FamilySyntax, name: string): NamedMap {
     typeof: true,
     comment: `${p} endpoints of services with several: block offset + index -> endpoint`,
   };
+}
+
+/** An endpoints map: a shard (slots.ts) or the grouped map of a protocol (names.ts). */
+export function endpointMapSpec(fs: FamilySyntax, name: string): NamedMap {
+  const p = groupedMapProtocol(name);
+  if (p === undefined) return endpointShardSpec(fs, name);
+  return {
+    name,
+    type: `${fs.ipX} daddr . meta l4proto . th dport . numgen random mod 2 : ${fs.ipX} daddr . ${p.toLowerCase()} dport`,
+    typeof: true,
+    comment: `${p} endpoints of grouped ClusterIP frontends: key . index -> endpoint`,
+  };
+}
+
+/** A count set (names.ts): the frontend keys of one protocol with one endpoint count. */
+export function countSetSpec(fs: FamilySyntax, name: string): NamedSet {
+  if (countSetOf(name) === undefined) throw new Error(`not a count set: ${name}`);
+  return { name, type: `${fs.addrType} . inet_proto . inet_service` };
+}
+
+/**
+ * The endpoint-count chain's rules: the masquerade variants first (a frontend key in their set
+ * is marked), then one DNAT rule per count set in use (`countSets`, in order).
+ */
+export function servicesByCountRules(fs: FamilySyntax, table: ProxyTable, countSets: readonly string[]): Rule[] {
+  const rules: Rule[] = [R.frontendJump(fs, Sets.masqAll, '', Chains.markForMasquerade)];
+  if (table.localTraffic.kind !== 'none') rules.push(R.frontendJump(fs, Sets.masqNonLocal, 'notLocalSrc', Chains.markForMasquerade));
+  for (const name of countSets) {
+    const c = countSetOf(name)!;
+    rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto)));
+  }
+  return rules;
 }
 
 /** Table-level sets (content from table fields, rewritten whenever the table changes). */
@@ -154,7 +188,9 @@ export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number)
     c(Chains.serviceEndpointsCheck, [R.serviceIPsDispatch(fs, 'no-endpoint-services')]),
     c(Chains.nodePortEndpointsCheck, [R.nodePortRejectCheck(fs, all)]),
     c(Chains.clusterIPsCheck, [R.clusterIPsReject(fs), R.serviceCIDRsDrop(fs)]),
-    c(Chains.services, [R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all)]),
+    c(Chains.services, [R.jump(Chains.servicesByCount), R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all)]),
+    // Count rules are appended by the compiler (they follow the count sets in use).
+    c(Chains.servicesByCount, servicesByCountRules(fs, table, [])),
   ];
   const containers = serviceContainers(fs);
   const tableElements = new Map<string, readonly string[]>([

@@ -6,7 +6,7 @@
  */
 import type { Explanation, ModeFacts, PathStep } from '../../plan/explain.js';
 import type { ProxyTable, ServiceEntry } from '../../plan/types.js';
-import { Chains, FERRY_TABLE, Maps, Sets, serviceNames } from './names.js';
+import { Chains, countSetName, FERRY_TABLE, GROUPED_MAX_ENDPOINTS, groupedMapName, Maps, Sets, serviceNames } from './names.js';
 import { addrProtoPortKey, protoPortKey } from './rules.js';
 
 export const NFTABLES_FACTS: ModeFacts = {
@@ -58,9 +58,20 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
     steps.push({ at: t(Chains.services), does: `@${map} [${key}] → drop` });
     return steps;
   }
-  steps.push({ at: t(Chains.services), does: `@${map} [${key}] → goto ${chain}` });
-  const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `affinity sets aff-… then ep-… chains (${e.endpoints.length})` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;
-  steps.push({ at: t(chain), does: `${e.masquerade.value === 'yes' ? `jump ${Chains.markForMasquerade}; ` : ''}${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how}` });
+  const n0 = svc.internal.endpoints.length;
+  if (e.match.frontend === 'clusterIP' && svc.internal.verdict === 'forward' && n0 > 0 && n0 <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
+    // Endpoint-count layout (names.ts): no chain of its own; its key sits in a count set.
+    steps.push({ at: t(Chains.services), does: `jump ${Chains.servicesByCount}` });
+    const masqSet = svc.clusterIPMasquerade === 'all' ? Sets.masqAll : svc.clusterIPMasquerade === 'nonLocal' && table.localTraffic.kind !== 'none' ? Sets.masqNonLocal : undefined;
+    if (masqSet && e.masquerade.value === 'yes') steps.push({ at: t(Chains.servicesByCount), does: `@${masqSet} [${key}] → jump ${Chains.markForMasquerade}` });
+    const count = countSetName(svc.protocol, n0);
+    const how = n0 === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${n0} → dnat`;
+    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol)} [${key} . index]` });
+  } else {
+    steps.push({ at: t(Chains.services), does: `@${map} [${key}] → goto ${chain}` });
+    const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `affinity sets aff-… then ep-… chains (${e.endpoints.length})` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;
+    steps.push({ at: t(chain), does: `${e.masquerade.value === 'yes' ? `jump ${Chains.markForMasquerade}; ` : ''}${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how}` });
+  }
   if (e.verdict.kind === 'dnat') {
     if (e.masquerade.value === 'yes') steps.push({ at: t(Chains.natPostrouting), does: `jump ${Chains.masquerading}: marked → masquerade` });
     else if (e.masquerade.value === 'hairpin') steps.push({ at: t(Chains.natPostrouting), does: `saddr . daddr in @${Sets.hairpin} → masquerade (hairpin only)` });

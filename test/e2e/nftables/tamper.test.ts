@@ -151,7 +151,8 @@ t.test('nftables tamper watch: changes by another program are undone; own syncs 
     const web = await env.service('web');
     const ip = clusterIPOf(web, 4);
     const good = await canonical(ns, 'ip');
-    t.match(good, new RegExp(ip.replace(/\./g, '\\.')), 'the Service is in service-ips');
+    // web's ClusterIP is in the endpoint-count layout: its endpoints are elements of endpoints-tcp.
+    t.match(good, new RegExp(ip.replace(/\./g, '\\.')), 'the Service is in the table');
     const measured: Record<string, number> = {};
     let expected = 0;
 
@@ -171,9 +172,9 @@ t.test('nftables tamper watch: changes by another program are undone; own syncs 
 
     await tamper('nft flush chain ip ferry services', 'flush chain ip ferry services\n', /changed by another program; repairing.*rules? deleted in chain services/);
     await tamper(
-      'nft delete element from service-ips',
-      `delete element ip ferry service-ips { ${ip} . tcp . 80 }\n`,
-      /changed by another program; repairing.*element deleted from service-ips/,
+      'nft delete element from endpoints-tcp',
+      `delete element ip ferry endpoints-tcp { ${ip} . tcp . 80 . 0 }\n`,
+      /changed by another program; repairing.*element deleted from endpoints-tcp/,
     );
     await tamper(
       'nft add element to service-ips',

@@ -20,20 +20,19 @@ t.test('full sync, then a partial sync that only touches the changed service', a
   const b = createNftablesBackend({ nft, families: [4] });
   await b.sync(null, ir1, FULL);
   t.equal(b.lastSync()?.full, true);
-  t.same(nft.listed, ['list chains ip', 'list maps ip'], 'a full sync lists chains and maps (names only)');
+  t.same(nft.listed, ['list chains ip', 'list maps ip', 'list sets ip'], 'a full sync lists chains, maps and sets (names only)');
   const web2 = { ...web, internal: fwd(ep('198.18.0.2', 8080)), external: fwd(ep('198.18.0.2', 8080)), cluster: fwd(ep('198.18.0.2', 8080)) };
   const ir2 = tables(table(4, [web2, dns]));
   await b.sync(ir1, ir2, changesOf([web.key]));
   t.equal(b.lastSync()?.full, false);
-  t.same(nft.listed, ['list chains ip', 'list maps ip'], 'a partial sync reads nothing from the kernel');
-  // Hairpin element, the web block of the endpoints map, flush + rules of its chain, and the
-  // deletion of the endpoints shard it emptied (web now has one endpoint: no block).
-  t.ok((b.lastSync()?.lines ?? 99) <= 6, `partial sync is small: ${b.lastScript()}`);
-  t.notMatch(b.lastScript() ?? '', /dns/, 'the unchanged service is not in the transaction');
-  t.same(nft.rules('ip', 'ferry', [...nft.chainNames('ip', 'ferry')].find((n) => n.startsWith('svc-') && n.includes('/web/'))!), [
-    'ip saddr != @local-cidrs jump mark-for-masquerade',
-    'meta l4proto tcp dnat to 198.18.0.2:8080',
-  ]);
+  t.same(nft.listed, ['list chains ip', 'list maps ip', 'list sets ip'], 'a partial sync reads nothing from the kernel');
+  // Endpoint-count layout: web's key moves from n-tcp-2 to n-tcp-1 (a count not in use before:
+  // set created, services-by-count rewritten, n-tcp-2 deleted), one endpoint element and one
+  // hairpin element go.
+  t.ok((b.lastSync()?.lines ?? 99) <= 12, `partial sync is small: ${b.lastScript()}`);
+  t.notMatch(b.lastScript() ?? '', /198\.19\.0\.53/, 'the unchanged service is not in the transaction');
+  t.ok(nft.elements('ip', 'ferry', 'n-tcp-1')?.has('198.19.0.10 . tcp . 80'), 'web is in the one-endpoint count set');
+  t.same([...(nft.elements('ip', 'ferry', 'endpoints-tcp') ?? [])], [['198.19.0.10 . tcp . 80 . 0', '198.18.0.2 . 8080']], 'with its one endpoint');
   await b.sync(ir2, ir2, changesOf([]));
   t.equal(b.lastSync()?.lines, 0, 'nothing changed: nothing applied');
   t.equal(nft.scripts.length, 2, 'no script was sent for the empty sync');
@@ -50,7 +49,9 @@ t.test('full sync deletes chains it no longer wants (listed from the kernel)', a
     nft.chainNames('ip', 'ferry').some((n) => n.includes('/web/')),
     `stale chains of the deleted service are gone: ${nft.chainNames('ip', 'ferry').join(' ')}`,
   );
-  t.ok(nft.chainNames('ip', 'ferry').some((n) => n.includes('/dns/')), 'the live service keeps its chain');
+  t.notOk(nft.setNames('ip', 'ferry').includes('n-tcp-2'), 'the count set only web used is gone');
+  t.notOk(nft.mapNames('ip', 'ferry').includes('endpoints-tcp'), 'and the TCP endpoints map');
+  t.ok(nft.elements('ip', 'ferry', 'n-udp-1')?.has('198.19.0.53 . udp . 53'), 'the live service keeps its count set');
 });
 
 t.test('a failing apply throws NftSyncError with the failing line and changes nothing', async (t) => {

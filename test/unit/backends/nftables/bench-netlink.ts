@@ -1,7 +1,8 @@
 /**
  * Kernel apply time, netlink batch vs libnftables, same IR, same process (not a test; timings are
  * never asserted). Root; acts on the network namespace it runs in, so run it in a fresh one:
- *   ip netns add fybn && ip netns exec fybn node dist/test/unit/backends/nftables/bench-netlink.js [services] [endpoints] [rounds]; ip netns del fybn
+ *   ip netns add fybn && ip netns exec fybn node dist/test/unit/backends/nftables/bench-netlink.js [services] [endpoints] [rounds] [paths]; ip netns del fybn
+ * `paths`: `netlink,libnftables` (default) or one of them.
  * For each path: full cold apply (empty ruleset), full re-apply, one-endpoint partial syncs
  * (median of `rounds`: an endpoint added or removed, which rewrites the service's dispatch rule,
  * and an endpoint replaced, which changes elements only), one added service; plus the encode
@@ -20,6 +21,7 @@ import { bigTable, changesOf, ep, fwd, svc, tables } from './fixtures.js';
 const n = Number(process.argv[2] ?? 10000);
 const k = Number(process.argv[3] ?? 10);
 const rounds = Number(process.argv[4] ?? 20);
+const paths = (process.argv[5] ?? 'netlink,libnftables').split(',');
 const addon = loadNative();
 if (!addon) throw new Error('native addon not loaded');
 const opts = { families: [4] as const, masqueradeMark: 0x4000 };
@@ -46,6 +48,10 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   let prev: ProxyTables = ir;
   const svcs = [...ir[4].services.values()];
   const partial: number[] = [];
+  const addedEp: number[] = [];
+  const removedEp: number[] = [];
+  // Services without a NodePort (two in three here): only their ClusterIP is programmed.
+  const cip = { added: [] as number[], removed: [] as number[], replaced: [] as number[] };
   for (let r = 0; r < rounds; r++) {
     const victim = prev[4].services.get(svcs[(r * 7919) % svcs.length]!.key)!;
     const eps = r % 2 ? [...victim.internal.endpoints, ep(`198.17.${r % 250}.${(r % 200) + 1}`, 8080)] : victim.internal.endpoints.slice(1);
@@ -53,7 +59,10 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
     const next = tables({ ...prev[4], services });
     const tx = compilePartial(prev, next, changesOf([victim.key]), { ...opts, state });
-    partial.push(await timed(() => apply(tx)));
+    const ms = await timed(() => apply(tx));
+    partial.push(ms);
+    (r % 2 ? addedEp : removedEp).push(ms);
+    if (victim.nodePort === 0) (r % 2 ? cip.added : cip.removed).push(ms);
     prev = next;
   }
   // The commonest change: one endpoint replaced (a pod restarted elsewhere), count unchanged.
@@ -66,7 +75,9 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
     services.set(victim.key, { ...victim, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) });
     const next = tables({ ...prev[4], services });
     const tx = compilePartial(prev, next, changesOf([victim.key]), { ...opts, state });
-    replaced.push(await timed(() => apply(tx)));
+    const ms = await timed(() => apply(tx));
+    replaced.push(ms);
+    if (victim.nodePort === 0) cip.replaced.push(ms);
     prev = next;
   }
   const added = svc({ namespace: 'bench', name: 'added', clusterIP: '198.16.0.1', nodePort: 0, internal: fwd(...Array.from({ length: k }, (_, j) => ep(`198.16.1.${j + 1}`, 8080))) });
@@ -77,8 +88,10 @@ async function measure(name: string, nft: NftRunner, typed: boolean): Promise<vo
   const add = await timed(() => apply(addTx));
   console.log(
     `${name.padEnd(11)} ${n}x${k}: full cold ${cold.toFixed(0)} ms, full again ${again.toFixed(0)} ms, ` +
-      `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}), ` +
-      `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms`,
+      `one endpoint added/removed: median ${median(partial).toFixed(2)} ms (max ${Math.max(...partial).toFixed(2)}; ` +
+      `added ${median(addedEp).toFixed(2)}, removed ${median(removedEp).toFixed(2)}), ` +
+      `one endpoint replaced: median ${median(replaced).toFixed(2)} ms (max ${Math.max(...replaced).toFixed(2)}), add service ${add.toFixed(2)} ms; ` +
+      `ClusterIP-only services: added ${median(cip.added).toFixed(2)} (${cip.added.length}), removed ${median(cip.removed).toFixed(2)} (${cip.removed.length}), replaced ${median(cip.replaced).toFixed(2)} ms (${cip.replaced.length})`,
   );
 }
 
@@ -90,6 +103,6 @@ t0 = performance.now();
 const text = full.render();
 console.log(`render ${n}x${k}: ${(performance.now() - t0).toFixed(0)} ms, ${(text.length / 1e6).toFixed(1)} MB`);
 
-await measure('netlink', netlinkNft(addon, { fallback: addonNft(addon) }), true);
-await measure('libnftables', addonNft(addon), false);
+if (paths.includes('netlink')) await measure('netlink', netlinkNft(addon, { fallback: addonNft(addon) }), true);
+if (paths.includes('libnftables')) await measure('libnftables', addonNft(addon), false);
 await run(['nft', 'flush', 'ruleset']);

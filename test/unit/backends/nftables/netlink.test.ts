@@ -101,6 +101,42 @@ t.test('encodes what nft 1.0.6 sends for the same commands', async (t) => {
   }
 });
 
+t.test('encodes what nft 1.0.6 sends for the endpoint-count layout (ip and ip6)', async (t) => {
+  const blocks = readFileSync(`${goldenDir}netlink-oracle-grouped.hex`, 'utf8').split(/^# family .*$/m).slice(1);
+  const cases = [
+    { fs: R.V4, target: 'ip ferry', key: '10.96.0.1 . tcp . 80', eps: ['10.0.0.1 . 8080', '10.0.0.2 . 8080'] },
+    { fs: R.V6, target: 'ip6 ferry', key: 'fd00::1 . tcp . 80', eps: ['fd01::1 . 8080', 'fd01::2 . 8080'] },
+  ];
+  t.equal(blocks.length, cases.length, 'one captured batch per family');
+  cases.forEach(({ fs, target, key, eps }, k) => {
+    const a = fs.addrType;
+    const tx = new Transaction()
+      .addTable(target)
+      .addChain(target, { name: 'services-by-count' })
+      .addChain(target, { name: 'mark-for-masquerade' })
+      .addSet(target, { name: 'local-cidrs', type: a, flags: ['interval'] })
+      .addSet(target, { name: 'n-tcp-3', type: `${a} . inet_proto . inet_service` })
+      .addSet(target, { name: 'masq-all', type: `${a} . inet_proto . inet_service` })
+      .addMap(target, { name: 'endpoints-tcp', type: `${fs.ipX} daddr . meta l4proto . th dport . numgen random mod 2 : ${fs.ipX} daddr . tcp dport`, typeof: true, comment: 'x' })
+      .addRule(target, 'services-by-count', R.frontendJump(fs, 'masq-all', '', 'mark-for-masquerade'))
+      .addRule(target, 'services-by-count', R.frontendJump(fs, 'masq-all', 'notLocalSrc', 'mark-for-masquerade'))
+      .addRule(target, 'services-by-count', R.dnatCount(fs, 'TCP', 3, 'n-tcp-3', 'endpoints-tcp'))
+      .addElement(target, 'n-tcp-3', key)
+      .addElement(target, 'endpoints-tcp', R.groupedEndpointKey(key, 0), eps[0])
+      .addElement(target, 'endpoints-tcp', R.groupedEndpointKey(key, 1), eps[1]);
+    const want = blocks[k]!
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((h) => Buffer.from(h, 'hex'));
+    const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
+    t.equal(got.length, want.length, `${fs.nft}: as many messages as nft sends`);
+    for (let i = 0; i < Math.min(got.length, want.length); i++) {
+      const op = tx.ops[i - 1];
+      t.equal(normal(got[i]!), normal(want[i]!), `${fs.nft} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
+    }
+  });
+});
+
 t.test('every golden full sync frames as one batch', async (t) => {
   for (const g of GOLDENS) {
     const tx = compileFull(g.ir, { families: g.families, masqueradeMark: 0x4000 });

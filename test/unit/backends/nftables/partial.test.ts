@@ -68,7 +68,8 @@ t.test('a full sync over any earlier state converges and deletes stale chains', 
     fake.applySync(compileFull(walk.initial, opts([4, 6])).render());
     const existing = { 4: new Set(fake.chainNames('ip', 'ferry')), 6: new Set(fake.chainNames('ip6', 'ferry')) };
     const existingMaps = { 4: new Set(fake.mapNames('ip', 'ferry')), 6: new Set(fake.mapNames('ip6', 'ferry')) };
-    fake.applySync(compileFull(final, { ...opts([4, 6]), existingChains: existing, existingMaps }).render());
+    const existingSets = { 4: new Set(fake.setNames('ip', 'ferry')), 6: new Set(fake.setNames('ip6', 'ferry')) };
+    fake.applySync(compileFull(final, { ...opts([4, 6]), existingChains: existing, existingMaps, existingSets }).render());
     const want = fullDump(final, [4, 6]);
     t.equal(fake.dumpResolved(), want, `seed ${seed}: full sync over old state equals a fresh full sync (${firstDiff(fake.dumpResolved(), want)})`);
   }
@@ -92,10 +93,13 @@ t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) 
   const next = withService(base, changed);
   const script = compilePartial(base, next, changesOf([victim.key]), opts([4], state)).render();
   const lines = script.trim().split('\n');
-  // flush + dnat rule of svc- (and ext- when it has a NodePort), one hairpin element delete,
-  // one delete and one add line for the service's block in the endpoints map.
-  t.ok(lines.length <= 8, `partial script has ${lines.length} lines (want ≤ 8):\n${script}`);
-  t.match(script, /delete element ip ferry endpoints-tcp-\d+ \{ /, 'the service\'s endpoint block is rewritten');
+  // Endpoint-count layout: the key moves from n-tcp-10 to n-tcp-9 (here a count not in use yet:
+  // the set is created and services-by-count rewritten, 4 rules), endpoint elements change, one
+  // hairpin element goes, and the ext- chain (a NodePort) is rewritten when the service has one.
+  t.ok(lines.length <= 12, `partial script has ${lines.length} lines (want ≤ 12):\n${script}`);
+  t.match(script, /delete element ip ferry n-tcp-10 \{ /, 'the key leaves its count set');
+  t.match(script, /add element ip ferry n-tcp-9 \{ /, 'and joins the new one');
+  t.match(script, /delete element ip ferry endpoints-tcp \{ /, 'the service\'s endpoint elements are rewritten');
   t.match(script, /delete element ip ferry hairpin \{ 198\.18\.\d+\.\d+ \. 198\.18\.\d+\.\d+ \}/, 'the removed endpoint leaves the hairpin set');
   fake.applySync(script);
   t.equal(fake.dumpResolved(), fullDump(next, [4]), 'result equals a full sync');
@@ -105,7 +109,8 @@ t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) 
   const next2 = withService(next, added);
   const script2 = compilePartial(next, next2, changesOf([added.key]), opts([4], state)).render();
   const lines2 = script2.trim().split('\n');
-  t.ok(lines2.length <= 10, `new-service script has ${lines2.length} lines (want ≤ 10):\n${script2}`);
+  // (A one-endpoint service here brings count 1 into use: set created, services-by-count rewritten.)
+  t.ok(lines2.length <= 18, `new-service script has ${lines2.length} lines (want ≤ 18):\n${script2}`);
   fake.applySync(script2);
   t.equal(fake.dumpResolved(), fullDump(next2, [4]), 'result equals a full sync');
 });
@@ -161,7 +166,7 @@ t.test('table-level change (NodePort addresses, detector) rewrites what depends 
   fake.applySync(compileFull(ir1, opts([4])).render());
   fake.applySync(compilePartial(ir1, ir2, changesOf([], true), opts([4])).render());
   t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync of the new table');
-  t.same(fake.rules('ip', 'ferry', 'services'), ['ip daddr . meta l4proto . th dport vmap @service-ips', 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports']);
+  t.same(fake.rules('ip', 'ferry', 'services'), ['jump services-by-count', 'ip daddr . meta l4proto . th dport vmap @service-ips', 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports']);
 });
 
 t.test('empty families stay empty tables; a family not served is not touched', async (t) => {
