@@ -76,7 +76,8 @@ t.test('trace and status through bin/ferry against a live debug server', async (
   t.match(text.stdout, /matched +ClusterIP 198\.19\.0\.10:80 of Service default\/web:http/);
   t.match(text.stdout, /verdict +DNAT to \{198\.18\.0\.7:8080, 198\.18\.1\.7:8080\}/);
   t.match(text.stdout, /masquerade +no/);
-  t.match(text.stdout, /ip ferry services +@service-ips \[198\.19\.0\.10 \. tcp \. 80\]/);
+  // A forwarding ClusterIP without affinity is in the endpoint-count layout (docs/nftables.md).
+  t.match(text.stdout, /ip ferry services-by-count +@n-tcp-2 \[198\.19\.0\.10 \. tcp \. 80\]/);
 
   const json = await ferry(['trace', '203.0.113.9', '192.0.2.10:30080/tcp', '--from', 'external', '-o', 'json', '--address', address]);
   t.equal(json.code, 0, json.stderr);
