@@ -7,7 +7,8 @@
  *
  * Cost model: an event re-parses only the object it carries and compares only that Service's
  * inputs; a snapshot re-merges only Services whose inputs changed and shares every unchanged
- * ServicePort and endpoint list with the previous snapshot (one new Map per changed family).
+ * ServicePort and endpoint list with the previous snapshot (persistent sorted maps: a change
+ * copies a few tree nodes, not the map).
  *
  * Must never throw on malformed objects, and a bad object must never affect other Services.
  * In-memory only: no I/O besides the logger.
@@ -20,6 +21,7 @@ import { parseNode } from './node.js';
 import { objectName, parseService, type ParsedService } from './service.js';
 import { parseServiceCIDR } from './servicecidr.js';
 import { field, str, stringMap } from './untrusted.js';
+import { SortedMap, type SortedMapEditor } from '../util/sorted-map.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from './types.js';
 
 export const ANNOTATION_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
@@ -85,45 +87,49 @@ function triggerTime(obj: unknown): Date | undefined {
 }
 
 function emptySnapshot(family: IPFamily, node: NodeInfo): ClusterSnapshot {
-  return { family, services: new Map(), endpoints: new Map(), node };
+  return { family, services: SortedMap.empty(), endpoints: SortedMap.empty(), node };
 }
 
 /**
- * The next snapshot's maps, copied from the previous snapshot's on first write only: a family
- * (or a map) nothing changed in keeps sharing the previous one, which stays untouched.
+ * The next snapshot's maps: new versions of the previous snapshot's persistent maps, made on
+ * first write only. A family (or a map) nothing changed in keeps sharing the previous one, which
+ * stays untouched; a changed one copies only the tree paths it changes.
  */
-class CowMaps {
-  services: ReadonlyMap<ServicePortKey, ServicePort>;
-  endpoints: ReadonlyMap<ServicePortKey, readonly Endpoint[]>;
-  private ownServices: Map<ServicePortKey, ServicePort> | undefined;
-  private ownEndpoints: Map<ServicePortKey, readonly Endpoint[]> | undefined;
+class NextMaps {
+  private services: SortedMapEditor<ServicePort> | undefined;
+  private endpoints: SortedMapEditor<readonly Endpoint[]> | undefined;
+  private readonly prevServices: SortedMap<ServicePort>;
+  private readonly prevEndpoints: SortedMap<readonly Endpoint[]>;
 
   constructor(prev: ClusterSnapshot) {
-    this.services = prev.services;
-    this.endpoints = prev.endpoints;
+    // Snapshots are always made here, so these are SortedMaps; from() is a no-op for them.
+    this.prevServices = SortedMap.from(prev.services);
+    this.prevEndpoints = SortedMap.from(prev.endpoints);
+  }
+
+  service(key: ServicePortKey): ServicePort | undefined {
+    return (this.services ?? this.prevServices).get(key);
+  }
+
+  endpointsOf(key: ServicePortKey): readonly Endpoint[] | undefined {
+    return (this.endpoints ?? this.prevEndpoints).get(key);
   }
 
   setService(key: ServicePortKey, sp: ServicePort): void {
-    this.writableServices().set(key, sp);
+    (this.services ??= this.prevServices.edit()).set(key, sp);
   }
 
   setEndpoints(key: ServicePortKey, eps: readonly Endpoint[]): void {
-    this.writableEndpoints().set(key, eps);
+    (this.endpoints ??= this.prevEndpoints.edit()).set(key, eps);
   }
 
   delete(key: ServicePortKey): void {
-    if (this.services.has(key)) this.writableServices().delete(key);
-    if (this.endpoints.has(key)) this.writableEndpoints().delete(key);
+    if (this.service(key) !== undefined) (this.services ??= this.prevServices.edit()).delete(key);
+    if (this.endpointsOf(key) !== undefined) (this.endpoints ??= this.prevEndpoints.edit()).delete(key);
   }
 
-  private writableServices(): Map<ServicePortKey, ServicePort> {
-    if (!this.ownServices) this.services = this.ownServices = new Map(this.services);
-    return this.ownServices;
-  }
-
-  private writableEndpoints(): Map<ServicePortKey, readonly Endpoint[]> {
-    if (!this.ownEndpoints) this.endpoints = this.ownEndpoints = new Map(this.endpoints);
-    return this.ownEndpoints;
+  finish(): { services: SortedMap<ServicePort>; endpoints: SortedMap<readonly Endpoint[]> } {
+    return { services: this.services?.finish() ?? this.prevServices, endpoints: this.endpoints?.finish() ?? this.prevEndpoints };
   }
 }
 
@@ -292,7 +298,7 @@ export class ChangeTracker {
     const node = this.committedNode;
     const triggerTimes: Date[] = [];
     const changed: Record<IPFamily, Set<ServicePortKey>> = { 4: new Set(), 6: new Set() };
-    const maps: Record<IPFamily, CowMaps> = { 4: new CowMaps(this.snapshots[4]), 6: new CowMaps(this.snapshots[6]) };
+    const maps: Record<IPFamily, NextMaps> = { 4: new NextMaps(this.snapshots[4]), 6: new NextMaps(this.snapshots[6]) };
     for (const key of this.dirty) {
       const st = this.states.get(key);
       if (!st) continue;
@@ -315,7 +321,7 @@ export class ChangeTracker {
       if (changed[f].size === 0 && !nodeChanged) snapshots[f] = prev;
       else {
         const serviceCIDRs = cidrsChanged ? this.cidrsOf(f) : prev.serviceCIDRs;
-        const base = { family: f, services: maps[f].services, endpoints: maps[f].endpoints, node };
+        const base = { family: f, ...maps[f].finish(), node };
         snapshots[f] = Object.freeze(serviceCIDRs ? { ...base, serviceCIDRs } : base);
       }
       changes[f] = { changed: changed[f], nodeChanged };
@@ -332,20 +338,20 @@ export class ChangeTracker {
    * Recompute one Service's ports and endpoints in one family into the (already copied) maps.
    * Unchanged objects are kept as they were, so consumers can compare with ===.
    */
-  private rebuild(st: ServiceState, family: IPFamily, maps: CowMaps, changed: Set<ServicePortKey>): boolean {
+  private rebuild(st: ServiceState, family: IPFamily, maps: NextMaps, changed: Set<ServicePortKey>): boolean {
     let any = false;
     const now = new Set<ServicePortKey>();
     for (const sp of (st.parsed ?? NO_PORTS).ports) {
       if (sp.family !== family) continue;
       now.add(sp.key);
-      const oldSp = maps.services.get(sp.key);
+      const oldSp = maps.service(sp.key);
       if (!oldSp || !deepEqual(oldSp, sp)) {
         maps.setService(sp.key, Object.freeze(sp));
         changed.add(sp.key);
         any = true;
       }
       const eps = mergeEndpoints(st.slices.values(), family, sp.portName, sp.protocol);
-      const oldEps = maps.endpoints.get(sp.key);
+      const oldEps = maps.endpointsOf(sp.key);
       if (!oldEps || !deepEqual(oldEps, eps)) {
         maps.setEndpoints(sp.key, freezeEndpoints(eps));
         changed.add(sp.key);

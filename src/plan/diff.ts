@@ -1,13 +1,32 @@
 /**
  * Structural diff of two ProxyTables pairs: what a sync must rewrite. Entries that are the same
  * object (the planner reuses unchanged ones) cost one comparison; others are compared field by
- * field. Pure.
+ * field. When next was planned incrementally from prev itself (the usual partial sync), only the
+ * keys that planning touched are compared, so the diff costs what changed, not the table.
+ * Pure (the derivation record is a cache: without it the answer is the same, only slower).
  */
 import { deepEqual } from '../model/equal.js';
 import type { IPFamily, ServicePortKey } from '../model/types.js';
 import type { ProxyTable, ProxyTables, SyncChanges } from './types.js';
 
 const FAMILIES: readonly IPFamily[] = [4, 6];
+
+interface Derivation {
+  readonly base: ProxyTable;
+  /** Every key whose entry may differ from base's (added, removed or re-planned). */
+  readonly touched: ReadonlySet<ServicePortKey>;
+}
+
+const derivations = new WeakMap<ProxyTable, Derivation>();
+
+/**
+ * Notes that `table` equals `base` except perhaps at `touched`. One level only: base's own
+ * record is dropped, so a table never keeps a chain of older versions alive.
+ */
+export function recordDerivation(table: ProxyTable, base: ProxyTable, touched: ReadonlySet<ServicePortKey>): void {
+  derivations.delete(base);
+  derivations.set(table, { base, touched });
+}
 
 function headerChanged(a: ProxyTable, b: ProxyTable): boolean {
   return (
@@ -38,6 +57,15 @@ export function diffTables(prev: ProxyTables | null, next: ProxyTables): SyncCha
     if (a === b) continue;
     if (headerChanged(a, b)) tableChanged = true;
     if (a.services === b.services) continue;
+    const d = derivations.get(b);
+    if (d !== undefined && d.base === a) {
+      for (const k of d.touched) {
+        const old = a.services.get(k);
+        const e = b.services.get(k);
+        if (old !== e && (old === undefined || e === undefined || !deepEqual(old, e))) changed.add(k);
+      }
+      continue;
+    }
     for (const [k, e] of b.services) {
       const old = a.services.get(k);
       if (old !== e && (old === undefined || !deepEqual(old, e))) changed.add(k);

@@ -5,17 +5,18 @@
  * had to choose.
  *
  * Pure: no I/O (problems are returned, and logged only by the planTable wrapper), no clocks,
- * no randomness. Given prev + changes it re-plans only what changed and hands back prev's
- * ServiceEntry objects (===) for the rest, so a one-endpoint change costs O(changed) entries
- * plus one Map. A service that fails to plan is left out with a problem; it never takes the
+ * no randomness. Given prev + changes it re-plans only the Services that changed and hands back
+ * prev's ServiceEntry objects (===) for the rest, in a new version of prev's persistent map, so a
+ * one-endpoint change costs O(changed × log n). A service that fails to plan is left out with a problem; it never takes the
  * table down.
  */
 import { cidrContains, inAnyCIDR, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
 import { deepEqual } from '../model/equal.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from '../model/types.js';
 import { logger } from '../util/log.js';
+import { SortedMap } from '../util/sorted-map.js';
 import { categorizeEndpoints } from './categorize.js';
-import { diffTables } from './diff.js';
+import { diffTables, recordDerivation } from './diff.js';
 import type {
   ClusterIPMasquerade,
   EndpointSet,
@@ -253,59 +254,81 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
   });
 }
 
-function sortedKeys(keys: Iterable<ServicePortKey>): ServicePortKey[] {
-  // Plain code-unit order: stable across locales and cheap.
-  return [...keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
 /** planTable, with its problems returned instead of logged. */
 export function planTableReport(snap: ClusterSnapshot, opts: PlanOptions, prev?: ProxyTable, changes?: ChangeSet): PlanReport {
   const problems: string[] = [];
   const h = header(snap, opts, problems);
   const reuse = prev !== undefined && changes !== undefined && !changes.nodeChanged && headersEqual(prev, h);
+  const spMap = SortedMap.from(snap.services);
+  const plan = (key: ServicePortKey, sp: ServicePort, localReady: () => number): ServiceEntry | undefined => {
+    try {
+      return planEntry(sp, snap.endpoints.get(key) ?? NO_ENDPOINTS, snap.node, h, sp.healthCheckNodePort !== 0 ? localReady() : 0);
+    } catch (err) {
+      problems.push(`${key}: planning failed, service left out: ${err instanceof Error ? err.message : String(err)}`);
+      return undefined;
+    }
+  };
 
-  // Key order: prev's when the key set is unchanged (no sort on the hot path), else sorted.
-  let keys: ServicePortKey[] | undefined;
-  const dirtyServices = new Set<string>();
   if (reuse) {
-    for (const k of changes.changed) dirtyServices.add(serviceOfKey(k));
-    keys = [];
-    for (const k of prev.services.keys()) if (snap.services.has(k)) keys.push(k);
-    if (keys.length !== snap.services.size) keys = undefined;
-  }
-  keys ??= sortedKeys(snap.services.keys());
-
-  // Keys are sorted, so the ports of one Service form one contiguous run: plan run by run, so
-  // the health-check count (which spans a Service's ports) needs no index over the table.
-  const services = new Map<ServicePortKey, ServiceEntry>();
-  let i = 0;
-  while (i < keys.length) {
-    const svcName = serviceOfKey(keys[i]);
-    let j = i + 1;
-    while (j < keys.length && keys[j].startsWith(svcName) && keys[j].charCodeAt(svcName.length) === 58 /* ':' */) j++;
-    const run = keys.slice(i, j);
-    i = j;
-    const replan = !reuse || dirtyServices.has(svcName);
-    let localReady = -1;
-    for (const key of run) {
-      if (!replan) {
-        const old = prev.services.get(key);
-        if (old) {
-          services.set(key, old);
-          continue;
+    // Only the Services named by the change set are planned again; the table is a new version
+    // of prev's persistent map that shares every other entry (and the tree around them).
+    const dirty = new Set<string>();
+    for (const k of changes.changed) dirty.add(serviceOfKey(k));
+    const prevMap = SortedMap.from(prev.services);
+    const out = prevMap.edit();
+    const touched = new Set<ServicePortKey>();
+    for (const svcName of dirty) {
+      const prefix = `${svcName}:`;
+      for (const k of prevMap.keysWithPrefix(prefix)) {
+        if (!spMap.has(k)) {
+          out.delete(k);
+          touched.add(k);
         }
       }
-      const sp = snap.services.get(key);
-      if (!sp) continue;
-      try {
-        if (sp.healthCheckNodePort !== 0 && localReady < 0) localReady = localReadyIPs(snap, run);
-        services.set(key, planEntry(sp, snap.endpoints.get(key) ?? NO_ENDPOINTS, snap.node, h, localReady));
-      } catch (err) {
-        problems.push(`${key}: planning failed, service left out: ${err instanceof Error ? err.message : String(err)}`);
+      const run = [...spMap.keysWithPrefix(prefix)];
+      let ready = -1;
+      const localReady = (): number => (ready < 0 ? (ready = localReadyIPs(snap, run)) : ready);
+      for (const key of run) {
+        touched.add(key);
+        const e = plan(key, spMap.get(key)!, localReady);
+        if (e) out.set(key, e);
+        else out.delete(key);
       }
     }
+    const table: ProxyTable = Object.freeze({ ...h, services: out.finish() });
+    recordDerivation(table, prev, touched);
+    return { table, problems };
   }
-  return { table: Object.freeze({ ...h, services }), problems };
+
+  // Keys are in order, so the ports of one Service form one contiguous run: plan run by run, so
+  // the health-check count (which spans a Service's ports) needs no index over the table.
+  const keys: ServicePortKey[] = [];
+  const entries: ServiceEntry[] = [];
+  let run: ServicePortKey[] = [];
+  let runService = '';
+  let ready = -1;
+  const localReady = (): number => (ready < 0 ? (ready = localReadyIPs(snap, run)) : ready);
+  const flush = (): void => {
+    ready = -1;
+    for (const key of run) {
+      const e = plan(key, spMap.get(key)!, localReady);
+      if (e) {
+        keys.push(key);
+        entries.push(e);
+      }
+    }
+    run = [];
+  };
+  for (const key of spMap.keys()) {
+    const svcName = serviceOfKey(key);
+    if (svcName !== runService) {
+      flush();
+      runService = svcName;
+    }
+    run.push(key);
+  }
+  flush();
+  return { table: Object.freeze({ ...h, services: SortedMap.fromSorted(keys, entries) }), problems };
 }
 
 /** Problems already logged, so a bad option or service is not logged again at every sync. */

@@ -221,7 +221,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     // Changes that arrived while this sync ran are still waiting.
     if (tracker.pending()) health.queuedUpdate();
     if (r.tables) {
-      healthChecks.reconcile(r.tables).catch((e: unknown) => {
+      healthChecks.reconcile(r.tables, r.changes).catch((e: unknown) => {
         log.error('healthcheck servers failed to reconcile', { error: e });
         introspection.recordError(`healthcheck servers failed to reconcile: ${e instanceof Error ? e.message : String(e)}`);
       });

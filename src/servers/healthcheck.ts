@@ -9,7 +9,8 @@
  * that cannot be bound is logged and retried on the next reconcile; it never fails a sync.
  */
 import type { Server } from 'node:http';
-import type { ProxyTables } from '../plan/types.js';
+import { EntryFollower } from '../plan/follow.js';
+import type { ProxyTables, ServiceEntry, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { closeServer, listen, sendJSON } from './http.js';
 
@@ -30,9 +31,14 @@ export interface HealthCheckTarget {
 
 /** healthCheckNodePort → service and its ready local endpoints (max over ports and families). */
 export function healthCheckTargets(tables: ProxyTables): Map<number, HealthCheckTarget> {
+  return targetsOf([tables[4].services.values(), tables[6].services.values()]);
+}
+
+/** healthCheckTargets over entries in table order (family 4's, then 6's): the first Service to claim a port keeps it. */
+function targetsOf(lists: Iterable<ServiceEntry>[]): Map<number, HealthCheckTarget> {
   const out = new Map<number, HealthCheckTarget>();
-  for (const t of [tables[4], tables[6]]) {
-    for (const e of t.services.values()) {
+  for (const list of lists) {
+    for (const e of list) {
       if (e.healthCheckNodePort <= 0) continue;
       const prev = out.get(e.healthCheckNodePort);
       if (prev && (prev.namespace !== e.namespace || prev.name !== e.name)) continue;
@@ -60,6 +66,7 @@ export class ServiceHealthServers {
   private readonly ports = new Map<number, PortState>();
   private readonly log: Logger;
   private reconciling: Promise<void> = Promise.resolve();
+  private readonly withHealthCheck = new EntryFollower((e) => e.healthCheckNodePort > 0);
 
   constructor(
     /** Whether the proxy itself is healthy (kube-proxy ≥ 1.28 reports 503 otherwise). */
@@ -74,9 +81,15 @@ export class ServiceHealthServers {
     return [...this.ports.entries()].filter(([, s]) => s.servers.length > 0).map(([p]) => p).sort((a, b) => a - b);
   }
 
-  /** Brings the servers in line with `tables`; calls are serialized. */
-  reconcile(tables: ProxyTables): Promise<void> {
-    this.reconciling = this.reconciling.then(() => this.doReconcile(tables));
+  /**
+   * Brings the servers in line with `tables`; calls are serialized. `changes` (relative to the
+   * previous call's tables, as the syncer reports them) spares a walk over the whole table.
+   */
+  reconcile(tables: ProxyTables, changes?: SyncChanges): Promise<void> {
+    this.withHealthCheck.update(tables, changes);
+    const want = targetsOf([this.withHealthCheck.entries(4), this.withHealthCheck.entries(6)]);
+    const hosts = healthCheckHosts(tables);
+    this.reconciling = this.reconciling.then(() => this.doReconcile(want, hosts));
     return this.reconciling;
   }
 
@@ -87,9 +100,7 @@ export class ServiceHealthServers {
     await Promise.all(all.map(closeServer));
   }
 
-  private async doReconcile(tables: ProxyTables): Promise<void> {
-    const want = healthCheckTargets(tables);
-    const hosts = healthCheckHosts(tables);
+  private async doReconcile(want: ReadonlyMap<number, HealthCheckTarget>, hosts: readonly string[]): Promise<void> {
     const hostsKey = hosts.join(',');
     for (const [port, st] of [...this.ports]) {
       if (want.has(port) && st.hosts === hostsKey) continue;

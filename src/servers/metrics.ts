@@ -7,11 +7,15 @@
 import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { HostPort } from '../config/types.js';
-import type { ProxyTables } from '../plan/types.js';
+import { EntryFollower } from '../plan/follow.js';
+import type { ProxyTables, ServiceEntry, SyncChanges } from '../plan/types.js';
 import type { SyncResult } from '../sync/syncer.js';
 import { serializeTables } from '../backends/dryrun/serialize.js';
 import { closeServer, listen, sendJSON } from './http.js';
 import type { ForwarderStats } from '../backends/userspace/stats.js';
+
+const internalNoLocal = (e: ServiceEntry): boolean => e.internalPolicyLocal && e.internal.verdict === 'drop';
+const externalNoLocal = (e: ServiceEntry): boolean => e.externalPolicyLocal && e.external.verdict === 'drop';
 
 /** kube-proxy's sync-duration buckets: 1ms doubling to ~16s. */
 const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
@@ -42,6 +46,8 @@ export class ProxyMetrics {
   readonly invalidObjects: Counter<'resource'>;
   readonly nftablesTamperRepairs: Counter;
   readonly deferredServicePorts: Gauge;
+  /** Service ports whose Local policy leaves them with no usable endpoint, followed sync by sync. */
+  private readonly noLocal = new EntryFollower((e) => internalNoLocal(e) || externalNoLocal(e));
 
   constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -231,21 +237,15 @@ export class ProxyMetrics {
       const lag = (nowMs - t.getTime()) / 1000;
       if (lag >= 0) this.networkProgramming.observe(lag);
     }
-    if (r.tables) this.countNoLocalEndpoints(r.tables);
+    if (r.tables) this.countNoLocalEndpoints(r.tables, r.changes);
   }
 
   /** kube-proxy counts service ports whose Local policy leaves them without a usable endpoint. */
-  private countNoLocalEndpoints(tables: ProxyTables): void {
-    let internal = 0;
-    let external = 0;
-    for (const t of [tables[4], tables[6]]) {
-      for (const e of t.services.values()) {
-        if (e.internalPolicyLocal && e.internal.verdict === 'drop') internal++;
-        if (e.externalPolicyLocal && e.external.verdict === 'drop') external++;
-      }
-    }
-    this.noLocalEndpoints.set({ traffic_policy: 'internal' }, internal);
-    this.noLocalEndpoints.set({ traffic_policy: 'external' }, external);
+  private countNoLocalEndpoints(tables: ProxyTables, changes: SyncChanges | undefined): void {
+    this.noLocal.update(tables, changes);
+    const count = (pred: (e: ServiceEntry) => boolean): number => this.noLocal.count(4, pred) + this.noLocal.count(6, pred);
+    this.noLocalEndpoints.set({ traffic_policy: 'internal' }, count(internalNoLocal));
+    this.noLocalEndpoints.set({ traffic_policy: 'external' }, count(externalNoLocal));
   }
 }
 

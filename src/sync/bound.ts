@@ -16,7 +16,9 @@
  * endpoint). Pure; no clock, no I/O.
  */
 import { deepEqual } from '../model/equal.js';
+import { recordDerivation } from '../plan/diff.js';
 import type { ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../plan/types.js';
+import { SortedMap } from '../util/sorted-map.js';
 
 const FAMILIES = [4, 6] as const;
 
@@ -128,27 +130,16 @@ function sameEntry(a: ServiceEntry | undefined, b: ServiceEntry | undefined): bo
 
 /**
  * next's table-level fields; services: base's entries, with the chosen keys taken from next
- * (absent there: removed). Both maps iterate in sorted key order, and so does the result.
+ * (absent there: removed). A new version of base's persistent map: O(chosen × log n).
  */
 function mergeTable(base: ProxyTable | undefined, next: ProxyTable, chosen: ReadonlySet<ServicePortKey>): ProxyTable {
-  const out = new Map<ServicePortKey, ServiceEntry>();
-  const a = base ? [...base.services.keys()] : [];
-  const b: ServicePortKey[] = [];
-  for (const k of next.services.keys()) if (chosen.has(k)) b.push(k);
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    const ka = a[i];
-    const kb = b[j];
-    if (kb === undefined || (ka !== undefined && ka < kb)) {
-      i++;
-      if (!chosen.has(ka!)) out.set(ka!, base!.services.get(ka!)!);
-      // A chosen key that next lacks is a removal: not copied.
-    } else {
-      if (ka === kb) i++;
-      j++;
-      out.set(kb, next.services.get(kb)!);
-    }
+  const out = (base ? SortedMap.from(base.services) : SortedMap.empty<ServiceEntry>()).edit();
+  for (const k of chosen) {
+    const e = next.services.get(k);
+    if (e === undefined) out.delete(k);
+    else out.set(k, e);
   }
-  return { ...next, services: out };
+  const table: ProxyTable = { ...next, services: out.finish() };
+  if (base) recordDerivation(table, base, chosen);
+  return table;
 }

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { ChangeTracker } from '../../../src/model/tracker.js';
+import { EntryFollower } from '../../../src/plan/follow.js';
 import { diffTables, planTables, type PlanOptions } from '../../../src/plan/planner.js';
 import { FAMILIES, ip, slice, svc } from '../model/fixtures.js';
 import { defaultNode, NODE, OPTS, quietLog } from './helpers.js';
@@ -90,4 +91,60 @@ t.test('diffTables: full, additions, removals, header changes', async (t) => {
   const d3 = diffTables(t2, t3);
   t.equal(d3.tableChanged, true, 'nodeport addresses are table-level');
   t.equal(d3.changed.size, 0, 'entries unchanged');
+});
+
+t.test('random changes: incremental plan, its diff and followers equal what a from-scratch walk finds', async (t) => {
+  let seed = 0x2545f491;
+  const rnd = (n: number): number => {
+    seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return seed % n;
+  };
+  const tr = new ChangeTracker({ nodeName: NODE, families: [4, 6], log: quietLog });
+  tr.setNode(defaultNode());
+  const entries = (tables: ReturnType<typeof planTables>) => FAMILIES.map((f) => [...tables[f].services]);
+  const hc = new EntryFollower((e) => e.healthCheckNodePort > 0);
+  let prev = planTables(tr.takeSnapshot().snapshots, OPTS);
+  hc.update(prev);
+  let diffsChecked = 0;
+  for (let round = 0; round < 150; round++) {
+    for (let c = 1 + rnd(4); c > 0; c--) {
+      const name = `s${rnd(25)}`;
+      const ns = rnd(3) === 0 ? 'other' : 'default';
+      const what = rnd(10);
+      if (what === 0) tr.deleteService(svc({ ns, name }));
+      else if (what === 1) tr.deleteEndpointSlice(slice({ ns, service: name, family: rnd(2) === 0 ? 4 : 6 }));
+      else if (what < 5) {
+        const local = rnd(2) === 0;
+        tr.upsertService(
+          svc({
+            ns,
+            name,
+            families: [4, 6],
+            type: local ? 'LoadBalancer' : 'ClusterIP',
+            etp: local ? 'Local' : undefined,
+            hcPort: local ? 30000 + rnd(50) : undefined,
+            ports: Array.from({ length: 1 + rnd(3) }, (_, i) => ({ name: `p${i}`, port: 80 + i, ...(local ? { nodePort: 31000 + rnd(500) } : {}) })),
+          }),
+        );
+      } else {
+        const f = rnd(2) === 0 ? 4 : 6;
+        const eps = Array.from({ length: rnd(4) }, () => ({ ip: ip(f, 1 + rnd(50)), node: rnd(2) === 0 ? NODE : 'other' }));
+        tr.upsertEndpointSlice(slice({ ns, service: name, family: f, ports: [0, 1, 2].map((i) => ({ name: `p${i}`, port: 8080 + i })), endpoints: eps }));
+      }
+    }
+    const s = tr.takeSnapshot();
+    const next = planTables(s.snapshots, OPTS, prev, s.changes);
+    t.same(entries(next), entries(planTables(s.snapshots, OPTS)), `round ${round}: incremental plan equals a plan from scratch`);
+    const d = diffTables(prev, next);
+    // The same tables without the planner's derivation record: the diff walks every entry.
+    const walked = diffTables(prev, { 4: { ...next[4] }, 6: { ...next[6] } });
+    t.same([...d.changed].sort(), [...walked.changed].sort(), `round ${round}: the diff over touched keys finds what a full walk finds`);
+    if (d.changed.size > 0) diffsChecked++;
+    hc.update(next, d);
+    const fresh = new EntryFollower((e) => e.healthCheckNodePort > 0);
+    fresh.update(next);
+    for (const f of FAMILIES) t.same(hc.entries(f), fresh.entries(f), `round ${round}: followed health-check entries (family ${f})`);
+    prev = next;
+  }
+  t.ok(diffsChecked > 100, `most rounds changed something (${diffsChecked})`);
 });
