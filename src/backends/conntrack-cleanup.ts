@@ -7,7 +7,7 @@
  *    must lose the flows that were recorded without DNAT (filter by original destination).
  * This is what kube-proxy clears. Pure: computes filters, never deletes anything.
  */
-import type { EndpointSet, IPFamily, ProxyTables, ServiceEntry, ServicePortKey } from '../plan/types.js';
+import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey } from '../plan/types.js';
 import type { ConntrackFilter, ConntrackProtocol } from './kernel/conntrack.js';
 
 export type { ConntrackFilter };
@@ -50,6 +50,52 @@ function frontends(svc: ServiceEntry | undefined): Map<string, Frontend> {
   return out;
 }
 
+/** ip|port|protocol → how many UDP/SCTP service ports of a table forward to it. */
+type Serving = Map<string, number>;
+
+/**
+ * The Serving index of the last table it was computed for. It moves from a table to the next
+ * (updated by the changed keys; the previous table loses it), so a sync that removes a UDP
+ * endpoint does not walk every service port. A cache: a table without one gets it rebuilt.
+ */
+const servingOf = new WeakMap<ProxyTable, Serving>();
+
+function countServing(idx: Serving, s: ServiceEntry | undefined, delta: 1 | -1): void {
+  const pr = s && connectionless(s);
+  if (!pr) return;
+  for (const ep of endpointIDs(s).values()) {
+    const id = `${ep.ip}|${ep.port}|${pr}`;
+    const n = (idx.get(id) ?? 0) + delta;
+    if (n > 0) idx.set(id, n);
+    else idx.delete(id);
+  }
+}
+
+function buildServing(t: ProxyTable): Serving {
+  const idx: Serving = new Map();
+  for (const s of t.services.values()) countServing(idx, s, 1);
+  servingOf.set(t, idx);
+  return idx;
+}
+
+/** prev's index moved to next, or undefined when prev has none. `keys` must cover every difference. */
+function carryServing(prevT: ProxyTable, nextT: ProxyTable, keys: Iterable<ServicePortKey>): Serving | undefined {
+  const have = servingOf.get(nextT);
+  if (have) return have;
+  const idx = servingOf.get(prevT);
+  if (!idx) return undefined;
+  servingOf.delete(prevT);
+  for (const k of keys) {
+    const ps = prevT.services.get(k);
+    const ns = nextT.services.get(k);
+    if (ps === ns) continue;
+    countServing(idx, ps, -1);
+    countServing(idx, ns, 1);
+  }
+  servingOf.set(nextT, idx);
+  return idx;
+}
+
 /**
  * The conntrack deletions a sync from `prev` to `next` calls for. `prev` null (first sync, or
  * after a failure) counts as "nothing was there": every forwarding UDP/SCTP frontend is cleared.
@@ -80,18 +126,11 @@ export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, chan
       for (const k of nextT.services.keys()) keys.add(k);
     }
 
-    let stillServing: Set<string> | undefined; // ip|port|protocol over next, built on first need
-    const servingInNext = (ip: string, port: number, protocol: ConntrackProtocol): boolean => {
-      if (!stillServing) {
-        stillServing = new Set();
-        for (const s of nextT.services.values()) {
-          const pr = connectionless(s);
-          if (!pr) continue;
-          for (const ep of endpointIDs(s).values()) stillServing.add(`${ep.ip}|${ep.port}|${pr}`);
-        }
-      }
-      return stillServing.has(`${ip}|${port}|${protocol}`);
-    };
+    // ip|port|protocol served over next: carried forward from prev's (the cost of the changed
+    // keys), else built from the whole table — once, at a full sync, so that later partial syncs
+    // carry it (only UDP/SCTP service ports add to it).
+    const stillServing = (prevT && changed ? carryServing(prevT, nextT, keys) : undefined) ?? servingOf.get(nextT) ?? buildServing(nextT);
+    const servingInNext = (ip: string, port: number, protocol: ConntrackProtocol): boolean => (stillServing.get(`${ip}|${port}|${protocol}`) ?? 0) > 0;
 
     for (const key of [...keys].sort()) {
       const ps = prevT?.services.get(key);

@@ -57,3 +57,43 @@ t.test('unchanged service ports are skipped when `changed` is given; IPv6 famili
   t.same(staleConntrack(prev, next, new Set()), [], 'nothing listed as changed: nothing to do');
   t.same(staleConntrack(prev, next, new Set([a.key])), [{ family: 6, protocol: 'udp', replySrc: '2001:db8:18::2', replySrcPort: 53 }]);
 });
+
+t.test('over a sequence of syncs, the carried serving index answers as one built from scratch', async (t) => {
+  let seed = 99;
+  const rnd = (n: number): number => {
+    seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return seed % n;
+  };
+  // Five UDP services over four shared endpoint addresses: removals often leave an address still
+  // serving another service (cleared per frontend) and sometimes not (cleared by reply source).
+  const names = ['a', 'b', 'c', 'd', 'e'];
+  const entry = (name: string, i: number) => {
+    const eps = ['198.18.0.2', '198.18.0.3', '198.18.0.4', '198.18.0.5'].filter(() => rnd(2) === 0).map((ip) => ep(ip, 53));
+    const set = eps.length > 0 ? fwd(...eps) : REJECT;
+    return udp({ namespace: 'd', name, clusterIP: `198.19.0.${i + 1}`, internal: set, external: set, cluster: set });
+  };
+  let cur = names.map((n, i) => entry(n, i));
+  let prev = tables(table(4, cur));
+  // The first sync builds the index; the rest carry it.
+  staleConntrack(null, prev);
+  let perFrontend = 0;
+  let byReplySource = 0;
+  for (let round = 0; round < 200; round++) {
+    const i = rnd(names.length);
+    const nextList = cur.slice();
+    nextList[i] = entry(names[i]!, i);
+    const next = tables(table(4, nextList));
+    const changed = new Set([nextList[i]!.key]);
+    const got = staleConntrack(prev, next, changed);
+    // Copies of the tables carry no index: this walks the whole table.
+    const want = staleConntrack({ 4: { ...prev[4] }, 6: prev[6] }, { 4: { ...next[4] }, 6: next[6] }, changed);
+    t.same(got, want, `round ${round}`);
+    for (const f of got) {
+      if (f.origDst !== undefined && f.replySrc !== undefined) perFrontend++;
+      else if (f.replySrc !== undefined) byReplySource++;
+    }
+    cur = nextList;
+    prev = next;
+  }
+  t.ok(perFrontend > 10 && byReplySource > 3, `both kinds of endpoint cleanup were exercised (${perFrontend} per frontend, ${byReplySource} by reply source)`);
+});
