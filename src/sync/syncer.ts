@@ -323,6 +323,9 @@ export class Syncer {
       if (!full && changes.changed.size === 0 && !changes.tableChanged) {
         noop = true;
         this.lastWasNoop = true;
+        // next equals what the backend holds; keep the tables it knows (and the base of the next
+        // plan), or the next partial sync would find a prev the backend never saw and go full.
+        if (this.applied !== null) target = this.planned = this.applied;
       } else {
         await this.opts.backend.sync(prev, target, changes);
       }

@@ -230,6 +230,24 @@ t.test('a partial sync with nothing changed does not call the backend', async (t
   await syncer.stop();
 });
 
+t.test('after a sync with nothing changed, the next partial sync starts from the tables the backend holds', async (t) => {
+  const { clock, source, backend, syncer } = setup({ intact: 0 });
+  syncer.start();
+  await clock.advance(0);
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(backend.calls.length, 1, 'the second sync was a no-op');
+  source.change('a/b:/TCP');
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(backend.calls.length, 2);
+  t.equal(backend.calls[1]?.changes.full, false, 'partial');
+  // Backends keep compile state for the exact tables they programmed (nftables: by identity);
+  // a prev they never saw sends them into a full sync.
+  t.equal(backend.calls[1]?.prev, backend.calls[0]?.next, 'prev is the very tables of the last backend call');
+  await syncer.stop();
+});
+
 t.test('stop() leaves no timers and no further syncs', async (t) => {
   const { clock, source, backend, syncer } = setup();
   syncer.start();
