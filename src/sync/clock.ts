@@ -10,10 +10,19 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
+/** A timer due at once: Node's setTimeout(fn, 0) waits at least 1 ms, setImmediate does not. */
+class Immediate {
+  constructor(readonly handle: NodeJS.Immediate) {}
+}
+
 export const realClock: Clock = {
   now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  // A lone change is synced at once; 1 ms of timer slack would be most of its latency.
+  setTimeout: (fn, ms) => (ms <= 0 ? new Immediate(setImmediate(fn)) : setTimeout(fn, ms)),
+  clearTimeout: (h) => {
+    if (h instanceof Immediate) clearImmediate(h.handle);
+    else clearTimeout(h as NodeJS.Timeout);
+  },
 };
 
 interface FakeTimer {
