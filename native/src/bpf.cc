@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <memory>
 #include <mutex>
+
+#include "promise_worker.h"
 
 // The kernel's "operation not supported" for BPF commands, not in libc's errno.h.
 #ifndef ENOTSUPP
@@ -324,14 +327,10 @@ BpfError BpfProbe(const std::string& object) {
 
 namespace {
 
+Napi::Error BpfErrorToJs(Napi::Env env, const BpfError& e);
+
 [[noreturn]] void ThrowBpf(Napi::Env env, const BpfError& e) {
-  std::string msg = e.where + ": " + std::strerror(e.err);
-  if (!e.detail.empty()) msg += "\n" + e.detail;
-  Napi::Error err = Napi::Error::New(env, msg);
-  err.Set("code", Napi::String::New(env, "FERRY_ERR_BPF"));
-  err.Set("errno", Napi::Number::New(env, e.err));
-  err.Set("step", Napi::String::New(env, e.where));
-  throw err;
+  throw BpfErrorToJs(env, e);
 }
 
 std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -352,18 +351,6 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* 
   }
   return info[i].As<Napi::Uint8Array>();
 }
-
-// A pinned map, opened for one call.
-struct PinnedMap {
-  int fd = -1;
-  PinnedMap(Napi::Env env, const std::string& path) {
-    fd = bpf_obj_get(path.c_str());
-    if (fd < 0) ThrowBpf(env, Fail(errno, "open pinned map " + path));
-  }
-  ~PinnedMap() {
-    if (fd >= 0) close(fd);
-  }
-};
 
 // bpfLoad({object, pinDir, cgroup}) → {attached: string[], replaced: string[]}
 Napi::Value BpfLoad(const Napi::CallbackInfo& info) {
@@ -394,139 +381,275 @@ Napi::Value BpfProbeJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// bpfMapUpdate(path, keys, values, keySize, valueSize): every element, in batches; throws on
-// the first failure with how many went in before it.
-Napi::Value BpfMapUpdate(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = StringArg(info, 0, "bpfMapUpdate: path");
-  Napi::Uint8Array keys = BytesArg(info, 1, "bpfMapUpdate: keys");
-  Napi::Uint8Array values = BytesArg(info, 2, "bpfMapUpdate: values");
-  uint32_t ks = SizeArg(info, 3, "bpfMapUpdate: keySize");
-  uint32_t vs = SizeArg(info, 4, "bpfMapUpdate: valueSize");
-  if (keys.ByteLength() % ks != 0 || values.ByteLength() % vs != 0 || keys.ByteLength() / ks != values.ByteLength() / vs) {
-    throw Napi::RangeError::New(env, "bpfMapUpdate: keys and values do not hold the same number of whole elements");
+// ---- map elements: engine (no JS values; also runs on the libuv thread pool) ----------------
+
+// A pinned map, opened for one call.
+struct PinnedMap {
+  int fd = -1;
+  BpfError error;
+  explicit PinnedMap(const std::string& path) {
+    fd = bpf_obj_get(path.c_str());
+    if (fd < 0) error = Fail(errno, "open pinned map " + path);
   }
-  uint32_t n = keys.ByteLength() / ks;
-  PinnedMap m(env, path);
+  ~PinnedMap() {
+    if (fd >= 0) close(fd);
+  }
+  PinnedMap(const PinnedMap&) = delete;
+  PinnedMap& operator=(const PinnedMap&) = delete;
+};
+
+// Every element, in batches; fails on the first error with how many went in before it.
+BpfError MapUpdate(const std::string& path, const uint8_t* keys, const uint8_t* values, uint32_t n, uint32_t ks, uint32_t vs) {
+  PinnedMap m(path);
+  if (m.error.err) return m.error;
   uint32_t done = 0;
   const uint32_t chunk = 8192;
   while (done < n) {
     uint32_t count = n - done < chunk ? n - done : chunk;
     DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = BPF_ANY, .flags = 0);
-    int err = bpf_map_update_batch(m.fd, keys.Data() + static_cast<size_t>(done) * ks, values.Data() + static_cast<size_t>(done) * vs, &count, &bo);
+    int err = bpf_map_update_batch(m.fd, keys + static_cast<size_t>(done) * ks, values + static_cast<size_t>(done) * vs, &count, &bo);
     if (err) {
       int e = errno;
       if (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP) {
         // No batch support for this map type: one by one.
         for (uint32_t i = done; i < n; i++) {
-          if (bpf_map_update_elem(m.fd, keys.Data() + static_cast<size_t>(i) * ks, values.Data() + static_cast<size_t>(i) * vs, BPF_ANY) != 0) {
-            ThrowBpf(env, Fail(errno, "update element " + std::to_string(i) + " of " + std::to_string(n) + " in " + path));
+          if (bpf_map_update_elem(m.fd, keys + static_cast<size_t>(i) * ks, values + static_cast<size_t>(i) * vs, BPF_ANY) != 0) {
+            return Fail(errno, "update element " + std::to_string(i) + " of " + std::to_string(n) + " in " + path);
           }
         }
-        return Napi::Number::New(env, n);
+        return BpfError{};
       }
-      ThrowBpf(env, Fail(e, "batch update in " + path + " after " + std::to_string(done + count) + " of " + std::to_string(n) + " elements"));
+      return Fail(e, "batch update in " + path + " after " + std::to_string(done + count) + " of " + std::to_string(n) + " elements");
     }
     done += count;
   }
-  return Napi::Number::New(env, n);
+  return BpfError{};
 }
 
-// bpfMapDelete(path, keys, keySize): deletes each key; a key already absent is not an error.
-Napi::Value BpfMapDelete(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = StringArg(info, 0, "bpfMapDelete: path");
-  Napi::Uint8Array keys = BytesArg(info, 1, "bpfMapDelete: keys");
-  uint32_t ks = SizeArg(info, 2, "bpfMapDelete: keySize");
-  if (keys.ByteLength() % ks != 0) throw Napi::RangeError::New(env, "bpfMapDelete: keys do not hold whole elements");
-  uint32_t n = keys.ByteLength() / ks;
-  PinnedMap m(env, path);
+// Deletes each key; a key already absent is not an error.
+BpfError MapDelete(const std::string& path, const uint8_t* keys, uint32_t n, uint32_t ks) {
+  PinnedMap m(path);
+  if (m.error.err) return m.error;
   uint32_t done = 0;
   while (done < n) {
     uint32_t count = n - done;
     DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
-    if (bpf_map_delete_batch(m.fd, keys.Data() + static_cast<size_t>(done) * ks, &count, &bo) == 0) {
+    if (bpf_map_delete_batch(m.fd, keys + static_cast<size_t>(done) * ks, &count, &bo) == 0) {
       done += count;
       continue;
     }
     int e = errno;
     if (e != ENOENT && e != EINVAL && e != ENOTSUPP && e != EOPNOTSUPP) {
-      ThrowBpf(env, Fail(e, "batch delete in " + path + " after " + std::to_string(done) + " of " + std::to_string(n) + " elements"));
+      return Fail(e, "batch delete in " + path + " after " + std::to_string(done) + " of " + std::to_string(n) + " elements");
     }
     // `count` went; the next key is absent (or batches are unsupported): one by one from there.
     done += count;
     for (; done < n; done++) {
-      if (bpf_map_delete_elem(m.fd, keys.Data() + static_cast<size_t>(done) * ks) != 0 && errno != ENOENT) {
-        ThrowBpf(env, Fail(errno, "delete element " + std::to_string(done) + " of " + std::to_string(n) + " in " + path));
+      if (bpf_map_delete_elem(m.fd, keys + static_cast<size_t>(done) * ks) != 0 && errno != ENOENT) {
+        return Fail(errno, "delete element " + std::to_string(done) + " of " + std::to_string(n) + " in " + path);
       }
     }
   }
-  return Napi::Number::New(env, n);
+  return BpfError{};
+}
+
+struct MapDumpResult {
+  BpfError error;
+  std::vector<uint8_t> keys, values;
+};
+
+// Every element of a hash map (or an LPM trie, element by element).
+MapDumpResult MapDump(const std::string& path, uint32_t ks, uint32_t vs) {
+  MapDumpResult r;
+  PinnedMap m(path);
+  if (m.error.err) {
+    r.error = m.error;
+    return r;
+  }
+  std::vector<uint8_t>& keys = r.keys;
+  std::vector<uint8_t>& values = r.values;
+  // Batched lookups: one syscall per few thousand elements instead of two per element (a full
+  // sync's dump of 240,000 elements took ~2 s element by element). The hash map's batch token
+  // is a bucket index; 8 bytes hold it whatever the key size.
+  const uint32_t chunk = 8192;
+  std::vector<uint8_t> token_in(8), token_out(8);
+  bool first = true;
+  for (;;) {
+    size_t have = keys.size() / ks;
+    keys.resize((have + chunk) * ks);
+    values.resize((have + chunk) * vs);
+    uint32_t count = chunk;
+    DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
+    int rc = bpf_map_lookup_batch(m.fd, first ? nullptr : token_in.data(), token_out.data(), keys.data() + have * ks,
+                                  values.data() + have * vs, &count, &bo);
+    int e = rc == 0 ? 0 : errno;
+    keys.resize((have + count) * ks);
+    values.resize((have + count) * vs);
+    if (rc == 0) {
+      token_in = token_out;
+      first = false;
+      continue;
+    }
+    if (e == ENOENT) return r;  // the last batch (count holds what it read)
+    if (first && count == 0 && (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP)) break;  // no batch support
+    r.error = Fail(e, "batch lookup in " + path + " after " + std::to_string(have + count) + " elements");
+    return r;
+  }
+  keys.clear();
+  values.clear();
+  std::vector<uint8_t> key(ks), next(ks), value(vs);
+  // get_next_key from NULL: portable across map types and kernels.
+  const void* prev = nullptr;
+  int rc;
+  while ((rc = bpf_map_get_next_key(m.fd, prev, next.data())) == 0) {
+    if (bpf_map_lookup_elem(m.fd, next.data(), value.data()) == 0) {
+      keys.insert(keys.end(), next.begin(), next.end());
+      values.insert(values.end(), value.begin(), value.end());
+    }
+    key = next;
+    prev = key.data();
+  }
+  if (errno != ENOENT) r.error = Fail(errno, "dump " + path);
+  return r;
+}
+
+// ---- map elements: JS surface ---------------------------------------------------------------
+
+Napi::Error BpfErrorToJs(Napi::Env env, const BpfError& e) {
+  std::string msg = e.where + ": " + std::strerror(e.err);
+  if (!e.detail.empty()) msg += "\n" + e.detail;
+  Napi::Error err = Napi::Error::New(env, msg);
+  err.Set("code", Napi::String::New(env, "FERRY_ERR_BPF"));
+  err.Set("errno", Napi::Number::New(env, e.err));
+  err.Set("step", Napi::String::New(env, e.where));
+  return err;
+}
+
+// The caller's bytes, not a copy (a full sync's are tens of MB): the reference keeps them alive
+// until the promise settles (released on the JS thread, where the worker dies). The compiler
+// never writes to a diff's buffers once made.
+struct HeldElements {
+  Napi::Reference<Napi::Uint8Array> keysRef, valuesRef;
+  const uint8_t* keys = nullptr;
+  const uint8_t* values = nullptr;
+  uint32_t n = 0;
+};
+
+struct MapUpdateArgs {
+  std::string path;
+  Napi::Uint8Array keys, values;
+  uint32_t ks = 0, vs = 0, n = 0;
+};
+
+MapUpdateArgs UpdateArgs(const Napi::CallbackInfo& info, const char* fn) {
+  Napi::Env env = info.Env();
+  std::string f(fn);
+  MapUpdateArgs a;
+  a.path = StringArg(info, 0, (f + ": path").c_str());
+  a.keys = BytesArg(info, 1, (f + ": keys").c_str());
+  a.values = BytesArg(info, 2, (f + ": values").c_str());
+  a.ks = SizeArg(info, 3, (f + ": keySize").c_str());
+  a.vs = SizeArg(info, 4, (f + ": valueSize").c_str());
+  if (a.keys.ByteLength() % a.ks != 0 || a.values.ByteLength() % a.vs != 0 || a.keys.ByteLength() / a.ks != a.values.ByteLength() / a.vs) {
+    throw Napi::RangeError::New(env, f + ": keys and values do not hold the same number of whole elements");
+  }
+  a.n = static_cast<uint32_t>(a.keys.ByteLength() / a.ks);
+  return a;
+}
+
+// bpfMapUpdate(path, keys, values, keySize, valueSize) → count: every element, in batches;
+// throws on the first failure with how many went in before it.
+Napi::Value BpfMapUpdate(const Napi::CallbackInfo& info) {
+  MapUpdateArgs a = UpdateArgs(info, "bpfMapUpdate");
+  BpfError e = MapUpdate(a.path, a.keys.Data(), a.values.Data(), a.n, a.ks, a.vs);
+  if (e.err) ThrowBpf(info.Env(), e);
+  return Napi::Number::New(info.Env(), a.n);
+}
+
+// bpfMapUpdateAsync(...) → Promise<count>: the same on the libuv thread pool, so writes to
+// several maps run at once and the event loop is not held while the kernel works.
+Napi::Value BpfMapUpdateAsync(const Napi::CallbackInfo& info) {
+  MapUpdateArgs a = UpdateArgs(info, "bpfMapUpdateAsync");
+  auto held = std::make_shared<HeldElements>(HeldElements{Napi::Persistent(a.keys), Napi::Persistent(a.values), a.keys.Data(), a.values.Data(), a.n});
+  std::string path = a.path;
+  uint32_t ks = a.ks, vs = a.vs;
+  return PromiseWorker<BpfError>::Start(
+      info.Env(), [held, path, ks, vs]() { return MapUpdate(path, held->keys, held->values, held->n, ks, vs); },
+      [held](Napi::Env env, Napi::Promise::Deferred& d, BpfError& e) {
+        if (e.err) d.Reject(BpfErrorToJs(env, e).Value());
+        else d.Resolve(Napi::Number::New(env, held->n));
+      });
+}
+
+struct MapDeleteArgs {
+  std::string path;
+  Napi::Uint8Array keys;
+  uint32_t ks = 0, n = 0;
+};
+
+MapDeleteArgs DeleteArgs(const Napi::CallbackInfo& info, const char* fn) {
+  std::string f(fn);
+  MapDeleteArgs a;
+  a.path = StringArg(info, 0, (f + ": path").c_str());
+  a.keys = BytesArg(info, 1, (f + ": keys").c_str());
+  a.ks = SizeArg(info, 2, (f + ": keySize").c_str());
+  if (a.keys.ByteLength() % a.ks != 0) throw Napi::RangeError::New(info.Env(), f + ": keys do not hold whole elements");
+  a.n = static_cast<uint32_t>(a.keys.ByteLength() / a.ks);
+  return a;
+}
+
+// bpfMapDelete(path, keys, keySize) → count: deletes each key; a key already absent is not an error.
+Napi::Value BpfMapDelete(const Napi::CallbackInfo& info) {
+  MapDeleteArgs a = DeleteArgs(info, "bpfMapDelete");
+  BpfError e = MapDelete(a.path, a.keys.Data(), a.n, a.ks);
+  if (e.err) ThrowBpf(info.Env(), e);
+  return Napi::Number::New(info.Env(), a.n);
+}
+
+Napi::Value BpfMapDeleteAsync(const Napi::CallbackInfo& info) {
+  MapDeleteArgs a = DeleteArgs(info, "bpfMapDeleteAsync");
+  auto held = std::make_shared<HeldElements>();
+  held->keysRef = Napi::Persistent(a.keys);
+  held->keys = a.keys.Data();
+  held->n = a.n;
+  std::string path = a.path;
+  uint32_t ks = a.ks;
+  return PromiseWorker<BpfError>::Start(
+      info.Env(), [held, path, ks]() { return MapDelete(path, held->keys, held->n, ks); },
+      [held](Napi::Env env, Napi::Promise::Deferred& d, BpfError& e) {
+        if (e.err) d.Reject(BpfErrorToJs(env, e).Value());
+        else d.Resolve(Napi::Number::New(env, held->n));
+      });
+}
+
+Napi::Object DumpToJs(Napi::Env env, MapDumpResult& r, uint32_t ks) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, r.keys.data(), r.keys.size()));
+  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, r.values.data(), r.values.size()));
+  out.Set("count", Napi::Number::New(env, static_cast<double>(r.keys.size() / ks)));
+  return out;
 }
 
 // bpfMapDump(path, keySize, valueSize) → {keys, values, count}: every element of a hash map.
 Napi::Value BpfMapDump(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
   std::string path = StringArg(info, 0, "bpfMapDump: path");
   uint32_t ks = SizeArg(info, 1, "bpfMapDump: keySize");
   uint32_t vs = SizeArg(info, 2, "bpfMapDump: valueSize");
-  PinnedMap m(env, path);
-  std::vector<uint8_t> keys, values;
-  // Batched lookups: one syscall per few thousand elements instead of two per element (a full
-  // sync's dump of 240,000 elements took ~2 s element by element). The hash map's batch token
-  // is a bucket index; 8 bytes hold it whatever the key size.
-  {
-    const uint32_t chunk = 8192;
-    std::vector<uint8_t> token_in(8), token_out(8);
-    bool first = true;
-    bool batched = true;
-    for (;;) {
-      size_t have = keys.size() / ks;
-      keys.resize((have + chunk) * ks);
-      values.resize((have + chunk) * vs);
-      uint32_t count = chunk;
-      DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
-      int rc = bpf_map_lookup_batch(m.fd, first ? nullptr : token_in.data(), token_out.data(), keys.data() + have * ks,
-                                    values.data() + have * vs, &count, &bo);
-      int e = rc == 0 ? 0 : errno;
-      keys.resize((have + count) * ks);
-      values.resize((have + count) * vs);
-      if (rc == 0) {
-        token_in = token_out;
-        first = false;
-        continue;
-      }
-      if (e == ENOENT) break;  // the last batch (count holds what it read)
-      if (first && count == 0 && (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP)) {
-        batched = false;
-        break;
-      }
-      ThrowBpf(env, Fail(e, "batch lookup in " + path + " after " + std::to_string(have + count) + " elements"));
-    }
-    // The end of a batched dump is ENOENT, as the element walk's below: the check after the block.
-    if (batched) errno = ENOENT;
-    if (!batched) {
-      keys.clear();
-      values.clear();
-      std::vector<uint8_t> key(ks), next(ks), value(vs);
-      // get_next_key from NULL: portable across map types and kernels.
-      const void* prev = nullptr;
-      while (bpf_map_get_next_key(m.fd, prev, next.data()) == 0) {
-        if (bpf_map_lookup_elem(m.fd, next.data(), value.data()) == 0) {
-          keys.insert(keys.end(), next.begin(), next.end());
-          values.insert(values.end(), value.begin(), value.end());
-        }
-        key = next;
-        prev = key.data();
-      }
-    }
-  }
-  if (errno != ENOENT) ThrowBpf(env, Fail(errno, "dump " + path));
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, keys.data(), keys.size()));
-  out.Set("values", Napi::Buffer<uint8_t>::Copy(env, values.data(), values.size()));
-  out.Set("count", Napi::Number::New(env, static_cast<double>(keys.size() / ks)));
-  return out;
+  MapDumpResult r = MapDump(path, ks, vs);
+  if (r.error.err) ThrowBpf(info.Env(), r.error);
+  return DumpToJs(info.Env(), r, ks);
+}
+
+Napi::Value BpfMapDumpAsync(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info, 0, "bpfMapDumpAsync: path");
+  uint32_t ks = SizeArg(info, 1, "bpfMapDumpAsync: keySize");
+  uint32_t vs = SizeArg(info, 2, "bpfMapDumpAsync: valueSize");
+  return PromiseWorker<MapDumpResult>::Start(
+      info.Env(), [path, ks, vs]() { return MapDump(path, ks, vs); },
+      [ks](Napi::Env env, Napi::Promise::Deferred& d, MapDumpResult& r) {
+        if (r.error.err) d.Reject(BpfErrorToJs(env, r.error).Value());
+        else d.Resolve(DumpToJs(env, r, ks));
+      });
 }
 
 // bpfTcLoad(object, pinDir): loads the tc object (maps by pin name) and pins its program.
@@ -597,6 +720,9 @@ void RegisterBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapUpdate", Napi::Function::New(env, BpfMapUpdate, "bpfMapUpdate"));
   exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
   exports.Set("bpfMapDump", Napi::Function::New(env, BpfMapDump, "bpfMapDump"));
+  exports.Set("bpfMapUpdateAsync", Napi::Function::New(env, BpfMapUpdateAsync, "bpfMapUpdateAsync"));
+  exports.Set("bpfMapDeleteAsync", Napi::Function::New(env, BpfMapDeleteAsync, "bpfMapDeleteAsync"));
+  exports.Set("bpfMapDumpAsync", Napi::Function::New(env, BpfMapDumpAsync, "bpfMapDumpAsync"));
   exports.Set("bpfTcLoad", Napi::Function::New(env, BpfTcLoadJs, "bpfTcLoad"));
   exports.Set("bpfTcAttach", Napi::Function::New(env, BpfTcAttachJs, "bpfTcAttach"));
   exports.Set("bpfTcDetach", Napi::Function::New(env, BpfTcDetachJs, "bpfTcDetach"));

@@ -224,6 +224,14 @@ export interface NativeAddon {
   bpfMapDelete?(path: string, keys: Uint8Array, keySize: number): number;
   /** Every element of the pinned map. */
   bpfMapDump?(path: string, keySize: number, valueSize: number): { keys: Buffer; values: Buffer; count: number };
+  /**
+   * The same three on the libuv thread pool: several maps are written or read at once and the
+   * event loop is free meanwhile. The addon holds `keys`/`values` (not a copy) until the promise
+   * settles: do not change them before. Rejects with the errors the synchronous forms throw.
+   */
+  bpfMapUpdateAsync?(path: string, keys: Uint8Array, values: Uint8Array, keySize: number, valueSize: number): Promise<number>;
+  bpfMapDeleteAsync?(path: string, keys: Uint8Array, keySize: number): Promise<number>;
+  bpfMapDumpAsync?(path: string, keySize: number, valueSize: number): Promise<{ keys: Buffer; values: Buffer; count: number }>;
   /** tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under pinDir. */
   bpfTcLoad?(object: string, pinDir: string): void;
   /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */

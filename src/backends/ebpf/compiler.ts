@@ -2,10 +2,13 @@
  * The ebpf mode's compiler: from the planner's IR to element diffs of the BPF maps that the
  * socket-level load balancer (native/bpf/sock_lb.c) reads.
  *
- * Pure: no I/O. It keeps what it last compiled (the maps' contents as ferry wrote them, each
- * service port's share of them, and the endpoint set ids) so a partial sync costs what changed;
- * a full sync diffs the desired state against what the pinned maps actually hold (a dump the
- * applier reads), so a restarted ferry rewrites nothing that is already right.
+ * Pure: no I/O. A full sync writes every element straight into per-map buffers (elements.ts)
+ * and diffs them against a dump of what the pinned maps actually hold (nothing to diff when the
+ * maps are empty, as on a cold start), so a restarted ferry rewrites nothing that is already
+ * right and removes what is stale. It keeps no copy of the maps' contents: a partial sync
+ * re-derives a changed service port's old share of the maps from the IR entry it last compiled
+ * for that port (its set ids are stable), so it costs what changed. What it keeps per port is
+ * that entry (a reference), the set ids by name, and which port owns each frontend key.
  *
  * It never decides Kubernetes policy: every frontend gets the IR's verdict and endpoint set.
  * Which set a frontend uses, for the clients socket LB sees (processes on this node: the node
@@ -19,32 +22,30 @@
  * as the MASQ flag, and the LB IPs' loadBalancerSourceRanges in ferry_srcrange.
  */
 import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import { Elements, Keys, diffElements } from './elements.js';
 import {
   FRONTEND_MAPS,
+  NAME_LEN,
   XF_MASQ,
   XF_SRCRANGE,
-  addrBytes,
-  backendKey,
-  backendValue,
-  decodeSetName,
-  decodeU32,
   describeSvcKey,
-  memberKey,
-  nodeAddrKey,
-  setNameKey,
-  setNameValue,
-  snatKey,
-  snatValue,
-  srcRangeKey,
-  svcKey,
-  svcValue,
-  u32Value,
-  xsvcValue,
+  readSetName,
+  writeAddr,
+  writeBackendKey,
+  writeBackendValue,
+  writeMemberKey,
+  writeNodeAddrKey,
+  writeSetNameValue,
+  writeSrcRangeKey,
+  writeSvcKey,
+  writeSvcValue,
+  writeU32,
+  writeXsvcValue,
   WRITTEN_MAPS,
   type MapName,
 } from './layout.js';
 
-/** The contents of the maps ferry writes: key → value, both binary strings (layout.ts). */
+/** The contents of the maps ferry writes: key → value, both binary strings (layout.ts). Tests and the in-memory applier. */
 export type MapState = Record<MapName, Map<string, string>>;
 
 export function emptyState(): MapState {
@@ -60,11 +61,32 @@ export function emptyState(): MapState {
   };
 }
 
+/** The contents of the maps ferry writes, in bulk: what a dump gives and a full build makes. */
+export type MapContents = Record<MapName, Elements>;
+
+export function emptyContents(): MapContents {
+  const c = {} as Record<MapName, Elements>;
+  for (const m of WRITTEN_MAPS) c[m] = Elements.empty(m);
+  return c;
+}
+
+export function contentsOf(state: MapState): MapContents {
+  const c = {} as Record<MapName, Elements>;
+  for (const m of WRITTEN_MAPS) c[m] = Elements.fromPairs(m, state[m]);
+  return c;
+}
+
+export function stateOf(contents: MapContents): MapState {
+  const s = emptyState();
+  for (const m of WRITTEN_MAPS) for (const [k, v] of contents[m]) s[m].set(k, v);
+  return s;
+}
+
 /** Element changes to one map. */
 export interface MapOps {
   readonly map: MapName;
-  readonly upserts: readonly (readonly [string, string])[];
-  readonly deletes: readonly string[];
+  readonly upserts: Elements;
+  readonly deletes: Keys;
 }
 
 /**
@@ -91,12 +113,6 @@ export interface EbpfCompilerOptions {
   readonly localhostNodePorts: boolean;
 }
 
-/** What one service port puts into the maps. */
-interface Contribution {
-  readonly entries: readonly (readonly [MapName, string, string])[];
-  readonly sets: readonly string[];
-}
-
 /** internal: the ClusterIP's; external: socket LB's external frontends; outside: tc's, when it differs. */
 const SET_KINDS = ['internal', 'external', 'outside'] as const;
 
@@ -116,6 +132,25 @@ function keyOf(id: PortId): ServicePortKey {
   return id.slice(2);
 }
 
+/** The maps keyed by frontend (layout.ts FRONTEND_MAPS). */
+type FrontendMap = 'ferry_svc' | 'ferry_xsvc';
+
+function isFrontend(m: MapName): m is FrontendMap {
+  return FRONTEND_MAPS.has(m);
+}
+
+/** Per frontend map (ferry_svc and ferry_xsvc share the key layout): key → something. */
+type PerFrontend<T> = Record<FrontendMap, T>;
+
+/**
+ * Whether the frontend element just added at `index` of `elements` (ferry_svc or ferry_xsvc) is
+ * written for service port `id`; false takes it back (another port has that frontend).
+ */
+type Claim = (id: PortId, map: FrontendMap, elements: Elements, index: number) => boolean;
+
+/** The table-level elements (node addresses, SNAT address) as written: a handful, kept as strings. */
+type TableLevel = Record<'ferry_nodeaddr' | 'ferry_snat', Map<string, string>>;
+
 /**
  * Endpoint set ids: stable per set name, reused from the pinned setname map after a restart.
  * Ids released in a sync are reused only after the sync is applied, so a new set never takes
@@ -127,10 +162,13 @@ class SetIds {
   private free: number[] = [];
   private pendingFree: number[] = [];
   private next = 1;
+  /** Names reset() was given that no get() asked for since (see releaseUnclaimed). */
+  private unclaimed = new Set<string>();
 
   reset(known: ReadonlyMap<string, number>): void {
     this.byName = new Map(known);
     this.used = new Set(known.values());
+    this.unclaimed = new Set(known.keys());
     this.free = [];
     this.pendingFree = [];
     this.next = 1;
@@ -138,7 +176,10 @@ class SetIds {
 
   get(name: string): number {
     let id = this.byName.get(name);
-    if (id !== undefined) return id;
+    if (id !== undefined) {
+      if (this.unclaimed.size > 0) this.unclaimed.delete(name);
+      return id;
+    }
     id = this.free.pop();
     if (id === undefined) {
       while (this.used.has(this.next)) this.next++;
@@ -163,159 +204,177 @@ class SetIds {
     this.pendingFree = [];
   }
 
-  names(): IterableIterator<string> {
-    return this.byName.keys();
+  /** After a full build: the names the pins had that the build did not use. */
+  releaseUnclaimed(): void {
+    for (const name of this.unclaimed) this.release(name);
+    this.unclaimed.clear();
   }
 }
 
 export class EbpfCompiler {
-  private state: MapState = emptyState();
-  private readonly contributions = new Map<PortId, Contribution>();
-  /** Which service port holds each frontend key (ownerKey: map and key). */
-  private readonly owners = new Map<string, PortId>();
-  /** Frontend owner keys more than one service port wanted at the last full build. */
-  private contended = new Set<string>();
+  /** Per family, each service port's IR entry as last compiled: its share of the maps, re-derivable. */
+  private readonly compiled = new Map<IPFamily, Map<ServicePortKey, ServiceEntry>>();
+  private tableLevel: TableLevel = { ferry_nodeaddr: new Map(), ferry_snat: new Map() };
+  /** Which service port holds each frontend key, per map. */
+  private readonly owners: PerFrontend<Map<string, PortId>> = { ferry_svc: new Map(), ferry_xsvc: new Map() };
+  /** Frontend keys more than one service port wanted at the last full build, per map. */
+  private contended: PerFrontend<Set<string>> = { ferry_svc: new Set(), ferry_xsvc: new Set() };
   private readonly ids = new SetIds();
+  /** One address, parsed once per endpoint and copied into its backend and member elements. */
+  private readonly addr = Buffer.alloc(16);
   conflicts: readonly FrontendConflict[] = [];
-  /** Frontends skipped because socket LB cannot honour them (see frontends()). */
+  /** Frontends skipped because socket LB cannot honour them (see emit()). */
   skipped: readonly string[] = [];
 
   constructor(private readonly opts: EbpfCompilerOptions) {}
 
-  /** What ferry last wrote (tests, intact checks). */
-  current(): Readonly<MapState> {
-    return this.state;
+  /** What ferry last wrote, re-derived from what it compiled (tests, intact checks): O(maps). */
+  current(): MapState {
+    const s = stateOf(this.written());
+    for (const [k, v] of this.tableLevel.ferry_nodeaddr) s.ferry_nodeaddr.set(k, v);
+    for (const [k, v] of this.tableLevel.ferry_snat) s.ferry_snat.set(k, v);
+    return s;
   }
 
   /**
    * Everything from scratch: the desired state of `next` diffed against `kernel`, what the
    * pinned maps hold now. Set ids recorded in the kernel's setname map are kept.
    */
-  full(next: ProxyTables, kernel: MapState): EbpfDiff {
+  full(next: ProxyTables, kernel: MapContents): EbpfDiff {
     const known = new Map<string, number>();
-    for (const [k, v] of kernel.ferry_setname) known.set(decodeSetName(v), decodeU32(k));
+    const names = kernel.ferry_setname;
+    for (let i = 0; i < names.count; i++) known.set(readSetName(names.values, i * NAME_LEN), names.keys.readUInt32LE(i * 4));
     this.ids.reset(known);
-    this.contributions.clear();
-    this.owners.clear();
-    const desired = emptyState();
+    this.compiled.clear();
+    this.owners.ferry_svc.clear();
+    this.owners.ferry_xsvc.clear();
+    const desired = emptyContents();
+    reserve(next, this.opts.families, desired);
     const conflicts: FrontendConflict[] = [];
-    const contended = new Set<string>();
+    const contended: PerFrontend<Set<string>> = { ferry_svc: new Set(), ferry_xsvc: new Set() };
     const skipped: string[] = [];
-    const liveSets = new Set<string>();
+    // First come, first served: a frontend another port already holds is refused and recorded.
+    const claim: Claim = (id, map, elements, index) => {
+      const k = elements.key(index);
+      const owners = this.owners[map];
+      const owner = owners.get(k);
+      if (owner !== undefined && owner !== id) {
+        if (map === 'ferry_svc') conflicts.push({ frontend: describeSvcKey(k), kept: keyOf(owner), refused: keyOf(id) });
+        contended[map].add(k);
+        return false;
+      }
+      owners.set(k, id);
+      return true;
+    };
     for (const family of this.opts.families) {
       const table = next[family];
-      for (const [k, v] of this.nodeAddresses(table)) desired.ferry_nodeaddr.set(k, v);
-      for (const [k, v] of this.snat(table)) desired.ferry_snat.set(k, v);
+      this.nodeAddresses(table, desired.ferry_nodeaddr);
+      this.snat(table, desired.ferry_snat);
+      const compiled = new Map<ServicePortKey, ServiceEntry>();
+      this.compiled.set(family, compiled);
       for (const s of table.services.values()) {
-        const c = this.contribution(s, skipped);
-        const id = portId(family, s.key);
-        this.contributions.set(id, c);
-        for (const n of c.sets) liveSets.add(n);
-        for (const [map, k, v] of c.entries) {
-          if (FRONTEND_MAPS.has(map)) {
-            const ok = ownerKey(map, k);
-            const owner = this.owners.get(ok);
-            if (owner !== undefined && owner !== id) {
-              if (map === 'ferry_svc') conflicts.push({ frontend: describeSvcKey(k), kept: keyOf(owner), refused: s.key });
-              contended.add(ok);
-              continue;
-            }
-            this.owners.set(ok, id);
-          }
-          desired[map].set(k, v);
-        }
+        compiled.set(s.key, s);
+        this.emit(s, portId(family, s.key), desired, skipped, claim, undefined);
       }
     }
-    for (const name of [...this.ids.names()]) if (!liveSets.has(name)) this.ids.release(name);
+    this.ids.releaseUnclaimed();
     this.conflicts = conflicts;
     this.contended = contended;
     this.skipped = skipped;
-    const d = diffStates(kernel, desired);
-    this.state = desired;
-    return d;
+    this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat) };
+    const upserts = new Map<MapName, Elements>();
+    const deletes = new Map<MapName, Keys>();
+    for (const m of WRITTEN_MAPS) {
+      const d = diffElements(kernel[m], desired[m]);
+      upserts.set(m, d.upserts);
+      deletes.set(m, d.deletes);
+    }
+    return phased(upserts, deletes);
   }
 
   /**
-   * Only the service ports in `changes.changed` (and the node addresses when the table changed).
-   * Falls back to a full build against what ferry last wrote when a changed port touches a
-   * frontend another port also wants, so the conflict is resolved the same way a full sync would.
+   * Only the service ports in `changes.changed` (and the node addresses when the table changed):
+   * each one's old share (from the entry last compiled for it) against its new one. Falls back to
+   * a full build against what ferry last wrote when a changed port touches a frontend another
+   * port also wants, so the conflict is resolved the same way a full sync would.
    */
   partial(next: ProxyTables, changes: SyncChanges): EbpfDiff {
-    const delta = new Map<MapName, Map<string, string | null>>();
-    for (const m of WRITTEN_MAPS) delta.set(m, new Map());
-    const put = (map: MapName, k: string, v: string | null): void => {
-      delta.get(map)?.set(k, v);
-    };
     const skipped: string[] = [];
-    const wanted = new Map<PortId, Contribution | undefined>();
     const claimed = new Set<string>();
     const changedIds = new Set<PortId>();
     for (const key of changes.changed) for (const family of this.opts.families) changedIds.add(portId(family, key));
+    const shares: { id: PortId; family: IPFamily; key: ServicePortKey; entry: ServiceEntry | undefined; old: Share; now: Share }[] = [];
     for (const key of changes.changed) {
       for (const family of this.opts.families) {
         const id = portId(family, key);
-        const s = next[family].services.get(key);
-        const c = s ? this.contribution(s, skipped) : undefined;
-        for (const [map, k] of c?.entries ?? []) {
-          if (!FRONTEND_MAPS.has(map)) continue;
-          const ok = ownerKey(map, k);
-          const owner = this.owners.get(ok);
-          if (this.contended.has(ok) || claimed.has(ok) || (owner !== undefined && owner !== id && !changedIds.has(owner))) return this.rebuild(next);
-          claimed.add(ok);
+        const entry = next[family].services.get(key);
+        const now = entry ? this.share(entry, id, skipped) : NO_SHARE;
+        for (const [map, k] of now.elements) {
+          if (!isFrontend(map)) continue;
+          const owner = this.owners[map].get(k);
+          const ck = `${map}\0${k}`;
+          if (this.contended[map].has(k) || claimed.has(ck) || (owner !== undefined && owner !== id && !changedIds.has(owner))) return this.rebuild(next);
+          claimed.add(ck);
         }
-        for (const [map, k] of this.contributions.get(id)?.entries ?? []) {
-          if (FRONTEND_MAPS.has(map) && this.contended.has(ownerKey(map, k))) return this.rebuild(next);
+        const before = this.compiled.get(family)?.get(key);
+        const old = before ? this.share(before, id, []) : NO_SHARE;
+        for (const [map, k] of old.elements) {
+          if (isFrontend(map) && this.contended[map].has(k)) return this.rebuild(next);
         }
-        wanted.set(id, c);
+        shares.push({ id, family, key, entry, old, now });
       }
     }
-    // Old shares out first, new ones in: an element both remove and add ends as the new value.
-    for (const key of wanted.keys()) {
-      for (const [map, k] of this.contributions.get(key)?.entries ?? []) put(map, k, null);
-    }
-    for (const [key, c] of wanted) {
-      const old = this.contributions.get(key);
-      const keep = new Set(c?.sets ?? []);
-      for (const n of old?.sets ?? []) if (!keep.has(n)) this.ids.release(n);
-      for (const [map, k, v] of c?.entries ?? []) put(map, k, v);
-      if (c) this.contributions.set(key, c);
-      else this.contributions.delete(key);
-    }
-    if (changes.tableChanged) {
-      const addrs = new Map<string, string>();
-      const snat = new Map<string, string>();
-      for (const family of this.opts.families) {
-        for (const [k, v] of this.nodeAddresses(next[family])) addrs.set(k, v);
-        for (const [k, v] of this.snat(next[family])) snat.set(k, v);
-      }
-      for (const k of this.state.ferry_nodeaddr.keys()) if (!addrs.has(k)) put('ferry_nodeaddr', k, null);
-      for (const [k, v] of addrs) put('ferry_nodeaddr', k, v);
-      for (const k of this.state.ferry_snat.keys()) if (!snat.has(k)) put('ferry_snat', k, null);
-      for (const [k, v] of snat) put('ferry_snat', k, v);
-    }
-    const upserts = new Map<MapName, [string, string][]>();
-    const deletes = new Map<MapName, string[]>();
+    // What the maps hold for these ports, and what they should: an element both have with the
+    // same value is left alone; one only the old share has is deleted.
+    const had = new Map<MapName, Map<string, string>>();
+    const want = new Map<MapName, Map<string, string>>();
     for (const m of WRITTEN_MAPS) {
-      const cur = this.state[m];
+      had.set(m, new Map());
+      want.set(m, new Map());
+    }
+    for (const { id, old } of shares) {
+      for (const [map, k, v] of old.elements) {
+        // A frontend this port lost to another was never written (and contention rebuilt above).
+        if (isFrontend(map) && this.owners[map].get(k) !== id) continue;
+        had.get(map)?.set(k, v);
+      }
+    }
+    for (const { now } of shares) for (const [map, k, v] of now.elements) want.get(map)?.set(k, v);
+    for (const { id, family, key, entry, old, now } of shares) {
+      const keep = new Set(now.sets);
+      for (const n of old.sets) if (!keep.has(n)) this.ids.release(n);
+      for (const [map, k] of old.elements) if (isFrontend(map) && this.owners[map].get(k) === id) this.owners[map].delete(k);
+      let compiled = this.compiled.get(family);
+      if (!compiled) this.compiled.set(family, (compiled = new Map()));
+      if (entry) compiled.set(key, entry);
+      else compiled.delete(key);
+    }
+    for (const { id, now } of shares) for (const [map, k] of now.elements) if (isFrontend(map)) this.owners[map].set(k, id);
+    if (changes.tableChanged) {
+      const level = emptyContents();
+      for (const family of this.opts.families) {
+        this.nodeAddresses(next[family], level.ferry_nodeaddr);
+        this.snat(next[family], level.ferry_snat);
+      }
+      for (const m of ['ferry_nodeaddr', 'ferry_snat'] as const) {
+        const now = new Map(level[m]);
+        for (const [k, v] of this.tableLevel[m]) had.get(m)?.set(k, v);
+        for (const [k, v] of now) want.get(m)?.set(k, v);
+        this.tableLevel[m] = now;
+      }
+    }
+    const upserts = new Map<MapName, Elements>();
+    const deletes = new Map<MapName, Keys>();
+    for (const m of WRITTEN_MAPS) {
+      const before = had.get(m) ?? new Map<string, string>();
+      const after = want.get(m) ?? new Map<string, string>();
       const ups: [string, string][] = [];
       const dels: string[] = [];
-      for (const [k, v] of delta.get(m) ?? []) {
-        if (v === null) {
-          if (cur.has(k)) {
-            dels.push(k);
-            cur.delete(k);
-            if (FRONTEND_MAPS.has(m)) this.owners.delete(ownerKey(m, k));
-          }
-        } else if (cur.get(k) !== v) {
-          ups.push([k, v]);
-          cur.set(k, v);
-        }
-      }
-      upserts.set(m, ups);
-      deletes.set(m, dels);
+      for (const [k, v] of after) if (before.get(k) !== v) ups.push([k, v]);
+      for (const k of before.keys()) if (!after.has(k)) dels.push(k);
+      upserts.set(m, Elements.fromPairs(m, ups));
+      deletes.set(m, Keys.fromStrings(m, dels));
     }
-    // Owners of entries deleted above were dropped; restore those the new shares hold.
-    for (const [key, c] of wanted) for (const [map, k] of c?.entries ?? []) if (FRONTEND_MAPS.has(map)) this.owners.set(ownerKey(map, k), key);
     this.skipped = skipped;
     return phased(upserts, deletes);
   }
@@ -325,70 +384,115 @@ export class EbpfCompiler {
     this.ids.commit();
   }
 
+  /** A full build over what ferry last wrote (re-derived), for a conflict a partial sync cannot settle. */
   private rebuild(next: ProxyTables): EbpfDiff {
-    const kernelView = this.state;
+    const kernelView = this.written();
+    kernelView.ferry_nodeaddr = Elements.fromPairs('ferry_nodeaddr', this.tableLevel.ferry_nodeaddr);
+    kernelView.ferry_snat = Elements.fromPairs('ferry_snat', this.tableLevel.ferry_snat);
     return this.full(next, kernelView);
   }
 
+  /** The service ports' elements as ferry wrote them: each frontend only where its port owns it. */
+  private written(): MapContents {
+    const out = emptyContents();
+    const claim: Claim = (id, map, elements, index) => this.owners[map].get(elements.key(index)) === id;
+    for (const [family, entries] of this.compiled) for (const s of entries.values()) this.emit(s, portId(family, s.key), out, [], claim, undefined);
+    return out;
+  }
+
+  /** One service port's elements as strings (partial syncs). */
+  private share(s: ServiceEntry, id: PortId, skipped: string[]): Share {
+    const out = emptyContents();
+    const sets: string[] = [];
+    this.emit(s, id, out, skipped, () => true, sets);
+    const elements: [MapName, string, string][] = [];
+    for (const m of WRITTEN_MAPS) for (const [k, v] of out[m]) elements.push([m, k, v]);
+    return { elements, sets };
+  }
+
   /** Node addresses that accept NodePorts (the wildcard entries), as nodeaddr elements. */
-  private nodeAddresses(table: ProxyTable): [string, string][] {
+  private nodeAddresses(table: ProxyTable, out: Elements): void {
     const family = table.family;
     const addrs =
       table.nodePortAddresses.kind === 'list'
         ? [...table.nodePortAddresses.addresses]
         : [...table.nodeIPs, ...(family === 4 && this.opts.localhostNodePorts ? ['127.0.0.1'] : [])];
-    const out: [string, string][] = [];
     for (const a of addrs) {
-      const b = addrBytes(a, family);
-      if (b) out.push([nodeAddrKey(b, family), u32Value(1)]);
+      if (!writeAddr(this.addr, 0, a, family)) continue;
+      const i = out.add();
+      writeNodeAddrKey(out.keys, i * out.keySize, this.addr, family);
+      writeU32(out.values, i * out.valueSize, 1);
     }
-    return out;
   }
 
   /** The address masqueraded traffic from the network leaves with: the node's primary address. */
-  private snat(table: ProxyTable): [string, string][] {
+  private snat(table: ProxyTable, out: Elements): void {
     const primary = table.nodeIPs[0];
-    const b = primary === undefined ? undefined : addrBytes(primary, table.family);
-    return b ? [[snatKey(table.family), snatValue(b)]] : [];
+    if (primary === undefined || !writeAddr(this.addr, 0, primary, table.family)) return;
+    const i = out.add();
+    writeU32(out.keys, i * out.keySize, table.family);
+    out.values.set(this.addr, i * out.valueSize);
   }
 
-  private contribution(s: ServiceEntry, skipped: string[]): Contribution {
-    const entries: [MapName, string, string][] = [];
-    const sets: string[] = [];
+  /**
+   * Writes what service port `id` (entry `s`) puts into the maps into `out`, and the names of
+   * its endpoint sets into `sets` when given. Frontend elements go through `claim`.
+   */
+  private emit(s: ServiceEntry, id: PortId, out: MapContents, skipped: string[], claim: Claim, sets: string[] | undefined): void {
     if (s.protocol === 'SCTP') {
       skipped.push(`${s.key}: SCTP (socket LB handles TCP and UDP)`);
-      return { entries, sets };
+      return;
     }
     const family = s.family;
+    const addr = this.addr;
     const addSet = (kind: (typeof SET_KINDS)[number], set: EndpointSet): { id: number; count: number } => {
       const name = setName(s.key, family, kind);
-      const id = this.ids.get(name);
-      sets.push(name);
-      entries.push(['ferry_setname', setNameKey(id), setNameValue(name)]);
+      const setId = this.ids.get(name);
+      sets?.push(name);
+      const names = out.ferry_setname;
+      const n = names.add();
+      writeU32(names.keys, n * names.keySize, setId);
+      writeSetNameValue(names.values, n * names.valueSize, name);
       let slot = 0;
       if (set.verdict === 'forward') {
+        const backends = out.ferry_backend;
+        const members = out.ferry_member;
         for (const ep of set.endpoints) {
-          const a = addrBytes(ep.ip, family);
-          if (!a) continue;
-          entries.push(['ferry_backend', backendKey(id, slot), backendValue(a, ep.port, family)]);
-          entries.push(['ferry_member', memberKey(id, a, ep.port, family), u32Value(slot)]);
+          if (!writeAddr(addr, 0, ep.ip, family)) continue;
+          const b = backends.add();
+          writeBackendKey(backends.keys, b * backends.keySize, setId, slot);
+          writeBackendValue(backends.values, b * backends.valueSize, addr, ep.port, family);
+          const m = members.add();
+          writeMemberKey(members.keys, m * members.keySize, setId, addr, ep.port, family);
+          writeU32(members.values, m * members.valueSize, slot);
           slot++;
         }
       }
-      return { id, count: slot };
+      return { id: setId, count: slot };
     };
-    const frontend = (ip: string | undefined, port: number, id: number, count: number, set: EndpointSet): void => {
-      let addr: Buffer | undefined;
-      if (ip !== undefined) {
-        addr = addrBytes(ip, family);
-        if (!addr) {
-          skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
-          return;
-        }
+    /** A frontend element of `map` keyed (ip or the NodePort wildcard, port); false if `ip` does not parse. */
+    const frontendKey = (map: 'ferry_svc' | 'ferry_xsvc', ip: string | undefined, port: number): number | undefined => {
+      const e = out[map];
+      const i = e.add();
+      if (ip !== undefined && !writeAddr(e.keys, i * e.keySize, ip, family)) {
+        e.pop();
+        return undefined;
       }
+      // The address is in place (or stays 0: the wildcard); port, protocol and family follow it.
+      writeSvcKey(e.keys, i * e.keySize, undefined, port, s.protocol, family);
+      return i;
+    };
+    const frontend = (ip: string | undefined, port: number, setId: number, count: number, set: EndpointSet): void => {
+      const i = frontendKey('ferry_svc', ip, port);
+      if (i === undefined) {
+        skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
+        return;
+      }
+      const e = out.ferry_svc;
       // A forward set whose every address failed to parse has nothing to forward to.
       const verdict = set.verdict === 'forward' && count === 0 ? 'reject' : set.verdict;
-      entries.push(['ferry_svc', svcKey(addr, port, s.protocol, family), svcValue(id, count, s.affinityTimeoutSeconds, verdict)]);
+      writeSvcValue(e.values, i * e.valueSize, setId, count, s.affinityTimeoutSeconds, verdict);
+      if (!claim(id, 'ferry_svc', e, i)) e.pop();
     };
     if (s.clusterIP !== '' && s.clusterIP !== 'None') {
       const i = addSet('internal', s.internal);
@@ -411,76 +515,101 @@ export class EbpfCompiler {
       const masq = s.externalMasquerade ? XF_MASQ : 0;
       const verdict = s.external.verdict === 'forward' && o.count === 0 ? 'reject' : s.external.verdict;
       const packet = (ip: string | undefined, port: number, flags: number): void => {
-        const addr = ip === undefined ? undefined : addrBytes(ip, family);
-        if (ip !== undefined && !addr) return; // reported by frontend() above
-        entries.push(['ferry_xsvc', svcKey(addr, port, s.protocol, family), xsvcValue(o.id, o.count, s.affinityTimeoutSeconds, verdict, flags)]);
+        const i = frontendKey('ferry_xsvc', ip, port);
+        if (i === undefined) return; // reported by frontend() above
+        const x = out.ferry_xsvc;
+        writeXsvcValue(x.values, i * x.valueSize, o.id, o.count, s.affinityTimeoutSeconds, verdict, flags);
+        if (!claim(id, 'ferry_xsvc', x, i)) x.pop();
       };
       for (const ip of s.externalIPs) packet(ip, s.port, masq);
       const ranged = s.loadBalancerSourceRanges.length > 0;
       for (const ip of s.loadBalancerIPs) {
-        if (ranged && !addrBytes(ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
+        if (ranged && !writeAddr(addr, 0, ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
         packet(ip, s.port, masq | (ranged ? XF_SRCRANGE : 0));
       }
       if (s.nodePort > 0) packet(undefined, s.nodePort, masq);
       if (ranged) {
         const sources = [...s.loadBalancerSourceRanges, ...(s.allowLoadBalancerIPSources ? s.loadBalancerIPs : [])];
+        const r = out.ferry_srcrange;
         for (const cidr of sources) {
-          const k = srcRangeKey(o.id, cidr, family);
-          if (k) entries.push(['ferry_srcrange', k, u32Value(1)]);
-          else skipped.push(`${s.key}: source range ${cidr} is not an IPv${family} CIDR`);
+          const i = r.add();
+          if (writeSrcRangeKey(r.keys, i * r.keySize, o.id, cidr, family)) writeU32(r.values, i * r.valueSize, 1);
+          else {
+            r.pop();
+            skipped.push(`${s.key}: source range ${cidr} is not an IPv${family} CIDR`);
+          }
         }
       }
     }
-    return { entries, sets };
   }
 }
 
-/** Owners are per map: ferry_svc and ferry_xsvc share the key layout. */
-function ownerKey(map: MapName, k: string): string {
-  return `${map}\0${k}`;
+/** One service port's elements, as strings, and its set names. */
+interface Share {
+  readonly elements: readonly (readonly [MapName, string, string])[];
+  readonly sets: readonly string[];
+}
+
+const NO_SHARE: Share = { elements: [], sets: [] };
+
+/**
+ * Makes room in `out` for everything `tables` can put there (an upper bound per map), so a full
+ * build fills buffers allocated once instead of doubling and copying them.
+ */
+function reserve(tables: ProxyTables, families: readonly IPFamily[], out: MapContents): void {
+  let sets = 0;
+  let endpoints = 0;
+  let svc = 0;
+  let xsvc = 0;
+  let ranges = 0;
+  for (const family of families) {
+    for (const s of tables[family].services.values()) {
+      // As emit() makes them: the ClusterIP's set, the external one, tc's own with ETP Local.
+      const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
+      sets += 1 + (ext > 0 ? 2 : 0);
+      endpoints += s.internal.endpoints.length;
+      if (ext > 0) endpoints += s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
+      svc += 1 + ext;
+      xsvc += ext;
+      ranges += s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length;
+    }
+  }
+  out.ferry_setname.reserve(sets);
+  out.ferry_backend.reserve(endpoints);
+  out.ferry_member.reserve(endpoints);
+  out.ferry_svc.reserve(svc);
+  out.ferry_xsvc.reserve(xsvc);
+  out.ferry_srcrange.reserve(ranges);
 }
 
 /** Element diff from `current` to `desired`, in the safe order. */
-export function diffStates(current: MapState, desired: MapState): EbpfDiff {
-  const upserts = new Map<MapName, [string, string][]>();
-  const deletes = new Map<MapName, string[]>();
+export function diffStates(current: MapContents, desired: MapContents): EbpfDiff {
+  const upserts = new Map<MapName, Elements>();
+  const deletes = new Map<MapName, Keys>();
   for (const m of WRITTEN_MAPS) {
-    const cur = current[m];
-    const want = desired[m];
-    const ups: [string, string][] = [];
-    const dels: string[] = [];
-    for (const [k, v] of want) if (cur.get(k) !== v) ups.push([k, v]);
-    for (const k of cur.keys()) if (!want.has(k)) dels.push(k);
-    upserts.set(m, ups);
-    deletes.set(m, dels);
+    const d = diffElements(current[m], desired[m]);
+    upserts.set(m, d.upserts);
+    deletes.set(m, d.deletes);
   }
   return phased(upserts, deletes);
 }
 
-function phased(upserts: Map<MapName, [string, string][]>, deletes: Map<MapName, string[]>): EbpfDiff {
+/** Maps the frontends point into (sets, backends) or that qualify them (node addresses, ranges, SNAT). */
+const AUX_MAPS: readonly MapName[] = ['ferry_setname', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_srcrange', 'ferry_snat'];
+const FRONTEND_ORDER: readonly MapName[] = ['ferry_svc', 'ferry_xsvc'];
+
+function phased(upserts: ReadonlyMap<MapName, Elements>, deletes: ReadonlyMap<MapName, Keys>): EbpfDiff {
   const ops = (map: MapName, withUpserts: boolean, withDeletes: boolean): MapOps => ({
     map,
-    upserts: withUpserts ? (upserts.get(map) ?? []) : [],
-    deletes: withDeletes ? (deletes.get(map) ?? []) : [],
+    upserts: (withUpserts ? upserts.get(map) : undefined) ?? Elements.empty(map),
+    deletes: (withDeletes ? deletes.get(map) : undefined) ?? new Keys(map, Buffer.alloc(0), 0),
   });
   const phases: MapOps[][] = [
-    [
-      ops('ferry_setname', true, false),
-      ops('ferry_backend', true, false),
-      ops('ferry_member', true, false),
-      ops('ferry_nodeaddr', true, false),
-      ops('ferry_srcrange', true, false),
-      ops('ferry_snat', true, false),
-    ],
-    [ops('ferry_svc', true, true), ops('ferry_xsvc', true, true)],
-    [
-      ops('ferry_backend', false, true),
-      ops('ferry_member', false, true),
-      ops('ferry_setname', false, true),
-      ops('ferry_nodeaddr', false, true),
-      ops('ferry_srcrange', false, true),
-      ops('ferry_snat', false, true),
-    ],
+    // What the new frontends will point at exists before they do…
+    AUX_MAPS.map((m) => ops(m, true, false)),
+    FRONTEND_ORDER.map((m) => ops(m, true, true)),
+    // …and what the old ones pointed at goes only after they are gone.
+    AUX_MAPS.map((m) => ops(m, false, true)),
   ];
   let size = 0;
   const nonEmpty = phases.map((p) => p.filter((o) => o.upserts.length + o.deletes.length > 0)).filter((p) => p.length > 0);

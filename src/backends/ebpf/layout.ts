@@ -44,57 +44,118 @@ export class LayoutError extends Error {
 const PROTO: Record<Protocol, number> = { TCP: 6, UDP: 17, SCTP: 132 };
 const VERDICT: Record<PathVerdict, number> = { forward: 0, reject: 1, drop: 2 };
 
-/** 16 bytes: an IPv4 address in the first 4, the rest 0; IPv6 as is. Undefined if it does not parse. */
-const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-export function addrBytes(ip: string, family: IPFamily): Buffer | undefined {
-  // Fast path for the common case (canonical dotted IPv4); everything else through ipaddr.js.
-  const m = family === 4 ? DOTTED.exec(ip) : null;
-  if (m) {
-    const out = Buffer.alloc(16);
-    for (let i = 0; i < 4; i++) {
-      const part = m[i + 1] as string;
-      const v = Number(part);
-      // Leading zeros are not canonical (and some parsers read them as octal): refuse, as ipaddr.js's callers would.
-      if (v > 255 || (part.length > 1 && part.startsWith('0'))) return undefined;
-      out[i] = v;
+/**
+ * The address as 16 bytes into `out` at `off`: IPv4 in the first 4, the rest 0; IPv6 as is.
+ * False (and `out` untouched) if it does not parse as one of `family`. Writes in place so that a
+ * full build of a million elements allocates nothing per address.
+ */
+export function writeAddr(out: Uint8Array, off: number, ip: string, family: IPFamily): boolean {
+  if (family === 4) {
+    // Fast path for the common case (canonical dotted IPv4), by hand: no regex, no allocation.
+    const v = parseDotted(ip);
+    if (v >= 0) {
+      out[off] = v >>> 24;
+      out[off + 1] = (v >>> 16) & 0xff;
+      out[off + 2] = (v >>> 8) & 0xff;
+      out[off + 3] = v & 0xff;
+      for (let i = off + 4; i < off + 16; i++) out[i] = 0;
+      return true;
     }
-    return out;
+    if (v === DOTTED_BAD) return false;
   }
-  if (!ipaddr.isValid(ip)) return undefined;
+  if (!ipaddr.isValid(ip)) return false;
   let a = ipaddr.parse(ip);
   if (a.kind() === 'ipv6' && (a as ipaddr.IPv6).isIPv4MappedAddress()) a = (a as ipaddr.IPv6).toIPv4Address();
-  const out = Buffer.alloc(16);
-  if (family === 4) {
-    if (a.kind() !== 'ipv4') return undefined;
-    out.set(a.toByteArray(), 0);
-  } else {
-    if (a.kind() !== 'ipv6') return undefined;
-    out.set(a.toByteArray(), 0);
+  if (a.kind() !== (family === 4 ? 'ipv4' : 'ipv6')) return false;
+  out.fill(0, off, off + 16);
+  out.set(a.toByteArray(), off);
+  return true;
+}
+
+/** parseDotted: not four dotted decimals (let ipaddr.js decide). */
+const DOTTED_OTHER = -1;
+/** parseDotted: four dotted decimals that are no canonical address (a part above 255 or with a leading zero). */
+const DOTTED_BAD = -2;
+
+/** a.b.c.d as an unsigned 32-bit number, or DOTTED_OTHER / DOTTED_BAD. */
+function parseDotted(ip: string): number {
+  let v = 0;
+  let part = 0;
+  let digits = 0;
+  let parts = 0;
+  let bad = false;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46; // the end closes the last part like a '.'
+    if (c >= 48 && c <= 57) {
+      // Leading zeros are not canonical (and some parsers read them as octal): refuse, as ipaddr.js's callers would.
+      if (digits === 1 && part === 0) bad = true;
+      part = part * 10 + (c - 48);
+      if (++digits > 3) return DOTTED_OTHER;
+    } else if (c === 46) {
+      if (digits === 0 || ++parts > 4) return DOTTED_OTHER;
+      if (part > 255) bad = true;
+      v = v * 256 + part;
+      part = 0;
+      digits = 0;
+    } else return DOTTED_OTHER;
   }
-  return out;
+  if (parts !== 4) return DOTTED_OTHER;
+  return bad ? DOTTED_BAD : v;
+}
+
+/** 16 bytes: an IPv4 address in the first 4, the rest 0; IPv6 as is. Undefined if it does not parse. */
+export function addrBytes(ip: string, family: IPFamily): Buffer | undefined {
+  const out = Buffer.alloc(16);
+  return writeAddr(out, 0, ip, family) ? out : undefined;
 }
 
 const ZERO_ADDR = Buffer.alloc(16);
 
-/** struct svc_key. `addr` undefined = the NodePort wildcard (any node address). */
-export function svcKey(addr: Buffer | undefined, port: number, protocol: Protocol, family: IPFamily): string {
-  const b = Buffer.alloc(20);
-  (addr ?? ZERO_ADDR).copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  b.writeUInt8(PROTO[protocol], 18);
-  b.writeUInt8(family, 19);
-  return b.toString('latin1');
+/*
+ * Writers: each encodes one key or value into `b` at `off`, over bytes that are zero (the
+ * element buffers are zero-filled, so padding stays 0 and equal elements are equal bytes).
+ * Plain byte stores, no Buffer.write* or subarray: a full build runs them a few million times.
+ * The string forms below are the same writers into a buffer of their own (tests, partial syncs).
+ */
+
+function u16be(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 8;
+  b[off + 1] = v;
+}
+
+function u32le(b: Uint8Array, off: number, v: number): void {
+  b[off] = v;
+  b[off + 1] = v >>> 8;
+  b[off + 2] = v >>> 16;
+  b[off + 3] = v >>> 24;
+}
+
+function u32be(b: Uint8Array, off: number, v: number): void {
+  b[off] = v >>> 24;
+  b[off + 1] = v >>> 16;
+  b[off + 2] = v >>> 8;
+  b[off + 3] = v;
+}
+
+/** The 16 address bytes of `addr` (from writeAddr) at `off`. */
+function addr16(b: Uint8Array, off: number, addr: Uint8Array): void {
+  for (let i = 0; i < 16; i++) b[off + i] = addr[i] as number;
+}
+
+/** struct svc_key. `addr` undefined = the NodePort wildcard (any node address), or an address already written at `off`. */
+export function writeSvcKey(b: Uint8Array, off: number, addr: Uint8Array | undefined, port: number, protocol: Protocol, family: IPFamily): void {
+  if (addr) addr16(b, off, addr);
+  u16be(b, off + 16, port);
+  b[off + 18] = PROTO[protocol];
+  b[off + 19] = family;
 }
 
 /** struct svc_val (host byte order for the plain numbers: the program compares them as is). */
-export function svcValue(setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict): string {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(setId, 0);
-  b.writeUInt32LE(count, 4);
-  b.writeUInt32LE(affinityTimeoutSeconds, 8);
-  b.writeUInt8(VERDICT[verdict], 12);
-  return b.toString('latin1');
+export function writeSvcValue(b: Uint8Array, off: number, setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict): void {
+  u32le(b, off, setId);
+  u32le(b, off + 4, count);
+  u32le(b, off + 8, affinityTimeoutSeconds);
+  b[off + 12] = VERDICT[verdict];
 }
 
 /** xsvc_val flags (maps.h FERRY_XF_*). */
@@ -102,39 +163,105 @@ export const XF_MASQ = 1;
 export const XF_SRCRANGE = 2;
 
 /** struct xsvc_val: a frontend as packets from the network reach it (tc). */
-export function xsvcValue(setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags: number): string {
-  const b = Buffer.alloc(16);
-  b.writeUInt32LE(setId, 0);
-  b.writeUInt32LE(count, 4);
-  b.writeUInt32LE(affinityTimeoutSeconds, 8);
-  b.writeUInt8(VERDICT[verdict], 12);
-  b.writeUInt8(flags, 13);
-  return b.toString('latin1');
+export function writeXsvcValue(b: Uint8Array, off: number, setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags: number): void {
+  writeSvcValue(b, off, setId, count, affinityTimeoutSeconds, verdict);
+  b[off + 13] = flags;
 }
 
 /**
  * struct srcrange_key: an LPM trie key (prefix length, then the set id big endian, then the
  * address), so a lookup with (set id, source) matches the CIDRs recorded under that set only.
- * Undefined if the CIDR does not parse as one of `family`.
+ * False (nothing written) if the CIDR does not parse as one of `family`.
  */
-export function srcRangeKey(setId: number, cidr: string, family: IPFamily): string | undefined {
+export function writeSrcRangeKey(b: Uint8Array, off: number, setId: number, cidr: string, family: IPFamily): boolean {
   const slash = cidr.indexOf('/');
   const ip = slash < 0 ? cidr : cidr.slice(0, slash);
   const bits = slash < 0 ? (family === 4 ? 32 : 128) : Number(cidr.slice(slash + 1));
   const max = family === 4 ? 32 : 128;
-  if (!Number.isInteger(bits) || bits < 0 || bits > max) return undefined;
-  const a = addrBytes(ip, family);
-  if (!a) return undefined;
+  if (!Number.isInteger(bits) || bits < 0 || bits > max) return false;
+  if (!writeAddr(b, off + 8, ip, family)) return false;
   // Host bits beyond the prefix are cleared: the trie compares only the prefix, but equal keys must be equal bytes.
   for (let i = 0; i < 16; i++) {
     const keep = Math.max(0, Math.min(8, bits - i * 8));
-    a[i] = (a[i] as number) & ((0xff << (8 - keep)) & 0xff);
+    b[off + 8 + i] = (b[off + 8 + i] as number) & ((0xff << (8 - keep)) & 0xff);
   }
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(32 + bits, 0);
-  b.writeUInt32BE(setId, 4);
-  a.copy(b, 8);
+  u32le(b, off, 32 + bits);
+  u32be(b, off + 4, setId);
+  return true;
+}
+
+export function writeBackendKey(b: Uint8Array, off: number, setId: number, slot: number): void {
+  u32le(b, off, setId);
+  u32le(b, off + 4, slot);
+}
+
+/** struct backend_val. */
+export function writeBackendValue(b: Uint8Array, off: number, addr: Uint8Array, port: number, family: IPFamily): void {
+  addr16(b, off, addr);
+  u16be(b, off + 16, port);
+  b[off + 18] = family;
+}
+
+/** struct member_key. */
+export function writeMemberKey(b: Uint8Array, off: number, setId: number, addr: Uint8Array, port: number, family: IPFamily): void {
+  u32le(b, off, setId);
+  addr16(b, off + 4, addr);
+  u16be(b, off + 20, port);
+  b[off + 22] = family;
+}
+
+export function writeU32(b: Uint8Array, off: number, n: number): void {
+  u32le(b, off, n);
+}
+
+/** struct nodeaddr_key. */
+export function writeNodeAddrKey(b: Uint8Array, off: number, addr: Uint8Array, family: IPFamily): void {
+  addr16(b, off, addr);
+  b[off + 16] = family;
+}
+
+/** ferry_setname's value: the name, NUL-terminated. */
+export function writeSetNameValue(b: Buffer, off: number, name: string): void {
+  // ASCII (every name Kubernetes validation admits) byte by byte; anything else through utf8.
+  if (name.length < NAME_LEN) {
+    let i = 0;
+    for (; i < name.length; i++) {
+      const c = name.charCodeAt(i);
+      if (c >= 0x80) break;
+      b[off + i] = c;
+    }
+    if (i === name.length) return;
+  }
+  const n = b.write(name, off, NAME_LEN - 1, 'utf8');
+  // A write stops early only when the next character's (at most 4) bytes do not fit.
+  if (n < NAME_LEN - 1 - 4 || Buffer.byteLength(name, 'utf8') === n) return;
+  b.fill(0, off, off + NAME_LEN);
+  throw new LayoutError(`endpoint set name longer than ${NAME_LEN - 1} bytes: ${name}`);
+}
+
+/** One element as a binary string, through its writer. */
+function encoded(size: number, write: (b: Buffer) => void): string {
+  const b = Buffer.alloc(size);
+  write(b);
   return b.toString('latin1');
+}
+
+export function svcKey(addr: Buffer | undefined, port: number, protocol: Protocol, family: IPFamily): string {
+  return encoded(20, (b) => writeSvcKey(b, 0, addr, port, protocol, family));
+}
+
+export function svcValue(setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict): string {
+  return encoded(16, (b) => writeSvcValue(b, 0, setId, count, affinityTimeoutSeconds, verdict));
+}
+
+export function xsvcValue(setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags: number): string {
+  return encoded(16, (b) => writeXsvcValue(b, 0, setId, count, affinityTimeoutSeconds, verdict, flags));
+}
+
+/** Undefined if the CIDR does not parse as one of `family`. */
+export function srcRangeKey(setId: number, cidr: string, family: IPFamily): string | undefined {
+  const b = Buffer.alloc(24);
+  return writeSrcRangeKey(b, 0, setId, cidr, family) ? b.toString('latin1') : undefined;
 }
 
 /** ferry_snat: key (family), value (the node address masqueraded traffic leaves with). */
@@ -147,43 +274,23 @@ export function snatValue(addr: Buffer): string {
 }
 
 export function backendKey(setId: number, slot: number): string {
-  const b = Buffer.alloc(8);
-  b.writeUInt32LE(setId, 0);
-  b.writeUInt32LE(slot, 4);
-  return b.toString('latin1');
+  return encoded(8, (b) => writeBackendKey(b, 0, setId, slot));
 }
 
-/** struct backend_val. */
 export function backendValue(addr: Buffer, port: number, family: IPFamily): string {
-  const b = Buffer.alloc(20);
-  addr.copy(b, 0);
-  b.writeUInt16BE(port, 16);
-  b.writeUInt8(family, 18);
-  return b.toString('latin1');
+  return encoded(20, (b) => writeBackendValue(b, 0, addr, port, family));
 }
 
-/** struct member_key. */
 export function memberKey(setId: number, addr: Buffer, port: number, family: IPFamily): string {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(setId, 0);
-  addr.copy(b, 4);
-  b.writeUInt16BE(port, 20);
-  b.writeUInt8(family, 22);
-  return b.toString('latin1');
+  return encoded(24, (b) => writeMemberKey(b, 0, setId, addr, port, family));
 }
 
 export function u32Value(n: number): string {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n, 0);
-  return b.toString('latin1');
+  return encoded(4, (b) => writeU32(b, 0, n));
 }
 
-/** struct nodeaddr_key. */
 export function nodeAddrKey(addr: Buffer, family: IPFamily): string {
-  const b = Buffer.alloc(20);
-  addr.copy(b, 0);
-  b.writeUInt8(family, 16);
-  return b.toString('latin1');
+  return encoded(20, (b) => writeNodeAddrKey(b, 0, addr, family));
 }
 
 export function setNameKey(setId: number): string {
@@ -191,16 +298,17 @@ export function setNameKey(setId: number): string {
 }
 
 export function setNameValue(name: string): string {
-  const b = Buffer.alloc(NAME_LEN);
-  const n = b.write(name, 0, NAME_LEN - 1, 'utf8');
-  if (Buffer.byteLength(name, 'utf8') !== n) throw new LayoutError(`endpoint set name longer than ${NAME_LEN - 1} bytes: ${name}`);
-  return b.toString('latin1');
+  return encoded(NAME_LEN, (b) => writeSetNameValue(b, 0, name));
+}
+
+/** The name in a ferry_setname value at `off` of `b`. */
+export function readSetName(b: Buffer, off: number): string {
+  const end = b.indexOf(0, off);
+  return b.toString('utf8', off, end < 0 || end > off + NAME_LEN ? off + NAME_LEN : end);
 }
 
 export function decodeSetName(value: string): string {
-  const b = Buffer.from(value, 'latin1');
-  const end = b.indexOf(0);
-  return b.toString('utf8', 0, end < 0 ? b.length : end);
+  return readSetName(Buffer.from(value, 'latin1'), 0);
 }
 
 export function decodeU32(key: string): number {

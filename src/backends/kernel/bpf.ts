@@ -14,7 +14,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadNative, nativeLoadError, type NativeAddon } from '../../native/index.js';
 import { run } from '../../util/exec.js';
-import { emptyState, type EbpfDiff, type MapState } from '../ebpf/compiler.js';
+import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapState } from '../ebpf/compiler.js';
+import { Elements } from '../ebpf/elements.js';
 import { MAP_SIZES, WRITTEN_MAPS, type MapName } from '../ebpf/layout.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -58,7 +59,7 @@ export interface BpfMaps {
   /** Attaches the tc program to selected interfaces that appeared since; returns their names. */
   syncInterfaces(): Promise<string[]>;
   /** What the pinned maps ferry writes hold now. */
-  dump(): Promise<MapState>;
+  dump(): Promise<MapContents>;
   /** Writes one diff, phase by phase; throws on the first failure. */
   apply(diff: EbpfDiff): Promise<void>;
   /** Every link and map pin is still there. */
@@ -93,17 +94,20 @@ function packageRoot(): string {
 }
 
 type BpfAddon = Required<
-  Pick<NativeAddon, 'bpfLoad' | 'bpfProbe' | 'bpfMapUpdate' | 'bpfMapDelete' | 'bpfMapDump' | 'bpfTcLoad' | 'bpfTcAttach' | 'bpfTcDetach' | 'bpfInterfaces'>
+  Pick<
+    NativeAddon,
+    'bpfLoad' | 'bpfProbe' | 'bpfMapUpdateAsync' | 'bpfMapDeleteAsync' | 'bpfMapDumpAsync' | 'bpfTcLoad' | 'bpfTcAttach' | 'bpfTcDetach' | 'bpfInterfaces'
+  >
 >;
 
 function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
-  if (!bpfLoad || !bpfProbe || !bpfMapUpdate || !bpfMapDelete || !bpfMapDump || !bpfTcLoad || !bpfTcAttach || !bpfTcDetach || !bpfInterfaces) {
+  const { bpfLoad, bpfProbe, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
+  if (!bpfLoad || !bpfProbe || !bpfMapUpdateAsync || !bpfMapDeleteAsync || !bpfMapDumpAsync || !bpfTcLoad || !bpfTcAttach || !bpfTcDetach || !bpfInterfaces) {
     throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapDump, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
+  return { bpfLoad, bpfProbe, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
 }
 
 /**
@@ -121,6 +125,17 @@ export function selectInterfaces(all: readonly { name: string; index: number }[]
     if (sel === 'all' ? i.name !== 'lo' : sel.some((p) => (p.endsWith('*') ? i.name.startsWith(p.slice(0, -1)) : i.name === p))) out.push(i.name);
   }
   return out;
+}
+
+/**
+ * Promise.all that waits for every promise before it throws (the first error): a failed write
+ * must not leave others still running into the next sync's dump.
+ */
+async function settled<T>(all: readonly Promise<T>[]): Promise<T[]> {
+  const rs = await Promise.allSettled(all);
+  const failed = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 function rethrow(step: string, e: unknown): never {
@@ -243,41 +258,41 @@ export class KernelBpfMaps implements BpfMaps {
     return done;
   }
 
-  async dump(): Promise<MapState> {
+  async dump(): Promise<MapContents> {
     const addon = addonWithBpf();
-    const state = emptyState();
-    for (const m of WRITTEN_MAPS) {
-      const { key, value } = MAP_SIZES[m];
-      let d: { keys: Buffer; values: Buffer; count: number };
-      try {
-        d = addon.bpfMapDump(this.path(m), key, value);
-      } catch (e) {
-        rethrow(`dump ${m}`, e);
-      }
-      const target = state[m];
-      for (let i = 0; i < d.count; i++) {
-        target.set(d.keys.toString('latin1', i * key, (i + 1) * key), d.values.toString('latin1', i * value, (i + 1) * value));
-      }
-    }
-    return state;
+    // Every map at once (on the addon's threads): a dump of a million elements is kernel time.
+    const dumps = await settled(
+      WRITTEN_MAPS.map(async (m) => {
+        const { key, value } = MAP_SIZES[m];
+        try {
+          const d = await addon.bpfMapDumpAsync(this.path(m), key, value);
+          return Elements.of(m, d.keys, d.values, d.count);
+        } catch (e) {
+          rethrow(`dump ${m}`, e);
+        }
+      }),
+    );
+    const out = {} as Record<MapName, Elements>;
+    for (const d of dumps) out[d.map] = d;
+    return out;
   }
 
   async apply(diff: EbpfDiff): Promise<void> {
     const addon = addonWithBpf();
     for (const phase of diff.phases) {
-      for (const op of phase) {
-        const { key, value } = MAP_SIZES[op.map];
-        try {
-          if (op.upserts.length > 0) {
-            const keys = Buffer.from(op.upserts.map((e) => e[0]).join(''), 'latin1');
-            const values = Buffer.from(op.upserts.map((e) => e[1]).join(''), 'latin1');
-            addon.bpfMapUpdate(this.path(op.map), keys, values, key, value);
+      // The maps of one phase are independent of each other: written at once, each on one of
+      // the addon's threads; the next phase starts when every one of them is done.
+      await settled(
+        phase.map(async (op) => {
+          const { key, value } = MAP_SIZES[op.map];
+          try {
+            if (op.upserts.length > 0) await addon.bpfMapUpdateAsync(this.path(op.map), op.upserts.keyBytes(), op.upserts.valueBytes(), key, value);
+            if (op.deletes.length > 0) await addon.bpfMapDeleteAsync(this.path(op.map), op.deletes.keyBytes(), key);
+          } catch (e) {
+            rethrow(`write ${op.upserts.length} and delete ${op.deletes.length} elements of ${op.map}`, e);
           }
-          if (op.deletes.length > 0) addon.bpfMapDelete(this.path(op.map), Buffer.from(op.deletes.join(''), 'latin1'), key);
-        } catch (e) {
-          rethrow(`write ${op.upserts.length} and delete ${op.deletes.length} elements of ${op.map}`, e);
-        }
-      }
+        }),
+      );
     }
   }
 
@@ -362,10 +377,8 @@ export class FakeBpfMaps implements BpfMaps {
     return fresh;
   }
 
-  async dump(): Promise<MapState> {
-    const s = emptyState();
-    for (const m of WRITTEN_MAPS) for (const [k, v] of this.maps[m]) s[m].set(k, v);
-    return s;
+  async dump(): Promise<MapContents> {
+    return contentsOf(this.maps);
   }
 
   async apply(diff: EbpfDiff): Promise<void> {

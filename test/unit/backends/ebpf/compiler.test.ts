@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
-import { EbpfCompiler, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
+import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
 import { addrBytes, decodeSetName, describeSvcKey, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
@@ -73,7 +73,7 @@ const web = svc({
 t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are wildcard entries on node addresses', async (t) => {
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
   const state = emptyState();
-  apply(state, c.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'] })), emptyState()));
+  apply(state, c.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'] })), emptyContents()));
   t.same(frontends(state), [
     'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external|4 count 2 forward affinity 0',
     'TCP 198.19.0.10:80 → default/web:http/TCP|internal|4 count 2 forward affinity 0',
@@ -88,7 +88,7 @@ t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are
 
   const c2 = new EbpfCompiler({ families: [4], localhostNodePorts: false });
   const s2 = emptyState();
-  apply(s2, c2.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'], nodePortAddresses: { kind: 'list', addresses: ['192.0.2.99'] } })), emptyState()));
+  apply(s2, c2.full(tables(table(4, [web], { nodeIPs: ['192.0.2.10'], nodePortAddresses: { kind: 'list', addresses: ['192.0.2.99'] } })), emptyContents()));
   const listed = [...s2.ferry_nodeaddr.keys()].map((k) => [...Buffer.from(k, 'latin1').subarray(0, 4)].join('.'));
   t.same(listed, ['192.0.2.99'], '--nodeport-addresses: exactly the listed addresses, no loopback');
 });
@@ -119,7 +119,7 @@ t.test('verdicts, affinity and which endpoint set each frontend uses come from t
   });
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
   const state = emptyState();
-  apply(state, c.full(tables(table(4, [none, itl, sticky, local, noLocal])), emptyState()));
+  apply(state, c.full(tables(table(4, [none, itl, sticky, local, noLocal])), emptyContents()));
   t.same(frontends(state), [
     'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|external|4 count 2 forward affinity 0',
     'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|external|4 count 1 forward affinity 0',
@@ -141,7 +141,7 @@ t.test('SCTP, unparsable addresses and LB IPs with source ranges are skipped and
   const ranged = svc({ namespace: 'default', name: 'ranged', clusterIP: '198.19.0.20', loadBalancerIPs: ['203.0.113.30'], loadBalancerSourceRanges: ['192.0.2.0/24'], internal: fwd(ep('10.0.1.2', 80)) });
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
   const state = emptyState();
-  apply(state, c.full(tables(table(4, [sctp, ranged])), emptyState()));
+  apply(state, c.full(tables(table(4, [sctp, ranged])), emptyContents()));
   t.same(frontends(state), ['TCP 198.19.0.20:80 → default/ranged:http/TCP|internal|4 count 1 forward affinity 0']);
   t.equal(c.skipped.length, 2, `both reported: ${c.skipped.join('; ')}`);
 });
@@ -151,7 +151,7 @@ t.test('two service ports wanting one frontend: the first in key order keeps it,
   const b = svc({ namespace: 'default', name: 'b', clusterIP: '198.19.0.31', externalIPs: ['203.0.113.5'], internal: fwd(ep('10.0.2.2', 80)) });
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
   const state = emptyState();
-  apply(state, c.full(tables(table(4, [a, b])), emptyState()));
+  apply(state, c.full(tables(table(4, [a, b])), emptyContents()));
   t.match(frontends(state).find((l) => l.startsWith('TCP 203.0.113.5:80')), /default\/a:/);
   t.same(c.conflicts.map((x) => [x.kept, x.refused]), [['default/a:http/TCP', 'default/b:http/TCP']]);
   // a goes away: b must get the frontend (a partial sync falls back to a full build for this).
@@ -165,7 +165,7 @@ t.test('a partial sync is the element diff of the changed service port, in the s
   const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
   const state = emptyState();
   const t1 = tables(table(4, [web, other]));
-  apply(state, c.full(t1, emptyState()));
+  apply(state, c.full(t1, emptyContents()));
   c.commit();
 
   // One endpoint leaves web (both of its sets shrink from 2 to 1).
@@ -195,17 +195,17 @@ t.test('full sync against a dump: only the difference is written; a restart over
   const v6 = svc({ namespace: 'default', name: 'web6', family: 6, clusterIP: '2001:db8:19::10', internal: fwd(ep('2001:db8:1::2', 8080)) });
   const next = tables(table(4, [web]), table(6, [v6]));
   const state = emptyState();
-  apply(state, c.full(next, state));
+  apply(state, c.full(next, contentsOf(state)));
   sizesAreRight(t, state);
   const restarted = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true });
-  t.equal(restarted.full(next, state).size, 0, 'same IR, same pins: zero elements');
+  t.equal(restarted.full(next, contentsOf(state)).size, 0, 'same IR, same pins: zero elements');
   // Someone deleted one frontend and added a stray one: the full sync repairs exactly that.
   const damaged = emptyState();
   for (const m of WRITTEN_MAPS) for (const [k, v] of state[m]) damaged[m].set(k, v);
   const gone = [...damaged.ferry_svc.keys()][0] as string;
   damaged.ferry_svc.delete(gone);
   damaged.ferry_backend.set(Buffer.alloc(8, 7).toString('latin1'), Buffer.alloc(20).toString('latin1'));
-  const repair = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true }).full(next, damaged);
+  const repair = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true }).full(next, contentsOf(damaged));
   t.equal(repair.size, 2, 'one frontend restored, one stray backend removed');
   t.ok(addrBytes('2001:db8:19::10', 6), 'IPv6 addresses encode');
 });
@@ -239,7 +239,7 @@ t.test('dual-stack: one service port key in both families gets a set per family,
   t.equal(v4.key, v6.key, 'the IR keys both families\' entries alike');
   const c = new EbpfCompiler({ families: [4, 6], localhostNodePorts: false });
   const state = emptyState();
-  apply(state, c.full(tables(table(4, [v4]), table(6, [v6])), state));
+  apply(state, c.full(tables(table(4, [v4]), table(6, [v6])), contentsOf(state)));
   t.same(frontends(state), [
     'TCP 198.19.0.10:80 → default/web:http/TCP|internal|4 count 1 forward affinity 0',
     'TCP [2001:db8:19::10]:80 → default/web:http/TCP|internal|6 count 1 forward affinity 0',
@@ -312,7 +312,7 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   const v6 = svc({ namespace: 'default', name: 'web6', family: 6, clusterIP: '2001:db8:19::10', nodePort: 30080, internal: fwd(ep('2001:db8:1::2', 8080)), external: fwd(ep('2001:db8:1::2', 8080)) });
   apply(
     state,
-    c.full(tables(table(4, [web, local, noLocal, ranged, empty], { nodeIPs: ['192.0.2.10', '192.0.2.11'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), emptyState()),
+    c.full(tables(table(4, [web, local, noLocal, ranged, empty], { nodeIPs: ['192.0.2.10', '192.0.2.11'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), emptyContents()),
   );
   t.same(packetFrontends(state), [
     'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',

@@ -4,7 +4,7 @@
  * and go, endpoint sets that grow, shrink and empty, and node address changes.
  */
 import t from 'tap';
-import { EbpfCompiler, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
+import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
 import { decodeSetName, describeSvcKey } from '../../../../src/backends/ebpf/layout.js';
 import type { ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, ep, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -72,7 +72,7 @@ t.test('random partial sync sequences equal a full build', async (t) => {
       const s = randomService(i);
       current.set(s.key, s);
     }
-    apply(state, c.full(tables(table(4, [...current.values()], { nodeIPs })), state));
+    apply(state, c.full(tables(table(4, [...current.values()], { nodeIPs })), contentsOf(state)));
     c.commit();
     for (let step = 0; step < 25; step++) {
       const next = new Map(current);
@@ -91,7 +91,7 @@ t.test('random partial sync sequences equal a full build', async (t) => {
       c.commit();
       current = next;
       const fresh = emptyState();
-      apply(fresh, new EbpfCompiler({ families: [4], localhostNodePorts: true }).full(nt, fresh));
+      apply(fresh, new EbpfCompiler({ families: [4], localhostNodePorts: true }).full(nt, contentsOf(fresh)));
       const a = normalize(state);
       const b = normalize(fresh);
       if (JSON.stringify(a) !== JSON.stringify(b)) {
