@@ -222,6 +222,8 @@ export class EbpfCompiler {
   private readonly ids = new SetIds();
   /** One address, parsed once per endpoint and copied into its backend and member elements. */
   private readonly addr = Buffer.alloc(16);
+  /** Where share() builds one port's elements (reused: a partial sync allocates no buffers for it). */
+  private readonly scratch = emptyContents();
   conflicts: readonly FrontendConflict[] = [];
   /** Frontends skipped because socket LB cannot honour them (see emit()). */
   skipped: readonly string[] = [];
@@ -372,8 +374,8 @@ export class EbpfCompiler {
       const dels: string[] = [];
       for (const [k, v] of after) if (before.get(k) !== v) ups.push([k, v]);
       for (const k of before.keys()) if (!after.has(k)) dels.push(k);
-      upserts.set(m, Elements.fromPairs(m, ups));
-      deletes.set(m, Keys.fromStrings(m, dels));
+      if (ups.length > 0) upserts.set(m, Elements.fromPairs(m, ups));
+      if (dels.length > 0) deletes.set(m, Keys.fromStrings(m, dels));
     }
     this.skipped = skipped;
     return phased(upserts, deletes);
@@ -402,7 +404,8 @@ export class EbpfCompiler {
 
   /** One service port's elements as strings (partial syncs). */
   private share(s: ServiceEntry, id: PortId, skipped: string[]): Share {
-    const out = emptyContents();
+    const out = this.scratch;
+    for (const m of WRITTEN_MAPS) out[m].clear();
     const sets: string[] = [];
     this.emit(s, id, out, skipped, () => true, sets);
     const elements: [MapName, string, string][] = [];

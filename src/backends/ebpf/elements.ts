@@ -72,6 +72,13 @@ export class Elements implements Iterable<readonly [string, string]> {
     this.values = grown(this.values, cap * this.valueSize, this.count * this.valueSize);
   }
 
+  /** Empties it, keeping (and zeroing) its buffers for the next use. */
+  clear(): void {
+    this.keys.fill(0, 0, this.count * this.keySize);
+    this.values.fill(0, 0, this.count * this.valueSize);
+    this.count = 0;
+  }
+
   /** Takes back the last element added (zeroing it, so it can be added again). */
   pop(): void {
     this.count--;

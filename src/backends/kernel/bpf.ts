@@ -14,7 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadNative, nativeLoadError, type NativeAddon } from '../../native/index.js';
 import { run } from '../../util/exec.js';
-import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapState } from '../ebpf/compiler.js';
+import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapOps, type MapState } from '../ebpf/compiler.js';
 import { Elements } from '../ebpf/elements.js';
 import { MAP_SIZES, WRITTEN_MAPS, type MapName } from '../ebpf/layout.js';
 
@@ -96,18 +96,40 @@ function packageRoot(): string {
 type BpfAddon = Required<
   Pick<
     NativeAddon,
-    'bpfLoad' | 'bpfProbe' | 'bpfMapUpdateAsync' | 'bpfMapDeleteAsync' | 'bpfMapDumpAsync' | 'bpfTcLoad' | 'bpfTcAttach' | 'bpfTcDetach' | 'bpfInterfaces'
+    | 'bpfLoad'
+    | 'bpfProbe'
+    | 'bpfMapUpdate'
+    | 'bpfMapDelete'
+    | 'bpfMapUpdateAsync'
+    | 'bpfMapDeleteAsync'
+    | 'bpfMapDumpAsync'
+    | 'bpfTcLoad'
+    | 'bpfTcAttach'
+    | 'bpfTcDetach'
+    | 'bpfInterfaces'
   >
 >;
 
 function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoad, bpfProbe, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
-  if (!bpfLoad || !bpfProbe || !bpfMapUpdateAsync || !bpfMapDeleteAsync || !bpfMapDumpAsync || !bpfTcLoad || !bpfTcAttach || !bpfTcDetach || !bpfInterfaces) {
+  const { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
+  if (
+    !bpfLoad ||
+    !bpfProbe ||
+    !bpfMapUpdate ||
+    !bpfMapDelete ||
+    !bpfMapUpdateAsync ||
+    !bpfMapDeleteAsync ||
+    !bpfMapDumpAsync ||
+    !bpfTcLoad ||
+    !bpfTcAttach ||
+    !bpfTcDetach ||
+    !bpfInterfaces
+  ) {
     throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoad, bpfProbe, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
+  return { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
 }
 
 /**
@@ -137,6 +159,9 @@ async function settled<T>(all: readonly Promise<T>[]): Promise<T[]> {
   if (failed) throw failed.reason;
   return rs.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
+
+/** Up to this many elements per map, a phase is written synchronously (see apply()). */
+const INLINE_ELEMENTS = 1024;
 
 function rethrow(step: string, e: unknown): never {
   if (e instanceof BpfError) throw e;
@@ -280,6 +305,20 @@ export class KernelBpfMaps implements BpfMaps {
   async apply(diff: EbpfDiff): Promise<void> {
     const addon = addonWithBpf();
     for (const phase of diff.phases) {
+      const what = (op: MapOps): string => `write ${op.upserts.length} and delete ${op.deletes.length} elements of ${op.map}`;
+      if (phase.every((op) => op.upserts.length + op.deletes.length <= INLINE_ELEMENTS)) {
+        // A partial sync's few elements: a trip through the thread pool would cost more than the syscalls.
+        for (const op of phase) {
+          const { key, value } = MAP_SIZES[op.map];
+          try {
+            if (op.upserts.length > 0) addon.bpfMapUpdate(this.path(op.map), op.upserts.keyBytes(), op.upserts.valueBytes(), key, value);
+            if (op.deletes.length > 0) addon.bpfMapDelete(this.path(op.map), op.deletes.keyBytes(), key);
+          } catch (e) {
+            rethrow(what(op), e);
+          }
+        }
+        continue;
+      }
       // The maps of one phase are independent of each other: written at once, each on one of
       // the addon's threads; the next phase starts when every one of them is done.
       await settled(
@@ -289,7 +328,7 @@ export class KernelBpfMaps implements BpfMaps {
             if (op.upserts.length > 0) await addon.bpfMapUpdateAsync(this.path(op.map), op.upserts.keyBytes(), op.upserts.valueBytes(), key, value);
             if (op.deletes.length > 0) await addon.bpfMapDeleteAsync(this.path(op.map), op.deletes.keyBytes(), key);
           } catch (e) {
-            rethrow(`write ${op.upserts.length} and delete ${op.deletes.length} elements of ${op.map}`, e);
+            rethrow(what(op), e);
           }
         }),
       );
