@@ -11,7 +11,7 @@
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import type { BpfMaps } from '../kernel/bpf.js';
-import { EbpfCompiler } from './compiler.js';
+import { EbpfCompiler, type EbpfDiff } from './compiler.js';
 
 export interface EbpfBackendOptions {
   readonly maps: BpfMaps;
@@ -83,7 +83,9 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
           throw new EbpfSyncError(full, 'attach', e);
         }
       }
-      let diff;
+      let size = 0;
+      // The compiler's view may be ahead of the kernel after a failed write: the syncer's next
+      // (full) sync re-reads the maps, so nothing is assumed.
       if (full) {
         let kernel;
         try {
@@ -91,21 +93,40 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
         } catch (e) {
           throw new EbpfSyncError(full, 'dump', e);
         }
-        diff = compiler.full(next, kernel);
+        // Part by part: the next part is compiled while the addon's threads write this one.
+        // Every write has ended before the sync returns or throws (nothing runs into the next).
+        const parts = compiler.fullInParts(next, kernel);
+        let writing: Promise<void> = Promise.resolve();
+        let failed: { error: unknown } | undefined;
+        for (;;) {
+          let part: IteratorResult<EbpfDiff, void>;
+          try {
+            part = parts.next();
+          } catch (e) {
+            await writing;
+            throw e;
+          }
+          await writing;
+          if (failed) throw new EbpfSyncError(full, 'apply', failed.error);
+          if (part.done) break;
+          size += part.value.size;
+          writing = opts.maps.apply(part.value).catch((e: unknown) => {
+            failed = { error: e };
+          });
+        }
       } else {
-        diff = compiler.partial(next, changes);
-      }
-      try {
-        await opts.maps.apply(diff);
-      } catch (e) {
-        // The compiler's view may be ahead of the kernel now: the syncer's next (full) sync
-        // re-reads the maps, so nothing is assumed.
-        throw new EbpfSyncError(full, 'apply', e);
+        const diff = compiler.partial(next, changes);
+        size = diff.size;
+        try {
+          await opts.maps.apply(diff);
+        } catch (e) {
+          throw new EbpfSyncError(full, 'apply', e);
+        }
       }
       compiler.commit();
-      last = { full, elements: diff.size };
+      last = { full, elements: size };
       report();
-      log.v(2, 'synced', { full, elements: diff.size });
+      log.v(2, 'synced', { full, elements: size });
     },
     async intact(): Promise<boolean> {
       if (!attached) return true;

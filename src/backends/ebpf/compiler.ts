@@ -22,7 +22,7 @@
  * as the MASQ flag, and the LB IPs' loadBalancerSourceRanges in ferry_srcrange.
  */
 import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
-import { Elements, Keys, diffElements } from './elements.js';
+import { DumpIndex, Elements, Keys } from './elements.js';
 import {
   FRONTEND_MAPS,
   NAME_LEN,
@@ -240,9 +240,29 @@ export class EbpfCompiler {
 
   /**
    * Everything from scratch: the desired state of `next` diffed against `kernel`, what the
-   * pinned maps hold now. Set ids recorded in the kernel's setname map are kept.
+   * pinned maps hold now. Set ids recorded in the kernel's setname map are kept. One diff: the
+   * parts of fullInParts() one after the other.
    */
   full(next: ProxyTables, kernel: MapContents): EbpfDiff {
+    const phases: (readonly MapOps[])[] = [];
+    let size = 0;
+    for (const part of this.fullInParts(next, kernel)) {
+      phases.push(...part.phases);
+      size += part.size;
+    }
+    return { phases, size };
+  }
+
+  /**
+   * full() in parts, so that an applier can write one part while the next is compiled (a full
+   * build of 44k Services × 10 endpoints is a million elements: compiling and writing them one
+   * after the other costs both). Each part holds the writes for the next `portsPerPart` service
+   * ports — their sets and backends, then their frontends — and the last part the deletes —
+   * frontends, then what they pointed at — so every frontend is written after what it points
+   * to, as within one diff. A part is compiled when it is taken from the generator; the
+   * compiler's bookkeeping is complete once the last one is.
+   */
+  *fullInParts(next: ProxyTables, kernel: MapContents, portsPerPart = FULL_PART_PORTS): Generator<EbpfDiff, void, undefined> {
     const known = new Map<string, number>();
     const names = kernel.ferry_setname;
     for (let i = 0; i < names.count; i++) known.set(readSetName(names.values, i * NAME_LEN), names.keys.readUInt32LE(i * 4));
@@ -250,8 +270,8 @@ export class EbpfCompiler {
     this.compiled.clear();
     this.owners.ferry_svc.clear();
     this.owners.ferry_xsvc.clear();
-    const desired = emptyContents();
-    reserve(next, this.opts.families, desired);
+    const index = {} as Record<MapName, DumpIndex>;
+    for (const m of WRITTEN_MAPS) index[m] = new DumpIndex(kernel[m]);
     const conflicts: FrontendConflict[] = [];
     const contended: PerFrontend<Set<string>> = { ferry_svc: new Set(), ferry_xsvc: new Set() };
     const skipped: string[] = [];
@@ -268,30 +288,49 @@ export class EbpfCompiler {
       owners.set(k, id);
       return true;
     };
+    /** The part's elements the maps do not hold as they are. */
+    const writes = (desired: MapContents): EbpfDiff => {
+      const upserts = new Map<MapName, Elements>();
+      for (const m of WRITTEN_MAPS) if (desired[m].count > 0) upserts.set(m, index[m].probe(desired[m]));
+      return phased(upserts, new Map());
+    };
+    // The table-level elements go with the first part.
+    let desired = emptyContents();
     for (const family of this.opts.families) {
-      const table = next[family];
-      this.nodeAddresses(table, desired.ferry_nodeaddr);
-      this.snat(table, desired.ferry_snat);
-      const compiled = new Map<ServicePortKey, ServiceEntry>();
-      this.compiled.set(family, compiled);
-      for (const s of table.services.values()) {
-        compiled.set(s.key, s);
-        this.emit(s, portId(family, s.key), desired, skipped, claim, undefined);
+      this.nodeAddresses(next[family], desired.ferry_nodeaddr);
+      this.snat(next[family], desired.ferry_snat);
+      this.compiled.set(family, new Map());
+    }
+    this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat) };
+    let batch: ServiceEntry[] = [];
+    const emitBatch = (): void => {
+      reserve(batch, desired);
+      for (const s of batch) {
+        this.compiled.get(s.family)?.set(s.key, s);
+        this.emit(s, portId(s.family, s.key), desired, skipped, claim, undefined);
+      }
+      batch = [];
+    };
+    for (const family of this.opts.families) {
+      for (const s of next[family].services.values()) {
+        batch.push(s);
+        if (batch.length < portsPerPart) continue;
+        emitBatch();
+        yield writes(desired);
+        desired = emptyContents();
       }
     }
+    emitBatch();
+    const last = writes(desired);
+    if (last.size > 0) yield last;
     this.ids.releaseUnclaimed();
     this.conflicts = conflicts;
     this.contended = contended;
     this.skipped = skipped;
-    this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat) };
-    const upserts = new Map<MapName, Elements>();
     const deletes = new Map<MapName, Keys>();
-    for (const m of WRITTEN_MAPS) {
-      const d = diffElements(kernel[m], desired[m]);
-      upserts.set(m, d.upserts);
-      deletes.set(m, d.deletes);
-    }
-    return phased(upserts, deletes);
+    for (const m of WRITTEN_MAPS) deletes.set(m, index[m].gone());
+    const gone = phased(new Map(), deletes);
+    if (gone.size > 0) yield gone;
   }
 
   /**
@@ -555,27 +594,28 @@ interface Share {
 
 const NO_SHARE: Share = { elements: [], sets: [] };
 
+/** Service ports per part of a full sync (fullInParts): about 90,000 elements at 10 endpoints each. */
+const FULL_PART_PORTS = 4096;
+
 /**
- * Makes room in `out` for everything `tables` can put there (an upper bound per map), so a full
+ * Makes room in `out` for everything `entries` can put there (an upper bound per map), so a full
  * build fills buffers allocated once instead of doubling and copying them.
  */
-function reserve(tables: ProxyTables, families: readonly IPFamily[], out: MapContents): void {
+function reserve(entries: readonly ServiceEntry[], out: MapContents): void {
   let sets = 0;
   let endpoints = 0;
   let svc = 0;
   let xsvc = 0;
   let ranges = 0;
-  for (const family of families) {
-    for (const s of tables[family].services.values()) {
-      // As emit() makes them: the ClusterIP's set, the external one, tc's own with ETP Local.
-      const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
-      sets += 1 + (ext > 0 ? 2 : 0);
-      endpoints += s.internal.endpoints.length;
-      if (ext > 0) endpoints += s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
-      svc += 1 + ext;
-      xsvc += ext;
-      ranges += s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length;
-    }
+  for (const s of entries) {
+    // As emit() makes them: the ClusterIP's set, the external one, tc's own with ETP Local.
+    const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
+    sets += 1 + (ext > 0 ? 2 : 0);
+    endpoints += s.internal.endpoints.length;
+    if (ext > 0) endpoints += s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
+    svc += 1 + ext;
+    xsvc += ext;
+    ranges += s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length;
   }
   out.ferry_setname.reserve(sets);
   out.ferry_backend.reserve(endpoints);
@@ -583,18 +623,6 @@ function reserve(tables: ProxyTables, families: readonly IPFamily[], out: MapCon
   out.ferry_svc.reserve(svc);
   out.ferry_xsvc.reserve(xsvc);
   out.ferry_srcrange.reserve(ranges);
-}
-
-/** Element diff from `current` to `desired`, in the safe order. */
-export function diffStates(current: MapContents, desired: MapContents): EbpfDiff {
-  const upserts = new Map<MapName, Elements>();
-  const deletes = new Map<MapName, Keys>();
-  for (const m of WRITTEN_MAPS) {
-    const d = diffElements(current[m], desired[m]);
-    upserts.set(m, d.upserts);
-    deletes.set(m, d.deletes);
-  }
-  return phased(upserts, deletes);
 }
 
 /** Maps the frontends point into (sets, backends) or that qualify them (node addresses, ranges, SNAT). */

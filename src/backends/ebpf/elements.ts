@@ -177,58 +177,95 @@ function sameWords(a: Int32Array, ao: number, b: Int32Array, bo: number, n: numb
 }
 
 /**
+ * What a map holds (a dump), indexed by key for diffs against desired elements that may come in
+ * several parts (a full sync compiled in chunks): probe() each part, then gone() gives the keys
+ * no part had. A hash join: open addressing over an Int32Array of element indices, keys
+ * compared as 32-bit words; no per-element object.
+ */
+export class DumpIndex {
+  private readonly kw: number;
+  private readonly vw: number;
+  private readonly ck: Int32Array;
+  private readonly cv: Int32Array;
+  private readonly slots: Int32Array;
+  private readonly mask: number;
+  private readonly seen: Uint8Array;
+
+  constructor(readonly current: Elements) {
+    this.kw = current.keySize / 4;
+    this.vw = current.valueSize / 4;
+    this.ck = words(current.keys, current.count * current.keySize);
+    this.cv = words(current.values, current.count * current.valueSize);
+    let cap = 1;
+    while (cap < current.count * 2) cap *= 2;
+    this.mask = cap - 1;
+    this.slots = new Int32Array(current.count === 0 ? 1 : cap); // element index + 1; 0 = free
+    this.seen = new Uint8Array(current.count);
+    for (let i = 0; i < current.count; i++) {
+      let h = hashWords(this.ck, i * this.kw, this.kw) & this.mask;
+      while (this.slots[h] !== 0) h = (h + 1) & this.mask;
+      this.slots[h] = i + 1;
+    }
+  }
+
+  /** The elements of `desired` the map does not hold as they are (all of them when it is empty). */
+  probe(desired: Elements): Elements {
+    const current = this.current;
+    if (current.count === 0) return desired;
+    const { kw, vw, ck, cv, slots, mask, seen } = this;
+    const dk = words(desired.keys, desired.count * desired.keySize);
+    const dv = words(desired.values, desired.count * desired.valueSize);
+    const changed = new Int32Array(desired.count);
+    let nChanged = 0;
+    for (let j = 0; j < desired.count; j++) {
+      let h = hashWords(dk, j * kw, kw) & mask;
+      let found = -1;
+      for (let e = slots[h] as number; e !== 0; h = (h + 1) & mask, e = slots[h] as number) {
+        if (sameWords(ck, (e - 1) * kw, dk, j * kw, kw)) {
+          found = e - 1;
+          break;
+        }
+      }
+      if (found >= 0) {
+        seen[found] = 1;
+        if (sameWords(cv, found * vw, dv, j * vw, vw)) continue;
+      }
+      changed[nChanged++] = j;
+    }
+    if (nChanged === desired.count) return desired;
+    const upserts = Elements.empty(desired.map);
+    upserts.reserve(nChanged);
+    const ks = desired.keySize;
+    const vs = desired.valueSize;
+    for (let n = 0; n < nChanged; n++) {
+      const j = changed[n] as number;
+      const i = upserts.add();
+      desired.keys.copy(upserts.keys, i * ks, j * ks, (j + 1) * ks);
+      desired.values.copy(upserts.values, i * vs, j * vs, (j + 1) * vs);
+    }
+    return upserts;
+  }
+
+  /** The keys of the map that no probe() had. */
+  gone(): Keys {
+    const current = this.current;
+    const ks = current.keySize;
+    let n = 0;
+    for (let i = 0; i < current.count; i++) if (this.seen[i] === 0) n++;
+    const out = Buffer.alloc(n * ks);
+    for (let i = 0, o = 0; i < current.count; i++) {
+      if (this.seen[i] === 0) current.keys.copy(out, o++ * ks, i * ks, (i + 1) * ks);
+    }
+    return new Keys(current.map, out, n);
+  }
+}
+
+/**
  * From `current` (what a map holds) to `desired`: the desired elements that are absent or hold
- * another value, and the keys of current elements desired does not have. A hash join: an index
- * of current's keys (open addressing over an Int32Array), then one probe per desired element.
+ * another value, and the keys of current elements desired does not have.
  */
 export function diffElements(current: Elements, desired: Elements): { upserts: Elements; deletes: Keys } {
-  const map = desired.map;
-  if (current.count === 0) return { upserts: desired, deletes: new Keys(map, EMPTY, 0) };
-  const kw = desired.keySize / 4;
-  const vw = desired.valueSize / 4;
-  const ck = words(current.keys, current.count * desired.keySize);
-  const cv = words(current.values, current.count * desired.valueSize);
-  const dk = words(desired.keys, desired.count * desired.keySize);
-  const dv = words(desired.values, desired.count * desired.valueSize);
-  let cap = 1;
-  while (cap < current.count * 2) cap *= 2;
-  const mask = cap - 1;
-  const slots = new Int32Array(cap); // current element index + 1; 0 = free
-  for (let i = 0; i < current.count; i++) {
-    let h = hashWords(ck, i * kw, kw) & mask;
-    while (slots[h] !== 0) h = (h + 1) & mask;
-    slots[h] = i + 1;
-  }
-  const seen = new Uint8Array(current.count);
-  const changed = new Int32Array(desired.count);
-  let nChanged = 0;
-  for (let j = 0; j < desired.count; j++) {
-    let h = hashWords(dk, j * kw, kw) & mask;
-    let found = -1;
-    for (let e = slots[h] as number; e !== 0; h = (h + 1) & mask, e = slots[h] as number) {
-      if (sameWords(ck, (e - 1) * kw, dk, j * kw, kw)) {
-        found = e - 1;
-        break;
-      }
-    }
-    if (found >= 0) {
-      seen[found] = 1;
-      if (sameWords(cv, found * vw, dv, j * vw, vw)) continue;
-    }
-    changed[nChanged++] = j;
-  }
-  const upserts = Elements.empty(map);
-  for (let n = 0; n < nChanged; n++) {
-    const j = changed[n] as number;
-    const i = upserts.add();
-    desired.keys.copy(upserts.keys, i * desired.keySize, j * desired.keySize, (j + 1) * desired.keySize);
-    desired.values.copy(upserts.values, i * desired.valueSize, j * desired.valueSize, (j + 1) * desired.valueSize);
-  }
-  let nGone = 0;
-  for (let i = 0; i < current.count; i++) if (seen[i] === 0) nGone++;
-  const gone = Buffer.alloc(nGone * desired.keySize);
-  for (let i = 0, n = 0; i < current.count; i++) {
-    if (seen[i] === 0) current.keys.copy(gone, n++ * desired.keySize, i * desired.keySize, (i + 1) * desired.keySize);
-  }
-  return { upserts, deletes: new Keys(map, gone, nGone) };
+  const index = new DumpIndex(current);
+  const upserts = index.probe(desired);
+  return { upserts, deletes: index.gone() };
 }
