@@ -60,7 +60,7 @@ export interface BpfMaps {
   syncInterfaces(): Promise<string[]>;
   /** What the pinned maps ferry writes hold now. */
   dump(): Promise<MapContents>;
-  /** Writes one diff, phase by phase; throws on the first failure. */
+  /** Writes one diff, phase by phase; on a failure, throws the first error once every write of that phase has ended. */
   apply(diff: EbpfDiff): Promise<void>;
   /** Every link and map pin is still there. */
   intact(): Promise<boolean>;
