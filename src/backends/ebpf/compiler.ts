@@ -626,8 +626,8 @@ function reserve(entries: readonly ServiceEntry[], out: MapContents): void {
 }
 
 /** Maps the frontends point into (sets, backends) or that qualify them (node addresses, ranges, SNAT). */
-const AUX_MAPS: readonly MapName[] = ['ferry_setname', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_srcrange', 'ferry_snat'];
-const FRONTEND_ORDER: readonly MapName[] = ['ferry_svc', 'ferry_xsvc'];
+const AUX_MAPS: readonly MapName[] = WRITTEN_MAPS.filter((m) => !isFrontend(m));
+const FRONTEND_ORDER: readonly MapName[] = WRITTEN_MAPS.filter(isFrontend);
 
 function phased(upserts: ReadonlyMap<MapName, Elements>, deletes: ReadonlyMap<MapName, Keys>): EbpfDiff {
   const ops = (map: MapName, withUpserts: boolean, withDeletes: boolean): MapOps => ({
