@@ -12,13 +12,13 @@
  */
 import type { IPFamily, Protocol, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
-import { affinitySetOfChain, Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, Maps, Sets } from './names.js';
+import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, isLegacyAffinitySet, Maps, Sets } from './names.js';
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
-import { tableTarget, Transaction, type NamedSet } from './transaction.js';
+import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
+import { tableTarget, Transaction } from './transaction.js';
 
 export { CompileState } from './claims.js';
 
@@ -61,10 +61,6 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
   return { fs, detector: table.localTraffic.kind !== 'none', slots };
-}
-
-function affinitySetSpec(fs: FamilySyntax, name: string, timeoutSeconds: number): NamedSet {
-  return { name, type: fs.addrType, flags: ['dynamic', 'timeout'], timeoutSeconds };
 }
 
 function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string> {
@@ -229,8 +225,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addSet(target, countSetSpec(fs, name));
       tx.flushSet(target, name);
     }
-    // Affinity sets are added, never flushed: client affinity survives a periodic resync.
-    for (const c of contributions) for (const [name, timeout] of c.affinitySets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
+    // The affinity set is added, never flushed: client affinity survives a resync or restart.
+    tx.addSet(target, affinitySetSpec(fs));
 
     writeSkeletonRules(tx, target, sk.baseChains);
     writeSkeletonRules(tx, target, sk.chains, (c) => chainRules(fs, table, c, countSets));
@@ -274,18 +270,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       for (const name of shards) for (const el of byShard.get(name) ?? []) tx.addElement(target, name, el.key, el.value);
     }
 
-    // Stale chains: flushed first (dropping their references to each other and to affinity
-    // sets), then deleted. Endpoint chains take their affinity set along; adding the set first
-    // makes the delete safe even if it is already gone.
+    // Stale chains: flushed first (dropping their references to each other), then deleted.
     const stale = [...existingFor(opts, family)].filter((n) => !desired.has(n)).sort();
     for (const n of stale) tx.flushChain(target, n);
     for (const n of stale) tx.deleteChain(target, n);
-    for (const n of stale) {
-      const aff = affinitySetOfChain(n);
-      if (aff === undefined) continue;
-      tx.addSet(target, affinitySetSpec(fs, aff, 1));
-      tx.deleteSet(target, aff);
-    }
     // Endpoint shards nothing uses any more: every rule that used one was flushed above.
     const used = new Set([...shards, ...groupedMaps]);
     for (const name of [...(opts.existingMaps?.[family] ?? [])].sort()) {
@@ -293,10 +281,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.deleteSet(target, name, 'map');
     }
     // Count sets no frontend uses any more: their rules were flushed with their chain above.
+    // Per-endpoint affinity sets of an earlier ferry (`aff-…`): every chain that used one was
+    // flushed above (a wanted one was rewritten, a stale one deleted).
     const usedCounts = new Set(countSets);
     for (const name of [...(opts.existingSets?.[family] ?? [])].sort()) {
-      if (countSetOf(name) === undefined || usedCounts.has(name)) continue;
-      tx.deleteSet(target, name);
+      if (isLegacyAffinitySet(name) || (countSetOf(name) !== undefined && !usedCounts.has(name))) tx.deleteSet(target, name);
     }
   }
   return tx;
@@ -308,7 +297,7 @@ function sameRules(a: readonly Rule[], b: readonly Rule[]): boolean {
   return true;
 }
 
-const EMPTY: ServiceContribution = { chains: new Map(), affinitySets: new Map(), elements: [], slotRoles: new Set() };
+const EMPTY: ServiceContribution = { chains: new Map(), elements: [], slotRoles: new Set() };
 
 /**
  * Whether a partial compile from `prev` knows exactly what the kernel holds: `prev` is the table
@@ -370,11 +359,9 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       if (!m.has(el.key)) m.set(el.key, index.value(el.container, el.key));
     };
 
-    const newSets: [string, number][] = [];
     const newChains: string[] = [];
     const rewrite: [string, readonly Rule[], boolean][] = []; // name, rules, existed before
     const goneChains: string[] = [];
-    const goneSets: string[] = [];
 
     for (const key of keys) {
       const ps = prevT.services.get(key);
@@ -393,8 +380,6 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
         else noteBefore(el);
         index.add(el.container, el.key, key, el.value);
       }
-      for (const [name, timeout] of nc.affinitySets) if (!pc.affinitySets.has(name)) newSets.push([name, timeout]);
-      for (const name of pc.affinitySets.keys()) if (!nc.affinitySets.has(name)) goneSets.push(name);
       for (const [name, rules] of nc.chains) {
         const old = pc.chains.get(name);
         if (old === undefined) {
@@ -453,7 +438,6 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
         for (const k of elements) tx.addElement(target, set, k);
       }
     }
-    for (const [name, timeout] of newSets) tx.addSet(target, affinitySetSpec(fs, name, timeout));
     for (const name of newChains) tx.addChain(target, { name });
     // Count sets and endpoint maps that gain their first element are created; emptied ones are deleted last.
     for (const name of countsAfter) if (!hadCounts.has(name)) tx.addSet(target, countSetSpec(fs, name));
@@ -503,7 +487,6 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     goneChains.sort();
     for (const name of goneChains) tx.flushChain(target, name);
     for (const name of goneChains) tx.deleteChain(target, name);
-    for (const name of goneSets.sort()) tx.deleteSet(target, name);
     for (const name of touchedShards) if (index.size(name) === 0) tx.deleteSet(target, name, 'map');
     for (const name of countsBefore) if (!hasCounts.has(name)) tx.deleteSet(target, name);
     for (const name of mapsBefore) if (!mapsAfter.includes(name)) tx.deleteSet(target, name, 'map');

@@ -9,7 +9,7 @@
  *  - a rule or map element naming a missing chain or set: ENOENT;
  *  - adding an existing map key with a different value: EEXIST (same value: no-op);
  *  - re-adding a base chain with a different hook/priority: EOPNOTSUPP;
- *  - re-adding a set with another type: EEXIST (a changed timeout is silently ignored).
+ *  - re-adding a set with another type: EEXIST (a changed timeout or size is silently ignored).
  * It can list chains (text or JSON, like `nft -j list chains`) and dump a normalized ruleset.
  * Implements NftRunner, so the backend and the syncer run against it unchanged.
  * Test support only: never used to decide anything in production.
@@ -29,6 +29,8 @@ interface FSet {
   readonly type: string;
   flags: string[];
   timeout?: number;
+  /** Maximum number of elements (dynamic sets). */
+  size?: number;
   /** key → value ('' for set elements). */
   elements: Map<string, string>;
 }
@@ -299,6 +301,8 @@ export class FakeNft implements NftRunner {
     const s: FSet = { name, kind: kind === 'map' ? 'map' : 'set', type, flags: spec.get('flags')?.split(',') ?? [], elements: new Map() };
     const timeout = spec.get('timeout');
     if (timeout !== undefined) s.timeout = Number(timeout.replace(/s$/, ''));
+    const size = spec.get('size');
+    if (size !== undefined) s.size = Number(size);
     t.sets.set(name, s);
   }
 
@@ -398,6 +402,7 @@ export class FakeNft implements NftRunner {
     for (const name of [...t.sets.keys()].sort()) {
       const s = t.sets.get(name)!;
       const attrs = [s.type.startsWith('typeof ') ? s.type : `type ${s.type}`];
+      if (s.size !== undefined) attrs.push(`size ${s.size}`);
       if (s.flags.length) attrs.push(`flags ${s.flags.join(',')}`);
       if (s.timeout !== undefined) attrs.push(`timeout ${s.timeout}s`);
       out.push(`  ${s.kind} ${name} { ${attrs.join('; ')} }`);

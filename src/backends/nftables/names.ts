@@ -1,13 +1,14 @@
 /**
  * Names of everything ferry creates in its nftables tables: the fixed chains, sets and maps, and
- * the per-service chains (`svc-`, `ext-`, `fw-`, `ep-`) and affinity sets (`aff-`).
+ * the per-service chains (`svc-`, `ext-`, `fw-`, `ep-`) and the affinity keys of endpoints.
  *
  * Per-service names are readable and stable across syncs: `svc-<hash8>-<ns>/<name>/<proto>/<port>`.
- * The hash is of the service port key (and, for endpoints, of the endpoint and affinity timeout), so
+ * The hash is of the service port key (and, for endpoints, of the endpoint), so
  * similar names stay visually distinct; uniqueness comes from the readable part, which contains
  * the whole key. Pure; must never produce a name longer than the kernel's 255 bytes or with
  * characters nft's scanner does not accept unquoted ([A-Za-z0-9_./-], starting with a letter).
  */
+import { createHash } from 'node:crypto';
 import type { PlannedEndpoint, Protocol, ServiceEntry } from '../../plan/types.js';
 
 export const FERRY_TABLE = 'ferry';
@@ -43,6 +44,7 @@ export const Sets = {
   serviceCIDRs: 'service-cidrs',
   masqAll: 'masq-all',
   masqNonLocal: 'masq-nonlocal',
+  affinity: 'affinity',
 } as const;
 
 export const Maps = {
@@ -167,13 +169,13 @@ export function serviceNames(svc: ServiceEntry): ServiceNames {
 }
 
 /**
- * The endpoint chain (`ep-...`) and its affinity set (`aff-...`) share a suffix. The affinity
- * timeout is hashed in: a changed timeout yields new names, so the set is recreated (the kernel
- * silently keeps the old timeout when a set is re-added) and the old chain is stale.
+ * The endpoint chain (`ep-...`) of a service port with ClientIP affinity. The name does not
+ * depend on the affinity timeout: the timeout is a parameter of the chain's `update` rule (a
+ * changed timeout rewrites that rule), not of a set that would have to be recreated.
  */
 export function endpointSuffix(svc: ServiceEntry, ep: PlannedEndpoint): string {
   const ip = ep.ip.includes(':') ? ep.ip.replace(/:/g, '.') : ep.ip;
-  const h = hash8(`${svc.key}|${ep.ip}|${ep.port}|${svc.affinityTimeoutSeconds}`);
+  const h = hash8(`${svc.key}|${ep.ip}|${ep.port}`);
   return `${h}-${readable(svc)}__${ip}/${ep.port}`;
 }
 
@@ -181,13 +183,22 @@ export function endpointChainName(suffix: string): string {
   return `ep-${suffix}`;
 }
 
-export function affinitySetName(suffix: string): string {
-  return `aff-${suffix}`;
+/**
+ * The identity of (service port, endpoint) in the shared `affinity` set: two 32-bit words of
+ * SHA-256 of the service port key and the endpoint. Deterministic, so a restarted ferry finds
+ * the clients the previous one recorded; 64 bits, so two pairs of a cluster practically never
+ * share one. Even if two did, a lookup only ever leads to the endpoint chain of the rule that
+ * made it, an endpoint the service port has now: a collision could bend stickiness, never
+ * send a client to a removed endpoint or to another Service.
+ */
+export function affinityId(svc: ServiceEntry, ep: PlannedEndpoint): readonly [number, number] {
+  const d = createHash('sha256').update(`${svc.key}|${ep.ip}|${ep.port}`).digest();
+  return [d.readUInt32BE(0), d.readUInt32BE(4)];
 }
 
-/** The affinity set belonging to an endpoint chain, or undefined for other chains. */
-export function affinitySetOfChain(chain: string): string | undefined {
-  return chain.startsWith('ep-') ? `aff-${chain.slice(3)}` : undefined;
+/** A set of an earlier ferry's layout (one `aff-…` set per endpoint), deleted on a full sync. */
+export function isLegacyAffinitySet(name: string): boolean {
+  return name.startsWith('aff-');
 }
 
 export function isServiceChain(name: string): boolean {

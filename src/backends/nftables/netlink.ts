@@ -402,7 +402,6 @@ function layoutOf(container: string): Layout {
       return 'protoPort';
   }
   if (endpointShardProtocol(container) !== undefined) return 'slot';
-  if (container.startsWith('aff-')) return 'addr';
   if (countSetOf(container) !== undefined) return 'addrProtoPort';
   if (groupedMapProtocol(container) !== undefined) return 'grouped';
   throw new Error(`no element layout for container ${container}`);
@@ -594,8 +593,16 @@ function concatMarker(): Udata {
   return new Udata().u32(0, EXPR_CONCAT).nest(1, new Udata());
 }
 
-function setDecl(s: NamedSet): SetDecl {
-  const k = keyOfType(s.type);
+/** The affinity set's key, `ip saddr . numgen random mod 1 . numgen random mod 1` (skeleton.ts). */
+function affinitySetDecl(f: NlFamily, s: NamedSet): SetDecl {
+  if (s.name !== Sets.affinity || s.type !== `${f} saddr . numgen random mod 1 . numgen random mod 1`) throw new Error(`unsupported typeof set ${s.name}: ${s.type}`);
+  const numgen = typeofExpr(EXPR_NUMGEN, new Udata().u32(0, 1).u32(1, 1).u32(2, 0));
+  const ud = new Udata().u32(UD_SET_KEYBYTEORDER, BO_INVALID).nest(UD_SET_KEY_TYPEOF, typeofConcat([typeofPayload(PROTO_DESC[f], FIELD_SADDR[f]), numgen, numgen]));
+  if (s.comment !== undefined) ud.str(UD_SET_COMMENT, s.comment);
+  return { flags: setFlags(s), keyType: concatType([f === 'ip' ? T_IPADDR : T_IP6ADDR, T_INTEGER, T_INTEGER]), keyLen: addrLen(f) + 8, udata: ud };
+}
+
+function setFlags(s: NamedSet): number {
   let flags = 0;
   for (const f of s.flags ?? []) {
     if (f === 'interval') flags |= SET_INTERVAL;
@@ -604,6 +611,13 @@ function setDecl(s: NamedSet): SetDecl {
     else throw new Error(`unsupported set flag ${f}`);
   }
   if (s.timeoutSeconds !== undefined) flags |= SET_TIMEOUT;
+  return flags;
+}
+
+function setDecl(f: NlFamily, s: NamedSet): SetDecl {
+  if (s.typeof) return affinitySetDecl(f, s);
+  const k = keyOfType(s.type);
+  const flags = setFlags(s);
   const ud = new Udata().u32(UD_SET_KEYBYTEORDER, k.order);
   if (k.concat) ud.nest(UD_SET_KEY_TYPEOF, concatMarker());
   if (s.comment !== undefined) ud.str(UD_SET_COMMENT, s.comment);
@@ -860,14 +874,22 @@ class Exprs {
     this.w.u8(2, this.f === 'ip' ? 3 : 4); // port unreachable
     this.end();
   }
-  dynsetUpdate(set: string, sreg: number): void {
+  dynsetUpdate(set: string, sreg: number, timeoutSeconds?: number): void {
     this.begin('dynset');
     this.w.str(1, set);
     const id = this.ids.get(set);
     if (id !== undefined) this.w.u32(2, id);
     this.w.u32(3, 1); // NFT_DYNSET_OP_UPDATE
     this.w.u32(4, sreg);
+    if (timeoutSeconds !== undefined) this.w.u64(6, timeoutSeconds * 1000); // NFTA_DYNSET_TIMEOUT, ms
     this.end();
+  }
+  /** `ip saddr . numgen random mod 1 offset A . numgen random mod 1 offset B` (rules.ts affinityKeyText). */
+  affinityKey(id: readonly [number, number]): void {
+    const a = addrLen(this.f) / 4;
+    this.saddr(1);
+    this.numgen(1, id[0], reg(a), true);
+    this.numgen(1, id[1], reg(a + 1), true);
   }
   cond(c: Cond, iif?: LocalInterface): void {
     if (c === '') return;
@@ -1131,7 +1153,7 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       return;
     case 'affinityCheck':
       x.cond(r.cond, r.iif);
-      x.saddr(1);
+      x.affinityKey(r.id);
       x.lookup(r.set, 1);
       x.verdict(NFT_GOTO, r.chain);
       return;
@@ -1141,8 +1163,8 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.lookup('__map%d', 1, { dreg: 0, setId: anonId });
       return;
     case 'affinityUpdate':
-      x.saddr(1);
-      x.dynsetUpdate(r.set, 1);
+      x.affinityKey(r.id);
+      x.dynsetUpdate(r.set, 1, r.timeoutSeconds);
       return;
     case 'firewallDrop':
       if (r.sources.length === 1) x.notPrefix(r.sources[0]!);
@@ -1322,12 +1344,21 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
         case 'set':
         case 'map': {
           if (op.verb === 'add') {
-            const d = op.kind === 'set' ? setDecl((op as { set: NamedSet }).set) : mapDecl(family, (op as { map: NamedMap }).map);
-            const name = op.kind === 'set' ? (op as { set: NamedSet }).set.name : (op as { map: NamedMap }).map.name;
-            const timeout = op.kind === 'set' ? (op as { set: NamedSet }).set.timeoutSeconds : undefined;
+            const set = op.kind === 'set' ? (op as { set: NamedSet }).set : undefined;
+            const d = set ? setDecl(family, set) : mapDecl(family, (op as { map: NamedMap }).map);
+            const name = set ? set.name : (op as { map: NamedMap }).map.name;
+            const timeout = set?.timeoutSeconds;
+            const size = set?.size;
             const id = ++setId;
             ids.set(name, id);
-            writeSet(family, table, name, d, id, i, timeout !== undefined ? (w) => w.u64(11, timeout * 1000) : undefined);
+            writeSet(family, table, name, d, id, i, timeout === undefined && size === undefined ? undefined : (w) => {
+              if (timeout !== undefined) w.u64(11, timeout * 1000);
+              if (size !== undefined) {
+                const desc = w.nest(9); // NFTA_SET_DESC
+                w.u32(1, size); // NFTA_SET_DESC_SIZE
+                w.endNest(desc);
+              }
+            });
           } else {
             const name = (op as { name: string }).name;
             const m = msg(op.verb === 'flush' ? MSG.DELSETELEM : MSG.DELSET, 0, family, i);

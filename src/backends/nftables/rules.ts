@@ -110,9 +110,9 @@ export type Rule =
   | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
   | { readonly k: 'frontendJump'; readonly text: string; readonly set: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chain: string }
   | { readonly k: 'dnatCount'; readonly text: string; readonly set: string; readonly proto: Protocol; readonly n: number; readonly map: string }
-  | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly set: string; readonly chain: string }
+  | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly set: string; readonly id: readonly [number, number]; readonly chain: string }
   | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chains: readonly string[] }
-  | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string }
+  | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string; readonly id: readonly [number, number]; readonly timeoutSeconds: number }
   | { readonly k: 'firewallDrop'; readonly text: string; readonly sources: readonly string[] };
 
 export type RuleKind = Rule['k'];
@@ -303,9 +303,20 @@ export function endpointValue(ep: PlannedEndpoint): string {
   return `${ep.ip} . ${ep.port}`;
 }
 
-/** Affinity: a client seen recently goes back to the endpoint it used. */
-export function affinityCheck(fs: FamilySyntax, affinitySet: string, epChain: string, cond: Cond): Rule {
-  return { k: 'affinityCheck', text: `${condText(fs, cond)}${fs.ipX} saddr @${affinitySet} goto ${epChain}`, cond, ...ifOf(fs, cond), set: affinitySet, chain: epChain };
+/**
+ * The key of the shared affinity set (names.ts affinityId): `client . id0 . id1`. nft 1.0.6
+ * refuses a constant inside a lookup's key ("Can't parse symbolic invalid expressions"), but
+ * `numgen random mod 1 offset C` is an expression that always yields C (0 + offset), and nft
+ * parses, applies and lists it in a key on both sides (lookup and `update`); the kernel draws a
+ * per-CPU random number it then discards. See docs/nftables.md, "ClientIP affinity".
+ */
+export function affinityKeyText(fs: FamilySyntax, id: readonly [number, number]): string {
+  return `${fs.ipX} saddr . numgen random mod 1 offset ${id[0]} . numgen random mod 1 offset ${id[1]}`;
+}
+
+/** Affinity: a client seen recently (by this service port, for this endpoint) goes back to it. */
+export function affinityCheck(fs: FamilySyntax, id: readonly [number, number], epChain: string, cond: Cond, set: string = Sets.affinity): Rule {
+  return { k: 'affinityCheck', text: `${condText(fs, cond)}${affinityKeyText(fs, id)} @${set} goto ${epChain}`, cond, ...ifOf(fs, cond), set, id, chain: epChain };
 }
 
 /** Affinity: otherwise pick an endpoint chain at random. */
@@ -316,8 +327,12 @@ export function randomEndpointChain(fs: FamilySyntax, epChains: readonly string[
   return { k: 'randomChain', text: `${condText(fs, cond)}numgen random mod ${epChains.length} vmap { ${items.join(', ')} }`, cond, ...ifOf(fs, cond), chains: epChains };
 }
 
-export function affinityUpdate(fs: FamilySyntax, affinitySet: string): Rule {
-  return { k: 'affinityUpdate', text: `update @${affinitySet} { ${fs.ipX} saddr }`, set: affinitySet };
+/**
+ * Affinity: record (or refresh) the client for this endpoint with the service port's timeout,
+ * as kube-proxy's `update @affinity-… { ip saddr }` does; the timeout is per element here.
+ */
+export function affinityUpdate(fs: FamilySyntax, id: readonly [number, number], timeoutSeconds: number, set: string = Sets.affinity): Rule {
+  return { k: 'affinityUpdate', text: `update @${set} { ${affinityKeyText(fs, id)} timeout ${timeoutSeconds}s }`, set, id, timeoutSeconds };
 }
 
 export function dnatTo(fs: FamilySyntax, p: Protocol, ep: PlannedEndpoint, cond: Cond = ''): Rule {

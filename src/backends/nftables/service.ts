@@ -1,13 +1,13 @@
 /**
- * One service port's share of the ruleset: the chains it owns (with their rules), its affinity
- * sets, and the elements it claims in the shared maps and sets. The compiler diffs two of these
+ * One service port's share of the ruleset: the chains it owns (with their rules) and the
+ * elements it claims in the shared maps and sets. The compiler diffs two of these
  * (previous and next) to write a partial sync, and lays all of them out for a full sync.
  *
  * Pure and deterministic: the same ServiceEntry and context always give an equal contribution.
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
-import { affinitySetName, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets } from './names.js';
+import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets } from './names.js';
 import * as R from './rules.js';
 import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { normalizeCIDRs } from './skeleton.js';
@@ -23,8 +23,6 @@ export interface ElementClaim {
 export interface ServiceContribution {
   /** Chains this service owns, name → rules, in a stable order. */
   readonly chains: ReadonlyMap<string, readonly Rule[]>;
-  /** Affinity sets this service owns, name → timeout in seconds. */
-  readonly affinitySets: ReadonlyMap<string, number>;
   /** Deduplicated by (container, key). */
   readonly elements: readonly ElementClaim[];
   /** Endpoint-map blocks this contribution uses (the others of the service can be released). */
@@ -63,7 +61,6 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   const p = svc.protocol;
   const affinity = svc.affinityTimeoutSeconds > 0;
   const chains = new Map<string, Rule[]>();
-  const affinitySets = new Map<string, number>();
   const elements: ElementClaim[] = [];
   // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
   // both externalIP and LB IP) can repeat within one service; those claims go through claimOnce.
@@ -132,7 +129,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     for (const ep of set.endpoints) {
       const sfx = suffixOf(ep);
       epChains.push(endpointChainName(sfx));
-      rules.push(R.affinityCheck(fs, affinitySetName(sfx), endpointChainName(sfx), cond));
+      rules.push(R.affinityCheck(fs, affinityId(svc, ep), endpointChainName(sfx), cond));
     }
     rules.push(R.randomEndpointChain(fs, epChains, cond));
     return rules;
@@ -214,9 +211,10 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   if (affinity) {
     for (const ep of usedEndpoints) {
       const sfx = suffixOf(ep);
-      affinitySets.set(affinitySetName(sfx), svc.affinityTimeoutSeconds);
-      chains.set(endpointChainName(sfx), [R.affinityUpdate(fs, affinitySetName(sfx)), R.dnatTo(fs, p, ep)]);
+      // The shared `affinity` set (skeleton.ts) records client . (service port, endpoint): no
+      // set of its own, so adding an affinity port adds no named set to the table.
+      chains.set(endpointChainName(sfx), [R.affinityUpdate(fs, affinityId(svc, ep), svc.affinityTimeoutSeconds), R.dnatTo(fs, p, ep)]);
     }
   }
-  return { chains, affinitySets, elements, slotRoles };
+  return { chains, elements, slotRoles };
 }

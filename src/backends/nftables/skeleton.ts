@@ -112,6 +112,31 @@ export function servicesByCountRules(fs: FamilySyntax, table: ProxyTable, countS
   return rules;
 }
 
+/**
+ * How many client . endpoint records the shared affinity set holds per family. kube-proxy's
+ * per-endpoint sets get nft's default of 65,535 each; one shared set needs a table-wide limit.
+ * When it is full, a new client's `update` fails, which ends only that rule: the endpoint
+ * chain's DNAT still runs, so the connection works, without stickiness until records expire.
+ */
+export const AFFINITY_SET_SIZE = 1 << 20;
+
+/**
+ * The one affinity set of a family table (ClientIP affinity; names.ts affinityId): keyed
+ * `client . id0 . id1`, elements added by the endpoint chains' `update` with the service
+ * port's timeout. Added on every full sync, never flushed, so stickiness survives resyncs and
+ * restarts. The typeof names the key's expressions (rules.ts affinityKeyText).
+ */
+export function affinitySetSpec(fs: FamilySyntax): NamedSet {
+  return {
+    name: Sets.affinity,
+    type: `${fs.ipX} saddr . numgen random mod 1 . numgen random mod 1`,
+    typeof: true,
+    size: AFFINITY_SET_SIZE,
+    flags: ['dynamic', 'timeout'],
+    comment: 'ClientIP affinity: client . (service port, endpoint) id, timeout per element',
+  };
+}
+
 /** Table-level sets (content from table fields, rewritten whenever the table changes). */
 export function tableSets(fs: FamilySyntax): NamedSet[] {
   return [

@@ -69,7 +69,7 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
     steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol)} [${key} . index]` });
   } else {
     steps.push({ at: t(Chains.services), does: `@${map} [${key}] → goto ${chain}` });
-    const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `affinity sets aff-… then ep-… chains (${e.endpoints.length})` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;
+    const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `@${Sets.affinity} [saddr . (service port, endpoint)] → goto ep-…, else numgen random mod ${e.endpoints.length} → ep-…; ep-… refreshes @${Sets.affinity} (timeout ${svc.affinityTimeoutSeconds}s) and DNATs` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;
     steps.push({ at: t(chain), does: `${e.masquerade.value === 'yes' ? `jump ${Chains.markForMasquerade}; ` : ''}${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how}` });
   }
   if (e.verdict.kind === 'dnat') {

@@ -34,6 +34,10 @@ export interface Chain {
 export interface NamedSet {
   readonly name: string;
   readonly type: string;
+  /** `type` is a `typeof` declaration (expressions, e.g. `ip saddr . numgen random mod 1`). */
+  readonly typeof?: boolean;
+  /** Maximum number of elements (the kernel's limit for a dynamic set's packet-path adds). */
+  readonly size?: number;
   readonly flags?: readonly string[];
   readonly timeoutSeconds?: number;
   readonly comment?: string;
@@ -86,7 +90,8 @@ function chainSpec(c: Chain): string {
 }
 
 function setSpec(s: NamedSet): string {
-  let body = `type ${s.type} ;`;
+  let body = `${s.typeof ? 'typeof' : 'type'} ${s.type} ;`;
+  if (s.size !== undefined) body += ` size ${s.size} ;`;
   if (s.flags && s.flags.length) body += ` flags ${s.flags.join(',')} ;`;
   if (s.timeoutSeconds !== undefined) body += ` timeout ${s.timeoutSeconds}s ;`;
   if (s.comment !== undefined) body += ` comment ${quote(s.comment)} ;`;

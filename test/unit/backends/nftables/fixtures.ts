@@ -86,7 +86,7 @@ export const GOLDENS: readonly Golden[] = [
   },
   {
     name: 'affinity',
-    what: 'ClientIP affinity (3h) on ClusterIP and NodePort: per-endpoint chains and affinity sets',
+    what: 'ClientIP affinity (3h) on ClusterIP and NodePort: per-endpoint chains, one shared affinity set',
     families: [4],
     ir: tables(table(4, [svc({ namespace: 'default', name: 'sticky', nodePort: 30081, affinityTimeoutSeconds: 10800, internal: fwd(e1, e2) })])),
   },

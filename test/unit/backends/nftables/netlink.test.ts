@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { compileFull } from '../../../../src/backends/nftables/compiler.js';
 import { encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
+import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
 import { Transaction } from '../../../../src/backends/nftables/transaction.js';
 import { bigTable, GOLDENS, tables } from './fixtures.js';
 
@@ -75,6 +76,7 @@ t.test('encodes what nft 1.0.6 sends for the same commands', async (t) => {
     .addMap(T, { name: 'service-ips', type: 'ipv4_addr . inet_proto . inet_service : verdict', comment: 'sc' })
     .addMap(T, { name: 'endpoints-udp-0', type: 'numgen random mod 2 : ip daddr . udp dport', typeof: true, comment: 'ec' })
     .addSet(T, { name: 'aff-x', type: 'ipv4_addr', flags: ['dynamic', 'timeout'], timeoutSeconds: 10800 })
+    .addSet(T, affinitySetSpec(fs))
     .addRule(T, 'nat-output', R.jumpIfNew('ferry-canary'))
     .addRule(T, 'nat-output', R.serviceIPsDispatch(fs, 'service-ips'))
     .addRule(T, 'nat-output', { ...R.hairpinRule(fs), chain: 'ferry-canary' } as R.Rule)
@@ -83,7 +85,8 @@ t.test('encodes what nft 1.0.6 sends for the same commands', async (t) => {
     .addRule(T, 'nat-output', R.dnatSlot(fs, 'UDP', 3, 4096, 'endpoints-udp-0', ''))
     .addRule(T, 'nat-output', R.dnatTo(fs, 'TCP', { ip: '10.0.0.1', port: 8080 } as never))
     .addRule(T, 'nat-output', R.markForMasquerade(0x4000))
-    .addRule(T, 'nat-output', R.affinityUpdate(fs, 'aff-x'))
+    .addRule(T, 'nat-output', R.affinityCheck(fs, [0x12345678, 0], 'ferry-canary', 'fromNode'))
+    .addRule(T, 'nat-output', R.affinityUpdate(fs, [0x9abcdef0, 7], 10800))
     .addElement(T, 'service-ips', '10.96.0.1 . tcp . 443', 'goto ferry-canary')
     .addElement(T, 'endpoints-udp-0', '4097', '10.0.0.2 . 53');
   const want = readFileSync(`${goldenDir}netlink-oracle.hex`, 'utf8')
@@ -135,6 +138,28 @@ t.test('encodes what nft 1.0.6 sends for the endpoint-count layout (ip and ip6)'
       t.equal(normal(got[i]!), normal(want[i]!), `${fs.nft} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
     }
   });
+});
+
+t.test('encodes what nft 1.0.6 sends for the ip6 affinity set and rules', async (t) => {
+  // The key's registers differ by family (a 16-byte address first): ip6 is checked on its own.
+  const fs = R.V6;
+  const T6 = 'ip6 ferry';
+  const tx = new Transaction()
+    .addTable(T6)
+    .addChain(T6, { name: 'ep-x' })
+    .addSet(T6, affinitySetSpec(fs))
+    .addRule(T6, 'ep-x', R.affinityCheck(fs, [0x12345678, 7], 'ep-x', ''))
+    .addRule(T6, 'ep-x', R.affinityUpdate(fs, [0xffffffff, 0], 3));
+  const want = readFileSync(`${goldenDir}netlink-oracle-affinity6.hex`, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((h) => Buffer.from(h, 'hex'));
+  const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
+  t.equal(got.length, want.length, 'as many messages as nft sends');
+  for (let i = 0; i < Math.min(got.length, want.length); i++) {
+    const op = tx.ops[i - 1];
+    t.equal(normal(got[i]!), normal(want[i]!), `message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
+  }
 });
 
 t.test('every golden full sync frames as one batch', async (t) => {

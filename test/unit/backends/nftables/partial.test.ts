@@ -141,7 +141,7 @@ t.test('shared elements: ClusterIP of a two-port service, duplicate externalIP a
   t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync');
 });
 
-t.test('affinity timeout change recreates the endpoint chains and sets', async (t) => {
+t.test('affinity timeout change rewrites the update rule; the endpoint chain and the shared set stay', async (t) => {
   const s1 = svc({ namespace: 'd', name: 'st', affinityTimeoutSeconds: 60, internal: fwd(ep('198.18.0.1', 80)) });
   const s2 = { ...s1, affinityTimeoutSeconds: 120 };
   const ir1 = tables(table(4, [s1]));
@@ -149,13 +149,57 @@ t.test('affinity timeout change recreates the endpoint chains and sets', async (
   const fake = new FakeNft();
   fake.applySync(compileFull(ir1, opts([4])).render());
   const before = fake.chainNames('ip', 'ferry').filter((n) => n.startsWith('ep-'));
-  fake.applySync(compilePartial(ir1, ir2, changesOf([s1.key]), opts([4])).render());
+  const tx = compilePartial(ir1, ir2, changesOf([s1.key]), opts([4]));
+  t.notOk(tx.ops.some((o) => o.kind === 'set'), 'no set is added, flushed or deleted');
+  fake.applySync(tx.render());
   const after = fake.chainNames('ip', 'ferry').filter((n) => n.startsWith('ep-'));
   t.equal(before.length, 1);
-  t.equal(after.length, 1);
-  t.not(after[0], before[0], 'a new endpoint chain (and affinity set) replaces the old one');
-  t.match(fake.dump(), /set aff-[^\n]* \{ type ipv4_addr; flags dynamic,timeout; timeout 120s \}/, 'the new set has the new timeout');
-  t.notMatch(fake.dump(), /timeout 60s/, 'the old set is gone');
+  t.same(after, before, 'the endpoint chain keeps its name');
+  t.match(fake.rules('ip', 'ferry', after[0]!)?.[0], /^update @affinity \{ ip saddr \. numgen random mod 1 offset \d+ \. numgen random mod 1 offset \d+ timeout 120s \}$/, 'the update carries the new timeout');
+  t.notMatch(fake.dump(), /timeout 60s/, 'the old timeout is gone');
+  t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync of the new table');
+});
+
+t.test('affinity ports share one set: adding them adds no named set; keys are per service port and endpoint', async (t) => {
+  const e1 = ep('198.18.0.1', 80);
+  const e2 = ep('198.18.0.2', 80);
+  const a = svc({ namespace: 'd', name: 'a', affinityTimeoutSeconds: 60, internal: fwd(e1, e2) });
+  const b = svc({ namespace: 'd', name: 'b', clusterIP: '198.19.0.99', affinityTimeoutSeconds: 30, internal: fwd(e1) });
+  const ir0 = tables(table(4, []));
+  const ir1 = tables(table(4, [a, b]));
+  const fake = new FakeNft();
+  fake.applySync(compileFull(ir0, opts([4])).render());
+  t.ok(fake.elements('ip', 'ferry', 'affinity'), 'the shared set exists without any affinity Service');
+  const tx = compilePartial(ir0, ir1, changesOf([a.key, b.key]), opts([4]));
+  t.notOk(tx.ops.some((o) => o.kind === 'set' || o.kind === 'map'), 'two affinity Services add no set or map');
+  fake.applySync(tx.render());
+  t.equal(fake.dumpResolved(), fullDump(ir1, [4]), 'equals full sync');
+  const keyOf = (chain: string): string => /update @affinity \{ (.*) timeout/.exec(fake.rules('ip', 'ferry', chain)?.[0] ?? '')![1]!;
+  const eps = fake.chainNames('ip', 'ferry').filter((n) => n.startsWith('ep-'));
+  t.equal(eps.length, 3, 'an endpoint chain per (service port, endpoint)');
+  t.equal(new Set(eps.map(keyOf)).size, 3, 'the same endpoint in two Services has two keys: stickiness stays per service port');
+  // The same inputs give the same keys: a restarted ferry finds the clients recorded before.
+  const again = new FakeNft();
+  again.applySync(compileFull(ir1, opts([4])).render());
+  t.same(eps.map(keyOf), eps.map((c) => /update @affinity \{ (.*) timeout/.exec(again.rules('ip', 'ferry', c)?.[0] ?? '')![1]!), 'keys are deterministic');
+});
+
+t.test('full sync: the affinity set is added, never flushed; per-endpoint sets of an earlier ferry are deleted', async (t) => {
+  const s = svc({ namespace: 'd', name: 'st', affinityTimeoutSeconds: 60, internal: fwd(ep('198.18.0.1', 80)) });
+  const ir = tables(table(4, [s]));
+  const legacy = 'aff-f0a36c8a-d/st/tcp/http__198.18.0.1/80';
+  const tx = compileFull(ir, { ...opts([4]), existingSets: { 4: new Set(['affinity', legacy, 'n-tcp-1']) } });
+  const script = tx.render();
+  t.match(script, /^add set ip ferry affinity \{ typeof ip saddr \. numgen random mod 1 \. numgen random mod 1 ; size \d+ ; flags dynamic,timeout ;/m);
+  t.notMatch(script, /^flush set ip ferry affinity$/m, 'never flushed: stickiness survives a resync');
+  t.match(script, new RegExp(`^delete set ip ferry ${legacy.replace(/[./]/g, '\\$&')}$`, 'm'), 'a legacy aff- set is deleted');
+  t.notMatch(script, /^delete set ip ferry affinity$/m);
+  // An earlier ferry's table (per-endpoint set, chain using it) is taken over in one transaction.
+  const fake = new FakeNft();
+  fake.applySync(['add table ip ferry', 'add chain ip ferry ep-old', `add set ip ferry ${legacy} { type ipv4_addr ; flags dynamic,timeout ; timeout 60s ; }`, `add rule ip ferry ep-old update @${legacy} { ip saddr }`].join('\n'));
+  fake.applySync(compileFull(ir, { ...opts([4]), existingChains: new Set(['ep-old']), existingSets: { 4: new Set([legacy]) } }).render());
+  t.notOk(fake.elements('ip', 'ferry', legacy), 'the old set is gone');
+  t.equal(fake.dumpResolved(), fullDump(ir, [4]));
 });
 
 t.test('table-level change (NodePort addresses, detector) rewrites what depends on it', async (t) => {
