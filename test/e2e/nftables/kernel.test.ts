@@ -6,7 +6,9 @@
  *  - a failing transaction leaves the previous ruleset intact;
  *  - the data path: ClusterIP DNAT from the node, hairpin from the endpoint itself (masqueraded),
  *    reject for a service without endpoints and for a non-service port of a ClusterIP;
- *  - intact() notices an external delete, cleanup() removes ferry's and kube-proxy's tables.
+ *  - intact() notices an external delete, cleanup() removes ferry's and kube-proxy's tables;
+ *  - ClientIP affinity through the shared `affinity` set, over `nft -f` and over netlink: sticky
+ *    per service port, kept over a resync and a restart, never to a removed endpoint.
  * All traffic stays inside the namespaces, on documentation/test addresses.
  */
 import t from 'tap';
@@ -16,6 +18,9 @@ import { run, runIn } from '../../../src/util/exec.js';
 import { execNft, NftError } from '../../../src/backends/kernel/nft.js';
 import { CompileState, compileFull, compilePartial } from '../../../src/backends/nftables/compiler.js';
 import { createNftablesBackend } from '../../../src/backends/nftables/backend.js';
+import { loadNative } from '../../../src/native/index.js';
+import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
+import type { NftRunner } from '../../../src/backends/kernel/nft.js';
 import type { IPFamily, ProxyTables } from '../../../src/plan/types.js';
 import { changesOf, ep, fwd, FULL, GOLDENS, randomWalk, REJECT, svc, table, tables } from '../../unit/backends/nftables/fixtures.js';
 
@@ -264,3 +269,94 @@ t.test('data path: ClusterIP, hairpin, reject; intact() and cleanup()', async (t
   t.notMatch(left, /ferry|kube-proxy/, `cleanup removed ferry's and kube-proxy's tables; left: ${left}`);
   await t.resolves(backend.cleanup(), 'cleanup with nothing there is not an error');
 });
+
+/** The elements of the affinity set: key (JSON of the concatenation) → timeout in seconds. */
+async function affinityElements(ns: string): Promise<Map<string, number>> {
+  const r = await runIn(ns, ['nft', '-j', 'list', 'set', 'ip', 'ferry', 'affinity']);
+  const items = (JSON.parse(r.stdout) as { nftables: Record<string, { elem?: unknown[] }>[] }).nftables;
+  const out = new Map<string, number>();
+  for (const it of items) {
+    for (const e of it['set']?.elem ?? []) {
+      const el = (e as { elem?: { val: unknown; timeout?: number } }).elem;
+      out.set(JSON.stringify(el ? el.val : e), el?.timeout ?? 0);
+    }
+  }
+  return out;
+}
+
+const addonForAffinity = loadNative();
+const affinityRunners: [string, (ns: string) => NftRunner][] = [['nft -f', (ns) => execNft({ netns: ns })]];
+if (addonForAffinity?.nfnlBatch) affinityRunners.push(['netlink', (ns) => netlinkNft(addonForAffinity, { netns: ns, fallback: execNft({ netns: ns }) })]);
+
+for (const [how, runner] of affinityRunners) {
+  t.test(`data path (${how}): ClientIP affinity in one shared set, per service port, across resyncs and restarts`, async (t) => {
+    const node = await freshNetns(t);
+    const pod = await freshNetns(t);
+    const vn = `fyv${randomBytes(3).toString('hex')}`;
+    await run(['ip', 'link', 'add', vn, 'netns', node, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', pod]);
+    await runIn(node, ['ip', 'addr', 'add', '198.18.0.1/24', 'dev', vn]);
+    await runIn(node, ['ip', 'link', 'set', vn, 'up']);
+    await runIn(node, ['ip', 'route', 'add', 'default', 'via', '198.18.0.2']);
+    for (const a of ['198.18.0.2/24', '198.18.0.3/24', '198.18.0.4/24']) await runIn(pod, ['ip', 'addr', 'add', a, 'dev', 'eth0']);
+    await runIn(pod, ['ip', 'link', 'set', 'eth0', 'up']);
+    // Three endpoints in one namespace; each answers with its own address.
+    const server = spawnIn(
+      pod,
+      `let n=0;for(const h of ['198.18.0.2','198.18.0.3','198.18.0.4'])require('net').createServer(s=>s.end(s.localAddress+'\\n')).listen(8080,h,()=>{if(++n===3)console.log('ready')})`,
+    );
+    t.teardown(() => {
+      server.kill('SIGKILL');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.stdout!.on('data', (b: Buffer) => {
+        if (b.toString().includes('ready')) resolve();
+      });
+      server.on('exit', (c) => reject(new Error(`echo server exited ${c}`)));
+    });
+    const dials = async (host: string, n: number): Promise<Set<string>> => {
+      const seen = new Set<string>();
+      for (let i = 0; i < n; i++) seen.add(await dial(node, host, 80));
+      return seen;
+    };
+
+    const eps = [ep('198.18.0.2', 8080, true), ep('198.18.0.3', 8080, true), ep('198.18.0.4', 8080, true)];
+    const base = { clusterIPMasquerade: 'none' as const };
+    const a = svc({ namespace: 'd', name: 'a', clusterIP: '198.19.0.20', port: 80, affinityTimeoutSeconds: 600, ...base, internal: fwd(...eps) });
+    const b = svc({ namespace: 'd', name: 'b', clusterIP: '198.19.0.21', port: 80, affinityTimeoutSeconds: 300, ...base, internal: fwd(...eps) });
+    const ir = tables(table(4, [a, b], { localTraffic: { kind: 'none' } }));
+    const backend = createNftablesBackend({ nft: runner(node), families: [4] });
+    await backend.sync(null, ir, FULL);
+
+    const seenA = await dials('198.19.0.20', 8);
+    t.equal(seenA.size, 1, `one client, one endpoint of Service a: ${[...seenA].join(', ')}`);
+    const x = [...seenA][0]!;
+    t.match(x, /^OK 198\.18\.0\.[234]$/);
+    let els = await affinityElements(node);
+    t.equal(els.size, 1, 'one record in the shared set');
+    t.same([...els.values()], [600], "with Service a's timeout");
+
+    const seenB = await dials('198.19.0.21', 8);
+    t.equal(seenB.size, 1, 'sticky for Service b too');
+    els = await affinityElements(node);
+    t.equal(els.size, 2, 'a second record: stickiness is per service port, even where both chose the same endpoint');
+    t.same([...els.values()].sort(), [300, 600], 'each with its own timeout');
+
+    await backend.sync(ir, ir, FULL);
+    t.equal((await affinityElements(node)).size, 2, 'a resync (full sync) keeps the records');
+    t.same(await dials('198.19.0.20', 4), new Set([x]), 'and the client stays on its endpoint');
+
+    const restarted = createNftablesBackend({ nft: runner(node), families: [4] });
+    await restarted.sync(null, ir, FULL);
+    t.same(await dials('198.19.0.20', 4), new Set([x]), 'a restarted ferry (fresh state, full sync) keeps the client on its endpoint');
+
+    // The endpoint the client sticks to goes away: never again to it, and sticky to a new one.
+    const left = eps.filter((e) => `OK ${e.ip}` !== x);
+    const a2 = { ...a, internal: fwd(...left), external: fwd(...left), cluster: fwd(...left) };
+    const ir2 = tables(table(4, [a2, b], { localTraffic: { kind: 'none' } }));
+    await restarted.sync(ir, ir2, changesOf([a.key]));
+    const after = await dials('198.19.0.20', 8);
+    t.notOk(after.has(x), `never to the removed endpoint ${x}`);
+    t.equal(after.size, 1, `sticky to one of the others: ${[...after].join(', ')}`);
+    t.equal((await affinityElements(node)).size, 3, 'the stale record stays until it expires, and steers nothing');
+  });
+}
