@@ -270,18 +270,23 @@ t.test('data path: ClusterIP, hairpin, reject; intact() and cleanup()', async (t
   await t.resolves(backend.cleanup(), 'cleanup with nothing there is not an error');
 });
 
-/** The elements of the affinity set: key (JSON of the concatenation) → timeout in seconds. */
-async function affinityElements(ns: string): Promise<Map<string, number>> {
+/** The elements of the affinity set: key (JSON of the concatenation) → timeout and expiry in ms. */
+async function affinityRecords(ns: string): Promise<Map<string, { timeout: number; expires: number }>> {
   const r = await runIn(ns, ['nft', '-j', 'list', 'set', 'ip', 'ferry', 'affinity']);
   const items = (JSON.parse(r.stdout) as { nftables: Record<string, { elem?: unknown[] }>[] }).nftables;
-  const out = new Map<string, number>();
+  const out = new Map<string, { timeout: number; expires: number }>();
   for (const it of items) {
     for (const e of it['set']?.elem ?? []) {
-      const el = (e as { elem?: { val: unknown; timeout?: number } }).elem;
-      out.set(JSON.stringify(el ? el.val : e), el?.timeout ?? 0);
+      const el = (e as { elem?: { val: unknown; timeout?: number; expires?: number } }).elem;
+      out.set(JSON.stringify(el ? el.val : e), { timeout: el?.timeout ?? 0, expires: el?.expires ?? 0 });
     }
   }
   return out;
+}
+
+/** The elements of the affinity set: key → timeout in seconds. */
+async function affinityElements(ns: string): Promise<Map<string, number>> {
+  return new Map([...(await affinityRecords(ns))].map(([k, v]) => [k, v.timeout]));
 }
 
 const addonForAffinity = loadNative();
@@ -358,5 +363,19 @@ for (const [how, runner] of affinityRunners) {
     t.notOk(after.has(x), `never to the removed endpoint ${x}`);
     t.equal(after.size, 1, `sticky to one of the others: ${[...after].join(', ')}`);
     t.equal((await affinityElements(node)).size, 3, 'the stale record stays until it expires, and steers nothing');
+
+    // Every new connection refreshes the record's timeout, as kube-proxy's `update` does.
+    const c = svc({ namespace: 'd', name: 'c', clusterIP: '198.19.0.22', port: 80, affinityTimeoutSeconds: 6, ...base, internal: fwd(...eps) });
+    const ir3 = tables(table(4, [a2, b, c], { localTraffic: { kind: 'none' } }));
+    await restarted.sync(ir2, ir3, changesOf([c.key]));
+    const known = new Set((await affinityElements(node)).keys());
+    const firstC = await dials('198.19.0.22', 1);
+    const recC = async (): Promise<{ timeout: number; expires: number }> => [...(await affinityRecords(node))].find(([k]) => !known.has(k))![1];
+    await new Promise((r) => setTimeout(r, 3000));
+    const aged = await recC();
+    t.same(await dials('198.19.0.22', 1), firstC, 'still sticky after 3 s of a 6 s timeout');
+    const refreshed = await recC();
+    t.equal(refreshed.timeout, 6);
+    t.ok(refreshed.expires > aged.expires, `the new connection refreshed the record: expires ${aged.expires} → ${refreshed.expires}`);
   });
 }
