@@ -15,7 +15,7 @@
  */
 import type { V1Node } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
-import { mergeEndpoints, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
+import { endpointsByPort, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
 import { deepEqual } from './equal.js';
 import { parseNode } from './node.js';
 import { objectName, parseService, type ParsedService } from './service.js';
@@ -341,6 +341,7 @@ export class ChangeTracker {
   private rebuild(st: ServiceState, family: IPFamily, maps: NextMaps, changed: Set<ServicePortKey>): boolean {
     let any = false;
     const now = new Set<ServicePortKey>();
+    let byPort: ReturnType<typeof endpointsByPort> | undefined;
     for (const sp of (st.parsed ?? NO_PORTS).ports) {
       if (sp.family !== family) continue;
       now.add(sp.key);
@@ -350,7 +351,8 @@ export class ChangeTracker {
         changed.add(sp.key);
         any = true;
       }
-      const eps = mergeEndpoints(st.slices.values(), family, sp.portName, sp.protocol);
+      byPort ??= endpointsByPort(st.slices.values(), family);
+      const eps = byPort.of(sp.portName, sp.protocol);
       const oldEps = maps.endpointsOf(sp.key);
       if (!oldEps || !deepEqual(oldEps, eps)) {
         maps.setEndpoints(sp.key, freezeEndpoints(eps));
