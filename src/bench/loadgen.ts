@@ -120,24 +120,6 @@ function waitFor(addr: string, port: number, deadlineMs: number, intervalMs = 1)
   });
 }
 
-/**
- * `wait` for many addresses at once, each probed on its own: the reply lists, in order, when each
- * first answered (epoch ms) or `x` if it never did before the deadline. A burst of new Services
- * is timed this way, so one slow Service does not delay the clock of the others.
- */
-async function waitMany(addrs: readonly string[], port: number, deadlineMs: number): Promise<string> {
-  // About ten attempts per millisecond in all, whatever the burst: probing must not starve the
-  // proxy it measures of the machine's two cores.
-  const intervalMs = Math.max(1, Math.ceil(addrs.length / 10));
-  const times = await Promise.all(
-    addrs.map(async (addr) => {
-      const r = await waitFor(addr, port, deadlineMs, intervalMs);
-      return r.startsWith('ok ') ? r.split(' ')[1]! : 'x';
-    }),
-  );
-  return `ok ${times.join(',')}`;
-}
-
 async function connRate(addr: string, port: number, n: number, c: number): Promise<string> {
   let next = 0;
   let ok = 0;
@@ -280,6 +262,13 @@ function bulk(addr: string, port: number, seconds: number): Promise<string> {
   });
 }
 
+/**
+ * Probes started by `probe` and read by `collect`: a burst's Services are each probed from the
+ * moment their own API write returned, not once the whole burst was written (with 50 writes the
+ * last returns tens of milliseconds after the first, which was counted into every change).
+ */
+const probes = new Map<string, Promise<string>>();
+
 function agent(): void {
   const rl = createInterface({ input: process.stdin });
   let chain = Promise.resolve();
@@ -291,7 +280,19 @@ function agent(): void {
       try {
         // Readiness waits probe every 10 ms (ferry may be starting on the same two cores).
         if (cmd === 'wait') reply = await waitFor(addr, port, Number(a), Number(b) || 10);
-        else if (cmd === 'waitmany') reply = await waitMany(addr.split(','), port, Number(a));
+        // probe ID ADDR PORT DEADLINE INTERVAL: starts waiting, answers at once.
+        else if (cmd === 'probe') {
+          const [id, target, tport, deadline, interval] = [addr, p, a, b, rest[0] ?? '1'];
+          probes.set(id, waitFor(target, Number(tport), Number(deadline), Math.max(1, Number(interval))));
+          reply = 'ok';
+        }
+        // collect ID,ID,...: when each probe first answered (epoch ms), or x; forgets them.
+        else if (cmd === 'collect') {
+          const ids = addr.split(',');
+          const rs = await Promise.all(ids.map((id) => probes.get(id) ?? Promise.resolve('fail no such probe')));
+          for (const id of ids) probes.delete(id);
+          reply = `ok ${rs.map((r) => (r.startsWith('ok ') ? r.split(' ')[1]! : 'x')).join(',')}`;
+        }
         else if (cmd === 'conn') reply = await connRate(addr, port, Number(a), Number(b));
         else if (cmd === 'rate') reply = await rate(addr, port, Number(a), Number(b), Number(rest[0] ?? 2000));
         else if (cmd === 'bulk') reply = await bulk(addr, port, Number(a));

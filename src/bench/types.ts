@@ -88,6 +88,11 @@ export interface LatencyRow {
   readonly burst?: number;
   /** API write → first successful connection from a pod through the changed Service. */
   readonly e2eMs: Percentiles;
+  /**
+   * API write returned (the object accepted and stored; in a burst, later writes queue behind
+   * earlier ones in the API server) → first successful connection. Absent in older results.
+   */
+  readonly acceptedMs?: Percentiles;
   /** The proxy's kubeproxy_network_programming_duration_seconds (histogram buckets → ms), if read. */
   readonly metric?: LatencyMetric;
   /** ferry's ferry_sync_event_to_programmed_seconds: watch event received → rules or maps programmed. */
