@@ -15,13 +15,13 @@
  */
 import type { V1Node } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
+import { SortedMap, type SortedMapEditor } from '../util/sorted-map.js';
 import { endpointsByPort, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
 import { deepEqual } from './equal.js';
 import { parseNode } from './node.js';
 import { objectName, parseService, type ParsedService } from './service.js';
 import { parseServiceCIDR } from './servicecidr.js';
 import { field, str, stringMap } from './untrusted.js';
-import { SortedMap, type SortedMapEditor } from '../util/sorted-map.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from './types.js';
 
 export const ANNOTATION_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';

@@ -7,8 +7,8 @@
  * Pure: no I/O (problems are returned, and logged only by the planTable wrapper), no clocks,
  * no randomness. Given prev + changes it re-plans only the Services that changed and hands back
  * prev's ServiceEntry objects (===) for the rest, in a new version of prev's persistent map, so a
- * one-endpoint change costs O(changed × log n). A service that fails to plan is left out with a problem; it never takes the
- * table down.
+ * one-endpoint change costs O(changed × log n). A service that fails to plan is left out with a
+ * problem; it never takes the table down.
  */
 import { cidrContains, inAnyCIDR, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
 import { deepEqual } from '../model/equal.js';
