@@ -72,6 +72,24 @@ function isEmpty<V>(n: Node<V>): boolean {
   return n instanceof Leaf ? n.keys.length === 0 : n.kids.length === 0;
 }
 
+/** The leaf whose range holds k. */
+function leafOf<V>(root: Node<V>, k: string): Leaf<V> {
+  let n = root;
+  while (n instanceof Branch) n = n.kids[childIndex(n.seps, k)]!;
+  return n;
+}
+
+function getIn<V>(root: Node<V>, k: string): V | undefined {
+  const leaf = leafOf(root, k);
+  const i = lowerBound(leaf.keys, k);
+  return leaf.keys[i] === k ? leaf.vals[i] : undefined;
+}
+
+function hasIn<V>(root: Node<V>, k: string): boolean {
+  const leaf = leafOf(root, k);
+  return leaf.keys[lowerBound(leaf.keys, k)] === k;
+}
+
 const MODE_KEYS = 0;
 const MODE_VALUES = 1;
 const MODE_ENTRIES = 2;
@@ -191,16 +209,11 @@ export class SortedMap<V> implements ReadonlyMap<string, V> {
   }
 
   get(k: string): V | undefined {
-    let n = this.root;
-    while (n instanceof Branch) n = n.kids[childIndex(n.seps, k)]!;
-    const i = lowerBound(n.keys, k);
-    return n.keys[i] === k ? n.vals[i] : undefined;
+    return getIn(this.root, k);
   }
 
   has(k: string): boolean {
-    let n = this.root;
-    while (n instanceof Branch) n = n.kids[childIndex(n.seps, k)]!;
-    return n.keys[lowerBound(n.keys, k)] === k;
+    return hasIn(this.root, k);
   }
 
   keys(): IterableIterator<string> {
@@ -272,16 +285,11 @@ export class SortedMapEditor<V> {
   }
 
   get(k: string): V | undefined {
-    let n = this.root;
-    while (n instanceof Branch) n = n.kids[childIndex(n.seps, k)]!;
-    const i = lowerBound(n.keys, k);
-    return n.keys[i] === k ? n.vals[i] : undefined;
+    return getIn(this.root, k);
   }
 
   has(k: string): boolean {
-    let n = this.root;
-    while (n instanceof Branch) n = n.kids[childIndex(n.seps, k)]!;
-    return n.keys[lowerBound(n.keys, k)] === k;
+    return hasIn(this.root, k);
   }
 
   set(k: string, v: V): this {
