@@ -1,8 +1,10 @@
 /**
  * Structural diff of two ProxyTables pairs: what a sync must rewrite. Entries that are the same
  * object (the planner reuses unchanged ones) cost one comparison; others are compared field by
- * field. When next was planned incrementally from prev itself (the usual partial sync), only the
- * keys that planning touched are compared, so the diff costs what changed, not the table.
+ * field. When next was planned incrementally from prev itself (the usual partial sync), or both
+ * were made from one table (a Service applied in pieces: what went to the kernel, and the next
+ * plan), only the keys recorded as touched are compared, so the diff costs what changed, not the
+ * table.
  * Pure (the derivation record is a cache: without it the answer is the same, only slower).
  */
 import { deepEqual } from '../model/equal.js';
@@ -41,6 +43,20 @@ function headerChanged(a: ProxyTable, b: ProxyTable): boolean {
 }
 
 /**
+ * Every key at which a and b may differ, when their records tell: b derived from a, a from b, or
+ * both from one table (what was applied in pieces and the next plan, both made from the last
+ * plan). Undefined: unknown, walk everything.
+ */
+function touchedBetween(a: ProxyTable, b: ProxyTable): Iterable<ServicePortKey> | undefined {
+  const db = derivations.get(b);
+  if (db?.base === a) return db.touched;
+  const da = derivations.get(a);
+  if (da?.base === b) return da.touched;
+  if (da !== undefined && db !== undefined && da.base === db.base) return new Set([...da.touched, ...db.touched]);
+  return undefined;
+}
+
+/**
  * `changed` holds every key whose entry was added, removed or differs in either family (keys
  * do not carry the family, so one set serves both). full=true when there is no prev.
  */
@@ -57,9 +73,9 @@ export function diffTables(prev: ProxyTables | null, next: ProxyTables): SyncCha
     if (a === b) continue;
     if (headerChanged(a, b)) tableChanged = true;
     if (a.services === b.services) continue;
-    const d = derivations.get(b);
-    if (d !== undefined && d.base === a) {
-      for (const k of d.touched) {
+    const candidates = touchedBetween(a, b);
+    if (candidates !== undefined) {
+      for (const k of candidates) {
         const old = a.services.get(k);
         const e = b.services.get(k);
         if (old !== e && (old === undefined || e === undefined || !deepEqual(old, e))) changed.add(k);

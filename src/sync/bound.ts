@@ -113,9 +113,18 @@ export function boundSync(
   }
   if (deferredKeys === 0) return undefined;
 
+  // A partial sync's changes cover every difference between base and next, so the merged tables
+  // differ from next exactly at the changed keys left out: recorded, the next sync's diff against
+  // its plan costs those keys, not a walk over the table. (A full sync's do not cover keys that
+  // only base holds; its merged tables get no record.)
+  let deferred: Set<ServicePortKey> | undefined;
+  if (prev !== null) {
+    deferred = new Set();
+    for (const k of changes.changed) if (!chosen.has(k)) deferred.add(k);
+  }
   const tables = {
-    4: mergeTable(base?.[4], next[4], chosen),
-    6: mergeTable(base?.[6], next[6], chosen),
+    4: mergeTable(base?.[4], next[4], chosen, deferred),
+    6: mergeTable(base?.[6], next[6], chosen, deferred),
   } as ProxyTables;
   const out: SyncChanges =
     prev === null
@@ -132,7 +141,7 @@ function sameEntry(a: ServiceEntry | undefined, b: ServiceEntry | undefined): bo
  * next's table-level fields; services: base's entries, with the chosen keys taken from next
  * (absent there: removed). A new version of base's persistent map: O(chosen × log n).
  */
-function mergeTable(base: ProxyTable | undefined, next: ProxyTable, chosen: ReadonlySet<ServicePortKey>): ProxyTable {
+function mergeTable(base: ProxyTable | undefined, next: ProxyTable, chosen: ReadonlySet<ServicePortKey>, deferred: ReadonlySet<ServicePortKey> | undefined): ProxyTable {
   const out = (base ? SortedMap.from(base.services) : SortedMap.empty<ServiceEntry>()).edit();
   for (const k of chosen) {
     const e = next.services.get(k);
@@ -140,6 +149,6 @@ function mergeTable(base: ProxyTable | undefined, next: ProxyTable, chosen: Read
     else out.set(k, e);
   }
   const table: ProxyTable = { ...next, services: out.finish() };
-  if (base) recordDerivation(table, base, chosen);
+  if (deferred) recordDerivation(table, next, deferred);
   return table;
 }

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { boundSync, entryCost } from '../../../src/sync/bound.js';
-import { diffTables } from '../../../src/plan/diff.js';
+import { diffTables, recordDerivation } from '../../../src/plan/diff.js';
 import type { ProxyTables, ServiceEntry } from '../../../src/plan/types.js';
 import { ep, fwd, svc, table, tables } from '../backends/ir-builders.js';
 
@@ -118,4 +118,34 @@ t.test('dual-stack keys count in both families and are applied in both at once',
   if (!b) throw new Error('expected bounding');
   t.equal(b.changes.changed.size, 2, 'each port costs 6 + 6: two fit in 24');
   for (const k of b.changes.changed) t.ok(b.tables[4].services.has(k) && b.tables[6].services.has(k), `${k} in both families`);
+});
+
+t.test('while pieces are applied, the diff over recorded keys finds what a full walk finds', async (t) => {
+  // As the syncer does: each sync diffs what was applied against the plan, then bounds it. The
+  // plan itself changes meanwhile (a small Service gains an endpoint, the big one loses a port).
+  let applied: ProxyTables = tables(table(4, [small('steady', e1)]));
+  const plans = [
+    tables(table(4, [small('steady', e1), ...hostile('big', 300)])),
+    tables(table(4, [small('steady', e1, e2), ...hostile('big', 300)])),
+    tables(table(4, [small('steady', e1, e2), ...hostile('big', 299)])),
+  ];
+  let steps = 0;
+  for (let i = 0; i < 200; i++) {
+    const next = plans[Math.min(i, plans.length - 1)]!;
+    if (i > 0 && i < plans.length) {
+      // As the planner records a plan made from the previous one (what it re-planned).
+      const prevPlan = plans[i - 1]!;
+      const touched = diffTables({ 4: { ...prevPlan[4] }, 6: prevPlan[6] }, { 4: { ...next[4] }, 6: next[6] }).changed;
+      recordDerivation(next[4], prevPlan[4], touched);
+    }
+    const changes = diffTables(applied, next);
+    // Copies carry no derivation record: this walks every entry.
+    const walked = diffTables({ 4: { ...applied[4] }, 6: applied[6] }, { 4: { ...next[4] }, 6: next[6] });
+    t.same([...changes.changed].sort(), [...walked.changed].sort(), `step ${i}: same changed keys`);
+    const b = boundSync(applied, applied, next, changes, 100);
+    steps++;
+    if (!b) break;
+    applied = b.tables;
+  }
+  t.ok(steps > 10, `applied in pieces over ${steps} syncs`);
 });
