@@ -124,7 +124,7 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
       for (const e of r.errors) if (((e.seq - SEQ_BASE) >>> 0) < ((first.seq - SEQ_BASE) >>> 0)) first = e;
       const at = enc.locate(first.seq, first.offset);
       const op = at ? tx.ops[at.opIndex] : undefined;
-      throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op) : `message ${first.seq}`, first.message, at?.elements ?? 1);
+      throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op, at?.element) : `message ${first.seq}`, first.message, at?.elements ?? 1);
     },
 
     async ruleCount(family: NftFamily, table: string, chain: string): Promise<number> {

@@ -18,7 +18,7 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
-import { tableTarget, Transaction } from './transaction.js';
+import { tableTarget, Transaction, type ElementRun } from './transaction.js';
 
 export { CompileState } from './claims.js';
 
@@ -96,26 +96,52 @@ function groupedMapsOf(counts: readonly string[]): string[] {
   return [...out].sort();
 }
 
-/** A grouped frontend's claim value (rules.ts groupedValue) as the elements it stands for. */
+/**
+ * A grouped frontend's claim value (rules.ts groupedValue) as the elements it stands for. The
+ * endpoints stay in `body` (comma-separated): a full compile spells each one as it is encoded.
+ */
 interface GroupedFrontend {
   readonly countSet: string;
   readonly masqSet: string | undefined;
   readonly map: string;
-  readonly eps: readonly string[];
+  /** The endpoints, comma-separated ('' for none). */
+  readonly body: string;
+  readonly n: number;
 }
 
 function expandGrouped(key: string, value: string): GroupedFrontend {
   const bar = value.indexOf('|');
   const masq = value.slice(0, bar);
   const body = value.slice(bar + 1);
-  const eps = body === '' ? [] : body.split(',');
+  let n = body === '' ? 0 : 1;
+  for (let i = body.indexOf(','); i >= 0; i = body.indexOf(',', i + 1)) n++;
   const i = key.indexOf(' . ');
   const proto = key.slice(i + 3, key.indexOf(' . ', i + 3)).toUpperCase() as Protocol;
   return {
-    countSet: countSetName(proto, eps.length),
+    countSet: countSetName(proto, n),
     masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
     map: groupedMapName(proto),
-    eps,
+    body,
+    n,
+  };
+}
+
+function endpointsOf(g: GroupedFrontend | undefined): readonly string[] {
+  return g === undefined || g.body === '' ? [] : g.body.split(',');
+}
+
+/** A claim's key as the element is spelled in the kernel (service.ts ElementClaim). */
+function elementKey(container: string, key: string): string {
+  return container === Sets.hairpin ? R.hairpinKey(key) : key;
+}
+
+/** The elements of `keys` (parallel `values`, '' for none), spelled on demand (ElementRun). */
+function runOf(container: string, keys: readonly string[], values?: readonly string[]): ElementRun {
+  const hairpin = container === Sets.hairpin;
+  return {
+    count: keys.length,
+    key: hairpin ? (i) => R.hairpinKey(keys[i]!) : (i) => keys[i]!,
+    ...(values ? { value: (i: number) => values[i] || undefined } : {}),
   };
 }
 
@@ -173,13 +199,23 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const target = tableTarget(fs.nft, tableName);
     const sk = buildSkeleton(fs, table, opts.masqueradeMark);
 
+    // Each contribution is used up at once (its claims indexed; its chains and endpoint-shard
+    // elements, which the index does not keep, set aside): none is held for the whole compile.
     const index = new ClaimIndex();
     const ctx = contextOf(fs, table, index.slots);
-    const contributions: ServiceContribution[] = [];
+    const owned: (readonly [string, readonly Rule[]])[] = [];
+    const byShard = new Map<string, ElementClaim[]>();
     for (const [key, svc] of table.services) {
       const c = serviceContribution(svc, ctx);
-      contributions.push(c);
-      addClaims(index, key, c.elements);
+      for (const entry of c.chains) owned.push(entry);
+      for (const el of c.elements) {
+        if (index.isShard(el.container)) {
+          let list = byShard.get(el.container);
+          if (!list) byShard.set(el.container, (list = []));
+          list.push(el);
+        }
+        index.add(el.container, el.key, key, el.value);
+      }
     }
     opts.state?.store(family, table, index);
 
@@ -198,12 +234,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addChain(target, c.chain);
       tx.flushChain(target, c.chain.name);
     }
-    for (const c of contributions) {
-      for (const name of c.chains.keys()) {
-        desired.add(name);
-        tx.addChain(target, { name });
-        tx.flushChain(target, name);
-      }
+    for (const [name] of owned) {
+      desired.add(name);
+      tx.addChain(target, { name });
+      tx.flushChain(target, name);
     }
     for (const s of sk.sets) {
       tx.addSet(target, s);
@@ -230,44 +264,74 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
 
     writeSkeletonRules(tx, target, sk.baseChains);
     writeSkeletonRules(tx, target, sk.chains, (c) => chainRules(fs, table, c, countSets));
-    for (const c of contributions) for (const [name, rules] of c.chains) for (const r of rules) tx.addRule(target, name, r);
+    for (const [name, rules] of owned) for (const r of rules) tx.addRule(target, name, r);
 
     for (const [set, keys] of sk.tableElements) for (const k of keys) tx.addElement(target, set, k);
-    for (const { name } of SERVICE_CONTAINERS) {
-      for (const [k, v] of index.entries(name)) tx.addElement(target, name, k, v || undefined);
+    // Elements go in runs spelled as they are encoded (transaction.ts ElementRun): at 44k
+    // Services a full sync has ~700k elements, and an op object and a kept string for each made
+    // most of the compile's time and of the daemon's peak.
+    for (const { name, kind } of SERVICE_CONTAINERS) {
+      const keys: string[] = [];
+      const values: string[] = [];
+      for (const [k, v] of index.entries(name)) {
+        keys.push(k);
+        values.push(v);
+      }
+      tx.addElementRun(target, name, runOf(name, keys, kind === 'map' ? values : undefined));
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
-    const groupedKeys = [...index.entries(GROUPED_FRONTENDS)].map(([k]) => k);
-    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) {
-      grouped.forEach((g, i) => {
-        if (g.masqSet === masqSet) tx.addElement(target, masqSet, groupedKeys[i]!);
-      });
+    const groupedKeys: string[] = [];
+    for (const [k] of index.entries(GROUPED_FRONTENDS)) groupedKeys.push(k);
+    const keysWhere = (want: (g: GroupedFrontend) => boolean): string[] => {
+      const out: string[] = [];
+      for (let i = 0; i < grouped.length; i++) if (want(grouped[i]!)) out.push(groupedKeys[i]!);
+      return out;
+    };
+    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, runOf(masqSet, keysWhere((g) => g.masqSet === masqSet)));
+    const byCount = new Map<string, string[]>();
+    for (let i = 0; i < grouped.length; i++) {
+      const name = grouped[i]!.countSet;
+      let list = byCount.get(name);
+      if (!list) byCount.set(name, (list = []));
+      list.push(groupedKeys[i]!);
     }
-    for (const name of countSets) {
-      grouped.forEach((g, i) => {
-        if (g.countSet === name) tx.addElement(target, name, groupedKeys[i]!);
-      });
-    }
+    for (const name of countSets) tx.addElementRun(target, name, runOf(name, byCount.get(name) ?? []));
     for (const name of groupedMaps) {
-      grouped.forEach((g, i) => {
-        if (g.map !== name) return;
-        const k = groupedKeys[i]!;
-        g.eps.forEach((ep, j) => tx.addElement(target, name, R.groupedEndpointKey(k, j), ep));
+      // Element e of the run: endpoint at[e] of frontend of[e], spelled from pos[e] of its body.
+      let count = 0;
+      for (const g of grouped) if (g.map === name) count += g.n;
+      const of = new Int32Array(count);
+      const at = new Int32Array(count);
+      const pos = new Int32Array(count);
+      let e = 0;
+      for (let i = 0; i < grouped.length; i++) {
+        const g = grouped[i]!;
+        if (g.map !== name || g.n === 0) continue;
+        let p = 0;
+        for (let j = 0; j < g.n; j++) {
+          of[e] = i;
+          at[e] = j;
+          pos[e++] = p;
+          p = g.body.indexOf(',', p) + 1;
+        }
+      }
+      tx.addElementRun(target, name, {
+        count,
+        key: (x) => R.groupedEndpointKey(groupedKeys[of[x]!]!, at[x]!),
+        value: (x) => {
+          const body = grouped[of[x]!]!.body;
+          const end = body.indexOf(',', pos[x]!);
+          return body.slice(pos[x]!, end < 0 ? body.length : end);
+        },
       });
     }
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
     // in the order the services were compiled.
     if (shards.length > 0) {
-      const byShard = new Map<string, ElementClaim[]>();
-      for (const c of contributions) {
-        for (const el of c.elements) {
-          if (!index.isShard(el.container)) continue;
-          let list = byShard.get(el.container);
-          if (!list) byShard.set(el.container, (list = []));
-          list.push(el);
-        }
+      for (const name of shards) {
+        const list = byShard.get(name) ?? [];
+        tx.addElementRun(target, name, { count: list.length, key: (i) => list[i]!.key, value: (i) => list[i]!.value });
       }
-      for (const name of shards) for (const el of byShard.get(name) ?? []) tx.addElement(target, name, el.key, el.value);
     }
 
     // Stale chains: flushed first (dropping their references to each other), then deleted.
@@ -415,10 +479,12 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
         }
       }
       const map = (w ?? n)!.map;
-      const len = Math.max(w?.eps.length ?? 0, n?.eps.length ?? 0);
+      const wEps = endpointsOf(w);
+      const nEps = endpointsOf(n);
+      const len = Math.max(wEps.length, nEps.length);
       for (let i = 0; i < len; i++) {
-        const a = w?.eps[i];
-        const b = n?.eps[i];
+        const a = wEps[i];
+        const b = nEps[i];
         if (a === b) continue;
         if (a !== undefined) groupedDeletes.push([map, R.groupedEndpointKey(k, i)]);
         if (b !== undefined) groupedAdds.push([map, R.groupedEndpointKey(k, i), b]);
@@ -454,8 +520,8 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       for (const [k, was] of m) {
         const now = index.value(container, k);
         if (was === now) continue;
-        if (was !== undefined) tx.deleteElement(target, container, k);
-        if (now !== undefined) adds.push([container, k, now]);
+        if (was !== undefined) tx.deleteElement(target, container, elementKey(container, k));
+        if (now !== undefined) adds.push([container, elementKey(container, k), now]);
       }
     }
     for (const container of touchedShards) {

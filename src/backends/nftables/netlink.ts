@@ -1184,8 +1184,12 @@ export interface EncodedBatch {
   readonly bytes: Uint8Array;
   /** Messages between BEGIN and END. */
   readonly messages: number;
-  /** The op a kernel error points at (sequence number, extack offset or -1), or undefined. */
-  locate(seq: number, offset: number): { opIndex: number; elements?: number } | undefined;
+  /**
+   * The op a kernel error points at (sequence number, extack offset or -1), or undefined;
+   * `element`: which element of an element run, when known; `elements`: how many elements the
+   * refused message carried, when the one at fault is not known.
+   */
+  locate(seq: number, offset: number): { opIndex: number; element?: number; elements?: number } | undefined;
 }
 
 function splitTarget(target: string, index: number): { family: NlFamily; table: string } {
@@ -1203,13 +1207,15 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
   const ops = tx.ops;
   // Sized for the batch (about 74 bytes an op at scale) so that it is allocated once: growing a
   // buffer of tens of MB copies it and makes V8 collect for the external memory.
-  const w = new Writer(opts.initialBytes ?? 4096 + ops.length * 80);
+  const w = new Writer(opts.initialBytes ?? 4096 + tx.size * 80);
   const seqBase = (opts.seqBase ?? 1) >>> 0;
   // Per message (index = sequence number - seqBase - 1): its first op, how many ops, whether it
   // is an element list. Plain number arrays: no object per message.
   const spanFirst: number[] = [];
   const spanCount: number[] = [];
   const spanElems: number[] = [];
+  // For a message of an element run: the index in the run of its first element; else -1.
+  const spanRun: number[] = [];
   const starts: number[] = [];
   let setId = 0;
   // Per target (`ip ferry`): family, table and the sets created in this batch (NFTA_SET_ID
@@ -1229,6 +1235,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
     spanFirst.push(first);
     spanCount.push(count);
     spanElems.push(elements);
+    spanRun.push(-1);
     const start = w.msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_REQUEST | flags, seqBase + spanFirst.length, NFPROTO[family]);
     starts.push(start);
     return start;
@@ -1370,6 +1377,41 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           i++;
           break;
         }
+        case 'elements': {
+          const { run } = op;
+          if (op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs) throw new NetlinkEncodeError(`op ${i}: element runs are not for interval sets (${op.set})`, i);
+          const layout = layoutOf(op.set);
+          const klen = keyLen(family, layout);
+          const alen = addrLen(family);
+          const sid = ids.get(op.set);
+          let k = 0;
+          while (k < run.count) {
+            const spanAt = spanFirst.length;
+            const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, i, 0, 1);
+            spanRun[spanAt] = k;
+            w.str(1, table);
+            w.str(2, op.set);
+            if (sid !== undefined) w.u32(4, sid);
+            const list = w.nest(3);
+            let n = 0;
+            while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
+              const key = run.key(k);
+              const value = run.value?.(k);
+              const el = w.nest(++n);
+              const kat = w.valueAt(1, klen);
+              let ok = writeKey(family, layout, key, w.buf, kat);
+              if (ok && value !== undefined) ok = writeElementValue(w, family, layout, alen, value);
+              if (!ok) throw new NetlinkEncodeError(`op ${i}: cannot encode element ${key}${value !== undefined ? ` : ${value}` : ''} of ${op.set}`, i);
+              w.endNest(el);
+              k++;
+            }
+            w.endNest(list);
+            w.endMsg(m);
+            spanCount[spanAt] = n;
+          }
+          i++;
+          break;
+        }
         case 'element': {
           const layout = layoutOf(op.set);
           const interval = op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs;
@@ -1420,16 +1462,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             // valueAt() may grow (replace) the buffer: take w.buf only after it.
             const kat = w.valueAt(1, klen);
             let ok = writeKey(family, layout, e.key, w.buf, kat);
-            if (ok && add && e.value !== undefined) {
-              if (layout === 'slot' || layout === 'grouped') {
-                const vat = w.valueAt(2, alen + 4);
-                ok = writeAddrPort(family, e.value, w.buf, vat);
-              }
-              else if (e.value === 'drop') w.verdict(2, NF_DROP, '');
-              else if (e.value.startsWith('goto ')) w.verdict(2, NFT_GOTO, e.value, 5);
-              else if (e.value.startsWith('jump ')) w.verdict(2, NFT_JUMP, e.value, 5);
-              else ok = false;
-            }
+            if (ok && add && e.value !== undefined) ok = writeElementValue(w, family, layout, alen, e.value);
             if (!ok) throw new NetlinkEncodeError(`op ${j}: cannot encode element ${e.key}${e.value !== undefined ? ` : ${e.value}` : ''} of ${op.set}`, j);
             w.endNest(el);
             j++;
@@ -1458,7 +1491,10 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
       const first = spanFirst[k];
       const count = spanCount[k]!;
       if (first === undefined) return undefined;
-      if (!spanElems[k] || offset < 0) return { opIndex: first, ...(count > 1 ? { elements: count } : {}) };
+      const runAt = spanRun[k]!;
+      // Of a run, the message's first element (and how many it carried when the kernel named none).
+      const whole = { opIndex: first, ...(runAt >= 0 ? { element: runAt } : {}), ...(count > 1 ? { elements: count } : {}) };
+      if (!spanElems[k] || offset < 0) return whole;
       // Walk the element list of that message to find which element starts at `offset`.
       const start = starts[k]!;
       let p = start + 20;
@@ -1471,7 +1507,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           let idx = 0;
           while (q < p + len) {
             const l = bytes.readUInt16LE(q);
-            if (offset >= q - start && offset < q - start + l) return { opIndex: first + idx };
+            if (offset >= q - start && offset < q - start + l) return runAt >= 0 ? { opIndex: first, element: runAt + idx } : { opIndex: first + idx };
             q += (l + 3) & ~3;
             idx++;
           }
@@ -1479,7 +1515,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
         }
         p += (len + 3) & ~3;
       }
-      return { opIndex: first, elements: count };
+      return whole;
     },
   };
 }
@@ -1572,9 +1608,33 @@ export function isMapFlags(flags: number): boolean {
   return (flags & SET_MAP) !== 0;
 }
 
-/** Renders one op as the nft line a script would carry (error messages only). */
-export function describeOp(op: Op): string {
+/**
+ * Writes an element's map value (a verdict, or an endpoint for the endpoint maps) as
+ * NFTA_SET_ELEM_DATA; false if `value` is not one.
+ */
+function writeElementValue(w: Writer, family: NlFamily, layout: Layout, alen: number, value: string): boolean {
+  if (layout === 'slot' || layout === 'grouped') {
+    const vat = w.valueAt(2, alen + 4);
+    return writeAddrPort(family, value, w.buf, vat);
+  }
+  if (value === 'drop') w.verdict(2, NF_DROP, '');
+  else if (value.startsWith('goto ')) w.verdict(2, NFT_GOTO, value, 5);
+  else if (value.startsWith('jump ')) w.verdict(2, NFT_JUMP, value, 5);
+  else return false;
+  return true;
+}
+
+/**
+ * Renders one op as the nft line a script would carry (error messages only); of an element run,
+ * the one element `element` when given.
+ */
+export function describeOp(op: Op, element?: number): string {
   switch (op.kind) {
+    case 'elements': {
+      if (element === undefined || element < 0 || element >= op.run.count) return `add element ${op.target} ${op.set} { … ${op.run.count} elements }`;
+      const v = op.run.value?.(element);
+      return `add element ${op.target} ${op.set} { ${v !== undefined ? `${op.run.key(element)} : ${v}` : op.run.key(element)} }`;
+    }
     case 'element':
       return `${op.verb} element ${op.target} ${op.set} { ${op.value !== undefined && op.verb === 'add' ? `${op.key} : ${op.value}` : op.key} }`;
     case 'rule':

@@ -16,6 +16,11 @@ import { SLOT_STRIDE, type SlotRole, type SlotTable } from './slots.js';
 /** One element a service wants in a shared set or map (`value` is '' for set elements). */
 export interface ElementClaim {
   readonly container: string;
+  /**
+   * The element's key as nft spells it, except in `hairpin`: there the endpoint IP alone (the
+   * model's own string, no new one per endpoint); the compiler spells it (elementKey) when it
+   * writes the element.
+   */
   readonly key: string;
   readonly value: string;
 }
@@ -100,10 +105,10 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     for (const ep of usedEndpoints) {
       if (ep.ip === lastIP) continue;
       lastIP = ep.ip;
-      claim(Sets.hairpin, R.hairpinKey(ep.ip), '');
+      claim(Sets.hairpin, ep.ip, '');
     }
   } else {
-    for (const ep of usedEndpoints) claimOnce(Sets.hairpin, R.hairpinKey(ep.ip), '');
+    for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
   }
 
   const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;

@@ -68,7 +68,21 @@ export type Op =
       readonly key: string;
       /** Map value (`goto svc-...`, `drop`); absent for set elements and for deletes. */
       readonly value?: string;
-    };
+    }
+  | { readonly kind: 'elements'; readonly verb: 'add'; readonly target: string; readonly set: string; readonly run: ElementRun };
+
+/**
+ * Element adds made on demand, for a full sync's hundreds of thousands of elements: one op for
+ * the run instead of an op object (and a key string kept until the batch is encoded) for each.
+ * key(i) and value(i) are called as the run is encoded or rendered, in order, possibly more than
+ * once; they must return the same text each time.
+ */
+export interface ElementRun {
+  readonly count: number;
+  key(i: number): string;
+  /** Map value (`goto svc-...`, an endpoint); absent for set elements. */
+  value?(i: number): string | undefined;
+}
 
 /** How many elements one rendered `add element` / `delete element` line may carry. */
 export const ELEMENTS_PER_LINE = 1000;
@@ -105,7 +119,7 @@ function mapSpec(m: NamedMap): string {
 }
 
 /** Renders one non-element operation as one line. */
-function renderOp(op: Exclude<Op, { kind: 'element' }>): string {
+function renderOp(op: Exclude<Op, { kind: 'element' | 'elements' }>): string {
   switch (op.kind) {
     case 'table':
       return op.verb === 'add' && op.comment !== undefined
@@ -127,6 +141,8 @@ function renderOp(op: Exclude<Op, { kind: 'element' }>): string {
  */
 export class Transaction {
   readonly ops: Op[] = [];
+  /** Elements in runs beyond their one op each (size counts every element). */
+  private runExtra = 0;
 
   addTable(target: string, comment?: string): this {
     this.ops.push(comment === undefined ? { kind: 'table', verb: 'add', target } : { kind: 'table', verb: 'add', target, comment });
@@ -176,9 +192,17 @@ export class Transaction {
     this.ops.push({ kind: 'element', verb: 'delete', target, set, key });
     return this;
   }
+  /** Adds run.count elements to `set`, made on demand (ElementRun). An empty run adds nothing. */
+  addElementRun(target: string, set: string, run: ElementRun): this {
+    if (run.count <= 0) return this;
+    this.ops.push({ kind: 'elements', verb: 'add', target, set, run });
+    this.runExtra += run.count - 1;
+    return this;
+  }
 
+  /** Operations, every element of a run counted. */
   get size(): number {
-    return this.ops.length;
+    return this.ops.length + this.runExtra;
   }
 
   /**
@@ -190,6 +214,19 @@ export class Transaction {
     let i = 0;
     while (i < ops.length) {
       const op = ops[i]!;
+      if (op.kind === 'elements') {
+        const { run } = op;
+        for (let a = 0; a < run.count; a += ELEMENTS_PER_LINE) {
+          const items: string[] = [];
+          for (let k = a; k < run.count && k < a + ELEMENTS_PER_LINE; k++) {
+            const v = run.value?.(k);
+            items.push(v === undefined ? run.key(k) : `${run.key(k)} : ${v}`);
+          }
+          yield `add element ${op.target} ${op.set} { ${items.join(', ')} }`;
+        }
+        i++;
+        continue;
+      }
       if (op.kind !== 'element') {
         yield renderOp(op);
         i++;
@@ -215,6 +252,11 @@ export class Transaction {
     let i = 0;
     while (i < ops.length) {
       const op = ops[i]!;
+      if (op.kind === 'elements') {
+        n += Math.ceil(op.run.count / ELEMENTS_PER_LINE);
+        i++;
+        continue;
+      }
       n++;
       if (op.kind !== 'element') {
         i++;

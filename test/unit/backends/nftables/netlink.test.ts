@@ -12,7 +12,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compileFull } from '../../../../src/backends/nftables/compiler.js';
-import { encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
+import { describeOp, encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
 import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
 import { Transaction } from '../../../../src/backends/nftables/transaction.js';
@@ -190,35 +190,68 @@ t.test('large element runs split under the 64 KiB attribute limit; locate() find
     for (const a of tree(m.subarray(20))) if (a.type === 3) t.ok(Array.isArray(a.value), 'element list');
     t.ok(m.length < 65536 + 200, `element message of ${m.length} bytes`);
   }
-  // The 5th element of the first message adding to the first endpoints shard.
-  const opIndex = tx.ops.findIndex((o) => o.kind === 'element' && o.set.startsWith('endpoints-'));
-  let seq = 0;
-  let offset = -1;
+  // A full compile writes each endpoints shard as one element run (transaction.ts ElementRun).
+  const opIndex = tx.ops.findIndex((o) => o.kind === 'elements' && o.set.startsWith('endpoints-'));
+  const run = tx.ops[opIndex]!;
+  if (run?.kind !== 'elements') throw new Error('the first endpoints shard is not an element run');
+  t.ok(run.run.count > 0, 'the first endpoints shard is an element run');
+  // The messages of that run; in each, the offset of its 5th element.
+  const hits: { seq: number; offset: number; count: number }[] = [];
   for (const m of msgs) {
     if ((m.readUInt16LE(4) & 0xff) !== 12) continue;
     const name = tree(m.subarray(20)).find((a) => a.type === 2)!.value as Buffer;
-    if (!name.toString().startsWith('endpoints-')) continue;
-    seq = m.readUInt32LE(8);
-    // Walk to the list and the 5th element in it.
+    if (name.toString().replace(/\0+$/, '') !== run.set) continue;
     let p = 20;
     while (p < m.length) {
       const len = m.readUInt16LE(p);
       if ((m.readUInt16LE(p + 2) & 0x7fff) === 3) {
         let q = p + 4;
-        for (let k = 0; k < 4; k++) q += (m.readUInt16LE(q) + 3) & ~3;
-        offset = q;
+        let count = 0;
+        let fifth = -1;
+        while (q < p + len) {
+          if (count === 4) fifth = q;
+          q += (m.readUInt16LE(q) + 3) & ~3;
+          count++;
+        }
+        hits.push({ seq: m.readUInt32LE(8), offset: fifth, count });
         break;
       }
       p += (len + 3) & ~3;
     }
-    break;
   }
-  t.same(enc.locate(seq, offset), { opIndex: opIndex + 4 }, 'the extack offset of the 5th element names its op');
-  const at = enc.locate(seq, -1);
-  t.equal(at?.opIndex, opIndex, 'without an offset: the first op of the message');
-  t.ok((at?.elements ?? 0) > 1, 'and how many elements the message holds');
+  t.ok(hits.length >= 2, `the run needs several messages (${hits.length})`);
+  t.same(enc.locate(hits[0]!.seq, hits[0]!.offset), { opIndex, element: 4 }, 'the extack offset of the 5th element names the run and the element');
+  t.same(enc.locate(hits[1]!.seq, hits[1]!.offset), { opIndex, element: hits[0]!.count + 4 }, 'in the second message, the element count carries on');
+  const at = enc.locate(hits[1]!.seq, -1);
+  t.same(at, { opIndex, element: hits[0]!.count, elements: hits[1]!.count }, 'without an offset: the message\'s first element and how many it holds');
+  t.match(describeOp(tx.ops[opIndex]!, 4), new RegExp(`^add element ip ferry ${run.set} \\{ [^,]+ \\}$`), 'describeOp spells the one element');
   t.equal(enc.locate(2, -1)?.opIndex, 0, 'the first message (sequence number base + 1) is the first op');
   t.equal(enc.locate(999999, -1), undefined, 'an unknown sequence number is no op');
+});
+
+t.test('element ops one by one (a partial sync): locate() names the op of the element at fault', async (t) => {
+  const tx = new Transaction().addTable('ip ferry');
+  for (let i = 1; i <= 3; i++) tx.addElement('ip ferry', 'cluster-ips', `10.96.0.${i}`);
+  tx.addElementRun('ip ferry', 'cluster-ips', { count: 2, key: (i) => `10.96.1.${i}` });
+  t.equal(tx.size, 6, 'size counts every element of a run');
+  t.equal(tx.lineCount(), 3, 'one line for the table, one for the single adds, one for the run');
+  t.match(tx.render(), /add element ip ferry cluster-ips \{ 10\.96\.0\.1, 10\.96\.0\.2, 10\.96\.0\.3 \}\nadd element ip ferry cluster-ips \{ 10\.96\.1\.0, 10\.96\.1\.1 \}/, 'rendered as element lines');
+  const enc = encodeTransaction(tx);
+  const m = messages(enc.bytes).filter((x) => (x.readUInt16LE(4) & 0xff) === 12);
+  t.equal(m.length, 2, 'the single adds share a message; the run has its own');
+  const secondOf = (msg: Buffer): number => {
+    let p = 20;
+    while (p < msg.length) {
+      const len = msg.readUInt16LE(p);
+      if ((msg.readUInt16LE(p + 2) & 0x7fff) === 3) return p + 4 + ((msg.readUInt16LE(p + 4) + 3) & ~3);
+      p += (len + 3) & ~3;
+    }
+    return -1;
+  };
+  t.same(enc.locate(m[0]!.readUInt32LE(8), secondOf(m[0]!)), { opIndex: 2 }, 'the second single add is op 2');
+  t.same(enc.locate(m[0]!.readUInt32LE(8), -1), { opIndex: 1, elements: 3 }, 'without an offset: the first op and how many share the message');
+  t.same(enc.locate(m[1]!.readUInt32LE(8), secondOf(m[1]!)), { opIndex: 4, element: 1 }, 'the run\'s second element');
+  t.equal(describeOp(tx.ops[4]!, 1), 'add element ip ferry cluster-ips { 10.96.1.1 }', 'described as its own line');
 });
 
 t.test('an element the encoder cannot express names its op', async (t) => {
