@@ -138,6 +138,14 @@ export class ClaimIndex {
     return Array.isArray(had) ? had[0]!.value : had.value;
   }
 
+  /**
+   * entries() without an iterator: `fn` gets each claimed key and its value. For the full
+   * compile, which reads every container once (at 44k Services, ~600k entries).
+   */
+  forEach(container: string, fn: (key: string, value: string) => void): void {
+    this.containers.get(container)?.forEach((had, k) => fn(k, typeof had === 'number' ? '' : Array.isArray(had) ? had[0]!.value : had.value));
+  }
+
   /** Every claimed key of a (non-shard) container with its value, in insertion order of first claim. */
   *entries(container: string): Generator<[string, string]> {
     const c = this.containers.get(container);

@@ -155,11 +155,11 @@ function bumpCount(index: ClaimIndex, name: string, by: number): void {
 function recountGrouped(index: ClaimIndex): GroupedFrontend[] {
   index.countSetSizes.clear();
   const out: GroupedFrontend[] = [];
-  for (const [k, v] of index.entries(GROUPED_FRONTENDS)) {
+  index.forEach(GROUPED_FRONTENDS, (k, v) => {
     const g = expandGrouped(k, v);
     bumpCount(index, g.countSet, 1);
     out.push(g);
-  }
+  });
   return out;
 }
 
@@ -272,16 +272,21 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // most of the compile's time and of the daemon's peak.
     for (const { name, kind } of SERVICE_CONTAINERS) {
       const keys: string[] = [];
-      const values: string[] = [];
-      for (const [k, v] of index.entries(name)) {
-        keys.push(k);
-        values.push(v);
+      if (kind === 'map') {
+        const values: string[] = [];
+        index.forEach(name, (k, v) => {
+          keys.push(k);
+          values.push(v);
+        });
+        tx.addElementRun(target, name, runOf(name, keys, values));
+      } else {
+        index.forEach(name, (k) => keys.push(k));
+        tx.addElementRun(target, name, runOf(name, keys));
       }
-      tx.addElementRun(target, name, runOf(name, keys, kind === 'map' ? values : undefined));
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
     const groupedKeys: string[] = [];
-    for (const [k] of index.entries(GROUPED_FRONTENDS)) groupedKeys.push(k);
+    index.forEach(GROUPED_FRONTENDS, (k) => groupedKeys.push(k));
     const keysWhere = (want: (g: GroupedFrontend) => boolean): string[] => {
       const out: string[] = [];
       for (let i = 0; i < grouped.length; i++) if (want(grouped[i]!)) out.push(groupedKeys[i]!);

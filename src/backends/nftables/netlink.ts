@@ -467,9 +467,20 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
     }
     case 'grouped': {
       // `addr . proto . port . index`: the addrProtoPort key, then numgen's u32 in host order.
-      const k = key.lastIndexOf(SEP);
-      if (k < 0 || !writeKey(f, 'addrProtoPort', key.slice(0, k), b, at)) return false;
-      return writeKey(f, 'slot', key.slice(k + 3), b, at + a + 8);
+      // Read in place: a full sync writes hundreds of thousands of these.
+      const i = key.indexOf(SEP);
+      const j = key.indexOf(SEP, i + 3);
+      const k = key.indexOf(SEP, j + 3);
+      if (i < 0 || j < 0 || k < 0 || !putAddr(f, key, b, at, 0, i)) return false;
+      const p = protoAt(key, i + 3, j);
+      const port = portOf(key, j + 3, k);
+      const n = portOf(key, k + 3, key.length, 0xffffffff);
+      if (p === undefined || port < 0 || n < 0) return false;
+      b[at + a] = p;
+      b[at + a + 4] = port >> 8;
+      b[at + a + 5] = port & 0xff;
+      b.writeUInt32LE(n, at + a + 8);
+      return true;
     }
     case 'slot': {
       let n = 0;
@@ -495,16 +506,17 @@ function protoAt(s: string, from: number, to: number): number | undefined {
   return undefined;
 }
 
-/** The decimal port at `from` to the end of `s`, or -1. */
-function portOf(s: string, from: number): number {
+/** The decimal number s[from, to) (default: to the end), at most `max` (default: a port), or -1. */
+function portOf(s: string, from: number, to = s.length, max = 65535): number {
   let n = 0;
-  if (from >= s.length) return -1;
-  for (let i = from; i < s.length; i++) {
+  if (from >= to) return -1;
+  for (let i = from; i < to; i++) {
     const c = s.charCodeAt(i) - 48;
     if (c < 0 || c > 9) return -1;
     n = n * 10 + c;
+    if (n > max) return -1;
   }
-  return n <= 65535 ? n : -1;
+  return n;
 }
 
 /** Writes `addr . port` (endpoints map data) at `at`; false if malformed. */

@@ -44,6 +44,8 @@ export interface ServiceContext {
 }
 
 const GOTO_REJECT = `goto ${Chains.reject}`;
+const NO_CHAINS: ReadonlyMap<string, readonly Rule[]> = new Map();
+const NO_ROLES: ReadonlySet<SlotRole> = new Set();
 
 function sameEndpoints(a: EndpointSet, b: EndpointSet): boolean {
   if (a === b) return true;
@@ -65,7 +67,12 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   const names = serviceNames(svc);
   const p = svc.protocol;
   const affinity = svc.affinityTimeoutSeconds > 0;
-  const chains = new Map<string, Rule[]>();
+  // Made only when needed: most service ports (ClusterIP only, no affinity) own no chain, and a
+  // full sync at 44k Services makes one contribution per port.
+  let chains: Map<string, Rule[]> | undefined;
+  const setChain = (name: string, rules: Rule[]): void => {
+    (chains ??= new Map()).set(name, rules);
+  };
   const elements: ElementClaim[] = [];
   // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
   // both externalIP and LB IP) can repeat within one service; those claims go through claimOnce.
@@ -83,19 +90,23 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
 
   // Endpoint chains (affinity only) and the hairpin set, over every endpoint any path may use.
   // The three sets are often the same object: visit each distinct set once.
-  const epSuffix = new Map<string, string>();
-  const usedEndpoints: PlannedEndpoint[] = [];
+  let epSuffix: Map<string, string> | undefined;
+  let usedEndpoints: readonly PlannedEndpoint[];
   const sets: EndpointSet[] = [];
-  for (const set of [svc.internal, svc.external, svc.cluster]) if (forwards(set) && !sets.includes(set)) sets.push(set);
+  if (forwards(svc.internal)) sets.push(svc.internal);
+  if (forwards(svc.external) && !sets.includes(svc.external)) sets.push(svc.external);
+  if (forwards(svc.cluster) && !sets.includes(svc.cluster)) sets.push(svc.cluster);
   if (sets.length === 1 && !affinity) {
-    usedEndpoints.push(...sets[0]!.endpoints);
+    usedEndpoints = sets[0]!.endpoints;
   } else {
+    const used: PlannedEndpoint[] = (usedEndpoints = []);
+    epSuffix = new Map();
     for (const set of sets) {
       for (const ep of set.endpoints) {
         const id = `${ep.ip}|${ep.port}`;
         if (epSuffix.has(id)) continue;
         epSuffix.set(id, affinity ? endpointSuffix(svc, ep) : '');
-        usedEndpoints.push(ep);
+        used.push(ep);
       }
     }
   }
@@ -111,11 +122,11 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
   }
 
-  const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;
+  const suffixOf = (ep: PlannedEndpoint): string => epSuffix!.get(`${ep.ip}|${ep.port}`)!;
   // A set shared by several roles (the usual case: internal === cluster, or equal lists) uses one block.
   const roleOf = (set: EndpointSet): SlotRole =>
     sameEndpoints(set, svc.internal) ? 'internal' : sameEndpoints(set, svc.external) ? 'external' : 'cluster';
-  const slotRoles = new Set<SlotRole>();
+  let slotRoles: Set<SlotRole> | undefined;
   const dispatch = (set: EndpointSet, cond: Cond): Rule[] => {
     if (!affinity) {
       const n = set.endpoints.length;
@@ -123,8 +134,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       const base = n > 1 && n <= SLOT_STRIDE ? ctx.slots.base(svc.key, role) : undefined;
       if (base === undefined) return [R.dnatRandom(fs, p, set.endpoints, cond)];
       const map = endpointShard(p, base / SLOT_STRIDE);
-      if (!slotRoles.has(role)) {
-        slotRoles.add(role);
+      if (!slotRoles?.has(role)) {
+        (slotRoles ??= new Set()).add(role);
         for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
       }
       return [R.dnatSlot(fs, p, n, base, map, cond)];
@@ -156,7 +167,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));
       else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(R.verdict(fs, 'notLocalSrc', 'jump', Chains.markForMasquerade));
       rules.push(...dispatch(svc.internal, ''));
-      chains.set(names.svc, rules);
+      setChain(names.svc, rules);
       claim(Maps.serviceIPs, key, `goto ${names.svc}`);
     } else if (svc.internal.verdict === 'drop') {
       claim(Maps.serviceIPs, key, 'drop');
@@ -166,8 +177,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   }
 
   // External traffic: NodePort, externalIPs, LoadBalancer IPs.
-  const externalIPs = [...svc.externalIPs, ...svc.loadBalancerIPs];
-  if (svc.nodePort > 0 || externalIPs.length > 0) {
+  if (svc.nodePort > 0 || svc.externalIPs.length > 0 || svc.loadBalancerIPs.length > 0) {
+    const externalIPs = [...svc.externalIPs, ...svc.loadBalancerIPs];
     // Local policy: pods and the node itself reach the service through the cluster-wide set.
     const shortCircuit = svc.externalPolicyLocal && forwards(svc.cluster);
     const useChain = forwards(svc.external) || (shortCircuit && svc.external.verdict === 'drop');
@@ -184,7 +195,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       }
       if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
       else rules.push(R.DROP);
-      chains.set(names.ext, rules);
+      setChain(names.ext, rules);
       verdict = `goto ${names.ext}`;
     } else if (svc.external.verdict === 'drop') {
       verdict = 'drop';
@@ -208,7 +219,7 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
       const fam = ctx.fs.family;
       const sources = normalizeCIDRs(fam, svc.allowLoadBalancerIPSources ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
-      chains.set(names.fw, [sources.length ? R.firewallDrop(fs, sources) : R.DROP]);
+      setChain(names.fw, [sources.length ? R.firewallDrop(fs, sources) : R.DROP]);
       for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
     }
   }
@@ -218,8 +229,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       const sfx = suffixOf(ep);
       // The shared `affinity` set (skeleton.ts) records client . (service port, endpoint): no
       // set of its own, so adding an affinity port adds no named set to the table.
-      chains.set(endpointChainName(sfx), [R.affinityUpdate(fs, affinityId(svc, ep), svc.affinityTimeoutSeconds), R.dnatTo(fs, p, ep)]);
+      setChain(endpointChainName(sfx), [R.affinityUpdate(fs, affinityId(svc, ep), svc.affinityTimeoutSeconds), R.dnatTo(fs, p, ep)]);
     }
   }
-  return { chains, elements, slotRoles };
+  return { chains: chains ?? NO_CHAINS, elements, slotRoles: slotRoles ?? NO_ROLES };
 }
