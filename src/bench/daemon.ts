@@ -220,13 +220,28 @@ async function steadyRss(pid: number): Promise<void> {
 
 async function countRules(ns: string, mode: DaemonOptions['mode']): Promise<number> {
   if (mode === 'nftables') {
-    const r = await runIn(ns, ['nft', '-j', 'list', 'map', 'ip', 'ferry', 'service-ips'], { allowFailure: true });
+    // Frontends with a chain are in service-ips; ClusterIP-only ones in the endpoint-count sets
+    // (`n-tcp-3`, docs/nftables.md), whose names a terse listing gives without their elements.
+    const elementsOf = async (what: 'map' | 'set', name: string): Promise<number> => {
+      const r = await runIn(ns, ['nft', '-j', 'list', what, 'ip', 'ferry', name], { allowFailure: true });
+      try {
+        const j = JSON.parse(r.stdout) as { nftables: { map?: { elem?: unknown[] }; set?: { elem?: unknown[] } }[] };
+        return j.nftables.reduce((n, o) => n + ((o.map ?? o.set)?.elem?.length ?? 0), 0);
+      } catch {
+        return 0;
+      }
+    };
+    let n = await elementsOf('map', 'service-ips');
+    const r = await runIn(ns, ['nft', '-t', '-j', 'list', 'sets', 'ip'], { allowFailure: true });
+    let names: string[] = [];
     try {
-      const j = JSON.parse(r.stdout) as { nftables: { map?: { elem?: unknown[] } }[] };
-      return j.nftables.reduce((n, o) => n + (o.map?.elem?.length ?? 0), 0);
+      const j = JSON.parse(r.stdout) as { nftables: { set?: { table?: string; name?: string } }[] };
+      names = j.nftables.flatMap((o) => (o.set?.table === 'ferry' && /^n-(tcp|udp|sctp)-\d+$/.test(o.set.name ?? '') ? [o.set.name!] : []));
     } catch {
-      return 0;
+      names = [];
     }
+    for (const name of names) n += await elementsOf('set', name);
+    return n;
   }
   if (mode === 'iptables') {
     const r = await runIn(ns, ['iptables-save', '-t', 'nat'], { allowFailure: true });

@@ -168,7 +168,7 @@ export interface DaemonRow extends Size {
   readonly ferry?: string;
   /** Where the time to ready went (older results lack it). */
   readonly startup?: DaemonStartup;
-  /** Service rules found in the kernel after start (nftables: service-ips elements; iptables: KUBE-SERVICES jumps; userspace: ferry0 addresses). */
+  /** Service rules found in the kernel after start (nftables: service-ips elements and endpoint-count set elements; iptables: KUBE-SERVICES jumps; userspace: ferry0 addresses). */
   readonly rulesFound: number;
   /** Once RSS stopped moving after start. */
   readonly steady: MemorySample;
