@@ -187,6 +187,11 @@ export interface NativeAddon {
    * (`/var/run/netns/NAME`) to act in instead of the process's. Absent in older builds.
    */
   nfnlBatch?(batch: Uint8Array, netns?: string): Promise<NfnlBatchResult>;
+  /**
+   * nfnlBatch on the calling thread, blocking it for the kernel's part: for small batches, where
+   * that is less than the hop to a pool thread and back. Absent in older builds.
+   */
+  nfnlBatchSync?(batch: Uint8Array, netns?: string): NfnlBatchResult;
   /** Sends one encoded nf_tables dump request; resolves with the answer messages. Absent in older builds. */
   nfnlDump?(request: Uint8Array, netns?: string): Promise<NfnlDumpResult>;
   /**

@@ -138,8 +138,18 @@ export class Syncer {
   private fullReason: FullSyncReason = 'first';
   private lastStart = -Infinity;
   private lastEnd = -Infinity;
-  /** Smoothed duration of recent partial syncs (ms): the adaptive gap. */
+  /** Smoothed duration of recent partial syncs (ms): the adaptive gap under sustained changes. */
   private partialCostMs = 0;
+  /**
+   * Sync time not yet paid back by idle time (ms), as of lastEnd: each partial sync adds what it
+   * took, the idle time before it pays that back. Cost-aware coalescing waits only for the part
+   * above one sync's worth (earliestNext).
+   */
+  private debtMs = 0;
+  /** When debtMs was last brought up to date (the end of the last partial sync). */
+  private debtAt = -Infinity;
+  /** How long the last partial sync took (ms). */
+  private lastPartialMs = 0;
   private lastFullStart = -Infinity;
   private retryAt: number | undefined;
   private failures = 0;
@@ -250,10 +260,18 @@ export class Syncer {
     // and whatever arrives meanwhile is applied whole in the next piece's sync anyway.
     if (this.deferred > 0 && a) return this.lastEnd;
     if (!a) return this.lastStart + this.opts.minSyncPeriodMs;
-    return this.lastEnd + Math.min(a.maxMs, this.partialCostMs);
+    // One sync's worth of debt (the last one's, or the recent average if larger) is allowed: a lone change and the one right behind it (a Service,
+    // then its EndpointSlice a few ms later) both go out at once. Beyond it, each sync waits
+    // until idle time has paid back what the syncs before it took, so under a burst a sync is
+    // followed by a gap as long as it took: syncing stays at about half of the proxy's time.
+    const paidBack = this.debtAt + Math.max(0, this.debtMs - Math.max(this.partialCostMs, this.lastPartialMs));
+    return Math.min(this.lastEnd + a.maxMs, Math.max(this.lastEnd, paidBack));
   }
 
-  /** The gap cost-aware coalescing currently leaves after a sync (ms); minSyncPeriod otherwise. */
+  /**
+   * The gap cost-aware coalescing leaves after each sync while changes keep coming (ms): the
+   * smoothed cost of recent partial syncs; minSyncPeriod otherwise.
+   */
   currentWindowMs(): number {
     return this.opts.adaptive ? Math.min(this.opts.adaptive.maxMs, this.partialCostMs) : this.opts.minSyncPeriodMs;
   }
@@ -277,7 +295,12 @@ export class Syncer {
       this.lastEnd = end;
       // Full syncs are rare and far costlier; letting them widen the gap would delay the next
       // lone change by seconds. Syncs that found nothing to do say nothing about cost either.
-      if (!full && !this.lastWasNoop) this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
+      if (!full && !this.lastWasNoop) {
+        this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
+        this.debtMs = Math.max(0, this.debtMs - Math.max(0, start - this.debtAt)) + (end - start);
+        this.debtAt = end;
+        this.lastPartialMs = end - start;
+      }
       this.schedule();
     });
   }

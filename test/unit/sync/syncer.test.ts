@@ -279,6 +279,32 @@ t.test('cost-aware coalescing: a lone change meeting an idle proxy is applied at
   await syncer.stop();
 });
 
+t.test('cost-aware coalescing: the change right behind another (a Service, then its slice) goes out at once too; a third waits', async (t) => {
+  const { clock, source, backend, syncer, results, t0 } = setup({ adaptiveMax: 1000, intact: 0 });
+  backend.costMs = 4;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(1000);
+  // A tight sequence after an idle spell: a, then b 1 ms after a's sync ended, then c 1 ms after b's.
+  source.change('ns/a:/TCP');
+  const aAt = clock.now() - t0;
+  syncer.requestSync();
+  await clock.advance(5); // a's sync: 4 ms
+  source.change('ns/b:/TCP');
+  const bAt = clock.now() - t0;
+  syncer.requestSync();
+  await clock.advance(5);
+  source.change('ns/c:/TCP');
+  const cAt = clock.now() - t0;
+  syncer.requestSync();
+  await clock.advance(50);
+  const startedOf = (k: string): number => results.find((x) => x.changes?.changed.has(`ns/${k}:/TCP`))!.startedAt;
+  t.equal(startedOf('a'), aAt, 'a lone change: at once');
+  t.equal(startedOf('b'), bAt, 'the change right behind it: at once, no coalescing gap');
+  t.ok(startedOf('c') > cAt, `a third in a row waits for the gap (requested at ${cAt}, started at ${startedOf('c')})`);
+  await syncer.stop();
+});
+
 t.test('cost-aware coalescing: a burst becomes few syncs, each gap as long as recent syncs took', async (t) => {
   const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0 });
   backend.costMs = 20;
