@@ -272,11 +272,28 @@ export function planTableReport(snap: ClusterSnapshot, opts: PlanOptions, prev?:
   if (reuse) {
     // Only the Services named by the change set are planned again; the table is a new version
     // of prev's persistent map that shares every other entry (and the tree around them).
-    const dirty = new Set<string>();
-    for (const k of changes.changed) dirty.add(serviceOfKey(k));
+    // A port's entry depends on its own spec and endpoints, which the change set follows port
+    // by port, and on the Service's local ready endpoints only when it has a health check node
+    // port: those Services are planned whole, the others port by port (a slice of a Service with
+    // thousands of ports changes only its own ports' entries).
     const prevMap = SortedMap.from(prev.services);
+    const dirty = new Set<string>();
+    const single: ServicePortKey[] = [];
+    for (const k of changes.changed) {
+      if ((spMap.get(k)?.healthCheckNodePort ?? 0) !== 0 || (prevMap.get(k)?.healthCheckNodePort ?? 0) !== 0) dirty.add(serviceOfKey(k));
+      else single.push(k);
+    }
     const out = prevMap.edit();
     const touched = new Set<ServicePortKey>();
+    for (const key of single) {
+      const svcName = serviceOfKey(key);
+      if (dirty.has(svcName)) continue;
+      touched.add(key);
+      const sp = spMap.get(key);
+      const e = sp ? plan(key, sp, () => 0) : undefined;
+      if (e) out.set(key, e);
+      else out.delete(key);
+    }
     for (const svcName of dirty) {
       const prefix = `${svcName}:`;
       for (const k of prevMap.keysWithPrefix(prefix)) {

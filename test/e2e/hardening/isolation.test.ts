@@ -60,11 +60,13 @@ for (const mode of modes()) {
       for (let h = 0; h < HOSTILE; h++) hostileIPs.push(createHostile(env.core, `hostile-${h}`, PORTS, echo1));
       // The normal Service and the endpoint change follow right behind, as a user's would.
       const normal = create(env.core, 'normal', 'echo-2', one);
+      const normalAt = Date.now();
       const labelled = Date.now();
       await env.kubectl(['label', 'pod', 'echo-3', 'app=echo-1', '--overwrite']);
       const createdMs = Date.now() - at;
       await env.waitReachable(normal, 80, 'the normal Service created after the hostile ones answers', scaledMs(120_000));
       const normalMs = Date.now() - at;
+      const normalOwnMs = Date.now() - normalAt;
       // steady now also selects echo-3: wait until some probe lands there.
       await eventually(
         async () => {
@@ -89,7 +91,7 @@ for (const mode of modes()) {
         { what: 'nothing left deferred', timeoutMs: 30_000 },
       );
       t.comment(
-        `FIGURE (${mode}): objects written in ${createdMs} ms; normal Service answering ${normalMs} ms, new endpoint used ${endpointMs} ms after its change, ` +
+        `FIGURE (${mode}): objects written in ${createdMs} ms; normal Service answering ${normalMs} ms (${normalOwnMs} ms after its own creation), new endpoint used ${endpointMs} ms after its change, ` +
           `every hostile Service answering ${hostileMs} ms after the hostile Services were created; service ports still deferred when the last hostile one answered: ${deferred ?? 'n/a'}`,
       );
       t.equal((await env.localHttp(HEALTHZ_PORT, '/healthz')).code, 200, 'ferry is healthy at the end');

@@ -129,7 +129,9 @@ t.test('random changes: incremental plan, its diff and followers equal what a fr
       } else {
         const f = rnd(2) === 0 ? 4 : 6;
         const eps = Array.from({ length: rnd(4) }, () => ({ ip: ip(f, 1 + rnd(50)), node: rnd(2) === 0 ? NODE : 'other' }));
-        tr.upsertEndpointSlice(slice({ ns, service: name, family: f, ports: [0, 1, 2].map((i) => ({ name: `p${i}`, port: 8080 + i })), endpoints: eps }));
+        // Now and then a slice for one port only: a change that reaches some ports of a Service.
+        const ports = rnd(3) === 0 ? [rnd(3)] : [0, 1, 2];
+        tr.upsertEndpointSlice(slice({ ns, service: name, family: f, ports: ports.map((i) => ({ name: `p${i}`, port: 8080 + i })), endpoints: eps }));
       }
     }
     const s = tr.takeSnapshot();
