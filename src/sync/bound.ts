@@ -62,6 +62,21 @@ export function boundSync(
   changes: SyncChanges,
   budget: number,
 ): BoundedSync | undefined {
+  // First, cheaply, an upper bound per Service (what base already holds costs nothing below,
+  // so this only overestimates): a cold start of 44k Services need not compare 44k entries with
+  // base nor keep a record per key when no Service comes near the budget.
+  const bound = new Map<string, number>();
+  let near = false;
+  for (const k of changes.changed) {
+    let c = 0;
+    for (const f of FAMILIES) c += Math.max(entryCost(base?.[f].services.get(k)), entryCost(next[f].services.get(k)));
+    const svc = serviceOf(k);
+    const total = (bound.get(svc) ?? 0) + c;
+    bound.set(svc, total);
+    if (total > budget) near = true;
+  }
+  if (!near) return undefined;
+
   // Per Service: its total and each changed key with its own cost, computed once.
   const costs = new Map<string, { cost: number; keys: KeyCost[] }>();
   // A full sync lists every key; what base already holds as planned is kept whatever happens,
