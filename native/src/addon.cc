@@ -214,39 +214,37 @@ Napi::Object BatchResultObject(Napi::Env env, const NfnlBatchResult& r) {
   return o;
 }
 
+// A batch call's arguments: the batch (a Uint8Array) and an optional netns path.
+Napi::Uint8Array BatchArgs(const Napi::CallbackInfo& info, const char* fn, std::string* netns) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, std::string(fn) + ": the first argument must be a Uint8Array");
+  }
+  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    if (!info[1].IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": netns must be a path string");
+    *netns = info[1].As<Napi::String>().Utf8Value();
+  }
+  return info[0].As<Napi::Uint8Array>();
+}
+
 // The same batch on the calling (JS) thread: for a change of a few messages the kernel's part is
 // a fraction of a millisecond, less than the hop to a pool thread and back.
 Napi::Value NfnlBatchSync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(env, "nfnlBatchSync: the first argument must be a Uint8Array");
-  }
   std::string netns;
-  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
-    if (!info[1].IsString()) throw Napi::TypeError::New(env, "nfnlBatchSync: netns must be a path string");
-    netns = info[1].As<Napi::String>().Utf8Value();
-  }
-  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array a = BatchArgs(info, "nfnlBatchSync", &netns);
   NfnlBatchResult r;
   try {
     r = NfnlBatch(a.Data(), a.ByteLength(), netns);
   } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
+    throw Napi::Error::New(info.Env(), e.what());
   }
-  return BatchResultObject(env, r);
+  return BatchResultObject(info.Env(), r);
 }
 
 Napi::Value NfnlBatchAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(env, "nfnlBatch: the first argument must be a Uint8Array");
-  }
   std::string netns;
-  if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
-    if (!info[1].IsString()) throw Napi::TypeError::New(env, "nfnlBatch: netns must be a path string");
-    netns = info[1].As<Napi::String>().Utf8Value();
-  }
-  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array a = BatchArgs(info, "nfnlBatch", &netns);
   auto held = std::make_shared<HeldBytes>(HeldBytes{Napi::Persistent(a), a.Data(), a.ByteLength()});
   return PromiseWorker<NfnlBatchResult>::Start(
       env, [held, netns]() { return NfnlBatch(held->data, held->len, netns); },
