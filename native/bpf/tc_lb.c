@@ -33,7 +33,10 @@
  * translated flow never shares a tuple with a connection the node itself opened. */
 #define SNAT_PORT_MIN 61000
 #define SNAT_PORT_SPAN 4536
-#define SNAT_PORT_TRIES 8
+/* Ports probed from a random start, one after another: with 8 random tries, ~3% of new
+ * NodePort connections found no port once a burst of closing flows (held 10 s) had taken
+ * two thirds of the range to one endpoint (1,000 connections/s, scripts/bench datapath). */
+#define SNAT_PORT_TRIES 64
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -434,8 +437,10 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 			return TC_ACT_SHOT;
 		__builtin_memcpy(src, sn->addr, 16);
 		/* A source port whose reply tuple is free (or only held by an expired entry). */
+		__u32 start = bpf_get_prandom_u32() % SNAT_PORT_SPAN;
+
 		for (i = 0; i < SNAT_PORT_TRIES; i++) {
-			sport = bpf_htons(SNAT_PORT_MIN + bpf_get_prandom_u32() % SNAT_PORT_SPAN);
+			sport = bpf_htons(SNAT_PORT_MIN + (start + i) % SNAT_PORT_SPAN);
 			tuple_key(&rk, be.addr, src, be.port, sport, p->proto, p->family);
 			old = bpf_map_lookup_elem(&ferry_ct, &rk);
 			if (!old || !ct_live(old, now))

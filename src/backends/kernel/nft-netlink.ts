@@ -108,7 +108,9 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
       const t0 = performance.now();
       const enc = encodeTransaction(tx, { seqBase: SEQ_BASE });
       const t1 = performance.now();
-      const r = batchSync !== undefined && enc.bytes.length <= SYNC_BATCH_BYTES ? batchSync(enc.bytes, ns) : await batch!(enc.bytes, ns);
+      // In another namespace (tests, the simulator) the socket is made after a setns of the
+      // calling thread: never the JS thread, whose other sockets must stay where they are.
+      const r = batchSync !== undefined && ns === undefined && enc.bytes.length <= SYNC_BATCH_BYTES ? batchSync(enc.bytes) : await batch!(enc.bytes, ns);
       log.v(2, 'nf_tables batch sent', {
         ok: r.ok,
         bytes: enc.bytes.length,

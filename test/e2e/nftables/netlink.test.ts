@@ -17,6 +17,7 @@ import { scaledMs } from '../../../src/util/timescale.js';
 import { loadNative, type NativeAddon } from '../../../src/native/index.js';
 import { addonNft, execNft, namesByListing, namesFromJSON, NftNetlinkError, type NftRunner } from '../../../src/backends/kernel/nft.js';
 import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
+import { encodeTransaction } from '../../../src/backends/nftables/netlink.js';
 import { CompileState, compileFull, compilePartial } from '../../../src/backends/nftables/compiler.js';
 import { createNftablesBackend } from '../../../src/backends/nftables/backend.js';
 import { Transaction } from '../../../src/backends/nftables/transaction.js';
@@ -194,6 +195,17 @@ t.test('a failing batch leaves the kernel untouched and names the failing op', a
     t.match(e1.message, /198\.18\.0\.99/, 'and so does the message');
   }
   t.equal(await listing(ns, [4]), before, 'nothing of the failed batch was applied');
+
+  // The same batch through the addon's two calls: on a pool thread, and on this (JS) thread, which
+  // the runner uses for small batches in its own namespace (the daemon's case).
+  if (native.nfnlBatchSync) {
+    const bytes = encodeTransaction(missingElement).bytes;
+    const onPool = await native.nfnlBatch!(bytes, `/var/run/netns/${ns}`);
+    const onThisThread = native.nfnlBatchSync(bytes, `/var/run/netns/${ns}`);
+    t.equal(onThisThread.ok, false, 'nfnlBatchSync reports the refused batch');
+    t.same(onThisThread.errors, onPool.errors, 'with the same errors as nfnlBatch (sequence, errno, extack offset and message)');
+    t.equal(await listing(ns, [4]), before, 'and neither applied anything');
+  } else t.fail('the addon has no nfnlBatchSync');
 
   // Several elements in one message: the extack offset picks the right one.
   const many = good();
