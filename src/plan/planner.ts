@@ -286,8 +286,7 @@ export function planTableReport(snap: ClusterSnapshot, opts: PlanOptions, prev?:
     const out = prevMap.edit();
     const touched = new Set<ServicePortKey>();
     for (const key of single) {
-      const svcName = serviceOfKey(key);
-      if (dirty.has(svcName)) continue;
+      if (dirty.size > 0 && dirty.has(serviceOfKey(key))) continue;
       touched.add(key);
       const sp = spMap.get(key);
       const e = sp ? plan(key, sp, () => 0) : undefined;
