@@ -215,8 +215,9 @@ struct snat_val {
 #define FERRY_CT_REPLY 1
 #define FERRY_CT_NEW 0         /* TCP: SYN seen, no answer yet */
 #define FERRY_CT_ESTABLISHED 1 /* TCP: the endpoint answered */
-#define FERRY_CT_CLOSING 2     /* TCP: FIN or RST seen */
+#define FERRY_CT_CLOSING 2     /* TCP: the client's FIN, or a RST: the endpoint keeps no TIME_WAIT */
 #define FERRY_CT_DATAGRAM 3    /* UDP */
+#define FERRY_CT_TIME_WAIT 4   /* TCP: the endpoint closed first and holds TIME_WAIT for the tuple */
 
 struct ct_key {
 	__u32 saddr[4];
@@ -284,7 +285,10 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
-	__uint(max_entries, 65536);
+	/* Two entries per connection: 65,536 connections, kube-proxy's --conntrack-min is 131,072.
+	 * At 1,000 new connections/s that the endpoints close first, the least recently used entries
+	 * pushed out are ~65 s old, past a Linux endpoint's TIME_WAIT (60 s). ~19 MB of kernel memory. */
+	__uint(max_entries, 131072);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_ct SEC(".maps");
 

@@ -29,13 +29,22 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define NSEC_PER_SEC 1000000000ULL
-/* SNAT source ports: above the kernel's default ephemeral range (32768-60999), so a
- * translated flow never shares a tuple with a connection the node itself opened. */
-#define SNAT_PORT_MIN 61000
-#define SNAT_PORT_SPAN 4536
+/*
+ * SNAT source ports: two ranges, set by ferry before the program is loaded (the node's ports
+ * outside its ephemeral range, ip_local_port_range: a translated flow then never shares a tuple
+ * with a connection the node opens itself). The default is the part of 1024-65535 above the
+ * kernel's default ephemeral range.
+ */
+struct snat_ports {
+	__u16 lo_min;
+	__u16 lo_count;
+	__u16 hi_min;
+	__u16 hi_count;
+};
+const volatile struct snat_ports ferry_snat_ports = { 0, 0, 61000, 4536 };
 /* Ports probed from a random start, one after another: with 8 random tries, ~3% of new
- * NodePort connections found no port once a burst of closing flows (held 10 s) had taken
- * two thirds of the range to one endpoint (1,000 connections/s, scripts/bench datapath). */
+ * NodePort connections found no port once a burst of closing flows had taken two thirds of a
+ * small range to one endpoint (1,000 connections/s, scripts/bench datapath). */
 #define SNAT_PORT_TRIES 64
 
 char LICENSE[] SEC("license") = "GPL";
@@ -130,6 +139,11 @@ static __always_inline __u64 ct_timeout(__u8 state)
 		return 6 * 3600 * NSEC_PER_SEC;
 	case FERRY_CT_CLOSING:
 		return 10 * NSEC_PER_SEC;
+	case FERRY_CT_TIME_WAIT:
+		/* As long as the endpoint's TIME_WAIT socket may live (Linux: 60 s; conntrack keeps
+		 * 120 s for any peer): a SYN from another client meeting it is refused when its
+		 * timestamp or sequence number is not newer (PAWS), which is a stall of a second or more. */
+		return 120 * NSEC_PER_SEC;
 	default:
 		return 60 * NSEC_PER_SEC;
 	}
@@ -145,8 +159,14 @@ static __always_inline __u8 ct_next(__u8 state, const struct pkt *p, __u8 dir)
 {
 	if (p->proto != IPPROTO_TCP)
 		return FERRY_CT_DATAGRAM;
-	if (p->tcp_flags & (TCPF_FIN | TCPF_RST))
-		return FERRY_CT_CLOSING;
+	if (p->tcp_flags & TCPF_RST)
+		/* A RST ends the endpoint's TIME_WAIT too, unless it is the TIME_WAIT socket's own. */
+		return state == FERRY_CT_TIME_WAIT && dir == FERRY_CT_REPLY ? state : FERRY_CT_CLOSING;
+	if (p->tcp_flags & TCPF_FIN) {
+		if (state == FERRY_CT_CLOSING || state == FERRY_CT_TIME_WAIT)
+			return state; /* the second FIN: whoever closed first decided */
+		return dir == FERRY_CT_REPLY ? FERRY_CT_TIME_WAIT : FERRY_CT_CLOSING;
+	}
 	if (state == FERRY_CT_NEW && dir == FERRY_CT_REPLY && (p->tcp_flags & TCPF_ACK))
 		return FERRY_CT_ESTABLISHED;
 	return state;
@@ -394,6 +414,14 @@ static __always_inline struct backend_val *pick(const struct pkt *p, const struc
 	return found;
 }
 
+/* A reply entry that translates back to this packet's own tuple: the same client connection. */
+static __always_inline int same_client(const struct ct_val *reply, const struct pkt *p)
+{
+	return reply->dport == p->sport && reply->sport == p->dport && reply->daddr[0] == p->saddr[0] && reply->daddr[1] == p->saddr[1] &&
+	       reply->daddr[2] == p->saddr[2] && reply->daddr[3] == p->saddr[3] && reply->saddr[0] == p->daddr[0] &&
+	       reply->saddr[1] == p->daddr[1] && reply->saddr[2] == p->daddr[2] && reply->saddr[3] == p->daddr[3];
+}
+
 /* A new connection to a frontend: choose, record both directions, translate. */
 static __always_inline int new_connection(struct __sk_buff *skb, const struct pkt *p, __u64 now)
 {
@@ -436,14 +464,21 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 		if (!sn)
 			return TC_ACT_SHOT;
 		__builtin_memcpy(src, sn->addr, 16);
-		/* A source port whose reply tuple is free (or only held by an expired entry). */
-		__u32 start = bpf_get_prandom_u32() % SNAT_PORT_SPAN;
+		/* A source port whose reply tuple is free, only held by an expired entry, or held by
+		 * this same client connection before (a client reusing its own port: the endpoint
+		 * takes its SYN as the kernel would without NAT). */
+		__u32 lo = ferry_snat_ports.lo_count, total = lo + ferry_snat_ports.hi_count;
+		__u32 start, idx;
 
+		if (total == 0)
+			return TC_ACT_SHOT;
+		start = bpf_get_prandom_u32() % total;
 		for (i = 0; i < SNAT_PORT_TRIES; i++) {
-			sport = bpf_htons(SNAT_PORT_MIN + (start + i) % SNAT_PORT_SPAN);
+			idx = (start + i) % total;
+			sport = bpf_htons(idx < lo ? ferry_snat_ports.lo_min + idx : ferry_snat_ports.hi_min + (idx - lo));
 			tuple_key(&rk, be.addr, src, be.port, sport, p->proto, p->family);
 			old = bpf_map_lookup_elem(&ferry_ct, &rk);
-			if (!old || !ct_live(old, now))
+			if (!old || !ct_live(old, now) || same_client(old, p))
 				break;
 		}
 		if (i == SNAT_PORT_TRIES)
@@ -499,7 +534,7 @@ int ferry_tc_ingress(struct __sk_buff *skb)
 			return ct_forward(skb, &p, v, now);
 		/* A new SYN on a closing connection is a new connection (the client reused its port);
 		 * an endpoint that left its set is never used again. Both choose afresh. */
-		if (!(fresh && v->state == FERRY_CT_CLOSING) && is_member(v->set_id, v->daddr, v->dport, p.family))
+		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT)) && is_member(v->set_id, v->daddr, v->dport, p.family))
 			return ct_forward(skb, &p, v, now);
 	}
 	return new_connection(skb, &p, now);

@@ -2,6 +2,7 @@
 #include "bpf.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +83,28 @@ uint64_t LinkCgroup(int linkFd) {
   return info.cgroup.cgroup_id;
 }
 
+// Removes the pins of maps this object declares with another layout (an older ferry's: a map's
+// type, key or value size, size or flags changed), so that the load creates them anew instead of
+// failing on "parameter mismatch". Their entries are lost: ferry's full sync rewrites the maps it
+// writes; the programs' own state (connection tracking, affinity) starts empty. Names go to `out`.
+void UnpinIncompatible(struct bpf_object* obj, std::vector<std::string>* out) {
+  struct bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    const char* path = bpf_map__pin_path(map);
+    if (!path) continue;
+    int fd = bpf_obj_get(path);
+    if (fd < 0) continue;  // not pinned yet
+    struct bpf_map_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    bool same = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.type == static_cast<uint32_t>(bpf_map__type(map)) &&
+                info.key_size == bpf_map__key_size(map) && info.value_size == bpf_map__value_size(map) &&
+                info.max_entries == bpf_map__max_entries(map) && info.map_flags == bpf_map__map_flags(map);
+    close(fd);
+    if (!same && unlink(path) == 0) out->push_back(bpf_map__name(map));
+  }
+}
+
 }  // namespace
 
 BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
@@ -99,6 +122,7 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
     r.error = Fail(errno, "open BPF object " + opts.object, &log);
     return r;
   }
+  UnpinIncompatible(obj, &r.unpinned);
   int err = bpf_object__load(obj);
   if (err) {
     r.error = Fail(err, "load BPF object " + opts.object + " (maps pinned under " + opts.pinDir + ")", &log);
@@ -164,6 +188,7 @@ namespace {
 constexpr uint32_t kTcHandle = 0xfe77;
 constexpr uint32_t kTcPriority = 1;
 constexpr const char* kTcProgram = "ferry_tc_ingress";
+constexpr const char* kTcSnatVar = "ferry_snat_ports";
 
 struct TcifVal {
   uint8_t ownQdisc;
@@ -188,12 +213,44 @@ bool IsFerryProg(uint32_t progId) {
 
 }  // namespace
 
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir) {
+// Writes a `const volatile` global of an opened (not yet loaded) object: its place in .rodata
+// comes from the object's BTF. 0, or a negative errno.
+static int SetRodataVar(struct bpf_object* obj, const char* name, const void* value, size_t size) {
+  struct bpf_map* rodata = bpf_object__find_map_by_name(obj, ".rodata");
+  struct btf* btf = bpf_object__btf(obj);
+  if (!rodata || !btf) return -ENOENT;
+  int sec = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+  if (sec < 0) return -ENOENT;
+  const struct btf_type* t = btf__type_by_id(btf, sec);
+  const struct btf_var_secinfo* vi = btf_var_secinfos(t);
+  for (unsigned i = 0; i < btf_vlen(t); i++, vi++) {
+    const struct btf_type* var = btf__type_by_id(btf, vi->type);
+    if (strcmp(btf__name_by_offset(btf, var->name_off), name) != 0) continue;
+    size_t total = 0;
+    const char* data = static_cast<const char*>(bpf_map__initial_value(rodata, &total));
+    if (!data || vi->size != size || vi->offset + size > total) return -EINVAL;
+    std::string copy(data, total);
+    memcpy(&copy[vi->offset], value, size);
+    return bpf_map__set_initial_value(rodata, copy.data(), total);
+  }
+  return -ENOENT;
+}
+
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, std::vector<std::string>* unpinned) {
   std::lock_guard<std::mutex> guard(loadMu);
   LogCapture log;
   DECLARE_LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
   struct bpf_object* obj = bpf_object__open_file(object.c_str(), &oo);
   if (!obj) return Fail(errno, "open BPF object " + object, &log);
+  if (ports) {
+    int e = SetRodataVar(obj, kTcSnatVar, ports, sizeof(*ports));
+    if (e) {
+      BpfError fe = Fail(e, std::string("set ") + kTcSnatVar + " (the SNAT ports) in " + object, &log);
+      bpf_object__close(obj);
+      return fe;
+    }
+  }
+  UnpinIncompatible(obj, unpinned);
   int err = bpf_object__load(obj);
   if (err) {
     BpfError e = Fail(err, "load BPF object " + object + " (maps pinned under " + pinDir + ")", &log);
@@ -315,6 +372,8 @@ BpfError BpfProbe(const std::string& object) {
   if (!obj) return Fail(errno, "open BPF object " + object, &log);
   struct bpf_map* map;
   bpf_object__for_each_map(map, obj) {
+    // Global data (.rodata) is one element of its own size: left as it is.
+    if (bpf_map__is_internal(map)) continue;
     bpf_map__set_pin_path(map, nullptr);
     bpf_map__set_max_entries(map, 16);
   }
@@ -331,6 +390,12 @@ Napi::Error BpfErrorToJs(Napi::Env env, const BpfError& e);
 
 [[noreturn]] void ThrowBpf(Napi::Env env, const BpfError& e) {
   throw BpfErrorToJs(env, e);
+}
+
+Napi::Array StringsToJs(Napi::Env env, const std::vector<std::string>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); i++) a.Set(i, v[i]);
+  return a;
 }
 
 std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -372,6 +437,7 @@ Napi::Value BpfLoad(const Napi::CallbackInfo& info) {
   for (size_t i = 0; i < r.replaced.size(); i++) replaced.Set(i, r.replaced[i]);
   out.Set("attached", attached);
   out.Set("replaced", replaced);
+  out.Set("unpinned", StringsToJs(env, r.unpinned));
   return out;
 }
 
@@ -652,11 +718,30 @@ Napi::Value BpfMapDumpAsync(const Napi::CallbackInfo& info) {
       });
 }
 
-// bpfTcLoad(object, pinDir): loads the tc object (maps by pin name) and pins its program.
+// bpfTcLoad(object, pinDir, snatPorts?): loads the tc object (maps by pin name) and pins its
+// program; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535.
 Napi::Value BpfTcLoadJs(const Napi::CallbackInfo& info) {
-  BpfError e = BpfTcLoad(StringArg(info, 0, "bpfTcLoad: object"), StringArg(info, 1, "bpfTcLoad: pinDir"));
+  BpfSnatPorts ports;
+  bool withPorts = info.Length() > 2 && !info[2].IsUndefined();
+  if (withPorts) {
+    const char* what = "bpfTcLoad: snatPorts must be [loMin, loCount, hiMin, hiCount], each range inside 1-65535";
+    if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() != 4) throw Napi::TypeError::New(info.Env(), what);
+    Napi::Array a = info[2].As<Napi::Array>();
+    double v[4];
+    for (uint32_t i = 0; i < 4; i++) {
+      Napi::Value x = a.Get(i);
+      if (!x.IsNumber()) throw Napi::TypeError::New(info.Env(), what);
+      v[i] = x.As<Napi::Number>().DoubleValue();
+      if (v[i] < 0 || v[i] > 65535 || v[i] != static_cast<uint16_t>(v[i])) throw Napi::RangeError::New(info.Env(), what);
+    }
+    for (int r = 0; r < 4; r += 2)
+      if (v[r + 1] > 0 && (v[r] < 1 || v[r] + v[r + 1] > 65536)) throw Napi::RangeError::New(info.Env(), what);
+    ports = {static_cast<uint16_t>(v[0]), static_cast<uint16_t>(v[1]), static_cast<uint16_t>(v[2]), static_cast<uint16_t>(v[3])};
+  }
+  std::vector<std::string> unpinned;
+  BpfError e = BpfTcLoad(StringArg(info, 0, "bpfTcLoad: object"), StringArg(info, 1, "bpfTcLoad: pinDir"), withPorts ? &ports : nullptr, &unpinned);
   if (e.err) ThrowBpf(info.Env(), e);
-  return info.Env().Undefined();
+  return StringsToJs(info.Env(), unpinned);
 }
 
 std::vector<std::string> StringsArg(const Napi::CallbackInfo& info, size_t i, const char* what) {

@@ -32,11 +32,18 @@ struct BpfLoadResult {
   BpfError error;
   std::vector<std::string> attached;   // programs attached anew
   std::vector<std::string> replaced;   // programs swapped into an existing pinned link
+  std::vector<std::string> unpinned;   // pinned maps of another layout, removed (created anew)
 };
 
 BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts);
-// tc: loads the tc object (maps reused by pin name) and pins its program under pinDir.
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir);
+// The tc program's SNAT source ports: [loMin, loMin + loCount) and [hiMin, hiMin + hiCount).
+struct BpfSnatPorts {
+  uint16_t loMin, loCount, hiMin, hiCount;
+};
+// tc: loads the tc object (maps reused by pin name) and pins its program under pinDir; ports
+// (when given) replace the object's default SNAT port ranges.
+// unpinned: pinned maps whose layout (type, sizes, flags) differs from the object's, removed first.
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, std::vector<std::string>* unpinned);
 // Attaches (or replaces, atomically) the pinned tc program on clsact ingress of each named
 // interface of this network namespace, recording each in the pinned ferry_tcif map.
 BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached);

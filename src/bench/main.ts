@@ -191,6 +191,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let daemonModes: Profile['daemonModes'] | undefined;
   let latencySizes: number[] | undefined;
   let latencyModes: ProxyUnderTest[] | undefined;
+  let datapathSizes: number[] | undefined;
+  let datapathModes: DatapathMode[] | undefined;
   let daemonResyncs: number | undefined;
   let daemonFerry: string[] = [];
   let daemonRepeat = 1;
@@ -244,8 +246,20 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace' && x !== 'ebpf') throw new BenchUsageError(`--latency-modes: unknown mode ${x}`);
         return x;
       });
+    } else if (a === '--datapath-sizes') {
+      datapathSizes = val().split(',').map((x) => {
+        if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--datapath-sizes: expected SERVICES[,...], got ${x}`);
+        return Number(x);
+      });
+    } else if (a === '--datapath-modes') {
+      datapathModes = val().split(',').map((x) => {
+        const known = PROFILES.full.datapathModes;
+        const m = known.find((k) => k === x.trim());
+        if (!m) throw new BenchUsageError(`--datapath-modes: unknown mode ${x} (known: ${known.join(',')})`);
+        return m;
+      });
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--no-conntrack-flush]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--datapath-sizes 0,1000] [--datapath-modes direct,ebpf,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
@@ -253,6 +267,8 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   // The cluster phases run at the latency sizes only when those are given.
   if (latencySizes) profile = { ...profile, latencySizes, clusterSizes: latencySizes };
   if (latencyModes) profile = { ...profile, latencyModes };
+  if (datapathSizes) profile = { ...profile, datapathSizes };
+  if (datapathModes) profile = { ...profile, datapathModes };
   return { profile, out, kubeProxy, only, noConntrackFlush, daemonFerry, daemonRepeat, daemonNodeFlags };
 }
 

@@ -217,10 +217,11 @@ export interface NativeAddon {
   /**
    * ebpf mode (native/src/bpf.cc). Loads the BPF object, reusing maps pinned under `pinDir` by
    * name, and attaches each program to `cgroup` through a link pinned as `pinDir/link_<prog>`; a
-   * link already pinned on the same cgroup gets the new program swapped in (no gap). Throws an
-   * Error with code FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
+   * link already pinned on the same cgroup gets the new program swapped in (no gap). A map pinned
+   * with another layout (an older ferry's) is unpinned first and created anew (`unpinned`). Throws
+   * an Error with code FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
    */
-  bpfLoad?(opts: { object: string; pinDir: string; cgroup: string }): { attached: string[]; replaced: string[] };
+  bpfLoad?(opts: { object: string; pinDir: string; cgroup: string }): { attached: string[]; replaced: string[]; unpinned?: string[] };
   /** Loads the object with small unpinned maps and no attachment: does this kernel accept it? */
   bpfProbe?(object: string): void;
   /** Upserts `keys.length / keySize` elements into the pinned map, in batches. */
@@ -237,8 +238,12 @@ export interface NativeAddon {
   bpfMapUpdateAsync?(path: string, keys: Uint8Array, values: Uint8Array, keySize: number, valueSize: number): Promise<number>;
   bpfMapDeleteAsync?(path: string, keys: Uint8Array, keySize: number): Promise<number>;
   bpfMapDumpAsync?(path: string, keySize: number, valueSize: number): Promise<{ keys: Buffer; values: Buffer; count: number }>;
-  /** tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under pinDir. */
-  bpfTcLoad?(object: string, pinDir: string): void;
+  /**
+   * tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under
+   * pinDir. snatPorts = [loMin, loCount, hiMin, hiCount]: the SNAT source port ranges (default:
+   * the object's, 61000-65535). Returns the maps it unpinned for another layout, as bpfLoad.
+   */
+  bpfTcLoad?(object: string, pinDir: string, snatPorts?: [number, number, number, number]): string[] | undefined;
   /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */
   bpfTcAttach?(pinDir: string, names: string[]): string[];
   /** Detaches ferry's tc filter from every interface recorded in pinDir/ferry_tcif; returns their names. */

@@ -12,6 +12,7 @@ import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/typ
 import { logger, type Logger } from '../../util/log.js';
 import type { BpfMaps } from '../kernel/bpf.js';
 import { EbpfCompiler, type EbpfDiff } from './compiler.js';
+import { describeSnatPorts } from './snat-ports.js';
 
 export interface EbpfBackendOptions {
   readonly maps: BpfMaps;
@@ -70,7 +71,23 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       if (!attached) {
         try {
           const r = await opts.maps.attach();
-          log.info('BPF programs in place', { attached: r.attached.length, replaced: r.replaced.length, interfaces: r.interfaces.join(',') });
+          log.info('BPF programs in place', {
+            attached: r.attached.length,
+            replaced: r.replaced.length,
+            interfaces: r.interfaces.join(','),
+            snatPorts: describeSnatPorts(r.snatPorts),
+          });
+          if (r.unpinned.length > 0) {
+            log.warn('BPF maps pinned by an older ferry with another layout were replaced; their entries (connection tracking, affinity) start empty', {
+              maps: r.unpinned.join(','),
+            });
+          }
+          if (r.snatPorts.sharedWithNode) {
+            log.warn(
+              "fewer than 1024 ports lie outside this node's ephemeral range (net.ipv4.ip_local_port_range): masqueraded NodePort connections take source ports from 1024-65535 and may then clash with a connection the node opens itself to the same endpoint",
+              { snatPorts: describeSnatPorts(r.snatPorts) },
+            );
+          }
         } catch (e) {
           throw new EbpfSyncError(full, 'attach', e);
         }

@@ -55,7 +55,7 @@ function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
     case 'dnat': {
       const masq = e.masquerade.value === 'yes';
       steps.push({ at: hook, does: `${XSVC} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client address' : ''}${masq ? ', MASQ' : ''}` });
-      steps.push({ at: BACKEND, does: `DNAT to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}${masq ? "; SNAT to the node's address (ferry_snat), source port 61000-65535" : '; client source kept'}` });
+      steps.push({ at: BACKEND, does: `DNAT to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}${masq ? "; SNAT to the node's address (ferry_snat), a source port outside the node's ephemeral range" : '; client source kept'}` });
       steps.push({ at: 'ferry_ct', does: 'both directions recorded (the reply is translated back on the interface it arrives on); sent on with bpf_fib_lookup + bpf_redirect_neigh' });
       return steps;
     }

@@ -17,6 +17,7 @@ import { run } from '../../util/exec.js';
 import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapOps, type MapState } from '../ebpf/compiler.js';
 import { Elements } from '../ebpf/elements.js';
 import { MAP_SIZES, WRITTEN_MAPS, type MapName } from '../ebpf/layout.js';
+import { parsePortRange, snatPortPlan, type SnatPortPlan } from '../ebpf/snat-ports.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 const CGROUP2_SUPER_MAGIC = 0x63677270;
@@ -49,13 +50,23 @@ export class BpfError extends Error {
   }
 }
 
+export interface AttachResult {
+  readonly attached: string[];
+  readonly replaced: string[];
+  readonly interfaces: string[];
+  readonly snatPorts: SnatPortPlan;
+  /** Maps pinned by an older ferry with another layout: removed and created anew (entries lost). */
+  readonly unpinned: string[];
+}
+
 /** What the ebpf backend needs from the kernel. */
 export interface BpfMaps {
   /**
    * Loads the programs and attaches them (or swaps them into links a previous run pinned); the
-   * tc program goes onto every selected interface (replacing a previous run's atomically).
+   * tc program goes onto every selected interface (replacing a previous run's atomically), its
+   * SNAT ports (snatPorts) chosen from the namespace's ephemeral port range.
    */
-  attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }>;
+  attach(): Promise<AttachResult>;
   /** Attaches the tc program to selected interfaces that appeared since; returns their names. */
   syncInterfaces(): Promise<string[]>;
   /** What the pinned maps ferry writes hold now. */
@@ -227,6 +238,20 @@ export interface KernelBpfOptions {
   readonly interfaces: InterfaceSelector;
 }
 
+/** The SNAT ports for this network namespace's ephemeral range (this process's namespace). */
+async function readSnatPortPlan(): Promise<SnatPortPlan> {
+  const file = '/proc/sys/net/ipv4/ip_local_port_range';
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new BpfError(`read ${file}`, (e as Error).message);
+  }
+  const range = parsePortRange(text);
+  if (!range) throw new BpfError(`read ${file}`, `unexpected content ${JSON.stringify(text.trim())}`);
+  return snatPortPlan(range[0], range[1]);
+}
+
 /** The real applier, through the addon. */
 export class KernelBpfMaps implements BpfMaps {
   constructor(private readonly opts: KernelBpfOptions) {}
@@ -238,19 +263,21 @@ export class KernelBpfMaps implements BpfMaps {
   /** Interfaces (name → index) the tc program is on, as far as this process attached it. */
   private readonly onInterfaces = new Map<string, number>();
 
-  async attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }> {
+  async attach(): Promise<AttachResult> {
     const addon = addonWithBpf();
     const cgroup = await resolveCgroupRoot(this.opts.cgroupRoot);
     await ensureBpffsDir(this.opts.pinDir);
-    let r: { attached: string[]; replaced: string[] };
+    let r: { attached: string[]; replaced: string[]; unpinned?: string[] };
     try {
       r = addon.bpfLoad({ object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup });
     } catch (e) {
       rethrow(`attach to cgroup ${cgroup}`, e);
     }
     const tcObject = this.opts.tcObject ?? defaultTcObject();
+    const snatPorts = await readSnatPortPlan();
+    const unpinned = [...(r.unpinned ?? [])];
     try {
-      addon.bpfTcLoad(tcObject, this.opts.pinDir);
+      unpinned.push(...(addon.bpfTcLoad(tcObject, this.opts.pinDir, [...snatPorts.lo, ...snatPorts.hi]) ?? []));
     } catch (e) {
       rethrow(`load the tc program ${tcObject}`, e);
     }
@@ -258,7 +285,7 @@ export class KernelBpfMaps implements BpfMaps {
     // the old one in place (same filter handle), so packets never go without one.
     this.onInterfaces.clear();
     const interfaces = await this.syncInterfaces();
-    return { ...r, interfaces };
+    return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned };
   }
 
   async syncInterfaces(): Promise<string[]> {
@@ -402,12 +429,15 @@ export class FakeBpfMaps implements BpfMaps {
   interfaces: string[] = ['eth0'];
   readonly tcOn = new Set<string>();
 
-  async attach(): Promise<{ attached: string[]; replaced: string[]; interfaces: string[] }> {
+  /** The ephemeral port range the fake's namespace reports. */
+  ephemeralPorts: [number, number] = [32768, 60999];
+
+  async attach(): Promise<AttachResult> {
     const replaced = this.attached ? [...PROGRAMS] : [];
     const attached = this.attached ? [] : [...PROGRAMS];
     this.attached = true;
     this.tcOn.clear();
-    return { attached, replaced, interfaces: await this.syncInterfaces() };
+    return { attached, replaced, interfaces: await this.syncInterfaces(), snatPorts: snatPortPlan(...this.ephemeralPorts), unpinned: [] };
   }
 
   async syncInterfaces(): Promise<string[]> {

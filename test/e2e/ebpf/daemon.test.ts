@@ -157,6 +157,17 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
       { what: `client → ${node.ip}:${np} answered by echo-2`, timeoutMs: 30_000 },
     );
     t.equal(viaTc.pod, 'echo-2', 'the outside client reaches the NodePort through the tc program');
+    // Masquerade in the tc program: a source port outside the node's ephemeral range (never a tuple
+    // the node's own sockets could pick), and — the echo server closing first — the translated
+    // tuple held in ferry_ct as TIME_WAIT, so no other client gets it while the endpoint's
+    // TIME_WAIT socket would refuse its SYN.
+    const eph = (await c.exec(node.netns, ['cat', '/proc/sys/net/ipv4/ip_local_port_range'])).stdout.trim().split(/\s+/).map(Number);
+    const snatPort = Number(viaTc.seen?.split(':').pop());
+    t.equal(viaTc.seenIP, node.ip, `the endpoint saw the node's address (${viaTc.seen})`);
+    t.ok(snatPort >= 1024 && (snatPort < eph[0]! || snatPort > eph[1]!), `SNAT source port ${snatPort} is outside the node's ephemeral range ${eph.join('-')}`);
+    const ct = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { formatted?: { value?: { state?: number; dir?: number; sport?: number } } }[];
+    const held = ct.filter((e) => e.formatted?.value?.state === 4 && e.formatted.value.dir === 0);
+    t.ok(held.length > 0, `a forward entry of a connection the endpoint closed is held as TIME_WAIT (states: ${[...new Set(ct.map((e) => `${e.formatted?.value?.dir}/${e.formatted?.value?.state}`))].join(',')})`);
     const stop = new AbortController();
     const stream = c.probeStream({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { signal: stop.signal, intervalMs: 50, timeoutMs: 2000 });
     const outside = c.probeStream({ kind: 'client' }, { proto: 'tcp', addr: node.ip, port: np }, { signal: stop.signal, intervalMs: 50, timeoutMs: 2000 });

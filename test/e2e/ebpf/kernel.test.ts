@@ -168,3 +168,39 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
   t.same(await readdir(cgroup).then((l) => l.filter((n) => n.startsWith('fy'))), [], 'no child cgroups left');
   await writeFile(join(cgroup, 'cgroup.procs'), '').catch(() => undefined);
 });
+
+t.test('maps an older ferry pinned with another layout are replaced; the tc program gets the SNAT ports', async (t) => {
+  const root = await resolveCgroupRoot(undefined);
+  const cgroup = join(root, `${PREFIX}l`);
+  const pinDir = `/sys/fs/bpf/${PREFIX}l`;
+  await mkdir(cgroup);
+  await ensureBpffsDir(pinDir);
+  t.teardown(async () => {
+    await removePins(pinDir);
+    await rmdir(cgroup).catch(() => undefined);
+  });
+  // ferry_ct as the program owns it, but smaller; ferry_svc as ferry writes it, but with another value size.
+  await run(['bpftool', 'map', 'create', join(pinDir, 'ferry_ct'), 'type', 'lru_hash', 'key', '40', 'value', '56', 'entries', '1024', 'name', 'ferry_ct']);
+  await run(['bpftool', 'map', 'create', join(pinDir, 'ferry_svc'), 'type', 'hash', 'key', '20', 'value', '8', 'entries', '16', 'name', 'ferry_svc', 'flags', '1']);
+  const maps = new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] });
+  const r = await maps.attach();
+  t.same([...r.unpinned].sort(), ['ferry_ct', 'ferry_svc'], 'both pins of another layout were removed (and reported)');
+  const ct = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { max_entries: number };
+  t.equal(ct.max_entries, 131072, 'ferry_ct is pinned anew with the object’s size');
+  const svcMap = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_svc')])).stdout) as { bytes_value: number };
+  t.equal(svcMap.bytes_value, 16, 'ferry_svc is pinned anew with the object’s value size');
+  t.same((await maps.attach()).unpinned, [], 'a second start on the same pins replaces nothing');
+
+  // The ports the tc program was loaded with, read back from its .rodata.
+  const prog = JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'pinned', join(pinDir, 'prog_ferry_tc_ingress')])).stdout) as { map_ids: number[] };
+  let ports: unknown;
+  for (const id of prog.map_ids) {
+    const dump = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'id', String(id)], { allowFailure: true })).stdout || '[]') as {
+      formatted?: { value?: { '.rodata'?: { ferry_snat_ports?: unknown }[] } };
+    }[];
+    const found = dump[0]?.formatted?.value?.['.rodata']?.find((v) => v.ferry_snat_ports)?.ferry_snat_ports;
+    if (found) ports = found;
+  }
+  t.same(ports, { lo_min: r.snatPorts.lo[0], lo_count: r.snatPorts.lo[1], hi_min: r.snatPorts.hi[0], hi_count: r.snatPorts.hi[1] }, `the program's SNAT ports are the planned ones (${JSON.stringify(ports)})`);
+  t.equal(r.snatPorts.total > 0, true, 'some ports to translate to');
+});
