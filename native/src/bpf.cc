@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -63,6 +65,19 @@ struct LogCapture {
 
 // One load at a time: the libbpf print hook is process-wide.
 std::mutex loadMu;
+
+// bpf_object__load with this thread's signals blocked: the verifier gives up with EAGAIN when a
+// signal is pending (a profiler's SIGPROF, SIGCHLD of a child process), and a program it takes
+// 0.1-0.2 s to verify met one on most loads under `node --cpu-prof`. Pending signals are
+// delivered once unblocked.
+int LoadQuietly(struct bpf_object* obj) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int err = bpf_object__load(obj);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return err;
+}
 
 BpfError Fail(int err, std::string where, LogCapture* log = nullptr) {
   BpfError e;
@@ -123,7 +138,7 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
     return r;
   }
   UnpinIncompatible(obj, &r.unpinned);
-  int err = bpf_object__load(obj);
+  int err = LoadQuietly(obj);
   if (err) {
     r.error = Fail(err, "load BPF object " + opts.object + " (maps pinned under " + opts.pinDir + ")", &log);
     bpf_object__close(obj);
@@ -251,7 +266,7 @@ BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const B
     }
   }
   UnpinIncompatible(obj, unpinned);
-  int err = bpf_object__load(obj);
+  int err = LoadQuietly(obj);
   if (err) {
     BpfError e = Fail(err, "load BPF object " + object + " (maps pinned under " + pinDir + ")", &log);
     bpf_object__close(obj);
@@ -377,7 +392,7 @@ BpfError BpfProbe(const std::string& object) {
     bpf_map__set_pin_path(map, nullptr);
     bpf_map__set_max_entries(map, 16);
   }
-  int err = bpf_object__load(obj);
+  int err = LoadQuietly(obj);
   BpfError e;
   if (err) e = Fail(err, "load BPF object " + object, &log);
   bpf_object__close(obj);

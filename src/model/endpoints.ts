@@ -287,7 +287,8 @@ export function mergeEndpoints(
  * a Service with P ports in slices of P ports each costs O(P), not O(P²) (three hostile
  * Services of 5,000 ports took most of a second to merge port by port).
  */
-export function endpointsByPort(slices: Iterable<ParsedSlice>, family: IPFamily): { of(portName: string, protocol: Protocol): readonly Endpoint[] } {
+/** `only`: the `name/protocol` ids asked for (the others are not indexed). */
+export function endpointsByPort(slices: Iterable<ParsedSlice>, family: IPFamily, only?: ReadonlySet<string>): { of(portName: string, protocol: Protocol): readonly Endpoint[] } {
   const ordered = [...slices].filter((s) => s.family === family).sort(byName);
   // `name/protocol` → the lists of every slice port that matches, in slice name order.
   const index = new Map<string, (readonly Endpoint[])[]>();
@@ -296,6 +297,7 @@ export function endpointsByPort(slices: Iterable<ParsedSlice>, family: IPFamily)
       const p = s.ports[i]!;
       if (s.byPort[i]!.length === 0) continue;
       const id = `${p.name}/${p.protocol}`;
+      if (only && !only.has(id)) continue;
       const lists = index.get(id);
       if (lists) lists.push(s.byPort[i]!);
       else index.set(id, [s.byPort[i]!]);

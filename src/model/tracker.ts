@@ -66,6 +66,40 @@ function sliceInputsEqual(a: ParsedSlice, b: ParsedSlice): boolean {
   return a === b || (a.family === b.family && deepEqual(a.ports, b.ports) && deepEqual(a.byPort, b.byPort));
 }
 
+const NO_SERVICE_PORTS: readonly ServicePort[] = [];
+/** A parsed Service's ports by `portName/protocol` (both families), built once per parsed object. */
+const portIndex = new WeakMap<ParsedService, Map<string, ServicePort[]>>();
+function portsById(parsed: ParsedService): ReadonlyMap<string, readonly ServicePort[]> {
+  let m = portIndex.get(parsed);
+  if (!m) {
+    m = new Map();
+    for (const sp of parsed.ports) {
+      const id = `${sp.portName}/${sp.protocol}`;
+      const list = m.get(id);
+      if (list) list.push(sp);
+      else m.set(id, [sp]);
+    }
+    portIndex.set(parsed, m);
+  }
+  return m;
+}
+
+/** `name/protocol` of every port of a slice that differs (by object) between the two maps. */
+function touchedSlicePorts(now: ReadonlyMap<string, ParsedSlice>, before: ReadonlyMap<string, ParsedSlice>): Set<string> {
+  const out = new Set<string>();
+  const add = (s: ParsedSlice): void => {
+    for (const p of s.ports) out.add(`${p.name}/${p.protocol}`);
+  };
+  for (const [name, s] of now) {
+    const o = before.get(name);
+    if (o === s) continue;
+    add(s);
+    if (o) add(o);
+  }
+  for (const [name, o] of before) if (!now.has(name)) add(o);
+  return out;
+}
+
 function slicesEqual(a: ReadonlyMap<string, ParsedSlice>, b: ReadonlyMap<string, ParsedSlice>): boolean {
   if (a.size !== b.size) return false;
   for (const [name, s] of a) {
@@ -342,6 +376,28 @@ export class ChangeTracker {
     let any = false;
     const now = new Set<ServicePortKey>();
     let byPort: ReturnType<typeof endpointsByPort> | undefined;
+    // Only slices changed (the Service object is the one committed): a port no changed slice
+    // names, before or after, keeps its endpoints. A Service of thousands of ports whose slices
+    // arrive a few at a time then costs per sync what those slices hold, not all its ports.
+    const sameService = st.parsed === st.committedParsed && st.parsed !== null;
+    if (sameService) {
+      const touched = touchedSlicePorts(st.slices, st.committedSlices);
+      const ports = portsById(st.parsed!);
+      const byId = endpointsByPort(st.slices.values(), family, touched);
+      for (const id of touched) {
+        for (const sp of ports.get(id) ?? NO_SERVICE_PORTS) {
+          if (sp.family !== family) continue;
+          const eps = byId.of(sp.portName, sp.protocol);
+          const oldEps = maps.endpointsOf(sp.key);
+          if (!oldEps || !deepEqual(oldEps, eps)) {
+            maps.setEndpoints(sp.key, freezeEndpoints(eps));
+            changed.add(sp.key);
+            any = true;
+          }
+        }
+      }
+      return any; // the same ports: none went away, none changed its spec
+    }
     for (const sp of (st.parsed ?? NO_PORTS).ports) {
       if (sp.family !== family) continue;
       now.add(sp.key);

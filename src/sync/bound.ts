@@ -17,6 +17,7 @@
  */
 import { deepEqual } from '../model/equal.js';
 import { recordDerivation } from '../plan/diff.js';
+import type { ChangeSet, ClusterSnapshot, IPFamily } from '../model/types.js';
 import type { ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../plan/types.js';
 import { SortedMap } from '../util/sorted-map.js';
 
@@ -100,32 +101,7 @@ export function boundSync(
   if (!oversized) return undefined;
 
   const chosen = kept;
-  const big: [string, { cost: number; keys: KeyCost[] }][] = [];
-  let spent = 0;
-  for (const [svc, g] of costs) {
-    if (g.cost <= budget) {
-      for (const k of g.keys) chosen.add(k.key);
-      spent += g.cost;
-    } else big.push([svc, g]);
-  }
-  // The oversized Services share what the budget has left, smallest first, in key order.
-  big.sort((a, b) => a[1].cost - b[1].cost || (a[0] < b[0] ? -1 : 1));
-  const deferredServices: string[] = [];
-  let deferredKeys = 0;
-  for (const [svc, g] of big) {
-    g.keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    let i = 0;
-    for (; i < g.keys.length; i++) {
-      const { key, cost } = g.keys[i]!;
-      if (spent + cost > budget && (spent > 0 || i > 0)) break;
-      chosen.add(key);
-      spent += cost;
-    }
-    if (i < g.keys.length) {
-      deferredKeys += g.keys.length - i;
-      deferredServices.push(svc);
-    }
-  }
+  const { spent, deferredKeys, deferredServices } = choose(costs, budget, chosen);
   if (deferredKeys === 0) return undefined;
 
   // A partial sync's changes cover every difference between base and next, so the merged tables
@@ -146,6 +122,152 @@ export function boundSync(
       ? { full: true, changed: new Set([...tables[4].services.keys(), ...tables[6].services.keys()]), tableChanged: true }
       : { full: false, changed: chosen, tableChanged: changes.tableChanged };
   return { tables, changes: out, deferredKeys, deferredServices, cost: spent };
+}
+
+type Groups = Map<string, { cost: number; keys: KeyCost[] }>;
+
+/**
+ * Into `chosen`: every Service within the budget whole; the oversized ones share what the budget
+ * has left, smallest first, each in key order (the first piece takes at least one key).
+ */
+function choose(groups: Groups, budget: number, chosen: Set<ServicePortKey>): { spent: number; deferredKeys: number; deferredServices: string[] } {
+  const big: [string, { cost: number; keys: KeyCost[] }][] = [];
+  let spent = 0;
+  for (const [svc, g] of groups) {
+    if (g.cost <= budget) {
+      for (const k of g.keys) chosen.add(k.key);
+      spent += g.cost;
+    } else big.push([svc, g]);
+  }
+  big.sort((a, b) => a[1].cost - b[1].cost || (a[0] < b[0] ? -1 : 1));
+  const deferredServices: string[] = [];
+  let deferredKeys = 0;
+  for (const [svc, g] of big) {
+    if (!inKeyOrder(g.keys)) g.keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    let i = 0;
+    for (; i < g.keys.length; i++) {
+      const { key, cost } = g.keys[i]!;
+      if (spent + cost > budget && (spent > 0 || i > 0)) break;
+      chosen.add(key);
+      spent += cost;
+    }
+    if (i < g.keys.length) {
+      deferredKeys += g.keys.length - i;
+      deferredServices.push(svc);
+    }
+  }
+  return { spent, deferredKeys, deferredServices };
+}
+
+/** Change sets usually list keys in order already (diffs walk sorted maps): then no sort. */
+function inKeyOrder(keys: readonly KeyCost[]): boolean {
+  for (let i = 1; i < keys.length; i++) if (keys[i - 1]!.key > keys[i]!.key) return false;
+  return true;
+}
+
+/** A port's cost as the snapshot shows it (before planning): entryCost's estimate. */
+function snapshotCost(snap: ClusterSnapshot, key: ServicePortKey): number {
+  const sp = snap.services.get(key);
+  if (!sp) return 0;
+  return (1 + (snap.endpoints.get(key)?.length ?? 0)) * (sp.affinityTimeoutSeconds > 0 ? 2 : 1);
+}
+
+export interface PlanPiece {
+  /** What to plan now: the snapshot's changes and the keys left from before, within the budget. */
+  readonly changes: Record<IPFamily, ChangeSet>;
+  /** Changed keys left for later syncs (planned then, from the snapshot of then). */
+  readonly later: Record<IPFamily, ReadonlySet<ServicePortKey>>;
+  readonly deferredKeys: number;
+  readonly deferredServices: readonly string[];
+}
+
+export const NO_DEBT: Record<IPFamily, ReadonlySet<ServicePortKey>> = { 4: new Set(), 6: new Set() };
+
+/**
+ * The same bound one step earlier, on what to plan: a Service of thousands of ports arriving
+ * costs planning, diffing and bounding every port in the sync it arrives in, hundreds of
+ * milliseconds in which nothing else moves, even though only a budget's worth of them is then
+ * applied. Here its changed ports are split before planning, costed from the snapshot (what is
+ * installed counts too, for ports going away); the rest is carried to the next sync. Services
+ * with a health check node port are planned whole by the planner anyway, so they are never
+ * split. A family whose table-level inputs changed is planned whole (its carried keys with it).
+ */
+export function boundPlan(
+  snaps: Record<IPFamily, ClusterSnapshot>,
+  changes: Record<IPFamily, ChangeSet>,
+  debt: Record<IPFamily, ReadonlySet<ServicePortKey>>,
+  applied: ProxyTables | null,
+  budget: number,
+): PlanPiece {
+  const merged = FAMILIES.every((f) => debt[f].size === 0) ? changes : withDebt(changes, debt);
+  const none: PlanPiece = { changes: merged, later: NO_DEBT, deferredKeys: 0, deferredServices: [] };
+  const splittable = FAMILIES.filter((f) => !merged[f].nodeChanged);
+  const cost = (k: ServicePortKey): number => {
+    let c = 0;
+    for (const f of splittable) c += Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
+    return c;
+  };
+  // The cheap pass first: the common sync has no Service near the budget and nothing carried.
+  const bound = new Map<string, number>();
+  let near = false;
+  for (const f of splittable) {
+    for (const k of merged[f].changed) {
+      const svc = serviceOf(k);
+      const total = (bound.get(svc) ?? 0) + cost(k);
+      bound.set(svc, total);
+      if (total > budget) near = true;
+    }
+  }
+  if (!near) return none;
+
+  const groups: Groups = new Map();
+  const whole = new Set<string>();
+  const seen = new Set<ServicePortKey>();
+  for (const f of splittable) {
+    for (const k of merged[f].changed) {
+      if (seen.has(k)) continue;
+      seen.add(k);
+      const svc = serviceOf(k);
+      const hc = FAMILIES.some((g) => (snaps[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0 || (applied?.[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0);
+      if (hc) whole.add(svc);
+      let g = groups.get(svc);
+      if (!g) groups.set(svc, (g = { cost: 0, keys: [] }));
+      const c = cost(k);
+      g.cost += c;
+      g.keys.push({ key: k, cost: c });
+    }
+  }
+  const chosen = new Set<ServicePortKey>();
+  for (const svc of whole) {
+    for (const k of groups.get(svc)!.keys) chosen.add(k.key);
+    groups.delete(svc);
+  }
+  const { deferredKeys, deferredServices } = choose(groups, budget, chosen);
+  if (deferredKeys === 0) return none;
+  const now = {} as Record<IPFamily, ChangeSet>;
+  const later = {} as Record<IPFamily, Set<ServicePortKey>>;
+  for (const f of FAMILIES) {
+    later[f] = new Set();
+    if (merged[f].nodeChanged) {
+      now[f] = merged[f];
+      continue;
+    }
+    const mine = new Set<ServicePortKey>();
+    for (const k of merged[f].changed) (chosen.has(k) ? mine : later[f]).add(k);
+    now[f] = { changed: mine, nodeChanged: false };
+  }
+  return { changes: now, later, deferredKeys, deferredServices };
+}
+
+/** The changes plus the keys carried from before (not for a family planned whole anyway). */
+function withDebt(changes: Record<IPFamily, ChangeSet>, debt: Record<IPFamily, ReadonlySet<ServicePortKey>>): Record<IPFamily, ChangeSet> {
+  const out = {} as Record<IPFamily, ChangeSet>;
+  for (const f of FAMILIES) {
+    const c = changes[f];
+    if (debt[f].size === 0 || c.nodeChanged) out[f] = c;
+    else out[f] = { changed: new Set([...c.changed, ...debt[f]]), nodeChanged: false };
+  }
+  return out;
 }
 
 function sameEntry(a: ServiceEntry | undefined, b: ServiceEntry | undefined): boolean {

@@ -19,10 +19,10 @@
  */
 import type { ChangeSet, ClusterSnapshot, IPFamily } from '../model/types.js';
 import type { PlanOptions } from '../plan/planner.js';
-import type { Backend, ProxyTables, SyncChanges } from '../plan/types.js';
+import type { Backend, ProxyTables, ServicePortKey, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { realClock, type Clock } from './clock.js';
-import { boundSync } from './bound.js';
+import { boundPlan, boundSync, NO_DEBT, type PlanPiece } from './bound.js';
 
 export interface TrackerSnapshot {
   readonly snapshots: Record<IPFamily, ClusterSnapshot>;
@@ -163,6 +163,8 @@ export class Syncer {
   private deferred = 0;
   /** The last plan (successful or not): the base for incremental planning. */
   private planned: ProxyTables | null = null;
+  /** Changed keys of oversized Services not planned yet (bound.ts, boundPlan). */
+  private planDebt: Record<IPFamily, ReadonlySet<ServicePortKey>> = NO_DEBT;
 
   constructor(private readonly opts: SyncerOptions) {
     this.clock = opts.clock ?? realClock;
@@ -315,15 +317,25 @@ export class Syncer {
     let next: ProxyTables | undefined;
     let noop = false;
     let deferredKeys = 0;
+    let planDeferred = 0;
     try {
       const snap = this.opts.source.takeSnapshot();
       triggerTimes = snap.triggerTimes;
+      // An oversized Service is planned (not only applied) a piece per sync.
+      let planChanges = snap.changes;
+      let piece: PlanPiece | undefined;
+      if (!full && this.planned !== null && this.opts.bound) {
+        piece = boundPlan(snap.snapshots, snap.changes, this.planDebt, this.applied, this.budget);
+        planChanges = piece.changes;
+      }
+      this.planDebt = piece?.later ?? NO_DEBT;
+      planDeferred = piece?.deferredKeys ?? 0;
       // A full sync also re-plans from scratch, so a planning slip cannot outlive it.
       next = this.opts.planner.planTables(
         snap.snapshots,
         this.opts.planOptions(),
         full ? null : this.planned,
-        full ? undefined : snap.changes,
+        full ? undefined : planChanges,
       );
       this.planned = next;
       const prev = full ? null : this.applied;
@@ -335,13 +347,13 @@ export class Syncer {
       if (bounded) {
         target = bounded.tables;
         changes = bounded.changes;
-        if (this.deferred === 0) {
-          this.log.info('oversized Services are applied in pieces so they delay no other change', {
-            services: bounded.deferredServices.join(','),
-            deferredServicePorts: bounded.deferredKeys,
-            budget: this.budget,
-          });
-        }
+      }
+      if ((bounded || planDeferred > 0) && this.deferred === 0) {
+        this.log.info('oversized Services are applied in pieces so they delay no other change', {
+          services: [...new Set([...(bounded?.deferredServices ?? []), ...(piece?.deferredServices ?? [])])].join(','),
+          deferredServicePorts: (bounded?.deferredKeys ?? 0) + planDeferred,
+          budget: this.budget,
+        });
       }
       if (!full && changes.changed.size === 0 && !changes.tableChanged) {
         noop = true;
@@ -353,8 +365,8 @@ export class Syncer {
         await this.opts.backend.sync(prev, target, changes);
       }
       this.applied = target;
-      deferredKeys = bounded?.deferredKeys ?? 0;
-      if (bounded) this.adaptBudget(this.clock.now() - start);
+      deferredKeys = (bounded?.deferredKeys ?? 0) + planDeferred;
+      if (bounded || planDeferred > 0) this.adaptBudget(this.clock.now() - start);
       if (deferredKeys > 0) this.requested = true;
       else if (this.deferred > 0) this.log.info('oversized Services are fully applied', { budget: this.budget });
       this.deferred = deferredKeys;
@@ -379,6 +391,7 @@ export class Syncer {
       this.fullReason = 'after-failure';
       // Planning from scratch too, in case the failure was in planning (changes were consumed).
       this.planned = null;
+      this.planDebt = NO_DEBT;
       const delay = Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** Math.min(this.failures - 1, 30));
       this.retryAt = this.clock.now() + delay;
       this.log.error(`${full ? 'full' : 'partial'} sync failed; retrying with a full sync`, {

@@ -1,5 +1,9 @@
 import t from 'tap';
-import { boundSync, entryCost } from '../../../src/sync/bound.js';
+import { boundPlan, boundSync, entryCost, NO_DEBT } from '../../../src/sync/bound.js';
+import { ChangeTracker } from '../../../src/model/tracker.js';
+import { planTables } from '../../../src/plan/planner.js';
+import type { PlanOptions } from '../../../src/plan/planner.js';
+import { ip, slice as sliceObject, svc as serviceObject } from '../model/fixtures.js';
 import { diffTables, recordDerivation } from '../../../src/plan/diff.js';
 import type { ProxyTables, ServiceEntry } from '../../../src/plan/types.js';
 import { ep, fwd, svc, table, tables } from '../backends/ir-builders.js';
@@ -148,4 +152,68 @@ t.test('while pieces are applied, the diff over recorded keys finds what a full 
     applied = b.tables;
   }
   t.ok(steps > 10, `applied in pieces over ${steps} syncs`);
+});
+
+// Planning in pieces (boundPlan) with the real tracker and planner: a hostile Service arriving
+// with its slices is planned a budget's worth per sync, a normal Service arriving beside it is
+// planned in the first one, and once nothing is carried the plan is the full plan.
+t.test('boundPlan: an oversized Service is planned in pieces; the result equals a full plan', async (t) => {
+  const quiet = { info() {}, v() {}, warn() {}, error() {} };
+  const opts: PlanOptions = { masqueradeAll: false, clusterCIDRs: ['198.18.0.0/16'], nodePortAddresses: { kind: 'all' }, localAddresses: ['192.0.2.1'] };
+  const tr = new ChangeTracker({ nodeName: 'n1', families: [4, 6], log: quiet });
+  tr.upsertService(serviceObject({ name: 'steady' }));
+  tr.upsertEndpointSlice(sliceObject({ service: 'steady', endpoints: [{ ip: ip(4, 1) }] }));
+  let first = tr.takeSnapshot();
+  let planned = planTables(first.snapshots, opts);
+  const PORTS = 300;
+  const ports = Array.from({ length: PORTS }, (_, i) => ({ name: `p${String(i).padStart(3, '0')}`, port: 10000 + i }));
+  tr.upsertService(serviceObject({ name: 'big', clusterIPs: ['198.18.0.77'], affinity: 600, ports }));
+  for (let s = 0; s < PORTS / 100; s++) {
+    tr.upsertEndpointSlice(sliceObject({ service: 'big', name: `big-${s}`, ports: ports.slice(s * 100, s * 100 + 100).map((p) => ({ name: p.name, port: 8080 })), endpoints: [{ ip: ip(4, 9) }] }));
+  }
+  tr.upsertService(serviceObject({ name: 'normal', clusterIPs: ['198.18.0.78'] }));
+  tr.upsertEndpointSlice(sliceObject({ service: 'normal', endpoints: [{ ip: ip(4, 2) }] }));
+
+  const budget = 200; // a big port costs (1 + 1) × 2 = 4: 50 ports per piece
+  let debt = NO_DEBT;
+  const pieces: number[] = [];
+  for (let i = 0; i < 100; i++) {
+    const snap = tr.takeSnapshot();
+    const piece = boundPlan(snap.snapshots, snap.changes, debt, planned, budget);
+    planned = planTables(snap.snapshots, opts, planned, piece.changes);
+    if (i === 0) {
+      t.ok(piece.changes[4].changed.has('default/normal:http/TCP'), 'the normal Service is planned in the first piece');
+      t.ok(planned[4].services.has('default/normal:http/TCP'), 'and is in the first plan');
+      t.same(piece.deferredServices, ['default/big'], 'the big Service is the one carried');
+    }
+    pieces.push(piece.changes[4].changed.size);
+    debt = piece.later;
+    if (piece.deferredKeys === 0) break;
+    // A slice of the big Service changes while it is being planned: the next pieces see it.
+    if (i === 1) tr.upsertEndpointSlice(sliceObject({ service: 'big', name: 'big-0', ports: ports.slice(0, 100).map((p) => ({ name: p.name, port: 8080 })), endpoints: [{ ip: ip(4, 10) }], resourceVersion: '2' }));
+  }
+  t.ok(pieces.length > 3 && Math.max(...pieces.slice(0, -1)) <= 51, `planned in pieces of at most a budget's worth: ${pieces.join(',')}`);
+  const fresh = new ChangeTracker({ nodeName: 'n1', families: [4, 6], log: quiet });
+  fresh.upsertService(serviceObject({ name: 'steady' }));
+  fresh.upsertEndpointSlice(sliceObject({ service: 'steady', endpoints: [{ ip: ip(4, 1) }] }));
+  fresh.upsertService(serviceObject({ name: 'big', clusterIPs: ['198.18.0.77'], affinity: 600, ports }));
+  fresh.upsertEndpointSlice(sliceObject({ service: 'big', name: 'big-0', ports: ports.slice(0, 100).map((p) => ({ name: p.name, port: 8080 })), endpoints: [{ ip: ip(4, 10) }], resourceVersion: '2' }));
+  for (let s = 1; s < PORTS / 100; s++) {
+    fresh.upsertEndpointSlice(sliceObject({ service: 'big', name: `big-${s}`, ports: ports.slice(s * 100, s * 100 + 100).map((p) => ({ name: p.name, port: 8080 })), endpoints: [{ ip: ip(4, 9) }] }));
+  }
+  fresh.upsertService(serviceObject({ name: 'normal', clusterIPs: ['198.18.0.78'] }));
+  fresh.upsertEndpointSlice(sliceObject({ service: 'normal', endpoints: [{ ip: ip(4, 2) }] }));
+  const full = planTables(fresh.takeSnapshot().snapshots, opts);
+  t.same([...planned[4].services], [...full[4].services], 'the pieces add up to the full plan');
+  t.equal(planned[4].services.size, PORTS + 2);
+});
+
+t.test('boundPlan: nothing near the budget and nothing carried: the changes as they are', async (t) => {
+  const quiet = { info() {}, v() {}, warn() {}, error() {} };
+  const tr = new ChangeTracker({ nodeName: 'n1', families: [4, 6], log: quiet });
+  tr.upsertService(serviceObject({ name: 'a' }));
+  const snap = tr.takeSnapshot();
+  const piece = boundPlan(snap.snapshots, snap.changes, NO_DEBT, null, 100);
+  t.equal(piece.changes, snap.changes, 'the same object');
+  t.equal(piece.deferredKeys, 0);
 });

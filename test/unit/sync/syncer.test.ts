@@ -27,8 +27,11 @@ class FakeSource implements SnapshotSource {
   }
   takeSnapshot(): TrackerSnapshot {
     this.takes++;
-    const services = new Map([...this.versions].map(([k, v]) => [k, { v } as never]));
-    const snap = (family: IPFamily): ClusterSnapshot => ({ family, services, endpoints: new Map(), node: NODE });
+    // What bound.ts estimates a port's cost from before planning: as entryFor plans it.
+    const hostile = (k: string): boolean => k.startsWith('h/');
+    const services = new Map([...this.versions].map(([k, v]) => [k, { v, affinityTimeoutSeconds: hostile(k) ? 60 : 0, healthCheckNodePort: 0 } as never]));
+    const endpoints = new Map([...this.versions.keys()].map((k) => [k, (hostile(k) ? [{}, {}] : [{}]) as never]));
+    const snap = (family: IPFamily): ClusterSnapshot => ({ family, services, endpoints, node: NODE });
     const cs: ChangeSet = { changed: this.changed, nodeChanged: false };
     this.changed = new Set();
     return { snapshots: { 4: snap(4), 6: snap(6) }, changes: { 4: cs, 6: cs }, triggerTimes: [] };
@@ -52,9 +55,16 @@ class FakePlanner implements PlanFunctions {
     this.prevs.push(prev);
     const table = (f: IPFamily): ProxyTable => {
       const services = new Map<string, ServiceEntry>();
-      for (const [k, sp] of snaps[f].services) {
-        const old = prev?.[f].services.get(k);
-        services.set(k, old && !changes?.[f].changed.has(k) ? old : entryFor(k, (sp as unknown as { v: number }).v));
+      // As the planner: given changes, only the keys they name are planned; the rest stay as in prev.
+      if (prev && changes) {
+        for (const [k, e] of prev[f].services) services.set(k, e);
+        for (const k of changes[f].changed) {
+          const sp = snaps[f].services.get(k);
+          if (sp) services.set(k, entryFor(k, (sp as unknown as { v: number }).v));
+          else services.delete(k);
+        }
+      } else {
+        for (const [k, sp] of snaps[f].services) services.set(k, entryFor(k, (sp as unknown as { v: number }).v));
       }
       return { family: f, nodeName: 'node-1', nodeIPs: [], nodePortAddresses: { kind: 'all' }, localTraffic: { kind: 'none' }, masqueradeAll: false, services };
     };
