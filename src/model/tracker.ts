@@ -66,6 +66,15 @@ function sliceInputsEqual(a: ParsedSlice, b: ParsedSlice): boolean {
   return a === b || (a.family === b.family && deepEqual(a.ports, b.ports) && deepEqual(a.byPort, b.byPort));
 }
 
+/** A port's endpoints into the maps when they differ from what the maps hold; true if they did. */
+function setEndpoints(maps: NextMaps, key: ServicePortKey, eps: readonly Endpoint[], changed: Set<ServicePortKey>): boolean {
+  const old = maps.endpointsOf(key);
+  if (old && deepEqual(old, eps)) return false;
+  maps.setEndpoints(key, freezeEndpoints(eps));
+  changed.add(key);
+  return true;
+}
+
 const NO_SERVICE_PORTS: readonly ServicePort[] = [];
 /** A parsed Service's ports by `portName/protocol` (both families), built once per parsed object. */
 const portIndex = new WeakMap<ParsedService, Map<string, ServicePort[]>>();
@@ -386,14 +395,7 @@ export class ChangeTracker {
       const byId = endpointsByPort(st.slices.values(), family, touched);
       for (const id of touched) {
         for (const sp of ports.get(id) ?? NO_SERVICE_PORTS) {
-          if (sp.family !== family) continue;
-          const eps = byId.of(sp.portName, sp.protocol);
-          const oldEps = maps.endpointsOf(sp.key);
-          if (!oldEps || !deepEqual(oldEps, eps)) {
-            maps.setEndpoints(sp.key, freezeEndpoints(eps));
-            changed.add(sp.key);
-            any = true;
-          }
+          if (sp.family === family && setEndpoints(maps, sp.key, byId.of(sp.portName, sp.protocol), changed)) any = true;
         }
       }
       return any; // the same ports: none went away, none changed its spec
@@ -408,13 +410,7 @@ export class ChangeTracker {
         any = true;
       }
       byPort ??= endpointsByPort(st.slices.values(), family);
-      const eps = byPort.of(sp.portName, sp.protocol);
-      const oldEps = maps.endpointsOf(sp.key);
-      if (!oldEps || !deepEqual(oldEps, eps)) {
-        maps.setEndpoints(sp.key, freezeEndpoints(eps));
-        changed.add(sp.key);
-        any = true;
-      }
+      if (setEndpoints(maps, sp.key, byPort.of(sp.portName, sp.protocol), changed)) any = true;
     }
     for (const sp of (st.committedParsed ?? NO_PORTS).ports) {
       if (sp.family !== family || now.has(sp.key)) continue;

@@ -208,12 +208,13 @@ export function boundPlan(
     return c;
   };
   // The cheap pass first: the common sync has no Service near the budget and nothing carried.
+  // Each family's key costs its own family's share, so a dual-stack key counts once.
   const bound = new Map<string, number>();
   let near = false;
   for (const f of splittable) {
     for (const k of merged[f].changed) {
       const svc = serviceOf(k);
-      const total = (bound.get(svc) ?? 0) + cost(k);
+      const total = (bound.get(svc) ?? 0) + Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
       bound.set(svc, total);
       if (total > budget) near = true;
     }
