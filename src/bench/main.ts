@@ -181,6 +181,26 @@ export class BenchUsageError extends Error {
   }
 }
 
+const DAEMON_MODES = ['nftables', 'iptables', 'userspace'] as const;
+const LATENCY_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
+
+/** A flag's comma-separated Service counts (--latency-sizes, --datapath-sizes). */
+function serviceCounts(flag: string, v: string): number[] {
+  return v.split(',').map((x) => {
+    if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`${flag}: expected SERVICES[,...], got ${x}`);
+    return Number(x);
+  });
+}
+
+/** A flag's comma-separated modes, each one of `known`. */
+function modeList<M extends string>(flag: string, v: string, known: readonly M[]): M[] {
+  return v.split(',').map((x) => {
+    const m = known.find((k) => k === x.trim());
+    if (!m) throw new BenchUsageError(`${flag}: unknown mode ${x} (known: ${known.join(',')})`);
+    return m;
+  });
+}
+
 export function parseArgs(argv: readonly string[]): BenchArgs {
   let profile: Profile = PROFILES.full;
   let out: string | null = null;
@@ -220,10 +240,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
         return { services: Number(m[1]), endpoints: Number(m[2]) };
       });
     } else if (a === '--daemon-modes') {
-      daemonModes = val().split(',').map((x) => {
-        if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace') throw new BenchUsageError(`--daemon-modes: unknown mode ${x}`);
-        return x;
-      });
+      daemonModes = modeList(a, val(), DAEMON_MODES);
     } else if (a === '--daemon-resyncs') {
       const v = val();
       if (!/^\d+$/.test(v)) throw new BenchUsageError(`--daemon-resyncs: expected a count, got ${v}`);
@@ -237,27 +254,13 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     } else if (a === '--daemon-node-flags') {
       daemonNodeFlags = val();
     } else if (a === '--latency-sizes') {
-      latencySizes = val().split(',').map((x) => {
-        if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--latency-sizes: expected SERVICES[,...], got ${x}`);
-        return Number(x);
-      });
+      latencySizes = serviceCounts(a, val());
     } else if (a === '--latency-modes') {
-      latencyModes = val().split(',').map((x) => {
-        if (x !== 'nftables' && x !== 'iptables' && x !== 'userspace' && x !== 'ebpf') throw new BenchUsageError(`--latency-modes: unknown mode ${x}`);
-        return x;
-      });
+      latencyModes = modeList(a, val(), LATENCY_MODES);
     } else if (a === '--datapath-sizes') {
-      datapathSizes = val().split(',').map((x) => {
-        if (!/^\d+$/.test(x.trim())) throw new BenchUsageError(`--datapath-sizes: expected SERVICES[,...], got ${x}`);
-        return Number(x);
-      });
+      datapathSizes = serviceCounts(a, val());
     } else if (a === '--datapath-modes') {
-      datapathModes = val().split(',').map((x) => {
-        const known = PROFILES.full.datapathModes;
-        const m = known.find((k) => k === x.trim());
-        if (!m) throw new BenchUsageError(`--datapath-modes: unknown mode ${x} (known: ${known.join(',')})`);
-        return m;
-      });
+      datapathModes = modeList(a, val(), PROFILES.full.datapathModes);
     } else if (a === '-h' || a === '--help') {
       throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--datapath-sizes 0,1000] [--datapath-modes direct,ebpf,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);

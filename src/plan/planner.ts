@@ -77,7 +77,35 @@ export function serviceOfKey(key: ServicePortKey): string {
 
 type Header = Omit<ProxyTable, 'services'>;
 
-function familyCIDRs(list: readonly string[], family: IPFamily, what: string, problems: string[]): ParsedCIDR[] {
+/**
+ * Answers about the few address lists every sync plans from (--cluster-cidr, the Node's podCIDRs,
+ * --nodeport-addresses, the ServiceCIDRs), by the lists' text: parsing them through ipaddr.js
+ * each time was a fifth of a one-endpoint sync's planning. Only lists of strings are remembered
+ * (a number and its digits as text would join the same). Bounded: cleared when it fills up.
+ */
+const listMemo = new Map<string, unknown>();
+const LIST_MEMO_MAX = 64;
+
+function memoByList<T>(what: string, list: readonly unknown[], compute: () => T): T {
+  if (!list.every((x) => typeof x === 'string')) return compute();
+  const key = `${what}\0${list.join('\0')}`;
+  if (listMemo.has(key)) return listMemo.get(key) as T;
+  const v = compute();
+  if (listMemo.size >= LIST_MEMO_MAX) listMemo.clear();
+  listMemo.set(key, v);
+  return v;
+}
+
+function familyCIDRs(list: readonly string[], family: IPFamily, what: string, problems: string[]): readonly ParsedCIDR[] {
+  const r = memoByList(`${family}\0${what}`, list, () => {
+    const mine: string[] = [];
+    return { cidrs: parseFamilyCIDRs(list, family, what, mine), problems: mine };
+  });
+  problems.push(...r.problems);
+  return r.cidrs;
+}
+
+function parseFamilyCIDRs(list: readonly string[], family: IPFamily, what: string, problems: string[]): readonly ParsedCIDR[] {
   const out: ParsedCIDR[] = [];
   const seen = new Set<string>();
   for (const text of list) {
@@ -162,7 +190,11 @@ function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): H
  * one often covers the old default). Two CIDRs either nest or are disjoint, so what remains is
  * disjoint and fits an nftables interval set without "conflicting intervals". Input order kept.
  */
-function outermost(list: readonly string[], family: IPFamily): string[] {
+function outermost(list: readonly string[], family: IPFamily): readonly string[] {
+  return memoByList(`${family}\0serviceCIDRs`, list, () => outermostOf(list, family));
+}
+
+function outermostOf(list: readonly string[], family: IPFamily): string[] {
   const parsed = list.map((c) => parseCIDR(c)).filter((c): c is ParsedCIDR => c !== undefined && c.family === family);
   return parsed
     .filter((c, i) => !parsed.some((o, j) => j !== i && (o.bits < c.bits || (o.bits === c.bits && j < i)) && cidrContains(o, c.addr.toString())))

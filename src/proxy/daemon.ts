@@ -149,7 +149,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     clusterCIDRs: config.clusterCIDRs,
     detectLocal: detectLocalSpec(config.detectLocal),
     nodePortAddresses: config.nodePortAddresses,
-    localAddresses: localAddresses(),
+    // Only CIDR-valued --nodeport-addresses reads them; listing the host's interfaces on every
+    // sync was a fifth of a one-endpoint sync's CPU.
+    localAddresses: config.nodePortAddresses.kind === 'cidrs' ? localAddresses() : [],
   });
   // ferry's own programming latency: the oldest event a sync carries (received after the first
   // sync) to that sync's success. The snapshot hands the pending events to the sync.

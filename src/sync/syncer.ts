@@ -291,13 +291,18 @@ export class Syncer {
     this.retryAt = undefined;
     this.lastStart = start;
     if (full) this.lastFullStart = start;
-    this.running = this.syncOnce(full, reason, start).finally(() => {
+    let noop = false;
+    this.running = this.syncOnce(full, reason, start)
+      .then((wasNoop) => {
+        noop = wasNoop;
+      })
+      .finally(() => {
       this.running = undefined;
       const end = this.clock.now();
       this.lastEnd = end;
       // Full syncs are rare and far costlier; letting them widen the gap would delay the next
       // lone change by seconds. Syncs that found nothing to do say nothing about cost either.
-      if (!full && !this.lastWasNoop) {
+      if (!full && !noop) {
         this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
         this.debtMs = Math.max(0, this.debtMs - Math.max(0, start - this.debtAt)) + (end - start);
         this.debtAt = end;
@@ -307,11 +312,9 @@ export class Syncer {
     });
   }
 
-  private lastWasNoop = false;
-
-  private async syncOnce(full: boolean, reason: FullSyncReason | undefined, start: number): Promise<void> {
+  /** One sync attempt; its outcome goes to the listeners. Whether it found nothing to do. */
+  private async syncOnce(full: boolean, reason: FullSyncReason | undefined, start: number): Promise<boolean> {
     const n = ++this.attempts;
-    this.lastWasNoop = false;
     let triggerTimes: readonly Date[] = [];
     let changes: SyncChanges | undefined;
     let next: ProxyTables | undefined;
@@ -357,7 +360,6 @@ export class Syncer {
       }
       if (!full && changes.changed.size === 0 && !changes.tableChanged) {
         noop = true;
-        this.lastWasNoop = true;
         // next equals what the backend holds; keep the tables it knows (and the base of the next
         // plan), or the next partial sync would find a prev the backend never saw and go full.
         if (this.applied !== null) target = this.planned = this.applied;
@@ -384,6 +386,7 @@ export class Syncer {
         durationMs,
       });
       this.emit({ n, ok: true, full, fullReason: reason, startedAt: start, durationMs, noop, changes, tables: this.applied ?? next, triggerTimes, deferredKeys });
+      return noop;
     } catch (err) {
       this.failures++;
       // The kernel state is now unknown: the next attempt assumes nothing and rewrites all.
@@ -415,6 +418,7 @@ export class Syncer {
         error: err,
         retryInMs: delay,
       });
+      return false;
     }
   }
 

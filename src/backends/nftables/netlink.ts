@@ -1270,6 +1270,25 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
     w.endMsg(m);
   };
 
+  /** An element message's frame: table, set (by id too when created in this batch), and the open element list. */
+  const elementList = (table: string, set: string, ids: ReadonlyMap<string, number>): number => {
+    w.str(1, table);
+    w.str(2, set);
+    const sid = ids.get(set);
+    if (sid !== undefined) w.u32(4, sid);
+    return w.nest(3);
+  };
+  /** Element `nth` of a list: its key and, for a map, its value. False when either does not encode. */
+  const writeElement = (nth: number, family: NlFamily, layout: Layout, key: string, value: string | undefined): boolean => {
+    const el = w.nest(nth);
+    // valueAt() may grow (replace) the buffer: take w.buf only after it.
+    const kat = w.valueAt(1, keyLen(family, layout));
+    let ok = writeKey(family, layout, key, w.buf, kat);
+    if (ok && value !== undefined) ok = writeElementValue(w, family, layout, addrLen(family), value);
+    w.endNest(el);
+    return ok;
+  };
+
   let i = 0;
   try {
     while (i < ops.length) {
@@ -1393,28 +1412,17 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           const { run } = op;
           if (op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs) throw new NetlinkEncodeError(`op ${i}: element runs are not for interval sets (${op.set})`, i);
           const layout = layoutOf(op.set);
-          const klen = keyLen(family, layout);
-          const alen = addrLen(family);
-          const sid = ids.get(op.set);
           let k = 0;
           while (k < run.count) {
             const spanAt = spanFirst.length;
             const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, i, 0, 1);
             spanRun[spanAt] = k;
-            w.str(1, table);
-            w.str(2, op.set);
-            if (sid !== undefined) w.u32(4, sid);
-            const list = w.nest(3);
+            const list = elementList(table, op.set, ids);
             let n = 0;
             while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
               const key = run.key(k);
               const value = run.value?.(k);
-              const el = w.nest(++n);
-              const kat = w.valueAt(1, klen);
-              let ok = writeKey(family, layout, key, w.buf, kat);
-              if (ok && value !== undefined) ok = writeElementValue(w, family, layout, alen, value);
-              if (!ok) throw new NetlinkEncodeError(`op ${i}: cannot encode element ${key}${value !== undefined ? ` : ${value}` : ''} of ${op.set}`, i);
-              w.endNest(el);
+              if (!writeElement(++n, family, layout, key, value)) throw cannotEncode(i, key, value, op.set);
               k++;
             }
             w.endNest(list);
@@ -1439,11 +1447,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
               j++;
             }
             const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, i, j - i);
-            w.str(1, table);
-            w.str(2, op.set);
-            const sid = ids.get(op.set);
-            if (sid !== undefined) w.u32(4, sid);
-            const list = w.nest(3);
+            const list = elementList(table, op.set, ids);
             let k = 0;
             for (const e of intervalElements(family, cidrs, false)) {
               const el = w.nest(++k);
@@ -1457,26 +1461,15 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             i = j;
             break;
           }
-          const klen = keyLen(family, layout);
-          const alen = addrLen(family);
           const spanAt = spanFirst.length;
           const m = msg(add ? MSG.NEWSETELEM : MSG.DELSETELEM, add ? NLM_F_CREATE : 0, family, i, 0, 1);
-          w.str(1, table);
-          w.str(2, op.set);
-          const sid = ids.get(op.set);
-          if (sid !== undefined) w.u32(4, sid);
-          const list = w.nest(3);
+          const list = elementList(table, op.set, ids);
           let j = i;
           while (j < ops.length && w.since(list) < ELEMENT_LIST_LIMIT) {
             const e = ops[j]!;
             if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
-            const el = w.nest(j - i + 1);
-            // valueAt() may grow (replace) the buffer: take w.buf only after it.
-            const kat = w.valueAt(1, klen);
-            let ok = writeKey(family, layout, e.key, w.buf, kat);
-            if (ok && add && e.value !== undefined) ok = writeElementValue(w, family, layout, alen, e.value);
-            if (!ok) throw new NetlinkEncodeError(`op ${j}: cannot encode element ${e.key}${e.value !== undefined ? ` : ${e.value}` : ''} of ${op.set}`, j);
-            w.endNest(el);
+            // A delete names the key only.
+            if (!writeElement(j - i + 1, family, layout, e.key, add ? e.value : undefined)) throw cannotEncode(j, e.key, e.value, op.set);
             j++;
           }
           w.endNest(list);
@@ -1624,6 +1617,10 @@ export function isMapFlags(flags: number): boolean {
  * Writes an element's map value (a verdict, or an endpoint for the endpoint maps) as
  * NFTA_SET_ELEM_DATA; false if `value` is not one.
  */
+function cannotEncode(opIndex: number, key: string, value: string | undefined, set: string): NetlinkEncodeError {
+  return new NetlinkEncodeError(`op ${opIndex}: cannot encode element ${key}${value !== undefined ? ` : ${value}` : ''} of ${set}`, opIndex);
+}
+
 function writeElementValue(w: Writer, family: NlFamily, layout: Layout, alen: number, value: string): boolean {
   if (layout === 'slot' || layout === 'grouped') {
     const vat = w.valueAt(2, alen + 4);
