@@ -20,6 +20,7 @@ import type { ChildProcess } from 'node:child_process';
 import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
 import { createCluster, type Cluster, type SimNode } from '../sim/cluster/index.js';
 import { startApiServer, type ApiServer } from '../sim/apiserver/index.js';
+import { SERVICE_NAME_LABEL } from '../sim/apiserver/endpointslice-controller.js';
 import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
@@ -36,6 +37,8 @@ const SINK_PORT = 9001;
 const METRIC = 'kubeproxy_network_programming_duration_seconds';
 /** ferry's own share: watch event received → programmed (docs/cli.md). */
 const EVENT_METRIC = 'ferry_sync_event_to_programmed_seconds';
+/** The store's key for EndpointSlices (StoreEvent.resource). */
+const SLICES = 'endpointslices.discovery.k8s.io';
 
 interface Bucket {
   readonly le: number;
@@ -76,6 +79,27 @@ export function proxyArgv(
   if (!cg) throw new ClusterBenchError('ebpf mode needs a cgroup v2 mount for the node cgroups (none in /proc/self/mounts)');
   argv.push('--ebpf-cgroup-root', cg, '--ebpf-bpffs-dir', cluster.bpffsDirOf(node.name));
   return { argv, hostMounts: true };
+}
+
+/**
+ * The reference kube-proxy layout (reference-kube-proxy.ts) for what the API server holds now,
+ * planned for `node` and applied in its namespace with iptables-restore.
+ */
+export async function applyReferenceLayout(core: CoreV1Api, discovery: DiscoveryV1Api, cluster: Cluster, node: SimNode): Promise<void> {
+  const tracker = new ChangeTracker({ nodeName: node.name, families: [4] });
+  tracker.setNode(await core.readNode({ name: node.name }));
+  for (const s of (await core.listServiceForAllNamespaces()).items) tracker.upsertService(s);
+  for (const s of (await discovery.listEndpointSliceForAllNamespaces()).items) tracker.upsertEndpointSlice(s);
+  const { snapshots, changes } = tracker.takeSnapshot();
+  const tables = planTables(
+    snapshots,
+    { masqueradeAll: false, clusterCIDRs: cluster.clusterCIDRs, nodePortAddresses: { kind: 'all' }, localAddresses: [node.ip] },
+    null,
+    changes,
+  );
+  for (const text of [referenceJumps(), referenceFull(tables[4])]) {
+    await runIn(node.netns, ['iptables-restore', '-w', '5', '--noflush'], { input: text });
+  }
 }
 
 export class ClusterBenchError extends Error {
@@ -291,20 +315,7 @@ export class ClusterBench {
 
   /** The reference kube-proxy layout, generated from what the API server holds, applied to node-1. */
   async applyReference(readyTimeoutMs: number): Promise<void> {
-    const tracker = new ChangeTracker({ nodeName: this.node.name, families: [4] });
-    tracker.setNode(await this.core.readNode({ name: this.node.name }));
-    for (const s of (await this.core.listServiceForAllNamespaces()).items) tracker.upsertService(s);
-    for (const s of (await this.discovery.listEndpointSliceForAllNamespaces()).items) tracker.upsertEndpointSlice(s);
-    const { snapshots, changes } = tracker.takeSnapshot();
-    const tables = planTables(
-      snapshots,
-      { masqueradeAll: false, clusterCIDRs: this.cluster.clusterCIDRs, nodePortAddresses: { kind: 'all' }, localAddresses: [this.node.ip] },
-      null,
-      changes,
-    );
-    for (const text of [referenceJumps(), referenceFull(tables[4])]) {
-      await runIn(this.node.netns, ['iptables-restore', '-w', '5', '--noflush'], { input: text });
-    }
+    await applyReferenceLayout(this.core, this.discovery, this.cluster, this.node);
     await this.waitTarget(readyTimeoutMs, 'reference');
   }
 
@@ -336,6 +347,15 @@ export class ClusterBench {
     const before = await this.histograms();
     const samples: number[] = [];
     const acceptedSamples: number[] = [];
+    const sliceSamples: number[] = [];
+    // When each Service's first slice with an endpoint was stored (store time, before any watch).
+    const sliceStored = new Map<string, number>();
+    const unsubscribe = this.api.onStored((e) => {
+      if (e.type === 'DELETED' || e.resource !== SLICES) return;
+      const o = e.object as { metadata: { labels?: Record<string, string> }; endpoints?: unknown[] };
+      const svcName = o.metadata.labels?.[SERVICE_NAME_LABEL];
+      if (svcName?.startsWith('lat-') && (o.endpoints?.length ?? 0) > 0 && !sliceStored.has(svcName)) sliceStored.set(svcName, performance.timeOrigin + performance.now());
+    });
     let failures = 0;
     const created: string[] = [];
     for (let done = 0; done < changes; ) {
@@ -367,6 +387,8 @@ export class ClusterBench {
         if (t !== undefined && t !== 'x') {
           samples.push(Number(t) - b.t0);
           acceptedSamples.push(Number(t) - b.accepted);
+          const stored = sliceStored.get(b.name);
+          if (stored !== undefined) sliceSamples.push(Number(t) - stored);
         }
         else failures++;
       });
@@ -374,6 +396,7 @@ export class ClusterBench {
       done += n;
       if (Math.floor(done / 10) !== before10) this.opts.progress(`latency ${mode} ${variantLabel(v)} @${this.fillers}: ${done}/${changes}`);
     }
+    unsubscribe();
     const after = await this.histograms();
     const metric = histogramDiff(before[METRIC], after[METRIC]);
     const programmed = histogramDiff(before[EVENT_METRIC], after[EVENT_METRIC]);
@@ -381,7 +404,7 @@ export class ClusterBench {
       await this.core.deleteNamespacedService({ name, namespace: NS }).catch(() => undefined);
     });
     await this.api.settled();
-    return { services: this.fillers, mode, window: v.window, burst: v.burst, e2eMs: percentiles(samples), acceptedMs: percentiles(acceptedSamples), ...(metric ? { metric } : {}), ...(programmed ? { programmed } : {}), failures };
+    return { services: this.fillers, mode, window: v.window, burst: v.burst, e2eMs: percentiles(samples), acceptedMs: percentiles(acceptedSamples), sliceMs: percentiles(sliceSamples), ...(metric ? { metric } : {}), ...(programmed ? { programmed } : {}), failures };
   }
 }
 

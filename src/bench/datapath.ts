@@ -29,11 +29,8 @@ import type { ChildProcess } from 'node:child_process';
 import { CoreV1Api, DiscoveryV1Api, KubeConfig, type V1Service } from '@kubernetes/client-node';
 import { createCluster, type Cluster, type SimNode, type SimPod } from '../sim/cluster/index.js';
 import { startApiServer, type ApiServer } from '../sim/apiserver/index.js';
-import { ChangeTracker } from '../model/tracker.js';
-import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
-import { Agent, proxyArgv, waitReady } from './cluster.js';
-import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
+import { Agent, applyReferenceLayout, proxyArgv, waitReady } from './cluster.js';
 import { summarize } from './stats.js';
 import { readConntrackStat, type RateResult } from './tcpstat.js';
 import type { DatapathMode, DatapathPath, DatapathRound, DatapathRow, ProxyUnderTest } from './types.js';
@@ -277,21 +274,8 @@ export class DatapathBench {
   }
 
   private async applyReference(lane: Lane): Promise<void> {
-    const tracker = new ChangeTracker({ nodeName: lane.node.name, families: [4] });
-    tracker.setNode(await this.core.readNode({ name: lane.node.name }));
-    for (const s of (await this.core.listServiceForAllNamespaces()).items) tracker.upsertService(s);
-    for (const s of (await this.discovery.listEndpointSliceForAllNamespaces()).items) tracker.upsertEndpointSlice(s);
-    const { snapshots, changes } = tracker.takeSnapshot();
-    const tables = planTables(
-      snapshots,
-      { masqueradeAll: false, clusterCIDRs: this.cluster.clusterCIDRs, nodePortAddresses: { kind: 'all' }, localAddresses: [lane.node.ip] },
-      null,
-      changes,
-    );
     await runIn(lane.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
-    for (const text of [referenceJumps(), referenceFull(tables[4])]) {
-      await runIn(lane.node.netns, ['iptables-restore', '-w', '5', '--noflush'], { input: text });
-    }
+    await applyReferenceLayout(this.core, this.discovery, this.cluster, lane.node);
   }
 
   private async waitTarget(lane: Lane): Promise<void> {

@@ -155,9 +155,9 @@ export function summaryMarkdown(r: BenchResults): string {
     parts.push('\n## Programming latency: Service created → first connection from a pod\n\n');
     parts.push(
       table(
-        ['services', 'mode', 'window', 'arrival', 'n', 'p50', 'p90', 'p99', 'accepted p50', 'accepted p99', 'failures', 'metric p50', 'metric p99', 'syncs', 'programmed p50', 'programmed p99'],
+        ['services', 'mode', 'window', 'arrival', 'n', 'p50', 'p90', 'p99', 'accepted p50', 'accepted p99', 'slice p50', 'slice p99', 'failures', 'metric p50', 'metric p99', 'syncs', 'programmed p50', 'programmed p99'],
         r.latency.map((l) => [
-          l.services, l.mode, l.window ?? 'default', arrival(l), l.e2eMs.n, l.e2eMs.p50, l.e2eMs.p90, l.e2eMs.p99, l.acceptedMs?.p50 ?? '-', l.acceptedMs?.p99 ?? '-', l.failures,
+          l.services, l.mode, l.window ?? 'default', arrival(l), l.e2eMs.n, l.e2eMs.p50, l.e2eMs.p90, l.e2eMs.p99, l.acceptedMs?.p50 ?? '-', l.acceptedMs?.p99 ?? '-', l.sliceMs?.p50 ?? '-', l.sliceMs?.p99 ?? '-', l.failures,
           l.metric?.p50 ?? '-', l.metric?.p99 ?? '-', l.programmed?.count ?? '-', l.programmed?.p50 ?? '-', l.programmed?.p99 ?? '-',
         ]),
       ),
@@ -166,7 +166,8 @@ export function summaryMarkdown(r: BenchResults): string {
       '\nEach change is timed from its own API write (a Service with a selector; the simulator\'s EndpointSlice controller adds the slice) to the first ' +
         'connection from a pod that reaches the endpoint. "window" default: ferry\'s default flags (cost-aware coalescing, docs/sync.md); 1s: an explicit ' +
         '`--iptables-min-sync-period 1s`, kube-proxy\'s fixed window. "arrival" single: each change meets an idle proxy; bursts of N: N Services created at once. ' +
-        '"accepted": from the moment the API write returned (the object stored) instead of when it was sent — in a burst the API server takes the writes one after the other.\n',
+        '"accepted": from the moment the API write returned (the object stored) instead of when it was sent — in a burst the API server takes the writes one after the other. ' +
+        '"slice": from the moment the simulator stored the Service\'s first EndpointSlice with an endpoint (the object that makes it reachable) — the proxy\'s share, without the API server\'s queue and its EndpointSlice controller.\n',
     );
     parts.push('\n"metric" is the proxy\'s own kubeproxy_network_programming_duration_seconds over the same changes (interpolated from histogram buckets): the trigger time of the change to its rules (or maps) programmed. "programmed" is ferry\'s own ferry_sync_event_to_programmed_seconds: ' +
         'the oldest watch event a sync carries reaching ferry → that sync programmed in the kernel, one observation per sync ("syncs"; buckets from 0.25 ms).\n');

@@ -93,6 +93,12 @@ export interface LatencyRow {
    * earlier ones in the API server) → first successful connection. Absent in older results.
    */
   readonly acceptedMs?: Percentiles;
+  /**
+   * The Service's first EndpointSlice with an endpoint stored (the simulator's controller made
+   * it; the object that makes the Service reachable) → first successful connection: the proxy's
+   * share with the API server's own work taken out. Absent in older results.
+   */
+  readonly sliceMs?: Percentiles;
   /** The proxy's kubeproxy_network_programming_duration_seconds (histogram buckets → ms), if read. */
   readonly metric?: LatencyMetric;
   /** ferry's ferry_sync_event_to_programmed_seconds: watch event received → rules or maps programmed. */

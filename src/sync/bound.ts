@@ -65,7 +65,8 @@ export function boundSync(
 ): BoundedSync | undefined {
   // First, cheaply, an upper bound per Service (what base already holds costs nothing below,
   // so this only overestimates): a cold start of 44k Services need not compare 44k entries with
-  // base nor keep a record per key when no Service comes near the budget.
+  // base nor keep a record per key when no Service comes near the budget. (When one does, the
+  // pass below costs each key again: rare, and cheaper than a record per key on every sync.)
   const bound = new Map<string, number>();
   let near = false;
   for (const k of changes.changed) {

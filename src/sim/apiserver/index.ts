@@ -18,7 +18,7 @@ import { podDef } from './pods.js';
 import { Registry } from './registry.js';
 import { ServiceRegistry } from './services.js';
 import { DEFAULT_SERVICE_CIDR_NAME, serviceCIDRDef } from './servicecidrs.js';
-import { Store } from './store.js';
+import { Store, type StoreEvent } from './store.js';
 import type { KObject } from './objects.js';
 import type { WatchSession } from './watch.js';
 import { logger } from '../../util/log.js';
@@ -61,6 +61,11 @@ export interface ApiServer {
   dropWatches(): void;
   /** Resolves once the EndpointSlice controller has reconciled every change made so far. */
   settled(): Promise<void>;
+  /**
+   * Calls `fn` for every change as the store commits it, before any watch hears of it
+   * (benchmarks time a change from the moment its object exists); returns the unsubscribe.
+   */
+  onStored(fn: (e: StoreEvent) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -175,6 +180,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     compact: () => store.compact(),
     dropWatches,
     settled: () => controller.settled(),
+    onStored: (fn) => store.subscribe(fn),
     close() {
       closed ??= new Promise<void>((resolve) => {
         if (ownCore) {

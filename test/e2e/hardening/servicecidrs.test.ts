@@ -3,33 +3,17 @@
 // planned table as `serviceCIDRs` per family; a ServiceCIDR created with kubectl is added, and
 // its deletion removes it again. What the nftables compiler does with the field is docs/ir.md's.
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startApiServer } from '../../../src/sim/apiserver/index.js';
-import { run } from '../../../src/util/exec.js';
-import { FerryProc, freePort, waitFor } from '../proxy/proc.js';
+import { dryRunCluster, waitFor } from '../proxy/proc.js';
 
 t.test('the default and added ServiceCIDRs reach the planned table', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-servicecidrs-'));
-  const api = await startApiServer({ serviceCIDRs: ['198.18.64.0/18', '2001:db8:2::/112'] });
-  const procs: FerryProc[] = [];
-  t.teardown(async () => {
-    for (const p of procs) await p.stop('SIGKILL');
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
-  const kubectl = (args: string[], input?: string) => run(['kubectl', '--kubeconfig', kubeconfig, ...args], input === undefined ? { timeoutMs: 30_000 } : { input, timeoutMs: 30_000 });
+  const { kubectl, ferry } = await dryRunCluster(t, 'servicecidrs', ['198.18.64.0/18', '2001:db8:2::/112']);
 
   const listed = (await kubectl(['get', 'servicecidrs'])).stdout;
   t.match(listed, /kubernetes\s+198\.18\.64\.0\/18,2001:db8:2::\/112/, 'kubectl get servicecidrs shows the default one');
 
   // ferry waits up to 30 s for its Node before the first plan.
   await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 192.0.2.11}]}\n');
-  const p = new FerryProc(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', '', '--metrics-bind-address', `127.0.0.1:${await freePort()}`]);
-  procs.push(p);
+  const p = await ferry();
   const cidrsOf = (fam: '4' | '6') => (p.last()?.families[fam] as { serviceCIDRs?: readonly string[] } | undefined)?.serviceCIDRs;
   const seen = () => `IPv4 ${JSON.stringify(cidrsOf('4'))} IPv6 ${JSON.stringify(cidrsOf('6'))}; stderr:\n${p.tail()}`;
   await waitFor('the default ServiceCIDR in the plan', () => (cidrsOf('4')?.length ? true : undefined), seen);

@@ -3,25 +3,13 @@
 // comes from (flags, a kubeadm-style file, the Node's spec.podCIDRs). Loopback only; no kernel
 // state is touched.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startApiServer } from '../../../src/sim/apiserver/index.js';
-import { run } from '../../../src/util/exec.js';
-import { FerryProc, freePort, waitFor } from './proc.js';
+import { dryRunCluster, waitFor } from './proc.js';
 
 t.test('each detect-local mode reaches the planned table', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-detect-local-'));
-  const api = await startApiServer({ serviceCIDRs: ['198.18.0.0/20'] });
-  const procs: FerryProc[] = [];
-  t.teardown(async () => {
-    for (const p of procs) await p.stop('SIGKILL');
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
-  const kubectl = (input: string) => run(['kubectl', '--kubeconfig', kubeconfig, 'apply', '-f', '-'], { input, timeoutMs: 30_000 });
+  const { dir, kubectl: kubectlArgs, ferry } = await dryRunCluster(t, 'detect-local', ['198.18.0.0/20']);
+  const kubectl = (input: string) => kubectlArgs(['apply', '-f', '-'], input);
   // With its addresses, as a kubelet posts them. (ferry's change tracker notices a Node change by
   // its addresses and labels; a Node that differs from "unknown" only by podCIDRs is not seen.)
   await kubectl(
@@ -31,8 +19,7 @@ t.test('each detect-local mode reaches the planned table', async (t) => {
 
   /** Starts a dry-run ferry and returns the detectors of its first plan, by family. */
   async function detectors(args: string[]): Promise<{ 4: unknown; 6: unknown; stderr: string }> {
-    const p = new FerryProc(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', '', '--metrics-bind-address', `127.0.0.1:${await freePort()}`, ...args]);
-    procs.push(p);
+    const p = await ferry(args);
     const line = await waitFor('the first plan', () => p.last(), () => `exit=${p.exitCode}; stderr:\n${p.tail()}`);
     await p.stop('SIGTERM');
     return { 4: line.families['4'].localTraffic, 6: line.families['6'].localTraffic, stderr: p.stderr };

@@ -15,6 +15,10 @@ export const FERRY_BIN = join(ROOT, 'bin', 'ferry');
 export { SCRUB, childEnv } from '../lib/child-env.js';
 import { SCRUB, childEnv } from '../lib/child-env.js';
 import { scaledMs } from '../../../src/util/timescale.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startApiServer, type ApiServer } from '../../../src/sim/apiserver/index.js';
+import { run, type RunResult } from '../../../src/util/exec.js';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -93,4 +97,43 @@ export async function waitFor<T>(what: string, fn: () => T | undefined, seen: ()
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; instead: ${seen()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** What dryRunCluster() gives a test: the simulated API server, kubectl on it, and dry-run ferry processes. */
+export interface DryRunCluster {
+  readonly api: ApiServer;
+  readonly dir: string;
+  readonly kubeconfig: string;
+  /** kubectl against the simulated API server; `input` goes to its stdin. */
+  kubectl(args: readonly string[], input?: string): Promise<RunResult>;
+  /** A dry-run ferry as node-1 (no healthz, metrics on a free port) with `args` added; stopped at the end. */
+  ferry(args?: readonly string[]): Promise<FerryProc>;
+}
+
+/**
+ * A simulated API server, its kubeconfig in a fresh directory and the ferry processes a test
+ * starts, all removed when the test ends (also after a failure).
+ */
+export async function dryRunCluster(t: { teardown(fn: () => Promise<void>): void }, name: string, serviceCIDRs: string[]): Promise<DryRunCluster> {
+  const dir = mkdtempSync(join(tmpdir(), `ferry-e2e-${name}-`));
+  const api = await startApiServer({ serviceCIDRs });
+  const procs: FerryProc[] = [];
+  t.teardown(async () => {
+    for (const p of procs) await p.stop('SIGKILL');
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const kubeconfig = join(dir, 'kubeconfig');
+  api.writeKubeconfig(kubeconfig);
+  return {
+    api,
+    dir,
+    kubeconfig,
+    kubectl: (args, input) => run(['kubectl', '--kubeconfig', kubeconfig, ...args], input === undefined ? { timeoutMs: 30_000 } : { input, timeoutMs: 30_000 }),
+    async ferry(args = []) {
+      const p = new FerryProc(['--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', '', '--metrics-bind-address', `127.0.0.1:${await freePort()}`, ...args]);
+      procs.push(p);
+      return p;
+    },
+  };
 }

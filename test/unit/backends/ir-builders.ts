@@ -86,3 +86,66 @@ export const FULL: SyncChanges = { full: true, changed: new Set(), tableChanged:
 export function changesOf(keys: Iterable<string>, tableChanged = false): SyncChanges {
   return { full: false, changed: new Set(keys), tableChanged };
 }
+
+/**
+ * The detect-local-interface golden's IR, the same for both kernel backends: local pod traffic
+ * recognized by incoming interface — a bridge (IPv4), a name prefix (IPv6) — with masquerade
+ * nonLocal and externalTrafficPolicy Local.
+ */
+export function detectLocalInterfaceIR(): ProxyTables {
+  const e1 = ep('198.18.1.1', 8080, true);
+  const e2 = ep('198.18.2.2', 8080);
+  const e3 = ep('198.18.3.3', 8080);
+  return tables(
+    table(
+      4,
+      [
+        svc({ namespace: 'i', name: 'nonlocal', clusterIP: '198.19.0.42', clusterIPMasquerade: 'nonLocal', internal: fwd(e1, e2) }),
+        svc({ namespace: 'i', name: 'etp', clusterIP: '198.19.0.31', nodePort: 30083, internal: fwd(e2, e3), cluster: fwd(e2, e3), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
+      ],
+      { localTraffic: { kind: 'bridgeInterface', name: 'cbr0' } },
+    ),
+    table(
+      6,
+      [
+        svc({ namespace: 'i', name: 'nonlocal', family: 6, clusterIP: '2001:db8:19::42', clusterIPMasquerade: 'nonLocal', internal: fwd(ep('2001:db8:18::1', 8080, true)) }),
+        svc({ namespace: 'i', name: 'etp', family: 6, clusterIP: '2001:db8:19::31', nodePort: 30083, internal: fwd(ep('2001:db8:18::2', 8080)), cluster: fwd(ep('2001:db8:18::2', 8080)), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
+      ],
+      { localTraffic: { kind: 'interfaceNamePrefix', prefix: 'veth' } },
+    ),
+  );
+}
+
+/** The lb-local golden's IR (both kernel backends): LoadBalancer, Local policy, source ranges, health check port. */
+export function lbLocalIR(): ProxyTables {
+  const e1 = ep('198.18.1.1', 8080, true);
+  const e2 = ep('198.18.2.2', 8080);
+  return tables(
+    table(4, [
+      svc({
+        namespace: 'shop',
+        name: 'front',
+        portName: 'https',
+        port: 443,
+        clusterIP: '198.19.0.20',
+        nodePort: 30443,
+        loadBalancerIPs: ['198.51.100.7'],
+        loadBalancerSourceRanges: ['203.0.113.0/24', '192.0.2.0/24'],
+        // The planner's decision: a range contains the node's primary IP (192.0.2.10).
+        allowLoadBalancerIPSources: true,
+        internal: fwd(e1, e2),
+        external: fwd(e1),
+        cluster: fwd(e1, e2),
+        externalPolicyLocal: true,
+        externalMasquerade: false,
+        healthCheckNodePort: 32000,
+        localReadyEndpoints: 1,
+      }),
+    ]),
+  );
+}
+
+/** The externalips golden's IR (both kernel backends): two externalIPs, Cluster policy. */
+export function externalIPsIR(): ProxyTables {
+  return tables(table(4, [svc({ namespace: 'default', name: 'ext', externalIPs: ['203.0.113.5', '203.0.113.6'], internal: fwd(ep('198.18.2.2', 8080), ep('198.18.3.3', 8080)) })]));
+}

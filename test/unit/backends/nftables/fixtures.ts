@@ -15,7 +15,7 @@ import type {
 } from '../../../../src/plan/types.js';
 
 export { ep, fwd, REJECT, DROP, svc, table, emptyTable, tables, FULL, changesOf } from '../ir-builders.js';
-import { ep, fwd, REJECT, DROP, svc, table, emptyTable, tables, changesOf } from '../ir-builders.js';
+import { ep, fwd, REJECT, DROP, svc, table, emptyTable, tables, changesOf, detectLocalInterfaceIR, lbLocalIR, externalIPsIR } from '../ir-builders.js';
 
 const e1 = ep('198.18.1.1', 8080, true);
 const e2 = ep('198.18.2.2', 8080);
@@ -54,35 +54,13 @@ export const GOLDENS: readonly Golden[] = [
     name: 'lb-local',
     what: 'LoadBalancer, Local policy, source ranges (one contains the node IP), health check port',
     families: [4],
-    ir: tables(
-      table(4, [
-        svc({
-          namespace: 'shop',
-          name: 'front',
-          portName: 'https',
-          port: 443,
-          clusterIP: '198.19.0.20',
-          nodePort: 30443,
-          loadBalancerIPs: ['198.51.100.7'],
-          loadBalancerSourceRanges: ['203.0.113.0/24', '192.0.2.0/24'],
-          // The planner's decision: a range contains the node's primary IP (192.0.2.10).
-          allowLoadBalancerIPSources: true,
-          internal: fwd(e1, e2),
-          external: fwd(e1),
-          cluster: fwd(e1, e2),
-          externalPolicyLocal: true,
-          externalMasquerade: false,
-          healthCheckNodePort: 32000,
-          localReadyEndpoints: 1,
-        }),
-      ]),
-    ),
+    ir: lbLocalIR(),
   },
   {
     name: 'externalips',
     what: 'externalIPs, Cluster policy',
     families: [4],
-    ir: tables(table(4, [svc({ namespace: 'default', name: 'ext', externalIPs: ['203.0.113.5', '203.0.113.6'], internal: fwd(e2, e3) })])),
+    ir: externalIPsIR(),
   },
   {
     name: 'affinity',
@@ -151,24 +129,7 @@ export const GOLDENS: readonly Golden[] = [
     name: 'detect-local-interface',
     what: 'local pod traffic recognized by incoming interface: a bridge (IPv4), a name prefix (IPv6); masquerade nonLocal and externalTrafficPolicy Local',
     families: [4, 6],
-    ir: tables(
-      table(
-        4,
-        [
-          svc({ namespace: 'i', name: 'nonlocal', clusterIP: '198.19.0.42', clusterIPMasquerade: 'nonLocal', internal: fwd(e1, e2) }),
-          svc({ namespace: 'i', name: 'etp', clusterIP: '198.19.0.31', nodePort: 30083, internal: fwd(e2, e3), cluster: fwd(e2, e3), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
-        ],
-        { localTraffic: { kind: 'bridgeInterface', name: 'cbr0' } },
-      ),
-      table(
-        6,
-        [
-          svc({ namespace: 'i', name: 'nonlocal', family: 6, clusterIP: '2001:db8:19::42', clusterIPMasquerade: 'nonLocal', internal: fwd(ep('2001:db8:18::1', 8080, true)) }),
-          svc({ namespace: 'i', name: 'etp', family: 6, clusterIP: '2001:db8:19::31', nodePort: 30083, internal: fwd(ep('2001:db8:18::2', 8080)), cluster: fwd(ep('2001:db8:18::2', 8080)), external: DROP, externalPolicyLocal: true, externalMasquerade: false }),
-        ],
-        { localTraffic: { kind: 'interfaceNamePrefix', prefix: 'veth' } },
-      ),
-    ),
+    ir: detectLocalInterfaceIR(),
   },
   {
     name: 'nodeport-list',

@@ -1,4 +1,4 @@
-// Test-only paths of the simulator: objects written past validation are listed and watched as
+// Test-only paths of the simulator (and the store hook benchmarks use): objects written past validation are listed and watched as
 // they are (and do not upset the EndpointSlice controller), and a server restarted on the same
 // core serves the same store and resourceVersions.
 import t from 'tap';
@@ -45,4 +45,22 @@ t.test('a server restarted on the same core serves the same store on the same po
   core.registry.create(core.services.def, 'default', { metadata: { name: 'new' }, spec: { selector: { app: 'y' }, ports: [{ port: 80 }] } });
   await core.controller.settled();
   t.pass('the controller still runs after the first server closed');
+});
+
+t.test('onStored reports each commit before any watch hears of it, until unsubscribed', async (t) => {
+  const api = await startApiServer({});
+  t.teardown(() => api.close());
+  const seen: string[] = [];
+  const off = api.onStored((e) => seen.push(`${e.type} ${e.resource} ${e.object.metadata.name ?? ''}`));
+  const body = JSON.stringify({ metadata: { name: 'web' }, spec: { selector: { app: 'web' }, ports: [{ port: 80 }] } });
+  const r = await fetch(`${api.url}/api/v1/namespaces/default/services`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  t.equal(r.status, 201);
+  await api.settled();
+  t.ok(seen.includes('ADDED services web'), 'the Service write');
+  t.ok(seen.some((s) => s.startsWith('ADDED endpointslices.discovery.k8s.io web-')), "the controller's EndpointSlice for it");
+  off();
+  const n = seen.length;
+  await fetch(`${api.url}/api/v1/namespaces/default/services/web`, { method: 'DELETE' });
+  await api.settled();
+  t.equal(seen.length, n, 'nothing after unsubscribing');
 });
