@@ -173,16 +173,27 @@ function snapshotCost(snap: ClusterSnapshot, key: ServicePortKey): number {
   return (1 + (snap.endpoints.get(key)?.length ?? 0)) * (sp.affinityTimeoutSeconds > 0 ? 2 : 1);
 }
 
+/**
+ * Changed service ports left for later syncs, with each one's cost as it was computed: still
+ * right while the port appears in no later snapshot's changes (its snapshot entry is the same,
+ * and a deferred port was not installed), so a sync carrying thousands of them does not cost
+ * them all again (at 15,000 carried ports that was most of each piece's sync).
+ */
+export interface PlanDebt {
+  readonly keys: Record<IPFamily, ReadonlySet<ServicePortKey>>;
+  readonly costs: ReadonlyMap<ServicePortKey, number>;
+}
+
 export interface PlanPiece {
   /** What to plan now: the snapshot's changes and the keys left from before, within the budget. */
   readonly changes: Record<IPFamily, ChangeSet>;
   /** Changed keys left for later syncs (planned then, from the snapshot of then). */
-  readonly later: Record<IPFamily, ReadonlySet<ServicePortKey>>;
+  readonly later: PlanDebt;
   readonly deferredKeys: number;
   readonly deferredServices: readonly string[];
 }
 
-export const NO_DEBT: Record<IPFamily, ReadonlySet<ServicePortKey>> = { 4: new Set(), 6: new Set() };
+export const NO_DEBT: PlanDebt = { keys: { 4: new Set(), 6: new Set() }, costs: new Map() };
 
 /**
  * The same bound one step earlier, on what to plan: a Service of thousands of ports arriving
@@ -196,31 +207,41 @@ export const NO_DEBT: Record<IPFamily, ReadonlySet<ServicePortKey>> = { 4: new S
 export function boundPlan(
   snaps: Record<IPFamily, ClusterSnapshot>,
   changes: Record<IPFamily, ChangeSet>,
-  debt: Record<IPFamily, ReadonlySet<ServicePortKey>>,
+  debt: PlanDebt,
   applied: ProxyTables | null,
   budget: number,
 ): PlanPiece {
-  const merged = FAMILIES.every((f) => debt[f].size === 0) ? changes : withDebt(changes, debt);
+  const carried = FAMILIES.some((f) => debt.keys[f].size > 0);
+  const merged = carried ? withDebt(changes, debt.keys) : changes;
   const none: PlanPiece = { changes: merged, later: NO_DEBT, deferredKeys: 0, deferredServices: [] };
   const splittable = FAMILIES.filter((f) => !merged[f].nodeChanged);
+  // A carried cost holds only if it was counted over the same families (it always is, unless a
+  // family is planned whole now) and the key has not changed since.
+  const reuse = splittable.length === FAMILIES.length;
+  const fresh = (k: ServicePortKey): boolean => FAMILIES.some((f) => changes[f].changed.has(k));
   const cost = (k: ServicePortKey): number => {
+    const known = reuse && !fresh(k) ? debt.costs.get(k) : undefined;
+    if (known !== undefined) return known;
     let c = 0;
     for (const f of splittable) c += Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
     return c;
   };
-  // The cheap pass first: the common sync has no Service near the budget and nothing carried.
-  // Each family's key costs its own family's share, so a dual-stack key counts once.
-  const bound = new Map<string, number>();
-  let near = false;
-  for (const f of splittable) {
-    for (const k of merged[f].changed) {
-      const svc = serviceOf(k);
-      const total = (bound.get(svc) ?? 0) + Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
-      bound.set(svc, total);
-      if (total > budget) near = true;
+  // The cheap pass first: the common sync has no Service near the budget and nothing carried
+  // (a carried key is left from a Service that was over it). Each family's key costs its own
+  // family's share, so a dual-stack key counts once.
+  if (!carried) {
+    const bound = new Map<string, number>();
+    let near = false;
+    for (const f of splittable) {
+      for (const k of merged[f].changed) {
+        const svc = serviceOf(k);
+        const total = (bound.get(svc) ?? 0) + Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
+        bound.set(svc, total);
+        if (total > budget) near = true;
+      }
     }
+    if (!near) return none;
   }
-  if (!near) return none;
 
   const groups: Groups = new Map();
   const whole = new Set<string>();
@@ -230,7 +251,10 @@ export function boundPlan(
       if (seen.has(k)) continue;
       seen.add(k);
       const svc = serviceOf(k);
-      const hc = FAMILIES.some((g) => (snaps[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0 || (applied?.[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0);
+      // A carried key that has not changed has no health check node port: its Service was split.
+      const hc =
+        (!carried || fresh(k)) &&
+        FAMILIES.some((g) => (snaps[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0 || (applied?.[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0);
       if (hc) whole.add(svc);
       let g = groups.get(svc);
       if (!g) groups.set(svc, (g = { cost: 0, keys: [] }));
@@ -258,7 +282,9 @@ export function boundPlan(
     for (const k of merged[f].changed) (chosen.has(k) ? mine : later[f]).add(k);
     now[f] = { changed: mine, nodeChanged: false };
   }
-  return { changes: now, later, deferredKeys, deferredServices };
+  const costs = new Map<ServicePortKey, number>();
+  if (reuse) for (const g of groups.values()) for (const k of g.keys) if (!chosen.has(k.key)) costs.set(k.key, k.cost);
+  return { changes: now, later: { keys: later, costs }, deferredKeys, deferredServices };
 }
 
 /** The changes plus the keys carried from before (not for a family planned whole anyway). */

@@ -22,7 +22,7 @@ import type { PlanOptions } from '../plan/planner.js';
 import type { Backend, ProxyTables, ServicePortKey, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { realClock, type Clock } from './clock.js';
-import { boundPlan, boundSync, NO_DEBT, type PlanPiece } from './bound.js';
+import { boundPlan, boundSync, NO_DEBT, type PlanDebt, type PlanPiece } from './bound.js';
 
 export interface TrackerSnapshot {
   readonly snapshots: Record<IPFamily, ClusterSnapshot>;
@@ -164,7 +164,7 @@ export class Syncer {
   /** The last plan (successful or not): the base for incremental planning. */
   private planned: ProxyTables | null = null;
   /** Changed keys of oversized Services not planned yet (bound.ts, boundPlan). */
-  private planDebt: Record<IPFamily, ReadonlySet<ServicePortKey>> = NO_DEBT;
+  private planDebt: PlanDebt = NO_DEBT;
 
   constructor(private readonly opts: SyncerOptions) {
     this.clock = opts.clock ?? realClock;

@@ -12,6 +12,7 @@ import { createApiCore, startApiServer, stopApiCore, type ApiCore, type ApiServe
 import { createCluster, type Cluster, type ProbeResult } from '../../../src/sim/cluster/index.js';
 import { run } from '../../../src/util/exec.js';
 import { eventually, NotYet } from '../lib/eventually.js';
+import { scaledMs } from '../../../src/util/timescale.js';
 import { childEnv, ferryArgv, HEALTHZ_PORT, METRICS_PORT, modeArgs, type ProxyMode, type TapLike } from '../lib/harness.js';
 
 export interface OneNode {
@@ -34,12 +35,28 @@ export interface OneNode {
   kubectl(args: string[], input?: string): Promise<string>;
   probe(addr: string, port: number, timeoutMs?: number): Promise<ProbeResult>;
   waitReachable(addr: string, port: number, what: string, timeoutMs?: number): Promise<ProbeResult>;
+  /**
+   * Probes addr:port from the node from now on (one process, an attempt every few ms) until an
+   * answer `accept` takes; `answered` gives when it came (Date.now()) and what it was.
+   */
+  startProbing(addr: string, port: number, accept?: (r: ProbeResult) => boolean): Probing;
+  /** Until a TCP answer from the node that `accept` takes (say, from a given pod). */
+  waitAnswer(addr: string, port: number, what: string, accept: (r: ProbeResult) => boolean, timeoutMs?: number): Promise<ProbeResult>;
   /** The API server goes away (its port closes); the store stays. */
   apiDown(): Promise<void>;
   /** The API server is back on the same address and port, serving the same store. */
   apiUp(): Promise<void>;
   exec(argv: string[]): Promise<{ stdout: string; stderr: string; exitCode: number | null }>;
 }
+
+export interface Probing {
+  /** Resolves once the first attempt has finished (whatever its outcome): the process is probing. */
+  readonly probing: Promise<void>;
+  answered(what: string, timeoutMs?: number): Promise<{ at: number; result: ProbeResult }>;
+  stop(): void;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function withOneNode(
   t: TapLike,
@@ -158,16 +175,67 @@ export async function withOneNode(
       const [r] = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr, port: p }, { timeoutMs });
       return r ?? { ok: false, error: 'no result', ms: 0 };
     },
-    async waitReachable(addr, p, what, timeoutMs = 60_000) {
-      return eventually(
-        async () => {
-          alive();
-          const r = await env.probe(addr, p);
-          if (!r.ok) throw new NotYet(r.error ?? 'failed');
-          return r;
+    waitReachable(addr, p, what, timeoutMs = 60_000) {
+      return env.waitAnswer(addr, p, what, () => true, timeoutMs);
+    },
+    async waitAnswer(addr, p, what, accept, timeoutMs = 60_000) {
+      const probing = env.startProbing(addr, p, accept);
+      try {
+        return (await probing.answered(what, timeoutMs)).result;
+      } finally {
+        probing.stop();
+      }
+    },
+    startProbing(addr, p, accept = () => true) {
+      // One probe process streams attempts (60 ms each at most, 20 ms apart) from now on: a
+      // process per attempt costs the two cores more than the ferry being timed and starts a few
+      // hundred milliseconds late, and an attempt that meets the rules not yet in place would
+      // wait out TCP's 1 s SYN retransmission.
+      const stop = new AbortController();
+      let last = 'no attempt finished';
+      let ended = false;
+      let settle: ((a: { at: number; result: ProbeResult }) => void) | undefined;
+      const first = new Promise<{ at: number; result: ProbeResult }>((resolve) => (settle = resolve));
+      let began: (() => void) | undefined;
+      const probing = new Promise<void>((resolve) => (began = resolve));
+      const streaming = c
+        .probeStream(
+          { kind: 'node', node: node.name },
+          { proto: 'tcp', addr, port: p },
+          {
+            timeoutMs: 60,
+            intervalMs: 20,
+            signal: stop.signal,
+            onResult: (r) => {
+              began?.();
+              if (r.ok && accept(r)) {
+                settle?.({ at: Date.now(), result: r });
+                stop.abort();
+              } else last = r.ok ? `answered by ${r.pod ?? '?'}` : (r.error ?? 'failed');
+            },
+          },
+        )
+        .catch((e: unknown) => {
+          last = `probe failed: ${e instanceof Error ? e.message : String(e)}`;
+        })
+        .then(() => {
+          ended = true;
+          return undefined;
+        });
+      return {
+        probing,
+        async answered(what, timeoutMs = 60_000) {
+          const deadline = Date.now() + scaledMs(timeoutMs);
+          for (;;) {
+            alive();
+            const got = await Promise.race([first, streaming, sleep(Math.min(1000, Math.max(0, deadline - Date.now())))]);
+            if (got) return got;
+            // The probe process ended without an answer (stopped, or it failed), or time is up.
+            if (ended || Date.now() >= deadline) throw new Error(`${what}: no answer within ${timeoutMs} ms (last: ${last})`);
+          }
         },
-        { what, timeoutMs, intervalMs: 50 },
-      );
+        stop: () => stop.abort(),
+      };
     },
     async apiDown() {
       await env.api.close();
