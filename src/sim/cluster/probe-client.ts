@@ -62,6 +62,7 @@ export function probeArgv(netns: string | undefined, target: ProbeTarget, opts: 
     String(opts.timeoutMs ?? 2000),
     '--interval-ms',
     String(opts.intervalMs ?? 0),
+    ...(opts.overlap ? ['--overlap', '1'] : []),
   ];
   // The cgroup is joined before `ip netns exec`, which remounts /sys (hiding /sys/fs/cgroup).
   return inCgroup(cgroup, netns ? ['ip', 'netns', 'exec', netns, ...argv] : argv);

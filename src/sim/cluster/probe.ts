@@ -1,7 +1,9 @@
 /**
  * The probe: a client run inside a namespace to ask "who answered, and what source did it see?"
  *   ip netns exec <ns> node dist/src/sim/cluster/probe.js --proto tcp|udp --addr A --port P
- *     [--count N (0 = until killed)] [--timeout-ms T] [--interval-ms I]
+ *     [--count N (0 = until killed)] [--timeout-ms T] [--interval-ms I] [--overlap 1]
+ * With --overlap 1 an attempt starts every I ms whatever the earlier ones are doing (lines come
+ * in the order attempts finish); otherwise each attempt waits for the one before.
  * Prints one JSON line per attempt, as soon as it is known:
  *   {"ok":true,"pod":"web-1","seen":"198.19.1.2:4567","ms":1.2}
  *   {"ok":false,"error":"refused|timeout|unreachable|reset|...","ms":3001.0}
@@ -21,6 +23,7 @@ interface ProbeArgs {
   count: number;
   timeoutMs: number;
   intervalMs: number;
+  overlap: boolean;
 }
 
 interface Attempt {
@@ -32,7 +35,7 @@ interface Attempt {
 }
 
 function parseArgs(argv: string[]): ProbeArgs {
-  const a: ProbeArgs = { proto: 'tcp', addr: '', port: 0, count: 1, timeoutMs: 2000, intervalMs: 0 };
+  const a: ProbeArgs = { proto: 'tcp', addr: '', port: 0, count: 1, timeoutMs: 2000, intervalMs: 0, overlap: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[++i] ?? '';
@@ -55,6 +58,9 @@ function parseArgs(argv: string[]): ProbeArgs {
         break;
       case '--interval-ms':
         a.intervalMs = Number(v);
+        break;
+      case '--overlap':
+        a.overlap = v === '1';
         break;
       default:
         throw new Error(`probe: unknown argument ${k}`);
@@ -164,13 +170,23 @@ async function main(): Promise<void> {
   let stop = false;
   process.on('SIGTERM', () => (stop = true));
   process.on('SIGINT', () => (stop = true));
+  const report = (r: Attempt): void => {
+    r.ms = Math.round(r.ms * 1000) / 1000;
+    process.stdout.write(JSON.stringify(r) + '\n');
+  };
+  const inFlight = new Set<Promise<void>>();
   for (let n = 0; !stop && (a.count === 0 || n < a.count); n++) {
     if (n > 0 && a.intervalMs > 0) await sleep(a.intervalMs);
     if (stop) break;
-    const r = a.proto === 'tcp' ? await tcpAttempt(a) : await udpAttempt(a);
-    r.ms = Math.round(r.ms * 1000) / 1000;
-    process.stdout.write(JSON.stringify(r) + '\n');
+    const attempt = (a.proto === 'tcp' ? tcpAttempt(a) : udpAttempt(a)).then(report);
+    if (!a.overlap) {
+      await attempt;
+      continue;
+    }
+    const p = attempt.finally(() => inFlight.delete(p));
+    inFlight.add(p);
   }
+  await Promise.all(inFlight);
 }
 
 main().catch((e: unknown) => {

@@ -72,6 +72,12 @@ export interface ProbeOptions {
   timeoutMs?: number;
   /** Pause between attempts; default 0. */
   intervalMs?: number;
+  /**
+   * Start an attempt every intervalMs without waiting for the one before (results come as each
+   * finishes): a rule that appears mid-attempt is met by the next attempt at once, while a slow
+   * answer still has the whole timeout. Default false (one attempt after another).
+   */
+  overlap?: boolean;
   /** Stops the probe; the results gathered so far are returned. */
   signal?: AbortSignal;
   /** Called with each result as it arrives (for live output during churn tests). */

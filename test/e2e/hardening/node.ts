@@ -187,10 +187,11 @@ export async function withOneNode(
       }
     },
     startProbing(addr, p, accept = () => true) {
-      // One probe process streams attempts (60 ms each at most, 20 ms apart) from now on: a
-      // process per attempt costs the two cores more than the ferry being timed and starts a few
-      // hundred milliseconds late, and an attempt that meets the rules not yet in place would
-      // wait out TCP's 1 s SYN retransmission.
+      // One probe process starts an attempt every 20 ms from now on, each with 2 s to answer,
+      // overlapping: a process per attempt costs the two cores more than the ferry being timed
+      // and starts a few hundred milliseconds late; one attempt after another would either wait
+      // out TCP's 1 s SYN retransmission (an attempt sent before the rules were in) or give up
+      // on an answer that is merely slow (userspace, whose proxying waits while a sync runs).
       const stop = new AbortController();
       let last = 'no attempt finished';
       let ended = false;
@@ -203,8 +204,9 @@ export async function withOneNode(
           { kind: 'node', node: node.name },
           { proto: 'tcp', addr, port: p },
           {
-            timeoutMs: 60,
+            timeoutMs: 2000,
             intervalMs: 20,
+            overlap: true,
             signal: stop.signal,
             onResult: (r) => {
               began?.();

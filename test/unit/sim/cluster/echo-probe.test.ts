@@ -105,3 +105,23 @@ t.test('the echo server exits when its stdin closes', async (t) => {
   echo.stdin?.end();
   t.equal(await exited, 0);
 });
+
+t.test('--overlap starts attempts on time while an earlier one still waits for its answer', async (t) => {
+  // A server that answers its first connection only after 600 ms and every later one at once.
+  let n = 0;
+  const server = createServer((sock) => {
+    const delay = n++ === 0 ? 600 : 0;
+    const body = 'slow-pod 1.2.3.4:5\n';
+    sock.once('data', () => setTimeout(() => sock.end(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`), delay));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => server.close());
+  const port = (server.address() as { port: number }).port;
+  const order: number[] = [];
+  const rs = await runProbe(undefined, { proto: 'tcp', addr: '127.0.0.1', port }, { count: 3, intervalMs: 50, timeoutMs: 2000, overlap: true, onResult: (r) => order.push(r.ms) });
+  t.equal(rs.length, 3, 'every attempt reports');
+  t.ok(rs.every((r) => r.ok && r.pod === 'slow-pod'), 'all answered');
+  t.ok(order[0]! < 300 && order[2]! >= 500, `the quick attempts answered before the slow first one (ms in arrival order: ${order.join(', ')})`);
+  const serial = await runProbe(undefined, { proto: 'tcp', addr: '127.0.0.1', port }, { count: 2, intervalMs: 50, timeoutMs: 2000 });
+  t.equal(serial.length, 2, 'without --overlap: one after another, as before');
+});
