@@ -126,3 +126,23 @@ t.test('cleanup removes every KUBE-* chain and our jumps, keeps kubelet and fore
   t.match(filter, /-A INPUT -j KUBE-FIREWALL/, "kubelet's KUBE-FIREWALL kept");
   await t.resolves(b.cleanup(), 'a second cleanup (nothing left) is not an error');
 });
+
+t.test('a partial sync restores only the families whose service ports changed', async (t) => {
+  const fake = new FakeIptables();
+  const b = backend(fake);
+  // Single-stack: the IPv6 tables hold nothing but ferry's skeleton.
+  const v4only = tables(table(4, [web]));
+  await b.sync(null, v4only, FULL);
+  const web2 = { ...web, internal: fwd(ep('198.18.1.1', 8080), ep('198.18.1.2', 8080)) };
+  const next = tables(table(4, [web2]));
+  const n = fake.restores.length;
+  await b.sync(v4only, next, changesOf([web.key]));
+  t.same(fake.restores.slice(n).map((r) => r.family), [4], 'one iptables-restore, IPv4 only');
+  const ip6 = tables(table(4, [web2]), table(6, [svc({ namespace: 'default', name: 'v6', family: 6, internal: fwd(ep('2001:db8:18::1', 8080)) })]));
+  const m = fake.restores.length;
+  await b.sync(next, ip6, changesOf([ip6[6].services.keys().next().value!]));
+  t.same(fake.restores.slice(m).map((r) => r.family), [6], 'an IPv6-only change restores IPv6 only');
+  const k = fake.restores.length;
+  await b.sync(ip6, ip6, changesOf([], true));
+  t.same(fake.restores.slice(k).map((r) => r.family), [4, 6], 'a table-level change restores both');
+});
