@@ -17,7 +17,7 @@
  */
 import { deepEqual } from '../model/equal.js';
 import { recordDerivation } from '../plan/diff.js';
-import type { ChangeSet, ClusterSnapshot, IPFamily } from '../model/types.js';
+import type { ChangeSet, ClusterSnapshot, IPFamily, ServicePort } from '../model/types.js';
 import type { ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../plan/types.js';
 import { SortedMap } from '../util/sorted-map.js';
 
@@ -167,10 +167,8 @@ function inKeyOrder(keys: readonly KeyCost[]): boolean {
 }
 
 /** A port's cost as the snapshot shows it (before planning): entryCost's estimate. */
-function snapshotCost(snap: ClusterSnapshot, key: ServicePortKey): number {
-  const sp = snap.services.get(key);
-  if (!sp) return 0;
-  return (1 + (snap.endpoints.get(key)?.length ?? 0)) * (sp.affinityTimeoutSeconds > 0 ? 2 : 1);
+function snapshotCost(sp: ServicePort | undefined, endpoints: number): number {
+  return sp ? (1 + endpoints) * (sp.affinityTimeoutSeconds > 0 ? 2 : 1) : 0;
 }
 
 /**
@@ -191,6 +189,12 @@ export interface PlanPiece {
   readonly later: PlanDebt;
   readonly deferredKeys: number;
   readonly deferredServices: readonly string[];
+}
+
+/** One service port's cost per family (snapshotCost or what is installed, the larger) and whether it has a health check node port. */
+interface KeyInfo {
+  readonly share: Record<IPFamily, number>;
+  hc: boolean;
 }
 
 export const NO_DEBT: PlanDebt = { keys: { 4: new Set(), 6: new Set() }, costs: new Map() };
@@ -219,11 +223,28 @@ export function boundPlan(
   // family is planned whole now) and the key has not changed since.
   const reuse = splittable.length === FAMILIES.length;
   const fresh = (k: ServicePortKey): boolean => FAMILIES.some((f) => changes[f].changed.has(k));
+  // Each key's share per family and whether it has a health check node port, from one set of
+  // lookups (both passes below need them; at 15,000 new ports the lookups were most of this).
+  const infos = new Map<ServicePortKey, KeyInfo>();
+  const info = (k: ServicePortKey): KeyInfo => {
+    let i = infos.get(k);
+    if (i) return i;
+    i = { share: { 4: 0, 6: 0 }, hc: false };
+    for (const f of FAMILIES) {
+      const sp = snaps[f].services.get(k);
+      const e = applied?.[f].services.get(k);
+      i.share[f] = Math.max(snapshotCost(sp, sp ? (snaps[f].endpoints.get(k)?.length ?? 0) : 0), entryCost(e));
+      if ((sp?.healthCheckNodePort ?? 0) !== 0 || (e?.healthCheckNodePort ?? 0) !== 0) i.hc = true;
+    }
+    infos.set(k, i);
+    return i;
+  };
   const cost = (k: ServicePortKey): number => {
     const known = reuse && !fresh(k) ? debt.costs.get(k) : undefined;
     if (known !== undefined) return known;
+    const i = info(k);
     let c = 0;
-    for (const f of splittable) c += Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
+    for (const f of splittable) c += i.share[f];
     return c;
   };
   // The cheap pass first: the common sync has no Service near the budget and nothing carried
@@ -235,7 +256,7 @@ export function boundPlan(
     for (const f of splittable) {
       for (const k of merged[f].changed) {
         const svc = serviceOf(k);
-        const total = (bound.get(svc) ?? 0) + Math.max(snapshotCost(snaps[f], k), entryCost(applied?.[f].services.get(k)));
+        const total = (bound.get(svc) ?? 0) + info(k).share[f];
         bound.set(svc, total);
         if (total > budget) near = true;
       }
@@ -252,10 +273,7 @@ export function boundPlan(
       seen.add(k);
       const svc = serviceOf(k);
       // A carried key that has not changed has no health check node port: its Service was split.
-      const hc =
-        (!carried || fresh(k)) &&
-        FAMILIES.some((g) => (snaps[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0 || (applied?.[g].services.get(k)?.healthCheckNodePort ?? 0) !== 0);
-      if (hc) whole.add(svc);
+      if ((!carried || fresh(k)) && info(k).hc) whole.add(svc);
       let g = groups.get(svc);
       if (!g) groups.set(svc, (g = { cost: 0, keys: [] }));
       const c = cost(k);
