@@ -50,7 +50,7 @@ export interface OneNode {
 }
 
 export interface Probing {
-  /** Resolves once the first attempt has finished (whatever its outcome): the process is probing. */
+  /** Resolves once the first attempt has finished, whatever its outcome (the process is probing), or the probe has ended. */
   readonly probing: Promise<void>;
   answered(what: string, timeoutMs?: number): Promise<{ at: number; result: ProbeResult }>;
   stop(): void;
@@ -222,6 +222,8 @@ export async function withOneNode(
         })
         .then(() => {
           ended = true;
+          // A probe that could not start at all still ends the wait for it.
+          began?.();
           return undefined;
         });
       return {
