@@ -285,9 +285,9 @@ export function mergeEndpoints(
 /**
  * mergeEndpoints for every port of a Service at once: the slices are indexed by port once, so
  * a Service with P ports in slices of P ports each costs O(P), not O(P²) (three hostile
- * Services of 5,000 ports took most of a second to merge port by port).
+ * Services of 5,000 ports took most of a second to merge port by port). `only`: the
+ * `name/protocol` ids asked for (the others are not indexed).
  */
-/** `only`: the `name/protocol` ids asked for (the others are not indexed). */
 export function endpointsByPort(slices: Iterable<ParsedSlice>, family: IPFamily, only?: ReadonlySet<string>): { of(portName: string, protocol: Protocol): readonly Endpoint[] } {
   const ordered = [...slices].filter((s) => s.family === family).sort(byName);
   // `name/protocol` → the lists of every slice port that matches, in slice name order.

@@ -19,7 +19,7 @@
  */
 import type { ChangeSet, ClusterSnapshot, IPFamily } from '../model/types.js';
 import type { PlanOptions } from '../plan/planner.js';
-import type { Backend, ProxyTables, ServicePortKey, SyncChanges } from '../plan/types.js';
+import type { Backend, ProxyTables, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { realClock, type Clock } from './clock.js';
 import { boundPlan, boundSync, NO_DEBT, type PlanDebt, type PlanPiece } from './bound.js';
@@ -293,23 +293,23 @@ export class Syncer {
     if (full) this.lastFullStart = start;
     let noop = false;
     this.running = this.syncOnce(full, reason, start)
-      .then((wasNoop) => {
-        noop = wasNoop;
+      .then((found) => {
+        noop = found;
       })
       .finally(() => {
-      this.running = undefined;
-      const end = this.clock.now();
-      this.lastEnd = end;
-      // Full syncs are rare and far costlier; letting them widen the gap would delay the next
-      // lone change by seconds. Syncs that found nothing to do say nothing about cost either.
-      if (!full && !noop) {
-        this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
-        this.debtMs = Math.max(0, this.debtMs - Math.max(0, start - this.debtAt)) + (end - start);
-        this.debtAt = end;
-        this.lastPartialMs = end - start;
-      }
-      this.schedule();
-    });
+        this.running = undefined;
+        const end = this.clock.now();
+        this.lastEnd = end;
+        // Full syncs are rare and far costlier; letting them widen the gap would delay the next
+        // lone change by seconds. Syncs that found nothing to do say nothing about cost either.
+        if (!full && !noop) {
+          this.partialCostMs = this.partialCostMs * 0.7 + (end - start) * 0.3;
+          this.debtMs = Math.max(0, this.debtMs - Math.max(0, start - this.debtAt)) + (end - start);
+          this.debtAt = end;
+          this.lastPartialMs = end - start;
+        }
+        this.schedule();
+      });
   }
 
   /** One sync attempt; its outcome goes to the listeners. Whether it found nothing to do. */

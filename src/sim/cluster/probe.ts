@@ -186,6 +186,9 @@ async function main(): Promise<void> {
     const p = attempt.finally(() => inFlight.delete(p));
     inFlight.add(p);
   }
+  // Stopped: attempts still waiting (up to their timeout) are not wanted any more. Lines already
+  // written are out (stdout to a pipe is synchronous on Linux).
+  if (stop) process.exit(0);
   await Promise.all(inFlight);
 }
 
