@@ -7,7 +7,10 @@
  * Services change together (a burst of ordinary changes stays one transaction, and a cold start
  * of an ordinary cluster one atomic full sync). A Service whose change costs more is trickled in:
  * each sync takes as many of its service ports, in key order, as the budget left over allows (at
- * least one), and the syncer runs again at once for the rest. The tables the backend is given are
+ * least one), and the syncer runs again at once for the rest. A sync that has ordinary changes
+ * too may hold the oversized Services back entirely (`yieldToOthers`), so those changes wait for
+ * no piece but the one already in the kernel; the syncer allows it only when the sync before
+ * applied a piece, so a stream of ordinary changes cannot starve an oversized Service. The tables the backend is given are
  * then `base` (what is installed) with exactly the chosen keys moved to their planned entries; the
  * next sync's diff against the plan finds what is still missing by itself.
  *
@@ -49,6 +52,8 @@ export interface BoundedSync {
   readonly deferredServices: readonly string[];
   /** The estimated cost of what goes now. */
   readonly cost: number;
+  /** The oversized Services got no piece: ordinary changes went alone (`yieldToOthers`). */
+  readonly withheld: boolean;
 }
 
 /**
@@ -62,6 +67,7 @@ export function boundSync(
   next: ProxyTables,
   changes: SyncChanges,
   budget: number,
+  yieldToOthers = false,
 ): BoundedSync | undefined {
   // First, cheaply, an upper bound per Service (what base already holds costs nothing below,
   // so this only overestimates): a cold start of 44k Services need not compare 44k entries with
@@ -102,7 +108,7 @@ export function boundSync(
   if (!oversized) return undefined;
 
   const chosen = kept;
-  const { spent, deferredKeys, deferredServices } = choose(costs, budget, chosen);
+  const { spent, deferredKeys, deferredServices, withheld } = choose(costs, budget, chosen, yieldToOthers && prev !== null);
   if (deferredKeys === 0) return undefined;
 
   // A partial sync's changes cover every difference between base and next, so the merged tables
@@ -122,27 +128,45 @@ export function boundSync(
     prev === null
       ? { full: true, changed: new Set([...tables[4].services.keys(), ...tables[6].services.keys()]), tableChanged: true }
       : { full: false, changed: chosen, tableChanged: changes.tableChanged };
-  return { tables, changes: out, deferredKeys, deferredServices, cost: spent };
+  return { tables, changes: out, deferredKeys, deferredServices, cost: spent, withheld };
 }
 
 type Groups = Map<string, { cost: number; keys: KeyCost[] }>;
 
+interface Choice {
+  readonly spent: number;
+  readonly deferredKeys: number;
+  readonly deferredServices: string[];
+  readonly withheld: boolean;
+}
+
 /**
  * Into `chosen`: every Service within the budget whole; the oversized ones share what the budget
- * has left, smallest first, each in key order (the first piece takes at least one key).
+ * has left, smallest first, each in key order (the first piece takes at least one key). With
+ * `yieldToOthers`, when any Service within the budget changed, the oversized ones get nothing.
  */
-function choose(groups: Groups, budget: number, chosen: Set<ServicePortKey>): { spent: number; deferredKeys: number; deferredServices: string[] } {
+function choose(groups: Groups, budget: number, chosen: Set<ServicePortKey>, yieldToOthers: boolean): Choice {
   const big: [string, { cost: number; keys: KeyCost[] }][] = [];
   let spent = 0;
+  let ordinary = 0;
   for (const [svc, g] of groups) {
     if (g.cost <= budget) {
       for (const k of g.keys) chosen.add(k.key);
       spent += g.cost;
+      ordinary++;
     } else big.push([svc, g]);
   }
   big.sort((a, b) => a[1].cost - b[1].cost || (a[0] < b[0] ? -1 : 1));
   const deferredServices: string[] = [];
   let deferredKeys = 0;
+  const withheld = yieldToOthers && ordinary > 0 && big.length > 0;
+  if (withheld) {
+    for (const [svc, g] of big) {
+      deferredKeys += g.keys.length;
+      deferredServices.push(svc);
+    }
+    return { spent, deferredKeys, deferredServices, withheld };
+  }
   for (const [svc, g] of big) {
     if (!inKeyOrder(g.keys)) g.keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     let i = 0;
@@ -157,7 +181,7 @@ function choose(groups: Groups, budget: number, chosen: Set<ServicePortKey>): { 
       deferredServices.push(svc);
     }
   }
-  return { spent, deferredKeys, deferredServices };
+  return { spent, deferredKeys, deferredServices, withheld };
 }
 
 /** Change sets usually list keys in order already (diffs walk sorted maps): then no sort. */
@@ -189,6 +213,8 @@ export interface PlanPiece {
   readonly later: PlanDebt;
   readonly deferredKeys: number;
   readonly deferredServices: readonly string[];
+  /** The oversized Services got no piece: ordinary changes are planned alone (`yieldToOthers`). */
+  readonly withheld: boolean;
 }
 
 /** One service port's cost per family (snapshotCost or what is installed, the larger) and whether it has a health check node port. */
@@ -214,10 +240,11 @@ export function boundPlan(
   debt: PlanDebt,
   applied: ProxyTables | null,
   budget: number,
+  yieldToOthers = false,
 ): PlanPiece {
   const carried = FAMILIES.some((f) => debt.keys[f].size > 0);
   const merged = carried ? withDebt(changes, debt.keys) : changes;
-  const none: PlanPiece = { changes: merged, later: NO_DEBT, deferredKeys: 0, deferredServices: [] };
+  const none: PlanPiece = { changes: merged, later: NO_DEBT, deferredKeys: 0, deferredServices: [], withheld: false };
   const splittable = FAMILIES.filter((f) => !merged[f].nodeChanged);
   // A carried cost holds only if it was counted over the same families (it always is, unless a
   // family is planned whole now) and the key has not changed since.
@@ -286,7 +313,7 @@ export function boundPlan(
     for (const k of groups.get(svc)!.keys) chosen.add(k.key);
     groups.delete(svc);
   }
-  const { deferredKeys, deferredServices } = choose(groups, budget, chosen);
+  const { deferredKeys, deferredServices, withheld } = choose(groups, budget, chosen, yieldToOthers);
   if (deferredKeys === 0) return none;
   const now = {} as Record<IPFamily, ChangeSet>;
   const later = {} as Record<IPFamily, Set<ServicePortKey>>;
@@ -302,7 +329,7 @@ export function boundPlan(
   }
   const costs = new Map<ServicePortKey, number>();
   if (reuse) for (const g of groups.values()) for (const k of g.keys) if (!chosen.has(k.key)) costs.set(k.key, k.cost);
-  return { changes: now, later: { keys: later, costs }, deferredKeys, deferredServices };
+  return { changes: now, later: { keys: later, costs }, deferredKeys, deferredServices, withheld };
 }
 
 /** The changes plus the keys carried from before (not for a family planned whole anyway). */

@@ -165,6 +165,11 @@ export class Syncer {
   private planned: ProxyTables | null = null;
   /** Changed keys of oversized Services not planned yet (bound.ts, boundPlan). */
   private planDebt: PlanDebt = NO_DEBT;
+  /**
+   * The last sync held the oversized Services' piece back for ordinary changes (bound.ts,
+   * yieldToOthers): the next one applies a piece whatever else changed, so they cannot starve.
+   */
+  private withheld = false;
 
   constructor(private readonly opts: SyncerOptions) {
     this.clock = opts.clock ?? realClock;
@@ -328,7 +333,7 @@ export class Syncer {
       let planChanges = snap.changes;
       let piece: PlanPiece | undefined;
       if (!full && this.planned !== null && this.opts.bound) {
-        piece = boundPlan(snap.snapshots, snap.changes, this.planDebt, this.applied, this.budget);
+        piece = boundPlan(snap.snapshots, snap.changes, this.planDebt, this.applied, this.budget, !this.withheld);
         planChanges = piece.changes;
       }
       this.planDebt = piece?.later ?? NO_DEBT;
@@ -344,7 +349,8 @@ export class Syncer {
       const prev = full ? null : this.applied;
       changes = this.opts.planner.diffTables(prev, next);
       if (full && !changes.full) changes = { ...changes, full: true };
-      const bounded = this.opts.bound ? boundSync(this.applied, prev, next, changes, this.budget) : undefined;
+      const bounded = this.opts.bound ? boundSync(this.applied, prev, next, changes, this.budget, !this.withheld) : undefined;
+      const withheld = (piece?.withheld ?? false) || (bounded?.withheld ?? false);
       const planMs = this.clock.now() - start;
       let target = next;
       if (bounded) {
@@ -368,7 +374,9 @@ export class Syncer {
       }
       this.applied = target;
       deferredKeys = (bounded?.deferredKeys ?? 0) + planDeferred;
-      if (bounded || planDeferred > 0) this.adaptBudget(this.clock.now() - start);
+      // A sync that held the pieces back says nothing about what a piece costs.
+      if ((bounded || planDeferred > 0) && !withheld) this.adaptBudget(this.clock.now() - start);
+      this.withheld = withheld;
       if (deferredKeys > 0) this.requested = true;
       else if (this.deferred > 0) this.log.info('oversized Services are fully applied', { budget: this.budget });
       this.deferred = deferredKeys;
@@ -395,6 +403,7 @@ export class Syncer {
       // Planning from scratch too, in case the failure was in planning (changes were consumed).
       this.planned = null;
       this.planDebt = NO_DEBT;
+      this.withheld = false;
       const delay = Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** Math.min(this.failures - 1, 30));
       this.retryAt = this.clock.now() + delay;
       this.log.error(`${full ? 'full' : 'partial'} sync failed; retrying with a full sync`, {

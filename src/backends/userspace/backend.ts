@@ -109,6 +109,12 @@ class Userspace implements UserspaceBackend {
   private readonly loggedUnsupported = new Set<ServicePortKey>();
   private readonly loggedSourceIP = new Set<ServicePortKey>();
   private readonly loggedConflicts = new Set<string>();
+  /**
+   * Frontends that could not open, with the reason last logged: each sync retries them, but a
+   * port that stays taken (another program's, or ferry's own /healthz) is logged once, not on
+   * every sync — while a huge Service goes in pieces that is several times a second.
+   */
+  private readonly reportedFailures = new Map<string, string>();
 
   constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
     this.log = opts.log ?? logger('userspace');
@@ -178,11 +184,16 @@ class Userspace implements UserspaceBackend {
         } catch (e) {
           l.close();
           failed.push(f.key);
-          this.log.error('cannot open frontend; will retry on the next sync', {
-            frontend: f.key,
-            service: f.service,
-            err: e instanceof ListenError ? e.cause : e,
-          });
+          const cause = e instanceof ListenError ? e.cause : e;
+          const reason = cause instanceof Error ? cause.message : String(cause);
+          if (this.reportedFailures.get(f.key) !== reason) {
+            this.reportedFailures.set(f.key, reason);
+            this.log.error('cannot open frontend; retrying on every sync (logged again only if the reason changes)', {
+              frontend: f.key,
+              service: f.service,
+              err: cause,
+            });
+          }
           return undefined;
         }
       }),
@@ -211,6 +222,14 @@ class Userspace implements UserspaceBackend {
       for (const a of plan.removeAddresses) this.held.delete(a);
     }
     this.failed = failed.sort();
+    if (this.reportedFailures.size > 0) {
+      const still = new Set(failed);
+      for (const key of [...this.reportedFailures.keys()]) {
+        if (still.has(key)) continue;
+        this.reportedFailures.delete(key);
+        if (this.listeners.has(key)) this.log.info('frontend open after earlier failures', { frontend: key });
+      }
+    }
     this.startSweeper();
     this.log.v(2, 'userspace sync done', {
       full: changes.full,

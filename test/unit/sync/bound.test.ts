@@ -73,6 +73,24 @@ t.test('an oversized Service goes in pieces; the others go whole in the first sy
   t.equal(b.tables[4].nodeName, next[4].nodeName, "next's table-level fields");
 });
 
+t.test('yieldToOthers: ordinary changes go alone, the oversized Service waits whole; never in a full sync', async (t) => {
+  const prev = tables(table(4, [small('steady', e1)]));
+  const next = tables(table(4, [small('steady', e1, e2), ...hostile('big', 100)]));
+  const b = boundSync(prev, prev, next, diffTables(prev, next), 100, true);
+  if (!b) throw new Error('expected bounding');
+  t.same([...b.changes.changed], ['default/steady:http/TCP'], 'only the ordinary change');
+  t.equal(b.withheld, true);
+  t.equal(b.deferredKeys, 100);
+  t.same(b.deferredServices, ['h/big']);
+  const alone = tables(table(4, [small('steady', e1), ...hostile('big', 100)]));
+  const onlyBig = boundSync(prev, prev, alone, diffTables(prev, alone), 100, true);
+  t.equal(onlyBig?.withheld, false, 'nothing ordinary changed: the piece goes');
+  t.equal(onlyBig?.changes.changed.size, 16);
+  const full = boundSync(null, null, next, diffTables(null, next), 100, true);
+  t.equal(full?.withheld, false, 'a full sync applies a piece as ever');
+  t.ok([...(full?.changes.changed ?? [])].some((k) => k.startsWith('h/')));
+});
+
 t.test('repeated bounded syncs converge on the plan, a piece each time', async (t) => {
   const prev = tables(table(4, [small('steady', e1)]));
   const next = tables(table(4, [small('steady', e1, e2), ...hostile('big', 100), ...hostile('bigger', 150)]));

@@ -373,7 +373,7 @@ t.test('an explicit min sync period keeps its meaning even when syncs are cheap'
   await syncer.stop();
 });
 
-t.test('bounded cost per Service: an oversized Service goes in pieces, back to back; a change arriving meanwhile rides the next piece whole', async (t) => {
+t.test('bounded cost per Service: an oversized Service goes in pieces, back to back; a change arriving meanwhile goes alone before the next piece', async (t) => {
   const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
   source.change('default/steady:/TCP');
   syncer.start();
@@ -392,8 +392,12 @@ t.test('bounded cost per Service: an oversized Service goes in pieces, back to b
   t.equal(results[1]!.deferredKeys, 35);
   await clock.advance(0);
   await clock.advance(100);
-  t.equal(backend.calls.length, 3, 'the next piece follows without a coalescing gap');
-  t.ok(backend.calls[2]!.changes.changed.has('default/normal:/TCP'), 'and carries the normal change');
+  t.equal(backend.calls.length, 3, 'the next sync follows without a coalescing gap');
+  t.same([...backend.calls[2]!.changes.changed], ['default/normal:/TCP'], 'and carries the normal change alone: it waits for no second piece');
+  t.equal(results[2]!.deferredKeys, 35, 'the oversized Service waited one sync');
+  await clock.advance(100);
+  t.equal(backend.calls.length, 4, 'its next piece follows at once');
+  t.equal(backend.calls[3]!.changes.changed.size, 5);
   for (let i = 0; i < 20; i++) await clock.advance(100);
   const last = backend.installed!;
   t.equal(last[4].services.size, 42, 'in the end every port of the oversized Service is installed');
@@ -404,6 +408,37 @@ t.test('bounded cost per Service: an oversized Service goes in pieces, back to b
     'logged once with the Service',
   );
   t.equal(syncer.currentBudget(), 60, 'each piece took exactly the target: the budget stays');
+  await syncer.stop();
+});
+
+t.test('bounded cost per Service: ordinary changes in every sync do not starve an oversized Service', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
+  source.change('default/steady:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  backend.costMs = 100;
+  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
+  syncer.requestSync();
+  await clock.advance(0);
+  // An ordinary change lands while each sync is in the kernel, for as long as the pieces go on.
+  for (let i = 0; i < 40 && (results.length < 2 || (results[results.length - 1]!.deferredKeys ?? 0) > 0); i++) {
+    await clock.advance(50);
+    source.change(`default/n${i}:/TCP`);
+    syncer.requestSync();
+    await clock.advance(50);
+    await clock.advance(0);
+  }
+  const syncs = backend.calls.slice(1);
+  const pieces = syncs.filter((c) => [...c.changes.changed].some((k) => k.startsWith('h/')));
+  const installed = [...backend.installed![4].services.keys()];
+  t.equal(installed.filter((k) => k.startsWith('h/')).length, 40, 'every port of the oversized Service installed');
+  t.equal(installed.length - 41, syncs.length - 1, 'and every ordinary change, one per sync');
+  t.ok(syncs.length <= 2 * pieces.length, 'at most one ordinary-only sync per piece');
+  for (let i = 1; i < syncs.length; i++) {
+    const alone = (c: (typeof syncs)[number]) => ![...c.changes.changed].some((k) => k.startsWith('h/'));
+    t.notOk(alone(syncs[i - 1]!) && alone(syncs[i]!) && (results[i]!.deferredKeys ?? 0) > 0, `no two syncs in a row without a piece while ports wait (sync ${i})`);
+  }
+  t.equal(syncer.currentBudget(), 60, 'syncs without a piece do not move the budget');
   await syncer.stop();
 });
 

@@ -135,7 +135,7 @@ t.test('all endpoints refuse: the client is reset after the bounded retries', as
   t.equal(b.stats().tcpConnectFailures, 2, 'each endpoint tried once');
 });
 
-t.test('a frontend whose port is taken is logged, does not fail the sync, and opens on a later sync', async (t) => {
+t.test('a frontend whose port is taken is logged once, does not fail the sync, and opens on a later sync', async (t) => {
   const squatter = net.createServer();
   squatter.listen(BASE + 5, VIP);
   await once(squatter, 'listening');
@@ -144,11 +144,16 @@ t.test('a frontend whose port is taken is logged, does not fail the sync, and op
   await b.sync(null, ir(entries), FULL);
   t.same(b.stats().failedFrontends, [`TCP ${VIP}:${BASE + 5}`]);
   t.ok(logLines.some((l) => l.includes('cannot open frontend')), 'logged');
+  const more = [...entries, svc({ name: 'other', clusterIP: VIP, port: BASE + 9, internal: fwd(ep(EP1, BASE + 6)) })];
+  await b.sync(ir(entries), ir(more), partial());
+  t.same(b.stats().failedFrontends, [`TCP ${VIP}:${BASE + 5}`], 'retried on the next sync, still taken');
+  t.equal(logLines.filter((l) => l.includes('cannot open frontend')).length, 1, 'and not logged again');
   squatter.close();
   await once(squatter, 'close');
-  await b.sync(ir(entries), ir(entries), partial());
+  await b.sync(ir(more), ir(more), partial());
   t.same(b.stats().failedFrontends, []);
-  t.same(b.frontends(), [`TCP ${VIP}:${BASE + 5}`]);
+  t.same(b.frontends(), [`TCP ${VIP}:${BASE + 5}`, `TCP ${VIP}:${BASE + 9}`]);
+  t.ok(logLines.some((l) => l.includes('frontend open after earlier failures') && l.includes(`${VIP}:${BASE + 5}`)), 'its recovery is logged');
 });
 
 t.test('a failed address update fails the sync before any socket is opened', async (t) => {
