@@ -57,6 +57,8 @@ export interface InformerOptions {
   readonly log?: Logger;
   /** Called for every listed or watched item that is skipped as malformed. */
   readonly onBadItem?: (reason: string) => void;
+  /** How a list page is fetched (tests wrap it to see when pages are asked for); getJSON. */
+  readonly get?: typeof getJSON;
 }
 
 /** Delay before retry number `attempt` (1-based): exponential, capped, ±20% jitter. */
@@ -277,37 +279,55 @@ export class ResilientInformer {
     }
   }
 
-  /** One paginated list: every item delivered as its page arrives, then deletions reconciled. */
+  /**
+   * One paginated list: every item delivered as its page arrives, then deletions reconciled.
+   * The next page is asked for as soon as this one's continue token is read, before its items
+   * are decoded: the API server prepares page n+1 while ferry decodes page n, instead of each
+   * waiting for the other (at most one page in flight beside the one being decoded).
+   */
   private async list(gen: number): Promise<void> {
     const { opts } = this;
     const seen = new Set<string>();
-    let cont: string | undefined;
     let listRV: string | undefined;
     let page = 0;
-    do {
-      const abort = (this.listAbort = new AbortController());
-      const body = await getJSON(
+    const abort = (this.listAbort = new AbortController());
+    const fetchPage = (cont: string | undefined): Promise<unknown> => {
+      const p = (opts.get ?? getJSON)(
         opts.kubeConfig,
         opts.path,
         { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: this.pageSize, continue: cont },
         abort.signal,
       );
-      if (!this.live(gen)) return;
-      const meta = rec(rec(body)?.metadata);
-      if (page === 0) listRV = strField(meta, 'resourceVersion');
-      cont = strField(meta, 'continue') || undefined;
-      const items = rec(body)?.items;
-      if (!Array.isArray(items)) throw new Error(`list of ${opts.resource}: response has no items array`);
-      for (let i = 0; i < items.length; i++) {
-        const item: unknown = items[i];
-        items[i] = undefined; // let the page's objects go as soon as they are decoded
-        const id = identity(item);
-        if (typeof id !== 'string') seen.add(id.key);
-        this.upsert(item, `list page ${page + 1} item ${i}`);
+      // Awaited in the next round; until then a failure must not count as unhandled.
+      p.catch(() => undefined);
+      return p;
+    };
+    let next: Promise<unknown> | undefined = fetchPage(undefined);
+    try {
+      while (next) {
+        const body = await next;
+        next = undefined;
+        if (!this.live(gen)) return;
+        const meta = rec(rec(body)?.metadata);
+        if (page === 0) listRV = strField(meta, 'resourceVersion');
+        const cont = strField(meta, 'continue') || undefined;
+        const items = rec(body)?.items;
+        if (!Array.isArray(items)) throw new Error(`list of ${opts.resource}: response has no items array`);
+        if (cont) next = fetchPage(cont);
+        for (let i = 0; i < items.length; i++) {
+          const item: unknown = items[i];
+          items[i] = undefined; // let the page's objects go as soon as they are decoded
+          const id = identity(item);
+          if (typeof id !== 'string') seen.add(id.key);
+          this.upsert(item, `list page ${page + 1} item ${i}`);
+        }
+        page++;
       }
-      page++;
-    } while (cont);
-    this.listAbort = undefined;
+    } finally {
+      // A list given up (stopped, failed, superseded) leaves no request behind.
+      if (next) abort.abort();
+      if (this.listAbort === abort) this.listAbort = undefined;
+    }
     // Objects deleted while we were not watching: known, but not in the fresh list.
     for (const key of [...this.known.keys()]) {
       if (seen.has(key)) continue;

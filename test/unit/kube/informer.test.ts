@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { KubeConfig, type V1Service } from '@kubernetes/client-node';
 import { DEFAULT_BACKOFF, ResilientInformer, backoffDelay } from '../../../src/kube/informer.js';
+import { getJSON } from '../../../src/kube/rest.js';
 import { proxyLabelSelector } from '../../../src/kube/watches.js';
 import { setLogSink } from '../../../src/util/log.js';
 
@@ -80,7 +81,13 @@ class FakeAPI {
       return;
     }
     this.requests.push(`list ls=${url.searchParams.get('labelSelector')} limit=${url.searchParams.get('limit')}`);
-    const body = { kind: 'ServiceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) }, items: [...this.objects.values()] };
+    // Pages as the API server cuts them: `limit` items, a continue token while more remain.
+    const all = [...this.objects.values()];
+    const from = Number(url.searchParams.get('continue') ?? 0);
+    const limit = Number(url.searchParams.get('limit') ?? all.length) || all.length;
+    const items = all.slice(from, from + limit);
+    const more = from + limit < all.length;
+    const body = { kind: 'ServiceList', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv), ...(more ? { continue: String(from + limit) } : {}) }, items };
     res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(body));
   }
 }
@@ -113,6 +120,58 @@ t.test('backoff grows exponentially to the cap, with bounded jitter', async (t) 
 t.test("kube-proxy's label selector", async (t) => {
   t.equal(proxyLabelSelector(), '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless');
   t.equal(proxyLabelSelector('ferry'), 'service.kubernetes.io/service-proxy-name=ferry,!service.kubernetes.io/headless');
+});
+
+t.test('a list in pages: each page is asked for before the one before it is decoded; a failed page fails the list, retried whole', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  for (const n of ['a', 'b', 'c', 'd', 'e']) api.put(n);
+  const kc = new KubeConfig();
+  kc.loadFromClusterAndUser({ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }, { name: 'u' });
+  const order: string[] = [];
+  let failPage: string | undefined;
+  const get: typeof getJSON = (k, path, query, signal) => {
+    order.push(`get ${query.continue ?? 'first'}`);
+    if (failPage !== undefined && query.continue === failPage) return Promise.reject(new Error('page refused'));
+    return getJSON(k, path, query, signal);
+  };
+  const meta = (o: unknown) => (o as V1Service).metadata!;
+  const inf = new ResilientInformer({
+    resource: 'services',
+    path: '/api/v1/services',
+    kubeConfig: kc,
+    pageSize: 2,
+    get,
+    backoff: { initialMs: 20, maxMs: 50 },
+    sink: { upsert: (o) => order.push(`upsert ${meta(o).name}`), remove: (o) => order.push(`remove ${meta(o).name}`) },
+  });
+  t.teardown(() => inf.stop());
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true, 'synced');
+  t.same(order, ['get first', 'get 2', 'upsert a', 'upsert b', 'get 4', 'upsert c', 'upsert d', 'upsert e'], 'three pages, each asked for before the previous is decoded');
+  await inf.stop();
+
+  // The second page fails while the first is decoded: the list fails and is retried whole.
+  order.length = 0;
+  failPage = '2';
+  logs.length = 0;
+  const again = new ResilientInformer({
+    resource: 'services',
+    path: '/api/v1/services',
+    kubeConfig: kc,
+    pageSize: 2,
+    get,
+    backoff: { initialMs: 20, maxMs: 50 },
+    sink: { upsert: (o) => order.push(`upsert ${meta(o).name}`), remove: (o) => order.push(`remove ${meta(o).name}`) },
+  });
+  t.teardown(() => again.stop());
+  again.start();
+  await until(t, 'failure logged', () => logs.some((l) => /services failed: page refused/.test(l)));
+  await until(t, 'the list is retried from its first page', () => order.filter((o) => o === 'get first').length >= 2);
+  failPage = undefined;
+  t.equal(await again.waitForSync(10_000), true, 'synced once the page is served');
+  await again.stop();
 });
 
 t.test('lists, watches, survives an API server restart and a 410 Gone', async (t) => {
