@@ -313,7 +313,13 @@ export class ResilientInformer {
         const cont = strField(meta, 'continue') || undefined;
         const items = rec(body)?.items;
         if (!Array.isArray(items)) throw new Error(`list of ${opts.resource}: response has no items array`);
-        if (cont) next = fetchPage(cont);
+        if (cont) {
+          next = fetchPage(cont);
+          // The request goes out only once the event loop runs (credentials, then the socket):
+          // one turn now, or it would leave after the decode below and overlap nothing.
+          await new Promise((r) => setImmediate(r));
+          if (!this.live(gen)) return;
+        }
         for (let i = 0; i < items.length; i++) {
           const item: unknown = items[i];
           items[i] = undefined; // let the page's objects go as soon as they are decoded
