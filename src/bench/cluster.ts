@@ -25,6 +25,7 @@ import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
+import { shebangFlags } from './launcher.js';
 import { histogramPercentiles, percentiles, round } from './stats.js';
 import type { LatencyMetric, LatencyRow, LatencyWindow, ProxyUnderTest } from './types.js';
 
@@ -73,7 +74,7 @@ export function proxyArgv(
   if (mode === 'kube-proxy') {
     return { argv: [kubeProxy ?? 'kube-proxy', ...common, '--proxy-mode', 'iptables', '--metrics-bind-address', '127.0.0.1:10249'], hostMounts: false };
   }
-  const argv = [process.execPath, FERRY_BIN, ...common, '--proxy-mode', mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
+  const argv = [process.execPath, ...shebangFlags(FERRY_BIN), FERRY_BIN, ...common, '--proxy-mode', mode, '--metrics-bind-address', '127.0.0.1:10249', '--healthz-bind-address', '127.0.0.1:10256'];
   if (mode !== 'ebpf') return { argv, hostMounts: false };
   const cg = cluster.cgroupOf({ kind: 'node', node: node.name });
   if (!cg) throw new ClusterBenchError('ebpf mode needs a cgroup v2 mount for the node cgroups (none in /proc/self/mounts)');

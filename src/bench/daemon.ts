@@ -21,6 +21,7 @@ import { createBenchNetns, deleteBenchNetns } from './netns.js';
 import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
 import { round } from './stats.js';
+import { shebangFlags } from './launcher.js';
 import type { DaemonFullSync, DaemonRow, DaemonStartup, MemorySample, ProxyUnderTest, Size } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -189,13 +190,6 @@ class PhaseLog {
       this.pending = {};
     } else if (l.includes('] partial sync done')) this.pending = {};
   }
-}
-
-/** The node flags of a launcher's `#!/usr/bin/env -S node FLAGS` line. */
-function shebangFlags(bin: string): string[] {
-  const first = readFileSync(bin, 'utf8').split('\n', 1)[0] ?? '';
-  const m = /^#!.*\bnode\b(.*)$/.exec(first);
-  return m ? m[1]!.trim().split(/\s+/).filter(Boolean) : [];
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
