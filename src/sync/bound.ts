@@ -7,12 +7,14 @@
  * Services change together (a burst of ordinary changes stays one transaction, and a cold start
  * of an ordinary cluster one atomic full sync). A Service whose change costs more is trickled in:
  * each sync takes as many of its service ports, in key order, as the budget left over allows (at
- * least one), and the syncer runs again at once for the rest. A sync that has ordinary changes
- * too may hold the oversized Services back entirely (`yieldToOthers`), so those changes wait for
- * no piece but the one already in the kernel; the syncer allows it only when the sync before
- * applied a piece, so a stream of ordinary changes cannot starve an oversized Service. The tables the backend is given are
- * then `base` (what is installed) with exactly the chosen keys moved to their planned entries; the
- * next sync's diff against the plan finds what is still missing by itself.
+ * least one), and the syncer runs again at once for the rest. The tables the backend is given
+ * are then `base` (what is installed) with exactly the chosen keys moved to their planned
+ * entries; the next sync's diff against the plan finds what is still missing by itself.
+ *
+ * A sync that has ordinary changes too may hold the oversized Services back entirely
+ * (`yieldToOthers`), so those changes wait for no piece but the one already in the kernel; the
+ * syncer allows it only when the sync before applied a piece, so a stream of ordinary changes
+ * cannot starve an oversized Service.
  *
  * Cost is a rough kernel-work estimate per service port: one for the frontends, one per
  * endpoint of its largest path, doubled with ClientIP affinity (a chain and an affinity set per
