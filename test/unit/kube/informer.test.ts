@@ -137,15 +137,17 @@ t.test('a list in pages: each page is asked for before the one before it is deco
     return getJSON(k, path, query, signal);
   };
   const meta = (o: unknown) => (o as V1Service).metadata!;
-  const inf = new ResilientInformer({
-    resource: 'services',
-    path: '/api/v1/services',
-    kubeConfig: kc,
-    pageSize: 2,
-    get,
-    backoff: { initialMs: 20, maxMs: 50 },
-    sink: { upsert: (o) => order.push(`upsert ${meta(o).name}`), remove: (o) => order.push(`remove ${meta(o).name}`) },
-  });
+  const paged = () =>
+    new ResilientInformer({
+      resource: 'services',
+      path: '/api/v1/services',
+      kubeConfig: kc,
+      pageSize: 2,
+      get,
+      backoff: { initialMs: 20, maxMs: 50 },
+      sink: { upsert: (o) => order.push(`upsert ${meta(o).name}`), remove: (o) => order.push(`remove ${meta(o).name}`) },
+    });
+  const inf = paged();
   t.teardown(() => inf.stop());
   inf.start();
   t.equal(await inf.waitForSync(10_000), true, 'synced');
@@ -156,15 +158,7 @@ t.test('a list in pages: each page is asked for before the one before it is deco
   order.length = 0;
   failPage = '2';
   logs.length = 0;
-  const again = new ResilientInformer({
-    resource: 'services',
-    path: '/api/v1/services',
-    kubeConfig: kc,
-    pageSize: 2,
-    get,
-    backoff: { initialMs: 20, maxMs: 50 },
-    sink: { upsert: (o) => order.push(`upsert ${meta(o).name}`), remove: (o) => order.push(`remove ${meta(o).name}`) },
-  });
+  const again = paged();
   t.teardown(() => again.stop());
   again.start();
   await until(t, 'failure logged', () => logs.some((l) => /services failed: page refused/.test(l)));

@@ -373,15 +373,24 @@ t.test('an explicit min sync period keeps its meaning even when syncs are cheap'
   await syncer.stop();
 });
 
+/**
+ * A started syncer (budget 60, pieces aimed at 100 ms) that has synced one steady Service and
+ * has just started the first sync of a 40-port oversized Service, each sync taking `costMs`.
+ */
+async function withOversized(costMs: number) {
+  const s = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
+  s.source.change('default/steady:/TCP');
+  s.syncer.start();
+  await s.clock.advance(0);
+  s.backend.costMs = costMs;
+  for (let i = 0; i < 40; i++) s.source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
+  s.syncer.requestSync();
+  await s.clock.advance(0);
+  return s;
+}
+
 t.test('bounded cost per Service: an oversized Service goes in pieces, back to back; a change arriving meanwhile goes alone before the next piece', async (t) => {
-  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
-  source.change('default/steady:/TCP');
-  syncer.start();
-  await clock.advance(0);
-  backend.costMs = 100;
-  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
-  syncer.requestSync();
-  await clock.advance(0);
+  const { clock, source, backend, syncer, results } = await withOversized(100);
   // A normal change arrives while the first piece is in the kernel.
   await clock.advance(50);
   source.change('default/normal:/TCP');
@@ -412,14 +421,7 @@ t.test('bounded cost per Service: an oversized Service goes in pieces, back to b
 });
 
 t.test('bounded cost per Service: ordinary changes in every sync do not starve an oversized Service', async (t) => {
-  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
-  source.change('default/steady:/TCP');
-  syncer.start();
-  await clock.advance(0);
-  backend.costMs = 100;
-  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
-  syncer.requestSync();
-  await clock.advance(0);
+  const { clock, source, backend, syncer, results } = await withOversized(100);
   // An ordinary change lands while each sync is in the kernel, for as long as the pieces go on.
   for (let i = 0; i < 40 && (results.length < 2 || (results[results.length - 1]!.deferredKeys ?? 0) > 0); i++) {
     await clock.advance(50);
@@ -443,14 +445,7 @@ t.test('bounded cost per Service: ordinary changes in every sync do not starve a
 });
 
 t.test('bounded cost per Service: the budget follows what pieces cost', async (t) => {
-  const { clock, source, backend, syncer } = setup({ adaptiveMax: 1000, intact: 0, bound: { targetMs: 100, initialBudget: 60, minBudget: 1 } });
-  source.change('default/steady:/TCP');
-  syncer.start();
-  await clock.advance(0);
-  backend.costMs = 400;
-  for (let i = 0; i < 40; i++) source.change(`h/big:p${String(i).padStart(2, '0')}/TCP`);
-  syncer.requestSync();
-  await clock.advance(0);
+  const { clock, backend, syncer } = await withOversized(400);
   await clock.advance(400);
   t.equal(backend.calls.length, 2);
   t.equal(syncer.currentBudget(), 15, 'a piece four times too slow: a quarter of the budget');
