@@ -1,9 +1,9 @@
 // Finding 1 and 2 of issue #15 against a real ferry process: the API server's store holds 1,000
 // hostile objects written past validation beside 1,000 good Services. ferry starts on that
-// store, becomes ready, and every good Service answers (all 1,000, each by its own pod); each hostile object is logged
-// once and counted once in ferry_invalid_objects_total. A Service whose ClusterIP is 127.0.0.1
-// (on port 10256, ferry's own /healthz) does not cut the node's loopback, and its deletion is
-// seen. Timings are printed, never asserted.
+// store, becomes ready, and every good Service answers (all 1,000, each by its own pod); each
+// hostile object is logged once and counted once in ferry_invalid_objects_total. A Service whose
+// ClusterIP is 127.0.0.1 (on port 10256, ferry's own /healthz) does not cut the node's loopback,
+// and its deletion is seen. Timings are printed, never asserted.
 import t from 'tap';
 import { writeUnvalidated, type ApiCore } from '../../../src/sim/apiserver/index.js';
 import { HEALTHZ_PORT, METRICS_PORT, type ProxyMode } from '../lib/harness.js';
