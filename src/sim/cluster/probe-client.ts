@@ -36,6 +36,7 @@ export function parseProbeLine(line: string): ProbeResult | undefined {
   const o = v as Record<string, unknown>;
   if (typeof o.ok !== 'boolean' || typeof o.ms !== 'number') return undefined;
   const r: ProbeResult = { ok: o.ok, ms: o.ms };
+  if (typeof o.addr === 'string') r.addr = o.addr;
   if (typeof o.pod === 'string') r.pod = o.pod;
   if (typeof o.error === 'string') r.error = o.error;
   if (typeof o.seen === 'string') {

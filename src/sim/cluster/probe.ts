@@ -3,7 +3,9 @@
  *   ip netns exec <ns> node dist/src/sim/cluster/probe.js --proto tcp|udp --addr A --port P
  *     [--count N (0 = until killed)] [--timeout-ms T] [--interval-ms I] [--overlap 1]
  * With --overlap 1 an attempt starts every I ms whatever the earlier ones are doing (lines come
- * in the order attempts finish); otherwise each attempt waits for the one before.
+ * in the order attempts finish); otherwise each attempt waits for the one before. `--addr A,B,…`
+ * asks every address in each attempt (64 at a time), one line each with its "addr": one process
+ * for a thousand Services instead of a thousand processes.
  * Prints one JSON line per attempt, as soon as it is known:
  *   {"ok":true,"pod":"web-1","seen":"198.19.1.2:4567","ms":1.2}
  *   {"ok":false,"error":"refused|timeout|unreachable|reset|...","ms":3001.0}
@@ -28,6 +30,8 @@ interface ProbeArgs {
 
 interface Attempt {
   ok: boolean;
+  /** Only when several addresses are asked. */
+  addr?: string;
   pod?: string;
   seen?: string;
   error?: string;
@@ -165,6 +169,21 @@ function udpAttempt(a: ProbeArgs): Promise<Attempt> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** One attempt: each of --addr's addresses asked once, at most 64 at a time. */
+async function askAll(a: ProbeArgs, report: (r: Attempt) => void): Promise<void> {
+  const addrs = a.addr.split(',');
+  const one = (addr: string): Promise<Attempt> => (a.proto === 'tcp' ? tcpAttempt({ ...a, addr }) : udpAttempt({ ...a, addr }));
+  if (addrs.length === 1) return report(await one(a.addr));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < addrs.length) {
+      const addr = addrs[next++]!;
+      report({ ...(await one(addr)), addr });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(64, addrs.length) }, worker));
+}
+
 async function main(): Promise<void> {
   const a = parseArgs(process.argv.slice(2));
   let stop = false;
@@ -178,7 +197,7 @@ async function main(): Promise<void> {
   for (let n = 0; !stop && (a.count === 0 || n < a.count); n++) {
     if (n > 0 && a.intervalMs > 0) await sleep(a.intervalMs);
     if (stop) break;
-    const attempt = (a.proto === 'tcp' ? tcpAttempt(a) : udpAttempt(a)).then(report);
+    const attempt = askAll(a, report);
     if (!a.overlap) {
       await attempt;
       continue;

@@ -86,6 +86,8 @@ export interface ProbeOptions {
 
 export interface ProbeResult {
   ok: boolean;
+  /** The address asked, when the probe was given several (probe.ts `--addr A,B,…`). */
+  addr?: string;
   pod?: string;
   /** "ip:port" the echo server saw as the client. */
   seen?: string;

@@ -125,3 +125,18 @@ t.test('--overlap starts attempts on time while an earlier one still waits for i
   const serial = await runProbe(undefined, { proto: 'tcp', addr: '127.0.0.1', port }, { count: 2, intervalMs: 50, timeoutMs: 2000 });
   t.equal(serial.length, 2, 'without --overlap: one after another, as before');
 });
+
+t.test('--addr A,B,…: one attempt asks every address, each line naming its address', async (t) => {
+  const [p] = [await freePort()];
+  const echo = await startEcho('web-9', [p]);
+  t.teardown(() => {
+    echo.kill('SIGKILL');
+  });
+  // 127.0.0.1 answers; 127.0.0.2 has no listener on that port.
+  const rs = await runProbe(undefined, { proto: 'tcp', addr: '127.0.0.1,127.0.0.2', port: p }, { timeoutMs: 2000 });
+  t.equal(rs.length, 2, 'one line per address');
+  t.same(
+    rs.map((r) => `${r.addr} ${r.ok ? r.pod : r.error}`).sort(),
+    ['127.0.0.1 web-9', '127.0.0.2 refused'],
+  );
+});
