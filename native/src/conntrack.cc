@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 namespace ferry {
 namespace {
@@ -99,9 +100,49 @@ int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
   return err;
 }
 
+// One conntrack handle kept open between calls. Its socket is a NETLINK_NETFILTER one, and
+// closing any of those makes nf_tables flush its pending transaction-destroy work under the commit
+// mutex, an RCU grace period (see KeptSocket in nfnl.cc): a conntrack cleanup right after a sync
+// that removed endpoints would have paid it, and so would a batch sent meanwhile.
+std::mutex keptMu;
+struct nfct_handle* keptHandle = nullptr;
+bool keptBusy = false;
+
+struct nfct_handle* TakeHandle(bool* kept) {
+  {
+    std::lock_guard<std::mutex> l(keptMu);
+    if (!keptBusy) {
+      if (keptHandle == nullptr) keptHandle = nfct_open(CONNTRACK, 0);
+      if (keptHandle != nullptr) {
+        keptBusy = true;
+        *kept = true;
+        return keptHandle;
+      }
+      return nullptr;
+    }
+  }
+  *kept = false;
+  return nfct_open(CONNTRACK, 0);
+}
+
+// A handle whose call failed may hold unread answers: it is closed, not kept.
+void ReturnHandle(struct nfct_handle* h, bool kept, bool clean) {
+  if (!kept) {
+    nfct_close(h);
+    return;
+  }
+  std::lock_guard<std::mutex> l(keptMu);
+  if (!clean) {
+    nfct_close(keptHandle);
+    keptHandle = nullptr;
+  }
+  keptBusy = false;
+}
+
 CtResult Run(const CtFilter& f, bool del) {
   CtResult res;
-  struct nfct_handle* h = nfct_open(CONNTRACK, 0);
+  bool kept = false;
+  struct nfct_handle* h = TakeHandle(&kept);
   if (h == nullptr) {
     res.err = errno != 0 ? errno : EIO;
     res.errContext = "nfct_open";
@@ -122,7 +163,7 @@ CtResult Run(const CtFilter& f, bool del) {
   }
   for (struct nf_conntrack* ct : st.clones) nfct_destroy(ct);
   res.entries = std::move(st.entries);
-  nfct_close(h);
+  ReturnHandle(h, kept, res.err == 0);
   return res;
 }
 

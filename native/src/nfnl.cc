@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -85,6 +86,59 @@ int OpenSocket(const std::string& netns, std::string* sysError) {
   return fd;
 }
 
+// Sockets kept open in the process's own namespace, one for batches and one for dumps.
+// Closing a NETLINK_NETFILTER socket makes nf_tables flush its pending transaction-destroy work
+// (nft_rcv_nl_event on NETLINK_URELEASE), which waits out an RCU grace period (4–24 ms here)
+// while holding the commit mutex: with a socket per batch, every batch that removed or replaced
+// something paid that wait inside close(), and so did any batch sent meanwhile. A kept socket
+// leaves the destroy work to the kernel's worker, as nf_tables intends. Other namespaces (tests)
+// still get a socket per call, so no socket pins a namespace that is meant to go away.
+class KeptSocket {
+ public:
+  struct Lease {
+    int fd = -1;
+    bool kept = false;
+  };
+
+  // The kept socket when it is free, else a fresh one the caller closes in Return.
+  Lease Take(const std::string& netns, std::string* sysError) {
+    if (netns.empty()) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!busy_) {
+        if (fd_ < 0) fd_ = OpenSocket(netns, sysError);
+        if (fd_ < 0) return Lease{};
+        busy_ = true;
+        return Lease{fd_, true};
+      }
+    }
+    return Lease{OpenSocket(netns, sysError), false};
+  }
+
+  // `clean`: every answer was read, so the next user starts from an empty queue. A socket that
+  // was not (an overrun, a failed call, a dump cut short) is closed instead of kept.
+  void Return(const Lease& lease, bool clean) {
+    if (lease.fd < 0) return;
+    if (!lease.kept) {
+      close(lease.fd);
+      return;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (!clean) {
+      close(fd_);
+      fd_ = -1;
+    }
+    busy_ = false;
+  }
+
+ private:
+  std::mutex mu_;
+  int fd_ = -1;
+  bool busy_ = false;
+};
+
+KeptSocket batchSocket;
+KeptSocket dumpSocket;
+
 void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
   if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
   const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
@@ -113,7 +167,8 @@ void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
 
 NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns) {
   NfnlBatchResult r;
-  int fd = OpenSocket(netns, &r.sysError);
+  KeptSocket::Lease lease = batchSocket.Take(netns, &r.sysError);
+  int fd = lease.fd;
   if (fd < 0) return r;
   // The whole batch must fit one sendmsg; the kernel refuses messages larger than the send
   // buffer, so grow it to the batch (root may exceed wmem_max with the FORCE variant).
@@ -148,7 +203,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   if (portid != 0) NoteOwnBatchEnd(nsIno, portid);
   if (sent < 0) {
     r.sysError = Errno("sendmsg(nf_tables batch)", errno);
-    close(fd);
+    batchSocket.Return(lease, false);
     return r;
   }
   // nfnetlink handles the batch inside sendmsg: every error it will report is queued by now.
@@ -164,7 +219,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
         continue;
       }
       r.sysError = Errno("recv(nf_tables answers)", errno);
-      close(fd);
+      batchSocket.Return(lease, false);
       return r;
     }
     const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
@@ -183,7 +238,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
       nlh = mnl_nlmsg_next(nlh, &left);
     }
   }
-  close(fd);
+  batchSocket.Return(lease, !lost);
   if (lost && r.errors.empty()) r.sysError = "answers lost (socket receive buffer overrun)";
   r.ok = r.errors.empty() && r.sysError.empty();
   return r;
@@ -191,14 +246,15 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
 
 NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns) {
   NfnlDumpResult r;
-  int fd = OpenSocket(netns, &r.sysError);
+  KeptSocket::Lease lease = dumpSocket.Take(netns, &r.sysError);
+  int fd = lease.fd;
   if (fd < 0) return r;
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof(sa));
   sa.nl_family = AF_NETLINK;
   if (sendto(fd, req, len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
     r.sysError = Errno("sendto(nf_tables dump)", errno);
-    close(fd);
+    dumpSocket.Return(lease, false);
     return r;
   }
   std::vector<uint8_t> buf(1 << 17);
@@ -207,14 +263,15 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
     if (n < 0) {
       if (errno == EINTR) continue;
       r.sysError = Errno("recv(nf_tables dump)", errno);
-      close(fd);
+      dumpSocket.Return(lease, false);
       return r;
     }
     const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
     int left = static_cast<int>(n);
     while (mnl_nlmsg_ok(nlh, left)) {
       if (nlh->nlmsg_type == NLMSG_DONE) {
-        close(fd);
+        // Kept only if DONE was the last message read: nothing of this dump is left queued.
+        dumpSocket.Return(lease, n == static_cast<ssize_t>(reinterpret_cast<const uint8_t*>(nlh) - buf.data()) + static_cast<ssize_t>(nlh->nlmsg_len));
         r.ok = true;
         return r;
       }
@@ -223,7 +280,7 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
         if (e->error != 0) {
           // A dump that is interrupted by a concurrent change (EINTR) is retried by the caller.
           r.err = -e->error;
-          close(fd);
+          dumpSocket.Return(lease, false);
           return r;
         }
       } else {

@@ -26,7 +26,8 @@ struct NfnlBatchResult {
 // Sends a whole nf_tables batch (BATCH_BEGIN .. BATCH_END, already encoded) in ONE sendmsg, so
 // the kernel handles it as one transaction, then collects the error messages it queued. Acks are
 // not requested by the encoder, so only failing messages answer. `netns`: a path such as
-// /var/run/netns/NAME to act in, or empty for the calling process's namespace.
+// /var/run/netns/NAME to act in, or empty for the calling process's namespace, where the socket
+// is kept open between calls (see KeptSocket in nfnl.cc: closing one costs a grace period).
 NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns);
 
 struct NfnlDumpResult {

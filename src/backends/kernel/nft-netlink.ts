@@ -54,7 +54,8 @@ function failedBeforeSend(sysError: string): boolean {
   return /^(open|setns|socket|bind|sendmsg)\b/.test(sysError);
 }
 
-// Sequence numbers only need to tell this socket's messages apart; a fresh socket per batch.
+// Sequence numbers only need to tell one batch's messages apart: the addon reads every answer
+// of a batch before its socket carries the next one.
 const SEQ_BASE = 1;
 
 /**

@@ -7,11 +7,14 @@
  *  - a failing batch (a rule jumping to a missing chain, deleting a missing element) leaves the
  *    kernel untouched, and the error names the failing op;
  *  - names() by netlink dump equals what `nft -j list` finds;
- *  - the backend reports `via: netlink`, and a runner whose socket cannot be opened falls back.
+ *  - the backend reports `via: netlink`, and a runner whose socket cannot be opened falls back;
+ *  - in its own namespace (the daemon's case) the addon keeps one socket for batches and one for
+ *    dumps, and every batch's answers, refused or not, stay with that batch.
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { run, runIn } from '../../../src/util/exec.js';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { loadNative, type NativeAddon } from '../../../src/native/index.js';
@@ -251,6 +254,33 @@ t.test('names by netlink dump equal names by listing; the backend reports via ne
   t.equal(await backend.intact(), true, 'the full sync restored the canary');
   await t.resolves(backend.cleanup(), 'cleanup over netlink');
   t.match(await listing(ns, [4]), /no table/, 'cleanup removed the table');
+});
+
+t.test('in its own namespace the addon keeps its sockets, and answers never cross batches', async (t) => {
+  const ns = await freshNetns(t);
+  const child = fileURLToPath(new URL('./kept-socket-child.js', import.meta.url));
+  const r = await run(['ip', 'netns', 'exec', ns, process.execPath, child], { allowFailure: true });
+  t.equal(r.exitCode, 0, `the child ran: ${r.stderr.slice(-2000)}`);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { afterFirst: string[]; atEnd: string[]; afterConntrack: string[]; rounds: { step: string; result: string }[] };
+  for (const { step, result } of out.rounds) {
+    const i = step.split(' ')[0];
+    if (step.endsWith('refused small')) t.equal(result, `ENOENT delete element ip ferry cluster-ips { 198.19.2.${i} }`, `${step}: refused, naming its own missing element`);
+    else if (step.endsWith('refused large')) t.equal(result, `ENOENT delete element ip ferry cluster-ips { 198.19.3.${i} }`, `${step}: refused, naming its own missing element`);
+    else t.equal(result, 'ok', `${step}: accepted, no answer left from the batch before`);
+  }
+  t.equal(out.rounds.length, 6 * 7, 'every step reported');
+  // Closing a socket would make nf_tables wait out an RCU grace period (native/src/nfnl.cc).
+  t.equal(out.afterFirst.length, 1, `one nf_tables socket open after the first batch: ${out.afterFirst.join(',')}`);
+  t.equal(out.atEnd.length, 2, `two at the end, the batch socket and the dump socket: ${out.atEnd.join(',')}`);
+  t.ok(out.afterFirst.every((s) => out.atEnd.includes(s)), 'the first batch\'s socket carried all the others');
+  t.equal(out.afterConntrack.length, 3, `three conntrack deletions keep one ctnetlink socket: ${out.afterConntrack.join(',')}`);
+  t.ok(out.atEnd.every((s) => out.afterConntrack.includes(s)), 'beside the two kept before');
+  const set = (await runIn(ns, ['nft', 'list', 'set', 'ip', 'ferry', 'cluster-ips'])).stdout;
+  for (let i = 0; i < 6; i++) {
+    t.match(set, new RegExp(`198\\.19\\.5\\.${i}\\b`), `198.19.5.${i} is in cluster-ips`);
+    t.notMatch(set, new RegExp(`198\\.19\\.[0-4]\\.${i}\\b`), `no other 198.19 element of round ${i}`);
+  }
+  t.notMatch(set, /198\.20\./, 'nothing of the refused large batches');
 });
 
 t.test('a netlink socket that cannot be used falls back to the script runner, visibly', async (t) => {
