@@ -4,6 +4,7 @@
 #include "conntrack.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 
 #include <cerrno>
@@ -112,7 +113,11 @@ struct nfct_handle* TakeHandle(bool* kept) {
   {
     std::lock_guard<std::mutex> l(keptMu);
     if (!keptBusy) {
-      if (keptHandle == nullptr) keptHandle = nfct_open(CONNTRACK, 0);
+      if (keptHandle == nullptr) {
+        keptHandle = nfct_open(CONNTRACK, 0);
+        // libnfnetlink opens it without SOCK_CLOEXEC; a kept socket must not leak into children.
+        if (keptHandle != nullptr) fcntl(nfct_fd(keptHandle), F_SETFD, FD_CLOEXEC);
+      }
       if (keptHandle != nullptr) {
         keptBusy = true;
         *kept = true;

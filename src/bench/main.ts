@@ -192,6 +192,15 @@ function serviceCounts(flag: string, v: string): number[] {
   });
 }
 
+/** A flag's comma-separated SERVICESxENDPOINTS sizes (--apply-sizes, --daemon-sizes). */
+function sizeList(flag: string, v: string): Size[] {
+  return v.split(',').map((x) => {
+    const m = /^(\d+)x(\d+)$/.exec(x.trim());
+    if (!m) throw new BenchUsageError(`${flag}: expected SERVICESxENDPOINTS[,...], got ${x}`);
+    return { services: Number(m[1]), endpoints: Number(m[2]) };
+  });
+}
+
 /** A flag's comma-separated modes, each one of `known`. */
 function modeList<M extends string>(flag: string, v: string, known: readonly M[]): M[] {
   return v.split(',').map((x) => {
@@ -208,6 +217,7 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
   let only: Phase[] = [...PHASES];
   let noConntrackFlush = false;
   let daemonSizes: Size[] | undefined;
+  let applySizes: Size[] | undefined;
   let daemonModes: Profile['daemonModes'] | undefined;
   let latencySizes: number[] | undefined;
   let latencyModes: ProxyUnderTest[] | undefined;
@@ -234,11 +244,9 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
       only = val().split(',').map((s) => s.trim()).filter(Boolean) as Phase[];
       for (const p of only) if (!PHASES.includes(p)) throw new BenchUsageError(`--only: unknown phase ${p} (known: ${PHASES.join(',')})`);
     } else if (a === '--daemon-sizes') {
-      daemonSizes = val().split(',').map((x) => {
-        const m = /^(\d+)x(\d+)$/.exec(x.trim());
-        if (!m) throw new BenchUsageError(`--daemon-sizes: expected SERVICESxENDPOINTS[,...], got ${x}`);
-        return { services: Number(m[1]), endpoints: Number(m[2]) };
-      });
+      daemonSizes = sizeList(a, val());
+    } else if (a === '--apply-sizes') {
+      applySizes = sizeList(a, val());
     } else if (a === '--daemon-modes') {
       daemonModes = modeList(a, val(), DAEMON_MODES);
     } else if (a === '--daemon-resyncs') {
@@ -262,9 +270,11 @@ export function parseArgs(argv: readonly string[]): BenchArgs {
     } else if (a === '--datapath-modes') {
       datapathModes = modeList(a, val(), PROFILES.full.datapathModes);
     } else if (a === '-h' || a === '--help') {
-      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--datapath-sizes 0,1000] [--datapath-modes direct,ebpf,...] [--no-conntrack-flush]');
+      throw new BenchUsageError('usage: scripts/bench [--quick|--smoke|--full] [--out DIR] [--kube-proxy PATH] [--only compile,apply,latency,datapath,daemon] [--apply-sizes 44000x10,...] [--daemon-sizes 10000x10,...] [--daemon-modes nftables,...] [--daemon-resyncs N] [--daemon-repeat N] [--daemon-ferry BIN,BIN] [--daemon-node-flags OPTS] [--latency-sizes 1000,10000] [--latency-modes nftables,...] [--datapath-sizes 0,1000] [--datapath-modes direct,ebpf,...] [--no-conntrack-flush]');
     } else throw new BenchUsageError(`unknown argument ${a}`);
   }
+  // The compile phase runs at the apply sizes only when those are given.
+  if (applySizes) profile = { ...profile, applySizes, compileSizes: applySizes };
   if (daemonSizes || daemonModes) profile = { ...profile, daemonSizes: daemonSizes ?? profile.daemonSizes, daemonModes: daemonModes ?? profile.daemonModes };
   if (daemonResyncs !== undefined) profile = { ...profile, daemonResyncs };
   // The cluster phases run at the latency sizes only when those are given.

@@ -14,6 +14,14 @@ t.test('daemon and latency overrides', async (t) => {
   t.equal(a.profile.daemonResyncs, PROFILES.full.daemonResyncs, 'everything else from the profile');
 });
 
+t.test('apply sizes: the compile and apply phases run at the sizes given', async (t) => {
+  const a = parseArgs(['--only', 'apply', '--apply-sizes', '10000x10,44000x10']);
+  t.same(a.profile.applySizes, [{ services: 10000, endpoints: 10 }, { services: 44000, endpoints: 10 }]);
+  t.same(a.profile.compileSizes, a.profile.applySizes);
+  t.same(a.profile.daemonSizes, PROFILES.full.daemonSizes, 'the other phases keep the profile');
+  t.throws(() => parseArgs(['--apply-sizes', '44000']), /--apply-sizes: expected SERVICESxENDPOINTS/);
+});
+
 t.test('daemon A/B, repeats, resyncs and node flags', async (t) => {
   const a = parseArgs(['--only', 'daemon', '--daemon-resyncs', '0', '--daemon-repeat', '3', '--daemon-ferry', '/a/bin/ferry,/b/bin/ferry', '--daemon-node-flags', '--cpu-prof --cpu-prof-dir=/tmp/p']);
   t.equal(a.profile.daemonResyncs, 0);
