@@ -66,7 +66,6 @@ export interface BatchSet {
 /**
  * Steps replaying encoded batches through the addon's netlink path (`nft-netlink`), the same
  * sequence as stepsFor(): full cold, full re-applies, the one-endpoint partials, the added service.
- * For a `nftables-netlink` apply mode once the compile phase keeps the batches.
  */
 export function netlinkStepsFor(dir: string, name: string, set: BatchSet, fullRounds: number): ApplyStep[] {
   const file = (suffix: string, bytes: Uint8Array): string => {
@@ -110,7 +109,9 @@ export async function runApply(s: ApplyScripts, opts: ApplyOptions): Promise<App
   try {
     for (const mode of opts.modes) {
       const steps =
-        mode === 'nftables-addon'
+        mode === 'nftables-netlink'
+          ? netlinkStepsFor(dir, 'nlb', s.nftBatches, opts.fullRounds)
+          : mode === 'nftables-addon'
           ? stepsFor(dir, 'nft', 'nft-addon', s.nft, opts.fullRounds)
           : mode === 'nftables-exec'
             ? stepsFor(dir, 'nft', 'nft-exec', s.nft, opts.fullRounds)

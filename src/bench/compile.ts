@@ -10,11 +10,14 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CompileState, compileFull as nftFull, compilePartial as nftPartial } from '../backends/nftables/compiler.js';
+import { encodeTransaction } from '../backends/nftables/netlink.js';
+import type { Transaction } from '../backends/nftables/transaction.js';
 import { compileFull as iptFull, compilePartial as iptPartial, type CompileOptions as IptOptions } from '../backends/iptables/compiler.js';
 import { planFrontends, type DesiredFrontends } from '../backends/userspace/frontends.js';
 import { planReconcile } from '../backends/userspace/reconcile.js';
 import type { ProxyTable, ProxyTables } from '../plan/types.js';
 import type { EbpfApplyInput } from './apply-ebpf.js';
+import type { BatchSet } from './apply.js';
 import { referenceFull, referencePartial, referenceJumps } from './reference-kube-proxy.js';
 import { median, round } from './stats.js';
 import { addService, buildCluster, changeOneEndpoint, NODE_IP, type Step } from './synthetic.js';
@@ -28,6 +31,8 @@ const US_OPTS = { families: [4] as const, localhostNodePorts: false };
 /** Scripts of one full + partial sequence, in apply order, per ruleset flavour. */
 export interface ApplyScripts extends Size {
   readonly nft: ScriptSet;
+  /** The same nftables transactions, encoded as nf_tables netlink batches (the daemon's path). */
+  readonly nftBatches: BatchSet;
   readonly iptables: ScriptSet;
   readonly reference: ScriptSet & { readonly jumps: string };
 }
@@ -130,7 +135,10 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   const nftOpts = { ...NFT_OPTS, state: new CompileState() };
   const fullTables = c.tables;
   const steps: Step[] = [];
-  const nftFullScript = nftFull(c.tables, nftOpts).render();
+  const nftFullTx = nftFull(c.tables, nftOpts);
+  const nftFullScript = nftFullTx.render();
+  const nftFullBatch = wantScripts ? encodeTransaction(nftFullTx).bytes : undefined;
+  const nftBatches: Uint8Array[] = [];
   const iptFullScript = iptFull(c.tables[4], IPT_OPTS).text;
   const refFullScript = referenceFull(c.tables[4]);
   let held = userspaceHeld(planFrontends(c.tables, US_LOCAL, US_OPTS));
@@ -138,7 +146,8 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   const planEp: number[] = [];
 
   const partial = (s: Step, isAdd: boolean): void => {
-    const [nt, nms] = time(() => nftPartial(s.prev, s.next, s.changes, nftOpts).render());
+    let ntx: Transaction | undefined;
+    const [nt, nms] = time(() => (ntx = nftPartial(s.prev, s.next, s.changes, nftOpts)).render());
     const [ip, ims] = time(() => iptPartial(s.prev[4], s.next[4], s.changes, IPT_OPTS).text);
     const [rp, rms] = time(() => referencePartial(s.prev[4], s.next[4], s.changes.changed));
     const [want, ums] = time(() => {
@@ -163,6 +172,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
     if (wantScripts) {
       steps.push(s);
       scripts.nft.push(nt);
+      nftBatches.push(encodeTransaction(ntx!).bytes);
       scripts.ipt.push(ip);
       scripts.ref.push(rp);
     }
@@ -193,6 +203,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
     scripts: {
       ...size,
       nft: split(scripts.nft, nftFullScript),
+      nftBatches: { full: nftFullBatch!, partialEndpoint: nftBatches.slice(0, -1), partialAdd: nftBatches[nftBatches.length - 1]! },
       iptables: split(scripts.ipt, iptFullScript),
       reference: { ...split(scripts.ref, refFullScript), jumps: referenceJumps() },
     },

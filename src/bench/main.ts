@@ -369,7 +369,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       }
       if (doApply && c.scripts) {
         const withIptables = size.services * size.endpoints <= p.iptablesApplyLimit;
-        const modes: Exclude<ApplyMode, 'ebpf'>[] = withIptables ? ['nftables-addon', 'nftables-exec', 'iptables', 'reference'] : ['nftables-addon', 'nftables-exec'];
+        const modes: Exclude<ApplyMode, 'ebpf'>[] = withIptables ? ['nftables-netlink', 'nftables-addon', 'nftables-exec', 'iptables', 'reference'] : ['nftables-netlink', 'nftables-addon', 'nftables-exec'];
         const rows = await runApply(c.scripts, { fullRounds: p.applyFullRounds, modes, progress });
         if (!withIptables) {
           const note = `not run: above the profile's iptables-restore limit (${p.iptablesApplyLimit} service endpoints; see docs/bench.md)`;

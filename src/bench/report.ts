@@ -29,7 +29,7 @@ export function computeRatios(r: BenchResults): RatioRow[] {
   }
   for (const ref of r.apply.filter((a) => a.mode === 'reference' && !a.error)) {
     const size = sizeLabel(ref);
-    for (const m of ['nftables-addon', 'nftables-exec', 'iptables'] as const) {
+    for (const m of ['nftables-netlink', 'nftables-addon', 'nftables-exec', 'iptables'] as const) {
       const f = r.apply.find((a) => a.mode === m && a.services === ref.services && a.endpoints === ref.endpoints && !a.error);
       if (!f) continue;
       push(`apply full (cold) ${m}`, size, f.fullColdMs, ref.fullColdMs, 'lower');
@@ -264,7 +264,7 @@ export function charts(r: BenchResults): Record<string, string> {
   }
   const asizes = [...new Map(r.apply.map((a) => [sizeLabel(a), a])).keys()];
   if (asizes.length) {
-    const modes = ['nftables-addon', 'nftables-exec', 'iptables', 'reference'];
+    const modes = ['nftables-netlink', 'nftables-addon', 'nftables-exec', 'iptables', 'reference'];
     const ser = (pick: (a: BenchResults['apply'][number]) => number) =>
       modes.map((mode) => ({ name: mode, values: asizes.map((s) => { const a = r.apply.find((x) => x.mode === mode && sizeLabel(x) === s); return a && !a.error ? pick(a) : null; }) }));
     out['apply-full.svg'] = barChart({ title: 'Kernel apply: full ruleset into an empty namespace', unit: 'ms', groups: asizes, series: ser((a) => a.fullColdMs), log: true });

@@ -47,7 +47,7 @@ export interface MemoryRow extends Size {
   readonly heapMB: number;
 }
 
-export type ApplyMode = 'nftables-addon' | 'nftables-exec' | 'iptables' | 'reference' | 'ebpf';
+export type ApplyMode = 'nftables-netlink' | 'nftables-addon' | 'nftables-exec' | 'iptables' | 'reference' | 'ebpf';
 
 export interface ApplyRow extends Size {
   readonly mode: ApplyMode;

@@ -64,7 +64,7 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   t.ok((res.plan[0]?.planMs ?? 0) > 0, 'planner time recorded');
   t.ok((res.memory[0]?.heapMB ?? 0) > 0, `memory measured (heap ${res.memory[0]?.heapMB} MB)`);
 
-  t.same(res.apply.map((a) => a.mode).sort(), ['ebpf', 'iptables', 'nftables-addon', 'nftables-exec', 'reference'], 'one apply row per mode');
+  t.same(res.apply.map((a) => a.mode).sort(), ['ebpf', 'iptables', 'nftables-addon', 'nftables-exec', 'nftables-netlink', 'reference'], 'one apply row per mode');
   for (const a of res.apply) {
     t.notOk(a.error, `${a.mode} applied without error (${a.error ?? ''})`);
     t.ok(a.fullColdMs > 0 && a.partialEndpointMs > 0 && a.partialAddMs > 0, `${a.mode} apply times recorded (${JSON.stringify(a)})`);
