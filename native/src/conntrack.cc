@@ -3,13 +3,14 @@
 // the same handle (a handle cannot issue a query from inside its own dump callback).
 #include "conntrack.h"
 
+#include "kept.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 
 namespace ferry {
 namespace {
@@ -101,53 +102,22 @@ int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
   return err;
 }
 
-// One conntrack handle kept open between calls. Its socket is a NETLINK_NETFILTER one, and
-// closing any of those makes nf_tables flush its pending transaction-destroy work under the commit
-// mutex, an RCU grace period (see KeptSocket in nfnl.cc): a conntrack cleanup right after a sync
-// that removed endpoints would have paid it, and so would a batch sent meanwhile.
-std::mutex keptMu;
-struct nfct_handle* keptHandle = nullptr;
-bool keptBusy = false;
+// One conntrack handle kept open between calls (kept.h). Its socket is a NETLINK_NETFILTER one:
+// a conntrack cleanup right after a sync that removed endpoints would otherwise pay nf_tables' RCU
+// grace period in close(), and so would a batch sent meanwhile.
+Kept<struct nfct_handle*, nullptr> keptHandle(nfct_close);
 
-struct nfct_handle* TakeHandle(bool* kept) {
-  {
-    std::lock_guard<std::mutex> l(keptMu);
-    if (!keptBusy) {
-      if (keptHandle == nullptr) {
-        keptHandle = nfct_open(CONNTRACK, 0);
-        // libnfnetlink opens it without SOCK_CLOEXEC; a kept socket must not leak into children.
-        if (keptHandle != nullptr) fcntl(nfct_fd(keptHandle), F_SETFD, FD_CLOEXEC);
-      }
-      if (keptHandle != nullptr) {
-        keptBusy = true;
-        *kept = true;
-        return keptHandle;
-      }
-      return nullptr;
-    }
-  }
-  *kept = false;
-  return nfct_open(CONNTRACK, 0);
-}
-
-// A handle whose call failed may hold unread answers: it is closed, not kept.
-void ReturnHandle(struct nfct_handle* h, bool kept, bool clean) {
-  if (!kept) {
-    nfct_close(h);
-    return;
-  }
-  std::lock_guard<std::mutex> l(keptMu);
-  if (!clean) {
-    nfct_close(keptHandle);
-    keptHandle = nullptr;
-  }
-  keptBusy = false;
+struct nfct_handle* OpenHandle() {
+  struct nfct_handle* h = nfct_open(CONNTRACK, 0);
+  // libnfnetlink opens it without SOCK_CLOEXEC; a kept socket must not leak into children.
+  if (h != nullptr) fcntl(nfct_fd(h), F_SETFD, FD_CLOEXEC);
+  return h;
 }
 
 CtResult Run(const CtFilter& f, bool del) {
   CtResult res;
-  bool kept = false;
-  struct nfct_handle* h = TakeHandle(&kept);
+  auto lease = keptHandle.Take(true, OpenHandle);
+  struct nfct_handle* h = lease.h;
   if (h == nullptr) {
     res.err = errno != 0 ? errno : EIO;
     res.errContext = "nfct_open";
@@ -168,7 +138,7 @@ CtResult Run(const CtFilter& f, bool del) {
   }
   for (struct nf_conntrack* ct : st.clones) nfct_destroy(ct);
   res.entries = std::move(st.entries);
-  ReturnHandle(h, kept, res.err == 0);
+  keptHandle.Return(lease, res.err == 0);
   return res;
 }
 

@@ -1,6 +1,8 @@
 // See nfnl.h. Plain sockets (the encoding is done in TypeScript); libmnl only for its
 // message walking helpers.
 #include "nfnl.h"
+
+#include "kept.h"
 #include "nfnl_monitor.h"
 
 #include <errno.h>
@@ -14,7 +16,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -93,51 +94,18 @@ int OpenSocket(const std::string& netns, std::string* sysError) {
 // something paid that wait inside close(), and so did any batch sent meanwhile. A kept socket
 // leaves the destroy work to the kernel's worker, as nf_tables intends. Other namespaces (tests)
 // still get a socket per call, so no socket pins a namespace that is meant to go away.
-class KeptSocket {
- public:
-  struct Lease {
-    int fd = -1;
-    bool kept = false;
-  };
+using KeptSocket = Kept<int, -1>;
+KeptSocket batchSocket(close);
+KeptSocket dumpSocket(close);
 
-  // The kept socket when it is free, else a fresh one the caller closes in Return.
-  Lease Take(const std::string& netns, std::string* sysError) {
-    if (netns.empty()) {
-      std::lock_guard<std::mutex> l(mu_);
-      if (!busy_) {
-        if (fd_ < 0) fd_ = OpenSocket(netns, sysError);
-        if (fd_ < 0) return Lease{};
-        busy_ = true;
-        return Lease{fd_, true};
-      }
-    }
-    return Lease{OpenSocket(netns, sysError), false};
-  }
-
-  // `clean`: every answer was read, so the next user starts from an empty queue. A socket that
-  // was not (an overrun, a failed call, a dump cut short) is closed instead of kept.
-  void Return(const Lease& lease, bool clean) {
-    if (lease.fd < 0) return;
-    if (!lease.kept) {
-      close(lease.fd);
-      return;
-    }
-    std::lock_guard<std::mutex> l(mu_);
-    if (!clean) {
-      close(fd_);
-      fd_ = -1;
-    }
-    busy_ = false;
-  }
-
- private:
-  std::mutex mu_;
-  int fd_ = -1;
-  bool busy_ = false;
-};
-
-KeptSocket batchSocket;
-KeptSocket dumpSocket;
+// A batch socket: the answers of a large batch may need more than the default receive buffer.
+int OpenBatchSocket(const std::string& netns, std::string* sysError) {
+  int fd = OpenSocket(netns, sysError);
+  if (fd < 0) return fd;
+  int rcv = 4 << 20;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+  return fd;
+}
 
 void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
   if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
@@ -167,15 +135,13 @@ void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
 
 NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns) {
   NfnlBatchResult r;
-  KeptSocket::Lease lease = batchSocket.Take(netns, &r.sysError);
-  int fd = lease.fd;
+  KeptSocket::Lease lease = batchSocket.Take(netns.empty(), [&] { return OpenBatchSocket(netns, &r.sysError); });
+  int fd = lease.h;
   if (fd < 0) return r;
   // The whole batch must fit one sendmsg; the kernel refuses messages larger than the send
   // buffer, so grow it to the batch (root may exceed wmem_max with the FORCE variant).
   int snd = static_cast<int>(len < (1u << 30) ? len : (1u << 30));
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
-  int rcv = 4 << 20;
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 
   // The tamper watch (nfnl_monitor.cc) tells this process's transactions from others' by the
   // port id of the committing socket: noted before the kernel can announce the commit.
@@ -246,8 +212,8 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
 
 NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns) {
   NfnlDumpResult r;
-  KeptSocket::Lease lease = dumpSocket.Take(netns, &r.sysError);
-  int fd = lease.fd;
+  KeptSocket::Lease lease = dumpSocket.Take(netns.empty(), [&] { return OpenSocket(netns, &r.sysError); });
+  int fd = lease.h;
   if (fd < 0) return r;
   struct sockaddr_nl sa;
   memset(&sa, 0, sizeof(sa));
