@@ -24,6 +24,7 @@ import { SERVICE_NAME_LABEL } from '../sim/apiserver/endpointslice-controller.js
 import { ChangeTracker } from '../model/tracker.js';
 import { planTables } from '../plan/planner.js';
 import { runIn } from '../util/exec.js';
+import type { IptablesVariant } from '../backends/iptables/runner.js';
 import { referenceFull, referenceJumps } from './reference-kube-proxy.js';
 import { shebangFlags } from './launcher.js';
 import { histogramPercentiles, percentiles, round } from './stats.js';
@@ -86,7 +87,7 @@ export function proxyArgv(
  * The reference kube-proxy layout (reference-kube-proxy.ts) for what the API server holds now,
  * planned for `node` and applied in its namespace with iptables-restore.
  */
-export async function applyReferenceLayout(core: CoreV1Api, discovery: DiscoveryV1Api, cluster: Cluster, node: SimNode): Promise<void> {
+export async function applyReferenceLayout(core: CoreV1Api, discovery: DiscoveryV1Api, cluster: Cluster, node: SimNode, variant?: IptablesVariant): Promise<void> {
   const tracker = new ChangeTracker({ nodeName: node.name, families: [4] });
   tracker.setNode(await core.readNode({ name: node.name }));
   for (const s of (await core.listServiceForAllNamespaces()).items) tracker.upsertService(s);
@@ -99,7 +100,7 @@ export async function applyReferenceLayout(core: CoreV1Api, discovery: Discovery
     changes,
   );
   for (const text of [referenceJumps(), referenceFull(tables[4])]) {
-    await runIn(node.netns, ['iptables-restore', '-w', '5', '--noflush'], { input: text });
+    await runIn(node.netns, [variant ? `iptables-${variant}-restore` : 'iptables-restore', '-w', '5', '--noflush'], { input: text });
   }
 }
 

@@ -33,6 +33,7 @@ import { runIn } from '../util/exec.js';
 import { Agent, applyReferenceLayout, proxyArgv, waitReady } from './cluster.js';
 import { summarize } from './stats.js';
 import { readConntrackStat, type RateResult } from './tcpstat.js';
+import type { IptablesVariant } from '../backends/iptables/runner.js';
 import type { DatapathMode, DatapathPath, DatapathRound, DatapathRow, ProxyUnderTest } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -49,18 +50,35 @@ const SERVICE_CIDR = '10.96.0.0/16';
 export interface DatapathModeSpec {
   readonly mode: DatapathMode;
   readonly kind: 'ferry' | 'reference' | 'direct' | 'kube-proxy';
+  /** The ferry mode a `ferry` lane runs (default: `mode`). */
+  readonly proxy?: ProxyUnderTest;
+  /**
+   * The iptables variant of the lane's node. `legacy`: kubelet's hint chain is in
+   * iptables-legacy (ferry's iptables mode detects it as kube-proxy's wrapper does) and the
+   * reference layout is restored with iptables-legacy-restore.
+   */
+  readonly iptables?: IptablesVariant;
   readonly maxServices?: number;
   readonly limit?: string;
 }
 
-const IPT_LIMIT = 'iptables-restore (iptables-nft 1.8.9) is quadratic in chains: 44k Services x 1 endpoint is ~88k chains, an estimated 7+ minutes per load (docs/bench.md)';
+const IPT_LIMIT =
+  "iptables-nft 1.8.9's restore with --noflush (kube-proxy's and ferry's) is quadratic in chains: 17 s at 10k Services x 1 endpoint, an estimated 5+ minutes per load at 44k; the -legacy lanes measure the iptables layout at every size (docs/bench.md)";
 export const DATAPATH_MODES: readonly DatapathModeSpec[] = [
   { mode: 'direct', kind: 'direct' },
   { mode: 'nftables', kind: 'ferry' },
   { mode: 'iptables', kind: 'ferry', maxServices: 10_000, limit: IPT_LIMIT },
-  { mode: 'userspace', kind: 'ferry', maxServices: 10_000, limit: 'one listening socket and address per Service port: at 44k Services it did not come up within 10 minutes (docs/userspace.md)' },
+  {
+    mode: 'userspace',
+    kind: 'ferry',
+    maxServices: 10_000,
+    limit: "one listening socket per frontend: 44k Services need more than this sandbox's hard open-files limit of 20,000, which cannot be raised here (docs/userspace.md, \"Limits at scale\")",
+  },
   { mode: 'reference', kind: 'reference', maxServices: 10_000, limit: IPT_LIMIT },
   { mode: 'ebpf', kind: 'ferry' },
+  // iptables-legacy-restore loads the reference at 10k x 1 in 0.4 s (iptables-nft: 17 s).
+  { mode: 'iptables-legacy', kind: 'ferry', proxy: 'iptables', iptables: 'legacy' },
+  { mode: 'reference-legacy', kind: 'reference', iptables: 'legacy' },
 ];
 
 export interface DatapathLoad {
@@ -91,6 +109,14 @@ interface Lane {
   off?: string;
   loaded: boolean;
   target?: { name: string; clusterIP: string; nodePort: number };
+}
+
+/** Empties the iptables-legacy tables of a node (what `nft flush ruleset` does for nftables). */
+async function flushLegacy(netns: string): Promise<void> {
+  for (const table of ['nat', 'filter', 'mangle']) {
+    await runIn(netns, ['iptables-legacy', '-w', '5', '-t', table, '-F'], { allowFailure: true });
+    await runIn(netns, ['iptables-legacy', '-w', '5', '-t', table, '-X'], { allowFailure: true });
+  }
 }
 
 function fillerName(i: number): string {
@@ -244,8 +270,9 @@ export class DatapathBench {
       const t0 = Date.now();
       try {
         if (lane.spec.kind === 'reference') await this.applyReference(lane);
-        else if (!lane.proxy) this.startProxy(lane);
+        else if (!lane.proxy) await this.startProxy(lane);
         await this.waitTarget(lane);
+        if (lane.spec.iptables === 'legacy') await this.checkLegacy(lane);
         lane.loaded = true;
         took.set(lane.spec.mode, Date.now() - t0);
         this.opts.progress(`datapath: ${lane.spec.mode} @${this.fillers}: ready in ${Date.now() - t0} ms`);
@@ -267,15 +294,31 @@ export class DatapathBench {
     return this.lanes.map((l) => ({ mode: l.spec.mode, ...(l.off ? { off: l.off } : {}) }));
   }
 
-  private startProxy(lane: Lane): void {
-    const mode = lane.spec.kind === 'kube-proxy' ? 'kube-proxy' : (lane.spec.mode as ProxyUnderTest);
+  private async startProxy(lane: Lane): Promise<void> {
+    const mode = lane.spec.kind === 'kube-proxy' ? 'kube-proxy' : (lane.spec.proxy ?? (lane.spec.mode as ProxyUnderTest));
+    if (lane.spec.iptables === 'legacy') {
+      // What kubelet leaves on a node that uses iptables-legacy; ferry's iptables mode (like
+      // kube-proxy's iptables-wrapper) takes the variant from it.
+      const r = await runIn(lane.node.netns, ['iptables-legacy', '-w', '5', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT'], { allowFailure: true });
+      if (r.exitCode !== 0 && !/exists/i.test(r.stderr)) throw new DatapathBenchError(`${lane.spec.mode}: cannot create kubelet's hint chain with iptables-legacy: ${r.stderr.trim()}`);
+    }
     const { argv, hostMounts } = proxyArgv(this.cluster, lane.node, mode, this.kubeconfig, this.opts.kubeProxy);
     lane.proxy = this.cluster.spawnIn(lane.node.netns, argv, { logFile: lane.logFile, hostMounts });
   }
 
   private async applyReference(lane: Lane): Promise<void> {
     await runIn(lane.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
-    await applyReferenceLayout(this.core, this.discovery, this.cluster, lane.node);
+    if (lane.spec.iptables === 'legacy') await flushLegacy(lane.node.netns);
+    await applyReferenceLayout(this.core, this.discovery, this.cluster, lane.node, lane.spec.iptables);
+  }
+
+  /** A legacy lane whose rules went to nf_tables instead would measure the wrong thing. */
+  private async checkLegacy(lane: Lane): Promise<void> {
+    const legacy = await runIn(lane.node.netns, ['iptables-legacy-save', '-t', 'nat'], { allowFailure: true });
+    const nft = await runIn(lane.node.netns, ['nft', 'list', 'tables'], { allowFailure: true });
+    if (!legacy.stdout.includes(':KUBE-SERVICES ') || nft.stdout.trim() !== '') {
+      throw new DatapathBenchError(`${lane.spec.mode}: the rules are not (only) in iptables-legacy: nf_tables holds "${nft.stdout.trim().replace(/\s+/g, ' ')}"`);
+    }
   }
 
   private async waitTarget(lane: Lane): Promise<void> {
@@ -347,6 +390,7 @@ export class DatapathBench {
     }
     if (this.cluster) {
       await runIn(lane.node.netns, ['nft', 'flush', 'ruleset'], { allowFailure: true });
+      if (lane.spec.iptables === 'legacy') await flushLegacy(lane.node.netns);
       await runIn(lane.node.netns, ['ip', 'link', 'del', 'ferry0'], { allowFailure: true });
     }
   }

@@ -148,7 +148,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     ],
     latencyModeLimits: { iptables: 10_000, userspace: 10_000 },
     datapathSizes: [0, 1000, 10000, 44000],
-    datapathModes: ['direct', 'nftables', 'iptables', 'userspace', 'reference', 'ebpf'],
+    datapathModes: ['direct', 'nftables', 'iptables', 'userspace', 'reference', 'ebpf', 'iptables-legacy', 'reference-legacy'],
     datapathLoad: { offered: 1000, seconds: 3, rounds: 5, timeoutMs: 3000 },
     readyTimeoutMs: 600_000,
     daemonSizes: cross([1000, 10000, 44000], [10]),

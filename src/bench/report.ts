@@ -54,9 +54,10 @@ export function computeRatios(r: BenchResults): RatioRow[] {
  */
 export function datapathRatios(r: Pick<BenchResults, 'datapath'>): RatioRow[] {
   const out: RatioRow[] = [];
-  for (const base of r.datapath.filter((d) => d.mode === 'reference' || d.mode === 'direct')) {
+  const isBase = (m: DatapathRow['mode']): boolean => m === 'reference' || m === 'reference-legacy' || m === 'direct';
+  for (const base of r.datapath.filter((d) => isBase(d.mode))) {
     for (const f of r.datapath) {
-      if (f.services !== base.services || f.mode === 'reference' || f.mode === 'direct') continue;
+      if (f.services !== base.services || isBase(f.mode)) continue;
       // direct has no NodePort path; it is the floor of the pod → pod(IP) path only.
       if (f.path !== base.path) continue;
       const size = `${base.services} svc ${base.path}`;

@@ -185,8 +185,12 @@ export interface DaemonRow extends Size {
   readonly error?: string;
 }
 
-/** What a data-path lane runs: a ferry mode, the reference kube-proxy layout, no proxy, or a given kube-proxy binary. */
-export type DatapathMode = 'nftables' | 'iptables' | 'userspace' | 'ebpf' | 'reference' | 'direct' | 'kube-proxy';
+/**
+ * What a data-path lane runs: a ferry mode, the reference kube-proxy layout, no proxy, or a given
+ * kube-proxy binary. The `-legacy` lanes are a node whose kubelet uses iptables-legacy: ferry's
+ * iptables mode follows kubelet's hint chain there, and the reference is restored with it.
+ */
+export type DatapathMode = 'nftables' | 'iptables' | 'iptables-legacy' | 'userspace' | 'ebpf' | 'reference' | 'reference-legacy' | 'direct' | 'kube-proxy';
 export type DatapathPath = 'nodeport' | 'clusterip';
 
 

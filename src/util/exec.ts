@@ -44,16 +44,19 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
+    // First, before touching the pipes: when the process is out of file descriptors the spawn
+    // fails (EMFILE) with no pipes at all, and an 'error' nobody listens to ends the process.
+    child.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      reject(new CommandError(argv, null, String(e.message), ''));
+    });
+    if (!child.stdout || !child.stderr || !child.stdin) return;
     if (opts.timeoutMs) {
       // A hang guard: stretched on slow (emulated) machines, see timescale.ts.
       timer = setTimeout(() => child.kill('SIGKILL'), scaledMs(opts.timeoutMs));
     }
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e) => {
-      if (timer) clearTimeout(timer);
-      reject(new CommandError(argv, null, String(e.message), ''));
-    });
     child.on('close', (code) => {
       if (timer) clearTimeout(timer);
       const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), exitCode: code };

@@ -178,7 +178,10 @@ export async function kernelProbe(spec: ProbeSpec, nodeExec: string = process.ex
     }
 
     let text = '';
+    let monitorError: Error | undefined;
     monitor = spawn('nft', ['monitor', 'trace'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Without a listener a failed spawn (no nft, no file descriptors left) would end the process.
+    monitor.on('error', (e) => (monitorError = e));
     monitor.stdout?.setEncoding('utf8');
     monitor.stdout?.on('data', (c: string) => (text += c));
     const mon = monitor;
@@ -192,6 +195,7 @@ export async function kernelProbe(spec: ProbeSpec, nodeExec: string = process.ex
     const ct = await run(['conntrack', '-L', '-f', fam === 'ip' ? 'ipv4' : 'ipv6', '-p', l4, '--orig-port-src', String(sport)], { allowFailure: true });
     cleanups.push(() => run(['conntrack', '-D', '-f', fam === 'ip' ? 'ipv4' : 'ipv6', '-p', l4, '--orig-port-src', String(sport)], { allowFailure: true }));
     const lines = firstPacketLines(text);
+    if (monitorError) throw new KernelTraceError('nft monitor trace', `cannot run it: ${monitorError.message}`);
     if (lines.length === 0) throw new KernelTraceError('nft monitor trace', 'no trace of the probe packet was seen (is the source address routable from this node?)');
     return observe(lines, table, spec, replyTuple(ct.stdout, sport));
   } finally {

@@ -9,6 +9,7 @@
  * that cannot be opened (port taken by another process) is logged and retried on the next sync;
  * it does not fail the sync, so one bad Service cannot hold every other one back.
  */
+import { readFileSync } from 'node:fs';
 import type { Backend, IPFamily, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import { planFrontends, type Frontend, type LocalAddresses } from './frontends.js';
@@ -115,6 +116,12 @@ class Userspace implements UserspaceBackend {
    * every sync — while a huge Service goes in pieces that is several times a second.
    */
   private readonly reportedFailures = new Map<string, string>();
+  /**
+   * Frontends that could not open because the process is out of file descriptors, as last
+   * logged: one line for all of them (at 44k Services there were tens of thousands), and again
+   * only when the number changes.
+   */
+  private reportedNoDescriptors = 0;
 
   constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
     this.log = opts.log ?? logger('userspace');
@@ -174,7 +181,14 @@ class Userspace implements UserspaceBackend {
     await this.refreshInterfaceRoutes(next);
     this.detector = this.buildDetector(next);
 
+    // Closing first frees the descriptors (and ports) the frontends that are no longer wanted
+    // hold, for the new ones.
+    for (const key of plan.close) {
+      this.listeners.get(key)?.close();
+      this.listeners.delete(key);
+    }
     const failed: string[] = [];
+    let noDescriptors = 0;
     const opened = await Promise.all(
       plan.open.map(async (f) => {
         const l: Listener = f.protocol === 'TCP' ? new TcpListener(f, this.ctx) : new UdpListener(f, this.ctx);
@@ -185,6 +199,10 @@ class Userspace implements UserspaceBackend {
           l.close();
           failed.push(f.key);
           const cause = e instanceof ListenError ? e.cause : e;
+          if (isOutOfDescriptors(cause)) {
+            noDescriptors++;
+            return undefined;
+          }
           const reason = cause instanceof Error ? cause.message : String(cause);
           if (this.reportedFailures.get(f.key) !== reason) {
             this.reportedFailures.set(f.key, reason);
@@ -199,13 +217,21 @@ class Userspace implements UserspaceBackend {
       }),
     );
     for (const l of opened) if (l) this.listeners.set(l.frontend.key, l);
+    if (noDescriptors !== this.reportedNoDescriptors) {
+      if (noDescriptors > 0) {
+        this.log.error('out of file descriptors: frontends not opened; retrying on every sync. userspace mode holds a socket per frontend: raise the open-files limit (RLIMIT_NOFILE)', {
+          notOpened: noDescriptors,
+          open: this.listeners.size,
+          limit: openFilesLimit(),
+        });
+      } else {
+        this.log.info('frontends open again after running out of file descriptors', { open: this.listeners.size });
+      }
+      this.reportedNoDescriptors = noDescriptors;
+    }
     for (const f of plan.retarget) {
       const l = this.listeners.get(f.key);
       if (l) l.frontend = f;
-    }
-    for (const key of plan.close) {
-      this.listeners.get(key)?.close();
-      this.listeners.delete(key);
     }
     for (const [rk, rt] of [...this.runtimes]) {
       const family = rt.entry.family;
@@ -381,4 +407,24 @@ export function createUserspaceBackend(opts: UserspaceOptions = {}, internals: U
 /** `--cleanup`: removes ferry0 and with it every service address (sockets die with the process). */
 export async function cleanupUserspace(interfaceName: string = DEFAULT_INTERFACE): Promise<void> {
   await removeInterface(interfaceName);
+}
+
+/** EMFILE (this process) or ENFILE (the whole system): no descriptor for another socket. */
+function isOutOfDescriptors(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
+/** The process's open-files limit as `soft/hard`, from /proc/self/limits ('' when unreadable). */
+export function openFilesLimit(limits = readLimits()): string {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limits);
+  return m ? `${m[1]}/${m[2]}` : '';
+}
+
+function readLimits(): string {
+  try {
+    return readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    return '';
+  }
 }

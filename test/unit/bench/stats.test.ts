@@ -50,6 +50,8 @@ t.test('datapathRatios: every mode against the reference and against direct, per
     row('direct', 'clusterip', [1000, 1000, 1000], [200, 210, 220]),
     row('nftables', 'clusterip', [995, 1000, 1000], [250, 260, 270]),
     row('nftables', 'nodeport', [995, 1000, 1000], [310, 330, 350]),
+    row('reference-legacy', 'clusterip', [990, 1000, 1000], [400, 420, 440]),
+    row('iptables-legacy', 'clusterip', [990, 1000, 1000], [380, 400, 410]),
   ];
   const rs = datapathRatios({ datapath });
   const find = (what: string, size: string) => rs.find((r) => r.what === what && r.size === size);
@@ -61,7 +63,9 @@ t.test('datapathRatios: every mode against the reference and against direct, per
   t.equal(find('CPU ms per 1k conn nftables vs reference', '1000 svc nodeport')?.differs, false, '310-350 vs 300-340 overlaps');
   t.ok(find('CPU ms per 1k conn nftables vs direct', '1000 svc clusterip'), 'against direct on the ClusterIP path');
   t.notOk(find('CPU ms per 1k conn nftables vs direct', '1000 svc nodeport'), 'direct has no NodePort path');
-  t.notOk(rs.some((r) => r.what.includes('reference vs') || r.what.includes('direct vs')), 'baselines are not compared with each other');
+  t.notOk(rs.some((r) => r.what.includes('reference vs') || r.what.includes('direct vs') || r.what.includes('reference-legacy vs')), 'baselines are not compared with each other');
+  t.equal(find('CPU ms per 1k conn nftables vs reference-legacy', '1000 svc clusterip')?.differs, true, 'the legacy reference is a baseline too (250-270 vs 400-440)');
+  t.ok(find('conn/s iptables-legacy vs reference', '1000 svc clusterip'), 'a legacy lane is compared like any mode');
 
   const results = {
     meta: { date: 'd', kernel: 'k', cpus: 2, cpuModel: 'c', memoryMB: 1, node: 'v20', profile: 'quick', phases: ['datapath'], durationS: 1, iptables: '', nft: '', nativeAddon: true, kubeProxy: null,

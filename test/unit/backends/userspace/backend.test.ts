@@ -7,6 +7,9 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { createUserspaceBackend, type AddressHolder, type UserspaceBackend } from '../../../../src/backends/userspace/index.js';
 import type { ServiceEntry } from '../../../../src/plan/types.js';
@@ -133,6 +136,21 @@ t.test('all endpoints refuse: the client is reset after the bounded retries', as
   const r = await readAll(c);
   t.equal(r.error, 'ECONNRESET', `client saw ${r.error ?? 'a clean close'}`);
   t.equal(b.stats().tcpConnectFailures, 2, 'each endpoint tried once');
+});
+
+// At 44k Services userspace mode ran out of descriptors: a line per frontend (tens of
+// thousands), then the process died on its next `ip` spawn (util/exec.ts). Now: one line.
+t.test('out of file descriptors: one error line for all frontends not opened, the sync goes on, and a line when they fit again', async (t) => {
+  const child = join(dirname(fileURLToPath(import.meta.url)), 'descriptors-child.js');
+  const p = spawnSync('prlimit', ['--nofile=128:128', process.execPath, child, NET, String(BASE + 100), '300'], { encoding: 'utf8', timeout: 60_000 });
+  t.equal(p.status, 0, `the child survives (stderr: ${p.stderr.slice(-2000)})`);
+  const r = JSON.parse(p.stdout.trim().split('\n').pop() ?? '{}') as Record<string, number>;
+  t.ok(r.failedFirst! > 100 && r.failedFirst! < 300, `most frontends could not open with 128 descriptors (${r.failedFirst} of 300)`);
+  t.equal(r.summaryFirst, 1, 'one line says so');
+  t.equal(r.perFrontend, 0, 'no line per frontend');
+  t.equal(r.summaryAgain, 1, 'not logged again while the number stays the same');
+  t.equal(r.failedAfter, 0, 'with 10 Services everything opens');
+  t.equal(r.openAgain, 1, 'and a line says so');
 });
 
 t.test('a frontend whose port is taken is logged once, does not fail the sync, and opens on a later sync', async (t) => {

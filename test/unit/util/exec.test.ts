@@ -1,0 +1,34 @@
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CommandError, run } from '../../../src/util/exec.js';
+
+const EXEC = join(dirname(fileURLToPath(import.meta.url)), '../../../src/util/exec.js');
+
+t.test('run: a command that exits non-zero rejects with its code and stderr', async (t) => {
+  const e = await run(['sh', '-c', 'echo bad >&2; exit 3']).catch((x: unknown) => x);
+  t.ok(e instanceof CommandError);
+  t.match((e as CommandError).message, /bad/);
+  const r = await run(['sh', '-c', 'exit 3'], { allowFailure: true });
+  t.equal(r.exitCode, 3);
+});
+
+// With every file descriptor in use, spawn fails before any pipe exists. That used to surface
+// as an unhandled 'error' event and end the process (userspace mode at 44k Services ran out of
+// descriptors and died on its next `ip` call).
+t.test('run: out of file descriptors, a spawn rejects instead of ending the process', async (t) => {
+  const script = `
+    import { openSync } from 'node:fs';
+    const { run } = await import(${JSON.stringify(EXEC)});
+    let held = 0;
+    try { for (;;) { openSync('/dev/null', 'r'); held++; } } catch (e) { if (e.code !== 'EMFILE') throw e; }
+    const r = await run(['true']).then(() => 'resolved', (e) => 'rejected: ' + e.message);
+    console.log(JSON.stringify({ held, r }));
+  `;
+  const p = spawnSync('prlimit', ['--nofile=64:64', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  t.equal(p.status, 0, `the process survives (stderr: ${p.stderr})`);
+  const out = JSON.parse(p.stdout.trim().split('\n').pop() ?? '{}') as { held?: number; r?: string };
+  t.ok((out.held ?? 0) > 0, 'the descriptors were used up first');
+  t.match(out.r ?? '', /^rejected: .*EMFILE/, 'the spawn rejects with EMFILE');
+});
