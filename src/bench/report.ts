@@ -171,7 +171,7 @@ export function summaryMarkdown(r: BenchResults): string {
         '"slice": from the moment the simulator stored the Service\'s first EndpointSlice with an endpoint (the object that makes it reachable) — the proxy\'s share, without the API server\'s queue and its EndpointSlice controller.\n',
     );
     parts.push('\n"metric" is the proxy\'s own kubeproxy_network_programming_duration_seconds over the same changes (interpolated from histogram buckets): the trigger time of the change to its rules (or maps) programmed. "programmed" is ferry\'s own ferry_sync_event_to_programmed_seconds: ' +
-        'the oldest watch event a sync carries reaching ferry → that sync programmed in the kernel, one observation per sync ("syncs"; buckets from 0.25 ms).\n');
+        'the oldest watch event a sync carries reaching ferry → that sync programmed in the kernel, one observation per sync ("syncs"; buckets from 0.25 ms in steps of √2 since 2026-12-05, of 2 before).\n');
   }
   if (r.datapath.length || r.datapathSkips.length) {
     const l = m.datapathLoad;

@@ -19,8 +19,12 @@ const externalNoLocal = (e: ServiceEntry): boolean => e.externalPolicyLocal && e
 
 /** kube-proxy's sync-duration buckets: 1ms doubling to ~16s. */
 const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
-/** ferry's own side of programming latency: sub-millisecond to seconds. */
-const EVENT_BUCKETS = exponentialBuckets(0.00025, 2, 16);
+/**
+ * ferry's own side of programming latency: 0.25 ms to ~12 s in steps of √2, not 2 — its
+ * percentiles are read by interpolating within a bucket, and around the milliseconds that
+ * matter a (2, 4] ms bucket said little about a p99 near 2 ms.
+ */
+const EVENT_BUCKETS = exponentialBuckets(0.00025, Math.SQRT2, 32).map((b) => Number(b.toPrecision(3)));
 /** Network programming latency spans ms to minutes. */
 const NETWORK_PROGRAMMING_BUCKETS = [
   0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 45, 60, 120, 180, 240, 300,

@@ -61,8 +61,12 @@ export class FakeBackend implements Backend {
     this.installed = next;
   }
 
+  /** Simulated cost of each intact() check, awaited through `wait` like costMs. */
+  intactCostMs = 0;
+
   async intact(): Promise<boolean> {
     this.intactChecks++;
+    if (this.intactCostMs > 0 && this.wait) await this.wait(this.intactCostMs);
     return !this.wiped;
   }
 

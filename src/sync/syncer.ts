@@ -118,6 +118,9 @@ export function errorContext(e: unknown): Record<string, unknown> {
   return out;
 }
 
+/** An intact() check may keep the proxy busy at most 1 / this of the time (about 2%). */
+const INTACT_COST_FACTOR = 50;
+
 export class Syncer {
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -131,6 +134,9 @@ export class Syncer {
   private timerAt = Infinity;
   private intactTimer: unknown;
   private intactInFlight = false;
+  /** How long the last intact() check took (ms); it spaces the next one (armIntactCheck). */
+  private lastIntactMs = 0;
+  private intactStretched = false;
 
   private running: Promise<void> | undefined;
   private requested = false;
@@ -453,12 +459,26 @@ export class Syncer {
     }
   }
 
+  /**
+   * The next check comes intactCheckMs after this one, or INTACT_COST_FACTOR times as long as
+   * this one took if that is longer: at 44k Services every `iptables-legacy` call reads the whole
+   * nat table back from the kernel, and checks every 5 s kept 40% of a core busy (docs/iptables.md).
+   */
   private armIntactCheck(): void {
     if (!this.started || this.intactCheckMs <= 0 || !this.opts.backend.intact) return;
+    const delay = Math.max(this.intactCheckMs, INTACT_COST_FACTOR * this.lastIntactMs);
+    if (delay > this.intactCheckMs && !this.intactStretched) {
+      this.intactStretched = true;
+      this.log.info('the check for rules changed behind our back is costly here; checking less often', {
+        backend: this.opts.backend.name,
+        checkMs: this.lastIntactMs,
+        everyMs: delay,
+      });
+    }
     this.intactTimer = this.clock.setTimeout(() => {
       this.intactTimer = undefined;
       void this.checkIntact().finally(() => this.armIntactCheck());
-    }, this.intactCheckMs);
+    }, delay);
   }
 
   private async checkIntact(): Promise<void> {
@@ -466,6 +486,7 @@ export class Syncer {
     if (!backend.intact || this.intactInFlight || this.running || this.needFull || this.applied === null) return;
     this.intactInFlight = true;
     const attemptsBefore = this.attempts;
+    const t0 = this.clock.now();
     let ok: boolean;
     try {
       ok = await backend.intact();
@@ -474,6 +495,7 @@ export class Syncer {
       ok = false;
     } finally {
       this.intactInFlight = false;
+      this.lastIntactMs = this.clock.now() - t0;
     }
     // A sync that ran meanwhile answered the question already.
     if (ok || !this.started || this.attempts !== attemptsBefore) return;

@@ -228,6 +228,35 @@ t.test('intact() false forces a full sync', async (t) => {
   await syncer.stop();
 });
 
+t.test('a costly intact() check is spaced out: at most about 2% of the time', async (t) => {
+  const { clock, source, backend, syncer } = setup({ min: 1000, period: 600_000, intact: 5000 });
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(5000);
+  t.equal(backend.intactChecks, 1, 'cheap: every 5 s');
+  await clock.advance(5000);
+  t.equal(backend.intactChecks, 2);
+  // From now on each check takes 1 s (a whole nat table read back per command, at 44k Services).
+  backend.intactCostMs = 1000;
+  await clock.advance(5000);
+  t.equal(backend.intactChecks, 3, 'the costly check ran');
+  await clock.advance(1000 + 40_000);
+  t.equal(backend.intactChecks, 3, 'the next one not within 40 s of its end');
+  await clock.advance(10_000);
+  t.equal(backend.intactChecks, 4, 'but 50 × its cost later');
+  backend.wipe();
+  await clock.advance(52_000);
+  t.equal(backend.calls.at(-1)?.prev, null, 'a flush is still noticed and repaired (full sync)');
+  backend.intactCostMs = 0;
+  await clock.advance(60_000);
+  const n = backend.intactChecks;
+  await clock.advance(5000);
+  t.equal(backend.intactChecks, n + 1, 'cheap again: every 5 s again');
+  t.ok(logLines.some((l) => l.includes('checking less often')), 'the stretch is logged');
+  await syncer.stop();
+});
+
 t.test('a partial sync with nothing changed does not call the backend', async (t) => {
   const { clock, backend, syncer, results } = setup({ intact: 0 });
   syncer.start();
