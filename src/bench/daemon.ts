@@ -10,13 +10,14 @@
  * server on the node address, the probe client and ferry itself. Nothing touches the host's
  * interfaces or ruleset; the namespace is removed at the end, also after a failure.
  */
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { runIn } from '../util/exec.js';
+import { KernelBpfMaps, removePins, resolveCgroupRoot } from '../backends/kernel/bpf.js';
 import { createBenchNetns, deleteBenchNetns } from './netns.js';
 import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
@@ -84,8 +85,11 @@ class LineChild {
 }
 
 /** Spawns inside the namespace; stdout is a pipe for the line children, stderr's tail is kept for `logTail`. */
-function spawnIn(ns: string, argv: string[], withStdout = true, env?: NodeJS.ProcessEnv, onLine?: (line: string) => void): ChildProcess {
-  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', withStdout ? 'pipe' : 'ignore', 'pipe'], ...(env ? { env } : {}) });
+function spawnIn(ns: string, argv: string[], withStdout = true, env?: NodeJS.ProcessEnv, onLine?: (line: string) => void, hostMounts = false): ChildProcess {
+  // `ip netns exec` remounts /sys, which hides /sys/fs/cgroup and /sys/fs/bpf from ebpf mode;
+  // nsenter enters only the network namespace.
+  const enter = hostMounts ? ['nsenter', `--net=/var/run/netns/${ns}`, '--'] : ['ip', 'netns', 'exec', ns];
+  const child = spawn(enter[0]!, [...enter.slice(1), ...argv], { stdio: ['pipe', withStdout ? 'pipe' : 'ignore', 'pipe'], ...(env ? { env } : {}) });
   let tail = '';
   let partial = '';
   child.stderr!.on('data', (b: Buffer) => {
@@ -212,7 +216,7 @@ async function steadyRss(pid: number): Promise<void> {
   }
 }
 
-async function countRules(ns: string, mode: DaemonOptions['mode']): Promise<number> {
+async function countRules(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace): Promise<number> {
   if (mode === 'nftables') {
     // Frontends with a chain are in service-ips; ClusterIP-only ones in the endpoint-count sets
     // (`n-tcp-3`, docs/nftables.md), whose names a terse listing gives without their elements.
@@ -237,6 +241,12 @@ async function countRules(ns: string, mode: DaemonOptions['mode']): Promise<numb
     for (const name of names) n += await elementsOf('set', name);
     return n;
   }
+  if (mode === 'ebpf') {
+    // Socket-level frontends in the pinned map (a ClusterIP:port each, and NodePorts per address).
+    if (!bpf) return 0;
+    const contents = await new KernelBpfMaps({ pinDir: bpf.pinDir, cgroupRoot: bpf.cgroup, interfaces: [] }).dump().catch(() => undefined);
+    return contents?.ferry_svc.count ?? 0;
+  }
   if (mode === 'iptables') {
     const r = await runIn(ns, ['iptables-save', '-t', 'nat'], { allowFailure: true });
     return r.stdout.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ') && l.includes('-j KUBE-SVC-')).length;
@@ -246,7 +256,13 @@ async function countRules(ns: string, mode: DaemonOptions['mode']): Promise<numb
 }
 
 /** Removes the mode's rules behind ferry's back, as another program or an operator might. */
-async function sabotage(ns: string, mode: DaemonOptions['mode']): Promise<void> {
+async function sabotage(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace): Promise<void> {
+  if (mode === 'ebpf') {
+    // The connect4 program's link pin: with it gone the link is released and connects to
+    // Services are no longer load-balanced until ferry notices (intact()) and syncs in full.
+    if (bpf) rmSync(join(bpf.pinDir, 'link_ferry_connect4'), { force: true });
+    return;
+  }
   if (mode === 'nftables') {
     await runIn(ns, ['nft', 'delete', 'table', 'ip', 'ferry']);
     await runIn(ns, ['nft', 'delete', 'table', 'ip6', 'ferry'], { allowFailure: true });
@@ -258,6 +274,44 @@ async function sabotage(ns: string, mode: DaemonOptions['mode']): Promise<void> 
   }
 }
 
+/** A full sync's parts as ferry logged them (compile, encode and kernel: nftables mode only). */
+function describeSync(f: DaemonFullSync): string {
+  const parts = [`plan ${f.planMs}`];
+  if (f.compileMs !== undefined) parts.push(`compile ${f.compileMs}`);
+  if (f.encodeMs !== undefined) parts.push(`encode ${f.encodeMs}`, `kernel ${f.kernelMs}; ${f.batchMB} MiB, ${f.messages} messages`);
+  return `${f.durationMs} ms (${parts.join(', ')})`;
+}
+
+/**
+ * Where ebpf mode attaches in this phase: a cgroup and a pin directory of the run's own (prefix
+ * "fydm"), never the host's cgroup root; both are removed at the end, also after a failure.
+ */
+interface EbpfPlace {
+  readonly cgroup: string;
+  readonly pinDir: string;
+}
+
+async function ebpfPlace(): Promise<EbpfPlace> {
+  const tag = `fydm${Math.random().toString(36).slice(2, 6)}`;
+  const place = { cgroup: join(await resolveCgroupRoot(undefined), tag), pinDir: `/sys/fs/bpf/${tag}` };
+  mkdirSync(place.cgroup);
+  return place;
+}
+
+async function removeEbpfPlace(place: EbpfPlace, children: readonly ChildProcess[]): Promise<void> {
+  await removePins(place.pinDir).catch(() => undefined);
+  // The probe agent was moved into the cgroup; it has exited by now, so the cgroup is empty.
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (let i = 0; i < 50; i++) {
+    try {
+      rmdirSync(place.cgroup);
+      return;
+    } catch {
+      await sleep(100);
+    }
+  }
+}
+
 export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
   const { mode, size } = opts;
   const work = mkdtempSync(join(tmpdir(), 'ferry-daemon-'));
@@ -265,7 +319,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
   const ns = await createBenchNetns();
   const children: ChildProcess[] = [];
   const label = `${mode} ${size.services}x${size.endpoints}`;
+  let bpf: EbpfPlace | undefined;
   try {
+    if (mode === 'ebpf') bpf = await ebpfPlace();
     // The node: its address on an interface, and a default route so a SYN to a Service IP
     // has somewhere to go before ferry's rules exist (it is lost there, and retried).
     // (A veth pair with both ends here: this kernel has no dummy module.)
@@ -288,16 +344,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     await server.next(10_000, 'loadgen serve');
     const agent = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'loadgen.js'), 'agent']));
     children.push(agent.child);
+    // ebpf balances connects at the socket level for processes in its cgroup: the probe's there.
+    if (bpf) writeFileSync(join(bpf.cgroup, 'cgroup.procs'), String(agent.child.pid));
 
     // bin/ferry itself, as an operator runs it: its shebang carries the node flags ferry wants.
     const argv = [
       opts.ferryBin ?? FERRY_BIN, '-v', '2', '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
       '--cluster-cidr', POD_CIDR, '--metrics-bind-address', METRICS, '--healthz-bind-address', '127.0.0.1:10256',
+      ...(bpf ? ['--ebpf-cgroup-root', bpf.cgroup, '--ebpf-bpffs-dir', bpf.pinDir] : []),
     ];
     const t0 = performance.timeOrigin + performance.now();
     const phases = new PhaseLog(t0);
     if (opts.nodeFlags) argv.unshift(process.execPath, ...shebangFlags(argv[0]!), ...opts.nodeFlags.split(/\s+/).filter(Boolean));
-    const ferry = spawnIn(ns, argv, false, undefined, (l) => phases.line(l));
+    const ferry = spawnIn(ns, argv, false, undefined, (l) => phases.line(l), bpf !== undefined);
     const exited = new Promise<never>((_, reject) =>
       ferry.once('exit', (code, sig) => reject(new DaemonBenchError(`${label}: ferry exited (${code ?? sig}): ${logTail(ferry)}`))),
     );
@@ -313,7 +372,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     };
     const readyMs = Math.round((await waitProbe('start')) - t0);
     const readyCpuMs = cpuMs(pid);
-    const rulesFound = await countRules(ns, mode);
+    const rulesFound = await countRules(ns, mode, bpf);
     opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
     // The first sync's log line comes after its conntrack cleanup, later than the probe's answer.
     await until(() => phases.fullSyncs.length >= 1, opts.timeoutMs);
@@ -330,14 +389,14 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     };
     opts.progress(
       `  ${label}: CPU to live ${readyCpuMs} ms, VmHWM after start ${startup.hwmAfterStartMB} MiB; process start → ferry logging ${startup.startedMs} ms, lists done ${startup.listedMs} ms (services ${startup.servicesListedMs}, slices ${startup.slicesListedMs})` +
-        (firstSync ? `, first full sync ${firstSync.durationMs} ms (plan ${firstSync.planMs}, compile ${firstSync.compileMs}, encode ${firstSync.encodeMs}, kernel ${firstSync.kernelMs}; ${firstSync.batchMB} MiB, ${firstSync.messages} messages)` : ''),
+        (firstSync ? `, first full sync ${describeSync(firstSync)}` : ''),
     );
     const steady = await sample(ns, pid);
     opts.progress(`  ${label}: steady RSS ${steady.rssMB} MiB (heap ${steady.heapUsedMB}/${steady.heapTotalMB}, external ${steady.externalMB}, native ~${steady.nativeMB}, files ${steady.fileMB})`);
     const resyncs: DaemonRow['resyncs'][number][] = [];
     for (let i = 0; i < opts.resyncs; i++) {
       const s0 = performance.timeOrigin + performance.now();
-      await sabotage(ns, mode);
+      await sabotage(ns, mode, bpf);
       const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
       await until(() => phases.fullSyncs.length >= i + 2, opts.timeoutMs);
       await steadyRss(pid);
@@ -346,7 +405,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       resyncs.push({ repairMs, memory, ...(sync ? { sync } : {}) });
       opts.progress(
         `  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB` +
-          (sync ? ` (full sync ${sync.durationMs} ms: plan ${sync.planMs}, compile ${sync.compileMs}, encode ${sync.encodeMs}, kernel ${sync.kernelMs})` : ''),
+          (sync ? ` (full sync ${describeSync(sync)})` : ''),
       );
     }
     const hwmMB = round((statusKB(pid).VmHWM ?? 0) / 1024);
@@ -363,6 +422,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
         clearTimeout(timer);
       }
     }
+    if (bpf) await removeEbpfPlace(bpf, children);
     await deleteBenchNetns(ns);
     if (existsSync(work)) rmSync(work, { recursive: true, force: true });
   }

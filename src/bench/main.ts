@@ -63,7 +63,7 @@ export interface Profile {
   readonly readyTimeoutMs: number;
   /** The daemon phase: a real ferry process per mode and size, with forced full resyncs. */
   readonly daemonSizes: readonly Size[];
-  readonly daemonModes: readonly ('nftables' | 'iptables' | 'userspace')[];
+  readonly daemonModes: readonly ('nftables' | 'iptables' | 'userspace' | 'ebpf')[];
   readonly daemonResyncs: number;
   /** Largest services x endpoints the daemon phase runs in iptables mode (iptables-restore's limit, as iptablesApplyLimit). */
   readonly daemonIptablesLimit: number;
@@ -122,7 +122,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     datapathLoad: { offered: 500, seconds: 2, rounds: 5, timeoutMs: 3000 },
     readyTimeoutMs: 60_000,
     daemonSizes: [{ services: 1000, endpoints: 10 }],
-    daemonModes: ['nftables', 'iptables', 'userspace'],
+    daemonModes: ['nftables', 'iptables', 'userspace', 'ebpf'],
     daemonResyncs: 2,
     daemonIptablesLimit: Infinity,
     daemonUserspaceLimit: Infinity,
@@ -152,7 +152,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     datapathLoad: { offered: 1000, seconds: 3, rounds: 5, timeoutMs: 3000 },
     readyTimeoutMs: 600_000,
     daemonSizes: cross([1000, 10000, 44000], [10]),
-    daemonModes: ['nftables', 'iptables', 'userspace'],
+    daemonModes: ['nftables', 'iptables', 'userspace', 'ebpf'],
     daemonResyncs: 4,
     daemonIptablesLimit: 10_000,
     daemonUserspaceLimit: 100_000,
@@ -181,7 +181,7 @@ export class BenchUsageError extends Error {
   }
 }
 
-const DAEMON_MODES = ['nftables', 'iptables', 'userspace'] as const;
+const DAEMON_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
 const LATENCY_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
 
 /** A flag's comma-separated Service counts (--latency-sizes, --datapath-sizes). */
