@@ -298,10 +298,10 @@ async function ebpfPlace(): Promise<EbpfPlace> {
   return place;
 }
 
-async function removeEbpfPlace(place: EbpfPlace, children: readonly ChildProcess[]): Promise<void> {
+/** Called once every child has exited: the probe agent was the cgroup's only process. */
+async function removeEbpfPlace(place: EbpfPlace): Promise<void> {
   await removePins(place.pinDir).catch(() => undefined);
-  // The probe agent was moved into the cgroup; it has exited by now, so the cgroup is empty.
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  // A cgroup is removable only once the kernel has let go of its last task: retry briefly.
   for (let i = 0; i < 50; i++) {
     try {
       rmdirSync(place.cgroup);
@@ -422,7 +422,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
         clearTimeout(timer);
       }
     }
-    if (bpf) await removeEbpfPlace(bpf, children);
+    if (bpf) await removeEbpfPlace(bpf);
     await deleteBenchNetns(ns);
     if (existsSync(work)) rmSync(work, { recursive: true, force: true });
   }

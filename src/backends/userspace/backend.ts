@@ -122,6 +122,8 @@ class Userspace implements UserspaceBackend {
    * only when the number changes.
    */
   private reportedNoDescriptors = 0;
+  /** Read while a descriptor is still free: out of them, /proc/self/limits cannot be opened. */
+  private readonly fileLimit = openFilesLimit();
 
   constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
     this.log = opts.log ?? logger('userspace');
@@ -222,7 +224,7 @@ class Userspace implements UserspaceBackend {
         this.log.error('out of file descriptors: frontends not opened; retrying on every sync. userspace mode holds a socket per frontend: raise the open-files limit (RLIMIT_NOFILE)', {
           notOpened: noDescriptors,
           open: this.listeners.size,
-          limit: openFilesLimit(),
+          limit: this.fileLimit,
         });
       } else {
         this.log.info('frontends open again after running out of file descriptors', { open: this.listeners.size });

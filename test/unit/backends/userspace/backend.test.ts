@@ -147,6 +147,7 @@ t.test('out of file descriptors: one error line for all frontends not opened, th
   const r = JSON.parse(p.stdout.trim().split('\n').pop() ?? '{}') as Record<string, number>;
   t.ok(r.failedFirst! > 100 && r.failedFirst! < 300, `most frontends could not open with 128 descriptors (${r.failedFirst} of 300)`);
   t.equal(r.summaryFirst, 1, 'one line says so');
+  t.equal(r.limitNamed, 1, 'and names the open-files limit (soft/hard)');
   t.equal(r.perFrontend, 0, 'no line per frontend');
   t.equal(r.summaryAgain, 1, 'not logged again while the number stays the same');
   t.equal(r.failedAfter, 0, 'with 10 Services everything opens');

@@ -35,6 +35,7 @@ const out: Record<string, number> = {};
 await b.sync(null, services(count), FULL);
 out.failedFirst = b.stats().failedFrontends.length;
 out.summaryFirst = count0('out of file descriptors');
+out.limitNamed = lines.filter((l) => l.includes('out of file descriptors') && l.includes('128/128')).length;
 out.perFrontend = count0('cannot open frontend');
 await b.sync(services(count), services(count), partial());
 out.summaryAgain = count0('out of file descriptors');
