@@ -499,7 +499,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
           continue;
         }
         if (mode === 'userspace' && size.services * size.endpoints > p.daemonUserspaceLimit) {
-          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's userspace limit (${p.daemonUserspaceLimit} service endpoints: at 44k Services it did not come up within 10 minutes; see docs/bench.md)`);
+          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's userspace limit (${p.daemonUserspaceLimit} service endpoints: 44k Services need more listening sockets than this sandbox's 20,000 open files; see docs/userspace.md, "Limits at scale")`);
           continue;
         }
         // A/B launchers and repeats interleave: A B A B ..., so drift in the machine's load hits both.
