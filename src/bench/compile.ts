@@ -137,7 +137,6 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
   const steps: Step[] = [];
   const nftFullTx = nftFull(c.tables, nftOpts);
   const nftFullScript = nftFullTx.render();
-  const nftFullBatch = wantScripts ? encodeTransaction(nftFullTx).bytes : undefined;
   const nftBatches: Uint8Array[] = [];
   const iptFullScript = iptFull(c.tables[4], IPT_OPTS).text;
   const refFullScript = referenceFull(c.tables[4]);
@@ -203,7 +202,7 @@ export function runCompile(size: Size, rounds: number, changes: number, wantScri
     scripts: {
       ...size,
       nft: split(scripts.nft, nftFullScript),
-      nftBatches: { full: nftFullBatch!, partialEndpoint: nftBatches.slice(0, -1), partialAdd: nftBatches[nftBatches.length - 1]! },
+      nftBatches: { full: encodeTransaction(nftFullTx).bytes, partialEndpoint: nftBatches.slice(0, -1), partialAdd: nftBatches[nftBatches.length - 1]! },
       iptables: split(scripts.ipt, iptFullScript),
       reference: { ...split(scripts.ref, refFullScript), jumps: referenceJumps() },
     },

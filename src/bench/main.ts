@@ -31,6 +31,9 @@ import { scaledMs } from '../util/timescale.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
+/** The modes the daemon phase can run (`--daemon-modes`). */
+const DAEMON_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
+
 export interface Profile {
   readonly name: 'smoke' | 'quick' | 'full';
   readonly compileSizes: readonly Size[];
@@ -63,7 +66,7 @@ export interface Profile {
   readonly readyTimeoutMs: number;
   /** The daemon phase: a real ferry process per mode and size, with forced full resyncs. */
   readonly daemonSizes: readonly Size[];
-  readonly daemonModes: readonly ('nftables' | 'iptables' | 'userspace' | 'ebpf')[];
+  readonly daemonModes: readonly (typeof DAEMON_MODES)[number][];
   readonly daemonResyncs: number;
   /** Largest services x endpoints the daemon phase runs in iptables mode (iptables-restore's limit, as iptablesApplyLimit). */
   readonly daemonIptablesLimit: number;
@@ -181,7 +184,6 @@ export class BenchUsageError extends Error {
   }
 }
 
-const DAEMON_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
 const LATENCY_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
 
 /** A flag's comma-separated Service counts (--latency-sizes, --datapath-sizes). */

@@ -418,7 +418,7 @@ function isOutOfDescriptors(e: unknown): boolean {
 }
 
 /** The process's open-files limit as `soft/hard`, from /proc/self/limits ('' when unreadable). */
-export function openFilesLimit(limits = readLimits()): string {
+function openFilesLimit(limits = readLimits()): string {
   const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limits);
   return m ? `${m[1]}/${m[2]}` : '';
 }
