@@ -16,7 +16,7 @@ import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, G
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
-import { serviceContribution, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun } from './transaction.js';
 
@@ -109,18 +109,38 @@ interface GroupedFrontend {
   readonly n: number;
 }
 
+/** Count set names by protocol and endpoint count, spelled once each (a full compile asks 44k times). */
+const countSetNames = new Map<Protocol, string[]>();
+
+function countSetNameOf(proto: Protocol, n: number): string {
+  let byN = countSetNames.get(proto);
+  if (!byN) countSetNames.set(proto, (byN = []));
+  return (byN[n] ??= countSetName(proto, n));
+}
+
+const GROUPED_MAPS: Readonly<Record<Protocol, string>> = { TCP: groupedMapName('TCP'), UDP: groupedMapName('UDP'), SCTP: groupedMapName('SCTP') };
+
+/** The protocol of a frontend key `addr . proto . port`, read in place. */
+function keyProtocol(key: string): Protocol {
+  const i = key.indexOf(' . ') + 3;
+  const c = key.charCodeAt(i);
+  if (c === 0x74 /* t */) return 'TCP';
+  if (c === 0x75 /* u */) return 'UDP';
+  if (c === 0x73 /* s */) return 'SCTP';
+  throw new Error(`grouped frontend key without a protocol: ${key}`);
+}
+
 function expandGrouped(key: string, value: string): GroupedFrontend {
   const bar = value.indexOf('|');
-  const masq = value.slice(0, bar);
+  const masq = bar === 0 ? '' : value.slice(0, bar);
   const body = value.slice(bar + 1);
   let n = body === '' ? 0 : 1;
   for (let i = body.indexOf(','); i >= 0; i = body.indexOf(',', i + 1)) n++;
-  const i = key.indexOf(' . ');
-  const proto = key.slice(i + 3, key.indexOf(' . ', i + 3)).toUpperCase() as Protocol;
+  const proto = keyProtocol(key);
   return {
-    countSet: countSetName(proto, n),
+    countSet: countSetNameOf(proto, n),
     masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
-    map: groupedMapName(proto),
+    map: GROUPED_MAPS[proto],
     body,
     n,
   };
@@ -168,10 +188,6 @@ function chainRules(fs: FamilySyntax, table: ProxyTable, c: ChainWithRules, coun
   return c.chain.name === Chains.servicesByCount ? servicesByCountRules(fs, table, countSets) : c.rules;
 }
 
-function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly ElementClaim[]): void {
-  for (const el of elements) index.add(el.container, el.key, owner, el.value);
-}
-
 /**
  * The index (and endpoint blocks) a full compile of `table` produces. Exact for the kernel only
  * if `table` was last compiled in full: blocks allocated by partial syncs cannot be recovered,
@@ -180,7 +196,12 @@ function addClaims(index: ClaimIndex, owner: ServicePortKey, elements: readonly 
 function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
   const index = new ClaimIndex();
   const ctx = contextOf(fs, table, index.slots);
-  for (const [key, svc] of table.services) addClaims(index, key, serviceContribution(svc, ctx).elements);
+  let owner: ServicePortKey = '' as ServicePortKey;
+  const sink: ClaimSink = (container, key, value) => index.add(container, key, owner, value);
+  for (const [key, svc] of table.services) {
+    owner = key;
+    serviceContribution(svc, ctx, sink);
+  }
   recountGrouped(index);
   return index;
 }
@@ -205,17 +226,19 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const ctx = contextOf(fs, table, index.slots);
     const owned: (readonly [string, readonly Rule[]])[] = [];
     const byShard = new Map<string, ElementClaim[]>();
-    for (const [key, svc] of table.services) {
-      const c = serviceContribution(svc, ctx);
-      for (const entry of c.chains) owned.push(entry);
-      for (const el of c.elements) {
-        if (index.isShard(el.container)) {
-          let list = byShard.get(el.container);
-          if (!list) byShard.set(el.container, (list = []));
-          list.push(el);
-        }
-        index.add(el.container, el.key, key, el.value);
+    let owner: ServicePortKey = '' as ServicePortKey;
+    const sink: ClaimSink = (container, key, value) => {
+      if (index.isShard(container)) {
+        let list = byShard.get(container);
+        if (!list) byShard.set(container, (list = []));
+        list.push({ container, key, value });
       }
+      index.add(container, key, owner, value);
+    };
+    for (const [key, svc] of table.services) {
+      owner = key;
+      const c = serviceContribution(svc, ctx, sink);
+      for (const entry of c.chains) owned.push(entry);
     }
     opts.state?.store(family, table, index);
 

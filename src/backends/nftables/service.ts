@@ -7,7 +7,7 @@
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
-import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets } from './names.js';
+import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets, type ServiceNames } from './names.js';
 import * as R from './rules.js';
 import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { normalizeCIDRs } from './skeleton.js';
@@ -62,9 +62,64 @@ function forwards(set: EndpointSet): boolean {
   return set.verdict === 'forward' && set.endpoints.length > 0;
 }
 
-export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
+/** Where a contribution's claims go as they are made (a full compile indexes them at once). */
+export type ClaimSink = (container: string, key: string, value: string) => void;
+
+/**
+ * With `sink`, every claim goes to it as it is made and the returned `elements` is empty: a full
+ * compile at 44k Services makes half a million claims, and an object and an array slot for each
+ * made a good part of its garbage.
+ */
+export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
+  return groupedClusterIPOnly(svc, ctx, sink) ?? generalContribution(svc, ctx, sink);
+}
+
+/**
+ * The most common service port — a ClusterIP only, one set of up to GROUPED_MAX_ENDPOINTS
+ * endpoints, no affinity — without the general path's closures and arrays: a full compile at
+ * 44k Services makes tens of thousands of these. The same claims in the same order as the
+ * general path (hairpin, cluster-ips, the grouped frontend); undefined for any other port.
+ */
+export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution | undefined {
+  const internal = svc.internal;
+  const eps = internal.endpoints;
+  if (
+    !svc.clusterIP ||
+    svc.affinityTimeoutSeconds > 0 ||
+    svc.nodePort > 0 ||
+    svc.externalIPs.length > 0 ||
+    svc.loadBalancerIPs.length > 0 ||
+    !forwards(internal) ||
+    eps.length > GROUPED_MAX_ENDPOINTS ||
+    (svc.external !== internal && forwards(svc.external)) ||
+    (svc.cluster !== internal && forwards(svc.cluster))
+  ) {
+    return undefined;
+  }
+  const elements: ElementClaim[] = [];
+  const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
+  // One sorted set: a repeated IP (two ports) is adjacent.
+  let lastIP = '';
+  for (let i = 0; i < eps.length; i++) {
+    const ip = eps[i]!.ip;
+    if (ip === lastIP) continue;
+    lastIP = ip;
+    claim(Sets.hairpin, ip, '');
+  }
+  claim(Sets.clusterIPs, svc.clusterIP, '');
+  const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
+  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedValue(masq, eps));
+  return sink ? SUNK : { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
+}
+
+const SUNK: ServiceContribution = Object.freeze({ chains: NO_CHAINS, elements: Object.freeze([]) as readonly ElementClaim[], slotRoles: NO_ROLES });
+
+/** Every service port (serviceContribution takes the fast path first; tests compare the two). */
+export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
   const { fs } = ctx;
-  const names = serviceNames(svc);
+  // Spelled only for a port that owns a chain: most (ClusterIP only, endpoint-count layout) own none.
+  let names: ServiceNames | undefined;
+  const nameOf = (): ServiceNames => (names ??= serviceNames(svc));
   const p = svc.protocol;
   const affinity = svc.affinityTimeoutSeconds > 0;
   // Made only when needed: most service ports (ClusterIP only, no affinity) own no chain, and a
@@ -77,15 +132,13 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
   // both externalIP and LB IP) can repeat within one service; those claims go through claimOnce.
   let seen: Set<string> | undefined;
-  const claim = (container: string, key: string, value: string): void => {
-    elements.push({ container, key, value });
-  };
+  const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
   const claimOnce = (container: string, key: string, value: string): void => {
     seen ??= new Set();
     const id = `${container} ${key}`;
     if (seen.has(id)) return;
     seen.add(id);
-    elements.push({ container, key, value });
+    claim(container, key, value);
   };
 
   // Endpoint chains (affinity only) and the hairpin set, over every endpoint any path may use.
@@ -113,10 +166,11 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
   if (sets.length === 1) {
     // One sorted set: a repeated IP (two ports) is adjacent.
     let lastIP = '';
-    for (const ep of usedEndpoints) {
-      if (ep.ip === lastIP) continue;
-      lastIP = ep.ip;
-      claim(Sets.hairpin, ep.ip, '');
+    for (let i = 0; i < usedEndpoints.length; i++) {
+      const ip = usedEndpoints[i]!.ip;
+      if (ip === lastIP) continue;
+      lastIP = ip;
+      claim(Sets.hairpin, ip, '');
     }
   } else {
     for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
@@ -167,8 +221,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));
       else if (svc.clusterIPMasquerade === 'nonLocal' && ctx.detector) rules.push(R.verdict(fs, 'notLocalSrc', 'jump', Chains.markForMasquerade));
       rules.push(...dispatch(svc.internal, ''));
-      setChain(names.svc, rules);
-      claim(Maps.serviceIPs, key, `goto ${names.svc}`);
+      setChain(nameOf().svc, rules);
+      claim(Maps.serviceIPs, key, `goto ${nameOf().svc}`);
     } else if (svc.internal.verdict === 'drop') {
       claim(Maps.serviceIPs, key, 'drop');
     } else {
@@ -195,8 +249,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
       }
       if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
       else rules.push(R.DROP);
-      setChain(names.ext, rules);
-      verdict = `goto ${names.ext}`;
+      setChain(nameOf().ext, rules);
+      verdict = `goto ${nameOf().ext}`;
     } else if (svc.external.verdict === 'drop') {
       verdict = 'drop';
     } else {
@@ -219,8 +273,8 @@ export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext): Ser
     if (svc.loadBalancerIPs.length > 0 && svc.loadBalancerSourceRanges.length > 0) {
       const fam = ctx.fs.family;
       const sources = normalizeCIDRs(fam, svc.allowLoadBalancerIPSources ? [...svc.loadBalancerSourceRanges, ...svc.loadBalancerIPs] : svc.loadBalancerSourceRanges);
-      setChain(names.fw, [sources.length ? R.firewallDrop(fs, sources) : R.DROP]);
-      for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${names.fw}`);
+      setChain(nameOf().fw, [sources.length ? R.firewallDrop(fs, sources) : R.DROP]);
+      for (const ip of svc.loadBalancerIPs) claimOnce(Maps.firewallIPs, R.addrProtoPortKey(ip, p, svc.port), `goto ${nameOf().fw}`);
     }
   }
 

@@ -1,0 +1,65 @@
+// serviceContribution's fast path (the ClusterIP-only, endpoint-count port that makes most of a
+// big cluster) must claim exactly what the general path claims, in the same order; and a claim
+// sink must see the same claims the returned list would hold. A full compile relies on both.
+import t from 'tap';
+import { GROUPED_MAX_ENDPOINTS } from '../../../../src/backends/nftables/names.js';
+import { V4, V6 } from '../../../../src/backends/nftables/rules.js';
+import { generalContribution, groupedClusterIPOnly, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
+import { SlotTable } from '../../../../src/backends/nftables/slots.js';
+import type { ServiceEntry } from '../../../../src/plan/types.js';
+import { ep, fwd, REJECT, svc } from '../ir-builders.js';
+
+const ctxOf = (detector: boolean, fs = V4): ServiceContext => ({ fs, detector, slots: new SlotTable() });
+
+const many = fwd(...Array.from({ length: GROUPED_MAX_ENDPOINTS + 1 }, (_, i) => ep(`10.1.${i >> 8}.${i & 255}`, 8080)));
+const three = fwd(ep('10.0.0.2', 8080), ep('10.0.0.1', 8080), ep('10.0.0.1', 9090));
+
+const eligible: [string, ServiceEntry][] = [
+  ['one endpoint', svc({ namespace: 'a', name: 'one', internal: fwd(ep('10.0.0.1', 80)) })],
+  ['one IP, two ports (hairpin claimed once)', svc({ namespace: 'a', name: 'three', internal: three })],
+  ['masquerade all', svc({ namespace: 'a', name: 'all', internal: three, clusterIPMasquerade: 'all' })],
+  ['no masquerade', svc({ namespace: 'a', name: 'none', internal: three, clusterIPMasquerade: 'none' })],
+  ['UDP', svc({ namespace: 'a', name: 'udp', protocol: 'UDP', portName: 'dns', internal: three })],
+  ['IPv6', svc({ namespace: 'a', name: 'six', family: 6, internal: fwd(ep('2001:db8::1', 80), ep('2001:db8::2', 80)) })],
+  ['equal but distinct sets', svc({ namespace: 'a', name: 'eq', internal: three, external: REJECT, cluster: REJECT })],
+];
+const ineligible: [string, ServiceEntry][] = [
+  ['NodePort', svc({ namespace: 'b', name: 'np', internal: three, nodePort: 30080 })],
+  ['externalIP', svc({ namespace: 'b', name: 'ext', internal: three, externalIPs: ['192.0.2.7'] })],
+  ['LoadBalancer IP', svc({ namespace: 'b', name: 'lb', internal: three, loadBalancerIPs: ['192.0.2.8'] })],
+  ['affinity', svc({ namespace: 'b', name: 'aff', internal: three, affinityTimeoutSeconds: 10800 })],
+  ['internal policy Local (cluster set differs)', svc({ namespace: 'b', name: 'loc', internal: fwd(ep('10.0.0.1', 8080)), cluster: three })],
+  ['more endpoints than the count layout takes', svc({ namespace: 'b', name: 'many', internal: many })],
+  ['no endpoints', svc({ namespace: 'b', name: 'rej', internal: REJECT })],
+];
+
+function claims(f: (s: ServiceEntry, c: ServiceContext) => { elements: readonly ElementClaim[] }, s: ServiceEntry, detector: boolean): ElementClaim[] {
+  return [...f(s, ctxOf(detector, s.family === 6 ? V6 : V4)).elements];
+}
+
+t.test('the fast path claims what the general path claims, in order', async (t) => {
+  for (const [what, s] of eligible) {
+    for (const detector of [true, false]) {
+      const ctx = ctxOf(detector, s.family === 6 ? V6 : V4);
+      const fast = groupedClusterIPOnly(s, ctx);
+      t.ok(fast, `${what}: takes the fast path`);
+      const general = claims(generalContribution, s, detector);
+      t.same(fast!.elements, general, `${what} (detector ${detector})`);
+      t.ok(general.length >= 3, `${what}: hairpin, cluster IP and frontend claimed`);
+      t.equal(fast!.chains.size, 0, `${what}: owns no chain`);
+      t.equal(fast!.slotRoles.size, 0, `${what}: uses no endpoint block`);
+    }
+  }
+  for (const [what, s] of ineligible) t.equal(groupedClusterIPOnly(s, ctxOf(true)), undefined, `${what}: general path`);
+});
+
+t.test('a claim sink sees the claims the list would hold', async (t) => {
+  for (const [what, s] of [...eligible, ...ineligible]) {
+    const listed = claims(serviceContribution, s, true);
+    const sunk: ElementClaim[] = [];
+    const c = serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), (container, key, value) => void sunk.push({ container, key, value }));
+    t.same(sunk, listed, what);
+    t.equal(c.elements.length, 0, `${what}: nothing listed when sunk`);
+    t.ok(listed.length > 0, `${what}: claims something`);
+  }
+});
