@@ -132,14 +132,20 @@ export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, chan
     const stillServing = (prevT && changed ? carryServing(prevT, nextT, keys) : undefined) ?? servingOf.get(nextT) ?? buildServing(nextT);
     const servingInNext = (ip: string, port: number, protocol: ConntrackProtocol): boolean => (stillServing.get(`${ip}|${port}|${protocol}`) ?? 0) > 0;
 
-    for (const key of [...keys].sort()) {
+    // Only UDP and SCTP service ports leave conntrack entries to clear: the others are dropped
+    // before sorting (a full sync at 44k Services would otherwise sort every key).
+    const connectionlessKeys: ServicePortKey[] = [];
+    for (const key of keys) {
+      const svc = nextT.services.get(key) ?? prevT?.services.get(key);
+      if (svc !== undefined && connectionless(svc)) connectionlessKeys.push(key);
+    }
+    for (const key of connectionlessKeys.sort()) {
       const ps = prevT?.services.get(key);
       const ns = nextT.services.get(key);
       const svc = ns ?? ps;
       if (svc === undefined || ps === ns) continue;
       // The protocol is part of the key, so prev and next agree on it.
-      const protocol = connectionless(svc);
-      if (!protocol) continue;
+      const protocol = connectionless(svc)!;
 
       if (ps) {
         const nextEps = endpointIDs(ns);
