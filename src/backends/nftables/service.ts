@@ -98,7 +98,15 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   }
   const elements: ElementClaim[] = [];
   const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
-  // One sorted set: a repeated IP (two ports) is adjacent.
+  claimSortedHairpins(eps, claim);
+  claim(Sets.clusterIPs, svc.clusterIP, '');
+  const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
+  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedValue(masq, eps));
+  return sink ? SUNK : { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
+}
+
+/** The hairpin claims of one sorted endpoint set: a repeated IP (two ports) is adjacent, claimed once. */
+function claimSortedHairpins(eps: readonly PlannedEndpoint[], claim: ClaimSink): void {
   let lastIP = '';
   for (let i = 0; i < eps.length; i++) {
     const ip = eps[i]!.ip;
@@ -106,10 +114,6 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
     lastIP = ip;
     claim(Sets.hairpin, ip, '');
   }
-  claim(Sets.clusterIPs, svc.clusterIP, '');
-  const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedValue(masq, eps));
-  return sink ? SUNK : { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
 }
 
 const SUNK: ServiceContribution = Object.freeze({ chains: NO_CHAINS, elements: Object.freeze([]) as readonly ElementClaim[], slotRoles: NO_ROLES });
@@ -164,14 +168,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     }
   }
   if (sets.length === 1) {
-    // One sorted set: a repeated IP (two ports) is adjacent.
-    let lastIP = '';
-    for (let i = 0; i < usedEndpoints.length; i++) {
-      const ip = usedEndpoints[i]!.ip;
-      if (ip === lastIP) continue;
-      lastIP = ip;
-      claim(Sets.hairpin, ip, '');
-    }
+    claimSortedHairpins(usedEndpoints, claim);
   } else {
     for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
   }
