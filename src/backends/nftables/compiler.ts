@@ -343,13 +343,21 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
           p = g.body.indexOf(',', p) + 1;
         }
       }
+      const valueTo = (x: number): number => {
+        const body = grouped[of[x]!]!.body;
+        const end = body.indexOf(',', pos[x]!);
+        return end < 0 ? body.length : end;
+      };
       tx.addElementRun(target, name, {
         count,
         key: (x) => R.groupedEndpointKey(groupedKeys[of[x]!]!, at[x]!),
-        value: (x) => {
-          const body = grouped[of[x]!]!.body;
-          const end = body.indexOf(',', pos[x]!);
-          return body.slice(pos[x]!, end < 0 ? body.length : end);
+        value: (x) => grouped[of[x]!]!.body.slice(pos[x]!, valueTo(x)),
+        parts: {
+          head: (x) => groupedKeys[of[x]!]!,
+          index: (x) => at[x]!,
+          valueText: (x) => grouped[of[x]!]!.body,
+          valueFrom: (x) => pos[x]!,
+          valueTo,
         },
       });
     }

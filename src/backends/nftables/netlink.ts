@@ -519,11 +519,11 @@ function portOf(s: string, from: number, to = s.length, max = 65535): number {
   return n;
 }
 
-/** Writes `addr . port` (endpoints map data) at `at`; false if malformed. */
-function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number): boolean {
-  const i = v.indexOf(SEP);
-  if (i < 0 || !putAddr(f, v, b, at, 0, i)) return false;
-  const port = portOf(v, i + 3);
+/** Writes `addr . port` (endpoints map data), v[from, to), at `at`; false if malformed. */
+function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number, from = 0, to = v.length): boolean {
+  const i = v.indexOf(SEP, from);
+  if (i < 0 || i + 3 > to || !putAddr(f, v, b, at, from, i)) return false;
+  const port = portOf(v, i + 3, to);
   if (port < 0) return false;
   b[at + addrLen(f)] = port >> 8;
   b[at + addrLen(f) + 1] = port & 0xff;
@@ -1412,6 +1412,13 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           const { run } = op;
           if (op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs) throw new NetlinkEncodeError(`op ${i}: element runs are not for interval sets (${op.set})`, i);
           const layout = layoutOf(op.set);
+          const parts = layout === 'grouped' ? run.parts : undefined;
+          const klen = keyLen(family, layout);
+          const alen = addrLen(family);
+          // A grouped run in pieces: the frontend's `addr . proto . port`, read once for all its endpoints.
+          const head = parts ? Buffer.alloc(klen - 4) : undefined;
+          let lastHead: string | undefined;
+          let headOk = false;
           let k = 0;
           while (k < run.count) {
             const spanAt = spanFirst.length;
@@ -1420,6 +1427,29 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
             const list = elementList(table, op.set, ids);
             let n = 0;
             while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
+              if (parts && head) {
+                const h = parts.head(k);
+                if (h !== lastHead) {
+                  lastHead = h;
+                  head.fill(0);
+                  headOk = writeKey(family, 'addrProtoPort', h, head, 0);
+                }
+                const index = parts.index(k);
+                const el = w.nest(++n);
+                const kat = w.valueAt(1, klen);
+                let ok = headOk && Number.isInteger(index) && index >= 0 && index <= 0xffffffff;
+                if (ok) {
+                  w.buf.set(head, kat);
+                  w.buf.writeUInt32LE(index, kat + klen - 4);
+                  // valueAt() may grow (replace) the buffer: take w.buf only after it.
+                  const vat = w.valueAt(2, alen + 4);
+                  ok = writeAddrPort(family, parts.valueText(k), w.buf, vat, parts.valueFrom(k), parts.valueTo(k));
+                }
+                w.endNest(el);
+                if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
+                k++;
+                continue;
+              }
               const key = run.key(k);
               const value = run.value?.(k);
               if (!writeElement(++n, family, layout, key, value)) throw cannotEncode(i, key, value, op.set);

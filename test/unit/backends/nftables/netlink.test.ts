@@ -16,7 +16,7 @@ import { describeOp, encodeDumpRequest, encodeTransaction, NetlinkEncodeError, p
 import * as R from '../../../../src/backends/nftables/rules.js';
 import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
 import { Transaction } from '../../../../src/backends/nftables/transaction.js';
-import { bigTable, GOLDENS, tables } from './fixtures.js';
+import { bigTable, GOLDENS, randomWalk, tables } from './fixtures.js';
 
 const goldenDir = fileURLToPath(new URL('../../../../../test/unit/backends/nftables/golden/', import.meta.url));
 const T = 'ip ferry';
@@ -287,4 +287,64 @@ t.test('dump requests and answers', async (t) => {
   const data = Buffer.concat(body.map((m) => Buffer.concat([m, Buffer.alloc(((m.length + 3) & ~3) - m.length)])));
   t.same(parseDumpNames(data, 'ferry', 'chains').map((c) => c.name), ['a', 'c'], 'chains of the table only');
   t.same(parseDumpNames(data, 'ferry', 'sets').map((s) => s.name), ['s', 'm'], 'named sets and maps; the anonymous set is left out');
+});
+
+/** `tx` with every element run stripped of its pieces (ElementParts): the spelled path only. */
+function spelledOnly(tx: Transaction): Transaction {
+  const out = new Transaction();
+  for (const op of tx.ops) {
+    if (op.kind === 'elements' && op.run.parts) {
+      const { count, key, value } = op.run;
+      out.addElementRun(op.target, op.set, value ? { count, key, value } : { count, key });
+    } else {
+      out.ops.push(op);
+    }
+  }
+  return out;
+}
+
+t.test('a grouped run encoded from its pieces is the same batch as from its spelled keys and values', async (t) => {
+  const cases: { name: string; ir: Parameters<typeof compileFull>[0]; families: (4 | 6)[] }[] = [
+    ...GOLDENS.map((g) => ({ name: g.name, ir: g.ir, families: [...g.families] })),
+    { name: 'ip, 3000 Services × 10', ir: tables(bigTable(4, 3000, 10)), families: [4] },
+    { name: 'ip6, 500 Services × 5', ir: tables(bigTable(4, 1, 1), bigTable(6, 500, 5)), families: [4, 6] },
+    ...[1, 2, 3].map((seed) => ({ name: `random walk ${seed}`, ir: randomWalk(seed, 1, [4, 6]).initial, families: [4, 6] as (4 | 6)[] })),
+  ];
+  let withParts = 0;
+  for (const c of cases) {
+    const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
+    withParts += tx.ops.filter((o) => o.kind === 'elements' && o.run.parts !== undefined).length;
+    const a = Buffer.from(encodeTransaction(tx).bytes);
+    const b = Buffer.from(encodeTransaction(spelledOnly(tx)).bytes);
+    t.ok(a.equals(b), `${c.name}: byte for byte`);
+  }
+  t.ok(withParts >= 3, `runs in pieces were encoded (${withParts})`);
+});
+
+t.test('a grouped run in pieces that does not encode names its element', async (t) => {
+  const tx = new Transaction()
+    .addTable('ip ferry')
+    .addMap('ip ferry', { name: 'endpoints-tcp', type: 'ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport', typeof: true });
+  const heads = ['10.96.0.1 . tcp . 80', '10.96.0.1 . tcp . 80', '10.96.0.999 . tcp . 80'];
+  const body = '10.0.0.1 . 8080,10.0.0.2 . 8080';
+  const spans = [
+    [0, 15],
+    [16, 31],
+    [0, 15],
+  ] as const;
+  tx.addElementRun('ip ferry', 'endpoints-tcp', {
+    count: 3,
+    key: (i) => `${heads[i]!} . ${i % 2}`,
+    value: (i) => body.slice(spans[i]![0], spans[i]![1]),
+    parts: { head: (i) => heads[i]!, index: (i) => i % 2, valueText: () => body, valueFrom: (i) => spans[i]![0], valueTo: (i) => spans[i]![1] },
+  });
+  let err: unknown;
+  try {
+    encodeTransaction(tx);
+  } catch (e) {
+    err = e;
+  }
+  t.ok(err instanceof NetlinkEncodeError, 'a NetlinkEncodeError');
+  t.match((err as Error).message, /10\.96\.0\.999 \. tcp \. 80 \. 0/, 'names the element by its spelled key');
+  t.equal((err as NetlinkEncodeError).opIndex, 2, 'and its op');
 });
