@@ -16,6 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { run } from '../../util/exec.js';
 
 export type KernelVerdict = 'dnat' | 'reject' | 'drop' | 'untouched';
@@ -52,17 +53,39 @@ export class KernelTraceError extends Error {
   }
 }
 
-/** Lines of the first traced packet (the first trace id seen). Pure. */
-export function firstPacketLines(monitorOutput: string): string[] {
+/**
+ * Lines of the first traced packet (the first trace id seen), leaving out every packet whose
+ * first line `skip` accepts (the readiness canary's). Pure.
+ */
+export function firstPacketLines(monitorOutput: string, skip?: (firstLine: string) => boolean): string[] {
   let id: string | undefined;
+  const skipped = new Set<string>();
+  const seen = new Set<string>();
   const out: string[] = [];
-  for (const line of monitorOutput.split('\n')) {
-    const m = /^trace id ([0-9a-f]+) (.*)$/.exec(line.trim());
+  for (const raw of monitorOutput.split('\n')) {
+    const line = raw.trim();
+    const m = /^trace id ([0-9a-f]+) (.*)$/.exec(line);
     if (!m) continue;
-    id ??= m[1];
-    if (m[1] === id) out.push(line.trim());
+    const lineId = m[1]!;
+    if (!seen.has(lineId)) {
+      seen.add(lineId);
+      if (skip?.(line)) skipped.add(lineId);
+    }
+    if (skipped.has(lineId)) continue;
+    id ??= lineId;
+    if (lineId === id) out.push(line);
   }
   return out;
+}
+
+/** Whether a trace line shows the readiness canary: a datagram to loopback port `port`. Pure. */
+export function isCanaryLine(line: string, loopback: string, port: number): boolean {
+  return line.includes(` daddr ${loopback} `) && new RegExp(`\\budp dport ${port}(\\s|$)`).test(line);
+}
+
+/** Whether `nft monitor trace` output shows the canary yet. Pure. */
+export function canarySeen(monitorOutput: string, loopback: string, port: number): boolean {
+  return monitorOutput.split('\n').some((l) => isCanaryLine(l, loopback, port));
 }
 
 /** Verdict, chains and NAT from trace lines and the conntrack reply tuple. Pure. */
@@ -107,6 +130,9 @@ export function replyTuple(conntrackOutput: string, sport: number): { src: strin
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** How long `nft monitor trace` may take to subscribe (it lists the ruleset first: seconds at 44k Services). */
+const MONITOR_READY_MS = 15_000;
+
 /** The script the probe process runs: one SYN or datagram from src:sport, then exit. */
 function senderScript(spec: ProbeSpec, sport: number): string {
   const j = JSON.stringify;
@@ -140,12 +166,17 @@ export async function kernelProbe(spec: ProbeSpec, nodeExec: string = process.ex
   process.once('SIGTERM', onSignal);
   try {
     const match = `${fam} saddr ${spec.src} ${fam} daddr ${spec.dst} ${l4} sport ${sport} ${l4} dport ${spec.port} meta nftrace set 1`;
+    // The canary: a datagram to a closed loopback port, traced too, sent until `nft monitor`
+    // shows it — proof that the monitor is subscribed before the probe goes out.
+    const loopback = fam === 'ip' ? '127.0.0.1' : '::1';
+    const canaryPort = 40000 + (randomBytes(2).readUInt16BE() % 20000);
     const script = [
       `add table ${fam} ${table}`,
       `add chain ${fam} ${table} pre { type filter hook prerouting priority -400; }`,
       `add chain ${fam} ${table} out { type filter hook output priority -400; }`,
       `add rule ${fam} ${table} pre ${match}`,
       `add rule ${fam} ${table} out ${match}`,
+      `add rule ${fam} ${table} out ${fam} daddr ${loopback} udp dport ${canaryPort} meta nftrace set 1`,
     ].join('\n');
     cleanups.push(() => run(['nft', 'delete', 'table', fam, table], { allowFailure: true }));
     await run(['nft', '-f', '-'], { input: script }).catch((e: unknown) => {
@@ -188,13 +219,27 @@ export async function kernelProbe(spec: ProbeSpec, nodeExec: string = process.ex
     cleanups.push(async () => {
       if (mon.exitCode === null) mon.kill('SIGTERM');
     });
-    // `nft monitor` prints nothing when it is subscribed: give it a moment before the probe.
-    await sleep(300);
+    // `nft monitor` prints nothing when it is subscribed (and reads the whole ruleset first, which
+    // takes a while on a loaded node): the canary shows when it listens.
+    const canary = createSocket(fam === 'ip' ? 'udp4' : 'udp6');
+    canary.on('error', () => undefined);
+    try {
+      const until = Date.now() + MONITOR_READY_MS;
+      while (!canarySeen(text, loopback, canaryPort) && monitorError === undefined && mon.exitCode === null && Date.now() < until) {
+        canary.send('ferry-trace-canary', canaryPort, loopback);
+        await sleep(50);
+      }
+    } finally {
+      canary.close();
+    }
+    if (!canarySeen(text, loopback, canaryPort) && monitorError === undefined) {
+      throw new KernelTraceError('nft monitor trace', `not listening after ${MONITOR_READY_MS / 1000} s (its loopback canary was never traced)`);
+    }
     await run([...senderPrefix, nodeExec, '-e', senderScript(spec, sport)], { allowFailure: true, timeoutMs: 5000 });
     await sleep(300);
     const ct = await run(['conntrack', '-L', '-f', fam === 'ip' ? 'ipv4' : 'ipv6', '-p', l4, '--orig-port-src', String(sport)], { allowFailure: true });
     cleanups.push(() => run(['conntrack', '-D', '-f', fam === 'ip' ? 'ipv4' : 'ipv6', '-p', l4, '--orig-port-src', String(sport)], { allowFailure: true }));
-    const lines = firstPacketLines(text);
+    const lines = firstPacketLines(text, (first) => isCanaryLine(first, loopback, canaryPort));
     if (monitorError) throw new KernelTraceError('nft monitor trace', `cannot run it: ${monitorError.message}`);
     if (lines.length === 0) throw new KernelTraceError('nft monitor trace', 'no trace of the probe packet was seen (is the source address routable from this node?)');
     return observe(lines, table, spec, replyTuple(ct.stdout, sport));

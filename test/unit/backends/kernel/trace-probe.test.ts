@@ -3,7 +3,7 @@
  * the probe itself runs in the e2e suite): verdicts, chains, the DNAT endpoint and masquerade.
  */
 import t from 'tap';
-import { firstPacketLines, observe, replyTuple, type ProbeSpec } from '../../../../src/backends/kernel/trace-probe.js';
+import { canarySeen, firstPacketLines, isCanaryLine, observe, replyTuple, type ProbeSpec } from '../../../../src/backends/kernel/trace-probe.js';
 
 const spec: ProbeSpec = { src: '198.19.1.4', dst: '198.18.125.176', port: 80, protocol: 'TCP', fromHost: false };
 const OWN = 'ferry-trace-abc123';
@@ -52,4 +52,25 @@ t.test('REJECT and DROP from the verdicts', async (t) => {
   const none = [head('e1', 'ferry services rule ip daddr . meta l4proto . th dport vmap @service-ips'), head('e1', 'ferry nat-prerouting policy accept')];
   const ct = { src: spec.dst, sport: 80, dst: spec.src };
   t.equal(observe(none, OWN, spec, ct).verdict, 'untouched', 'no NAT in the reply tuple');
+});
+
+t.test('the readiness canary: seen in the monitor output, and never taken for the probe', async (t) => {
+  const canary = (id: string): string => head(id, `${OWN} out packet: oif "lo" ip saddr 127.0.0.1 ip daddr 127.0.0.1 ip protocol udp udp sport 51234 udp dport 45000 udp length 26`);
+  const probe = head('cc03', `${OWN} pre packet: iif "ftrabc123h" ip saddr 198.19.1.4 ip daddr 198.18.125.176 udp sport 45000 udp dport 53 udp length 20`);
+  t.notOk(canarySeen('', '127.0.0.1', 45000), 'nothing printed yet');
+  t.ok(canarySeen(`${canary('aa01')}\n`, '127.0.0.1', 45000), 'the canary line');
+  t.notOk(canarySeen(`${canary('aa01')}\n`, '127.0.0.1', 4500), 'not another port that is a prefix of it');
+  t.notOk(isCanaryLine(probe, '127.0.0.1', 45000), 'a probe whose source port is the canary port is no canary');
+  const mon = [
+    canary('aa01'),
+    head('aa01', 'ferry filter-output rule jump x (verdict continue)'),
+    canary('bb02'),
+    probe,
+    head('cc03', 'ferry nat-prerouting rule jump services (verdict jump services)'),
+    head('bb02', 'ferry filter-output rule jump x (verdict continue)'),
+    '',
+  ].join('\n');
+  const lines = firstPacketLines(mon, (first) => isCanaryLine(first, '127.0.0.1', 45000));
+  t.same(lines, [probe, head('cc03', 'ferry nat-prerouting rule jump services (verdict jump services)')], 'the probe\'s lines only, canaries before and after left out');
+  t.equal(firstPacketLines(mon)[0], canary('aa01'), 'without the filter the first packet would be the canary');
 });
