@@ -10,7 +10,7 @@
  * server on the node address, the probe client and ferry itself. Nothing touches the host's
  * interfaces or ruleset; the namespace is removed at the end, also after a failure.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { runIn } from '../util/exec.js';
 import { KernelBpfMaps, removePins, resolveCgroupRoot } from '../backends/kernel/bpf.js';
+import { makeCgroup, removeCgroup } from '../sim/cluster/cgroups.js';
 import { createBenchNetns, deleteBenchNetns } from './netns.js';
 import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
@@ -294,22 +295,14 @@ interface EbpfPlace {
 async function ebpfPlace(): Promise<EbpfPlace> {
   const tag = `fydm${Math.random().toString(36).slice(2, 6)}`;
   const place = { cgroup: join(await resolveCgroupRoot(undefined), tag), pinDir: `/sys/fs/bpf/${tag}` };
-  mkdirSync(place.cgroup);
+  await makeCgroup(place.cgroup);
   return place;
 }
 
 /** Called once every child has exited: the probe agent was the cgroup's only process. */
 async function removeEbpfPlace(place: EbpfPlace): Promise<void> {
   await removePins(place.pinDir).catch(() => undefined);
-  // A cgroup is removable only once the kernel has let go of its last task: retry briefly.
-  for (let i = 0; i < 50; i++) {
-    try {
-      rmdirSync(place.cgroup);
-      return;
-    } catch {
-      await sleep(100);
-    }
-  }
+  await removeCgroup(place.cgroup).catch(() => undefined);
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
