@@ -188,7 +188,7 @@ class PhaseLog {
       this.pending = { ...this.pending, encodeMs: f.encodeMs, kernelMs: f.kernelMs, batchMB: round((f.bytes ?? 0) / MiB), messages: f.messages };
     } else if (l.includes('] nftables sync applied')) {
       const f = logFields(l);
-      if (f.full === 1) this.pending = { ...this.pending, listMs: f.listMs, compileMs: f.compileMs, applyMs: f.applyMs };
+      if (f.full === 1) this.pending = { ...this.pending, listMs: f.listMs, compileMs: f.compileMs, applyMs: f.applyMs, indexMs: f.indexMs };
     } else if (l.includes('] full sync done')) {
       const f = logFields(l);
       this.fullSyncs.push({ endMs: since, durationMs: f.durationMs ?? 0, planMs: f.planMs ?? 0, ...this.pending } as DaemonFullSync);
@@ -280,6 +280,7 @@ function describeSync(f: DaemonFullSync): string {
   const parts = [`plan ${f.planMs}`];
   if (f.compileMs !== undefined) parts.push(`compile ${f.compileMs}`);
   if (f.encodeMs !== undefined) parts.push(`encode ${f.encodeMs}`, `kernel ${f.kernelMs}; ${f.batchMB} MiB, ${f.messages} messages`);
+  if (f.indexMs !== undefined) parts.push(`then index ${f.indexMs}`);
   return `${f.durationMs} ms (${parts.join(', ')})`;
 }
 

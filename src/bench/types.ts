@@ -143,6 +143,8 @@ export interface DaemonFullSync {
   readonly compileMs?: number;
   /** nftables: encoding + kernel. */
   readonly applyMs?: number;
+  /** nftables: counting the set claims the compile deferred, after the rules are in (claims.ts). */
+  readonly indexMs?: number;
   /** nftables: Transaction → netlink batch. */
   readonly encodeMs?: number;
   /** nftables: the batch's sendmsg (the kernel's work) and the answers. */

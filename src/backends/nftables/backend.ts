@@ -160,6 +160,11 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
           throw err;
         }
       }
+      // A full compile leaves its set claims uncounted until the rules are in (claims.ts
+      // deferCounts): counted now, before the next change can need them.
+      const t2 = performance.now();
+      const settled = full && state.settle();
+      const indexMs = settled ? performance.now() - t2 : 0;
       log.v(2, 'nftables sync applied', {
         full,
         ops: tx.size,
@@ -167,7 +172,8 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
         via: nft.via,
         listMs: Math.round(listMs),
         compileMs: Math.round(compileMs),
-        applyMs: Math.round(performance.now() - t1),
+        applyMs: Math.round(t2 - t1),
+        ...(settled ? { indexMs: Math.round(indexMs) } : {}),
       });
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.

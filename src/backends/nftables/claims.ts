@@ -37,6 +37,12 @@ export class ClaimIndex {
   private readonly containers = new Map<string, Map<string, Claims>>();
   private readonly shardCounts = new Map<string, number>();
   private readonly shardNames = new Map<string, boolean>();
+  /**
+   * Set claims a full compile handed over uncounted (deferCounts): container → every claimed
+   * key, repeats included. Counted into `containers` the first time that container is read or
+   * changed, or by settle().
+   */
+  private readonly deferred = new Map<string, readonly string[]>();
 
   /**
    * Grouped frontends (names.ts) installed per count set, from the winning claims; the compiler
@@ -57,7 +63,51 @@ export class ClaimIndex {
     return b;
   }
 
+  /**
+   * Takes a full compile's set claims of `container` (value '', no owner: only counts matter)
+   * without counting them now. A full compile writes set elements straight from its claims (the
+   * kernel adds a repeated element once); the counts only matter to the next partial sync, so
+   * they are made after the rules are in — at 44k Services × 10 endpoints the hairpin set alone is
+   * 440,000 claims. `keys` must not change afterwards; the index keeps it until it is counted.
+   */
+  deferCounts(container: string, keys: readonly string[]): void {
+    if (keys.length === 0) return;
+    if (this.deferred.has(container)) this.count(container);
+    this.deferred.set(container, keys);
+  }
+
+  /** Counts every deferred set claim (deferCounts); afterwards the index holds no claim list. */
+  settle(): void {
+    for (const name of [...this.deferred.keys()]) this.count(name);
+  }
+
+  /** Whether deferred set claims wait to be counted (settle). */
+  get unsettled(): boolean {
+    return this.deferred.size > 0;
+  }
+
+  private count(name: string): void {
+    const keys = this.deferred.get(name);
+    if (keys === undefined) return;
+    this.deferred.delete(name);
+    let c = this.containers.get(name);
+    if (!c) this.containers.set(name, (c = new Map()));
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      const had = c.get(k);
+      if (had !== undefined && typeof had !== 'number') throw new Error(`claim index: set claim ${k} in ${name}, which holds map claims`);
+      c.set(k, (had ?? 0) + 1);
+    }
+  }
+
+  /** The container's claims, counting its deferred ones first. */
+  private read(name: string): Map<string, Claims> | undefined {
+    if (this.deferred.size > 0) this.count(name);
+    return this.containers.get(name);
+  }
+
   private container(name: string): Map<string, Claims> {
+    if (this.deferred.size > 0) this.count(name);
     let c = this.containers.get(name);
     if (!c) {
       c = new Map();
@@ -96,7 +146,7 @@ export class ClaimIndex {
       else this.shardCounts.delete(container);
       return;
     }
-    const c = this.containers.get(container);
+    const c = this.read(container);
     const had = c?.get(key);
     if (!c || had === undefined) return;
     if (typeof had === 'number') {
@@ -117,13 +167,14 @@ export class ClaimIndex {
 
   /** Every container that has (or had) claims, endpoint shards included. */
   containerNames(): IterableIterator<string> {
-    return [...this.containers.keys(), ...this.shardCounts.keys()][Symbol.iterator]();
+    const names = new Set([...this.containers.keys(), ...this.deferred.keys()]);
+    return [...names, ...this.shardCounts.keys()][Symbol.iterator]();
   }
 
   /** How many elements of a container are claimed. */
   size(container: string): number {
     if (this.isShard(container)) return this.shardCounts.get(container) ?? 0;
-    return this.containers.get(container)?.size ?? 0;
+    return this.read(container)?.size ?? 0;
   }
 
   /**
@@ -132,10 +183,26 @@ export class ClaimIndex {
    */
   value(container: string, key: string): string | undefined {
     if (this.isShard(container)) throw new Error(`claim index: ${container} is an endpoint shard; its elements are not kept`);
-    const had = this.containers.get(container)?.get(key);
+    const had = this.read(container)?.get(key);
     if (had === undefined) return undefined;
     if (typeof had === 'number') return '';
     return Array.isArray(had) ? had[0]!.value : had.value;
+  }
+
+  /** Who decides a map element's value (the smallest claimant); undefined for set elements and unclaimed keys. */
+  winner(container: string, key: string): ServicePortKey | undefined {
+    const had = this.read(container)?.get(key);
+    if (had === undefined || typeof had === 'number') return undefined;
+    return Array.isArray(had) ? had[0]!.owner : had.owner;
+  }
+
+  /** forEach() for a map container, with each element's winner. */
+  forEachWinner(container: string, fn: (key: string, value: string, owner: ServicePortKey) => void): void {
+    this.read(container)?.forEach((had, k) => {
+      if (typeof had === 'number') throw new Error(`claim index: ${container} holds set claims, not map claims`);
+      const w = Array.isArray(had) ? had[0]! : had;
+      fn(k, w.value, w.owner);
+    });
   }
 
   /**
@@ -143,12 +210,12 @@ export class ClaimIndex {
    * compile, which reads every container once (at 44k Services, ~600k entries).
    */
   forEach(container: string, fn: (key: string, value: string) => void): void {
-    this.containers.get(container)?.forEach((had, k) => fn(k, typeof had === 'number' ? '' : Array.isArray(had) ? had[0]!.value : had.value));
+    this.read(container)?.forEach((had, k) => fn(k, typeof had === 'number' ? '' : Array.isArray(had) ? had[0]!.value : had.value));
   }
 
   /** Every claimed key of a (non-shard) container with its value, in insertion order of first claim. */
   *entries(container: string): Generator<[string, string]> {
-    const c = this.containers.get(container);
+    const c = this.read(container);
     if (!c) return;
     for (const [k, had] of c) yield [k, typeof had === 'number' ? '' : Array.isArray(had) ? had[0]!.value : had.value];
   }
@@ -177,5 +244,20 @@ export class CompileState {
 
   store(family: IPFamily, table: ProxyTable, index: ClaimIndex): void {
     this.held.set(family, { table, index });
+  }
+
+  /**
+   * Counts what a full compile left uncounted (ClaimIndex.deferCounts); true if there was
+   * anything. The backend calls it once the full sync's rules are in; a partial sync that comes
+   * first counts what it reads.
+   */
+  settle(): boolean {
+    let any = false;
+    for (const { index } of this.held.values()) {
+      if (!index.unsettled) continue;
+      index.settle();
+      any = true;
+    }
+    return any;
   }
 }

@@ -10,7 +10,7 @@
  *
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
-import type { IPFamily, Protocol, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import type { IPFamily, PlannedEndpoint, Protocol, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
 import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, isLegacyAffinitySet, Maps, Sets } from './names.js';
 import * as R from './rules.js';
@@ -59,6 +59,25 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
   { name: Maps.firewallIPs, kind: 'map' },
 ];
 
+const SET_CONTAINER_NAMES: ReadonlySet<string> = new Set(SERVICE_CONTAINERS.filter((c) => c.kind === 'set').map((c) => c.name));
+
+/**
+ * `keys` with each key once, in the order of first claim (as the index listed them). One pod
+ * behind several Services is one hairpin element: in the benchmark's cluster 440,000 hairpin
+ * claims at 44k Services name 64,000 addresses.
+ */
+function distinct(keys: readonly string[]): string[] {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const n = seen.size;
+    seen.add(k);
+    if (seen.size !== n) out.push(k);
+  }
+  return out;
+}
+
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
   return { fs, detector: table.localTraffic.kind !== 'none', slots };
 }
@@ -97,15 +116,14 @@ function groupedMapsOf(counts: readonly string[]): string[] {
 }
 
 /**
- * A grouped frontend's claim value (rules.ts groupedValue) as the elements it stands for. The
- * endpoints stay in `body` (comma-separated): a full compile spells each one as it is encoded.
+ * A grouped frontend's claim value (rules.ts groupedClaim) as the containers its elements go to.
+ * The endpoints are the winning claimant's ServiceEntry's (internal set): the compiler reads
+ * them from the table when it writes the elements.
  */
 interface GroupedFrontend {
   readonly countSet: string;
   readonly masqSet: string | undefined;
   readonly map: string;
-  /** The endpoints, comma-separated ('' for none). */
-  readonly body: string;
   readonly n: number;
 }
 
@@ -130,24 +148,38 @@ function keyProtocol(key: string): Protocol {
   throw new Error(`grouped frontend key without a protocol: ${key}`);
 }
 
+/** Expanded claims by protocol and claim value: a handful of distinct ones, made once each. */
+const groupedFrontends: Readonly<Record<Protocol, Map<string, GroupedFrontend>>> = { TCP: new Map(), UDP: new Map(), SCTP: new Map() };
+
 function expandGrouped(key: string, value: string): GroupedFrontend {
-  const bar = value.indexOf('|');
-  const masq = bar === 0 ? '' : value.slice(0, bar);
-  const body = value.slice(bar + 1);
-  let n = body === '' ? 0 : 1;
-  for (let i = body.indexOf(','); i >= 0; i = body.indexOf(',', i + 1)) n++;
   const proto = keyProtocol(key);
-  return {
-    countSet: countSetNameOf(proto, n),
-    masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
-    map: GROUPED_MAPS[proto],
-    body,
-    n,
-  };
+  const cache = groupedFrontends[proto];
+  let g = cache.get(value);
+  if (g === undefined) {
+    const bar = value.indexOf('|');
+    const masq = value.slice(0, bar);
+    const n = Number(value.slice(bar + 1));
+    if (bar < 0 || !Number.isInteger(n) || n < 0) throw new Error(`not a grouped frontend claim: ${value}`);
+    g = {
+      countSet: countSetNameOf(proto, n),
+      masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
+      map: GROUPED_MAPS[proto],
+      n,
+    };
+    cache.set(value, g);
+  }
+  return g;
 }
 
-function endpointsOf(g: GroupedFrontend | undefined): readonly string[] {
-  return g === undefined || g.body === '' ? [] : g.body.split(',');
+/** The endpoints a grouped frontend's winning claimant stands for (service.ts claims them from `internal`). */
+function groupedEndpoints(table: ProxyTable, owner: ServicePortKey, g: GroupedFrontend, key: string): readonly PlannedEndpoint[] {
+  const eps = table.services.get(owner)?.internal.endpoints;
+  if (eps === undefined || eps.length !== g.n) throw new Error(`grouped frontend ${key}: claimant ${owner} has ${eps?.length ?? 'no'} endpoints, its claim says ${g.n}`);
+  return eps;
+}
+
+function sameEndpoint(a: PlannedEndpoint | undefined, b: PlannedEndpoint | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.ip === b.ip && a.port === b.port);
 }
 
 /** A claim's key as the element is spelled in the kernel (service.ts ElementClaim). */
@@ -171,14 +203,23 @@ function bumpCount(index: ClaimIndex, name: string, by: number): void {
   else index.countSetSizes.delete(name);
 }
 
+/** The winning grouped claims, in parallel arrays (a full compile reads 44k of them). */
+interface GroupedClaims {
+  readonly keys: string[];
+  readonly owners: ServicePortKey[];
+  readonly frontends: GroupedFrontend[];
+}
+
 /** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
-function recountGrouped(index: ClaimIndex): GroupedFrontend[] {
+function recountGrouped(index: ClaimIndex): GroupedClaims {
   index.countSetSizes.clear();
-  const out: GroupedFrontend[] = [];
-  index.forEach(GROUPED_FRONTENDS, (k, v) => {
+  const out: GroupedClaims = { keys: [], owners: [], frontends: [] };
+  index.forEachWinner(GROUPED_FRONTENDS, (k, v, owner) => {
     const g = expandGrouped(k, v);
     bumpCount(index, g.countSet, 1);
-    out.push(g);
+    out.keys.push(k);
+    out.owners.push(owner);
+    out.frontends.push(g);
   });
   return out;
 }
@@ -226,8 +267,23 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const ctx = contextOf(fs, table, index.slots);
     const owned: (readonly [string, readonly Rule[]])[] = [];
     const byShard = new Map<string, ElementClaim[]>();
+    // Set claims (value '') are kept as made, repeats included: the elements are written from
+    // them and the index counts them after the rules are in (ClaimIndex.deferCounts).
+    const setClaims = new Map<string, string[]>();
+    let lastSet = '';
+    let lastSetKeys: string[] = [];
     let owner: ServicePortKey = '' as ServicePortKey;
     const sink: ClaimSink = (container, key, value) => {
+      if (value === '') {
+        if (container !== lastSet) {
+          let keys = setClaims.get(container);
+          if (!keys) setClaims.set(container, (keys = []));
+          lastSet = container;
+          lastSetKeys = keys;
+        }
+        lastSetKeys.push(key);
+        return;
+      }
       if (index.isShard(container)) {
         let list = byShard.get(container);
         if (!list) byShard.set(container, (list = []));
@@ -271,7 +327,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.flushSet(target, m.name, 'map');
     }
     const shards = shardsOf(index);
-    const grouped = recountGrouped(index);
+    const groupedClaims = recountGrouped(index);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
     for (const name of [...shards, ...groupedMaps]) {
@@ -294,8 +350,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Services a full sync has ~700k elements, and an op object and a kept string for each made
     // most of the compile's time and of the daemon's peak.
     for (const { name, kind } of SERVICE_CONTAINERS) {
-      const keys: string[] = [];
       if (kind === 'map') {
+        const keys: string[] = [];
         const values: string[] = [];
         index.forEach(name, (k, v) => {
           keys.push(k);
@@ -303,13 +359,16 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         });
         tx.addElementRun(target, name, runOf(name, keys, values));
       } else {
-        index.forEach(name, (k) => keys.push(k));
-        tx.addElementRun(target, name, runOf(name, keys));
+        const claimed = setClaims.get(name) ?? [];
+        tx.addElementRun(target, name, runOf(name, distinct(claimed)));
+        index.deferCounts(name, claimed);
       }
     }
+    for (const name of setClaims.keys()) {
+      if (!SET_CONTAINER_NAMES.has(name)) throw new Error(`full compile: set claims in ${name}, which is not a service set`);
+    }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
-    const groupedKeys: string[] = [];
-    index.forEach(GROUPED_FRONTENDS, (k) => groupedKeys.push(k));
+    const { keys: groupedKeys, owners: groupedOwners, frontends: grouped } = groupedClaims;
     const keysWhere = (want: (g: GroupedFrontend) => boolean): string[] => {
       const out: string[] = [];
       for (let i = 0; i < grouped.length; i++) if (want(grouped[i]!)) out.push(groupedKeys[i]!);
@@ -324,40 +383,34 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       list.push(groupedKeys[i]!);
     }
     for (const name of countSets) tx.addElementRun(target, name, runOf(name, byCount.get(name) ?? []));
+    // Each frontend's endpoints, from its winner's entry (the claim holds only their count).
+    const groupedEps: (readonly PlannedEndpoint[])[] = new Array<readonly PlannedEndpoint[]>(grouped.length);
+    for (let i = 0; i < grouped.length; i++) groupedEps[i] = groupedEndpoints(table, groupedOwners[i]!, grouped[i]!, groupedKeys[i]!);
     for (const name of groupedMaps) {
-      // Element e of the run: endpoint at[e] of frontend of[e], spelled from pos[e] of its body.
+      // Element e of the run: endpoint at[e] of frontend of[e].
       let count = 0;
       for (const g of grouped) if (g.map === name) count += g.n;
       const of = new Int32Array(count);
       const at = new Int32Array(count);
-      const pos = new Int32Array(count);
       let e = 0;
       for (let i = 0; i < grouped.length; i++) {
         const g = grouped[i]!;
-        if (g.map !== name || g.n === 0) continue;
-        let p = 0;
+        if (g.map !== name) continue;
         for (let j = 0; j < g.n; j++) {
           of[e] = i;
-          at[e] = j;
-          pos[e++] = p;
-          p = g.body.indexOf(',', p) + 1;
+          at[e++] = j;
         }
       }
-      const valueTo = (x: number): number => {
-        const body = grouped[of[x]!]!.body;
-        const end = body.indexOf(',', pos[x]!);
-        return end < 0 ? body.length : end;
-      };
+      const ep = (x: number): PlannedEndpoint => groupedEps[of[x]!]![at[x]!]!;
       tx.addElementRun(target, name, {
         count,
         key: (x) => R.groupedEndpointKey(groupedKeys[of[x]!]!, at[x]!),
-        value: (x) => grouped[of[x]!]!.body.slice(pos[x]!, valueTo(x)),
+        value: (x) => R.endpointValue(ep(x)),
         parts: {
           head: (x) => groupedKeys[of[x]!]!,
           index: (x) => at[x]!,
-          valueText: (x) => grouped[of[x]!]!.body,
-          valueFrom: (x) => pos[x]!,
-          valueTo,
+          ip: (x) => ep(x).ip,
+          port: (x) => ep(x).port,
         },
       });
     }
@@ -450,7 +503,14 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       if (!d) m.set(el.key, (d = { was: undefined, now: undefined }));
       d[side] = el.value;
     };
+    // Grouped frontends: key → claim and winner before this sync (the winner's endpoints are its
+    // entry's in prevT).
+    const groupedBefore = new Map<string, { value: string | undefined; owner: ServicePortKey | undefined }>();
     const noteBefore = (el: ElementClaim): void => {
+      if (el.container === GROUPED_FRONTENDS) {
+        if (!groupedBefore.has(el.key)) groupedBefore.set(el.key, { value: index.value(el.container, el.key), owner: index.winner(el.container, el.key) });
+        return;
+      }
       let m = before.get(el.container);
       if (!m) {
         m = new Map();
@@ -495,9 +555,9 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     // Grouped frontends whose winning claim changed: the elements they stand for, diffed.
     const groupedDeletes: [string, string][] = [];
     const groupedAdds: [string, string, string][] = [];
-    for (const [k, was] of before.get(GROUPED_FRONTENDS) ?? []) {
+    for (const [k, { value: was, owner: wasOwner }] of groupedBefore) {
       const now = index.value(GROUPED_FRONTENDS, k);
-      if (was === now) continue;
+      const nowOwner = index.winner(GROUPED_FRONTENDS, k);
       const w = was === undefined ? undefined : expandGrouped(k, was);
       const n = now === undefined ? undefined : expandGrouped(k, now);
       if (w?.masqSet !== n?.masqSet) {
@@ -515,15 +575,15 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
         }
       }
       const map = (w ?? n)!.map;
-      const wEps = endpointsOf(w);
-      const nEps = endpointsOf(n);
+      const wEps = w ? groupedEndpoints(prevT, wasOwner!, w, k) : [];
+      const nEps = n ? groupedEndpoints(nextT, nowOwner!, n, k) : [];
       const len = Math.max(wEps.length, nEps.length);
       for (let i = 0; i < len; i++) {
         const a = wEps[i];
         const b = nEps[i];
-        if (a === b) continue;
+        if (sameEndpoint(a, b)) continue;
         if (a !== undefined) groupedDeletes.push([map, R.groupedEndpointKey(k, i)]);
-        if (b !== undefined) groupedAdds.push([map, R.groupedEndpointKey(k, i), b]);
+        if (b !== undefined) groupedAdds.push([map, R.groupedEndpointKey(k, i), R.endpointValue(b)]);
       }
     }
     const countsAfter = countSetsOf(index);

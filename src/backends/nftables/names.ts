@@ -119,8 +119,8 @@ export function groupedMapProtocol(name: string): Protocol | undefined {
 
 /**
  * The claim index's container of grouped frontends (never a kernel object): key `addr . proto .
- * port`, value rules.ts's groupedValue(). The compiler expands the winning claim into the count
- * set, masquerade set and endpoints map elements.
+ * port`, value rules.ts's groupedClaim(). The compiler expands the winning claim, with the
+ * winner's endpoints, into the count set, masquerade set and endpoints map elements.
  */
 export const GROUPED_FRONTENDS = '<grouped-frontends>';
 

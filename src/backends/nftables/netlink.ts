@@ -519,12 +519,20 @@ function portOf(s: string, from: number, to = s.length, max = 65535): number {
   return n;
 }
 
-/** Writes `addr . port` (endpoints map data), v[from, to), at `at`; false if malformed. */
-function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number, from = 0, to = v.length): boolean {
-  const i = v.indexOf(SEP, from);
-  if (i < 0 || i + 3 > to || !putAddr(f, v, b, at, from, i)) return false;
-  const port = portOf(v, i + 3, to);
+/** Writes `addr . port` (endpoints map data) at `at`; false if malformed. */
+function writeAddrPort(f: NlFamily, v: string, b: Buffer, at: number): boolean {
+  const i = v.indexOf(SEP);
+  if (i < 0 || !putAddr(f, v, b, at, 0, i)) return false;
+  const port = portOf(v, i + 3, v.length);
   if (port < 0) return false;
+  b[at + addrLen(f)] = port >> 8;
+  b[at + addrLen(f) + 1] = port & 0xff;
+  return true;
+}
+
+/** Writes an endpoint's address and port (endpoints map data) at `at`; false if malformed. */
+function writeEndpoint(f: NlFamily, ip: string, port: number, b: Buffer, at: number): boolean {
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || !putAddr(f, ip, b, at)) return false;
   b[at + addrLen(f)] = port >> 8;
   b[at + addrLen(f) + 1] = port & 0xff;
   return true;
@@ -1443,7 +1451,7 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
                   w.buf.writeUInt32LE(index, kat + klen - 4);
                   // valueAt() may grow (replace) the buffer: take w.buf only after it.
                   const vat = w.valueAt(2, alen + 4);
-                  ok = writeAddrPort(family, parts.valueText(k), w.buf, vat, parts.valueFrom(k), parts.valueTo(k));
+                  ok = writeEndpoint(family, parts.ip(k), parts.port(k), w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);

@@ -283,20 +283,17 @@ export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string,
   };
 }
 
+/** groupedClaim's values, spelled once: [masquerade variant][endpoint count]. */
+const GROUPED_CLAIMS: Record<'' | 'all' | 'nonlocal', string[]> = { '': [], all: [], nonlocal: [] };
+
 /**
  * A grouped frontend as one claim value (names.ts GROUPED_FRONTENDS): the masquerade variant
- * (`all`, `nonlocal` or empty) and the endpoints in order, `masq|ip . port,ip . port,…`.
+ * (`all`, `nonlocal` or empty) and the number of endpoints, `masq|n`. The endpoints themselves
+ * are the winning claimant's, read from its ServiceEntry when the elements are written: the
+ * index keeps no second copy of them (at 44k Services a joined list per frontend was 10 MB).
  */
-export function groupedValue(masq: '' | 'all' | 'nonlocal', eps: readonly PlannedEndpoint[]): string {
-  // Joined from its pieces: one flat string, no `ip . port` string (and no concatenation node)
-  // per endpoint — a full compile at 44k Services spells 440,000 of them.
-  const parts: (string | number)[] = [masq, '|'];
-  for (let i = 0; i < eps.length; i++) {
-    const ep = eps[i]!;
-    if (i > 0) parts.push(',');
-    parts.push(ep.ip, ' . ', ep.port);
-  }
-  return parts.join('');
+export function groupedClaim(masq: '' | 'all' | 'nonlocal', n: number): string {
+  return (GROUPED_CLAIMS[masq][n] ??= `${masq}|${n}`);
 }
 
 /** A key of a grouped endpoints map: the frontend key and the endpoint's index. */

@@ -101,7 +101,7 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   claimSortedHairpins(eps, claim);
   claim(Sets.clusterIPs, svc.clusterIP, '');
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedValue(masq, eps));
+  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedClaim(masq, eps.length));
   return sink ? SUNK : { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
 }
 
@@ -208,11 +208,12 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     const key = R.addrProtoPortKey(svc.clusterIP, p, svc.port);
     const n = svc.internal.endpoints.length;
     if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {
-      // Endpoint-count layout (names.ts): no chain. One claim carries the whole frontend (count,
-      // masquerade variant, endpoints): if two service ports claim one key, the winner's whole
-      // frontend is installed (claims.ts), as the winner's verdict is in service-ips.
+      // Endpoint-count layout (names.ts): no chain. One claim carries the whole frontend (count
+      // and masquerade variant; the endpoints are svc.internal's): if two service ports claim one
+      // key, the winner's whole frontend is installed (claims.ts), as the winner's verdict is in
+      // service-ips.
       const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-      claim(GROUPED_FRONTENDS, key, R.groupedValue(masq, svc.internal.endpoints));
+      claim(GROUPED_FRONTENDS, key, R.groupedClaim(masq, n));
     } else if (forwards(svc.internal)) {
       const rules: Rule[] = [];
       if (svc.clusterIPMasquerade === 'all') rules.push(R.jump(Chains.markForMasquerade));

@@ -88,17 +88,16 @@ export interface ElementRun {
 
 /**
  * A run of the grouped endpoints maps, in pieces: element i's key is `head(i) . index(i)` (a
- * frontend's key, the same string for each of its endpoints) and its value the span [valueFrom,
- * valueTo) of valueText(i) (the endpoint inside the frontend's list). The netlink encoder then
- * reads each frontend's key once and each endpoint in place, spelling no string for the
- * 440,000 elements of a full sync at 44k Services. Must agree with key(i) and value(i).
+ * frontend's key, the same string for each of its endpoints) and its value `ip(i) . port(i)` (the
+ * endpoint as the IR holds it). The netlink encoder then reads each frontend's key once and each
+ * endpoint's address and port as they are, spelling no string for the 440,000 elements of a full
+ * sync at 44k Services. Must agree with key(i) and value(i).
  */
 export interface ElementParts {
   head(i: number): string;
   index(i: number): number;
-  valueText(i: number): string;
-  valueFrom(i: number): number;
-  valueTo(i: number): number;
+  ip(i: number): string;
+  port(i: number): number;
 }
 
 /** How many elements one rendered `add element` / `delete element` line may carry. */

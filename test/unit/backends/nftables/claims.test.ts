@@ -53,3 +53,51 @@ t.test('a compile state at 1k Services x 10 endpoints keeps no endpoint elements
   // ClusterIP frontends use the endpoint-count layout: one claim string per service port, no element each.
   for (const s of shards) t.same([...ix!.entries(s)], [], `${s} holds no elements`);
 });
+
+t.test('deferred set claims count as if each were added: present while anyone claims them', async (t) => {
+  const claims = ['10.0.0.1 . 10.0.0.1', '10.0.0.2 . 10.0.0.2', '10.0.0.1 . 10.0.0.1', '10.0.0.3 . 10.0.0.3'];
+  const added = new ClaimIndex();
+  for (const k of claims) added.add(Sets.hairpin, k, 'o/x:/TCP', '');
+  const deferred = new ClaimIndex();
+  deferred.deferCounts(Sets.hairpin, claims);
+  t.ok(deferred.unsettled, 'nothing counted yet');
+  t.same([...deferred.containerNames()], [Sets.hairpin], 'the container is listed before it is counted');
+  t.equal(deferred.size(Sets.hairpin), 3, 'reading counts it: three distinct elements');
+  t.notOk(deferred.unsettled);
+  t.same([...deferred.entries(Sets.hairpin)], [...added.entries(Sets.hairpin)], 'same elements, same order as added one by one');
+  // 10.0.0.1 was claimed twice: one removal leaves it, the second takes it away.
+  deferred.remove(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'o/x:/TCP');
+  t.equal(deferred.value(Sets.hairpin, '10.0.0.1 . 10.0.0.1'), '', 'still claimed once');
+  deferred.remove(Sets.hairpin, '10.0.0.1 . 10.0.0.1', 'o/x:/TCP');
+  t.equal(deferred.value(Sets.hairpin, '10.0.0.1 . 10.0.0.1'), undefined, 'gone with its last claim');
+
+  const bySettle = new ClaimIndex();
+  bySettle.deferCounts(Sets.clusterIPs, ['198.19.0.1', '198.19.0.1']);
+  bySettle.deferCounts(Sets.hairpin, claims);
+  bySettle.settle();
+  t.notOk(bySettle.unsettled, 'settle counts every container');
+  t.equal(bySettle.size(Sets.clusterIPs), 1);
+  t.equal(bySettle.size(Sets.hairpin), 3);
+
+  const onMap = new ClaimIndex();
+  onMap.add(Maps.serviceIPs, '192.0.2.1 . tcp . 80', 'ns/a:/TCP', 'goto svc-a');
+  onMap.deferCounts(Maps.serviceIPs, ['192.0.2.1 . tcp . 80']);
+  t.throws(() => onMap.size(Maps.serviceIPs), /holds map claims/, 'a set claim on a map element is a compiler bug, not a count');
+});
+
+t.test('a full compile defers its set claims to the state, and writes each element once', async (t) => {
+  const c = buildCluster(7000, 10); // 70,000 endpoints from a pool of 60,000 pods: some behind two Services
+  const state = new CompileState();
+  const tx = compileFull(c.tables, { families: [4], masqueradeMark: 0x4000, state });
+  const hairpinAdds = tx.render().split('\n').filter((l) => l.startsWith('add element ip ferry hairpin'));
+  t.ok(hairpinAdds.length > 0, 'the hairpin set is written');
+  const written = hairpinAdds.flatMap((l) => l.slice(l.indexOf('{') + 1, l.lastIndexOf('}')).split(',').map((s) => s.trim()));
+  t.equal(new Set(written).size, written.length, 'each hairpin element once');
+  let claims = 0;
+  for (const s of c.tables[4].services.values()) claims += new Set(s.internal.endpoints.map((e) => e.ip)).size;
+  t.ok(written.length < claims, `fewer elements (${written.length}) than claims (${claims}): the cluster shares pods`);
+  t.ok(state.settle(), 'counts were left for after the rules');
+  t.notOk(state.settle(), 'and made once');
+  const ix = state.take(4, c.tables[4])!;
+  t.equal(ix.size(Sets.hairpin), written.length, 'the index counts what was written');
+});

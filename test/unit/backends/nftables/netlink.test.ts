@@ -322,29 +322,37 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
 });
 
 t.test('a grouped run in pieces that does not encode names its element', async (t) => {
-  const tx = new Transaction()
-    .addTable('ip ferry')
-    .addMap('ip ferry', { name: 'endpoints-tcp', type: 'ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport', typeof: true });
-  const heads = ['10.96.0.1 . tcp . 80', '10.96.0.1 . tcp . 80', '10.96.0.999 . tcp . 80'];
-  const body = '10.0.0.1 . 8080,10.0.0.2 . 8080';
-  const spans = [
-    [0, 15],
-    [16, 31],
-    [0, 15],
-  ] as const;
-  tx.addElementRun('ip ferry', 'endpoints-tcp', {
-    count: 3,
-    key: (i) => `${heads[i]!} . ${i % 2}`,
-    value: (i) => body.slice(spans[i]![0], spans[i]![1]),
-    parts: { head: (i) => heads[i]!, index: (i) => i % 2, valueText: () => body, valueFrom: (i) => spans[i]![0], valueTo: (i) => spans[i]![1] },
+  const heads = ['10.96.0.1 . tcp . 80', '10.96.0.1 . tcp . 80', '10.96.0.999 . tcp . 80', '10.96.0.2 . tcp . 80'];
+  const eps = [
+    { ip: '10.0.0.1', port: 8080 },
+    { ip: '10.0.0.2', port: 8080 },
+    { ip: '10.0.0.1', port: 8080 },
+    { ip: '10.0.0.3', port: 70000 },
+  ];
+  const runOf = (from: number, count: number) => ({
+    count,
+    key: (i: number) => `${heads[from + i]!} . ${i % 2}`,
+    value: (i: number) => `${eps[from + i]!.ip} . ${eps[from + i]!.port}`,
+    parts: { head: (i: number) => heads[from + i]!, index: (i: number) => i % 2, ip: (i: number) => eps[from + i]!.ip, port: (i: number) => eps[from + i]!.port },
   });
-  let err: unknown;
-  try {
-    encodeTransaction(tx);
-  } catch (e) {
-    err = e;
-  }
-  t.ok(err instanceof NetlinkEncodeError, 'a NetlinkEncodeError');
-  t.match((err as Error).message, /10\.96\.0\.999 \. tcp \. 80 \. 0/, 'names the element by its spelled key');
-  t.equal((err as NetlinkEncodeError).opIndex, 2, 'and its op');
+  const failing = (from: number, count: number): unknown => {
+    const tx = new Transaction()
+      .addTable('ip ferry')
+      .addMap('ip ferry', { name: 'endpoints-tcp', type: 'ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport', typeof: true })
+      .addElementRun('ip ferry', 'endpoints-tcp', runOf(from, count));
+    try {
+      encodeTransaction(tx);
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  };
+  t.equal(failing(0, 2), undefined, 'good pieces encode');
+  const badHead = failing(1, 2);
+  t.ok(badHead instanceof NetlinkEncodeError, 'a bad frontend key: a NetlinkEncodeError');
+  t.match((badHead as Error).message, /10\.96\.0\.999 \. tcp \. 80 \. 1/, 'names the element by its spelled key');
+  t.equal((badHead as NetlinkEncodeError).opIndex, 2, 'and its op');
+  const badPort = failing(3, 1);
+  t.ok(badPort instanceof NetlinkEncodeError, 'a port out of range: a NetlinkEncodeError');
+  t.match((badPort as Error).message, /10\.96\.0\.2 \. tcp \. 80 \. 0 : 10\.0\.0\.3 \. 70000/, 'names that element');
 });

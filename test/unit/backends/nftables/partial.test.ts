@@ -141,6 +141,35 @@ t.test('shared elements: ClusterIP of a two-port service, duplicate externalIP a
   t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync');
 });
 
+t.test('one ClusterIP:port claimed by two Services: the winner\'s endpoints, read from its entry, across full and partial syncs', async (t) => {
+  // Kubernetes never allocates one ClusterIP twice, but an IR built from hostile or stale objects
+  // can hold it: the smallest service port key wins the whole frontend (claims.ts).
+  const a = svc({ namespace: 'x', name: 'a', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.1', 80), ep('198.18.9.2', 80)) });
+  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.3', 8080), ep('198.18.9.4', 8080), ep('198.18.9.5', 8080)) });
+  const b2 = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.3', 8080), ep('198.18.9.6', 8080), ep('198.18.9.5', 8080)) });
+  const endpointsOf = (f: FakeNft): string[] => [...(f.elements('ip', 'ferry', 'endpoints-tcp') ?? new Map())].map(([k, v]) => `${k} : ${v}`).sort();
+  const state = new CompileState();
+  const fake = new FakeNft();
+  const ir1 = tables(table(4, [a, b]));
+  fake.applySync(compileFull(ir1, opts([4], state)).render());
+  t.same(endpointsOf(fake), ['198.19.9.7 . tcp . 80 . 0 : 198.18.9.1 . 80', '198.19.9.7 . tcp . 80 . 1 : 198.18.9.2 . 80'], 'a wins: its two endpoints');
+
+  const steps: [string, ProxyTables, string[]][] = [
+    ['the loser changes an endpoint: its hairpin element only', tables(table(4, [a, b2])), [b.key]],
+    ['the winner goes: the loser\'s three endpoints', tables(table(4, [b2])), [a.key]],
+    ['the winner comes back', tables(table(4, [a, b2])), [a.key]],
+  ];
+  let prev = ir1;
+  for (const [what, next, changed] of steps) {
+    const tx = compilePartial(prev, next, changesOf(changed), opts([4], state));
+    if (what.includes('hairpin element only')) t.notMatch(tx.render(), /endpoints-|count-/, `${what}: the frontend is a's, untouched`);
+    fake.applySync(tx.render());
+    t.equal(fake.dumpResolved(), fullDump(next, [4]), `${what}: equals a full sync`);
+    prev = next;
+  }
+  t.same(endpointsOf(fake), ['198.19.9.7 . tcp . 80 . 0 : 198.18.9.1 . 80', '198.19.9.7 . tcp . 80 . 1 : 198.18.9.2 . 80'], 'a again');
+});
+
 t.test('affinity timeout change rewrites the update rule; the endpoint chain and the shared set stay', async (t) => {
   const s1 = svc({ namespace: 'd', name: 'st', affinityTimeoutSeconds: 60, internal: fwd(ep('198.18.0.1', 80)) });
   const s2 = { ...s1, affinityTimeoutSeconds: 120 };
