@@ -201,6 +201,12 @@ export interface NativeAddon {
    * subscription never keeps the process alive. Absent in older builds.
    */
   nfnlMonitor?(opts: NfnlMonitorOptions, onEvent: (e: NfnlMonitorEvent) => void): NfnlMonitorHandle;
+  /**
+   * Fixes glibc malloc's mmap and trim thresholds (mallopt), which turns off their growth after
+   * large frees (native/src/addon.cc). False where the C library is not glibc or refused. Absent
+   * in older builds.
+   */
+  mallocFixThresholds?(mmapBytes: number, trimBytes: number): boolean;
   /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
   conntrackDelete(filter: ConntrackFilter): Promise<number>;
   conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;

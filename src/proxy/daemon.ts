@@ -28,6 +28,7 @@ import { collectGarbage } from '../util/gc.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
 import { detectLocalSpec } from './startup.js';
+import { fixMallocThresholds } from '../native/malloc.js';
 import { DaemonIntrospection } from './introspect.js';
 
 const log = logger('proxy');
@@ -119,6 +120,8 @@ export async function chooseMode(config: ProxyConfig, families: readonly IPFamil
 
 export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Promise<ProxyDaemon> {
   setVerbosity(config.verbosity);
+  // Before the first large buffer is freed (src/native/malloc.ts).
+  const malloc = fixMallocThresholds();
   const families = servedFamilies(config.primaryFamily);
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
   const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
@@ -137,6 +140,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     server: kubeConfig.getCurrentCluster()?.server,
     syncPeriod: formatDuration(config.syncPeriodMs),
     minSyncPeriod: config.minSyncPeriodExplicit ? formatDuration(config.minSyncPeriodMs) : `cost-aware, at most ${formatDuration(config.minSyncPeriodMs)}`,
+    mallocThresholds: malloc,
   });
 
   const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
