@@ -14,6 +14,9 @@ import type { IPFamily, ProxyTable, ServicePortKey } from '../../plan/types.js';
 import { endpointShardProtocol } from './names.js';
 import { SlotTable } from './slots.js';
 
+/** Deferred set claims (ClaimIndex.deferCounts): the keys, or a walk that hands each to `emit`. */
+export type DeferredClaims = readonly string[] | ((emit: (key: string) => void) => void);
+
 interface Claim {
   readonly owner: ServicePortKey;
   readonly value: string;
@@ -39,10 +42,10 @@ export class ClaimIndex {
   private readonly shardNames = new Map<string, boolean>();
   /**
    * Set claims a full compile handed over uncounted (deferCounts): container → every claimed
-   * key, repeats included. Counted into `containers` the first time that container is read or
-   * changed, or by settle().
+   * key, repeats included, or a walk that makes them. Counted into `containers` the first time
+   * that container is read or changed, or by settle().
    */
-  private readonly deferred = new Map<string, readonly string[]>();
+  private readonly deferred = new Map<string, DeferredClaims>();
 
   /**
    * Grouped frontends (names.ts) installed per count set, from the winning claims; the compiler
@@ -65,15 +68,16 @@ export class ClaimIndex {
 
   /**
    * Takes a full compile's set claims of `container` (value '', no owner: only counts matter)
-   * without counting them now. A full compile writes set elements straight from its claims (the
-   * kernel adds a repeated element once); the counts only matter to the next partial sync, so
-   * they are made after the rules are in — at 44k Services × 10 endpoints the hairpin set alone is
-   * 440,000 claims. `keys` must not change afterwards; the index keeps it until it is counted.
+   * without counting them now: the full compile writes the elements from its own walk, and the
+   * counts only matter to the next partial sync, so they are made after the rules are in — at
+   * 44k Services × 10 endpoints the hairpin set alone is 440,000 claims. `claims` is the list of
+   * claimed keys, repeats included, or a walk that makes them again (over a table that does not
+   * change: the index keeps it until it is counted).
    */
-  deferCounts(container: string, keys: readonly string[]): void {
-    if (keys.length === 0) return;
+  deferCounts(container: string, claims: DeferredClaims): void {
+    if (Array.isArray(claims) && claims.length === 0) return;
     if (this.deferred.has(container)) this.count(container);
-    this.deferred.set(container, keys);
+    this.deferred.set(container, claims);
   }
 
   /** Counts every deferred set claim (deferCounts); afterwards the index holds no claim list. */
@@ -87,17 +91,19 @@ export class ClaimIndex {
   }
 
   private count(name: string): void {
-    const keys = this.deferred.get(name);
-    if (keys === undefined) return;
+    const claims = this.deferred.get(name);
+    if (claims === undefined) return;
     this.deferred.delete(name);
     let c = this.containers.get(name);
     if (!c) this.containers.set(name, (c = new Map()));
-    for (let i = 0; i < keys.length; i++) {
-      const k = keys[i]!;
-      const had = c.get(k);
+    const m = c;
+    const one = (k: string): void => {
+      const had = m.get(k);
       if (had !== undefined && typeof had !== 'number') throw new Error(`claim index: set claim ${k} in ${name}, which holds map claims`);
-      c.set(k, (had ?? 0) + 1);
-    }
+      m.set(k, (had ?? 0) + 1);
+    };
+    if (typeof claims === 'function') claims(one);
+    else for (let i = 0; i < claims.length; i++) one(claims[i]!);
   }
 
   /** The container's claims, counting its deferred ones first. */

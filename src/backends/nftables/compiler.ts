@@ -16,7 +16,7 @@ import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, G
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
-import { serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { hairpinClaims, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun } from './transaction.js';
 
@@ -61,11 +61,7 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 
 const SET_CONTAINER_NAMES: ReadonlySet<string> = new Set(SERVICE_CONTAINERS.filter((c) => c.kind === 'set').map((c) => c.name));
 
-/**
- * `keys` with each key once, in the order of first claim (as the index listed them). One pod
- * behind several Services is one hairpin element: in the benchmark's cluster 440,000 hairpin
- * claims at 44k Services name 64,000 addresses.
- */
+/** `keys` with each key once, in the order of first claim (as the index listed them). */
 function distinct(keys: readonly string[]): string[] {
   const seen = new Set<string>();
   const out: string[] = [];
@@ -264,8 +260,18 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Each contribution is used up at once (its claims indexed; its chains and endpoint-shard
     // elements, which the index does not keep, set aside): none is held for the whole compile.
     const index = new ClaimIndex();
-    const ctx = contextOf(fs, table, index.slots);
+    const ctx: ServiceContext = { ...contextOf(fs, table, index.slots), hairpinApart: true };
     const owned: (readonly [string, readonly Rule[]])[] = [];
+    // Hairpin elements, each once, in the order of first claim (one pod behind several
+    // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
+    // cluster). Not counted here (ClaimIndex.deferCounts).
+    const hairpinSeen = new Set<string>();
+    const hairpinKeys: string[] = [];
+    const addHairpin = (ip: string): void => {
+      const n = hairpinSeen.size;
+      hairpinSeen.add(ip);
+      if (hairpinSeen.size !== n) hairpinKeys.push(ip);
+    };
     const byShard = new Map<string, ElementClaim[]>();
     // Set claims (value '') are kept as made, repeats included: the elements are written from
     // them and the index counts them after the rules are in (ClaimIndex.deferCounts).
@@ -291,11 +297,14 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       }
       index.add(container, key, owner, value);
     };
-    for (const [key, svc] of table.services) {
+    // forEach, not for…of: no iterator result and entry pair per Service (44k of each).
+    table.services.forEach((svc, key) => {
       owner = key;
       const c = serviceContribution(svc, ctx, sink);
-      for (const entry of c.chains) owned.push(entry);
-    }
+      if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
+      hairpinClaims(svc, addHairpin);
+    });
+    hairpinSeen.clear();
     opts.state?.store(family, table, index);
 
     tx.addTable(target, TABLE_COMMENT);
@@ -358,6 +367,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
           values.push(v);
         });
         tx.addElementRun(target, name, runOf(name, keys, values));
+      } else if (name === Sets.hairpin) {
+        tx.addElementRun(target, name, runOf(name, hairpinKeys));
+        index.deferCounts(name, (emit) => {
+          for (const svc of table.services.values()) hairpinClaims(svc, emit);
+        });
       } else {
         const claimed = setClaims.get(name) ?? [];
         tx.addElementRun(target, name, runOf(name, distinct(claimed)));

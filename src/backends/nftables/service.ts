@@ -41,6 +41,11 @@ export interface ServiceContext {
   readonly detector: boolean;
   /** Endpoint-map blocks; the table of the claim index being built or moved on. */
   readonly slots: SlotTable;
+  /**
+   * The caller takes the hairpin claims itself (hairpinClaims): a full compile writes and counts
+   * them in a walk of its own instead of through the sink, 440,000 at 44k Services.
+   */
+  readonly hairpinApart?: boolean;
 }
 
 const GOTO_REJECT = `goto ${Chains.reject}`;
@@ -96,13 +101,14 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   ) {
     return undefined;
   }
-  const elements: ElementClaim[] = [];
-  const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
-  claimSortedHairpins(eps, claim);
+  // No list and no closure with a sink (a full compile: tens of thousands of these).
+  const elements: ElementClaim[] | undefined = sink ? undefined : [];
+  const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
+  if (!ctx.hairpinApart) claimSortedHairpins(eps, claim);
   claim(Sets.clusterIPs, svc.clusterIP, '');
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
   claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedClaim(masq, eps.length));
-  return sink ? SUNK : { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
+  return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
 }
 
 /** The hairpin claims of one sorted endpoint set: a repeated IP (two ports) is adjacent, claimed once. */
@@ -113,6 +119,40 @@ function claimSortedHairpins(eps: readonly PlannedEndpoint[], claim: ClaimSink):
     if (ip === lastIP) continue;
     lastIP = ip;
     claim(Sets.hairpin, ip, '');
+  }
+}
+
+/**
+ * A service port's hairpin claims alone (`ip`, the endpoint IP: service.ts ElementClaim), the
+ * same ones in the same order as its contribution makes them: every endpoint any of its
+ * forwarding sets may use, each IP once. For a caller that sets `hairpinApart`.
+ */
+export function hairpinClaims(svc: ServiceEntry, claim: (ip: string) => void): void {
+  const internal = svc.internal;
+  const a = forwards(internal) ? internal : undefined;
+  const b = svc.external !== a && forwards(svc.external) ? svc.external : undefined;
+  const c = svc.cluster !== a && svc.cluster !== b && forwards(svc.cluster) ? svc.cluster : undefined;
+  const n = (a ? 1 : 0) + (b ? 1 : 0) + (c ? 1 : 0);
+  if (n === 0) return;
+  if (n === 1) {
+    const eps = (a ?? b ?? c)!.endpoints;
+    let lastIP = '';
+    for (let i = 0; i < eps.length; i++) {
+      const ip = eps[i]!.ip;
+      if (ip === lastIP) continue;
+      lastIP = ip;
+      claim(ip);
+    }
+    return;
+  }
+  const seen = new Set<string>();
+  for (const set of [a, b, c]) {
+    if (!set) continue;
+    for (const ep of set.endpoints) {
+      const size = seen.size;
+      seen.add(ep.ip);
+      if (seen.size !== size) claim(ep.ip);
+    }
   }
 }
 
@@ -167,10 +207,9 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
       }
     }
   }
-  if (sets.length === 1) {
-    claimSortedHairpins(usedEndpoints, claim);
-  } else {
-    for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
+  if (!ctx.hairpinApart) {
+    if (sets.length === 1) claimSortedHairpins(usedEndpoints, claim);
+    else for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
   }
 
   const suffixOf = (ep: PlannedEndpoint): string => epSuffix!.get(`${ep.ip}|${ep.port}`)!;

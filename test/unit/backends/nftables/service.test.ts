@@ -4,7 +4,9 @@
 import t from 'tap';
 import { GROUPED_MAX_ENDPOINTS } from '../../../../src/backends/nftables/names.js';
 import { V4, V6 } from '../../../../src/backends/nftables/rules.js';
-import { generalContribution, groupedClusterIPOnly, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
+import { generalContribution, groupedClusterIPOnly, hairpinClaims, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
+import { Sets } from '../../../../src/backends/nftables/names.js';
+import { randomWalk } from './fixtures.js';
 import { SlotTable } from '../../../../src/backends/nftables/slots.js';
 import type { ServiceEntry } from '../../../../src/plan/types.js';
 import { ep, fwd, REJECT, svc } from '../ir-builders.js';
@@ -62,4 +64,31 @@ t.test('a claim sink sees the claims the list would hold', async (t) => {
     t.equal(c.elements.length, 0, `${what}: nothing listed when sunk`);
     t.ok(listed.length > 0, `${what}: claims something`);
   }
+});
+
+t.test('hairpinClaims makes a contribution\'s hairpin claims, in order; with hairpinApart the contribution makes none', async (t) => {
+  const entries: [string, ServiceEntry][] = [
+    ...eligible,
+    ...ineligible,
+    ['external set of its own', svc({ namespace: 'c', name: 'etp', internal: fwd(ep('10.0.0.1', 80)), external: fwd(ep('10.0.0.9', 80), ep('10.0.0.1', 80)), externalPolicyLocal: true, nodePort: 30090 })],
+    ['three distinct sets', svc({ namespace: 'c', name: 'three', internal: fwd(ep('10.0.0.3', 80)), cluster: fwd(ep('10.0.0.2', 80), ep('10.0.0.3', 81)), external: fwd(ep('10.0.0.1', 80)), nodePort: 30091 })],
+  ];
+  for (const seed of [1, 2, 3, 4]) {
+    const walk = randomWalk(seed, 3, [4, 6]);
+    for (const ir of [walk.initial, ...walk.steps.map((x) => x.next)]) for (const f of [4, 6] as const) for (const [k, e] of ir[f].services) entries.push([`walk ${seed} ${k}`, e]);
+  }
+  let withHairpins = 0;
+  for (const [what, s] of entries) {
+    for (const detector of [true, false]) {
+      const ctx = ctxOf(detector, s.family === 6 ? V6 : V4);
+      const want = serviceContribution(s, ctx).elements.filter((e) => e.container === Sets.hairpin).map((e) => e.key);
+      const got: string[] = [];
+      hairpinClaims(s, (ip) => void got.push(ip));
+      t.same(got, want, `${what} (detector ${detector})`);
+      if (want.length > 0) withHairpins++;
+      const apart = serviceContribution(s, { ...ctxOf(detector, s.family === 6 ? V6 : V4), hairpinApart: true }).elements;
+      t.same(apart, serviceContribution(s, ctxOf(detector, s.family === 6 ? V6 : V4)).elements.filter((e) => e.container !== Sets.hairpin), `${what}: the rest unchanged without the hairpins`);
+    }
+  }
+  t.ok(withHairpins > 20, `services with hairpin claims were compared (${withHairpins})`);
 });
