@@ -369,9 +369,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         tx.addElementRun(target, name, runOf(name, keys, values));
       } else if (name === Sets.hairpin) {
         tx.addElementRun(target, name, runOf(name, hairpinKeys));
-        index.deferCounts(name, (emit) => {
-          for (const svc of table.services.values()) hairpinClaims(svc, emit);
-        });
+        index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
         const claimed = setClaims.get(name) ?? [];
         tx.addElementRun(target, name, runOf(name, distinct(claimed)));
