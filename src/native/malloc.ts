@@ -15,7 +15,10 @@ import { loadNative } from './index.js';
 export const MALLOC_MMAP_THRESHOLD = 128 * 1024;
 export const MALLOC_TRIM_THRESHOLD = 128 * 1024;
 
-/** What the daemon logs at start: 'fixed', or why not ('no addon': not loaded, or built before this). */
+/**
+ * What the daemon logs at start: 'fixed', or why not ('not glibc': another C library, or mallopt
+ * refused; 'no addon': not loaded, or built before this).
+ */
 export type MallocTuning = 'fixed' | 'not glibc' | 'no addon';
 
 export function fixMallocThresholds(): MallocTuning {
