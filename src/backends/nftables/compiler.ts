@@ -61,17 +61,21 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 
 const SET_CONTAINER_NAMES: ReadonlySet<string> = new Set(SERVICE_CONTAINERS.filter((c) => c.kind === 'set').map((c) => c.name));
 
-/** `keys` with each key once, in the order of first claim (as the index listed them). */
+/** Keys as added, each once, in the order of first claim (as the index lists them). */
+class FirstClaims {
+  readonly keys: string[] = [];
+  private readonly seen = new Set<string>();
+  readonly add = (key: string): void => {
+    const n = this.seen.size;
+    this.seen.add(key);
+    if (this.seen.size !== n) this.keys.push(key);
+  };
+}
+
 function distinct(keys: readonly string[]): string[] {
-  const seen = new Set<string>();
-  const out: string[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i]!;
-    const n = seen.size;
-    seen.add(k);
-    if (seen.size !== n) out.push(k);
-  }
-  return out;
+  const d = new FirstClaims();
+  for (let i = 0; i < keys.length; i++) d.add(keys[i]!);
+  return d.keys;
 }
 
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
@@ -265,29 +269,17 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Hairpin elements, each once, in the order of first claim (one pod behind several
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
     // cluster). Not counted here (ClaimIndex.deferCounts).
-    const hairpinSeen = new Set<string>();
-    const hairpinKeys: string[] = [];
-    const addHairpin = (ip: string): void => {
-      const n = hairpinSeen.size;
-      hairpinSeen.add(ip);
-      if (hairpinSeen.size !== n) hairpinKeys.push(ip);
-    };
+    const hairpins = new FirstClaims();
     const byShard = new Map<string, ElementClaim[]>();
-    // Set claims (value '') are kept as made, repeats included: the elements are written from
-    // them and the index counts them after the rules are in (ClaimIndex.deferCounts).
+    // Other set claims (value '') are kept as made, repeats included: the elements are written
+    // from them and the index counts them after the rules are in (ClaimIndex.deferCounts).
     const setClaims = new Map<string, string[]>();
-    let lastSet = '';
-    let lastSetKeys: string[] = [];
     let owner: ServicePortKey = '' as ServicePortKey;
     const sink: ClaimSink = (container, key, value) => {
       if (value === '') {
-        if (container !== lastSet) {
-          let keys = setClaims.get(container);
-          if (!keys) setClaims.set(container, (keys = []));
-          lastSet = container;
-          lastSetKeys = keys;
-        }
-        lastSetKeys.push(key);
+        let keys = setClaims.get(container);
+        if (!keys) setClaims.set(container, (keys = []));
+        keys.push(key);
         return;
       }
       if (index.isShard(container)) {
@@ -302,9 +294,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       owner = key;
       const c = serviceContribution(svc, ctx, sink);
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
-      hairpinClaims(svc, addHairpin);
+      hairpinClaims(svc, hairpins.add);
     });
-    hairpinSeen.clear();
     opts.state?.store(family, table, index);
 
     tx.addTable(target, TABLE_COMMENT);
@@ -368,7 +359,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         });
         tx.addElementRun(target, name, runOf(name, keys, values));
       } else if (name === Sets.hairpin) {
-        tx.addElementRun(target, name, runOf(name, hairpinKeys));
+        tx.addElementRun(target, name, runOf(name, hairpins.keys));
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
         const claimed = setClaims.get(name) ?? [];

@@ -104,28 +104,18 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   // No list and no closure with a sink (a full compile: tens of thousands of these).
   const elements: ElementClaim[] | undefined = sink ? undefined : [];
   const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
-  if (!ctx.hairpinApart) claimSortedHairpins(eps, claim);
+  if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
   claim(Sets.clusterIPs, svc.clusterIP, '');
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
   claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedClaim(masq, eps.length));
   return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
 }
 
-/** The hairpin claims of one sorted endpoint set: a repeated IP (two ports) is adjacent, claimed once. */
-function claimSortedHairpins(eps: readonly PlannedEndpoint[], claim: ClaimSink): void {
-  let lastIP = '';
-  for (let i = 0; i < eps.length; i++) {
-    const ip = eps[i]!.ip;
-    if (ip === lastIP) continue;
-    lastIP = ip;
-    claim(Sets.hairpin, ip, '');
-  }
-}
-
 /**
- * A service port's hairpin claims alone (`ip`, the endpoint IP: service.ts ElementClaim), the
- * same ones in the same order as its contribution makes them: every endpoint any of its
- * forwarding sets may use, each IP once. For a caller that sets `hairpinApart`.
+ * A service port's hairpin claims (`ip`, the endpoint IP: ElementClaim): every endpoint any of
+ * its forwarding sets may use, each IP once, in set order (internal, external, cluster). Its
+ * contribution claims them through this; a full compile, which sets `hairpinApart`, calls it
+ * itself. A sorted set has a repeated IP (two ports) adjacent: no Set for the common case.
  */
 export function hairpinClaims(svc: ServiceEntry, claim: (ip: string) => void): void {
   const internal = svc.internal;
@@ -173,8 +163,8 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     (chains ??= new Map()).set(name, rules);
   };
   const elements: ElementClaim[] = [];
-  // Only hairpin keys (one endpoint IP with two ports) and external addresses (an IP listed as
-  // both externalIP and LB IP) can repeat within one service; those claims go through claimOnce.
+  // Only external addresses (an IP listed as both externalIP and LB IP) can repeat within one
+  // service (hairpinClaims makes each IP once); those claims go through claimOnce.
   let seen: Set<string> | undefined;
   const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
   const claimOnce = (container: string, key: string, value: string): void => {
@@ -185,34 +175,27 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     claim(container, key, value);
   };
 
-  // Endpoint chains (affinity only) and the hairpin set, over every endpoint any path may use.
-  // The three sets are often the same object: visit each distinct set once.
-  let epSuffix: Map<string, string> | undefined;
-  let usedEndpoints: readonly PlannedEndpoint[];
-  const sets: EndpointSet[] = [];
-  if (forwards(svc.internal)) sets.push(svc.internal);
-  if (forwards(svc.external) && !sets.includes(svc.external)) sets.push(svc.external);
-  if (forwards(svc.cluster) && !sets.includes(svc.cluster)) sets.push(svc.cluster);
-  if (sets.length === 1 && !affinity) {
-    usedEndpoints = sets[0]!.endpoints;
-  } else {
-    const used: PlannedEndpoint[] = (usedEndpoints = []);
-    epSuffix = new Map();
+  if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
+  // Affinity only (empty otherwise): every endpoint any path may use, once, with its endpoint
+  // chain's suffix. The three sets are often the same object: visit each distinct set once.
+  const epSuffix = new Map<string, string>();
+  const usedEndpoints: PlannedEndpoint[] = [];
+  if (affinity) {
+    const sets: EndpointSet[] = [];
+    if (forwards(svc.internal)) sets.push(svc.internal);
+    if (forwards(svc.external) && !sets.includes(svc.external)) sets.push(svc.external);
+    if (forwards(svc.cluster) && !sets.includes(svc.cluster)) sets.push(svc.cluster);
     for (const set of sets) {
       for (const ep of set.endpoints) {
         const id = `${ep.ip}|${ep.port}`;
         if (epSuffix.has(id)) continue;
-        epSuffix.set(id, affinity ? endpointSuffix(svc, ep) : '');
-        used.push(ep);
+        epSuffix.set(id, endpointSuffix(svc, ep));
+        usedEndpoints.push(ep);
       }
     }
   }
-  if (!ctx.hairpinApart) {
-    if (sets.length === 1) claimSortedHairpins(usedEndpoints, claim);
-    else for (const ep of usedEndpoints) claimOnce(Sets.hairpin, ep.ip, '');
-  }
 
-  const suffixOf = (ep: PlannedEndpoint): string => epSuffix!.get(`${ep.ip}|${ep.port}`)!;
+  const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;
   // A set shared by several roles (the usual case: internal === cluster, or equal lists) uses one block.
   const roleOf = (set: EndpointSet): SlotRole =>
     sameEndpoints(set, svc.internal) ? 'internal' : sameEndpoints(set, svc.external) ? 'external' : 'cluster';

@@ -66,7 +66,16 @@ t.test('a claim sink sees the claims the list would hold', async (t) => {
   }
 });
 
-t.test('hairpinClaims makes a contribution\'s hairpin claims, in order; with hairpinApart the contribution makes none', async (t) => {
+// Written out here, apart from hairpinClaims: every IP of every forwarding set (internal,
+// external, cluster; each distinct set once), once, in that order.
+function hairpinSpec(s: ServiceEntry): string[] {
+  const out: string[] = [];
+  const sets = [s.internal, s.external, s.cluster].filter((x, i, all) => x.verdict === 'forward' && x.endpoints.length > 0 && all.indexOf(x) === i);
+  for (const set of sets) for (const e of set.endpoints) if (!out.includes(e.ip)) out.push(e.ip);
+  return out;
+}
+
+t.test('hairpinClaims: each IP of the forwarding sets once, in order; the contribution claims them; with hairpinApart it claims none', async (t) => {
   const entries: [string, ServiceEntry][] = [
     ...eligible,
     ...ineligible,
@@ -81,10 +90,11 @@ t.test('hairpinClaims makes a contribution\'s hairpin claims, in order; with hai
   for (const [what, s] of entries) {
     for (const detector of [true, false]) {
       const ctx = ctxOf(detector, s.family === 6 ? V6 : V4);
-      const want = serviceContribution(s, ctx).elements.filter((e) => e.container === Sets.hairpin).map((e) => e.key);
+      const want = hairpinSpec(s);
       const got: string[] = [];
       hairpinClaims(s, (ip) => void got.push(ip));
       t.same(got, want, `${what} (detector ${detector})`);
+      t.same(serviceContribution(s, ctx).elements.filter((e) => e.container === Sets.hairpin).map((e) => e.key), want, `${what}: the contribution's hairpin claims`);
       if (want.length > 0) withHairpins++;
       const apart = serviceContribution(s, { ...ctxOf(detector, s.family === 6 ? V6 : V4), hairpinApart: true }).elements;
       t.same(apart, serviceContribution(s, ctxOf(detector, s.family === 6 ? V6 : V4)).elements.filter((e) => e.container !== Sets.hairpin), `${what}: the rest unchanged without the hairpins`);
