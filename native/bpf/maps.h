@@ -45,7 +45,11 @@ struct backend_val {
 	__u8 pad;
 };
 
-/* Is (addr, port) still in the set? Checked before an affinity or UDP flow entry is reused. */
+/*
+ * Is (addr, port) still in the set? Checked before an affinity or UDP flow entry is reused, and
+ * by tc_lb.c for every packet of a tracked connection. ferry writes it only for the sets that
+ * are checked: tc's, and a ClusterIP's with affinity or UDP (src/backends/ebpf/compiler.ts).
+ */
 struct member_key {
 	__u32 set_id;
 	__u32 addr[4];

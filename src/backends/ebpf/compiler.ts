@@ -487,7 +487,7 @@ export class EbpfCompiler {
     }
     const family = s.family;
     const addr = this.addr;
-    const addSet = (kind: (typeof SET_KINDS)[number], set: EndpointSet): { id: number; count: number } => {
+    const addSet = (kind: (typeof SET_KINDS)[number], set: EndpointSet, members: boolean): { id: number; count: number } => {
       const name = setName(s.key, family, kind);
       const setId = this.ids.get(name);
       sets?.push(name);
@@ -498,15 +498,17 @@ export class EbpfCompiler {
       let slot = 0;
       if (set.verdict === 'forward') {
         const backends = out.ferry_backend;
-        const members = out.ferry_member;
+        const memberElements = out.ferry_member;
         for (const ep of set.endpoints) {
           if (!writeAddr(addr, 0, ep.ip, family)) continue;
           const b = backends.add();
           writeBackendKey(backends.keys, b * backends.keySize, setId, slot);
           writeBackendValue(backends.values, b * backends.valueSize, addr, ep.port, family);
-          const m = members.add();
-          writeMemberKey(members.keys, m * members.keySize, setId, addr, ep.port, family);
-          writeU32(members.values, m * members.valueSize, slot);
+          if (members) {
+            const m = memberElements.add();
+            writeMemberKey(memberElements.keys, m * memberElements.keySize, setId, addr, ep.port, family);
+            writeU32(memberElements.values, m * memberElements.valueSize, slot);
+          }
           slot++;
         }
       }
@@ -537,7 +539,7 @@ export class EbpfCompiler {
       if (!claim(id, 'ferry_svc', e, i)) e.pop();
     };
     if (s.clusterIP !== '' && s.clusterIP !== 'None') {
-      const i = addSet('internal', s.internal);
+      const i = addSet('internal', s.internal, socketSetMembers(s));
       frontend(s.clusterIP, s.port, i.id, i.count, s.internal);
     }
     const lbIPs = s.loadBalancerSourceRanges.length > 0 ? [] : s.loadBalancerIPs;
@@ -547,13 +549,14 @@ export class EbpfCompiler {
     }
     if (s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0 || s.nodePort > 0) {
       const set = s.externalPolicyLocal ? s.cluster : s.external;
-      const e = addSet('external', set);
+      // Always with members: when it is also tc's set (below), every packet checks them.
+      const e = addSet('external', set, true);
       for (const ip of s.externalIPs) frontend(ip, s.port, e.id, e.count, set);
       for (const ip of lbIPs) frontend(ip, s.port, e.id, e.count, set);
       if (s.nodePort > 0) frontend(undefined, s.nodePort, e.id, e.count, set);
 
       // The tc path: traffic from the network uses the external set as the IR has it.
-      const o = set === s.external ? e : addSet('outside', s.external);
+      const o = set === s.external ? e : addSet('outside', s.external, true);
       const masq = s.externalMasquerade ? XF_MASQ : 0;
       const verdict = s.external.verdict === 'forward' && o.count === 0 ? 'reject' : s.external.verdict;
       const packet = (ip: string | undefined, port: number, flags: number): void => {
@@ -586,6 +589,17 @@ export class EbpfCompiler {
   }
 }
 
+/**
+ * Whether a set only socket LB reads (the ClusterIP's) needs its `ferry_member` elements: only
+ * an affinity entry (ClientIP affinity) or a UDP flow entry (unconnected UDP) is checked against
+ * them (sock_lb.c is_member). A TCP port without affinity — most of a cluster's — never asks,
+ * and leaving its members out halves what a full sync writes. Sets tc reads (a NodePort's,
+ * externalIPs', LB IPs') always have them: its connection tracking checks them on every packet.
+ */
+function socketSetMembers(s: ServiceEntry): boolean {
+  return s.affinityTimeoutSeconds > 0 || s.protocol === 'UDP';
+}
+
 /** One service port's elements, as strings, and its set names. */
 interface Share {
   readonly elements: readonly (readonly [MapName, string, string])[];
@@ -604,6 +618,7 @@ const FULL_PART_PORTS = 4096;
 function reserve(entries: readonly ServiceEntry[], out: MapContents): void {
   let sets = 0;
   let endpoints = 0;
+  let members = 0;
   let svc = 0;
   let xsvc = 0;
   let ranges = 0;
@@ -612,14 +627,19 @@ function reserve(entries: readonly ServiceEntry[], out: MapContents): void {
     const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
     sets += 1 + (ext > 0 ? 2 : 0);
     endpoints += s.internal.endpoints.length;
-    if (ext > 0) endpoints += s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
+    if (socketSetMembers(s)) members += s.internal.endpoints.length;
+    if (ext > 0) {
+      const n = s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
+      endpoints += n;
+      members += n;
+    }
     svc += 1 + ext;
     xsvc += ext;
     ranges += s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length;
   }
   out.ferry_setname.reserve(sets);
   out.ferry_backend.reserve(endpoints);
-  out.ferry_member.reserve(endpoints);
+  out.ferry_member.reserve(members);
   out.ferry_svc.reserve(svc);
   out.ferry_xsvc.reserve(xsvc);
   out.ferry_srcrange.reserve(ranges);

@@ -40,6 +40,21 @@ function backendsOf(state: MapState, setName: string): string[] {
   return slots.sort((a, b) => a[0] - b[0]).map((s) => s[1]);
 }
 
+/** Membership elements of a set as "ip:port slot n", sorted. */
+function membersOf(state: MapState, setName: string): string[] {
+  let id = -1;
+  for (const [k, v] of state.ferry_setname) if (decodeSetName(v) === setName) id = Buffer.from(k, 'latin1').readUInt32LE(0);
+  if (id < 0) throw new Error(`no set ${setName}`);
+  const out: string[] = [];
+  for (const [k, v] of state.ferry_member) {
+    const kb = Buffer.from(k, 'latin1');
+    if (kb.readUInt32LE(0) !== id) continue;
+    const ip = kb.readUInt8(22) === 4 ? [...kb.subarray(4, 8)].join('.') : kb.subarray(4, 20).toString('hex');
+    out.push(`${ip}:${kb.readUInt16BE(20)} slot ${Buffer.from(v, 'latin1').readUInt32LE(0)}`);
+  }
+  return out.sort();
+}
+
 function apply(state: MapState, diff: EbpfDiff): void {
   for (const phase of diff.phases) for (const op of phase) {
     for (const [k, v] of op.upserts) state[op.map].set(k, v);
@@ -81,7 +96,8 @@ t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are
     'TCP 203.0.113.20:80 → default/web:http/TCP|external|4 count 2 forward affinity 0',
   ]);
   t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080', '10.0.2.2:8080']);
-  t.equal(state.ferry_member.size, 4, 'one membership element per backend per set');
+  t.same(membersOf(state, 'default/web:http/TCP|external|4'), ['10.0.1.2:8080 slot 0', '10.0.2.2:8080 slot 1'], 'the set tc reads has its membership elements');
+  t.same(membersOf(state, 'default/web:http/TCP|internal|4'), [], 'the ClusterIP\'s (TCP, no affinity) has none: nothing checks them');
   const nodeAddrs = [...state.ferry_nodeaddr.keys()].map((k) => [...Buffer.from(k, 'latin1').subarray(0, 4)].join('.')).sort();
   t.same(nodeAddrs, ['127.0.0.1', '192.0.2.10'], 'NodePorts on the node IP and on 127.0.0.1 (localhost NodePorts)');
   sizesAreRight(t, state);
@@ -136,6 +152,43 @@ t.test('verdicts, affinity and which endpoint set each frontend uses come from t
   );
 });
 
+t.test('membership elements exist for exactly the sets a program checks them in', async (t) => {
+  const two = fwd(ep('10.0.1.2', 80, true), ep('10.0.2.2', 80));
+  const plain = svc({ namespace: 'default', name: 'plain', clusterIP: '198.19.0.50', internal: two });
+  const sticky = svc({ namespace: 'default', name: 'sticky', clusterIP: '198.19.0.51', internal: two, affinityTimeoutSeconds: 60 });
+  const udp = svc({ namespace: 'default', name: 'dns', clusterIP: '198.19.0.52', protocol: 'UDP', internal: two });
+  const np = svc({ namespace: 'default', name: 'np', clusterIP: '198.19.0.53', nodePort: 30053, internal: two });
+  const local = svc({ namespace: 'default', name: 'local', clusterIP: '198.19.0.54', nodePort: 30054, internal: two, external: fwd(ep('10.0.1.2', 80, true)), externalPolicyLocal: true });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [plain, sticky, udp, np, local])), emptyContents()));
+  const both = ['10.0.1.2:80 slot 0', '10.0.2.2:80 slot 1'];
+  // sock_lb.c reads them for an affinity entry and an unconnected UDP flow; tc_lb.c for every packet.
+  t.same(membersOf(state, 'default/plain:http/TCP|internal|4'), [], 'a TCP ClusterIP without affinity: none');
+  t.same(membersOf(state, 'default/sticky:http/TCP|internal|4'), both, 'ClientIP affinity');
+  t.same(membersOf(state, 'default/dns:http/UDP|internal|4'), both, 'UDP');
+  t.same(membersOf(state, 'default/np:http/TCP|internal|4'), [], 'a NodePort Service\'s ClusterIP set: none');
+  t.same(membersOf(state, 'default/np:http/TCP|external|4'), both, 'the NodePort\'s set, which tc also reads');
+  t.same(membersOf(state, 'default/local:http/TCP|external|4'), both, 'externalTrafficPolicy Local: the socket\'s external set');
+  t.same(membersOf(state, 'default/local:http/TCP|outside|4'), ['10.0.1.2:80 slot 0'], "and tc's own");
+  c.commit();
+
+  // Affinity switched on: the elements come with the backends, before the frontend that uses them…
+  const sticky2: ServiceEntry = { ...plain, affinityTimeoutSeconds: 60 };
+  const on = c.partial(tables(table(4, [sticky2, sticky, udp, np, local])), changesOf([plain.key]));
+  const order = (d: EbpfDiff): string[] => d.phases.map((p) => p.map((o) => `${o.map}${o.upserts.length ? ` +${o.upserts.length}` : ''}${o.deletes.length ? ` -${o.deletes.length}` : ''}`).join(', '));
+  t.same(order(on), ['ferry_member +2', 'ferry_svc +1'], 'members first, then the frontend with its affinity timeout');
+  apply(state, on);
+  t.same(membersOf(state, 'default/plain:http/TCP|internal|4'), both);
+  c.commit();
+  // …and switched off, they go after it.
+  const off = c.partial(tables(table(4, [plain, sticky, udp, np, local])), changesOf([plain.key]));
+  t.same(order(off), ['ferry_svc +1', 'ferry_member -2'], 'the frontend first, then the elements nothing checks any more');
+  apply(state, off);
+  t.same(membersOf(state, 'default/plain:http/TCP|internal|4'), []);
+  sizesAreRight(t, state);
+});
+
 t.test('SCTP, unparsable addresses and LB IPs with source ranges are skipped and reported', async (t) => {
   const sctp = svc({ namespace: 'default', name: 'sctp', protocol: 'SCTP', internal: fwd(ep('10.0.1.2', 80)) });
   const ranged = svc({ namespace: 'default', name: 'ranged', clusterIP: '198.19.0.20', loadBalancerIPs: ['203.0.113.30'], loadBalancerSourceRanges: ['192.0.2.0/24'], internal: fwd(ep('10.0.1.2', 80)) });
@@ -172,7 +225,7 @@ t.test('a partial sync is the element diff of the changed service port, in the s
   const web2: ServiceEntry = { ...web, internal: fwd(ep('10.0.2.2', 8080)), external: fwd(ep('10.0.2.2', 8080)), cluster: fwd(ep('10.0.2.2', 8080)) };
   const diff = c.partial(tables(table(4, [web2, other])), changesOf([web.key]));
   const order = diff.phases.map((p) => p.map((o) => `${o.map}${o.upserts.length ? ` +${o.upserts.length}` : ''}${o.deletes.length ? ` -${o.deletes.length}` : ''}`).join(', '));
-  t.same(order, ['ferry_backend +2, ferry_member +2', 'ferry_svc +4, ferry_xsvc +3', 'ferry_backend -2, ferry_member -2'], 'backends first, then the frontends that point at them, then what nothing points at');
+  t.same(order, ['ferry_backend +2, ferry_member +1', 'ferry_svc +4, ferry_xsvc +3', 'ferry_backend -2, ferry_member -1'], 'backends first, then the frontends that point at them, then what nothing points at');
   apply(state, diff);
   t.same(backendsOf(state, 'default/web:http/TCP|internal|4'), ['10.0.2.2:8080']);
   t.same(backendsOf(state, 'default/other:http/TCP|internal|4'), ['10.0.3.2:80'], 'the other Service untouched');
