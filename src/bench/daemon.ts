@@ -167,7 +167,7 @@ function logFields(line: string): Record<string, number> {
  * The phases of ferry's start and of each full sync, from its log at -v 2 (its own clocks, so
  * they hold on a loaded machine): lists done, and per full sync plan, compile, encode, kernel.
  */
-class PhaseLog {
+export class PhaseLog {
   startedMs: number | undefined;
   servicesListedMs: number | undefined;
   slicesListedMs: number | undefined;
@@ -189,6 +189,9 @@ class PhaseLog {
     } else if (l.includes('] nftables sync applied')) {
       const f = logFields(l);
       if (f.full === 1) this.pending = { ...this.pending, listMs: f.listMs, compileMs: f.compileMs, applyMs: f.applyMs, indexMs: f.indexMs };
+    } else if (l.includes('ebpf] synced full=true')) {
+      const f = logFields(l);
+      this.pending = { ...this.pending, attachMs: f.attachMs, dumpMs: f.dumpMs, mapsMs: f.mapsMs };
     } else if (l.includes('] full sync done')) {
       const f = logFields(l);
       this.fullSyncs.push({ endMs: since, durationMs: f.durationMs ?? 0, planMs: f.planMs ?? 0, ...this.pending } as DaemonFullSync);

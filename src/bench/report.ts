@@ -230,22 +230,28 @@ export function summaryMarkdown(r: BenchResults): string {
       parts.push('\n### Where the time to live goes\n\n');
       const cell = (v: number | undefined) => (v === undefined || v < 0 ? '-' : v);
       const syncCells = (s: DaemonFullSync | undefined) =>
-        s ? [s.durationMs, s.planMs, cell(s.compileMs), cell(s.encodeMs), cell(s.kernelMs), s.compileMs !== undefined && s.kernelMs ? `${Math.round((100 * s.compileMs) / s.kernelMs)}%` : '-', cell(s.indexMs)] : ['-', '-', '-', '-', '-', '-', '-'];
+        s
+          ? [
+              s.durationMs, s.planMs, cell(s.compileMs), cell(s.encodeMs), cell(s.kernelMs), s.compileMs !== undefined && s.kernelMs ? `${Math.round((100 * s.compileMs) / s.kernelMs)}%` : '-', cell(s.indexMs),
+              s.mapsMs !== undefined ? `${Math.round(s.attachMs ?? 0)} / ${Math.round(s.dumpMs ?? 0)} / ${Math.round(s.mapsMs)}` : '-',
+            ]
+          : ['-', '-', '-', '-', '-', '-', '-', '-'];
       parts.push(
         table(
-          ['size', 'mode', 'CPU to live', 'VmHWM after start', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'index after', 'live', 'resync full syncs ms (compile / kernel)'],
+          ['size', 'mode', 'CPU to live', 'VmHWM after start', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'index after', 'ebpf attach / dump / maps', 'live', 'resync full syncs ms (compile / kernel or maps)'],
           phased.map((d) => {
             const st = d.startup!;
             return [
               sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, cell(st.readyCpuMs), cell(st.hwmAfterStartMB), cell(st.startedMs), cell(st.listedMs), ...syncCells(st.firstSync), d.readyMs,
-              d.resyncs.map((x) => (x.sync ? `${x.sync.durationMs} (${cell(x.sync.compileMs)} / ${cell(x.sync.kernelMs)})` : '-')).join(', ') || '-',
+              d.resyncs.map((x) => (x.sync ? `${x.sync.durationMs} (${x.sync.mapsMs !== undefined ? Math.round(x.sync.mapsMs) : `${cell(x.sync.compileMs)} / ${cell(x.sync.kernelMs)}`})` : '-')).join(', ') || '-',
             ];
           }),
         ),
       );
       parts.push('\nCPU to live: ferry\'s user + system time (all threads) until live, less at the mercy of the machine\'s load than the wall times. ' +
         'Other columns: ms from process start (ferry logging: node start, module loading, mode probe), and the parts of the first full sync, from ferry\'s own log at -v 2: ' +
-        'plan (snapshot, plan, diff), compile (IR → transaction), encode (transaction → netlink batch), kernel (the batch\'s sendmsg), index after (counting the set claims the compile left for after the rules are in; part of first sync ms, not of the wait for live). ' +
+        'plan (snapshot, plan, diff), compile (IR → transaction), encode (transaction → netlink batch), kernel (the batch\'s sendmsg), index after (counting the set claims the compile left for after the rules are in; part of first sync ms, not of the wait for live); ' +
+        'ebpf: loading and attaching the programs, dumping the maps, and compiling and writing the elements (overlapped part by part). ' +
         'live − (lists done + first sync) is the wait for the probe\'s next connection attempt and the scheduling between.\n');
     }
   }

@@ -151,6 +151,12 @@ export interface DaemonFullSync {
   readonly kernelMs?: number;
   readonly batchMB?: number;
   readonly messages?: number;
+  /** ebpf: loading and attaching the programs (the first sync, and after the pins were lost). */
+  readonly attachMs?: number;
+  /** ebpf: dumping the maps (what a full sync diffs against). */
+  readonly dumpMs?: number;
+  /** ebpf: compiling and writing the elements, overlapped part by part. */
+  readonly mapsMs?: number;
 }
 
 /** Process start → each startup milestone (ms; -1: not seen in the log). */

@@ -68,6 +68,11 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
     compiler,
     async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
       const full = changes.full || !attached;
+      // A full sync's parts, for its log line (ms): loading and attaching the programs, the
+      // dump of the maps, and compiling and writing the elements (overlapped, so one figure).
+      const t0 = performance.now();
+      let attachMs = 0;
+      let dumpMs = 0;
       if (!attached) {
         try {
           const r = await opts.maps.attach();
@@ -92,6 +97,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
           throw new EbpfSyncError(full, 'attach', e);
         }
         attached = true;
+        attachMs = performance.now() - t0;
       } else {
         try {
           const fresh = await opts.maps.syncInterfaces();
@@ -103,6 +109,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       let size = 0;
       // The compiler's view may be ahead of the kernel after a failed write: the syncer's next
       // (full) sync re-reads the maps, so nothing is assumed.
+      const tDump = performance.now();
       if (full) {
         let kernel;
         try {
@@ -110,6 +117,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
         } catch (e) {
           throw new EbpfSyncError(full, 'dump', e);
         }
+        dumpMs = performance.now() - tDump;
         // Part by part: the next part is compiled while the addon's threads write this one.
         // Every write has ended before the sync returns or throws (nothing runs into the next).
         const parts = compiler.fullInParts(next, kernel);
@@ -143,7 +151,8 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       compiler.commit();
       last = { full, elements: size };
       report();
-      log.v(2, 'synced', { full, elements: size });
+      const ms = (x: number): number => Math.round(x * 10) / 10;
+      log.v(2, 'synced', { full, elements: size, ...(full ? { attachMs: ms(attachMs), dumpMs: ms(dumpMs), mapsMs: ms(performance.now() - tDump - dumpMs) } : {}) });
     },
     async intact(): Promise<boolean> {
       if (!attached) return true;
