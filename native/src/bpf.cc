@@ -432,19 +432,20 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* 
   return info[i].As<Napi::Uint8Array>();
 }
 
-// bpfLoad({object, pinDir, cgroup}) → {attached: string[], replaced: string[]}
-Napi::Value BpfLoad(const Napi::CallbackInfo& info) {
+BpfLoadOptions LoadOptionsArg(const Napi::CallbackInfo& info, const char* fn) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "bpfLoad: the argument must be an object");
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, std::string(fn) + ": the argument must be an object");
   Napi::Object o = info[0].As<Napi::Object>();
   BpfLoadOptions opts;
   for (auto [key, dst] : {std::pair<const char*, std::string*>{"object", &opts.object}, {"pinDir", &opts.pinDir}, {"cgroup", &opts.cgroup}}) {
     Napi::Value v = o.Get(key);
-    if (!v.IsString()) throw Napi::TypeError::New(env, std::string("bpfLoad: ") + key + " must be a string");
+    if (!v.IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": " + key + " must be a string");
     *dst = v.As<Napi::String>().Utf8Value();
   }
-  BpfLoadResult r = BpfLoadAndAttach(opts);
-  if (r.error.err) ThrowBpf(env, r.error);
+  return opts;
+}
+
+Napi::Object LoadResultToJs(Napi::Env env, const BpfLoadResult& r) {
   Napi::Object out = Napi::Object::New(env);
   Napi::Array attached = Napi::Array::New(env, r.attached.size());
   for (size_t i = 0; i < r.attached.size(); i++) attached.Set(i, r.attached[i]);
@@ -454,6 +455,19 @@ Napi::Value BpfLoad(const Napi::CallbackInfo& info) {
   out.Set("replaced", replaced);
   out.Set("unpinned", StringsToJs(env, r.unpinned));
   return out;
+}
+
+// bpfLoadAsync({object, pinDir, cgroup}) → Promise<{attached, replaced, unpinned: string[]}>, on
+// the libuv thread pool: loading and verifying the programs is ~0.1 s of kernel time, which a
+// daemon spends while its initial lists arrive.
+Napi::Value BpfLoadAsync(const Napi::CallbackInfo& info) {
+  BpfLoadOptions opts = LoadOptionsArg(info, "bpfLoadAsync");
+  return PromiseWorker<BpfLoadResult>::Start(
+      info.Env(), [opts]() { return BpfLoadAndAttach(opts); },
+      [](Napi::Env env, Napi::Promise::Deferred& d, BpfLoadResult& r) {
+        if (r.error.err) d.Reject(BpfErrorToJs(env, r.error).Value());
+        else d.Resolve(LoadResultToJs(env, r));
+      });
 }
 
 Napi::Value BpfProbeJs(const Napi::CallbackInfo& info) {
@@ -733,13 +747,18 @@ Napi::Value BpfMapDumpAsync(const Napi::CallbackInfo& info) {
       });
 }
 
-// bpfTcLoad(object, pinDir, snatPorts?): loads the tc object (maps by pin name) and pins its
-// program; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535.
-Napi::Value BpfTcLoadJs(const Napi::CallbackInfo& info) {
+struct TcLoadArgs {
+  std::string object, pinDir;
   BpfSnatPorts ports;
-  bool withPorts = info.Length() > 2 && !info[2].IsUndefined();
+  bool withPorts = false;
+};
+
+TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
+  TcLoadArgs a;
+  BpfSnatPorts& ports = a.ports;
+  bool withPorts = a.withPorts = info.Length() > 2 && !info[2].IsUndefined();
   if (withPorts) {
-    const char* what = "bpfTcLoad: snatPorts must be [loMin, loCount, hiMin, hiCount], each range inside 1-65535";
+    const std::string what = std::string(fn) + ": snatPorts must be [loMin, loCount, hiMin, hiCount], each range inside 1-65535";
     if (!info[2].IsArray() || info[2].As<Napi::Array>().Length() != 4) throw Napi::TypeError::New(info.Env(), what);
     Napi::Array a = info[2].As<Napi::Array>();
     double v[4];
@@ -753,10 +772,32 @@ Napi::Value BpfTcLoadJs(const Napi::CallbackInfo& info) {
       if (v[r + 1] > 0 && (v[r] < 1 || v[r] + v[r + 1] > 65536)) throw Napi::RangeError::New(info.Env(), what);
     ports = {static_cast<uint16_t>(v[0]), static_cast<uint16_t>(v[1]), static_cast<uint16_t>(v[2]), static_cast<uint16_t>(v[3])};
   }
+  a.object = StringArg(info, 0, (std::string(fn) + ": object").c_str());
+  a.pinDir = StringArg(info, 1, (std::string(fn) + ": pinDir").c_str());
+  return a;
+}
+
+struct TcLoadResult {
+  BpfError error;
   std::vector<std::string> unpinned;
-  BpfError e = BpfTcLoad(StringArg(info, 0, "bpfTcLoad: object"), StringArg(info, 1, "bpfTcLoad: pinDir"), withPorts ? &ports : nullptr, &unpinned);
-  if (e.err) ThrowBpf(info.Env(), e);
-  return StringsToJs(info.Env(), unpinned);
+};
+
+// bpfTcLoadAsync(object, pinDir, snatPorts?) → Promise<string[]> (the maps it unpinned for
+// another layout): loads the tc object (maps by pin name) and pins its program, on the thread
+// pool; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535.
+Napi::Value BpfTcLoadAsync(const Napi::CallbackInfo& info) {
+  TcLoadArgs a = TcLoadArgsOf(info, "bpfTcLoadAsync");
+  return PromiseWorker<TcLoadResult>::Start(
+      info.Env(),
+      [a]() {
+        TcLoadResult r;
+        r.error = BpfTcLoad(a.object, a.pinDir, a.withPorts ? &a.ports : nullptr, &r.unpinned);
+        return r;
+      },
+      [](Napi::Env env, Napi::Promise::Deferred& d, TcLoadResult& r) {
+        if (r.error.err) d.Reject(BpfErrorToJs(env, r.error).Value());
+        else d.Resolve(StringsToJs(env, r.unpinned));
+      });
 }
 
 std::vector<std::string> StringsArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -815,7 +856,7 @@ Napi::Value BpfInterfacesJs(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterBpf(Napi::Env env, Napi::Object exports) {
-  exports.Set("bpfLoad", Napi::Function::New(env, BpfLoad, "bpfLoad"));
+  exports.Set("bpfLoadAsync", Napi::Function::New(env, BpfLoadAsync, "bpfLoadAsync"));
   exports.Set("bpfProbe", Napi::Function::New(env, BpfProbeJs, "bpfProbe"));
   exports.Set("bpfMapUpdate", Napi::Function::New(env, BpfMapUpdate, "bpfMapUpdate"));
   exports.Set("bpfMapDelete", Napi::Function::New(env, BpfMapDelete, "bpfMapDelete"));
@@ -823,7 +864,7 @@ void RegisterBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfMapUpdateAsync", Napi::Function::New(env, BpfMapUpdateAsync, "bpfMapUpdateAsync"));
   exports.Set("bpfMapDeleteAsync", Napi::Function::New(env, BpfMapDeleteAsync, "bpfMapDeleteAsync"));
   exports.Set("bpfMapDumpAsync", Napi::Function::New(env, BpfMapDumpAsync, "bpfMapDumpAsync"));
-  exports.Set("bpfTcLoad", Napi::Function::New(env, BpfTcLoadJs, "bpfTcLoad"));
+  exports.Set("bpfTcLoadAsync", Napi::Function::New(env, BpfTcLoadAsync, "bpfTcLoadAsync"));
   exports.Set("bpfTcAttach", Napi::Function::New(env, BpfTcAttachJs, "bpfTcAttach"));
   exports.Set("bpfTcDetach", Napi::Function::New(env, BpfTcDetachJs, "bpfTcDetach"));
   exports.Set("bpfInterfaces", Napi::Function::New(env, BpfInterfacesJs, "bpfInterfaces"));

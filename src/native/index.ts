@@ -224,10 +224,11 @@ export interface NativeAddon {
    * ebpf mode (native/src/bpf.cc). Loads the BPF object, reusing maps pinned under `pinDir` by
    * name, and attaches each program to `cgroup` through a link pinned as `pinDir/link_<prog>`; a
    * link already pinned on the same cgroup gets the new program swapped in (no gap). A map pinned
-   * with another layout (an older ferry's) is unpinned first and created anew (`unpinned`). Throws
-   * an Error with code FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
+   * with another layout (an older ferry's) is unpinned first and created anew (`unpinned`). On the
+   * libuv thread pool (loading and verifying is kernel time); rejects with an Error with code
+   * FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
    */
-  bpfLoad?(opts: { object: string; pinDir: string; cgroup: string }): { attached: string[]; replaced: string[]; unpinned?: string[] };
+  bpfLoadAsync?(opts: { object: string; pinDir: string; cgroup: string }): Promise<{ attached: string[]; replaced: string[]; unpinned?: string[] }>;
   /** Loads the object with small unpinned maps and no attachment: does this kernel accept it? */
   bpfProbe?(object: string): void;
   /** Upserts `keys.length / keySize` elements into the pinned map, in batches. */
@@ -247,9 +248,10 @@ export interface NativeAddon {
   /**
    * tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under
    * pinDir. snatPorts = [loMin, loCount, hiMin, hiCount]: the SNAT source port ranges (default:
-   * the object's, 61000-65535). Returns the maps it unpinned for another layout, as bpfLoad.
+   * the object's, 61000-65535). Resolves to the maps it unpinned for another layout, as
+   * bpfLoadAsync; on the thread pool too.
    */
-  bpfTcLoad?(object: string, pinDir: string, snatPorts?: [number, number, number, number]): string[] | undefined;
+  bpfTcLoadAsync?(object: string, pinDir: string, snatPorts?: [number, number, number, number]): Promise<string[]>;
   /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */
   bpfTcAttach?(pinDir: string, names: string[]): string[];
   /** Detaches ferry's tc filter from every interface recorded in pinDir/ferry_tcif; returns their names. */

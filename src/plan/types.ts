@@ -180,6 +180,12 @@ export interface Backend {
    * external flush or delete is noticed without a sync; false forces a full sync. Optional.
    */
   intact?(): Promise<boolean>;
+  /**
+   * Begin what the first sync needs that does not depend on the cluster's objects (ebpf: load
+   * and attach the programs) while the initial lists arrive; the first sync waits for it and
+   * reports its failure. Optional; the daemon calls it once, at start.
+   */
+  prepare?(): void;
   /** Remove everything this backend installed. */
   cleanup(): Promise<void>;
 }

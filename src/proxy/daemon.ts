@@ -131,7 +131,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     await (deps.backends ?? BACKENDS).ebpf.cleanup(config);
     log.info('removed the ebpf mode\'s programs and pins left from an earlier run', { dir: config.ebpfBpffsDir });
   }
-  const backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
+  const backend: Backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
     mode,
@@ -306,6 +306,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   });
   watchesRef = watches;
   watches.start();
+  backend.prepare?.();
   let stopped = false;
   // nftables: another program changing ferry's table is repaired at once (a full sync), not at
   // the next canary check or hourly resync. Started with the syncer: before the first (full)

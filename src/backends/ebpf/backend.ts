@@ -3,14 +3,15 @@
  * service ports' element diff) → apply through a BpfMaps applier, phase by phase. The first sync
  * of a process loads the programs and attaches them to the cgroup root (or swaps them into the
  * links a previous ferry pinned) and the tc program to the node's interfaces (replacing a
- * previous ferry's in place), so a restart keeps the data path running throughout. Every later
+ * previous ferry's in place), so a restart keeps the data path running throughout; the daemon
+ * begins that while its initial lists arrive (prepare()), and the first sync waits for it. Every later
  * sync attaches the tc program to interfaces that appeared since (a new pod's interface exists
  * before the pod can be a ready endpoint, so it has the program before traffic is sent to it).
  * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
-import type { BpfMaps } from '../kernel/bpf.js';
+import type { AttachResult, BpfMaps } from '../kernel/bpf.js';
 import { EbpfCompiler, type EbpfDiff } from './compiler.js';
 import { describeSnatPorts } from './snat-ports.js';
 
@@ -52,6 +53,8 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
   const log = opts.log ?? logger('ebpf');
   const compiler = new EbpfCompiler({ families: opts.families, localhostNodePorts: opts.localhostNodePorts });
   let attached = false;
+  /** An attach begun by prepare() before the first sync, which that sync takes over. */
+  let preparing: Promise<AttachResult> | undefined;
   let last: EbpfSyncStats | undefined;
   let reported = '';
 
@@ -66,6 +69,12 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
   return {
     name: 'ebpf',
     compiler,
+    prepare(): void {
+      if (attached || preparing) return;
+      preparing = opts.maps.attach();
+      // Its failure is the first sync's to report (and that sync's to retry).
+      preparing.catch(() => undefined);
+    },
     async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
       const full = changes.full || !attached;
       // A full sync's parts, for its log line (ms): loading and attaching the programs, the
@@ -75,7 +84,9 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       let dumpMs = 0;
       if (!attached) {
         try {
-          const r = await opts.maps.attach();
+          const pending = preparing ?? opts.maps.attach();
+          preparing = undefined;
+          const r = await pending;
           log.info('BPF programs in place', {
             attached: r.attached.length,
             replaced: r.replaced.length,

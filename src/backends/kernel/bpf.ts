@@ -107,14 +107,14 @@ function packageRoot(): string {
 type BpfAddon = Required<
   Pick<
     NativeAddon,
-    | 'bpfLoad'
+    | 'bpfLoadAsync'
     | 'bpfProbe'
     | 'bpfMapUpdate'
     | 'bpfMapDelete'
     | 'bpfMapUpdateAsync'
     | 'bpfMapDeleteAsync'
     | 'bpfMapDumpAsync'
-    | 'bpfTcLoad'
+    | 'bpfTcLoadAsync'
     | 'bpfTcAttach'
     | 'bpfTcDetach'
     | 'bpfInterfaces'
@@ -124,23 +124,23 @@ type BpfAddon = Required<
 function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
+  const { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
   if (
-    !bpfLoad ||
+    !bpfLoadAsync ||
+    !bpfTcLoadAsync ||
     !bpfProbe ||
     !bpfMapUpdate ||
     !bpfMapDelete ||
     !bpfMapUpdateAsync ||
     !bpfMapDeleteAsync ||
     !bpfMapDumpAsync ||
-    !bpfTcLoad ||
     !bpfTcAttach ||
     !bpfTcDetach ||
     !bpfInterfaces
   ) {
     throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoad, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoad, bpfTcAttach, bpfTcDetach, bpfInterfaces };
+  return { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces };
 }
 
 /**
@@ -268,16 +268,20 @@ export class KernelBpfMaps implements BpfMaps {
     const cgroup = await resolveCgroupRoot(this.opts.cgroupRoot);
     await ensureBpffsDir(this.opts.pinDir);
     let r: { attached: string[]; replaced: string[]; unpinned?: string[] };
+    // On the thread pool: loading and verifying is kernel time that the event loop need not
+    // wait out (a daemon prepares this while its initial lists arrive).
+    const load = { object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup };
     try {
-      r = addon.bpfLoad({ object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup });
+      r = await addon.bpfLoadAsync(load);
     } catch (e) {
       rethrow(`attach to cgroup ${cgroup}`, e);
     }
     const tcObject = this.opts.tcObject ?? defaultTcObject();
     const snatPorts = await readSnatPortPlan();
     const unpinned = [...(r.unpinned ?? [])];
+    const ports: [number, number, number, number] = [...snatPorts.lo, ...snatPorts.hi];
     try {
-      unpinned.push(...(addon.bpfTcLoad(tcObject, this.opts.pinDir, [...snatPorts.lo, ...snatPorts.hi]) ?? []));
+      unpinned.push(...(await addon.bpfTcLoadAsync(tcObject, this.opts.pinDir, ports)));
     } catch (e) {
       rethrow(`load the tc program ${tcObject}`, e);
     }
@@ -432,7 +436,18 @@ export class FakeBpfMaps implements BpfMaps {
   /** The ephemeral port range the fake's namespace reports. */
   ephemeralPorts: [number, number] = [32768, 60999];
 
+  /** How often attach() was called. */
+  attachCalls = 0;
+  /** Fail the next attach() with this error (once). */
+  failAttach: Error | undefined;
+
   async attach(): Promise<AttachResult> {
+    this.attachCalls++;
+    if (this.failAttach) {
+      const e = this.failAttach;
+      this.failAttach = undefined;
+      throw e;
+    }
     const replaced = this.attached ? [...PROGRAMS] : [];
     const attached = this.attached ? [] : [...PROGRAMS];
     this.attached = true;

@@ -263,6 +263,28 @@ t.test('full sync against a dump: only the difference is written; a restart over
   t.ok(addrBytes('2001:db8:19::10', 6), 'IPv6 addresses encode');
 });
 
+t.test('backend: prepare() attaches before the first sync, which takes it over; a failed one is the first sync\'s error', async (t) => {
+  const maps = new FakeBpfMaps();
+  const b = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
+  b.prepare?.();
+  b.prepare?.();
+  await new Promise((r) => setImmediate(r));
+  t.ok(maps.attached, 'programs attached before any sync');
+  t.equal(maps.attachCalls, 1, 'once, however often asked');
+  await b.sync(null, tables(table(4, [web])), FULL);
+  t.equal(maps.attachCalls, 1, 'the first sync used the prepared attach');
+  t.same(backendsOf(maps.maps, 'default/web:http/TCP|internal|4'), ['10.0.1.2:8080', '10.0.2.2:8080']);
+
+  const failing = new FakeBpfMaps();
+  failing.failAttach = new Error('EPERM');
+  const f = createEbpfBackend({ maps: failing, families: [4], localhostNodePorts: true });
+  f.prepare?.();
+  await t.rejects(f.sync(null, tables(table(4, [web])), FULL), { code: 'FERRY_ERR_EBPF_SYNC', stage: 'attach' }, 'reported by the first sync');
+  await f.sync(null, tables(table(4, [web])), FULL);
+  t.equal(failing.attachCalls, 2, 'the next sync attaches afresh');
+  t.ok(failing.attached);
+});
+
 t.test('backend: first sync attaches, partial syncs write diffs, a failed apply surfaces as EbpfSyncError', async (t) => {
   const maps = new FakeBpfMaps();
   const b = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
