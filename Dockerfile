@@ -43,4 +43,4 @@ COPY --from=build /ferry/dist ./dist
 COPY --from=build /ferry/bin ./bin
 COPY --from=build /ferry/native/build/Release/ferry_native.node ./native/build/Release/ferry_native.node
 COPY --from=build /ferry/native/bpf/out/sock_lb.bpf.o ./native/bpf/out/sock_lb.bpf.o
-ENTRYPOINT ["node", "--max-semi-space-size=8", "/ferry/bin/ferry"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/ferry/bin/ferry"]
