@@ -165,7 +165,8 @@ function logFields(line: string): Record<string, number> {
 
 /**
  * The phases of ferry's start and of each full sync, from its log at -v 2 (its own clocks, so
- * they hold on a loaded machine): lists done, and per full sync plan, compile, encode, kernel.
+ * they hold on a loaded machine): lists done, and per full sync plan, then compile, encode and
+ * kernel (nftables) or attach, dump and maps (ebpf).
  */
 export class PhaseLog {
   startedMs: number | undefined;
