@@ -258,7 +258,16 @@ export interface NativeAddon {
   bpfTcDetach?(pinDir: string): string[];
   /** The interfaces of this process's network namespace (netlink; never /sys, which may be another namespace's). */
   bpfInterfaces?(): { name: string; index: number }[];
+  /** A netlink subscription to this network namespace's link changes (RTMGRP_LINK). */
+  bpfLinkWatch?(): LinkWatch;
   readonly abiVersion: number;
+}
+
+/** bpfLinkWatch(): whether any link was added, removed or changed since the last call. */
+export interface LinkWatch {
+  /** Drains the notifications; true when there were any (or some were lost), and always after close(). */
+  changed(): boolean;
+  close(): void;
 }
 
 /** Bumped with every incompatible change of the addon's exports (native/src/addon.cc). */

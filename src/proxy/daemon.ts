@@ -212,10 +212,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     localAddresses,
   });
   syncer.onSync((r) => {
+    // Read the clock before the bookkeeping below: what it measures ends in the kernel.
+    if (r.ok && eventsInSync !== undefined && live) metrics.eventToProgrammed.observe((performance.now() - eventsInSync) / 1000);
     introspection.onSync(r);
     metrics.observeSync(r);
     if (!r.ok) return;
-    if (eventsInSync !== undefined && live) metrics.eventToProgrammed.observe((performance.now() - eventsInSync) / 1000);
     eventsInSync = undefined;
     live = true;
     const via = nftablesVia(backend);

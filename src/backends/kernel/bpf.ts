@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { access, mkdir, readdir, readFile, rm, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadNative, nativeLoadError, type NativeAddon } from '../../native/index.js';
+import { loadNative, nativeLoadError, type LinkWatch, type NativeAddon } from '../../native/index.js';
 import { run } from '../../util/exec.js';
 import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapOps, type MapState } from '../ebpf/compiler.js';
 import { Elements } from '../ebpf/elements.js';
@@ -262,6 +262,14 @@ export class KernelBpfMaps implements BpfMaps {
 
   /** Interfaces (name → index) the tc program is on, as far as this process attached it. */
   private readonly onInterfaces = new Map<string, number>();
+  /**
+   * Link changes since the last listing: every sync asks for new interfaces, and listing them
+   * all (a netlink dump) was a fifth of a one-Service sync. Opened before the first listing, so
+   * no change falls between the two; undefined (list every time) where the addon has none.
+   */
+  private linkWatch: LinkWatch | undefined;
+  /** The interfaces were listed and every selected one attached: only a link change asks again. */
+  private listed = false;
 
   async attach(): Promise<AttachResult> {
     const addon = addonWithBpf();
@@ -288,12 +296,23 @@ export class KernelBpfMaps implements BpfMaps {
     // Every selected interface, also those a previous run attached to: the new program replaces
     // the old one in place (same filter handle), so packets never go without one.
     this.onInterfaces.clear();
+    this.listed = false;
     const interfaces = await this.syncInterfaces();
     return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned };
   }
 
   async syncInterfaces(): Promise<string[]> {
     const addon = addonWithBpf();
+    if (this.opts.interfaces !== 'all' && this.opts.interfaces.length === 0) return [];
+    if (!this.linkWatch) {
+      try {
+        this.linkWatch = loadNative()?.bpfLinkWatch?.();
+      } catch {
+        // Without the subscription every sync lists the interfaces, as before it existed.
+        this.linkWatch = undefined;
+      }
+    }
+    if (this.listed && this.linkWatch && !this.linkWatch.changed()) return [];
     let all: { name: string; index: number }[];
     try {
       all = addon.bpfInterfaces();
@@ -311,6 +330,8 @@ export class KernelBpfMaps implements BpfMaps {
       rethrow(`attach the tc program to ${fresh.join(', ')}`, e);
     }
     for (const n of done) this.onInterfaces.set(n, present.get(n) ?? 0);
+    // One not attached (gone meanwhile) is looked at again by the next sync.
+    this.listed = done.length === fresh.length;
     return done;
   }
 
@@ -380,6 +401,9 @@ export class KernelBpfMaps implements BpfMaps {
   }
 
   async cleanup(): Promise<void> {
+    this.linkWatch?.close();
+    this.linkWatch = undefined;
+    this.listed = false;
     await removePins(this.opts.pinDir);
   }
 }
