@@ -20,6 +20,7 @@ import { runApply } from './apply.js';
 import { runEbpfApply } from './apply-ebpf.js';
 import { findCgroup2Mount, probeBpf } from '../backends/kernel/bpf.js';
 import { ClusterBench, makeWorkDir, removeWorkDir, variantLabel, type LatencyVariant } from './cluster.js';
+import { proberNote } from './connprobe.js';
 import { DatapathBench, type DatapathLoad } from './datapath.js';
 import { runCompile } from './compile.js';
 import { runDaemon } from './daemon.js';
@@ -410,6 +411,7 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
     };
     try {
       await bench.up();
+      results.notes.push(proberNote());
       const proxies: ProxyUnderTest[] = [...p.latencyModes];
       if (args.kubeProxy) proxies.push('kube-proxy');
       for (const n of p.clusterSizes) {
