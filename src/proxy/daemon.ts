@@ -370,12 +370,12 @@ export async function runProxy(config: ProxyConfig): Promise<void> {
   process.exit(0);
 }
 
-/** `ferry --cleanup`: removes whatever any kernel backend may have installed. Returns the exit code. */
 /** kube-proxy's FullSyncPeriod. */
 const FULL_SYNC_PERIOD_MS = 60 * 60 * 1000;
 /** The target duration of one piece of an oversized Service (bounded cost per Service). */
 const BOUNDED_PIECE_MS = 250;
 
+/** `ferry --cleanup`: removes whatever any kernel backend may have installed. Returns the exit code. */
 export async function runCleanup(config: ProxyConfig): Promise<number> {
   setVerbosity(config.verbosity);
   let failed = false;
