@@ -272,12 +272,12 @@ function bulk(addr: string, port: number, seconds: number): Promise<string> {
 const probes = new Map<string, Promise<string>>();
 
 /**
- * native/tools/out/connprobe (built by scripts/setup): the same probing without JavaScript per
- * attempt. A burst's ten attempts per millisecond cost about half a core through node:net, taken
- * from the proxy and the API server on a two-core machine; connprobe's are the kernel's work
- * only (~18 µs each, against ~55). Where it is not built, `probe` falls back to waitFor.
+ * native/tools/out/connprobe (built by scripts/setup; src/bench/connprobe.ts), one per agent:
+ * the same probing without JavaScript per attempt. A burst's ten attempts per millisecond cost
+ * about half a core through node:net, taken from the proxy and the API server on a two-core
+ * machine; connprobe's are the kernel's work only (~18 µs each, against ~55). Where it is not
+ * built, `probe` falls back to waitFor.
  */
-
 interface Prober {
   readonly child: ChildProcess;
   readonly waiting: Map<string, (reply: string) => void>;

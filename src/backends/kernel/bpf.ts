@@ -312,7 +312,7 @@ export class KernelBpfMaps implements BpfMaps {
         this.linkWatch = undefined;
       }
     }
-    if (this.listed && this.linkWatch && !this.linkWatch.changed()) return [];
+    if (this.listed && this.linkWatch && !this.linkChanged(this.linkWatch)) return [];
     let all: { name: string; index: number }[];
     try {
       all = addon.bpfInterfaces();
@@ -397,6 +397,17 @@ export class KernelBpfMaps implements BpfMaps {
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /** Whether links changed; a subscription that fails to read is dropped, and the caller lists. */
+  private linkChanged(w: LinkWatch): boolean {
+    try {
+      return w.changed();
+    } catch {
+      w.close();
+      this.linkWatch = undefined;
+      return true;
     }
   }
 
