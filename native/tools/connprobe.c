@@ -13,8 +13,13 @@
 // stdout, one line per probe, in the order they end:
 //   ID ok EPOCH_MS ATTEMPTS       an attempt connected, sent "q\n" and read a reply starting "o"
 //   ID fail REASON ATTEMPTS       no attempt answered before the deadline
-// An attempt is given up after ATTEMPT_MS (its SYN was dropped; the kernel would retransmit only
-// after 1 s). Exits when stdin closes. Dials only the addresses it is given.
+// An attempt not connected after ATTEMPT_MS is given up (its SYN was dropped; the kernel would
+// retransmit only after 1 s). One that connected waits up to 2 s for the answer, and while it
+// does its probe starts no new attempts: the Service is reachable, and more connections would
+// only load the server that is to answer. (Given up after ATTEMPT_MS too, a server answering
+// more slowly than that — a busy one — could never be seen to answer, and each new attempt added
+// to its backlog: the suspected cause of the burst stalls in docs/bench.md.) Exits when stdin
+// closes. Dials only the addresses it is given.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +37,7 @@
 #include <unistd.h>
 
 #define MAX_ID 64
+#define REPLY_US 2000000
 
 struct probe {
   char id[MAX_ID];
@@ -39,13 +45,14 @@ struct probe {
   socklen_t addrlen;
   int64_t deadline_us, interval_us, attempt_us, next_us;
   int attempts, open, done;
+  int connected;  // attempts connected and waiting for the answer
 };
 
 struct attempt {
   int fd;
   int probe;  // index into probes; -1 when the slot is free
   int sent;
-  int64_t start_us;
+  int64_t end_us;  // given up at
 };
 
 static struct probe *probes;
@@ -85,6 +92,7 @@ static void close_attempt(size_t i) {
   epoll_ctl(ep, EPOLL_CTL_DEL, a->fd, NULL);
   close(a->fd);
   probes[a->probe].open--;
+  if (a->sent) probes[a->probe].connected--;
   a->probe = -1;
 }
 
@@ -115,7 +123,7 @@ static void start_attempt(int p, int64_t now) {
     attempts = grow(attempts, &capattempts, nattempts + 1, sizeof(*attempts));
     nattempts++;
   }
-  attempts[i] = (struct attempt){.fd = fd, .probe = p, .sent = 0, .start_us = now};
+  attempts[i] = (struct attempt){.fd = fd, .probe = p, .sent = 0, .end_us = now + pr->attempt_us};
   struct epoll_event ev = {.events = EPOLLOUT, .data.u64 = i + 1};
   if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
     close(fd);
@@ -142,6 +150,8 @@ static void on_attempt(size_t i, uint32_t events) {
       return;
     }
     a->sent = 1;
+    a->end_us = mono_us() + REPLY_US;
+    probes[p].connected++;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i + 1};
     epoll_ctl(ep, EPOLL_CTL_MOD, a->fd, &ev);
     return;
@@ -201,9 +211,8 @@ static int64_t tick(int64_t now) {
   for (size_t i = 0; i < nattempts; i++) {
     struct attempt *a = &attempts[i];
     if (a->probe < 0) continue;
-    int64_t end = a->start_us + probes[a->probe].attempt_us;
-    if (now >= end) close_attempt(i);
-    else if (end < next) next = end;
+    if (now >= a->end_us) close_attempt(i);
+    else if (a->end_us < next) next = a->end_us;
   }
   for (size_t p = 0; p < nprobes; p++) {
     struct probe *pr = &probes[p];
@@ -215,7 +224,7 @@ static int64_t tick(int64_t now) {
       continue;
     }
     if (now >= pr->next_us) {
-      start_attempt((int)p, now);
+      if (pr->connected == 0) start_attempt((int)p, now);
       // A late wake-up starts one attempt, not a catch-up burst.
       pr->next_us = pr->next_us + pr->interval_us > now ? pr->next_us + pr->interval_us : now + pr->interval_us;
     }

@@ -60,12 +60,23 @@ function serve(argv: string[]): void {
   process.stdin.resume();
 }
 
-/** One connection that must see "ok": resolves true on success, false on any failure. */
-function once(addr: string, port: number, timeoutMs: number): Promise<boolean> {
+/** A connected attempt waits this long for the answer (a busy server may take longer than ATTEMPT_MS). */
+const REPLY_MS = 2000;
+
+/**
+ * One connection that must see "ok": resolves true on success, false on any failure. Given up
+ * after `timeoutMs` unless connected; once connected (`onConnect`), after REPLY_MS.
+ */
+function once(addr: string, port: number, timeoutMs: number, onConnect?: () => void): Promise<boolean> {
   return new Promise((resolve) => {
     let done = false;
     const s: Socket = connect({ host: addr, port });
-    s.on('connect', () => s.write('q\n'));
+    s.on('connect', () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(false), REPLY_MS);
+      onConnect?.();
+      s.write('q\n');
+    });
     const finish = (ok: boolean) => {
       if (done) return;
       done = true;
@@ -73,7 +84,7 @@ function once(addr: string, port: number, timeoutMs: number): Promise<boolean> {
       s.destroy();
       resolve(ok);
     };
-    const timer = setTimeout(() => finish(false), timeoutMs);
+    let timer = setTimeout(() => finish(false), timeoutMs);
     s.setNoDelay(true);
     s.on('data', (b: Buffer) => finish(b.length > 0 && b[0] === 0x6f)); // "o"k
     s.on('error', () => finish(false));
@@ -96,6 +107,8 @@ function waitFor(addr: string, port: number, deadlineMs: number, intervalMs = 1)
   const end = Date.now() + deadlineMs;
   let attempts = 0;
   let inFlight = 0;
+  // Attempts connected and waiting for the answer: no new ones meanwhile (connprobe.c says why).
+  let connected = 0;
   return new Promise((resolve) => {
     let done = false;
     const tick = (): void => {
@@ -107,9 +120,18 @@ function waitFor(addr: string, port: number, deadlineMs: number, intervalMs = 1)
         } else setTimeout(tick, intervalMs);
         return;
       }
+      if (connected > 0) {
+        setTimeout(tick, intervalMs);
+        return;
+      }
       attempts++;
       inFlight++;
-      void once(addr, port, ATTEMPT_MS).then((ok) => {
+      let wasConnected = false;
+      void once(addr, port, ATTEMPT_MS, () => {
+        wasConnected = true;
+        connected++;
+      }).then((ok) => {
+        if (wasConnected) connected--;
         inFlight--;
         if (ok && !done) {
           done = true;

@@ -1,8 +1,9 @@
 /**
  * The latency phase's prober (native/tools/connprobe.c, built by scripts/setup), on loopback
  * only: an attempt counts when the server answers "o…", not when it merely accepts; a refused
- * address is tried every interval until the deadline; and the loadgen agent's probe / collect
- * commands go through it and report the first answer's time.
+ * address is tried every interval until the deadline; a slow answer is waited for, without new
+ * connections meanwhile; and the loadgen agent's probe / collect commands go through it and
+ * report the first answer's time.
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
@@ -15,10 +16,10 @@ import { CONNPROBE } from '../../../src/bench/connprobe.js';
 
 const LOADGEN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'src', 'bench', 'loadgen.js');
 
-function server(reply: string): Promise<{ srv: Server; port: number }> {
+function server(reply: string, delayMs = 0): Promise<{ srv: Server; port: number }> {
   const srv = createServer((s) => {
     s.on('error', () => s.destroy());
-    s.once('data', () => s.end(reply));
+    s.once('data', () => (delayMs > 0 ? setTimeout(() => s.end(reply), delayMs) : s.end(reply)));
   });
   return new Promise((resolve) => srv.listen(0, '127.0.0.1', () => resolve({ srv, port: (srv.address() as AddressInfo).port })));
 }
@@ -87,6 +88,15 @@ t.test('connprobe: answered, refused, and accepted without the answer', { skip: 
     // 200 ms every 20 ms: about ten attempts, each a new connection.
     t.ok(Number(l[3]) >= 5 && Number(l[3]) <= 12, `${id}: tried every interval until the deadline (${l[3]} attempts)`);
   }
+  // A server slower to answer than an attempt may take to connect (a busy one): the connected
+  // attempt waits for it, and its probe makes no new connections meanwhile.
+  const slow = await server('ok\n', 120);
+  t.teardown(() => slow.srv.close());
+  p.send(`probe slow 127.0.0.1 ${slow.port} 2000 1 10`);
+  const late = (await p.next()).split(' ');
+  t.equal(late[1], 'ok', `a server answering after 120 ms is seen to answer (${late.join(' ')})`);
+  t.ok(Number(late[3]) <= 5, `no new attempts while one waits for the answer (${late[3]} attempts at one per ms)`);
+
   p.send('probe broken 127.0.0.1 notaport 100 1 10');
   t.match(await p.next(), /^\? fail bad_command/, 'a malformed command is refused, not guessed');
 });
@@ -104,6 +114,12 @@ t.test('the loadgen agent probes through connprobe', { skip: !existsSync(CONNPRO
   agent.send('collect a,b');
   const r = await agent.next();
   t.match(r, /^ok \d+\.\d{3},x$/, `a answered (its epoch time), b never did: ${r}`);
+  // `wait` probes in the agent's own JavaScript: a slow answer is waited for there too.
+  const slow = await server('ok\n', 120);
+  t.teardown(() => slow.srv.close());
+  agent.send(`wait 127.0.0.1 ${slow.port} 2000`);
+  const w = await agent.next();
+  t.match(w, /^ok \d+\.\d{3} [1-5]$/, `the agent's own probing waits for a server answering after 120 ms, without new attempts (${w})`);
   const pids = await new Promise<string>((resolve) => {
     const ps = spawn('ps', ['-o', 'args=', '--ppid', String(agent.child.pid)], { stdio: ['ignore', 'pipe', 'ignore'] });
     let out = '';
