@@ -118,13 +118,14 @@ type BpfAddon = Required<
     | 'bpfTcAttach'
     | 'bpfTcDetach'
     | 'bpfInterfaces'
+    | 'bpfLinkWatch'
   >
 >;
 
 function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
+  const { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces, bpfLinkWatch } = a;
   if (
     !bpfLoadAsync ||
     !bpfTcLoadAsync ||
@@ -136,11 +137,12 @@ function addonWithBpf(): BpfAddon {
     !bpfMapDumpAsync ||
     !bpfTcAttach ||
     !bpfTcDetach ||
-    !bpfInterfaces
+    !bpfInterfaces ||
+    !bpfLinkWatch
   ) {
     throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces };
+  return { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces, bpfLinkWatch };
 }
 
 /**
@@ -265,7 +267,7 @@ export class KernelBpfMaps implements BpfMaps {
   /**
    * Link changes since the last listing: every sync asks for new interfaces, and listing them
    * all (a netlink dump) was a fifth of a one-Service sync. Opened before the first listing, so
-   * no change falls between the two; undefined (list every time) where the addon has none.
+   * no change falls between the two; undefined (list every time) where it could not be opened.
    */
   private linkWatch: LinkWatch | undefined;
   /** The interfaces were listed and every selected one attached: only a link change asks again. */
@@ -306,9 +308,9 @@ export class KernelBpfMaps implements BpfMaps {
     if (this.opts.interfaces !== 'all' && this.opts.interfaces.length === 0) return [];
     if (!this.linkWatch) {
       try {
-        this.linkWatch = loadNative()?.bpfLinkWatch?.();
+        this.linkWatch = addon.bpfLinkWatch();
       } catch {
-        // Without the subscription every sync lists the interfaces, as before it existed.
+        // Without the subscription every sync lists the interfaces.
         this.linkWatch = undefined;
       }
     }
