@@ -17,6 +17,13 @@ import { SlotTable } from './slots.js';
 /** Deferred set claims (ClaimIndex.deferCounts): the keys, or a walk that hands each to `emit`. */
 export type DeferredClaims = readonly string[] | ((emit: (key: string) => void) => void);
 
+/** Deferred map claims (ClaimIndex.deferClaims): claim i is (keys[i], owners[i], values[i]). */
+export interface DeferredMapClaims {
+  readonly keys: readonly string[];
+  readonly owners: readonly ServicePortKey[];
+  readonly values: readonly string[];
+}
+
 interface Claim {
   readonly owner: ServicePortKey;
   readonly value: string;
@@ -45,7 +52,7 @@ export class ClaimIndex {
    * key, repeats included, or a walk that makes them. Counted into `containers` the first time
    * that container is read or changed, or by settle().
    */
-  private readonly deferred = new Map<string, DeferredClaims>();
+  private readonly deferred = new Map<string, DeferredClaims | DeferredMapClaims>();
 
   /**
    * Grouped frontends (names.ts) installed per count set, from the winning claims; the compiler
@@ -80,7 +87,21 @@ export class ClaimIndex {
     this.deferred.set(container, claims);
   }
 
-  /** Counts every deferred set claim (deferCounts); afterwards the index holds no claim list. */
+  /**
+   * Takes a full compile's map claims of an empty `container` without indexing them now: the
+   * compile has chosen the winners itself (no key is claimed twice) and written the elements, so
+   * the index only matters to the next partial sync — at 44k Services the grouped frontends are
+   * 44,000 hash inserts of new strings. Made, in order, the first time the container is read or
+   * changed, or by settle(): the index is then what adding them one by one would have made.
+   */
+  deferClaims(container: string, claims: DeferredMapClaims): void {
+    if (this.isShard(container)) throw new Error(`claim index: ${container} is an endpoint shard; its claims are counted at once`);
+    if (this.deferred.has(container) || (this.containers.get(container)?.size ?? 0) > 0) throw new Error(`claim index: map claims of ${container} deferred onto earlier claims`);
+    if (claims.keys.length === 0) return;
+    this.deferred.set(container, claims);
+  }
+
+  /** Counts every deferred set claim (deferCounts) and indexes every deferred map claim (deferClaims); afterwards the index holds no claim list. */
   settle(): void {
     for (const name of [...this.deferred.keys()]) this.count(name);
   }
@@ -94,6 +115,11 @@ export class ClaimIndex {
     const claims = this.deferred.get(name);
     if (claims === undefined) return;
     this.deferred.delete(name);
+    if (typeof claims !== 'function' && !Array.isArray(claims)) {
+      const { keys, owners, values } = claims as DeferredMapClaims;
+      for (let i = 0; i < keys.length; i++) this.add(name, keys[i]!, owners[i]!, values[i]!);
+      return;
+    }
     let c = this.containers.get(name);
     if (!c) this.containers.set(name, (c = new Map()));
     const m = c;
@@ -103,7 +129,10 @@ export class ClaimIndex {
       m.set(k, (had ?? 0) + 1);
     };
     if (typeof claims === 'function') claims(one);
-    else for (let i = 0; i < claims.length; i++) one(claims[i]!);
+    else {
+      const list = claims as readonly string[];
+      for (let i = 0; i < list.length; i++) one(list[i]!);
+    }
   }
 
   /** The container's claims, counting its deferred ones first. */

@@ -10,12 +10,13 @@
  *
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
-import type { IPFamily, PlannedEndpoint, Protocol, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
+import type { IPFamily, PlannedEndpoint, Protocol, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
 import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, isLegacyAffinitySet, Maps, Sets } from './names.js';
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
+import { canonicalIPv4, FirstAddresses, NumberSet } from './distinct.js';
 import { hairpinClaims, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun } from './transaction.js';
@@ -60,23 +61,6 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 ];
 
 const SET_CONTAINER_NAMES: ReadonlySet<string> = new Set(SERVICE_CONTAINERS.filter((c) => c.kind === 'set').map((c) => c.name));
-
-/** Keys as added, each once, in the order of first claim (as the index lists them). */
-class FirstClaims {
-  readonly keys: string[] = [];
-  private readonly seen = new Set<string>();
-  readonly add = (key: string): void => {
-    const n = this.seen.size;
-    this.seen.add(key);
-    if (this.seen.size !== n) this.keys.push(key);
-  };
-}
-
-function distinct(keys: readonly string[]): string[] {
-  const d = new FirstClaims();
-  for (let i = 0; i < keys.length; i++) d.add(keys[i]!);
-  return d.keys;
-}
 
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
   return { fs, detector: table.localTraffic.kind !== 'none', slots };
@@ -152,7 +136,10 @@ function keyProtocol(key: string): Protocol {
 const groupedFrontends: Readonly<Record<Protocol, Map<string, GroupedFrontend>>> = { TCP: new Map(), UDP: new Map(), SCTP: new Map() };
 
 function expandGrouped(key: string, value: string): GroupedFrontend {
-  const proto = keyProtocol(key);
+  return expandGroupedAs(keyProtocol(key), value);
+}
+
+function expandGroupedAs(proto: Protocol, value: string): GroupedFrontend {
   const cache = groupedFrontends[proto];
   let g = cache.get(value);
   if (g === undefined) {
@@ -208,6 +195,69 @@ interface GroupedClaims {
   readonly keys: string[];
   readonly owners: ServicePortKey[];
   readonly frontends: GroupedFrontend[];
+}
+
+/**
+ * A full compile's grouped claims as made, in claim order, each with its claimant's endpoints
+ * (service.ts claims them from `internal`) and protocol.
+ */
+interface GroupedMade {
+  readonly keys: string[];
+  readonly owners: ServicePortKey[];
+  readonly values: string[];
+  /** The frontend's parts: its key is R.addrProtoPortKey(addrs[i], protocols[i], ports[i]) (service.ts groupedFrontendKey). */
+  readonly addrs: string[];
+  readonly protocols: Protocol[];
+  readonly ports: number[];
+  readonly endpoints: (readonly PlannedEndpoint[])[];
+}
+
+const PROTOCOL_CODE: Readonly<Record<Protocol, number>> = { TCP: 1, UDP: 2, SCTP: 3 };
+
+/** Whether no two grouped claims name one frontend: IPv4 ones compared as numbers, others by key. */
+function frontendsDistinct(made: GroupedMade): boolean {
+  const v4 = new NumberSet();
+  let others: Set<string> | undefined;
+  for (let i = 0; i < made.keys.length; i++) {
+    const v = canonicalIPv4(made.addrs[i]!);
+    const port = made.ports[i]!;
+    if (v >= 0 && Number.isInteger(port) && port >= 0 && port <= 0xffff) {
+      // Address, protocol and port in one integer under 2^50.
+      if (!v4.add(v * 0x40000 + PROTOCOL_CODE[made.protocols[i]!] * 0x10000 + port)) return false;
+      continue;
+    }
+    others ??= new Set();
+    const n = others.size;
+    others.add(made.keys[i]!);
+    if (others.size === n) return false;
+  }
+  return true;
+}
+
+/**
+ * The winning grouped claims and their endpoints, with the count set sizes, from the claims as
+ * made — when no two claimed one key, each claim is its key's winner, in the index's order — or
+ * else from the index and the table (recountGrouped, groupedEndpoints). At 44k Services the
+ * common case skips a walk of the index and a table lookup per frontend.
+ */
+function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade): { claims: GroupedClaims; endpoints: (readonly PlannedEndpoint[])[] } {
+  // Indexed when first read (ClaimIndex.deferClaims): after the rules are in, or right below.
+  index.deferClaims(GROUPED_FRONTENDS, { keys: made.keys, owners: made.owners, values: made.values });
+  if (!frontendsDistinct(made)) {
+    const claims = recountGrouped(index);
+    const endpoints = new Array<readonly PlannedEndpoint[]>(claims.keys.length);
+    for (let i = 0; i < claims.keys.length; i++) endpoints[i] = groupedEndpoints(table, claims.owners[i]!, claims.frontends[i]!, claims.keys[i]!);
+    return { claims, endpoints };
+  }
+  index.countSetSizes.clear();
+  const frontends = new Array<GroupedFrontend>(made.keys.length);
+  for (let i = 0; i < made.keys.length; i++) {
+    const g = expandGroupedAs(made.protocols[i]!, made.values[i]!);
+    if (made.endpoints[i]!.length !== g.n) throw new Error(`grouped frontend ${made.keys[i]}: claimant ${made.owners[i]} has ${made.endpoints[i]!.length} endpoints, its claim says ${g.n}`);
+    bumpCount(index, g.countSet, 1);
+    frontends[i] = g;
+  }
+  return { claims: { keys: made.keys, owners: made.owners, frontends }, endpoints: made.endpoints };
 }
 
 /** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
@@ -269,13 +319,26 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Hairpin elements, each once, in the order of first claim (one pod behind several
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
     // cluster). Not counted here (ClaimIndex.deferCounts).
-    const hairpins = new FirstClaims();
+    const hairpins = new FirstAddresses();
     const byShard = new Map<string, ElementClaim[]>();
     // Other set claims (value '') are kept as made, repeats included: the elements are written
     // from them and the index counts them after the rules are in (ClaimIndex.deferCounts).
     const setClaims = new Map<string, string[]>();
     let owner: ServicePortKey = '' as ServicePortKey;
+    let current: ServiceEntry | undefined;
+    const made: GroupedMade = { keys: [], owners: [], values: [], addrs: [], protocols: [], ports: [], endpoints: [] };
     const sink: ClaimSink = (container, key, value) => {
+      if (container === GROUPED_FRONTENDS) {
+        const svc = current!;
+        made.keys.push(key);
+        made.owners.push(owner);
+        made.values.push(value);
+        made.addrs.push(svc.clusterIP);
+        made.protocols.push(svc.protocol);
+        made.ports.push(svc.port);
+        made.endpoints.push(svc.internal.endpoints);
+        return;
+      }
       if (value === '') {
         let keys = setClaims.get(container);
         if (!keys) setClaims.set(container, (keys = []));
@@ -292,6 +355,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // forEach, not for…of: no iterator result and entry pair per Service (44k of each).
     table.services.forEach((svc, key) => {
       owner = key;
+      current = svc;
       const c = serviceContribution(svc, ctx, sink);
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
       hairpinClaims(svc, hairpins.add);
@@ -327,7 +391,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.flushSet(target, m.name, 'map');
     }
     const shards = shardsOf(index);
-    const groupedClaims = recountGrouped(index);
+    const { claims: groupedClaims, endpoints: groupedEps } = groupedWinners(index, table, made);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
     for (const name of [...shards, ...groupedMaps]) {
@@ -363,7 +427,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
         const claimed = setClaims.get(name) ?? [];
-        tx.addElementRun(target, name, runOf(name, distinct(claimed)));
+        // ClusterIPs: addresses, deduplicated as such (distinct.ts).
+        const d = new FirstAddresses();
+        for (let i = 0; i < claimed.length; i++) d.add(claimed[i]!);
+        tx.addElementRun(target, name, runOf(name, d.keys));
         index.deferCounts(name, claimed);
       }
     }
@@ -371,7 +438,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       if (!SET_CONTAINER_NAMES.has(name)) throw new Error(`full compile: set claims in ${name}, which is not a service set`);
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
-    const { keys: groupedKeys, owners: groupedOwners, frontends: grouped } = groupedClaims;
+    const { keys: groupedKeys, frontends: grouped } = groupedClaims;
     const keysWhere = (want: (g: GroupedFrontend) => boolean): string[] => {
       const out: string[] = [];
       for (let i = 0; i < grouped.length; i++) if (want(grouped[i]!)) out.push(groupedKeys[i]!);
@@ -386,9 +453,6 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       list.push(groupedKeys[i]!);
     }
     for (const name of countSets) tx.addElementRun(target, name, runOf(name, byCount.get(name) ?? []));
-    // Each frontend's endpoints, from its winner's entry (the claim holds only their count).
-    const groupedEps: (readonly PlannedEndpoint[])[] = new Array<readonly PlannedEndpoint[]>(grouped.length);
-    for (let i = 0; i < grouped.length; i++) groupedEps[i] = groupedEndpoints(table, groupedOwners[i]!, grouped[i]!, groupedKeys[i]!);
     for (const name of groupedMaps) {
       // Element e of the run: endpoint at[e] of frontend of[e].
       let count = 0;

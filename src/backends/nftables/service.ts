@@ -107,8 +107,17 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
   claim(Sets.clusterIPs, svc.clusterIP, '');
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port), R.groupedClaim(masq, eps.length));
+  claim(GROUPED_FRONTENDS, groupedFrontendKey(svc), R.groupedClaim(masq, eps.length));
   return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
+}
+
+/**
+ * The key of a service port's grouped frontend claim: its ClusterIP, protocol and port, always —
+ * a full compile checks that no two claims name one frontend from these parts (compiler.ts
+ * frontendsDistinct), without the key strings.
+ */
+export function groupedFrontendKey(svc: ServiceEntry): string {
+  return R.addrProtoPortKey(svc.clusterIP, svc.protocol, svc.port);
 }
 
 /**
@@ -227,7 +236,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
   // Internal traffic: the ClusterIP.
   if (svc.clusterIP) {
     claim(Sets.clusterIPs, svc.clusterIP, '');
-    const key = R.addrProtoPortKey(svc.clusterIP, p, svc.port);
+    const key = groupedFrontendKey(svc);
     const n = svc.internal.endpoints.length;
     if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {
       // Endpoint-count layout (names.ts): no chain. One claim carries the whole frontend (count

@@ -4,7 +4,10 @@
 // endpoints went from 44 MB to 16 MB with this; these tests pin the semantics down.
 import t from 'tap';
 import { ClaimIndex } from '../../../../src/backends/nftables/claims.js';
-import { endpointShard, Maps, Sets } from '../../../../src/backends/nftables/names.js';
+import { endpointShard, GROUPED_FRONTENDS, Maps, Sets } from '../../../../src/backends/nftables/names.js';
+import { tableSyntax } from '../../../../src/backends/nftables/rules.js';
+import { serviceContribution } from '../../../../src/backends/nftables/service.js';
+import type { ServicePortKey } from '../../../../src/plan/types.js';
 import { buildCluster } from '../../../../src/bench/synthetic.js';
 import { compileFull, CompileState } from '../../../../src/backends/nftables/compiler.js';
 
@@ -100,4 +103,56 @@ t.test('a full compile defers its set claims to the state, and writes each eleme
   t.notOk(state.settle(), 'and made once');
   const ix = state.take(4, c.tables[4])!;
   t.equal(ix.size(Sets.hairpin), written.length, 'the index counts what was written');
+});
+
+t.test('deferred map claims index as if each were added, in order: winners and all', async (t) => {
+  const key = '192.0.2.1 . tcp . 80';
+  const claims = {
+    keys: [key, '192.0.2.2 . tcp . 80', key, '192.0.2.3 . udp . 53'],
+    owners: ['ns/b:/TCP', 'ns/c:/TCP', 'ns/a:/TCP', 'ns/d:/UDP'] as ServicePortKey[],
+    values: ['|2', 'all|1', '|3', '|1'],
+  };
+  const added = new ClaimIndex();
+  for (let i = 0; i < claims.keys.length; i++) added.add(GROUPED_FRONTENDS, claims.keys[i]!, claims.owners[i]!, claims.values[i]!);
+  const deferred = new ClaimIndex();
+  deferred.deferClaims(GROUPED_FRONTENDS, claims);
+  t.ok(deferred.unsettled, 'nothing indexed yet');
+  t.equal(deferred.winner(GROUPED_FRONTENDS, key), 'ns/a:/TCP', 'reading indexes them: the smallest owner wins');
+  t.notOk(deferred.unsettled);
+  t.same([...deferred.entries(GROUPED_FRONTENDS)], [...added.entries(GROUPED_FRONTENDS)], 'same elements, values and order as added one by one');
+  deferred.remove(GROUPED_FRONTENDS, key, 'ns/a:/TCP');
+  t.equal(deferred.value(GROUPED_FRONTENDS, key), '|2', 'the next claimant takes over');
+
+  const bySettle = new ClaimIndex();
+  bySettle.deferClaims(GROUPED_FRONTENDS, claims);
+  bySettle.settle();
+  t.notOk(bySettle.unsettled, 'settle indexes them too');
+  t.equal(bySettle.size(GROUPED_FRONTENDS), 3);
+
+  const onClaims = new ClaimIndex();
+  onClaims.add(GROUPED_FRONTENDS, key, 'ns/z:/TCP', '|1');
+  t.throws(() => onClaims.deferClaims(GROUPED_FRONTENDS, claims), /deferred onto earlier claims/, 'deferring onto claims already made is a compiler bug');
+  t.throws(() => new ClaimIndex().deferClaims(endpointShard('TCP', 0), claims), /endpoint shard/);
+});
+
+t.test('a full compile leaves the grouped frontends to be indexed later, as its services claim them', async (t) => {
+  const c = buildCluster(3000, 4);
+  const table = c.tables[4];
+  const state = new CompileState();
+  compileFull(c.tables, { families: [4], masqueradeMark: 0x4000, state });
+  const ix = state.take(4, table)!;
+  t.ok(ix.unsettled, 'left for after the rules');
+  // The index every service's own contribution makes, claim by claim.
+  const want = new ClaimIndex();
+  const ctx = { fs: tableSyntax(4, table.localTraffic), detector: table.localTraffic.kind !== 'none', slots: want.slots };
+  for (const [key, svc] of table.services) {
+    for (const el of serviceContribution(svc, ctx).elements) if (el.container === GROUPED_FRONTENDS) want.add(el.container, el.key, key, el.value);
+  }
+  t.ok(want.size(GROUPED_FRONTENDS) > 1000, 'most service ports are grouped frontends');
+  const winners = (i: ClaimIndex): string[] => {
+    const out: string[] = [];
+    i.forEachWinner(GROUPED_FRONTENDS, (k, v, owner) => out.push(`${k}=${v}@${owner}`));
+    return out;
+  };
+  t.same(winners(ix), winners(want), 'the same claims, winners and order');
 });

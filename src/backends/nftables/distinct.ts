@@ -1,0 +1,133 @@
+/**
+ * Keys each once, in the order of first claim — the element lists a full compile writes.
+ *
+ * The hairpin set is the big one: at 44k Services × 10 endpoints a full compile walks 440,000
+ * endpoint IPs that name 64,000 addresses. A `Set<string>` spent ~200 ns per add there (each IP
+ * is its own string from the API's JSON, so each is hashed and compared by content, in a table
+ * too large for the cache), close to half the compile. Canonical IPv4 addresses are kept apart
+ * as 32-bit numbers in an open-addressed table of their own; anything else goes to a Set.
+ * Canonical dotted quads and their numbers correspond one to one, so the outcome is exactly
+ * that of deduplicating the strings.
+ * Pure; no I/O.
+ */
+
+/** Keys as added, each once, in the order of first claim. */
+export class FirstClaims {
+  readonly keys: string[] = [];
+  private readonly seen = new Set<string>();
+  readonly add = (key: string): void => {
+    const n = this.seen.size;
+    this.seen.add(key);
+    if (this.seen.size !== n) this.keys.push(key);
+  };
+}
+
+export function distinct(keys: readonly string[]): string[] {
+  const d = new FirstClaims();
+  for (let i = 0; i < keys.length; i++) d.add(keys[i]!);
+  return d.keys;
+}
+
+/**
+ * The 32-bit value of a canonical dotted-quad IPv4 address (no leading zeros, each part ≤ 255),
+ * or -1 for any other string — including non-canonical spellings of an address, which must not
+ * meet their canonical twin here.
+ */
+export function canonicalIPv4(s: string): number {
+  const n = s.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      dots++;
+      part = 0;
+      digits = 0;
+      continue;
+    }
+    const d = c - 0x30;
+    if (d < 0 || d > 9 || (digits > 0 && part === 0)) return -1;
+    part = part * 10 + d;
+    if (++digits > 3 || part > 255) return -1;
+  }
+  if (dots !== 3 || digits === 0) return -1;
+  return value * 256 + part;
+}
+
+const MIN_BITS = 10;
+
+/** FirstClaims for addresses: canonical IPv4 ones by value, the rest (IPv6, anything odd) by string. */
+export class FirstAddresses {
+  readonly keys: string[] = [];
+  private readonly v4 = new NumberSet();
+  private others: Set<string> | undefined;
+
+  readonly add = (ip: string): void => {
+    const v = canonicalIPv4(ip);
+    if (v < 0) {
+      const others = (this.others ??= new Set());
+      const n = others.size;
+      others.add(ip);
+      if (others.size !== n) this.keys.push(ip);
+      return;
+    }
+    if (this.v4.add(v)) this.keys.push(ip);
+  };
+}
+
+/**
+ * A set of integers in [0, 2^53): open addressing in one Float64Array, so an add costs one
+ * random memory access (plus its neighbours) — a table of 64,000 addresses does not fit the
+ * cache, and that access is most of the cost.
+ */
+export class NumberSet {
+  private bits = MIN_BITS;
+  private table = new Float64Array(1 << MIN_BITS).fill(-1);
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Whether `x` was new. */
+  add(x: number): boolean {
+    if (!(x >= 0 && x <= Number.MAX_SAFE_INTEGER && Number.isInteger(x))) throw new RangeError(`NumberSet: ${x} is not an integer in [0, 2^53)`);
+    const mask = (1 << this.bits) - 1;
+    const table = this.table;
+    for (let i = slotOf(x, this.bits); ; i = (i + 1) & mask) {
+      const at = table[i]!;
+      if (at === x) return false;
+      if (at === -1) {
+        table[i] = x;
+        if (++this.count * 2 > mask) this.grow();
+        return true;
+      }
+    }
+  }
+
+  private grow(): void {
+    const old = this.table;
+    this.bits++;
+    const mask = (1 << this.bits) - 1;
+    const table = new Float64Array(1 << this.bits).fill(-1);
+    for (let j = 0; j < old.length; j++) {
+      const x = old[j]!;
+      if (x === -1) continue;
+      let i = slotOf(x, this.bits);
+      while (table[i] !== -1) i = (i + 1) & mask;
+      table[i] = x;
+    }
+    this.table = table;
+  }
+}
+
+function slotOf(x: number, bits: number): number {
+  const lo = x >>> 0;
+  const hi = (x - lo) / 4294967296;
+  return Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> (32 - bits);
+}
