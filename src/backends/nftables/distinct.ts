@@ -1,5 +1,5 @@
 /**
- * Keys each once, in the order of first claim — the element lists a full compile writes.
+ * Addresses each once, in the order of first claim — the element lists a full compile writes.
  *
  * The hairpin set is the big one: at 44k Services × 10 endpoints a full compile walks 440,000
  * endpoint IPs that name 64,000 addresses. A `Set<string>` spent ~200 ns per add there (each IP
@@ -10,23 +10,6 @@
  * that of deduplicating the strings.
  * Pure; no I/O.
  */
-
-/** Keys as added, each once, in the order of first claim. */
-export class FirstClaims {
-  readonly keys: string[] = [];
-  private readonly seen = new Set<string>();
-  readonly add = (key: string): void => {
-    const n = this.seen.size;
-    this.seen.add(key);
-    if (this.seen.size !== n) this.keys.push(key);
-  };
-}
-
-export function distinct(keys: readonly string[]): string[] {
-  const d = new FirstClaims();
-  for (let i = 0; i < keys.length; i++) d.add(keys[i]!);
-  return d.keys;
-}
 
 /**
  * The 32-bit value of a canonical dotted-quad IPv4 address (no leading zeros, each part ≤ 255),
@@ -61,7 +44,7 @@ export function canonicalIPv4(s: string): number {
 
 const MIN_BITS = 10;
 
-/** FirstClaims for addresses: canonical IPv4 ones by value, the rest (IPv6, anything odd) by string. */
+/** Addresses as added, each once, in the order of first claim: canonical IPv4 ones by value, the rest (IPv6, anything odd) by string. */
 export class FirstAddresses {
   readonly keys: string[] = [];
   private readonly v4 = new NumberSet();
