@@ -4,6 +4,7 @@
  * Pure; never throws on bad input (returns undefined instead).
  */
 import ipaddr from 'ipaddr.js';
+import { canonicalIPv4 } from '../util/ipv4.js';
 import type { IPFamily } from './types.js';
 
 export interface ParsedIP {
@@ -28,25 +29,7 @@ const MAX_TEXT = 64;
  * spends a second in regular expressions and ipaddr.js objects.
  */
 export function isCanonicalIPv4(text: string): boolean {
-  let parts = 0;
-  let digits = 0;
-  let value = 0;
-  let first = 0;
-  for (let i = 0; i <= text.length; i++) {
-    const c = i < text.length ? text.charCodeAt(i) : 46; // a final '.' closes the last part
-    if (c === 46) {
-      if (digits === 0 || (digits > 1 && first === 48) || value > 255) return false;
-      parts++;
-      digits = 0;
-      value = 0;
-      continue;
-    }
-    if (c < 48 || c > 57 || digits === 3) return false;
-    if (digits === 0) first = c;
-    value = value * 10 + (c - 48);
-    digits++;
-  }
-  return parts === 4;
+  return canonicalIPv4(text) >= 0;
 }
 
 /**

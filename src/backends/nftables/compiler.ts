@@ -16,7 +16,8 @@ import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, G
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
-import { canonicalIPv4, FirstAddresses, NumberSet } from './distinct.js';
+import { canonicalIPv4 } from '../../util/ipv4.js';
+import { FirstAddresses, NumberSet } from './distinct.js';
 import { hairpinClaims, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun } from './transaction.js';
