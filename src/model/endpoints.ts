@@ -4,6 +4,7 @@
  * family, matched to a service port by port name AND protocol, deduplicated by ip:port.
  * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
  */
+import { canonicalIPv4 } from '../util/ipv4.js';
 import { parseIP, specialIPClass } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
 import type { Endpoint, IPFamily, Protocol } from './types.js';
@@ -76,6 +77,7 @@ export function intern(s: string): string {
  */
 function sliceEndpoint(
   ip: string,
+  v4: number,
   ready: boolean,
   serving: boolean,
   terminating: boolean,
@@ -85,12 +87,13 @@ function sliceEndpoint(
   nodeHints: readonly string[],
   isLocal: boolean,
 ): SliceEndpoint {
-  return { ip, ready, serving, terminating, nodeName, zone, zoneHints, nodeHints, isLocal };
+  return { ip, v4, ready, serving, terminating, nodeName, zone, zoneHints, nodeHints, isLocal };
 }
 
 export function withPort(e: SliceEndpoint, port: number): Endpoint {
   return {
     ip: e.ip,
+    v4: e.v4,
     port,
     ready: e.ready,
     serving: e.serving,
@@ -213,6 +216,7 @@ export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlic
     endpoints.push(
       sliceEndpoint(
         ip.ip,
+        family === 4 ? canonicalIPv4(ip.ip) : -1,
         ready,
         cond(conditions, 'serving', ready),
         cond(conditions, 'terminating', false),

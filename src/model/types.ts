@@ -62,6 +62,12 @@ export interface ServicePort {
 /** One endpoint of one service port (EndpointSlice entry × matching port). */
 export interface Endpoint {
   readonly ip: string;
+  /**
+   * The address as a 32-bit number when it is IPv4 (always canonical here), -1 for IPv6: read
+   * once with the slice, so that the nftables compiler and encoder, which walk every endpoint of
+   * a full sync (440,000 at 44k Services), need not read the text again.
+   */
+  readonly v4: number;
   readonly port: number;
   /** conditions.ready (nil means true). */
   readonly ready: boolean;

@@ -12,6 +12,8 @@ export type { IPFamily, Protocol, ServicePortKey };
 
 export interface PlannedEndpoint {
   readonly ip: string;
+  /** `ip` as a 32-bit number if IPv4, -1 if not (model Endpoint.v4); absent: read `ip`. */
+  readonly v4?: number;
   readonly port: number;
   readonly isLocal: boolean;
   /**

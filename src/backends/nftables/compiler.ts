@@ -478,6 +478,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
           head: (x) => groupedKeys[of[x]!]!,
           index: (x) => at[x]!,
           ip: (x) => ep(x).ip,
+          v4: (x) => ep(x).v4,
           port: (x) => ep(x).port,
         },
       });

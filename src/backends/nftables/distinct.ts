@@ -20,8 +20,9 @@ export class FirstAddresses {
   private readonly v4 = new NumberSet();
   private others: Set<string> | undefined;
 
-  readonly add = (ip: string): void => {
-    const v = canonicalIPv4(ip);
+  /** `v4`: the address's value if the caller has it (PlannedEndpoint.v4), -1 if not IPv4. */
+  readonly add = (ip: string, v4?: number): void => {
+    const v = v4 ?? canonicalIPv4(ip);
     if (v < 0) {
       const others = (this.others ??= new Set());
       const n = others.size;

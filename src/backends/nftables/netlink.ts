@@ -538,6 +538,15 @@ function writeEndpoint(f: NlFamily, ip: string, port: number, b: Buffer, at: num
   return true;
 }
 
+/** writeEndpoint for an IPv4 endpoint whose address is already a number (PlannedEndpoint.v4). */
+function writeEndpointV4(v4: number, port: number, b: Buffer, at: number): boolean {
+  if (!Number.isInteger(v4) || v4 < 0 || v4 > 0xffffffff || !Number.isInteger(port) || port < 0 || port > 65535) return false;
+  b.writeUInt32BE(v4, at);
+  b[at + 4] = port >> 8;
+  b[at + 5] = port & 0xff;
+  return true;
+}
+
 function putPort(b: Uint8Array, at: number, s: string | number): void {
   const n = typeof s === 'number' ? s : Number(s);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port ${s}`);
@@ -1451,7 +1460,8 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
                   w.buf.writeUInt32LE(index, kat + klen - 4);
                   // valueAt() may grow (replace) the buffer: take w.buf only after it.
                   const vat = w.valueAt(2, alen + 4);
-                  ok = writeEndpoint(family, parts.ip(k), parts.port(k), w.buf, vat);
+                  const v4 = family === 'ip' ? parts.v4?.(k) : undefined;
+                  ok = v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, parts.port(k), w.buf, vat) : writeEndpoint(family, parts.ip(k), parts.port(k), w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);

@@ -97,6 +97,8 @@ export interface ElementParts {
   head(i: number): string;
   index(i: number): number;
   ip(i: number): string;
+  /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */
+  v4?(i: number): number | undefined;
   port(i: number): number;
 }
 

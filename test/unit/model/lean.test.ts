@@ -7,6 +7,7 @@
 import t from 'tap';
 import { ChangeTracker } from '../../../src/model/tracker.js';
 import { parseEndpointSlice } from '../../../src/model/endpoints.js';
+import { canonicalIPv4 } from '../../../src/util/ipv4.js';
 
 function apiService(): unknown {
   return {
@@ -102,7 +103,8 @@ const SERVICE_PORT_FIELDS = [
   'key', 'loadBalancerIngress', 'loadBalancerSourceRanges', 'name', 'namespace', 'nodePort', 'port', 'portName', 'protocol',
   'targetPort', 'trafficDistribution', 'type',
 ];
-const ENDPOINT_FIELDS = ['ip', 'isLocal', 'nodeHints', 'nodeName', 'port', 'ready', 'serving', 'terminating', 'zone', 'zoneHints'];
+// v4 is for the nftables compiler and encoder, which walk every endpoint of a full sync.
+const ENDPOINT_FIELDS = ['ip', 'isLocal', 'nodeHints', 'nodeName', 'port', 'ready', 'serving', 'terminating', 'v4', 'zone', 'zoneHints'];
 
 t.test('the tracker keeps only what the planner reads, and nothing of the raw objects', async (t) => {
   const tracker = new ChangeTracker({ nodeName: 'node-2', families: [4], startTime: new Date(0) });
@@ -119,6 +121,17 @@ t.test('the tracker keeps only what the planner reads, and nothing of the raw ob
   const eps = snap.endpoints.get('shop/web:http/TCP')!;
   t.equal(eps.length, 3);
   for (const e of eps) t.same(Object.keys(e).sort(), ENDPOINT_FIELDS, 'an Endpoint carries exactly its documented fields');
+  for (const e of eps) t.equal(e.v4, canonicalIPv4(e.ip), `${e.ip}: v4 is the address's value`);
+  const v6 = parseEndpointSlice(
+    {
+      metadata: { namespace: 'shop', name: 'web-v6', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv6',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['fd00::1'] }],
+    },
+    'node-2',
+  );
+  t.same(v6.byPort[0]?.map((e) => [e.ip, e.v4]), [['fd00::1', -1]], 'an IPv6 endpoint has no v4 value');
 
   const raw = new Set([...objectsIn(svc), ...objectsIn(slice)]);
   const kept = reachable(tracker);

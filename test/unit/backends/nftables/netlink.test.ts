@@ -17,6 +17,7 @@ import * as R from '../../../../src/backends/nftables/rules.js';
 import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
 import { Transaction } from '../../../../src/backends/nftables/transaction.js';
 import { bigTable, GOLDENS, randomWalk, tables } from './fixtures.js';
+import { buildCluster } from '../../../../src/bench/synthetic.js';
 
 const goldenDir = fileURLToPath(new URL('../../../../../test/unit/backends/nftables/golden/', import.meta.url));
 const T = 'ip ferry';
@@ -309,7 +310,11 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
     { name: 'ip, 3000 Services × 10', ir: tables(bigTable(4, 3000, 10)), families: [4] },
     { name: 'ip6, 500 Services × 5', ir: tables(bigTable(4, 1, 1), bigTable(6, 500, 5)), families: [4, 6] },
     ...[1, 2, 3].map((seed) => ({ name: `random walk ${seed}`, ir: randomWalk(seed, 1, [4, 6]).initial, families: [4, 6] as (4 | 6)[] })),
+    // Through the model, as the daemon plans: each IPv4 endpoint carries its address as a number (v4).
+    { name: 'ip, 2000 Services × 5 from EndpointSlices', ir: buildCluster(2000, 5).tables, families: [4] },
   ];
+  const fromSlices = cases[cases.length - 1]!.ir[4].services.values().next().value?.internal.endpoints[0];
+  t.equal(fromSlices?.v4, fromSlices ? Number(fromSlices.ip.split('.').reduce((n, p) => n * 256 + Number(p), 0)) : undefined, 'the model gave its endpoints their number');
   let withParts = 0;
   for (const c of cases) {
     const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
