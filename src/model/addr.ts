@@ -11,6 +11,8 @@ export interface ParsedIP {
   /** Canonical text: dotted quad, or RFC 5952 for IPv6. */
   readonly ip: string;
   readonly family: IPFamily;
+  /** An IPv4 address as a 32-bit number (src/util/ipv4.ts); -1 for IPv6. */
+  readonly v4: number;
 }
 
 export interface ParsedCIDR {
@@ -39,7 +41,8 @@ export function isCanonicalIPv4(text: string): boolean {
  */
 export function parseIP(text: unknown): ParsedIP | undefined {
   if (typeof text !== 'string' || text.length === 0 || text.length > MAX_TEXT) return undefined;
-  if (isCanonicalIPv4(text)) return { ip: text, family: 4 };
+  const v4 = canonicalIPv4(text);
+  if (v4 >= 0) return { ip: text, family: 4, v4 };
   if (text.includes(':')) {
     if (text.includes('%') || !ipaddr.IPv6.isValid(text)) return undefined;
     let a: ipaddr.IPv6;
@@ -49,13 +52,14 @@ export function parseIP(text: unknown): ParsedIP | undefined {
       return undefined;
     }
     if (a.isIPv4MappedAddress()) return undefined;
-    return { ip: a.toString(), family: 6 };
+    return { ip: a.toString(), family: 6, v4: -1 };
   }
   if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
   const parts = text.split('.');
   // isValidFourPartDecimal allows leading zeros in some versions; ambiguous (octal?), so refuse.
   for (const p of parts) if (p.length > 1 && p[0] === '0') return undefined;
-  return { ip: ipaddr.IPv4.parse(text).toString(), family: 4 };
+  const ip = ipaddr.IPv4.parse(text).toString();
+  return { ip, family: 4, v4: canonicalIPv4(ip) };
 }
 
 export function parseCIDR(text: unknown): ParsedCIDR | undefined {

@@ -4,7 +4,6 @@
  * family, matched to a service port by port name AND protocol, deduplicated by ip:port.
  * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
  */
-import { canonicalIPv4 } from '../util/ipv4.js';
 import { parseIP, specialIPClass } from './addr.js';
 import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
 import type { Endpoint, IPFamily, Protocol } from './types.js';
@@ -216,7 +215,7 @@ export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlic
     endpoints.push(
       sliceEndpoint(
         ip.ip,
-        family === 4 ? canonicalIPv4(ip.ip) : -1,
+        ip.v4,
         ready,
         cond(conditions, 'serving', ready),
         cond(conditions, 'terminating', false),

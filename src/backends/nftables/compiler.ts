@@ -199,18 +199,14 @@ interface GroupedClaims {
 }
 
 /**
- * A full compile's grouped claims as made, in claim order, each with its claimant's endpoints
- * (service.ts claims them from `internal`) and protocol.
+ * A full compile's grouped claims as made, in claim order, each with its claimant's entry: the
+ * key is the entry's groupedFrontendKey (service.ts) and the endpoints its `internal` ones.
  */
 interface GroupedMade {
   readonly keys: string[];
   readonly owners: ServicePortKey[];
   readonly values: string[];
-  /** The frontend's parts: its key is R.addrProtoPortKey(addrs[i], protocols[i], ports[i]) (service.ts groupedFrontendKey). */
-  readonly addrs: string[];
-  readonly protocols: Protocol[];
-  readonly ports: number[];
-  readonly endpoints: (readonly PlannedEndpoint[])[];
+  readonly entries: ServiceEntry[];
 }
 
 const PROTOCOL_CODE: Readonly<Record<Protocol, number>> = { TCP: 1, UDP: 2, SCTP: 3 };
@@ -220,11 +216,12 @@ function frontendsDistinct(made: GroupedMade): boolean {
   const v4 = new NumberSet();
   let others: Set<string> | undefined;
   for (let i = 0; i < made.keys.length; i++) {
-    const v = canonicalIPv4(made.addrs[i]!);
-    const port = made.ports[i]!;
+    const svc = made.entries[i]!;
+    const v = canonicalIPv4(svc.clusterIP);
+    const port = svc.port;
     if (v >= 0 && Number.isInteger(port) && port >= 0 && port <= 0xffff) {
       // Address, protocol and port in one integer under 2^50.
-      if (!v4.add(v * 0x40000 + PROTOCOL_CODE[made.protocols[i]!] * 0x10000 + port)) return false;
+      if (!v4.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + port)) return false;
       continue;
     }
     others ??= new Set();
@@ -252,13 +249,17 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   }
   index.countSetSizes.clear();
   const frontends = new Array<GroupedFrontend>(made.keys.length);
+  const endpoints = new Array<readonly PlannedEndpoint[]>(made.keys.length);
   for (let i = 0; i < made.keys.length; i++) {
-    const g = expandGroupedAs(made.protocols[i]!, made.values[i]!);
-    if (made.endpoints[i]!.length !== g.n) throw new Error(`grouped frontend ${made.keys[i]}: claimant ${made.owners[i]} has ${made.endpoints[i]!.length} endpoints, its claim says ${g.n}`);
+    const svc = made.entries[i]!;
+    const g = expandGroupedAs(svc.protocol, made.values[i]!);
+    const eps = svc.internal.endpoints;
+    if (eps.length !== g.n) throw new Error(`grouped frontend ${made.keys[i]}: claimant ${made.owners[i]} has ${eps.length} endpoints, its claim says ${g.n}`);
     bumpCount(index, g.countSet, 1);
     frontends[i] = g;
+    endpoints[i] = eps;
   }
-  return { claims: { keys: made.keys, owners: made.owners, frontends }, endpoints: made.endpoints };
+  return { claims: { keys: made.keys, owners: made.owners, frontends }, endpoints };
 }
 
 /** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
@@ -327,17 +328,13 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const setClaims = new Map<string, string[]>();
     let owner: ServicePortKey = '' as ServicePortKey;
     let current: ServiceEntry | undefined;
-    const made: GroupedMade = { keys: [], owners: [], values: [], addrs: [], protocols: [], ports: [], endpoints: [] };
+    const made: GroupedMade = { keys: [], owners: [], values: [], entries: [] };
     const sink: ClaimSink = (container, key, value) => {
       if (container === GROUPED_FRONTENDS) {
-        const svc = current!;
         made.keys.push(key);
         made.owners.push(owner);
         made.values.push(value);
-        made.addrs.push(svc.clusterIP);
-        made.protocols.push(svc.protocol);
-        made.ports.push(svc.port);
-        made.endpoints.push(svc.internal.endpoints);
+        made.entries.push(current!);
         return;
       }
       if (value === '') {

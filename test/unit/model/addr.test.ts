@@ -15,7 +15,7 @@ t.test('edge cases', async (t) => {
   const no = ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.04', '1..2.3', '.1.2.3', '1.2.3.', '1.2.3.4 ', ' 1.2.3.4', '1.2.3.a', '1000.1.1.1', '0x1.2.3.4', '-1.2.3.4', '1.2.3.4/32'];
   for (const s of yes) {
     t.equal(isCanonicalIPv4(s), true, `${JSON.stringify(s)} accepted`);
-    t.same(parseIP(s), { ip: s, family: 4 });
+    t.same(parseIP(s), { ip: s, family: 4, v4: s.split('.').reduce((n, p) => n * 256 + Number(p), 0) });
   }
   for (const s of no) t.equal(isCanonicalIPv4(s), false, `${JSON.stringify(s)} refused`);
 });
