@@ -272,8 +272,9 @@ async function sabotage(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace
     // ferry's tables (ip, and ip6 when it serves IPv6) go in one transaction, as one program's
     // one change: two `nft` runs arrive ~0.4 s apart at 10k Services, each a repair of its own,
     // and three resyncs then made five repairs within 10 s — ferry's guard against a repair
-    // loop spaced the next one by 5 s (docs/bench.md, "The daemon").
-    // Not `nft list tables` first: nft 1.0.6 then reads every set's elements (~2 s at 10k).
+    // loop spaced the next one by 5 s (docs/bench.md, "Daemon").
+    // Not `nft list tables` first to see which exist: with that listing each resync's repair
+    // measured ~2 s longer at 10k Services.
     const both = await runIn(ns, ['nft', '-f', '-'], { input: 'delete table ip ferry\ndelete table ip6 ferry\n', allowFailure: true });
     if (both.exitCode !== 0) await runIn(ns, ['nft', 'delete', 'table', 'ip', 'ferry']);
   } else if (mode === 'iptables') {

@@ -71,8 +71,8 @@ export function proto(p: Protocol): string {
 
 /**
  * `addr . proto . port` — the key of service-ips, no-endpoint-services and firewall-ips. Joined,
- * not a template: a template's result is a chain of four concatenation cells (~125 bytes at 44k
- * Services' keys, live until the batch is encoded, and flattened again when the encoder reads
+ * not a template: a template's result is a chain of concatenation cells (~125 bytes a key at 44k
+ * Services, live until the batch is encoded, and flattened again when the encoder reads
  * it); `join` writes the ~25 characters once.
  */
 export function addrProtoPortKey(addr: string, p: Protocol, port: number): string {
