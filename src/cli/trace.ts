@@ -152,7 +152,9 @@ export function formatStatus(s: StatusReport, now: number = Date.now()): string 
   row('last partial', syncLine(s.syncs.lastPartial, now));
   const prog = s.counts.programmed ? `; ${s.counts.programmed.count} ${s.counts.programmed.what}` : '';
   row('counts', `${s.counts.servicePorts} service ports, ${s.counts.endpoints} endpoints${prog}`);
-  row('tamper repairs', String(s.tamperRepairs));
+  const lt = s.lastTamper;
+  const held = lt?.heldBackMs !== undefined ? `; held back ${(lt.heldBackMs / 1000).toFixed(1)} s: repairs keep coming, so they are spaced` : '';
+  row('tamper repairs', lt ? `${s.tamperRepairs} (last ${ago(lt.at, now)}: ${lt.what.join('; ')} — by ${lt.by.join(', ')}${held})` : String(s.tamperRepairs));
   row('health checks', s.healthCheckServers.length ? `serving healthCheckNodePorts ${s.healthCheckServers.join(', ')}` : 'none');
   if (s.lastErrors.length === 0) row('last errors', 'none');
   else s.lastErrors.forEach((e, i) => row(i === 0 ? 'last errors' : '', `${e.at} ${e.error}`));

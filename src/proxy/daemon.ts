@@ -317,9 +317,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     if (stopped || !r.servicesAndSlices) return;
     log.info('initial lists received; starting to sync', { nodeFound: r.node });
     if (isTamperWatchable(backend)) {
-      tamperWatch = backend.watchTamper(() => {
+      tamperWatch = backend.watchTamper((report) => {
         metrics.nftablesTamperRepairs.inc();
-        introspection.tamperRepaired();
+        introspection.tamperRepaired(report);
         syncer.requestFullSync('tampered');
       });
     }

@@ -13,6 +13,7 @@ import { iptablesFacts, iptablesPath } from '../backends/iptables/trace.js';
 import { userspaceFacts, userspacePath } from '../backends/userspace/trace.js';
 import { EBPF_FACTS, ebpfPath } from '../backends/ebpf/trace.js';
 import type { SyncResult } from '../sync/syncer.js';
+import type { TamperReport } from '../backends/kernel/nft-monitor.js';
 
 /** The mode's facts and path for trace; a mode without its own description gets a neutral one. */
 export function modeTrace(mode: string, config: Pick<ProxyConfig, 'localhostNodePorts'>): { facts: ModeFacts; pathOf: PathOf } {
@@ -70,6 +71,14 @@ export interface StatusReport {
   };
   readonly lastErrors: readonly { at: string; error: string }[];
   readonly tamperRepairs: number;
+  /** The last repair's cause: what changed, who committed it, and how long the repair-loop guard held it back. */
+  readonly lastTamper?: {
+    readonly at: string;
+    readonly what: readonly string[];
+    readonly by: readonly string[];
+    readonly cause: TamperReport['cause'];
+    readonly heldBackMs?: number;
+  };
   readonly healthCheckServers: readonly number[];
   readonly nftablesApplyPath?: string;
 }
@@ -123,6 +132,7 @@ export class DaemonIntrospection {
   private firstFullSeen = false;
   private errors: { at: string; error: string }[] = [];
   private tampers = 0;
+  private lastTamper: StatusReport['lastTamper'];
   private readonly modeInfo: { facts: ModeFacts; pathOf: PathOf };
 
   constructor(private readonly deps: IntrospectionDeps) {
@@ -154,8 +164,15 @@ export class DaemonIntrospection {
     } else this.lastPartial = rec;
   }
 
-  tamperRepaired(): void {
+  tamperRepaired(report: TamperReport): void {
     this.tampers++;
+    this.lastTamper = {
+      at: new Date().toISOString(),
+      what: report.changes,
+      by: report.by,
+      cause: report.cause,
+      ...(report.heldBackMs !== undefined ? { heldBackMs: report.heldBackMs } : {}),
+    };
   }
 
   recordError(error: string): void {
@@ -209,6 +226,7 @@ export class DaemonIntrospection {
       counts: { servicePorts, endpoints, ...(programmed ? { programmed } : {}) },
       lastErrors: [...this.errors],
       tamperRepairs: this.tampers,
+      ...(this.lastTamper ? { lastTamper: this.lastTamper } : {}),
       healthCheckServers: d.healthCheckPorts(),
       ...(via ? { nftablesApplyPath: via } : {}),
     };

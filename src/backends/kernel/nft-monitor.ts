@@ -92,6 +92,11 @@ export interface TamperReport {
   readonly transactions: number;
   /** `notifications` when seen; `overrun` when notifications were lost and the check failed or could not be trusted. */
   readonly cause: 'notifications' | 'overrun';
+  /**
+   * How long the repair-loop guard held this repair back beyond the debounce (ms), when it did:
+   * repairs that keep coming are spaced (LOOP_GAP_MS), and `ferry status` says so.
+   */
+  readonly heldBackMs?: number;
 }
 
 /** A backend that can watch its kernel objects for changes by others (the nftables backend). */
@@ -212,7 +217,7 @@ export class TamperWatch {
   private readonly owned: Set<string>;
   private handle: { stop(): void } | undefined;
   private timer: unknown;
-  private pending: { changes: string[]; by: Set<string>; transactions: number; cause: TamperReport['cause'] } | undefined;
+  private pending: { changes: string[]; by: Set<string>; transactions: number; cause: TamperReport['cause']; heldBackMs?: number } | undefined;
   private readonly recentRepairs: number[] = [];
   private warnedUnrecognisable = false;
   private warnedLoop = false;
@@ -345,6 +350,7 @@ export class TamperWatch {
         this.log.warn('ferry\'s nftables table keeps being changed by others; spacing repairs', { repairs: this.recentRepairs.length, windowMs: LOOP_WINDOW_MS, gapMs: LOOP_GAP_MS });
       }
       delay = Math.max(delay, this.recentRepairs[this.recentRepairs.length - 1]! + LOOP_GAP_MS - now);
+      if (delay > this.debounceMs) p.heldBackMs = Math.round(delay - this.debounceMs);
     }
     this.timer = this.timers.setTimeout(() => this.fire(), delay);
   }
@@ -356,11 +362,12 @@ export class TamperWatch {
     if (!p || this.stopped) return;
     this.recentRepairs.push(this.timers.now());
     this.seen.repairs++;
-    const report: TamperReport = { changes: p.changes, by: [...p.by], transactions: p.transactions, cause: p.cause };
+    const report: TamperReport = { changes: p.changes, by: [...p.by], transactions: p.transactions, cause: p.cause, ...(p.heldBackMs !== undefined ? { heldBackMs: p.heldBackMs } : {}) };
     this.log.warn('ferry\'s nftables table was changed by another program; repairing with a full sync', {
       what: report.changes.join('; '),
       by: report.by.join(', '),
       transactions: report.transactions,
+      ...(report.heldBackMs !== undefined ? { heldBackMs: report.heldBackMs } : {}),
     });
     try {
       this.opts.onTamper(report);

@@ -19,6 +19,7 @@ import { execNft } from '../../../src/backends/kernel/nft.js';
 import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
 import { Transaction } from '../../../src/backends/nftables/transaction.js';
 import { clusterIPOf, eventually, METRICS_PORT, NotYet, serviceDoc, withProxyCluster, type ProxyEnv } from '../lib/harness.js';
+import { ferryCli } from '../lib/trace.js';
 
 t.setTimeout(scaledMs(10 * 60_000));
 
@@ -183,6 +184,17 @@ t.test('nftables tamper watch: changes by another program are undone; own syncs 
       /changed by another program; repairing.*element added to service-ips/,
     );
     await tamper('nft delete table ip ferry', 'delete table ip ferry\n', /changed by another program; repairing.*ip ferry: table deleted/);
+
+    await t.test('ferry status names the last repair: what changed and who did it', async (t) => {
+      const st = await ferryCli(env, node.name, ['status', '-o', 'json']);
+      t.equal(st.exitCode, 0, `ferry status (${st.stderr.trim()})`);
+      const s = JSON.parse(st.stdout || '{}') as { tamperRepairs?: number; lastTamper?: { what: string[]; by: string[]; cause: string; heldBackMs?: number } };
+      t.equal(s.tamperRepairs, expected, 'every repair counted');
+      t.match(s.lastTamper, { what: [/^ip ferry: table deleted/], by: [/^nft \(pid \d+\)$/], cause: 'notifications' });
+      t.equal(s.lastTamper?.heldBackMs, undefined, 'four repairs spread over the test: none held back');
+      const text = await ferryCli(env, node.name, ['status']);
+      t.match(text.stdout, /tamper repairs +\d+ \(last \d+s ago: ip ferry: table deleted[^—\n]* — by nft \(pid \d+\)\)\n/);
+    });
 
     await t.test('another table in the same namespace: nothing happens', async (t) => {
       const before = await repairs(ns);

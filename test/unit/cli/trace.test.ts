@@ -85,14 +85,22 @@ t.test('trace and status through bin/ferry against a live debug server', async (
   t.equal(tr.match?.frontend, 'nodePort');
   t.equal(tr.masquerade.value, 'yes');
 
+  const quiet = await ferry(['status', '--address', address]);
+  t.match(quiet.stdout, /tamper repairs +0\n/, 'no repair yet: the count alone');
+  intro.tamperRepaired({ changes: ['ip ferry: table deleted'], by: ['nft (pid 4242)'], transactions: 1, cause: 'notifications', heldBackMs: 4950 });
+
   const status = await ferry(['status', '--address', address]);
   t.equal(status.code, 0, status.stderr);
+  t.match(status.stdout, /tamper repairs +1 \(last \d+s ago: ip ferry: table deleted — by nft \(pid 4242\); held back 5\.0 s: repairs keep coming, so they are spaced\)/);
   t.match(status.stdout, /mode +nftables \(applied via netlink\)/);
   t.match(status.stdout, /last full +.*12\.3 ms, 1 service ports \(first\)/);
   t.match(status.stdout, /counts +1 service ports, 2 endpoints/);
   t.match(status.stdout, /last errors +.*sync 2 \(partial\) failed: nft said no/);
-  const sj = JSON.parse((await ferry(['status', '-o', 'json', '--address', address])).stdout) as { syncs: { total: number; failures: number } };
+  const sj = JSON.parse((await ferry(['status', '-o', 'json', '--address', address])).stdout) as { syncs: { total: number; failures: number }; tamperRepairs: number; lastTamper?: Record<string, unknown> };
   t.same(sj.syncs, { ...sj.syncs, total: 2, failures: 1 });
+  t.equal(sj.tamperRepairs, 1);
+  t.match(sj.lastTamper, { what: ['ip ferry: table deleted'], by: ['nft (pid 4242)'], cause: 'notifications', heldBackMs: 4950 });
+  t.ok(Date.parse(String(sj.lastTamper?.['at'])) > 0, 'when, as an ISO time');
 });
 
 t.test('bad input and no daemon: one line, exit 1, no stack trace', async (t) => {

@@ -135,6 +135,10 @@ t.test('repairs that keep coming are spaced, never back to back', async (t) => {
   await clock.advance(4000);
   t.equal(reports.length, 6);
   t.match(lines.warn.join('\n'), /keeps being changed by others; spacing repairs/);
+  // The sixth came at 250 ms, 0 ms after the fifth repair: due 5 s after it, 4,950 ms past its debounce.
+  t.equal(reports[5]?.heldBackMs, 4950, 'the report says how long the guard held it back');
+  t.ok(reports.slice(0, 5).every((r) => r.heldBackMs === undefined), 'the first five were not held back');
+  t.match(lines.warn.join('\n'), /repairing with a full sync .*"heldBackMs":4950/, 'and so does the log line');
 });
 
 t.test('on the fallback apply path the watch stands aside (own changes would look foreign), warning once', async (t) => {
