@@ -90,6 +90,17 @@ function hasIn<V>(root: Node<V>, k: string): boolean {
   return leaf.keys[lowerBound(leaf.keys, k)] === k;
 }
 
+function eachIn<V>(n: Node<V>, fn: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg: unknown, map: ReadonlyMap<string, V>): void {
+  if (n instanceof Leaf) {
+    const keys = n.keys;
+    const vals = n.vals;
+    for (let i = 0; i < keys.length; i++) fn.call(thisArg, vals[i]!, keys[i]!, map);
+    return;
+  }
+  const kids = n.kids;
+  for (let i = 0; i < kids.length; i++) eachIn(kids[i]!, fn, thisArg, map);
+}
+
 const MODE_KEYS = 0;
 const MODE_VALUES = 1;
 const MODE_ENTRIES = 2;
@@ -233,7 +244,10 @@ export class SortedMap<V> implements ReadonlyMap<string, V> {
   }
 
   forEach(fn: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg?: unknown): void {
-    for (const [k, v] of this) fn.call(thisArg, v, k, this);
+    // The leaves walked directly: iterating entries() would make an iterator result and a
+    // [key, value] pair per entry (4 MB a full compile at 44k Services, which walks its table
+    // with this).
+    eachIn(this.root, fn, thisArg, this);
   }
 
   /** Keys >= from, in order. */

@@ -18,7 +18,7 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, NumberSet } from './distinct.js';
-import { hairpinClaims, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun } from './transaction.js';
 
@@ -356,7 +356,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       current = svc;
       const c = serviceContribution(svc, ctx, sink);
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
-      hairpinClaims(svc, hairpins.add);
+      hairpinInto(svc, hairpins);
     });
     opts.state?.store(family, table, index);
 

@@ -32,6 +32,11 @@ export class FirstAddresses {
     }
     if (this.v4.add(v)) this.keys.push(ip);
   };
+
+  /** `ip` whose canonical IPv4 value the caller has (PlannedEndpoint.v4 ≥ 0). */
+  addV4(ip: string, v4: number): void {
+    if (this.v4.add(v4)) this.keys.push(ip);
+  }
 }
 
 /**

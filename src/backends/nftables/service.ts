@@ -11,6 +11,7 @@ import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, G
 import * as R from './rules.js';
 import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
+import type { FirstAddresses } from './distinct.js';
 import { normalizeCIDRs } from './skeleton.js';
 import { SLOT_STRIDE, type SlotRole, type SlotTable } from './slots.js';
 
@@ -161,6 +162,42 @@ export function hairpinClaims(svc: ServiceEntry, claim: (ip: string, v4?: number
       seen.add(ep.ip);
       if (seen.size !== size) claim(ep.ip, ep.v4);
     }
+  }
+}
+
+/**
+ * hairpinClaims into a full compile's hairpin elements: the same addresses in the same order. A
+ * port with one forwarding set (nearly all) is walked here without a call per endpoint: IPv4
+ * values from 2^31 up (every 128.0.0.0 and above) are not small integers to V8, and passing one
+ * to a callback boxed it — 440,000 heap numbers, 7 MB a compile at 44k Services.
+ */
+export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
+  const internal = svc.internal;
+  const a = forwards(internal) ? internal : undefined;
+  const b = svc.external !== a && forwards(svc.external) ? svc.external : undefined;
+  const c = svc.cluster !== a && svc.cluster !== b && forwards(svc.cluster) ? svc.cluster : undefined;
+  if ((a ? 1 : 0) + (b ? 1 : 0) + (c ? 1 : 0) !== 1) {
+    hairpinClaims(svc, into.add);
+    return;
+  }
+  const eps = (a ?? b ?? c)!.endpoints;
+  let lastIP = '';
+  let lastV4 = -1;
+  for (let i = 0; i < eps.length; i++) {
+    const ep = eps[i]!;
+    const ip = ep.ip;
+    const v4 = ep.v4;
+    if (v4 !== undefined && v4 >= 0) {
+      if (v4 === lastV4) continue;
+      lastIP = ip;
+      lastV4 = v4;
+      into.addV4(ip, v4);
+      continue;
+    }
+    if (ip === lastIP) continue;
+    lastIP = ip;
+    lastV4 = v4 ?? canonicalIPv4(ip);
+    into.add(ip, v4);
   }
 }
 

@@ -12,6 +12,8 @@ function rng(seed: number): () => number {
   };
 }
 
+const THIS = { thisArg: true };
+
 const byKey = (a: [string, number], b: [string, number]): number => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 /** Every way of reading `m` agrees with the reference Map, in sorted order. */
@@ -21,6 +23,12 @@ function same(t: Test, m: SortedMap<number>, ref: Map<string, number>, what: str
   t.same([...m], want, `${what}: entries in key order`);
   t.same([...m.keys()], want.map((e) => e[0]), `${what}: keys`);
   t.same([...m.values()], want.map((e) => e[1]), `${what}: values`);
+  const walked: [string, number][] = [];
+  m.forEach(function (this: unknown, v, k, map) {
+    if (map !== m || this !== THIS) throw new Error('forEach: wrong map or thisArg');
+    walked.push([k, v]);
+  }, THIS);
+  t.same(walked, want, `${what}: forEach in key order`);
   let bad = 0;
   for (const [k, v] of ref) if (m.get(k) !== v || !m.has(k)) bad++;
   t.equal(bad, 0, `${what}: every key found with its value`);

@@ -4,11 +4,13 @@
 import t from 'tap';
 import { GROUPED_MAX_ENDPOINTS } from '../../../../src/backends/nftables/names.js';
 import { V4, V6 } from '../../../../src/backends/nftables/rules.js';
-import { generalContribution, groupedClusterIPOnly, hairpinClaims, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
+import { FirstAddresses } from '../../../../src/backends/nftables/distinct.js';
+import { generalContribution, groupedClusterIPOnly, hairpinClaims, hairpinInto, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
 import { Sets } from '../../../../src/backends/nftables/names.js';
 import { randomWalk } from './fixtures.js';
 import { SlotTable } from '../../../../src/backends/nftables/slots.js';
-import type { ServiceEntry } from '../../../../src/plan/types.js';
+import type { EndpointSet, ServiceEntry } from '../../../../src/plan/types.js';
+import { canonicalIPv4 } from '../../../../src/util/ipv4.js';
 import { ep, fwd, REJECT, svc } from '../ir-builders.js';
 
 const ctxOf = (detector: boolean, fs = V4): ServiceContext => ({ fs, detector, slots: new SlotTable() });
@@ -75,6 +77,17 @@ function hairpinSpec(s: ServiceEntry): string[] {
   return out;
 }
 
+/** `s` with every endpoint's v4 filled in as the model does (-1 for IPv6), sets that were one object still one. */
+function withV4(s: ServiceEntry): ServiceEntry {
+  const copies = new Map<EndpointSet, EndpointSet>();
+  const copy = (set: EndpointSet): EndpointSet => {
+    let c = copies.get(set);
+    if (!c) copies.set(set, (c = { ...set, endpoints: set.endpoints.map((e) => ({ ...e, v4: canonicalIPv4(e.ip) })) }));
+    return c;
+  };
+  return { ...s, internal: copy(s.internal), external: copy(s.external), cluster: copy(s.cluster) };
+}
+
 t.test('hairpinClaims: each IP of the forwarding sets once, in order; the contribution claims them; with hairpinApart it claims none', async (t) => {
   const entries: [string, ServiceEntry][] = [
     ...eligible,
@@ -94,6 +107,15 @@ t.test('hairpinClaims: each IP of the forwarding sets once, in order; the contri
       const got: string[] = [];
       hairpinClaims(s, (ip) => void got.push(ip));
       t.same(got, want, `${what} (detector ${detector})`);
+      // A full compile's walk, with the endpoints as the model makes them (v4 set) and without.
+      for (const [e, how] of [[s, 'no v4'], [withV4(s), 'with v4']] as const) {
+        const into = new FirstAddresses();
+        hairpinInto(e, into);
+        t.same(into.keys, want, `${what}: hairpinInto (${how}), as a full compile takes them`);
+        const called: string[] = [];
+        hairpinClaims(e, (ip) => void called.push(ip));
+        t.same(called, want, `${what}: hairpinClaims (${how})`);
+      }
       t.same(serviceContribution(s, ctx).elements.filter((e) => e.container === Sets.hairpin).map((e) => e.key), want, `${what}: the contribution's hairpin claims`);
       if (want.length > 0) withHairpins++;
       const apart = serviceContribution(s, { ...ctxOf(detector, s.family === 6 ? V6 : V4), hairpinApart: true }).elements;
