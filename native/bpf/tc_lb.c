@@ -327,6 +327,167 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt *p
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/*
+ * ICMP errors are rate-limited as the kernel limits its own (net.ipv4.icmp_msgs_per_sec 1000,
+ * icmp_msgs_burst 50): a flood of datagrams to a frontend without endpoints is not reflected one
+ * for one. The time the bucket is next empty, shared by every CPU and updated without a lock: a
+ * race lets one extra error through, never holds one back for long.
+ */
+#define ICMP_INTERVAL_NS (NSEC_PER_SEC / 1000)
+#define ICMP_BURST 50
+__u64 ferry_icmp_tat = 0;
+
+static __always_inline int icmp_allowed(__u64 now)
+{
+	__u64 tat = ferry_icmp_tat;
+
+	if (tat < now)
+		tat = now;
+	if (tat - now > ICMP_BURST * ICMP_INTERVAL_NS)
+		return 0;
+	ferry_icmp_tat = tat + ICMP_INTERVAL_NS;
+	return 1;
+}
+
+static __always_inline __u16 csum_fold(__s64 sum)
+{
+	__u64 s = (__u64)sum;
+
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)~s;
+}
+
+/* What an ICMP port unreachable quotes: the datagram's IP header (IPv4 without options) and UDP header. */
+#define QUOTE4 (sizeof(struct iphdr) + sizeof(struct udphdr))
+#define QUOTE6 (sizeof(struct ipv6hdr) + sizeof(struct udphdr))
+
+struct icmp_hdr {
+	__u8 type;
+	__u8 code;
+	__u16 csum;
+	__u32 unused;
+};
+
+struct icmp4_out {
+	struct iphdr ip;
+	struct icmp_hdr icmp;
+	__u8 quote[QUOTE4];
+};
+
+struct icmp6_out {
+	struct {
+		__u32 saddr[4];
+		__u32 daddr[4];
+		__u32 len;
+		__u32 next;
+	} pseudo; /* for the checksum only */
+	struct ipv6hdr ip;
+	struct icmp_hdr icmp;
+	__u8 quote[QUOTE6];
+};
+
+/* Where an ICMP error is built: the program's stack (512 bytes) is taken by the connection path. */
+struct icmp_scratch {
+	union {
+		struct icmp4_out v4;
+		struct icmp6_out v6;
+	};
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct icmp_scratch);
+} ferry_icmp_scratch SEC(".maps");
+
+/*
+ * Rejects a UDP datagram to a frontend without endpoints that is not a node address (there the
+ * stack answers, as for TCP): as the kernel's reject does, an ICMP (ICMPv6) port unreachable
+ * quoting the datagram's IP and UDP headers goes back out of the interface it came in on. The
+ * datagram is cut to what is quoted and the new headers are put in front of it; addresses and
+ * MACs swapped. IPv4 with IP options is dropped (IPv6 extension headers never get here: parse
+ * leaves them to the stack).
+ */
+static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p, __u64 now)
+{
+	__u32 zero = 0;
+	struct icmp_scratch *o = bpf_map_lookup_elem(&ferry_icmp_scratch, &zero);
+	__u8 mac[12], swapped[12];
+	__u16 eth_proto;
+	__s64 sum;
+
+	if (!o || !icmp_allowed(now) || bpf_skb_load_bytes(skb, 0, mac, 12) < 0)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(swapped, mac + 6, 6);
+	__builtin_memcpy(swapped + 6, mac, 6);
+	if (p->family == 4) {
+		struct icmp4_out *out = &o->v4;
+
+		if (p->l4off - p->l3off != sizeof(struct iphdr) || bpf_skb_load_bytes(skb, p->l3off, out->quote, QUOTE4) < 0)
+			return TC_ACT_SHOT;
+		__builtin_memset(&out->ip, 0, sizeof(out->ip) + sizeof(out->icmp));
+		out->ip.version = 4;
+		out->ip.ihl = 5;
+		out->ip.tos = 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as the kernel's ICMP errors */
+		out->ip.tot_len = bpf_htons(sizeof(*out));
+		out->ip.ttl = 64;
+		out->ip.protocol = IPPROTO_ICMP;
+		out->ip.saddr = p->daddr[0];
+		out->ip.daddr = p->saddr[0];
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&out->ip, sizeof(out->ip), 0);
+		if (sum < 0)
+			return TC_ACT_SHOT;
+		out->ip.check = csum_fold(sum);
+		out->icmp.type = 3; /* destination unreachable */
+		out->icmp.code = 3; /* port unreachable */
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&out->icmp, sizeof(out->icmp) + QUOTE4, 0);
+		if (sum < 0)
+			return TC_ACT_SHOT;
+		out->icmp.csum = csum_fold(sum);
+		/* The tail cut first, so that the head's room is all that is added. */
+		if (bpf_skb_change_tail(skb, ETH_HLEN + QUOTE4, 0) < 0 || bpf_skb_change_head(skb, sizeof(*out) - QUOTE4, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, out, sizeof(*out), 0) < 0)
+			return TC_ACT_SHOT;
+		eth_proto = bpf_htons(ETH_P_IP);
+	} else {
+		struct icmp6_out *out = &o->v6;
+		__u32 len = sizeof(out->ip) + sizeof(out->icmp) + QUOTE6;
+
+		if (bpf_skb_load_bytes(skb, p->l3off, out->quote, QUOTE6) < 0)
+			return TC_ACT_SHOT;
+		__builtin_memset(&out->ip, 0, sizeof(out->ip) + sizeof(out->icmp));
+		out->ip.version = 6;
+		out->ip.payload_len = bpf_htons(sizeof(out->icmp) + QUOTE6);
+		out->ip.nexthdr = 58; /* IPPROTO_ICMPV6 */
+		out->ip.hop_limit = 64;
+		__builtin_memcpy(&out->ip.saddr, p->daddr, 16);
+		__builtin_memcpy(&out->ip.daddr, p->saddr, 16);
+		__builtin_memcpy(out->pseudo.saddr, p->daddr, 16);
+		__builtin_memcpy(out->pseudo.daddr, p->saddr, 16);
+		out->pseudo.len = bpf_htonl(sizeof(out->icmp) + QUOTE6);
+		out->pseudo.next = bpf_htonl(58);
+		out->icmp.type = 1; /* destination unreachable */
+		out->icmp.code = 4; /* port unreachable */
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&out->pseudo, sizeof(out->pseudo), 0);
+		if (sum < 0)
+			return TC_ACT_SHOT;
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)&out->icmp, sizeof(out->icmp) + QUOTE6, (__u32)sum);
+		if (sum < 0)
+			return TC_ACT_SHOT;
+		out->icmp.csum = csum_fold(sum);
+		if (bpf_skb_change_tail(skb, ETH_HLEN + QUOTE6, 0) < 0 || bpf_skb_change_head(skb, len - QUOTE6, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN, &out->ip, len, 0) < 0)
+			return TC_ACT_SHOT;
+		eth_proto = bpf_htons(ETH_P_IPV6);
+	}
+	if (bpf_skb_store_bytes(skb, 0, swapped, 12, 0) < 0 || bpf_skb_store_bytes(skb, 12, &eth_proto, 2, 0) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 /* Translates a packet of a tracked connection; 0 when the entry cannot be used. */
 static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
 {
@@ -443,11 +604,11 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 		return TC_ACT_SHOT;
 	if (svc->verdict == FERRY_VERDICT_REJECT) {
 		/* On a node address nothing listens on the port: the stack answers with a TCP RST or
-		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) TCP gets a RST from here;
-		 * UDP is dropped for now (an ICMP error would have to quote the datagram). */
+		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) the stack would route the
+		 * packet on: the answer is made here. */
 		if (node_addr)
 			return TC_ACT_OK;
-		return p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : TC_ACT_SHOT;
+		return p->proto == IPPROTO_TCP ? reject_tcp(skb, p) : reject_udp(skb, p, now);
 	}
 	if (svc->verdict != FERRY_VERDICT_FORWARD || svc->count == 0)
 		return TC_ACT_SHOT;

@@ -51,12 +51,10 @@ export interface ModeFacts {
   readonly reoriginates: boolean;
   /**
    * Socket-level load balancing (ebpf): a local client's connect() goes straight to the endpoint,
-   * so nothing is NATed or masqueraded; `fromOutside` says why traffic from the network is not
-   * handled (absent: it is, with NAT and the IR's masquerade like the kernel NAT modes);
-   * `outsideUdpRejectDrops` says why a reject verdict for UDP from the network to a frontend
-   * that is not a node address (externalIPs, LB IPs) ends as a drop (absent: it is rejected).
+   * so nothing is NATed or masqueraded. Traffic from the network is translated with NAT and the
+   * IR's masquerade, as in the kernel NAT modes.
    */
-  readonly socketLB?: { readonly fromOutside?: string; readonly outsideUdpRejectDrops?: string };
+  readonly socketLB?: boolean;
 }
 
 export type Frontend = 'clusterIP' | 'nodePort' | 'externalIP' | 'loadBalancerIP';
@@ -264,8 +262,7 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   const traffic = classify(q, table, host);
   const base = { node: table.nodeName, mode: mode.mode, family, src: q.src, dst: q.dst, port: q.port, protocol: q.protocol, traffic };
   const { found, why } = findFrontend(q, table, host, mode);
-  const outsideUnserved = mode.socketLB?.fromOutside !== undefined && traffic.class === 'external' ? mode.socketLB.fromOutside : undefined;
-  if (!found || outsideUnserved !== undefined) {
+  if (!found) {
     return {
       ...base,
       match: null,
@@ -275,8 +272,8 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
       blockedBySourceRanges: false,
       endpoints: [],
       affinitySeconds: 0,
-      masquerade: { value: 'no', reason: outsideUnserved ?? 'no Service port matched' },
-      verdict: outsideUnserved !== undefined ? { kind: 'untouched', reason: `${mode.mode} mode: ${outsideUnserved}` } : noMatchVerdict(q, table, mode, why),
+      masquerade: { value: 'no', reason: 'no Service port matched' },
+      verdict: noMatchVerdict(q, table, mode, why),
     };
   }
   const { svc, frontend } = found;
@@ -358,8 +355,6 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
   } else if (set.verdict === 'drop') {
     const policyName = role === 'internal' ? 'internalTrafficPolicy' : 'externalTrafficPolicy';
     verdict = { kind: 'drop', reason: `${policyName} Local and no usable endpoint on node ${table.nodeName} (endpoints exist elsewhere)` };
-  } else if (mode.socketLB?.outsideUdpRejectDrops !== undefined && traffic.class === 'external' && frontend !== 'nodePort' && q.protocol === 'UDP') {
-    verdict = { kind: 'drop', reason: `${svc.key} has no usable endpoint anywhere; ${mode.mode} mode: ${mode.socketLB.outsideUdpRejectDrops}` };
   } else {
     verdict = { kind: 'reject', reason: `${svc.key} has no usable endpoint anywhere` };
   }

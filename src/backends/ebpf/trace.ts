@@ -15,9 +15,7 @@ export const EBPF_FACTS: ModeFacts = {
   rejectsUnknownClusterIPPorts: false,
   dropsUnallocatedServiceIPs: false,
   reoriginates: false,
-  socketLB: {
-    outsideUdpRejectDrops: 'the tc program answers TCP with a RST, but has no ICMP error for UDP to an externalIP or LB IP without endpoints yet: dropped (docs/ebpf.md)',
-  },
+  socketLB: true,
 };
 
 const SVC: MapName = 'ferry_svc';
@@ -45,7 +43,9 @@ function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
           does:
             e.match.frontend === 'nodePort'
               ? `${XSVC} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)`
-              : `${XSVC} [${key}] → reject: the SYN is turned into a RST and sent back out of the interface it came in on`,
+              : e.protocol === 'UDP'
+                ? `${XSVC} [${key}] → reject: answered with an ICMP port unreachable quoting the datagram, sent back out of the interface it came in on`
+                : `${XSVC} [${key}] → reject: the SYN is turned into a RST and sent back out of the interface it came in on`,
         },
       ];
     case 'drop':

@@ -47,6 +47,12 @@ async function plugIntoLan(prefix: string, netns: string, portName: string): Pro
 
 const NODE_SYSCTLS = {
   'net.ipv4.ip_forward': 1,
+  // A node forwards external-IP traffic back out of the LAN interface it came in on, and each
+  // time would send the client a redirect. Besides being useless on this flat LAN, every
+  // redirect restarts the clock of the per-client ICMP rate limit (inet_peer's rate_last, shared
+  // by both): the reject's port-unreachable errors to that client were then starved, at random.
+  'net.ipv4.conf.all.send_redirects': 0,
+  'net.ipv4.conf.default.send_redirects': 0,
   'net.ipv4.conf.all.rp_filter': 0,
   'net.ipv4.conf.default.rp_filter': 0,
   'net.ipv6.conf.all.forwarding': 1,
@@ -73,8 +79,14 @@ export async function buildNode(prefix: string, i: number, n: number, dualStack:
     'link set eth0 up',
     'route add default dev eth0',
   ];
+  // External and LB IPs that the proxy does not take leave through ext0 (a bridge without ports,
+  // where they die as they would in ARP; this kernel has no dummy device), not back out of the
+  // LAN interface they came in on: IPv6 has no switch for the redirect that forwarding out of
+  // the same interface sends, and each one takes from the per-client budget of ICMPv6 errors,
+  // so the reject's port-unreachable errors went missing at random.
+  lines.push('link add ext0 type bridge', 'link set ext0 up', `route add ${A.EXTERNAL_CIDR} dev ext0`);
   if (dualStack) {
-    lines.push(`addr add ${A.nodeIP6(i)}/64 dev eth0 nodad`, 'route add ::/0 dev eth0');
+    lines.push(`addr add ${A.nodeIP6(i)}/64 dev eth0 nodad`, 'route add ::/0 dev eth0', `route add ${A.EXTERNAL_CIDR6} dev ext0`);
   }
   for (let j = 1; j <= n; j++) {
     if (j === i) continue;
@@ -89,7 +101,17 @@ export async function buildNode(prefix: string, i: number, n: number, dualStack:
 export async function buildClient(prefix: string, dualStack: boolean): Promise<void> {
   const ns = A.clientNetns(prefix);
   await addNetns(ns);
-  await sysctls(ns, { 'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0 });
+  // No IPv6 redirects: a node forwards traffic for an external IP back out of the LAN interface
+  // it came in on and tells the client the address is on-link, so the client's next packets
+  // would go to a neighbour that does not exist (a timeout instead of the proxy's answer). A
+  // client behind a router never hears a node's redirects; IPv4's are refused anyway (the named
+  // gateway is not on the client's subnet).
+  await sysctls(ns, {
+    'net.ipv6.conf.all.accept_dad': 0,
+    'net.ipv6.conf.default.accept_dad': 0,
+    'net.ipv6.conf.all.accept_redirects': 0,
+    'net.ipv6.conf.default.accept_redirects': 0,
+  });
   await plugIntoLan(prefix, ns, 'client');
   const lines = ['link set lo up', `addr add ${A.CLIENT_IP}/24 dev eth0`, 'link set eth0 up'];
   if (dualStack) lines.push(`addr add ${A.CLIENT_IP6}/64 dev eth0 nodad`);

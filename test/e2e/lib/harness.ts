@@ -123,7 +123,8 @@ export interface ProxyEnv {
   /** Polls (one probe per attempt) until a probe succeeds and, if given, accept() holds; returns that result. */
   waitReachable(from: Vantage, target: ProbeTarget, opts?: { timeoutMs?: number; accept?: (r: ProbeResult) => boolean; what?: string }): Promise<ProbeResult>;
   /** Polls until a probe fails with the given error kind. */
-  waitRefusal(from: Vantage, target: ProbeTarget, error: string, opts?: { timeoutMs?: number; what?: string }): Promise<ProbeResult>;
+  /** `probeTimeoutMs`: how long one attempt may take to fail (default 1 s). */
+  waitRefusal(from: Vantage, target: ProbeTarget, error: string, opts?: { timeoutMs?: number; probeTimeoutMs?: number; what?: string }): Promise<ProbeResult>;
   /**
    * Returns once every ferry has applied everything written to the API server before the call:
    * a throw-away Service is created after those writes and polled from every node until it
@@ -289,11 +290,11 @@ class Env implements ProxyEnv {
     );
   }
 
-  async waitRefusal(from: Vantage, target: ProbeTarget, error: string, opts: { timeoutMs?: number; what?: string } = {}): Promise<ProbeResult> {
+  async waitRefusal(from: Vantage, target: ProbeTarget, error: string, opts: { timeoutMs?: number; probeTimeoutMs?: number; what?: string } = {}): Promise<ProbeResult> {
     return eventually(
       async () => {
         this.assertFerriesAlive();
-        const [r] = await this.probe(from, target, { timeoutMs: 1000 });
+        const [r] = await this.probe(from, target, { timeoutMs: opts.probeTimeoutMs ?? 1000 });
         if (!r) throw new NotYet('probe printed nothing');
         if (r.ok || r.error !== error) throw new NotYet(summarize([r]));
         return r;

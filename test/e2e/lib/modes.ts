@@ -71,6 +71,10 @@ export interface ModeExpectations {
   noEndpointsTCP: Expectation<Refusal>;
   /** UDP to a Service with no endpoints at all. */
   noEndpointsUDP: Expectation<Refusal>;
+  /** TCP from a client outside the node to an externalIP or LB IP of a Service with no endpoints. */
+  outsideNoEndpointsTCP: Expectation<Refusal>;
+  /** UDP from a client outside the node to an externalIP or LB IP of a Service with no endpoints. */
+  outsideNoEndpointsUDP: Expectation<Refusal>;
   /** TCP where policy says "drop": externalTrafficPolicy Local on a node without local endpoints,
    * internalTrafficPolicy Local from a node without local endpoints, a source outside
    * loadBalancerSourceRanges. */
@@ -116,6 +120,14 @@ const KERNEL_NAT: ModeExpectations = {
     value: 'refused',
     reason: 'kube-proxy rejects traffic to a Service without endpoints with ICMP port unreachable so clients fail fast',
   },
+  outsideNoEndpointsTCP: {
+    value: 'refused',
+    reason: 'the reject rule answers traffic from the network as it answers local traffic (ICMP port unreachable)',
+  },
+  outsideNoEndpointsUDP: {
+    value: 'refused',
+    reason: 'the reject rule answers traffic from the network as it answers local traffic (ICMP port unreachable)',
+  },
   policyDrop: {
     value: 'timeout',
     reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
@@ -158,6 +170,14 @@ const EBPF: ModeExpectations = {
     value: 'unreachable',
     reason: 'for a local client the decision is made in connect(), before any packet exists that could be dropped: it fails with EHOSTUNREACH (as Cilium\'s socket LB does) instead of timing out',
   },
+  outsideNoEndpointsTCP: {
+    value: 'refused',
+    reason: 'the tc program turns the SYN into a RST and sends it back out of the interface it came in on',
+  },
+  outsideNoEndpointsUDP: {
+    value: 'refused',
+    reason: 'the tc program answers with an ICMP port unreachable quoting the datagram, rate-limited as the kernel limits its own',
+  },
   outsidePolicyDrop: {
     value: 'timeout',
     reason: 'a packet from the network that policy says must not be served here is dropped by the tc program (TC_ACT_SHOT), as kube-proxy drops it',
@@ -187,6 +207,14 @@ const USERSPACE: ModeExpectations = {
   noEndpointsUDP: {
     value: 'refused',
     reason: 'docs/userspace.md: with no endpoint anywhere the UDP socket is not bound, so the kernel answers ICMP port unreachable',
+  },
+  outsideNoEndpointsTCP: {
+    value: 'reset',
+    reason: 'docs/userspace.md: external addresses live on ferry0 like ClusterIPs, so an outside client meets the same reset of the accepted connection',
+  },
+  outsideNoEndpointsUDP: {
+    value: 'refused',
+    reason: 'docs/userspace.md: external addresses live on ferry0 and the UDP socket is not bound, so the kernel answers ICMP port unreachable',
   },
   policyDrop: {
     value: 'reset',

@@ -31,6 +31,8 @@ const LB_LOCAL_IP = '203.0.113.10';
 const LB_ALLOW_IP = '203.0.113.11';
 const LB_DENY_IP = '203.0.113.12';
 const EXTERNAL_IP = '203.0.113.20';
+const NO_ENDPOINTS_IP = '203.0.113.21';
+const NO_ENDPOINTS_IP6 = '2001:db8:3::21';
 const VIA = 'node-1';
 
 async function waitHealth(env: ProxyEnv, node: string, port: number, want: number): Promise<void> {
@@ -58,11 +60,13 @@ for (const mode of modes()) {
         c.addPod({ name: 'ext-2', node: 'node-2', labels: { app: 'ext' } }),
       ]);
       await c.addClientRoute('203.0.113.0/24', VIA);
+      await c.addClientRoute('2001:db8:3::/64', VIA);
       await env.apply([
         serviceDoc('np', { type: 'NodePort', selector: { app: 'ext' }, protocols: ['TCP', 'UDP'], dualStack: true }),
         serviceDoc('lb-local', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { externalTrafficPolicy: 'Local' } }),
         serviceDoc('extip', { selector: { app: 'ext' }, spec: { externalIPs: [EXTERNAL_IP] } }),
         serviceDoc('lb-allow', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: [`${c.clientIP}/32`] } }),
+        serviceDoc('extip-none', { selector: { app: 'none' }, protocols: ['TCP', 'UDP'], dualStack: true, spec: { externalIPs: [NO_ENDPOINTS_IP, NO_ENDPOINTS_IP6] } }),
         serviceDoc('lb-deny', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: ['192.0.2.0/24'] } }),
       ]);
       await env.setLoadBalancerIngress('lb-local', [LB_LOCAL_IP]);
@@ -154,6 +158,31 @@ for (const mode of modes()) {
         answeredBy(t, rs, ['ext-1', 'ext-2'], 'Cluster policy spreads over both endpoints');
         sourceIs(t, env, rs, env.expect.externalClusterPolicy, c.clientIP, VIA, 'client → externalIP');
         await traceAgrees(t, env, rs, { from: fromClient, via: VIA, src: c.clientIP, target: tcp(EXTERNAL_IP) }, 'trace client → externalIP');
+      });
+
+      await t.test('externalIPs of a Service without endpoints, from the client: TCP and UDP refused at once, IPv4 and IPv6', async (t) => {
+        env.diagnoseOnFailure(t);
+        // An ICMP error of the kernel is rate-limited per destination (1/s after a small burst):
+        // probes are spaced so that every one gets its own answer. And a non-blocking IPv6
+        // connect() here ignores the ICMPv6 error to its first SYN (measured: refused ~1 s later,
+        // at the retransmission; the kernel NAT modes, as with kube-proxy), so an attempt may take
+        // 3 s to fail. Spacing and patience, not timing assertions.
+        const spaced = { count: 2, timeoutMs: 3000, intervalMs: 1100 };
+        for (const [ip, src] of [
+          [NO_ENDPOINTS_IP, c.clientIP],
+          [NO_ENDPOINTS_IP6, CLIENT_IP6],
+        ] as const) {
+          for (const [target, e] of [
+            [tcp(ip), env.expect.outsideNoEndpointsTCP],
+            [udp(ip), env.expect.outsideNoEndpointsUDP],
+          ] as const) {
+            const what = `${target.proto.toUpperCase()} client → extip-none ${ip} (routed to ${VIA})`;
+            await env.waitRefusal(fromClient, target, e.value, { probeTimeoutMs: spaced.timeoutMs, what: `${what} fails with ${e.value}` });
+            const rs = await env.probe(fromClient, target, spaced);
+            failedWith(t, rs, e, what);
+            await traceAgrees(t, env, rs, { from: fromClient, via: VIA, src, target, refused: 'reject' }, `trace ${what}`);
+          }
+        }
       });
 
       await t.test('loadBalancerSourceRanges: an allowed source passes, an excluded one is dropped', async (t) => {

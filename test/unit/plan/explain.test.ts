@@ -51,7 +51,10 @@ const self = svc({ namespace: 'default', name: 'self', clusterIP: '198.19.0.16',
 const term = { ...svc({ namespace: 'default', name: 'term', clusterIP: '198.19.0.17', internal: fwd(ep('198.18.1.8', 8080, false, false)) }), topology: 'PreferSameZone' as const };
 const udp = svc({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(REMOTE_EP) });
 
-const T: ProxyTables = tables(table(4, [web, sticky, empty, itl, local, lb, self, term, udp], { serviceCIDRs: ['198.19.0.0/16'] }));
+const emptyExt = svc({ namespace: 'default', name: 'empty-ext', clusterIP: '198.19.0.18', internal: REJECT, externalIPs: ['203.0.113.21'] });
+const emptyExtUdp = svc({ namespace: 'default', name: 'empty-ext', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.18', internal: REJECT, externalIPs: ['203.0.113.21'] });
+
+const T: ProxyTables = tables(table(4, [web, sticky, empty, itl, local, lb, self, term, udp, emptyExt, emptyExtUdp], { serviceCIDRs: ['198.19.0.0/16'] }));
 
 const q = (src: string, dst: string, port: number, extra: Partial<TraceQuery> = {}): TraceQuery => ({ src, dst, port, protocol: 'TCP', ...extra });
 
@@ -288,4 +291,11 @@ t.test('ebpf: socket-level LB never masquerades; traffic from outside goes throu
   t.match(loc.path.at(-1)?.does, /dropped/);
   t.equal(trace(T, q(CLIENT, NODE_IP, 30012), host, EBPF_FACTS, ebpfPath).verdict.kind, 'reject', 'no endpoints on a node address: the stack refuses');
   t.equal(trace(T, q(POD, '198.19.0.12', 80), host, EBPF_FACTS, ebpfPath).verdict.kind, 'reject');
+  // Elsewhere (an externalIP) the tc program answers itself: a RST for TCP, an ICMP error for UDP.
+  const rst = trace(T, q(CLIENT, '203.0.113.21', 80), host, EBPF_FACTS, ebpfPath);
+  t.equal(rst.verdict.kind, 'reject', 'TCP to an externalIP without endpoints: rejected');
+  t.match(rst.path.at(-1)?.does, /SYN is turned into a RST/);
+  const icmp = trace(T, q(CLIENT, '203.0.113.21', 53, { protocol: 'UDP' }), host, EBPF_FACTS, ebpfPath);
+  t.equal(icmp.verdict.kind, 'reject', 'UDP to an externalIP without endpoints: rejected too');
+  t.match(icmp.path.at(-1)?.does, /ICMP port unreachable/);
 });
