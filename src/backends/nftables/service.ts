@@ -123,20 +123,33 @@ export function groupedFrontendKey(svc: ServiceEntry): string {
 }
 
 /**
+ * The forwarding sets whose endpoints are hairpin claims — internal, external, cluster, each
+ * distinct set once: the set itself when there is one (nearly every port; no array made for
+ * it), undefined when there is none.
+ */
+function hairpinSets(svc: ServiceEntry): EndpointSet | readonly EndpointSet[] | undefined {
+  const internal = svc.internal;
+  const a = forwards(internal) ? internal : undefined;
+  const b = svc.external !== a && forwards(svc.external) ? svc.external : undefined;
+  const c = svc.cluster !== a && svc.cluster !== b && forwards(svc.cluster) ? svc.cluster : undefined;
+  const n = (a ? 1 : 0) + (b ? 1 : 0) + (c ? 1 : 0);
+  if (n <= 1) return a ?? b ?? c;
+  const sets: EndpointSet[] = [];
+  for (const x of [a, b, c]) if (x) sets.push(x);
+  return sets;
+}
+
+/**
  * A service port's hairpin claims (`ip`, the endpoint IP: ElementClaim): every endpoint any of
  * its forwarding sets may use, each IP once, in set order (internal, external, cluster). Its
  * contribution claims them through this; a full compile, which sets `hairpinApart`, calls it
  * itself. A sorted set has a repeated IP (two ports) adjacent: no Set for the common case.
  */
 export function hairpinClaims(svc: ServiceEntry, claim: (ip: string, v4?: number) => void): void {
-  const internal = svc.internal;
-  const a = forwards(internal) ? internal : undefined;
-  const b = svc.external !== a && forwards(svc.external) ? svc.external : undefined;
-  const c = svc.cluster !== a && svc.cluster !== b && forwards(svc.cluster) ? svc.cluster : undefined;
-  const n = (a ? 1 : 0) + (b ? 1 : 0) + (c ? 1 : 0);
-  if (n === 0) return;
-  if (n === 1) {
-    const eps = (a ?? b ?? c)!.endpoints;
+  const sets = hairpinSets(svc);
+  if (sets === undefined) return;
+  if ('endpoints' in sets) {
+    const eps = sets.endpoints;
     // IPv4 endpoints are compared by their number (PlannedEndpoint.v4): the walk then never
     // reads the address text, 440,000 strings scattered over the heap at 44k Services.
     let lastIP = '';
@@ -155,8 +168,7 @@ export function hairpinClaims(svc: ServiceEntry, claim: (ip: string, v4?: number
     return;
   }
   const seen = new Set<string>();
-  for (const set of [a, b, c]) {
-    if (!set) continue;
+  for (const set of sets) {
     for (const ep of set.endpoints) {
       const size = seen.size;
       seen.add(ep.ip);
@@ -172,15 +184,13 @@ export function hairpinClaims(svc: ServiceEntry, claim: (ip: string, v4?: number
  * to a callback boxed it — 440,000 heap numbers, 7 MB a compile at 44k Services.
  */
 export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
-  const internal = svc.internal;
-  const a = forwards(internal) ? internal : undefined;
-  const b = svc.external !== a && forwards(svc.external) ? svc.external : undefined;
-  const c = svc.cluster !== a && svc.cluster !== b && forwards(svc.cluster) ? svc.cluster : undefined;
-  if ((a ? 1 : 0) + (b ? 1 : 0) + (c ? 1 : 0) !== 1) {
+  const sets = hairpinSets(svc);
+  if (sets === undefined) return;
+  if (!('endpoints' in sets)) {
     hairpinClaims(svc, into.add);
     return;
   }
-  const eps = (a ?? b ?? c)!.endpoints;
+  const eps = sets.endpoints;
   let lastIP = '';
   let lastV4 = -1;
   for (let i = 0; i < eps.length; i++) {
