@@ -47,10 +47,11 @@ async function plugIntoLan(prefix: string, netns: string, portName: string): Pro
 
 const NODE_SYSCTLS = {
   'net.ipv4.ip_forward': 1,
-  // A node forwards external-IP traffic back out of the LAN interface it came in on, and each
-  // time would send the client a redirect. Besides being useless on this flat LAN, every
-  // redirect restarts the clock of the per-client ICMP rate limit (inet_peer's rate_last, shared
-  // by both): the reject's port-unreachable errors to that client were then starved, at random.
+  // A node forwards some traffic back out of the LAN interface it came in on (an external IP
+  // translated to an endpoint on another node), and each time would send the client a redirect.
+  // Besides being useless on this flat LAN, every redirect restarts the clock of the per-client
+  // ICMP rate limit (inet_peer's rate_last, shared by both): a reject's port-unreachable errors
+  // to that client were then starved, at random. (IPv6 has no such switch: see ext0 below.)
   'net.ipv4.conf.all.send_redirects': 0,
   'net.ipv4.conf.default.send_redirects': 0,
   'net.ipv4.conf.all.rp_filter': 0,

@@ -46,6 +46,17 @@ async function waitHealth(env: ProxyEnv, node: string, port: number, want: numbe
   );
 }
 
+/** The client's count of ICMP destination unreachables received (IPv4), from /proc/net/snmp. */
+async function icmpInDestUnreachs(env: ProxyEnv): Promise<number> {
+  const snmp = (await env.cluster.exec(env.cluster.clientNetns, ['cat', '/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Icmp: '));
+  const names = snmp[0]?.split(/\s+/) ?? [];
+  const values = snmp[1]?.split(/\s+/) ?? [];
+  const i = names.indexOf('InDestUnreachs');
+  const v = Number(values[i]);
+  if (i < 0 || !Number.isInteger(v)) throw new Error(`no Icmp InDestUnreachs in the client's /proc/net/snmp: ${snmp.join(' | ')}`);
+  return v;
+}
+
 // A cluster per mode takes a minute or so; tap's default of 30 s per file would cut it short.
 t.setTimeout(scaledMs(modes().length * 10 * 60_000));
 
@@ -183,6 +194,17 @@ for (const mode of modes()) {
             await traceAgrees(t, env, rs, { from: fromClient, via: VIA, src, target, refused: 'reject' }, `trace ${what}`);
           }
         }
+        // A flood is not answered one for one: every mode rate-limits these errors (the kernel's
+        // own limits; in ebpf mode the tc program's bucket, 1,000 a second after a burst of 50).
+        // Counted where they arrive, in the client's ICMP counters; the client sends nothing else.
+        const N = 2000;
+        await new Promise((r) => setTimeout(r, 1100)); // the kernel's per-client budget refills
+        const before = await icmpInDestUnreachs(env);
+        const flood = `const s=require('dgram').createSocket('udp4');s.on('error',()=>{});let n=0;const b=Buffer.from('x');(function go(){for(let i=0;i<100&&n<${N};i++,n++)s.send(b,80,'${NO_ENDPOINTS_IP}');if(n<${N})setImmediate(go);else setTimeout(()=>s.close(),500)})()`;
+        const sent = await c.exec(c.clientNetns, [process.execPath, '-e', flood], { allowFailure: true });
+        t.equal(sent.exitCode, 0, `the client sent ${N} datagrams to ${NO_ENDPOINTS_IP}:80 (${sent.stderr.trim() || 'ok'})`);
+        const errors = (await icmpInDestUnreachs(env)) - before;
+        t.ok(errors >= 1 && errors < N / 2, `${N} datagrams in a burst got ${errors} ICMP errors: some, far fewer than one each`);
       });
 
       await t.test('loadBalancerSourceRanges: an allowed source passes, an excluded one is dropped', async (t) => {
