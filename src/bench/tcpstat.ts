@@ -13,16 +13,20 @@ export const COUNTERS: Record<string, readonly string[]> = {
 };
 
 export function readTcpCounters(texts: readonly string[]): Record<string, number> {
+  return readNetCounters(texts, COUNTERS);
+}
+
+/** The counters `want` names (table → counter names) out of /proc/net/snmp or netstat text. */
+export function readNetCounters(texts: readonly string[], want: Record<string, readonly string[]>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const text of texts) {
     const lines = text.split('\n');
     for (let i = 0; i + 1 < lines.length; i += 2) {
       const head = lines[i]!.split(/\s+/);
       const vals = lines[i + 1]!.split(/\s+/);
-      const table = head[0]?.replace(/:$/, '') ?? '';
-      const want = COUNTERS[table];
-      if (!want) continue;
-      for (let k = 1; k < head.length; k++) if (want.includes(head[k]!)) out[head[k]!] = Number(vals[k]);
+      const names = want[head[0]?.replace(/:$/, '') ?? ''];
+      if (!names) continue;
+      for (let k = 1; k < head.length; k++) if (names.includes(head[k]!)) out[head[k]!] = Number(vals[k]);
     }
   }
   return out;

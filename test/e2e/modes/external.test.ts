@@ -8,6 +8,7 @@
 import t from 'tap';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { CLIENT_IP6 } from '../../../src/sim/cluster/index.js';
+import { readNetCounters } from '../../../src/bench/tcpstat.js';
 import {
   allAnswered,
   answeredBy,
@@ -48,12 +49,9 @@ async function waitHealth(env: ProxyEnv, node: string, port: number, want: numbe
 
 /** The client's count of ICMP destination unreachables received (IPv4), from /proc/net/snmp. */
 async function icmpInDestUnreachs(env: ProxyEnv): Promise<number> {
-  const snmp = (await env.cluster.exec(env.cluster.clientNetns, ['cat', '/proc/net/snmp'])).stdout.split('\n').filter((l) => l.startsWith('Icmp: '));
-  const names = snmp[0]?.split(/\s+/) ?? [];
-  const values = snmp[1]?.split(/\s+/) ?? [];
-  const i = names.indexOf('InDestUnreachs');
-  const v = Number(values[i]);
-  if (i < 0 || !Number.isInteger(v)) throw new Error(`no Icmp InDestUnreachs in the client's /proc/net/snmp: ${snmp.join(' | ')}`);
+  const snmp = (await env.cluster.exec(env.cluster.clientNetns, ['cat', '/proc/net/snmp'])).stdout;
+  const v = readNetCounters([snmp], { Icmp: ['InDestUnreachs'] }).InDestUnreachs;
+  if (v === undefined || !Number.isInteger(v)) throw new Error(`no Icmp InDestUnreachs in the client's /proc/net/snmp`);
   return v;
 }
 

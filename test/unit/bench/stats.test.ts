@@ -3,7 +3,7 @@
 import t from 'tap';
 import { compare, summarize, verdict } from '../../../src/bench/stats.js';
 import { datapathRatios, summaryMarkdown } from '../../../src/bench/report.js';
-import { readConntrackStat, readTcpCounters } from '../../../src/bench/tcpstat.js';
+import { readConntrackStat, readNetCounters, readTcpCounters } from '../../../src/bench/tcpstat.js';
 import { machineBusy } from '../../../src/bench/datapath.js';
 import type { BenchResults, DatapathRow } from '../../../src/bench/types.js';
 
@@ -84,6 +84,8 @@ t.test('readTcpCounters picks the stall counters out of /proc/net/snmp and netst
   const snmp = 'Tcp: RtoAlgorithm ActiveOpens AttemptFails RetransSegs\nTcp: 1 3000 2 16\nUdp: InDatagrams\nUdp: 5\n';
   const netstat = 'TcpExt: SyncookiesSent TCPSynRetrans TCPTimeouts\nTcpExt: 0 16 16\n';
   t.same(readTcpCounters([snmp, netstat]), { ActiveOpens: 3000, AttemptFails: 2, RetransSegs: 16, TCPSynRetrans: 16, TCPTimeouts: 16 });
+  const icmp = 'Icmp: InMsgs InErrors InDestUnreachs\nIcmp: 12 0 9\nIcmpMsg: InType3\nIcmpMsg: 9\n';
+  t.same(readNetCounters([snmp, icmp], { Icmp: ['InDestUnreachs'] }), { InDestUnreachs: 9 }, 'any table and counters asked for (the external e2e counts ICMP errors)');
 });
 
 t.test('machineBusy: the non-idle share of the /proc/stat deltas', async (t) => {
