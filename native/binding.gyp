@@ -1,5 +1,5 @@
 # The ferry native addon: nf_tables batches over netlink and the tamper watch's subscription, libnftables in-process, conntrack deletion over netlink, splice(2)
-# forwarding for the userspace proxy, and the ebpf mode's loader and map updates (libbpf).
+# forwarding for the userspace proxy, the ebpf mode's loader and map updates (libbpf), and the watch on the host's addresses.
 # Built by `cd native && npx --no-install node-gyp rebuild` (scripts/setup); see docs/native.md.
 {
   "targets": [
@@ -12,7 +12,8 @@
         "src/nfnl_monitor.cc",
         "src/conntrack.cc",
         "src/splice.cc",
-        "src/bpf.cc"
+        "src/bpf.cc",
+        "src/route_watch.cc"
       ],
       "include_dirs": [
         "<!@(node -p \"require('node-addon-api').include\")"

@@ -21,6 +21,7 @@
 #include "nfnl_monitor.h"
 #include "nft.h"
 #include "promise_worker.h"
+#include "route_watch.h"
 #include "splice.h"
 
 namespace ferry {
@@ -479,6 +480,7 @@ static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   exports.Set("conntrackList", Napi::Function::New(env, ConntrackListAsync, "conntrackList"));
   RegisterSplice(env, exports);
   RegisterBpf(env, exports);
+  RegisterRouteWatch(env, exports);
   exports.Set("mallocFixThresholds", Napi::Function::New(env, MallocFixThresholds, "mallocFixThresholds"));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;

@@ -260,6 +260,11 @@ export interface NativeAddon {
   bpfInterfaces?(): { name: string; index: number }[];
   /** A netlink subscription to this network namespace's link changes (RTMGRP_LINK). */
   bpfLinkWatch?(): LinkWatch;
+  /**
+   * Calls onChange (on the main thread) whenever an address or a link of this network namespace
+   * changed; with a message when the subscription failed and stopped. Does not keep the process alive.
+   */
+  routeWatch?(onChange: (error?: string) => void): { close(): void };
   readonly abiVersion: number;
 }
 

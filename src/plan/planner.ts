@@ -50,8 +50,14 @@ export interface PlanOptions {
   detectLocal?: DetectLocalSpec;
   /** From --nodeport-addresses. */
   nodePortAddresses: NodePortAddressSpec;
-  /** Addresses on this host's interfaces (resolved by the caller), used for 'cidrs'. */
+  /** Addresses on this host's interfaces (resolved by the caller), used for 'cidrs' (and 'all' with listAllNodePortAddresses). */
   localAddresses: readonly string[];
+  /**
+   * nodePortAddresses 'all' also lists the host's addresses of the family (`local`, from
+   * localAddresses), for a backend that cannot ask the kernel per packet whether an address is
+   * local (ebpf). A change of them is then a table-level change, like a change of CIDR matches.
+   */
+  listAllNodePortAddresses?: boolean;
 }
 
 export interface PlanReport {
@@ -134,22 +140,36 @@ function nodePortAddresses(
   spec: NodePortAddressSpec,
   family: IPFamily,
   nodeIPs: readonly string[],
-  localAddresses: readonly string[],
+  opts: PlanOptions,
   problems: string[],
 ): NodePortAddresses {
+  const localAddresses = opts.localAddresses;
+  const all = opts.listAllNodePortAddresses ? allWithLocal(localAddresses, family) : ALL;
   if (spec.kind === 'primary') {
     const p = nodeIPs[0];
-    return p !== undefined && !isLoopback(p) ? Object.freeze({ kind: 'list', addresses: Object.freeze([p]) }) : ALL;
+    return p !== undefined && !isLoopback(p) ? Object.freeze({ kind: 'list', addresses: Object.freeze([p]) }) : all;
   }
-  if (spec.kind !== 'cidrs') return ALL;
+  if (spec.kind !== 'cidrs') return all;
   const cidrs = familyCIDRs(spec.cidrs, family, 'nodePortAddresses', problems);
-  if (cidrs.length === 0 || cidrs.some((c) => c.bits === 0)) return ALL;
+  if (cidrs.length === 0 || cidrs.some((c) => c.bits === 0)) return all;
   const found = new Set<string>();
   for (const a of localAddresses) {
     const p = parseIP(a);
     if (p && p.family === family && cidrs.some((c) => cidrContains(c, p.ip))) found.add(p.ip);
   }
   return Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
+}
+
+/** 'all' with the host's addresses of the family but loopback ones, canonical and sorted (the same object while they stay). */
+function allWithLocal(localAddresses: readonly string[], family: IPFamily): NodePortAddresses {
+  return memoByList(`${family}\0local`, localAddresses, () => {
+    const found = new Set<string>();
+    for (const a of localAddresses) {
+      const p = parseIP(a);
+      if (p && p.family === family && !isLoopback(p.ip)) found.add(p.ip);
+    }
+    return Object.freeze({ kind: 'all', local: Object.freeze([...found].sort()) });
+  });
 }
 
 /** The detector for one family; a family without a CIDR to match gets none (as kube-proxy). */
@@ -177,7 +197,7 @@ function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): H
     family,
     nodeName: snap.node.name,
     nodeIPs,
-    nodePortAddresses: nodePortAddresses(opts.nodePortAddresses, family, nodeIPs, opts.localAddresses, problems),
+    nodePortAddresses: nodePortAddresses(opts.nodePortAddresses, family, nodeIPs, opts, problems),
     localTraffic: localTraffic(opts, snap.node, family, problems),
     masqueradeAll: opts.masqueradeAll,
   };

@@ -126,8 +126,13 @@ export type LocalTrafficDetector =
 
 /** Where NodePorts are accepted on this node, for this family. */
 export type NodePortAddresses =
-  /** Every local address except loopback (nftables: `fib daddr type local`). */
-  | { readonly kind: 'all' }
+  /**
+   * Every local address except loopback (nftables: `fib daddr type local`). `local`: those
+   * addresses of the family as the host listed them (canonical, sorted), present when the
+   * planner was asked to list them (PlanOptions.listAllNodePortAddresses) for a backend that
+   * cannot ask the kernel per packet (ebpf).
+   */
+  | { readonly kind: 'all'; readonly local?: readonly string[] }
   /** Exactly these local addresses (from --nodeport-addresses CIDRs or "primary"). */
   | { readonly kind: 'list'; readonly addresses: readonly string[] };
 

@@ -6,7 +6,6 @@
  * restart. Owns the process lifecycle; holds no Kubernetes semantics of its own.
  */
 import { existsSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { ProxyConfig, ProxyMode } from '../config/types.js';
 import { formatDuration } from '../config/duration.js';
@@ -20,6 +19,8 @@ import type { Backend } from '../plan/types.js';
 import { DryRunBackend } from '../backends/dryrun/index.js';
 import { isUserspaceBackend } from '../backends/userspace/index.js';
 import { isTamperWatchable } from '../backends/kernel/nft-monitor.js';
+import { addonRouteWatch, listLocalAddresses, LocalAddressWatch, type RouteWatchSource } from '../backends/kernel/local-addresses.js';
+import { loadNative } from '../native/index.js';
 import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/health.js';
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
@@ -43,6 +44,10 @@ export interface DaemonDeps {
   readonly nodeWaitMs?: number;
   readonly intactCheckMs?: number;
   readonly watchBackoff?: Backoff;
+  /** Address and link change notifications; default the addon's (tests substitute a fake). */
+  readonly routeWatch?: RouteWatchSource;
+  /** Lists the host's addresses; default listLocalAddresses (tests substitute a fake host). */
+  readonly listLocalAddresses?: () => string[];
 }
 
 export interface ProxyDaemon {
@@ -58,13 +63,15 @@ export interface ProxyDaemon {
   stop(): Promise<void>;
 }
 
-/** Every address on this host's interfaces (the planner filters by --nodeport-addresses). */
-export function localAddresses(): string[] {
-  const out: string[] = [];
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) out.push(a.address);
-  }
-  return out;
+/**
+ * Whether NodePorts follow the host's own addresses, which ferry must then list (and watch):
+ * CIDR-valued --nodeport-addresses select among them in every mode; unset, the modes whose data
+ * path cannot ask the kernel per packet whether an address is local take them as the list.
+ */
+export function nodePortsFollowAddresses(config: Pick<ProxyConfig, 'nodePortAddresses' | 'dryRun'>, mode: ProxyMode): { list: boolean; all: boolean } {
+  // A dry run shows the IR, whose 'all' needs no listing to be read.
+  const all = !config.dryRun && config.nodePortAddresses.kind === 'all' && (mode === 'ebpf' || mode === 'userspace');
+  return { list: all || config.nodePortAddresses.kind === 'cidrs', all };
 }
 
 /** The nftables backend's apply path of its last sync (netlink or a fallback); undefined in other modes. */
@@ -148,14 +155,24 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   if (isUserspaceBackend(backend)) metrics.watchUserspace(() => backend.stats());
   const healthChecks = new ServiceHealthServers(() => health.health().healthy);
+  // The host's addresses, listed only where NodePorts follow them, and watched: an address the
+  // node gains or loses is a table-level change, synced at once (docs/ir.md, nodePortAddresses).
+  const follow = nodePortsFollowAddresses(config, mode);
+  let syncerRef: Syncer | undefined;
+  const addresses = follow.list
+    ? new LocalAddressWatch({
+        watch: deps.routeWatch ?? addonRouteWatch(loadNative()),
+        ...(deps.listLocalAddresses ? { list: deps.listLocalAddresses } : {}),
+        onChange: () => syncerRef?.requestSync(),
+      })
+    : undefined;
   const planOptions = (): PlanOptions => ({
     masqueradeAll: config.masqueradeAll,
     clusterCIDRs: config.clusterCIDRs,
     detectLocal: detectLocalSpec(config.detectLocal),
     nodePortAddresses: config.nodePortAddresses,
-    // Only CIDR-valued --nodeport-addresses reads them; listing the host's interfaces on every
-    // sync was a fifth of a one-endpoint sync's CPU.
-    localAddresses: config.nodePortAddresses.kind === 'cidrs' ? localAddresses() : [],
+    localAddresses: addresses?.current() ?? [],
+    listAllNodePortAddresses: follow.all,
   });
   // ferry's own programming latency: the oldest event a sync carries (received after the first
   // sync) to that sync's success. The snapshot hands the pending events to the sync.
@@ -189,6 +206,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     // pays for every Service's KUBE-SERVICES line each time, so small pieces would only repeat that.
     bound: { targetMs: BOUNDED_PIECE_MS, minBudget: backend.name === 'nftables' ? 200 : 2000 },
   });
+  syncerRef = syncer;
   let watchesRef: ClusterWatches | undefined;
   const introspection = new DaemonIntrospection({
     config,
@@ -209,7 +227,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     healthCheckPorts: () => healthChecks.openPorts(),
     consecutiveFailures: () => syncer.consecutiveFailures(),
     nftablesVia: () => nftablesVia(backend),
-    localAddresses,
+    localAddresses: () => addresses?.current() ?? (deps.listLocalAddresses ?? listLocalAddresses)(),
   });
   syncer.onSync((r) => {
     // Read the clock before the bookkeeping below: what it measures ends in the kernel.
@@ -338,6 +356,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       if (stopped) return;
       stopped = true;
       tamperWatch?.stop();
+      addresses?.close();
       await watches.stop();
       await syncer.stop();
       await healthChecks.closeAll();

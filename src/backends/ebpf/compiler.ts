@@ -113,6 +113,9 @@ export interface EbpfCompilerOptions {
   readonly localhostNodePorts: boolean;
 }
 
+/** ferry_nodeaddr's 4,096 entries (native/bpf/maps.h), half for each family. */
+const NODEADDR_PER_FAMILY = 2048;
+
 /** internal: the ClusterIP's; external: socket LB's external frontends; outside: tc's, when it differs. */
 const SET_KINDS = ['internal', 'external', 'outside'] as const;
 
@@ -297,7 +300,7 @@ export class EbpfCompiler {
     // The table-level elements go with the first part.
     let desired = emptyContents();
     for (const family of this.opts.families) {
-      this.nodeAddresses(next[family], desired.ferry_nodeaddr);
+      this.nodeAddresses(next[family], desired.ferry_nodeaddr, skipped);
       this.snat(next[family], desired.ferry_snat);
       this.compiled.set(family, new Map());
     }
@@ -394,7 +397,7 @@ export class EbpfCompiler {
     if (changes.tableChanged) {
       const level = emptyContents();
       for (const family of this.opts.families) {
-        this.nodeAddresses(next[family], level.ferry_nodeaddr);
+        this.nodeAddresses(next[family], level.ferry_nodeaddr, skipped);
         this.snat(next[family], level.ferry_snat);
       }
       for (const m of ['ferry_nodeaddr', 'ferry_snat'] as const) {
@@ -452,15 +455,28 @@ export class EbpfCompiler {
     return { elements, sets };
   }
 
-  /** Node addresses that accept NodePorts (the wildcard entries), as nodeaddr elements. */
-  private nodeAddresses(table: ProxyTable, out: Elements): void {
+  /**
+   * Node addresses that accept NodePorts (the wildcard entries), as nodeaddr elements. With
+   * nodePortAddresses 'all': every address the host has (the planner's `local`, kept current by
+   * the daemon's address watch), the Node's listed ones (also when the host does not list them:
+   * a listing may lag) and 127.0.0.1 as --iptables-localhost-nodeports.
+   */
+  private nodeAddresses(table: ProxyTable, out: Elements, skipped: string[]): void {
     const family = table.family;
+    const spec = table.nodePortAddresses;
     const addrs =
-      table.nodePortAddresses.kind === 'list'
-        ? [...table.nodePortAddresses.addresses]
-        : [...table.nodeIPs, ...(family === 4 && this.opts.localhostNodePorts ? ['127.0.0.1'] : [])];
+      spec.kind === 'list'
+        ? spec.addresses
+        : [...table.nodeIPs, ...(family === 4 && this.opts.localhostNodePorts ? ['127.0.0.1'] : []), ...(spec.local ?? [])];
+    const seen = new Set<string>();
     for (const a of addrs) {
+      if (seen.has(a)) continue;
+      if (seen.size >= NODEADDR_PER_FAMILY) {
+        skipped.push(`NodePorts on ${addrs.length - seen.size} more IPv${family} addresses of the host: ferry_nodeaddr holds ${NODEADDR_PER_FAMILY} per family`);
+        break;
+      }
       if (!writeAddr(this.addr, 0, a, family)) continue;
+      seen.add(a);
       const i = out.add();
       writeNodeAddrKey(out.keys, i * out.keySize, this.addr, family);
       writeU32(out.values, i * out.valueSize, 1);

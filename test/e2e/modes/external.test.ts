@@ -16,6 +16,7 @@ import {
   expectations,
   failedWith,
   fromClient,
+  fromNode,
   modes,
   nodePortOf,
   NotYet,
@@ -35,6 +36,9 @@ const EXTERNAL_IP = '203.0.113.20';
 const NO_ENDPOINTS_IP = '203.0.113.21';
 const NO_ENDPOINTS_IP6 = '2001:db8:3::21';
 const VIA = 'node-1';
+/** Added to node-3's LAN interface during the run (a free address of the simulated LAN). */
+const EXTRA_NODE_IP = '198.18.0.200';
+const EXTRA_NODE_IP6 = '2001:db8:0:1::200';
 
 async function waitHealth(env: ProxyEnv, node: string, port: number, want: number): Promise<void> {
   const ip = env.cluster.node(node).ip;
@@ -116,6 +120,48 @@ for (const mode of modes()) {
           const flow = { from: fromClient, via: n.name, src: client6, target: tcp(n.ip6, npPort), allEndpointsSeen: false };
           await traceAgrees(t, env, rs, flow, `trace client → ${n.name} IPv6 NodePort`);
         }
+      });
+
+      await t.test('NodePort on an address the node gained after ferry started, and not once it lost it', async (t) => {
+        env.diagnoseOnFailure(t);
+        // kube-proxy accepts NodePorts on every local address (nodePortAddresses unset), also one
+        // added later: the kernel modes ask the kernel per packet, ebpf and userspace mode follow
+        // the host's address changes (a netlink subscription; well within the 10 s allowed, which
+        // is a third of the periodic sync).
+        const n3 = c.node('node-3');
+        const added = [
+          [EXTRA_NODE_IP, `${EXTRA_NODE_IP}/24`, c.clientIP],
+          [EXTRA_NODE_IP6, `${EXTRA_NODE_IP6}/64`, CLIENT_IP6],
+        ] as const;
+        const del = async () => {
+          for (const [, cidr] of added) await c.exec(n3.netns, ['ip', 'addr', 'del', cidr, 'dev', 'eth0'], { allowFailure: true });
+        };
+        t.teardown(del);
+        for (const [ip, cidr, src] of added) {
+          // IPv6: deprecated at once (preferred_lft 0) — still local, but never picked as a source
+          // (RFC 6724 rule 3), so masquerade keeps using the node IP the checks below expect; a
+          // fresh IPv6 address would otherwise be preferred over it.
+          await c.exec(n3.netns, ['ip', 'addr', 'add', cidr, 'dev', 'eth0', ...(ip.includes(':') ? ['nodad', 'preferred_lft', '0'] : [])]);
+          await env.waitReachable(fromClient, tcp(ip, npPort), { timeoutMs: 10_000, what: `client → node-3's new address ${ip}:${npPort}` });
+          const rs = await env.probe(fromClient, tcp(ip, npPort), { count: 10 });
+          allAnswered(t, rs, `10 probes client → node-3's new address ${ip}:${npPort}`);
+          await traceAgrees(t, env, rs, { from: fromClient, via: 'node-3', src, target: tcp(ip, npPort), allEndpointsSeen: false }, `trace client → ${ip} NodePort`);
+        }
+        await env.waitReachable(fromNode('node-3'), tcp(EXTRA_NODE_IP, npPort), { timeoutMs: 10_000, what: `node-3 → its new address ${EXTRA_NODE_IP}:${npPort}` });
+        const own = await env.probe(fromNode('node-3'), tcp(EXTRA_NODE_IP, npPort), { count: 5 });
+        allAnswered(t, own, `node-3 → its own new address ${EXTRA_NODE_IP}:${npPort}`);
+        // Gone again: from the node itself nothing may still take it for a NodePort (ebpf's
+        // socket LB would connect to an endpoint if ferry missed the removal).
+        await del();
+        const gone = await eventually(
+          async () => {
+            const [r] = await env.probe(fromNode('node-3'), tcp(EXTRA_NODE_IP, npPort), { count: 1, timeoutMs: 1500 });
+            if (!r || r.ok) throw new NotYet(`still answered by ${r?.pod ?? '?'}`);
+            return r;
+          },
+          { what: `node-3 → ${EXTRA_NODE_IP}:${npPort} after the address was removed fails`, timeoutMs: 10_000 },
+        );
+        t.notOk(gone.ok, `node-3 → ${EXTRA_NODE_IP}:${npPort} after the address was removed: ${gone.error ?? 'failed'}`);
       });
 
       await t.test('externalTrafficPolicy Local: local endpoint only, client IP preserved, no local endpoint → dropped, health check', async (t) => {

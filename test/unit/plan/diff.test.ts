@@ -35,6 +35,21 @@ t.test('reuse: a one-endpoint change replans one entry and reuses the rest (===)
   t.same(d, { full: false, changed: new Set(['default/s7:http/TCP']), tableChanged: false });
 });
 
+t.test("the host's addresses, when listed for 'all', are a table-level change and nothing else", async (t) => {
+  const tr = world(3);
+  const listed = (addrs: string[]): PlanOptions => ({ ...OPTS, nodePortAddresses: { kind: 'all' }, localAddresses: addrs, listAllNodePortAddresses: true });
+  const s1 = tr.takeSnapshot();
+  const t1 = planTables(s1.snapshots, listed(['127.0.0.1', '198.18.0.10']));
+  const s2 = tr.takeSnapshot();
+  t.same(diffTables(t1, planTables(s2.snapshots, listed(['198.18.0.10', '127.0.0.1']), t1, s2.changes)), { full: false, changed: new Set(), tableChanged: false }, 'the same set in another order: no change');
+  const s3 = tr.takeSnapshot();
+  const t3 = planTables(s3.snapshots, listed(['127.0.0.1', '198.18.0.10', '198.18.0.200']), t1, s3.changes);
+  t.same(diffTables(t1, t3), { full: false, changed: new Set(), tableChanged: true }, 'an address gained: table-level, no Service changed');
+  const s4 = tr.takeSnapshot();
+  const t4 = planTables(s4.snapshots, { ...OPTS, nodePortAddresses: { kind: 'all' }, localAddresses: ['198.18.0.200'] }, t1, s4.changes);
+  t.same(t4[4].nodePortAddresses, { kind: 'all' }, 'not asked to list: plain all');
+});
+
 t.test('reuse is off when table-level inputs change', async (t) => {
   const tr = world(3);
   const s1 = tr.takeSnapshot();

@@ -109,6 +109,44 @@ t.test('a Service becomes frontends pointing at its endpoint sets; NodePorts are
   t.same(listed, ['192.0.2.99'], '--nodeport-addresses: exactly the listed addresses, no loopback');
 });
 
+t.test('nodePortAddresses unset: NodePorts on every address the host has, kept current by table-level changes', async (t) => {
+  const ips = (state: MapState, fam: 4 | 6): string[] =>
+    [...state.ferry_nodeaddr.keys()]
+      .map((k) => Buffer.from(k, 'latin1'))
+      .filter((b) => b.readUInt8(16) === fam)
+      .map((b) => (fam === 4 ? [...b.subarray(0, 4)].join('.') : b.subarray(0, 16).toString('hex')))
+      .sort();
+  const at = (local4: string[], local6: string[]) =>
+    tables(
+      table(4, [web], { nodeIPs: ['192.0.2.10'], nodePortAddresses: { kind: 'all', local: local4 } }),
+      table(6, [], { nodeIPs: ['2001:db8:2::10'], nodePortAddresses: { kind: 'all', local: local6 } }),
+    );
+  const c = new EbpfCompiler({ families: [4, 6], localhostNodePorts: true });
+  const state = emptyState();
+  apply(state, c.full(at(['192.0.2.10', '198.19.3.1', '198.18.0.200'], ['2001:db8:2::10', 'fe80::1']), emptyContents()));
+  t.same(ips(state, 4), ['127.0.0.1', '192.0.2.10', '198.18.0.200', '198.19.3.1'], "the host's IPv4 addresses (a Node IP once), and 127.0.0.1");
+  t.same(ips(state, 6), ['20010db8000200000000000000000010', 'fe800000000000000000000000000001'], "the host's IPv6 addresses, no loopback added");
+  t.equal(c.skipped.length, 0, 'nothing skipped');
+  // The node lost 198.18.0.200 and gained 198.18.0.201: the table-level part is rewritten, nothing else.
+  const d = c.partial(at(['192.0.2.10', '198.19.3.1', '198.18.0.201'], ['2001:db8:2::10', 'fe80::1']), changesOf([], true));
+  const touched = d.phases.flat().map((op) => `${op.map} +${op.upserts.length} -${op.deletes.length}`);
+  t.same(touched, ['ferry_nodeaddr +1 -0', 'ferry_nodeaddr +0 -1'], 'one address written, then one deleted');
+  apply(state, d);
+  t.same(ips(state, 4), ['127.0.0.1', '192.0.2.10', '198.18.0.201', '198.19.3.1']);
+  // A Node IP the host does not list (yet) still accepts NodePorts.
+  apply(state, c.partial(at([], []), changesOf([], true)));
+  t.same(ips(state, 4), ['127.0.0.1', '192.0.2.10'], "the Node's IP and 127.0.0.1 without a listing");
+  t.same(ips(state, 6), ['20010db8000200000000000000000010']);
+
+  const many = Array.from({ length: 3000 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.1`);
+  const c2 = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const s2 = emptyState();
+  apply(s2, c2.full(tables(table(4, [web], { nodePortAddresses: { kind: 'all', local: many } })), emptyContents()));
+  t.equal(s2.ferry_nodeaddr.size, 2048, 'at most half of the map per family');
+  t.ok(ips(s2, 4).includes('192.0.2.10') && ips(s2, 4).includes('127.0.0.1'), 'the Node IP and 127.0.0.1 come first');
+  t.match(c2.skipped.join('\n'), /NodePorts on \d+ more IPv4 addresses of the host/, 'the rest is reported as skipped');
+});
+
 t.test('verdicts, affinity and which endpoint set each frontend uses come from the IR', async (t) => {
   const none = svc({ namespace: 'default', name: 'none', clusterIP: '198.19.0.11', internal: REJECT });
   const itl = svc({ namespace: 'default', name: 'itl', clusterIP: '198.19.0.12', internal: DROP, internalPolicyLocal: true });
