@@ -4,9 +4,10 @@
  * of a process loads the programs and attaches them to the cgroup root (or swaps them into the
  * links a previous ferry pinned) and the tc program to the node's interfaces (replacing a
  * previous ferry's in place), so a restart keeps the data path running throughout; the daemon
- * begins that while its initial lists arrive (prepare()), and the first sync waits for it. Every later
- * sync attaches the tc program to interfaces that appeared since (a new pod's interface exists
- * before the pod can be a ready endpoint, so it has the program before traffic is sent to it).
+ * begins that while its initial lists arrive (prepare()), and the first sync waits for it. An
+ * interface that appears later gets the tc program when the kernel's link notification arrives
+ * (BpfMaps.watchLinks), and every sync checks again (a new pod's interface exists before the pod
+ * can be a ready endpoint, so it has the program before traffic is sent to it).
  * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
@@ -56,6 +57,23 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
   /** An attach begun by prepare() before the first sync, which that sync takes over. */
   let preparing: Promise<AttachResult> | undefined;
   let last: EbpfSyncStats | undefined;
+  /** The link subscription, made after the first attach. */
+  let links: { close(): void } | undefined;
+
+  /**
+   * Between syncs: a new interface gets the tc program now, not with the next change of the
+   * cluster (in a quiet cluster that is the hourly full sync). syncInterfaces() does nothing
+   * when no link changed; what fails here is tried again by the next sync.
+   */
+  const onLinks = (): void => {
+    if (!attached) return;
+    opts.maps.syncInterfaces().then(
+      (fresh) => {
+        if (fresh.length > 0) log.v(1, 'tc program attached to new interfaces', { interfaces: fresh.join(','), on: 'link notification' });
+      },
+      (e: unknown) => log.warn('could not attach the tc program to new interfaces; the next sync tries again', { error: e instanceof Error ? e.message : String(e) }),
+    );
+  };
   let reported = '';
 
   const report = (): void => {
@@ -109,6 +127,11 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
         }
         attached = true;
         attachMs = performance.now() - t0;
+        try {
+          links ??= opts.maps.watchLinks?.(onLinks);
+        } catch (e) {
+          log.warn('cannot watch for new interfaces; they get the tc program with the next sync', { error: e instanceof Error ? e.message : String(e) });
+        }
       } else {
         try {
           const fresh = await opts.maps.syncInterfaces();
@@ -174,6 +197,8 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
     },
     lastSync: () => last,
     async cleanup(): Promise<void> {
+      links?.close();
+      links = undefined;
       await opts.maps.cleanup();
       attached = false;
     },

@@ -69,6 +69,11 @@ export interface BpfMaps {
   attach(): Promise<AttachResult>;
   /** Attaches the tc program to selected interfaces that appeared since; returns their names. */
   syncInterfaces(): Promise<string[]>;
+  /**
+   * Calls onChange when links (or addresses) of this namespace change, so a new interface gets
+   * the tc program without waiting for a sync; undefined where no subscription can be made.
+   */
+  watchLinks?(onChange: () => void): { close(): void } | undefined;
   /** What the pinned maps ferry writes hold now. */
   dump(): Promise<MapContents>;
   /** Writes one diff, phase by phase; on a failure, throws the first error once every write of that phase has ended. */
@@ -315,6 +320,8 @@ export class KernelBpfMaps implements BpfMaps {
       }
     }
     if (this.listed && this.linkWatch && !this.linkChanged(this.linkWatch)) return [];
+    // The notification is consumed: until this listing and attach succeed, every call lists.
+    this.listed = false;
     let all: { name: string; index: number }[];
     try {
       all = addon.bpfInterfaces();
@@ -324,7 +331,10 @@ export class KernelBpfMaps implements BpfMaps {
     const present = new Map(all.map((i) => [i.name, i.index]));
     for (const [name, index] of this.onInterfaces) if (present.get(name) !== index) this.onInterfaces.delete(name);
     const fresh = selectInterfaces(all, this.opts.interfaces).filter((n) => !this.onInterfaces.has(n));
-    if (fresh.length === 0) return [];
+    if (fresh.length === 0) {
+      this.listed = true;
+      return [];
+    }
     let done: string[];
     try {
       done = addon.bpfTcAttach(this.opts.pinDir, fresh);
@@ -335,6 +345,16 @@ export class KernelBpfMaps implements BpfMaps {
     // One not attached (gone meanwhile) is looked at again by the next sync.
     this.listed = done.length === fresh.length;
     return done;
+  }
+
+  watchLinks(onChange: () => void): { close(): void } | undefined {
+    if (this.opts.interfaces !== 'all' && this.opts.interfaces.length === 0) return undefined;
+    const addon = loadNative();
+    if (!addon?.routeWatch) return undefined;
+    // A subscription that fails later ends quietly: every sync's own link check still covers it.
+    return addon.routeWatch((error) => {
+      if (error === undefined) onChange();
+    });
   }
 
   async dump(): Promise<MapContents> {
@@ -496,6 +516,20 @@ export class FakeBpfMaps implements BpfMaps {
     const fresh = this.interfaces.filter((n) => !this.tcOn.has(n));
     for (const n of fresh) this.tcOn.add(n);
     return fresh;
+  }
+
+  /** The subscriber of watchLinks (undefined when none or closed). */
+  linkListener: (() => void) | undefined;
+
+  watchLinks(onChange: () => void): { close(): void } {
+    this.linkListener = onChange;
+    return { close: () => (this.linkListener = undefined) };
+  }
+
+  /** Adds an interface to the fake namespace and notifies as the kernel would. */
+  addInterface(name: string): void {
+    this.interfaces.push(name);
+    this.linkListener?.();
   }
 
   async dump(): Promise<MapContents> {

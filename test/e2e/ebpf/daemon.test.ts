@@ -113,8 +113,18 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.equal(fromClient.error, 'refused', 'an externalIP without endpoints is refused for an outside client (RST from the tc program)');
 
     // An interface that appears while ferry runs (in the node's namespace, made here) gets the tc
-    // program with the next sync: ferry learns of it from a link notification, not a listing.
+    // program when the kernel's link notification arrives: no change of the cluster comes first.
     await c.exec(node.netns, ['ip', 'link', 'add', 'fynew0', 'type', 'veth', 'peer', 'name', 'fynew1']);
+    for (const dev of ['fynew0', 'fynew1']) {
+      await eventually(
+        async () => {
+          const shown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', dev, 'ingress'], { allowFailure: true });
+          if (!/handle 0xfe77 ferry_tc_ingres/.test(shown.stdout)) throw new NotYet(shown.stdout.trim() || shown.stderr.trim() || 'no filter');
+        },
+        { what: `the tc program on ${dev}, made after ferry started, with no sync asked for`, timeoutMs: 10_000 },
+      );
+    }
+    t.match(env.log(), /tc program attached to new interfaces.*fynew0.*link notification/, 'attached on the link notification, and logged');
     await env.kubectl(['patch', 'svc', 'web', '-p', JSON.stringify({ spec: { selector: { app: 'echo-2' } } })]);
     await eventually(
       async () => {
@@ -123,11 +133,6 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
       },
       { what: 'after the selector change echo-2 answers', timeoutMs: 30_000 },
     );
-    for (const dev of ['fynew0', 'fynew1']) {
-      const shownNew = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', dev, 'ingress'], { allowFailure: true });
-      t.match(shownNew.stdout, /handle 0xfe77 ferry_tc_ingres/, `the tc program is on ${dev}, made after ferry started (${shownNew.stdout.trim() || shownNew.stderr.trim()})`);
-    }
-    t.match(env.log(), /tc program attached to new interfaces.*fynew0/, 'ferry logged the new interfaces');
     const after = await c.probe({ kind: 'node', node: node.name }, { proto: 'tcp', addr: ip, port: 80 }, { count: 10 });
     t.same([...new Set(after.map((x) => x.pod))], ['echo-2'], `only the new endpoint answers: ${summarize(after)}`);
 

@@ -323,6 +323,20 @@ t.test('backend: prepare() attaches before the first sync, which takes it over; 
   t.ok(failing.attached);
 });
 
+t.test('backend: an interface that appears between syncs gets the tc program on the link notification', async (t) => {
+  const maps = new FakeBpfMaps();
+  const b = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
+  t.equal(maps.linkListener, undefined, 'no subscription before the programs are attached');
+  await b.sync(null, tables(table(4, [web])), FULL);
+  t.same([...maps.tcOn], ['eth0'], 'the first sync attaches to what there is');
+  t.type(maps.linkListener, 'function', 'subscribed after the first attach');
+  maps.addInterface('veth9');
+  await new Promise((r) => setImmediate(r));
+  t.same([...maps.tcOn].sort(), ['eth0', 'veth9'], 'attached with no sync in between');
+  await b.cleanup();
+  t.equal(maps.linkListener, undefined, 'cleanup ends the subscription');
+});
+
 t.test('backend: first sync attaches, partial syncs write diffs, a failed apply surfaces as EbpfSyncError', async (t) => {
   const maps = new FakeBpfMaps();
   const b = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
