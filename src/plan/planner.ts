@@ -131,6 +131,11 @@ function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.');
 }
 
+/** fe80::/10, for a canonical IPv6 address. */
+function isLinkLocal6(ip: string): boolean {
+  return /^fe[89ab][0-9a-f]:/.test(ip);
+}
+
 /**
  * --nodeport-addresses for one family, as kube-proxy resolves it: "primary" is the node's
  * primary IP of the family; CIDRs select local addresses; and a family with no usable entry of
@@ -160,13 +165,17 @@ function nodePortAddresses(
   return Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
 }
 
-/** 'all' with the host's addresses of the family but loopback ones, canonical and sorted (the same object while they stay). */
+/**
+ * 'all' with the host's addresses of the family, canonical and sorted (the same object while they
+ * stay), but loopback ones and IPv6 link-local ones: those need a scope to be reached at all, and
+ * every pod's interface brings one, which would make each new pod a table-level change.
+ */
 function allWithLocal(localAddresses: readonly string[], family: IPFamily): NodePortAddresses {
   return memoByList(`${family}\0local`, localAddresses, () => {
     const found = new Set<string>();
     for (const a of localAddresses) {
       const p = parseIP(a);
-      if (p && p.family === family && !isLoopback(p.ip)) found.add(p.ip);
+      if (p && p.family === family && !isLoopback(p.ip) && !isLinkLocal6(p.ip)) found.add(p.ip);
     }
     return Object.freeze({ kind: 'all', local: Object.freeze([...found].sort()) });
   });

@@ -117,13 +117,13 @@ for (const f of FAMILIES) {
     }
     // Listed for a backend that cannot ask the kernel (ebpf): 'all' carries the host's addresses.
     const mine = f === 4 ? [NODE_V4, '192.0.2.1', '198.51.100.200'].sort() : [NODE_V6, '2001:db8:51::200', '2001:db8:99::1'].sort();
-    const listing = { localAddresses: [...local, f === 4 ? '192.0.2.1' : '2001:DB8:99:0::1'], listAllNodePortAddresses: true };
+    const listing = { localAddresses: [...local, f === 4 ? '192.0.2.1' : '2001:DB8:99:0::1', 'fe80::1', 'febf::2'], listAllNodePortAddresses: true };
     for (const [name, spec] of [
       ['all', { kind: 'all' }],
       ['zero CIDR', { kind: 'cidrs', cidrs: [f === 4 ? '0.0.0.0/0' : '::/0'] }],
     ] as const) {
       const listed = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: spec, ...listing } });
-      t.same(listed.table.nodePortAddresses, { kind: 'all', local: mine }, `${name}, listed: this family's host addresses, canonical, once, sorted, no loopback`);
+      t.same(listed.table.nodePortAddresses, { kind: 'all', local: mine }, `${name}, listed: this family's host addresses, canonical, once, sorted, no loopback, no IPv6 link-local`);
     }
     const cidrsListed = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: { kind: 'cidrs', cidrs: ['198.51.100.0/24', '2001:db8:51::/64'] }, ...listing } });
     t.same(cidrsListed.table.nodePortAddresses, { kind: 'list', addresses: inRange }, 'CIDRs, listed: the list as before');
