@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 
+#include "netlink_drain.h"
 #include "promise_worker.h"
 
 // The kernel's "operation not supported" for BPF commands, not in libc's errno.h.
@@ -891,21 +892,8 @@ Napi::Value BpfLinkWatchJs(const Napi::CallbackInfo& info) {
                          Napi::Env env = info.Env();
                          if (w->fd < 0) return Napi::Boolean::New(env, true);
                          bool changed = false;
-                         char buf[8192];
-                         for (;;) {
-                           ssize_t n = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
-                           if (n > 0) {
-                             changed = true;
-                             continue;
-                           }
-                           if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) break;
-                           if (errno == EINTR) continue;
-                           if (errno == ENOBUFS) {
-                             changed = true;
-                             continue;
-                           }
-                           ThrowBpf(env, Fail(errno, "read link changes"));
-                         }
+                         int err = DrainNotifications(w->fd, &changed);
+                         if (err != 0) ThrowBpf(env, Fail(err, "read link changes"));
                          return Napi::Boolean::New(env, changed);
                        },
                        "changed"));

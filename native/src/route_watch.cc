@@ -23,6 +23,8 @@
 #include <memory>
 #include <string>
 
+#include "netlink_drain.h"
+
 namespace ferry {
 namespace {
 
@@ -78,21 +80,9 @@ void OnReadable(uv_poll_t* h, int status, int) {
     return;
   }
   bool changed = false;
-  char buf[16384];
-  for (;;) {
-    ssize_t n = recv(w->fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n > 0) {
-      changed = true;
-      continue;
-    }
-    if (n == 0 || errno == EAGAIN || errno == EWOULDBLOCK) break;
-    if (errno == EINTR) continue;
-    if (errno == ENOBUFS) {
-      changed = true;
-      continue;
-    }
-    std::string e = std::string("read address and link changes: ") + strerror(errno);
-    Report(w, e);
+  int err = DrainNotifications(w->fd, &changed);
+  if (err != 0) {
+    Report(w, std::string("read address and link changes: ") + strerror(err));
     StopRouteWatch(w, false);
     return;
   }
