@@ -30,8 +30,21 @@ struct svc_val {
 	__u32 count;            /* slots 0..count-1 are filled when verdict is forward */
 	__u32 affinity_timeout; /* seconds; 0 = no ClientIP affinity */
 	__u8 verdict;
-	__u8 pad[3];
+	__u8 flags; /* FERRY_SF_*: only the tc program reads them */
+	__u8 pad[2];
 };
+
+/*
+ * svc_val flags. A ClusterIP is also served by the tc program, for a connection socket LB did
+ * not translate (a pod process outside ferry's cgroup, a packet routed to the node from
+ * elsewhere), with the IR's clusterIPMasquerade: all, or unless the source is a local pod
+ * (ferry_srcrange under FERRY_LOCAL_SET(family): the local-traffic CIDRs; a set id per family,
+ * as an LPM key carries no family).
+ */
+#define FERRY_SF_CLUSTERIP 1
+#define FERRY_SF_MASQ_ALL 2
+#define FERRY_SF_MASQ_NONLOCAL 4
+#define FERRY_LOCAL_SET(family) (0xffffff00u | (family))
 
 struct backend_key {
 	__u32 set_id;
@@ -242,8 +255,13 @@ struct ct_val {
 	__u64 last_ns;
 	__u8 state;
 	__u8 dir;
-	__u8 pad[6];
+	__u8 flags; /* FERRY_CTF_* */
+	__u8 pad[5];
 };
+
+/* The endpoint set has no ferry_member elements (a TCP ClusterIP without affinity): the entry
+ * is used without asking whether its endpoint is still in the set, as conntrack would. */
+#define FERRY_CTF_NO_MEMBERS 1
 
 /* ClientIP affinity for packets from the network: keyed by the client's address. */
 struct xaff_key {

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * ferry's tc data path (ebpf mode): packets that arrive from the network at a node interface —
- * an outside client to a NodePort on a node address, an externalIP or a LoadBalancer IP — are
+ * an outside client to a NodePort on a node address, an externalIP or a LoadBalancer IP, and a
+ * connection to a ClusterIP that socket LB did not translate (a pod process outside ferry's
+ * cgroup, a packet routed to the node) — are
  * translated here, on clsact ingress, with connection tracking of our own (ferry_ct), and sent
  * on with bpf_redirect_neigh. Replies (from an endpoint on this node: its veth's ingress; from
  * another node: the uplink's ingress) meet their reply entry and are translated back.
@@ -12,7 +14,8 @@
  * conntrack out of these flows.
  *
  * All policy is in the maps ferry writes from the planner's decisions (ferry_xsvc: which set,
- * verdict, masquerade, source ranges); nothing here knows Kubernetes.
+ * verdict, masquerade, source ranges; ferry_svc's ClusterIP flags); nothing here knows
+ * Kubernetes but that a client reaching itself must be masqueraded (hairpin).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -543,7 +546,26 @@ static __always_inline int source_allowed(const struct pkt *p, __u32 set_id)
 	return bpf_map_lookup_elem(&ferry_srcrange, &k) != NULL;
 }
 
-static __always_inline struct backend_val *pick(const struct pkt *p, const struct xsvc_val *svc, __u64 now)
+/* A frontend as the connection path uses it: an xsvc entry, or a ClusterIP's svc entry. */
+struct frontend {
+	__u32 set_id;
+	__u32 count;
+	__u32 affinity_timeout;
+	__u8 verdict;
+	__u8 masq;
+	__u8 clusterip;
+	__u8 srcrange;
+};
+
+/* The connection path's frontend: the 512-byte stack has no room for it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct frontend);
+	__uint(max_entries, 1);
+} ferry_fe_scratch SEC(".maps");
+
+static __always_inline struct backend_val *pick(const struct pkt *p, const struct frontend *svc, __u64 now)
 {
 	struct backend_val *found = NULL;
 	struct xaff_key ak;
@@ -583,10 +605,53 @@ static __always_inline int same_client(const struct ct_val *reply, const struct 
 	       reply->saddr[1] == p->daddr[1] && reply->saddr[2] == p->daddr[2] && reply->saddr[3] == p->daddr[3];
 }
 
+/*
+ * The frontend of a new connection: an external one (ferry_xsvc: NodePort, externalIP, LB IP),
+ * else, for a destination that is not a node address, a ClusterIP that socket LB did not
+ * translate (ferry_svc with FERRY_SF_CLUSTERIP) — only for what can open a connection: a TCP
+ * SYN or a UDP datagram. 0 when the packet is for none.
+ */
+static __always_inline int find_frontend(const struct pkt *p, struct frontend *f, int *node_addr)
+{
+	struct xsvc_val *x = lookup_frontend(p, node_addr);
+	struct svc_val *s;
+	struct svc_key key;
+
+	if (x) {
+		f->set_id = x->set_id;
+		f->count = x->count;
+		f->affinity_timeout = x->affinity_timeout;
+		f->verdict = x->verdict;
+		f->masq = (x->flags & FERRY_XF_MASQ) != 0;
+		f->srcrange = (x->flags & FERRY_XF_SRCRANGE) != 0;
+		f->clusterip = 0;
+		return 1;
+	}
+	if (*node_addr || (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN))
+		return 0;
+	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memcpy(key.addr, p->daddr, 16);
+	key.port = p->dport;
+	key.proto = p->proto;
+	key.family = p->family;
+	s = bpf_map_lookup_elem(&ferry_svc, &key);
+	if (!s || !(s->flags & FERRY_SF_CLUSTERIP))
+		return 0;
+	f->set_id = s->set_id;
+	f->count = s->count;
+	f->affinity_timeout = s->affinity_timeout;
+	f->verdict = s->verdict;
+	f->masq = (s->flags & FERRY_SF_MASQ_ALL) || ((s->flags & FERRY_SF_MASQ_NONLOCAL) && !source_allowed(p, FERRY_LOCAL_SET(p->family)));
+	f->srcrange = 0;
+	f->clusterip = 1;
+	return 1;
+}
+
 /* A new connection to a frontend: choose, record both directions, translate. */
 static __always_inline int new_connection(struct __sk_buff *skb, const struct pkt *p, __u64 now)
 {
-	struct xsvc_val *svc;
+	__u32 zero = 0;
+	struct frontend *svc = bpf_map_lookup_elem(&ferry_fe_scratch, &zero);
 	struct backend_val be;
 	struct backend_val *found;
 	struct ct_key fk, rk;
@@ -597,10 +662,9 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	int node_addr = 0;
 	int i;
 
-	svc = lookup_frontend(p, &node_addr);
-	if (!svc)
+	if (!svc || !find_frontend(p, svc, &node_addr))
 		return TC_ACT_OK;
-	if ((svc->flags & FERRY_XF_SRCRANGE) && !source_allowed(p, svc->set_id))
+	if (svc->srcrange && !source_allowed(p, svc->set_id))
 		return TC_ACT_SHOT;
 	if (svc->verdict == FERRY_VERDICT_REJECT) {
 		/* On a node address nothing listens on the port: the stack answers with a TCP RST or
@@ -616,9 +680,13 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	if (!found || found->family != p->family)
 		return TC_ACT_OK; /* mid-update; the next sync repairs it */
 	be = *found;
+	/* Hairpin: a client reaching itself through its ClusterIP is masqueraded whatever the
+	 * settings, or its reply would not come back through here. */
+	if (svc->clusterip && be.addr[0] == p->saddr[0] && be.addr[1] == p->saddr[1] && be.addr[2] == p->saddr[2] && be.addr[3] == p->saddr[3])
+		svc->masq = 1;
 
 	__builtin_memcpy(src, p->saddr, 16);
-	if (svc->flags & FERRY_XF_MASQ) {
+	if (svc->masq) {
 		__u32 fam = p->family;
 		struct snat_val *sn = bpf_map_lookup_elem(&ferry_snat, &fam);
 
@@ -657,6 +725,10 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	fv.last_ns = now;
 	fv.state = ct_next(FERRY_CT_NEW, p, FERRY_CT_FORWARD);
 	fv.dir = FERRY_CT_FORWARD;
+	/* The sets tc reads for external frontends always have members; a ClusterIP's only with
+	 * affinity or for UDP (the compiler's socketSetMembers). */
+	if (svc->clusterip && !svc->affinity_timeout && p->proto == IPPROTO_TCP)
+		fv.flags = FERRY_CTF_NO_MEMBERS;
 	__builtin_memset(&rv, 0, sizeof(rv));
 	__builtin_memcpy(rv.saddr, p->daddr, 16);
 	__builtin_memcpy(rv.daddr, p->saddr, 16);
@@ -695,7 +767,8 @@ int ferry_tc_ingress(struct __sk_buff *skb)
 			return ct_forward(skb, &p, v, now);
 		/* A new SYN on a closing connection is a new connection (the client reused its port);
 		 * an endpoint that left its set is never used again. Both choose afresh. */
-		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT)) && is_member(v->set_id, v->daddr, v->dport, p.family))
+		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT)) &&
+		    ((v->flags & FERRY_CTF_NO_MEMBERS) || is_member(v->set_id, v->daddr, v->dport, p.family)))
 			return ct_forward(skb, &p, v, now);
 	}
 	return new_connection(skb, &p, now);

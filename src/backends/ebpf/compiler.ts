@@ -26,9 +26,13 @@ import { DumpIndex, Elements, Keys } from './elements.js';
 import {
   FRONTEND_MAPS,
   NAME_LEN,
+  SF_CLUSTERIP,
+  SF_MASQ_ALL,
+  SF_MASQ_NONLOCAL,
   XF_MASQ,
   XF_SRCRANGE,
   describeSvcKey,
+  localSet,
   readSetName,
   writeAddr,
   writeBackendKey,
@@ -152,7 +156,13 @@ type PerFrontend<T> = Record<FrontendMap, T>;
 type Claim = (id: PortId, map: FrontendMap, elements: Elements, index: number) => boolean;
 
 /** The table-level elements (node addresses, SNAT address) as written: a handful, kept as strings. */
-type TableLevel = Record<'ferry_nodeaddr' | 'ferry_snat', Map<string, string>>;
+/** The elements that follow the table, not a service port: node addresses, SNAT address, local-traffic CIDRs. */
+const TABLE_LEVEL = ['ferry_nodeaddr', 'ferry_snat', 'ferry_srcrange'] as const;
+type TableLevel = Record<(typeof TABLE_LEVEL)[number], Map<string, string>>;
+
+function emptyTableLevel(): TableLevel {
+  return { ferry_nodeaddr: new Map(), ferry_snat: new Map(), ferry_srcrange: new Map() };
+}
 
 /**
  * Endpoint set ids: stable per set name, reused from the pinned setname map after a restart.
@@ -217,7 +227,7 @@ class SetIds {
 export class EbpfCompiler {
   /** Per family, each service port's IR entry as last compiled: its share of the maps, re-derivable. */
   private readonly compiled = new Map<IPFamily, Map<ServicePortKey, ServiceEntry>>();
-  private tableLevel: TableLevel = { ferry_nodeaddr: new Map(), ferry_snat: new Map() };
+  private tableLevel: TableLevel = emptyTableLevel();
   /** Which service port holds each frontend key, per map. */
   private readonly owners: PerFrontend<Map<string, PortId>> = { ferry_svc: new Map(), ferry_xsvc: new Map() };
   /** Frontend keys more than one service port wanted at the last full build, per map. */
@@ -236,8 +246,7 @@ export class EbpfCompiler {
   /** What ferry last wrote, re-derived from what it compiled (tests, intact checks): O(maps). */
   current(): MapState {
     const s = stateOf(this.written());
-    for (const [k, v] of this.tableLevel.ferry_nodeaddr) s.ferry_nodeaddr.set(k, v);
-    for (const [k, v] of this.tableLevel.ferry_snat) s.ferry_snat.set(k, v);
+    for (const m of TABLE_LEVEL) for (const [k, v] of this.tableLevel[m]) s[m].set(k, v);
     return s;
   }
 
@@ -300,11 +309,10 @@ export class EbpfCompiler {
     // The table-level elements go with the first part.
     let desired = emptyContents();
     for (const family of this.opts.families) {
-      this.nodeAddresses(next[family], desired.ferry_nodeaddr, skipped);
-      this.snat(next[family], desired.ferry_snat);
+      this.tableElements(next[family], desired, skipped);
       this.compiled.set(family, new Map());
     }
-    this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat) };
+    this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat), ferry_srcrange: new Map(desired.ferry_srcrange) };
     let batch: ServiceEntry[] = [];
     const emitBatch = (): void => {
       reserve(batch, desired);
@@ -396,11 +404,8 @@ export class EbpfCompiler {
     for (const { id, now } of shares) for (const [map, k] of now.elements) if (isFrontend(map)) this.owners[map].set(k, id);
     if (changes.tableChanged) {
       const level = emptyContents();
-      for (const family of this.opts.families) {
-        this.nodeAddresses(next[family], level.ferry_nodeaddr, skipped);
-        this.snat(next[family], level.ferry_snat);
-      }
-      for (const m of ['ferry_nodeaddr', 'ferry_snat'] as const) {
+      for (const family of this.opts.families) this.tableElements(next[family], level, skipped);
+      for (const m of TABLE_LEVEL) {
         const now = new Map(level[m]);
         for (const [k, v] of this.tableLevel[m]) had.get(m)?.set(k, v);
         for (const [k, v] of now) want.get(m)?.set(k, v);
@@ -431,8 +436,7 @@ export class EbpfCompiler {
   /** A full build over what ferry last wrote (re-derived), for a conflict a partial sync cannot settle. */
   private rebuild(next: ProxyTables): EbpfDiff {
     const kernelView = this.written();
-    kernelView.ferry_nodeaddr = Elements.fromPairs('ferry_nodeaddr', this.tableLevel.ferry_nodeaddr);
-    kernelView.ferry_snat = Elements.fromPairs('ferry_snat', this.tableLevel.ferry_snat);
+    for (const m of TABLE_LEVEL) kernelView[m] = Elements.fromPairs(m, [...kernelView[m], ...this.tableLevel[m]]);
     return this.full(next, kernelView);
   }
 
@@ -480,6 +484,27 @@ export class EbpfCompiler {
       const i = out.add();
       writeNodeAddrKey(out.keys, i * out.keySize, this.addr, family);
       writeU32(out.values, i * out.valueSize, 1);
+    }
+  }
+
+  /** A table's own elements: its NodePort addresses, its SNAT address, its local-traffic CIDRs. */
+  private tableElements(table: ProxyTable, out: MapContents, skipped: string[]): void {
+    this.nodeAddresses(table, out.ferry_nodeaddr, skipped);
+    this.snat(table, out.ferry_snat);
+    this.localCIDRs(table, out.ferry_srcrange);
+  }
+
+  /**
+   * The sources the tc program takes for local pods when a ClusterIP masquerades "nonLocal":
+   * the local-traffic detector's CIDRs. An interface-based detector has none here (tc cannot
+   * name the interface), so through tc such traffic is masqueraded.
+   */
+  private localCIDRs(table: ProxyTable, out: Elements): void {
+    if (table.localTraffic.kind !== 'clusterCIDR') return;
+    for (const cidr of table.localTraffic.cidrs) {
+      const i = out.add();
+      if (writeSrcRangeKey(out.keys, i * out.keySize, localSet(table.family), cidr, table.family)) writeU32(out.values, i * out.valueSize, 1);
+      else out.pop();
     }
   }
 
@@ -542,7 +567,7 @@ export class EbpfCompiler {
       writeSvcKey(e.keys, i * e.keySize, undefined, port, s.protocol, family);
       return i;
     };
-    const frontend = (ip: string | undefined, port: number, setId: number, count: number, set: EndpointSet): void => {
+    const frontend = (ip: string | undefined, port: number, setId: number, count: number, set: EndpointSet, flags = 0): void => {
       const i = frontendKey('ferry_svc', ip, port);
       if (i === undefined) {
         skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
@@ -551,12 +576,12 @@ export class EbpfCompiler {
       const e = out.ferry_svc;
       // A forward set whose every address failed to parse has nothing to forward to.
       const verdict = set.verdict === 'forward' && count === 0 ? 'reject' : set.verdict;
-      writeSvcValue(e.values, i * e.valueSize, setId, count, s.affinityTimeoutSeconds, verdict);
+      writeSvcValue(e.values, i * e.valueSize, setId, count, s.affinityTimeoutSeconds, verdict, flags);
       if (!claim(id, 'ferry_svc', e, i)) e.pop();
     };
     if (s.clusterIP !== '' && s.clusterIP !== 'None') {
       const i = addSet('internal', s.internal, socketSetMembers(s));
-      frontend(s.clusterIP, s.port, i.id, i.count, s.internal);
+      frontend(s.clusterIP, s.port, i.id, i.count, s.internal, SF_CLUSTERIP | CLUSTER_MASQ[s.clusterIPMasquerade]);
     }
     const lbIPs = s.loadBalancerSourceRanges.length > 0 ? [] : s.loadBalancerIPs;
     if (s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) {
@@ -604,6 +629,9 @@ export class EbpfCompiler {
     }
   }
 }
+
+/** clusterIPMasquerade as the tc program reads it (svc_val flags). */
+const CLUSTER_MASQ: Record<ServiceEntry['clusterIPMasquerade'], number> = { all: SF_MASQ_ALL, nonLocal: SF_MASQ_NONLOCAL, none: 0 };
 
 /**
  * Whether a set only socket LB reads (the ClusterIP's) needs its `ferry_member` elements: only

@@ -151,11 +151,24 @@ export function writeSvcKey(b: Uint8Array, off: number, addr: Uint8Array | undef
 }
 
 /** struct svc_val (host byte order for the plain numbers: the program compares them as is). */
-export function writeSvcValue(b: Uint8Array, off: number, setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict): void {
+export function writeSvcValue(b: Uint8Array, off: number, setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags = 0): void {
   u32le(b, off, setId);
   u32le(b, off + 4, count);
   u32le(b, off + 8, affinityTimeoutSeconds);
   b[off + 12] = VERDICT[verdict];
+  b[off + 13] = flags;
+}
+
+/**
+ * svc_val flags (maps.h FERRY_SF_*): a ClusterIP, which the tc program also serves for what
+ * socket LB did not translate, with the IR's clusterIPMasquerade.
+ */
+export const SF_CLUSTERIP = 1;
+export const SF_MASQ_ALL = 2;
+export const SF_MASQ_NONLOCAL = 4;
+/** The ferry_srcrange set id of a family's local-traffic CIDRs (maps.h FERRY_LOCAL_SET); no endpoint set has it. */
+export function localSet(family: IPFamily): number {
+  return (0xffffff00 | family) >>> 0;
 }
 
 /** xsvc_val flags (maps.h FERRY_XF_*). */

@@ -19,18 +19,22 @@ export const EBPF_FACTS: ModeFacts = {
 };
 
 const SVC: MapName = 'ferry_svc';
-const XSVC: MapName = 'ferry_xsvc';
+const XSVC_MAP: MapName = 'ferry_xsvc';
 const BACKEND: MapName = 'ferry_backend';
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
-/** Traffic from the network: the tc program on the interface it arrives on. */
+/**
+ * Traffic from the network: the tc program on the interface it arrives on. A ClusterIP is in
+ * ferry_svc (socket LB's map, flagged for tc), every other frontend in ferry_xsvc.
+ */
 function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
   const hook = 'tc ingress (clsact) ferry_tc_ingress';
   const key = `${e.match?.frontend === 'nodePort' ? '*' : e.dst} ${e.port}/${e.protocol}`;
-  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
+  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC_MAP} or ClusterIP ${SVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
+  const XSVC = e.match.frontend === 'clusterIP' ? `${SVC} (ClusterIP)` : XSVC_MAP;
   const steps: PathStep[] = [];
   if (e.match.frontend === 'nodePort') steps.push({ at: 'ferry_nodeaddr', does: `${e.dst} is a NodePort address: the wildcard entry applies` });
   if (e.blockedBySourceRanges) return [...steps, { at: `${hook} → ferry_srcrange`, does: `${e.src} is in no source range of the set: dropped` }];

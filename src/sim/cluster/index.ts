@@ -198,6 +198,7 @@ class SimCluster implements Cluster {
   }
 
   cgroupOf(v: Vantage): string | undefined {
+    if (v.kind === 'pod' && v.outsideCgroup) return undefined;
     return this.cgroupOfNetns(this.netnsOf(v));
   }
 

@@ -57,7 +57,12 @@ export interface AddPodOptions {
   containerPorts?: { name: string; containerPort: number; protocol?: string }[];
 }
 
-export type Vantage = { kind: 'client' } | { kind: 'node'; node: string } | { kind: 'pod'; pod: string; namespace?: string } | { kind: 'host' };
+/**
+ * Where a probe runs. A pod's probe joins the pod's cgroup unless `outsideCgroup`: a process
+ * in the pod's network namespace that ebpf mode's socket LB does not see (its packets meet the
+ * tc program on the node instead).
+ */
+export type Vantage = { kind: 'client' } | { kind: 'node'; node: string } | { kind: 'pod'; pod: string; namespace?: string; outsideCgroup?: boolean } | { kind: 'host' };
 
 export interface ProbeTarget {
   proto: 'tcp' | 'udp';

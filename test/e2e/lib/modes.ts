@@ -63,6 +63,12 @@ export interface ModeExpectations {
   nodeToClusterIP: Expectation<SourceSeen>;
   /** Pod → its own Service, and it is chosen (hairpin). */
   hairpin: Expectation<SourceSeen>;
+  /** Pod → ClusterIP from a process outside the pod's cgroup (ebpf: not seen by socket LB). */
+  uncgroupedPodToClusterIP: Expectation<SourceSeen>;
+  /** The same process → its own pod's Service, and it is chosen (hairpin). */
+  uncgroupedHairpin: Expectation<SourceSeen>;
+  /** Outside client → ClusterIP, routed to a node (the client is not in the cluster CIDR). */
+  outsideToClusterIP: Expectation<SourceSeen>;
   /** Outside client → NodePort / externalIP / LB IP with externalTrafficPolicy Cluster. */
   externalClusterPolicy: Expectation<SourceSeen>;
   /** Outside client → NodePort / LB IP with externalTrafficPolicy Local. */
@@ -103,6 +109,18 @@ const KERNEL_NAT: ModeExpectations = {
   hairpin: {
     value: 'node',
     reason: 'an endpoint reaching itself through its Service must be masqueraded, or its reply would bypass the reverse NAT',
+  },
+  uncgroupedPodToClusterIP: {
+    value: 'origin',
+    reason: 'cgroups do not matter to netfilter: the pod address is kept, as for any pod',
+  },
+  uncgroupedHairpin: {
+    value: 'node',
+    reason: 'cgroups do not matter to netfilter: masqueraded, as any hairpin',
+  },
+  outsideToClusterIP: {
+    value: 'node',
+    reason: 'clusterIPMasquerade nonLocal: traffic from outside the cluster CIDR is masqueraded (kube-proxy: masquerade off-cluster traffic to ClusterIPs)',
   },
   externalClusterPolicy: {
     value: 'node',
@@ -158,6 +176,18 @@ const EBPF: ModeExpectations = {
     value: 'origin',
     reason: 'socket-level LB connects the pod straight to itself; no reverse NAT exists that a reply could bypass, so nothing needs masquerading',
   },
+  uncgroupedPodToClusterIP: {
+    value: 'origin',
+    reason: 'the tc program on the pod\'s interface translates it (socket LB never saw it); the source is in the cluster CIDR, so it is not masqueraded (clusterIPMasquerade nonLocal)',
+  },
+  uncgroupedHairpin: {
+    value: 'node',
+    reason: 'translated by the tc program, whose reverse NAT the reply must meet: masqueraded, as kube-proxy masquerades any hairpin',
+  },
+  outsideToClusterIP: {
+    value: 'node',
+    reason: 'the tc program on the node\'s uplink translates it; the client is outside the cluster CIDR, so it is masqueraded (clusterIPMasquerade nonLocal)',
+  },
   noEndpointsTCP: {
     value: 'refused',
     reason: 'the connect hook fails connect() with ECONNREFUSED at once (bpf_set_retval), before any packet',
@@ -195,6 +225,18 @@ const USERSPACE: ModeExpectations = {
   hairpin: {
     value: 'node',
     reason: 'the userspace forwarder always connects from the node',
+  },
+  uncgroupedPodToClusterIP: {
+    value: 'node',
+    reason: 'the userspace forwarder terminates the connection and opens a new one from the node, so the pod address is lost',
+  },
+  uncgroupedHairpin: {
+    value: 'node',
+    reason: 'the userspace forwarder always connects from the node',
+  },
+  outsideToClusterIP: {
+    value: 'node',
+    reason: 'the ClusterIP is an address of ferry0 on every node: the forwarder accepts the connection and opens a new one from the node',
   },
   externalLocalPolicy: {
     value: 'node',

@@ -37,6 +37,8 @@ export function serviceDoc(name: string, o: ServiceDocOptions): Record<string, u
 }
 
 export const fromPod = (pod: string): Vantage => ({ kind: 'pod', pod });
+/** A process in the pod's network namespace but not in its cgroup: ebpf mode's socket LB does not see it. */
+export const fromPodOutsideCgroup = (pod: string): Vantage => ({ kind: 'pod', pod, outsideCgroup: true });
 export const fromNode = (node: string): Vantage => ({ kind: 'node', node });
 export const fromClient: Vantage = { kind: 'client' };
 

@@ -1,11 +1,13 @@
 /**
  * Cluster-internal paths through a real ferry per node: ClusterIP from pods on the same and on
  * other nodes and from the node itself, load spread, IPv4/IPv6, UDP, session affinity, Services
- * without endpoints, hairpin, internalTrafficPolicy Local. Runs once per mode in modes().
+ * without endpoints, hairpin, internalTrafficPolicy Local; from a pod process outside the node's
+ * cgroup (which ebpf mode's socket LB does not see) and from outside the cluster through a route
+ * to the Service CIDR. Runs once per mode in modes().
  */
 import t from 'tap';
 import { scaledMs } from '../../../src/util/timescale.js';
-import type { AddPodOptions } from '../../../src/sim/cluster/index.js';
+import { SERVICE_CIDR, type AddPodOptions } from '../../../src/sim/cluster/index.js';
 import { runIn } from '../../../src/util/exec.js';
 import {
   allAnswered,
@@ -13,8 +15,10 @@ import {
   clusterIPOf,
   failedWith,
   ferryCli,
+  fromClient,
   fromNode,
   fromPod,
+  fromPodOutsideCgroup,
   METRICS_PORT,
   modes,
   podsSeen,
@@ -142,6 +146,44 @@ for (const mode of modes()) {
         answeredBy(t, rs, ['hp-2'], 'the only endpoint is the sender');
         sourceIs(t, env, rs, env.expect.hairpin, pod.ip, pod.node, 'hairpin hp-2 → self');
         await traceAgrees(t, env, rs, { from: fromPod('hp-2'), src: pod.ip, target: tcp(ip) }, 'trace hairpin hp-2 → self');
+      });
+
+      await t.test("ClusterIP from a pod process outside the node's cgroup (ebpf: the tc program, not socket LB): spread, source, UDP, hairpin, no endpoints", async (t) => {
+        env.diagnoseOnFailure(t);
+        // ferry trace takes a pod's processes to be in the node's cgroup (the socket path), so
+        // these flows are checked on the wire only.
+        const pod = c.pod('cli-1');
+        const from = fromPodOutsideCgroup('cli-1');
+        await env.waitReachable(from, tcp(web4));
+        const rs = await env.probe(from, tcp(web4), { count: 30 });
+        allAnswered(t, rs, `30 TCP probes cli-1 (outside its cgroup) → ${web4}`);
+        answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'spread over all 3 endpoints');
+        sourceIs(t, env, rs, env.expect.uncgroupedPodToClusterIP, pod.ip, pod.node, 'cli-1 outside its cgroup → ClusterIP');
+        const us = await env.probe(from, udp(web4), { count: 10 });
+        allAnswered(t, us, `10 UDP probes cli-1 (outside its cgroup) → ${web4}`);
+        const self = clusterIPOf(await env.service('self'), 4);
+        const hp = c.pod('hp-2');
+        const hpFrom = fromPodOutsideCgroup('hp-2');
+        await env.waitReachable(hpFrom, tcp(self));
+        const hs = await env.probe(hpFrom, tcp(self), { count: 5 });
+        allAnswered(t, hs, `5 probes hp-2 (outside its cgroup) → self ${self}`);
+        answeredBy(t, hs, ['hp-2'], 'the only endpoint is the sender');
+        sourceIs(t, env, hs, env.expect.uncgroupedHairpin, hp.ip, hp.node, 'hairpin hp-2 outside its cgroup → self');
+        const nowhere = clusterIPOf(await env.service('nowhere'), 4);
+        const none = await env.probe(from, tcp(nowhere), { count: 2 });
+        failedWith(t, none, env.expect.noEndpointsTCP, `cli-1 (outside its cgroup) → nowhere ${nowhere}`);
+      });
+
+      await t.test('ClusterIP from outside the cluster, routed to node-1: every endpoint answers, masqueraded', async (t) => {
+        env.diagnoseOnFailure(t);
+        // As with a router that sends the Service CIDR to a node (ClusterIPs advertised over BGP).
+        await c.addClientRoute(SERVICE_CIDR, 'node-1');
+        await env.waitReachable(fromClient, tcp(web4));
+        const rs = await env.probe(fromClient, tcp(web4), { count: 30 });
+        allAnswered(t, rs, `30 probes client → ${web4} (routed to node-1)`);
+        answeredBy(t, rs, ['web-1', 'web-2', 'web-3'], 'spread over all 3 endpoints');
+        sourceIs(t, env, rs, env.expect.outsideToClusterIP, c.clientIP, 'node-1', 'client → ClusterIP via node-1');
+        await traceAgrees(t, env, rs, { from: fromClient, via: 'node-1', src: c.clientIP, target: tcp(web4) }, 'trace client → ClusterIP via node-1');
       });
 
       await t.test('internalTrafficPolicy Local: only local endpoints; a node without one drops', async (t) => {

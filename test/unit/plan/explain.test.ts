@@ -298,4 +298,9 @@ t.test('ebpf: socket-level LB never masquerades; traffic from outside goes throu
   const icmp = trace(T, q(CLIENT, '203.0.113.21', 53, { protocol: 'UDP' }), host, EBPF_FACTS, ebpfPath);
   t.equal(icmp.verdict.kind, 'reject', 'UDP to an externalIP without endpoints: rejected too');
   t.match(icmp.path.at(-1)?.does, /ICMP port unreachable/);
+  // A ClusterIP reached from outside the node (routed to it): the tc program, from ferry_svc.
+  const cip = trace(T, q(CLIENT, '198.19.0.16', 80), host, EBPF_FACTS, ebpfPath);
+  t.equal(cip.verdict.kind, 'dnat');
+  t.equal(cip.masquerade.value, 'yes', 'from outside the cluster CIDR: masqueraded (nonLocal)');
+  t.match(cip.path.map((s) => `${s.at}: ${s.does}`).join('\n'), /tc ingress[^\n]*ferry_svc \(ClusterIP\) \[198\.19\.0\.16 80\/TCP\].*MASQ/);
 });

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
-import { addrBytes, decodeSetName, describeSvcKey, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
+import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -145,6 +145,27 @@ t.test('nodePortAddresses unset: NodePorts on every address the host has, kept c
   t.equal(s2.ferry_nodeaddr.size, 2048, 'at most half of the map per family');
   t.ok(ips(s2, 4).includes('192.0.2.10') && ips(s2, 4).includes('127.0.0.1'), 'the Node IP and 127.0.0.1 come first');
   t.match(c2.skipped.join('\n'), /NodePorts on \d+ more IPv4 addresses of the host/, 'the rest is reported as skipped');
+});
+
+t.test("ClusterIPs carry what the tc program needs to serve them (svc flags): ClusterIP, and the IR's masquerade", async (t) => {
+  const flagsOf = (state: MapState): string[] =>
+    [...state.ferry_svc].map(([k, v]) => `${describeSvcKey(k)} flags ${Buffer.from(v, 'latin1').readUInt8(13)}`).sort();
+  const all = svc({ namespace: 'default', name: 'all', clusterIP: '198.19.0.21', internal: fwd(ep('10.0.1.2', 80)), clusterIPMasquerade: 'all' });
+  const nonLocal = svc({ namespace: 'default', name: 'nonlocal', clusterIP: '198.19.0.22', internal: fwd(ep('10.0.1.2', 80)), clusterIPMasquerade: 'nonLocal', externalIPs: ['203.0.113.22'] });
+  const none = svc({ namespace: 'default', name: 'none', clusterIP: '198.19.0.23', internal: REJECT, clusterIPMasquerade: 'none' });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [all, nonLocal, none])), emptyContents()));
+  t.same(flagsOf(state), [
+    'TCP 198.19.0.21:80 flags 3',
+    'TCP 198.19.0.22:80 flags 5',
+    'TCP 198.19.0.23:80 flags 1',
+    'TCP 203.0.113.22:80 flags 0',
+  ], 'ClusterIP (1) with MASQ_ALL (2) or MASQ_NONLOCAL (4); an externalIP (tc has it in ferry_xsvc) without');
+  const noCIDR = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const s2 = emptyState();
+  apply(s2, noCIDR.full(tables(table(4, [nonLocal], { localTraffic: { kind: 'interfaceNamePrefix', prefix: 'veth' } })), emptyContents()));
+  t.equal(s2.ferry_srcrange.size, 0, 'an interface detector gives tc no local-traffic CIDRs (such traffic through tc is masqueraded)');
 });
 
 t.test('verdicts, affinity and which endpoint set each frontend uses come from the IR', async (t) => {
@@ -402,7 +423,8 @@ function sourceRanges(state: MapState): string[] {
   for (const k of state.ferry_srcrange.keys()) {
     const b = Buffer.from(k, 'latin1');
     const bits = b.readUInt32LE(0) - 32;
-    const name = names.get(b.readUInt32BE(4)) ?? '?';
+    const id = b.readUInt32BE(4);
+    const name = id === localSet(4) ? 'local|4' : id === localSet(6) ? 'local|6' : (names.get(id) ?? '?');
     const fam = name.endsWith('|6') ? 6 : 4;
     const ip = fam === 4 ? [...b.subarray(8, 12)].join('.') : b.subarray(8, 24).toString('hex');
     out.push(`${name} ${ip}/${bits}`);
@@ -455,7 +477,17 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   t.same(backendsOf(state, 'default/local:http/TCP|outside|4'), ['10.0.1.2:80'], 'ETP Local: the tc path has the local endpoint only');
   t.same(backendsOf(state, 'default/local:http/TCP|external|4'), ['10.0.1.2:80', '10.0.2.2:80'], 'while local clients (socket LB) use the cluster-wide set');
   t.notOk(frontends(state).some((l) => l.startsWith('TCP 203.0.113.11')), 'LB IPs with source ranges stay off the socket path');
-  t.same(sourceRanges(state), ['default/ranged:http/TCP|external|4 10.0.0.0/8', 'default/ranged:http/TCP|external|4 198.18.0.100/32', 'default/ranged:http/TCP|external|4 203.0.113.11/32'], 'ranges (host bits cleared) and, as the IR allows, the LB IPs themselves');
+  t.same(
+    sourceRanges(state),
+    [
+      'default/ranged:http/TCP|external|4 10.0.0.0/8',
+      'default/ranged:http/TCP|external|4 198.18.0.100/32',
+      'default/ranged:http/TCP|external|4 203.0.113.11/32',
+      'local|4 198.18.0.0/16',
+      'local|6 20010db8001800000000000000000000/64',
+    ],
+    'ranges (host bits cleared) and, as the IR allows, the LB IPs themselves; and each family\'s local-traffic CIDRs under a set id of their own',
+  );
   const snat = [...state.ferry_snat].map(([k, v]) => `${Buffer.from(k, 'latin1').readUInt32LE(0)} ${Buffer.from(v, 'latin1').toString('hex')}`).sort();
   t.same(snat, ['4 c000020a000000000000000000000000', '6 20010db8000000000000000000000010'], 'masqueraded traffic leaves with the primary node address of each family');
   sizesAreRight(t, state);
@@ -465,7 +497,7 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   const d = c.partial(tables(table(4, [web, local, noLocal, open, empty], { nodeIPs: ['192.0.2.10', '192.0.2.11'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), changesOf([ranged.key]));
   apply(state, d);
   c.commit();
-  t.same(sourceRanges(state), [], 'no ranges left');
+  t.same(sourceRanges(state), ['local|4 198.18.0.0/16', 'local|6 20010db8001800000000000000000000/64'], 'no ranges left but the local-traffic CIDRs');
   t.match(packetFrontends(state).find((l) => l.startsWith('TCP 203.0.113.11')), /flags MASQ$/, 'the LB IP is open to every source');
   t.ok(frontends(state).some((l) => l.startsWith('TCP 203.0.113.11')), 'and now socket-balanced too');
 
