@@ -199,6 +199,9 @@ struct {
  */
 #define FERRY_XF_MASQ 1     /* SNAT to the node address of the family (ferry_snat) */
 #define FERRY_XF_SRCRANGE 2 /* the source must be in ferry_srcrange under this set id */
+/* externalTrafficPolicy Local: a local pod (source in the local-traffic CIDRs) takes ferry_svc's
+ * entry for the same frontend (the cluster-wide set), unmasqueraded — the IR's short-circuit. */
+#define FERRY_XF_LOCAL 4
 
 /* A frontend as packets from the network reach it: same key as ferry_svc, its own set and flags. */
 struct xsvc_val {

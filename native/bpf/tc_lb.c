@@ -512,27 +512,27 @@ static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p
 	return send_on(skb, v->saddr, v->daddr, p->family, p->proto);
 }
 
-static __always_inline struct xsvc_val *lookup_frontend(const struct pkt *p, int *node_addr)
+/* The external frontend for the packet; `key` is left as the entry's key (the NodePort wildcard's too). */
+static __always_inline struct xsvc_val *lookup_frontend(const struct pkt *p, struct svc_key *key, int *node_addr)
 {
-	struct svc_key key;
 	struct nodeaddr_key nk;
 	struct xsvc_val *svc;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.addr, p->daddr, 16);
-	key.port = p->dport;
-	key.proto = p->proto;
-	key.family = p->family;
+	__builtin_memset(key, 0, sizeof(*key));
+	__builtin_memcpy(key->addr, p->daddr, 16);
+	key->port = p->dport;
+	key->proto = p->proto;
+	key->family = p->family;
 	__builtin_memset(&nk, 0, sizeof(nk));
 	__builtin_memcpy(nk.addr, p->daddr, 16);
 	nk.family = p->family;
 	*node_addr = bpf_map_lookup_elem(&ferry_nodeaddr, &nk) != NULL;
-	svc = bpf_map_lookup_elem(&ferry_xsvc, &key);
+	svc = bpf_map_lookup_elem(&ferry_xsvc, key);
 	if (svc || !*node_addr)
 		return svc;
 	/* A NodePort: the wildcard entry, the destination being one of the node's addresses. */
-	__builtin_memset(key.addr, 0, sizeof(key.addr));
-	return bpf_map_lookup_elem(&ferry_xsvc, &key);
+	__builtin_memset(key->addr, 0, sizeof(key->addr));
+	return bpf_map_lookup_elem(&ferry_xsvc, key);
 }
 
 static __always_inline int source_allowed(const struct pkt *p, __u32 set_id)
@@ -613,9 +613,9 @@ static __always_inline int same_client(const struct ct_val *reply, const struct 
  */
 static __always_inline int find_frontend(const struct pkt *p, struct frontend *f, int *node_addr)
 {
-	struct xsvc_val *x = lookup_frontend(p, node_addr);
-	struct svc_val *s;
 	struct svc_key key;
+	struct xsvc_val *x = lookup_frontend(p, &key, node_addr);
+	struct svc_val *s;
 
 	if (x) {
 		f->set_id = x->set_id;
@@ -625,15 +625,24 @@ static __always_inline int find_frontend(const struct pkt *p, struct frontend *f
 		f->masq = (x->flags & FERRY_XF_MASQ) != 0;
 		f->srcrange = (x->flags & FERRY_XF_SRCRANGE) != 0;
 		f->clusterip = 0;
+		/* externalTrafficPolicy Local from a local pod (source in the local-traffic CIDRs; one
+		 * outside ferry's cgroup, or another node's): the IR's short-circuit — the cluster-wide
+		 * set, which socket LB's entry for this same frontend holds, unmasqueraded. */
+		if ((x->flags & FERRY_XF_LOCAL) && !(x->flags & FERRY_XF_SRCRANGE) && source_allowed(p, FERRY_LOCAL_SET(p->family))) {
+			s = bpf_map_lookup_elem(&ferry_svc, &key);
+			if (s) {
+				f->set_id = s->set_id;
+				f->count = s->count;
+				f->affinity_timeout = s->affinity_timeout;
+				f->verdict = s->verdict;
+				f->masq = 0;
+			}
+		}
 		return 1;
 	}
 	if (*node_addr || (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN))
 		return 0;
-	__builtin_memset(&key, 0, sizeof(key));
-	__builtin_memcpy(key.addr, p->daddr, 16);
-	key.port = p->dport;
-	key.proto = p->proto;
-	key.family = p->family;
+	/* The key is still the exact destination (no wildcard without a node address). */
 	s = bpf_map_lookup_elem(&ferry_svc, &key);
 	if (!s || !(s->flags & FERRY_SF_CLUSTERIP))
 		return 0;

@@ -31,6 +31,7 @@ import {
   SF_MASQ_NONLOCAL,
   XF_MASQ,
   XF_SRCRANGE,
+  XF_LOCAL,
   describeSvcKey,
   localSet,
   readSetName,
@@ -598,7 +599,7 @@ export class EbpfCompiler {
 
       // The tc path: traffic from the network uses the external set as the IR has it.
       const o = set === s.external ? e : addSet('outside', s.external, true);
-      const masq = s.externalMasquerade ? XF_MASQ : 0;
+      const masq = (s.externalMasquerade ? XF_MASQ : 0) | (s.externalPolicyLocal ? XF_LOCAL : 0);
       const verdict = s.external.verdict === 'forward' && o.count === 0 ? 'reject' : s.external.verdict;
       const packet = (ip: string | undefined, port: number, flags: number): void => {
         const i = frontendKey('ferry_xsvc', ip, port);

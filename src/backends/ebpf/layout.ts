@@ -174,6 +174,8 @@ export function localSet(family: IPFamily): number {
 /** xsvc_val flags (maps.h FERRY_XF_*). */
 export const XF_MASQ = 1;
 export const XF_SRCRANGE = 2;
+/** externalTrafficPolicy Local: a local pod takes ferry_svc's entry (the cluster-wide set). */
+export const XF_LOCAL = 4;
 
 /** struct xsvc_val: a frontend as packets from the network reach it (tc). */
 export function writeXsvcValue(b: Uint8Array, off: number, setId: number, count: number, affinityTimeoutSeconds: number, verdict: PathVerdict, flags: number): void {

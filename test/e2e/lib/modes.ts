@@ -67,6 +67,8 @@ export interface ModeExpectations {
   uncgroupedPodToClusterIP: Expectation<SourceSeen>;
   /** The same process → its own pod's Service, and it is chosen (hairpin). */
   uncgroupedHairpin: Expectation<SourceSeen>;
+  /** A pod process outside its cgroup → an externalTrafficPolicy Local NodePort of its own node, which has no endpoint (short-circuited to the cluster-wide set). */
+  uncgroupedPodToLocalNodePort: Expectation<SourceSeen>;
   /** Outside client → ClusterIP, routed to a node (the client is not in the cluster CIDR). */
   outsideToClusterIP: Expectation<SourceSeen>;
   /** Outside client → NodePort / externalIP / LB IP with externalTrafficPolicy Cluster. */
@@ -117,6 +119,10 @@ const KERNEL_NAT: ModeExpectations = {
   uncgroupedHairpin: {
     value: 'node',
     reason: 'cgroups do not matter to netfilter: masqueraded, as any hairpin',
+  },
+  uncgroupedPodToLocalNodePort: {
+    value: 'origin',
+    reason: 'traffic from the cluster CIDR is short-circuited to the Service chain without masquerade (kube-proxy)',
   },
   outsideToClusterIP: {
     value: 'node',
@@ -184,6 +190,10 @@ const EBPF: ModeExpectations = {
     value: 'node',
     reason: 'translated by the tc program, whose reverse NAT the reply must meet: masqueraded, as kube-proxy masquerades any hairpin',
   },
+  uncgroupedPodToLocalNodePort: {
+    value: 'origin',
+    reason: 'the tc program short-circuits a source in the cluster CIDR to the cluster-wide set socket LB has for the same frontend, unmasqueraded',
+  },
   outsideToClusterIP: {
     value: 'node',
     reason: 'the tc program on the node\'s uplink translates it; the client is outside the cluster CIDR, so it is masqueraded (clusterIPMasquerade nonLocal)',
@@ -233,6 +243,10 @@ const USERSPACE: ModeExpectations = {
   uncgroupedHairpin: {
     value: 'node',
     reason: 'the userspace forwarder always connects from the node',
+  },
+  uncgroupedPodToLocalNodePort: {
+    value: 'node',
+    reason: 'the userspace forwarder re-originates every connection from the node',
   },
   outsideToClusterIP: {
     value: 'node',

@@ -17,6 +17,7 @@ import {
   failedWith,
   fromClient,
   fromNode,
+  fromPodOutsideCgroup,
   modes,
   nodePortOf,
   NotYet,
@@ -67,10 +68,11 @@ for (const mode of modes()) {
   t.test(`external paths [${mode}]`, { skip: expectations(mode).notServed.fromOutside ?? false }, async (t) => {
     await withProxyCluster(t, { mode, nodes: 3, dualStack: true }, async (env) => {
       const c = env.cluster;
-      // Endpoints on node-1 and node-2; node-3 has none.
+      // Endpoints on node-1 and node-2; node-3 has none (only a client pod).
       await Promise.all([
         c.addPod({ name: 'ext-1', node: 'node-1', labels: { app: 'ext' } }),
         c.addPod({ name: 'ext-2', node: 'node-2', labels: { app: 'ext' } }),
+        c.addPod({ name: 'cli-3', node: 'node-3', labels: { role: 'client' } }),
       ]);
       await c.addClientRoute('203.0.113.0/24', VIA);
       await c.addClientRoute('2001:db8:3::/64', VIA);
@@ -193,6 +195,17 @@ for (const mode of modes()) {
           await waitHealth(env, 'node-3', hc, 503);
           t.pass(`healthCheckNodePort ${hc}: 200 on node-1 and node-2 (local endpoint), 503 on node-3`);
         }
+        // A pod is not "outside": traffic from the cluster CIDR takes the cluster-wide set (the
+        // IR's short-circuit), so node-3's pod reaches the Local NodePort on node-3 although
+        // node-3 has no endpoint. From a process outside the node's cgroup, which ebpf mode's
+        // socket LB does not see: the tc program short-circuits it.
+        const cli3 = c.pod('cli-3');
+        const inPod = fromPodOutsideCgroup('cli-3');
+        await env.waitReachable(inPod, tcp(n3.ip, port));
+        const short = await env.probe(inPod, tcp(n3.ip, port), { count: 20 });
+        allAnswered(t, short, `20 probes cli-3 (node-3, outside its cgroup) → node-3 ${n3.ip}:${port} (no local endpoint)`);
+        answeredBy(t, short, ['ext-1', 'ext-2'], 'the cluster-wide set');
+        sourceIs(t, env, short, env.expect.uncgroupedPodToLocalNodePort, cli3.ip, 'node-3', 'cli-3 → Local NodePort on its own node');
       });
 
       await t.test('LoadBalancer ingress IP with Local policy, reached from the client', async (t) => {

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
-import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
+import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_LOCAL, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -409,7 +409,7 @@ function packetFrontends(state: MapState): string[] {
     const b = Buffer.from(v, 'latin1');
     const verdict = ['forward', 'reject', 'drop'][b.readUInt8(12)];
     const f = b.readUInt8(13);
-    const flags = [f & XF_MASQ ? 'MASQ' : '', f & XF_SRCRANGE ? 'SRCRANGE' : ''].filter((x) => x).join(',') || '-';
+    const flags = [f & XF_MASQ ? 'MASQ' : '', f & XF_SRCRANGE ? 'SRCRANGE' : '', f & XF_LOCAL ? 'LOCAL' : ''].filter((x) => x).join(',') || '-';
     out.push(`${describeSvcKey(k)} → ${names.get(b.readUInt32LE(0))} count ${b.readUInt32LE(4)} ${verdict} affinity ${b.readUInt32LE(8)} flags ${flags}`);
   }
   return out.sort();
@@ -466,8 +466,8 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   t.same(packetFrontends(state), [
     'TCP *:30080 (NodePort, IPv4) → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',
     'TCP *:30080 (NodePort, IPv6) → default/web6:http/TCP|external|6 count 1 forward affinity 0 flags MASQ',
-    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|outside|4 count 1 forward affinity 0 flags -',
-    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|outside|4 count 0 drop affinity 0 flags -',
+    'TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|outside|4 count 1 forward affinity 0 flags LOCAL',
+    'TCP *:30091 (NodePort, IPv4) → default/nolocal:http/TCP|outside|4 count 0 drop affinity 0 flags LOCAL',
     'TCP *:30092 (NodePort, IPv4) → default/empty:http/TCP|external|4 count 0 reject affinity 0 flags MASQ',
     'TCP 203.0.113.10:80 → default/web:http/TCP|external|4 count 2 forward affinity 0 flags MASQ',
     'TCP 203.0.113.11:80 → default/ranged:http/TCP|external|4 count 1 forward affinity 0 flags MASQ,SRCRANGE',
@@ -476,6 +476,7 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   ]);
   t.same(backendsOf(state, 'default/local:http/TCP|outside|4'), ['10.0.1.2:80'], 'ETP Local: the tc path has the local endpoint only');
   t.same(backendsOf(state, 'default/local:http/TCP|external|4'), ['10.0.1.2:80', '10.0.2.2:80'], 'while local clients (socket LB) use the cluster-wide set');
+  t.ok(frontends(state).includes('TCP *:30090 (NodePort, IPv4) → default/local:http/TCP|external|4 count 2 forward affinity 0'), 'which socket LB\'s entry of the same frontend holds, for tc\'s short-circuit (LOCAL) too');
   t.notOk(frontends(state).some((l) => l.startsWith('TCP 203.0.113.11')), 'LB IPs with source ranges stay off the socket path');
   t.same(
     sourceRanges(state),
