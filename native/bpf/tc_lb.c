@@ -689,9 +689,10 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	if (!found || found->family != p->family)
 		return TC_ACT_OK; /* mid-update; the next sync repairs it */
 	be = *found;
-	/* Hairpin: a client reaching itself through its ClusterIP is masqueraded whatever the
-	 * settings, or its reply would not come back through here. */
-	if (svc->clusterip && be.addr[0] == p->saddr[0] && be.addr[1] == p->saddr[1] && be.addr[2] == p->saddr[2] && be.addr[3] == p->saddr[3])
+	/* Hairpin: a client reaching itself through a Service (its ClusterIP, or a Local NodePort
+	 * short-circuited to the cluster-wide set) is masqueraded whatever the settings, or its
+	 * reply would not come back through here. */
+	if (be.addr[0] == p->saddr[0] && be.addr[1] == p->saddr[1] && be.addr[2] == p->saddr[2] && be.addr[3] == p->saddr[3])
 		svc->masq = 1;
 
 	__builtin_memcpy(src, p->saddr, 16);

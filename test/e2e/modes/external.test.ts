@@ -206,6 +206,12 @@ for (const mode of modes()) {
         allAnswered(t, short, `20 probes cli-3 (node-3, outside its cgroup) → node-3 ${n3.ip}:${port} (no local endpoint)`);
         answeredBy(t, short, ['ext-1', 'ext-2'], 'the cluster-wide set');
         sourceIs(t, env, short, env.expect.uncgroupedPodToLocalNodePort, cli3.ip, 'node-3', 'cli-3 → Local NodePort on its own node');
+        // An endpoint doing the same reaches itself about half of the time: a hairpin, which
+        // must be masqueraded on this path too or its reply would bypass the translation.
+        const n2 = c.node('node-2');
+        const hp = await env.probe(fromPodOutsideCgroup('ext-2'), tcp(n2.ip, port), { count: 20 });
+        allAnswered(t, hp, `20 probes ext-2 (outside its cgroup) → node-2 ${n2.ip}:${port}`);
+        answeredBy(t, hp, ['ext-1', 'ext-2'], 'the cluster-wide set, the sender included');
       });
 
       await t.test('LoadBalancer ingress IP with Local policy, reached from the client', async (t) => {
