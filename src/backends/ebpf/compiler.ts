@@ -156,8 +156,10 @@ type PerFrontend<T> = Record<FrontendMap, T>;
  */
 type Claim = (id: PortId, map: FrontendMap, elements: Elements, index: number) => boolean;
 
-/** The table-level elements (node addresses, SNAT address) as written: a handful, kept as strings. */
-/** The elements that follow the table, not a service port: node addresses, SNAT address, local-traffic CIDRs. */
+/**
+ * The elements that follow the table, not a service port — node addresses, the SNAT address,
+ * the local-traffic CIDRs — as written: a handful, kept as strings.
+ */
 const TABLE_LEVEL = ['ferry_nodeaddr', 'ferry_snat', 'ferry_srcrange'] as const;
 type TableLevel = Record<(typeof TABLE_LEVEL)[number], Map<string, string>>;
 
@@ -477,7 +479,7 @@ export class EbpfCompiler {
     for (const a of addrs) {
       if (seen.has(a)) continue;
       if (seen.size >= NODEADDR_PER_FAMILY) {
-        skipped.push(`NodePorts on ${addrs.length - seen.size} more IPv${family} addresses of the host: ferry_nodeaddr holds ${NODEADDR_PER_FAMILY} per family`);
+        skipped.push(`NodePorts on ${new Set(addrs).size - seen.size} more IPv${family} addresses of the host: ferry_nodeaddr holds ${NODEADDR_PER_FAMILY} per family`);
         break;
       }
       if (!writeAddr(this.addr, 0, a, family)) continue;

@@ -19,7 +19,7 @@ export const EBPF_FACTS: ModeFacts = {
 };
 
 const SVC: MapName = 'ferry_svc';
-const XSVC_MAP: MapName = 'ferry_xsvc';
+const XSVC: MapName = 'ferry_xsvc';
 const BACKEND: MapName = 'ferry_backend';
 
 function hostPort(ip: string, port: number): string {
@@ -33,8 +33,8 @@ function hostPort(ip: string, port: number): string {
 function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
   const hook = 'tc ingress (clsact) ferry_tc_ingress';
   const key = `${e.match?.frontend === 'nodePort' ? '*' : e.dst} ${e.port}/${e.protocol}`;
-  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC_MAP} or ClusterIP ${SVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
-  const XSVC = e.match.frontend === 'clusterIP' ? `${SVC} (ClusterIP)` : XSVC_MAP;
+  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC} or ClusterIP ${SVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
+  const frontMap = e.match.frontend === 'clusterIP' ? `${SVC} (ClusterIP)` : XSVC;
   const steps: PathStep[] = [];
   if (e.match.frontend === 'nodePort') steps.push({ at: 'ferry_nodeaddr', does: `${e.dst} is a NodePort address: the wildcard entry applies` });
   if (e.blockedBySourceRanges) return [...steps, { at: `${hook} → ferry_srcrange`, does: `${e.src} is in no source range of the set: dropped` }];
@@ -46,19 +46,19 @@ function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
           at: hook,
           does:
             e.match.frontend === 'nodePort'
-              ? `${XSVC} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)`
+              ? `${frontMap} [${key}] → reject: passed to the stack, where nothing listens (TCP RST / ICMP port unreachable)`
               : e.protocol === 'UDP'
-                ? `${XSVC} [${key}] → reject: answered with an ICMP port unreachable quoting the datagram, sent back out of the interface it came in on`
-                : `${XSVC} [${key}] → reject: the SYN is turned into a RST and sent back out of the interface it came in on`,
+                ? `${frontMap} [${key}] → reject: answered with an ICMP port unreachable quoting the datagram, sent back out of the interface it came in on`
+                : `${frontMap} [${key}] → reject: the SYN is turned into a RST and sent back out of the interface it came in on`,
         },
       ];
     case 'drop':
-      return [...steps, { at: hook, does: `${XSVC} [${key}] → ${e.verdict.reason}: dropped` }];
+      return [...steps, { at: hook, does: `${frontMap} [${key}] → ${e.verdict.reason}: dropped` }];
     case 'untouched':
       return [...steps, { at: hook, does: e.verdict.reason }];
     case 'dnat': {
       const masq = e.masquerade.value === 'yes';
-      steps.push({ at: hook, does: `${XSVC} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client address' : ''}${masq ? ', MASQ' : ''}` });
+      steps.push({ at: hook, does: `${frontMap} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client address' : ''}${masq ? ', MASQ' : ''}` });
       steps.push({ at: BACKEND, does: `DNAT to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}${masq ? "; SNAT to the node's address (ferry_snat), a source port outside the node's ephemeral range" : '; client source kept'}` });
       steps.push({ at: 'ferry_ct', does: 'both directions recorded (the reply is translated back on the interface it arrives on); sent on with bpf_fib_lookup + bpf_redirect_neigh' });
       return steps;
