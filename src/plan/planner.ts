@@ -166,20 +166,26 @@ function nodePortAddresses(
 }
 
 /**
- * 'all' with the host's addresses of the family, canonical and sorted (the same object while they
- * stay), but loopback ones and IPv6 link-local ones: those need a scope to be reached at all, and
+ * 'all' with the host's addresses of the family, canonical and sorted (the same object for the
+ * same list), but loopback ones and IPv6 link-local ones: those need a scope to be reached at all, and
  * every pod's interface brings one, which would make each new pod a table-level change.
  */
 function allWithLocal(localAddresses: readonly string[], family: IPFamily): NodePortAddresses {
-  return memoByList(`${family}\0local`, localAddresses, () => {
-    const found = new Set<string>();
-    for (const a of localAddresses) {
-      const p = parseIP(a);
-      if (p && p.family === family && !isLoopback(p.ip) && !isLinkLocal6(p.ip)) found.add(p.ip);
-    }
-    return Object.freeze({ kind: 'all', local: Object.freeze([...found].sort()) });
-  });
+  // By the list's identity: the daemon's address watch hands out the same array until the set
+  // changes, and a list with a link-local address per pod interface is long to join as text.
+  let byFamily = allMemo.get(localAddresses);
+  if (!byFamily) allMemo.set(localAddresses, (byFamily = {}));
+  const known = byFamily[family];
+  if (known) return known;
+  const found = new Set<string>();
+  for (const a of localAddresses) {
+    const p = parseIP(a);
+    if (p && p.family === family && !isLoopback(p.ip) && !isLinkLocal6(p.ip)) found.add(p.ip);
+  }
+  return (byFamily[family] = Object.freeze({ kind: 'all', local: Object.freeze([...found].sort()) }));
 }
+
+const allMemo = new WeakMap<readonly string[], Partial<Record<IPFamily, NodePortAddresses>>>();
 
 /** The detector for one family; a family without a CIDR to match gets none (as kube-proxy). */
 function localTraffic(opts: PlanOptions, node: NodeInfo, family: IPFamily, problems: string[]): LocalTrafficDetector {
