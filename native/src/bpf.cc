@@ -6,8 +6,6 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/netlink.h>
-#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +19,6 @@
 #include <memory>
 #include <mutex>
 
-#include "netlink_drain.h"
 #include "promise_worker.h"
 
 // The kernel's "operation not supported" for BPF commands, not in libc's errno.h.
@@ -857,57 +854,6 @@ Napi::Value BpfInterfacesJs(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// The socket of one bpfLinkWatch(); closed by close() or when both of its functions are collected.
-struct LinkWatch {
-  int fd = -1;
-  ~LinkWatch() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-// bpfLinkWatch() → { changed(), close() }: a netlink socket of this network namespace subscribed
-// to link changes (RTMGRP_LINK). changed() drains what arrived and says whether anything did
-// since the last call, without asking the kernel for the list: a sync asks it every time, and a
-// dump of every link (if_nameindex) cost a fifth of a one-Service ebpf sync. An overflowed
-// socket (ENOBUFS: messages lost) counts as a change; after close(), every call does.
-Napi::Value BpfLinkWatchJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (fd < 0) ThrowBpf(env, Fail(errno, "open a netlink socket for link changes"));
-  struct sockaddr_nl sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.nl_family = AF_NETLINK;
-  sa.nl_groups = RTMGRP_LINK;
-  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
-    int e = errno;
-    ::close(fd);
-    ThrowBpf(env, Fail(e, "subscribe to link changes (RTMGRP_LINK)"));
-  }
-  auto w = std::make_shared<LinkWatch>();
-  w->fd = fd;
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("changed", Napi::Function::New(
-                       env,
-                       [w](const Napi::CallbackInfo& info) -> Napi::Value {
-                         Napi::Env env = info.Env();
-                         if (w->fd < 0) return Napi::Boolean::New(env, true);
-                         bool changed = false;
-                         int err = DrainNotifications(w->fd, &changed);
-                         if (err != 0) ThrowBpf(env, Fail(err, "read link changes"));
-                         return Napi::Boolean::New(env, changed);
-                       },
-                       "changed"));
-  o.Set("close", Napi::Function::New(
-                     env,
-                     [w](const Napi::CallbackInfo& info) -> Napi::Value {
-                       if (w->fd >= 0) ::close(w->fd);
-                       w->fd = -1;
-                       return info.Env().Undefined();
-                     },
-                     "close"));
-  return o;
-}
-
 }  // namespace
 
 void RegisterBpf(Napi::Env env, Napi::Object exports) {
@@ -923,7 +869,6 @@ void RegisterBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfTcAttach", Napi::Function::New(env, BpfTcAttachJs, "bpfTcAttach"));
   exports.Set("bpfTcDetach", Napi::Function::New(env, BpfTcDetachJs, "bpfTcDetach"));
   exports.Set("bpfInterfaces", Napi::Function::New(env, BpfInterfacesJs, "bpfInterfaces"));
-  exports.Set("bpfLinkWatch", Napi::Function::New(env, BpfLinkWatchJs, "bpfLinkWatch"));
 }
 
 }  // namespace ferry

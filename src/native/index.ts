@@ -258,21 +258,12 @@ export interface NativeAddon {
   bpfTcDetach?(pinDir: string): string[];
   /** The interfaces of this process's network namespace (netlink; never /sys, which may be another namespace's). */
   bpfInterfaces?(): { name: string; index: number }[];
-  /** A netlink subscription to this network namespace's link changes (RTMGRP_LINK). */
-  bpfLinkWatch?(): LinkWatch;
   /**
    * Calls onChange (on the main thread) whenever an address or a link of this network namespace
    * changed; with a message when the subscription failed and stopped. Does not keep the process alive.
    */
   routeWatch?(onChange: (error?: string) => void): { close(): void };
   readonly abiVersion: number;
-}
-
-/** bpfLinkWatch(): whether any link was added, removed or changed since the last call. */
-export interface LinkWatch {
-  /** Drains the notifications; true when there were any (or some were lost), and always after close(). */
-  changed(): boolean;
-  close(): void;
 }
 
 /** Bumped with every incompatible change of the addon's exports (native/src/addon.cc). */

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { access, mkdir, readdir, readFile, rm, statfs } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadNative, nativeLoadError, type LinkWatch, type NativeAddon } from '../../native/index.js';
+import { loadNative, nativeLoadError, type NativeAddon } from '../../native/index.js';
 import { run } from '../../util/exec.js';
 import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapOps, type MapState } from '../ebpf/compiler.js';
 import { Elements } from '../ebpf/elements.js';
@@ -123,14 +123,13 @@ type BpfAddon = Required<
     | 'bpfTcAttach'
     | 'bpfTcDetach'
     | 'bpfInterfaces'
-    | 'bpfLinkWatch'
   >
 >;
 
 function addonWithBpf(): BpfAddon {
   const a = loadNative();
   if (!a) throw new BpfError('load the native addon', nativeLoadError()?.message ?? 'not built (run scripts/setup)');
-  const { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces, bpfLinkWatch } = a;
+  const { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces } = a;
   if (
     !bpfLoadAsync ||
     !bpfTcLoadAsync ||
@@ -142,12 +141,11 @@ function addonWithBpf(): BpfAddon {
     !bpfMapDumpAsync ||
     !bpfTcAttach ||
     !bpfTcDetach ||
-    !bpfInterfaces ||
-    !bpfLinkWatch
+    !bpfInterfaces
   ) {
     throw new BpfError('load the native addon', 'this build has no (or an older) BPF support (rebuild native/ with libbpf-dev installed: scripts/setup)');
   }
-  return { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces, bpfLinkWatch };
+  return { bpfLoadAsync, bpfProbe, bpfMapUpdate, bpfMapDelete, bpfMapUpdateAsync, bpfMapDeleteAsync, bpfMapDumpAsync, bpfTcLoadAsync, bpfTcAttach, bpfTcDetach, bpfInterfaces };
 }
 
 /**
@@ -270,11 +268,15 @@ export class KernelBpfMaps implements BpfMaps {
   /** Interfaces (name → index) the tc program is on, as far as this process attached it. */
   private readonly onInterfaces = new Map<string, number>();
   /**
-   * Link changes since the last listing: every sync asks for new interfaces, and listing them
-   * all (a netlink dump) was a fifth of a one-Service sync. Opened before the first listing, so
-   * no change falls between the two; undefined (list every time) where it could not be opened.
+   * One route-netlink subscription (link and address changes) for both uses: a sync lists the
+   * interfaces only when it reported something since the last listing (listing them all, a
+   * netlink dump, was a fifth of a one-Service sync), and watchLinks' subscribers hear of it
+   * between syncs. Opened before the first listing, so no change falls between the two;
+   * undefined (list at every sync) where it could not be opened or has failed.
    */
-  private linkWatch: LinkWatch | undefined;
+  private routes: { close(): void } | undefined;
+  private routesChanged = false;
+  private readonly linkListeners = new Set<() => void>();
   /** The interfaces were listed and every selected one attached: only a link change asks again. */
   private listed = false;
 
@@ -311,16 +313,10 @@ export class KernelBpfMaps implements BpfMaps {
   async syncInterfaces(): Promise<string[]> {
     const addon = addonWithBpf();
     if (this.opts.interfaces !== 'all' && this.opts.interfaces.length === 0) return [];
-    if (!this.linkWatch) {
-      try {
-        this.linkWatch = addon.bpfLinkWatch();
-      } catch {
-        // Without the subscription every sync lists the interfaces.
-        this.linkWatch = undefined;
-      }
-    }
-    if (this.listed && this.linkWatch && !this.linkChanged(this.linkWatch)) return [];
+    this.subscribe();
+    if (this.listed && this.routes && !this.routesChanged) return [];
     // The notification is consumed: until this listing and attach succeed, every call lists.
+    this.routesChanged = false;
     this.listed = false;
     let all: { name: string; index: number }[];
     try {
@@ -349,12 +345,32 @@ export class KernelBpfMaps implements BpfMaps {
 
   watchLinks(onChange: () => void): { close(): void } | undefined {
     if (this.opts.interfaces !== 'all' && this.opts.interfaces.length === 0) return undefined;
-    const addon = loadNative();
-    if (!addon?.routeWatch) return undefined;
-    // A subscription that fails later ends quietly: every sync's own link check still covers it.
-    return addon.routeWatch((error) => {
-      if (error === undefined) onChange();
-    });
+    if (!this.subscribe()) return undefined;
+    this.linkListeners.add(onChange);
+    return { close: () => this.linkListeners.delete(onChange) };
+  }
+
+  /** Opens the route subscription if it is not open; whether it is. */
+  private subscribe(): boolean {
+    if (this.routes) return true;
+    const watch = loadNative()?.routeWatch;
+    if (!watch) return false;
+    try {
+      const sub = watch((error) => {
+        if (error !== undefined) {
+          // Failed and stopped (its socket closed): every sync lists again; subscribers hear
+          // nothing more, and each sync's own check covers them.
+          if (this.routes === sub) this.routes = undefined;
+          return;
+        }
+        this.routesChanged = true;
+        for (const l of [...this.linkListeners]) l();
+      });
+      this.routes = sub;
+    } catch {
+      this.routes = undefined;
+    }
+    return this.routes !== undefined;
   }
 
   async dump(): Promise<MapContents> {
@@ -422,20 +438,10 @@ export class KernelBpfMaps implements BpfMaps {
     }
   }
 
-  /** Whether links changed; a subscription that fails to read is dropped, and the caller lists. */
-  private linkChanged(w: LinkWatch): boolean {
-    try {
-      return w.changed();
-    } catch {
-      w.close();
-      this.linkWatch = undefined;
-      return true;
-    }
-  }
-
   async cleanup(): Promise<void> {
-    this.linkWatch?.close();
-    this.linkWatch = undefined;
+    this.routes?.close();
+    this.routes = undefined;
+    this.linkListeners.clear();
     this.listed = false;
     await removePins(this.opts.pinDir);
   }
