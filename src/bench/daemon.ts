@@ -24,7 +24,7 @@ import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
 import { round } from './stats.js';
 import { shebangFlags } from './launcher.js';
-import type { DaemonFullSync, DaemonRow, DaemonStartup, MemorySample, ProxyUnderTest, Size } from './types.js';
+import type { DaemonFullSync, DaemonMode, DaemonRow, DaemonStartup, MemorySample, Size } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
@@ -32,7 +32,7 @@ const METRICS = '127.0.0.1:10249';
 const MiB = 1024 * 1024;
 
 export interface DaemonOptions {
-  readonly mode: Exclude<ProxyUnderTest, 'kube-proxy'>;
+  readonly mode: DaemonMode;
   readonly size: Size;
   readonly resyncs: number;
   /** Start (and each repair) must finish within this. */
@@ -221,6 +221,12 @@ async function steadyRss(pid: number): Promise<void> {
   }
 }
 
+/** KUBE-SERVICES' jumps to a service chain, as one variant of iptables-save lists them. */
+async function serviceJumps(ns: string, save: 'iptables-save' | 'iptables-nft-save' | 'iptables-legacy-save'): Promise<number> {
+  const r = await runIn(ns, [save, '-t', 'nat'], { allowFailure: true });
+  return r.stdout.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ') && l.includes('-j KUBE-SVC-')).length;
+}
+
 async function countRules(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace): Promise<number> {
   if (mode === 'nftables') {
     // Frontends with a chain are in service-ips; ClusterIP-only ones in the endpoint-count sets
@@ -252,9 +258,8 @@ async function countRules(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPla
     const contents = await new KernelBpfMaps({ pinDir: bpf.pinDir, cgroupRoot: bpf.cgroup, interfaces: [] }).dump().catch(() => undefined);
     return contents?.ferry_svc.count ?? 0;
   }
-  if (mode === 'iptables') {
-    const r = await runIn(ns, ['iptables-save', '-t', 'nat'], { allowFailure: true });
-    return r.stdout.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ') && l.includes('-j KUBE-SVC-')).length;
+  if (mode === 'iptables' || mode === 'iptables-legacy') {
+    return serviceJumps(ns, mode === 'iptables' ? 'iptables-save' : 'iptables-legacy-save');
   }
   const r = await runIn(ns, ['ip', '-o', 'addr', 'show', 'dev', 'ferry0'], { allowFailure: true });
   return r.stdout.split('\n').filter((l) => l.includes(' inet ')).length;
@@ -277,9 +282,10 @@ async function sabotage(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace
     // measured ~2 s longer at 10k Services.
     const both = await runIn(ns, ['nft', '-f', '-'], { input: 'delete table ip ferry\ndelete table ip6 ferry\n', allowFailure: true });
     if (both.exitCode !== 0) await runIn(ns, ['nft', 'delete', 'table', 'ip', 'ferry']);
-  } else if (mode === 'iptables') {
-    await runIn(ns, ['iptables', '-w', '-t', 'nat', '-F', 'KUBE-SERVICES']);
-    await runIn(ns, ['iptables', '-w', '-t', 'nat', '-X', 'KUBE-PROXY-CANARY']);
+  } else if (mode === 'iptables' || mode === 'iptables-legacy') {
+    const iptables = mode === 'iptables' ? 'iptables' : 'iptables-legacy';
+    await runIn(ns, [iptables, '-w', '-t', 'nat', '-F', 'KUBE-SERVICES']);
+    await runIn(ns, [iptables, '-w', '-t', 'nat', '-X', 'KUBE-PROXY-CANARY']);
   } else {
     await runIn(ns, ['ip', 'addr', 'flush', 'dev', 'ferry0']);
   }
@@ -336,6 +342,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     await runIn(ns, ['ip', 'link', 'set', 'node0p', 'up']);
     await runIn(ns, ['ip', 'route', 'add', 'default', 'dev', 'node0']);
 
+    if (mode === 'iptables-legacy') {
+      // What kubelet leaves on a node that uses iptables-legacy: ferry's iptables mode (like
+      // kube-proxy's iptables wrapper) then writes with iptables-legacy-restore.
+      const r = await runIn(ns, ['iptables-legacy', '-w', '5', '-t', 'mangle', '-N', 'KUBE-IPTABLES-HINT'], { allowFailure: true });
+      if (r.exitCode !== 0) throw new DaemonBenchError(`${label}: cannot create kubelet's hint chain with iptables-legacy: ${r.stderr.trim()}`);
+    }
+
     const api = new LineChild(spawnIn(ns, [process.execPath, join(HERE, 'daemon-apiserver.js'), String(size.services), String(size.endpoints), kubeconfig]));
     children.push(api.child);
     const first = await api.next(opts.timeoutMs, 'API server start').catch((e: unknown) => {
@@ -353,7 +366,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
 
     // bin/ferry itself, as an operator runs it: its shebang carries the node flags ferry wants.
     const argv = [
-      opts.ferryBin ?? FERRY_BIN, '-v', '2', '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode,
+      opts.ferryBin ?? FERRY_BIN, '-v', '2', '--kubeconfig', kubeconfig, '--hostname-override', 'node-1', '--proxy-mode', mode === 'iptables-legacy' ? 'iptables' : mode,
       '--cluster-cidr', POD_CIDR, '--metrics-bind-address', METRICS, '--healthz-bind-address', '127.0.0.1:10256',
       ...(bpf ? ['--ebpf-cgroup-root', bpf.cgroup, '--ebpf-bpffs-dir', bpf.pinDir] : []),
     ];
@@ -377,6 +390,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     const readyMs = Math.round((await waitProbe('start')) - t0);
     const readyCpuMs = cpuMs(pid);
     const rulesFound = await countRules(ns, mode, bpf);
+    if (mode === 'iptables-legacy') {
+      // A run whose rules went to nf_tables instead would measure the iptables-nft path.
+      const nft = await serviceJumps(ns, 'iptables-nft-save');
+      if (rulesFound === 0 || nft > 0) throw new DaemonBenchError(`${label}: ferry's rules are not in iptables-legacy (${rulesFound} service jumps there, ${nft} in iptables-nft)`);
+    }
     opts.progress(`  ${label}: ready in ${readyMs} ms, ${rulesFound} service rules in the kernel`);
     // The first sync's log line comes after its conntrack cleanup, later than the probe's answer.
     await until(() => phases.fullSyncs.length >= 1, opts.timeoutMs);

@@ -33,7 +33,7 @@ import { scaledMs } from '../util/timescale.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 /** The modes the daemon phase can run (`--daemon-modes`). */
-const DAEMON_MODES = ['nftables', 'iptables', 'userspace', 'ebpf'] as const;
+const DAEMON_MODES = ['nftables', 'iptables', 'iptables-legacy', 'userspace', 'ebpf'] as const;
 
 export interface Profile {
   readonly name: 'smoke' | 'quick' | 'full';
@@ -72,6 +72,11 @@ export interface Profile {
   /** Largest services x endpoints the daemon phase runs in iptables mode (iptables-restore's limit, as iptablesApplyLimit). */
   readonly daemonIptablesLimit: number;
   /**
+   * The same for iptables-legacy: its restore is not quadratic in chains (10k × 10 loads in
+   * seconds), but 44k × 10 is ~480,000 chains and 145 MB of restore input per full sync.
+   */
+  readonly daemonIptablesLegacyLimit: number;
+  /**
    * Largest services x endpoints the daemon phase runs in userspace mode: at 44k Services it did
    * not come up within 10 minutes (one listening socket per service port; docs/userspace.md).
    */
@@ -102,6 +107,7 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     daemonModes: ['nftables'],
     daemonResyncs: 1,
     daemonIptablesLimit: Infinity,
+    daemonIptablesLegacyLimit: Infinity,
     daemonUserspaceLimit: Infinity,
   },
   quick: {
@@ -126,9 +132,10 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     datapathLoad: { offered: 500, seconds: 2, rounds: 5, timeoutMs: 3000 },
     readyTimeoutMs: 60_000,
     daemonSizes: [{ services: 1000, endpoints: 10 }],
-    daemonModes: ['nftables', 'iptables', 'userspace', 'ebpf'],
+    daemonModes: ['nftables', 'iptables', 'iptables-legacy', 'userspace', 'ebpf'],
     daemonResyncs: 2,
     daemonIptablesLimit: Infinity,
+    daemonIptablesLegacyLimit: Infinity,
     daemonUserspaceLimit: Infinity,
   },
   full: {
@@ -156,9 +163,10 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     datapathLoad: { offered: 1000, seconds: 3, rounds: 5, timeoutMs: 3000 },
     readyTimeoutMs: 600_000,
     daemonSizes: cross([1000, 10000, 44000], [10]),
-    daemonModes: ['nftables', 'iptables', 'userspace', 'ebpf'],
+    daemonModes: ['nftables', 'iptables', 'iptables-legacy', 'userspace', 'ebpf'],
     daemonResyncs: 4,
     daemonIptablesLimit: 10_000,
+    daemonIptablesLegacyLimit: 100_000,
     daemonUserspaceLimit: 100_000,
   },
 };
@@ -500,6 +508,10 @@ export async function runBench(args: BenchArgs): Promise<{ results: BenchResults
       for (const mode of p.daemonModes) {
         if (mode === 'iptables' && size.services * size.endpoints > p.daemonIptablesLimit) {
           results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's iptables-restore limit (${p.daemonIptablesLimit} service endpoints; see docs/bench.md)`);
+          continue;
+        }
+        if (mode === 'iptables-legacy' && size.services * size.endpoints > p.daemonIptablesLegacyLimit) {
+          results.notes.push(`daemon ${mode} ${size.services}x${size.endpoints}: not run, above the profile's iptables-legacy limit (${p.daemonIptablesLegacyLimit} service endpoints; see docs/bench.md)`);
           continue;
         }
         if (mode === 'userspace' && size.services * size.endpoints > p.daemonUserspaceLimit) {

@@ -174,8 +174,15 @@ export interface DaemonStartup {
   readonly firstSync?: DaemonFullSync;
 }
 
+/**
+ * What the daemon phase runs: a ferry mode, or `iptables-legacy` — ferry's iptables mode on a node
+ * whose kubelet uses iptables-legacy (its hint chain there), where iptables-legacy-restore loads
+ * 10k × 10 in seconds, so that ferry's own memory at that size is measured (docs/bench.md).
+ */
+export type DaemonMode = Exclude<ProxyUnderTest, 'kube-proxy'> | 'iptables-legacy';
+
 export interface DaemonRow extends Size {
-  readonly mode: ProxyUnderTest;
+  readonly mode: DaemonMode;
   /** Process start → the probe Service answers (its rules went in with the first full sync). */
   readonly readyMs: number;
   /** The launcher, when the run compared several (--daemon-ferry). */

@@ -40,3 +40,10 @@ t.test('bad values name their flag', async (t) => {
   t.throws(() => parseArgs(['--latency-sizes', 'ten']), /--latency-sizes/);
   t.throws(() => parseArgs(['--only', 'everything']), /--only: unknown phase everything/);
 });
+
+t.test('iptables-legacy: a daemon mode of its own, to 10k × 10 in the full profile', async (t) => {
+  t.same(parseArgs(['--daemon-modes', 'iptables-legacy,nftables']).profile.daemonModes, ['iptables-legacy', 'nftables']);
+  t.ok(PROFILES.full.daemonModes.includes('iptables-legacy'));
+  t.ok(PROFILES.full.daemonIptablesLegacyLimit >= 10_000 * 10 && PROFILES.full.daemonIptablesLegacyLimit < 44_000 * 10);
+  t.throws(() => parseArgs(['--daemon-modes', 'iptables-foo']), /--daemon-modes/);
+});
