@@ -4,6 +4,7 @@
  * the command line, exit code and stderr.
  */
 import { spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import { scaledMs } from './timescale.js';
 
 export class CommandError extends Error {
@@ -20,7 +21,16 @@ export class CommandError extends Error {
 }
 
 export interface RunOptions {
-  input?: string | Buffer;
+  /**
+   * Written to stdin, then closed. A list is written piece by piece, each when the pipe has taken
+   * the one before: a large input (an iptables-restore of 30 MB) is never one string or buffer.
+   */
+  input?: string | Buffer | readonly string[];
+  /**
+   * Called with each line of stdout (without its newline) instead of collecting it; the result's
+   * stdout is then ''. A large output (iptables-save at 10k Services) is read without holding it.
+   */
+  onStdoutLine?: (line: string) => void;
   /** Resolve with the result instead of throwing on a non-zero exit. */
   allowFailure?: boolean;
   env?: NodeJS.ProcessEnv;
@@ -55,10 +65,31 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
       // A hang guard: stretched on slow (emulated) machines, see timescale.ts.
       timer = setTimeout(() => child.kill('SIGKILL'), scaledMs(opts.timeoutMs));
     }
-    child.stdout.on('data', (b: Buffer) => out.push(b));
+    const onLine = opts.onStdoutLine;
+    // Lines split across reads: the decoder keeps a character split across them too.
+    const decoder = onLine ? new StringDecoder('utf8') : undefined;
+    let partial = '';
+    if (onLine && decoder) {
+      child.stdout.on('data', (b: Buffer) => {
+        const text = partial + decoder.write(b);
+        let start = 0;
+        for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+          onLine(text.slice(start, nl));
+          start = nl + 1;
+        }
+        partial = text.slice(start);
+      });
+    } else {
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+    }
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('close', (code) => {
       if (timer) clearTimeout(timer);
+      if (onLine && decoder) {
+        const last = partial + decoder.end();
+        partial = '';
+        if (last !== '') onLine(last);
+      }
       const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), exitCode: code };
       if (code !== 0 && !opts.allowFailure) reject(new CommandError(argv, code, res.stderr, res.stdout));
       else resolve(res);
@@ -66,8 +97,25 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     child.stdin.on('error', () => {
       /* the child may exit before reading its input; the exit code tells the story */
     });
-    if (opts.input !== undefined) child.stdin.end(opts.input);
-    else child.stdin.end();
+    const input = opts.input;
+    if (input === undefined) child.stdin.end();
+    else if (typeof input === 'string' || Buffer.isBuffer(input)) child.stdin.end(input);
+    else {
+      const stdin = child.stdin;
+      let i = 0;
+      const pump = (): void => {
+        while (i < input.length) {
+          // false: the pipe is full; go on once it drained (a child that exits early ends it
+          // with an error, handled above, and 'close' settles the result).
+          if (!stdin.write(input[i++]!)) {
+            stdin.once('drain', pump);
+            return;
+          }
+        }
+        stdin.end();
+      };
+      pump();
+    }
   });
 }
 

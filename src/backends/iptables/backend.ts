@@ -11,7 +11,7 @@ import type { Backend, IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncCh
 import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
 import type { Conntrack } from '../kernel/conntrack.js';
-import { chainsInSave, runCleanup } from './cleanup.js';
+import { runCleanup } from './cleanup.js';
 import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
 import { Chain } from './names.js';
 import { detectVariant, execRunner, IptablesRestoreError, type IptablesRunner, type IptablesVariant } from './runner.js';
@@ -82,8 +82,6 @@ export interface IptablesBackend extends Backend {
   readonly name: 'iptables';
   intact(): Promise<boolean>;
   lastSync(): IptablesSyncStats | undefined;
-  /** The last restore input per family (applied or attempted), for debugging. */
-  lastInput(family: IPFamily): string | undefined;
   /** The variant in use (after detection). */
   variant(): Promise<IptablesVariant>;
 }
@@ -167,7 +165,6 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
   let dropInvalid = opts.dropInvalid;
   let needFull = true;
   let stats: IptablesSyncStats | undefined;
-  const inputs: Partial<Record<IPFamily, string>> = {};
   const localhost = opts.localhostNodePorts === true;
   /** Per family, the skeleton chains the last successful sync wrote (what intact() compares). */
   const skeleton: Partial<Record<IPFamily, SkeletonChain[]>> = {};
@@ -243,7 +240,7 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
           await ensureJumps(r, family);
           let existing: Set<string>;
           try {
-            existing = new Set(chainsInSave(await r.save(family, 'nat')));
+            existing = new Set(await r.chains(family, 'nat'));
           } catch (e) {
             throw new IptablesSyncError(family, undefined, '', true, 'list', undefined, e);
           }
@@ -255,9 +252,8 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
           if (!changes.tableChanged && !touchesFamily(prev![family], next[family], changes.changed)) continue;
           compiled = compilePartial(prev![family], next[family], changes, base);
         }
-        inputs[family] = compiled.text;
         try {
-          await r.restore(family, compiled.text);
+          await r.restore(family, compiled.pieces);
         } catch (e) {
           const line = e instanceof IptablesRestoreError ? e.line : undefined;
           const stderr = e instanceof IptablesRestoreError ? e.stderr : '';
@@ -265,7 +261,7 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
           log.error('iptables sync failed', { family, full, lines: compiled.lines, line, text: err.lineText, err });
           throw err;
         }
-        skeleton[family] = skeletonOf(compiled.text);
+        skeleton[family] = skeletonOf(compiled.pieces);
         perFamily.push({ family, lines: compiled.lines, chainsWritten: compiled.chainsWritten, chainsDeleted: compiled.chainsDeleted.length, largeCluster: compiled.largeCluster });
         log.v(2, 'iptables sync applied', { family, full, lines: compiled.lines, chains: compiled.chainsWritten, deleted: compiled.chainsDeleted.length, variant: r.variant });
       }
@@ -323,7 +319,6 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
     },
 
     lastSync: () => stats,
-    lastInput: (family) => inputs[family],
     variant: async () => (await runner()).variant,
   };
 }

@@ -9,7 +9,7 @@
 import type { IPFamily } from '../../plan/types.js';
 import type { Logger } from '../../util/log.js';
 import { KUBELET_CHAINS } from './names.js';
-import type { IptablesRunner } from './runner.js';
+import { chainOfLine, type IptablesRunner } from './runner.js';
 
 export const CLEANUP_TABLES = ['mangle', 'filter', 'nat'] as const;
 
@@ -24,11 +24,7 @@ const TARGET = /\s-[jg]\s+(\S+)/;
 /** Chain names declared in save output (`:NAME POLICY [p:b]`). */
 export function chainsInSave(save: string): string[] {
   const out: string[] = [];
-  for (const line of save.split('\n')) {
-    if (line.charCodeAt(0) !== 58 /* : */) continue;
-    const sp = line.indexOf(' ');
-    out.push(sp < 0 ? line.slice(1) : line.slice(1, sp));
-  }
+  for (const line of save.split('\n')) chainOfLine(line, out);
   return out;
 }
 

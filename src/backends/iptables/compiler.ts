@@ -11,8 +11,12 @@
  *
  * Section order is mangle (full syncs: the canary), nat, filter; see closeSkeleton for why.
  *
- * Per-service rules are cached per ServiceEntry object (the planner hands back the same object
- * for unchanged service ports), so the skeleton costs string joins, not rule building.
+ * Each service port's skeleton lines (its jumps from KUBE-SERVICES and the like, which every sync
+ * rewrites) are cached per ServiceEntry object (the planner hands back the same object for
+ * unchanged service ports), so the skeleton costs string joins, not rule building. Its own chains
+ * are built when written and not kept: at 10k Services × 10 endpoints they are 434,000 lines,
+ * ~100 MB of strings held for the life of the process. A partial sync builds them for the
+ * changed service ports only, from `prev` and `next`, to compare.
  *
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
@@ -48,7 +52,13 @@ export interface CompileOptions {
 export interface CompiledFamily {
   readonly family: IPFamily;
   readonly full: boolean;
-  /** iptables-restore input (ends with a newline). */
+  /**
+   * iptables-restore input in pieces, each ending at a line's end or starting at a line's start
+   * (no line is split): the backend writes them one after the other, so a full sync at scale
+   * never holds the input as one string (33 MB at 10k Services × 10 endpoints) besides its parts.
+   */
+  readonly pieces: readonly string[];
+  /** The pieces joined (ends with a newline): built on each read, for tests and error reports. */
   readonly text: string;
   readonly lines: number;
   /** Service chains written (declared and filled). */
@@ -108,14 +118,27 @@ function contextKey(ctx: ServiceContext): string {
   return `${ctx.family}|${ctx.ifLocal.join(',')}|${ctx.ifNotLocal ?? ''}|${ctx.largeCluster ? 1 : 0}`;
 }
 
-const ruleCache = new WeakMap<ServiceEntry, { key: string; rules: ServiceRules }>();
+/** What every sync writes of a service port: its lines in the skeleton chains. */
+type SkeletonLines = Omit<ServiceRules, 'chains' | 'endpointCount'>;
 
-export function cachedRules(svc: ServiceEntry, ctx: ServiceContext, key = contextKey(ctx)): ServiceRules {
-  const hit = ruleCache.get(svc);
-  if (hit && hit.key === key) return hit.rules;
+const skeletonCache = new WeakMap<ServiceEntry, { key: string; lines: SkeletonLines }>();
+
+function keep(r: ServiceRules): SkeletonLines {
+  const { natServices, natNodePorts, filterServices, filterExternal, filterNodePorts, filterFirewall } = r;
+  return { natServices, natNodePorts, filterServices, filterExternal, filterNodePorts, filterFirewall };
+}
+
+/** The service port's rules, built; its skeleton lines remembered for the syncs that follow. */
+function rulesOf(svc: ServiceEntry, ctx: ServiceContext, key: string): ServiceRules {
   const rules = serviceRules(svc, ctx);
-  ruleCache.set(svc, { key, rules });
+  skeletonCache.set(svc, { key, lines: keep(rules) });
   return rules;
+}
+
+function skeletonLines(svc: ServiceEntry, ctx: ServiceContext, key: string): SkeletonLines {
+  const hit = skeletonCache.get(svc);
+  if (hit && hit.key === key) return hit.lines;
+  return rulesOf(svc, ctx, key);
 }
 
 // ---- the skeleton ----
@@ -146,7 +169,7 @@ function openSkeleton(full: boolean, opts: CompileOptions): Sections {
   return s;
 }
 
-function addServiceSkeleton(s: Sections, r: ServiceRules): void {
+function addServiceSkeleton(s: Sections, r: SkeletonLines): void {
   for (const l of r.filterServices) s.filterRules.push(l);
   for (const l of r.filterExternal) s.filterRules.push(l);
   for (const l of r.filterFirewall) s.filterRules.push(l);
@@ -185,20 +208,15 @@ export interface SkeletonChain {
  * (full or partial) declares and rewrites all of them, so after any successful sync this is what
  * the kernel holds in those chains.
  */
-export function skeletonOf(text: string): SkeletonChain[] {
+export function skeletonOf(input: string | readonly string[]): SkeletonChain[] {
   const found = new Map<string, { table: 'nat' | 'filter'; chain: string; rules: number; last: string | undefined }>();
   let table: string | undefined;
-  let pos = 0;
-  while (pos < text.length) {
-    let nl = text.indexOf('\n', pos);
-    if (nl < 0) nl = text.length;
-    const line = text.slice(pos, nl);
-    pos = nl + 1;
+  const read = (line: string): void => {
     if (line.startsWith('*')) {
       table = line.slice(1);
-      continue;
+      return;
     }
-    if (table !== 'nat' && table !== 'filter') continue;
+    if (table !== 'nat' && table !== 'filter') return;
     const chains = SKELETON_CHAINS[table];
     if (line.startsWith(':')) {
       const name = line.slice(1, line.indexOf(' '));
@@ -212,6 +230,16 @@ export function skeletonOf(text: string): SkeletonChain[] {
         e.last = sp < 0 ? '' : line.slice(sp + 1);
       }
     }
+  };
+  // Line by line over the pieces: no line is split between two (CompiledFamily.pieces).
+  for (const text of typeof input === 'string' ? [input] : input) {
+    let pos = 0;
+    while (pos < text.length) {
+      let nl = text.indexOf('\n', pos);
+      if (nl < 0) nl = text.length;
+      if (nl > pos) read(text.slice(pos, nl));
+      pos = nl + 1;
+    }
   }
   return [...found.values()];
 }
@@ -220,7 +248,7 @@ function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.') || ip === '0:0:0:0:0:0:0:1';
 }
 
-function closeSkeleton(s: Sections, table: ProxyTable, full: boolean, opts: CompileOptions): string {
+function closeSkeleton(s: Sections, table: ProxyTable, full: boolean, opts: CompileOptions): string[] {
   // The NodePort dispatch must be the last rule of nat KUBE-SERVICES.
   const tail = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain');
   const localhost = localhostNodePorts(table, opts);
@@ -251,21 +279,47 @@ function closeSkeleton(s: Sections, table: ProxyTable, full: boolean, opts: Comp
   );
   // iptables-restore commits table by table and stops at the first failure. nat goes first: it
   // is the section that can fail (references, deletions), and when it does nothing has changed.
-  // Each section joined once; no concatenated copy of the (large) arrays.
-  const head = full ? `*mangle\n${chainLine(Chain.canary)}\nCOMMIT\n*nat\n` : '*nat\n';
-  return (
-    head +
-    s.natChains.join('\n') + '\n' +
-    s.natRules.join('\n') + '\nCOMMIT\n*filter\n' +
-    s.filterChains.join('\n') + '\n' +
-    s.filterRules.join('\n') + '\nCOMMIT\n'
-  );
+  // Each section in pieces of a few hundred entries; no copy of the whole input is made.
+  const out: string[] = [full ? `*mangle\n${chainLine(Chain.canary)}\nCOMMIT\n*nat\n` : '*nat\n'];
+  joinedInPieces(s.natChains, out);
+  out.push('\n');
+  joinedInPieces(s.natRules, out);
+  out.push('\nCOMMIT\n*filter\n');
+  joinedInPieces(s.filterChains, out);
+  out.push('\n');
+  joinedInPieces(s.filterRules, out);
+  out.push('\nCOMMIT\n');
+  return out;
 }
 
-function countLines(text: string): number {
+/** Entries per piece: pieces of ~100 KB at 10k × 10 (an entry is a line or a service's block). */
+const PIECE_ENTRIES = 256;
+
+/** `entries.join('\n')`, as pieces appended to `out`. */
+function joinedInPieces(entries: readonly string[], out: string[]): void {
+  for (let i = 0; i < entries.length; i += PIECE_ENTRIES) {
+    const piece = entries.slice(i, i + PIECE_ENTRIES).join('\n');
+    out.push(i === 0 ? piece : '\n' + piece);
+  }
+}
+
+function countLines(pieces: readonly string[]): number {
   let n = 0;
-  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) n++;
+  for (const p of pieces) for (let i = p.indexOf('\n'); i >= 0; i = p.indexOf('\n', i + 1)) n++;
   return n;
+}
+
+function compiled(family: IPFamily, full: boolean, pieces: string[], rest: Omit<CompiledFamily, 'family' | 'full' | 'pieces' | 'text' | 'lines'>): CompiledFamily {
+  return {
+    family,
+    full,
+    pieces,
+    get text() {
+      return pieces.join('');
+    },
+    lines: countLines(pieces),
+    ...rest,
+  };
 }
 
 // ---- full and partial ----
@@ -277,14 +331,24 @@ export function compileFull(table: ProxyTable, opts: CompileOptions): CompiledFa
   const s = openSkeleton(true, opts);
   const desired = new Set<string>();
   let written = 0;
+  const decl: string[] = [];
+  const lines: string[] = [];
   for (const svc of table.services.values()) {
-    const r = cachedRules(svc, ctx, key);
+    const r = rulesOf(svc, ctx, key);
     addServiceSkeleton(s, r);
+    // A service port's chains go in as two joined blocks (declarations, rules), not line by
+    // line: its ~40 line strings die young instead of living in the section arrays until the
+    // final join (434,000 of them at 10k × 10, the largest part of a full sync's peak).
     for (const [name, rules] of r.chains) {
       desired.add(name);
-      writeChain(s, name, rules);
+      decl.push(chainLine(name));
+      for (const l of rules) lines.push(l);
       written++;
     }
+    if (decl.length > 0) s.natChains.push(decl.join('\n'));
+    if (lines.length > 0) s.natRules.push(lines.join('\n'));
+    decl.length = 0;
+    lines.length = 0;
   }
   const deleted: string[] = [];
   if (opts.existingNatChains) {
@@ -295,8 +359,7 @@ export function compileFull(table: ProxyTable, opts: CompileOptions): CompiledFa
       deleted.push(name);
     }
   }
-  const text = closeSkeleton(s, table, true, opts);
-  return { family: table.family, full: true, text, lines: countLines(text), chainsWritten: written, chainsDeleted: deleted, largeCluster: ctx.largeCluster };
+  return compiled(table.family, true, closeSkeleton(s, table, true, opts), { chainsWritten: written, chainsDeleted: deleted, largeCluster: ctx.largeCluster });
 }
 
 function sameRules(a: readonly string[], b: readonly string[]): boolean {
@@ -337,8 +400,10 @@ export function compilePartial(prev: ProxyTable, next: ProxyTable, changes: Sync
     const ps = prev.services.get(key);
     const ns = next.services.get(key);
     if (ps === ns && !everything) continue;
-    const pr = ps ? cachedRules(ps, prevCtx, prevKey) : undefined;
-    const nr = ns ? cachedRules(ns, nextCtx, nextKey) : undefined;
+    // prev's are built again (not kept, see the header), without touching the cache: its
+    // entry may be one next still holds when only the context changed.
+    const pr = ps ? serviceRules(ps, prevCtx) : undefined;
+    const nr = ns ? rulesOf(ns, nextCtx, nextKey) : undefined;
     if (nr) {
       for (const [name, rules] of nr.chains) {
         const old = pr?.chains.get(name);
@@ -356,9 +421,8 @@ export function compilePartial(prev: ProxyTable, next: ProxyTable, changes: Sync
       }
     }
   }
-  for (const svc of next.services.values()) addServiceSkeleton(s, cachedRules(svc, nextCtx, nextKey));
+  for (const svc of next.services.values()) addServiceSkeleton(s, skeletonLines(svc, nextCtx, nextKey));
   // Deletions after every rule: the flushed skeleton no longer references them by then.
   for (const l of deleteLines) s.natRules.push(l);
-  const text = closeSkeleton(s, next, false, opts);
-  return { family: next.family, full: false, text, lines: countLines(text), chainsWritten: written, chainsDeleted: deleted, largeCluster: nextCtx.largeCluster };
+  return compiled(next.family, false, closeSkeleton(s, next, false, opts), { chainsWritten: written, chainsDeleted: deleted, largeCluster: nextCtx.largeCluster });
 }

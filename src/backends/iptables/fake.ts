@@ -7,6 +7,7 @@
  */
 import type { IPFamily } from '../../plan/types.js';
 import type { RunResult } from '../../util/exec.js';
+import { chainsInSave } from './cleanup.js';
 import { IptablesRestoreError, type IptablesRunner, type IptablesVariant } from './runner.js';
 
 const BUILTIN: Record<string, readonly string[]> = {
@@ -115,7 +116,8 @@ export class FakeIptables implements IptablesRunner {
     }
   }
 
-  async restore(family: IPFamily, input: string): Promise<void> {
+  async restore(family: IPFamily, pieces: string | readonly string[]): Promise<void> {
+    const input = typeof pieces === 'string' ? pieces : pieces.join('');
     this.restores.push({ family, input });
     if (this.failNextRestore !== undefined) {
       const stderr = this.failNextRestore;
@@ -144,6 +146,10 @@ export class FakeIptables implements IptablesRunner {
         throw new IptablesRestoreError(family, i + 1, `iptables-restore: ${msg}\nError occurred at line: ${i + 1}\n`, 2);
       }
     }
+  }
+
+  async chains(family: IPFamily, table: string): Promise<string[]> {
+    return chainsInSave(await this.save(family, table));
   }
 
   async save(family: IPFamily, table: string): Promise<string> {

@@ -108,8 +108,12 @@ t.test('a failing restore throws IptablesSyncError and leaves the previous rules
   const runner: IptablesRunner = {
     variant: 'nft',
     save: (f, tb) => real.save(f, tb),
+    chains: (f, tb) => real.chains(f, tb),
     exec: (f, a) => real.exec(f, a),
-    restore: (f, input) => real.restore(f, corrupt ? input.replace('\nCOMMIT\n*filter', '\n-A KUBE-SERVICES -j KUBE-NO-SUCH-CHAIN\nCOMMIT\n*filter') : input),
+    restore: (f, pieces) => {
+      const input = typeof pieces === 'string' ? pieces : pieces.join('');
+      return real.restore(f, corrupt ? input.replace('\nCOMMIT\n*filter', '\n-A KUBE-SERVICES -j KUBE-NO-SUCH-CHAIN\nCOMMIT\n*filter') : input);
+    },
   };
   const b = createIptablesBackend({ runner, families: [4], dropInvalid: true });
   const a = svc({ namespace: 'default', name: 'web', nodePort: 30080, internal: fwd(ep('198.18.1.1', 8080)) });

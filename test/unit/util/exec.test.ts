@@ -32,3 +32,33 @@ t.test('run: out of file descriptors, a spawn rejects instead of ending the proc
   t.ok((out.held ?? 0) > 0, 'the descriptors were used up first');
   t.match(out.r ?? '', /^rejected: .*EMFILE/, 'the spawn rejects with EMFILE');
 });
+
+t.test('run: input in pieces reaches the child whole and in order, also past the pipe buffer', async (t) => {
+  // ~4 MB in pieces of varying size (a line may span pieces here; the runner does not care), with
+  // multi-byte characters so that a read can split one.
+  const pieces: string[] = [];
+  let expected = '';
+  for (let i = 0; i < 20_000; i++) {
+    const p = `line ${i} é€ ${'x'.repeat(i % 300)}${i % 3 === 0 ? '\n' : ''}`;
+    pieces.push(p);
+    expected += p;
+  }
+  const r = await run(['cat'], { input: pieces });
+  t.equal(r.exitCode, 0);
+  t.equal(r.stdout.length, expected.length, 'as many characters as written');
+  t.ok(r.stdout === expected, 'the same text, in order');
+});
+
+t.test('run: onStdoutLine gets every line, none held in stdout', async (t) => {
+  const lines: string[] = [];
+  for (let i = 0; i < 50_000; i++) lines.push(`:CHAIN-${i} é€ - [0:0]`);
+  const seen: string[] = [];
+  const r = await run(['cat'], { input: lines.join('\n') + '\nlast line without newline', onStdoutLine: (l) => seen.push(l) });
+  t.equal(r.stdout, '', 'nothing collected');
+  t.equal(seen.length, lines.length + 1);
+  t.same(seen.slice(0, lines.length), lines, 'each line whole, multi-byte characters intact');
+  t.equal(seen.at(-1), 'last line without newline', 'the unterminated last line too');
+  const empty: string[] = [];
+  await run(['true'], { onStdoutLine: (l) => empty.push(l) });
+  t.same(empty, [], 'no output, no line');
+});

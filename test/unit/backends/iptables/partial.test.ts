@@ -6,7 +6,7 @@
  * kernel holding stale chains deletes them; large cluster mode drops the endpoint comments.
  */
 import t from 'tap';
-import { compileFull, compilePartial } from '../../../../src/backends/iptables/compiler.js';
+import { compileFull, compilePartial, skeletonOf } from '../../../../src/backends/iptables/compiler.js';
 import { chainsInSave } from '../../../../src/backends/iptables/cleanup.js';
 import { FakeIptables } from '../../../../src/backends/iptables/fake.js';
 import type { IPFamily } from '../../../../src/plan/types.js';
@@ -99,4 +99,32 @@ t.test('switching into large cluster mode rewrites every service chain in a part
   const fresh = new FakeIptables();
   await fresh.restore(4, compileFull(nextT, opts).text);
   t.equal(await live.dump(4), await fresh.dump(4), 'after the mode switch the partial result equals a full sync');
+});
+
+t.test('the input in pieces: joined it is the text, no line is split, the skeleton reads the same', async (t) => {
+  const prevT = bigTable(4, 1500, 3);
+  const full = compileFull(prevT, GOLDEN_OPTS);
+  const a = full.pieces.find((s) => s.includes('KUBE-SVC-'))!;
+  t.ok(full.pieces.length > 10, `a full sync of 1,500 service ports comes in many pieces (${full.pieces.length})`);
+  t.ok(a.length < full.text.length / 4, 'none is the whole input');
+  const nextT = bigTable(4, 1500, 4);
+  const partial = compilePartial(prevT, nextT, changesOf([...nextT.services.keys()]), GOLDEN_OPTS);
+  for (const c of [full, partial]) {
+    t.equal(c.pieces.join(''), c.text);
+    let lines = 0;
+    for (let i = 0; i < c.pieces.length; i++) {
+      const p = c.pieces[i]!;
+      t.ok(p.length > 0, 'no empty piece');
+      for (let j = p.indexOf('\n'); j >= 0; j = p.indexOf('\n', j + 1)) lines++;
+      if (i > 0 && !c.pieces[i - 1]!.endsWith('\n') && !p.startsWith('\n')) t.fail(`${c.full ? 'full' : 'partial'}: pieces ${i - 1} and ${i} split a line`);
+    }
+    t.equal(c.lines, lines, 'lines counted over the pieces');
+    t.same(skeletonOf(c.pieces), skeletonOf(c.text), 'skeleton chains read from the pieces as from the text');
+  }
+  // Restored from pieces, the kernel (here the fake) ends as from the text.
+  const viaPieces = new FakeIptables();
+  const viaText = new FakeIptables();
+  await viaPieces.restore(4, full.pieces);
+  await viaText.restore(4, full.text);
+  t.equal(await viaPieces.dump(4), await viaText.dump(4));
 });
