@@ -310,7 +310,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
-	/* Two entries per connection: 65,536 connections, kube-proxy's --conntrack-min is 131,072.
+	/* Two entries per connection: 65,536 connections unless --ebpf-ct-max sizes it at load (both
+	 * objects declare it and are given the same size); kube-proxy's --conntrack-min is 131,072.
 	 * At 1,000 new connections/s that the endpoints close first, the least recently used entries
 	 * pushed out are ~65 s old, past a Linux endpoint's TIME_WAIT (60 s). ~19 MB of kernel memory. */
 	__uint(max_entries, 131072);

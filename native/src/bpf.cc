@@ -34,6 +34,7 @@ namespace {
 std::mutex logMu;
 std::string* logSink = nullptr;
 constexpr size_t kLogKeep = 16384;
+constexpr const char* kCtMap = "ferry_ct";
 
 int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
@@ -121,6 +122,16 @@ void UnpinIncompatible(struct bpf_object* obj, std::vector<std::string>* out) {
   }
 }
 
+// The connection-tracking map's size, set on an opened object before UnpinIncompatible looks at
+// it: both objects declare ferry_ct, so both must ask for the same size, or each load would find
+// the other's pin of another size and replace it. 0 keeps the compiled size.
+int SizeConntrack(struct bpf_object* obj, uint32_t entries) {
+  if (entries == 0) return 0;
+  struct bpf_map* map = bpf_object__find_map_by_name(obj, kCtMap);
+  if (!map) return -ENOENT;
+  return bpf_map__set_max_entries(map, entries);
+}
+
 }  // namespace
 
 BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
@@ -136,6 +147,11 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
   struct bpf_object* obj = bpf_object__open_file(opts.object.c_str(), &oo);
   if (!obj) {
     r.error = Fail(errno, "open BPF object " + opts.object, &log);
+    return r;
+  }
+  if (int e = SizeConntrack(obj, opts.ctEntries)) {
+    r.error = Fail(e, std::string("size ") + kCtMap + " in " + opts.object, &log);
+    bpf_object__close(obj);
     return r;
   }
   UnpinIncompatible(obj, &r.unpinned);
@@ -252,7 +268,7 @@ static int SetRodataVar(struct bpf_object* obj, const char* name, const void* va
   return -ENOENT;
 }
 
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, std::vector<std::string>* unpinned) {
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, uint32_t ctEntries, std::vector<std::string>* unpinned) {
   std::lock_guard<std::mutex> guard(loadMu);
   LogCapture log;
   DECLARE_LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
@@ -265,6 +281,11 @@ BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const B
       bpf_object__close(obj);
       return fe;
     }
+  }
+  if (int e = SizeConntrack(obj, ctEntries)) {
+    BpfError fe = Fail(e, std::string("size ") + kCtMap + " in " + object, &log);
+    bpf_object__close(obj);
+    return fe;
   }
   UnpinIncompatible(obj, unpinned);
   int err = LoadQuietly(obj);
@@ -433,6 +454,16 @@ Napi::Uint8Array BytesArg(const Napi::CallbackInfo& info, size_t i, const char* 
   return info[i].As<Napi::Uint8Array>();
 }
 
+// ferry_ct's size in entries: undefined = as compiled (0); else a whole number in 2048..2^23.
+uint32_t CtEntriesArg(Napi::Env env, Napi::Value v, const char* fn) {
+  if (v.IsUndefined()) return 0;
+  const std::string what = std::string(fn) + ": ctEntries must be a whole number from 2048 to 8388608";
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, what);
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d < 2048 || d > 8388608 || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(env, what);
+  return static_cast<uint32_t>(d);
+}
+
 BpfLoadOptions LoadOptionsArg(const Napi::CallbackInfo& info, const char* fn) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, std::string(fn) + ": the argument must be an object");
@@ -443,6 +474,7 @@ BpfLoadOptions LoadOptionsArg(const Napi::CallbackInfo& info, const char* fn) {
     if (!v.IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": " + key + " must be a string");
     *dst = v.As<Napi::String>().Utf8Value();
   }
+  opts.ctEntries = CtEntriesArg(env, o.Get("ctEntries"), fn);
   return opts;
 }
 
@@ -458,7 +490,7 @@ Napi::Object LoadResultToJs(Napi::Env env, const BpfLoadResult& r) {
   return out;
 }
 
-// bpfLoadAsync({object, pinDir, cgroup}) → Promise<{attached, replaced, unpinned: string[]}>, on
+// bpfLoadAsync({object, pinDir, cgroup, ctEntries?}) → Promise<{attached, replaced, unpinned: string[]}>, on
 // the libuv thread pool: loading and verifying the programs is ~0.1 s of kernel time, which a
 // daemon spends while its initial lists arrive.
 Napi::Value BpfLoadAsync(const Napi::CallbackInfo& info) {
@@ -752,6 +784,7 @@ struct TcLoadArgs {
   std::string object, pinDir;
   BpfSnatPorts ports;
   bool withPorts = false;
+  uint32_t ctEntries = 0;
 };
 
 TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
@@ -775,6 +808,7 @@ TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
   }
   a.object = StringArg(info, 0, (std::string(fn) + ": object").c_str());
   a.pinDir = StringArg(info, 1, (std::string(fn) + ": pinDir").c_str());
+  a.ctEntries = CtEntriesArg(info.Env(), info.Length() > 3 ? info[3] : info.Env().Undefined(), fn);
   return a;
 }
 
@@ -783,16 +817,17 @@ struct TcLoadResult {
   std::vector<std::string> unpinned;
 };
 
-// bpfTcLoadAsync(object, pinDir, snatPorts?) → Promise<string[]> (the maps it unpinned for
-// another layout): loads the tc object (maps by pin name) and pins its program, on the thread
-// pool; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535.
+// bpfTcLoadAsync(object, pinDir, snatPorts?, ctEntries?) → Promise<string[]> (the maps it
+// unpinned for another layout): loads the tc object (maps by pin name) and pins its program, on
+// the thread pool; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535;
+// ctEntries = ferry_ct's size (as bpfLoadAsync's, or each replaces the other's pin).
 Napi::Value BpfTcLoadAsync(const Napi::CallbackInfo& info) {
   TcLoadArgs a = TcLoadArgsOf(info, "bpfTcLoadAsync");
   return PromiseWorker<TcLoadResult>::Start(
       info.Env(),
       [a]() {
         TcLoadResult r;
-        r.error = BpfTcLoad(a.object, a.pinDir, a.withPorts ? &a.ports : nullptr, &r.unpinned);
+        r.error = BpfTcLoad(a.object, a.pinDir, a.withPorts ? &a.ports : nullptr, a.ctEntries, &r.unpinned);
         return r;
       },
       [](Napi::Env env, Napi::Promise::Deferred& d, TcLoadResult& r) {

@@ -26,6 +26,7 @@ struct BpfLoadOptions {
   std::string object;   // path of the compiled BPF object
   std::string pinDir;   // bpffs directory for maps and links (must exist)
   std::string cgroup;   // cgroup v2 directory to attach to
+  uint32_t ctEntries = 0;  // ferry_ct's size in entries (0: as compiled); both objects declare it
 };
 
 struct BpfLoadResult {
@@ -42,8 +43,9 @@ struct BpfSnatPorts {
 };
 // tc: loads the tc object (maps reused by pin name) and pins its program under pinDir; ports
 // (when given) replace the object's default SNAT port ranges.
-// unpinned: pinned maps whose layout (type, sizes, flags) differs from the object's, removed first.
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, std::vector<std::string>* unpinned);
+// ctEntries: ferry_ct's size (0: as compiled). unpinned: pinned maps whose layout (type, sizes,
+// flags) differs from the object's, removed first.
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, uint32_t ctEntries, std::vector<std::string>* unpinned);
 // Attaches (or replaces, atomically) the pinned tc program on clsact ingress of each named
 // interface of this network namespace, recording each in the pinned ferry_tcif map.
 BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached);

@@ -59,6 +59,10 @@ function flag(flags: ExplicitFlags, name: string): Raw<string | boolean> | undef
   return v === undefined ? undefined : { value: v, field: `--${name}` };
 }
 
+/** --ebpf-ct-max's range, in connections (the addon takes ferry_ct's 2,048 to 2^23 entries). */
+const CT_CONNECTIONS_MIN = 1024;
+const CT_CONNECTIONS_MAX = 4_194_304;
+
 function flagString(flags: ExplicitFlags, name: string): Raw<string> | undefined {
   const f = flag(flags, name);
   if (!f) return undefined;
@@ -444,6 +448,16 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     if (!/^[A-Za-z0-9_.@:-]{1,15}\*?$/.test(n)) throw new ConfigError(ifRaw?.field ?? '--ebpf-interfaces', `${JSON.stringify(n)} is not an interface name (or a prefix ending in '*')`);
   }
 
+  const ctRaw = flagString(flags, 'ebpf-ct-max');
+  let ebpfCtMax: number | undefined;
+  if (ctRaw && ctRaw.value.trim() !== '') {
+    const v = ctRaw.value.trim();
+    ebpfCtMax = /^\d+$/.test(v) ? Number(v) : NaN;
+    if (!(ebpfCtMax >= CT_CONNECTIONS_MIN && ebpfCtMax <= CT_CONNECTIONS_MAX)) {
+      throw new ConfigError(ctRaw.field, `${JSON.stringify(v)} is not a number of connections from ${CT_CONNECTIONS_MIN} to ${CT_CONNECTIONS_MAX}`);
+    }
+  }
+
   const cleanupFlag = flag(flags, 'cleanup');
   const dryRunFlag = flag(flags, 'dry-run');
 
@@ -476,6 +490,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     ebpfCgroupRoot,
     ebpfBpffsDir,
     ebpfInterfaces,
+    ebpfCtMax,
     initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
     writeConfigTo: writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined,
     ignored,

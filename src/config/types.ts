@@ -107,6 +107,8 @@ export interface ProxyConfig {
    * prefixes ending in '*'); undefined = every interface of ferry's network namespace but lo.
    */
   readonly ebpfInterfaces: readonly string[] | undefined;
+  /** ebpf mode: connections the tc program tracks (--ebpf-ct-max); undefined = the compiled 65,536. */
+  readonly ebpfCtMax: number | undefined;
   /** --init-only: apply the node settings that need privileges (conntrack sysctls), then exit. */
   readonly initOnly: boolean;
   /** --write-config-to: write this configuration as a KubeProxyConfiguration there, then exit. */

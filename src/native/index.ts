@@ -228,7 +228,7 @@ export interface NativeAddon {
    * libuv thread pool (loading and verifying is kernel time); rejects with an Error with code
    * FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
    */
-  bpfLoadAsync?(opts: { object: string; pinDir: string; cgroup: string }): Promise<{ attached: string[]; replaced: string[]; unpinned?: string[] }>;
+  bpfLoadAsync?(opts: { object: string; pinDir: string; cgroup: string; ctEntries?: number }): Promise<{ attached: string[]; replaced: string[]; unpinned?: string[] }>;
   /** Loads the object with small unpinned maps and no attachment: does this kernel accept it? */
   bpfProbe?(object: string): void;
   /** Upserts `keys.length / keySize` elements into the pinned map, in batches. */
@@ -251,7 +251,7 @@ export interface NativeAddon {
    * the object's, 61000-65535). Resolves to the maps it unpinned for another layout, as
    * bpfLoadAsync; on the thread pool too.
    */
-  bpfTcLoadAsync?(object: string, pinDir: string, snatPorts?: [number, number, number, number]): Promise<string[]>;
+  bpfTcLoadAsync?(object: string, pinDir: string, snatPorts?: [number, number, number, number], ctEntries?: number): Promise<string[]>;
   /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */
   bpfTcAttach?(pinDir: string, names: string[]): string[];
   /** Detaches ferry's tc filter from every interface recorded in pinDir/ferry_tcif; returns their names. */

@@ -87,7 +87,12 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   ebpf: {
     create: async (config, families) =>
       createEbpfBackend({
-        maps: new KernelBpfMaps({ pinDir: config.ebpfBpffsDir, cgroupRoot: config.ebpfCgroupRoot, interfaces: config.ebpfInterfaces ?? 'all' }),
+        maps: new KernelBpfMaps({
+          pinDir: config.ebpfBpffsDir,
+          cgroupRoot: config.ebpfCgroupRoot,
+          interfaces: config.ebpfInterfaces ?? 'all',
+          ...(config.ebpfCtMax !== undefined ? { ctConnections: config.ebpfCtMax } : {}),
+        }),
         families,
         localhostNodePorts: config.localhostNodePorts,
         log: logger('ebpf'),

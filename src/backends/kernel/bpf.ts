@@ -241,7 +241,13 @@ export interface KernelBpfOptions {
    * the interfaces of whatever namespace it runs in by default (tests in the host's: []).
    */
   readonly interfaces: InterfaceSelector;
+  /**
+   * Connections the tc program tracks (--ebpf-ct-max): ferry_ct holds two entries each, allocated
+   * at load. undefined = the objects' compiled size (65,536; native/bpf/maps.h).
+   */
+  readonly ctConnections?: number;
 }
+
 
 /** The SNAT ports for this network namespace's ephemeral range (this process's namespace). */
 async function readSnatPortPlan(): Promise<SnatPortPlan> {
@@ -287,7 +293,9 @@ export class KernelBpfMaps implements BpfMaps {
     let r: { attached: string[]; replaced: string[]; unpinned?: string[] };
     // On the thread pool: loading and verifying is kernel time that the event loop need not
     // wait out (a daemon prepares this while its initial lists arrive).
-    const load = { object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup };
+    // Both objects declare ferry_ct: both are told its size, or each would replace the other's pin.
+    const ctEntries = this.opts.ctConnections === undefined ? undefined : 2 * this.opts.ctConnections;
+    const load = { object: this.opts.object ?? defaultBpfObject(), pinDir: this.opts.pinDir, cgroup, ...(ctEntries ? { ctEntries } : {}) };
     try {
       r = await addon.bpfLoadAsync(load);
     } catch (e) {
@@ -298,7 +306,7 @@ export class KernelBpfMaps implements BpfMaps {
     const unpinned = [...(r.unpinned ?? [])];
     const ports: [number, number, number, number] = [...snatPorts.lo, ...snatPorts.hi];
     try {
-      unpinned.push(...(await addon.bpfTcLoadAsync(tcObject, this.opts.pinDir, ports)));
+      unpinned.push(...(await addon.bpfTcLoadAsync(tcObject, this.opts.pinDir, ports, ctEntries)));
     } catch (e) {
       rethrow(`load the tc program ${tcObject}`, e);
     }

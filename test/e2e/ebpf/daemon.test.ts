@@ -73,7 +73,9 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     const np = Number(await env.kubectl(['get', 'svc', 'web', '-o', 'jsonpath={.spec.ports[0].nodePort}']));
     const none = (await env.kubectl(['get', 'svc', 'nowhere', '-o', 'jsonpath={.spec.clusterIP}'])).trim();
 
-    env.startFerry();
+    // A connection-tracking size of its own (--ebpf-ct-max), the same at the restart below.
+    const CT_ARGS = ['--ebpf-ct-max', '32768'];
+    env.startFerry(CT_ARGS);
     await env.waitHealthy();
     const r = await env.waitReachable(ip, 80, `node → ClusterIP ${ip}:80`);
     t.equal(r.pod, 'echo-1', 'node → ClusterIP answered by the endpoint');
@@ -83,6 +85,8 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     const tcShown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
     t.match(tcShown.stdout, /handle 0xfe77 ferry_tc_ingres/, `the tc program is on the node's eth0 ingress (${tcShown.stdout.trim()})`);
     t.ok(existsSync(join(pinDir, 'prog_ferry_tc_ingress')) && existsSync(join(pinDir, 'ferry_ct')), 'the tc program and its CT map pinned');
+    const ctShown = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { max_entries: number };
+    t.equal(ctShown.max_entries, 65536, '--ebpf-ct-max 32768: ferry_ct holds two entries per connection');
     const hostTc = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
     t.notMatch(hostTc.stdout, /ferry_tc/, "nothing of ferry's on the host's own interfaces");
 
@@ -187,7 +191,7 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     await new Promise((res) => setTimeout(res, 500));
     await env.stopFerry();
     await new Promise((res) => setTimeout(res, 1500));
-    env.startFerry();
+    env.startFerry(CT_ARGS);
     await env.waitHealthy();
     await new Promise((res) => setTimeout(res, 1500));
     stop.abort();
@@ -198,6 +202,7 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.ok(ors.length >= 10, `the outside probe ran through the restart (${ors.length} requests)`);
     t.equal(ors.filter((x) => !x.ok).length, 0, `zero failed requests from outside (tc) while ferry was down and restarting; got ${summarize(ors)}`);
     t.match(env.log(), /BPF programs in place.*replaced=8/, 'the restarted ferry swapped its programs into the pinned links');
+    t.notMatch(env.log(), /another layout were replaced/, 'the same --ebpf-ct-max: no map replaced at the restart');
     const tcAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
     t.equal((tcAfter.stdout.match(/handle 0xfe77 ferry_tc_ingres/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
 

@@ -204,3 +204,37 @@ t.test('maps an older ferry pinned with another layout are replaced; the tc prog
   t.same(ports, { lo_min: r.snatPorts.lo[0], lo_count: r.snatPorts.lo[1], hi_min: r.snatPorts.hi[0], hi_count: r.snatPorts.hi[1] }, `the program's SNAT ports are the planned ones (${JSON.stringify(ports)})`);
   t.equal(r.snatPorts.total > 0, true, 'some ports to translate to');
 });
+
+t.test('--ebpf-ct-max sizes ferry_ct for both objects: kept across restarts, replaced when changed', async (t) => {
+  const root = await resolveCgroupRoot(undefined);
+  const cgroup = join(root, `${PREFIX}c`);
+  const pinDir = `/sys/fs/bpf/${PREFIX}c`;
+  await mkdir(cgroup);
+  await ensureBpffsDir(pinDir);
+  t.teardown(async () => {
+    await removePins(pinDir);
+    await rmdir(cgroup).catch(() => undefined);
+  });
+  const ctMap = async (): Promise<{ id: number; max_entries: number }> =>
+    JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { id: number; max_entries: number };
+  const tcMaps = async (): Promise<number[]> =>
+    (JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'pinned', join(pinDir, 'prog_ferry_tc_ingress')])).stdout) as { map_ids: number[] }).map_ids;
+
+  const first = await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [], ctConnections: 4096 }).attach();
+  t.same(first.unpinned, [], 'a first start replaces nothing');
+  const sized = await ctMap();
+  t.equal(sized.max_entries, 8192, 'two entries per connection');
+  t.ok((await tcMaps()).includes(sized.id), 'the tc program uses the sized map');
+
+  // A restart with the same size: the socket-level object (which declares ferry_ct too) and the
+  // tc object both find the pin as they would make it, so its connections survive.
+  const again = await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [], ctConnections: 4096 }).attach();
+  t.same(again.unpinned, [], 'the same size again: nothing replaced');
+  t.equal((await ctMap()).id, sized.id, 'the same map (its entries kept)');
+
+  const back = await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }).attach();
+  t.same(back.unpinned, ['ferry_ct'], 'another size: replaced once, and reported');
+  const compiled = await ctMap();
+  t.equal(compiled.max_entries, 131072, 'without the setting, the compiled size');
+  t.ok((await tcMaps()).includes(compiled.id), 'and the tc program uses the new map');
+});

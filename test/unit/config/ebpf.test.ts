@@ -33,3 +33,11 @@ t.test('--ebpf-interfaces: names and prefixes; default undefined (every interfac
   t.throws(() => resolve({ 'ebpf-interfaces': 'eth0,a b' }), /--ebpf-interfaces/);
   t.throws(() => resolve({ 'ebpf-interfaces': 'waytoolonginterfacename' }), /--ebpf-interfaces/);
 });
+
+t.test('--ebpf-ct-max: connections, 1024 to 4194304; default undefined (the compiled 65,536)', async (t) => {
+  t.equal(resolve({ 'proxy-mode': 'ebpf' }).ebpfCtMax, undefined);
+  t.equal(resolve({ 'ebpf-ct-max': '262144' }).ebpfCtMax, 262144);
+  t.equal(resolve({ 'ebpf-ct-max': '1024' }).ebpfCtMax, 1024);
+  t.equal(resolve({ 'ebpf-ct-max': '4194304' }).ebpfCtMax, 4194304);
+  for (const bad of ['1023', '4194305', '1e6', '-5', '12k', 'x']) t.throws(() => resolve({ 'ebpf-ct-max': bad }), /--ebpf-ct-max/, bad);
+});
