@@ -222,6 +222,41 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
     }
   }
 
+  /**
+   * The legacy check: per family and table, one `iptables-save -t TABLE` read line by line; the
+   * canary declared, and each skeleton chain declared with exactly the rules the last sync wrote
+   * (counted for long chains too: a rule someone appended is noticed as well).
+   */
+  async function intactFromSaves(r: IptablesRunner): Promise<boolean> {
+    for (const family of families) {
+      const chains = skeleton[family] ?? [];
+      for (const table of ['mangle', 'nat', 'filter'] as const) {
+        const mine = chains.filter((c) => c.table === table);
+        const counts = new Map<string, number>();
+        let canary = false;
+        const ok = await r.saveLines(family, table, (line) => {
+          if (line.charCodeAt(0) === 58 /* : */) {
+            const name = line.slice(1, line.indexOf(' '));
+            if (name === Chain.canary) canary = true;
+            else if (mine.some((c) => c.chain === name)) counts.set(name, 0);
+          } else if (line.startsWith('-A ')) {
+            const sp = line.indexOf(' ', 3);
+            const name = line.slice(3, sp < 0 ? undefined : sp);
+            const n = counts.get(name);
+            if (n !== undefined) counts.set(name, n + 1);
+          }
+        });
+        if (!ok || !canary) return false;
+        for (const c of mine) {
+          const n = counts.get(c.chain);
+          if (n === undefined) return tampered(family, c, 'missing');
+          if (n !== c.rules) return tampered(family, c, `${n} rules, ${c.rules} written`);
+        }
+      }
+    }
+    return true;
+  }
+
   return {
     name: 'iptables',
 
@@ -290,6 +325,10 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
     async intact(): Promise<boolean> {
       if (needFull) return false;
       const r = await runner();
+      // iptables-legacy reads the whole table back from the kernel for every call: one save per
+      // table answers every question at the cost of one call (the -S/-C path below made five
+      // reads of nat per family).
+      if (r.variant === 'legacy') return intactFromSaves(r);
       for (const family of families) {
         for (const table of ['mangle', 'nat', 'filter']) {
           const res = await r.exec(family, ['-t', table, '-S', Chain.canary]);

@@ -40,14 +40,18 @@ function splitChain(rest: string): [string, string] {
 }
 
 export class FakeIptables implements IptablesRunner {
-  readonly variant: IptablesVariant = 'nft';
   private readonly state: Record<IPFamily, Tables> = { 4: new Map(), 6: new Map() };
   /** Every restore input, in order. */
   readonly restores: { family: IPFamily; input: string }[] = [];
   /** Every exec call, in order. */
   readonly execs: { family: IPFamily; args: readonly string[] }[] = [];
+  /** Every saveLines call (the tables read whole), in order. */
+  readonly linesSaved: { family: IPFamily; table: string }[] = [];
   /** When set, the next restore fails with this stderr before applying anything. */
   failNextRestore: string | undefined;
+
+  /** The variant only changes what the backend chooses to call (legacy: whole-table reads). */
+  constructor(readonly variant: IptablesVariant = 'nft') {}
 
   private table(family: IPFamily, name: string): Map<string, string[]> {
     let t = this.state[family].get(name);
@@ -150,6 +154,13 @@ export class FakeIptables implements IptablesRunner {
 
   async chains(family: IPFamily, table: string): Promise<string[]> {
     return chainsInSave(await this.save(family, table));
+  }
+
+  async saveLines(family: IPFamily, table: string, onLine: (line: string) => void): Promise<boolean> {
+    this.linesSaved.push({ family, table });
+    const text = await this.save(family, table);
+    for (const line of text.split('\n')) if (line !== '') onLine(line);
+    return true;
   }
 
   async save(family: IPFamily, table: string): Promise<string> {

@@ -45,6 +45,8 @@ export interface IptablesRunner {
   save(family: IPFamily, table: string): Promise<string>;
   /** The chains TABLE declares, from `iptables-save -t TABLE` read line by line (not held whole). */
   chains(family: IPFamily, table: string): Promise<string[]>;
+  /** `iptables-save -t TABLE`, each line to `onLine` (not held whole); false when the save failed. */
+  saveLines(family: IPFamily, table: string, onLine: (line: string) => void): Promise<boolean>;
   /** One `iptables -w ARGS` call; never throws on a non-zero exit. */
   exec(family: IPFamily, args: readonly string[]): Promise<RunResult>;
 }
@@ -89,6 +91,10 @@ export function execRunner(variant: IptablesVariant, opts: { netns?: string } = 
       const out: string[] = [];
       await runIn(ns, [binary(family, variant, '-save'), '-t', table], { onStdoutLine: (line) => chainOfLine(line, out) });
       return out;
+    },
+    async saveLines(family, table, onLine) {
+      const r = await runIn(ns, [binary(family, variant, '-save'), '-t', table], { onStdoutLine: onLine, allowFailure: true });
+      return r.exitCode === 0;
     },
     exec(family, args) {
       return runIn(ns, [binary(family, variant, ''), ...WAIT, ...args], { allowFailure: true });

@@ -109,6 +109,7 @@ t.test('a failing restore throws IptablesSyncError and leaves the previous rules
     variant: 'nft',
     save: (f, tb) => real.save(f, tb),
     chains: (f, tb) => real.chains(f, tb),
+    saveLines: (f, tb, onLine) => real.saveLines(f, tb, onLine),
     exec: (f, a) => real.exec(f, a),
     restore: (f, pieces) => {
       const input = typeof pieces === 'string' ? pieces : pieces.join('');
