@@ -228,3 +228,25 @@ t.test('the rules proxy: ClusterIP from the node (OUTPUT) and from a client (PRE
   await runIn(node, ['iptables-nft', '-t', 'nat', '-X', 'KUBE-PROXY-CANARY']);
   t.equal(await b.intact(), false, 'deleting a canary is noticed');
 });
+
+for (const variant of ['nft', 'legacy'] as const) {
+  t.test(`iptables-${variant}: intact() holds after a sync and notices a flushed KUBE-SERVICES or a deleted canary`, async (t) => {
+    const ns = await freshNetns(t);
+    const b = createIptablesBackend({ netns: ns, variant, families: [4], dropInvalid: true });
+    const many = Array.from({ length: 40 }, (_, i) => svc({ namespace: 'default', name: `s${i}`, clusterIP: `10.96.0.${i + 1}`, internal: fwd(ep('198.18.1.1', 8080)) }));
+    const ir = tables(table(4, many));
+    await b.sync(null, ir, FULL);
+    t.equal(await b.intact(), true, 'intact after the sync');
+    const tool4 = `iptables-${variant}`;
+    await runIn(ns, [tool4, '-w', '5', '-t', 'nat', '-F', 'KUBE-SERVICES']);
+    t.equal(await b.intact(), false, 'nat KUBE-SERVICES flushed: noticed');
+    await b.sync(ir, ir, FULL);
+    t.equal(await b.intact(), true, 'repaired by a full sync');
+    await runIn(ns, [tool4, '-w', '5', '-t', 'filter', '-X', 'KUBE-PROXY-CANARY']);
+    t.equal(await b.intact(), false, 'filter canary deleted: noticed');
+    await b.sync(ir, ir, FULL);
+    await runIn(ns, [tool4, '-w', '5', '-t', 'nat', '-A', 'KUBE-SERVICES', '-d', '10.96.9.9/32', '-j', 'ACCEPT']);
+    // Only the legacy check counts a long chain's rules; the nft one probes its last rule (-C).
+    t.equal(await b.intact(), variant === 'nft', variant === 'legacy' ? 'a rule appended: noticed' : 'a rule appended: not looked for');
+  });
+}
