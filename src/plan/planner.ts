@@ -157,13 +157,24 @@ function nodePortAddresses(
   if (spec.kind !== 'cidrs') return all;
   const cidrs = familyCIDRs(spec.cidrs, family, 'nodePortAddresses', problems);
   if (cidrs.length === 0 || cidrs.some((c) => c.bits === 0)) return all;
+  // By the host list's identity and the CIDRs, as allWithLocal: a sync does not parse every
+  // address of the host again (a link-local one per pod interface) when neither changed.
+  const key = `${family} ${cidrs.map((c) => c.cidr).join(',')}`;
+  let memo = selectedMemo.get(localAddresses);
+  if (!memo) selectedMemo.set(localAddresses, (memo = new Map()));
+  const known = memo.get(key);
+  if (known) return known;
   const found = new Set<string>();
   for (const a of localAddresses) {
     const p = parseIP(a);
     if (p && p.family === family && cidrs.some((c) => cidrContains(c, p.ip))) found.add(p.ip);
   }
-  return Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
+  const selected: NodePortAddresses = Object.freeze({ kind: 'list', addresses: Object.freeze([...found].sort()) });
+  memo.set(key, selected);
+  return selected;
 }
+
+const selectedMemo = new WeakMap<readonly string[], Map<string, NodePortAddresses>>();
 
 /**
  * 'all' with the host's addresses of the family, canonical and sorted (the same object for the

@@ -248,7 +248,6 @@ export interface KernelBpfOptions {
   readonly ctConnections?: number;
 }
 
-
 /** The SNAT ports for this network namespace's ephemeral range (this process's namespace). */
 async function readSnatPortPlan(): Promise<SnatPortPlan> {
   const file = '/proc/sys/net/ipv4/ip_local_port_range';

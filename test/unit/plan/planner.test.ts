@@ -127,6 +127,15 @@ for (const f of FAMILIES) {
     }
     const cidrsListed = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: { kind: 'cidrs', cidrs: ['198.51.100.0/24', '2001:db8:51::/64'] }, ...listing } });
     t.same(cidrsListed.table.nodePortAddresses, { kind: 'list', addresses: inRange }, 'CIDRs, listed: the list as before');
+    // The CIDRs' selection is kept by the host list's identity: the same list, the same object;
+    // a new list (the watch hands one out when the set changed) is read afresh.
+    const cidrSpec: NodePortAddressSpec = { kind: 'cidrs', cidrs: ['198.51.100.0/24', '2001:db8:51::/64'] };
+    const again = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: cidrSpec, localAddresses: local } });
+    const twice = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: cidrSpec, localAddresses: local } });
+    t.equal(twice.table.nodePortAddresses, again.table.nodePortAddresses, 'CIDRs, the same host list: the same selection object');
+    const gained = f === 4 ? '198.51.100.7' : '2001:db8:51::7';
+    const grown = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: cidrSpec, localAddresses: [...local, gained] } });
+    t.same(grown.table.nodePortAddresses, { kind: 'list', addresses: [...inRange, gained].sort() }, 'CIDRs, a new host list: the address gained is selected');
     const noV6 = planWorld(f, { services: [], slices: [], node: node(NODE, [['InternalIP', NODE_V4]]), opts: { nodePortAddresses: { kind: 'primary' } } });
     t.same(
       noV6.table.nodePortAddresses,
