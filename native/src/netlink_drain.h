@@ -1,5 +1,5 @@
 // Draining a non-blocking netlink subscription whose messages only say "something changed"
-// (bpf.cc's link watch, route_watch.cc).
+// (route_watch.cc; kept apart so that another such watch need not copy it).
 #pragma once
 
 #include <errno.h>
