@@ -69,26 +69,36 @@ export function run(argv: readonly string[], opts: RunOptions = {}): Promise<Run
     // Lines split across reads: the decoder keeps a character split across them too.
     const decoder = onLine ? new StringDecoder('utf8') : undefined;
     let partial = '';
-    if (onLine && decoder) {
-      child.stdout.on('data', (b: Buffer) => {
-        const text = partial + decoder.write(b);
+    // A callback that throws ends the read: the child is killed and the run rejects with that
+    // error (thrown from a stream handler, it would end this process instead).
+    let lineError: unknown;
+    const lines = (text: string, last: boolean): void => {
+      if (lineError !== undefined) return;
+      try {
         let start = 0;
         for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-          onLine(text.slice(start, nl));
+          onLine!(text.slice(start, nl));
           start = nl + 1;
         }
         partial = text.slice(start);
-      });
+        if (last && partial !== '') onLine!(partial);
+      } catch (e) {
+        lineError = e;
+        child.kill('SIGKILL');
+      }
+    };
+    if (onLine && decoder) {
+      child.stdout.on('data', (b: Buffer) => lines(partial + decoder.write(b), false));
     } else {
       child.stdout.on('data', (b: Buffer) => out.push(b));
     }
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('close', (code) => {
       if (timer) clearTimeout(timer);
-      if (onLine && decoder) {
-        const last = partial + decoder.end();
-        partial = '';
-        if (last !== '') onLine(last);
+      if (onLine && decoder) lines(partial + decoder.end(), true);
+      if (lineError !== undefined) {
+        reject(lineError);
+        return;
       }
       const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), exitCode: code };
       if (code !== 0 && !opts.allowFailure) reject(new CommandError(argv, code, res.stderr, res.stdout));

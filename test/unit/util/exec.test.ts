@@ -62,3 +62,16 @@ t.test('run: onStdoutLine gets every line, none held in stdout', async (t) => {
   await run(['true'], { onStdoutLine: (l) => empty.push(l) });
   t.same(empty, [], 'no output, no line');
 });
+
+t.test('run: an onStdoutLine callback that throws rejects the run (the child is stopped), not the process', async (t) => {
+  const boom = new Error('bad line');
+  let seen = 0;
+  const e = await run(['sh', '-c', 'echo one; echo two; exec sleep 5'], {
+    onStdoutLine: (l) => {
+      seen++;
+      if (l === 'two') throw boom;
+    },
+  }).catch((x: unknown) => x);
+  t.equal(e, boom, 'the callback\'s own error');
+  t.equal(seen, 2, 'no line after it');
+});
