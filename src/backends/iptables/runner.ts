@@ -70,6 +70,8 @@ const WAIT = ['-w', '5'];
 
 export function execRunner(variant: IptablesVariant, opts: { netns?: string } = {}): IptablesRunner {
   const ns = opts.netns;
+  const saveLines = (family: IPFamily, table: string, onLine: (line: string) => void, allowFailure: boolean): Promise<RunResult> =>
+    runIn(ns, [binary(family, variant, '-save'), '-t', table], { onStdoutLine: onLine, allowFailure });
   return {
     variant,
     async restore(family, input) {
@@ -89,12 +91,11 @@ export function execRunner(variant: IptablesVariant, opts: { netns?: string } = 
       // At 10k Services × 10 endpoints the nat table saves as ~33 MB: held as one string (and
       // split into lines) it was the largest part of a full sync's peak after the input's own.
       const out: string[] = [];
-      await runIn(ns, [binary(family, variant, '-save'), '-t', table], { onStdoutLine: (line) => chainOfLine(line, out) });
+      await saveLines(family, table, (line) => chainOfLine(line, out), false);
       return out;
     },
     async saveLines(family, table, onLine) {
-      const r = await runIn(ns, [binary(family, variant, '-save'), '-t', table], { onStdoutLine: onLine, allowFailure: true });
-      return r.exitCode === 0;
+      return (await saveLines(family, table, onLine, true)).exitCode === 0;
     },
     exec(family, args) {
       return runIn(ns, [binary(family, variant, ''), ...WAIT, ...args], { allowFailure: true });
