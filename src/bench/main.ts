@@ -104,7 +104,9 @@ export const PROFILES: Record<Profile['name'], Profile> = {
     datapathLoad: { offered: 200, seconds: 1, rounds: 2, timeoutMs: 3000 },
     readyTimeoutMs: 30_000,
     daemonSizes: [{ services: 10, endpoints: 1 }],
-    daemonModes: ['nftables'],
+    // iptables-legacy too: the one run that keeps the mode's plumbing (hint chain, legacy
+    // counting and sabotage, the check that the rules landed there) from rotting unseen.
+    daemonModes: ['nftables', 'iptables-legacy'],
     daemonResyncs: 1,
     daemonIptablesLimit: Infinity,
     daemonIptablesLegacyLimit: Infinity,

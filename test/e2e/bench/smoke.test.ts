@@ -88,5 +88,11 @@ t.test('scripts/bench --smoke writes results.json, charts and summary.md with sa
   }
   t.equal(res.datapathRounds.length, 3 * (res.meta.datapathLoad?.rounds ?? 0), 'every round recorded (direct, nftables x 2 paths)');
   t.ok(res.ratios.length > 0 && res.ratios.every((x) => x.ratio > 0), 'ratios computed');
+  t.same(res.daemon.map((d) => d.mode).sort(), ['iptables-legacy', 'nftables'], `the daemon measured in both smoke modes (notes: ${res.notes.join('; ')})`);
+  for (const d of res.daemon) {
+    t.ok(d.rulesFound >= d.services, `daemon ${d.mode}: every Service's rules found (${d.rulesFound} for ${d.services})`);
+    t.ok(d.steady.rssMB > 0 && d.hwmMB >= d.steady.rssMB, `daemon ${d.mode}: RSS measured (${d.steady.rssMB} MiB steady, ${d.hwmMB} peak)`);
+    t.equal(d.resyncs.length, 1, `daemon ${d.mode}: the forced resync repaired`);
+  }
   t.match(readFileSync(join(out, 'summary.md'), 'utf8'), /Ratios: ferry \/ reference/, 'summary.md has the ratios table');
 });
