@@ -116,6 +116,12 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
               maps: r.unpinned.join(','),
             });
           }
+          if (r.narrowCgroup !== undefined) {
+            log.warn(
+              "the cgroup2 mount found is not the root of the node's cgroup hierarchy (a container's cgroup namespace?): only processes below it get socket-level load balancing; mount the host's cgroup2 and pass --ebpf-cgroup-root (deploy/ebpf does)",
+              { cgroup: r.narrowCgroup },
+            );
+          }
           if (r.snatPorts.sharedWithNode) {
             log.warn(
               "fewer than 1024 ports lie outside this node's ephemeral range (net.ipv4.ip_local_port_range): masqueraded NodePort connections take source ports from 1024-65535 and may then clash with a connection the node opens itself to the same endpoint",

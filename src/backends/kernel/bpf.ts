@@ -57,6 +57,12 @@ export interface AttachResult {
   readonly snatPorts: SnatPortPlan;
   /** Maps pinned by an older ferry with another layout: removed and created anew (entries lost). */
   readonly unpinned: string[];
+  /**
+   * The cgroup the socket-level programs went on when --ebpf-cgroup-root was not given and the
+   * cgroup2 mount found is not its hierarchy's root — a container's cgroup namespace: only the
+   * processes below it are balanced. Absent otherwise.
+   */
+  readonly narrowCgroup?: string;
 }
 
 /** What the ebpf backend needs from the kernel. */
@@ -204,6 +210,15 @@ export async function findCgroup2Mount(): Promise<string | undefined> {
 }
 
 /** The cgroup to attach to: the given directory (must be on cgroup2), else the host's cgroup2 mount (mounted if absent). */
+/**
+ * Whether `dir` is the root of its cgroup v2 hierarchy: the kernel gives every cgroup but the
+ * root a `cgroup.type` file, also the root of a cgroup namespace (which a container sees as its
+ * /sys/fs/cgroup).
+ */
+export function isHierarchyRoot(dir: string): boolean {
+  return !existsSync(join(dir, 'cgroup.type'));
+}
+
 export async function resolveCgroupRoot(configured: string | undefined): Promise<string> {
   if (configured !== undefined) {
     if ((await fsType(configured)) !== CGROUP2_SUPER_MAGIC) throw new BpfError('check --ebpf-cgroup-root', `${configured} is not a directory on a cgroup v2 file system`);
@@ -314,7 +329,8 @@ export class KernelBpfMaps implements BpfMaps {
     this.onInterfaces.clear();
     this.listed = false;
     const interfaces = await this.syncInterfaces();
-    return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned };
+    const narrow = this.opts.cgroupRoot === undefined && !isHierarchyRoot(cgroup);
+    return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned, ...(narrow ? { narrowCgroup: cgroup } : {}) };
   }
 
   async syncInterfaces(): Promise<string[]> {
@@ -510,6 +526,8 @@ export class FakeBpfMaps implements BpfMaps {
   attachCalls = 0;
   /** Fail the next attach() with this error (once). */
   failAttach: Error | undefined;
+  /** attach() reports this as the narrow default cgroup (AttachResult.narrowCgroup). */
+  narrowCgroup: string | undefined;
 
   async attach(): Promise<AttachResult> {
     this.attachCalls++;
@@ -522,7 +540,8 @@ export class FakeBpfMaps implements BpfMaps {
     const attached = this.attached ? [] : [...PROGRAMS];
     this.attached = true;
     this.tcOn.clear();
-    return { attached, replaced, interfaces: await this.syncInterfaces(), snatPorts: snatPortPlan(...this.ephemeralPorts), unpinned: [] };
+    const narrow = this.narrowCgroup !== undefined ? { narrowCgroup: this.narrowCgroup } : {};
+    return { attached, replaced, interfaces: await this.syncInterfaces(), snatPorts: snatPortPlan(...this.ephemeralPorts), unpinned: [], ...narrow };
   }
 
   async syncInterfaces(): Promise<string[]> {

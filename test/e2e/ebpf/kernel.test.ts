@@ -15,7 +15,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEbpfBackend } from '../../../src/backends/ebpf/backend.js';
-import { ensureBpffsDir, KernelBpfMaps, removePins, resolveCgroupRoot } from '../../../src/backends/kernel/bpf.js';
+import { ensureBpffsDir, isHierarchyRoot, KernelBpfMaps, removePins, resolveCgroupRoot } from '../../../src/backends/kernel/bpf.js';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { ep, fwd, FULL, REJECT, svc, table, tables, changesOf } from '../../unit/backends/ir-builders.js';
 
@@ -237,4 +237,13 @@ t.test('--ebpf-ct-max sizes ferry_ct for both objects: kept across restarts, rep
   const compiled = await ctMap();
   t.equal(compiled.max_entries, 131072, 'without the setting, the compiled size');
   t.ok((await tcMaps()).includes(compiled.id), 'and the tc program uses the new map');
+});
+
+t.test('isHierarchyRoot: the cgroup2 root is, a cgroup below it is not (as a container sees its namespace root)', async (t) => {
+  const root = await resolveCgroupRoot(undefined);
+  const child = join(root, `${PREFIX}h`);
+  await mkdir(child);
+  t.teardown(() => rmdir(child).catch(() => undefined));
+  t.equal(isHierarchyRoot(root), true, `${root} is the root`);
+  t.equal(isHierarchyRoot(child), false, `${child} is not`);
 });

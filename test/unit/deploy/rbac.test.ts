@@ -272,6 +272,29 @@ t.test('ConfigMap and DaemonSet flags pass ferry\'s own parsers (kind overlay, v
   );
 });
 
+t.test('the ebpf overlay: ebpf mode, the host\'s cgroup2 hierarchy named by --ebpf-cgroup-root, the host\'s bpffs for the pins', async (t) => {
+  const objs = await kustomize('deploy/ebpf');
+  const ds = find(objs, 'DaemonSet', 'ferry');
+  const spec = at(ds, 'spec.template.spec') as Record<string, unknown>;
+  const c = at(spec, 'containers.0') as Record<string, unknown>;
+  const flags = await parseArgs(expandArgs(c));
+  const cm = find(objs, 'ConfigMap', 'ferry');
+  const file = parseConfigFile(String((cm.data as Record<string, unknown>)['config.conf']), 'deploy/ebpf ConfigMap');
+  const withoutConfig = new Map(flags);
+  withoutConfig.delete('config');
+  const resolved = resolveConfig({ flags: withoutConfig, file, hostname: 'container-hostname' });
+  t.equal(resolved.mode, 'ebpf', 'the flag selects ebpf mode over the file');
+  const volumes = new Map(((spec.volumes ?? []) as Record<string, unknown>[]).map((v) => [String(v.name), v]));
+  const mounts = (c.volumeMounts ?? []) as Record<string, unknown>[];
+  const mountOf = (hostPath: string) => mounts.find((m) => at(volumes.get(String(m.name)), 'hostPath.path') === hostPath);
+  const cg = mountOf('/sys/fs/cgroup');
+  t.ok(cg, 'the host\'s /sys/fs/cgroup is mounted');
+  t.equal(resolved.ebpfCgroupRoot, cg?.mountPath, '--ebpf-cgroup-root is where it is mounted (not the container\'s own cgroup namespace)');
+  t.match(mountOf('/sys/fs/bpf'), { mountPath: resolved.ebpfBpffsDir.replace(/\/ferry$/, ''), mountPropagation: 'Bidirectional' }, 'the host\'s bpffs holds the pin directory, and a bpffs ferry mounts reaches the host');
+  t.ok(resolved.ebpfBpffsDir.startsWith('/sys/fs/bpf/'), `pins under the host's bpffs (${resolved.ebpfBpffsDir})`);
+  t.equal(at(c, 'securityContext.privileged'), true, 'privileged (BPF, Bidirectional propagation)');
+});
+
 t.test('the DaemonSet is shaped like kube-proxy\'s', async (t) => {
   const objs = baseObjects();
   const ds = find(objs, 'DaemonSet', 'ferry');

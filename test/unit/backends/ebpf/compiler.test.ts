@@ -531,3 +531,19 @@ t.test('the backend attaches the tc program to interfaces that appeared since th
   await backend.sync(tb, tb, changesOf([]));
   t.same([...maps.tcOn].sort(), ['eth0', 'veth-pod1'], 'a new pod interface gets the program on the next sync');
 });
+
+t.test('backend: a default cgroup root below its hierarchy\'s root (a container\'s cgroup namespace) is warned about once per attach', async (t) => {
+  const warnings: { msg: string; fields?: Record<string, unknown> }[] = [];
+  const log = { info: () => {}, v: () => {}, error: () => {}, warn: (msg: string, fields?: Record<string, unknown>) => warnings.push({ msg, fields }) };
+  const maps = new FakeBpfMaps();
+  maps.narrowCgroup = '/sys/fs/cgroup';
+  await createEbpfBackend({ maps, families: [4], localhostNodePorts: true, log }).sync(null, tables(table(4, [web])), FULL);
+  const w = warnings.filter((x) => /not the root of the node's cgroup hierarchy/.test(x.msg));
+  t.equal(w.length, 1, 'one warning');
+  t.equal(w[0]?.fields?.cgroup, '/sys/fs/cgroup', 'naming the cgroup');
+  t.match(w[0]?.msg, /--ebpf-cgroup-root/, 'and the flag that fixes it');
+  const quiet: string[] = [];
+  const plain = new FakeBpfMaps();
+  await createEbpfBackend({ maps: plain, families: [4], localhostNodePorts: true, log: { ...log, warn: (msg: string) => quiet.push(msg) } }).sync(null, tables(table(4, [web])), FULL);
+  t.same(quiet.filter((m) => /cgroup hierarchy/.test(m)), [], 'nothing when the root is the hierarchy\'s');
+});
