@@ -6,7 +6,7 @@
  * Services are refused; a restart swaps programs without a gap; cleanup leaves no pin.
  * Needs root, cgroup v2 and bpffs (mounted here when absent, as ferry does).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { run } from '../../../src/util/exec.js';
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
@@ -84,17 +84,29 @@ function udpServer(name: string): Promise<{ sock: Socket; port: number }> {
   });
 }
 
-t.test('socket-level load balancing in a cgroup of our own', async (t) => {
-  const root = await resolveCgroupRoot(undefined);
-  const cgroup = join(root, PREFIX);
-  const pinDir = `/sys/fs/bpf/${PREFIX}`;
+/** A cgroup and a pin directory of the test's own (PREFIX + suffix), both removed at its end. */
+async function placeOf(t: Test, suffix: string): Promise<{ cgroup: string; pinDir: string }> {
+  const cgroup = join(await resolveCgroupRoot(undefined), `${PREFIX}${suffix}`);
+  const pinDir = `/sys/fs/bpf/${PREFIX}${suffix}`;
   await mkdir(cgroup);
   await ensureBpffsDir(pinDir);
-  const servers: { close(): void }[] = [];
   t.teardown(async () => {
-    for (const s of servers) s.close();
     await removePins(pinDir);
     await rmdir(cgroup).catch(() => undefined);
+  });
+  return { cgroup, pinDir };
+}
+
+/** bpftool's description of a pinned map or program. */
+async function shown<T>(kind: 'map' | 'prog', path: string): Promise<T> {
+  return JSON.parse((await run(['bpftool', '-j', kind, 'show', 'pinned', path])).stdout) as T;
+}
+
+t.test('socket-level load balancing in a cgroup of our own', async (t) => {
+  const { cgroup, pinDir } = await placeOf(t, '');
+  const servers: { close(): void }[] = [];
+  t.teardown(() => {
+    for (const s of servers) s.close();
   });
 
   const a = await tcpServer('a');
@@ -170,29 +182,21 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
 });
 
 t.test('maps an older ferry pinned with another layout are replaced; the tc program gets the SNAT ports', async (t) => {
-  const root = await resolveCgroupRoot(undefined);
-  const cgroup = join(root, `${PREFIX}l`);
-  const pinDir = `/sys/fs/bpf/${PREFIX}l`;
-  await mkdir(cgroup);
-  await ensureBpffsDir(pinDir);
-  t.teardown(async () => {
-    await removePins(pinDir);
-    await rmdir(cgroup).catch(() => undefined);
-  });
+  const { cgroup, pinDir } = await placeOf(t, 'l');
   // ferry_ct as the program owns it, but smaller; ferry_svc as ferry writes it, but with another value size.
   await run(['bpftool', 'map', 'create', join(pinDir, 'ferry_ct'), 'type', 'lru_hash', 'key', '40', 'value', '56', 'entries', '1024', 'name', 'ferry_ct']);
   await run(['bpftool', 'map', 'create', join(pinDir, 'ferry_svc'), 'type', 'hash', 'key', '20', 'value', '8', 'entries', '16', 'name', 'ferry_svc', 'flags', '1']);
   const maps = new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] });
   const r = await maps.attach();
   t.same([...r.unpinned].sort(), ['ferry_ct', 'ferry_svc'], 'both pins of another layout were removed (and reported)');
-  const ct = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { max_entries: number };
+  const ct = await shown<{ max_entries: number }>('map', join(pinDir, 'ferry_ct'));
   t.equal(ct.max_entries, 131072, 'ferry_ct is pinned anew with the object’s size');
-  const svcMap = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_svc')])).stdout) as { bytes_value: number };
+  const svcMap = await shown<{ bytes_value: number }>('map', join(pinDir, 'ferry_svc'));
   t.equal(svcMap.bytes_value, 16, 'ferry_svc is pinned anew with the object’s value size');
   t.same((await maps.attach()).unpinned, [], 'a second start on the same pins replaces nothing');
 
   // The ports the tc program was loaded with, read back from its .rodata.
-  const prog = JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'pinned', join(pinDir, 'prog_ferry_tc_ingress')])).stdout) as { map_ids: number[] };
+  const prog = await shown<{ map_ids: number[] }>('prog', join(pinDir, 'prog_ferry_tc_ingress'));
   let ports: unknown;
   for (const id of prog.map_ids) {
     const dump = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'id', String(id)], { allowFailure: true })).stdout || '[]') as {
@@ -206,19 +210,9 @@ t.test('maps an older ferry pinned with another layout are replaced; the tc prog
 });
 
 t.test('--ebpf-ct-max sizes ferry_ct for both objects: kept across restarts, replaced when changed', async (t) => {
-  const root = await resolveCgroupRoot(undefined);
-  const cgroup = join(root, `${PREFIX}c`);
-  const pinDir = `/sys/fs/bpf/${PREFIX}c`;
-  await mkdir(cgroup);
-  await ensureBpffsDir(pinDir);
-  t.teardown(async () => {
-    await removePins(pinDir);
-    await rmdir(cgroup).catch(() => undefined);
-  });
-  const ctMap = async (): Promise<{ id: number; max_entries: number }> =>
-    JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { id: number; max_entries: number };
-  const tcMaps = async (): Promise<number[]> =>
-    (JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'pinned', join(pinDir, 'prog_ferry_tc_ingress')])).stdout) as { map_ids: number[] }).map_ids;
+  const { cgroup, pinDir } = await placeOf(t, 'c');
+  const ctMap = (): Promise<{ id: number; max_entries: number }> => shown('map', join(pinDir, 'ferry_ct'));
+  const tcMaps = async (): Promise<number[]> => (await shown<{ map_ids: number[] }>('prog', join(pinDir, 'prog_ferry_tc_ingress'))).map_ids;
 
   const first = await new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [], ctConnections: 4096 }).attach();
   t.same(first.unpinned, [], 'a first start replaces nothing');
