@@ -283,7 +283,12 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
   const toSet = (list: readonly Endpoint[]): EndpointSet => {
     if (list.length === 0) return DROP;
     const endpoints: readonly PlannedEndpoint[] = list === eps || Object.isFrozen(list) ? list : Object.freeze(list);
-    return Object.freeze({ verdict: 'forward', endpoints });
+    if (sp.family !== 4) return Object.freeze({ verdict: 'forward', endpoints });
+    // The endpoints were just read by categorizeEndpoints: still in the cache. Not frozen: a
+    // frozen array of doubles holds each as a boxed number.
+    const v4: number[] = [];
+    for (let i = 0; i < list.length; i++) v4.push(list[i]!.v4);
+    return Object.freeze({ verdict: 'forward', endpoints, v4 });
   };
   let internal: EndpointSet;
   let external: EndpointSet;

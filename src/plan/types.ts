@@ -36,6 +36,13 @@ export interface EndpointSet {
   readonly verdict: PathVerdict;
   /** Non-empty exactly when verdict is 'forward'. Sorted by ip, then port. */
   readonly endpoints: readonly PlannedEndpoint[];
+  /**
+   * IPv4 sets from the planner: each endpoint's PlannedEndpoint.v4, in the same order, in one
+   * packed array. A full compile walks every set's addresses (the hairpin set: 440,000 at 44k
+   * Services); read from here that walk touches one array per set instead of every endpoint
+   * object, which the lists left scattered over the heap. Absent: read the endpoints.
+   */
+  readonly v4?: readonly number[];
 }
 
 /**

@@ -5,7 +5,7 @@
  * endpoint IPs that name 64,000 addresses. A `Set<string>` spent ~200 ns per add there (each IP
  * is its own string from the API's JSON, so each is hashed and compared by content, in a table
  * too large for the cache), close to half the compile. Canonical IPv4 addresses are kept apart
- * as 32-bit numbers in an open-addressed table of their own; anything else goes to a Set.
+ * as 32-bit numbers in bitmaps of their own (IPv4Set); anything else goes to a Set.
  * Canonical dotted quads and their numbers correspond one to one, so the outcome is exactly
  * that of deduplicating the strings.
  * Pure; no I/O.
@@ -17,7 +17,7 @@ const MIN_BITS = 10;
 /** Addresses as added, each once, in the order of first claim: canonical IPv4 ones by value, the rest (IPv6, anything odd) by string. */
 export class FirstAddresses {
   readonly keys: string[] = [];
-  private readonly v4 = new NumberSet();
+  private readonly v4 = new IPv4Set();
   private others: Set<string> | undefined;
 
   /** `v4`: the address's value if the caller has it (PlannedEndpoint.v4), -1 if not IPv4. */
@@ -36,6 +36,14 @@ export class FirstAddresses {
   /** `ip` whose canonical IPv4 value the caller has (PlannedEndpoint.v4 ≥ 0). */
   addV4(ip: string, v4: number): void {
     if (this.v4.add(v4)) this.keys.push(ip);
+  }
+
+  /**
+   * The address `v4` (≥ 0) of `endpoints[i]`, whose text is read only when the address is new:
+   * a walk of EndpointSet.v4 then touches the endpoint objects of the first occurrences alone.
+   */
+  addV4At(v4: number, endpoints: readonly { readonly ip: string }[], i: number): void {
+    if (this.v4.add(v4)) this.keys.push(endpoints[i]!.ip);
   }
 }
 
@@ -82,6 +90,46 @@ export class NumberSet {
       table[i] = x;
     }
     this.table = table;
+  }
+}
+
+/** /16s with a bitmap of their own (8 KiB each, 2 MiB at most); addresses beyond go to a NumberSet. */
+const MAX_PAGES = 256;
+
+/**
+ * A set of IPv4 addresses (32-bit values): one bitmap per /16 seen, the /16s found through a Map
+ * (the last one remembered). Pod and Service addresses are dense in a few /16s, so at 44k
+ * Services the hairpin set's 440,000 adds test bits in a few pages that stay in the cache, where
+ * the NumberSet's megabyte table cost a cache miss an add in the daemon. Past MAX_PAGES /16s (a
+ * cluster spread over the whole address space) the rest go to a NumberSet: exact either way.
+ */
+export class IPv4Set {
+  private readonly pages = new Map<number, Int32Array>();
+  private lastHi = -1;
+  private lastPage: Int32Array | undefined;
+  private overflow: NumberSet | undefined;
+
+  /** Whether `v4` (an integer in [0, 2^32)) was new. */
+  add(v4: number): boolean {
+    if (!(v4 >= 0 && v4 <= 0xffffffff && Number.isInteger(v4))) throw new RangeError(`IPv4Set: ${v4} is not an IPv4 address value`);
+    const hi = Math.floor(v4 / 65536);
+    let page = this.lastPage;
+    if (hi !== this.lastHi) {
+      page = this.pages.get(hi);
+      if (page === undefined) {
+        if (this.pages.size >= MAX_PAGES) return (this.overflow ??= new NumberSet()).add(v4);
+        page = new Int32Array(2048);
+        this.pages.set(hi, page);
+      }
+      this.lastHi = hi;
+      this.lastPage = page;
+    }
+    const lo = v4 & 0xffff;
+    const word = page![lo >>> 5]!;
+    const bit = 1 << (lo & 31);
+    if ((word & bit) !== 0) return false;
+    page![lo >>> 5] = word | bit;
+    return true;
   }
 }
 

@@ -191,6 +191,23 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
     return;
   }
   const eps = sets.endpoints;
+  const v4s = sets.v4;
+  if (v4s !== undefined) {
+    // The planner's packed addresses (EndpointSet.v4): in the daemon, where the lists left the
+    // endpoint objects scattered, reading each one was most of a full compile's time.
+    let last = -1;
+    for (let i = 0; i < v4s.length; i++) {
+      const v = v4s[i]!;
+      if (v < 0) {
+        last = -1;
+        into.add(eps[i]!.ip, v);
+      } else if (v !== last) {
+        last = v;
+        into.addV4At(v, eps, i);
+      }
+    }
+    return;
+  }
   let lastIP = '';
   let lastV4 = -1;
   for (let i = 0; i < eps.length; i++) {

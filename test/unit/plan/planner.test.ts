@@ -3,6 +3,7 @@ import { FAMILIES, cidr, ip, slice, svc } from '../model/fixtures.js';
 import type { NodePortAddressSpec, PlanOptions } from '../../../src/plan/planner.js';
 import { NODE, NODE_V4, NODE_V6, planWorld } from './helpers.js';
 import { node } from '../model/fixtures.js';
+import { canonicalIPv4 } from '../../../src/util/ipv4.js';
 
 const other = (f: 4 | 6) => (f === 4 ? 6 : 4);
 
@@ -95,6 +96,34 @@ for (const f of FAMILIES) {
     }
     const p = table.services.get('default/plain:http/TCP')!;
     t.same([p.healthCheckNodePort, p.localReadyEndpoints], [0, 0], 'no health check port, no count');
+  });
+
+  t.test(`IPv${f}: each forwarding set carries its endpoints' addresses packed (IPv4) or not at all (IPv6)`, async (t) => {
+    const { table } = planWorld(f, {
+      services: [svc({ type: 'NodePort', families: [4, 6], etp: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] })],
+      slices: [
+        slice({
+          family: f,
+          endpoints: [
+            { ip: ip(f, 7), node: NODE },
+            { ip: ip(f, 3), node: 'n2' },
+            { ip: ip(f, 200), node: NODE, ready: false, serving: true, terminating: true },
+          ],
+        }),
+      ],
+    });
+    const e = table.services.get('default/web:http/TCP')!;
+    t.not(e.external, e.cluster, 'a local set apart from the cluster set');
+    for (const [what, set] of [['cluster', e.cluster], ['external (local)', e.external]] as const) {
+      t.equal(set.verdict, 'forward', `${what}: forwards`);
+      t.ok(set.endpoints.length > 0, `${what}: has endpoints`);
+      if (f === 6) {
+        t.equal(set.v4, undefined, `${what}: no packed addresses in IPv6`);
+        continue;
+      }
+      t.same(set.v4, set.endpoints.map((x) => x.v4), `${what}: one per endpoint, in order`);
+      t.same(set.v4, set.endpoints.map((x) => canonicalIPv4(x.ip)), `${what}: each the endpoint's address`);
+    }
   });
 
   t.test(`IPv${f}: nodeport addresses`, async (t) => {

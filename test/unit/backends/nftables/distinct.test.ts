@@ -2,7 +2,7 @@
 // (distinct.ts). Addresses are deduplicated by value where they are canonical IPv4: the outcome
 // must be exactly that of deduplicating the strings.
 import t from 'tap';
-import { FirstAddresses, NumberSet } from '../../../../src/backends/nftables/distinct.js';
+import { FirstAddresses, IPv4Set, NumberSet } from '../../../../src/backends/nftables/distinct.js';
 
 // A small deterministic generator (no Math.random: a failure must reproduce).
 function rng(seed: number): () => number {
@@ -57,4 +57,27 @@ t.test('NumberSet: each integer once, whatever the order; grows without losing a
   t.ok(edges.add(0xffffffff * 0x40000 + 0x3ffff), 'the largest address, protocol and port');
   t.notOk(edges.add(0xffffffff * 0x40000 + 0x3ffff));
   for (const bad of [-1, 0.5, Number.NaN, 2 ** 53]) t.throws(() => edges.add(bad), RangeError, String(bad));
+});
+
+t.test('IPv4Set: each address once, in few /16s or spread over more than it keeps bitmaps for', async (t) => {
+  for (const [what, spread] of [['dense: four /16s', 4], ['spread: 600 /16s, past the bitmaps', 600]] as const) {
+    const set = new IPv4Set();
+    const seen = new Set<number>();
+    const next = rng(spread);
+    const wrong: number[] = [];
+    for (let i = 0; i < 50_000; i++) {
+      // The /16s far apart (high bits set: values from 2^31 up as well), few addresses in each.
+      const x = ((next() % spread) * 0x9e3779b1 + 0x0a000000) % 0x10000 * 0x10000 + (next() % 40);
+      const isNew = !seen.has(x);
+      seen.add(x);
+      if (set.add(x) !== isNew) wrong.push(i);
+    }
+    t.same(wrong, [], `${what}: every add says whether its address was new (${seen.size} distinct)`);
+  }
+  const edges = new IPv4Set();
+  for (const x of [0, 0xffffffff, 0xffff, 0x10000, 31, 32]) {
+    t.ok(edges.add(x), `${x} new`);
+    t.notOk(edges.add(x), `${x} again`);
+  }
+  for (const bad of [-1, 0.5, Number.NaN, 2 ** 32]) t.throws(() => edges.add(bad), RangeError, String(bad));
 });

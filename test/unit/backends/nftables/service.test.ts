@@ -88,6 +88,18 @@ function withV4(s: ServiceEntry): ServiceEntry {
   return { ...s, internal: copy(s.internal), external: copy(s.external), cluster: copy(s.cluster) };
 }
 
+/** withV4, and each set carrying the addresses packed as the planner gives them (EndpointSet.v4; all -1 in IPv6). */
+function withPackedV4(s: ServiceEntry): ServiceEntry {
+  const copies = new Map<EndpointSet, EndpointSet>();
+  const copy = (set: EndpointSet): EndpointSet => {
+    let c = copies.get(set);
+    if (!c) copies.set(set, (c = { ...set, v4: set.endpoints.map((e) => e.v4!) }));
+    return c;
+  };
+  const v = withV4(s);
+  return { ...v, internal: copy(v.internal), external: copy(v.external), cluster: copy(v.cluster) };
+}
+
 t.test('hairpinClaims: each IP of the forwarding sets once, in order; the contribution claims them; with hairpinApart it claims none', async (t) => {
   const entries: [string, ServiceEntry][] = [
     ...eligible,
@@ -108,7 +120,7 @@ t.test('hairpinClaims: each IP of the forwarding sets once, in order; the contri
       hairpinClaims(s, (ip) => void got.push(ip));
       t.same(got, want, `${what} (detector ${detector})`);
       // A full compile's walk, with the endpoints as the model makes them (v4 set) and without.
-      for (const [e, how] of [[s, 'no v4'], [withV4(s), 'with v4']] as const) {
+      for (const [e, how] of [[s, 'no v4'], [withV4(s), 'with v4'], [withPackedV4(s), 'packed v4']] as const) {
         const into = new FirstAddresses();
         hairpinInto(e, into);
         t.same(into.keys, want, `${what}: hairpinInto (${how}), as a full compile takes them`);
