@@ -93,11 +93,14 @@ function countSetsOf(index: ClaimIndex): string[] {
   return out.map((x) => x.name);
 }
 
-/** The grouped endpoints maps the count sets `counts` use, sorted. */
+/** The grouped endpoints maps the count sets `counts` use (one each), sorted. */
 function groupedMapsOf(counts: readonly string[]): string[] {
-  const out = new Set<string>();
-  for (const name of counts) out.add(groupedMapName(countSetOf(name)!.proto));
-  return [...out].sort();
+  const out: string[] = [];
+  for (const name of counts) {
+    const c = countSetOf(name)!;
+    out.push(groupedMapName(c.proto, c.n));
+  }
+  return out.sort();
 }
 
 /**
@@ -121,7 +124,6 @@ function countSetNameOf(proto: Protocol, n: number): string {
   return (byN[n] ??= countSetName(proto, n));
 }
 
-const GROUPED_MAPS: Readonly<Record<Protocol, string>> = { TCP: groupedMapName('TCP'), UDP: groupedMapName('UDP'), SCTP: groupedMapName('SCTP') };
 
 /** The protocol of a frontend key `addr . proto . port`, read in place. */
 function keyProtocol(key: string): Protocol {
@@ -151,7 +153,7 @@ function expandGroupedAs(proto: Protocol, value: string): GroupedFrontend {
     g = {
       countSet: countSetNameOf(proto, n),
       masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
-      map: GROUPED_MAPS[proto],
+      map: groupedMapName(proto, n),
       n,
     };
     cache.set(value, g);
@@ -375,7 +377,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addChain(target, c.chain);
       tx.flushChain(target, c.chain.name);
     }
-    for (const [name] of owned) {
+    // Indexed loops over the big lists: compileFull runs once a sync, mostly below V8's optimizing
+    // tier, where a for…of makes an iterator result per element (44,000 frontends, 60,000 rules).
+    for (let i = 0; i < owned.length; i++) {
+      const name = owned[i]![0];
       desired.add(name);
       tx.addChain(target, { name });
       tx.flushChain(target, name);
@@ -405,7 +410,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
 
     writeSkeletonRules(tx, target, sk.baseChains);
     writeSkeletonRules(tx, target, sk.chains, (c) => chainRules(fs, table, c, countSets));
-    for (const [name, rules] of owned) for (const r of rules) tx.addRule(target, name, r);
+    for (let i = 0; i < owned.length; i++) {
+      const [name, rules] = owned[i]!;
+      for (let j = 0; j < rules.length; j++) tx.addRule(target, name, rules[j]!);
+    }
 
     for (const [set, keys] of sk.tableElements) for (const k of keys) tx.addElement(target, set, k);
     // Elements go in runs spelled as they are encoded (transaction.ts ElementRun): at 44k
@@ -451,17 +459,26 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       list.push(groupedKeys[i]!);
     }
     for (const name of countSets) tx.addElementRun(target, name, runOf(name, byCount.get(name) ?? []));
+    // The frontends of each map (one map per count set), in claim order, in one pass.
+    const byMap = new Map<string, number[]>();
+    for (let i = 0; i < grouped.length; i++) {
+      const name = grouped[i]!.map;
+      let list = byMap.get(name);
+      if (!list) byMap.set(name, (list = []));
+      list.push(i);
+    }
     for (const name of groupedMaps) {
       // Element e of the run: endpoint at[e] of frontend of[e].
+      const members = byMap.get(name) ?? [];
       let count = 0;
-      for (const g of grouped) if (g.map === name) count += g.n;
+      for (let m = 0; m < members.length; m++) count += grouped[members[m]!]!.n;
       const of = new Int32Array(count);
       const at = new Int32Array(count);
       let e = 0;
-      for (let i = 0; i < grouped.length; i++) {
-        const g = grouped[i]!;
-        if (g.map !== name) continue;
-        for (let j = 0; j < g.n; j++) {
+      for (let m = 0; m < members.length; m++) {
+        const i = members[m]!;
+        const n = grouped[i]!.n;
+        for (let j = 0; j < n; j++) {
           of[e] = i;
           at[e++] = j;
         }
@@ -640,16 +657,21 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
           bumpCount(index, n.countSet, 1);
         }
       }
-      const map = (w ?? n)!.map;
       const wEps = w ? groupedEndpoints(prevT, wasOwner!, w, k) : [];
       const nEps = n ? groupedEndpoints(nextT, nowOwner!, n, k) : [];
-      const len = Math.max(wEps.length, nEps.length);
-      for (let i = 0; i < len; i++) {
-        const a = wEps[i];
-        const b = nEps[i];
-        if (sameEndpoint(a, b)) continue;
-        if (a !== undefined) groupedDeletes.push([map, R.groupedEndpointKey(k, i)]);
-        if (b !== undefined) groupedAdds.push([map, R.groupedEndpointKey(k, i), R.endpointValue(b)]);
+      if (w !== undefined && n !== undefined && w.map === n.map) {
+        // The same count: only the endpoints that differ.
+        for (let i = 0; i < nEps.length; i++) {
+          const a = wEps[i];
+          const b = nEps[i]!;
+          if (sameEndpoint(a, b)) continue;
+          groupedDeletes.push([w.map, R.groupedEndpointKey(k, i)]);
+          groupedAdds.push([n.map, R.groupedEndpointKey(k, i), R.endpointValue(b)]);
+        }
+      } else {
+        // Another count (or none): the endpoints move to that count's map.
+        if (w !== undefined) for (let i = 0; i < wEps.length; i++) groupedDeletes.push([w.map, R.groupedEndpointKey(k, i)]);
+        if (n !== undefined) for (let i = 0; i < nEps.length; i++) groupedAdds.push([n.map, R.groupedEndpointKey(k, i), R.endpointValue(nEps[i]!)]);
       }
     }
     const countsAfter = countSetsOf(index);

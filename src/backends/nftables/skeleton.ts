@@ -107,7 +107,7 @@ export function servicesByCountRules(fs: FamilySyntax, table: ProxyTable, countS
   if (table.localTraffic.kind !== 'none') rules.push(R.frontendJump(fs, Sets.masqNonLocal, 'notLocalSrc', Chains.markForMasquerade));
   for (const name of countSets) {
     const c = countSetOf(name)!;
-    rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto)));
+    rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto, c.n)));
   }
   return rules;
 }

@@ -66,7 +66,7 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
     if (masqSet && e.masquerade.value === 'yes') steps.push({ at: t(Chains.servicesByCount), does: `@${masqSet} [${key}] → jump ${Chains.markForMasquerade}` });
     const count = countSetName(svc.protocol, n0);
     const how = n0 === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${n0} → dnat`;
-    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol)} [${key} . index]` });
+    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, n0)} [${key} . index]` });
   } else {
     steps.push({ at: t(Chains.services), does: `@${map} [${key}] → goto ${chain}` });
     const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `@${Sets.affinity} [saddr . (service port, endpoint)] → goto ep-…, else numgen random mod ${e.endpoints.length} → ep-…; ep-… refreshes @${Sets.affinity} (timeout ${svc.affinityTimeoutSeconds}s) and DNATs` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;

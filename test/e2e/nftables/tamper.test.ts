@@ -152,8 +152,12 @@ t.test('nftables tamper watch: changes by another program are undone; own syncs 
     const web = await env.service('web');
     const ip = clusterIPOf(web, 4);
     const good = await canonical(ns, 'ip');
-    // web's ClusterIP is in the endpoint-count layout: its endpoints are elements of endpoints-tcp.
+    // web's ClusterIP is in the endpoint-count layout: its endpoints are elements of the map of
+    // its endpoint count, endpoints-tcp-n<N>.
     t.match(good, new RegExp(ip.replace(/\./g, '\\.')), 'the Service is in the table');
+    const listing = (await runIn(ns, ['nft', 'list', 'table', 'ip', 'ferry'])).stdout;
+    const webMap = new RegExp(`map (endpoints-tcp-n\\d+) \\{[^}]*elements = \\{[^}]*${ip.replace(/\./g, '\\.')} \\. tcp \\. 80 \\. 0 `).exec(listing)?.[1];
+    t.ok(webMap, `web's endpoints are in a count's map (${webMap})`);
     const measured: Record<string, number> = {};
     let expected = 0;
 
@@ -173,9 +177,9 @@ t.test('nftables tamper watch: changes by another program are undone; own syncs 
 
     await tamper('nft flush chain ip ferry services', 'flush chain ip ferry services\n', /changed by another program; repairing.*rules? deleted in chain services/);
     await tamper(
-      'nft delete element from endpoints-tcp',
-      `delete element ip ferry endpoints-tcp { ${ip} . tcp . 80 . 0 }\n`,
-      /changed by another program; repairing.*element deleted from endpoints-tcp/,
+      `nft delete element from ${webMap}`,
+      `delete element ip ferry ${webMap} { ${ip} . tcp . 80 . 0 }\n`,
+      new RegExp(`changed by another program; repairing.*element deleted from ${webMap}`),
     );
     await tamper(
       'nft add element to service-ips',

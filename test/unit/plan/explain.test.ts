@@ -241,7 +241,7 @@ t.test('nftables path: the real chain, map and key names', async (t) => {
   // web's ClusterIP uses the endpoint-count layout: no svc- chain, its key in a count set.
   t.notMatch(text, n.svc);
   t.match(text, 'ip ferry services jump services-by-count');
-  t.match(text, /ip ferry services-by-count @n-tcp-\d+ \[198\.19\.0\.10 \. tcp \. 80\]: .*via @endpoints-tcp \[198\.19\.0\.10 \. tcp \. 80 \. index\]/);
+  t.match(text, /ip ferry services-by-count @n-tcp-\d+ \[198\.19\.0\.10 \. tcp \. 80\]: .*via @endpoints-tcp-n\d+ \[198\.19\.0\.10 \. tcp \. 80 \. index\]/);
   const np = trace(T, q(CLIENT, NODE_IP, 30080), host, NFTABLES_FACTS, nftablesPath);
   const npText = np.path.map((s) => `${s.at} ${s.does}`).join('\n');
   t.match(npText, `@service-nodeports [tcp . 30080] → goto ${n.ext}`);

@@ -27,12 +27,13 @@ t.test('full sync, then a partial sync that only touches the changed service', a
   t.equal(b.lastSync()?.full, false);
   t.same(nft.listed, ['list chains ip', 'list maps ip', 'list sets ip'], 'a partial sync reads nothing from the kernel');
   // Endpoint-count layout: web's key moves from n-tcp-2 to n-tcp-1 (a count not in use before:
-  // set created, services-by-count rewritten, n-tcp-2 deleted), one endpoint element and one
-  // hairpin element go.
-  t.ok((b.lastSync()?.lines ?? 99) <= 12, `partial sync is small: ${b.lastScript()}`);
+  // its set and map created, services-by-count rewritten, n-tcp-2 and its map deleted), its
+  // endpoint moves to the one-endpoint map, and one hairpin element goes.
+  t.ok((b.lastSync()?.lines ?? 99) <= 14, `partial sync is small: ${b.lastScript()}`);
   t.notMatch(b.lastScript() ?? '', /198\.19\.0\.53/, 'the unchanged service is not in the transaction');
   t.ok(nft.elements('ip', 'ferry', 'n-tcp-1')?.has('198.19.0.10 . tcp . 80'), 'web is in the one-endpoint count set');
-  t.same([...(nft.elements('ip', 'ferry', 'endpoints-tcp') ?? [])], [['198.19.0.10 . tcp . 80 . 0', '198.18.0.2 . 8080']], 'with its one endpoint');
+  t.same([...(nft.elements('ip', 'ferry', 'endpoints-tcp-n1') ?? [])], [['198.19.0.10 . tcp . 80 . 0', '198.18.0.2 . 8080']], 'with its one endpoint, in that count\'s map');
+  t.notOk(nft.mapNames('ip', 'ferry').includes('endpoints-tcp-n2'), 'the two-endpoint map nothing uses any more is gone');
   await b.sync(ir2, ir2, changesOf([]));
   t.equal(b.lastSync()?.lines, 0, 'nothing changed: nothing applied');
   t.equal(nft.scripts.length, 2, 'no script was sent for the empty sync');
@@ -42,6 +43,9 @@ t.test('full sync deletes chains it no longer wants (listed from the kernel)', a
   const nft = new FakeNft();
   const b = createNftablesBackend({ nft, families: [4] });
   await b.sync(null, ir1, FULL);
+  // An earlier ferry kept all grouped endpoints of a protocol in one map (endpoints-tcp).
+  nft.applySync('add map ip ferry endpoints-tcp { typeof ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport ; }\n');
+  t.ok(nft.mapNames('ip', 'ferry').includes('endpoints-tcp'), 'the old map is there');
   // A restart: ferry lost its memory and the cluster lost "web" meanwhile.
   const b2 = createNftablesBackend({ nft, families: [4] });
   await b2.sync(null, tables(table(4, [dns])), FULL);
@@ -50,7 +54,8 @@ t.test('full sync deletes chains it no longer wants (listed from the kernel)', a
     `stale chains of the deleted service are gone: ${nft.chainNames('ip', 'ferry').join(' ')}`,
   );
   t.notOk(nft.setNames('ip', 'ferry').includes('n-tcp-2'), 'the count set only web used is gone');
-  t.notOk(nft.mapNames('ip', 'ferry').includes('endpoints-tcp'), 'and the TCP endpoints map');
+  t.notOk(nft.mapNames('ip', 'ferry').includes('endpoints-tcp-n2'), 'and its endpoints map');
+  t.notOk(nft.mapNames('ip', 'ferry').includes('endpoints-tcp'), 'and the one TCP endpoints map of an earlier ferry');
   t.ok(nft.elements('ip', 'ferry', 'n-udp-1')?.has('198.19.0.53 . udp . 53'), 'the live service keeps its count set');
 });
 

@@ -94,12 +94,14 @@ t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) 
   const script = compilePartial(base, next, changesOf([victim.key]), opts([4], state)).render();
   const lines = script.trim().split('\n');
   // Endpoint-count layout: the key moves from n-tcp-10 to n-tcp-9 (here a count not in use yet:
-  // the set is created and services-by-count rewritten, 4 rules), endpoint elements change, one
-  // hairpin element goes, and the ext- chain (a NodePort) is rewritten when the service has one.
+  // its set and endpoints map are created and services-by-count rewritten, 4 rules), the
+  // endpoints move from endpoints-tcp-n10 to endpoints-tcp-n9, one hairpin element goes, and the
+  // ext- chain (a NodePort) is rewritten when the service has one.
   t.ok(lines.length <= 12, `partial script has ${lines.length} lines (want ≤ 12):\n${script}`);
   t.match(script, /delete element ip ferry n-tcp-10 \{ /, 'the key leaves its count set');
   t.match(script, /add element ip ferry n-tcp-9 \{ /, 'and joins the new one');
-  t.match(script, /delete element ip ferry endpoints-tcp \{ /, 'the service\'s endpoint elements are rewritten');
+  t.match(script, /delete element ip ferry endpoints-tcp-n10 \{ /, 'the service\'s endpoints leave its old count\'s map');
+  t.match(script, /add element ip ferry endpoints-tcp-n9 \{ /, 'and go to the new count\'s map');
   t.match(script, /delete element ip ferry hairpin \{ 198\.18\.\d+\.\d+ \. 198\.18\.\d+\.\d+ \}/, 'the removed endpoint leaves the hairpin set');
   fake.applySync(script);
   t.equal(fake.dumpResolved(), fullDump(next, [4]), 'result equals a full sync');
@@ -147,7 +149,13 @@ t.test('one ClusterIP:port claimed by two Services: the winner\'s endpoints, rea
   const a = svc({ namespace: 'x', name: 'a', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.1', 80), ep('198.18.9.2', 80)) });
   const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.3', 8080), ep('198.18.9.4', 8080), ep('198.18.9.5', 8080)) });
   const b2 = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.7', internal: fwd(ep('198.18.9.3', 8080), ep('198.18.9.6', 8080), ep('198.18.9.5', 8080)) });
-  const endpointsOf = (f: FakeNft): string[] => [...(f.elements('ip', 'ferry', 'endpoints-tcp') ?? new Map())].map(([k, v]) => `${k} : ${v}`).sort();
+  // Every grouped endpoints map (one per count): the frontend's endpoints, wherever its count put them.
+  const endpointsOf = (f: FakeNft): string[] =>
+    f
+      .mapNames('ip', 'ferry')
+      .filter((m) => /^endpoints-tcp-n\d+$/.test(m))
+      .flatMap((m) => [...(f.elements('ip', 'ferry', m) ?? new Map())].map(([k, v]) => `${k} : ${v}`))
+      .sort();
   const state = new CompileState();
   const fake = new FakeNft();
   const ir1 = tables(table(4, [a, b]));
