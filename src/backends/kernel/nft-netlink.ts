@@ -13,7 +13,7 @@
 import { getSystemErrorName } from 'node:util';
 import type { NativeAddon } from '../../native/index.js';
 import { logger } from '../../util/log.js';
-import { countDumpedRules, describeOp, encodeDumpRequest, encodeTransaction, isMapFlags, parseDumpNames } from '../nftables/netlink.js';
+import { countDumpedRules, describeOp, encodeDumpRequest, encodeTransaction, isMapFlags, parseDumpedRules, parseDumpNames, type DumpedRule } from '../nftables/netlink.js';
 import type { NftFamily, Transaction } from '../nftables/transaction.js';
 import { applyTransaction, namesByListing, NftNetlinkError, type NftRunner, type NftVia, type TableNames } from './nft.js';
 
@@ -91,6 +91,30 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
     }
   }
 
+  /**
+   * The rules the kernel holds in each chain a CountRulesOp of `tx` changes, so that the encoder
+   * adds and deletes only the count rules that come and go (a rule binding an endpoints map makes
+   * the kernel walk the map). A chain that cannot be read is rewritten instead: no error here.
+   */
+  async function countChains(tx: Transaction): Promise<Map<string, DumpedRule[]> | undefined> {
+    let out: Map<string, DumpedRule[]> | undefined;
+    for (const op of tx.ops) {
+      if (op.kind !== 'countRules') continue;
+      const key = `${op.target}\0${op.chain}`;
+      if (out?.has(key)) continue;
+      const sp = op.target.indexOf(' ');
+      const family = op.target.slice(0, sp) as NftFamily;
+      const table = op.target.slice(sp + 1);
+      try {
+        const data = await dumpOf('rules', family, table, op.chain);
+        if (data) (out ??= new Map()).set(key, parseDumpedRules(data, table, op.chain));
+      } catch (e) {
+        log.v(1, 'cannot read the endpoint-count chain; rewriting it', { chain: `${op.target} ${op.chain}`, err: e instanceof Error ? e.message : String(e) });
+      }
+    }
+    return out;
+  }
+
   async function dumpNames(kind: 'chains' | 'sets', family: NftFamily, table: string): Promise<{ name: string; flags: number }[]> {
     const data = await dumpOf(kind, family, table);
     return data ? parseDumpNames(data, table, kind) : [];
@@ -107,7 +131,8 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
       if (disabled) return applyTransaction(fallback, tx);
       if (tx.size === 0) return;
       const t0 = performance.now();
-      const enc = encodeTransaction(tx, { seqBase: SEQ_BASE });
+      const chainRules = await countChains(tx);
+      const enc = encodeTransaction(tx, { seqBase: SEQ_BASE, chainRules: (target, chain) => chainRules?.get(`${target}\0${chain}`) });
       const t1 = performance.now();
       // In another namespace (tests, the simulator) the socket is made after a setns of the
       // calling thread: never the JS thread, whose other sockets must stay where they are.

@@ -723,9 +723,11 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
         for (const r of chainRules(fs, nextT, c, countsAfter)) tx.addRule(target, c.chain.name, r);
       }
     } else if (countsChanged) {
-      // A count came into use or went out of use: the endpoint-count chain is rewritten (a few rules).
-      tx.flushChain(target, Chains.servicesByCount);
-      for (const r of servicesByCountRules(fs, nextT, countsAfter)) tx.addRule(target, Chains.servicesByCount, r);
+      // A count came into use or went out of use: its rule is added or deleted in place where the
+      // applier knows the chain's handles, else the chain is rewritten (CountRulesOp).
+      const added = countsAfter.filter((n) => !hadCounts.has(n));
+      const removed = countsBefore.filter((n) => !hasCounts.has(n));
+      tx.countRules(target, Chains.servicesByCount, servicesByCountRules(fs, nextT, countsAfter), added, removed);
     }
     for (const [name, rules, existed] of rewrite) {
       if (existed) tx.flushChain(target, name);

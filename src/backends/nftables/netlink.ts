@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapProtocol, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -1232,7 +1232,64 @@ function splitTarget(target: string, index: number): { family: NlFamily; table: 
 const ELEMENT_LIST_LIMIT = 60_000;
 
 /** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
-export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /** tests: start small to exercise growth */ initialBytes?: number } = {}): EncodedBatch {
+/** One rule of a chain as the kernel holds it (parseDumpedRules): its handle and the set its first lookup reads. */
+export interface DumpedRule {
+  readonly handle: number;
+  readonly set: string | undefined;
+}
+
+/** The key parseDumpedRules gives a rule: the set its first lookup reads (every rule of the endpoint-count chain has its own). */
+function ruleSetKey(r: Rule): string | undefined {
+  return r.k === 'frontendJump' || r.k === 'dnatCount' ? r.set : undefined;
+}
+
+/**
+ * How a CountRulesOp changes the chain in place, given its rules as the kernel holds them:
+ * the handles to delete, and each new rule with the handle of the rule it goes after — or
+ * undefined when the chain is not what the op expects (then it is rewritten instead).
+ */
+function countRulesInPlace(op: CountRulesOp, held: readonly DumpedRule[] | undefined): { deletes: number[]; inserts: { rule: Rule; after: number }[] } | undefined {
+  if (held === undefined) return undefined;
+  const added = new Set(op.added);
+  const removed = new Set(op.removed);
+  const handleOf = new Map<string, number>();
+  const kept: string[] = [];
+  const deletes: number[] = [];
+  for (const r of held) {
+    if (r.set === undefined || handleOf.has(r.set)) return undefined;
+    handleOf.set(r.set, r.handle);
+    if (removed.has(r.set)) deletes.push(r.handle);
+    else kept.push(r.set);
+  }
+  if (deletes.length !== removed.size) return undefined;
+  // The kept rules must be the wanted ones that are not new, in the same order.
+  const wanted = op.rules.map(ruleSetKey);
+  const stay = wanted.filter((k) => k === undefined || !added.has(k));
+  if (stay.length !== kept.length || stay.some((k, j) => k !== kept[j])) return undefined;
+  // Each new rule goes after the nearest kept rule before it; inserted last first, so that new
+  // rules that share that predecessor end up in order.
+  const inserts: { rule: Rule; after: number }[] = [];
+  let after: number | undefined;
+  for (let j = 0; j < op.rules.length; j++) {
+    const k = wanted[j]!;
+    if (k !== undefined && added.has(k)) {
+      if (after === undefined) return undefined;
+      inserts.push({ rule: op.rules[j]!, after });
+    } else after = handleOf.get(k!);
+  }
+  if (inserts.length !== added.size) return undefined;
+  return { deletes, inserts: inserts.reverse() };
+}
+
+export function encodeTransaction(
+  tx: Transaction,
+  opts: {
+    seqBase?: number;
+    /** tests: start small to exercise growth */ initialBytes?: number;
+    /** The rules the kernel holds in a chain a CountRulesOp changes (by `target`, then chain); without them the chain is rewritten. */
+    chainRules?: (target: string, chain: string) => readonly DumpedRule[] | undefined;
+  } = {},
+): EncodedBatch {
   const ops = tx.ops;
   // Sized for the batch (about 74 bytes an op at scale) so that it is allocated once: growing a
   // buffer of tens of MB copies it and makes V8 collect for the external memory.
@@ -1393,6 +1450,46 @@ export function encodeTransaction(tx: Transaction, opts: { seqBase?: number; /**
           writeRule(new Exprs(w, family, ids), family, op.rule, id);
           w.endNest(ex);
           w.endMsg(m);
+          i++;
+          break;
+        }
+        case 'countRules': {
+          const inPlace = countRulesInPlace(op, opts.chainRules?.(op.target, op.chain));
+          if (inPlace === undefined) {
+            let m = msg(MSG.DELRULE, 0, family, i);
+            w.str(1, table);
+            w.str(2, op.chain);
+            w.endMsg(m);
+            for (const r of op.rules) {
+              if (anonSetOf(family, r)) throw new NetlinkEncodeError(`op ${i}: a count rule with an anonymous set: ${r.text}`, i);
+              m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
+              w.str(1, table);
+              w.str(2, op.chain);
+              const ex = w.nest(4);
+              writeRule(new Exprs(w, family, ids), family, r, 0);
+              w.endNest(ex);
+              w.endMsg(m);
+            }
+          } else {
+            for (const handle of inPlace.deletes) {
+              const m = msg(MSG.DELRULE, 0, family, i);
+              w.str(1, table);
+              w.str(2, op.chain);
+              w.u64(3, handle);
+              w.endMsg(m);
+            }
+            for (const { rule, after } of inPlace.inserts) {
+              // NLM_F_APPEND with a position: after that rule.
+              const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
+              w.str(1, table);
+              w.str(2, op.chain);
+              w.u64(6, after);
+              const ex = w.nest(4);
+              writeRule(new Exprs(w, family, ids), family, rule, 0);
+              w.endNest(ex);
+              w.endMsg(m);
+            }
+          }
           i++;
           break;
         }
@@ -1617,6 +1714,60 @@ export function countDumpedRules(data: Uint8Array, table: string, chain: string)
   return n;
 }
 
+/**
+ * The rules of `table` `chain` in a rule dump's answer, in order: each one's handle and the set
+ * its first lookup expression reads (undefined if it has none).
+ */
+export function parseDumpedRules(data: Uint8Array, table: string, chain: string): DumpedRule[] {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const out: DumpedRule[] = [];
+  // Attributes nested in [from, to): calls fn(type, start of payload, payload length).
+  const each = (from: number, to: number, fn: (type: number, at: number, len: number) => void): void => {
+    let q = from;
+    while (q + 4 <= to) {
+      const al = b.readUInt16LE(q);
+      if (al < 4 || q + al > to) break;
+      fn(b.readUInt16LE(q + 2) & ~NLA_F_NESTED, q + 4, al - 4);
+      q += (al + 3) & ~3;
+    }
+  };
+  const str = (at: number, len: number): string => b.toString('utf8', at, len > 0 && b[at + len - 1] === 0 ? at + len - 1 : at + len);
+  let p = 0;
+  while (p + 20 <= b.length) {
+    const len = b.readUInt32LE(p);
+    if (len < 20 || p + len > b.length) break;
+    if (b.readUInt16LE(p + 4) === ((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWRULE)) {
+      let t: string | undefined;
+      let c: string | undefined;
+      let handle: number | undefined;
+      let set: string | undefined;
+      each(p + 20, p + len, (type, at, alen) => {
+        if (type === 1) t = str(at, alen);
+        else if (type === 2) c = str(at, alen);
+        else if (type === 3 && alen === 8) handle = b.readUInt32BE(at) * 2 ** 32 + b.readUInt32BE(at + 4);
+        else if (type === 4) {
+          // NFTA_RULE_EXPRESSIONS: NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA { NFTA_LOOKUP_SET … } }
+          each(at, at + alen, (_, eat, elen) => {
+            if (set !== undefined) return;
+            let name: string | undefined;
+            let data: [number, number] | undefined;
+            each(eat, eat + elen, (et, xat, xlen) => {
+              if (et === 1) name = str(xat, xlen);
+              else if (et === 2) data = [xat, xlen];
+            });
+            if (name === 'lookup' && data) each(data[0], data[0] + data[1], (lt, lat, llen) => {
+              if (lt === 1 && set === undefined) set = str(lat, llen);
+            });
+          });
+        }
+      });
+      if (t === table && c === chain && handle !== undefined) out.push({ handle, set });
+    }
+    p += (len + 3) & ~3;
+  }
+  return out;
+}
+
 export interface DumpedName {
   name: string;
   /** Sets: the NFT_SET_* flags (maps have SET_MAP); chains: 0. */
@@ -1696,6 +1847,8 @@ export function describeOp(op: Op, element?: number): string {
       return `${op.verb} element ${op.target} ${op.set} { ${op.value !== undefined && op.verb === 'add' ? `${op.key} : ${op.value}` : op.key} }`;
     case 'rule':
       return `add rule ${op.target} ${op.chain} ${op.rule.text}`;
+    case 'countRules':
+      return `rewrite chain ${op.target} ${op.chain} (count rules${op.added.length ? ` added: ${op.added.join(' ')}` : ''}${op.removed.length ? ` removed: ${op.removed.join(' ')}` : ''})`;
     case 'table':
       return `${op.verb} table ${op.target}`;
     case 'chain':

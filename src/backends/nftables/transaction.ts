@@ -69,7 +69,25 @@ export type Op =
       /** Map value (`goto svc-...`, `drop`); absent for set elements and for deletes. */
       readonly value?: string;
     }
-  | { readonly kind: 'elements'; readonly verb: 'add'; readonly target: string; readonly set: string; readonly run: ElementRun };
+  | { readonly kind: 'elements'; readonly verb: 'add'; readonly target: string; readonly set: string; readonly run: ElementRun }
+  | CountRulesOp;
+
+/**
+ * The endpoint-count chain after a count came into use or went out of use: `rules` is the whole
+ * chain as it must be, `added` and `removed` the count sets whose rule is new or gone. As text
+ * (and wherever the rules' handles are not known) it is the chain flushed and written again; the
+ * netlink encoder, given the chain's rules as the kernel holds them (encodeTransaction's
+ * `chainRules`), deletes the gone rules by handle and inserts the new ones in place, so only
+ * those bind their endpoints maps (each binding walks the map's elements).
+ */
+export interface CountRulesOp {
+  readonly kind: 'countRules';
+  readonly target: string;
+  readonly chain: string;
+  readonly rules: readonly Rule[];
+  readonly added: readonly string[];
+  readonly removed: readonly string[];
+}
 
 /**
  * Element adds made on demand, for a full sync's hundreds of thousands of elements: one op for
@@ -137,7 +155,7 @@ function mapSpec(m: NamedMap): string {
 }
 
 /** Renders one non-element operation as one line. */
-function renderOp(op: Exclude<Op, { kind: 'element' | 'elements' }>): string {
+function renderOp(op: Exclude<Op, { kind: 'element' | 'elements' | 'countRules' }>): string {
   switch (op.kind) {
     case 'table':
       return op.verb === 'add' && op.comment !== undefined
@@ -210,6 +228,12 @@ export class Transaction {
     this.ops.push({ kind: 'element', verb: 'delete', target, set, key });
     return this;
   }
+  /** The endpoint-count chain `chain` rewritten to `rules`, the rules of `added` new and those of `removed` gone (CountRulesOp). */
+  countRules(target: string, chain: string, rules: readonly Rule[], added: readonly string[], removed: readonly string[]): this {
+    this.ops.push({ kind: 'countRules', target, chain, rules, added, removed });
+    this.runExtra += rules.length;
+    return this;
+  }
   /** Adds run.count elements to `set`, made on demand (ElementRun). An empty run adds nothing. */
   addElementRun(target: string, set: string, run: ElementRun): this {
     if (run.count <= 0) return this;
@@ -245,6 +269,12 @@ export class Transaction {
         i++;
         continue;
       }
+      if (op.kind === 'countRules') {
+        yield `flush chain ${op.target} ${op.chain}`;
+        for (const r of op.rules) yield `add rule ${op.target} ${op.chain} ${r.text}`;
+        i++;
+        continue;
+      }
       if (op.kind !== 'element') {
         yield renderOp(op);
         i++;
@@ -272,6 +302,11 @@ export class Transaction {
       const op = ops[i]!;
       if (op.kind === 'elements') {
         n += Math.ceil(op.run.count / ELEMENTS_PER_LINE);
+        i++;
+        continue;
+      }
+      if (op.kind === 'countRules') {
+        n += 1 + op.rules.length;
         i++;
         continue;
       }

@@ -177,6 +177,50 @@ t.test('random partial-sync sequences: netlink and nft give the same kernel rule
   }
 });
 
+t.test('counts coming into use and going out of use: only their rules are added and deleted, in place, over netlink', async (t) => {
+  const nsN = await freshNetns(t);
+  const nsS = await freshNetns(t);
+  const viaNetlink = netlinkRunner(nsN);
+  const viaScript = scriptRunner(nsS);
+  // ClusterIP-only Services (the endpoint-count layout): Service `name` with `n` endpoints.
+  const grouped = (name: string, n: number, last: number): ReturnType<typeof svc> =>
+    svc({ namespace: 'c', name, clusterIP: `198.19.7.${last}`, internal: fwd(...Array.from({ length: n }, (_, j) => ep(`198.18.7.${last * 10 + j}`, 8080))) });
+  const irs: ProxyTables[] = [
+    tables(table(4, [grouped('a', 1, 1), grouped('b', 3, 2), grouped('c', 5, 3)])),
+    // 1 goes out of use, 2 and 4 come into use (4 between the kept 3 and 5).
+    tables(table(4, [grouped('a', 2, 1), grouped('b', 3, 2), grouped('c', 5, 3), grouped('d', 4, 4)])),
+    // 3 and 5 go, 6 comes after the kept 4; 2 is unchanged.
+    tables(table(4, [grouped('a', 2, 1), grouped('c', 6, 3), grouped('d', 4, 4)])),
+    // Both ends: a count before every kept one (1) and after (7).
+    tables(table(4, [grouped('a', 1, 1), grouped('c', 6, 3), grouped('d', 4, 4), grouped('e', 7, 5)])),
+  ];
+  const opts = { families: [4] as const, masqueradeMark: 0x4000, state: new CompileState() };
+  const first = compileFull(irs[0]!, opts);
+  await viaNetlink.applyTransaction!(first);
+  await viaScript.apply(first.render());
+  // `nft -a`: each count rule's set and handle.
+  const handles = async (): Promise<Map<string, string>> => {
+    const r = await runIn(nsN, ['nft', '-a', 'list', 'chain', 'ip', 'ferry', 'services-by-count']);
+    const out = new Map<string, string>();
+    for (const m of r.stdout.matchAll(/@(n-tcp-\d+|masq-\w+) .*# handle (\d+)/g)) out.set(m[1]!, m[2]!);
+    return out;
+  };
+  for (let i = 1; i < irs.length; i++) {
+    const before = await handles();
+    const tx = compilePartial(irs[i - 1]!, irs[i]!, changesOf(['c/a:http/TCP', 'c/b:http/TCP', 'c/c:http/TCP', 'c/d:http/TCP', 'c/e:http/TCP']), opts);
+    t.ok(tx.ops.some((op) => op.kind === 'countRules'), `step ${i}: counts changed`);
+    await viaNetlink.applyTransaction!(tx);
+    await viaScript.apply(tx.render());
+    const a = await listing(nsN, [4]);
+    t.equal(a, await listing(nsS, [4]), `step ${i}: in place over netlink lists as the rewritten chain through nft`);
+    const after = await handles();
+    const kept = [...before.keys()].filter((k) => after.has(k));
+    t.ok(kept.length >= 2, `step ${i}: rules kept (${kept.join(' ')})`);
+    t.same(kept.map((k) => after.get(k)), kept.map((k) => before.get(k)), `step ${i}: the kept rules keep their handles (not rewritten)`);
+  }
+  t.match(await listing(nsN, [4]), /@n-tcp-1 [^\n]*\n[^\n]*@n-tcp-4 [^\n]*\n[^\n]*@n-tcp-6 [^\n]*\n[^\n]*@n-tcp-7 /, 'the count rules in order');
+});
+
 t.test('a failing batch leaves the kernel untouched and names the failing op', async (t) => {
   const ns = await freshNetns(t);
   const nft = netlinkRunner(ns);

@@ -4,12 +4,14 @@
  * cluster gives every Service the same count, which hides this: here Service i gets 1 + i % K
  * endpoints, so K counts are in use, as in a real cluster. Root; run in a fresh network namespace:
  *   ip netns add fybc && ip netns exec fybc node dist/test/unit/backends/nftables/bench-counts.js [services] [K]; ip netns del fybc
- * Prints the wall time of each batch's nfnlBatch (the sendmsg and its answers) with its op count.
+ * Prints the wall time of each transaction through the daemon's netlink runner (the chain's dump
+ * where a count comes or goes, the encoding, the sendmsg and its answers) with its op count.
  */
 import { loadNative } from '../../../../src/native/index.js';
 import { buildCluster, PLAN_OPTIONS, sliceObject, type SyntheticCluster } from '../../../../src/bench/synthetic.js';
 import { CompileState, compileFull, compilePartial } from '../../../../src/backends/nftables/compiler.js';
-import { encodeTransaction } from '../../../../src/backends/nftables/netlink.js';
+import { addonNft } from '../../../../src/backends/kernel/nft.js';
+import { netlinkNft } from '../../../../src/backends/kernel/nft-netlink.js';
 import type { Transaction } from '../../../../src/backends/nftables/transaction.js';
 import { diffTables } from '../../../../src/plan/diff.js';
 import { planTables } from '../../../../src/plan/planner.js';
@@ -18,7 +20,7 @@ const n = Number(process.argv[2] ?? 10000);
 const k = Number(process.argv[3] ?? 20);
 const addon = loadNative();
 if (!addon?.nfnlBatch) throw new Error('native addon without nf_tables netlink support');
-const batch = (bytes: Uint8Array): ReturnType<NonNullable<typeof addon.nfnlBatch>> => addon.nfnlBatch!(bytes);
+const nft = netlinkNft(addon, { fallback: addonNft(addon) });
 const c: SyntheticCluster = buildCluster(n, 10);
 const state = new CompileState();
 const opts = { families: [4] as const, masqueradeMark: 0x4000, state };
@@ -32,11 +34,9 @@ for (let i = 0; i < n; i++) c.tracker.upsertEndpointSlice(sliceObject(i, 1 + (i 
 replan();
 
 async function send(label: string, tx: Transaction): Promise<void> {
-  const bytes = encodeTransaction(tx).bytes;
   const t0 = performance.now();
-  const r = await batch(bytes);
+  await nft.applyTransaction!(tx);
   const ms = performance.now() - t0;
-  if (!r.ok) throw new Error(`${label}: ${r.sysError || r.errors.map((e) => `seq ${e.seq} errno ${e.errno}`).join('; ')}`);
   console.log(`${label.padEnd(52)} ${String(tx.size).padStart(7)} ops ${ms.toFixed(2).padStart(9)} ms`);
 }
 

@@ -361,3 +361,52 @@ t.test('a grouped run in pieces that does not encode names its element', async (
   t.ok(badPort instanceof NetlinkEncodeError, 'a port out of range: a NetlinkEncodeError');
   t.match((badPort as Error).message, /10\.96\.0\.2 \. tcp \. 80 \. 0 : 10\.0\.0\.3 \. 70000/, 'names that element');
 });
+
+t.test('count rules: deleted by handle and inserted in place when the chain is as expected, else the chain rewritten', async (t) => {
+  const fs = R.V4;
+  const masq = R.frontendJump(fs, 'masq-all', '', 'mark-for-masquerade');
+  const count = (n: number): R.Rule => R.dnatCount(fs, 'TCP', n, `n-tcp-${n}`, `endpoints-tcp-n${n}`);
+  const tx = new Transaction().countRules('ip ferry', 'services-by-count', [masq, count(2), count(4)], ['n-tcp-4'], ['n-tcp-3']);
+  const types = (b: Uint8Array): number[] => messages(b).slice(1, -1).map((m) => m.readUInt16LE(4) & 0xff);
+  const u64 = (m: Buffer, type: number): number | undefined => {
+    for (let q = 20; q + 4 <= m.length; q += (m.readUInt16LE(q) + 3) & ~3) {
+      if ((m.readUInt16LE(q + 2) & 0x7fff) === type) return m.readUInt32BE(q + 4) * 2 ** 32 + m.readUInt32BE(q + 8);
+      if (m.readUInt16LE(q) < 4) break;
+    }
+    return undefined;
+  };
+  const DELRULE = 8;
+  const NEWRULE = 6;
+  const rewrite = encodeTransaction(tx).bytes;
+  t.same(types(rewrite), [DELRULE, NEWRULE, NEWRULE, NEWRULE], 'without the chain: flushed and written again (what the text says)');
+  t.equal(u64(messages(rewrite)[1]!, 3), undefined, 'the flush names no rule');
+
+  const held = [
+    { handle: 5, set: 'masq-all' },
+    { handle: 6, set: 'n-tcp-2' },
+    { handle: 9, set: 'n-tcp-3' },
+  ];
+  const inPlace = encodeTransaction(tx, { chainRules: (target, chain) => (target === 'ip ferry' && chain === 'services-by-count' ? held : undefined) }).bytes;
+  const msgs = messages(inPlace).slice(1, -1);
+  t.same(types(inPlace), [DELRULE, NEWRULE], 'as held: one rule deleted, one added');
+  t.equal(u64(msgs[0]!, 3), 9, 'the gone count\'s rule, by its handle');
+  t.equal(u64(msgs[1]!, 6), 6, 'the new one after the rule of n-tcp-2 (its place in the rewritten chain)');
+
+  const unexpected = [
+    [{ handle: 5, set: 'masq-all' }, { handle: 7, set: 'n-tcp-9' }, { handle: 6, set: 'n-tcp-2' }, { handle: 9, set: 'n-tcp-3' }],
+    [{ handle: 5, set: 'masq-all' }, { handle: 6, set: 'n-tcp-2' }],
+    [{ handle: 6, set: 'n-tcp-2' }, { handle: 5, set: 'masq-all' }, { handle: 9, set: 'n-tcp-3' }],
+    [{ handle: 5, set: undefined }, { handle: 6, set: 'n-tcp-2' }, { handle: 9, set: 'n-tcp-3' }],
+  ];
+  for (const h of unexpected) {
+    const b = encodeTransaction(tx, { chainRules: () => h }).bytes;
+    t.same(Buffer.from(b), Buffer.from(rewrite), `a chain not as expected (${h.map((r) => r.set ?? '?').join(' ')}): rewritten`);
+  }
+  // Two new rules after one kept rule: both in their order.
+  const two = new Transaction().countRules('ip ferry', 'services-by-count', [masq, count(2), count(3), count(5)], ['n-tcp-2', 'n-tcp-3'], []);
+  const m2 = messages(encodeTransaction(two, { chainRules: () => [{ handle: 5, set: 'masq-all' }, { handle: 8, set: 'n-tcp-5' }] }).bytes).slice(1, -1);
+  t.same(m2.map((m) => u64(m, 6)), [5, 5], 'both after the masquerade rule…');
+  t.ok(m2[0]!.includes(Buffer.from('n-tcp-3\0')) && m2[1]!.includes(Buffer.from('n-tcp-2\0')), '…the later one first, so that they end in order');
+  t.equal(tx.render().split('\n').filter(Boolean).length, tx.lineCount(), 'lineCount counts the rewrite as rendered');
+  t.match(describeOp(tx.ops[0]!), /count rules added: n-tcp-4 removed: n-tcp-3/, 'the op as errors name it');
+});
