@@ -124,7 +124,6 @@ function countSetNameOf(proto: Protocol, n: number): string {
   return (byN[n] ??= countSetName(proto, n));
 }
 
-
 /** The protocol of a frontend key `addr . proto . port`, read in place. */
 function keyProtocol(key: string): Protocol {
   const i = key.indexOf(' . ') + 3;

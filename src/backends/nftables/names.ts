@@ -132,9 +132,10 @@ const LEGACY_GROUPED_MAP = /^endpoints-(tcp|udp|sctp)$/;
  * or undefined for any other name.
  */
 export function groupedMapProtocol(name: string): Protocol | undefined {
-  const m = groupedMapOf(name) ?? LEGACY_GROUPED_MAP.exec(name);
-  if (m === null || m === undefined) return undefined;
-  return 'proto' in m ? m.proto : (m[1]!.toUpperCase() as Protocol);
+  const g = groupedMapOf(name);
+  if (g !== undefined) return g.proto;
+  const m = LEGACY_GROUPED_MAP.exec(name);
+  return m ? (m[1]!.toUpperCase() as Protocol) : undefined;
 }
 
 /**
