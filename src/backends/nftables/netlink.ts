@@ -1231,7 +1231,6 @@ function splitTarget(target: string, index: number): { family: NlFamily; table: 
 /** Most bytes of element attributes in one message: the list is one attribute (16-bit length). */
 const ELEMENT_LIST_LIMIT = 60_000;
 
-/** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
 /** One rule of a chain as the kernel holds it (parseDumpedRules): its handle and the set its first lookup reads. */
 export interface DumpedRule {
   readonly handle: number;
@@ -1281,6 +1280,7 @@ function countRulesInPlace(op: CountRulesOp, held: readonly DumpedRule[] | undef
   return { deletes, inserts: inserts.reverse() };
 }
 
+/** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
 export function encodeTransaction(
   tx: Transaction,
   opts: {
@@ -1363,6 +1363,18 @@ export function encodeTransaction(
     return ok;
   };
 
+  /** A rule appended to `chain` (op `first`); with `after`, inserted after the rule of that handle. */
+  const newRule = (family: NlFamily, table: string, ids: ReadonlyMap<string, number>, chain: string, rule: Rule, anonId: number, first: number, after?: number): void => {
+    const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, first);
+    w.str(1, table);
+    w.str(2, chain);
+    if (after !== undefined) w.u64(6, after);
+    const ex = w.nest(4);
+    writeRule(new Exprs(w, family, ids), family, rule, anonId);
+    w.endNest(ex);
+    w.endMsg(m);
+  };
+
   let i = 0;
   try {
     while (i < ops.length) {
@@ -1443,33 +1455,19 @@ export function encodeTransaction(
               w.endMsg(m);
             }
           }
-          const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
-          w.str(1, table);
-          w.str(2, op.chain);
-          const ex = w.nest(4);
-          writeRule(new Exprs(w, family, ids), family, op.rule, id);
-          w.endNest(ex);
-          w.endMsg(m);
+          newRule(family, table, ids, op.chain, op.rule, id, i);
           i++;
           break;
         }
         case 'countRules': {
+          for (const r of op.rules) if (anonSetOf(family, r)) throw new NetlinkEncodeError(`op ${i}: a count rule with an anonymous set: ${r.text}`, i);
           const inPlace = countRulesInPlace(op, opts.chainRules?.(op.target, op.chain));
           if (inPlace === undefined) {
-            let m = msg(MSG.DELRULE, 0, family, i);
+            const m = msg(MSG.DELRULE, 0, family, i);
             w.str(1, table);
             w.str(2, op.chain);
             w.endMsg(m);
-            for (const r of op.rules) {
-              if (anonSetOf(family, r)) throw new NetlinkEncodeError(`op ${i}: a count rule with an anonymous set: ${r.text}`, i);
-              m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
-              w.str(1, table);
-              w.str(2, op.chain);
-              const ex = w.nest(4);
-              writeRule(new Exprs(w, family, ids), family, r, 0);
-              w.endNest(ex);
-              w.endMsg(m);
-            }
+            for (const r of op.rules) newRule(family, table, ids, op.chain, r, 0, i);
           } else {
             for (const handle of inPlace.deletes) {
               const m = msg(MSG.DELRULE, 0, family, i);
@@ -1478,17 +1476,7 @@ export function encodeTransaction(
               w.u64(3, handle);
               w.endMsg(m);
             }
-            for (const { rule, after } of inPlace.inserts) {
-              // NLM_F_APPEND with a position: after that rule.
-              const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, i);
-              w.str(1, table);
-              w.str(2, op.chain);
-              w.u64(6, after);
-              const ex = w.nest(4);
-              writeRule(new Exprs(w, family, ids), family, rule, 0);
-              w.endNest(ex);
-              w.endMsg(m);
-            }
+            for (const { rule, after } of inPlace.inserts) newRule(family, table, ids, op.chain, rule, 0, i, after);
           }
           i++;
           break;

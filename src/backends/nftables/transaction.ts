@@ -177,7 +177,7 @@ function renderOp(op: Exclude<Op, { kind: 'element' | 'elements' | 'countRules' 
  */
 export class Transaction {
   readonly ops: Op[] = [];
-  /** Elements in runs beyond their one op each (size counts every element). */
+  /** Elements in runs, and rules of count-rule ops, beyond their one op each (size counts every element and rule). */
   private runExtra = 0;
 
   addTable(target: string, comment?: string): this {
