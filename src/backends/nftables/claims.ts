@@ -17,9 +17,12 @@ import { SlotTable } from './slots.js';
 /** Deferred set claims (ClaimIndex.deferCounts): the keys, or a walk that hands each to `emit`. */
 export type DeferredClaims = readonly string[] | ((emit: (key: string) => void) => void);
 
-/** Deferred map claims (ClaimIndex.deferClaims): claim i is (keys[i], owners[i], values[i]). */
+/**
+ * Deferred map claims (ClaimIndex.deferClaims): claim i is (key(i), owners[i], values[i]), for i
+ * below owners.length. The key is spelled only when the claims are indexed.
+ */
 export interface DeferredMapClaims {
-  readonly keys: readonly string[];
+  key(i: number): string;
   readonly owners: readonly ServicePortKey[];
   readonly values: readonly string[];
 }
@@ -91,13 +94,13 @@ export class ClaimIndex {
    * Takes a full compile's map claims of an empty `container` without indexing them now: the
    * compile has chosen the winners itself (no key is claimed twice) and written the elements, so
    * the index only matters to the next partial sync — at 44k Services the grouped frontends are
-   * 44,000 hash inserts of new strings. Made, in order, the first time the container is read or
+   * 44,000 keys to spell and hash inserts of them. Made, in order, the first time the container is read or
    * changed, or by settle(): the index is then what adding them one by one would have made.
    */
   deferClaims(container: string, claims: DeferredMapClaims): void {
     if (this.isShard(container)) throw new Error(`claim index: ${container} is an endpoint shard; its claims are counted at once`);
     if (this.deferred.has(container) || (this.containers.get(container)?.size ?? 0) > 0) throw new Error(`claim index: map claims of ${container} deferred onto earlier claims`);
-    if (claims.keys.length === 0) return;
+    if (claims.owners.length === 0) return;
     this.deferred.set(container, claims);
   }
 
@@ -116,8 +119,9 @@ export class ClaimIndex {
     if (claims === undefined) return;
     this.deferred.delete(name);
     if (typeof claims !== 'function' && !Array.isArray(claims)) {
-      const { keys, owners, values } = claims as DeferredMapClaims;
-      for (let i = 0; i < keys.length; i++) this.add(name, keys[i]!, owners[i]!, values[i]!);
+      const map = claims as DeferredMapClaims;
+      const { owners, values } = map;
+      for (let i = 0; i < owners.length; i++) this.add(name, map.key(i), owners[i]!, values[i]!);
       return;
     }
     let c = this.containers.get(name);

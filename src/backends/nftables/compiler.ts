@@ -18,9 +18,9 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, NumberSet } from './distinct.js';
-import { hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
-import { tableTarget, Transaction, type ElementRun } from './transaction.js';
+import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
 export { CompileState } from './claims.js';
 
@@ -192,89 +192,149 @@ function bumpCount(index: ClaimIndex, name: string, by: number): void {
   else index.countSetSizes.delete(name);
 }
 
-/** The winning grouped claims, in parallel arrays (a full compile reads 44k of them). */
+/**
+ * The winning grouped claims, in parallel (a full compile reads 44k of them): claim i's key is
+ * key(i), spelled only where needed (the index after the rules are in, the text paths), and in
+ * pieces for the netlink encoder.
+ */
 interface GroupedClaims {
-  readonly keys: string[];
+  readonly count: number;
+  key(i: number): string;
+  readonly pieces: FrontendPieces;
   readonly owners: ServicePortKey[];
   readonly frontends: GroupedFrontend[];
 }
 
 /**
  * A full compile's grouped claims as made, in claim order, each with its claimant's entry: the
- * key is the entry's groupedFrontendKey (service.ts) and the endpoints its `internal` ones.
+ * key is the entry's groupedFrontendKey (service.ts), spelled only when read (keyOf), and the
+ * endpoints its `internal` ones.
  */
 interface GroupedMade {
-  readonly keys: string[];
   readonly owners: ServicePortKey[];
   readonly values: string[];
   readonly entries: ServiceEntry[];
 }
 
 const PROTOCOL_CODE: Readonly<Record<Protocol, number>> = { TCP: 1, UDP: 2, SCTP: 3 };
+const IP_PROTOCOL: Readonly<Record<Protocol, number>> = { TCP: 6, UDP: 17, SCTP: 132 };
+
+/** Claim i's frontend key, spelled from its entry; the last one spelled is kept (runs ask in order). */
+function madeKeys(made: GroupedMade): (i: number) => string {
+  let last = -1;
+  let lastKey = '';
+  return (i) => {
+    if (i !== last) {
+      last = i;
+      lastKey = groupedFrontendKey(made.entries[i]!);
+    }
+    return lastKey;
+  };
+}
+
+/**
+ * Each grouped claim's ClusterIP as a number (-1: not an IPv4 address, or a port out of range):
+ * read once, for frontendsDistinct and for the encoder (FrontendPieces).
+ */
+function madeAddresses(made: GroupedMade): Float64Array {
+  const v4 = new Float64Array(made.entries.length);
+  for (let i = 0; i < v4.length; i++) {
+    const svc = made.entries[i]!;
+    const port = svc.port;
+    v4[i] = Number.isInteger(port) && port >= 0 && port <= 0xffff ? canonicalIPv4(svc.clusterIP) : -1;
+  }
+  return v4;
+}
 
 /** Whether no two grouped claims name one frontend: IPv4 ones compared as numbers, others by key. */
-function frontendsDistinct(made: GroupedMade): boolean {
-  const v4 = new NumberSet();
+function frontendsDistinct(made: GroupedMade, v4s: Float64Array, keyOf: (i: number) => string): boolean {
+  const seen = new NumberSet();
   let others: Set<string> | undefined;
-  for (let i = 0; i < made.keys.length; i++) {
-    const svc = made.entries[i]!;
-    const v = canonicalIPv4(svc.clusterIP);
-    const port = svc.port;
-    if (v >= 0 && Number.isInteger(port) && port >= 0 && port <= 0xffff) {
+  for (let i = 0; i < v4s.length; i++) {
+    const v = v4s[i]!;
+    if (v >= 0) {
+      const svc = made.entries[i]!;
       // Address, protocol and port in one integer under 2^50.
-      if (!v4.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + port)) return false;
+      if (!seen.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + svc.port)) return false;
       continue;
     }
     others ??= new Set();
     const n = others.size;
-    others.add(made.keys[i]!);
+    others.add(keyOf(i));
     if (others.size === n) return false;
   }
   return true;
+}
+
+/** FrontendPieces of spelled keys only (the encoder reads each key). */
+function spelledPieces(key: (i: number) => string): FrontendPieces {
+  return { key, v4: () => -1, proto: () => 0, port: () => -1 };
+}
+
+/** The pieces of `all` for the frontends `list` (element k is frontend list[k]). */
+function piecesOf(all: FrontendPieces, list: readonly number[]): FrontendPieces {
+  return {
+    key: (k) => all.key(list[k]!),
+    v4: (k) => all.v4(list[k]!),
+    proto: (k) => all.proto(list[k]!),
+    port: (k) => all.port(list[k]!),
+  };
 }
 
 /**
  * The winning grouped claims and their endpoints, with the count set sizes, from the claims as
  * made — when no two claimed one key, each claim is its key's winner, in the index's order — or
  * else from the index and the table (recountGrouped, groupedEndpoints). At 44k Services the
- * common case skips a walk of the index and a table lookup per frontend.
+ * common case skips a walk of the index, a table lookup per frontend, and every key string.
  */
 function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade): { claims: GroupedClaims; endpoints: (readonly PlannedEndpoint[])[] } {
+  const keyOf = madeKeys(made);
   // Indexed when first read (ClaimIndex.deferClaims): after the rules are in, or right below.
-  index.deferClaims(GROUPED_FRONTENDS, { keys: made.keys, owners: made.owners, values: made.values });
-  if (!frontendsDistinct(made)) {
+  index.deferClaims(GROUPED_FRONTENDS, { key: madeKeys(made), owners: made.owners, values: made.values });
+  const v4s = madeAddresses(made);
+  if (!frontendsDistinct(made, v4s, keyOf)) {
     const claims = recountGrouped(index);
-    const endpoints = new Array<readonly PlannedEndpoint[]>(claims.keys.length);
-    for (let i = 0; i < claims.keys.length; i++) endpoints[i] = groupedEndpoints(table, claims.owners[i]!, claims.frontends[i]!, claims.keys[i]!);
+    const endpoints = new Array<readonly PlannedEndpoint[]>(claims.count);
+    for (let i = 0; i < claims.count; i++) endpoints[i] = groupedEndpoints(table, claims.owners[i]!, claims.frontends[i]!, claims.key(i));
     return { claims, endpoints };
   }
   index.countSetSizes.clear();
-  const frontends = new Array<GroupedFrontend>(made.keys.length);
-  const endpoints = new Array<readonly PlannedEndpoint[]>(made.keys.length);
-  for (let i = 0; i < made.keys.length; i++) {
+  const n = made.entries.length;
+  const frontends = new Array<GroupedFrontend>(n);
+  const endpoints = new Array<readonly PlannedEndpoint[]>(n);
+  for (let i = 0; i < n; i++) {
     const svc = made.entries[i]!;
     const g = expandGroupedAs(svc.protocol, made.values[i]!);
     const eps = svc.internal.endpoints;
-    if (eps.length !== g.n) throw new Error(`grouped frontend ${made.keys[i]}: claimant ${made.owners[i]} has ${eps.length} endpoints, its claim says ${g.n}`);
+    if (eps.length !== g.n) throw new Error(`grouped frontend ${keyOf(i)}: claimant ${made.owners[i]} has ${eps.length} endpoints, its claim says ${g.n}`);
     bumpCount(index, g.countSet, 1);
     frontends[i] = g;
     endpoints[i] = eps;
   }
-  return { claims: { keys: made.keys, owners: made.owners, frontends }, endpoints };
+  const pieces: FrontendPieces = {
+    key: keyOf,
+    v4: (i) => v4s[i]!,
+    proto: (i) => IP_PROTOCOL[made.entries[i]!.protocol],
+    port: (i) => made.entries[i]!.port,
+  };
+  return { claims: { count: n, key: keyOf, pieces, owners: made.owners, frontends }, endpoints };
 }
 
 /** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
 function recountGrouped(index: ClaimIndex): GroupedClaims {
   index.countSetSizes.clear();
-  const out: GroupedClaims = { keys: [], owners: [], frontends: [] };
+  const keys: string[] = [];
+  const owners: ServicePortKey[] = [];
+  const frontends: GroupedFrontend[] = [];
   index.forEachWinner(GROUPED_FRONTENDS, (k, v, owner) => {
     const g = expandGrouped(k, v);
     bumpCount(index, g.countSet, 1);
-    out.keys.push(k);
-    out.owners.push(owner);
-    out.frontends.push(g);
+    keys.push(k);
+    owners.push(owner);
+    frontends.push(g);
   });
-  return out;
+  const key = (i: number): string => keys[i]!;
+  return { count: keys.length, key, pieces: spelledPieces(key), owners, frontends };
 }
 
 /** Skeleton rules of `c`, plus the count rules when `c` is the endpoint-count chain. */
@@ -317,7 +377,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Each contribution is used up at once (its claims indexed; its chains and endpoint-shard
     // elements, which the index does not keep, set aside): none is held for the whole compile.
     const index = new ClaimIndex();
-    const ctx: ServiceContext = { ...contextOf(fs, table, index.slots), hairpinApart: true };
+    const ctx: ServiceContext = { ...contextOf(fs, table, index.slots), hairpinApart: true, groupedKeysApart: true };
     const owned: (readonly [string, readonly Rule[]])[] = [];
     // Hairpin elements, each once, in the order of first claim (one pod behind several
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
@@ -329,10 +389,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const setClaims = new Map<string, string[]>();
     let owner: ServicePortKey = '' as ServicePortKey;
     let current: ServiceEntry | undefined;
-    const made: GroupedMade = { keys: [], owners: [], values: [], entries: [] };
+    const made: GroupedMade = { owners: [], values: [], entries: [] };
     const sink: ClaimSink = (container, key, value) => {
       if (container === GROUPED_FRONTENDS) {
-        made.keys.push(key);
+        // `key` is not read (ServiceContext.groupedKeysApart): it is the entry's groupedFrontendKey.
         made.owners.push(owner);
         made.values.push(value);
         made.entries.push(current!);
@@ -442,30 +502,30 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     for (const name of setClaims.keys()) {
       if (!SET_CONTAINER_NAMES.has(name)) throw new Error(`full compile: set claims in ${name}, which is not a service set`);
     }
-    // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run).
-    const { keys: groupedKeys, frontends: grouped } = groupedClaims;
-    const keysWhere = (want: (g: GroupedFrontend) => boolean): string[] => {
-      const out: string[] = [];
-      for (let i = 0; i < grouped.length; i++) if (want(grouped[i]!)) out.push(groupedKeys[i]!);
-      return out;
-    };
-    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, runOf(masqSet, keysWhere((g) => g.masqSet === masqSet)));
-    const byCount = new Map<string, string[]>();
-    for (let i = 0; i < grouped.length; i++) {
-      const name = grouped[i]!.countSet;
-      let list = byCount.get(name);
-      if (!list) byCount.set(name, (list = []));
-      list.push(groupedKeys[i]!);
-    }
-    for (const name of countSets) tx.addElementRun(target, name, runOf(name, byCount.get(name) ?? []));
-    // The frontends of each map (one map per count set), in claim order, in one pass.
+    // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
+    // as lists of frontends (the encoder reads their keys in pieces).
+    const { frontends: grouped, pieces } = groupedClaims;
+    const frontendRun = (list: readonly number[]): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
+    const byMasq = new Map<string, number[]>();
+    const byCount = new Map<string, number[]>();
     const byMap = new Map<string, number[]>();
     for (let i = 0; i < grouped.length; i++) {
-      const name = grouped[i]!.map;
-      let list = byMap.get(name);
-      if (!list) byMap.set(name, (list = []));
+      const g = grouped[i]!;
+      if (g.masqSet !== undefined) {
+        let list = byMasq.get(g.masqSet);
+        if (!list) byMasq.set(g.masqSet, (list = []));
+        list.push(i);
+      }
+      let list = byCount.get(g.countSet);
+      if (!list) byCount.set(g.countSet, (list = []));
+      list.push(i);
+      list = byMap.get(g.map);
+      if (!list) byMap.set(g.map, (list = []));
       list.push(i);
     }
+    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? []));
+    for (const name of countSets) tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? []));
+    // The frontends of each map (one map per count set), in claim order.
     for (const name of groupedMaps) {
       // Element e of the run: endpoint at[e] of frontend of[e].
       const members = byMap.get(name) ?? [];
@@ -485,10 +545,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       const ep = (x: number): PlannedEndpoint => groupedEps[of[x]!]![at[x]!]!;
       tx.addElementRun(target, name, {
         count,
-        key: (x) => R.groupedEndpointKey(groupedKeys[of[x]!]!, at[x]!),
+        key: (x) => R.groupedEndpointKey(groupedClaims.key(of[x]!), at[x]!),
         value: (x) => R.endpointValue(ep(x)),
         parts: {
-          head: (x) => groupedKeys[of[x]!]!,
+          frontend: (x) => of[x]!,
+          frontends: pieces,
           index: (x) => at[x]!,
           ip: (x) => ep(x).ip,
           v4: (x) => ep(x).v4,

@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapProtocol, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, CountRulesOp, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -494,6 +494,23 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
       return true;
     }
   }
+}
+
+/**
+ * Writes frontend `f`'s `addr . proto . port` key (addrProtoPort layout) at `at` from its pieces,
+ * or from its spelled key where it has no IPv4 number; false if malformed.
+ */
+function writeFrontend(f: NlFamily, pieces: FrontendPieces, i: number, b: Buffer, at: number): boolean {
+  const v4 = f === 'ip' ? pieces.v4(i) : -1;
+  if (v4 === -1) return writeKey(f, 'addrProtoPort', pieces.key(i), b, at);
+  const p = pieces.proto(i);
+  const port = pieces.port(i);
+  if (!Number.isInteger(v4) || v4 < 0 || v4 > 0xffffffff || (p !== 6 && p !== 17 && p !== 132) || !Number.isInteger(port) || port < 0 || port > 65535) return false;
+  b.writeUInt32BE(v4, at);
+  b[at + 4] = p;
+  b[at + 8] = port >> 8;
+  b[at + 9] = port & 0xff;
+  return true;
 }
 
 /** The protocol named by s[from, to) (`tcp`, `udp`, `sctp`), without slicing. */
@@ -1515,11 +1532,12 @@ export function encodeTransaction(
           if (op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs) throw new NetlinkEncodeError(`op ${i}: element runs are not for interval sets (${op.set})`, i);
           const layout = layoutOf(op.set);
           const parts = layout === 'grouped' ? run.parts : undefined;
+          const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
           const klen = keyLen(family, layout);
           const alen = addrLen(family);
           // A grouped run in pieces: the frontend's `addr . proto . port`, read once for all its endpoints.
           const head = parts ? Buffer.alloc(klen - 4) : undefined;
-          let lastHead: string | undefined;
+          let lastFrontend = -1;
           let headOk = false;
           let k = 0;
           while (k < run.count) {
@@ -1529,12 +1547,21 @@ export function encodeTransaction(
             const list = elementList(table, op.set, ids);
             let n = 0;
             while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
+              if (frontends) {
+                const el = w.nest(++n);
+                const kat = w.valueAt(1, klen);
+                const ok = writeFrontend(family, frontends, k, w.buf, kat);
+                w.endNest(el);
+                if (!ok) throw cannotEncode(i, run.key(k), undefined, op.set);
+                k++;
+                continue;
+              }
               if (parts && head) {
-                const h = parts.head(k);
-                if (h !== lastHead) {
-                  lastHead = h;
+                const f = parts.frontend(k);
+                if (f !== lastFrontend) {
+                  lastFrontend = f;
                   head.fill(0);
-                  headOk = writeKey(family, 'addrProtoPort', h, head, 0);
+                  headOk = writeFrontend(family, parts.frontends, f, head, 0);
                 }
                 const index = parts.index(k);
                 const el = w.nest(++n);

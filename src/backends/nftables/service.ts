@@ -48,6 +48,12 @@ export interface ServiceContext {
    * them in a walk of its own instead of through the sink, 440,000 at 44k Services.
    */
   readonly hairpinApart?: boolean;
+  /**
+   * The caller knows a grouped frontend claim's key without reading it (groupedFrontendKey of the
+   * port it is compiling), so the claim may carry '' instead: a full compile spells none of the
+   * 44,000 keys on its way to the kernel (compiler.ts FrontendPieces).
+   */
+  readonly groupedKeysApart?: boolean;
 }
 
 const GOTO_REJECT = `goto ${Chains.reject}`;
@@ -109,7 +115,7 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
   claim(Sets.clusterIPs, svc.clusterIP, '');
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, groupedFrontendKey(svc), R.groupedClaim(masq, eps.length));
+  claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, eps.length));
   return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
 }
 

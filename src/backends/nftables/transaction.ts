@@ -102,17 +102,39 @@ export interface ElementRun {
   value?(i: number): string | undefined;
   /** The pieces key(i) and value(i) are spelled from, where the run has them (ElementParts). */
   readonly parts?: ElementParts;
+  /**
+   * Of a run of `addr . proto . port` keys (the count and masquerade sets): element i's key in
+   * pieces, read by the netlink encoder instead of key(i). Must agree with key(i).
+   */
+  readonly frontends?: FrontendPieces;
 }
 
 /**
- * A run of the grouped endpoints maps, in pieces: element i's key is `head(i) . index(i)` (a
- * frontend's key, the same string for each of its endpoints) and its value `ip(i) . port(i)` (the
- * endpoint as the IR holds it). The netlink encoder then reads each frontend's key once and each
- * endpoint's address and port as they are, spelling no string for the 440,000 elements of a full
- * sync at 44k Services. Must agree with key(i) and value(i).
+ * Frontend keys `addr . proto . port` in pieces, as the service entries hold them: a full sync at
+ * 44k Services writes each frontend two or three times (its count set, a masquerade set, the
+ * head of its endpoints), and the netlink encoder reads these instead of spelling and parsing a
+ * key. Must agree with key(f).
+ */
+export interface FrontendPieces {
+  /** The key as nft spells it; read (and parsed) only where v4(f) is -1. */
+  key(f: number): string;
+  /** The address as a 32-bit number, or -1 (not IPv4 as a number: read key(f)). */
+  v4(f: number): number;
+  /** The IP protocol number (6, 17, 132); read only where v4(f) is not -1. */
+  proto(f: number): number;
+  port(f: number): number;
+}
+
+/**
+ * A run of the grouped endpoints maps, in pieces: element i's key is `head . index(i)`, its head
+ * the key of frontend `frontend(i)` of `frontends` (the same for each of its endpoints, read once
+ * per frontend), and its value `ip(i) . port(i)` (the endpoint as the IR holds it). The netlink
+ * encoder spells no string for the 440,000 elements of a full sync at 44k Services. Must agree
+ * with key(i) and value(i).
  */
 export interface ElementParts {
-  head(i: number): string;
+  frontend(i: number): number;
+  readonly frontends: FrontendPieces;
   index(i: number): number;
   ip(i: number): string;
   /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */

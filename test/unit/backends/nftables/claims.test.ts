@@ -107,16 +107,19 @@ t.test('a full compile defers its set claims to the state, and writes each eleme
 
 t.test('deferred map claims index as if each were added, in order: winners and all', async (t) => {
   const key = '192.0.2.1 . tcp . 80';
+  const keys = [key, '192.0.2.2 . tcp . 80', key, '192.0.2.3 . udp . 53'];
+  let spelled = 0;
   const claims = {
-    keys: [key, '192.0.2.2 . tcp . 80', key, '192.0.2.3 . udp . 53'],
+    key: (i: number) => (spelled++, keys[i]!),
     owners: ['ns/b:/TCP', 'ns/c:/TCP', 'ns/a:/TCP', 'ns/d:/UDP'] as ServicePortKey[],
     values: ['|2', 'all|1', '|3', '|1'],
   };
   const added = new ClaimIndex();
-  for (let i = 0; i < claims.keys.length; i++) added.add(GROUPED_FRONTENDS, claims.keys[i]!, claims.owners[i]!, claims.values[i]!);
+  for (let i = 0; i < keys.length; i++) added.add(GROUPED_FRONTENDS, keys[i]!, claims.owners[i]!, claims.values[i]!);
   const deferred = new ClaimIndex();
   deferred.deferClaims(GROUPED_FRONTENDS, claims);
   t.ok(deferred.unsettled, 'nothing indexed yet');
+  t.equal(spelled, 0, 'no key spelled yet');
   t.equal(deferred.winner(GROUPED_FRONTENDS, key), 'ns/a:/TCP', 'reading indexes them: the smallest owner wins');
   t.notOk(deferred.unsettled);
   t.same([...deferred.entries(GROUPED_FRONTENDS)], [...added.entries(GROUPED_FRONTENDS)], 'same elements, values and order as added one by one');

@@ -15,7 +15,7 @@ import { compileFull } from '../../../../src/backends/nftables/compiler.js';
 import { describeOp, encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
 import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
-import { Transaction } from '../../../../src/backends/nftables/transaction.js';
+import { Transaction, type FrontendPieces } from '../../../../src/backends/nftables/transaction.js';
 import { bigTable, GOLDENS, randomWalk, tables } from './fixtures.js';
 import { buildCluster } from '../../../../src/bench/synthetic.js';
 
@@ -294,7 +294,7 @@ t.test('dump requests and answers', async (t) => {
 function spelledOnly(tx: Transaction): Transaction {
   const out = new Transaction();
   for (const op of tx.ops) {
-    if (op.kind === 'elements' && op.run.parts) {
+    if (op.kind === 'elements' && (op.run.parts || op.run.frontends)) {
       const { count, key, value } = op.run;
       out.addElementRun(op.target, op.set, value ? { count, key, value } : { count, key });
     } else {
@@ -318,7 +318,7 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
   let withParts = 0;
   for (const c of cases) {
     const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
-    withParts += tx.ops.filter((o) => o.kind === 'elements' && o.run.parts !== undefined).length;
+    withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined)).length;
     const a = Buffer.from(encodeTransaction(tx).bytes);
     const b = Buffer.from(encodeTransaction(spelledOnly(tx)).bytes);
     t.ok(a.equals(b), `${c.name}: byte for byte`);
@@ -338,7 +338,14 @@ t.test('a grouped run in pieces that does not encode names its element', async (
     count,
     key: (i: number) => `${heads[from + i]!} . ${i % 2}`,
     value: (i: number) => `${eps[from + i]!.ip} . ${eps[from + i]!.port}`,
-    parts: { head: (i: number) => heads[from + i]!, index: (i: number) => i % 2, ip: (i: number) => eps[from + i]!.ip, port: (i: number) => eps[from + i]!.port },
+    parts: {
+      frontend: (i: number) => from + i,
+      // Spelled keys only (v4 -1): the encoder reads each head.
+      frontends: { key: (f: number) => heads[f]!, v4: () => -1, proto: () => 0, port: () => -1 },
+      index: (i: number) => i % 2,
+      ip: (i: number) => eps[from + i]!.ip,
+      port: (i: number) => eps[from + i]!.port,
+    },
   });
   const failing = (from: number, count: number): unknown => {
     const tx = new Transaction()
@@ -360,6 +367,43 @@ t.test('a grouped run in pieces that does not encode names its element', async (
   const badPort = failing(3, 1);
   t.ok(badPort instanceof NetlinkEncodeError, 'a port out of range: a NetlinkEncodeError');
   t.match((badPort as Error).message, /10\.96\.0\.2 \. tcp \. 80 \. 0 : 10\.0\.0\.3 \. 70000/, 'names that element');
+});
+
+t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece names its element', async (t) => {
+  const keys = ['10.96.0.1 . tcp . 80', '10.96.200.7 . udp . 53', '10.96.0.3 . sctp . 9000'];
+  const numbers = [0x0a600001, 0x0a60c807, 0x0a600003];
+  const protos = [6, 17, 132];
+  const ports = [80, 53, 9000];
+  const encode = (frontends?: FrontendPieces): Buffer | Error => {
+    const tx = new Transaction()
+      .addTable('ip ferry')
+      .addSet('ip ferry', { name: 'masq-all', type: 'ipv4_addr . inet_proto . inet_service' })
+      .addElementRun('ip ferry', 'masq-all', { count: keys.length, key: (i) => keys[i]!, ...(frontends ? { frontends } : {}) });
+    try {
+      return Buffer.from(encodeTransaction(tx).bytes);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  const pieces = (over: Partial<FrontendPieces> = {}): FrontendPieces => ({
+    key: (i) => keys[i]!,
+    v4: (i) => numbers[i]!,
+    proto: (i) => protos[i]!,
+    port: (i) => ports[i]!,
+    ...over,
+  });
+  const spelled = encode();
+  t.ok(Buffer.isBuffer(spelled) && Buffer.isBuffer(encode(pieces())) && spelled.equals(encode(pieces()) as Buffer), 'pieces give the spelled keys\' bytes');
+  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4: (i) => (i === 1 ? -1 : numbers[i]!) })) as Buffer), 'a frontend without its number is read from its key');
+  for (const [what, over] of [
+    ['a port out of range', { port: (i: number) => (i === 1 ? 70000 : ports[i]!) }],
+    ['an unknown protocol', { proto: (i: number) => (i === 1 ? 1 : protos[i]!) }],
+    ['an address out of range', { v4: (i: number) => (i === 1 ? 2 ** 32 : numbers[i]!) }],
+  ] as const) {
+    const e = encode(pieces(over));
+    t.ok(e instanceof NetlinkEncodeError, `${what}: a NetlinkEncodeError`);
+    t.match((e as Error).message, /10\.96\.200\.7 \. udp \. 53/, `${what}: names the element by its spelled key`);
+  }
 });
 
 t.test('count rules: deleted by handle and inserted in place when the chain is as expected, else the chain rewritten', async (t) => {
