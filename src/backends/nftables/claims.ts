@@ -178,6 +178,12 @@ export class ClaimIndex {
     c.set(key, list);
   }
 
+  /** Counts `n` claims of endpoint shard `container` at once (a full compile's block: ShardBlockSink). */
+  addShardClaims(container: string, n: number): void {
+    if (!this.isShard(container)) throw new Error(`claim index: ${container} is not an endpoint shard`);
+    if (n > 0) this.shardCounts.set(container, (this.shardCounts.get(container) ?? 0) + n);
+  }
+
   remove(container: string, key: string, owner: ServicePortKey): void {
     if (this.isShard(container)) {
       const n = (this.shardCounts.get(container) ?? 0) - 1;

@@ -18,7 +18,7 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, NumberSet } from './distinct.js';
-import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
@@ -320,6 +320,36 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   return { claims: { count: n, key: keyOf, pieces, owners: made.owners, frontends }, endpoints };
 }
 
+/** A full compile's blocks of one endpoint shard (ShardBlockSink): block b is sets[b] at slots bases[b]…. */
+interface ShardBlocks {
+  readonly bases: number[];
+  readonly sets: (readonly PlannedEndpoint[])[];
+  count: number;
+}
+
+/** A shard's blocks as one run, in pieces (SlotPieces) and spelled on demand. */
+function shardRun(b: ShardBlocks): ElementRun {
+  // Element e: endpoint at[e] of block of[e].
+  const of = new Int32Array(b.count);
+  const at = new Int32Array(b.count);
+  let e = 0;
+  for (let k = 0; k < b.sets.length; k++) {
+    const n = b.sets[k]!.length;
+    for (let j = 0; j < n; j++) {
+      of[e] = k;
+      at[e++] = j;
+    }
+  }
+  const ep = (x: number): PlannedEndpoint => b.sets[of[x]!]![at[x]!]!;
+  const slot = (x: number): number => b.bases[of[x]!]! + at[x]!;
+  return {
+    count: b.count,
+    key: (x) => String(slot(x)),
+    value: (x) => R.endpointValue(ep(x)),
+    slots: { slot, ip: (x) => ep(x).ip, v4: (x) => ep(x).v4, port: (x) => ep(x).port },
+  };
+}
+
 /** Recomputes the count set sizes from the winning grouped claims (full compile, rebuilt index). */
 function recountGrouped(index: ClaimIndex): GroupedClaims {
   index.countSetSizes.clear();
@@ -383,7 +413,16 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
     // cluster). Not counted here (ClaimIndex.deferCounts).
     const hairpins = new FirstAddresses();
-    const byShard = new Map<string, ElementClaim[]>();
+    // Endpoint shard elements, a block at a time (ShardBlockSink), per shard in compile order.
+    const byShard = new Map<string, ShardBlocks>();
+    const blocks: ShardBlockSink = (map, base, endpoints) => {
+      let b = byShard.get(map);
+      if (!b) byShard.set(map, (b = { bases: [], sets: [], count: 0 }));
+      b.bases.push(base);
+      b.sets.push(endpoints);
+      b.count += endpoints.length;
+      index.addShardClaims(map, endpoints.length);
+    };
     // Other set claims (value '') are kept as made, repeats included: the elements are written
     // from them and the index counts them after the rules are in (ClaimIndex.deferCounts).
     const setClaims = new Map<string, string[]>();
@@ -404,18 +443,14 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         keys.push(key);
         return;
       }
-      if (index.isShard(container)) {
-        let list = byShard.get(container);
-        if (!list) byShard.set(container, (list = []));
-        list.push({ container, key, value });
-      }
+      if (index.isShard(container)) throw new Error(`full compile: a claim of endpoint shard ${container} outside a block (${key})`);
       index.add(container, key, owner, value);
     };
     // forEach, not for…of: no iterator result and entry pair per Service (44k of each).
     table.services.forEach((svc, key) => {
       owner = key;
       current = svc;
-      const c = serviceContribution(svc, ctx, sink);
+      const c = serviceContribution(svc, ctx, sink, blocks);
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
       hairpinInto(svc, hairpins);
     });
@@ -559,11 +594,9 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
     // in the order the services were compiled.
-    if (shards.length > 0) {
-      for (const name of shards) {
-        const list = byShard.get(name) ?? [];
-        tx.addElementRun(target, name, { count: list.length, key: (i) => list[i]!.key, value: (i) => list[i]!.value });
-      }
+    for (const name of shards) {
+      const b = byShard.get(name);
+      if (b) tx.addElementRun(target, name, shardRun(b));
     }
 
     // Stale chains: flushed first (dropping their references to each other), then deleted.

@@ -1533,6 +1533,7 @@ export function encodeTransaction(
           const layout = layoutOf(op.set);
           const parts = layout === 'grouped' ? run.parts : undefined;
           const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
+          const slots = layout === 'slot' ? run.slots : undefined;
           const klen = keyLen(family, layout);
           const alen = addrLen(family);
           // A grouped run in pieces: the frontend's `addr . proto . port`, read once for all its endpoints.
@@ -1547,6 +1548,23 @@ export function encodeTransaction(
             const list = elementList(table, op.set, ids);
             let n = 0;
             while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
+              if (slots) {
+                const el = w.nest(++n);
+                const slot = slots.slot(k);
+                let ok = Number.isInteger(slot) && slot >= 0 && slot <= 0xffffffff;
+                if (ok) {
+                  // valueAt() may grow (replace) the buffer: take w.buf only after it.
+                  const kat = w.valueAt(1, 4);
+                  w.buf.writeUInt32LE(slot, kat);
+                  const vat = w.valueAt(2, alen + 4);
+                  const v4 = family === 'ip' ? slots.v4(k) : undefined;
+                  ok = v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, slots.port(k), w.buf, vat) : writeEndpoint(family, slots.ip(k), slots.port(k), w.buf, vat);
+                }
+                w.endNest(el);
+                if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
+                k++;
+                continue;
+              }
               if (frontends) {
                 const el = w.nest(++n);
                 const kat = w.valueAt(1, klen);

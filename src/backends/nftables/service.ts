@@ -79,12 +79,21 @@ function forwards(set: EndpointSet): boolean {
 export type ClaimSink = (container: string, key: string, value: string) => void;
 
 /**
+ * Where a full compile takes a block of endpoint shard claims whole: elements base, base + 1, …
+ * of shard `map` are `endpoints` in order (claims `String(base + i)` → `endpointValue`). Neither
+ * string is made: the encoder reads the slot and the endpoint as they are (transaction.ts
+ * SlotPieces).
+ */
+export type ShardBlockSink = (map: string, base: number, endpoints: readonly PlannedEndpoint[]) => void;
+
+/**
  * With `sink`, every claim goes to it as it is made and the returned `elements` is empty: a full
  * compile at 44k Services makes half a million claims, and an object and an array slot for each
- * made a good part of its garbage.
+ * made a good part of its garbage. With `blocks` too, endpoint shard claims go there a block at
+ * a time instead of to `sink`.
  */
-export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
-  return groupedClusterIPOnly(svc, ctx, sink) ?? generalContribution(svc, ctx, sink);
+export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink, blocks?: ShardBlockSink): ServiceContribution {
+  return groupedClusterIPOnly(svc, ctx, sink) ?? generalContribution(svc, ctx, sink, blocks);
 }
 
 /**
@@ -237,7 +246,7 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
 const SUNK: ServiceContribution = Object.freeze({ chains: NO_CHAINS, elements: Object.freeze([]) as readonly ElementClaim[], slotRoles: NO_ROLES });
 
 /** Every service port (serviceContribution takes the fast path first; tests compare the two). */
-export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
+export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink, blocks?: ShardBlockSink): ServiceContribution {
   const { fs } = ctx;
   // Spelled only for a port that owns a chain: most (ClusterIP only, endpoint-count layout) own none.
   let names: ServiceNames | undefined;
@@ -297,7 +306,8 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
       const map = endpointShard(p, base / SLOT_STRIDE);
       if (!slotRoles?.has(role)) {
         (slotRoles ??= new Set()).add(role);
-        for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
+        if (sink && blocks) blocks(map, base, set.endpoints);
+        else for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
       }
       return [R.dnatSlot(fs, p, n, base, map, cond)];
     }

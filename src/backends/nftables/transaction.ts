@@ -107,6 +107,21 @@ export interface ElementRun {
    * pieces, read by the netlink encoder instead of key(i). Must agree with key(i).
    */
   readonly frontends?: FrontendPieces;
+  /** Of a run of an endpoint shard: element i in pieces (SlotPieces), read instead of key(i) and value(i). */
+  readonly slots?: SlotPieces;
+}
+
+/**
+ * An endpoint shard's elements in pieces: element i is slot `slot(i)` (key(i) its decimal
+ * spelling) holding the endpoint `ip(i) . port(i)` (value(i)), as the IR holds it. Must agree with
+ * key(i) and value(i).
+ */
+export interface SlotPieces {
+  slot(i: number): number;
+  ip(i: number): string;
+  /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */
+  v4(i: number): number | undefined;
+  port(i: number): number;
 }
 
 /**

@@ -14,8 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { compileFull } from '../../../../src/backends/nftables/compiler.js';
 import { describeOp, encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
-import { affinitySetSpec } from '../../../../src/backends/nftables/skeleton.js';
-import { Transaction, type FrontendPieces } from '../../../../src/backends/nftables/transaction.js';
+import { affinitySetSpec, endpointMapSpec } from '../../../../src/backends/nftables/skeleton.js';
+import { endpointShard } from '../../../../src/backends/nftables/names.js';
+import { Transaction, type FrontendPieces, type SlotPieces } from '../../../../src/backends/nftables/transaction.js';
 import { bigTable, GOLDENS, randomWalk, tables } from './fixtures.js';
 import { buildCluster } from '../../../../src/bench/synthetic.js';
 
@@ -294,7 +295,7 @@ t.test('dump requests and answers', async (t) => {
 function spelledOnly(tx: Transaction): Transaction {
   const out = new Transaction();
   for (const op of tx.ops) {
-    if (op.kind === 'elements' && (op.run.parts || op.run.frontends)) {
+    if (op.kind === 'elements' && (op.run.parts || op.run.frontends || op.run.slots)) {
       const { count, key, value } = op.run;
       out.addElementRun(op.target, op.set, value ? { count, key, value } : { count, key });
     } else {
@@ -318,7 +319,7 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
   let withParts = 0;
   for (const c of cases) {
     const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
-    withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined)).length;
+    withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined || o.run.slots !== undefined)).length;
     const a = Buffer.from(encodeTransaction(tx).bytes);
     const b = Buffer.from(encodeTransaction(spelledOnly(tx)).bytes);
     t.ok(a.equals(b), `${c.name}: byte for byte`);
@@ -403,6 +404,37 @@ t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece name
     const e = encode(pieces(over));
     t.ok(e instanceof NetlinkEncodeError, `${what}: a NetlinkEncodeError`);
     t.match((e as Error).message, /10\.96\.200\.7 \. udp \. 53/, `${what}: names the element by its spelled key`);
+  }
+});
+
+t.test('endpoint shard elements in pieces: the same bytes as spelled, and a bad piece names its element', async (t) => {
+  const eps = [
+    { ip: '10.0.0.1', v4: 0x0a000001, port: 8080 },
+    { ip: '10.0.0.2', v4: undefined, port: 8080 },
+    { ip: '10.0.1.3', v4: 0x0a000103, port: 9090 },
+  ];
+  const encode = (slots?: SlotPieces): Buffer | Error => {
+    const tx = new Transaction()
+      .addTable('ip ferry')
+      .addMap('ip ferry', endpointMapSpec(R.V4, endpointShard('TCP', 0)))
+      .addElementRun('ip ferry', endpointShard('TCP', 0), { count: eps.length, key: (i) => String(16 + i), value: (i) => `${eps[i]!.ip} . ${eps[i]!.port}`, ...(slots ? { slots } : {}) });
+    try {
+      return Buffer.from(encodeTransaction(tx).bytes);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  const pieces = (over: Partial<SlotPieces> = {}): SlotPieces => ({ slot: (i) => 16 + i, ip: (i) => eps[i]!.ip, v4: (i) => eps[i]!.v4, port: (i) => eps[i]!.port, ...over });
+  const spelled = encode();
+  t.ok(Buffer.isBuffer(spelled) && spelled.equals(encode(pieces()) as Buffer), 'pieces give the spelled elements\' bytes (with and without the number)');
+  for (const [what, over] of [
+    ['a port out of range', { port: (i: number) => (i === 2 ? 70000 : eps[i]!.port) }],
+    ['a negative slot', { slot: (i: number) => (i === 2 ? -1 : 16 + i) }],
+    ['a bad address', { ip: (i: number) => (i === 2 ? '10.0.1.300' : eps[i]!.ip), v4: (i: number) => (i === 2 ? undefined : eps[i]!.v4) }],
+  ] as const) {
+    const e = encode(pieces(over));
+    t.ok(e instanceof NetlinkEncodeError, `${what}: a NetlinkEncodeError`);
+    t.match((e as Error).message, /18 : 10\.0\.1\.3 \. 9090/, `${what}: names the element by its spelled key and value`);
   }
 });
 

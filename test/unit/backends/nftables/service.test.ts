@@ -2,7 +2,8 @@
 // big cluster) must claim exactly what the general path claims, in the same order; and a claim
 // sink must see the same claims the returned list would hold. A full compile relies on both.
 import t from 'tap';
-import { GROUPED_MAX_ENDPOINTS } from '../../../../src/backends/nftables/names.js';
+import { endpointShardProtocol, GROUPED_MAX_ENDPOINTS } from '../../../../src/backends/nftables/names.js';
+import * as R from '../../../../src/backends/nftables/rules.js';
 import { V4, V6 } from '../../../../src/backends/nftables/rules.js';
 import { FirstAddresses } from '../../../../src/backends/nftables/distinct.js';
 import { generalContribution, groupedClusterIPOnly, hairpinClaims, hairpinInto, serviceContribution, type ElementClaim, type ServiceContext } from '../../../../src/backends/nftables/service.js';
@@ -66,6 +67,29 @@ t.test('a claim sink sees the claims the list would hold', async (t) => {
     t.equal(c.elements.length, 0, `${what}: nothing listed when sunk`);
     t.ok(listed.length > 0, `${what}: claims something`);
   }
+});
+
+t.test('shard blocks hold the shard claims the sink would see, in order; the other claims still go to the sink', async (t) => {
+  let withBlocks = 0;
+  for (const [what, s] of [...eligible, ...ineligible]) {
+    const sunk: ElementClaim[] = [];
+    serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), (container, key, value) => void sunk.push({ container, key, value }));
+    const rest: ElementClaim[] = [];
+    const fromBlocks: ElementClaim[] = [];
+    serviceContribution(
+      s,
+      ctxOf(true, s.family === 6 ? V6 : V4),
+      (container, key, value) => void rest.push({ container, key, value }),
+      (map, base, endpoints) => {
+        withBlocks++;
+        endpoints.forEach((ep, i) => fromBlocks.push({ container: map, key: String(base + i), value: R.endpointValue(ep) }));
+      },
+    );
+    const isShard = (c: ElementClaim): boolean => endpointShardProtocol(c.container) !== undefined;
+    t.same(fromBlocks, sunk.filter(isShard), `${what}: shard claims`);
+    t.same(rest, sunk.filter((c) => !isShard(c)), `${what}: the rest`);
+  }
+  t.ok(withBlocks > 0, `some ports claimed shard blocks (${withBlocks})`);
 });
 
 // Written out here, apart from hairpinClaims: every IP of every forwarding set (internal,
