@@ -1248,9 +1248,13 @@ function splitTarget(target: string, index: number): { family: NlFamily; table: 
 /** Most bytes of element attributes in one message: the list is one attribute (16-bit length). */
 const ELEMENT_LIST_LIMIT = 60_000;
 
-/** One rule of a chain as the kernel holds it (parseDumpedRules): its handle and the set its first lookup reads. */
+/**
+ * One rule of a chain as the kernel holds it (parseDumpedRules): its handle (a kernel's dump
+ * always has one; a message without, as in a batch, leaves it undefined) and the set its first
+ * lookup reads.
+ */
 export interface DumpedRule {
-  readonly handle: number;
+  readonly handle: number | undefined;
   readonly set: string | undefined;
 }
 
@@ -1272,7 +1276,7 @@ function countRulesInPlace(op: CountRulesOp, held: readonly DumpedRule[] | undef
   const kept: string[] = [];
   const deletes: number[] = [];
   for (const r of held) {
-    if (r.set === undefined || handleOf.has(r.set)) return undefined;
+    if (r.set === undefined || r.handle === undefined || handleOf.has(r.set)) return undefined;
     handleOf.set(r.set, r.handle);
     if (removed.has(r.set)) deletes.push(r.handle);
     else kept.push(r.set);
@@ -1722,29 +1726,7 @@ export function encodeDumpRequest(kind: 'chains' | 'sets' | 'rules', family: NlF
 
 /** How many rules of `table` `chain` a rule dump's answer holds. */
 export function countDumpedRules(data: Uint8Array, table: string, chain: string): number {
-  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let n = 0;
-  let p = 0;
-  while (p + 20 <= b.length) {
-    const len = b.readUInt32LE(p);
-    if (len < 20 || p + len > b.length) break;
-    if (b.readUInt16LE(p + 4) === ((NFNL_SUBSYS_NFTABLES << 8) | MSG.NEWRULE)) {
-      let t: string | undefined;
-      let c: string | undefined;
-      let q = p + 20;
-      while (q + 4 <= p + len) {
-        const al = b.readUInt16LE(q);
-        const at = b.readUInt16LE(q + 2) & ~NLA_F_NESTED;
-        if (al < 4) break;
-        if (at === 1) t = b.toString('utf8', q + 4, q + al - 1);
-        else if (at === 2) c = b.toString('utf8', q + 4, q + al - 1);
-        q += (al + 3) & ~3;
-      }
-      if (t === table && c === chain) n++;
-    }
-    p += (len + 3) & ~3;
-  }
-  return n;
+  return parseDumpedRules(data, table, chain).length;
 }
 
 /**
@@ -1794,7 +1776,7 @@ export function parseDumpedRules(data: Uint8Array, table: string, chain: string)
           });
         }
       });
-      if (t === table && c === chain && handle !== undefined) out.push({ handle, set });
+      if (t === table && c === chain) out.push({ handle, set });
     }
     p += (len + 3) & ~3;
   }

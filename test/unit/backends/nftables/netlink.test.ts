@@ -473,10 +473,12 @@ t.test('count rules: deleted by handle and inserted in place when the chain is a
     [{ handle: 5, set: 'masq-all' }, { handle: 6, set: 'n-tcp-2' }],
     [{ handle: 6, set: 'n-tcp-2' }, { handle: 5, set: 'masq-all' }, { handle: 9, set: 'n-tcp-3' }],
     [{ handle: 5, set: undefined }, { handle: 6, set: 'n-tcp-2' }, { handle: 9, set: 'n-tcp-3' }],
+    // A rule without a handle (a dump parsed from something else than the kernel's answer).
+    [{ handle: 5, set: 'masq-all' }, { handle: undefined, set: 'n-tcp-2' }, { handle: 9, set: 'n-tcp-3' }],
   ];
   for (const h of unexpected) {
     const b = encodeTransaction(tx, { chainRules: () => h }).bytes;
-    t.same(Buffer.from(b), Buffer.from(rewrite), `a chain not as expected (${h.map((r) => r.set ?? '?').join(' ')}): rewritten`);
+    t.same(Buffer.from(b), Buffer.from(rewrite), `a chain not as expected (${h.map((r) => `${r.set ?? '?'}#${r.handle ?? '?'}`).join(' ')}): rewritten`);
   }
   // Two new rules after one kept rule: both in their order.
   const two = new Transaction().countRules('ip ferry', 'services-by-count', [masq, count(2), count(3), count(5)], ['n-tcp-2', 'n-tcp-3'], []);
