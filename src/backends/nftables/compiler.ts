@@ -17,7 +17,7 @@ import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
-import { FirstAddresses, NumberSet } from './distinct.js';
+import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
 import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
@@ -246,22 +246,34 @@ function madeAddresses(made: GroupedMade): Float64Array {
   return v4;
 }
 
-/** Whether no two grouped claims name one frontend: IPv4 ones compared as numbers, others by key. */
+/**
+ * Whether no two grouped claims name one frontend: IPv4 ones compared as numbers, others by key.
+ * Only claims whose address another claim has too are compared by protocol and port: most
+ * Services have one port, and a bitmap of addresses (IPv4Set) answers for those.
+ */
 function frontendsDistinct(made: GroupedMade, v4s: Float64Array, keyOf: (i: number) => string): boolean {
-  const seen = new NumberSet();
+  const addresses = new IPv4Set();
+  let shared: IPv4Set | undefined;
   let others: Set<string> | undefined;
   for (let i = 0; i < v4s.length; i++) {
     const v = v4s[i]!;
     if (v >= 0) {
-      const svc = made.entries[i]!;
-      // Address, protocol and port in one integer under 2^50.
-      if (!seen.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + svc.port)) return false;
+      if (!addresses.add(v)) (shared ??= new IPv4Set()).add(v);
       continue;
     }
     others ??= new Set();
     const n = others.size;
     others.add(keyOf(i));
     if (others.size === n) return false;
+  }
+  if (shared === undefined) return true;
+  const seen = new NumberSet();
+  for (let i = 0; i < v4s.length; i++) {
+    const v = v4s[i]!;
+    if (v < 0 || !shared.has(v)) continue;
+    const svc = made.entries[i]!;
+    // Address, protocol and port in one integer under 2^50.
+    if (!seen.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + svc.port)) return false;
   }
   return true;
 }

@@ -77,6 +77,17 @@ export class NumberSet {
     }
   }
 
+  /** Whether `x` was added. */
+  has(x: number): boolean {
+    if (!(x >= 0 && x <= Number.MAX_SAFE_INTEGER && Number.isInteger(x))) return false;
+    const mask = (1 << this.bits) - 1;
+    for (let i = slotOf(x, this.bits); ; i = (i + 1) & mask) {
+      const at = this.table[i]!;
+      if (at === x) return true;
+      if (at === -1) return false;
+    }
+  }
+
   private grow(): void {
     const old = this.table;
     this.bits++;
@@ -130,6 +141,15 @@ export class IPv4Set {
     if ((word & bit) !== 0) return false;
     page![lo >>> 5] = word | bit;
     return true;
+  }
+
+  /** Whether `v4` was added. */
+  has(v4: number): boolean {
+    if (!(v4 >= 0 && v4 <= 0xffffffff && Number.isInteger(v4))) return false;
+    const page = this.pages.get(Math.floor(v4 / 65536));
+    if (page === undefined) return this.overflow?.has(v4) ?? false;
+    const lo = v4 & 0xffff;
+    return (page[lo >>> 5]! & (1 << (lo & 31))) !== 0;
   }
 }
 

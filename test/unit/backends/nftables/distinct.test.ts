@@ -50,6 +50,8 @@ t.test('NumberSet: each integer once, whatever the order; grows without losing a
   }
   t.same(wrong, [], 'every add says whether its integer was new');
   t.equal(ns.size, seen.size);
+  t.ok([...seen].every((x) => ns.has(x)), 'has every integer added');
+  t.notOk([3000 * 0x40000, 4, 0x40000 + 4, -1, 0.5].some((x) => ns.has(x)), 'and none other');
   t.ok(seen.size > 2048, 'the table grew several times');
   const edges = new NumberSet();
   t.ok(edges.add(0), 'zero is an integer like any other');
@@ -73,6 +75,10 @@ t.test('IPv4Set: each address once, in few /16s or spread over more than it keep
       if (set.add(x) !== isNew) wrong.push(i);
     }
     t.same(wrong, [], `${what}: every add says whether its address was new (${seen.size} distinct)`);
+    t.ok([...seen].every((x) => set.has(x)), `${what}: has every address added`);
+    let absent = 0;
+    for (const x of seen) if (!seen.has(x + 40) && set.has(x + 40)) absent++;
+    t.equal(absent, 0, `${what}: and none other`);
   }
   const edges = new IPv4Set();
   for (const x of [0, 0xffffffff, 0xffff, 0x10000, 31, 32]) {
@@ -80,4 +86,5 @@ t.test('IPv4Set: each address once, in few /16s or spread over more than it keep
     t.notOk(edges.add(x), `${x} again`);
   }
   for (const bad of [-1, 0.5, Number.NaN, 2 ** 32]) t.throws(() => edges.add(bad), RangeError, String(bad));
+  t.notOk(edges.has(1) || edges.has(2 ** 32) || edges.has(-1), 'has: not added, or not an address');
 });
