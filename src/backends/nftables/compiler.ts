@@ -208,12 +208,63 @@ interface GroupedClaims {
 /**
  * A full compile's grouped claims as made, in claim order, each with its claimant's entry: the
  * key is the entry's groupedFrontendKey (service.ts), spelled only when read (keyOf), and the
- * endpoints its `internal` ones.
+ * endpoints its `internal` ones. What the rest of the compile and the encoder read of the entry
+ * is taken as the claim is made (GroupedMade.add), while the entry is in the cache: at 44k
+ * Services in the daemon the entries lie scattered, and each later visit was a cache miss.
  */
-interface GroupedMade {
-  readonly owners: ServicePortKey[];
-  readonly values: string[];
-  readonly entries: ServiceEntry[];
+class GroupedMade {
+  readonly owners: ServicePortKey[] = [];
+  readonly values: string[] = [];
+  readonly entries: ServiceEntry[] = [];
+  readonly frontends: GroupedFrontend[] = [];
+  readonly endpoints: (readonly PlannedEndpoint[])[] = [];
+  /** The ClusterIP as a number; -1: not IPv4, or a port out of range (compared by key instead). */
+  v4s: Float64Array;
+  /** The IP protocol number and the port (read where v4s is not -1). */
+  protos: Uint8Array;
+  ports: Int32Array;
+
+  constructor(capacity: number) {
+    this.v4s = new Float64Array(Math.max(capacity, 16));
+    this.protos = new Uint8Array(this.v4s.length);
+    this.ports = new Int32Array(this.v4s.length);
+  }
+
+  get count(): number {
+    return this.owners.length;
+  }
+
+  /** Claim `value` of `svc` (its ClusterIP as a number already, or -1 if not known). */
+  add(owner: ServicePortKey, svc: ServiceEntry, value: string, clusterV4: number): void {
+    const i = this.owners.length;
+    const g = expandGroupedAs(svc.protocol, value);
+    const eps = svc.internal.endpoints;
+    if (eps.length !== g.n) throw new Error(`grouped frontend ${groupedFrontendKey(svc)}: claimant ${owner} has ${eps.length} endpoints, its claim says ${g.n}`);
+    if (i === this.v4s.length) this.grow();
+    this.owners.push(owner);
+    this.values.push(value);
+    this.entries.push(svc);
+    this.frontends.push(g);
+    this.endpoints.push(eps);
+    const port = svc.port;
+    const ok = Number.isInteger(port) && port >= 0 && port <= 0xffff;
+    this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : canonicalIPv4(svc.clusterIP)) : -1;
+    this.protos[i] = IP_PROTOCOL[svc.protocol];
+    this.ports[i] = ok ? port : -1;
+  }
+
+  private grow(): void {
+    const n = this.v4s.length * 2;
+    const v4s = new Float64Array(n);
+    v4s.set(this.v4s);
+    const protos = new Uint8Array(n);
+    protos.set(this.protos);
+    const ports = new Int32Array(n);
+    ports.set(this.ports);
+    this.v4s = v4s;
+    this.protos = protos;
+    this.ports = ports;
+  }
 }
 
 const PROTOCOL_CODE: Readonly<Record<Protocol, number>> = { TCP: 1, UDP: 2, SCTP: 3 };
@@ -233,29 +284,17 @@ function madeKeys(made: GroupedMade): (i: number) => string {
 }
 
 /**
- * Each grouped claim's ClusterIP as a number (-1: not an IPv4 address, or a port out of range):
- * read once, for frontendsDistinct and for the encoder (FrontendPieces).
- */
-function madeAddresses(made: GroupedMade): Float64Array {
-  const v4 = new Float64Array(made.entries.length);
-  for (let i = 0; i < v4.length; i++) {
-    const svc = made.entries[i]!;
-    const port = svc.port;
-    v4[i] = Number.isInteger(port) && port >= 0 && port <= 0xffff ? canonicalIPv4(svc.clusterIP) : -1;
-  }
-  return v4;
-}
-
-/**
  * Whether no two grouped claims name one frontend: IPv4 ones compared as numbers, others by key.
  * Only claims whose address another claim has too are compared by protocol and port: most
  * Services have one port, and a bitmap of addresses (IPv4Set) answers for those.
  */
-function frontendsDistinct(made: GroupedMade, v4s: Float64Array, keyOf: (i: number) => string): boolean {
+function frontendsDistinct(made: GroupedMade, keyOf: (i: number) => string): boolean {
+  const v4s = made.v4s;
+  const n = made.count;
   const addresses = new IPv4Set();
   let shared: IPv4Set | undefined;
   let others: Set<string> | undefined;
-  for (let i = 0; i < v4s.length; i++) {
+  for (let i = 0; i < n; i++) {
     const v = v4s[i]!;
     if (v >= 0) {
       if (!addresses.add(v)) (shared ??= new IPv4Set()).add(v);
@@ -268,12 +307,11 @@ function frontendsDistinct(made: GroupedMade, v4s: Float64Array, keyOf: (i: numb
   }
   if (shared === undefined) return true;
   const seen = new NumberSet();
-  for (let i = 0; i < v4s.length; i++) {
+  for (let i = 0; i < n; i++) {
     const v = v4s[i]!;
     if (v < 0 || !shared.has(v)) continue;
-    const svc = made.entries[i]!;
     // Address, protocol and port in one integer under 2^50.
-    if (!seen.add(v * 0x40000 + PROTOCOL_CODE[svc.protocol] * 0x10000 + svc.port)) return false;
+    if (!seen.add(v * 0x40000 + PROTOCOL_CODE[made.entries[i]!.protocol] * 0x10000 + made.ports[i]!)) return false;
   }
   return true;
 }
@@ -303,33 +341,23 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   const keyOf = madeKeys(made);
   // Indexed when first read (ClaimIndex.deferClaims): after the rules are in, or right below.
   index.deferClaims(GROUPED_FRONTENDS, { key: madeKeys(made), owners: made.owners, values: made.values });
-  const v4s = madeAddresses(made);
-  if (!frontendsDistinct(made, v4s, keyOf)) {
+  if (!frontendsDistinct(made, keyOf)) {
     const claims = recountGrouped(index);
     const endpoints = new Array<readonly PlannedEndpoint[]>(claims.count);
     for (let i = 0; i < claims.count; i++) endpoints[i] = groupedEndpoints(table, claims.owners[i]!, claims.frontends[i]!, claims.key(i));
     return { claims, endpoints };
   }
+  // Each claim is its key's winner: the count sets' sizes are how many claims each has.
   index.countSetSizes.clear();
-  const n = made.entries.length;
-  const frontends = new Array<GroupedFrontend>(n);
-  const endpoints = new Array<readonly PlannedEndpoint[]>(n);
-  for (let i = 0; i < n; i++) {
-    const svc = made.entries[i]!;
-    const g = expandGroupedAs(svc.protocol, made.values[i]!);
-    const eps = svc.internal.endpoints;
-    if (eps.length !== g.n) throw new Error(`grouped frontend ${keyOf(i)}: claimant ${made.owners[i]} has ${eps.length} endpoints, its claim says ${g.n}`);
-    bumpCount(index, g.countSet, 1);
-    frontends[i] = g;
-    endpoints[i] = eps;
+  const perFrontend = new Map<GroupedFrontend, number>();
+  for (let i = 0; i < made.count; i++) {
+    const g = made.frontends[i]!;
+    perFrontend.set(g, (perFrontend.get(g) ?? 0) + 1);
   }
-  const pieces: FrontendPieces = {
-    key: keyOf,
-    v4: (i) => v4s[i]!,
-    proto: (i) => IP_PROTOCOL[made.entries[i]!.protocol],
-    port: (i) => made.entries[i]!.port,
-  };
-  return { claims: { count: n, key: keyOf, pieces, owners: made.owners, frontends }, endpoints };
+  for (const [g, k] of perFrontend) bumpCount(index, g.countSet, k);
+  const { v4s, protos, ports } = made;
+  const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]!, proto: (i) => protos[i]!, port: (i) => ports[i]! };
+  return { claims: { count: made.count, key: keyOf, pieces, owners: made.owners, frontends: made.frontends }, endpoints: made.endpoints };
 }
 
 /** A full compile's blocks of one endpoint shard (ShardBlockSink): block b is sets[b] at slots bases[b]…. */
@@ -440,14 +468,23 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const setClaims = new Map<string, string[]>();
     let owner: ServicePortKey = '' as ServicePortKey;
     let current: ServiceEntry | undefined;
-    const made: GroupedMade = { owners: [], values: [], entries: [] };
+    const made = new GroupedMade(table.services.size);
+    // ClusterIPs, deduplicated as addresses as they are claimed (distinct.ts); the last one's
+    // number is the next grouped claim's (a port claims its ClusterIP, then its frontend).
+    const clusterIPs = new FirstAddresses();
+    let lastClusterIP = '';
+    let lastClusterV4 = -1;
     const sink: ClaimSink = (container, key, value) => {
       if (container === GROUPED_FRONTENDS) {
         // `key` is not read (ServiceContext.groupedKeysApart): it is the entry's groupedFrontendKey.
-        made.owners.push(owner);
-        made.values.push(value);
-        made.entries.push(current!);
+        const svc = current!;
+        made.add(owner, svc, value, svc.clusterIP === lastClusterIP ? lastClusterV4 : -1);
         return;
+      }
+      if (container === Sets.clusterIPs) {
+        lastClusterIP = key;
+        lastClusterV4 = canonicalIPv4(key);
+        clusterIPs.add(key, lastClusterV4);
       }
       if (value === '') {
         let keys = setClaims.get(container);
@@ -539,10 +576,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
         const claimed = setClaims.get(name) ?? [];
-        // ClusterIPs: addresses, deduplicated as such (distinct.ts).
-        const d = new FirstAddresses();
-        for (let i = 0; i < claimed.length; i++) d.add(claimed[i]!);
-        tx.addElementRun(target, name, runOf(name, d.keys));
+        if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
+        tx.addElementRun(target, name, runOf(name, clusterIPs.keys));
         index.deferCounts(name, claimed);
       }
     }
@@ -572,32 +607,25 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
     for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? []));
     for (const name of countSets) tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? []));
-    // The frontends of each map (one map per count set), in claim order.
+    // The frontends of each map (one map per count set), in claim order. Every frontend of a map
+    // has the map's count of endpoints: element x is endpoint x % n of its frontend x / n.
     for (const name of groupedMaps) {
-      // Element e of the run: endpoint at[e] of frontend of[e].
       const members = byMap.get(name) ?? [];
-      let count = 0;
-      for (let m = 0; m < members.length; m++) count += grouped[members[m]!]!.n;
-      const of = new Int32Array(count);
-      const at = new Int32Array(count);
-      let e = 0;
+      if (members.length === 0) continue;
+      const n = grouped[members[0]!]!.n;
       for (let m = 0; m < members.length; m++) {
-        const i = members[m]!;
-        const n = grouped[i]!.n;
-        for (let j = 0; j < n; j++) {
-          of[e] = i;
-          at[e++] = j;
-        }
+        if (grouped[members[m]!]!.n !== n) throw new Error(`grouped map ${name}: frontend ${groupedClaims.key(members[m]!)} has ${grouped[members[m]!]!.n} endpoints, not ${n}`);
       }
-      const ep = (x: number): PlannedEndpoint => groupedEps[of[x]!]![at[x]!]!;
+      const frontendOf = (x: number): number => members[Math.floor(x / n)]!;
+      const ep = (x: number): PlannedEndpoint => groupedEps[frontendOf(x)]![x % n]!;
       tx.addElementRun(target, name, {
-        count,
-        key: (x) => R.groupedEndpointKey(groupedClaims.key(of[x]!), at[x]!),
+        count: members.length * n,
+        key: (x) => R.groupedEndpointKey(groupedClaims.key(frontendOf(x)), x % n),
         value: (x) => R.endpointValue(ep(x)),
         parts: {
-          frontend: (x) => of[x]!,
+          frontend: frontendOf,
           frontends: pieces,
-          index: (x) => at[x]!,
+          index: (x) => x % n,
           ip: (x) => ep(x).ip,
           v4: (x) => ep(x).v4,
           port: (x) => ep(x).port,
