@@ -24,8 +24,19 @@ export const MAX_SLOT_ID = 2 ** 32 / SLOT_STRIDE - 1;
 /** Which of a service's endpoint sets a block serves (see ServiceEntry in plan/types.ts). */
 export type SlotRole = 'internal' | 'external' | 'cluster';
 
+/** An owner's block ids by role; 0 where it has none (ids start at 1). */
+interface RoleIds {
+  internal: number;
+  external: number;
+  cluster: number;
+}
+
+const ROLES: readonly SlotRole[] = ['internal', 'external', 'cluster'];
+
 export class SlotTable {
-  private readonly byOwner = new Map<ServicePortKey, Map<SlotRole, number>>();
+  // A fixed-shape record per owner, not a Map: a full compile at 44k Services allocates
+  // thousands of these, and a Map each cost most of the allocation's time.
+  private readonly byOwner = new Map<ServicePortKey, RoleIds>();
   private readonly free: number[] = [];
   private released: number[] = [];
   private nextId = 1;
@@ -33,18 +44,18 @@ export class SlotTable {
   /** The first key of the block of `owner`'s `role`, allocated on first use; undefined when none is left. */
   base(owner: ServicePortKey, role: SlotRole): number | undefined {
     let roles = this.byOwner.get(owner);
-    const have = roles?.get(role);
-    if (have !== undefined) return have * SLOT_STRIDE;
+    const have = roles?.[role] ?? 0;
+    if (have !== 0) return have * SLOT_STRIDE;
     let id = this.free.pop();
     if (id === undefined) {
       if (this.nextId > MAX_SLOT_ID) return undefined;
       id = this.nextId++;
     }
     if (!roles) {
-      roles = new Map();
+      roles = { internal: 0, external: 0, cluster: 0 };
       this.byOwner.set(owner, roles);
     }
-    roles.set(role, id);
+    roles[role] = id;
     return id * SLOT_STRIDE;
   }
 
@@ -52,12 +63,18 @@ export class SlotTable {
   retain(owner: ServicePortKey, keep: ReadonlySet<SlotRole>): void {
     const roles = this.byOwner.get(owner);
     if (!roles) return;
-    for (const [role, id] of roles) {
-      if (keep.has(role)) continue;
-      roles.delete(role);
+    let left = 0;
+    for (const role of ROLES) {
+      const id = roles[role];
+      if (id === 0) continue;
+      if (keep.has(role)) {
+        left++;
+        continue;
+      }
+      roles[role] = 0;
       this.released.push(id);
     }
-    if (roles.size === 0) this.byOwner.delete(owner);
+    if (left === 0) this.byOwner.delete(owner);
   }
 
   /** Starts a sync: blocks released by earlier syncs become reusable. */
@@ -70,7 +87,7 @@ export class SlotTable {
   /** Blocks in use (for tests and debugging). */
   get size(): number {
     let n = 0;
-    for (const roles of this.byOwner.values()) n += roles.size;
+    for (const roles of this.byOwner.values()) for (const role of ROLES) if (roles[role] !== 0) n++;
     return n;
   }
 }

@@ -28,6 +28,20 @@ t.test('SlotTable: stable per owner and role, deferred reuse', async (t) => {
   t.equal(s.base('d', 'internal'), a, 'after settle() the released block is reused');
   s.retain('b', new Set(['internal']));
   t.equal(s.base('b', 'internal'), b, 'retained roles keep their block');
+
+  const two = new SlotTable();
+  const ext = two.base('e', 'external')!;
+  const int = two.base('e', 'internal')!;
+  const clu = two.base('e', 'cluster')!;
+  t.equal(new Set([ext, int, clu]).size, 3, 'one block per role');
+  t.equal(two.size, 3);
+  two.retain('e', new Set(['internal']));
+  t.equal(two.size, 1, 'the roles not kept are released');
+  t.equal(two.base('e', 'internal'), int, 'the kept one stays');
+  two.settle();
+  t.same([two.base('f', 'internal'), two.base('f', 'cluster')].sort(), [ext, clu].sort(), 'the released blocks are reused after settle()');
+  two.retain('e', new Set());
+  t.equal(two.size, 2, 'an owner with no role left is gone');
 });
 
 t.test('a removed service frees its block for the next sync, not the current one', async (t) => {
