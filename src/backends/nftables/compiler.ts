@@ -61,8 +61,6 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
   { name: Maps.firewallIPs, kind: 'map' },
 ];
 
-const SET_CONTAINER_NAMES: ReadonlySet<string> = new Set(SERVICE_CONTAINERS.filter((c) => c.kind === 'set').map((c) => c.name));
-
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
   return { fs, detector: table.localTraffic.kind !== 'none', slots };
 }
@@ -463,9 +461,6 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       b.count += endpoints.length;
       index.addShardClaims(map, endpoints.length);
     };
-    // Other set claims (value '') are kept as made, repeats included: the elements are written
-    // from them and the index counts them after the rules are in (ClaimIndex.deferCounts).
-    const setClaims = new Map<string, string[]>();
     let owner: ServicePortKey = '' as ServicePortKey;
     let current: ServiceEntry | undefined;
     const made = new GroupedMade(table.services.size);
@@ -482,16 +477,14 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         return;
       }
       if (container === Sets.clusterIPs) {
+        // Not kept: the index counts them after the rules are in, from a walk of the table.
         lastClusterIP = key;
         lastClusterV4 = canonicalIPv4(key);
         clusterIPs.add(key, lastClusterV4);
-      }
-      if (value === '') {
-        let keys = setClaims.get(container);
-        if (!keys) setClaims.set(container, (keys = []));
-        keys.push(key);
         return;
       }
+      // The hairpin claims are taken apart (hairpinInto); no other set has claims.
+      if (value === '') throw new Error(`full compile: a set claim in ${container}, which is not a service set with elements (${key})`);
       if (index.isShard(container)) throw new Error(`full compile: a claim of endpoint shard ${container} outside a block (${key})`);
       index.add(container, key, owner, value);
     };
@@ -575,14 +568,15 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         tx.addElementRun(target, name, runOf(name, hairpins.keys));
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
-        const claimed = setClaims.get(name) ?? [];
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
         tx.addElementRun(target, name, runOf(name, clusterIPs.keys));
-        index.deferCounts(name, claimed);
+        // Every service port with a ClusterIP claims it once (service.ts).
+        index.deferCounts(name, (emit) =>
+          table.services.forEach((svc) => {
+            if (svc.clusterIP) emit(svc.clusterIP);
+          }),
+        );
       }
-    }
-    for (const name of setClaims.keys()) {
-      if (!SET_CONTAINER_NAMES.has(name)) throw new Error(`full compile: set claims in ${name}, which is not a service set`);
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
     // as lists of frontends (the encoder reads their keys in pieces).

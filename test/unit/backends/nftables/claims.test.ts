@@ -139,7 +139,7 @@ t.test('deferred map claims index as if each were added, in order: winners and a
 });
 
 t.test('a full compile leaves the grouped frontends to be indexed later, as its services claim them', async (t) => {
-  const c = buildCluster(3000, 4);
+  const c = buildCluster(3000, 25);
   const table = c.tables[4];
   const state = new CompileState();
   compileFull(c.tables, { families: [4], masqueradeMark: 0x4000, state });
@@ -158,4 +158,20 @@ t.test('a full compile leaves the grouped frontends to be indexed later, as its 
     return out;
   };
   t.same(winners(ix), winners(want), 'the same claims, winners and order');
+
+  // Every other container too: the counts the compile left for later (ClusterIPs, hairpins) and
+  // the map claims it indexed at once.
+  const all = new ClaimIndex();
+  const allCtx = { ...ctx, slots: all.slots };
+  for (const [key, svc] of table.services) for (const el of serviceContribution(svc, allCtx).elements) all.add(el.container, el.key, key, el.value);
+  for (const name of [Sets.clusterIPs, Sets.hairpin, Maps.serviceNodePorts]) t.ok(all.size(name) > 0, `${name}: the cluster claims some`);
+  for (const name of [Sets.clusterIPs, Sets.hairpin, Maps.serviceIPs, Maps.serviceNodePorts, Maps.noEndpointServices, Maps.noEndpointNodePorts, Maps.firewallIPs]) {
+    t.same([...ix.entries(name)], [...all.entries(name)], `${name}: the same elements as claimed one by one`);
+  }
+  // The counts: one claim of each set element taken away leaves those claimed more than once.
+  for (const name of [Sets.clusterIPs, Sets.hairpin]) {
+    for (const i of [ix, all]) for (const [k] of [...i.entries(name)]) i.remove(name, k, '' as ServicePortKey);
+    t.same([...ix.entries(name)], [...all.entries(name)], `${name}: the same counts`);
+  }
+  t.ok(all.size(Sets.hairpin) > 0, 'some hairpin addresses are claimed by several service ports (75,000 endpoints on 60,000 pods)');
 });
