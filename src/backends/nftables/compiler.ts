@@ -211,44 +211,55 @@ interface GroupedClaims {
  * Services in the daemon the entries lie scattered, and each later visit was a cache miss.
  */
 class GroupedMade {
-  readonly owners: ServicePortKey[] = [];
-  readonly values: string[] = [];
-  readonly entries: ServiceEntry[] = [];
-  readonly frontends: GroupedFrontend[] = [];
-  readonly endpoints: (readonly PlannedEndpoint[])[] = [];
+  // Made at full size (a port makes at most one grouped claim) and cut to `count` by done():
+  // grown by push, five arrays of 44,000 were copied over and over, a third of the compile's
+  // allocation.
+  readonly owners: ServicePortKey[];
+  readonly values: string[];
+  readonly entries: ServiceEntry[];
+  readonly frontends: GroupedFrontend[];
+  readonly endpoints: (readonly PlannedEndpoint[])[];
   /** The ClusterIP as a number; -1: not IPv4, or a port out of range (compared by key instead). */
   v4s: Float64Array;
   /** The IP protocol number and the port (read where v4s is not -1). */
   protos: Uint8Array;
   ports: Int32Array;
+  count = 0;
 
   constructor(capacity: number) {
+    this.owners = new Array<ServicePortKey>(capacity);
+    this.values = new Array<string>(capacity);
+    this.entries = new Array<ServiceEntry>(capacity);
+    this.frontends = new Array<GroupedFrontend>(capacity);
+    this.endpoints = new Array<readonly PlannedEndpoint[]>(capacity);
     this.v4s = new Float64Array(Math.max(capacity, 16));
     this.protos = new Uint8Array(this.v4s.length);
     this.ports = new Int32Array(this.v4s.length);
   }
 
-  get count(): number {
-    return this.owners.length;
-  }
-
   /** Claim `value` of `svc` (its ClusterIP as a number already, or -1 if not known). */
   add(owner: ServicePortKey, svc: ServiceEntry, value: string, clusterV4: number): void {
-    const i = this.owners.length;
+    const i = this.count++;
     const g = expandGroupedAs(svc.protocol, value);
     const eps = svc.internal.endpoints;
     if (eps.length !== g.n) throw new Error(`grouped frontend ${groupedFrontendKey(svc)}: claimant ${owner} has ${eps.length} endpoints, its claim says ${g.n}`);
     if (i === this.v4s.length) this.grow();
-    this.owners.push(owner);
-    this.values.push(value);
-    this.entries.push(svc);
-    this.frontends.push(g);
-    this.endpoints.push(eps);
+    // Past the capacity (never expected) these grow as a push would.
+    this.owners[i] = owner;
+    this.values[i] = value;
+    this.entries[i] = svc;
+    this.frontends[i] = g;
+    this.endpoints[i] = eps;
     const port = svc.port;
     const ok = Number.isInteger(port) && port >= 0 && port <= 0xffff;
     this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : canonicalIPv4(svc.clusterIP)) : -1;
     this.protos[i] = IP_PROTOCOL[svc.protocol];
     this.ports[i] = ok ? port : -1;
+  }
+
+  /** Cuts the lists to the claims made (the compile has made them all). */
+  done(): void {
+    for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = this.count;
   }
 
   private grow(): void {
@@ -320,7 +331,7 @@ function spelledPieces(key: (i: number) => string): FrontendPieces {
 }
 
 /** The pieces of `all` for the frontends `list` (element k is frontend list[k]). */
-function piecesOf(all: FrontendPieces, list: readonly number[]): FrontendPieces {
+function piecesOf(all: FrontendPieces, list: ArrayLike<number>): FrontendPieces {
   return {
     key: (k) => all.key(list[k]!),
     v4: (k) => all.v4(list[k]!),
@@ -356,6 +367,45 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   const { v4s, protos, ports } = made;
   const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]!, proto: (i) => protos[i]!, port: (i) => ports[i]! };
   return { claims: { count: made.count, key: keyOf, pieces, owners: made.owners, frontends: made.frontends }, endpoints: made.endpoints };
+}
+
+const NO_FRONTENDS = new Int32Array(0);
+
+/**
+ * The grouped frontends (indices into `grouped`, in order) of each masquerade set, count set and
+ * endpoints map. Few distinct GroupedFrontend objects stand for all of them (one per protocol,
+ * count and masquerade variant): the lists are sized from their counts and filled in one pass.
+ */
+function frontendLists(grouped: readonly GroupedFrontend[]): { byMasq: Map<string, Int32Array>; byCount: Map<string, Int32Array>; byMap: Map<string, Int32Array> } {
+  const per = new Map<GroupedFrontend, number>();
+  for (let i = 0; i < grouped.length; i++) {
+    const g = grouped[i]!;
+    per.set(g, (per.get(g) ?? 0) + 1);
+  }
+  const sizes = { byMasq: new Map<string, number>(), byCount: new Map<string, number>(), byMap: new Map<string, number>() };
+  const bump = (m: Map<string, number>, name: string, k: number): void => void m.set(name, (m.get(name) ?? 0) + k);
+  for (const [g, k] of per) {
+    if (g.masqSet !== undefined) bump(sizes.byMasq, g.masqSet, k);
+    bump(sizes.byCount, g.countSet, k);
+    bump(sizes.byMap, g.map, k);
+  }
+  type Slot = { readonly list: Int32Array; at: number };
+  const slots = (m: Map<string, number>): Map<string, Slot> => new Map([...m].map(([name, n]) => [name, { list: new Int32Array(n), at: 0 }]));
+  const masq = slots(sizes.byMasq);
+  const count = slots(sizes.byCount);
+  const map = slots(sizes.byMap);
+  // Each frontend object's three slots, found once.
+  const where = new Map<GroupedFrontend, readonly Slot[]>();
+  for (const g of per.keys()) where.set(g, [count.get(g.countSet)!, map.get(g.map)!, ...(g.masqSet !== undefined ? [masq.get(g.masqSet)!] : [])]);
+  for (let i = 0; i < grouped.length; i++) {
+    const three = where.get(grouped[i]!)!;
+    for (let j = 0; j < three.length; j++) {
+      const slot = three[j]!;
+      slot.list[slot.at++] = i;
+    }
+  }
+  const lists = (m: Map<string, Slot>): Map<string, Int32Array> => new Map([...m].map(([name, x]) => [name, x.list]));
+  return { byMasq: lists(masq), byCount: lists(count), byMap: lists(map) };
 }
 
 /** A full compile's blocks of one endpoint shard (ShardBlockSink): block b is sets[b] at slots bases[b]…. */
@@ -496,6 +546,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
       hairpinInto(svc, hairpins);
     });
+    made.done();
     opts.state?.store(family, table, index);
 
     tx.addTable(target, TABLE_COMMENT);
@@ -581,30 +632,14 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
     // as lists of frontends (the encoder reads their keys in pieces).
     const { frontends: grouped, pieces } = groupedClaims;
-    const frontendRun = (list: readonly number[]): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
-    const byMasq = new Map<string, number[]>();
-    const byCount = new Map<string, number[]>();
-    const byMap = new Map<string, number[]>();
-    for (let i = 0; i < grouped.length; i++) {
-      const g = grouped[i]!;
-      if (g.masqSet !== undefined) {
-        let list = byMasq.get(g.masqSet);
-        if (!list) byMasq.set(g.masqSet, (list = []));
-        list.push(i);
-      }
-      let list = byCount.get(g.countSet);
-      if (!list) byCount.set(g.countSet, (list = []));
-      list.push(i);
-      list = byMap.get(g.map);
-      if (!list) byMap.set(g.map, (list = []));
-      list.push(i);
-    }
-    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? []));
-    for (const name of countSets) tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? []));
+    const frontendRun = (list: ArrayLike<number>): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
+    const { byMasq, byCount, byMap } = frontendLists(grouped);
+    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
+    for (const name of countSets) tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
     // The frontends of each map (one map per count set), in claim order. Every frontend of a map
     // has the map's count of endpoints: element x is endpoint x % n of its frontend x / n.
     for (const name of groupedMaps) {
-      const members = byMap.get(name) ?? [];
+      const members = byMap.get(name) ?? NO_FRONTENDS;
       if (members.length === 0) continue;
       const n = grouped[members[0]!]!.n;
       for (let m = 0; m < members.length; m++) {
