@@ -358,12 +358,7 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   }
   // Each claim is its key's winner: the count sets' sizes are how many claims each has.
   index.countSetSizes.clear();
-  const perFrontend = new Map<GroupedFrontend, number>();
-  for (let i = 0; i < made.count; i++) {
-    const g = made.frontends[i]!;
-    perFrontend.set(g, (perFrontend.get(g) ?? 0) + 1);
-  }
-  for (const [g, k] of perFrontend) bumpCount(index, g.countSet, k);
+  for (const [g, k] of frontendCounts(made.frontends)) bumpCount(index, g.countSet, k);
   const { v4s, protos, ports } = made;
   const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]!, proto: (i) => protos[i]!, port: (i) => ports[i]! };
   return { claims: { count: made.count, key: keyOf, pieces, owners: made.owners, frontends: made.frontends }, endpoints: made.endpoints };
@@ -371,17 +366,27 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
 
 const NO_FRONTENDS = new Int32Array(0);
 
+/** How many grouped claims each frontend object stands for. */
+function frontendCounts(grouped: readonly GroupedFrontend[]): Map<GroupedFrontend, number> {
+  // Neighbours mostly share their frontend object (Services of one kind): counted in runs.
+  const per = new Map<GroupedFrontend, number>();
+  for (let i = 0; i < grouped.length; ) {
+    const g = grouped[i]!;
+    let j = i + 1;
+    while (j < grouped.length && grouped[j] === g) j++;
+    per.set(g, (per.get(g) ?? 0) + (j - i));
+    i = j;
+  }
+  return per;
+}
+
 /**
  * The grouped frontends (indices into `grouped`, in order) of each masquerade set, count set and
  * endpoints map. Few distinct GroupedFrontend objects stand for all of them (one per protocol,
  * count and masquerade variant): the lists are sized from their counts and filled in one pass.
  */
 function frontendLists(grouped: readonly GroupedFrontend[]): { byMasq: Map<string, Int32Array>; byCount: Map<string, Int32Array>; byMap: Map<string, Int32Array> } {
-  const per = new Map<GroupedFrontend, number>();
-  for (let i = 0; i < grouped.length; i++) {
-    const g = grouped[i]!;
-    per.set(g, (per.get(g) ?? 0) + 1);
-  }
+  const per = frontendCounts(grouped);
   const sizes = { byMasq: new Map<string, number>(), byCount: new Map<string, number>(), byMap: new Map<string, number>() };
   const bump = (m: Map<string, number>, name: string, k: number): void => void m.set(name, (m.get(name) ?? 0) + k);
   for (const [g, k] of per) {
@@ -397,8 +402,14 @@ function frontendLists(grouped: readonly GroupedFrontend[]): { byMasq: Map<strin
   // Each frontend object's three slots, found once.
   const where = new Map<GroupedFrontend, readonly Slot[]>();
   for (const g of per.keys()) where.set(g, [count.get(g.countSet)!, map.get(g.map)!, ...(g.masqSet !== undefined ? [masq.get(g.masqSet)!] : [])]);
+  let last: GroupedFrontend | undefined;
+  let three: readonly Slot[] = [];
   for (let i = 0; i < grouped.length; i++) {
-    const three = where.get(grouped[i]!)!;
+    const g = grouped[i]!;
+    if (g !== last) {
+      last = g;
+      three = where.get(g)!;
+    }
     for (let j = 0; j < three.length; j++) {
       const slot = three[j]!;
       slot.list[slot.at++] = i;
