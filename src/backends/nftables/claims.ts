@@ -94,8 +94,9 @@ export class ClaimIndex {
    * Takes a full compile's map claims of an empty `container` without indexing them now: the
    * compile has chosen the winners itself (no key is claimed twice) and written the elements, so
    * the index only matters to the next partial sync — at 44k Services the grouped frontends are
-   * 44,000 keys to spell and hash inserts of them. Made, in order, the first time the container is read or
-   * changed, or by settle(): the index is then what adding them one by one would have made.
+   * 44,000 keys to spell and hash inserts of them. Made, in order, the first time the container
+   * is read or changed, or by settle(): the index is then what adding them one by one would
+   * have made.
    */
   deferClaims(container: string, claims: DeferredMapClaims): void {
     if (this.isShard(container)) throw new Error(`claim index: ${container} is an endpoint shard; its claims are counted at once`);

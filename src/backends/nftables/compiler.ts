@@ -310,9 +310,9 @@ function frontendsDistinct(made: GroupedMade, keyOf: (i: number) => string): boo
       continue;
     }
     others ??= new Set();
-    const n = others.size;
+    const before = others.size;
     others.add(keyOf(i));
-    if (others.size === n) return false;
+    if (others.size === before) return false;
   }
   if (shared === undefined) return true;
   const seen = new NumberSet();
