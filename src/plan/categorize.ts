@@ -50,7 +50,10 @@ export function topologyMode(endpoints: readonly Endpoint[], nodeName: string, z
   let forNode = false;
   let allZoneHints = true;
   let forZone = false;
-  for (const ep of endpoints) {
+  // Indexed: the planner runs below V8's optimizing tier on a cold start, where a for…of makes
+  // an iterator result per endpoint (440,000 at 44k Services, several loops each).
+  for (let i = 0; i < endpoints.length; i++) {
+    const ep = endpoints[i]!;
     if (!ep.ready) continue;
     hasReady = true;
     if (ep.nodeHints.length === 0) allNodeHints = false;
@@ -70,10 +73,17 @@ function availableForTopology(ep: Endpoint, mode: TopologyMode, nodeName: string
   return true;
 }
 
-/** The endpoints that pass; the list itself when all do (the IR then shares the snapshot's list). */
+/**
+ * The endpoints that pass; the list itself when all do (the IR then shares the snapshot's list),
+ * with no array made for it — usually the case for the cluster-wide set.
+ */
 function keep(endpoints: readonly Endpoint[], pass: (ep: Endpoint) => boolean): readonly Endpoint[] {
-  const out = endpoints.filter(pass);
-  return out.length === endpoints.length ? endpoints : out;
+  let i = 0;
+  while (i < endpoints.length && pass(endpoints[i]!)) i++;
+  if (i === endpoints.length) return endpoints;
+  const out = endpoints.slice(0, i);
+  for (i++; i < endpoints.length; i++) if (pass(endpoints[i]!)) out.push(endpoints[i]!);
+  return out;
 }
 
 export function categorizeEndpoints(
@@ -99,7 +109,8 @@ export function categorizeEndpoints(
   let hasAnyEndpoints = false;
   if (usesCluster && cluster.length > 0) hasAnyEndpoints = true;
   if (usesLocal) {
-    for (const ep of endpoints) {
+    for (let i = 0; i < endpoints.length; i++) {
+      const ep = endpoints[i]!;
       if (ep.ready || (ep.serving && ep.terminating)) {
         hasAnyEndpoints = true;
         break;

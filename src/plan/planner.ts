@@ -268,10 +268,19 @@ function localReadyIPs(snap: ClusterSnapshot, keys: readonly ServicePortKey[]): 
   return ips.size;
 }
 
+const NO_IPS: readonly string[] = Object.freeze([]);
+
+/** The LoadBalancer ingress IPs in VIP mode, each once, in order (most Services have none: no Set, no array). */
+function vipIngressIPs(sp: ServicePort): readonly string[] {
+  const ingress = sp.loadBalancerIngress;
+  if (ingress.length === 0) return NO_IPS;
+  const seen = new Set<string>();
+  for (let i = 0; i < ingress.length; i++) if (ingress[i]!.ipMode === 'VIP') seen.add(ingress[i]!.ip);
+  return seen.size === 0 ? NO_IPS : Object.freeze([...seen]);
+}
+
 function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h: Header, localReady: number): ServiceEntry {
-  const lbSeen = new Set<string>();
-  for (const ing of sp.loadBalancerIngress) if (ing.ipMode === 'VIP') lbSeen.add(ing.ip);
-  const loadBalancerIPs = Object.freeze([...lbSeen]);
+  const loadBalancerIPs = vipIngressIPs(sp);
   const externallyAccessible = sp.nodePort !== 0 || sp.externalIPs.length > 0 || loadBalancerIPs.length > 0;
   const internalPolicyLocal = sp.internalTrafficPolicy === 'Local';
   const externalPolicyLocal = externallyAccessible && sp.externalTrafficPolicy === 'Local';
