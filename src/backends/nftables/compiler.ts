@@ -18,7 +18,7 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
-import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
@@ -632,12 +632,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       } else {
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
         tx.addElementRun(target, name, runOf(name, clusterIPs.keys));
-        // Every service port with a ClusterIP claims it once (service.ts).
-        index.deferCounts(name, (emit) =>
-          table.services.forEach((svc) => {
-            if (svc.clusterIP) emit(svc.clusterIP);
-          }),
-        );
+        index.deferCounts(name, (emit) => table.services.forEach((svc) => clusterIPClaim(svc, emit)));
       }
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),

@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapProtocol, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, CountRulesOp, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -562,6 +562,12 @@ function writeEndpointV4(v4: number, port: number, b: Buffer, at: number): boole
   b[at + 4] = port >> 8;
   b[at + 5] = port & 0xff;
   return true;
+}
+
+/** Element i's endpoint from its pieces: the address as a number where it has one, else read. */
+function writeEndpointPiece(f: NlFamily, pieces: EndpointPieces, i: number, b: Buffer, at: number): boolean {
+  const v4 = f === 'ip' ? pieces.v4?.(i) : undefined;
+  return v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, pieces.port(i), b, at) : writeEndpoint(f, pieces.ip(i), pieces.port(i), b, at);
 }
 
 function putPort(b: Uint8Array, at: number, s: string | number): void {
@@ -1561,8 +1567,7 @@ export function encodeTransaction(
                   const kat = w.valueAt(1, 4);
                   w.buf.writeUInt32LE(slot, kat);
                   const vat = w.valueAt(2, alen + 4);
-                  const v4 = family === 'ip' ? slots.v4(k) : undefined;
-                  ok = v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, slots.port(k), w.buf, vat) : writeEndpoint(family, slots.ip(k), slots.port(k), w.buf, vat);
+                  ok = writeEndpointPiece(family, slots, k, w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
@@ -1594,8 +1599,7 @@ export function encodeTransaction(
                   w.buf.writeUInt32LE(index, kat + klen - 4);
                   // valueAt() may grow (replace) the buffer: take w.buf only after it.
                   const vat = w.valueAt(2, alen + 4);
-                  const v4 = family === 'ip' ? parts.v4?.(k) : undefined;
-                  ok = v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, parts.port(k), w.buf, vat) : writeEndpoint(family, parts.ip(k), parts.port(k), w.buf, vat);
+                  ok = writeEndpointPiece(family, parts, k, w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);

@@ -122,10 +122,19 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   const elements: ElementClaim[] | undefined = sink ? undefined : [];
   const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
   if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
-  claim(Sets.clusterIPs, svc.clusterIP, '');
+  clusterIPClaim(svc, (ip) => claim(Sets.clusterIPs, ip, ''));
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
   claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, eps.length));
   return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
+}
+
+/**
+ * A service port's claim in the ClusterIP set: its ClusterIP, once, if it has one. Its
+ * contribution claims it through this; a full compile counts the claims with it after the
+ * rules are in (ClaimIndex.deferCounts).
+ */
+export function clusterIPClaim(svc: ServiceEntry, claim: (ip: string) => void): void {
+  if (svc.clusterIP) claim(svc.clusterIP);
 }
 
 /**
@@ -324,7 +333,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
 
   // Internal traffic: the ClusterIP.
   if (svc.clusterIP) {
-    claim(Sets.clusterIPs, svc.clusterIP, '');
+    clusterIPClaim(svc, (ip) => claim(Sets.clusterIPs, ip, ''));
     const key = groupedFrontendKey(svc);
     const n = svc.internal.endpoints.length;
     if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {

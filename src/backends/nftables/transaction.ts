@@ -116,11 +116,15 @@ export interface ElementRun {
  * spelling) holding the endpoint `ip(i) . port(i)` (value(i)), as the IR holds it. Must agree with
  * key(i) and value(i).
  */
-export interface SlotPieces {
+export interface SlotPieces extends EndpointPieces {
   slot(i: number): number;
+}
+
+/** Element i's endpoint as the IR holds it (PlannedEndpoint): the value `ip(i) . port(i)`. */
+export interface EndpointPieces {
   ip(i: number): string;
   /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */
-  v4(i: number): number | undefined;
+  v4?(i: number): number | undefined;
   port(i: number): number;
 }
 
@@ -147,14 +151,10 @@ export interface FrontendPieces {
  * encoder spells no string for the 440,000 elements of a full sync at 44k Services. Must agree
  * with key(i) and value(i).
  */
-export interface ElementParts {
+export interface ElementParts extends EndpointPieces {
   frontend(i: number): number;
   readonly frontends: FrontendPieces;
   index(i: number): number;
-  ip(i: number): string;
-  /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */
-  v4?(i: number): number | undefined;
-  port(i: number): number;
 }
 
 /** How many elements one rendered `add element` / `delete element` line may carry. */
