@@ -71,6 +71,9 @@ export function boundSync(
   budget: number,
   yieldToOthers = false,
 ): BoundedSync | undefined {
+  // A full sync lists every key: before a lookup or a record per key, one walk of each table
+  // bounds every Service at once (44k Services: ~5 ms against 50-300 ms for the pass below).
+  if (changes.full && fullSyncFits(base, next, budget)) return undefined;
   // First, cheaply, an upper bound per Service (what base already holds costs nothing below,
   // so this only overestimates): a cold start of 44k Services need not compare 44k entries with
   // base nor keep a record per key when no Service comes near the budget. (When one does, the
@@ -131,6 +134,54 @@ export function boundSync(
       ? { full: true, changed: new Set([...tables[4].services.keys(), ...tables[6].services.keys()]), tableChanged: true }
       : { full: false, changed: chosen, tableChanged: changes.tableChanged };
   return { tables, changes: out, deferredKeys, deferredServices, cost: spent, withheld };
+}
+
+/**
+ * Whether no Service can cost more than the budget in a full sync: a Service's cost there is at
+ * most what its entries cost in base plus what they cost in next, in each family, so the sum of
+ * each table's largest Service bounds them all. Known only for sorted tables (the planner's),
+ * whose key order keeps a Service's ports together; false for others (the pass below decides).
+ */
+function fullSyncFits(base: ProxyTables | null, next: ProxyTables, budget: number): boolean {
+  // A repair of the kernel with nothing changed meanwhile: all of it is kept as installed.
+  if (base && FAMILIES.every((f) => base[f].services === next[f].services)) return true;
+  let sum = 0;
+  for (const f of FAMILIES) {
+    for (const m of [next[f].services, base?.[f].services]) {
+      if (m === undefined) continue;
+      const c = largestService(m);
+      if (c === undefined) return false;
+      sum += c;
+      if (sum > budget) return false;
+    }
+  }
+  return true;
+}
+
+/** The cost of the Service whose entries cost most in m; undefined unless m walks in key order. */
+function largestService(m: ReadonlyMap<ServicePortKey, ServiceEntry>): number | undefined {
+  if (m.size === 0) return 0;
+  if (!(m instanceof SortedMap)) return undefined;
+  let max = 0;
+  let run = 0;
+  let prev = '';
+  let prevColon = -2;
+  m.forEach((e: ServiceEntry, k: string) => {
+    const colon = k.indexOf(':');
+    if (colon !== prevColon || !samePrefix(k, prev, colon)) run = 0;
+    run += entryCost(e);
+    if (run > max) max = run;
+    prev = k;
+    prevColon = colon;
+  });
+  return max;
+}
+
+/** a and b agree in their first n code units (n < 0: a key without a Service part, never). */
+function samePrefix(a: string, b: string, n: number): boolean {
+  if (n < 0) return false;
+  for (let i = 0; i < n; i++) if (a.charCodeAt(i) !== b.charCodeAt(i)) return false;
+  return true;
 }
 
 type Groups = Map<string, { cost: number; keys: KeyCost[] }>;

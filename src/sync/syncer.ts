@@ -13,7 +13,9 @@
  * - a failed sync is logged with its context and retried with exponential backoff starting at
  *   minSyncPeriod (at least 500ms), capped at syncPeriod;
  * - every few seconds backend.intact() is asked whether its rules are still in place; false
- *   forces a full sync (someone flushed the ruleset).
+ *   forces a full sync (someone flushed the ruleset). Such a repair (and the tamper watch's)
+ *   applies in full but plans on from the last plan; the first, periodic and after-failure
+ *   full syncs plan from scratch.
  *
  * Never decides what the rules are (planner) or how to program them (backend).
  */
@@ -49,6 +51,13 @@ export interface PlanFunctions {
 
 /** `tampered`: the nftables tamper watch saw another program change ferry's table. */
 export type FullSyncReason = 'first' | 'periodic' | 'after-failure' | 'not-intact' | 'tampered' | 'requested';
+
+/** Full syncs that repair the kernel's state only: the plan goes on from the last one. */
+const KERNEL_ONLY: ReadonlySet<FullSyncReason> = new Set(['not-intact', 'tampered']);
+
+function owesPlanning(d: PlanDebt): boolean {
+  return d.keys[4].size > 0 || d.keys[6].size > 0;
+}
 
 export interface SyncResult {
   /** 1-based count of sync attempts. */
@@ -344,12 +353,17 @@ export class Syncer {
       }
       this.planDebt = piece?.later ?? NO_DEBT;
       planDeferred = piece?.deferredKeys ?? 0;
-      // A full sync also re-plans from scratch, so a planning slip cannot outlive it.
+      // A full sync also re-plans from scratch, so a planning slip cannot outlive it — except one
+      // that only repairs the kernel (rules lost behind our back): the last plan is what the
+      // backend had, so planning goes on from it as a partial sync would and only the apply is
+      // full. At 44k Services that spares the repair a second IR (hundreds of ms, and the
+      // collection its promotion brings into the compile). The periodic full sync re-plans.
+      const replan = full && !(reason !== undefined && KERNEL_ONLY.has(reason) && this.planned !== null && this.planned === this.applied && !owesPlanning(this.planDebt));
       next = this.opts.planner.planTables(
         snap.snapshots,
         this.opts.planOptions(),
-        full ? null : this.planned,
-        full ? undefined : planChanges,
+        replan ? null : this.planned,
+        replan ? undefined : planChanges,
       );
       this.planned = next;
       const prev = full ? null : this.applied;

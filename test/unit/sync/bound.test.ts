@@ -7,6 +7,7 @@ import { ip, slice as sliceObject, svc as serviceObject } from '../model/fixture
 import { diffTables, recordDerivation } from '../../../src/plan/diff.js';
 import type { ProxyTables, ServiceEntry } from '../../../src/plan/types.js';
 import { ep, fwd, svc, table, tables } from '../backends/ir-builders.js';
+import { SortedMap } from '../../../src/util/sorted-map.js';
 
 const e1 = ep('198.18.1.1', 8080);
 const e2 = ep('198.18.2.2', 8080);
@@ -121,6 +122,37 @@ t.test('a periodic full sync keeps what is installed of an oversized Service', a
   t.equal(b.changes.full, true);
   t.ok(b.tables[4].services.size > 25 + 1, 'the 25 installed ports stay, more are added');
   for (const k of half[4].services.keys()) t.ok(b.tables[4].services.has(k), `${k} stays`);
+});
+
+/** The planner's tables are sorted maps: the walk that bounds a full sync needs their order. */
+function sortedTables(ts: ProxyTables): ProxyTables {
+  const sorted = (f: 4 | 6) => ({ ...ts[f], services: SortedMap.from(ts[f].services) });
+  return { 4: sorted(4), 6: sorted(6) };
+}
+
+t.test('full syncs over sorted tables: bounded as over plain maps', async (t) => {
+  const a = small('a', e1);
+  const cases: [string, ProxyTables | null, ProxyTables, number][] = [
+    ['first sync, an oversized Service', null, tables(table(4, [a, small('b', e2), ...hostile('big', 50)])), 60],
+    ['periodic, half installed', tables(table(4, [a, ...hostile('big', 50).slice(0, 25)])), tables(table(4, [a, ...hostile('big', 50)])), 60],
+    ['the largest Service exactly at the budget', null, tables(table(4, [a, ...hostile('big', 10)])), 60],
+    ['dual-stack, over in sum only', null, tables(table(4, hostile('big', 6)), table(6, hostile('big', 6).map((e) => ({ ...e, family: 6 as const, clusterIP: '2001:db8:19::10' })))), 60],
+  ];
+  for (const [name, base, next, budget] of cases) {
+    const plain = boundSync(base, null, next, diffTables(null, next), budget);
+    const sb = base && sortedTables(base);
+    const sn = sortedTables(next);
+    const sorted = boundSync(sb, null, sn, diffTables(null, sn), budget);
+    t.equal(sorted === undefined, plain === undefined, `${name}: bounded alike (${plain === undefined ? 'not bounded' : 'bounded'})`);
+    t.equal(sorted?.deferredKeys, plain?.deferredKeys, `${name}: the same keys deferred`);
+    t.same(sorted && [...sorted.changes.changed].sort(), plain && [...plain.changes.changed].sort(), `${name}: the same keys written`);
+  }
+  const big = sortedTables(tables(table(4, [a, ...hostile('big', 50)])));
+  t.equal(boundSync(big, null, big, diffTables(null, big), 60), undefined, 'a repair with nothing changed keeps what is installed, oversized or not');
+  const grown = sortedTables(tables(table(4, [a, ...hostile('big', 70)])));
+  t.ok(boundSync(big, null, grown, diffTables(null, grown), 60), 'with the oversized Service changed meanwhile, it is bounded');
+  const many = tables(table(4, Array.from({ length: 500 }, (_, i) => small(`s${i}`, e1, e2))));
+  t.equal(boundSync(sortedTables(many), null, sortedTables(many), diffTables(null, many), 6), undefined, 'a resync of 500 Services of cost 3 under a budget of 6');
 });
 
 t.test('removing an oversized Service goes in pieces too; progress even with a tiny budget', async (t) => {

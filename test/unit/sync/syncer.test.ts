@@ -145,7 +145,7 @@ t.test('bursts within minSyncPeriod coalesce into one partial sync', async (t) =
 });
 
 t.test('a periodic full resync happens every syncPeriod', async (t) => {
-  const { clock, source, backend, syncer, results } = setup({ min: 1000, period: 30_000, intact: 0 });
+  const { clock, source, planner, backend, syncer, results } = setup({ min: 1000, period: 30_000, intact: 0 });
   source.change('a/b:/TCP');
   syncer.start();
   await clock.advance(0);
@@ -155,6 +155,7 @@ t.test('a periodic full resync happens every syncPeriod', async (t) => {
   t.equal(backend.calls.length, 2, 'resync at syncPeriod');
   t.equal(backend.calls[1]?.prev, null, 'periodic resync is full');
   t.equal(results[1]?.fullReason, 'periodic');
+  t.same(planner.prevs, [null, null], 'and plans from scratch, so a planning slip cannot outlive it');
   // Partial syncs in between do not postpone the periodic full one.
   for (let i = 0; i < 29; i++) {
     source.change('a/b:/TCP');
@@ -212,19 +213,45 @@ t.test('a failed sync is retried with backoff, and the retry is full', async (t)
 });
 
 t.test('intact() false forces a full sync', async (t) => {
-  const { clock, source, backend, syncer, results } = setup({ min: 1000, period: 60_000, intact: 5000 });
+  const { clock, source, planner, backend, syncer, results } = setup({ min: 1000, period: 60_000, intact: 5000 });
   source.change('a/b:/TCP');
   syncer.start();
   await clock.advance(0);
   await clock.advance(5000);
   t.equal(backend.calls.length, 1, 'intact rules: no extra sync');
   t.ok(backend.intactChecks >= 1, 'intact() was asked');
+  const applied = syncer.current();
   backend.wipe();
+  // A change that waits for the repair (no sync was requested for it).
+  source.change('a/c:/TCP');
   await clock.advance(5000);
   t.equal(backend.calls.length, 2, 'a sync after the flush was noticed');
   t.equal(backend.calls[1]?.prev, null, 'and it is full');
   t.equal(results[1]?.fullReason, 'not-intact');
   t.ok(backend.installed, 'rules reinstalled');
+  t.equal(planner.prevs.at(-1), applied, 'the repair planned on from the tables the backend had, not from scratch');
+  t.ok(backend.installed?.[4].services.has('a/c:/TCP'), 'with the change that came meanwhile');
+  t.equal(backend.installed?.[4].services.get('a/b:/TCP'), applied?.[4].services.get('a/b:/TCP'), 'an unchanged entry is the same object');
+  await syncer.stop();
+});
+
+t.test('a repair after a failed sync plans from scratch', async (t) => {
+  const { clock, source, planner, backend, syncer, results } = setup({ min: 1000, period: 60_000, intact: 5000 });
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(0);
+  backend.failNextSyncs(1);
+  source.change('a/c:/TCP');
+  syncer.requestSync();
+  await clock.advance(1000);
+  t.equal(results[1]?.ok, false, 'the partial sync failed');
+  // The tamper watch asks for a repair while the retry is pending: the failure's reason stays.
+  syncer.requestFullSync('tampered');
+  await clock.advance(2000);
+  t.equal(results[2]?.ok, true);
+  t.equal(results[2]?.fullReason, 'after-failure');
+  t.equal(planner.prevs.at(-1), null, 'planned from scratch');
+  t.ok(backend.installed?.[4].services.has('a/c:/TCP'));
   await syncer.stop();
 });
 
