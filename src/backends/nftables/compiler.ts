@@ -632,7 +632,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       } else {
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
         tx.addElementRun(target, name, runOf(name, clusterIPs.keys));
-        index.deferCounts(name, (emit) => table.services.forEach((svc) => clusterIPClaim(svc, emit)));
+        index.deferCounts(name, (emit) => {
+          const claim: ClaimSink = (_set, ip) => emit(ip);
+          table.services.forEach((svc) => clusterIPClaim(svc, claim));
+        });
       }
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),

@@ -118,14 +118,25 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
   ) {
     return undefined;
   }
-  // No list and no closure with a sink (a full compile: tens of thousands of these).
-  const elements: ElementClaim[] | undefined = sink ? undefined : [];
-  const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
-  if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
-  clusterIPClaim(svc, (ip) => claim(Sets.clusterIPs, ip, ''));
+  // No list and no closure with a sink (a full compile: tens of thousands of these). Nothing here
+  // may capture a local either: V8 would then make a context for every call, closure or not.
+  if (!sink) return groupedListed(svc, ctx);
+  claimGrouped(svc, ctx, sink);
+  return SUNK;
+}
+
+/** groupedClusterIPOnly's claims as a list (a partial sync's contribution, not a full compile's). */
+function groupedListed(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
+  const elements: ElementClaim[] = [];
+  claimGrouped(svc, ctx, (container, key, value) => void elements.push({ container, key, value }));
+  return { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
+}
+
+function claimGrouped(svc: ServiceEntry, ctx: ServiceContext, claim: ClaimSink): void {
+  if (!ctx.hairpinApart) hairpinClaimsTo(svc, claim);
+  clusterIPClaim(svc, claim);
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, eps.length));
-  return elements ? { chains: NO_CHAINS, elements, slotRoles: NO_ROLES } : SUNK;
+  claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, svc.internal.endpoints.length));
 }
 
 /**
@@ -133,8 +144,13 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
  * contribution claims it through this; a full compile counts the claims with it after the
  * rules are in (ClaimIndex.deferCounts).
  */
-export function clusterIPClaim(svc: ServiceEntry, claim: (ip: string) => void): void {
-  if (svc.clusterIP) claim(svc.clusterIP);
+export function clusterIPClaim(svc: ServiceEntry, claim: ClaimSink): void {
+  if (svc.clusterIP) claim(Sets.clusterIPs, svc.clusterIP, '');
+}
+
+/** hairpinClaims as claims in the hairpin set (a function of its own: its closure's context is made only here). */
+function hairpinClaimsTo(svc: ServiceEntry, claim: ClaimSink): void {
+  hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
 }
 
 /**
@@ -268,11 +284,12 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
   const setChain = (name: string, rules: Rule[]): void => {
     (chains ??= new Map()).set(name, rules);
   };
-  const elements: ElementClaim[] = [];
+  // No list with a sink (a full compile: every claim goes to it).
+  const elements: ElementClaim[] | undefined = sink ? undefined : [];
   // Only external addresses (an IP listed as both externalIP and LB IP) can repeat within one
   // service (hairpinClaims makes each IP once); those claims go through claimOnce.
   let seen: Set<string> | undefined;
-  const claim: ClaimSink = sink ?? ((container, key, value) => void elements.push({ container, key, value }));
+  const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
   const claimOnce = (container: string, key: string, value: string): void => {
     seen ??= new Set();
     const id = `${container} ${key}`;
@@ -281,12 +298,12 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     claim(container, key, value);
   };
 
-  if (!ctx.hairpinApart) hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
+  if (!ctx.hairpinApart) hairpinClaimsTo(svc, claim);
   // Affinity only (empty otherwise): every endpoint any path may use, once, with its endpoint
   // chain's suffix. The three sets are often the same object: visit each distinct set once.
-  const epSuffix = new Map<string, string>();
+  const epSuffix = affinity ? new Map<string, string>() : undefined;
   const usedEndpoints: PlannedEndpoint[] = [];
-  if (affinity) {
+  if (epSuffix) {
     const sets: EndpointSet[] = [];
     if (forwards(svc.internal)) sets.push(svc.internal);
     if (forwards(svc.external) && !sets.includes(svc.external)) sets.push(svc.external);
@@ -301,7 +318,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     }
   }
 
-  const suffixOf = (ep: PlannedEndpoint): string => epSuffix.get(`${ep.ip}|${ep.port}`)!;
+  const suffixOf = (ep: PlannedEndpoint): string => epSuffix!.get(`${ep.ip}|${ep.port}`)!;
   // A set shared by several roles (the usual case: internal === cluster, or equal lists) uses one block.
   const roleOf = (set: EndpointSet): SlotRole =>
     sameEndpoints(set, svc.internal) ? 'internal' : sameEndpoints(set, svc.external) ? 'external' : 'cluster';
@@ -333,7 +350,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
 
   // Internal traffic: the ClusterIP.
   if (svc.clusterIP) {
-    clusterIPClaim(svc, (ip) => claim(Sets.clusterIPs, ip, ''));
+    clusterIPClaim(svc, claim);
     const key = groupedFrontendKey(svc);
     const n = svc.internal.endpoints.length;
     if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {
@@ -413,5 +430,5 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
       setChain(endpointChainName(sfx), [R.affinityUpdate(fs, affinityId(svc, ep), svc.affinityTimeoutSeconds), R.dnatTo(fs, p, ep)]);
     }
   }
-  return { chains: chains ?? NO_CHAINS, elements, slotRoles: slotRoles ?? NO_ROLES };
+  return { chains: chains ?? NO_CHAINS, elements: elements ?? SUNK.elements, slotRoles: slotRoles ?? NO_ROLES };
 }
