@@ -357,7 +357,7 @@ export class Syncer {
       // that only repairs the kernel (rules lost behind our back): the last plan is what the
       // backend had, so planning goes on from it as a partial sync would and only the apply is
       // full. At 44k Services that spares the repair a second IR (hundreds of ms, and the
-      // collection its promotion brings into the compile). The periodic full sync re-plans.
+      // garbage of the first). The periodic full sync re-plans.
       const replan = full && !(reason !== undefined && KERNEL_ONLY.has(reason) && this.planned !== null && this.planned === this.applied && !owesPlanning(this.planDebt));
       next = this.opts.planner.planTables(
         snap.snapshots,
