@@ -8,12 +8,17 @@
 // loop. It carries no data to JS: the caller lists the addresses again, which is what tells it
 // whether the SET changed (a link flap or an IPv6 address finishing DAD changes nothing). What
 // arrived in one wake-up is drained and reported once. Lost notifications (ENOBUFS) count as a
-// change. An unexpected socket error stops the watch and is passed to onChange as a string, so
-// the caller can fall back to listing at every sync.
+// change — also when the kernel's mark of them reaches the poll first: a burst of thousands of
+// address changes (userspace mode puts every ClusterIP on its interface at once) overruns the
+// socket's buffer, the socket gets an error, and libuv reports POLLERR as UV_EBADF and stops the
+// handle; the watch then reads the error, drains and polls again. An unexpected socket error (or a
+// descriptor that is really gone) stops the watch and is passed to onChange as a string, so the
+// caller can fall back to listing at every sync.
 #include <napi.h>
 #include <uv.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <string.h>
@@ -28,17 +33,21 @@
 namespace ferry {
 namespace {
 
+struct RouteWatch;
+
+// What the JS handle holds: the watch until it stops, by close() or by an error of its own (after
+// which the watch is freed: close() must not reach it).
+struct RouteWatchRef {
+  RouteWatch* w = nullptr;
+};
+
 struct RouteWatch {
   uv_poll_t poll;
   int fd = -1;
   napi_env env = nullptr;
   Napi::ThreadSafeFunction tsfn;
   bool stopped = false;
-};
-
-// What the JS handle holds: the watch until close() (after which the watch may be freed).
-struct RouteWatchRef {
-  RouteWatch* w = nullptr;
+  std::shared_ptr<RouteWatchRef> ref;
 };
 
 void RouteWatchHook(void* arg);
@@ -46,6 +55,8 @@ void RouteWatchHook(void* arg);
 void StopRouteWatch(RouteWatch* w, bool fromHook) {
   if (w->stopped) return;
   w->stopped = true;
+  if (w->ref) w->ref->w = nullptr;
+  w->ref.reset();
   uv_poll_stop(&w->poll);
   w->tsfn.Release();
   if (!fromHook) napi_remove_env_cleanup_hook(w->env, RouteWatchHook, w);
@@ -73,13 +84,28 @@ void Report(RouteWatch* w, std::string error) {
 void OnReadable(uv_poll_t* h, int status, int) {
   RouteWatch* w = static_cast<RouteWatch*>(h->data);
   if (w->stopped) return;
-  if (status < 0) {
-    std::string e = std::string("poll the route netlink socket: ") + uv_strerror(status);
-    Report(w, e);
-    StopRouteWatch(w, false);
-    return;
-  }
   bool changed = false;
+  if (status < 0) {
+    // POLLERR (reported as UV_EBADF) on a descriptor that is still ours: the socket's pending
+    // error, ENOBUFS when notifications were dropped. Read it (that clears it), then go on.
+    int soErr = 0;
+    socklen_t len = sizeof(soErr);
+    bool ours = fcntl(w->fd, F_GETFD) >= 0;
+    if (ours && getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soErr, &len) == 0 && (soErr == ENOBUFS || soErr == 0)) {
+      changed = true;
+      int r = uv_poll_start(&w->poll, UV_READABLE, OnReadable);
+      if (r != 0) {
+        Report(w, std::string("poll the route netlink socket again: ") + uv_strerror(r));
+        StopRouteWatch(w, false);
+        return;
+      }
+    } else {
+      std::string e = std::string("poll the route netlink socket: ") + (soErr != 0 ? strerror(soErr) : uv_strerror(status));
+      Report(w, e);
+      StopRouteWatch(w, false);
+      return;
+    }
+  }
   int err = DrainNotifications(w->fd, &changed);
   if (err != 0) {
     Report(w, std::string("read address and link changes: ") + strerror(err));
@@ -130,6 +156,7 @@ Napi::Value RouteWatchStart(const Napi::CallbackInfo& info) {
   napi_add_env_cleanup_hook(env, RouteWatchHook, w);
   auto ref = std::make_shared<RouteWatchRef>();
   ref->w = w;
+  w->ref = ref;
   Napi::Object o = Napi::Object::New(env);
   o.Set("close", Napi::Function::New(
                      env,

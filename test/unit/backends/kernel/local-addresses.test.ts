@@ -147,3 +147,52 @@ t.test("the addon's routeWatch reports an address added and removed in a network
   t.equal(r.afterClose, r.afterDel, 'nothing after close()');
   t.same(r.errors, [], 'no errors');
 });
+
+t.test("the addon's routeWatch survives a flood that overruns its socket (lost notifications are a change)", async (t) => {
+  const addon = loadNative();
+  const source = addonRouteWatch(addon);
+  if (!source) {
+    t.fail('the native addon is not built or has no routeWatch (run scripts/setup)');
+    return;
+  }
+  const ns = `fyrf${process.pid % 100000}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
+  // userspace mode puts every ClusterIP on its interface at once: thousands of RTM_NEWADDR while
+  // the event loop is busy (here: the synchronous `ip -batch`) overrun the socket's buffer, and the
+  // kernel marks it with ENOBUFS, which a poll sees as an error before any read.
+  const script = `
+    const { execFileSync } = require('node:child_process');
+    const a = require(${JSON.stringify(defaultNativePath())});
+    const events = [];
+    const w = a.routeWatch((e) => events.push(e === undefined ? 'change' : 'error ' + e));
+    const step = (fn, ms) => new Promise((r) => setTimeout(() => { fn(); r(); }, ms));
+    (async () => {
+      await step(() => execFileSync('ip', ['link', 'set', 'lo', 'up']), 50);
+      await step(() => {}, 200);
+      const before = events.length;
+      let batch = '';
+      for (let i = 0; i < 5000; i++) batch += 'addr add 198.18.' + (i >> 8) + '.' + (i & 255) + '/32 dev lo\\n';
+      execFileSync('ip', ['-batch', '-'], { input: batch });
+      await step(() => {}, 300);
+      const afterFlood = events.length;
+      await step(() => execFileSync('ip', ['addr', 'add', '198.19.0.1/32', 'dev', 'lo']), 0);
+      await step(() => {}, 200);
+      const afterOne = events.length;
+      w.close();
+      console.log(JSON.stringify({ before, afterFlood, afterOne, errors: events.filter((e) => e !== 'change') }));
+    })();
+  `;
+  let out: string;
+  try {
+    out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
+  } catch (e) {
+    const x = e as { stderr?: string; stdout?: string; status?: number; signal?: string };
+    t.fail(`the child failed (status ${x.status}, signal ${x.signal}): ${x.stderr ?? ''} ${x.stdout ?? ''}`);
+    return;
+  }
+  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { before: number; afterFlood: number; afterOne: number; errors: string[] };
+  t.same(r.errors, [], 'no error: the subscription goes on');
+  t.ok(r.afterFlood > r.before, `the flood is reported as a change (${r.before} → ${r.afterFlood})`);
+  t.ok(r.afterOne > r.afterFlood, `and an address added after it is still reported (${r.afterFlood} → ${r.afterOne})`);
+});
