@@ -17,7 +17,7 @@ import type { IPFamily } from '../model/types.js';
 import { diffTables, planTables, type PlanOptions } from '../plan/planner.js';
 import type { Backend } from '../plan/types.js';
 import { DryRunBackend } from '../backends/dryrun/index.js';
-import { isUserspaceBackend } from '../backends/userspace/index.js';
+import { DEFAULT_INTERFACE as USERSPACE_INTERFACE, isUserspaceBackend } from '../backends/userspace/index.js';
 import { isTamperWatchable } from '../backends/kernel/nft-monitor.js';
 import { addonRouteWatch, listLocalAddresses, LocalAddressWatch, type RouteWatchSource } from '../backends/kernel/local-addresses.js';
 import { loadNative } from '../native/index.js';
@@ -159,10 +159,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   // node gains or loses is a table-level change, synced at once (docs/ir.md, nodePortAddresses).
   const follow = nodePortsFollowAddresses(config, mode);
   let syncerRef: Syncer | undefined;
+  const ownInterface = mode === 'userspace' ? USERSPACE_INTERFACE : undefined;
   const addresses = follow.list
     ? new LocalAddressWatch({
         watch: deps.routeWatch ?? addonRouteWatch(loadNative()),
-        ...(deps.listLocalAddresses ? { list: deps.listLocalAddresses } : {}),
+        list: deps.listLocalAddresses ?? (() => listLocalAddresses(ownInterface)),
         onChange: () => syncerRef?.requestSync(),
       })
     : undefined;
@@ -227,7 +228,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     healthCheckPorts: () => healthChecks.openPorts(),
     consecutiveFailures: () => syncer.consecutiveFailures(),
     nftablesVia: () => nftablesVia(backend),
-    localAddresses: () => addresses?.current() ?? (deps.listLocalAddresses ?? listLocalAddresses)(),
+    localAddresses: () => addresses?.current() ?? (deps.listLocalAddresses ?? (() => listLocalAddresses(ownInterface)))(),
   });
   syncer.onSync((r) => {
     // Read the clock before the bookkeeping below: what it measures ends in the kernel.

@@ -14,10 +14,16 @@ import { networkInterfaces } from 'node:os';
 import type { NativeAddon } from '../../native/index.js';
 import { logger, type Logger } from '../../util/log.js';
 
-/** Every address on this host's interfaces (this network namespace; interfaces that are up). */
-export function listLocalAddresses(): string[] {
+/**
+ * Every address on this host's interfaces (this network namespace; interfaces that are up) but
+ * those of `exceptInterface`: userspace mode's own interface holds every ClusterIP, which are no
+ * node addresses (kube-proxy's IPVS mode leaves its kube-ipvs0 out the same way), and putting
+ * them there would otherwise be a change of the host's addresses, thousands at a time.
+ */
+export function listLocalAddresses(exceptInterface?: string): string[] {
   const out: string[] = [];
-  for (const list of Object.values(networkInterfaces())) {
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    if (name === exceptInterface) continue;
     for (const a of list ?? []) out.push(a.address);
   }
   return out;

@@ -196,3 +196,20 @@ t.test("the addon's routeWatch survives a flood that overruns its socket (lost n
   t.ok(r.afterFlood > r.before, `the flood is reported as a change (${r.before} → ${r.afterFlood})`);
   t.ok(r.afterOne > r.afterFlood, `and an address added after it is still reported (${r.afterFlood} → ${r.afterOne})`);
 });
+
+t.test("listLocalAddresses leaves out userspace mode's own interface when asked", async (t) => {
+  const ns = `fyrl${process.pid % 100000}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
+  const inNs = (...args: string[]) => execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8' });
+  inNs('ip', 'link', 'set', 'lo', 'up');
+  inNs('ip', 'link', 'add', 'ferry0', 'type', 'bridge');
+  inNs('ip', 'link', 'set', 'ferry0', 'up');
+  inNs('ip', 'addr', 'add', '198.18.5.5/32', 'dev', 'ferry0');
+  inNs('ip', 'addr', 'add', '198.18.0.11/32', 'dev', 'lo');
+  const mod = JSON.stringify(new URL('../../../../src/backends/kernel/local-addresses.js', import.meta.url).href);
+  const out = inNs(process.execPath, '--input-type=module', '-e', `const m = await import(${mod}); console.log(JSON.stringify([m.listLocalAddresses(), m.listLocalAddresses('ferry0')]));`);
+  const [all, except] = JSON.parse(out.trim()) as [string[], string[]];
+  t.ok(all.includes('198.18.5.5') && all.includes('198.18.0.11'), `every interface by default (${all.join(',')})`);
+  t.ok(!except.includes('198.18.5.5') && except.includes('198.18.0.11'), `ferry0's addresses left out (${except.join(',')})`);
+});
