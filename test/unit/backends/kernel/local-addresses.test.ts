@@ -4,7 +4,7 @@
  * at every call when the subscription cannot be made or fails. And the addon's routeWatch in a
  * network namespace of the test's own: an address added or removed there is reported.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { addonRouteWatch, LocalAddressWatch, type RouteWatchSource } from '../../../../src/backends/kernel/local-addresses.js';
 import { defaultNativePath, loadNative } from '../../../../src/native/index.js';
@@ -105,24 +105,46 @@ t.test('without a subscription, or after it failed, every current() lists', asyn
   t.match(lines.join('\n'), /the watch on the host addresses failed/);
 });
 
-t.test("the addon's routeWatch reports an address added and removed in a network namespace", async (t) => {
-  const addon = loadNative();
-  const source = addonRouteWatch(addon);
-  if (!source) {
+/**
+ * Runs `body` in a child inside a network namespace of its own (the watch sees the namespace its
+ * thread is in), with `a` the addon, `w` a routeWatch whose reports go to `events` ('change' or
+ * 'error …'), `step(fn, ms)` and `execFileSync`; `body` ends with `report({...})`. What it reported,
+ * or undefined after failing the test.
+ */
+async function watchInNamespace<R>(t: Test, prefix: string, body: string): Promise<R | undefined> {
+  if (!addonRouteWatch(loadNative())) {
     t.fail('the native addon is not built or has no routeWatch (run scripts/setup)');
-    return;
+    return undefined;
   }
-  const ns = `fyrw${process.pid % 100000}`;
+  const ns = `${prefix}${process.pid % 100000}`;
   execFileSync('ip', ['netns', 'add', ns]);
   t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
-  // The watch must run inside the namespace: a child that enters it and reports what it sees.
   const script = `
     const { execFileSync } = require('node:child_process');
     const a = require(${JSON.stringify(defaultNativePath())});
     const events = [];
     const w = a.routeWatch((e) => events.push(e === undefined ? 'change' : 'error ' + e));
     const step = (fn, ms) => new Promise((r) => setTimeout(() => { fn(); r(); }, ms));
+    const report = (r) => console.log(JSON.stringify({ ...r, errors: events.filter((e) => e !== 'change') }));
     (async () => {
+      ${body}
+    })();
+  `;
+  try {
+    const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
+    return JSON.parse(out.trim().split('\n').pop() ?? '{}') as R;
+  } catch (e) {
+    const x = e as { stderr?: string; stdout?: string; status?: number; signal?: string };
+    t.fail(`the child failed (status ${x.status}, signal ${x.signal}): ${x.stderr ?? ''} ${x.stdout ?? ''}`);
+    return undefined;
+  }
+}
+
+t.test("the addon's routeWatch reports an address added and removed in a network namespace", async (t) => {
+  const r = await watchInNamespace<{ afterUp: number; afterAdd: number; afterDel: number; afterClose: number; errors: string[] }>(
+    t,
+    'fyrw',
+    `
       await step(() => execFileSync('ip', ['link', 'set', 'lo', 'up']), 50);
       await step(() => {}, 200);
       const afterUp = events.length;
@@ -136,11 +158,10 @@ t.test("the addon's routeWatch reports an address added and removed in a network
       w.close();
       await step(() => execFileSync('ip', ['addr', 'add', '198.18.0.201/32', 'dev', 'lo']), 0);
       await step(() => {}, 200);
-      console.log(JSON.stringify({ afterUp, afterAdd, afterDel, afterClose: events.length, errors: events.filter((e) => e !== 'change') }));
-    })();
-  `;
-  const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 20_000 });
-  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { afterUp: number; afterAdd: number; afterDel: number; afterClose: number; errors: string[] };
+      report({ afterUp, afterAdd, afterDel, afterClose: events.length });
+    `,
+  );
+  if (!r) return;
   t.ok(r.afterUp >= 1, `a link coming up is reported (${r.afterUp})`);
   t.ok(r.afterAdd > r.afterUp, `an address added is reported (${r.afterUp} → ${r.afterAdd})`);
   t.ok(r.afterDel > r.afterAdd, `an address removed is reported (${r.afterAdd} → ${r.afterDel})`);
@@ -149,25 +170,13 @@ t.test("the addon's routeWatch reports an address added and removed in a network
 });
 
 t.test("the addon's routeWatch survives a flood that overruns its socket (lost notifications are a change)", async (t) => {
-  const addon = loadNative();
-  const source = addonRouteWatch(addon);
-  if (!source) {
-    t.fail('the native addon is not built or has no routeWatch (run scripts/setup)');
-    return;
-  }
-  const ns = `fyrf${process.pid % 100000}`;
-  execFileSync('ip', ['netns', 'add', ns]);
-  t.teardown(() => execFileSync('ip', ['netns', 'del', ns]));
   // userspace mode puts every ClusterIP on its interface at once: thousands of RTM_NEWADDR while
   // the event loop is busy (here: the synchronous `ip -batch`) overrun the socket's buffer, and the
   // kernel marks it with ENOBUFS, which a poll sees as an error before any read.
-  const script = `
-    const { execFileSync } = require('node:child_process');
-    const a = require(${JSON.stringify(defaultNativePath())});
-    const events = [];
-    const w = a.routeWatch((e) => events.push(e === undefined ? 'change' : 'error ' + e));
-    const step = (fn, ms) => new Promise((r) => setTimeout(() => { fn(); r(); }, ms));
-    (async () => {
+  const r = await watchInNamespace<{ before: number; afterFlood: number; afterOne: number; errors: string[] }>(
+    t,
+    'fyrf',
+    `
       await step(() => execFileSync('ip', ['link', 'set', 'lo', 'up']), 50);
       await step(() => {}, 200);
       const before = events.length;
@@ -180,18 +189,10 @@ t.test("the addon's routeWatch survives a flood that overruns its socket (lost n
       await step(() => {}, 200);
       const afterOne = events.length;
       w.close();
-      console.log(JSON.stringify({ before, afterFlood, afterOne, errors: events.filter((e) => e !== 'change') }));
-    })();
-  `;
-  let out: string;
-  try {
-    out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, '-e', script], { encoding: 'utf8', timeout: 30_000 });
-  } catch (e) {
-    const x = e as { stderr?: string; stdout?: string; status?: number; signal?: string };
-    t.fail(`the child failed (status ${x.status}, signal ${x.signal}): ${x.stderr ?? ''} ${x.stdout ?? ''}`);
-    return;
-  }
-  const r = JSON.parse(out.trim().split('\n').pop() ?? '{}') as { before: number; afterFlood: number; afterOne: number; errors: string[] };
+      report({ before, afterFlood, afterOne });
+    `,
+  );
+  if (!r) return;
   t.same(r.errors, [], 'no error: the subscription goes on');
   t.ok(r.afterFlood > r.before, `the flood is reported as a change (${r.before} → ${r.afterFlood})`);
   t.ok(r.afterOne > r.afterFlood, `and an address added after it is still reported (${r.afterFlood} → ${r.afterOne})`);
