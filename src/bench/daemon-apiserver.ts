@@ -10,6 +10,7 @@
  * Services have no selector, so the simulator's EndpointSlice controller leaves the seeded
  * slices alone, as a real controller leaves slices it does not manage.
  */
+import { createInterface } from 'node:readline';
 import { startApiServer, type ApiCore } from '../sim/apiserver/index.js';
 import type { KObject } from '../sim/apiserver/objects.js';
 import { BENCH_NAMESPACE, nodeObject, serviceObject, sliceObject } from './synthetic.js';
@@ -56,11 +57,13 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   let seedMs = 0;
+  let coreRef: ApiCore | undefined;
   const server = await startApiServer({
     serviceCIDRs: ['198.18.0.0/15'],
     // Watch history only matters for resumption; the seed would fill it with 2 × SERVICES events.
     watchHistory: 1000,
     seed: (core) => {
+      coreRef = core;
       const t0 = performance.now();
       seed(core, services!, endpoints!);
       seedMs = Math.round(performance.now() - t0);
@@ -68,6 +71,18 @@ async function main(): Promise<void> {
   });
   server.writeKubeconfig(kubeconfig);
   process.stdout.write(JSON.stringify({ url: server.url, probeIP: PROBE_IP, probePort: PROBE_PORT, seedMs }) + '\n');
+  // `change I`: Service I's EndpointSlice gets its first endpoint replaced, as the harness's
+  // change during a repair; answered `changed <epoch ms>` once stored.
+  let generation = 0;
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    const m = /^change (\d+)$/.exec(line.trim());
+    if (!m) return;
+    const sl = sliceObject(Number(m[1]), endpoints!, ++generation);
+    delete sl.metadata!.resourceVersion;
+    const name = sl.metadata!.name!;
+    coreRef!.registry.update(def(coreRef!, 'discovery.k8s.io', 'endpointslices'), BENCH_NAMESPACE, name, sl as unknown as KObject);
+    process.stdout.write(`changed ${performance.timeOrigin + performance.now()}\n`);
+  });
   process.stdin.on('end', () => {
     void server.close().finally(() => process.exit(0));
   });

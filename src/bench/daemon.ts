@@ -24,7 +24,7 @@ import { NODE_IP, POD_CIDR } from './synthetic.js';
 import { PROBE_ENDPOINT_IP } from './daemon-probe.js';
 import { round } from './stats.js';
 import { shebangFlags } from './launcher.js';
-import type { DaemonFullSync, DaemonMode, DaemonRow, DaemonStartup, MemorySample, Size } from './types.js';
+import type { DaemonFullSync, DaemonMode, DaemonRow, DaemonStartup, MemorySample, RepairChange, Size } from './types.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const FERRY_BIN = join(HERE, '..', '..', '..', 'bin', 'ferry');
@@ -174,6 +174,8 @@ export class PhaseLog {
   slicesListedMs: number | undefined;
   listedMs: number | undefined;
   readonly fullSyncs: DaemonFullSync[] = [];
+  /** Epoch ms of each partial sync's end. */
+  readonly partialEnds: number[] = [];
   private pending: Partial<DaemonFullSync> = {};
   constructor(private readonly t0: number) {}
   line(l: string): void {
@@ -197,7 +199,10 @@ export class PhaseLog {
       const f = logFields(l);
       this.fullSyncs.push({ endMs: since, durationMs: f.durationMs ?? 0, planMs: f.planMs ?? 0, ...this.pending } as DaemonFullSync);
       this.pending = {};
-    } else if (l.includes('] partial sync done')) this.pending = {};
+    } else if (l.includes('] partial sync done')) {
+      this.partialEnds.push(at);
+      this.pending = {};
+    }
   }
 }
 
@@ -289,6 +294,21 @@ async function sabotage(ns: string, mode: DaemonOptions['mode'], bpf?: EbpfPlace
   } else {
     await runIn(ns, ['ip', 'addr', 'flush', 'dev', 'ferry0']);
   }
+}
+
+/**
+ * When ferry synced the change stored at `changedAt` (epoch ms) during the repair that ended at
+ * `repairEnd`: the first partial sync ending after the change (after the repair, unless the
+ * repair began later than the change: then negative), or, when none comes within 3 s after the
+ * repair, the repair itself (the change arrived before its snapshot).
+ */
+async function changeDuringRepair(phases: PhaseLog, repairEnd: number, changedAt: number): Promise<RepairChange> {
+  const after = () => phases.partialEnds.find((t) => t >= changedAt);
+  const end = Date.now() + 3000;
+  while (after() === undefined && Date.now() < end) await sleep(20);
+  const t = after();
+  if (t === undefined) return { changeMs: Math.round(repairEnd - changedAt), afterRepairMs: null };
+  return { changeMs: Math.round(t - changedAt), afterRepairMs: Math.round(t - repairEnd) };
 }
 
 /** A full sync's parts as ferry logged them (compile, encode and kernel: nftables mode only). */
@@ -419,15 +439,25 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
     for (let i = 0; i < opts.resyncs; i++) {
       const s0 = performance.timeOrigin + performance.now();
       await sabotage(ns, mode, bpf);
+      // A change while the repair runs (docs/bench.md, "Daemon"): Service 7i+1's slice. nftables
+      // only, where the tamper watch starts the repair at once; the other modes repair at their
+      // next intact check, seconds later, and would sync the change before it.
+      let changedAt: number | undefined;
+      if (mode === 'nftables') {
+        await sleep(Math.max(20, Math.round((firstSync?.durationMs ?? 60) / 3)));
+        changedAt = Number((await api.ask(`change ${7 * i + 1}`, 10_000)).split(' ')[1]);
+      }
       const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
       await until(() => phases.fullSyncs.length >= i + 2, opts.timeoutMs);
+      const sync = phases.fullSyncs.length > i + 1 ? phases.fullSyncs[phases.fullSyncs.length - 1] : undefined;
+      const change = sync && changedAt !== undefined ? await changeDuringRepair(phases, t0 + sync.endMs, changedAt) : undefined;
       await steadyRss(pid);
       const memory = await sample(ns, pid);
-      const sync = phases.fullSyncs.length > i + 1 ? phases.fullSyncs[phases.fullSyncs.length - 1] : undefined;
-      resyncs.push({ repairMs, memory, ...(sync ? { sync } : {}) });
+      resyncs.push({ repairMs, memory, ...(sync ? { sync } : {}), ...(change ? { change } : {}) });
       opts.progress(
         `  ${label}: resync ${i + 1}: repaired in ${repairMs} ms, RSS ${memory.rssMB} MiB` +
-          (sync ? ` (full sync ${describeSync(sync)})` : ''),
+          (sync ? ` (full sync ${describeSync(sync)})` : '') +
+          (change ? `; a change during it synced ${change.afterRepairMs === null ? `in the repair, ${change.changeMs} ms after it was stored` : `${change.afterRepairMs} ms after the repair`}` : ''),
       );
     }
     const hwmMB = round((statusKB(pid).VmHWM ?? 0) / 1024);

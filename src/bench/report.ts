@@ -238,12 +238,13 @@ export function summaryMarkdown(r: BenchResults): string {
           : ['-', '-', '-', '-', '-', '-', '-', '-'];
       parts.push(
         table(
-          ['size', 'mode', 'CPU to live', 'VmHWM after start', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'index after', 'ebpf attach / dump / maps', 'live', 'resync full syncs ms (compile / kernel or maps)'],
+          ['size', 'mode', 'CPU to live', 'VmHWM after start', 'ferry logging', 'lists done', 'first sync ms', 'plan', 'compile', 'encode', 'kernel', 'compile / kernel', 'index after', 'ebpf attach / dump / maps', 'live', 'resync full syncs ms (compile / kernel or maps)', 'a change during each repair: synced ms after it'],
           phased.map((d) => {
             const st = d.startup!;
             return [
               sizeLabel(d) + (d.ferry ? ` (${d.ferry})` : ''), d.mode, cell(st.readyCpuMs), cell(st.hwmAfterStartMB), cell(st.startedMs), cell(st.listedMs), ...syncCells(st.firstSync), d.readyMs,
               d.resyncs.map((x) => (x.sync ? `${x.sync.durationMs} (${x.sync.mapsMs !== undefined ? Math.round(x.sync.mapsMs) : `${cell(x.sync.compileMs)} / ${cell(x.sync.kernelMs)}`})` : '-')).join(', ') || '-',
+              d.resyncs.map((x) => (x.change ? (x.change.afterRepairMs === null ? `in it (${x.change.changeMs})` : x.change.afterRepairMs) : '-')).join(', ') || '-',
             ];
           }),
         ),
@@ -252,7 +253,8 @@ export function summaryMarkdown(r: BenchResults): string {
         'Other columns: ms from process start (ferry logging: node start, module loading, mode probe), and the parts of the first full sync, from ferry\'s own log at -v 2: ' +
         'plan (snapshot, plan, diff), compile (IR → transaction), encode (transaction → netlink batch), kernel (the batch\'s sendmsg), index after (counting the set claims the compile left for after the rules are in; part of first sync ms, not of the wait for live); ' +
         'ebpf: loading and attaching the programs, dumping the maps, and compiling and writing the elements (overlapped part by part). ' +
-        'live − (lists done + first sync) is the wait for the probe\'s next connection attempt and the scheduling between.\n');
+        'live − (lists done + first sync) is the wait for the probe\'s next connection attempt and the scheduling between. ' +
+        'A change during each repair (nftables): an EndpointSlice changed a third of the first sync\'s time after ferry\'s table was deleted; ms from the repair\'s end to the change\'s own sync done (it cannot ride in the repair once that has planned), or "in it" when it arrived early enough to be part of the repair.\n');
     }
   }
   if (r.notes.length) parts.push(`\n## Notes\n\n${r.notes.map((n) => `- ${n}`).join('\n')}\n`);

@@ -175,6 +175,18 @@ export interface DaemonStartup {
 }
 
 /**
+ * An EndpointSlice changed while a repair runs (a third of the first sync's duration after the
+ * sabotage): when ferry synced it, from its log. The change cannot overtake the repair (a full
+ * sync is one transaction); what follows the repair's end is ferry's own wait.
+ */
+export interface RepairChange {
+  /** The change stored → its partial sync done (ms). */
+  readonly changeMs: number;
+  /** The repair's full sync done → the change's partial sync done (ms); null when the change arrived early enough to ride in the repair itself. */
+  readonly afterRepairMs: number | null;
+}
+
+/**
  * What the daemon phase runs: a ferry mode, or `iptables-legacy` — ferry's iptables mode on a node
  * whose kubelet uses iptables-legacy (its hint chain there), where iptables-legacy-restore loads
  * 10k × 10 in seconds, so that ferry's own memory at that size is measured (docs/bench.md).
@@ -194,7 +206,7 @@ export interface DaemonRow extends Size {
   /** Once RSS stopped moving after start. */
   readonly steady: MemorySample;
   /** After each forced full resync (ferry's rules removed behind its back; its intact check repairs them). */
-  readonly resyncs: readonly { readonly repairMs: number; readonly memory: MemorySample; readonly sync?: DaemonFullSync }[];
+  readonly resyncs: readonly { readonly repairMs: number; readonly memory: MemorySample; readonly sync?: DaemonFullSync; readonly change?: RepairChange }[];
   /** VmHWM at the end: the peak RSS over start and every resync. */
   readonly hwmMB: number;
   readonly error?: string;

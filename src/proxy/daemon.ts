@@ -25,7 +25,9 @@ import { ProxyHealth, startHealthzServer, type HealthzServer } from '../servers/
 import { ProxyMetrics, startMetricsServer, type MetricsServer } from '../servers/metrics.js';
 import { ServiceHealthServers } from '../servers/healthcheck.js';
 import { Syncer, type SnapshotSource } from '../sync/syncer.js';
-import { collectGarbage } from '../util/gc.js';
+import { realClock } from '../sync/clock.js';
+import { fullCollection } from '../util/gc.js';
+import { IdleCollector } from './idle-collect.js';
 import { logger, setVerbosity } from '../util/log.js';
 import { BACKENDS, BackendNotImplementedError, type BackendEntry } from './backends.js';
 import { detectLocalSpec } from './startup.js';
@@ -48,6 +50,8 @@ export interface DaemonDeps {
   readonly routeWatch?: RouteWatchSource;
   /** Lists the host's addresses; default listLocalAddresses (tests substitute a fake host). */
   readonly listLocalAddresses?: () => string[];
+  /** One full garbage collection (src/util/gc.ts); tests count the calls. */
+  readonly collectGarbage?: () => boolean;
 }
 
 export interface ProxyDaemon {
@@ -208,6 +212,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     bound: { targetMs: BOUNDED_PIECE_MS, minBudget: backend.name === 'nftables' ? 200 : 2000 },
   });
   syncerRef = syncer;
+  const collector = new IdleCollector({
+    clock: realClock,
+    busy: () => tracker.pending() || !syncer.idle(),
+    collect: deps.collectGarbage ?? fullCollection,
+  });
   let watchesRef: ClusterWatches | undefined;
   const introspection = new DaemonIntrospection({
     config,
@@ -240,9 +249,10 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     live = true;
     const via = nftablesVia(backend);
     if (via) metrics.nftablesVia(via);
-    // A full sync's transaction and the plan it replaced are garbage now: return them at once
-    // instead of carrying them until V8 next decides to collect (src/util/gc.ts).
-    if (r.full && !r.noop) collectGarbage();
+    // A full sync's transaction and the plan it replaced are garbage now: return them soon,
+    // in idle moments, instead of carrying them until V8 next decides to collect
+    // (src/util/gc.ts, src/proxy/idle-collect.ts).
+    if (r.full && !r.noop) collector.owe();
     health.updated();
     // Changes that arrived while this sync ran are still waiting.
     if (tracker.pending()) health.queuedUpdate();
@@ -360,6 +370,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       addresses?.close();
       await watches.stop();
       await syncer.stop();
+      collector.stop();
       await healthChecks.closeAll();
       await Promise.all([healthzServer?.close(), metricsServer?.close()]);
     },

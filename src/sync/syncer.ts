@@ -210,6 +210,11 @@ export class Syncer {
     return this.applied;
   }
 
+  /** No sync is running and none is requested (the periodic one's timer aside). */
+  idle(): boolean {
+    return this.running === undefined && !this.requested;
+  }
+
   /** Consecutive failed syncs. */
   consecutiveFailures(): number {
     return this.failures;

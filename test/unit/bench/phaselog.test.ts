@@ -36,4 +36,7 @@ t.test('an ebpf full sync: attach, dump and maps times reach the bench', async (
   t.equal(s.planMs, 3);
   for (const k of ['attachMs', 'dumpMs', 'mapsMs'] as const) t.ok(typeof s[k] === 'number' && s[k] >= 0, `${k} read (${s[k]})`);
   t.equal(s.compileMs, undefined, 'no nftables phases');
+  // The partial sync's end, for the bench's change during a repair.
+  t.equal(phases.partialEnds.length, 1, 'one partial sync end');
+  t.ok(phases.partialEnds[0]! >= t0 && phases.partialEnds[0]! <= Date.now(), 'its epoch time, read from the line');
 });

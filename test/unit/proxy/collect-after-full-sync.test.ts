@@ -1,0 +1,93 @@
+/**
+ * The daemon's full collections after a full sync wait for the changes that arrived during it:
+ * a Service created while the first full sync is in the kernel is synced before either
+ * collection runs, and partial syncs owe none (src/proxy/idle-collect.ts). With the collections
+ * run inside the full sync's completion, as before, the first test fails.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createApiCore, startApiServer, stopApiCore } from '../../../src/sim/apiserver/index.js';
+import { startProxy } from '../../../src/proxy/daemon.js';
+import { FakeBackend } from '../../../src/sync/fake-backend.js';
+import { loadKubeConfig } from '../../../src/kube/client.js';
+import { resolveConfig } from '../../../src/config/resolve.js';
+
+async function until(what: string, pred: () => boolean): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`not within 10 s: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+t.test('a change that arrives during a full sync is synced before the collections', async (t) => {
+  const core = createApiCore({ serviceCIDRs: ['198.18.64.0/18'] });
+  const api = await startApiServer({ core });
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-collect-'));
+  const kubeconfig = join(dir, 'kubeconfig');
+  api.writeKubeconfig(kubeconfig);
+  const createService = (name: string) => core.registry.create(core.services.def, 'default', { metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80 }] } });
+
+  const timeline: string[] = [];
+  const backend = new FakeBackend();
+  const sync = backend.sync.bind(backend);
+  backend.sync = async (prev, next, changes) => {
+    await sync(prev, next, changes);
+    const names = [...changes.changed].map((k) => k.split('/')[1]).join(',');
+    timeline.push(changes.full ? 'full' : `partial:${names}`);
+  };
+  // Only full syncs cost time here: the first one stays in the "kernel" for 400 ms, and a
+  // Service is created meanwhile, as a change that arrives while a large full sync applies.
+  backend.fullCostMs = 400;
+  let fulls = 0;
+  backend.wait = async (ms) => {
+    if (++fulls === 1) createService('during');
+    await sleep(ms);
+  };
+
+  const config = resolveConfig({
+    flags: new Map<string, string | boolean>([
+      ['kubeconfig', kubeconfig],
+      ['hostname-override', 'node-a'],
+      ['healthz-bind-address', ''],
+      ['metrics-bind-address', ''],
+      ['proxy-mode', 'nftables'],
+    ]),
+    hostname: 'unused',
+  });
+  const daemon = await startProxy(config, {
+    kubeConfig: loadKubeConfig({ kubeconfig }),
+    backend,
+    nodeWaitMs: 200,
+    collectGarbage: () => (timeline.push('gc'), true),
+  });
+  t.teardown(async () => {
+    await daemon.stop();
+    await api.close();
+    stopApiCore(core);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  await until('the first sync, the change and both collections', () => timeline.filter((e) => e === 'gc').length >= 2 && timeline.some((e) => e.startsWith('partial:')));
+  const firstGc = timeline.indexOf('gc');
+  const during = timeline.findIndex((e) => e.startsWith('partial:') && e.includes('during'));
+  t.equal(timeline[0], 'full', 'the first sync is full');
+  t.ok(during > 0, `the Service created during the full sync is synced (${timeline.join(' ')})`);
+  t.ok(during < firstGc, `before any collection (${timeline.join(' ')})`);
+  t.equal(timeline.filter((e) => e === 'gc').length, 2, 'two collections for the one full sync');
+
+  // A partial sync owes nothing.
+  const n = timeline.length;
+  createService('later');
+  await until('the later change', () => timeline.slice(n).some((e) => e.includes('later')));
+  await sleep(300);
+  t.same(
+    timeline.slice(n).filter((e) => e === 'gc'),
+    [],
+    'no collection after a partial sync',
+  );
+});
