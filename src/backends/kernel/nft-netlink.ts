@@ -136,32 +136,37 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
       const t1 = performance.now();
       // In another namespace (tests, the simulator) the socket is made after a setns of the
       // calling thread: never the JS thread, whose other sockets must stay where they are.
-      const r = batchSync !== undefined && ns === undefined && enc.bytes.length <= SYNC_BATCH_BYTES ? batchSync(enc.bytes) : await batch!(enc.bytes, ns);
-      log.v(2, 'nf_tables batch sent', {
-        ok: r.ok,
-        bytes: enc.bytes.length,
-        messages: enc.messages,
-        encodeMs: Math.round(t1 - t0),
-        kernelMs: Math.round(performance.now() - t1),
-      });
-      if (r.ok) {
-        proven = true;
-        return;
-      }
-      if (r.errors.length === 0) {
-        if (!proven && failedBeforeSend(r.sysError)) {
-          disable(r.sysError);
-          return applyTransaction(fallback, tx);
+      // The batch's buffer is let go of however this ends (EncodedBatch.release).
+      try {
+        const r = batchSync !== undefined && ns === undefined && enc.bytes.length <= SYNC_BATCH_BYTES ? batchSync(enc.bytes) : await batch!(enc.bytes, ns);
+        log.v(2, 'nf_tables batch sent', {
+          ok: r.ok,
+          bytes: enc.bytes.length,
+          messages: enc.messages,
+          encodeMs: Math.round(t1 - t0),
+          kernelMs: Math.round(performance.now() - t1),
+        });
+        if (r.ok) {
+          proven = true;
+          return;
         }
-        throw new NftNetlinkError(5, 'EIO', -1, '', r.sysError);
+        if (r.errors.length === 0) {
+          if (!proven && failedBeforeSend(r.sysError)) {
+            disable(r.sysError);
+            return applyTransaction(fallback, tx);
+          }
+          throw new NftNetlinkError(5, 'EIO', -1, '', r.sysError);
+        }
+        proven = true;
+        // The first refused message is the cause; later ones may only follow from it.
+        let first = r.errors[0]!;
+        for (const e of r.errors) if (((e.seq - SEQ_BASE) >>> 0) < ((first.seq - SEQ_BASE) >>> 0)) first = e;
+        const at = enc.locate(first.seq, first.offset);
+        const op = at ? tx.ops[at.opIndex] : undefined;
+        throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op, at?.element) : `message ${first.seq}`, first.message, at?.elements ?? 1);
+      } finally {
+        enc.release();
       }
-      proven = true;
-      // The first refused message is the cause; later ones may only follow from it.
-      let first = r.errors[0]!;
-      for (const e of r.errors) if (((e.seq - SEQ_BASE) >>> 0) < ((first.seq - SEQ_BASE) >>> 0)) first = e;
-      const at = enc.locate(first.seq, first.offset);
-      const op = at ? tx.ops[at.opIndex] : undefined;
-      throw new NftNetlinkError(first.errno, errnoName(first.errno), at?.opIndex ?? -1, op ? describeOp(op, at?.element) : `message ${first.seq}`, first.message, at?.elements ?? 1);
     },
 
     async ruleCount(family: NftFamily, table: string, chain: string): Promise<number> {

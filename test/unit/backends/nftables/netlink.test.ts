@@ -229,6 +229,12 @@ t.test('large element runs split under the 64 KiB attribute limit; locate() find
   t.match(describeOp(tx.ops[opIndex]!, 4), new RegExp(`^add element ip ferry ${run.set} \\{ [^,]+ \\}$`), 'describeOp spells the one element');
   t.equal(enc.locate(2, -1)?.opIndex, 0, 'the first message (sequence number base + 1) is the first op');
   t.equal(enc.locate(999999, -1), undefined, 'an unknown sequence number is no op');
+  // Once sent and located, the batch lets go of its buffer (the encoder's context may outlive it).
+  const sent = enc.bytes;
+  enc.release();
+  t.equal(enc.bytes.length, 0, 'no bytes after release()');
+  t.equal(enc.locate(hits[0]!.seq, hits[0]!.offset), undefined, 'nothing to locate after release()');
+  t.ok(sent.length > 65536, 'a view taken before release() is untouched (the addon may still be sending it)');
 });
 
 t.test('element ops one by one (a partial sync): locate() names the op of the element at fault', async (t) => {
