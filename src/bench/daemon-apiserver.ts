@@ -77,11 +77,14 @@ async function main(): Promise<void> {
   createInterface({ input: process.stdin }).on('line', (line) => {
     const m = /^change (\d+)$/.exec(line.trim());
     if (!m) return;
-    const sl = sliceObject(Number(m[1]), endpoints!, ++generation);
-    delete sl.metadata!.resourceVersion;
-    const name = sl.metadata!.name!;
-    coreRef!.registry.update(def(coreRef!, 'discovery.k8s.io', 'endpointslices'), BENCH_NAMESPACE, name, sl as unknown as KObject);
-    process.stdout.write(`changed ${performance.timeOrigin + performance.now()}\n`);
+    try {
+      const sl = sliceObject(Number(m[1]), endpoints!, ++generation);
+      delete sl.metadata!.resourceVersion;
+      coreRef!.registry.update(def(coreRef!, 'discovery.k8s.io', 'endpointslices'), BENCH_NAMESPACE, sl.metadata!.name!, sl as unknown as KObject);
+      process.stdout.write(`changed ${performance.timeOrigin + performance.now()}\n`);
+    } catch (e) {
+      process.stdout.write(`error ${e instanceof Error ? e.message : String(e)}\n`.replace(/\n(?!$)/g, ' '));
+    }
   });
   process.stdin.on('end', () => {
     void server.close().finally(() => process.exit(0));

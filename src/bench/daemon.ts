@@ -445,7 +445,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<DaemonRow> {
       let changedAt: number | undefined;
       if (mode === 'nftables') {
         await sleep(Math.max(20, Math.round((firstSync?.durationMs ?? 60) / 3)));
-        changedAt = Number((await api.ask(`change ${7 * i + 1}`, 10_000)).split(' ')[1]);
+        const answer = await api.ask(`change ${(7 * i + 1) % size.services}`, 10_000);
+        if (answer.startsWith('changed ')) changedAt = Number(answer.split(' ')[1]);
+        else opts.progress(`  ${label}: resync ${i + 1}: no change during the repair (${answer})`);
       }
       const repairMs = Math.round((await waitProbe(`resync ${i + 1}`)) - s0);
       await until(() => phases.fullSyncs.length >= i + 2, opts.timeoutMs);

@@ -40,9 +40,9 @@ t.test('a change that arrives during a full sync is synced before the collection
     const names = [...changes.changed].map((k) => k.split('/')[1]).join(',');
     timeline.push(changes.full ? 'full' : `partial:${names}`);
   };
-  // Only full syncs cost time here: the first one stays in the "kernel" for 400 ms, and a
+  // Only full syncs cost time here: the first one stays in the "kernel" for 800 ms, and a
   // Service is created meanwhile, as a change that arrives while a large full sync applies.
-  backend.fullCostMs = 400;
+  backend.fullCostMs = 800;
   let fulls = 0;
   backend.wait = async (ms) => {
     if (++fulls === 1) createService('during');
