@@ -10,18 +10,13 @@
 import t, { type Test } from 'tap';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Command } from 'commander';
-import { startApiServer } from '../../../src/sim/apiserver/index.js';
-import { startProxy } from '../../../src/proxy/daemon.js';
 import { FakeBackend } from '../../../src/sync/fake-backend.js';
-import { loadKubeConfig } from '../../../src/kube/client.js';
 import { resolveConfig } from '../../../src/config/resolve.js';
 import { parseConfigFile } from '../../../src/config/file.js';
 import { explicitFlags, registerProxy } from '../../../src/cli/proxy.js';
 import type { ExplicitFlags } from '../../../src/config/flags.js';
+import { simDaemon } from '../proxy/sim-daemon.js';
 import { at, baseObjects, find, kustomize, perm, permissionOf, rolePermissions, type ApiRequest, type K8sObject, type Permission } from './manifests.js';
 
 /** An HTTP proxy in front of `upstream` that records every request line, streams included. */
@@ -72,32 +67,17 @@ async function post(base: string, path: string, body: unknown): Promise<void> {
 
 /** The permissions ferry's daemon uses, observed end to end. */
 async function observedPermissions(t: Test): Promise<{ perms: Set<Permission>; requests: ApiRequest[] }> {
-  const api = await startApiServer({ serviceCIDRs: ['198.18.64.0/18'], bookmarkIntervalMs: 200 });
-  const proxy = await recordingProxy(api.url);
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-rbac-'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig, proxy.url);
   const backend = new FakeBackend();
-  const config = resolveConfig({
-    flags: new Map<string, string | boolean>([
-      ['kubeconfig', kubeconfig],
-      ['hostname-override', 'node-a'],
-      ['healthz-bind-address', ''],
-      ['metrics-bind-address', ''],
-    ]),
-    hostname: 'unused',
-  });
-  const daemon = await startProxy(config, {
-    kubeConfig: loadKubeConfig({ kubeconfig }),
-    backend,
-    nodeWaitMs: 10_000,
-    watchBackoff: { initialMs: 20, maxMs: 100 },
-  });
-  t.teardown(async () => {
-    await daemon.stop();
-    await proxy.close();
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
+  let proxy!: Awaited<ReturnType<typeof recordingProxy>>;
+  const { api } = await simDaemon(t, {
+    api: { serviceCIDRs: ['198.18.64.0/18'], bookmarkIntervalMs: 200 },
+    // Registered before the daemon's teardown, so closed after it (teardowns run last first).
+    server: async (api) => {
+      proxy = await recordingProxy(api.url);
+      t.teardown(() => proxy.close());
+      return proxy.url;
+    },
+    deps: { backend, nodeWaitMs: 10_000, watchBackoff: { initialMs: 20, maxMs: 100 } },
   });
 
   await post(api.url, '/api/v1/nodes', {

@@ -5,29 +5,12 @@
  * listed or watched.
  */
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startApiServer } from '../../../src/sim/apiserver/index.js';
-import { nodePortsFollowAddresses, startProxy } from '../../../src/proxy/daemon.js';
+import { nodePortsFollowAddresses } from '../../../src/proxy/daemon.js';
 import { FakeBackend } from '../../../src/sync/fake-backend.js';
-import { loadKubeConfig } from '../../../src/kube/client.js';
-import { resolveConfig } from '../../../src/config/resolve.js';
 import type { RouteWatchSource } from '../../../src/backends/kernel/local-addresses.js';
-
-async function until(what: string, pred: () => boolean): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`not within 10 s: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { simDaemon, until } from './sim-daemon.js';
 
 async function daemonIn(t: Test, mode: string, extraFlags: [string, string][] = []) {
-  const api = await startApiServer({ serviceCIDRs: ['198.18.64.0/18'] });
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-addresses-'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
   const backend = new FakeBackend();
   let host = ['127.0.0.1', '192.0.2.10', '::1'];
   let fire: (() => void) | undefined;
@@ -37,23 +20,7 @@ async function daemonIn(t: Test, mode: string, extraFlags: [string, string][] = 
     fire = () => onChange();
     return { close: () => (fire = undefined) };
   };
-  const config = resolveConfig({
-    flags: new Map<string, string | boolean>([
-      ['kubeconfig', kubeconfig],
-      ['hostname-override', 'node-a'],
-      ['healthz-bind-address', ''],
-      ['metrics-bind-address', ''],
-      ['proxy-mode', mode],
-      ...extraFlags,
-    ]),
-    hostname: 'unused',
-  });
-  const daemon = await startProxy(config, { kubeConfig: loadKubeConfig({ kubeconfig }), backend, nodeWaitMs: 200, routeWatch, listLocalAddresses: () => [...host] });
-  t.teardown(async () => {
-    await daemon.stop();
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  await simDaemon(t, { flags: [['proxy-mode', mode], ...extraFlags], deps: { backend, nodeWaitMs: 200, routeWatch, listLocalAddresses: () => [...host] } });
   return {
     backend,
     subscribed: () => subscribed,

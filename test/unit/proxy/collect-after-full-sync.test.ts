@@ -5,31 +5,14 @@
  * run inside the full sync's completion, as before, the first test fails.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createApiCore, startApiServer, stopApiCore } from '../../../src/sim/apiserver/index.js';
-import { startProxy } from '../../../src/proxy/daemon.js';
+import { createApiCore, stopApiCore } from '../../../src/sim/apiserver/index.js';
 import { FakeBackend } from '../../../src/sync/fake-backend.js';
-import { loadKubeConfig } from '../../../src/kube/client.js';
-import { resolveConfig } from '../../../src/config/resolve.js';
-
-async function until(what: string, pred: () => boolean): Promise<void> {
-  const end = Date.now() + 10_000;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`not within 10 s: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { simDaemon, until } from './sim-daemon.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 t.test('a change that arrives during a full sync is synced before the collections', async (t) => {
   const core = createApiCore({ serviceCIDRs: ['198.18.64.0/18'] });
-  const api = await startApiServer({ core });
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-collect-'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
   const createService = (name: string) => core.registry.create(core.services.def, 'default', { metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80 }] } });
 
   const timeline: string[] = [];
@@ -49,28 +32,9 @@ t.test('a change that arrives during a full sync is synced before the collection
     await sleep(ms);
   };
 
-  const config = resolveConfig({
-    flags: new Map<string, string | boolean>([
-      ['kubeconfig', kubeconfig],
-      ['hostname-override', 'node-a'],
-      ['healthz-bind-address', ''],
-      ['metrics-bind-address', ''],
-      ['proxy-mode', 'nftables'],
-    ]),
-    hostname: 'unused',
-  });
-  const daemon = await startProxy(config, {
-    kubeConfig: loadKubeConfig({ kubeconfig }),
-    backend,
-    nodeWaitMs: 200,
-    collectGarbage: () => (timeline.push('gc'), true),
-  });
-  t.teardown(async () => {
-    await daemon.stop();
-    await api.close();
-    stopApiCore(core);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  // Teardowns run last first: the core stops after the daemon and the server it serves through.
+  t.teardown(() => stopApiCore(core));
+  await simDaemon(t, { api: { core }, deps: { backend, nodeWaitMs: 200, collectGarbage: () => (timeline.push('gc'), true) } });
 
   await until('the first sync, the change and both collections', () => timeline.filter((e) => e === 'gc').length >= 2 && timeline.some((e) => e.startsWith('partial:')));
   const firstGc = timeline.indexOf('gc');

@@ -3,15 +3,9 @@
  * starts its watches — before the initial lists are in and the first sync runs — and only once.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startApiServer } from '../../../src/sim/apiserver/index.js';
-import { startProxy } from '../../../src/proxy/daemon.js';
 import { FakeBackend } from '../../../src/sync/fake-backend.js';
-import { loadKubeConfig } from '../../../src/kube/client.js';
-import { resolveConfig } from '../../../src/config/resolve.js';
 import type { ProxyTables, SyncChanges } from '../../../src/plan/types.js';
+import { simDaemon, until } from './sim-daemon.js';
 
 class PreparingBackend extends FakeBackend {
   readonly events: string[] = [];
@@ -25,29 +19,10 @@ class PreparingBackend extends FakeBackend {
 }
 
 t.test('prepare() comes once, before the first sync', async (t) => {
-  const api = await startApiServer({ serviceCIDRs: ['198.18.64.0/18'] });
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-prepare-'));
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
   const backend = new PreparingBackend();
-  const config = resolveConfig({
-    flags: new Map<string, string | boolean>([
-      ['kubeconfig', kubeconfig],
-      ['hostname-override', 'node-a'],
-      ['healthz-bind-address', ''],
-      ['metrics-bind-address', ''],
-    ]),
-    hostname: 'unused',
-  });
-  const daemon = await startProxy(config, { kubeConfig: loadKubeConfig({ kubeconfig }), backend, nodeWaitMs: 200 });
-  t.teardown(async () => {
-    await daemon.stop();
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  await simDaemon(t, { deps: { backend, nodeWaitMs: 200 } });
   t.same(backend.events, ['prepare'], 'asked at start, before any list is in');
-  const end = Date.now() + 10_000;
-  while (!backend.events.includes('full sync') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  await until('the first sync', () => backend.events.includes('full sync'));
   t.same(backend.events.slice(0, 2), ['prepare', 'full sync'], 'then the first (full) sync');
   t.equal(backend.events.filter((e) => e === 'prepare').length, 1, 'once');
 });
