@@ -12,14 +12,14 @@
  */
 import type { IPFamily, PlannedEndpoint, Protocol, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { ClaimIndex, CompileState } from './claims.js';
-import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, groupedMapName, groupedMapProtocol, isLegacyAffinitySet, Maps, Sets } from './names.js';
+import { Chains, countSetName, countSetOf, endpointShardProtocol, FERRY_TABLE, GROUPED_FRONTENDS, GROUPED_NODEPORTS, groupedMapName, groupedMapOf, groupedMapProtocol, isLegacyAffinitySet, Maps, Sets, type GroupedKind } from './names.js';
 import * as R from './rules.js';
 import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
 import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { affinitySetSpec, buildSkeleton, countSetSpec, endpointMapSpec, servicesByCountRules, type ChainWithRules } from './skeleton.js';
+import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
 export { CompileState } from './claims.js';
@@ -79,16 +79,21 @@ function shardsOf(index: ClaimIndex): string[] {
   return out.sort();
 }
 
-/** The count sets (names.ts) in use, by protocol, then endpoint count. */
+/** The count sets (names.ts) in use, by kind (ClusterIP frontends first), protocol, then endpoint count. */
 function countSetsOf(index: ClaimIndex): string[] {
-  const out: { name: string; proto: string; n: number }[] = [];
+  const out: { name: string; kind: GroupedKind; proto: string; n: number }[] = [];
   for (const [name, size] of index.countSetSizes) {
     if (size <= 0) continue;
     const c = countSetOf(name)!;
-    out.push({ name, proto: c.proto, n: c.n });
+    out.push({ name, kind: c.kind, proto: c.proto, n: c.n });
   }
-  out.sort((a, b) => (a.proto < b.proto ? -1 : a.proto > b.proto ? 1 : a.n - b.n));
+  out.sort((a, b) => (a.kind !== b.kind ? (a.kind === 'addr' ? -1 : 1) : a.proto < b.proto ? -1 : a.proto > b.proto ? 1 : a.n - b.n));
   return out.map((x) => x.name);
+}
+
+/** The count sets of `counts` of one kind, in order. */
+function countsOfKind(counts: readonly string[], kind: GroupedKind): string[] {
+  return counts.filter((name) => countSetOf(name)!.kind === kind);
 }
 
 /** The grouped endpoints maps the count sets `counts` use (one each), sorted. */
@@ -96,7 +101,7 @@ function groupedMapsOf(counts: readonly string[]): string[] {
   const out: string[] = [];
   for (const name of counts) {
     const c = countSetOf(name)!;
-    out.push(groupedMapName(c.proto, c.n));
+    out.push(groupedMapName(c.proto, c.n, c.kind));
   }
   return out.sort();
 }
@@ -107,6 +112,8 @@ function groupedMapsOf(counts: readonly string[]): string[] {
  * them from the table when it writes the elements.
  */
 interface GroupedFrontend {
+  /** ClusterIP frontends (`addr . proto . port`, internal endpoints) or NodePorts (`proto . port`, external endpoints). */
+  readonly kind: GroupedKind;
   readonly countSet: string;
   readonly masqSet: string | undefined;
   readonly map: string;
@@ -132,25 +139,46 @@ function keyProtocol(key: string): Protocol {
   throw new Error(`grouped frontend key without a protocol: ${key}`);
 }
 
-/** Expanded claims by protocol and claim value: a handful of distinct ones, made once each. */
-const groupedFrontends: Readonly<Record<Protocol, Map<string, GroupedFrontend>>> = { TCP: new Map(), UDP: new Map(), SCTP: new Map() };
-
-function expandGrouped(key: string, value: string): GroupedFrontend {
-  return expandGroupedAs(keyProtocol(key), value);
+/** The protocol of a NodePort key `proto . port`, read in place. */
+function portKeyProtocol(key: string): Protocol {
+  const c = key.charCodeAt(0);
+  if (c === 0x74 /* t */) return 'TCP';
+  if (c === 0x75 /* u */) return 'UDP';
+  if (c === 0x73 /* s */) return 'SCTP';
+  throw new Error(`grouped NodePort key without a protocol: ${key}`);
 }
 
-function expandGroupedAs(proto: Protocol, value: string): GroupedFrontend {
-  const cache = groupedFrontends[proto];
+/** Expanded claims by kind, protocol and claim value: a handful of distinct ones, made once each. */
+const groupedFrontends: Readonly<Record<GroupedKind, Readonly<Record<Protocol, Map<string, GroupedFrontend>>>>> = {
+  addr: { TCP: new Map(), UDP: new Map(), SCTP: new Map() },
+  port: { TCP: new Map(), UDP: new Map(), SCTP: new Map() },
+};
+
+/** The kind of a grouped claim container (names.ts GROUPED_FRONTENDS, GROUPED_NODEPORTS). */
+function kindOf(container: string): GroupedKind | undefined {
+  return container === GROUPED_FRONTENDS ? 'addr' : container === GROUPED_NODEPORTS ? 'port' : undefined;
+}
+
+/** A claim of `container` (GROUPED_FRONTENDS or GROUPED_NODEPORTS), expanded. */
+function expandGrouped(container: string, key: string, value: string): GroupedFrontend {
+  const kind = kindOf(container);
+  if (kind === undefined) throw new Error(`not a grouped container: ${container}`);
+  return kind === 'addr' ? expandGroupedAs(keyProtocol(key), value) : expandGroupedAs(portKeyProtocol(key), value, 'port');
+}
+
+function expandGroupedAs(proto: Protocol, value: string, kind: GroupedKind = 'addr'): GroupedFrontend {
+  const cache = groupedFrontends[kind][proto];
   let g = cache.get(value);
   if (g === undefined) {
     const bar = value.indexOf('|');
     const masq = value.slice(0, bar);
     const n = Number(value.slice(bar + 1));
-    if (bar < 0 || !Number.isInteger(n) || n < 0) throw new Error(`not a grouped frontend claim: ${value}`);
+    if (bar < 0 || !Number.isInteger(n) || n < 0 || (kind === 'port' && masq !== 'all')) throw new Error(`not a grouped ${kind === 'addr' ? 'frontend' : 'NodePort'} claim: ${value}`);
     g = {
-      countSet: countSetNameOf(proto, n),
-      masqSet: masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
-      map: groupedMapName(proto, n),
+      kind,
+      countSet: kind === 'addr' ? countSetNameOf(proto, n) : countSetName(proto, n, 'port'),
+      masqSet: kind === 'port' ? Sets.masqNodePorts : masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
+      map: groupedMapName(proto, n, kind),
       n,
     };
     cache.set(value, g);
@@ -158,9 +186,13 @@ function expandGroupedAs(proto: Protocol, value: string): GroupedFrontend {
   return g;
 }
 
-/** The endpoints a grouped frontend's winning claimant stands for (service.ts claims them from `internal`). */
+/**
+ * The endpoints a grouped frontend's winning claimant stands for (service.ts claims a ClusterIP
+ * frontend from `internal`, a NodePort from `external`).
+ */
 function groupedEndpoints(table: ProxyTable, owner: ServicePortKey, g: GroupedFrontend, key: string): readonly PlannedEndpoint[] {
-  const eps = table.services.get(owner)?.internal.endpoints;
+  const svc = table.services.get(owner);
+  const eps = g.kind === 'addr' ? svc?.internal.endpoints : svc?.external.endpoints;
   if (eps === undefined || eps.length !== g.n) throw new Error(`grouped frontend ${key}: claimant ${owner} has ${eps?.length ?? 'no'} endpoints, its claim says ${g.n}`);
   return eps;
 }
@@ -456,7 +488,7 @@ function recountGrouped(index: ClaimIndex): GroupedClaims {
   const owners: ServicePortKey[] = [];
   const frontends: GroupedFrontend[] = [];
   index.forEachWinner(GROUPED_FRONTENDS, (k, v, owner) => {
-    const g = expandGrouped(k, v);
+    const g = expandGrouped(GROUPED_FRONTENDS, k, v);
     bumpCount(index, g.countSet, 1);
     keys.push(k);
     owners.push(owner);
@@ -466,10 +498,39 @@ function recountGrouped(index: ClaimIndex): GroupedClaims {
   return { count: keys.length, key, pieces: spelledPieces(key), owners, frontends };
 }
 
-/** Skeleton rules of `c`, plus the count rules when `c` is the endpoint-count chain. */
-function chainRules(fs: FamilySyntax, table: ProxyTable, c: ChainWithRules, countSets: readonly string[]): readonly Rule[] {
-  return c.chain.name === Chains.servicesByCount ? servicesByCountRules(fs, table, countSets) : c.rules;
+/**
+ * The grouped NodePorts that won their keys (few: one per NodePort, at most ~2,800 a protocol),
+ * in the index's order, with their winners' endpoints; their count sets are counted (after the
+ * ClusterIP frontends': those recounts start from zero).
+ */
+interface NodePortGroups {
+  readonly keys: string[];
+  readonly frontends: GroupedFrontend[];
+  readonly endpoints: (readonly PlannedEndpoint[])[];
 }
+
+function nodePortWinners(index: ClaimIndex, table: ProxyTable | undefined): NodePortGroups {
+  const out: NodePortGroups = { keys: [], frontends: [], endpoints: [] };
+  index.forEachWinner(GROUPED_NODEPORTS, (k, v, owner) => {
+    const g = expandGrouped(GROUPED_NODEPORTS, k, v);
+    bumpCount(index, g.countSet, 1);
+    out.keys.push(k);
+    out.frontends.push(g);
+    if (table !== undefined) out.endpoints.push(groupedEndpoints(table, owner, g, k));
+  });
+  return out;
+}
+
+/** Skeleton rules of `c`, plus the count rules when `c` holds them. */
+function chainRules(fs: FamilySyntax, table: ProxyTable, c: ChainWithRules, countSets: readonly string[]): readonly Rule[] {
+  return c.chain.name === Chains.servicesByCount || c.chain.name === Chains.nodePortsByCount ? countChainRules(fs, table, c.chain.name, countSets) : c.rules;
+}
+
+/** The chains of count rules, with the kind of count set each dispatches. */
+const COUNT_CHAINS: readonly { chain: string; kind: GroupedKind }[] = [
+  { chain: Chains.servicesByCount, kind: 'addr' },
+  { chain: Chains.nodePortsByCount, kind: 'port' },
+];
 
 /**
  * The index (and endpoint blocks) a full compile of `table` produces. Exact for the kernel only
@@ -486,6 +547,7 @@ function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
     serviceContribution(svc, ctx, sink);
   }
   recountGrouped(index);
+  nodePortWinners(index, undefined);
   return index;
 }
 
@@ -593,6 +655,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
     const shards = shardsOf(index);
     const { claims: groupedClaims, endpoints: groupedEps } = groupedWinners(index, table, made);
+    const nodePorts = nodePortWinners(index, table);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
     for (const name of [...shards, ...groupedMaps]) {
@@ -644,10 +707,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const frontendRun = (list: ArrayLike<number>): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
     const { byMasq, byCount, byMap } = frontendLists(grouped);
     for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
-    for (const name of countSets) tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
+    for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
     // The frontends of each map (one map per count set), in claim order. Every frontend of a map
     // has the map's count of endpoints: element x is endpoint x % n of its frontend x / n.
     for (const name of groupedMaps) {
+      if (groupedMapOf(name)!.kind !== 'addr') continue;
       const members = byMap.get(name) ?? NO_FRONTENDS;
       if (members.length === 0) continue;
       const n = grouped[members[0]!]!.n;
@@ -670,6 +734,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         },
       });
     }
+    writeNodePortGroups(tx, target, nodePorts);
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
     // in the order the services were compiled.
     for (const name of shards) {
@@ -696,6 +761,32 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
   }
   return tx;
+}
+
+/** A full compile's grouped NodePort elements: `masq-nodeports`, then each `np-` count set and its map. */
+function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups): void {
+  tx.addElementRun(target, Sets.masqNodePorts, runOf(Sets.masqNodePorts, np.keys));
+  const byCount = new Map<GroupedFrontend, number[]>();
+  for (let i = 0; i < np.keys.length; i++) {
+    const g = np.frontends[i]!;
+    let list = byCount.get(g);
+    if (!list) byCount.set(g, (list = []));
+    list.push(i);
+  }
+  const groups = [...byCount].sort(([a], [b]) => (a.countSet < b.countSet ? -1 : a.countSet > b.countSet ? 1 : 0));
+  for (const [g, list] of groups) {
+    tx.addElementRun(target, g.countSet, runOf(g.countSet, list.map((i) => np.keys[i]!)));
+    const keys: string[] = [];
+    const values: string[] = [];
+    for (const i of list) {
+      const eps = np.endpoints[i]!;
+      for (let j = 0; j < eps.length; j++) {
+        keys.push(R.groupedEndpointKey(np.keys[i]!, j));
+        values.push(R.endpointValue(eps[j]!));
+      }
+    }
+    tx.addElementRun(target, g.map, runOf(g.map, keys, values));
+  }
 }
 
 function sameRules(a: readonly Rule[], b: readonly Rule[]): boolean {
@@ -757,12 +848,14 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       if (!d) m.set(el.key, (d = { was: undefined, now: undefined }));
       d[side] = el.value;
     };
-    // Grouped frontends: key → claim and winner before this sync (the winner's endpoints are its
-    // entry's in prevT).
-    const groupedBefore = new Map<string, { value: string | undefined; owner: ServicePortKey | undefined }>();
+    // Grouped frontends and NodePorts: container → key → claim and winner before this sync (the
+    // winner's endpoints are its entry's in prevT).
+    const groupedBefore = new Map<string, Map<string, { value: string | undefined; owner: ServicePortKey | undefined }>>();
     const noteBefore = (el: ElementClaim): void => {
-      if (el.container === GROUPED_FRONTENDS) {
-        if (!groupedBefore.has(el.key)) groupedBefore.set(el.key, { value: index.value(el.container, el.key), owner: index.winner(el.container, el.key) });
+      if (el.container === GROUPED_FRONTENDS || el.container === GROUPED_NODEPORTS) {
+        let g = groupedBefore.get(el.container);
+        if (!g) groupedBefore.set(el.container, (g = new Map()));
+        if (!g.has(el.key)) g.set(el.key, { value: index.value(el.container, el.key), owner: index.winner(el.container, el.key) });
         return;
       }
       let m = before.get(el.container);
@@ -809,11 +902,11 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     // Grouped frontends whose winning claim changed: the elements they stand for, diffed.
     const groupedDeletes: [string, string][] = [];
     const groupedAdds: [string, string, string][] = [];
-    for (const [k, { value: was, owner: wasOwner }] of groupedBefore) {
-      const now = index.value(GROUPED_FRONTENDS, k);
-      const nowOwner = index.winner(GROUPED_FRONTENDS, k);
-      const w = was === undefined ? undefined : expandGrouped(k, was);
-      const n = now === undefined ? undefined : expandGrouped(k, now);
+    for (const [container, keysBefore] of groupedBefore) for (const [k, { value: was, owner: wasOwner }] of keysBefore) {
+      const now = index.value(container, k);
+      const nowOwner = index.winner(container, k);
+      const w = was === undefined ? undefined : expandGrouped(container, k, was);
+      const n = now === undefined ? undefined : expandGrouped(container, k, now);
       if (w?.masqSet !== n?.masqSet) {
         if (w?.masqSet) groupedDeletes.push([w.masqSet, k]);
         if (n?.masqSet) groupedAdds.push([n.masqSet, k, '']);
@@ -895,10 +988,13 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       }
     } else if (countsChanged) {
       // A count came into use or went out of use: its rule is added or deleted in place where the
-      // applier knows the chain's handles, else the chain is rewritten (CountRulesOp).
-      const added = countsAfter.filter((n) => !hadCounts.has(n));
-      const removed = countsBefore.filter((n) => !hasCounts.has(n));
-      tx.countRules(target, Chains.servicesByCount, servicesByCountRules(fs, nextT, countsAfter), added, removed);
+      // applier knows the chain's handles, else the chain is rewritten (CountRulesOp). Each kind
+      // of count set has its own chain.
+      for (const { chain, kind } of COUNT_CHAINS) {
+        const added = countsOfKind(countsAfter, kind).filter((n) => !hadCounts.has(n));
+        const removed = countsOfKind(countsBefore, kind).filter((n) => !hasCounts.has(n));
+        if (added.length > 0 || removed.length > 0) tx.countRules(target, chain, countChainRules(fs, nextT, chain, countsAfter), added, removed);
+      }
     }
     for (const [name, rules, existed] of rewrite) {
       if (existed) tx.flushChain(target, name);

@@ -34,6 +34,7 @@ export const Chains = {
   masquerading: 'masquerading',
   canary: 'ferry-canary',
   servicesByCount: 'services-by-count',
+  nodePortsByCount: 'nodeports-by-count',
 } as const;
 
 export const Sets = {
@@ -44,6 +45,7 @@ export const Sets = {
   serviceCIDRs: 'service-cidrs',
   masqAll: 'masq-all',
   masqNonLocal: 'masq-nonlocal',
+  masqNodePorts: 'masq-nodeports',
   affinity: 'affinity',
 } as const;
 
@@ -91,51 +93,65 @@ export function endpointShardProtocol(name: string): Protocol | undefined {
  */
 export const GROUPED_MAX_ENDPOINTS = 256;
 
-/** The count set of the grouped ClusterIP frontends of protocol `p` with `n` endpoints. */
-export function countSetName(p: Protocol, n: number): string {
-  return `n-${p.toLowerCase()}-${n}`;
+/**
+ * The two kinds of grouped frontend: `addr` — ClusterIPs, keyed `addr . proto . port` (count sets
+ * `n-<proto>-<N>`, maps `endpoints-<proto>-n<N>`, dispatched in `services-by-count`); `port` —
+ * NodePorts of Cluster-policy Services, keyed `proto . port` (count sets `np-<proto>-<N>`, maps
+ * `np-endpoints-<proto>-n<N>`, dispatched in `nodeports-by-count` behind the NodePort address
+ * check), so that an endpoint change of a NodePort Service is elements only too.
+ */
+export type GroupedKind = 'addr' | 'port';
+
+/** The count set of the grouped frontends of `kind` and protocol `p` with `n` endpoints. */
+export function countSetName(p: Protocol, n: number, kind: GroupedKind = 'addr'): string {
+  return `${kind === 'addr' ? 'n' : 'np'}-${p.toLowerCase()}-${n}`;
 }
 
-const COUNT_SET = /^n-(tcp|udp|sctp)-(\d+)$/;
+const COUNT_SET = /^(n|np)-(tcp|udp|sctp)-(\d+)$/;
 
-/** The protocol and endpoint count of a count set, or undefined for any other name. */
-export function countSetOf(name: string): { proto: Protocol; n: number } | undefined {
+/** The kind, protocol and endpoint count of a count set, or undefined for any other name. */
+export function countSetOf(name: string): { kind: GroupedKind; proto: Protocol; n: number } | undefined {
   const m = COUNT_SET.exec(name);
-  return m ? { proto: m[1]!.toUpperCase() as Protocol, n: Number(m[2]) } : undefined;
+  return m ? { kind: m[1] === 'n' ? 'addr' : 'port', proto: m[2]!.toUpperCase() as Protocol, n: Number(m[3]) } : undefined;
 }
 
 /**
- * The endpoints map of the grouped frontends of protocol `p` with `n` endpoints: one per count
- * set (and per protocol: nft types its value by protocol). A rule binding a map makes the kernel
- * walk all of the map's elements, so with one map per protocol every count rule written — each
- * time a count came into use or went out of use, the whole `services-by-count` chain — walked
+ * The endpoints map of the grouped frontends of `kind` and protocol `p` with `n` endpoints: one per
+ * count set (and per protocol: nft types its value by protocol). A rule binding a map makes the
+ * kernel walk all of the map's elements, so with one map per protocol every count rule written —
+ * each time a count came into use or went out of use, the whole `services-by-count` chain — walked
  * every grouped endpoint again (10k Services with 20 counts in use: ~0.2 s a commit). Per count,
  * a rule binds only the endpoints of its own count.
  */
-export function groupedMapName(p: Protocol, n: number): string {
-  return `endpoints-${p.toLowerCase()}-n${n}`;
+export function groupedMapName(p: Protocol, n: number, kind: GroupedKind = 'addr'): string {
+  return `${kind === 'addr' ? '' : 'np-'}endpoints-${p.toLowerCase()}-n${n}`;
 }
 
-const GROUPED_MAP = /^endpoints-(tcp|udp|sctp)-n(\d+)$/;
+const GROUPED_MAP = /^(np-)?endpoints-(tcp|udp|sctp)-n(\d+)$/;
 
-/** The protocol and endpoint count of a grouped endpoints map, or undefined for any other name. */
-export function groupedMapOf(name: string): { proto: Protocol; n: number } | undefined {
+/** The kind, protocol and endpoint count of a grouped endpoints map, or undefined for any other name. */
+export function groupedMapOf(name: string): { kind: GroupedKind; proto: Protocol; n: number } | undefined {
   const m = GROUPED_MAP.exec(name);
-  return m ? { proto: m[1]!.toUpperCase() as Protocol, n: Number(m[2]) } : undefined;
+  return m ? { kind: m[1] === undefined ? 'addr' : 'port', proto: m[2]!.toUpperCase() as Protocol, n: Number(m[3]) } : undefined;
 }
 
 const LEGACY_GROUPED_MAP = /^endpoints-(tcp|udp|sctp)$/;
 
 /**
- * The protocol of a grouped endpoints map — one of a count, or the one map per protocol of an
- * earlier ferry, which holds the same keys and values (the encoder and the map's spec read it) —
- * or undefined for any other name.
+ * The kind and protocol of a grouped endpoints map — one of a count, or the one map per protocol
+ * of an earlier ferry (kind `addr`), which holds the same keys and values (the encoder and the
+ * map's spec read it) — or undefined for any other name.
  */
-export function groupedMapProtocol(name: string): Protocol | undefined {
+export function groupedMapKind(name: string): { kind: GroupedKind; proto: Protocol } | undefined {
   const g = groupedMapOf(name);
-  if (g !== undefined) return g.proto;
+  if (g !== undefined) return g;
   const m = LEGACY_GROUPED_MAP.exec(name);
-  return m ? (m[1]!.toUpperCase() as Protocol) : undefined;
+  return m ? { kind: 'addr', proto: m[1]!.toUpperCase() as Protocol } : undefined;
+}
+
+/** The protocol of a grouped endpoints map (groupedMapKind), or undefined for any other name. */
+export function groupedMapProtocol(name: string): Protocol | undefined {
+  return groupedMapKind(name)?.proto;
 }
 
 /**
@@ -144,6 +160,18 @@ export function groupedMapProtocol(name: string): Protocol | undefined {
  * winner's endpoints, into the count set, masquerade set and endpoints map elements.
  */
 export const GROUPED_FRONTENDS = '<grouped-frontends>';
+
+/**
+ * The claim index's container of grouped NodePorts (never a kernel object): key `proto . port`,
+ * value groupedClaim('all', n) — Cluster policy, so always masqueraded. The compiler expands the
+ * winner, with its `external` endpoints, into `masq-nodeports`, the `np-` count set and map.
+ */
+export const GROUPED_NODEPORTS = '<grouped-nodeports>';
+
+/** The grouped-frontend container of a kind. */
+export function groupedContainer(kind: GroupedKind): string {
+  return kind === 'addr' ? GROUPED_FRONTENDS : GROUPED_NODEPORTS;
+}
 
 export const SERVICE_CHAIN_PREFIXES = ['svc-', 'ext-', 'fw-', 'ep-'] as const;
 

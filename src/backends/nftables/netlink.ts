@@ -12,7 +12,7 @@
  * number and, for element messages, the extack offset of the offending element) back to the op.
  * Pure: no I/O.
  */
-import { countSetOf, endpointShardProtocol, groupedMapProtocol, Maps, Sets } from './names.js';
+import { countSetOf, endpointShardProtocol, groupedMapKind, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
 import type { Chain, CountRulesOp, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
@@ -380,7 +380,7 @@ function protoNum(p: string): number {
 }
 
 /** How the elements of one of ferry's containers are laid out. */
-type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot' | 'grouped';
+type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot' | 'grouped' | 'portGrouped';
 
 function layoutOf(container: string): Layout {
   switch (container) {
@@ -399,11 +399,14 @@ function layoutOf(container: string): Layout {
       return 'addrProtoPort';
     case Maps.serviceNodePorts:
     case Maps.noEndpointNodePorts:
+    case Sets.masqNodePorts:
       return 'protoPort';
   }
   if (endpointShardProtocol(container) !== undefined) return 'slot';
-  if (countSetOf(container) !== undefined) return 'addrProtoPort';
-  if (groupedMapProtocol(container) !== undefined) return 'grouped';
+  const c = countSetOf(container);
+  if (c !== undefined) return c.kind === 'addr' ? 'addrProtoPort' : 'protoPort';
+  const g = groupedMapKind(container);
+  if (g !== undefined) return g.kind === 'addr' ? 'grouped' : 'portGrouped';
   throw new Error(`no element layout for container ${container}`);
 }
 
@@ -428,6 +431,8 @@ function keyLen(f: NlFamily, layout: Layout): number {
       return 4;
     case 'grouped':
       return a + 12;
+    case 'portGrouped':
+      return 12;
   }
 }
 
@@ -480,6 +485,21 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
       b[at + a + 4] = port >> 8;
       b[at + a + 5] = port & 0xff;
       b.writeUInt32LE(n, at + a + 8);
+      return true;
+    }
+    case 'portGrouped': {
+      // `proto . port . index`: the protoPort key, then numgen's u32 in host order.
+      const i = key.indexOf(SEP);
+      const j = key.indexOf(SEP, i + 3);
+      if (i < 0 || j < 0) return false;
+      const p = protoAt(key, 0, i);
+      const port = portOf(key, i + 3, j);
+      const n = portOf(key, j + 3, key.length, 0xffffffff);
+      if (p === undefined || port < 0 || n < 0) return false;
+      b[at] = p;
+      b[at + 4] = port >> 8;
+      b[at + 5] = port & 0xff;
+      b.writeUInt32LE(n, at + 8);
       return true;
     }
     case 'slot': {
@@ -677,22 +697,22 @@ function setDecl(f: NlFamily, s: NamedSet): SetDecl {
 }
 
 function mapDecl(f: NlFamily, m: NamedMap): SetDecl {
-  const gp = m.typeof ? groupedMapProtocol(m.name) : undefined;
-  if (gp !== undefined) {
-    // `ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . PROTO dport`.
-    const proto = gp.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+  const gm = m.typeof ? groupedMapKind(m.name) : undefined;
+  if (gm !== undefined) {
+    // `ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . PROTO dport`; a
+    // NodePort one without the `ip daddr`.
+    const byAddr = gm.kind === 'addr';
+    const proto = gm.proto.toLowerCase() as 'tcp' | 'udp' | 'sctp';
+    const keyExprs = [
+      typeofExpr(EXPR_META, new Udata().u32(0, META_L4PROTO)),
+      typeofPayload(PROTO_DESC_TH, FIELD_DPORT),
+      typeofExpr(EXPR_NUMGEN, new Udata().u32(0, 1).u32(1, 2).u32(2, 0)),
+    ];
+    if (byAddr) keyExprs.unshift(typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]));
     const ud = new Udata()
       .u32(UD_SET_KEYBYTEORDER, BO_INVALID)
       .u32(UD_SET_DATABYTEORDER, BO_INVALID)
-      .nest(
-        UD_SET_KEY_TYPEOF,
-        typeofConcat([
-          typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]),
-          typeofExpr(EXPR_META, new Udata().u32(0, META_L4PROTO)),
-          typeofPayload(PROTO_DESC_TH, FIELD_DPORT),
-          typeofExpr(EXPR_NUMGEN, new Udata().u32(0, 1).u32(1, 2).u32(2, 0)),
-        ]),
-      )
+      .nest(UD_SET_KEY_TYPEOF, typeofConcat(keyExprs))
       .nest(UD_SET_DATA_TYPEOF, typeofConcat([typeofPayload(PROTO_DESC[f], FIELD_DADDR[f]), typeofPayload(PROTO_DESC[proto], FIELD_DPORT)]))
       .u32(UD_SET_DATA_INTERVAL, 0);
     if (m.comment !== undefined) ud.str(UD_SET_COMMENT, m.comment);
@@ -700,8 +720,8 @@ function mapDecl(f: NlFamily, m: NamedMap): SetDecl {
     const addrT = f === 'ip' ? T_IPADDR : T_IP6ADDR;
     return {
       flags: SET_MAP,
-      keyType: concatType([addrT, T_INET_PROTO, T_INET_SERVICE, T_INTEGER]),
-      keyLen: a + 12,
+      keyType: byAddr ? concatType([addrT, T_INET_PROTO, T_INET_SERVICE, T_INTEGER]) : concatType([T_INET_PROTO, T_INET_SERVICE, T_INTEGER]),
+      keyLen: byAddr ? a + 12 : 12,
       dataType: concatType([addrT, T_INET_SERVICE]),
       dataLen: a + 4,
       udata: ud,
@@ -1161,6 +1181,10 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.dport(reg(1));
       x.lookup(r.map, 1, { dreg: 0 });
       return;
+    case 'portScopeJump':
+      x.portScope(r.scope);
+      x.verdict(NFT_JUMP, r.chain);
+      return;
     case 'dnat':
       x.cond(r.cond, r.iif);
       x.l4proto(r.proto);
@@ -1183,14 +1207,31 @@ function writeRule(x: Exprs, f: NlFamily, r: Rule, anonId: number): void {
       x.dnat(1, reg(a), 0);
       return;
     case 'frontendJump':
-      x.daddr(1);
-      x.meta(META_L4PROTO, reg(a));
-      x.dport(reg(a + 1));
+      if (r.byPort) {
+        x.meta(META_L4PROTO, 1);
+        x.dport(reg(1));
+      } else {
+        x.daddr(1);
+        x.meta(META_L4PROTO, reg(a));
+        x.dport(reg(a + 1));
+      }
       x.lookup(r.set, 1);
       x.cond(r.cond, r.iif);
       x.verdict(NFT_JUMP, r.chain);
       return;
     case 'dnatCount':
+      if (r.byPort) {
+        x.meta(META_L4PROTO, 1);
+        x.dport(reg(1));
+        x.lookup(r.set, 1);
+        x.l4proto(r.proto);
+        x.meta(META_L4PROTO, 1);
+        x.dport(reg(1));
+        x.numgen(r.n, 0, reg(2), true);
+        x.lookup(r.map, 1, { dreg: 1 });
+        x.dnat(1, reg(a), 0);
+        return;
+      }
       x.daddr(1);
       x.meta(META_L4PROTO, reg(a));
       x.dport(reg(a + 1));
@@ -1858,7 +1899,7 @@ function cannotEncode(opIndex: number, key: string, value: string | undefined, s
 }
 
 function writeElementValue(w: Writer, family: NlFamily, layout: Layout, alen: number, value: string): boolean {
-  if (layout === 'slot' || layout === 'grouped') {
+  if (layout === 'slot' || layout === 'grouped' || layout === 'portGrouped') {
     const vat = w.valueAt(2, alen + 4);
     return writeAddrPort(family, value, w.buf, vat);
   }

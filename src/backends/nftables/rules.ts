@@ -114,11 +114,12 @@ export type Rule =
   | { readonly k: 'hairpin'; readonly text: string; readonly set: string; readonly chain: string }
   | { readonly k: 'dispatch'; readonly text: string; readonly map: string }
   | { readonly k: 'portDispatch'; readonly text: string; readonly scope: PortDispatchScope; readonly map: string }
+  | { readonly k: 'portScopeJump'; readonly text: string; readonly scope: PortDispatchScope; readonly chain: string }
   | { readonly k: 'dnat'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly ip: string; readonly port: number }
   | { readonly k: 'dnatAnon'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly eps: readonly PlannedEndpoint[] }
   | { readonly k: 'dnatSlot'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly proto: Protocol; readonly n: number; readonly base: number; readonly map: string }
-  | { readonly k: 'frontendJump'; readonly text: string; readonly set: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chain: string }
-  | { readonly k: 'dnatCount'; readonly text: string; readonly set: string; readonly proto: Protocol; readonly n: number; readonly map: string }
+  | { readonly k: 'frontendJump'; readonly text: string; readonly set: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chain: string; readonly byPort?: true }
+  | { readonly k: 'dnatCount'; readonly text: string; readonly set: string; readonly proto: Protocol; readonly n: number; readonly map: string; readonly byPort?: true }
   | { readonly k: 'affinityCheck'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly set: string; readonly id: readonly [number, number]; readonly chain: string }
   | { readonly k: 'randomChain'; readonly text: string; readonly cond: Cond; readonly iif?: LocalInterface; readonly chains: readonly string[] }
   | { readonly k: 'affinityUpdate'; readonly text: string; readonly set: string; readonly id: readonly [number, number]; readonly timeoutSeconds: number }
@@ -203,6 +204,16 @@ export function nodePortDispatch(fs: FamilySyntax, all: boolean, map: string = M
     : { k: 'portDispatch', text: `${fs.ipX} daddr @${Sets.nodePortIPs} meta l4proto . th dport vmap @${map}`, scope: 'nodePortIPs', map };
 }
 
+/**
+ * Grouped NodePorts (endpoint-count layout, port kind): the NodePort addresses `nodePortDispatch`
+ * accepts jump to `chain`, where the count rules match `proto . port` alone.
+ */
+export function nodePortGroupsJump(fs: FamilySyntax, all: boolean, chain: string): Rule {
+  return all
+    ? { k: 'portScopeJump', text: `fib daddr type local ${fs.ipX} daddr != ${fs.loopback} jump ${chain}`, scope: 'fibLocalNotLoopback', chain }
+    : { k: 'portScopeJump', text: `${fs.ipX} daddr @${Sets.nodePortIPs} jump ${chain}`, scope: 'nodePortIPs', chain };
+}
+
 /** NodePort reject check, in the input hook (where daddr is always local). */
 export function nodePortRejectCheck(fs: FamilySyntax, all: boolean): Rule {
   const map = Maps.noEndpointNodePorts;
@@ -262,17 +273,20 @@ export function dnatSlot(fs: FamilySyntax, p: Protocol, n: number, base: number,
   };
 }
 
-/** `addr . proto . port` of the packet: the frontend key of the count and masquerade sets. */
-function frontendKeyText(fs: FamilySyntax): string {
-  return `${fs.ipX} daddr . meta l4proto . th dport`;
+/**
+ * `addr . proto . port` of the packet: the frontend key of the count and masquerade sets; with
+ * `byPort`, `proto . port` (grouped NodePorts).
+ */
+function frontendKeyText(fs: FamilySyntax, byPort = false): string {
+  return byPort ? 'meta l4proto . th dport' : `${fs.ipX} daddr . meta l4proto . th dport`;
 }
 
 /**
  * Endpoint-count layout (names.ts): a frontend whose key is in `set` jumps to `chain` (a
  * masquerade variant), optionally under a source condition.
  */
-export function frontendJump(fs: FamilySyntax, set: string, cond: Cond, chain: string): Rule {
-  return { k: 'frontendJump', text: `${frontendKeyText(fs)} @${set} ${condText(fs, cond)}jump ${chain}`, set, cond, ...ifOf(fs, cond), chain };
+export function frontendJump(fs: FamilySyntax, set: string, cond: Cond, chain: string, byPort = false): Rule {
+  return { k: 'frontendJump', text: `${frontendKeyText(fs, byPort)} @${set} ${condText(fs, cond)}jump ${chain}`, set, cond, ...ifOf(fs, cond), chain, ...(byPort ? { byPort: true as const } : {}) };
 }
 
 /**
@@ -280,8 +294,8 @@ export function frontendJump(fs: FamilySyntax, set: string, cond: Cond, chain: s
  * element `key . index` of `map`. nft lists the map key's `th dport` as `tcp dport` and folds the
  * `meta l4proto` match into it; the kernel holds the same expressions either way.
  */
-export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string, map: string): Rule {
-  const key = frontendKeyText(fs);
+export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string, map: string, byPort = false): Rule {
+  const key = frontendKeyText(fs, byPort);
   return {
     k: 'dnatCount',
     text: `${key} @${set} meta l4proto ${proto(p)} dnat ${fs.ipX} to ${key} . numgen random mod ${n} map @${map}`,
@@ -289,6 +303,7 @@ export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string,
     proto: p,
     n,
     map,
+    ...(byPort ? { byPort: true as const } : {}),
   };
 }
 

@@ -7,7 +7,7 @@
  * Translates the IR's decisions; must never re-decide which endpoints or verdicts apply.
  */
 import type { EndpointSet, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
-import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, Maps, serviceNames, Sets, type ServiceNames } from './names.js';
+import { affinityId, Chains, endpointChainName, endpointShard, endpointSuffix, GROUPED_FRONTENDS, GROUPED_MAX_ENDPOINTS, GROUPED_NODEPORTS, Maps, serviceNames, Sets, type ServiceNames } from './names.js';
 import * as R from './rules.js';
 import type { Cond, FamilySyntax, Rule } from './rules.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
@@ -380,21 +380,29 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     // Local policy: pods and the node itself reach the service through the cluster-wide set.
     const shortCircuit = svc.externalPolicyLocal && forwards(svc.cluster);
     const useChain = forwards(svc.external) || (shortCircuit && svc.external.verdict === 'drop');
+    // Endpoint-count layout for the NodePort (names.ts GroupedKind 'port'): Cluster policy
+    // (always masqueraded, no short-circuit), no affinity, a count in range. Then its endpoint
+    // changes are element changes only; the ext- chain stays only for externalIPs / LB IPs.
+    const groupNodePort =
+      svc.nodePort > 0 && svc.externalMasquerade && !affinity && forwards(svc.external) && svc.external.endpoints.length <= GROUPED_MAX_ENDPOINTS;
+    const chainUsed = (svc.nodePort > 0 && !groupNodePort) || externalIPs.some((ip) => ip !== svc.clusterIP);
     let verdict: string | undefined; // in service-ips / service-nodeports
     let rejectVerdict: string | undefined; // in no-endpoint-*
     if (useChain) {
-      const rules: Rule[] = [];
-      if (svc.externalMasquerade) rules.push(R.jump(Chains.markForMasquerade));
-      if (shortCircuit) {
-        if (ctx.detector) rules.push(...dispatch(svc.cluster, 'localSrc'));
-        // The node's own traffic has a local source address that endpoints elsewhere could not answer.
-        rules.push(R.verdict(fs, 'fromNode', 'jump', Chains.markForMasquerade));
-        rules.push(...dispatch(svc.cluster, 'fromNode'));
+      if (chainUsed) {
+        const rules: Rule[] = [];
+        if (svc.externalMasquerade) rules.push(R.jump(Chains.markForMasquerade));
+        if (shortCircuit) {
+          if (ctx.detector) rules.push(...dispatch(svc.cluster, 'localSrc'));
+          // The node's own traffic has a local source address that endpoints elsewhere could not answer.
+          rules.push(R.verdict(fs, 'fromNode', 'jump', Chains.markForMasquerade));
+          rules.push(...dispatch(svc.cluster, 'fromNode'));
+        }
+        if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
+        else rules.push(R.DROP);
+        setChain(nameOf().ext, rules);
+        verdict = `goto ${nameOf().ext}`;
       }
-      if (forwards(svc.external)) rules.push(...dispatch(svc.external, ''));
-      else rules.push(R.DROP);
-      setChain(nameOf().ext, rules);
-      verdict = `goto ${nameOf().ext}`;
     } else if (svc.external.verdict === 'drop') {
       verdict = 'drop';
     } else {
@@ -408,7 +416,8 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     }
     if (svc.nodePort > 0) {
       const key = R.protoPortKey(p, svc.nodePort);
-      if (verdict !== undefined) claim(Maps.serviceNodePorts, key, verdict);
+      if (groupNodePort) claim(GROUPED_NODEPORTS, key, R.groupedClaim('all', svc.external.endpoints.length));
+      else if (verdict !== undefined) claim(Maps.serviceNodePorts, key, verdict);
       else claim(Maps.noEndpointNodePorts, key, rejectVerdict!);
     }
 

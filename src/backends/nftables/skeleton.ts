@@ -15,7 +15,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import type { ProxyTable } from '../../plan/types.js';
-import { Chains, countSetOf, endpointShardProtocol, groupedMapName, groupedMapProtocol, Maps, Sets } from './names.js';
+import { Chains, countSetOf, endpointShardProtocol, groupedMapKind, groupedMapName, Maps, Sets } from './names.js';
 import * as R from './rules.js';
 import type { FamilySyntax, Rule } from './rules.js';
 import type { Chain, NamedMap, NamedSet } from './transaction.js';
@@ -54,6 +54,7 @@ export function serviceContainers(fs: FamilySyntax): { sets: NamedSet[]; maps: N
       { name: Sets.hairpin, type: `${a} . ${a}`, comment: 'endpoint . endpoint: connections DNAT-ed to their own source' },
       { name: Sets.masqAll, type: `${a} . inet_proto . inet_service`, comment: 'grouped ClusterIP frontends: masquerade all' },
       { name: Sets.masqNonLocal, type: `${a} . inet_proto . inet_service`, comment: 'grouped ClusterIP frontends: masquerade non-local sources' },
+      { name: Sets.masqNodePorts, type: 'inet_proto . inet_service', comment: 'grouped NodePorts: masquerade all' },
     ],
     maps: [
       { name: Maps.serviceIPs, type: `${a} . inet_proto . inet_service : verdict`, comment: 'ClusterIP, externalIP and LoadBalancer IP dispatch' },
@@ -80,36 +81,59 @@ export function endpointShardSpec(fs: FamilySyntax, name: string): NamedMap {
   };
 }
 
-/** An endpoints map: a shard (slots.ts) or the grouped map of a protocol (names.ts). */
+/** An endpoints map: a shard (slots.ts) or the grouped map of a kind, protocol and count (names.ts). */
 export function endpointMapSpec(fs: FamilySyntax, name: string): NamedMap {
-  const p = groupedMapProtocol(name);
-  if (p === undefined) return endpointShardSpec(fs, name);
+  const g = groupedMapKind(name);
+  if (g === undefined) return endpointShardSpec(fs, name);
+  const key = g.kind === 'addr' ? `${fs.ipX} daddr . meta l4proto . th dport` : 'meta l4proto . th dport';
   return {
     name,
-    type: `${fs.ipX} daddr . meta l4proto . th dport . numgen random mod 2 : ${fs.ipX} daddr . ${p.toLowerCase()} dport`,
+    type: `${key} . numgen random mod 2 : ${fs.ipX} daddr . ${g.proto.toLowerCase()} dport`,
     typeof: true,
-    comment: `${p} endpoints of grouped ClusterIP frontends: key . index -> endpoint`,
+    comment: `${g.proto} endpoints of grouped ${g.kind === 'addr' ? 'ClusterIP frontends' : 'NodePorts'}: key . index -> endpoint`,
   };
 }
 
-/** A count set (names.ts): the frontend keys of one protocol with one endpoint count. */
+/** A count set (names.ts): the frontend keys of one kind and protocol with one endpoint count. */
 export function countSetSpec(fs: FamilySyntax, name: string): NamedSet {
-  if (countSetOf(name) === undefined) throw new Error(`not a count set: ${name}`);
-  return { name, type: `${fs.addrType} . inet_proto . inet_service` };
+  const c = countSetOf(name);
+  if (c === undefined) throw new Error(`not a count set: ${name}`);
+  return { name, type: c.kind === 'addr' ? `${fs.addrType} . inet_proto . inet_service` : 'inet_proto . inet_service' };
 }
 
 /**
  * The endpoint-count chain's rules: the masquerade variants first (a frontend key in their set
- * is marked), then one DNAT rule per count set in use (`countSets`, in order).
+ * is marked), then one DNAT rule per count set of ClusterIP frontends in use (of `countSets`, in
+ * order; the NodePort ones are nodePortsByCountRules').
  */
 export function servicesByCountRules(fs: FamilySyntax, table: ProxyTable, countSets: readonly string[]): Rule[] {
   const rules: Rule[] = [R.frontendJump(fs, Sets.masqAll, '', Chains.markForMasquerade)];
   if (table.localTraffic.kind !== 'none') rules.push(R.frontendJump(fs, Sets.masqNonLocal, 'notLocalSrc', Chains.markForMasquerade));
   for (const name of countSets) {
     const c = countSetOf(name)!;
-    rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto, c.n)));
+    if (c.kind === 'addr') rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto, c.n)));
   }
   return rules;
+}
+
+/**
+ * The grouped NodePorts' chain (behind the NodePort address check): every one is masqueraded
+ * (Cluster policy), then one DNAT rule per NodePort count set in use (of `countSets`, in order).
+ */
+export function nodePortsByCountRules(fs: FamilySyntax, countSets: readonly string[]): Rule[] {
+  const rules: Rule[] = [R.frontendJump(fs, Sets.masqNodePorts, '', Chains.markForMasquerade, true)];
+  for (const name of countSets) {
+    const c = countSetOf(name)!;
+    if (c.kind === 'port') rules.push(R.dnatCount(fs, c.proto, c.n, name, groupedMapName(c.proto, c.n, 'port'), true));
+  }
+  return rules;
+}
+
+/** The rules of a chain that holds count rules (`chain`), for the count sets in use. */
+export function countChainRules(fs: FamilySyntax, table: ProxyTable, chain: string, countSets: readonly string[]): Rule[] {
+  if (chain === Chains.servicesByCount) return servicesByCountRules(fs, table, countSets);
+  if (chain === Chains.nodePortsByCount) return nodePortsByCountRules(fs, countSets);
+  throw new Error(`not a chain of count rules: ${chain}`);
 }
 
 /**
@@ -213,9 +237,10 @@ export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number)
     c(Chains.serviceEndpointsCheck, [R.serviceIPsDispatch(fs, 'no-endpoint-services')]),
     c(Chains.nodePortEndpointsCheck, [R.nodePortRejectCheck(fs, all)]),
     c(Chains.clusterIPsCheck, [R.clusterIPsReject(fs), R.serviceCIDRsDrop(fs)]),
-    c(Chains.services, [R.jump(Chains.servicesByCount), R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all)]),
+    c(Chains.services, [R.jump(Chains.servicesByCount), R.serviceIPsDispatch(fs), R.nodePortDispatch(fs, all), R.nodePortGroupsJump(fs, all, Chains.nodePortsByCount)]),
     // Count rules are appended by the compiler (they follow the count sets in use).
     c(Chains.servicesByCount, servicesByCountRules(fs, table, [])),
+    c(Chains.nodePortsByCount, nodePortsByCountRules(fs, [])),
   ];
   const containers = serviceContainers(fs);
   const tableElements = new Map<string, readonly string[]>([

@@ -59,7 +59,15 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
     return steps;
   }
   const n0 = svc.internal.endpoints.length;
-  if (e.match.frontend === 'clusterIP' && svc.internal.verdict === 'forward' && n0 > 0 && n0 <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
+  const nx = svc.external.endpoints.length;
+  if (nodePort && svc.externalMasquerade && svc.external.verdict === 'forward' && nx > 0 && nx <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
+    // Endpoint-count layout, NodePort kind (names.ts): no ext- chain for it; its key sits in an np- count set.
+    steps.push({ at: t(Chains.services), does: `NodePort address: jump ${Chains.nodePortsByCount}` });
+    steps.push({ at: t(Chains.nodePortsByCount), does: `@${Sets.masqNodePorts} [${key}] → jump ${Chains.markForMasquerade}` });
+    const count = countSetName(svc.protocol, nx, 'port');
+    const how = nx === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${nx} → dnat`;
+    steps.push({ at: t(Chains.nodePortsByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, nx, 'port')} [${key} . index]` });
+  } else if (e.match.frontend === 'clusterIP' && svc.internal.verdict === 'forward' && n0 > 0 && n0 <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
     // Endpoint-count layout (names.ts): no chain of its own; its key sits in a count set.
     steps.push({ at: t(Chains.services), does: `jump ${Chains.servicesByCount}` });
     const masqSet = svc.clusterIPMasquerade === 'all' ? Sets.masqAll : svc.clusterIPMasquerade === 'nonLocal' && table.localTraffic.kind !== 'none' ? Sets.masqNonLocal : undefined;

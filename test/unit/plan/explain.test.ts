@@ -244,8 +244,16 @@ t.test('nftables path: the real chain, map and key names', async (t) => {
   t.match(text, /ip ferry services-by-count @n-tcp-\d+ \[198\.19\.0\.10 \. tcp \. 80\]: .*via @endpoints-tcp-n\d+ \[198\.19\.0\.10 \. tcp \. 80 \. index\]/);
   const np = trace(T, q(CLIENT, NODE_IP, 30080), host, NFTABLES_FACTS, nftablesPath);
   const npText = np.path.map((s) => `${s.at} ${s.does}`).join('\n');
-  t.match(npText, `@service-nodeports [tcp . 30080] → goto ${n.ext}`);
-  t.match(npText, 'mark-for-masquerade');
+  // A Cluster-policy NodePort uses the endpoint-count layout too (its port kind): no ext- chain for it.
+  t.notMatch(npText, n.ext);
+  t.match(npText, 'ip ferry services NodePort address: jump nodeports-by-count');
+  t.match(npText, 'ip ferry nodeports-by-count @masq-nodeports [tcp . 30080] → jump mark-for-masquerade');
+  t.match(npText, /ip ferry nodeports-by-count @np-tcp-2 \[tcp \. 30080\]: .*via @np-endpoints-tcp-n2 \[tcp \. 30080 \. index\]/);
+  // Its externalIP keeps the ext- chain (with the masquerade mark).
+  const xip = trace(T, q(CLIENT, '203.0.113.20', 80), host, NFTABLES_FACTS, nftablesPath);
+  const xipText = xip.path.map((s) => `${s.at} ${s.does}`).join('\n');
+  t.match(xipText, `@service-ips [203.0.113.20 . tcp . 80] → goto ${n.ext}`);
+  t.match(xipText, `ip ferry ${n.ext} jump mark-for-masquerade`);
   const rej = trace(T, q(POD, '198.19.0.12', 80), host, NFTABLES_FACTS, nftablesPath);
   t.match(rej.path.map((s) => s.does).join('\n'), /@no-endpoint-services \[198.19.0.12 . tcp . 80\] → goto reject-chain/);
   const fw = trace(T, q(CLIENT, '203.0.113.11', 80), host, NFTABLES_FACTS, nftablesPath);

@@ -4,7 +4,7 @@
 // endpoints went from 44 MB to 16 MB with this; these tests pin the semantics down.
 import t from 'tap';
 import { ClaimIndex } from '../../../../src/backends/nftables/claims.js';
-import { endpointShard, GROUPED_FRONTENDS, Maps, Sets } from '../../../../src/backends/nftables/names.js';
+import { endpointShard, GROUPED_FRONTENDS, GROUPED_NODEPORTS, Maps, Sets } from '../../../../src/backends/nftables/names.js';
 import { tableSyntax } from '../../../../src/backends/nftables/rules.js';
 import { serviceContribution } from '../../../../src/backends/nftables/service.js';
 import type { ServicePortKey } from '../../../../src/plan/types.js';
@@ -50,11 +50,13 @@ t.test('a compile state at 1k Services x 10 endpoints keeps no endpoint elements
   compileFull(c.tables, { families: [4], masqueradeMark: 0x4000, state });
   const ix = state.take(4, c.tables[4]);
   t.ok(ix, 'the state knows the table it compiled');
-  const shards = [...ix!.containerNames()].filter((n) => ix!.isShard(n));
-  t.ok(shards.length > 0, 'endpoint shards are in use');
-  t.ok(shards.reduce((n, s) => n + ix!.size(s), 0) > 0, 'endpoints of ext- chains are counted in their shards');
-  // ClusterIP frontends use the endpoint-count layout: one claim string per service port, no element each.
-  for (const s of shards) t.same([...ix!.entries(s)], [], `${s} holds no elements`);
+  // ClusterIP frontends and Cluster-policy NodePorts use the endpoint-count layout: one claim
+  // string per service port, no element each; no ext- chain, so no endpoint shard in use.
+  t.equal(ix!.size(GROUPED_FRONTENDS), 1000, 'a grouped frontend claim per ClusterIP');
+  t.equal(ix!.size(GROUPED_NODEPORTS), 100, 'a grouped NodePort claim per NodePort (every 10th Service)');
+  const shards = [...ix!.containerNames()].filter((n) => ix!.isShard(n) && ix!.size(n) > 0);
+  t.same(shards, [], 'no endpoint shard in use');
+  t.same([...ix!.entries(GROUPED_NODEPORTS)].slice(0, 1), [['tcp . 30000', 'all|10']], 'a NodePort claim: its key, masquerade and endpoint count');
 });
 
 t.test('deferred set claims count as if each were added: present while anyone claims them', async (t) => {
@@ -164,8 +166,8 @@ t.test('a full compile leaves the grouped frontends to be indexed later, as its 
   const all = new ClaimIndex();
   const allCtx = { ...ctx, slots: all.slots };
   for (const [key, svc] of table.services) for (const el of serviceContribution(svc, allCtx).elements) all.add(el.container, el.key, key, el.value);
-  for (const name of [Sets.clusterIPs, Sets.hairpin, Maps.serviceNodePorts]) t.ok(all.size(name) > 0, `${name}: the cluster claims some`);
-  for (const name of [Sets.clusterIPs, Sets.hairpin, Maps.serviceIPs, Maps.serviceNodePorts, Maps.noEndpointServices, Maps.noEndpointNodePorts, Maps.firewallIPs]) {
+  for (const name of [Sets.clusterIPs, Sets.hairpin, GROUPED_NODEPORTS]) t.ok(all.size(name) > 0, `${name}: the cluster claims some`);
+  for (const name of [Sets.clusterIPs, Sets.hairpin, GROUPED_NODEPORTS, Maps.serviceIPs, Maps.serviceNodePorts, Maps.noEndpointServices, Maps.noEndpointNodePorts, Maps.firewallIPs]) {
     t.same([...ix.entries(name)], [...all.entries(name)], `${name}: the same elements as claimed one by one`);
   }
   // The counts: one claim of each set element taken away leaves those claimed more than once.

@@ -111,8 +111,10 @@ t.test('one-endpoint change at 1,000 services is a handful of lines', async (t) 
   const next2 = withService(next, added);
   const script2 = compilePartial(next, next2, changesOf([added.key]), opts([4], state)).render();
   const lines2 = script2.trim().split('\n');
-  // (A one-endpoint service here brings count 1 into use: set created, services-by-count rewritten.)
-  t.ok(lines2.length <= 18, `new-service script has ${lines2.length} lines (want ≤ 18):\n${script2}`);
+  // (A one-endpoint NodePort service here brings count 1 into use for both kinds of grouped
+  // frontend: two count sets and two maps created, and on this script path services-by-count and
+  // nodeports-by-count rewritten.)
+  t.ok(lines2.length <= 24, `new-service script has ${lines2.length} lines (want ≤ 24):\n${script2}`);
   fake.applySync(script2);
   t.equal(fake.dumpResolved(), fullDump(next2, [4]), 'result equals a full sync');
 });
@@ -176,6 +178,51 @@ t.test('one ClusterIP:port claimed by two Services: the winner\'s endpoints, rea
     prev = next;
   }
   t.same(endpointsOf(fake), ['198.19.9.7 . tcp . 80 . 0 : 198.18.9.1 . 80', '198.19.9.7 . tcp . 80 . 1 : 198.18.9.2 . 80'], 'a again');
+});
+
+t.test('an endpoint change of a Cluster-policy NodePort Service is element changes only', async (t) => {
+  // Endpoint-count layout, NodePort kind: the NodePort has no ext- chain (whose `numgen mod N`
+  // rule a count change would rewrite, making the kernel validate the whole table); its key moves
+  // between np- count sets and its endpoints between their maps.
+  const base = tables(bigTable(4, 1000, 10));
+  const fake = new FakeNft();
+  const state = new CompileState();
+  fake.applySync(compileFull(base, opts([4], state)).render());
+  t.notOk(fake.chainNames('ip', 'ferry').some((n) => n.startsWith('ext-')), 'no ext- chain: every NodePort is grouped');
+  const nodePorts = [...base[4].services.values()].filter((s) => s.nodePort > 0);
+  const shrink = (s: ServiceEntry): ServiceEntry => {
+    const eps = s.internal.endpoints.slice(1);
+    return { ...s, internal: fwd(...eps), external: fwd(...eps), cluster: fwd(...eps) };
+  };
+  // The first brings count 9 into use (its count rules are added), the second finds it in use.
+  const a = shrink(nodePorts[10]!);
+  const mid = withService(base, a);
+  fake.applySync(compilePartial(base, mid, changesOf([a.key]), opts([4], state)).render());
+  const b = shrink(nodePorts[20]!);
+  const next = withService(mid, b);
+  const script = compilePartial(mid, next, changesOf([b.key]), opts([4], state)).render();
+  t.notMatch(script, /^(add|flush|delete) (rule|chain) /m, `no rule or chain changes:\n${script}`);
+  const key = `tcp . ${b.nodePort}`;
+  t.match(script, `delete element ip ferry np-tcp-10 { ${key} }`, 'the NodePort leaves its count set');
+  t.match(script, `add element ip ferry np-tcp-9 { ${key} }`, 'and joins the new one');
+  t.match(script, `delete element ip ferry np-endpoints-tcp-n10 { ${key} . 0, `, "its endpoints leave the old count's map");
+  t.match(script, `add element ip ferry np-endpoints-tcp-n9 { ${key} . 0 : `, "and go to the new count's map");
+  fake.applySync(script);
+  t.equal(fake.dumpResolved(), fullDump(next, [4]), 'result equals a full sync');
+  t.same(fake.rules('ip', 'ferry', 'nodeports-by-count'), [
+    'meta l4proto . th dport @masq-nodeports jump mark-for-masquerade',
+    'meta l4proto . th dport @np-tcp-9 meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 9 map @np-endpoints-tcp-n9',
+    'meta l4proto . th dport @np-tcp-10 meta l4proto tcp dnat ip to meta l4proto . th dport . numgen random mod 10 map @np-endpoints-tcp-n10',
+  ]);
+
+  // Local policy, or affinity, keeps the ext- chain (its short-circuits / endpoint chains).
+  const local = { ...b, externalPolicyLocal: true, externalMasquerade: false };
+  const after = withService(next, local);
+  const script2 = compilePartial(next, after, changesOf([b.key]), opts([4], state)).render();
+  t.match(script2, `delete element ip ferry np-tcp-9 { ${key} }`, 'a NodePort turned Local leaves the count set');
+  t.match(script2, /add element ip ferry service-nodeports \{ tcp \. \d+ : goto ext-/, 'and dispatches to its ext- chain');
+  fake.applySync(script2);
+  t.equal(fake.dumpResolved(), fullDump(after, [4]), 'result equals a full sync');
 });
 
 t.test('affinity timeout change rewrites the update rule; the endpoint chain and the shared set stay', async (t) => {
@@ -247,7 +294,12 @@ t.test('table-level change (NodePort addresses, detector) rewrites what depends 
   fake.applySync(compileFull(ir1, opts([4])).render());
   fake.applySync(compilePartial(ir1, ir2, changesOf([], true), opts([4])).render());
   t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync of the new table');
-  t.same(fake.rules('ip', 'ferry', 'services'), ['jump services-by-count', 'ip daddr . meta l4proto . th dport vmap @service-ips', 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports']);
+  t.same(fake.rules('ip', 'ferry', 'services'), [
+    'jump services-by-count',
+    'ip daddr . meta l4proto . th dport vmap @service-ips',
+    'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports',
+    'ip daddr @nodeport-ips jump nodeports-by-count',
+  ]);
 });
 
 t.test('empty families stay empty tables; a family not served is not touched', async (t) => {
