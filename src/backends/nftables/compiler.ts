@@ -114,6 +114,8 @@ function groupedMapsOf(counts: readonly string[]): string[] {
 interface GroupedFrontend {
   /** ClusterIP frontends (`addr . proto . port`, internal endpoints) or NodePorts (`proto . port`, external endpoints). */
   readonly kind: GroupedKind;
+  /** The endpoints are the claimant's external ones (a NodePort, an externalIP or LB IP), else its internal ones. */
+  readonly external: boolean;
   readonly countSet: string;
   readonly masqSet: string | undefined;
   readonly map: string;
@@ -176,8 +178,9 @@ function expandGroupedAs(proto: Protocol, value: string, kind: GroupedKind = 'ad
     if (bar < 0 || !Number.isInteger(n) || n < 0 || (kind === 'port' && masq !== 'all')) throw new Error(`not a grouped ${kind === 'addr' ? 'frontend' : 'NodePort'} claim: ${value}`);
     g = {
       kind,
+      external: kind === 'port' || masq === 'ext',
       countSet: kind === 'addr' ? countSetNameOf(proto, n) : countSetName(proto, n, 'port'),
-      masqSet: kind === 'port' ? Sets.masqNodePorts : masq === 'all' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
+      masqSet: kind === 'port' ? Sets.masqNodePorts : masq === 'all' || masq === 'ext' ? Sets.masqAll : masq === 'nonlocal' ? Sets.masqNonLocal : undefined,
       map: groupedMapName(proto, n, kind),
       n,
     };
@@ -192,7 +195,7 @@ function expandGroupedAs(proto: Protocol, value: string, kind: GroupedKind = 'ad
  */
 function groupedEndpoints(table: ProxyTable, owner: ServicePortKey, g: GroupedFrontend, key: string): readonly PlannedEndpoint[] {
   const svc = table.services.get(owner);
-  const eps = g.kind === 'addr' ? svc?.internal.endpoints : svc?.external.endpoints;
+  const eps = g.external ? svc?.external.endpoints : svc?.internal.endpoints;
   if (eps === undefined || eps.length !== g.n) throw new Error(`grouped frontend ${key}: claimant ${owner} has ${eps?.length ?? 'no'} endpoints, its claim says ${g.n}`);
   return eps;
 }
@@ -269,12 +272,25 @@ class GroupedMade {
     this.ports = new Int32Array(this.v4s.length);
   }
 
-  /** Claim `value` of `svc` (its ClusterIP as a number already, or -1 if not known). */
-  add(owner: ServicePortKey, svc: ServiceEntry, value: string, clusterV4: number): void {
+  /**
+   * The keys of the claims that are not their entry's ClusterIP frontend (externalIPs and LB IPs
+   * of Cluster-policy Services), by claim: few, so the rest are never spelled until read.
+   */
+  readonly otherKeys = new Map<number, string>();
+
+  /**
+   * Claim `value` of `svc`: its ClusterIP frontend (the ClusterIP as a number already, or -1 if
+   * not known), or with an external claim (`ext`) the frontend `key` of an externalIP or LB IP.
+   */
+  add(owner: ServicePortKey, svc: ServiceEntry, value: string, clusterV4: number, key: string): void {
     const i = this.count++;
     const g = expandGroupedAs(svc.protocol, value);
-    const eps = svc.internal.endpoints;
-    if (eps.length !== g.n) throw new Error(`grouped frontend ${groupedFrontendKey(svc)}: claimant ${owner} has ${eps.length} endpoints, its claim says ${g.n}`);
+    const eps = g.external ? svc.external.endpoints : svc.internal.endpoints;
+    if (g.external) {
+      this.otherKeys.set(i, key);
+      clusterV4 = canonicalIPv4(key.slice(0, key.indexOf(' . ')));
+    }
+    if (eps.length !== g.n) throw new Error(`grouped frontend ${g.external ? key : groupedFrontendKey(svc)}: claimant ${owner} has ${eps.length} endpoints, its claim says ${g.n}`);
     if (i === this.v4s.length) this.grow();
     // Past the capacity (never expected) these grow as a push would.
     this.owners[i] = owner;
@@ -284,7 +300,7 @@ class GroupedMade {
     this.endpoints[i] = eps;
     const port = svc.port;
     const ok = Number.isInteger(port) && port >= 0 && port <= 0xffff;
-    this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : canonicalIPv4(svc.clusterIP)) : -1;
+    this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : g.external ? -1 : canonicalIPv4(svc.clusterIP)) : -1;
     this.protos[i] = IP_PROTOCOL[svc.protocol];
     this.ports[i] = ok ? port : -1;
   }
@@ -318,7 +334,7 @@ function madeKeys(made: GroupedMade): (i: number) => string {
   return (i) => {
     if (i !== last) {
       last = i;
-      lastKey = groupedFrontendKey(made.entries[i]!);
+      lastKey = made.otherKeys.get(i) ?? groupedFrontendKey(made.entries[i]!);
     }
     return lastKey;
   };
@@ -594,9 +610,10 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     let lastClusterV4 = -1;
     const sink: ClaimSink = (container, key, value) => {
       if (container === GROUPED_FRONTENDS) {
-        // `key` is not read (ServiceContext.groupedKeysApart): it is the entry's groupedFrontendKey.
+        // `key` is read for external claims only (ServiceContext.groupedKeysApart): a ClusterIP
+        // frontend's is the entry's groupedFrontendKey.
         const svc = current!;
-        made.add(owner, svc, value, svc.clusterIP === lastClusterIP ? lastClusterV4 : -1);
+        made.add(owner, svc, value, svc.clusterIP === lastClusterIP ? lastClusterV4 : -1, key);
         return;
       }
       if (container === Sets.clusterIPs) {

@@ -90,11 +90,13 @@ export function endpointShardProtocol(name: string): Protocol | undefined {
  * count set in use picks `numgen random mod N`. An endpoint change then only moves a key between
  * count sets and changes map elements: no rule, so no table validation walk at commit.
  * Larger sets keep their `svc-` chain (each count in use is one more rule per new connection).
+ * The external frontends of Cluster-policy Services are grouped the same way (GroupedKind).
  */
 export const GROUPED_MAX_ENDPOINTS = 256;
 
 /**
- * The two kinds of grouped frontend: `addr` — ClusterIPs, keyed `addr . proto . port` (count sets
+ * The two kinds of grouped frontend: `addr` — ClusterIPs, and the externalIPs and LB IPs of
+ * Cluster-policy Services, keyed `addr . proto . port` (count sets
  * `n-<proto>-<N>`, maps `endpoints-<proto>-n<N>`, dispatched in `services-by-count`); `port` —
  * NodePorts of Cluster-policy Services, keyed `proto . port` (count sets `np-<proto>-<N>`, maps
  * `np-endpoints-<proto>-n<N>`, dispatched in `nodeports-by-count` behind the NodePort address
@@ -156,8 +158,9 @@ export function groupedMapProtocol(name: string): Protocol | undefined {
 
 /**
  * The claim index's container of grouped frontends (never a kernel object): key `addr . proto .
- * port`, value rules.ts's groupedClaim(). The compiler expands the winning claim, with the
- * winner's endpoints, into the count set, masquerade set and endpoints map elements.
+ * port` (a ClusterIP, or an externalIP / LB IP of a Cluster-policy Service: variant `ext`), value
+ * rules.ts's groupedClaim(). The compiler expands the winning claim, with the winner's endpoints,
+ * into the count set, masquerade set and endpoints map elements.
  */
 export const GROUPED_FRONTENDS = '<grouped-frontends>';
 

@@ -307,16 +307,23 @@ export function dnatCount(fs: FamilySyntax, p: Protocol, n: number, set: string,
   };
 }
 
+/**
+ * A grouped frontend's masquerade variant: none, all, non-local sources — or `ext`, an externalIP
+ * or LB IP of a Cluster-policy Service: all masqueraded, and its endpoints are the external ones.
+ */
+export type GroupedMasq = '' | 'all' | 'nonlocal' | 'ext';
+
 /** groupedClaim's values, spelled once: [masquerade variant][endpoint count]. */
-const GROUPED_CLAIMS: Record<'' | 'all' | 'nonlocal', string[]> = { '': [], all: [], nonlocal: [] };
+const GROUPED_CLAIMS: Record<GroupedMasq, string[]> = { '': [], all: [], nonlocal: [], ext: [] };
 
 /**
- * A grouped frontend as one claim value (names.ts GROUPED_FRONTENDS): the masquerade variant
- * (`all`, `nonlocal` or empty) and the number of endpoints, `masq|n`. The endpoints themselves
- * are the winning claimant's, read from its ServiceEntry when the elements are written: the
+ * A grouped frontend as one claim value (names.ts GROUPED_FRONTENDS, GROUPED_NODEPORTS): the
+ * masquerade variant (GroupedMasq) and the number of endpoints, `masq|n`. The endpoints themselves
+ * are the winning claimant's (internal, or external for `ext` and NodePorts), read from its
+ * ServiceEntry when the elements are written: the
  * index keeps no second copy of them (at 44k Services a joined list per frontend was 10 MB).
  */
-export function groupedClaim(masq: '' | 'all' | 'nonlocal', n: number): string {
+export function groupedClaim(masq: GroupedMasq, n: number): string {
   return (GROUPED_CLAIMS[masq][n] ??= `${masq}|${n}`);
 }
 

@@ -380,16 +380,15 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     // Local policy: pods and the node itself reach the service through the cluster-wide set.
     const shortCircuit = svc.externalPolicyLocal && forwards(svc.cluster);
     const useChain = forwards(svc.external) || (shortCircuit && svc.external.verdict === 'drop');
-    // Endpoint-count layout for the NodePort (names.ts GroupedKind 'port'): Cluster policy
-    // (always masqueraded, no short-circuit), no affinity, a count in range. Then its endpoint
-    // changes are element changes only; the ext- chain stays only for externalIPs / LB IPs.
-    const groupNodePort =
-      svc.nodePort > 0 && svc.externalMasquerade && !affinity && forwards(svc.external) && svc.external.endpoints.length <= GROUPED_MAX_ENDPOINTS;
-    const chainUsed = (svc.nodePort > 0 && !groupNodePort) || externalIPs.some((ip) => ip !== svc.clusterIP);
+    // Endpoint-count layout for every external frontend (names.ts): Cluster policy (always
+    // masqueraded, no short-circuit), no affinity, a count in range. The NodePort is a grouped
+    // NodePort (kind 'port'), each externalIP and LB IP a grouped frontend like a ClusterIP (with
+    // the external endpoints): no ext- chain, so an endpoint change is element changes only.
+    const grouped = svc.externalMasquerade && !affinity && forwards(svc.external) && svc.external.endpoints.length <= GROUPED_MAX_ENDPOINTS;
     let verdict: string | undefined; // in service-ips / service-nodeports
     let rejectVerdict: string | undefined; // in no-endpoint-*
     if (useChain) {
-      if (chainUsed) {
+      if (!grouped) {
         const rules: Rule[] = [];
         if (svc.externalMasquerade) rules.push(R.jump(Chains.markForMasquerade));
         if (shortCircuit) {
@@ -411,12 +410,13 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     for (const ip of externalIPs) {
       if (ip === svc.clusterIP) continue; // already claimed as the ClusterIP
       const key = R.addrProtoPortKey(ip, p, svc.port);
-      if (verdict !== undefined) claimOnce(Maps.serviceIPs, key, verdict);
+      if (grouped) claimOnce(GROUPED_FRONTENDS, key, R.groupedClaim('ext', svc.external.endpoints.length));
+      else if (verdict !== undefined) claimOnce(Maps.serviceIPs, key, verdict);
       else claimOnce(Maps.noEndpointServices, key, rejectVerdict!);
     }
     if (svc.nodePort > 0) {
       const key = R.protoPortKey(p, svc.nodePort);
-      if (groupNodePort) claim(GROUPED_NODEPORTS, key, R.groupedClaim('all', svc.external.endpoints.length));
+      if (grouped) claim(GROUPED_NODEPORTS, key, R.groupedClaim('all', svc.external.endpoints.length));
       else if (verdict !== undefined) claim(Maps.serviceNodePorts, key, verdict);
       else claim(Maps.noEndpointNodePorts, key, rejectVerdict!);
     }

@@ -60,7 +60,16 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
   }
   const n0 = svc.internal.endpoints.length;
   const nx = svc.external.endpoints.length;
-  if (nodePort && svc.externalMasquerade && svc.external.verdict === 'forward' && nx > 0 && nx <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
+  // Endpoint-count layout for external frontends of a Cluster-policy Service (names.ts).
+  const externalGrouped = e.match.frontend !== 'clusterIP' && svc.externalMasquerade && svc.external.verdict === 'forward' && nx > 0 && nx <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0;
+  if (externalGrouped && !nodePort) {
+    // An externalIP or LB IP: a grouped frontend like a ClusterIP, with the external endpoints, always masqueraded.
+    steps.push({ at: t(Chains.services), does: `jump ${Chains.servicesByCount}` });
+    steps.push({ at: t(Chains.servicesByCount), does: `@${Sets.masqAll} [${key}] → jump ${Chains.markForMasquerade}` });
+    const count = countSetName(svc.protocol, nx);
+    const how = nx === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${nx} → dnat`;
+    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, nx)} [${key} . index]` });
+  } else if (externalGrouped) {
     // Endpoint-count layout, NodePort kind (names.ts): no ext- chain for it; its key sits in an np- count set.
     steps.push({ at: t(Chains.services), does: `NodePort address: jump ${Chains.nodePortsByCount}` });
     steps.push({ at: t(Chains.nodePortsByCount), does: `@${Sets.masqNodePorts} [${key}] → jump ${Chains.markForMasquerade}` });

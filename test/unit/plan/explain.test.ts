@@ -249,11 +249,15 @@ t.test('nftables path: the real chain, map and key names', async (t) => {
   t.match(npText, 'ip ferry services NodePort address: jump nodeports-by-count');
   t.match(npText, 'ip ferry nodeports-by-count @masq-nodeports [tcp . 30080] → jump mark-for-masquerade');
   t.match(npText, /ip ferry nodeports-by-count @np-tcp-2 \[tcp \. 30080\]: .*via @np-endpoints-tcp-n2 \[tcp \. 30080 \. index\]/);
-  // Its externalIP keeps the ext- chain (with the masquerade mark).
+  // So does its externalIP, as a grouped frontend with the external endpoints, always masqueraded.
   const xip = trace(T, q(CLIENT, '203.0.113.20', 80), host, NFTABLES_FACTS, nftablesPath);
   const xipText = xip.path.map((s) => `${s.at} ${s.does}`).join('\n');
-  t.match(xipText, `@service-ips [203.0.113.20 . tcp . 80] → goto ${n.ext}`);
-  t.match(xipText, `ip ferry ${n.ext} jump mark-for-masquerade`);
+  t.notMatch(xipText, n.ext);
+  t.match(xipText, 'ip ferry services-by-count @masq-all [203.0.113.20 . tcp . 80] → jump mark-for-masquerade');
+  t.match(xipText, /ip ferry services-by-count @n-tcp-2 \[203\.0\.113\.20 \. tcp \. 80\]: .*via @endpoints-tcp-n2 \[203\.0\.113\.20 \. tcp \. 80 \. index\]/);
+  // A Local-policy Service keeps its ext- chain (the short-circuits for pods and the node).
+  const loc = trace(T, q(POD, '203.0.113.10', 80), host, NFTABLES_FACTS, nftablesPath);
+  t.match(loc.path.map((s) => `${s.at} ${s.does}`).join('\n'), `goto ${serviceNames(local).ext}`);
   const rej = trace(T, q(POD, '198.19.0.12', 80), host, NFTABLES_FACTS, nftablesPath);
   t.match(rej.path.map((s) => s.does).join('\n'), /@no-endpoint-services \[198.19.0.12 . tcp . 80\] → goto reject-chain/);
   const fw = trace(T, q(CLIENT, '203.0.113.11', 80), host, NFTABLES_FACTS, nftablesPath);

@@ -126,23 +126,49 @@ t.test('no change: empty transaction', async (t) => {
   t.equal(tx.render(), '', 'empty script');
 });
 
-t.test('shared elements: ClusterIP of a two-port service, duplicate externalIP across services', async (t) => {
-  const a = svc({ namespace: 'x', name: 'a', portName: 'p0', clusterIP: '198.19.9.1', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.1', 80)) });
-  const a1 = svc({ namespace: 'x', name: 'a', portName: 'p1', port: 81, clusterIP: '198.19.9.1', internal: fwd(ep('198.18.9.1', 81)) });
-  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.2', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.2', 80)) });
-  const ir1 = tables(table(4, [a, a1, b]));
-  const fake = new FakeNft();
-  fake.applySync(compileFull(ir1, opts([4])).render());
-  const ext = fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80');
-  t.match(ext, /^goto ext-[0-9a-f]{8}-x\/a\//, 'the smallest service key wins a contested externalIP');
+for (const local of [false, true]) {
+  t.test(`shared elements: ClusterIP of a two-port service, duplicate externalIP across services (${local ? 'Local policy: ext- chains' : 'Cluster policy: grouped frontends'})`, async (t) => {
+    const pol = local ? { externalPolicyLocal: true, externalMasquerade: false } : {};
+    const a = svc({ namespace: 'x', name: 'a', portName: 'p0', clusterIP: '198.19.9.1', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.1', 80)), ...pol });
+    const a1 = svc({ namespace: 'x', name: 'a', portName: 'p1', port: 81, clusterIP: '198.19.9.1', internal: fwd(ep('198.18.9.1', 81)) });
+    const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.2', externalIPs: ['203.0.113.50'], internal: fwd(ep('198.18.9.2', 80)), ...pol });
+    const ir1 = tables(table(4, [a, a1, b]));
+    const fake = new FakeNft();
+    fake.applySync(compileFull(ir1, opts([4])).render());
+    // Who the contested externalIP goes to: its ext- chain, or its grouped frontend's endpoint.
+    const winner = (): string | undefined =>
+      local ? fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80') : fake.elements('ip', 'ferry', 'endpoints-tcp-n1')!.get('203.0.113.50 . tcp . 80 . 0');
+    t.match(winner(), local ? /^goto ext-[0-9a-f]{8}-x\/a\// : '198.18.9.1 . 80', 'the smallest service key wins a contested externalIP');
+    if (!local) t.ok(fake.elements('ip', 'ferry', 'masq-all')!.has('203.0.113.50 . tcp . 80'), 'a Cluster-policy externalIP is always masqueraded');
 
-  // Remove port p0 of service a: its ClusterIP stays (p1 still claims it); the externalIP goes to b.
-  const ir2 = tables(table(4, [a1, b]));
-  const script = compilePartial(ir1, ir2, changesOf([a.key]), opts([4])).render();
-  fake.applySync(script);
-  t.ok(fake.elements('ip', 'ferry', 'cluster-ips')!.has('198.19.9.1'), 'ClusterIP still claimed by the other port stays');
-  t.match(fake.elements('ip', 'ferry', 'service-ips')!.get('203.0.113.50 . tcp . 80'), /^goto ext-[0-9a-f]{8}-x\/b\//, 'externalIP now dispatches to b');
-  t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync');
+    // Remove port p0 of service a: its ClusterIP stays (p1 still claims it); the externalIP goes to b.
+    const ir2 = tables(table(4, [a1, b]));
+    const script = compilePartial(ir1, ir2, changesOf([a.key]), opts([4])).render();
+    fake.applySync(script);
+    t.ok(fake.elements('ip', 'ferry', 'cluster-ips')!.has('198.19.9.1'), 'ClusterIP still claimed by the other port stays');
+    t.match(winner(), local ? /^goto ext-[0-9a-f]{8}-x\/b\// : '198.18.9.2 . 80', 'externalIP now dispatches to b');
+    t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals full sync');
+  });
+}
+
+t.test("an externalIP that is another Service's ClusterIP: one grouped frontend, the smallest key's, in full and partial syncs", async (t) => {
+  // Never in a valid cluster, but the IR can hold it (hostile or stale objects): both claim the
+  // key `198.19.9.8 . tcp . 80` in <grouped-frontends>, a's as a ClusterIP, b's as an externalIP.
+  const a = svc({ namespace: 'x', name: 'a', clusterIP: '198.19.9.8', internal: fwd(ep('198.18.9.1', 80), ep('198.18.9.2', 80)) });
+  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.9.9', externalIPs: ['198.19.9.8'], internal: fwd(ep('198.18.9.3', 8080)) });
+  const state = new CompileState();
+  const fake = new FakeNft();
+  const ir1 = tables(table(4, [a, b]));
+  fake.applySync(compileFull(ir1, opts([4], state)).render());
+  t.equal(fake.elements('ip', 'ferry', 'endpoints-tcp-n2')?.get('198.19.9.8 . tcp . 80 . 1'), '198.18.9.2 . 80', "a's ClusterIP frontend wins the key");
+  t.notOk(fake.elements('ip', 'ferry', 'masq-all')?.has('198.19.9.8 . tcp . 80'), "with a's masquerade variant (none), not b's");
+  const ir2 = tables(table(4, [b]));
+  fake.applySync(compilePartial(ir1, ir2, changesOf([a.key]), opts([4], state)).render());
+  t.equal(fake.elements('ip', 'ferry', 'endpoints-tcp-n1')?.get('198.19.9.8 . tcp . 80 . 0'), '198.18.9.3 . 8080', "a gone: b's externalIP frontend takes the key");
+  t.ok(fake.elements('ip', 'ferry', 'masq-all')?.has('198.19.9.8 . tcp . 80'), 'masqueraded, as an external frontend');
+  t.equal(fake.dumpResolved(), fullDump(ir2, [4]), 'equals a full sync');
+  fake.applySync(compilePartial(ir2, ir1, changesOf([a.key]), opts([4], state)).render());
+  t.equal(fake.dumpResolved(), fullDump(ir1, [4]), 'and back: equals a full sync');
 });
 
 t.test('one ClusterIP:port claimed by two Services: the winner\'s endpoints, read from its entry, across full and partial syncs', async (t) => {

@@ -45,13 +45,13 @@ t.test('SlotTable: stable per owner and role, deferred reuse', async (t) => {
 });
 
 t.test('a removed service frees its block for the next sync, not the current one', async (t) => {
-  // externalIPs: their ext- chains use blocks (ClusterIPs and Cluster-policy NodePorts use the
-  // endpoint-count layout).
+  // Local-policy externalIPs: their ext- chains use blocks (ClusterIPs and the external frontends
+  // of Cluster-policy Services use the endpoint-count layout).
   const two = (ip: string): PlannedEndpoint[] => [ep(ip, 80), ep(ip, 81)];
-  const a = svc({ namespace: 'x', name: 'a', clusterIP: '198.19.1.1', externalIPs: ['203.0.113.1'], internal: fwd(...two('198.18.1.1')) });
-  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.1.2', externalIPs: ['203.0.113.2'], internal: fwd(...two('198.18.1.2')) });
-  const c = svc({ namespace: 'x', name: 'c', clusterIP: '198.19.1.3', externalIPs: ['203.0.113.3'], internal: fwd(...two('198.18.1.3')) });
-  const d = svc({ namespace: 'x', name: 'd', clusterIP: '198.19.1.4', externalIPs: ['203.0.113.4'], internal: fwd(...two('198.18.1.4')) });
+  const a = svc({ namespace: 'x', name: 'a', clusterIP: '198.19.1.1', externalIPs: ['203.0.113.1'], externalPolicyLocal: true, externalMasquerade: false, internal: fwd(...two('198.18.1.1')) });
+  const b = svc({ namespace: 'x', name: 'b', clusterIP: '198.19.1.2', externalIPs: ['203.0.113.2'], externalPolicyLocal: true, externalMasquerade: false, internal: fwd(...two('198.18.1.2')) });
+  const c = svc({ namespace: 'x', name: 'c', clusterIP: '198.19.1.3', externalIPs: ['203.0.113.3'], externalPolicyLocal: true, externalMasquerade: false, internal: fwd(...two('198.18.1.3')) });
+  const d = svc({ namespace: 'x', name: 'd', clusterIP: '198.19.1.4', externalIPs: ['203.0.113.4'], externalPolicyLocal: true, externalMasquerade: false, internal: fwd(...two('198.18.1.4')) });
   const state = new CompileState();
   const fake = new FakeNft();
   const ir1 = tables(table(4, [a, b]));
