@@ -142,6 +142,48 @@ t.test('encodes what nft 1.0.6 sends for the endpoint-count layout (ip and ip6)'
   });
 });
 
+t.test('encodes what nft 1.0.6 sends for grouped NodePorts (ip and ip6)', async (t) => {
+  // The NodePort kind of the endpoint-count layout: `proto . port` keys, the jump behind both
+  // NodePort address checks, the masquerade and count rules, a map keyed with numgen.
+  const blocks = readFileSync(`${goldenDir}netlink-oracle-nodeports.hex`, 'utf8').split(/^# family .*$/m).slice(1);
+  const cases = [
+    { fs: R.V4, eps: ['10.0.0.1 . 8080', '10.0.0.2 . 8080'] },
+    { fs: R.V6, eps: ['fd01::1 . 8080', 'fd01::2 . 8080'] },
+  ];
+  t.equal(blocks.length, cases.length, 'one captured batch per family');
+  cases.forEach(({ fs, eps }, k) => {
+    const target = `${fs.nft} ferry`;
+    const key = 'tcp . 30080';
+    const tx = new Transaction()
+      .addTable(target)
+      .addChain(target, { name: 'services' })
+      .addChain(target, { name: 'nodeports-by-count' })
+      .addChain(target, { name: 'mark-for-masquerade' })
+      .addSet(target, { name: 'nodeport-ips', type: fs.addrType })
+      .addSet(target, { name: 'np-tcp-3', type: 'inet_proto . inet_service' })
+      .addSet(target, { name: 'masq-nodeports', type: 'inet_proto . inet_service' })
+      .addMap(target, endpointMapSpec(fs, 'np-endpoints-tcp-n3'))
+      .addRule(target, 'services', R.nodePortGroupsJump(fs, true, 'nodeports-by-count'))
+      .addRule(target, 'services', R.nodePortGroupsJump(fs, false, 'nodeports-by-count'))
+      .addRule(target, 'nodeports-by-count', R.frontendJump(fs, 'masq-nodeports', '', 'mark-for-masquerade', true))
+      .addRule(target, 'nodeports-by-count', R.dnatCount(fs, 'TCP', 3, 'np-tcp-3', 'np-endpoints-tcp-n3', true))
+      .addElement(target, 'np-tcp-3', key)
+      .addElement(target, 'masq-nodeports', key)
+      .addElement(target, 'np-endpoints-tcp-n3', R.groupedEndpointKey(key, 0), eps[0])
+      .addElement(target, 'np-endpoints-tcp-n3', R.groupedEndpointKey(key, 1), eps[1]);
+    const want = blocks[k]!
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((h) => Buffer.from(h, 'hex'));
+    const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
+    t.equal(got.length, want.length, `${fs.nft}: as many messages as nft sends`);
+    for (let i = 0; i < Math.min(got.length, want.length); i++) {
+      const op = tx.ops[i - 1];
+      t.equal(normal(got[i]!), normal(want[i]!), `${fs.nft} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
+    }
+  });
+});
+
 t.test('encodes what nft 1.0.6 sends for the ip6 affinity set and rules', async (t) => {
   // The key's registers differ by family (a 16-byte address first): ip6 is checked on its own.
   const fs = R.V6;
