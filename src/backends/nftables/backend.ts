@@ -12,7 +12,7 @@ import type { ConntrackFilter } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
 import { loadNative } from '../../native/index.js';
-import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, partialBaseKnown, type CompileOptions } from './compiler.js';
+import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, GroupedMapFullError, partialBaseKnown, type CompileOptions } from './compiler.js';
 import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
 import { CANARY_RULE } from './skeleton.js';
 import { familySyntax } from './rules.js';
@@ -124,14 +124,22 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       // this backend did not compile last (never expected) gets a full sync instead.
       const known = prev !== null && partialBaseKnown(prev, families, state);
       if (prev !== null && !changes.full && !known) log.warn('previous table unknown to the compiler: syncing in full');
-      const full = changes.full || !known;
+      let full = changes.full || !known;
       const base: CompileOptions = { families, masqueradeMark: mark, table, state };
       const t0 = performance.now();
       let listMs = 0;
-      let tx: Transaction;
+      let tx: Transaction | undefined;
       if (!full) {
-        tx = compilePartial(prev!, next, changes, base);
-      } else {
+        try {
+          tx = compilePartial(prev!, next, changes, base);
+        } catch (e) {
+          if (!(e instanceof GroupedMapFullError)) throw e;
+          // Expected as a cluster grows (a map has room for half again what it held when made).
+          log.info('an endpoints map outgrew its size: syncing in full, which makes it again', { map: e.map, elements: e.elements, size: e.size });
+          full = true;
+        }
+      }
+      if (tx === undefined) {
         let known;
         try {
           known = await existing();

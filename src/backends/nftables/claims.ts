@@ -63,6 +63,12 @@ export class ClaimIndex {
    */
   readonly countSetSizes = new Map<string, number>();
 
+  /**
+   * The size each grouped endpoints map was created with in the kernel (its NFTA_SET_DESC_SIZE),
+   * by name; absent where not known (an index rebuilt without the kernel). Moves on with the index.
+   */
+  readonly mapSizes = new Map<string, number>();
+
   /** The endpoint-map blocks behind the shard elements; moves on with the index. */
   constructor(readonly slots: SlotTable = new SlotTable()) {}
 

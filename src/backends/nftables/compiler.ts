@@ -19,7 +19,7 @@ import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
 import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, type ChainWithRules } from './skeleton.js';
+import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, groupedMapSize, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
 export { CompileState } from './claims.js';
@@ -49,6 +49,29 @@ export interface CompileOptions {
 }
 
 const TABLE_COMMENT = 'ferry: Kubernetes service proxy rules (managed by ferry; do not edit)';
+
+/**
+ * A partial sync would put more elements in a grouped endpoints map than the size it was created
+ * with (skeleton.ts groupedMapSize): the kernel would refuse them (ENFILE). The backend syncs in
+ * full instead, which makes the map again with room for what it holds now.
+ */
+export class GroupedMapFullError extends Error {
+  constructor(
+    readonly map: string,
+    readonly elements: number,
+    readonly size: number,
+  ) {
+    super(`endpoints map ${map} would hold ${elements} elements, sized for ${size}: a full sync makes it again`);
+    this.name = 'GroupedMapFullError';
+  }
+}
+
+/** How many elements grouped endpoints map `name` holds: its count set's frontends × its count. */
+function groupedMapElements(index: ClaimIndex, name: string): number {
+  const g = groupedMapOf(name);
+  if (g === undefined) return 0;
+  return (index.countSetSizes.get(countSetName(g.proto, g.n, g.kind)) ?? 0) * g.n;
+}
 
 /** Containers whose elements come from services, in the order their elements are written. */
 const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
@@ -675,9 +698,25 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const nodePorts = nodePortWinners(index, table);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
-    for (const name of [...shards, ...groupedMaps]) {
+    for (const name of shards) {
       tx.addMap(target, endpointMapSpec(fs, name));
       tx.flushSet(target, name, 'map');
+    }
+    // Grouped maps are made anew with room for what they hold (a size cannot change in place):
+    // deleted where they exist — no rule binds them now, their chains were flushed above — and
+    // added with their size. Where the kernel's maps are not known, added and flushed as before;
+    // an existing one then keeps whatever size it has, so none is recorded.
+    const kernelMaps = opts.existingMaps?.[family];
+    for (const name of groupedMaps) {
+      const size = groupedMapSize(groupedMapElements(index, name));
+      if (kernelMaps === undefined) {
+        tx.addMap(target, endpointMapSpec(fs, name, size));
+        tx.flushSet(target, name, 'map');
+        continue;
+      }
+      if (kernelMaps.has(name)) tx.deleteSet(target, name, 'map');
+      tx.addMap(target, endpointMapSpec(fs, name, size));
+      index.mapSizes.set(name, size);
     }
     for (const name of countSets) {
       tx.addSet(target, countSetSpec(fs, name));
@@ -961,6 +1000,13 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     const hasCounts = new Set(countsAfter);
     const mapsBefore = groupedMapsOf(countsBefore);
     const mapsAfter = groupedMapsOf(countsAfter);
+    // A map that stays must have room for what it will hold (its size is fixed at creation).
+    for (const name of mapsAfter) {
+      const size = index.mapSizes.get(name);
+      if (size === undefined || !mapsBefore.includes(name)) continue;
+      const elements = groupedMapElements(index, name);
+      if (elements > size) throw new GroupedMapFullError(name, elements, size);
+    }
 
     if (tableChanged) {
       const sk = buildSkeleton(fs, nextT, opts.masqueradeMark);
@@ -972,7 +1018,12 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const name of newChains) tx.addChain(target, { name });
     // Count sets and endpoint maps that gain their first element are created; emptied ones are deleted last.
     for (const name of countsAfter) if (!hadCounts.has(name)) tx.addSet(target, countSetSpec(fs, name));
-    for (const name of mapsAfter) if (!mapsBefore.includes(name)) tx.addMap(target, endpointMapSpec(fs, name));
+    for (const name of mapsAfter) {
+      if (mapsBefore.includes(name)) continue;
+      const size = groupedMapSize(groupedMapElements(index, name));
+      index.mapSizes.set(name, size);
+      tx.addMap(target, endpointMapSpec(fs, name, size));
+    }
     const touchedShards = [...shardDiff.keys()].sort();
     for (const name of touchedShards) if (index.size(name) > 0) tx.addMap(target, endpointMapSpec(fs, name));
 
@@ -1025,7 +1076,11 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const name of goneChains) tx.deleteChain(target, name);
     for (const name of touchedShards) if (index.size(name) === 0) tx.deleteSet(target, name, 'map');
     for (const name of countsBefore) if (!hasCounts.has(name)) tx.deleteSet(target, name);
-    for (const name of mapsBefore) if (!mapsAfter.includes(name)) tx.deleteSet(target, name, 'map');
+    for (const name of mapsBefore) {
+      if (mapsAfter.includes(name)) continue;
+      tx.deleteSet(target, name, 'map');
+      index.mapSizes.delete(name);
+    }
   }
   return tx;
 }

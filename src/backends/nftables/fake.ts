@@ -9,7 +9,8 @@
  *  - a rule or map element naming a missing chain or set: ENOENT;
  *  - adding an existing map key with a different value: EEXIST (same value: no-op);
  *  - re-adding a base chain with a different hook/priority: EOPNOTSUPP;
- *  - re-adding a set with another type: EEXIST (a changed timeout or size is silently ignored).
+ *  - re-adding a set with another type: EEXIST (a changed timeout or size is silently ignored);
+ *  - an element beyond a set's or map's `size`: ENFILE.
  * It can list chains (text or JSON, like `nft -j list chains`) and dump a normalized ruleset.
  * Implements NftRunner, so the backend and the syncer run against it unchanged.
  * Test support only: never used to decide anything in production.
@@ -53,6 +54,7 @@ const ENOENT = 'Could not process rule: No such file or directory';
 const EBUSY = 'Could not process rule: Device or resource busy';
 const EEXIST = 'Could not process rule: File exists';
 const EOPNOTSUPP = 'Could not process rule: Operation not supported';
+const ENFILE = 'Could not process rule: Too many open files in system';
 
 const CHAIN_REF = /\b(?:jump|goto) ([A-Za-z_.][A-Za-z0-9_./-]*)/g;
 const SET_REF = /@([A-Za-z_.][A-Za-z0-9_./-]*)/g;
@@ -318,6 +320,7 @@ export class FakeNft implements NftRunner {
         if (create || had !== value) throw new FakeError(EEXIST);
         continue;
       }
+      if (s.size !== undefined && s.elements.size >= s.size) throw new FakeError(ENFILE);
       s.elements.set(key, value);
     }
   }
@@ -382,6 +385,11 @@ export class FakeNft implements NftRunner {
 
   rules(family: string, table: string, chain: string): readonly string[] | undefined {
     return this.tables.get(`${family} ${table}`)?.chains.get(chain)?.rules;
+  }
+
+  /** The `size` a set or map was added with (undefined: none, or no such set). */
+  setSize(family: string, table: string, name: string): number | undefined {
+    return this.tables.get(`${family} ${table}`)?.sets.get(name)?.size;
   }
 
   mapNames(family: string, table: string): string[] {

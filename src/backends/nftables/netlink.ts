@@ -1572,7 +1572,7 @@ export function encodeTransaction(
             const d = set ? setDecl(family, set) : mapDecl(family, (op as { map: NamedMap }).map);
             const name = set ? set.name : (op as { map: NamedMap }).map.name;
             const timeout = set?.timeoutSeconds;
-            const size = set?.size;
+            const size = set ? set.size : (op as { map: NamedMap }).map.size;
             const id = ++setId;
             ids.set(name, id);
             writeSet(family, table, name, d, id, i, timeout === undefined && size === undefined ? undefined : (w) => {

@@ -81,8 +81,11 @@ export function endpointShardSpec(fs: FamilySyntax, name: string): NamedMap {
   };
 }
 
-/** An endpoints map: a shard (slots.ts) or the grouped map of a kind, protocol and count (names.ts). */
-export function endpointMapSpec(fs: FamilySyntax, name: string): NamedMap {
+/**
+ * An endpoints map: a shard (slots.ts) or the grouped map of a kind, protocol and count
+ * (names.ts), the latter with room for `size` elements when given (groupedMapSize).
+ */
+export function endpointMapSpec(fs: FamilySyntax, name: string, size?: number): NamedMap {
   const g = groupedMapKind(name);
   if (g === undefined) return endpointShardSpec(fs, name);
   const key = g.kind === 'addr' ? `${fs.ipX} daddr . meta l4proto . th dport` : 'meta l4proto . th dport';
@@ -90,8 +93,22 @@ export function endpointMapSpec(fs: FamilySyntax, name: string): NamedMap {
     name,
     type: `${key} . numgen random mod 2 : ${fs.ipX} daddr . ${g.proto.toLowerCase()} dport`,
     typeof: true,
+    ...(size !== undefined ? { size } : {}),
     comment: `${g.proto} endpoints of grouped ${g.kind === 'addr' ? 'ClusterIP frontends' : 'NodePorts'}: key . index -> endpoint`,
   };
+}
+
+/** The fewest elements a grouped endpoints map is sized for (small clusters, counts barely in use). */
+export const GROUPED_MAP_MIN_SIZE = 1024;
+
+/**
+ * The size a grouped endpoints map is created with when it must hold `elements`: half again as
+ * many, in steps of 1,024, at least GROUPED_MAP_MIN_SIZE. Without a size the kernel's hash grows
+ * while a full sync inserts, which at 44k × 10 was most of the batch's kernel time; the headroom
+ * lets the map grow by half through partial syncs before it must be made again (a full sync).
+ */
+export function groupedMapSize(elements: number): number {
+  return Math.max(GROUPED_MAP_MIN_SIZE, Math.ceil((elements * 1.5) / 1024) * 1024);
 }
 
 /** A count set (names.ts): the frontend keys of one kind and protocol with one endpoint count. */

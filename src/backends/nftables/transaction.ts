@@ -49,6 +49,12 @@ export interface NamedMap {
   readonly type: string;
   /** `type` is a `typeof` declaration (expressions, e.g. `numgen random mod 2 : ip daddr . tcp dport`). */
   readonly typeof?: boolean;
+  /**
+   * The most elements it may hold (NFTA_SET_DESC_SIZE). The kernel then sizes its hash table
+   * once instead of growing it while a batch inserts (docs/nftables.md, "Sized endpoints maps"),
+   * and refuses an element beyond it (ENFILE).
+   */
+  readonly size?: number;
   readonly comment?: string;
 }
 
@@ -187,6 +193,7 @@ function setSpec(s: NamedSet): string {
 
 function mapSpec(m: NamedMap): string {
   let body = `${m.typeof ? 'typeof' : 'type'} ${m.type} ;`;
+  if (m.size !== undefined) body += ` size ${m.size} ;`;
   if (m.comment !== undefined) body += ` comment ${quote(m.comment)} ;`;
   return ` { ${body} }`;
 }

@@ -300,6 +300,43 @@ t.test('names by netlink dump equal names by listing; the backend reports via ne
   t.match(await listing(ns, [4]), /no table/, 'cleanup removed the table');
 });
 
+t.test('a grouped endpoints map has its size in the kernel; one that would outgrow it is made again by a full sync', async (t) => {
+  const ns = await freshNetns(t);
+  const nft = netlinkRunner(ns);
+  // One-endpoint ClusterIP Services share endpoints-tcp-n1: n of them, n elements.
+  const many = (n: number): ProxyTables =>
+    tables(table(4, Array.from({ length: n }, (_, i) => svc({ namespace: 'm', name: `s${i}`, clusterIP: `198.19.${i >> 8}.${i & 255}`, internal: fwd(ep(`198.18.${i >> 8}.${i & 255}`, 8080)) }))));
+  const added = (a: ProxyTables, b: ProxyTables) => changesOf([...b[4].services.keys()].filter((k) => !a[4].services.has(k)));
+  const backend = createNftablesBackend({ nft, families: [4] });
+  const mapOf = async (): Promise<string> => (await runIn(ns, ['nft', 'list', 'map', 'ip', 'ferry', 'endpoints-tcp-n1'])).stdout;
+  const ir600 = many(600);
+  await backend.sync(null, ir600, { full: true, tableChanged: true, changed: new Set() } as never);
+  t.match(await mapOf(), /^\s*size 1024$/m, 'the kernel holds the size: half again its 600 elements, at least 1,024');
+
+  // The kernel enforces it: more elements than the size are refused, and nothing of the batch applies.
+  const over = new Transaction();
+  for (let i = 0; i < 500; i++) over.addElement('ip ferry', 'endpoints-tcp-n1', R.groupedEndpointKey(`10.1.${i >> 8}.${i & 255} . tcp . 80`, 0), '10.0.0.1 . 80');
+  const before = await mapOf();
+  await t.rejects(nft.applyTransaction!(over), /ENFILE|Too many open files/, 'the kernel refuses elements beyond the size');
+  t.equal(await mapOf(), before, 'and keeps the map as it was');
+
+  const ir1000 = many(1000);
+  await backend.sync(ir600, ir1000, added(ir600, ir1000));
+  t.equal(backend.lastSync()?.full, false, 'growing within the size is a partial sync');
+  const ir1100 = many(1100);
+  await backend.sync(ir1000, ir1100, added(ir1000, ir1100));
+  t.equal(backend.lastSync()?.full, true, 'outgrowing it makes the sync full');
+  t.match(await mapOf(), /^\s*size 2048$/m, 'which makes the map again, larger, in the same transaction');
+
+  // The same table as one fresh full sync through libnftables (lines sorted: the map made again
+  // is listed after the sets made before it).
+  const fresh = await freshNetns(t);
+  await scriptRunner(fresh).apply(compileFull(ir1100, { families: [4], masqueradeMark: 0x4000 }).render());
+  const got = (await listing(ns, [4])).split('\n').sort().join('\n');
+  const want = (await listing(fresh, [4])).split('\n').sort().join('\n');
+  t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
+});
+
 t.test('in its own namespace the addon keeps its sockets, and answers never cross batches', async (t) => {
   const ns = await freshNetns(t);
   const child = fileURLToPath(new URL('./kept-socket-child.js', import.meta.url));

@@ -7,6 +7,8 @@ import { createNftablesBackend, NftSyncError } from '../../../../src/backends/nf
 import { FakeNft } from '../../../../src/backends/nftables/fake.js';
 import { FakeConntrack } from '../../../../src/backends/kernel/conntrack.js';
 import { setLogSink } from '../../../../src/util/log.js';
+import { compileFull, compilePartial, CompileState, GroupedMapFullError } from '../../../../src/backends/nftables/compiler.js';
+import { groupedMapSize } from '../../../../src/backends/nftables/skeleton.js';
 import { changesOf, ep, fwd, FULL, REJECT, svc, table, tables } from './fixtures.js';
 
 setLogSink(() => {});
@@ -37,6 +39,65 @@ t.test('full sync, then a partial sync that only touches the changed service', a
   await b.sync(ir2, ir2, changesOf([]));
   t.equal(b.lastSync()?.lines, 0, 'nothing changed: nothing applied');
   t.equal(nft.scripts.length, 2, 'no script was sent for the empty sync');
+});
+
+t.test('grouped endpoints maps are sized; one that would outgrow its size is made again by a full sync', async (t) => {
+  // One-endpoint ClusterIP Services share endpoints-tcp-n1: i of them, i elements.
+  const many = (from: number, to: number) =>
+    Array.from({ length: to - from }, (_, k) => {
+      const i = from + k;
+      return svc({ namespace: 'm', name: `s${i}`, clusterIP: `198.19.${(i >> 8) & 255}.${i & 255}`, internal: fwd(ep(`198.18.${(i >> 8) & 255}.${i & 255}`, 8080)) });
+    });
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  t.teardown(() => setLogSink(() => {}));
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  const small = tables(table(4, many(0, 600)));
+  await b.sync(null, small, FULL);
+  t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), 1024, 'made with room for half again its 600 elements (at least 1,024)');
+  t.equal(nft.elements('ip', 'ferry', 'endpoints-tcp-n1')?.size, 600);
+
+  // 600 → 1,000 fits: a partial sync.
+  const mid = tables(table(4, many(0, 1000)));
+  await b.sync(small, mid, changesOf([...mid[4].services.keys()].filter((k) => !small[4].services.has(k))));
+  t.equal(b.lastSync()?.full, false, 'growing within the size is a partial sync');
+  t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), 1024, 'the map is not made again');
+
+  // 1,000 → 1,100 does not fit: the partial compile refuses, the backend syncs in full.
+  const big = tables(table(4, many(0, 1100)));
+  const added = [...big[4].services.keys()].filter((k) => !mid[4].services.has(k));
+  await b.sync(mid, big, changesOf(added));
+  t.equal(b.lastSync()?.full, true, 'outgrowing the size makes the sync full');
+  t.match(lines.join('\n'), /an endpoints map outgrew its size: syncing in full.*map=endpoints-tcp-n1.*elements=1100.*size=1024/, 'with a log line naming the map');
+  t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), groupedMapSize(1100), 'the map is made again, larger');
+  t.equal(groupedMapSize(1100), 2048);
+  t.match(b.lastScript() ?? '', /^delete map ip ferry endpoints-tcp-n1\nadd map ip ferry endpoints-tcp-n1 \{ .* size 2048 ;/m, 'deleted and added in the same transaction');
+  t.notMatch(b.lastScript() ?? '', /^flush map ip ferry endpoints-tcp-n1$/m, 'not flushed: it is new');
+  t.equal(nft.elements('ip', 'ferry', 'endpoints-tcp-n1')?.size, 1100, 'with every element');
+  const fresh = new FakeNft();
+  fresh.applySync(compileFull(big, { families: [4], masqueradeMark: 0x4000 }).render());
+  t.equal(nft.dumpResolved(), fresh.dumpResolved(), 'the same as a fresh full sync');
+
+  // The next change is partial again.
+  const after = tables(table(4, many(0, 1101)));
+  await b.sync(big, after, changesOf([...after[4].services.keys()].filter((k) => !big[4].services.has(k))));
+  t.equal(b.lastSync()?.full, false, 'and the next change is partial again');
+
+  // What the guard prevents: the kernel (and FakeNft) refuse an element beyond the size.
+  const tiny = new FakeNft();
+  t.throws(() => tiny.applySync('add table ip x\nadd map ip x m { type inet_service : inet_service ; size 2 ; }\nadd element ip x m { 1 : 1, 2 : 2, 3 : 3 }\n'), /Too many open files/, 'an element beyond the size is refused');
+});
+
+t.test('a partial compile that would outgrow a grouped map throws a typed error, before writing anything', async (t) => {
+  const one = (i: number) => svc({ namespace: 'g', name: `s${i}`, clusterIP: `198.19.1.${i}`, internal: fwd(ep(`198.18.1.${i}`, 80)) });
+  const state = new CompileState();
+  const ir1 = tables(table(4, [one(1)]));
+  compileFull(ir1, { families: [4], masqueradeMark: 0x4000, state, existingMaps: { 4: new Set() } });
+  const services: ReturnType<typeof one>[] = [];
+  for (let i = 2; i < 1100; i++) services.push(svc({ namespace: 'g', name: `s${i}`, clusterIP: `198.19.${2 + (i >> 8)}.${i & 255}`, internal: fwd(ep(`198.18.${2 + (i >> 8)}.${i & 255}`, 80)) }));
+  const ir2 = tables(table(4, [one(1), ...services]));
+  t.throws(() => compilePartial(ir1, ir2, changesOf(services.map((s) => s.key)), { families: [4], masqueradeMark: 0x4000, state }), GroupedMapFullError);
 });
 
 t.test('full sync deletes chains it no longer wants (listed from the kernel)', async (t) => {
