@@ -64,10 +64,11 @@ export class ClaimIndex {
   readonly countSetSizes = new Map<string, number>();
 
   /**
-   * The size each grouped endpoints map was created with in the kernel (its NFTA_SET_DESC_SIZE),
-   * by name; absent where not known (an index rebuilt without the kernel). Moves on with the index.
+   * The size each grouped endpoints map and count set was created with in the kernel (its
+   * NFTA_SET_DESC_SIZE), by name; absent where not known (an index rebuilt without the kernel, a
+   * full compile without the kernel's names). Moves on with the index.
    */
-  readonly mapSizes = new Map<string, number>();
+  readonly setSizes = new Map<string, number>();
 
   /** The endpoint-map blocks behind the shard elements; moves on with the index. */
   constructor(readonly slots: SlotTable = new SlotTable()) {}

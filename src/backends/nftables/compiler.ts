@@ -19,7 +19,7 @@ import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
 import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
-import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, groupedMapSize, type ChainWithRules } from './skeleton.js';
+import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, groupedSetSize, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
 export { CompileState } from './claims.js';
@@ -51,18 +51,18 @@ export interface CompileOptions {
 const TABLE_COMMENT = 'ferry: Kubernetes service proxy rules (managed by ferry; do not edit)';
 
 /**
- * A partial sync would put more elements in a grouped endpoints map than the size it was created
- * with (skeleton.ts groupedMapSize): the kernel would refuse them (ENFILE). The backend syncs in
- * full instead, which makes the map again with room for what it holds now.
+ * A partial sync would put more elements in a grouped endpoints map or count set than the size it
+ * was created with (skeleton.ts groupedSetSize): the kernel would refuse them (ENFILE). The
+ * backend syncs in full instead, which makes the set again with room for what it holds now.
  */
-export class GroupedMapFullError extends Error {
+export class GroupedSetFullError extends Error {
   constructor(
-    readonly map: string,
+    readonly set: string,
     readonly elements: number,
     readonly size: number,
   ) {
-    super(`endpoints map ${map} would hold ${elements} elements, sized for ${size}: a full sync makes it again`);
-    this.name = 'GroupedMapFullError';
+    super(`${set} would hold ${elements} elements, sized for ${size}: a full sync makes it again`);
+    this.name = 'GroupedSetFullError';
   }
 }
 
@@ -708,7 +708,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // an existing one then keeps whatever size it has, so none is recorded.
     const kernelMaps = opts.existingMaps?.[family];
     for (const name of groupedMaps) {
-      const size = groupedMapSize(groupedMapElements(index, name));
+      const size = groupedSetSize(groupedMapElements(index, name));
       if (kernelMaps === undefined) {
         tx.addMap(target, endpointMapSpec(fs, name, size));
         tx.flushSet(target, name, 'map');
@@ -716,11 +716,20 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       }
       if (kernelMaps.has(name)) tx.deleteSet(target, name, 'map');
       tx.addMap(target, endpointMapSpec(fs, name, size));
-      index.mapSizes.set(name, size);
+      index.setSizes.set(name, size);
     }
+    // Count sets likewise (their rules were flushed with their chains above).
+    const kernelSets = opts.existingSets?.[family];
     for (const name of countSets) {
-      tx.addSet(target, countSetSpec(fs, name));
-      tx.flushSet(target, name);
+      const size = groupedSetSize(index.countSetSizes.get(name) ?? 0);
+      if (kernelSets === undefined) {
+        tx.addSet(target, countSetSpec(fs, name, size));
+        tx.flushSet(target, name);
+        continue;
+      }
+      if (kernelSets.has(name)) tx.deleteSet(target, name);
+      tx.addSet(target, countSetSpec(fs, name, size));
+      index.setSizes.set(name, size);
     }
     // The affinity set is added, never flushed: client affinity survives a resync or restart.
     tx.addSet(target, affinitySetSpec(fs));
@@ -1000,12 +1009,19 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     const hasCounts = new Set(countsAfter);
     const mapsBefore = groupedMapsOf(countsBefore);
     const mapsAfter = groupedMapsOf(countsAfter);
-    // A map that stays must have room for what it will hold (its size is fixed at creation).
+    // A map or count set that stays must have room for what it will hold (its size is fixed at
+    // creation).
     for (const name of mapsAfter) {
-      const size = index.mapSizes.get(name);
+      const size = index.setSizes.get(name);
       if (size === undefined || !mapsBefore.includes(name)) continue;
       const elements = groupedMapElements(index, name);
-      if (elements > size) throw new GroupedMapFullError(name, elements, size);
+      if (elements > size) throw new GroupedSetFullError(name, elements, size);
+    }
+    for (const name of countsAfter) {
+      const size = index.setSizes.get(name);
+      if (size === undefined || !hadCounts.has(name)) continue;
+      const elements = index.countSetSizes.get(name) ?? 0;
+      if (elements > size) throw new GroupedSetFullError(name, elements, size);
     }
 
     if (tableChanged) {
@@ -1017,11 +1033,16 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     }
     for (const name of newChains) tx.addChain(target, { name });
     // Count sets and endpoint maps that gain their first element are created; emptied ones are deleted last.
-    for (const name of countsAfter) if (!hadCounts.has(name)) tx.addSet(target, countSetSpec(fs, name));
+    for (const name of countsAfter) {
+      if (hadCounts.has(name)) continue;
+      const size = groupedSetSize(index.countSetSizes.get(name) ?? 0);
+      index.setSizes.set(name, size);
+      tx.addSet(target, countSetSpec(fs, name, size));
+    }
     for (const name of mapsAfter) {
       if (mapsBefore.includes(name)) continue;
-      const size = groupedMapSize(groupedMapElements(index, name));
-      index.mapSizes.set(name, size);
+      const size = groupedSetSize(groupedMapElements(index, name));
+      index.setSizes.set(name, size);
       tx.addMap(target, endpointMapSpec(fs, name, size));
     }
     const touchedShards = [...shardDiff.keys()].sort();
@@ -1075,11 +1096,15 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
     for (const name of goneChains) tx.flushChain(target, name);
     for (const name of goneChains) tx.deleteChain(target, name);
     for (const name of touchedShards) if (index.size(name) === 0) tx.deleteSet(target, name, 'map');
-    for (const name of countsBefore) if (!hasCounts.has(name)) tx.deleteSet(target, name);
+    for (const name of countsBefore) {
+      if (hasCounts.has(name)) continue;
+      tx.deleteSet(target, name);
+      index.setSizes.delete(name);
+    }
     for (const name of mapsBefore) {
       if (mapsAfter.includes(name)) continue;
       tx.deleteSet(target, name, 'map');
-      index.mapSizes.delete(name);
+      index.setSizes.delete(name);
     }
   }
   return tx;

@@ -83,7 +83,7 @@ export function endpointShardSpec(fs: FamilySyntax, name: string): NamedMap {
 
 /**
  * An endpoints map: a shard (slots.ts) or the grouped map of a kind, protocol and count
- * (names.ts), the latter with room for `size` elements when given (groupedMapSize).
+ * (names.ts), the latter with room for `size` elements when given (groupedSetSize).
  */
 export function endpointMapSpec(fs: FamilySyntax, name: string, size?: number): NamedMap {
   const g = groupedMapKind(name);
@@ -98,24 +98,28 @@ export function endpointMapSpec(fs: FamilySyntax, name: string, size?: number): 
   };
 }
 
-/** The fewest elements a grouped endpoints map is sized for (small clusters, counts barely in use). */
-export const GROUPED_MAP_MIN_SIZE = 1024;
+/** The fewest elements a grouped endpoints map or count set is sized for (small clusters, counts barely in use). */
+export const GROUPED_SET_MIN_SIZE = 1024;
 
 /**
- * The size a grouped endpoints map is created with when it must hold `elements`: half again as
- * many, in steps of 1,024, at least GROUPED_MAP_MIN_SIZE. Without a size the kernel's hash grows
- * while a full sync inserts, which at 44k × 10 was most of the batch's kernel time; the headroom
- * lets the map grow by half through partial syncs before it must be made again (a full sync).
+ * The size a grouped endpoints map or count set is created with when it must hold `elements`:
+ * half again as many, in steps of 1,024, at least GROUPED_SET_MIN_SIZE. Without a size the
+ * kernel's hash grows while a full sync inserts, which at 44k × 10 was most of the batch's kernel
+ * time; the headroom lets the set grow by half through partial syncs before it must be made
+ * again (a full sync).
  */
-export function groupedMapSize(elements: number): number {
-  return Math.max(GROUPED_MAP_MIN_SIZE, Math.ceil((elements * 1.5) / 1024) * 1024);
+export function groupedSetSize(elements: number): number {
+  return Math.max(GROUPED_SET_MIN_SIZE, Math.ceil((elements * 1.5) / 1024) * 1024);
 }
 
-/** A count set (names.ts): the frontend keys of one kind and protocol with one endpoint count. */
-export function countSetSpec(fs: FamilySyntax, name: string): NamedSet {
+/**
+ * A count set (names.ts): the frontend keys of one kind and protocol with one endpoint count,
+ * with room for `size` of them when given (groupedSetSize).
+ */
+export function countSetSpec(fs: FamilySyntax, name: string, size?: number): NamedSet {
   const c = countSetOf(name);
   if (c === undefined) throw new Error(`not a count set: ${name}`);
-  return { name, type: c.kind === 'addr' ? `${fs.addrType} . inet_proto . inet_service` : 'inet_proto . inet_service' };
+  return { name, type: c.kind === 'addr' ? `${fs.addrType} . inet_proto . inet_service` : 'inet_proto . inet_service', ...(size !== undefined ? { size } : {}) };
 }
 
 /**

@@ -309,9 +309,11 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   const added = (a: ProxyTables, b: ProxyTables) => changesOf([...b[4].services.keys()].filter((k) => !a[4].services.has(k)));
   const backend = createNftablesBackend({ nft, families: [4] });
   const mapOf = async (): Promise<string> => (await runIn(ns, ['nft', 'list', 'map', 'ip', 'ferry', 'endpoints-tcp-n1'])).stdout;
+  const countSetOf = async (): Promise<string> => (await runIn(ns, ['nft', 'list', 'set', 'ip', 'ferry', 'n-tcp-1'])).stdout;
   const ir600 = many(600);
   await backend.sync(null, ir600, { full: true, tableChanged: true, changed: new Set() } as never);
   t.match(await mapOf(), /^\s*size 1024$/m, 'the kernel holds the size: half again its 600 elements, at least 1,024');
+  t.match(await countSetOf(), /^\s*size 1024$/m, 'and the count set its own');
 
   // The kernel enforces it: more elements than the size are refused, and nothing of the batch applies.
   const over = new Transaction();
@@ -327,6 +329,7 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   await backend.sync(ir1000, ir1100, added(ir1000, ir1100));
   t.equal(backend.lastSync()?.full, true, 'outgrowing it makes the sync full');
   t.match(await mapOf(), /^\s*size 2048$/m, 'which makes the map again, larger, in the same transaction');
+  t.match(await countSetOf(), /^\s*size 2048$/m, 'and the count set');
 
   // The same table as one fresh full sync through libnftables (lines sorted: the map made again
   // is listed after the sets made before it).

@@ -7,8 +7,8 @@ import { createNftablesBackend, NftSyncError } from '../../../../src/backends/nf
 import { FakeNft } from '../../../../src/backends/nftables/fake.js';
 import { FakeConntrack } from '../../../../src/backends/kernel/conntrack.js';
 import { setLogSink } from '../../../../src/util/log.js';
-import { compileFull, compilePartial, CompileState, GroupedMapFullError } from '../../../../src/backends/nftables/compiler.js';
-import { groupedMapSize } from '../../../../src/backends/nftables/skeleton.js';
+import { compileFull, compilePartial, CompileState, GroupedSetFullError } from '../../../../src/backends/nftables/compiler.js';
+import { groupedSetSize } from '../../../../src/backends/nftables/skeleton.js';
 import { changesOf, ep, fwd, FULL, REJECT, svc, table, tables } from './fixtures.js';
 
 setLogSink(() => {});
@@ -56,6 +56,7 @@ t.test('grouped endpoints maps are sized; one that would outgrow its size is mad
   const small = tables(table(4, many(0, 600)));
   await b.sync(null, small, FULL);
   t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), 1024, 'made with room for half again its 600 elements (at least 1,024)');
+  t.equal(nft.setSize('ip', 'ferry', 'n-tcp-1'), 1024, 'and its count set for its 600 frontends');
   t.equal(nft.elements('ip', 'ferry', 'endpoints-tcp-n1')?.size, 600);
 
   // 600 → 1,000 fits: a partial sync.
@@ -69,9 +70,11 @@ t.test('grouped endpoints maps are sized; one that would outgrow its size is mad
   const added = [...big[4].services.keys()].filter((k) => !mid[4].services.has(k));
   await b.sync(mid, big, changesOf(added));
   t.equal(b.lastSync()?.full, true, 'outgrowing the size makes the sync full');
-  t.match(lines.join('\n'), /an endpoints map outgrew its size: syncing in full.*map=endpoints-tcp-n1.*elements=1100.*size=1024/, 'with a log line naming the map');
-  t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), groupedMapSize(1100), 'the map is made again, larger');
-  t.equal(groupedMapSize(1100), 2048);
+  t.match(lines.join('\n'), /a grouped set outgrew its size: syncing in full.*set=endpoints-tcp-n1.*elements=1100.*size=1024/, 'with a log line naming the map');
+  t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), groupedSetSize(1100), 'the map is made again, larger');
+  t.equal(groupedSetSize(1100), 2048);
+  t.equal(nft.setSize('ip', 'ferry', 'n-tcp-1'), 2048, 'and the count set');
+  t.match(b.lastScript() ?? '', /^delete set ip ferry n-tcp-1\nadd set ip ferry n-tcp-1 \{ .* size 2048 ;/m);
   t.match(b.lastScript() ?? '', /^delete map ip ferry endpoints-tcp-n1\nadd map ip ferry endpoints-tcp-n1 \{ .* size 2048 ;/m, 'deleted and added in the same transaction');
   t.notMatch(b.lastScript() ?? '', /^flush map ip ferry endpoints-tcp-n1$/m, 'not flushed: it is new');
   t.equal(nft.elements('ip', 'ferry', 'endpoints-tcp-n1')?.size, 1100, 'with every element');
@@ -97,7 +100,7 @@ t.test('a partial compile that would outgrow a grouped map throws a typed error,
   const services: ReturnType<typeof one>[] = [];
   for (let i = 2; i < 1100; i++) services.push(svc({ namespace: 'g', name: `s${i}`, clusterIP: `198.19.${2 + (i >> 8)}.${i & 255}`, internal: fwd(ep(`198.18.${2 + (i >> 8)}.${i & 255}`, 80)) }));
   const ir2 = tables(table(4, [one(1), ...services]));
-  t.throws(() => compilePartial(ir1, ir2, changesOf(services.map((s) => s.key)), { families: [4], masqueradeMark: 0x4000, state }), GroupedMapFullError);
+  t.throws(() => compilePartial(ir1, ir2, changesOf(services.map((s) => s.key)), { families: [4], masqueradeMark: 0x4000, state }), GroupedSetFullError);
 });
 
 t.test('full sync deletes chains it no longer wants (listed from the kernel)', async (t) => {
