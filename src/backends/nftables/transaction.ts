@@ -51,8 +51,8 @@ export interface NamedMap {
   readonly typeof?: boolean;
   /**
    * The most elements it may hold (NFTA_SET_DESC_SIZE). The kernel then sizes its hash table
-   * once instead of growing it while a batch inserts (docs/nftables.md, "Sized endpoints maps"),
-   * and refuses an element beyond it (ENFILE).
+   * once instead of growing it while a batch inserts, and refuses an element beyond it (ENFILE):
+   * docs/nftables.md, "Sized endpoints maps and count sets".
    */
   readonly size?: number;
   readonly comment?: string;
