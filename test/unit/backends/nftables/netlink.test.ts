@@ -8,7 +8,7 @@
  *  - locate() maps a sequence number and an extack offset back to the op; bad keys name their op;
  *  - dump answers parse to names (anonymous sets left out).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { compileFull } from '../../../../src/backends/nftables/compiler.js';
@@ -106,6 +106,20 @@ t.test('encodes what nft 1.0.6 sends for the same commands', async (t) => {
   }
 });
 
+/** `tx` encodes, message for message, to a captured batch of nft's (`block`: hex, a message a line). */
+function sameAsOracle(t: Test, tx: Transaction, block: string, label: string): void {
+  const want = block
+    .split('\n')
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((h) => Buffer.from(h, 'hex'));
+  const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
+  t.equal(got.length, want.length, `${label}: as many messages as nft sends`);
+  for (let i = 0; i < Math.min(got.length, want.length); i++) {
+    const op = tx.ops[i - 1];
+    t.equal(normal(got[i]!), normal(want[i]!), `${label} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
+  }
+}
+
 t.test('encodes what nft 1.0.6 sends for the endpoint-count layout (ip and ip6)', async (t) => {
   const blocks = readFileSync(`${goldenDir}netlink-oracle-grouped.hex`, 'utf8').split(/^# family .*$/m).slice(1);
   const cases = [
@@ -129,16 +143,7 @@ t.test('encodes what nft 1.0.6 sends for the endpoint-count layout (ip and ip6)'
       .addElement(target, 'n-tcp-3', key)
       .addElement(target, 'endpoints-tcp', R.groupedEndpointKey(key, 0), eps[0])
       .addElement(target, 'endpoints-tcp', R.groupedEndpointKey(key, 1), eps[1]);
-    const want = blocks[k]!
-      .split('\n')
-      .filter((l) => l !== '' && !l.startsWith('#'))
-      .map((h) => Buffer.from(h, 'hex'));
-    const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
-    t.equal(got.length, want.length, `${fs.nft}: as many messages as nft sends`);
-    for (let i = 0; i < Math.min(got.length, want.length); i++) {
-      const op = tx.ops[i - 1];
-      t.equal(normal(got[i]!), normal(want[i]!), `${fs.nft} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
-    }
+    sameAsOracle(t, tx, blocks[k]!, fs.nft);
   });
 });
 
@@ -171,16 +176,7 @@ t.test('encodes what nft 1.0.6 sends for grouped NodePorts (ip and ip6)', async 
       .addElement(target, 'masq-nodeports', key)
       .addElement(target, 'np-endpoints-tcp-n3', R.groupedEndpointKey(key, 0), eps[0])
       .addElement(target, 'np-endpoints-tcp-n3', R.groupedEndpointKey(key, 1), eps[1]);
-    const want = blocks[k]!
-      .split('\n')
-      .filter((l) => l !== '' && !l.startsWith('#'))
-      .map((h) => Buffer.from(h, 'hex'));
-    const got = messages(encodeTransaction(tx, { seqBase: 0 }).bytes);
-    t.equal(got.length, want.length, `${fs.nft}: as many messages as nft sends`);
-    for (let i = 0; i < Math.min(got.length, want.length); i++) {
-      const op = tx.ops[i - 1];
-      t.equal(normal(got[i]!), normal(want[i]!), `${fs.nft} message ${i} (${op ? (op.kind === 'rule' ? op.rule.text : op.kind) : 'batch'})`);
-    }
+    sameAsOracle(t, tx, blocks[k]!, fs.nft);
   });
 });
 
