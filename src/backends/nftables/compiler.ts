@@ -702,34 +702,23 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addMap(target, endpointMapSpec(fs, name));
       tx.flushSet(target, name, 'map');
     }
-    // Grouped maps are made anew with room for what they hold (a size cannot change in place):
-    // deleted where they exist — no rule binds them now, their chains were flushed above — and
-    // added with their size. Where the kernel's maps are not known, added and flushed as before;
-    // an existing one then keeps whatever size it has, so none is recorded.
-    const kernelMaps = opts.existingMaps?.[family];
+    // Grouped maps and count sets are made anew with room for what they hold (a size cannot
+    // change in place): deleted where they exist — no rule binds them now, their chains were
+    // flushed above — and added with their size. Where the kernel's names are not known, added
+    // and flushed as before; an existing one then keeps whatever size it has, so none is recorded.
+    const sized = (kind: 'set' | 'map', name: string, size: number, kernel: ReadonlySet<string> | undefined, add: () => void): void => {
+      if (kernel?.has(name)) tx.deleteSet(target, name, kind);
+      add();
+      if (kernel === undefined) tx.flushSet(target, name, kind);
+      else index.setSizes.set(name, size);
+    };
     for (const name of groupedMaps) {
       const size = groupedSetSize(groupedMapElements(index, name));
-      if (kernelMaps === undefined) {
-        tx.addMap(target, endpointMapSpec(fs, name, size));
-        tx.flushSet(target, name, 'map');
-        continue;
-      }
-      if (kernelMaps.has(name)) tx.deleteSet(target, name, 'map');
-      tx.addMap(target, endpointMapSpec(fs, name, size));
-      index.setSizes.set(name, size);
+      sized('map', name, size, opts.existingMaps?.[family], () => tx.addMap(target, endpointMapSpec(fs, name, size)));
     }
-    // Count sets likewise (their rules were flushed with their chains above).
-    const kernelSets = opts.existingSets?.[family];
     for (const name of countSets) {
       const size = groupedSetSize(index.countSetSizes.get(name) ?? 0);
-      if (kernelSets === undefined) {
-        tx.addSet(target, countSetSpec(fs, name, size));
-        tx.flushSet(target, name);
-        continue;
-      }
-      if (kernelSets.has(name)) tx.deleteSet(target, name);
-      tx.addSet(target, countSetSpec(fs, name, size));
-      index.setSizes.set(name, size);
+      sized('set', name, size, opts.existingSets?.[family], () => tx.addSet(target, countSetSpec(fs, name, size)));
     }
     // The affinity set is added, never flushed: client affinity survives a resync or restart.
     tx.addSet(target, affinitySetSpec(fs));

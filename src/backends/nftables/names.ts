@@ -171,11 +171,6 @@ export const GROUPED_FRONTENDS = '<grouped-frontends>';
  */
 export const GROUPED_NODEPORTS = '<grouped-nodeports>';
 
-/** The grouped-frontend container of a kind. */
-export function groupedContainer(kind: GroupedKind): string {
-  return kind === 'addr' ? GROUPED_FRONTENDS : GROUPED_NODEPORTS;
-}
-
 export const SERVICE_CHAIN_PREFIXES = ['svc-', 'ext-', 'fw-', 'ep-'] as const;
 
 /** FNV-1a (32 bit) as 8 hex digits: cheap, stable, only for telling names apart by eye. */

@@ -60,30 +60,27 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
   }
   const n0 = svc.internal.endpoints.length;
   const nx = svc.external.endpoints.length;
-  // Endpoint-count layout for external frontends of a Cluster-policy Service (names.ts).
+  // Endpoint-count layout (names.ts): no chain of its own; its key sits in a count set. A
+  // ClusterIP with its internal endpoints; the external frontends of a Cluster-policy Service with
+  // the external ones, always masqueraded — an externalIP or LB IP beside the ClusterIPs, a
+  // NodePort in nodeports-by-count.
   const externalGrouped = e.match.frontend !== 'clusterIP' && svc.externalMasquerade && svc.external.verdict === 'forward' && nx > 0 && nx <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0;
-  if (externalGrouped && !nodePort) {
-    // An externalIP or LB IP: a grouped frontend like a ClusterIP, with the external endpoints, always masqueraded.
-    steps.push({ at: t(Chains.services), does: `jump ${Chains.servicesByCount}` });
-    steps.push({ at: t(Chains.servicesByCount), does: `@${Sets.masqAll} [${key}] → jump ${Chains.markForMasquerade}` });
-    const count = countSetName(svc.protocol, nx);
-    const how = nx === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${nx} → dnat`;
-    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, nx)} [${key} . index]` });
-  } else if (externalGrouped) {
-    // Endpoint-count layout, NodePort kind (names.ts): no ext- chain for it; its key sits in an np- count set.
-    steps.push({ at: t(Chains.services), does: `NodePort address: jump ${Chains.nodePortsByCount}` });
-    steps.push({ at: t(Chains.nodePortsByCount), does: `@${Sets.masqNodePorts} [${key}] → jump ${Chains.markForMasquerade}` });
-    const count = countSetName(svc.protocol, nx, 'port');
-    const how = nx === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${nx} → dnat`;
-    steps.push({ at: t(Chains.nodePortsByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, nx, 'port')} [${key} . index]` });
-  } else if (e.match.frontend === 'clusterIP' && svc.internal.verdict === 'forward' && n0 > 0 && n0 <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0) {
-    // Endpoint-count layout (names.ts): no chain of its own; its key sits in a count set.
-    steps.push({ at: t(Chains.services), does: `jump ${Chains.servicesByCount}` });
-    const masqSet = svc.clusterIPMasquerade === 'all' ? Sets.masqAll : svc.clusterIPMasquerade === 'nonLocal' && table.localTraffic.kind !== 'none' ? Sets.masqNonLocal : undefined;
-    if (masqSet && e.masquerade.value === 'yes') steps.push({ at: t(Chains.servicesByCount), does: `@${masqSet} [${key}] → jump ${Chains.markForMasquerade}` });
-    const count = countSetName(svc.protocol, n0);
-    const how = n0 === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${n0} → dnat`;
-    steps.push({ at: t(Chains.servicesByCount), does: `@${count} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, n0)} [${key} . index]` });
+  const clusterIPGrouped = e.match.frontend === 'clusterIP' && svc.internal.verdict === 'forward' && n0 > 0 && n0 <= GROUPED_MAX_ENDPOINTS && svc.affinityTimeoutSeconds === 0;
+  if (externalGrouped || clusterIPGrouped) {
+    const kind = nodePort ? 'port' : 'addr';
+    const n = externalGrouped ? nx : n0;
+    const at = t(nodePort ? Chains.nodePortsByCount : Chains.servicesByCount);
+    steps.push({ at: t(Chains.services), does: nodePort ? `NodePort address: jump ${Chains.nodePortsByCount}` : `jump ${Chains.servicesByCount}` });
+    const masqSet = nodePort
+      ? Sets.masqNodePorts
+      : externalGrouped || svc.clusterIPMasquerade === 'all'
+        ? Sets.masqAll
+        : svc.clusterIPMasquerade === 'nonLocal' && table.localTraffic.kind !== 'none'
+          ? Sets.masqNonLocal
+          : undefined;
+    if (masqSet && (externalGrouped || e.masquerade.value === 'yes')) steps.push({ at, does: `@${masqSet} [${key}] → jump ${Chains.markForMasquerade}` });
+    const how = n === 1 ? `dnat to ${e.endpoints[0]?.ip ?? '?'}:${e.endpoints[0]?.port ?? '?'}` : `numgen random mod ${n} → dnat`;
+    steps.push({ at, does: `@${countSetName(svc.protocol, n, kind)} [${key}]: ${e.endpointSet ? `${e.endpointSet} set: ` : ''}${how} via @${groupedMapName(svc.protocol, n, kind)} [${key} . index]` });
   } else {
     steps.push({ at: t(Chains.services), does: `@${map} [${key}] → goto ${chain}` });
     const how = e.verdict.kind === 'drop' ? 'drop' : svc.affinityTimeoutSeconds > 0 ? `@${Sets.affinity} [saddr . (service port, endpoint)] → goto ep-…, else numgen random mod ${e.endpoints.length} → ep-…; ep-… refreshes @${Sets.affinity} (timeout ${svc.affinityTimeoutSeconds}s) and DNATs` : e.endpoints.length === 1 ? `dnat to ${e.endpoints[0]!.ip}:${e.endpoints[0]!.port}` : `numgen random mod ${e.endpoints.length} → dnat via endpoints map`;
