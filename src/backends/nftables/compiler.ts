@@ -452,42 +452,39 @@ function frontendCounts(grouped: readonly GroupedFrontend[]): Map<GroupedFronten
 }
 
 /**
- * The grouped frontends (indices into `grouped`, in order) of each masquerade set, count set and
- * endpoints map. Few distinct GroupedFrontend objects stand for all of them (one per protocol,
- * count and masquerade variant): the lists are sized from their counts and filled in one pass.
+ * The grouped frontends (indices into `grouped`, in order) of each masquerade set and count set
+ * (a count set's endpoints map has the same frontends). Few distinct GroupedFrontend objects stand
+ * for all of them (one per protocol, count and masquerade variant): the lists are sized from their
+ * counts and filled in one pass.
  */
-function frontendLists(grouped: readonly GroupedFrontend[]): { byMasq: Map<string, Int32Array>; byCount: Map<string, Int32Array>; byMap: Map<string, Int32Array> } {
+function frontendLists(grouped: readonly GroupedFrontend[]): { byMasq: Map<string, Int32Array>; byCount: Map<string, Int32Array> } {
   const per = frontendCounts(grouped);
-  const sizes = { byMasq: new Map<string, number>(), byCount: new Map<string, number>(), byMap: new Map<string, number>() };
+  const sizes = { byMasq: new Map<string, number>(), byCount: new Map<string, number>() };
   const bump = (m: Map<string, number>, name: string, k: number): void => void m.set(name, (m.get(name) ?? 0) + k);
   for (const [g, k] of per) {
     if (g.masqSet !== undefined) bump(sizes.byMasq, g.masqSet, k);
     bump(sizes.byCount, g.countSet, k);
-    bump(sizes.byMap, g.map, k);
   }
   type Slot = { readonly list: Int32Array; at: number };
   const slots = (m: Map<string, number>): Map<string, Slot> => new Map([...m].map(([name, n]) => [name, { list: new Int32Array(n), at: 0 }]));
   const masq = slots(sizes.byMasq);
   const count = slots(sizes.byCount);
-  const map = slots(sizes.byMap);
-  // Each frontend object's three slots, found once.
-  const where = new Map<GroupedFrontend, readonly Slot[]>();
-  for (const g of per.keys()) where.set(g, [count.get(g.countSet)!, map.get(g.map)!, ...(g.masqSet !== undefined ? [masq.get(g.masqSet)!] : [])]);
+  // Each frontend object's slots, found once per run of equal neighbours.
   let last: GroupedFrontend | undefined;
-  let three: readonly Slot[] = [];
+  let inCount: Slot | undefined;
+  let inMasq: Slot | undefined;
   for (let i = 0; i < grouped.length; i++) {
     const g = grouped[i]!;
     if (g !== last) {
       last = g;
-      three = where.get(g)!;
+      inCount = count.get(g.countSet)!;
+      inMasq = g.masqSet !== undefined ? masq.get(g.masqSet)! : undefined;
     }
-    for (let j = 0; j < three.length; j++) {
-      const slot = three[j]!;
-      slot.list[slot.at++] = i;
-    }
+    inCount!.list[inCount!.at++] = i;
+    if (inMasq !== undefined) inMasq.list[inMasq.at++] = i;
   }
   const lists = (m: Map<string, Slot>): Map<string, Int32Array> => new Map([...m].map(([name, x]) => [name, x.list]));
-  return { byMasq: lists(masq), byCount: lists(count), byMap: lists(map) };
+  return { byMasq: lists(masq), byCount: lists(count) };
 }
 
 /** A full compile's blocks of one endpoint shard (ShardBlockSink): block b is sets[b] at slots bases[b]…. */
@@ -612,7 +609,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Hairpin elements, each once, in the order of first claim (one pod behind several
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
     // cluster). Not counted here (ClaimIndex.deferCounts).
-    const hairpins = new FirstAddresses();
+    const hairpins = new FirstAddresses(table.services.size);
     // Endpoint shard elements, a block at a time (ShardBlockSink), per shard in compile order.
     const byShard = new Map<string, ShardBlocks>();
     const blocks: ShardBlockSink = (map, base, endpoints) => {
@@ -628,7 +625,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const made = new GroupedMade(table.services.size);
     // ClusterIPs, deduplicated as addresses as they are claimed (distinct.ts); the last one's
     // number is the next grouped claim's (a port claims its ClusterIP, then its frontend).
-    const clusterIPs = new FirstAddresses();
+    const clusterIPs = new FirstAddresses(table.services.size);
     let lastClusterIP = '';
     let lastClusterV4 = -1;
     const sink: ClaimSink = (container, key, value) => {
@@ -759,34 +756,16 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // as lists of frontends (the encoder reads their keys in pieces).
     const { frontends: grouped, pieces } = groupedClaims;
     const frontendRun = (list: ArrayLike<number>): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
-    const { byMasq, byCount, byMap } = frontendLists(grouped);
+    const { byMasq, byCount } = frontendLists(grouped);
     for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
     for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
-    // The frontends of each map (one map per count set), in claim order. Every frontend of a map
-    // has the map's count of endpoints: element x is endpoint x % n of its frontend x / n.
+    // The frontends of each map (those of its count set), in claim order.
     for (const name of groupedMaps) {
-      if (groupedMapOf(name)!.kind !== 'addr') continue;
-      const members = byMap.get(name) ?? NO_FRONTENDS;
+      const m = groupedMapOf(name)!;
+      if (m.kind !== 'addr') continue;
+      const members = byCount.get(countSetName(m.proto, m.n)) ?? NO_FRONTENDS;
       if (members.length === 0) continue;
-      const n = grouped[members[0]!]!.n;
-      for (let m = 0; m < members.length; m++) {
-        if (grouped[members[m]!]!.n !== n) throw new Error(`grouped map ${name}: frontend ${groupedClaims.key(members[m]!)} has ${grouped[members[m]!]!.n} endpoints, not ${n}`);
-      }
-      const frontendOf = (x: number): number => members[Math.floor(x / n)]!;
-      const ep = (x: number): PlannedEndpoint => groupedEps[frontendOf(x)]![x % n]!;
-      tx.addElementRun(target, name, {
-        count: members.length * n,
-        key: (x) => R.groupedEndpointKey(groupedClaims.key(frontendOf(x)), x % n),
-        value: (x) => R.endpointValue(ep(x)),
-        parts: {
-          frontend: frontendOf,
-          frontends: pieces,
-          index: (x) => x % n,
-          ip: (x) => ep(x).ip,
-          v4: (x) => ep(x).v4,
-          port: (x) => ep(x).port,
-        },
-      });
+      tx.addElementRun(target, name, groupedMapRun(name, members, grouped[members[0]!]!.n, groupedClaims.key, pieces, groupedEps, grouped));
     }
     writeNodePortGroups(tx, target, nodePorts);
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
@@ -828,19 +807,50 @@ function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups
     list.push(i);
   }
   const groups = [...byCount].sort(([a], [b]) => (a.countSet < b.countSet ? -1 : a.countSet > b.countSet ? 1 : 0));
+  const key = (f: number): string => np.keys[f]!;
+  const pieces = spelledPieces(key);
   for (const [g, list] of groups) {
     tx.addElementRun(target, g.countSet, runOf(g.countSet, list.map((i) => np.keys[i]!)));
-    const keys: string[] = [];
-    const values: string[] = [];
-    for (const i of list) {
-      const eps = np.endpoints[i]!;
-      for (let j = 0; j < eps.length; j++) {
-        keys.push(R.groupedEndpointKey(np.keys[i]!, j));
-        values.push(R.endpointValue(eps[j]!));
-      }
-    }
-    tx.addElementRun(target, g.map, runOf(g.map, keys, values));
+    tx.addElementRun(target, g.map, groupedMapRun(g.map, list, g.n, key, pieces, np.endpoints, np.frontends));
   }
+}
+
+/**
+ * A grouped endpoints map's elements as one run: the frontends `members` (indices into `eps` and
+ * `frontends`, in claim order), each with `n` endpoints, element x endpoint x % n of frontend
+ * members[x / n]. In pieces for the encoder (ElementParts), spelled only on the text paths: at 44k
+ * Services a full sync writes 440,000 of these, and a string apiece was most of the compile's garbage.
+ */
+function groupedMapRun(
+  name: string,
+  members: ArrayLike<number>,
+  n: number,
+  key: (f: number) => string,
+  pieces: FrontendPieces,
+  eps: readonly (readonly PlannedEndpoint[])[],
+  frontends: readonly GroupedFrontend[],
+): ElementRun {
+  for (let m = 0; m < members.length; m++) {
+    // Each frontend's endpoints were checked against its claim's count where it was taken
+    // (GroupedMade.add, groupedEndpoints): the claims agreeing is enough, without reading 44,000 lists.
+    const f = members[m]!;
+    if (frontends[f]!.n !== n) throw new Error(`grouped map ${name}: frontend ${key(f)} has ${frontends[f]!.n} endpoints, not ${n}`);
+  }
+  const frontendOf = (x: number): number => members[Math.floor(x / n)]!;
+  const ep = (x: number): PlannedEndpoint => eps[frontendOf(x)]![x % n]!;
+  return {
+    count: members.length * n,
+    key: (x) => R.groupedEndpointKey(key(frontendOf(x)), x % n),
+    value: (x) => R.endpointValue(ep(x)),
+    parts: {
+      frontend: frontendOf,
+      frontends: pieces,
+      index: (x) => x % n,
+      ip: (x) => ep(x).ip,
+      v4: (x) => ep(x).v4,
+      port: (x) => ep(x).port,
+    },
+  };
 }
 
 function sameRules(a: readonly Rule[], b: readonly Rule[]): boolean {

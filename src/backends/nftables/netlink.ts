@@ -1598,12 +1598,12 @@ export function encodeTransaction(
           const { run } = op;
           if (op.set === Sets.localCIDRs || op.set === Sets.serviceCIDRs) throw new NetlinkEncodeError(`op ${i}: element runs are not for interval sets (${op.set})`, i);
           const layout = layoutOf(op.set);
-          const parts = layout === 'grouped' ? run.parts : undefined;
+          const parts = layout === 'grouped' || layout === 'portGrouped' ? run.parts : undefined;
           const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
           const slots = layout === 'slot' ? run.slots : undefined;
           const klen = keyLen(family, layout);
           const alen = addrLen(family);
-          // A grouped run in pieces: the frontend's `addr . proto . port`, read once for all its endpoints.
+          // A grouped run in pieces: the frontend's `addr . proto . port` (a NodePort's `proto . port`), read once for all its endpoints.
           const head = parts ? Buffer.alloc(klen - 4) : undefined;
           let lastFrontend = -1;
           let headOk = false;
@@ -1645,7 +1645,8 @@ export function encodeTransaction(
                 if (f !== lastFrontend) {
                   lastFrontend = f;
                   head.fill(0);
-                  headOk = writeFrontend(family, parts.frontends, f, head, 0);
+                  // A NodePort's head is its `proto . port` key: few, read as spelled.
+                  headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);
                 }
                 const index = parts.index(k);
                 const el = w.nest(++n);

@@ -153,7 +153,7 @@ export interface FrontendPieces {
 /**
  * A run of the grouped endpoints maps, in pieces: element i's key is `head . index(i)`, its head
  * the key of frontend `frontend(i)` of `frontends` (the same for each of its endpoints, read once
- * per frontend), and its value `ip(i) . port(i)` (the endpoint as the IR holds it). The netlink
+ * per frontend; a NodePort map's head is its `proto . port` key, read from key(f)), and its value `ip(i) . port(i)` (the endpoint as the IR holds it). The netlink
  * encoder spells no string for the 440,000 elements of a full sync at 44k Services. Must agree
  * with key(i) and value(i).
  */

@@ -29,9 +29,13 @@ t.test('FirstAddresses keeps the same keys in the same order as deduplicating th
     }
     input.push('0.0.0.0', '0.0.0.0', '00.0.0.0');
     const want = [...new Set(input)]; // a Set iterates in the order of first insertion
-    const byValue = new FirstAddresses();
-    for (const ip of input) byValue.add(ip);
-    t.same(byValue.keys, want, `seed ${seed}: ${want.length} distinct of ${input.length}`);
+    // Without a capacity, with one too small (the list grows past it) and one too large (cut to the count).
+    for (const capacity of [0, 100, 50_000]) {
+      const byValue = new FirstAddresses(capacity);
+      for (const ip of input) byValue.add(ip);
+      t.same(byValue.keys, want, `seed ${seed}, capacity ${capacity}: ${want.length} distinct of ${input.length}`);
+      t.equal(byValue.keys.length, want.length, 'no holes past the last address');
+    }
     t.ok(want.length > 2048, 'the table grew several times');
   }
 });

@@ -15,7 +15,7 @@ import { compileFull } from '../../../../src/backends/nftables/compiler.js';
 import { describeOp, encodeDumpRequest, encodeTransaction, NetlinkEncodeError, parseDumpNames } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
 import { affinitySetSpec, endpointMapSpec } from '../../../../src/backends/nftables/skeleton.js';
-import { endpointShard } from '../../../../src/backends/nftables/names.js';
+import { endpointShard, groupedMapOf } from '../../../../src/backends/nftables/names.js';
 import { Transaction, type FrontendPieces, type SlotPieces } from '../../../../src/backends/nftables/transaction.js';
 import { bigTable, GOLDENS, randomWalk, tables } from './fixtures.js';
 import { buildCluster } from '../../../../src/bench/synthetic.js';
@@ -361,14 +361,17 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
   const fromSlices = cases[cases.length - 1]!.ir[4].services.values().next().value?.internal.endpoints[0];
   t.equal(fromSlices?.v4, fromSlices ? Number(fromSlices.ip.split('.').reduce((n, p) => n * 256 + Number(p), 0)) : undefined, 'the model gave its endpoints their number');
   let withParts = 0;
+  let nodePortParts = 0;
   for (const c of cases) {
     const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
     withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined || o.run.slots !== undefined)).length;
+    nodePortParts += tx.ops.filter((o) => o.kind === 'elements' && o.run.parts !== undefined && groupedMapOf(o.set)?.kind === 'port').length;
     const a = Buffer.from(encodeTransaction(tx).bytes);
     const b = Buffer.from(encodeTransaction(spelledOnly(tx)).bytes);
     t.ok(a.equals(b), `${c.name}: byte for byte`);
   }
   t.ok(withParts >= 3, `runs in pieces were encoded (${withParts})`);
+  t.ok(nodePortParts >= 1, `grouped NodePort maps in pieces were encoded (${nodePortParts})`);
 });
 
 t.test('a grouped run in pieces that does not encode names its element', async (t) => {
