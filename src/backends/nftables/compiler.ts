@@ -242,6 +242,22 @@ function runOf(container: string, keys: readonly string[], values?: readonly str
   };
 }
 
+/** An endpoint's address as a V4Piece (transaction.ts): `v | 0`, or -1 where it has no number. */
+function v4Piece(ep: PlannedEndpoint): number {
+  const v = ep.v4;
+  return v === undefined || v < 0 ? -1 : v | 0;
+}
+
+/** The addresses of `list` as a run (the hairpin set: each address twice), in pieces for the encoder. */
+function addressRun(container: string, list: FirstAddresses): ElementRun {
+  const hairpin = container === Sets.hairpin;
+  return {
+    count: list.count,
+    key: hairpin ? (i) => R.hairpinKey(list.key(i)) : (i) => list.key(i),
+    addresses: (i) => list.v4At(i),
+  };
+}
+
 function bumpCount(index: ClaimIndex, name: string, by: number): void {
   const n = (index.countSetSizes.get(name) ?? 0) + by;
   if (n > 0) index.countSetSizes.set(name, n);
@@ -431,7 +447,9 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   index.countSetSizes.clear();
   for (const [g, k] of frontendCounts(made.frontends)) bumpCount(index, g.countSet, k);
   const { v4s, protos, ports } = made;
-  const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]!, proto: (i) => protos[i]!, port: (i) => ports[i]! };
+  // v4 as `v | 0` (V4Piece): a small integer, where the unsigned value of an address from
+  // 128.0.0.0 up would be a heap number each time it is read.
+  const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]! | 0, proto: (i) => protos[i]!, port: (i) => ports[i]! };
   return { claims: { count: made.count, key: keyOf, pieces, owners: made.owners, frontends: made.frontends }, endpoints: made.endpoints };
 }
 
@@ -513,7 +531,7 @@ function shardRun(b: ShardBlocks): ElementRun {
     count: b.count,
     key: (x) => String(slot(x)),
     value: (x) => R.endpointValue(ep(x)),
-    slots: { slot, ip: (x) => ep(x).ip, v4: (x) => ep(x).v4, port: (x) => ep(x).port },
+    slots: { slot, ip: (x) => ep(x).ip, v4: (x) => v4Piece(ep(x)), port: (x) => ep(x).port },
   };
 }
 
@@ -741,11 +759,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         });
         tx.addElementRun(target, name, runOf(name, keys, values));
       } else if (name === Sets.hairpin) {
-        tx.addElementRun(target, name, runOf(name, hairpins.keys));
+        tx.addElementRun(target, name, addressRun(name, hairpins));
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
       } else {
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
-        tx.addElementRun(target, name, runOf(name, clusterIPs.keys));
+        tx.addElementRun(target, name, addressRun(name, clusterIPs));
         index.deferCounts(name, (emit) => {
           const claim: ClaimSink = (_set, ip) => emit(ip);
           table.services.forEach((svc) => clusterIPClaim(svc, claim));
@@ -847,7 +865,7 @@ function groupedMapRun(
       frontends: pieces,
       index: (x) => x % n,
       ip: (x) => ep(x).ip,
-      v4: (x) => ep(x).v4,
+      v4: (x) => v4Piece(ep(x)),
       port: (x) => ep(x).port,
     },
   };

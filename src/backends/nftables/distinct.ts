@@ -14,29 +14,71 @@ import { canonicalIPv4 } from '../../util/ipv4.js';
 
 const MIN_BITS = 10;
 
-/** Addresses as added, each once, in the order of first claim: canonical IPv4 ones by value, the rest (IPv6, anything odd) by string. */
+/**
+ * Addresses as added, each once, in the order of first claim: canonical IPv4 ones by value, the
+ * rest (IPv6, anything odd) by string. IPv4 addresses are kept as numbers only and spelled when
+ * read (key): the netlink encoder reads the numbers (v4At), so a full compile at 44k Services
+ * neither reads the text of 64,000 endpoint objects scattered over the heap nor stores a pointer
+ * for each.
+ */
 export class FirstAddresses {
-  private readonly list: string[];
-  private count = 0;
+  /** Entry i: its address as `v | 0` (a small integer to V8), or -1: spelled in `spelled`. */
+  private nums: Int32Array;
+  private readonly spelled = new Map<number, string>();
+  private n = 0;
   private readonly v4 = new IPv4Set();
   private others: Set<string> | undefined;
 
-  /**
-   * `capacity`: how many addresses the caller expects (more are fine). A list grown by push from
-   * nothing copies itself a dozen times on the way to 64,000, most of it in the young generation.
-   */
+  /** `capacity`: how many addresses the caller expects (more are fine: the list grows). */
   constructor(capacity = 0) {
-    this.list = capacity > 0 ? new Array<string>(capacity) : [];
+    this.nums = new Int32Array(Math.max(capacity, 16));
   }
 
-  /** The addresses, in the order of first claim (the list itself: read it once all are added). */
+  get count(): number {
+    return this.n;
+  }
+
+  /** Entry i as a V4Piece (transaction.ts): the address as a signed 32-bit number, or -1 (read key(i)). */
+  v4At(i: number): number {
+    return this.nums[i]!;
+  }
+
+  /** Entry i as spelled: the canonical dotted quad of an IPv4 number, or the string as added. */
+  key(i: number): string {
+    const v = this.nums[i]!;
+    return v === -1 ? this.spelled.get(i)! : ipv4Text(v >>> 0);
+  }
+
+  /** Every entry, spelled (tests and small tables). */
   get keys(): string[] {
-    if (this.list.length !== this.count) this.list.length = this.count;
-    return this.list;
+    const out = new Array<string>(this.n);
+    for (let i = 0; i < this.n; i++) out[i] = this.key(i);
+    return out;
   }
 
-  private push(ip: string): void {
-    this.list[this.count++] = ip;
+  private pushNumber(v: number): void {
+    const i = this.n++;
+    if (i === this.nums.length) this.grow();
+    // 255.255.255.255 is -1 as a signed number: spelled instead, like any address without one.
+    if (v === 0xffffffff) {
+      this.nums[i] = -1;
+      this.spelled.set(i, '255.255.255.255');
+    } else {
+      this.nums[i] = v | 0;
+    }
+  }
+
+  private pushSpelled(ip: string): void {
+    const i = this.n++;
+    if (i === this.nums.length) this.grow();
+    this.nums[i] = -1;
+    this.spelled.set(i, ip);
+  }
+
+  private grow(): void {
+    const nums = new Int32Array(this.nums.length * 2);
+    nums.set(this.nums);
+    this.nums = nums;
   }
 
   /** `v4`: the address's value if the caller has it (PlannedEndpoint.v4), -1 if not IPv4. */
@@ -46,24 +88,21 @@ export class FirstAddresses {
       const others = (this.others ??= new Set());
       const n = others.size;
       others.add(ip);
-      if (others.size !== n) this.push(ip);
+      if (others.size !== n) this.pushSpelled(ip);
       return;
     }
-    if (this.v4.add(v)) this.push(ip);
+    if (this.v4.add(v)) this.pushNumber(v);
   };
 
-  /** `ip` whose canonical IPv4 value the caller has (PlannedEndpoint.v4 ≥ 0). */
-  addV4(ip: string, v4: number): void {
-    if (this.v4.add(v4)) this.push(ip);
+  /** An address by its canonical IPv4 value alone (PlannedEndpoint.v4 ≥ 0): its text is never read. */
+  addV4(v4: number): void {
+    if (this.v4.add(v4)) this.pushNumber(v4);
   }
+}
 
-  /**
-   * The address `v4` (≥ 0) of `endpoints[i]`, whose text is read only when the address is new:
-   * a walk of EndpointSet.v4 then touches the endpoint objects of the first occurrences alone.
-   */
-  addV4At(v4: number, endpoints: readonly { readonly ip: string }[], i: number): void {
-    if (this.v4.add(v4)) this.push(endpoints[i]!.ip);
-  }
+/** The canonical dotted quad of a 32-bit value (canonicalIPv4's inverse). */
+export function ipv4Text(v: number): string {
+  return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }
 
 /**

@@ -389,6 +389,12 @@ function protoNum(p: string): number {
 type Layout = 'addr' | 'addrAddr' | 'addrProtoPort' | 'protoPort' | 'slot' | 'grouped' | 'portGrouped';
 
 function layoutOf(container: string): Layout {
+  const layout = layoutIfKnown(container);
+  if (layout === undefined) throw new Error(`no element layout for container ${container}`);
+  return layout;
+}
+
+function layoutIfKnown(container: string): Layout | undefined {
   switch (container) {
     case Sets.clusterIPs:
     case Sets.nodePortIPs:
@@ -413,7 +419,7 @@ function layoutOf(container: string): Layout {
   if (c !== undefined) return c.kind === 'addr' ? 'addrProtoPort' : 'protoPort';
   const g = groupedMapKind(container);
   if (g !== undefined) return g.kind === 'addr' ? 'grouped' : 'portGrouped';
-  throw new Error(`no element layout for container ${container}`);
+  return undefined;
 }
 
 /** ` . `-separated parts of an element key or value (the compiler's interned spelling). */
@@ -531,11 +537,21 @@ function writeFrontend(f: NlFamily, pieces: FrontendPieces, i: number, b: Buffer
   if (v4 === -1) return writeKey(f, 'addrProtoPort', pieces.key(i), b, at);
   const p = pieces.proto(i);
   const port = pieces.port(i);
-  if (!Number.isInteger(v4) || v4 < 0 || v4 > 0xffffffff || (p !== 6 && p !== 17 && p !== 132) || !Number.isInteger(port) || port < 0 || port > 65535) return false;
-  b.writeUInt32BE(v4, at);
+  if ((p !== 6 && p !== 17 && p !== 132) || !Number.isInteger(port) || port < 0 || port > 65535 || !putV4(v4, b, at)) return false;
   b[at + 4] = p;
   b[at + 8] = port >> 8;
   b[at + 9] = port & 0xff;
+  return true;
+}
+
+/** A V4Piece (transaction.ts: signed or unsigned 32-bit) big-endian at `at`; false if it is not one. */
+function putV4(v: number, b: Uint8Array, at: number): boolean {
+  if (!Number.isInteger(v) || v < -0x80000000 || v > 0xffffffff) return false;
+  const u = v | 0;
+  b[at] = u >>> 24;
+  b[at + 1] = (u >>> 16) & 0xff;
+  b[at + 2] = (u >>> 8) & 0xff;
+  b[at + 3] = u & 0xff;
   return true;
 }
 
@@ -581,10 +597,9 @@ function writeEndpoint(f: NlFamily, ip: string, port: number, b: Buffer, at: num
   return true;
 }
 
-/** writeEndpoint for an IPv4 endpoint whose address is already a number (PlannedEndpoint.v4). */
+/** writeEndpoint for an IPv4 endpoint whose address is already a number (V4Piece). */
 function writeEndpointV4(v4: number, port: number, b: Buffer, at: number): boolean {
-  if (!Number.isInteger(v4) || v4 < 0 || v4 > 0xffffffff || !Number.isInteger(port) || port < 0 || port > 65535) return false;
-  b.writeUInt32BE(v4, at);
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || !putV4(v4, b, at)) return false;
   b[at + 4] = port >> 8;
   b[at + 5] = port & 0xff;
   return true;
@@ -593,7 +608,7 @@ function writeEndpointV4(v4: number, port: number, b: Buffer, at: number): boole
 /** Element i's endpoint from its pieces: the address as a number where it has one, else read. */
 function writeEndpointPiece(f: NlFamily, pieces: EndpointPieces, i: number, b: Buffer, at: number): boolean {
   const v4 = f === 'ip' ? pieces.v4?.(i) : undefined;
-  return v4 !== undefined && v4 >= 0 ? writeEndpointV4(v4, pieces.port(i), b, at) : writeEndpoint(f, pieces.ip(i), pieces.port(i), b, at);
+  return v4 !== undefined && v4 !== -1 ? writeEndpointV4(v4, pieces.port(i), b, at) : writeEndpoint(f, pieces.ip(i), pieces.port(i), b, at);
 }
 
 function putPort(b: Uint8Array, at: number, s: string | number): void {
@@ -1364,6 +1379,47 @@ function countRulesInPlace(op: CountRulesOp, held: readonly DumpedRule[] | undef
   return { deletes, inserts: inserts.reverse() };
 }
 
+/** Bytes an element of `layout` takes in a batch (its nest, key and, in a map, value attributes). */
+function elementBytes(family: NlFamily, layout: Layout, mapped: boolean): number {
+  const key = 8 + ((keyLen(family, layout) + 3) & ~3);
+  if (!mapped) return 4 + key;
+  // Endpoint values are `addr . port`; the rest are verdicts (a nest, the code, a chain name).
+  const value = layout === 'slot' || layout === 'grouped' || layout === 'portGrouped' ? 8 + ((addrLen(family) + 4 + 3) & ~3) : 24 + VERDICT_CHAIN_BYTES;
+  return 4 + key + value;
+}
+
+/** What a verdict's chain name is taken to need (ferry's names are shorter; a longer one grows the buffer). */
+const VERDICT_CHAIN_BYTES = 48;
+
+/** Bytes of a message other than an element run's, taken generously: a rule can be a few hundred. */
+const OTHER_OP_BYTES = 160;
+
+/**
+ * A close estimate of the batch's size, so that its buffer is allocated once and not much larger
+ * than it needs: a full sync at 44k Services is a 25 MB batch, and the flat 80 bytes an op this
+ * replaced made it 53 MB — enough external memory at once to start a major collection of the
+ * daemon's heap (150 ms at that size) in nearly every full sync. Element runs are counted by
+ * their layout (exact for ferry's sets and maps); every other op as OTHER_OP_BYTES. An estimate
+ * short of the batch only means the buffer grows.
+ */
+function batchBytes(ops: readonly Op[]): number {
+  let bytes = 4096;
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    if (op.kind !== 'elements') {
+      bytes += OTHER_OP_BYTES;
+      continue;
+    }
+    // A container without a layout fails in the encoding, with the op named.
+    const layout = layoutIfKnown(op.set) ?? 'addr';
+    const family: NlFamily = op.target.startsWith('ip6 ') ? 'ip6' : 'ip';
+    const run = elementBytes(family, layout, op.run.value !== undefined) * op.run.count;
+    // A message per ELEMENT_LIST_LIMIT bytes of elements: its header, table and set names, list nest.
+    bytes += run + (Math.ceil(run / ELEMENT_LIST_LIMIT) + 1) * 128;
+  }
+  return bytes;
+}
+
 /** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
 export function encodeTransaction(
   tx: Transaction,
@@ -1375,9 +1431,8 @@ export function encodeTransaction(
   } = {},
 ): EncodedBatch {
   const ops = tx.ops;
-  // Sized for the batch (about 74 bytes an op at scale) so that it is allocated once: growing a
-  // buffer of tens of MB copies it and makes V8 collect for the external memory.
-  const w = new Writer(opts.initialBytes ?? 4096 + tx.size * 80);
+  // Sized for the batch so that it is allocated once: growing a buffer of tens of MB copies it.
+  const w = new Writer(opts.initialBytes ?? batchBytes(ops));
   const seqBase = (opts.seqBase ?? 1) >>> 0;
   // Per message (index = sequence number - seqBase - 1): its first op, how many ops, whether it
   // is an element list. Plain number arrays: no object per message.
@@ -1601,6 +1656,7 @@ export function encodeTransaction(
           const parts = layout === 'grouped' || layout === 'portGrouped' ? run.parts : undefined;
           const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
           const slots = layout === 'slot' ? run.slots : undefined;
+          const addresses = family === 'ip' && (layout === 'addr' || layout === 'addrAddr') ? run.addresses : undefined;
           const klen = keyLen(family, layout);
           const alen = addrLen(family);
           // A grouped run in pieces: the frontend's `addr . proto . port` (a NodePort's `proto . port`), read once for all its endpoints.
@@ -1630,6 +1686,19 @@ export function encodeTransaction(
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
                 k++;
                 continue;
+              }
+              if (addresses) {
+                const v4 = addresses(k);
+                if (v4 !== -1) {
+                  const el = w.nest(++n);
+                  const kat = w.valueAt(1, klen);
+                  // A hairpin element is the address twice (`addr . addr`).
+                  const ok = putV4(v4, w.buf, kat) && (layout === 'addr' || putV4(v4, w.buf, kat + 4));
+                  w.endNest(el);
+                  if (!ok) throw cannotEncode(i, run.key(k), undefined, op.set);
+                  k++;
+                  continue;
+                }
               }
               if (frontends) {
                 const el = w.nest(++n);

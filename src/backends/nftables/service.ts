@@ -243,7 +243,7 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
         into.add(eps[i]!.ip, v);
       } else if (v !== last) {
         last = v;
-        into.addV4At(v, eps, i);
+        into.addV4(v);
       }
     }
     return;
@@ -258,7 +258,7 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
       if (v4 === lastV4) continue;
       lastIP = ip;
       lastV4 = v4;
-      into.addV4(ip, v4);
+      into.addV4(v4);
       continue;
     }
     if (ip === lastIP) continue;

@@ -115,7 +115,21 @@ export interface ElementRun {
   readonly frontends?: FrontendPieces;
   /** Of a run of an endpoint shard: element i in pieces (SlotPieces), read instead of key(i) and value(i). */
   readonly slots?: SlotPieces;
+  /**
+   * Of a run of addresses (`cluster-ips`) or address pairs (`hairpin`, `addr . addr` of one
+   * address): element i's address as an IPv4 number (V4Piece), read instead of key(i).
+   */
+  readonly addresses?: (i: number) => number;
 }
+
+/**
+ * An IPv4 address handed to the encoder as a number: any 32-bit value, signed or not — a caller
+ * should pass `v | 0`, which V8 keeps as a small integer, where an unsigned value from 2^31 up
+ * (every address from 128.0.0.0) is a heap number each time it is returned, 16 bytes per element
+ * (7 MB of garbage in a full sync at 44k Services). -1 means "no number: read the spelled form",
+ * which is also how 255.255.255.255 (-1 as a signed value) is written.
+ */
+export type V4Piece = number;
 
 /**
  * An endpoint shard's elements in pieces: element i is slot `slot(i)` (key(i) its decimal
@@ -129,8 +143,8 @@ export interface SlotPieces extends EndpointPieces {
 /** Element i's endpoint as the IR holds it (PlannedEndpoint): the value `ip(i) . port(i)`. */
 export interface EndpointPieces {
   ip(i: number): string;
-  /** `ip(i)` as a 32-bit number when the caller has it (PlannedEndpoint.v4; -1 or undefined: read `ip`). */
-  v4?(i: number): number | undefined;
+  /** `ip(i)` as a number when the caller has it (V4Piece; -1 or undefined: read `ip`). */
+  v4?(i: number): V4Piece | undefined;
   port(i: number): number;
 }
 
@@ -143,8 +157,8 @@ export interface EndpointPieces {
 export interface FrontendPieces {
   /** The key as nft spells it; read (and parsed) only where v4(f) is -1. */
   key(f: number): string;
-  /** The address as a 32-bit number, or -1 (not IPv4 as a number: read key(f)). */
-  v4(f: number): number;
+  /** The address as a number (V4Piece), or -1 (not IPv4 as a number: read key(f)). */
+  v4(f: number): V4Piece;
   /** The IP protocol number (6, 17, 132); read only where v4(f) is not -1. */
   proto(f: number): number;
   port(f: number): number;

@@ -3,6 +3,7 @@
 // must be exactly that of deduplicating the strings.
 import t from 'tap';
 import { FirstAddresses, IPv4Set, NumberSet } from '../../../../src/backends/nftables/distinct.js';
+import { canonicalIPv4 } from '../../../../src/util/ipv4.js';
 
 // A small deterministic generator (no Math.random: a failure must reproduce).
 function rng(seed: number): () => number {
@@ -27,14 +28,20 @@ t.test('FirstAddresses keeps the same keys in the same order as deduplicating th
       else if (kind === 2) input.push(quad.replace(/^(\d+)\./, '0$1.')); // non-canonical twin of a canonical address
       else input.push(quad);
     }
-    input.push('0.0.0.0', '0.0.0.0', '00.0.0.0');
+    input.push('0.0.0.0', '0.0.0.0', '00.0.0.0', '255.255.255.255', '198.19.0.1', '255.255.255.255', '198.19.0.1');
     const want = [...new Set(input)]; // a Set iterates in the order of first insertion
     // Without a capacity, with one too small (the list grows past it) and one too large (cut to the count).
     for (const capacity of [0, 100, 50_000]) {
       const byValue = new FirstAddresses(capacity);
       for (const ip of input) byValue.add(ip);
       t.same(byValue.keys, want, `seed ${seed}, capacity ${capacity}: ${want.length} distinct of ${input.length}`);
-      t.equal(byValue.keys.length, want.length, 'no holes past the last address');
+      t.equal(byValue.count, want.length, 'counted');
+      // Each entry's number (V4Piece) is its key's, as a signed 32-bit value; -1 where it is read as spelled.
+      const wrong = want.filter((ip, i) => {
+        const v = canonicalIPv4(ip);
+        return byValue.v4At(i) !== (v < 0 || v === 0xffffffff ? -1 : v | 0);
+      });
+      t.same(wrong, [], 'numbers agree with the keys');
     }
     t.ok(want.length > 2048, 'the table grew several times');
   }

@@ -339,7 +339,7 @@ t.test('dump requests and answers', async (t) => {
 function spelledOnly(tx: Transaction): Transaction {
   const out = new Transaction();
   for (const op of tx.ops) {
-    if (op.kind === 'elements' && (op.run.parts || op.run.frontends || op.run.slots)) {
+    if (op.kind === 'elements' && (op.run.parts || op.run.frontends || op.run.slots || op.run.addresses)) {
       const { count, key, value } = op.run;
       out.addElementRun(op.target, op.set, value ? { count, key, value } : { count, key });
     } else {
@@ -364,7 +364,7 @@ t.test('a grouped run encoded from its pieces is the same batch as from its spel
   let nodePortParts = 0;
   for (const c of cases) {
     const tx = compileFull(c.ir, { families: c.families, masqueradeMark: 0x4000 });
-    withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined || o.run.slots !== undefined)).length;
+    withParts += tx.ops.filter((o) => o.kind === 'elements' && (o.run.parts !== undefined || o.run.frontends !== undefined || o.run.slots !== undefined || o.run.addresses !== undefined)).length;
     nodePortParts += tx.ops.filter((o) => o.kind === 'elements' && o.run.parts !== undefined && groupedMapOf(o.set)?.kind === 'port').length;
     const a = Buffer.from(encodeTransaction(tx).bytes);
     const b = Buffer.from(encodeTransaction(spelledOnly(tx)).bytes);
@@ -418,8 +418,9 @@ t.test('a grouped run in pieces that does not encode names its element', async (
 });
 
 t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece names its element', async (t) => {
-  const keys = ['10.96.0.1 . tcp . 80', '10.96.200.7 . udp . 53', '10.96.0.3 . sctp . 9000'];
-  const numbers = [0x0a600001, 0x0a60c807, 0x0a600003];
+  // One address from 128.0.0.0 up: negative as a signed 32-bit number (V4Piece).
+  const keys = ['10.96.0.1 . tcp . 80', '198.18.200.7 . udp . 53', '10.96.0.3 . sctp . 9000'];
+  const numbers = [0x0a600001, 0xc612c807, 0x0a600003];
   const protos = [6, 17, 132];
   const ports = [80, 53, 9000];
   const encode = (frontends?: FrontendPieces): Buffer | Error => {
@@ -442,6 +443,7 @@ t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece name
   });
   const spelled = encode();
   t.ok(Buffer.isBuffer(spelled) && Buffer.isBuffer(encode(pieces())) && spelled.equals(encode(pieces()) as Buffer), 'pieces give the spelled keys\' bytes');
+  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4: (i) => numbers[i]! | 0 })) as Buffer), 'the numbers as signed 32-bit values give the same bytes');
   t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4: (i) => (i === 1 ? -1 : numbers[i]!) })) as Buffer), 'a frontend without its number is read from its key');
   for (const [what, over] of [
     ['a port out of range', { port: (i: number) => (i === 1 ? 70000 : ports[i]!) }],
@@ -450,13 +452,41 @@ t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece name
   ] as const) {
     const e = encode(pieces(over));
     t.ok(e instanceof NetlinkEncodeError, `${what}: a NetlinkEncodeError`);
-    t.match((e as Error).message, /10\.96\.200\.7 \. udp \. 53/, `${what}: names the element by its spelled key`);
+    t.match((e as Error).message, /198\.18\.200\.7 \. udp \. 53/, `${what}: names the element by its spelled key`);
+  }
+});
+
+t.test('addresses in pieces (cluster-ips, hairpin): the same bytes as spelled, and a bad piece names its element', async (t) => {
+  // 255.255.255.255 is -1 as a signed number, which means "read the key": it is spelled.
+  const ips = ['10.96.0.1', '198.19.4.2', '255.255.255.255', '0.0.0.0'];
+  const numbers = [0x0a600001, 0xc6130402 | 0, -1, 0];
+  const encode = (set: 'cluster-ips' | 'hairpin', addresses?: (i: number) => number): Buffer | Error => {
+    const type = set === 'hairpin' ? 'ipv4_addr . ipv4_addr' : 'ipv4_addr';
+    const key = set === 'hairpin' ? (i: number) => R.hairpinKey(ips[i]!) : (i: number) => ips[i]!;
+    const tx = new Transaction()
+      .addTable('ip ferry')
+      .addSet('ip ferry', { name: set, type })
+      .addElementRun('ip ferry', set, { count: ips.length, key, ...(addresses ? { addresses } : {}) });
+    try {
+      return Buffer.from(encodeTransaction(tx).bytes);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  for (const set of ['cluster-ips', 'hairpin'] as const) {
+    const spelled = encode(set);
+    t.ok(Buffer.isBuffer(spelled), `${set}: spelled encodes`);
+    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, (i) => numbers[i]!) as Buffer), `${set}: numbers give the spelled bytes`);
+    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, (i) => numbers[i]! >>> 0 === 0xffffffff ? -1 : numbers[i]! >>> 0) as Buffer), `${set}: unsigned numbers too`);
+    const e = encode(set, (i) => (i === 1 ? 2 ** 32 : numbers[i]!));
+    t.ok(e instanceof NetlinkEncodeError, `${set}: an address out of range is a NetlinkEncodeError`);
+    t.match((e as Error).message, /198\.19\.4\.2/, `${set}: names the element by its spelled key`);
   }
 });
 
 t.test('endpoint shard elements in pieces: the same bytes as spelled, and a bad piece names its element', async (t) => {
   const eps = [
-    { ip: '10.0.0.1', v4: 0x0a000001, port: 8080 },
+    { ip: '198.19.0.1', v4: 0xc6130001 | 0, port: 8080 },
     { ip: '10.0.0.2', v4: undefined, port: 8080 },
     { ip: '10.0.1.3', v4: 0x0a000103, port: 9090 },
   ];
