@@ -867,6 +867,7 @@ function groupedMapRun(
       ip: (x) => ep(x).ip,
       v4: (x) => v4Piece(ep(x)),
       port: (x) => ep(x).port,
+      blocks: { members, n, endpoints: (f) => eps[f]! },
     },
   };
 }

@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapKind, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, CountRulesOp, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, EndpointLike, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -603,6 +603,17 @@ function writeEndpointV4(v4: number, port: number, b: Buffer, at: number): boole
   b[at + 4] = port >> 8;
   b[at + 5] = port & 0xff;
   return true;
+}
+
+/** An endpoint as the IR holds it: the address as a number where it has one, else read. */
+function writeEndpointOf(f: NlFamily, ep: EndpointLike, b: Buffer, at: number): boolean {
+  if (f === 'ip') {
+    // Read and narrowed in one place (`v | 0`, V4Piece): a number held in a variable that may
+    // also be `undefined` is a new heap number for every address from 128.0.0.0 up.
+    const v = ep.v4;
+    if (typeof v === 'number' && v >= 0) return writeEndpointV4(v | 0, ep.port, b, at);
+  }
+  return writeEndpoint(f, ep.ip, ep.port, b, at);
 }
 
 /** Element i's endpoint from its pieces: the address as a number where it has one, else read. */
@@ -1663,6 +1674,11 @@ export function encodeTransaction(
           const head = parts ? Buffer.alloc(klen - 4) : undefined;
           let lastFrontend = -1;
           let headOk = false;
+          // The cursor over parts.blocks: frontend bm of its members, its endpoint bj.
+          const blocks = parts?.blocks;
+          let bm = 0;
+          let bj = 0;
+          let bEps: readonly EndpointLike[] = [];
           let k = 0;
           while (k < run.count) {
             const spanAt = spanFirst.length;
@@ -1710,14 +1726,29 @@ export function encodeTransaction(
                 continue;
               }
               if (parts && head) {
-                const f = parts.frontend(k);
+                let f: number;
+                let index: number;
+                let ep: EndpointLike | undefined;
+                if (blocks) {
+                  // Element k is endpoint bj of frontend bm: k only ever moves on by one.
+                  f = blocks.members[bm]!;
+                  if (bj === 0) bEps = blocks.endpoints(f);
+                  index = bj;
+                  ep = bEps[bj];
+                  if (++bj === blocks.n) {
+                    bj = 0;
+                    bm++;
+                  }
+                } else {
+                  f = parts.frontend(k);
+                  index = parts.index(k);
+                }
                 if (f !== lastFrontend) {
                   lastFrontend = f;
                   head.fill(0);
                   // A NodePort's head is its `proto . port` key: few, read as spelled.
                   headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);
                 }
-                const index = parts.index(k);
                 const el = w.nest(++n);
                 const kat = w.valueAt(1, klen);
                 let ok = headOk && Number.isInteger(index) && index >= 0 && index <= 0xffffffff;
@@ -1726,7 +1757,7 @@ export function encodeTransaction(
                   w.buf.writeUInt32LE(index, kat + klen - 4);
                   // valueAt() may grow (replace) the buffer: take w.buf only after it.
                   const vat = w.valueAt(2, alen + 4);
-                  ok = writeEndpointPiece(family, parts, k, w.buf, vat);
+                  ok = blocks ? ep !== undefined && writeEndpointOf(family, ep, w.buf, vat) : writeEndpointPiece(family, parts, k, w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);

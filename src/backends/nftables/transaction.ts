@@ -175,6 +175,25 @@ export interface ElementParts extends EndpointPieces {
   frontend(i: number): number;
   readonly frontends: FrontendPieces;
   index(i: number): number;
+  /**
+   * The same elements frontend by frontend, when each of `members` (in order) has `n` endpoints:
+   * element i is endpoint i % n of `endpoints(members[i / n])`. The encoder then walks them with
+   * a cursor — one call per frontend instead of several per element. Must agree with the rest.
+   */
+  readonly blocks?: EndpointBlocks;
+}
+
+export interface EndpointBlocks {
+  readonly members: ArrayLike<number>;
+  readonly n: number;
+  endpoints(frontend: number): readonly EndpointLike[];
+}
+
+/** An endpoint as the IR holds it (PlannedEndpoint): `v4` the address as a number if IPv4, -1 or absent if not. */
+export interface EndpointLike {
+  readonly ip: string;
+  readonly v4?: number;
+  readonly port: number;
 }
 
 /** How many elements one rendered `add element` / `delete element` line may carry. */

@@ -417,6 +417,50 @@ t.test('a grouped run in pieces that does not encode names its element', async (
   t.match((badPort as Error).message, /10\.96\.0\.2 \. tcp \. 80 \. 0 : 10\.0\.0\.3 \. 70000/, 'names that element');
 });
 
+t.test('a grouped run in blocks (frontend by frontend): the same bytes as element by element, and a bad endpoint names its element', async (t) => {
+  const heads = ['10.96.0.1 . tcp . 80', '198.18.0.7 . tcp . 443', '10.96.0.3 . tcp . 80'];
+  // Addresses from 128.0.0.0 up (negative as signed numbers), 255.255.255.255 and one without a number.
+  const lists = [
+    [{ ip: '10.0.0.1', v4: 0x0a000001, port: 8080 }, { ip: '198.19.0.2', v4: 0xc6130002, port: 8080 }],
+    [{ ip: '255.255.255.255', v4: 0xffffffff, port: 1 }, { ip: '10.0.0.9', port: 9 }],
+    [{ ip: '198.19.200.1', v4: 0xc613c801, port: 65535 }, { ip: '10.0.0.1', v4: 0x0a000001, port: 0 }],
+  ];
+  const n = 2;
+  const encode = (blocks: boolean, endpoints: (f: number) => readonly { ip: string; v4?: number; port: number }[] = (f) => lists[f]!): Buffer | Error => {
+    const ep = (x: number) => lists[Math.floor(x / n)]![x % n]!;
+    const tx = new Transaction()
+      .addTable('ip ferry')
+      .addMap('ip ferry', { name: 'endpoints-tcp-n2', type: 'ip daddr . meta l4proto . th dport . numgen random mod 2 : ip daddr . tcp dport', typeof: true })
+      .addElementRun('ip ferry', 'endpoints-tcp-n2', {
+        count: lists.length * n,
+        key: (x) => `${heads[Math.floor(x / n)]!} . ${x % n}`,
+        value: (x) => `${ep(x).ip} . ${ep(x).port}`,
+        parts: {
+          frontend: (x) => Math.floor(x / n),
+          frontends: { key: (f) => heads[f]!, v4: () => -1, proto: () => 0, port: () => -1 },
+          index: (x) => x % n,
+          ip: (x) => ep(x).ip,
+          port: (x) => ep(x).port,
+          ...(blocks ? { blocks: { members: [0, 1, 2], n, endpoints } } : {}),
+        },
+      });
+    try {
+      return Buffer.from(encodeTransaction(tx).bytes);
+    } catch (e) {
+      return e as Error;
+    }
+  };
+  const each = encode(false);
+  t.ok(Buffer.isBuffer(each), 'element by element encodes');
+  t.ok(each instanceof Buffer && each.equals(encode(true) as Buffer), 'blocks give the same bytes');
+  const badPort = encode(true, (f) => (f === 2 ? [lists[2]![0]!, { ip: '10.0.0.1', v4: 0x0a000001, port: 70000 }] : lists[f]!));
+  t.ok(badPort instanceof NetlinkEncodeError, 'a port out of range: a NetlinkEncodeError');
+  t.match((badPort as Error).message, /10\.96\.0\.3 \. tcp \. 80 \. 1/, 'names that element by its key');
+  const short = encode(true, (f) => (f === 1 ? lists[1]!.slice(0, 1) : lists[f]!));
+  t.ok(short instanceof NetlinkEncodeError, 'a frontend with fewer endpoints than n: a NetlinkEncodeError, not a crash');
+  t.match((short as Error).message, /198\.18\.0\.7 \. tcp \. 443 \. 1/, 'names the missing element');
+});
+
 t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece names its element', async (t) => {
   // One address from 128.0.0.0 up: negative as a signed 32-bit number (V4Piece).
   const keys = ['10.96.0.1 . tcp . 80', '198.18.200.7 . udp . 53', '10.96.0.3 . sctp . 9000'];
