@@ -12,7 +12,7 @@ import type { ConntrackFilter } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
 import { loadNative } from '../../native/index.js';
-import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, GroupedSetFullError, partialBaseKnown, type CompileOptions } from './compiler.js';
+import { CompileState, compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, SetFullError, partialBaseKnown, type CompileOptions } from './compiler.js';
 import { Chains, FERRY_TABLE, KUBE_PROXY_TABLE } from './names.js';
 import { CANARY_RULE } from './skeleton.js';
 import { familySyntax } from './rules.js';
@@ -133,9 +133,9 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
         try {
           tx = compilePartial(prev!, next, changes, base);
         } catch (e) {
-          if (!(e instanceof GroupedSetFullError)) throw e;
-          // Expected as a cluster grows (a map has room for half again what it held when made).
-          log.info('a grouped set outgrew its size: syncing in full, which makes it again', { set: e.set, elements: e.elements, size: e.size });
+          if (!(e instanceof SetFullError)) throw e;
+          // Expected as a cluster grows (a sized set or map has room for half again what it held when made).
+          log.info('a set outgrew its size: syncing in full, which makes it again', { set: e.set, elements: e.elements, size: e.size });
           full = true;
         }
       }

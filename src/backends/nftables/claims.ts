@@ -64,7 +64,15 @@ export class ClaimIndex {
   readonly countSetSizes = new Map<string, number>();
 
   /**
-   * The size each grouped endpoints map and count set was created with in the kernel (its
+   * Grouped frontends in each masquerade set (masq-all, masq-nonlocal, masq-nodeports), from the
+   * winning claims; kept up to date like countSetSizes. A partial sync checks them against the
+   * sets' sizes (setSizes).
+   */
+  readonly masqSetSizes = new Map<string, number>();
+
+  /**
+   * The size each grouped endpoints map, count set and sized service set (compiler.ts SIZED_SETS)
+   * was created with in the kernel (its
    * NFTA_SET_DESC_SIZE), by name; absent where not known (an index rebuilt without the kernel, a
    * full compile without the kernel's names). Moves on with the index.
    */

@@ -51,19 +51,33 @@ export interface CompileOptions {
 const TABLE_COMMENT = 'ferry: Kubernetes service proxy rules (managed by ferry; do not edit)';
 
 /**
- * A partial sync would put more elements in a grouped endpoints map or count set than the size it
- * was created with (skeleton.ts groupedSetSize): the kernel would refuse them (ENFILE). The
- * backend syncs in full instead, which makes the set again with room for what it holds now.
+ * A partial sync would put more elements in a grouped endpoints map, a count set or a sized service
+ * set (SIZED_SETS) than the size it was created with (skeleton.ts groupedSetSize): the kernel would
+ * refuse them (ENFILE). The backend syncs in full instead, which makes the set again with room for
+ * what it holds now.
  */
-export class GroupedSetFullError extends Error {
+export class SetFullError extends Error {
   constructor(
     readonly set: string,
     readonly elements: number,
     readonly size: number,
   ) {
     super(`${set} would hold ${elements} elements, sized for ${size}: a full sync makes it again`);
-    this.name = 'GroupedSetFullError';
+    this.name = 'SetFullError';
   }
+}
+
+/**
+ * The service sets a full sync makes anew with a size, like the grouped maps and count sets: at
+ * 44k Services the kernel spent ~140 ms of a full sync's 500 growing the hash tables of the three
+ * big ones (hairpin, 64,000 pairs; cluster-ips and masq-nonlocal, 44,000 each) as the batch filled
+ * them.
+ */
+const SIZED_SETS: ReadonlySet<string> = new Set([Sets.clusterIPs, Sets.hairpin, Sets.masqAll, Sets.masqNonLocal, Sets.masqNodePorts]);
+
+/** How many elements sized service set `name` holds, from the index (a partial sync's check). */
+function sizedSetElements(index: ClaimIndex, name: string): number {
+  return name === Sets.clusterIPs || name === Sets.hairpin ? index.size(name) : (index.masqSetSizes.get(name) ?? 0);
 }
 
 /** How many elements grouped endpoints map `name` holds: its count set's frontends × its count. */
@@ -256,6 +270,12 @@ function addressRun(container: string, list: FirstAddresses): ElementRun {
     key: hairpin ? (i) => R.hairpinKey(list.key(i)) : (i) => list.key(i),
     addresses: (i) => list.v4At(i),
   };
+}
+
+function bumpMasq(index: ClaimIndex, name: string, by: number): void {
+  const n = (index.masqSetSizes.get(name) ?? 0) + by;
+  if (n > 0) index.masqSetSizes.set(name, n);
+  else index.masqSetSizes.delete(name);
 }
 
 function bumpCount(index: ClaimIndex, name: string, by: number): void {
@@ -701,6 +721,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.flushChain(target, name);
     }
     for (const s of sk.sets) {
+      if (SIZED_SETS.has(s.name)) continue; // made below, with their sizes
       tx.addSet(target, s);
       tx.flushSet(target, s.name);
     }
@@ -734,6 +755,20 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     for (const name of countSets) {
       const size = groupedSetSize(index.countSetSizes.get(name) ?? 0);
       sized('set', name, size, opts.existingSets?.[family], () => tx.addSet(target, countSetSpec(fs, name, size)));
+    }
+    // The service sets, sized for what this compile puts in them (their rules' chains were
+    // recreated or flushed above). Their counts are the compile's own: the index counts the
+    // hairpin and cluster-ips claims only after the rules are in (deferCounts).
+    const { frontends: grouped, pieces } = groupedClaims;
+    const { byMasq, byCount } = frontendLists(grouped);
+    index.masqSetSizes.clear();
+    for (const [name, list] of byMasq) if (list.length > 0) index.masqSetSizes.set(name, list.length);
+    if (nodePorts.keys.length > 0) index.masqSetSizes.set(Sets.masqNodePorts, nodePorts.keys.length);
+    const sizedCount = (name: string): number => (name === Sets.hairpin ? hairpins.count : name === Sets.clusterIPs ? clusterIPs.count : (index.masqSetSizes.get(name) ?? 0));
+    for (const spec of sk.sets) {
+      if (!SIZED_SETS.has(spec.name)) continue;
+      const size = groupedSetSize(sizedCount(spec.name));
+      sized('set', spec.name, size, opts.existingSets?.[family], () => tx.addSet(target, { ...spec, size }));
     }
     // The affinity set is added, never flushed: client affinity survives a resync or restart.
     tx.addSet(target, affinitySetSpec(fs));
@@ -772,9 +807,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
     // as lists of frontends (the encoder reads their keys in pieces).
-    const { frontends: grouped, pieces } = groupedClaims;
     const frontendRun = (list: ArrayLike<number>): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
-    const { byMasq, byCount } = frontendLists(grouped);
     for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
     for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
     // The frontends of each map (those of its count set), in claim order.
@@ -991,8 +1024,14 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       const w = was === undefined ? undefined : expandGrouped(container, k, was);
       const n = now === undefined ? undefined : expandGrouped(container, k, now);
       if (w?.masqSet !== n?.masqSet) {
-        if (w?.masqSet) groupedDeletes.push([w.masqSet, k]);
-        if (n?.masqSet) groupedAdds.push([n.masqSet, k, '']);
+        if (w?.masqSet) {
+          groupedDeletes.push([w.masqSet, k]);
+          bumpMasq(index, w.masqSet, -1);
+        }
+        if (n?.masqSet) {
+          groupedAdds.push([n.masqSet, k, '']);
+          bumpMasq(index, n.masqSet, 1);
+        }
       }
       if (w?.countSet !== n?.countSet) {
         if (w) {
@@ -1033,13 +1072,19 @@ export function compilePartial(prev: ProxyTables, next: ProxyTables, changes: Sy
       const size = index.setSizes.get(name);
       if (size === undefined || !mapsBefore.includes(name)) continue;
       const elements = groupedMapElements(index, name);
-      if (elements > size) throw new GroupedSetFullError(name, elements, size);
+      if (elements > size) throw new SetFullError(name, elements, size);
     }
     for (const name of countsAfter) {
       const size = index.setSizes.get(name);
       if (size === undefined || !hadCounts.has(name)) continue;
       const elements = index.countSetSizes.get(name) ?? 0;
-      if (elements > size) throw new GroupedSetFullError(name, elements, size);
+      if (elements > size) throw new SetFullError(name, elements, size);
+    }
+    for (const name of SIZED_SETS) {
+      const size = index.setSizes.get(name);
+      if (size === undefined) continue;
+      const elements = sizedSetElements(index, name);
+      if (elements > size) throw new SetFullError(name, elements, size);
     }
 
     if (tableChanged) {

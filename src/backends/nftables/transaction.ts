@@ -52,7 +52,7 @@ export interface NamedMap {
   /**
    * The most elements it may hold (NFTA_SET_DESC_SIZE). The kernel then sizes its hash table
    * once instead of growing it while a batch inserts, and refuses an element beyond it (ENFILE):
-   * docs/nftables.md, "Sized endpoints maps and count sets".
+   * docs/nftables.md, "Sized sets and maps".
    */
   readonly size?: number;
   readonly comment?: string;

@@ -314,6 +314,8 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   await backend.sync(null, ir600, { full: true, tableChanged: true, changed: new Set() } as never);
   t.match(await mapOf(), /^\s*size 1024$/m, 'the kernel holds the size: half again its 600 elements, at least 1,024');
   t.match(await countSetOf(), /^\s*size 1024$/m, 'and the count set its own');
+  const setOf = async (name: string): Promise<string> => (await runIn(ns, ['nft', 'list', 'set', 'ip', 'ferry', name])).stdout;
+  for (const name of ['cluster-ips', 'hairpin', 'masq-nonlocal']) t.match(await setOf(name), /^\s*size 1024$/m, `and ${name} its own`);
 
   // The kernel enforces it: more elements than the size are refused, and nothing of the batch applies.
   const over = new Transaction();
@@ -330,6 +332,7 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   t.equal(backend.lastSync()?.full, true, 'outgrowing it makes the sync full');
   t.match(await mapOf(), /^\s*size 2048$/m, 'which makes the map again, larger, in the same transaction');
   t.match(await countSetOf(), /^\s*size 2048$/m, 'and the count set');
+  for (const name of ['cluster-ips', 'hairpin', 'masq-nonlocal']) t.match(await setOf(name), /^\s*size 2048$/m, `and ${name}, bound by rules of base and regular chains, made again in the same transaction`);
 
   // The same table as one fresh full sync through libnftables (lines sorted: the map made again
   // is listed after the sets made before it).

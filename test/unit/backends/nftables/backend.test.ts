@@ -7,7 +7,7 @@ import { createNftablesBackend, NftSyncError } from '../../../../src/backends/nf
 import { FakeNft } from '../../../../src/backends/nftables/fake.js';
 import { FakeConntrack } from '../../../../src/backends/kernel/conntrack.js';
 import { setLogSink } from '../../../../src/util/log.js';
-import { compileFull, compilePartial, CompileState, GroupedSetFullError } from '../../../../src/backends/nftables/compiler.js';
+import { compileFull, compilePartial, CompileState, SetFullError } from '../../../../src/backends/nftables/compiler.js';
 import { groupedSetSize } from '../../../../src/backends/nftables/skeleton.js';
 import { changesOf, ep, fwd, FULL, REJECT, svc, table, tables } from './fixtures.js';
 
@@ -70,7 +70,7 @@ t.test('grouped endpoints maps are sized; one that would outgrow its size is mad
   const added = [...big[4].services.keys()].filter((k) => !mid[4].services.has(k));
   await b.sync(mid, big, changesOf(added));
   t.equal(b.lastSync()?.full, true, 'outgrowing the size makes the sync full');
-  t.match(lines.join('\n'), /a grouped set outgrew its size: syncing in full.*set=endpoints-tcp-n1.*elements=1100.*size=1024/, 'with a log line naming the map');
+  t.match(lines.join('\n'), /a set outgrew its size: syncing in full.*set=endpoints-tcp-n1.*elements=1100.*size=1024/, 'with a log line naming the map');
   t.equal(nft.setSize('ip', 'ferry', 'endpoints-tcp-n1'), groupedSetSize(1100), 'the map is made again, larger');
   t.equal(groupedSetSize(1100), 2048);
   t.equal(nft.setSize('ip', 'ferry', 'n-tcp-1'), 2048, 'and the count set');
@@ -100,7 +100,74 @@ t.test('a partial compile that would outgrow a grouped map throws a typed error,
   const services: ReturnType<typeof one>[] = [];
   for (let i = 2; i < 1100; i++) services.push(svc({ namespace: 'g', name: `s${i}`, clusterIP: `198.19.${2 + (i >> 8)}.${i & 255}`, internal: fwd(ep(`198.18.${2 + (i >> 8)}.${i & 255}`, 80)) }));
   const ir2 = tables(table(4, [one(1), ...services]));
-  t.throws(() => compilePartial(ir1, ir2, changesOf(services.map((s) => s.key)), { families: [4], masqueradeMark: 0x4000, state }), GroupedSetFullError);
+  t.throws(() => compilePartial(ir1, ir2, changesOf(services.map((s) => s.key)), { families: [4], masqueradeMark: 0x4000, state }), SetFullError);
+});
+
+t.test('the service sets (cluster-ips, hairpin, masquerade sets) are sized; one that would outgrow its size is made again by a full sync', async (t) => {
+  // Services without endpoints: ClusterIPs only (no grouped frontend, no hairpin element).
+  const bare = (to: number) =>
+    Array.from({ length: to }, (_, i) => svc({ namespace: 'c', name: `s${i}`, clusterIP: `198.19.${(i >> 8) & 255}.${i & 255}`, internal: REJECT }));
+  const lines: string[] = [];
+  setLogSink((l) => lines.push(l));
+  t.teardown(() => setLogSink(() => {}));
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  const small = tables(table(4, bare(600)));
+  await b.sync(null, small, FULL);
+  for (const set of ['cluster-ips', 'hairpin', 'masq-all', 'masq-nonlocal', 'masq-nodeports']) t.equal(nft.setSize('ip', 'ferry', set), 1024, `${set} made with a size`);
+  const mid = tables(table(4, bare(1000)));
+  await b.sync(small, mid, changesOf([...mid[4].services.keys()].filter((k) => !small[4].services.has(k))));
+  t.equal(b.lastSync()?.full, false, 'growing within the size is a partial sync');
+  const big = tables(table(4, bare(1100)));
+  await b.sync(mid, big, changesOf([...big[4].services.keys()].filter((k) => !mid[4].services.has(k))));
+  t.equal(b.lastSync()?.full, true, 'outgrowing it makes the sync full');
+  t.match(lines.join('\n'), /a set outgrew its size: syncing in full.*set=cluster-ips.*elements=1100.*size=1024/, 'with a log line naming the set');
+  t.equal(nft.setSize('ip', 'ferry', 'cluster-ips'), 2048, 'made again, larger');
+  t.match(b.lastScript() ?? '', /^delete set ip ferry cluster-ips\nadd set ip ferry cluster-ips \{ .* size 2048 ;/m, 'deleted and added in the same transaction');
+  t.equal(nft.elements('ip', 'ferry', 'cluster-ips')?.size, 1100, 'with every element');
+  const fresh = new FakeNft();
+  fresh.applySync(compileFull(big, { families: [4], masqueradeMark: 0x4000 }).render());
+  t.equal(nft.dumpResolved(), fresh.dumpResolved(), 'the same as a fresh full sync');
+  const after = tables(table(4, bare(1101)));
+  await b.sync(big, after, changesOf([...after[4].services.keys()].filter((k) => !big[4].services.has(k))));
+  t.equal(b.lastSync()?.full, false, 'and the next change is partial again');
+});
+
+t.test('a partial compile that would outgrow the hairpin or a masquerade set throws a typed error', async (t) => {
+  const full = (ir: ReturnType<typeof tables>, state: CompileState) => compileFull(ir, { families: [4], masqueradeMark: 0x4000, state, existingMaps: { 4: new Set() }, existingSets: { 4: new Set() } });
+  const outgrows = (ir1: ReturnType<typeof tables>, ir2: ReturnType<typeof tables>): unknown => {
+    const state = new CompileState();
+    full(ir1, state);
+    state.settle();
+    const added = [...ir2[4].services.keys()].filter((k) => !ir1[4].services.has(k));
+    try {
+      compilePartial(ir1, ir2, changesOf(added), { families: [4], masqueradeMark: 0x4000, state });
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  };
+  // Hairpin: Services of 300 endpoints each (beyond the endpoint-count layout, so no grouped map), every endpoint its own address.
+  const wide = (i: number) =>
+    svc({ namespace: 'h', name: `w${i}`, clusterIP: `198.19.9.${i}`, internal: fwd(...Array.from({ length: 300 }, (_, j) => ep(`198.${40 + i}.${j >> 8}.${j & 255}`, 1000 + j))) });
+  const two = tables(table(4, [wide(0), wide(1)]));
+  const four = tables(table(4, [wide(0), wide(1), wide(2), wide(3)]));
+  const h = outgrows(two, four);
+  t.ok(h instanceof SetFullError, 'the hairpin set: a SetFullError');
+  t.equal((h as SetFullError).set, 'hairpin');
+  t.equal((h as SetFullError).elements, 1200);
+  t.equal(outgrows(two, tables(table(4, [wide(0), wide(1), wide(2)]))), undefined, 'within its size: no error');
+  // masq-nonlocal: one-endpoint frontends, a TCP and a UDP port per Service (one ClusterIP, one
+  // endpoint address), so no count set, map, cluster-ips or hairpin outgrows first.
+  const one = (i: number) => {
+    const k = i >> 1;
+    return svc({ namespace: 'm', name: `s${k}`, protocol: i % 2 ? 'UDP' : 'TCP', clusterIP: `198.19.${20 + (k >> 8)}.${k & 255}`, internal: fwd(ep(`198.18.${20 + (k >> 8)}.${k & 255}`, 80)) });
+  };
+  const some = (n: number) => tables(table(4, Array.from({ length: n }, (_, i) => one(i))));
+  const m = outgrows(some(600), some(1100));
+  t.ok(m instanceof SetFullError, 'masq-nonlocal: a SetFullError');
+  t.equal((m as SetFullError).set, 'masq-nonlocal');
+  t.equal((m as SetFullError).elements, 1100);
 });
 
 t.test('full sync deletes chains it no longer wants (listed from the kernel)', async (t) => {
