@@ -246,12 +246,11 @@ function elementKey(container: string, key: string): string {
   return container === Sets.hairpin ? R.hairpinKey(key) : key;
 }
 
-/** The elements of `keys` (parallel `values`, '' for none), spelled on demand (ElementRun). */
-function runOf(container: string, keys: readonly string[], values?: readonly string[]): ElementRun {
-  const hairpin = container === Sets.hairpin;
+/** The elements of `keys` (parallel `values`, '' for none), spelled on demand (ElementRun); not the hairpin set's (addressRun). */
+function runOf(keys: readonly string[], values?: readonly string[]): ElementRun {
   return {
     count: keys.length,
-    key: hairpin ? (i) => R.hairpinKey(keys[i]!) : (i) => keys[i]!,
+    key: (i) => keys[i]!,
     ...(values ? { value: (i: number) => values[i] || undefined } : {}),
   };
 }
@@ -792,7 +791,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
           keys.push(k);
           values.push(v);
         });
-        tx.addElementRun(target, name, runOf(name, keys, values));
+        tx.addElementRun(target, name, runOf(keys, values));
       } else if (name === Sets.hairpin) {
         tx.addElementRun(target, name, addressRun(name, hairpins));
         index.deferCounts(name, (emit) => table.services.forEach((svc) => hairpinClaims(svc, emit)));
@@ -849,7 +848,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
 
 /** A full compile's grouped NodePort elements: `masq-nodeports`, then each `np-` count set and its map. */
 function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups): void {
-  tx.addElementRun(target, Sets.masqNodePorts, runOf(Sets.masqNodePorts, np.keys));
+  tx.addElementRun(target, Sets.masqNodePorts, runOf(np.keys));
   const byCount = new Map<GroupedFrontend, number[]>();
   for (let i = 0; i < np.keys.length; i++) {
     const g = np.frontends[i]!;
@@ -861,7 +860,7 @@ function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups
   const key = (f: number): string => np.keys[f]!;
   const pieces = spelledPieces(key);
   for (const [g, list] of groups) {
-    tx.addElementRun(target, g.countSet, runOf(g.countSet, list.map((i) => np.keys[i]!)));
+    tx.addElementRun(target, g.countSet, runOf(list.map((i) => np.keys[i]!)));
     tx.addElementRun(target, g.map, groupedMapRun(g.map, list, g.n, key, pieces, np.endpoints, np.frontends));
   }
 }
