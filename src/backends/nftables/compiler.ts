@@ -719,6 +719,11 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       tx.addChain(target, { name });
       tx.flushChain(target, name);
     }
+    // Stale chains (an earlier ferry's, or a Service's gone since) are flushed here, before any
+    // set or map is deleted and made again with its size below: a rule left in one could still
+    // bind such a set, and the kernel refuses to delete a bound set. Deleted at the end.
+    const stale = [...existingFor(opts, family)].filter((n) => !desired.has(n)).sort();
+    for (const n of stale) tx.flushChain(target, n);
     for (const s of sk.sets) {
       if (SIZED_SETS.has(s.name)) continue; // made below, with their sizes
       tx.addSet(target, s);
@@ -825,9 +830,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       if (b) tx.addElementRun(target, name, shardRun(b));
     }
 
-    // Stale chains: flushed first (dropping their references to each other), then deleted.
-    const stale = [...existingFor(opts, family)].filter((n) => !desired.has(n)).sort();
-    for (const n of stale) tx.flushChain(target, n);
+    // Stale chains, flushed above (dropping their references to each other), deleted.
     for (const n of stale) tx.deleteChain(target, n);
     // Endpoint shards nothing uses any more: every rule that used one was flushed above.
     const used = new Set([...shards, ...groupedMaps]);

@@ -343,6 +343,30 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
 });
 
+t.test('a full sync makes its sized sets again even when a stale chain of another ferry binds them', async (t) => {
+  const ns = await freshNetns(t);
+  const nft = netlinkRunner(ns);
+  const ir = tables(table(4, [svc({ namespace: 'd', name: 'web', internal: fwd(ep('198.18.0.2', 8080), ep('198.18.0.3', 8080)) })]));
+  await createNftablesBackend({ nft, families: [4] }).sync(null, ir, { full: true, tableChanged: true, changed: new Set() } as never);
+  const script = [
+    'add chain ip ferry old-checks',
+    'add rule ip ferry old-checks ip daddr @cluster-ips drop',
+    'add rule ip ferry old-checks ip saddr . ip daddr @hairpin accept',
+    'add rule ip ferry old-checks ip daddr . meta l4proto . th dport @n-tcp-2 accept',
+  ].join('\n');
+  const added = await runIn(ns, ['nft', '-f', '-'], { input: script });
+  t.equal(added.exitCode, 0, `the stale chain is added (${added.stderr.trim()})`);
+  // A restart: a new backend, which knows the kernel only by its names.
+  const backend = createNftablesBackend({ nft, families: [4] });
+  await t.resolves(backend.sync(null, ir, { full: true, tableChanged: true, changed: new Set() } as never), 'the kernel takes the full sync');
+  t.notMatch(await listing(ns, [4]), /old-checks/, 'the stale chain is gone');
+  const fresh = await freshNetns(t);
+  await scriptRunner(fresh).apply(compileFull(ir, { families: [4], masqueradeMark: 0x4000 }).render());
+  const got = (await listing(ns, [4])).split('\n').sort().join('\n');
+  const want = (await listing(fresh, [4])).split('\n').sort().join('\n');
+  t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
+});
+
 t.test('in its own namespace the addon keeps its sockets, and answers never cross batches', async (t) => {
   const ns = await freshNetns(t);
   const child = fileURLToPath(new URL('./kept-socket-child.js', import.meta.url));

@@ -170,6 +170,27 @@ t.test('a partial compile that would outgrow the hairpin or a masquerade set thr
   t.equal((m as SetFullError).elements, 1100);
 });
 
+t.test('a stale chain whose rules bind a sized set does not stop the full sync that makes the set again', async (t) => {
+  const nft = new FakeNft();
+  const b = createNftablesBackend({ nft, families: [4] });
+  await b.sync(null, ir1, FULL);
+  // A chain of another ferry version, binding sets a full sync deletes and adds with their size.
+  nft.applySync(
+    'add chain ip ferry old-checks\n' +
+      'add rule ip ferry old-checks ip daddr @cluster-ips drop\n' +
+      'add rule ip ferry old-checks ip saddr . ip daddr @hairpin accept\n' +
+      'add rule ip ferry old-checks ip daddr . meta l4proto . th dport @masq-nonlocal accept\n' +
+      'add rule ip ferry old-checks ip daddr . meta l4proto . th dport @n-tcp-2 accept\n',
+  );
+  const b2 = createNftablesBackend({ nft, families: [4] });
+  await t.resolves(b2.sync(null, ir1, FULL), 'the full sync goes through (the stale chain is flushed before the sets are deleted)');
+  t.notOk(nft.chainNames('ip', 'ferry').includes('old-checks'), 'and the stale chain is gone');
+  t.match(b2.lastScript() ?? '', /^flush chain ip ferry old-checks\n(?:.*\n)*delete set ip ferry cluster-ips\n(?:.*\n)*delete chain ip ferry old-checks$/m, 'flushed before the sets are made again, deleted at the end');
+  const fresh = new FakeNft();
+  fresh.applySync(compileFull(ir1, { families: [4], masqueradeMark: 0x4000 }).render());
+  t.equal(nft.dumpResolved(), fresh.dumpResolved(), 'the same as a fresh full sync');
+});
+
 t.test('full sync deletes chains it no longer wants (listed from the kernel)', async (t) => {
   const nft = new FakeNft();
   const b = createNftablesBackend({ nft, families: [4] });
