@@ -820,7 +820,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       if (m.kind !== 'addr') continue;
       const members = byCount.get(countSetName(m.proto, m.n)) ?? NO_FRONTENDS;
       if (members.length === 0) continue;
-      tx.addElementRun(target, name, groupedMapRun(name, members, grouped[members[0]!]!.n, groupedClaims.key, pieces, groupedEps, grouped));
+      tx.addElementRun(target, name, groupedMapRun(members, m.n, groupedClaims.key, pieces, groupedEps));
     }
     writeNodePortGroups(tx, target, nodePorts);
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
@@ -864,46 +864,24 @@ function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups
   const pieces = spelledPieces(key);
   for (const [g, list] of groups) {
     tx.addElementRun(target, g.countSet, runOf(list.map((i) => np.keys[i]!)));
-    tx.addElementRun(target, g.map, groupedMapRun(g.map, list, g.n, key, pieces, np.endpoints, np.frontends));
+    tx.addElementRun(target, g.map, groupedMapRun(list, g.n, key, pieces, np.endpoints));
   }
 }
 
 /**
- * A grouped endpoints map's elements as one run: the frontends `members` (indices into `eps` and
- * `frontends`, in claim order), each with `n` endpoints, element x endpoint x % n of frontend
- * members[x / n]. In pieces for the encoder (ElementParts), spelled only on the text paths: at 44k
- * Services a full sync writes 440,000 of these, and a string apiece was most of the compile's garbage.
+ * A grouped endpoints map's elements as one run: the frontends `members` (indices into `eps`, in
+ * claim order), each with `n` endpoints — all of one count set, whose name carries n; each list
+ * was checked against its claim's count where it was taken (GroupedMade.add, groupedEndpoints).
+ * In pieces for the encoder (ElementParts), spelled only on the text paths: at 44k Services a full
+ * sync writes 440,000 of these, and a string apiece was most of the compile's garbage.
  */
-function groupedMapRun(
-  name: string,
-  members: ArrayLike<number>,
-  n: number,
-  key: (f: number) => string,
-  pieces: FrontendPieces,
-  eps: readonly (readonly PlannedEndpoint[])[],
-  frontends: readonly GroupedFrontend[],
-): ElementRun {
-  for (let m = 0; m < members.length; m++) {
-    // Each frontend's endpoints were checked against its claim's count where it was taken
-    // (GroupedMade.add, groupedEndpoints): the claims agreeing is enough, without reading 44,000 lists.
-    const f = members[m]!;
-    if (frontends[f]!.n !== n) throw new Error(`grouped map ${name}: frontend ${key(f)} has ${frontends[f]!.n} endpoints, not ${n}`);
-  }
+function groupedMapRun(members: ArrayLike<number>, n: number, key: (f: number) => string, pieces: FrontendPieces, eps: readonly (readonly PlannedEndpoint[])[]): ElementRun {
   const frontendOf = (x: number): number => members[Math.floor(x / n)]!;
-  const ep = (x: number): PlannedEndpoint => eps[frontendOf(x)]![x % n]!;
   return {
     count: members.length * n,
     key: (x) => R.groupedEndpointKey(key(frontendOf(x)), x % n),
-    value: (x) => R.endpointValue(ep(x)),
-    parts: {
-      frontend: frontendOf,
-      frontends: pieces,
-      index: (x) => x % n,
-      ip: (x) => ep(x).ip,
-      v4: (x) => v4Piece(ep(x)),
-      port: (x) => ep(x).port,
-      blocks: { members, n, endpoints: (f) => eps[f]! },
-    },
+    value: (x) => R.endpointValue(eps[frontendOf(x)]![x % n]!),
+    parts: { frontends: pieces, members, n, endpoints: (f) => eps[f]! },
   };
 }
 

@@ -49,13 +49,6 @@ export class FirstAddresses {
     return v === -1 ? this.spelled.get(i)! : ipv4Text(v >>> 0);
   }
 
-  /** Every entry, spelled (tests and small tables). */
-  get keys(): string[] {
-    const out = new Array<string>(this.n);
-    for (let i = 0; i < this.n; i++) out[i] = this.key(i);
-    return out;
-  }
-
   private pushNumber(v: number): void {
     const i = this.n++;
     if (i === this.nums.length) this.grow();

@@ -1674,8 +1674,7 @@ export function encodeTransaction(
           const head = parts ? Buffer.alloc(klen - 4) : undefined;
           let lastFrontend = -1;
           let headOk = false;
-          // The cursor over parts.blocks: frontend bm of its members, its endpoint bj.
-          const blocks = parts?.blocks;
+          // The cursor over parts: frontend bm of its members, its endpoint bj.
           let bm = 0;
           let bj = 0;
           let bEps: readonly EndpointLike[] = [];
@@ -1726,38 +1725,30 @@ export function encodeTransaction(
                 continue;
               }
               if (parts && head) {
-                let f: number;
-                let index: number;
-                let ep: EndpointLike | undefined;
-                if (blocks) {
-                  // Element k is endpoint bj of frontend bm: k only ever moves on by one.
-                  f = blocks.members[bm]!;
-                  if (bj === 0) bEps = blocks.endpoints(f);
-                  index = bj;
-                  ep = bEps[bj];
-                  if (++bj === blocks.n) {
-                    bj = 0;
-                    bm++;
-                  }
-                } else {
-                  f = parts.frontend(k);
-                  index = parts.index(k);
-                }
+                // Element k is endpoint bj of frontend members[bm]: k only ever moves on by one.
+                const f = parts.members[bm]!;
                 if (f !== lastFrontend) {
                   lastFrontend = f;
+                  bEps = parts.endpoints(f);
                   head.fill(0);
                   // A NodePort's head is its `proto . port` key: few, read as spelled.
                   headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);
                 }
+                const index = bj;
+                if (++bj === parts.n) {
+                  bj = 0;
+                  bm++;
+                }
+                const ep = bEps[index];
                 const el = w.nest(++n);
                 const kat = w.valueAt(1, klen);
-                let ok = headOk && Number.isInteger(index) && index >= 0 && index <= 0xffffffff;
+                let ok = headOk && ep !== undefined;
                 if (ok) {
                   w.buf.set(head, kat);
                   w.buf.writeUInt32LE(index, kat + klen - 4);
                   // valueAt() may grow (replace) the buffer: take w.buf only after it.
                   const vat = w.valueAt(2, alen + 4);
-                  ok = blocks ? ep !== undefined && writeEndpointOf(family, ep, w.buf, vat) : writeEndpointPiece(family, parts, k, w.buf, vat);
+                  ok = writeEndpointOf(family, ep!, w.buf, vat);
                 }
                 w.endNest(el);
                 if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);

@@ -98,11 +98,12 @@ export function endpointMapSpec(fs: FamilySyntax, name: string, size?: number): 
   };
 }
 
-/** The fewest elements a grouped endpoints map or count set is sized for (small clusters, counts barely in use). */
+/** The fewest elements a sized set or map is made for (small clusters, counts barely in use). */
 export const GROUPED_SET_MIN_SIZE = 1024;
 
 /**
- * The size a grouped endpoints map or count set is created with when it must hold `elements`:
+ * The size a grouped endpoints map, count set or service set (compiler.ts SIZED_SETS) is created
+ * with when it must hold `elements`:
  * half again as many, in steps of 1,024, at least GROUPED_SET_MIN_SIZE. Without a size the
  * kernel's hash grows while a full sync inserts, which at 44k × 10 was most of the batch's kernel
  * time; the headroom lets the set grow by half through partial syncs before it must be made

@@ -165,25 +165,16 @@ export interface FrontendPieces {
 }
 
 /**
- * A run of the grouped endpoints maps, in pieces: element i's key is `head . index(i)`, its head
- * the key of frontend `frontend(i)` of `frontends` (the same for each of its endpoints, read once
- * per frontend; a NodePort map's head is its `proto . port` key, read from key(f)), and its value `ip(i) . port(i)` (the endpoint as the IR holds it). The netlink
- * encoder spells no string for the 440,000 elements of a full sync at 44k Services. Must agree
- * with key(i) and value(i).
+ * A run of a grouped endpoints map, in pieces, frontend by frontend: each of `members` (in order)
+ * has `n` endpoints, and element i is endpoint i % n of frontend members[i / n] — key `head . (i %
+ * n)`, the head that frontend's key in `frontends` (written once for all its endpoints; a NodePort
+ * map's head is its `proto . port` key, read from key(f)), value `ip . port` of
+ * `endpoints(members[i / n])[i % n]`, the endpoint as the IR holds it. The netlink encoder walks
+ * them with a cursor and spells no string for the 440,000 elements of a full sync at 44k Services.
+ * Must agree with the run's key(i) and value(i).
  */
-export interface ElementParts extends EndpointPieces {
-  frontend(i: number): number;
+export interface ElementParts {
   readonly frontends: FrontendPieces;
-  index(i: number): number;
-  /**
-   * The same elements frontend by frontend, when each of `members` (in order) has `n` endpoints:
-   * element i is endpoint i % n of `endpoints(members[i / n])`. The encoder then walks them with
-   * a cursor — one call per frontend instead of several per element. Must agree with the rest.
-   */
-  readonly blocks?: EndpointBlocks;
-}
-
-export interface EndpointBlocks {
   readonly members: ArrayLike<number>;
   readonly n: number;
   endpoints(frontend: number): readonly EndpointLike[];

@@ -300,6 +300,18 @@ t.test('names by netlink dump equal names by listing; the backend reports via ne
   t.match(await listing(ns, [4]), /no table/, 'cleanup removed the table');
 });
 
+/**
+ * The IPv4 table in `ns` lists as one fresh full sync of `ir` through libnftables does (lines
+ * sorted: a set or map made again is listed after those made before it).
+ */
+async function listsAsFreshFullSync(t: Teardown & { equal: (a: unknown, b: unknown, m: string) => void }, ns: string, ir: ProxyTables): Promise<void> {
+  const fresh = await freshNetns(t);
+  await scriptRunner(fresh).apply(compileFull(ir, { families: [4], masqueradeMark: 0x4000 }).render());
+  const got = (await listing(ns, [4])).split('\n').sort().join('\n');
+  const want = (await listing(fresh, [4])).split('\n').sort().join('\n');
+  t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
+}
+
 t.test('a grouped endpoints map has its size in the kernel; one that would outgrow it is made again by a full sync', async (t) => {
   const ns = await freshNetns(t);
   const nft = netlinkRunner(ns);
@@ -334,13 +346,7 @@ t.test('a grouped endpoints map has its size in the kernel; one that would outgr
   t.match(await countSetOf(), /^\s*size 2048$/m, 'and the count set');
   for (const name of ['cluster-ips', 'hairpin', 'masq-nonlocal']) t.match(await setOf(name), /^\s*size 2048$/m, `and ${name}, bound by rules of base and regular chains, made again in the same transaction`);
 
-  // The same table as one fresh full sync through libnftables (lines sorted: the map made again
-  // is listed after the sets made before it).
-  const fresh = await freshNetns(t);
-  await scriptRunner(fresh).apply(compileFull(ir1100, { families: [4], masqueradeMark: 0x4000 }).render());
-  const got = (await listing(ns, [4])).split('\n').sort().join('\n');
-  const want = (await listing(fresh, [4])).split('\n').sort().join('\n');
-  t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
+  await listsAsFreshFullSync(t, ns, ir1100);
 });
 
 t.test('a full sync makes its sized sets again even when a stale chain of another ferry binds them', async (t) => {
@@ -360,11 +366,7 @@ t.test('a full sync makes its sized sets again even when a stale chain of anothe
   const backend = createNftablesBackend({ nft, families: [4] });
   await t.resolves(backend.sync(null, ir, { full: true, tableChanged: true, changed: new Set() } as never), 'the kernel takes the full sync');
   t.notMatch(await listing(ns, [4]), /old-checks/, 'the stale chain is gone');
-  const fresh = await freshNetns(t);
-  await scriptRunner(fresh).apply(compileFull(ir, { families: [4], masqueradeMark: 0x4000 }).render());
-  const got = (await listing(ns, [4])).split('\n').sort().join('\n');
-  const want = (await listing(fresh, [4])).split('\n').sort().join('\n');
-  t.equal(got, want, `lists as a fresh full sync does (${firstDiff(got, want)})`);
+  await listsAsFreshFullSync(t, ns, ir);
 });
 
 t.test('in its own namespace the addon keeps its sockets, and answers never cross batches', async (t) => {
