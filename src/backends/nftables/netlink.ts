@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapKind, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, CountRulesOp, EndpointLike, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, ElementParts, ElementRun, EndpointLike, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, SlotPieces, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -1431,6 +1431,164 @@ function batchBytes(ops: readonly Op[]): number {
   return bytes;
 }
 
+
+/** Element `nth` of a list: its key and, for a map, its value. False when either does not encode. */
+function writeElement(w: Writer, nth: number, family: NlFamily, layout: Layout, key: string, value: string | undefined): boolean {
+  const el = w.nest(nth);
+  // valueAt() may grow (replace) the buffer: take w.buf only after it.
+  const kat = w.valueAt(1, keyLen(family, layout));
+  let ok = writeKey(family, layout, key, w.buf, kat);
+  if (ok && value !== undefined) ok = writeElementValue(w, family, layout, addrLen(family), value);
+  w.endNest(el);
+  return ok;
+}
+
+// One message's worth of an element run, by layout (encodeTransaction, op `elements`): each
+// writes elements k, k + 1, … into the open list `list` until the run ends or the list is full,
+// and returns the next k. Element j of the message is nested as j + 1. A malformed element
+// throws, naming op `i`, the element and the set.
+
+/** Spelled elements: key(k) and value(k), parsed. */
+function spelledElements(w: Writer, family: NlFamily, layout: Layout, run: ElementRun, k: number, list: number, i: number, set: string): number {
+  const count = run.count;
+  let n = 0;
+  while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
+    const key = run.key(k);
+    const value = run.value?.(k);
+    if (!writeElement(w, ++n, family, layout, key, value)) throw cannotEncode(i, key, value, set);
+    k++;
+  }
+  return k;
+}
+
+/** An endpoint shard's elements from their pieces (SlotPieces): the slot, then the endpoint. */
+function slotElements(w: Writer, family: NlFamily, run: ElementRun, slots: SlotPieces, k: number, list: number, i: number, set: string): number {
+  const alen = addrLen(family);
+  const count = run.count;
+  let n = 0;
+  while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
+    const el = w.nest(++n);
+    const slot = slots.slot(k);
+    let ok = Number.isInteger(slot) && slot >= 0 && slot <= 0xffffffff;
+    if (ok) {
+      // valueAt() may grow (replace) the buffer: take w.buf only after it.
+      const kat = w.valueAt(1, 4);
+      w.buf.writeUInt32LE(slot, kat);
+      const vat = w.valueAt(2, alen + 4);
+      ok = writeEndpointPiece(family, slots, k, w.buf, vat);
+    }
+    w.endNest(el);
+    if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), set);
+    k++;
+  }
+  return k;
+}
+
+/** IPv4 addresses (`cluster-ips`) or pairs of one address (`hairpin`) from their numbers; an element without one is spelled. */
+function addressElements(w: Writer, layout: Layout, run: ElementRun, addresses: (i: number) => number, k: number, list: number, i: number, set: string): number {
+  const klen = keyLen('ip', layout);
+  const pair = layout === 'addrAddr';
+  const count = run.count;
+  let n = 0;
+  while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
+    const v4 = addresses(k);
+    if (v4 === -1) {
+      const key = run.key(k);
+      const value = run.value?.(k);
+      if (!writeElement(w, ++n, 'ip', layout, key, value)) throw cannotEncode(i, key, value, set);
+      k++;
+      continue;
+    }
+    const el = w.nest(++n);
+    const kat = w.valueAt(1, klen);
+    const ok = putV4(v4, w.buf, kat) && (!pair || putV4(v4, w.buf, kat + 4));
+    w.endNest(el);
+    if (!ok) throw cannotEncode(i, run.key(k), undefined, set);
+    k++;
+  }
+  return k;
+}
+
+/** `addr . proto . port` keys (count and masquerade sets) from their pieces. */
+function frontendElements(w: Writer, family: NlFamily, run: ElementRun, frontends: FrontendPieces, k: number, list: number, i: number, set: string): number {
+  const klen = keyLen(family, 'addrProtoPort');
+  const count = run.count;
+  let n = 0;
+  while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
+    const el = w.nest(++n);
+    const kat = w.valueAt(1, klen);
+    const ok = writeFrontend(family, frontends, k, w.buf, kat);
+    w.endNest(el);
+    if (!ok) throw cannotEncode(i, run.key(k), undefined, set);
+    k++;
+  }
+  return k;
+}
+
+/**
+ * Where a grouped run's elements stand between messages: element k is endpoint `bj` of frontend
+ * members[bm] (k only ever moves on by one), and `head` that frontend's key, written once for
+ * all its endpoints.
+ */
+class GroupedCursor {
+  bm = 0;
+  bj = 0;
+  last = -1;
+  headOk = false;
+  eps: readonly EndpointLike[] = [];
+  readonly head: Buffer;
+  constructor(klen: number) {
+    this.head = Buffer.alloc(klen - 4);
+  }
+}
+
+/** A grouped endpoints map (`addr . proto . port . index` or a NodePort's `proto . port . index` → endpoint) from its parts, frontend by frontend. */
+function groupedElements(w: Writer, family: NlFamily, layout: Layout, run: ElementRun, parts: ElementParts, c: GroupedCursor, k: number, list: number, i: number, set: string): number {
+  const klen = keyLen(family, layout);
+  const alen = addrLen(family);
+  const head = c.head;
+  const members = parts.members;
+  const per = parts.n;
+  const count = run.count;
+  let { bm, bj, last, headOk, eps } = c;
+  let n = 0;
+  while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
+    const f = members[bm]!;
+    if (f !== last) {
+      last = f;
+      eps = parts.endpoints(f);
+      head.fill(0);
+      // A NodePort's head is its `proto . port` key: few, read as spelled.
+      headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);
+    }
+    const index = bj;
+    if (++bj === per) {
+      bj = 0;
+      bm++;
+    }
+    const ep = eps[index];
+    const el = w.nest(++n);
+    const kat = w.valueAt(1, klen);
+    let ok = headOk && ep !== undefined;
+    if (ok) {
+      w.buf.set(head, kat);
+      w.buf.writeUInt32LE(index, kat + klen - 4);
+      // valueAt() may grow (replace) the buffer: take w.buf only after it.
+      const vat = w.valueAt(2, alen + 4);
+      ok = writeEndpointOf(family, ep!, w.buf, vat);
+    }
+    w.endNest(el);
+    if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), set);
+    k++;
+  }
+  c.bm = bm;
+  c.bj = bj;
+  c.last = last;
+  c.headOk = headOk;
+  c.eps = eps;
+  return k;
+}
+
 /** Encodes the whole transaction. Throws NetlinkEncodeError naming the op it cannot express. */
 export function encodeTransaction(
   tx: Transaction,
@@ -1502,17 +1660,6 @@ export function encodeTransaction(
     if (sid !== undefined) w.u32(4, sid);
     return w.nest(3);
   };
-  /** Element `nth` of a list: its key and, for a map, its value. False when either does not encode. */
-  const writeElement = (nth: number, family: NlFamily, layout: Layout, key: string, value: string | undefined): boolean => {
-    const el = w.nest(nth);
-    // valueAt() may grow (replace) the buffer: take w.buf only after it.
-    const kat = w.valueAt(1, keyLen(family, layout));
-    let ok = writeKey(family, layout, key, w.buf, kat);
-    if (ok && value !== undefined) ok = writeElementValue(w, family, layout, addrLen(family), value);
-    w.endNest(el);
-    return ok;
-  };
-
   /** A rule appended to `chain` (op `first`); with `after`, inserted after the rule of that handle. */
   const newRule = (family: NlFamily, table: string, ids: ReadonlyMap<string, number>, chain: string, rule: Rule, anonId: number, first: number, after?: number): void => {
     const m = msg(MSG.NEWRULE, NLM_F_CREATE | NLM_F_APPEND, family, first);
@@ -1668,101 +1815,27 @@ export function encodeTransaction(
           const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
           const slots = layout === 'slot' ? run.slots : undefined;
           const addresses = family === 'ip' && (layout === 'addr' || layout === 'addrAddr') ? run.addresses : undefined;
-          const klen = keyLen(family, layout);
-          const alen = addrLen(family);
-          // A grouped run in pieces: the frontend's `addr . proto . port` (a NodePort's `proto . port`), read once for all its endpoints.
-          const head = parts ? Buffer.alloc(klen - 4) : undefined;
-          let lastFrontend = -1;
-          let headOk = false;
-          // The cursor over parts: frontend bm of its members, its endpoint bj.
-          let bm = 0;
-          let bj = 0;
-          let bEps: readonly EndpointLike[] = [];
+          const cursor = parts ? new GroupedCursor(keyLen(family, layout)) : undefined;
           let k = 0;
           while (k < run.count) {
             const spanAt = spanFirst.length;
             const m = msg(MSG.NEWSETELEM, NLM_F_CREATE, family, i, 0, 1);
             spanRun[spanAt] = k;
             const list = elementList(table, op.set, ids);
-            let n = 0;
-            while (k < run.count && w.since(list) < ELEMENT_LIST_LIMIT) {
-              if (slots) {
-                const el = w.nest(++n);
-                const slot = slots.slot(k);
-                let ok = Number.isInteger(slot) && slot >= 0 && slot <= 0xffffffff;
-                if (ok) {
-                  // valueAt() may grow (replace) the buffer: take w.buf only after it.
-                  const kat = w.valueAt(1, 4);
-                  w.buf.writeUInt32LE(slot, kat);
-                  const vat = w.valueAt(2, alen + 4);
-                  ok = writeEndpointPiece(family, slots, k, w.buf, vat);
-                }
-                w.endNest(el);
-                if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
-                k++;
-                continue;
-              }
-              if (addresses) {
-                const v4 = addresses(k);
-                if (v4 !== -1) {
-                  const el = w.nest(++n);
-                  const kat = w.valueAt(1, klen);
-                  // A hairpin element is the address twice (`addr . addr`).
-                  const ok = putV4(v4, w.buf, kat) && (layout === 'addr' || putV4(v4, w.buf, kat + 4));
-                  w.endNest(el);
-                  if (!ok) throw cannotEncode(i, run.key(k), undefined, op.set);
-                  k++;
-                  continue;
-                }
-              }
-              if (frontends) {
-                const el = w.nest(++n);
-                const kat = w.valueAt(1, klen);
-                const ok = writeFrontend(family, frontends, k, w.buf, kat);
-                w.endNest(el);
-                if (!ok) throw cannotEncode(i, run.key(k), undefined, op.set);
-                k++;
-                continue;
-              }
-              if (parts && head) {
-                // Element k is endpoint bj of frontend members[bm]: k only ever moves on by one.
-                const f = parts.members[bm]!;
-                if (f !== lastFrontend) {
-                  lastFrontend = f;
-                  bEps = parts.endpoints(f);
-                  head.fill(0);
-                  // A NodePort's head is its `proto . port` key: few, read as spelled.
-                  headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);
-                }
-                const index = bj;
-                if (++bj === parts.n) {
-                  bj = 0;
-                  bm++;
-                }
-                const ep = bEps[index];
-                const el = w.nest(++n);
-                const kat = w.valueAt(1, klen);
-                let ok = headOk && ep !== undefined;
-                if (ok) {
-                  w.buf.set(head, kat);
-                  w.buf.writeUInt32LE(index, kat + klen - 4);
-                  // valueAt() may grow (replace) the buffer: take w.buf only after it.
-                  const vat = w.valueAt(2, alen + 4);
-                  ok = writeEndpointOf(family, ep!, w.buf, vat);
-                }
-                w.endNest(el);
-                if (!ok) throw cannotEncode(i, run.key(k), run.value?.(k), op.set);
-                k++;
-                continue;
-              }
-              const key = run.key(k);
-              const value = run.value?.(k);
-              if (!writeElement(++n, family, layout, key, value)) throw cannotEncode(i, key, value, op.set);
-              k++;
-            }
+            // One message's elements (up to ELEMENT_LIST_LIMIT bytes), by a loop of the run's
+            // layout: small functions of their own, which V8 optimizes within the first
+            // messages, where one loop for every layout in this function stayed unoptimized for
+            // most of a full sync at 44k Services (compiled on the side, 20–50 ms a time, and
+            // thrown away as each new kind of run met it).
+            const from = k;
+            if (slots) k = slotElements(w, family, run, slots, k, list, i, op.set);
+            else if (addresses) k = addressElements(w, layout, run, addresses, k, list, i, op.set);
+            else if (frontends) k = frontendElements(w, family, run, frontends, k, list, i, op.set);
+            else if (parts && cursor) k = groupedElements(w, family, layout, run, parts, cursor, k, list, i, op.set);
+            else k = spelledElements(w, family, layout, run, k, list, i, op.set);
             w.endNest(list);
             w.endMsg(m);
-            spanCount[spanAt] = n;
+            spanCount[spanAt] = k - from;
           }
           i++;
           break;
@@ -1804,7 +1877,7 @@ export function encodeTransaction(
             const e = ops[j]!;
             if (e.kind !== 'element' || e.verb !== op.verb || e.set !== op.set || e.target !== op.target) break;
             // A delete names the key only.
-            if (!writeElement(j - i + 1, family, layout, e.key, add ? e.value : undefined)) throw cannotEncode(j, e.key, e.value, op.set);
+            if (!writeElement(w, j - i + 1, family, layout, e.key, add ? e.value : undefined)) throw cannotEncode(j, e.key, e.value, op.set);
             j++;
           }
           w.endNest(list);
