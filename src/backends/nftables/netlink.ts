@@ -94,6 +94,11 @@ class Writer {
   constructor(size = 1 << 16) {
     this.buf = Buffer.alloc(size);
   }
+  /** Starts over on a new buffer of `size` bytes (the batch encoder's one Writer: BATCH_WRITER). */
+  reset(size: number): void {
+    this.buf = size === 0 ? NO_BYTES : Buffer.alloc(size);
+    this.pos = 0;
+  }
   need(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     let size = this.buf.length * 2;
@@ -1536,11 +1541,32 @@ class GroupedCursor {
   last = -1;
   headOk = false;
   eps: readonly EndpointLike[] = [];
-  readonly head: Buffer;
-  constructor(klen: number) {
-    this.head = Buffer.alloc(klen - 4);
+  head = Buffer.alloc(0);
+  /** At the start of a run whose keys are `klen` bytes (the head is all but the index). */
+  reset(klen: number): this {
+    this.bm = 0;
+    this.bj = 0;
+    this.last = -1;
+    this.headOk = false;
+    this.eps = NO_ENDPOINTS;
+    if (this.head.length !== klen - 4) this.head = Buffer.alloc(klen - 4);
+    return this;
   }
 }
+
+const NO_ENDPOINTS: readonly EndpointLike[] = [];
+
+/*
+ * The batch encoder's Writer and grouped-run cursor, one each for the process, reused by every
+ * encoding (their buffers are not: each encoding gets its own). V8 ties the optimized code of a
+ * class's methods, and of every loop that inlines them, to the hidden class of its instances,
+ * and a hidden class lives only as long as some instance does: with a Writer per encoding, the
+ * first major collection after a full sync took the Writer's hidden class with the batch, threw
+ * away all of that code, and the next full sync's encoding started over in the interpreter
+ * (docs/memory.md, seventeenth pass).
+ */
+const BATCH_WRITER = new Writer(0);
+const GROUPED_CURSOR = new GroupedCursor();
 
 /** A grouped endpoints map (`addr . proto . port . index` or a NodePort's `proto . port . index` → endpoint) from its parts, frontend by frontend. */
 function groupedElements(w: Writer, family: NlFamily, layout: Layout, run: ElementRun, parts: ElementParts, c: GroupedCursor, k: number, list: number, i: number, set: string): number {
@@ -1601,7 +1627,8 @@ export function encodeTransaction(
 ): EncodedBatch {
   const ops = tx.ops;
   // Sized for the batch so that it is allocated once: growing a buffer of tens of MB copies it.
-  const w = new Writer(opts.initialBytes ?? batchBytes(ops));
+  const w = BATCH_WRITER;
+  w.reset(opts.initialBytes ?? batchBytes(ops));
   const seqBase = (opts.seqBase ?? 1) >>> 0;
   // Per message (index = sequence number - seqBase - 1): its first op, how many ops, whether it
   // is an element list. Plain number arrays: no object per message.
@@ -1815,7 +1842,7 @@ export function encodeTransaction(
           const frontends = layout === 'addrProtoPort' ? run.frontends : undefined;
           const slots = layout === 'slot' ? run.slots : undefined;
           const addresses = family === 'ip' && (layout === 'addr' || layout === 'addrAddr') ? run.addresses : undefined;
-          const cursor = parts ? new GroupedCursor(keyLen(family, layout)) : undefined;
+          const cursor = parts ? GROUPED_CURSOR.reset(keyLen(family, layout)) : undefined;
           let k = 0;
           while (k < run.count) {
             const spanAt = spanFirst.length;
@@ -1889,12 +1916,15 @@ export function encodeTransaction(
       }
     }
   } catch (e) {
+    w.reset(0);
     if (e instanceof NetlinkEncodeError) throw e;
     throw new NetlinkEncodeError(`op ${i}: ${e instanceof Error ? e.message : String(e)}`, i);
   }
   const end = w.msg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seqBase + spanFirst.length + 1, 0, NFNL_SUBSYS_NFTABLES);
   w.endMsg(end);
   let bytes = w.buf.subarray(0, w.pos);
+  // The batch is the caller's now; the Writer holds no buffer between encodings.
+  w.reset(0);
 
   return {
     get bytes() {
@@ -1903,8 +1933,6 @@ export function encodeTransaction(
     messages: spanFirst.length,
     release() {
       bytes = NO_BYTES;
-      w.buf = NO_BYTES;
-      w.pos = 0;
     },
     locate(seq, offset) {
       if (bytes.length === 0) return undefined;
