@@ -18,7 +18,8 @@ import { tableSyntax, type FamilySyntax, type Rule } from './rules.js';
 import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
-import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ShardBlockSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { keepShape } from '../../util/shapes.js';
+import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, groupedSetSize, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
@@ -98,8 +99,14 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
   { name: Maps.firewallIPs, kind: 'map' },
 ];
 
-function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable): ServiceContext {
-  return { fs, detector: table.localTraffic.kind !== 'none', slots };
+/**
+ * `apart`: a full compile's (ServiceContext.hairpinApart, groupedKeysApart). Every context is made
+ * here, with the same fields: one hidden class for all, which this literal keeps alive (a full
+ * compile's spread copy had one of its own, gone with the compile at the next major collection,
+ * and the contribution functions' optimized code with it: util/shapes.ts).
+ */
+function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable, apart = false): ServiceContext {
+  return { fs, detector: table.localTraffic.kind !== 'none', slots, hairpinApart: apart, groupedKeysApart: apart };
 }
 
 function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string> {
@@ -327,7 +334,8 @@ class GroupedMade {
     this.endpoints = new Array<readonly PlannedEndpoint[]>(capacity);
     this.v4s = new Float64Array(Math.max(capacity, 16));
     this.protos = new Uint8Array(this.v4s.length);
-    this.ports = new Int32Array(this.v4s.length);
+    this.ports = new Int32Array(this.v4s.length);    // The latest is kept (util/shapes.ts): 2.3 MB of lists at 44k Services until the next full compile.
+    keepShape(this);
   }
 
   /**
@@ -614,7 +622,7 @@ function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
   const index = new ClaimIndex();
   const ctx = contextOf(fs, table, index.slots);
   let owner: ServicePortKey = '' as ServicePortKey;
-  const sink: ClaimSink = (container, key, value) => index.add(container, key, owner, value);
+  const sink: ClaimSink = { claim: (container, key, value) => index.add(container, key, owner, value) };
   for (const [key, svc] of table.services) {
     owner = key;
     serviceContribution(svc, ctx, sink);
@@ -626,6 +634,61 @@ function buildIndex(fs: FamilySyntax, table: ProxyTable): ClaimIndex {
 
 function writeSkeletonRules(tx: Transaction, target: string, chains: readonly ChainWithRules[], rulesOf: (c: ChainWithRules) => readonly Rule[] = (c) => c.rules): void {
   for (const c of chains) for (const r of rulesOf(c)) tx.addRule(target, c.chain.name, r);
+}
+
+/**
+ * Where a full compile's claims go as they are made (service.ts ClaimSink): grouped frontends to
+ * `made`, ClusterIPs to `clusterIPs`, endpoint shard blocks to `byShard` (per shard, in compile
+ * order), every other map claim to the index. `owner` and `current` are the port being compiled.
+ * A class, kept alive between compiles (util/shapes.ts): the contribution functions' optimized
+ * code survives the collections between full syncs.
+ */
+class FullSink implements ClaimSink {
+  owner = '' as ServicePortKey;
+  current: ServiceEntry | undefined = undefined;
+  readonly byShard = new Map<string, ShardBlocks>();
+  // The last ClusterIP claimed and its number: the next grouped claim's (a port claims its
+  // ClusterIP, then its frontend).
+  private lastClusterIP = '';
+  private lastClusterV4 = -1;
+
+  constructor(
+    private readonly index: ClaimIndex,
+    private readonly made: GroupedMade,
+    private readonly clusterIPs: FirstAddresses,
+  ) {
+    keepShape(this);
+  }
+
+  claim(container: string, key: string, value: string): void {
+    if (container === GROUPED_FRONTENDS) {
+      // `key` is read for external claims only (ServiceContext.groupedKeysApart): a ClusterIP
+      // frontend's is the entry's groupedFrontendKey.
+      const svc = this.current!;
+      this.made.add(this.owner, svc, value, svc.clusterIP === this.lastClusterIP ? this.lastClusterV4 : -1, key);
+      return;
+    }
+    if (container === Sets.clusterIPs) {
+      // Not kept: the index counts them after the rules are in, from a walk of the table.
+      this.lastClusterIP = key;
+      this.lastClusterV4 = canonicalIPv4(key);
+      this.clusterIPs.add(key, this.lastClusterV4);
+      return;
+    }
+    // The hairpin claims are taken apart (hairpinInto); no other set has claims.
+    if (value === '') throw new Error(`full compile: a set claim in ${container}, which is not a service set with elements (${key})`);
+    if (this.index.isShard(container)) throw new Error(`full compile: a claim of endpoint shard ${container} outside a block (${key})`);
+    this.index.add(container, key, this.owner, value);
+  }
+
+  block(map: string, base: number, endpoints: readonly PlannedEndpoint[]): void {
+    let b = this.byShard.get(map);
+    if (!b) this.byShard.set(map, (b = { bases: [], sets: [], count: 0 }));
+    b.bases.push(base);
+    b.sets.push(endpoints);
+    b.count += endpoints.length;
+    this.index.addShardClaims(map, endpoints.length);
+  }
 }
 
 /** Everything ferry owns, from scratch. */
@@ -641,55 +704,21 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Each contribution is used up at once (its claims indexed; its chains and endpoint-shard
     // elements, which the index does not keep, set aside): none is held for the whole compile.
     const index = new ClaimIndex();
-    const ctx: ServiceContext = { ...contextOf(fs, table, index.slots), hairpinApart: true, groupedKeysApart: true };
+    const ctx = contextOf(fs, table, index.slots, true);
     const owned: (readonly [string, readonly Rule[]])[] = [];
     // Hairpin elements, each once, in the order of first claim (one pod behind several
     // Services is one element: 440,000 claims name 64,000 addresses in the benchmark's 44k
     // cluster). Not counted here (ClaimIndex.deferCounts).
     const hairpins = new FirstAddresses(table.services.size);
-    // Endpoint shard elements, a block at a time (ShardBlockSink), per shard in compile order.
-    const byShard = new Map<string, ShardBlocks>();
-    const blocks: ShardBlockSink = (map, base, endpoints) => {
-      let b = byShard.get(map);
-      if (!b) byShard.set(map, (b = { bases: [], sets: [], count: 0 }));
-      b.bases.push(base);
-      b.sets.push(endpoints);
-      b.count += endpoints.length;
-      index.addShardClaims(map, endpoints.length);
-    };
-    let owner: ServicePortKey = '' as ServicePortKey;
-    let current: ServiceEntry | undefined;
     const made = new GroupedMade(table.services.size);
-    // ClusterIPs, deduplicated as addresses as they are claimed (distinct.ts); the last one's
-    // number is the next grouped claim's (a port claims its ClusterIP, then its frontend).
+    // ClusterIPs, deduplicated as addresses as they are claimed (distinct.ts).
     const clusterIPs = new FirstAddresses(table.services.size);
-    let lastClusterIP = '';
-    let lastClusterV4 = -1;
-    const sink: ClaimSink = (container, key, value) => {
-      if (container === GROUPED_FRONTENDS) {
-        // `key` is read for external claims only (ServiceContext.groupedKeysApart): a ClusterIP
-        // frontend's is the entry's groupedFrontendKey.
-        const svc = current!;
-        made.add(owner, svc, value, svc.clusterIP === lastClusterIP ? lastClusterV4 : -1, key);
-        return;
-      }
-      if (container === Sets.clusterIPs) {
-        // Not kept: the index counts them after the rules are in, from a walk of the table.
-        lastClusterIP = key;
-        lastClusterV4 = canonicalIPv4(key);
-        clusterIPs.add(key, lastClusterV4);
-        return;
-      }
-      // The hairpin claims are taken apart (hairpinInto); no other set has claims.
-      if (value === '') throw new Error(`full compile: a set claim in ${container}, which is not a service set with elements (${key})`);
-      if (index.isShard(container)) throw new Error(`full compile: a claim of endpoint shard ${container} outside a block (${key})`);
-      index.add(container, key, owner, value);
-    };
+    const sink = new FullSink(index, made, clusterIPs);
     // forEach, not for…of: no iterator result and entry pair per Service (44k of each).
     table.services.forEach((svc, key) => {
-      owner = key;
-      current = svc;
-      const c = serviceContribution(svc, ctx, sink, blocks);
+      sink.owner = key;
+      sink.current = svc;
+      const c = serviceContribution(svc, ctx, sink);
       if (c.chains.size > 0) for (const entry of c.chains) owned.push(entry);
       hairpinInto(svc, hairpins);
     });
@@ -804,7 +833,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
         tx.addElementRun(target, name, addressRun(name, clusterIPs));
         index.deferCounts(name, (emit) => {
-          const claim: ClaimSink = (_set, ip) => emit(ip);
+          const claim: ClaimSink = { claim: (_set, ip) => emit(ip) };
           table.services.forEach((svc) => clusterIPClaim(svc, claim));
         });
       }
@@ -826,7 +855,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     // Shard elements are not kept in the index (claims.ts): they come from the contributions,
     // in the order the services were compiled.
     for (const name of shards) {
-      const b = byShard.get(name);
+      const b = sink.byShard.get(name);
       if (b) tx.addElementRun(target, name, shardRun(b));
     }
 

@@ -11,6 +11,7 @@
  * Pure; no I/O.
  */
 import { canonicalIPv4 } from '../../util/ipv4.js';
+import { keepShape } from '../../util/shapes.js';
 
 const MIN_BITS = 10;
 
@@ -32,6 +33,7 @@ export class FirstAddresses {
   /** `capacity`: how many addresses the caller expects (more are fine: the list grows). */
   constructor(capacity = 0) {
     this.nums = new Int32Array(Math.max(capacity, 16));
+    keepShape(this);
   }
 
   get count(): number {
@@ -108,6 +110,10 @@ export class NumberSet {
   private table = new Float64Array(1 << MIN_BITS).fill(-1);
   private count = 0;
 
+  constructor() {
+    keepShape(this);
+  }
+
   get size(): number {
     return this.count;
   }
@@ -170,6 +176,10 @@ export class IPv4Set {
   private lastHi = -1;
   private lastPage: Int32Array | undefined;
   private overflow: NumberSet | undefined;
+
+  constructor() {
+    keepShape(this);
+  }
 
   /** Whether `v4` (an integer in [0, 2^32)) was new. */
   add(v4: number): boolean {

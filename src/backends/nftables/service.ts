@@ -75,25 +75,30 @@ function forwards(set: EndpointSet): boolean {
   return set.verdict === 'forward' && set.endpoints.length > 0;
 }
 
-/** Where a contribution's claims go as they are made (a full compile indexes them at once). */
-export type ClaimSink = (container: string, key: string, value: string) => void;
-
 /**
- * Where a full compile takes a block of endpoint shard claims whole: elements base, base + 1, …
- * of shard `map` are `endpoints` in order (claims `String(base + i)` → `endpointValue`). Neither
- * string is made: the encoder reads the slot and the endpoint as they are (transaction.ts
- * SlotPieces).
+ * Where a contribution's claims go as they are made (a full compile indexes them at once). An
+ * object with methods, not a function: a full compile's sink is made anew each time, and code V8
+ * optimized around one closure lost it when that closure was collected (util/shapes.ts).
  */
-export type ShardBlockSink = (map: string, base: number, endpoints: readonly PlannedEndpoint[]) => void;
+export interface ClaimSink {
+  claim(container: string, key: string, value: string): void;
+  /**
+   * Where a full compile takes a block of endpoint shard claims whole: elements base, base + 1, …
+   * of shard `map` are `endpoints` in order (claims `String(base + i)` → `endpointValue`). Neither
+   * string is made: the encoder reads the slot and the endpoint as they are (transaction.ts
+   * SlotPieces). Without it, shard claims go to claim() one by one.
+   */
+  block?(map: string, base: number, endpoints: readonly PlannedEndpoint[]): void;
+}
 
 /**
  * With `sink`, every claim goes to it as it is made and the returned `elements` is empty: a full
  * compile at 44k Services makes half a million claims, and an object and an array slot for each
- * made a good part of its garbage. With `blocks` too, endpoint shard claims go there a block at
- * a time instead of to `sink`.
+ * made a good part of its garbage. With its `block` too, endpoint shard claims go there a block
+ * at a time.
  */
-export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink, blocks?: ShardBlockSink): ServiceContribution {
-  return groupedClusterIPOnly(svc, ctx, sink) ?? generalContribution(svc, ctx, sink, blocks);
+export function serviceContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
+  return groupedClusterIPOnly(svc, ctx, sink) ?? generalContribution(svc, ctx, sink);
 }
 
 /**
@@ -128,15 +133,15 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
 /** groupedClusterIPOnly's claims as a list (a partial sync's contribution, not a full compile's). */
 function groupedListed(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
   const elements: ElementClaim[] = [];
-  claimGrouped(svc, ctx, (container, key, value) => void elements.push({ container, key, value }));
+  claimGrouped(svc, ctx, { claim: (container, key, value) => void elements.push({ container, key, value }) });
   return { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
 }
 
-function claimGrouped(svc: ServiceEntry, ctx: ServiceContext, claim: ClaimSink): void {
-  if (!ctx.hairpinApart) hairpinClaimsTo(svc, claim);
-  clusterIPClaim(svc, claim);
+function claimGrouped(svc: ServiceEntry, ctx: ServiceContext, sink: ClaimSink): void {
+  if (!ctx.hairpinApart) hairpinClaimsTo(svc, sink);
+  clusterIPClaim(svc, sink);
   const masq = svc.clusterIPMasquerade === 'all' ? 'all' : svc.clusterIPMasquerade === 'nonLocal' && ctx.detector ? 'nonlocal' : '';
-  claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, svc.internal.endpoints.length));
+  sink.claim(GROUPED_FRONTENDS, ctx.groupedKeysApart ? '' : groupedFrontendKey(svc), R.groupedClaim(masq, svc.internal.endpoints.length));
 }
 
 /**
@@ -144,13 +149,13 @@ function claimGrouped(svc: ServiceEntry, ctx: ServiceContext, claim: ClaimSink):
  * contribution claims it through this; a full compile counts the claims with it after the
  * rules are in (ClaimIndex.deferCounts).
  */
-export function clusterIPClaim(svc: ServiceEntry, claim: ClaimSink): void {
-  if (svc.clusterIP) claim(Sets.clusterIPs, svc.clusterIP, '');
+export function clusterIPClaim(svc: ServiceEntry, sink: ClaimSink): void {
+  if (svc.clusterIP) sink.claim(Sets.clusterIPs, svc.clusterIP, '');
 }
 
 /** hairpinClaims as claims in the hairpin set (a function of its own: its closure's context is made only here). */
-function hairpinClaimsTo(svc: ServiceEntry, claim: ClaimSink): void {
-  hairpinClaims(svc, (ip) => claim(Sets.hairpin, ip, ''));
+function hairpinClaimsTo(svc: ServiceEntry, sink: ClaimSink): void {
+  hairpinClaims(svc, (ip) => sink.claim(Sets.hairpin, ip, ''));
 }
 
 /**
@@ -271,7 +276,7 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
 const SUNK: ServiceContribution = Object.freeze({ chains: NO_CHAINS, elements: Object.freeze([]) as readonly ElementClaim[], slotRoles: NO_ROLES });
 
 /** Every service port (serviceContribution takes the fast path first; tests compare the two). */
-export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink, blocks?: ShardBlockSink): ServiceContribution {
+export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink?: ClaimSink): ServiceContribution {
   const { fs } = ctx;
   // Spelled only for a port that owns a chain: most (ClusterIP only, endpoint-count layout) own none.
   let names: ServiceNames | undefined;
@@ -289,7 +294,8 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
   // Only external addresses (an IP listed as both externalIP and LB IP) can repeat within one
   // service (hairpinClaims makes each IP once); those claims go through claimOnce.
   let seen: Set<string> | undefined;
-  const claim: ClaimSink = sink ?? ((container, key, value) => void elements!.push({ container, key, value }));
+  const out: ClaimSink = sink ?? { claim: (container, key, value) => void elements!.push({ container, key, value }) };
+  const claim = (container: string, key: string, value: string): void => out.claim(container, key, value);
   const claimOnce = (container: string, key: string, value: string): void => {
     seen ??= new Set();
     const id = `${container} ${key}`;
@@ -298,7 +304,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     claim(container, key, value);
   };
 
-  if (!ctx.hairpinApart) hairpinClaimsTo(svc, claim);
+  if (!ctx.hairpinApart) hairpinClaimsTo(svc, out);
   // Affinity only (empty otherwise): every endpoint any path may use, once, with its endpoint
   // chain's suffix. The three sets are often the same object: visit each distinct set once.
   const epSuffix = affinity ? new Map<string, string>() : undefined;
@@ -332,7 +338,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
       const map = endpointShard(p, base / SLOT_STRIDE);
       if (!slotRoles?.has(role)) {
         (slotRoles ??= new Set()).add(role);
-        if (sink && blocks) blocks(map, base, set.endpoints);
+        if (sink?.block) sink.block(map, base, set.endpoints);
         else for (let i = 0; i < n; i++) claim(map, String(base + i), R.endpointValue(set.endpoints[i]!));
       }
       return [R.dnatSlot(fs, p, n, base, map, cond)];
@@ -350,7 +356,7 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
 
   // Internal traffic: the ClusterIP.
   if (svc.clusterIP) {
-    clusterIPClaim(svc, claim);
+    clusterIPClaim(svc, out);
     const key = groupedFrontendKey(svc);
     const n = svc.internal.endpoints.length;
     if (forwards(svc.internal) && !affinity && n <= GROUPED_MAX_ENDPOINTS) {

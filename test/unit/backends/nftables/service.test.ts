@@ -62,7 +62,7 @@ t.test('a claim sink sees the claims the list would hold', async (t) => {
   for (const [what, s] of [...eligible, ...ineligible]) {
     const listed = claims(serviceContribution, s, true);
     const sunk: ElementClaim[] = [];
-    const c = serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), (container, key, value) => void sunk.push({ container, key, value }));
+    const c = serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), { claim: (container, key, value) => void sunk.push({ container, key, value }) });
     t.same(sunk, listed, what);
     t.equal(c.elements.length, 0, `${what}: nothing listed when sunk`);
     t.ok(listed.length > 0, `${what}: claims something`);
@@ -73,18 +73,16 @@ t.test('shard blocks hold the shard claims the sink would see, in order; the oth
   let withBlocks = 0;
   for (const [what, s] of [...eligible, ...ineligible]) {
     const sunk: ElementClaim[] = [];
-    serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), (container, key, value) => void sunk.push({ container, key, value }));
+    serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), { claim: (container, key, value) => void sunk.push({ container, key, value }) });
     const rest: ElementClaim[] = [];
     const fromBlocks: ElementClaim[] = [];
-    serviceContribution(
-      s,
-      ctxOf(true, s.family === 6 ? V6 : V4),
-      (container, key, value) => void rest.push({ container, key, value }),
-      (map, base, endpoints) => {
+    serviceContribution(s, ctxOf(true, s.family === 6 ? V6 : V4), {
+      claim: (container, key, value) => void rest.push({ container, key, value }),
+      block: (map, base, endpoints) => {
         withBlocks++;
         endpoints.forEach((ep, i) => fromBlocks.push({ container: map, key: String(base + i), value: R.endpointValue(ep) }));
       },
-    );
+    });
     const isShard = (c: ElementClaim): boolean => endpointShardProtocol(c.container) !== undefined;
     t.same(fromBlocks, sunk.filter(isShard), `${what}: shard claims`);
     t.same(rest, sunk.filter((c) => !isShard(c)), `${what}: the rest`);
