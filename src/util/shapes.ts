@@ -7,11 +7,14 @@
  * full syncs, so the first major collection after one took their hidden classes, and with them
  * the optimized code of every function that had seen them — the next full sync compiled and
  * encoded in the interpreter again, two to three times slower (docs/memory.md, seventeenth
- * pass). The instance kept is whichever was made last; what it holds is the caller's to keep
- * small.
+ * pass). An object literal's hidden class is no safer: one made a few times a sync has no
+ * boilerplate to hold it. The object kept is whichever was made last; what it holds is the
+ * caller's to keep small.
  */
 const latest = new Map<unknown, object>();
 
-export function keepShape(x: object): void {
-  latest.set(x.constructor, x);
+/** `key`: which one this is; an instance of a class by default, a name for an object literal. */
+export function keepShape<T extends object>(x: T, key: unknown = x.constructor): T {
+  latest.set(key, x);
+  return x;
 }

@@ -19,7 +19,7 @@ import type { SlotTable } from './slots.js';
 import { canonicalIPv4 } from '../../util/ipv4.js';
 import { FirstAddresses, IPv4Set, NumberSet } from './distinct.js';
 import { keepShape } from '../../util/shapes.js';
-import { clusterIPClaim, groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
+import { groupedFrontendKey, hairpinClaims, hairpinInto, serviceContribution, type ClaimSink, type ElementClaim, type ServiceContext, type ServiceContribution } from './service.js';
 import { affinitySetSpec, buildSkeleton, countChainRules, countSetSpec, endpointMapSpec, groupedSetSize, type ChainWithRules } from './skeleton.js';
 import { tableTarget, Transaction, type ElementRun, type FrontendPieces } from './transaction.js';
 
@@ -101,12 +101,12 @@ const SERVICE_CONTAINERS: readonly { name: string; kind: 'set' | 'map' }[] = [
 
 /**
  * `apart`: a full compile's (ServiceContext.hairpinApart, groupedKeysApart). Every context is made
- * here, with the same fields: one hidden class for all, which this literal keeps alive (a full
- * compile's spread copy had one of its own, gone with the compile at the next major collection,
- * and the contribution functions' optimized code with it: util/shapes.ts).
+ * here, with the same fields: one hidden class for all, kept alive by the latest context (a
+ * full compile's spread copy had one of its own, gone with the compile at the next major
+ * collection, and the contribution functions' optimized code with it: util/shapes.ts).
  */
 function contextOf(fs: FamilySyntax, table: ProxyTable, slots: SlotTable, apart = false): ServiceContext {
-  return { fs, detector: table.localTraffic.kind !== 'none', slots, hairpinApart: apart, groupedKeysApart: apart };
+  return keepShape({ fs, detector: table.localTraffic.kind !== 'none', slots, hairpinApart: apart, groupedKeysApart: apart }, contextOf);
 }
 
 function existingFor(opts: CompileOptions, family: IPFamily): ReadonlySet<string> {
@@ -271,11 +271,15 @@ function v4Piece(ep: PlannedEndpoint): number {
 /** The addresses of `list` as a run (the hairpin set: each address twice), in pieces for the encoder. */
 function addressRun(container: string, list: FirstAddresses): ElementRun {
   const hairpin = container === Sets.hairpin;
-  return {
-    count: list.count,
-    key: hairpin ? (i) => R.hairpinKey(list.key(i)) : (i) => list.key(i),
-    addresses: (i) => list.v4At(i),
-  };
+  // The latest kept (util/shapes.ts), as the other runs the encoder reads in pieces.
+  return keepShape(
+    {
+      count: list.count,
+      key: hairpin ? (i: number) => R.hairpinKey(list.key(i)) : (i: number) => list.key(i),
+      addresses: list.v4Pieces,
+    },
+    addressRun,
+  );
 }
 
 function bumpMasq(index: ClaimIndex, name: string, by: number): void {
@@ -319,8 +323,12 @@ class GroupedMade {
   readonly entries: ServiceEntry[];
   readonly frontends: GroupedFrontend[];
   readonly endpoints: (readonly PlannedEndpoint[])[];
-  /** The ClusterIP as a number; -1: not IPv4, or a port out of range (compared by key instead). */
-  v4s: Float64Array;
+  /**
+   * The ClusterIP as a V4Piece (`v | 0`: a small integer to V8 where the unsigned value of an
+   * address from 128.0.0.0 up would be a heap number each time it is read); -1: not IPv4 (or
+   * 255.255.255.255), or a port out of range — compared by key, and read from it by the encoder.
+   */
+  v4s: Int32Array;
   /** The IP protocol number and the port (read where v4s is not -1). */
   protos: Uint8Array;
   ports: Int32Array;
@@ -332,9 +340,10 @@ class GroupedMade {
     this.entries = new Array<ServiceEntry>(capacity);
     this.frontends = new Array<GroupedFrontend>(capacity);
     this.endpoints = new Array<readonly PlannedEndpoint[]>(capacity);
-    this.v4s = new Float64Array(Math.max(capacity, 16));
+    this.v4s = new Int32Array(Math.max(capacity, 16));
     this.protos = new Uint8Array(this.v4s.length);
-    this.ports = new Int32Array(this.v4s.length);    // The latest is kept (util/shapes.ts): 2.3 MB of lists at 44k Services until the next full compile.
+    this.ports = new Int32Array(this.v4s.length);
+    // The latest is kept (util/shapes.ts): 2.3 MB of lists at 44k Services until the next full compile.
     keepShape(this);
   }
 
@@ -366,7 +375,7 @@ class GroupedMade {
     this.endpoints[i] = eps;
     const port = svc.port;
     const ok = Number.isInteger(port) && port >= 0 && port <= 0xffff;
-    this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : g.external ? -1 : canonicalIPv4(svc.clusterIP)) : -1;
+    this.v4s[i] = ok ? (clusterV4 >= 0 ? clusterV4 : g.external ? -1 : canonicalIPv4(svc.clusterIP)) | 0 : -1;
     this.protos[i] = IP_PROTOCOL[svc.protocol];
     this.ports[i] = ok ? port : -1;
   }
@@ -378,7 +387,7 @@ class GroupedMade {
 
   private grow(): void {
     const n = this.v4s.length * 2;
-    const v4s = new Float64Array(n);
+    const v4s = new Int32Array(n);
     v4s.set(this.v4s);
     const protos = new Uint8Array(n);
     protos.set(this.protos);
@@ -419,8 +428,9 @@ function frontendsDistinct(made: GroupedMade, keyOf: (i: number) => string): boo
   let others: Set<string> | undefined;
   for (let i = 0; i < n; i++) {
     const v = v4s[i]!;
-    if (v >= 0) {
-      if (!addresses.add(v)) (shared ??= new IPv4Set()).add(v);
+    if (v !== -1) {
+      const u = v >>> 0;
+      if (!addresses.add(u)) (shared ??= new IPv4Set()).add(u);
       continue;
     }
     others ??= new Set();
@@ -432,26 +442,16 @@ function frontendsDistinct(made: GroupedMade, keyOf: (i: number) => string): boo
   const seen = new NumberSet();
   for (let i = 0; i < n; i++) {
     const v = v4s[i]!;
-    if (v < 0 || !shared.has(v)) continue;
+    if (v === -1 || !shared.has(v >>> 0)) continue;
     // Address, protocol and port in one integer under 2^50.
-    if (!seen.add(v * 0x40000 + PROTOCOL_CODE[made.entries[i]!.protocol] * 0x10000 + made.ports[i]!)) return false;
+    if (!seen.add((v >>> 0) * 0x40000 + PROTOCOL_CODE[made.entries[i]!.protocol] * 0x10000 + made.ports[i]!)) return false;
   }
   return true;
 }
 
 /** FrontendPieces of spelled keys only (the encoder reads each key). */
 function spelledPieces(key: (i: number) => string): FrontendPieces {
-  return { key, v4: () => -1, proto: () => 0, port: () => -1 };
-}
-
-/** The pieces of `all` for the frontends `list` (element k is frontend list[k]). */
-function piecesOf(all: FrontendPieces, list: ArrayLike<number>): FrontendPieces {
-  return {
-    key: (k) => all.key(list[k]!),
-    v4: (k) => all.v4(list[k]!),
-    proto: (k) => all.proto(list[k]!),
-    port: (k) => all.port(list[k]!),
-  };
+  return { key };
 }
 
 /**
@@ -473,10 +473,7 @@ function groupedWinners(index: ClaimIndex, table: ProxyTable, made: GroupedMade)
   // Each claim is its key's winner: the count sets' sizes are how many claims each has.
   index.countSetSizes.clear();
   for (const [g, k] of frontendCounts(made.frontends)) bumpCount(index, g.countSet, k);
-  const { v4s, protos, ports } = made;
-  // v4 as `v | 0` (V4Piece): a small integer, where the unsigned value of an address from
-  // 128.0.0.0 up would be a heap number each time it is read.
-  const pieces: FrontendPieces = { key: keyOf, v4: (i) => v4s[i]! | 0, proto: (i) => protos[i]!, port: (i) => ports[i]! };
+  const pieces: FrontendPieces = keepShape({ key: keyOf, v4s: made.v4s, protos: made.protos, ports: made.ports }, 'frontendPieces');
   return { claims: { count: made.count, key: keyOf, pieces, owners: made.owners, frontends: made.frontends }, endpoints: made.endpoints };
 }
 
@@ -832,15 +829,15 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
       } else {
         if (name !== Sets.clusterIPs) throw new Error(`full compile: no element list for set ${name}`);
         tx.addElementRun(target, name, addressRun(name, clusterIPs));
-        index.deferCounts(name, (emit) => {
-          const claim: ClaimSink = { claim: (_set, ip) => emit(ip) };
-          table.services.forEach((svc) => clusterIPClaim(svc, claim));
-        });
+        // clusterIPClaim's condition, walked here without a sink: a sink made per count would
+        // cost clusterIPClaim, which a full compile inlines, its optimized code (util/shapes.ts).
+        index.deferCounts(name, (emit) => table.services.forEach((svc) => void (svc.clusterIP && emit(svc.clusterIP))));
       }
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
     // as lists of frontends (the encoder reads their keys in pieces).
-    const frontendRun = (list: ArrayLike<number>): ElementRun => ({ count: list.length, key: (k) => groupedClaims.key(list[k]!), frontends: piecesOf(pieces, list) });
+    const frontendRun = (list: ArrayLike<number>): ElementRun =>
+      keepShape({ count: list.length, key: (k: number) => groupedClaims.key(list[k]!), frontends: keepShape({ frontends: pieces, members: list }, 'frontendList') }, 'frontendRun');
     for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
     for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
     // The frontends of each map (those of its count set), in claim order.
@@ -906,12 +903,15 @@ function writeNodePortGroups(tx: Transaction, target: string, np: NodePortGroups
  */
 function groupedMapRun(members: ArrayLike<number>, n: number, key: (f: number) => string, pieces: FrontendPieces, eps: readonly (readonly PlannedEndpoint[])[]): ElementRun {
   const frontendOf = (x: number): number => members[Math.floor(x / n)]!;
-  return {
-    count: members.length * n,
-    key: (x) => R.groupedEndpointKey(key(frontendOf(x)), x % n),
-    value: (x) => R.endpointValue(eps[frontendOf(x)]![x % n]!),
-    parts: { frontends: pieces, members, n, endpoints: (f) => eps[f]! },
-  };
+  return keepShape(
+    {
+      count: members.length * n,
+      key: (x: number) => R.groupedEndpointKey(key(frontendOf(x)), x % n),
+      value: (x: number) => R.endpointValue(eps[frontendOf(x)]![x % n]!),
+      parts: keepShape({ frontends: pieces, members, n, endpoints: eps }, 'groupedParts'),
+    },
+    groupedMapRun,
+  );
 }
 
 function sameRules(a: readonly Rule[], b: readonly Rule[]): boolean {

@@ -18,7 +18,7 @@ const MIN_BITS = 10;
 /**
  * Addresses as added, each once, in the order of first claim: canonical IPv4 ones by value, the
  * rest (IPv6, anything odd) by string. IPv4 addresses are kept as numbers only and spelled when
- * read (key): the netlink encoder reads the numbers (v4At), so a full compile at 44k Services
+ * read (key): the netlink encoder reads the numbers (v4Pieces), so a full compile at 44k Services
  * neither reads the text of 64,000 endpoint objects scattered over the heap nor stores a pointer
  * for each.
  */
@@ -40,9 +40,12 @@ export class FirstAddresses {
     return this.n;
   }
 
-  /** Entry i as a V4Piece (transaction.ts): the address as a signed 32-bit number, or -1 (read key(i)). */
-  v4At(i: number): number {
-    return this.nums[i]!;
+  /**
+   * Entry i as a V4Piece (transaction.ts) at [i]: the address as a signed 32-bit number, or -1
+   * (read key(i)). What lies from `count` on is not an entry.
+   */
+  get v4Pieces(): ArrayLike<number> {
+    return this.nums;
   }
 
   /** Entry i as spelled: the canonical dotted quad of an IPv4 number, or the string as added. */

@@ -14,7 +14,7 @@
  */
 import { countSetOf, endpointShardProtocol, groupedMapKind, Maps, Sets } from './names.js';
 import type { Cond, LocalInterface, PortDispatchScope, Rule } from './rules.js';
-import type { Chain, CountRulesOp, ElementParts, ElementRun, EndpointLike, EndpointPieces, FrontendPieces, NamedMap, NamedSet, Op, SlotPieces, Transaction } from './transaction.js';
+import type { Chain, CountRulesOp, ElementParts, ElementRun, EndpointLike, EndpointPieces, FrontendList, FrontendPieces, NamedMap, NamedSet, Op, SlotPieces, Transaction } from './transaction.js';
 
 // ---- netlink / nf_tables constants (linux/netlink.h, linux/netfilter/nf_tables.h) ----
 const NLM_F_REQUEST = 0x1;
@@ -538,10 +538,11 @@ function writeKey(f: NlFamily, layout: Layout, key: string, b: Buffer, at: numbe
  * or from its spelled key where it has no IPv4 number; false if malformed.
  */
 function writeFrontend(f: NlFamily, pieces: FrontendPieces, i: number, b: Buffer, at: number): boolean {
-  const v4 = f === 'ip' ? pieces.v4(i) : -1;
+  const { v4s, protos, ports } = pieces;
+  const v4 = f === 'ip' && v4s !== undefined && protos !== undefined && ports !== undefined ? v4s[i]! : -1;
   if (v4 === -1) return writeKey(f, 'addrProtoPort', pieces.key(i), b, at);
-  const p = pieces.proto(i);
-  const port = pieces.port(i);
+  const p = protos![i]!;
+  const port = ports![i]!;
   if ((p !== 6 && p !== 17 && p !== 132) || !Number.isInteger(port) || port < 0 || port > 65535 || !putV4(v4, b, at)) return false;
   b[at + 4] = p;
   b[at + 8] = port >> 8;
@@ -1490,13 +1491,13 @@ function slotElements(w: Writer, family: NlFamily, run: ElementRun, slots: SlotP
 }
 
 /** IPv4 addresses (`cluster-ips`) or pairs of one address (`hairpin`) from their numbers; an element without one is spelled. */
-function addressElements(w: Writer, layout: Layout, run: ElementRun, addresses: (i: number) => number, k: number, list: number, i: number, set: string): number {
+function addressElements(w: Writer, layout: Layout, run: ElementRun, addresses: ArrayLike<number>, k: number, list: number, i: number, set: string): number {
   const klen = keyLen('ip', layout);
   const pair = layout === 'addrAddr';
   const count = run.count;
   let n = 0;
   while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
-    const v4 = addresses(k);
+    const v4 = addresses[k]!;
     if (v4 === -1) {
       const key = run.key(k);
       const value = run.value?.(k);
@@ -1515,14 +1516,15 @@ function addressElements(w: Writer, layout: Layout, run: ElementRun, addresses: 
 }
 
 /** `addr . proto . port` keys (count and masquerade sets) from their pieces. */
-function frontendElements(w: Writer, family: NlFamily, run: ElementRun, frontends: FrontendPieces, k: number, list: number, i: number, set: string): number {
+function frontendElements(w: Writer, family: NlFamily, run: ElementRun, frontendList: FrontendList, k: number, list: number, i: number, set: string): number {
   const klen = keyLen(family, 'addrProtoPort');
+  const { frontends, members } = frontendList;
   const count = run.count;
   let n = 0;
   while (k < count && w.since(list) < ELEMENT_LIST_LIMIT) {
     const el = w.nest(++n);
     const kat = w.valueAt(1, klen);
-    const ok = writeFrontend(family, frontends, k, w.buf, kat);
+    const ok = writeFrontend(family, frontends, members[k]!, w.buf, kat);
     w.endNest(el);
     if (!ok) throw cannotEncode(i, run.key(k), undefined, set);
     k++;
@@ -1582,7 +1584,7 @@ function groupedElements(w: Writer, family: NlFamily, layout: Layout, run: Eleme
     const f = members[bm]!;
     if (f !== last) {
       last = f;
-      eps = parts.endpoints(f);
+      eps = parts.endpoints[f]!;
       head.fill(0);
       // A NodePort's head is its `proto . port` key: few, read as spelled.
       headOk = layout === 'grouped' ? writeFrontend(family, parts.frontends, f, head, 0) : writeKey(family, 'protoPort', parts.frontends.key(f), head, 0);

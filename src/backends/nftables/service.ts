@@ -14,6 +14,7 @@ import { canonicalIPv4 } from '../../util/ipv4.js';
 import type { FirstAddresses } from './distinct.js';
 import { normalizeCIDRs } from './skeleton.js';
 import { SLOT_STRIDE, type SlotRole, type SlotTable } from './slots.js';
+import { keepShape } from '../../util/shapes.js';
 
 /** One element a service wants in a shared set or map (`value` is '' for set elements). */
 export interface ElementClaim {
@@ -132,9 +133,24 @@ export function groupedClusterIPOnly(svc: ServiceEntry, ctx: ServiceContext, sin
 
 /** groupedClusterIPOnly's claims as a list (a partial sync's contribution, not a full compile's). */
 function groupedListed(svc: ServiceEntry, ctx: ServiceContext): ServiceContribution {
-  const elements: ElementClaim[] = [];
-  claimGrouped(svc, ctx, { claim: (container, key, value) => void elements.push({ container, key, value }) });
-  return { chains: NO_CHAINS, elements, slotRoles: NO_ROLES };
+  const list = new ListSink();
+  claimGrouped(svc, ctx, list);
+  return { chains: NO_CHAINS, elements: list.elements, slotRoles: NO_ROLES };
+}
+
+/**
+ * A contribution's claims as a list (a partial sync's). A class, and its latest instance kept
+ * (util/shapes.ts): the functions that hand claims to a sink are a full compile's too, and code
+ * optimized around a sink whose hidden class died with a partial sync was thrown away.
+ */
+class ListSink implements ClaimSink {
+  readonly elements: ElementClaim[] = [];
+  constructor() {
+    keepShape(this);
+  }
+  claim(container: string, key: string, value: string): void {
+    this.elements.push({ container, key, value });
+  }
 }
 
 function claimGrouped(svc: ServiceEntry, ctx: ServiceContext, sink: ClaimSink): void {
@@ -290,11 +306,11 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
     (chains ??= new Map()).set(name, rules);
   };
   // No list with a sink (a full compile: every claim goes to it).
-  const elements: ElementClaim[] | undefined = sink ? undefined : [];
+  const list = sink ? undefined : new ListSink();
   // Only external addresses (an IP listed as both externalIP and LB IP) can repeat within one
   // service (hairpinClaims makes each IP once); those claims go through claimOnce.
   let seen: Set<string> | undefined;
-  const out: ClaimSink = sink ?? { claim: (container, key, value) => void elements!.push({ container, key, value }) };
+  const out: ClaimSink = sink ?? list!;
   const claim = (container: string, key: string, value: string): void => out.claim(container, key, value);
   const claimOnce = (container: string, key: string, value: string): void => {
     seen ??= new Set();
@@ -445,5 +461,5 @@ export function generalContribution(svc: ServiceEntry, ctx: ServiceContext, sink
       setChain(endpointChainName(sfx), [R.affinityUpdate(fs, affinityId(svc, ep), svc.affinityTimeoutSeconds), R.dnatTo(fs, p, ep)]);
     }
   }
-  return { chains: chains ?? NO_CHAINS, elements: elements ?? SUNK.elements, slotRoles: slotRoles ?? NO_ROLES };
+  return { chains: chains ?? NO_CHAINS, elements: list?.elements ?? SUNK.elements, slotRoles: slotRoles ?? NO_ROLES };
 }

@@ -109,17 +109,19 @@ export interface ElementRun {
   /** The pieces key(i) and value(i) are spelled from, where the run has them (ElementParts). */
   readonly parts?: ElementParts;
   /**
-   * Of a run of `addr . proto . port` keys (the count and masquerade sets): element i's key in
-   * pieces, read by the netlink encoder instead of key(i). Must agree with key(i).
+   * Of a run of `addr . proto . port` keys (the count and masquerade sets): element i is frontend
+   * `members[i]` of `frontends`, read by the netlink encoder instead of key(i). Must agree with
+   * key(i).
    */
-  readonly frontends?: FrontendPieces;
+  readonly frontends?: FrontendList;
   /** Of a run of an endpoint shard: element i in pieces (SlotPieces), read instead of key(i) and value(i). */
   readonly slots?: SlotPieces;
   /**
    * Of a run of addresses (`cluster-ips`) or address pairs (`hairpin`, `addr . addr` of one
-   * address): element i's address as an IPv4 number (V4Piece), read instead of key(i).
+   * address): element i's address as an IPv4 number (`addresses[i]`, a V4Piece), read instead of
+   * key(i).
    */
-  readonly addresses?: (i: number) => number;
+  readonly addresses?: ArrayLike<V4Piece>;
 }
 
 /**
@@ -152,16 +154,26 @@ export interface EndpointPieces {
  * Frontend keys `addr . proto . port` in pieces, as the service entries hold them: a full sync at
  * 44k Services writes each frontend two or three times (its count set, a masquerade set, the
  * head of its endpoints), and the netlink encoder reads these instead of spelling and parsing a
- * key. Must agree with key(f).
+ * key. Frontend f is `v4s[f] . protos[f] . ports[f]`; without the three lists (or where v4s[f] is
+ * -1, not IPv4 as a number) it is read from key(f). Lists, not functions: they are read 130,000
+ * times a full sync, mostly before V8 has optimized the reader, and a closure made per compile
+ * cost the reader its optimized code when the closure was collected (util/shapes.ts). Must agree
+ * with key(f).
  */
 export interface FrontendPieces {
-  /** The key as nft spells it; read (and parsed) only where v4(f) is -1. */
+  /** The key as nft spells it. */
   key(f: number): string;
-  /** The address as a number (V4Piece), or -1 (not IPv4 as a number: read key(f)). */
-  v4(f: number): V4Piece;
-  /** The IP protocol number (6, 17, 132); read only where v4(f) is not -1. */
-  proto(f: number): number;
-  port(f: number): number;
+  /** The address as a V4Piece, or -1: read key(f). */
+  readonly v4s?: ArrayLike<V4Piece>;
+  /** The IP protocol number (6, 17, 132). */
+  readonly protos?: ArrayLike<number>;
+  readonly ports?: ArrayLike<number>;
+}
+
+/** Some frontends of `frontends`, in order: element i is frontend members[i]. */
+export interface FrontendList {
+  readonly frontends: FrontendPieces;
+  readonly members: ArrayLike<number>;
 }
 
 /**
@@ -169,15 +181,14 @@ export interface FrontendPieces {
  * has `n` endpoints, and element i is endpoint i % n of frontend members[i / n] — key `head . (i %
  * n)`, the head that frontend's key in `frontends` (written once for all its endpoints; a NodePort
  * map's head is its `proto . port` key, read from key(f)), value `ip . port` of
- * `endpoints(members[i / n])[i % n]`, the endpoint as the IR holds it. The netlink encoder walks
+ * `endpoints[members[i / n]][i % n]`, the endpoint as the IR holds it. The netlink encoder walks
  * them with a cursor and spells no string for the 440,000 elements of a full sync at 44k Services.
  * Must agree with the run's key(i) and value(i).
  */
-export interface ElementParts {
-  readonly frontends: FrontendPieces;
-  readonly members: ArrayLike<number>;
+export interface ElementParts extends FrontendList {
   readonly n: number;
-  endpoints(frontend: number): readonly EndpointLike[];
+  /** Frontend f's endpoints, as the IR holds them. */
+  readonly endpoints: ArrayLike<readonly EndpointLike[]>;
 }
 
 /** An endpoint as the IR holds it (PlannedEndpoint): `v4` the address as a number if IPv4, -1 or absent if not. */

@@ -39,7 +39,7 @@ t.test('FirstAddresses keeps the same keys in the same order as deduplicating th
       // Each entry's number (V4Piece) is its key's, as a signed 32-bit value; -1 where it is read as spelled.
       const wrong = want.filter((ip, i) => {
         const v = canonicalIPv4(ip);
-        return byValue.v4At(i) !== (v < 0 || v === 0xffffffff ? -1 : v | 0);
+        return byValue.v4Pieces[i] !== (v < 0 || v === 0xffffffff ? -1 : v | 0);
       });
       t.same(wrong, [], 'numbers agree with the keys');
     }

@@ -395,7 +395,7 @@ t.test('a grouped run in pieces (frontend by frontend): the same bytes as spelle
         key: (x) => `${heads[members[Math.floor(x / n)]!]!} . ${x % n}`,
         value: (x) => `${ep(x)?.ip} . ${ep(x)?.port}`,
         // Spelled frontend keys (v4 -1): the encoder reads each head.
-        ...(pieces ? { parts: { frontends: { key: (f: number) => heads[f]!, v4: () => -1, proto: () => 0, port: () => -1 }, members, n, endpoints: (f: number) => lists[f]! } } : {}),
+        ...(pieces ? { parts: { frontends: { key: (f: number) => heads[f]! }, members, n, endpoints: lists } } : {}),
       });
     try {
       return Buffer.from(encodeTransaction(tx).bytes);
@@ -428,28 +428,33 @@ t.test('frontend keys in pieces: the same bytes as spelled, and a bad piece name
     const tx = new Transaction()
       .addTable('ip ferry')
       .addSet('ip ferry', { name: 'masq-all', type: 'ipv4_addr . inet_proto . inet_service' })
-      .addElementRun('ip ferry', 'masq-all', { count: keys.length, key: (i) => keys[i]!, ...(frontends ? { frontends } : {}) });
+      // Element i is frontend members[i]: the frontends' lists in the reverse order of the elements.
+      .addElementRun('ip ferry', 'masq-all', { count: keys.length, key: (i) => keys[i]!, ...(frontends ? { frontends: { frontends, members: [2, 1, 0] } } : {}) });
     try {
       return Buffer.from(encodeTransaction(tx).bytes);
     } catch (e) {
       return e as Error;
     }
   };
+  // The frontends' own lists, in reverse (frontend f is element 2 - f); the overrides below change
+  // the middle one, the same in either order.
+  const rev = <T>(a: readonly T[]): T[] => [...a].reverse();
   const pieces = (over: Partial<FrontendPieces> = {}): FrontendPieces => ({
-    key: (i) => keys[i]!,
-    v4: (i) => numbers[i]!,
-    proto: (i) => protos[i]!,
-    port: (i) => ports[i]!,
+    key: (f) => rev(keys)[f]!,
+    v4s: rev(numbers),
+    protos: rev(protos),
+    ports: rev(ports),
     ...over,
   });
   const spelled = encode();
   t.ok(Buffer.isBuffer(spelled) && Buffer.isBuffer(encode(pieces())) && spelled.equals(encode(pieces()) as Buffer), 'pieces give the spelled keys\' bytes');
-  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4: (i) => numbers[i]! | 0 })) as Buffer), 'the numbers as signed 32-bit values give the same bytes');
-  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4: (i) => (i === 1 ? -1 : numbers[i]!) })) as Buffer), 'a frontend without its number is read from its key');
+  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4s: Int32Array.from(rev(numbers), (v) => v | 0) })) as Buffer), 'the numbers as signed 32-bit values give the same bytes');
+  t.ok(spelled instanceof Buffer && spelled.equals(encode(pieces({ v4s: rev(numbers).map((v, i) => (i === 1 ? -1 : v)) })) as Buffer), 'a frontend without its number is read from its key');
+  t.ok(spelled instanceof Buffer && spelled.equals(encode({ key: (f) => rev(keys)[f]! }) as Buffer), 'a frontend list without numbers is read from its keys');
   for (const [what, over] of [
-    ['a port out of range', { port: (i: number) => (i === 1 ? 70000 : ports[i]!) }],
-    ['an unknown protocol', { proto: (i: number) => (i === 1 ? 1 : protos[i]!) }],
-    ['an address out of range', { v4: (i: number) => (i === 1 ? 2 ** 32 : numbers[i]!) }],
+    ['a port out of range', { ports: rev(ports).map((p, i) => (i === 1 ? 70000 : p)) }],
+    ['an unknown protocol', { protos: rev(protos).map((p, i) => (i === 1 ? 1 : p)) }],
+    ['an address out of range', { v4s: rev(numbers).map((v, i) => (i === 1 ? 2 ** 32 : v)) }],
   ] as const) {
     const e = encode(pieces(over));
     t.ok(e instanceof NetlinkEncodeError, `${what}: a NetlinkEncodeError`);
@@ -461,7 +466,7 @@ t.test('addresses in pieces (cluster-ips, hairpin): the same bytes as spelled, a
   // 255.255.255.255 is -1 as a signed number, which means "read the key": it is spelled.
   const ips = ['10.96.0.1', '198.19.4.2', '255.255.255.255', '0.0.0.0'];
   const numbers = [0x0a600001, 0xc6130402 | 0, -1, 0];
-  const encode = (set: 'cluster-ips' | 'hairpin', addresses?: (i: number) => number): Buffer | Error => {
+  const encode = (set: 'cluster-ips' | 'hairpin', addresses?: readonly number[]): Buffer | Error => {
     const type = set === 'hairpin' ? 'ipv4_addr . ipv4_addr' : 'ipv4_addr';
     const key = set === 'hairpin' ? (i: number) => R.hairpinKey(ips[i]!) : (i: number) => ips[i]!;
     const tx = new Transaction()
@@ -477,9 +482,9 @@ t.test('addresses in pieces (cluster-ips, hairpin): the same bytes as spelled, a
   for (const set of ['cluster-ips', 'hairpin'] as const) {
     const spelled = encode(set);
     t.ok(Buffer.isBuffer(spelled), `${set}: spelled encodes`);
-    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, (i) => numbers[i]!) as Buffer), `${set}: numbers give the spelled bytes`);
-    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, (i) => numbers[i]! >>> 0 === 0xffffffff ? -1 : numbers[i]! >>> 0) as Buffer), `${set}: unsigned numbers too`);
-    const e = encode(set, (i) => (i === 1 ? 2 ** 32 : numbers[i]!));
+    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, numbers) as Buffer), `${set}: numbers give the spelled bytes`);
+    t.ok(spelled instanceof Buffer && spelled.equals(encode(set, numbers.map((v) => (v >>> 0 === 0xffffffff ? -1 : v >>> 0))) as Buffer), `${set}: unsigned numbers too`);
+    const e = encode(set, numbers.map((v, i) => (i === 1 ? 2 ** 32 : v)));
     t.ok(e instanceof NetlinkEncodeError, `${set}: an address out of range is a NetlinkEncodeError`);
     t.match((e as Error).message, /198\.19\.4\.2/, `${set}: names the element by its spelled key`);
   }
