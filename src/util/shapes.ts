@@ -7,9 +7,9 @@
  * full syncs, so the first major collection after one took their hidden classes, and with them
  * the optimized code of every function that had seen them — the next full sync compiled and
  * encoded in the interpreter again, two to three times slower (docs/memory.md, seventeenth
- * pass). An object literal's hidden class is no safer: one made a few times a sync has no
- * boilerplate to hold it. The object kept is whichever was made last; what it holds is the
- * caller's to keep small.
+ * pass). An object literal made a few times a sync fared no better (keeping the latest ended
+ * its code's deoptimizations too). The object kept is whichever was made last; what it holds is
+ * the caller's to keep small.
  */
 const latest = new Map<unknown, object>();
 
