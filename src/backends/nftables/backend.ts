@@ -173,6 +173,10 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       const t2 = performance.now();
       const settled = full && state.settle();
       const indexMs = settled ? performance.now() - t2 : 0;
+      // The compile's working state is kept until the next full compile for its hidden classes
+      // (util/shapes.ts), not for the IR it reaches: let go of that unless the transaction is
+      // kept to be rendered (lastScript), which reads it.
+      if (full && lastTx !== tx) state.releaseFull();
       log.v(2, 'nftables sync applied', {
         full,
         ops: tx.size,

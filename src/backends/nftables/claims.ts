@@ -291,6 +291,23 @@ export class ClaimIndex {
  */
 export class CompileState {
   private readonly held = new Map<IPFamily, { table: ProxyTable; index: ClaimIndex }>();
+  /** The last full compile's working state, per family, until released (compiler.ts FullSink). */
+  private readonly full = new Map<IPFamily, { release(): void }>();
+
+  /** Keeps a full compile's working state until releaseFull(); the family's earlier one is released now. */
+  holdFull(family: IPFamily, x: { release(): void }): void {
+    this.full.get(family)?.release();
+    this.full.set(family, x);
+  }
+
+  /**
+   * Lets go of the IR the last full compile's kept objects reach: the backend's, once the full
+   * sync's transaction is applied, settled, and kept by no one to render.
+   */
+  releaseFull(): void {
+    for (const x of this.full.values()) x.release();
+    this.full.clear();
+  }
 
   knows(family: IPFamily, table: ProxyTable): boolean {
     return this.held.get(family)?.table === table;

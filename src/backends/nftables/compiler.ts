@@ -380,6 +380,13 @@ class GroupedMade {
     this.ports[i] = ok ? port : -1;
   }
 
+  /** Empties the lists in place (FullSink.release): what is kept of this (util/shapes.ts) reaches no IR. */
+  release(): void {
+    for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = 0;
+    this.otherKeys.clear();
+    this.count = 0;
+  }
+
   /** Cuts the lists to the claims made (the compile has made them all). */
   done(): void {
     for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = this.count;
@@ -657,6 +664,28 @@ class FullSink implements ClaimSink {
     keepShape(this);
   }
 
+  /** Lists of IR objects (endpoint lists) that objects kept for their shape reach, besides `made`'s. */
+  private readonly reaching: unknown[][] = [];
+
+  /** `list` is emptied by release(). */
+  reaches(list: unknown[]): void {
+    this.reaching.push(list);
+  }
+
+  /**
+   * Lets go of every IR object this compile's kept objects reach (util/shapes.ts): the latest of
+   * each is kept for its hidden class until the next full compile, and would otherwise hold the
+   * compile's table — a second copy of every entry changed since. For the backend, once the
+   * transaction is applied, its claims indexed (CompileState.settle) and no one will render it.
+   */
+  release(): void {
+    this.current = undefined;
+    this.byShard.clear();
+    for (const list of this.reaching) list.length = 0;
+    this.reaching.length = 0;
+    this.made.release();
+  }
+
   claim(container: string, key: string, value: string): void {
     if (container === GROUPED_FRONTENDS) {
       // `key` is read for external claims only (ServiceContext.groupedKeysApart): a ClusterIP
@@ -686,6 +715,15 @@ class FullSink implements ClaimSink {
     b.count += endpoints.length;
     this.index.addShardClaims(map, endpoints.length);
   }
+}
+
+/**
+ * The frontends `list` of `claims` as a run (a count or masquerade set). A function of its own,
+ * not one inside compileFull: the latest run is kept (util/shapes.ts), and a closure made there
+ * would keep all of compileFull's scope with it — the table among it.
+ */
+function frontendRun(list: ArrayLike<number>, claims: GroupedClaims): ElementRun {
+  return keepShape({ count: list.length, key: (k: number) => claims.key(list[k]!), frontends: keepShape({ frontends: claims.pieces, members: list }, 'frontendList') }, frontendRun);
 }
 
 /** Everything ferry owns, from scratch. */
@@ -721,6 +759,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     });
     made.done();
     opts.state?.store(family, table, index);
+    opts.state?.holdFull(family, sink);
 
     tx.addTable(target, TABLE_COMMENT);
     // Base chains are recreated (add, delete, add with spec) so that a changed hook or priority
@@ -762,6 +801,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const shards = shardsOf(index);
     const { claims: groupedClaims, endpoints: groupedEps } = groupedWinners(index, table, made);
     const nodePorts = nodePortWinners(index, table);
+    sink.reaches(groupedEps);
+    sink.reaches(nodePorts.endpoints);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
     for (const name of shards) {
@@ -836,10 +877,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     }
     // Grouped frontends: masquerade sets, count sets, endpoints maps (each container in one run),
     // as lists of frontends (the encoder reads their keys in pieces).
-    const frontendRun = (list: ArrayLike<number>): ElementRun =>
-      keepShape({ count: list.length, key: (k: number) => groupedClaims.key(list[k]!), frontends: keepShape({ frontends: pieces, members: list }, 'frontendList') }, 'frontendRun');
-    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS));
-    for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS));
+    for (const masqSet of [Sets.masqAll, Sets.masqNonLocal]) tx.addElementRun(target, masqSet, frontendRun(byMasq.get(masqSet) ?? NO_FRONTENDS, groupedClaims));
+    for (const name of countSets) if (countSetOf(name)!.kind === 'addr') tx.addElementRun(target, name, frontendRun(byCount.get(name) ?? NO_FRONTENDS, groupedClaims));
     // The frontends of each map (those of its count set), in claim order.
     for (const name of groupedMaps) {
       const m = groupedMapOf(name)!;

@@ -177,3 +177,28 @@ t.test('a full compile leaves the grouped frontends to be indexed later, as its 
   }
   t.ok(all.size(Sets.hairpin) > 0, 'some hairpin addresses are claimed by several service ports (75,000 endpoints on 60,000 pods)');
 });
+
+// A full compile keeps the latest of its working objects for their hidden classes (util/shapes.ts);
+// once released (CompileState.releaseFull, after the sync) they must hold none of the table.
+t.test('released, what a full compile keeps for its hidden classes holds none of the table it compiled', async (t) => {
+  const { fullCollection } = await import('../../../../src/util/gc.js');
+  const state = new CompileState();
+  // Grouped ClusterIPs, grouped NodePorts (a third of the Services) and their endpoint lists.
+  const refs = ((): { entry: WeakRef<object>; nodePort: WeakRef<object>; endpoints: WeakRef<object> } => {
+    const { tables } = buildCluster(300, 3);
+    compileFull(tables, { families: [4], masqueradeMark: 0x4000, state });
+    state.settle();
+    const entries = [...tables[4].services.values()];
+    const nodePort = entries.find((e) => e.nodePort > 0)!;
+    const out = { entry: new WeakRef(entries[0]!), nodePort: new WeakRef(nodePort), endpoints: new WeakRef(nodePort.external.endpoints) };
+    state.releaseFull();
+    state.take(4, tables[4]); // the index the state keeps for partial syncs (and with it the table)
+    return out;
+  })();
+  // WeakRefs made in this job keep their targets until it ends.
+  await new Promise((r) => setTimeout(r, 0));
+  t.ok(fullCollection() && fullCollection(), 'a full collection can be asked for');
+  t.equal(refs.entry.deref(), undefined, 'a grouped ClusterIP entry is collected');
+  t.equal(refs.nodePort.deref(), undefined, 'a grouped NodePort entry is collected');
+  t.equal(refs.endpoints.deref(), undefined, 'its endpoint list is collected');
+});
