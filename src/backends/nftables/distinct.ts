@@ -80,7 +80,7 @@ export class FirstAddresses {
   }
 
   /** `v4`: the address's value if the caller has it (PlannedEndpoint.v4), -1 if not IPv4. */
-  readonly add = (ip: string, v4?: number): void => {
+  add(ip: string, v4?: number): void {
     const v = v4 ?? canonicalIPv4(ip);
     if (v < 0) {
       const others = (this.others ??= new Set());
@@ -90,7 +90,7 @@ export class FirstAddresses {
       return;
     }
     if (this.v4.add(v)) this.pushNumber(v);
-  };
+  }
 
   /** An address by its canonical IPv4 value alone (PlannedEndpoint.v4 ≥ 0): its text is never read. */
   addV4(v4: number): void {

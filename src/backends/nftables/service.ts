@@ -248,7 +248,7 @@ export function hairpinInto(svc: ServiceEntry, into: FirstAddresses): void {
   const sets = hairpinSets(svc);
   if (sets === undefined) return;
   if (!('endpoints' in sets)) {
-    hairpinClaims(svc, into.add);
+    hairpinClaims(svc, (ip, v4) => into.add(ip, v4));
     return;
   }
   const eps = sets.endpoints;
