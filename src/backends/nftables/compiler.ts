@@ -382,14 +382,18 @@ class GroupedMade {
 
   /** Empties the lists in place (FullSink.release): what is kept of this (util/shapes.ts) reaches no IR. */
   release(): void {
-    for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = 0;
+    this.cut(0);
     this.otherKeys.clear();
     this.count = 0;
   }
 
   /** Cuts the lists to the claims made (the compile has made them all). */
   done(): void {
-    for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = this.count;
+    this.cut(this.count);
+  }
+
+  private cut(n: number): void {
+    for (const list of [this.owners, this.values, this.entries, this.frontends, this.endpoints] as unknown[][]) list.length = n;
   }
 
   private grow(): void {
@@ -801,7 +805,8 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const shards = shardsOf(index);
     const { claims: groupedClaims, endpoints: groupedEps } = groupedWinners(index, table, made);
     const nodePorts = nodePortWinners(index, table);
-    sink.reaches(groupedEps);
+    // Usually `made`'s own list, which made.release() empties already.
+    if (groupedEps !== made.endpoints) sink.reaches(groupedEps);
     sink.reaches(nodePorts.endpoints);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);
