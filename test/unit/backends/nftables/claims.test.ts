@@ -195,8 +195,15 @@ t.test('released, what a full compile keeps for its hidden classes holds none of
     state.take(4, tables[4]); // the index the state keeps for partial syncs (and with it the table)
     return out;
   })();
-  // WeakRefs made in this job keep their targets until it ends.
-  await new Promise((r) => setTimeout(r, 0));
+  // WeakRefs made in this job keep their targets until it ends. An optimizing compile still in
+  // flight on V8's worker (a loaded machine: CI) holds the objects it read until it finishes:
+  // collect again a little later before calling anything kept. A real hold never lets go.
+  let collected = false;
+  for (let i = 0; i < 40 && !collected; i++) {
+    await new Promise((r) => setTimeout(r, i === 0 ? 0 : 25));
+    if (!fullCollection() || !fullCollection()) break;
+    collected = refs.entry.deref() === undefined && refs.nodePort.deref() === undefined && refs.endpoints.deref() === undefined;
+  }
   t.ok(fullCollection() && fullCollection(), 'a full collection can be asked for');
   t.equal(refs.entry.deref(), undefined, 'a grouped ClusterIP entry is collected');
   t.equal(refs.nodePort.deref(), undefined, 'a grouped NodePort entry is collected');
