@@ -17,6 +17,7 @@
 
 #include "bpf.h"
 #include "conntrack.h"
+#include "js_args.h"
 #include "nfnl.h"
 #include "nfnl_monitor.h"
 #include "nft.h"
@@ -37,8 +38,7 @@ bool OptBool(const Napi::Object& o, const char* key) {
 void ParseNftArgs(const Napi::CallbackInfo& info, std::string* text, NftOptions* opts) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "nftRun: the first argument must be a string of nft commands");
-  *text = info[0].As<Napi::String>().Utf8Value();
-  if (text->find('\0') != std::string::npos) throw Napi::TypeError::New(env, "nftRun: the script contains a NUL character");
+  *text = WithoutNul(env, info[0].As<Napi::String>().Utf8Value(), "nftRun: the script");
   if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
     if (!info[1].IsObject()) throw Napi::TypeError::New(env, "nftRun: options must be an object");
     Napi::Object o = info[1].As<Napi::Object>();
@@ -89,7 +89,7 @@ int ParsePort(Napi::Env env, const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return -1;
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-  if (!v.IsNumber() || d < 0 || d > 65535 || d != static_cast<int>(d)) {
+  if (!v.IsNumber() || !(d >= 0 && d <= 65535) || d != static_cast<int>(d)) {
     throw Napi::TypeError::New(env, std::string("conntrack filter: ") + key + " must be an integer port 0-65535");
   }
   return static_cast<int>(d);
@@ -188,7 +188,7 @@ void ParseNfnlArgs(const Napi::CallbackInfo& info, const char* fn, std::vector<u
   bytes->assign(a.Data(), a.Data() + a.ByteLength());
   if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
     if (!info[1].IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": netns must be a path string");
-    *netns = info[1].As<Napi::String>().Utf8Value();
+    *netns = WithoutNul(env, info[1].As<Napi::String>().Utf8Value(), std::string(fn) + ": netns");
   }
 }
 
@@ -226,7 +226,7 @@ Napi::Uint8Array BatchArgs(const Napi::CallbackInfo& info, const char* fn, std::
   }
   if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
     if (!info[1].IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": netns must be a path string");
-    *netns = info[1].As<Napi::String>().Utf8Value();
+    *netns = WithoutNul(env, info[1].As<Napi::String>().Utf8Value(), std::string(fn) + ": netns");
   }
   return info[0].As<Napi::Uint8Array>();
 }
@@ -392,19 +392,20 @@ Napi::Value NfnlMonitorStart(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < ta.Length(); i++) {
     Napi::Value v = ta.Get(i);
     if (!v.IsString()) throw Napi::TypeError::New(env, "nfnlMonitor: options.tables must be an array of table names");
-    tables.push_back(v.As<Napi::String>().Utf8Value());
+    tables.push_back(WithoutNul(env, v.As<Napi::String>().Utf8Value(), "nfnlMonitor: a table name"));
   }
   std::string netns;
   Napi::Value nv = o.Get("netns");
   if (!nv.IsUndefined() && !nv.IsNull()) {
     if (!nv.IsString()) throw Napi::TypeError::New(env, "nfnlMonitor: options.netns must be a path string");
-    netns = nv.As<Napi::String>().Utf8Value();
+    netns = WithoutNul(env, nv.As<Napi::String>().Utf8Value(), "nfnlMonitor: options.netns");
   }
   int rcvbuf = 32 << 20;
   Napi::Value rv = o.Get("rcvbuf");
   if (!rv.IsUndefined() && !rv.IsNull()) {
     double d = rv.IsNumber() ? rv.As<Napi::Number>().DoubleValue() : -1;
-    if (d < 4096 || d > (1 << 30)) throw Napi::TypeError::New(env, "nfnlMonitor: options.rcvbuf must be a byte count between 4096 and 1 GiB");
+    // NaN fails this test, so it never reaches the cast below (undefined for NaN).
+    if (!(d >= 4096 && d <= (1 << 30))) throw Napi::TypeError::New(env, "nfnlMonitor: options.rcvbuf must be a byte count between 4096 and 1 GiB");
     rcvbuf = static_cast<int>(d);
   }
 

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 
+#include "js_args.h"
 #include "promise_worker.h"
 
 // The kernel's "operation not supported" for BPF commands, not in libc's errno.h.
@@ -35,6 +36,8 @@ std::mutex logMu;
 std::string* logSink = nullptr;
 constexpr size_t kLogKeep = 16384;
 constexpr const char* kCtMap = "ferry_ct";
+// sock_lb.c's global for the node's network namespace cookie (localhost NodePorts only there).
+constexpr const char* kHostNetnsVar = "ferry_host_netns";
 
 int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
@@ -134,6 +137,8 @@ int SizeConntrack(struct bpf_object* obj, uint32_t entries) {
 
 }  // namespace
 
+static int SetRodataVar(struct bpf_object* obj, const char* name, const void* value, size_t size);
+
 BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
   std::lock_guard<std::mutex> guard(loadMu);
   LogCapture log;
@@ -153,6 +158,13 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
     r.error = Fail(e, std::string("size ") + kCtMap + " in " + opts.object, &log);
     bpf_object__close(obj);
     return r;
+  }
+  if (opts.hostNetns != 0) {
+    if (int e = SetRodataVar(obj, kHostNetnsVar, &opts.hostNetns, sizeof(opts.hostNetns))) {
+      r.error = Fail(e, std::string("set ") + kHostNetnsVar + " (the node's network namespace) in " + opts.object, &log);
+      bpf_object__close(obj);
+      return r;
+    }
   }
   UnpinIncompatible(obj, &r.unpinned);
   int err = LoadQuietly(obj);
@@ -437,13 +449,14 @@ Napi::Array StringsToJs(Napi::Env env, const std::vector<std::string>& v) {
 
 std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
-  return info[i].As<Napi::String>().Utf8Value();
+  return WithoutNul(info.Env(), info[i].As<Napi::String>().Utf8Value(), what);
 }
 
 uint32_t SizeArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
   double d = info[i].As<Napi::Number>().DoubleValue();
-  if (d < 1 || d > 4096 || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(info.Env(), std::string(what) + " out of range");
+  // Written so that NaN fails the range test before the cast (a NaN cast is undefined).
+  if (!(d >= 1 && d <= 4096) || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(info.Env(), std::string(what) + " out of range");
   return static_cast<uint32_t>(d);
 }
 
@@ -460,8 +473,24 @@ uint32_t CtEntriesArg(Napi::Env env, Napi::Value v, const char* fn) {
   const std::string what = std::string(fn) + ": ctEntries must be a whole number from 2048 to 8388608";
   if (!v.IsNumber()) throw Napi::TypeError::New(env, what);
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d < 2048 || d > 8388608 || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(env, what);
+  if (!(d >= 2048 && d <= 8388608) || d != static_cast<uint32_t>(d)) throw Napi::RangeError::New(env, what);
   return static_cast<uint32_t>(d);
+}
+
+// The cookie of the network namespace this (the JS) thread is in — the process's: a socket's
+// SO_NETNS_COOKIE (Linux 5.14+). 0 when the kernel has none to give.
+uint64_t OwnNetnsCookie() {
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0 || len != sizeof(cookie)) cookie = 0;
+  close(fd);
+  return cookie;
 }
 
 BpfLoadOptions LoadOptionsArg(const Napi::CallbackInfo& info, const char* fn) {
@@ -472,9 +501,10 @@ BpfLoadOptions LoadOptionsArg(const Napi::CallbackInfo& info, const char* fn) {
   for (auto [key, dst] : {std::pair<const char*, std::string*>{"object", &opts.object}, {"pinDir", &opts.pinDir}, {"cgroup", &opts.cgroup}}) {
     Napi::Value v = o.Get(key);
     if (!v.IsString()) throw Napi::TypeError::New(env, std::string(fn) + ": " + key + " must be a string");
-    *dst = v.As<Napi::String>().Utf8Value();
+    *dst = WithoutNul(env, v.As<Napi::String>().Utf8Value(), std::string(fn) + ": " + key);
   }
   opts.ctEntries = CtEntriesArg(env, o.Get("ctEntries"), fn);
+  opts.hostNetns = OwnNetnsCookie();
   return opts;
 }
 
@@ -511,13 +541,50 @@ Napi::Value BpfProbeJs(const Napi::CallbackInfo& info) {
 
 // ---- map elements: engine (no JS values; also runs on the libuv thread pool) ----------------
 
-// A pinned map, opened for one call.
+// The bytes of one value as the syscalls read and write them: a per-CPU map's hold one
+// 8-byte-aligned copy per possible CPU.
+uint32_t SyscallValueSize(const struct bpf_map_info& info) {
+  switch (info.type) {
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: {
+      int cpus = libbpf_num_possible_cpus();
+      return cpus > 0 ? ((info.value_size + 7) & ~7u) * static_cast<uint32_t>(cpus) : info.value_size;
+    }
+    default:
+      return info.value_size;
+  }
+}
+
+// A pinned map, opened for one call. The kernel reads and writes the map's own key and value
+// sizes per element from the caller's buffers, whatever sizes the caller meant: sizes that are
+// not the map's are refused here (vs 0: the call has no values).
 struct PinnedMap {
   int fd = -1;
+  uint32_t keySize = 0;
   BpfError error;
-  explicit PinnedMap(const std::string& path) {
+  PinnedMap(const std::string& path, const char* op, uint32_t ks, uint32_t vs) {
     fd = bpf_obj_get(path.c_str());
-    if (fd < 0) error = Fail(errno, "open pinned map " + path);
+    if (fd < 0) {
+      error = Fail(errno, "open pinned map " + path);
+      return;
+    }
+    struct bpf_map_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+      error = Fail(errno, std::string("read the key and value sizes of pinned map ") + path + " (to " + op + ")");
+      return;
+    }
+    keySize = info.key_size;
+    uint32_t mapVs = SyscallValueSize(info);
+    if (ks != info.key_size || (vs != 0 && vs != mapVs)) {
+      error = Fail(EINVAL, std::string(op) + " in pinned map " + path + ": keySize " + std::to_string(ks) +
+                               (vs != 0 ? ", valueSize " + std::to_string(vs) : std::string()) + " given, but its keys are " +
+                               std::to_string(info.key_size) + " bytes" + (vs != 0 ? " and its values " + std::to_string(mapVs) : std::string()));
+      error.badArgs = true;
+    }
   }
   ~PinnedMap() {
     if (fd >= 0) close(fd);
@@ -528,18 +595,20 @@ struct PinnedMap {
 
 // Every element, in batches; fails on the first error with how many went in before it.
 BpfError MapUpdate(const std::string& path, const uint8_t* keys, const uint8_t* values, uint32_t n, uint32_t ks, uint32_t vs) {
-  PinnedMap m(path);
+  PinnedMap m(path, "update", ks, vs);
   if (m.error.err) return m.error;
   uint32_t done = 0;
   const uint32_t chunk = 8192;
   while (done < n) {
-    uint32_t count = n - done < chunk ? n - done : chunk;
+    const uint32_t want = n - done < chunk ? n - done : chunk;
+    uint32_t count = want;
     DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = BPF_ANY, .flags = 0);
     int err = bpf_map_update_batch(m.fd, keys + static_cast<size_t>(done) * ks, values + static_cast<size_t>(done) * vs, &count, &bo);
     if (err) {
       int e = errno;
       if (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP) {
-        // No batch support for this map type: one by one.
+        // No batch support for this map type (or one element the kernel refused): one by one
+        // from the start of this batch, whatever `count` says; an upsert twice is harmless.
         for (uint32_t i = done; i < n; i++) {
           if (bpf_map_update_elem(m.fd, keys + static_cast<size_t>(i) * ks, values + static_cast<size_t>(i) * vs, BPF_ANY) != 0) {
             return Fail(errno, "update element " + std::to_string(i) + " of " + std::to_string(n) + " in " + path);
@@ -547,7 +616,10 @@ BpfError MapUpdate(const std::string& path, const uint8_t* keys, const uint8_t* 
         }
         return BpfError{};
       }
-      return Fail(e, "batch update in " + path + " after " + std::to_string(done + count) + " of " + std::to_string(n) + " elements");
+      // The kernel writes `count` back only once it has started on the elements; a refusal
+      // before that (EPERM, EFAULT) leaves it as asked.
+      uint32_t went = count < want ? count : 0;
+      return Fail(e, "batch update in " + path + " after " + std::to_string(done + went) + " of " + std::to_string(n) + " elements");
     }
     done += count;
   }
@@ -556,22 +628,27 @@ BpfError MapUpdate(const std::string& path, const uint8_t* keys, const uint8_t* 
 
 // Deletes each key; a key already absent is not an error.
 BpfError MapDelete(const std::string& path, const uint8_t* keys, uint32_t n, uint32_t ks) {
-  PinnedMap m(path);
+  PinnedMap m(path, "delete", ks, 0);
   if (m.error.err) return m.error;
   uint32_t done = 0;
   while (done < n) {
-    uint32_t count = n - done;
+    const uint32_t want = n - done;
+    uint32_t count = want;
     DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0, .flags = 0);
     if (bpf_map_delete_batch(m.fd, keys + static_cast<size_t>(done) * ks, &count, &bo) == 0) {
       done += count;
       continue;
     }
     int e = errno;
+    // The kernel writes `count` back only once it has started on the keys: a map type without
+    // batch deletes (ENOTSUPP) or a refusal before the first key leaves it as asked.
+    uint32_t went = count < want ? count : 0;
     if (e != ENOENT && e != EINVAL && e != ENOTSUPP && e != EOPNOTSUPP) {
-      return Fail(e, "batch delete in " + path + " after " + std::to_string(done) + " of " + std::to_string(n) + " elements");
+      return Fail(e, "batch delete in " + path + " after " + std::to_string(done + went) + " of " + std::to_string(n) + " elements");
     }
-    // `count` went; the next key is absent (or batches are unsupported): one by one from there.
-    done += count;
+    // The next key is absent, or batches are unsupported: one by one from there (a key deleted
+    // twice is only ENOENT).
+    done += went;
     for (; done < n; done++) {
       if (bpf_map_delete_elem(m.fd, keys + static_cast<size_t>(done) * ks) != 0 && errno != ENOENT) {
         return Fail(errno, "delete element " + std::to_string(done) + " of " + std::to_string(n) + " in " + path);
@@ -586,10 +663,10 @@ struct MapDumpResult {
   std::vector<uint8_t> keys, values;
 };
 
-// Every element of a hash map (or an LPM trie, element by element).
+// Every element of a pinned map: in batches where its type has them, else element by element.
 MapDumpResult MapDump(const std::string& path, uint32_t ks, uint32_t vs) {
   MapDumpResult r;
-  PinnedMap m(path);
+  PinnedMap m(path, "dump", ks, vs);
   if (m.error.err) {
     r.error = m.error;
     return r;
@@ -597,10 +674,12 @@ MapDumpResult MapDump(const std::string& path, uint32_t ks, uint32_t vs) {
   std::vector<uint8_t>& keys = r.keys;
   std::vector<uint8_t>& values = r.values;
   // Batched lookups: one syscall per few thousand elements instead of two per element (a full
-  // sync's dump of 240,000 elements took ~2 s element by element). The hash map's batch token
-  // is a bucket index; 8 bytes hold it whatever the key size.
+  // sync's dump of 240,000 elements took ~2 s element by element). The batch token is where the
+  // kernel stopped: a hash map's bucket index (4 bytes), other maps' (an LPM trie's) last key,
+  // key_size bytes (generic_map_lookup_batch), which the kernel writes out and reads back.
   const uint32_t chunk = 8192;
-  std::vector<uint8_t> token_in(8), token_out(8);
+  const size_t tokenSize = m.keySize > 8 ? m.keySize : 8;
+  std::vector<uint8_t> token_in(tokenSize), token_out(tokenSize);
   bool first = true;
   for (;;) {
     size_t have = keys.size() / ks;
@@ -611,16 +690,21 @@ MapDumpResult MapDump(const std::string& path, uint32_t ks, uint32_t vs) {
     int rc = bpf_map_lookup_batch(m.fd, first ? nullptr : token_in.data(), token_out.data(), keys.data() + have * ks,
                                   values.data() + have * vs, &count, &bo);
     int e = rc == 0 ? 0 : errno;
-    keys.resize((have + count) * ks);
-    values.resize((have + count) * vs);
-    if (rc == 0) {
+    if (rc == 0 || e == ENOENT) {
+      // ENOENT: the last batch; the kernel wrote `count` either way.
+      keys.resize((have + count) * ks);
+      values.resize((have + count) * vs);
+      if (rc != 0) return r;
       token_in = token_out;
       first = false;
       continue;
     }
-    if (e == ENOENT) return r;  // the last batch (count holds what it read)
-    if (first && count == 0 && (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP)) break;  // no batch support
-    r.error = Fail(e, "batch lookup in " + path + " after " + std::to_string(have + count) + " elements");
+    keys.resize(have * ks);
+    values.resize(have * vs);
+    // No batch lookups for this map type (or kernel): refused before the kernel counts anything,
+    // so `count` is still what was asked, not what was read.
+    if (first && (e == EINVAL || e == ENOTSUPP || e == EOPNOTSUPP)) break;
+    r.error = Fail(e, "batch lookup in " + path + " after " + std::to_string(have) + " elements");
     return r;
   }
   keys.clear();
@@ -644,9 +728,9 @@ MapDumpResult MapDump(const std::string& path, uint32_t ks, uint32_t vs) {
 // ---- map elements: JS surface ---------------------------------------------------------------
 
 Napi::Error BpfErrorToJs(Napi::Env env, const BpfError& e) {
-  std::string msg = e.where + ": " + std::strerror(e.err);
+  std::string msg = e.badArgs ? e.where : e.where + ": " + std::strerror(e.err);
   if (!e.detail.empty()) msg += "\n" + e.detail;
-  Napi::Error err = Napi::Error::New(env, msg);
+  Napi::Error err = e.badArgs ? Napi::RangeError::New(env, msg) : Napi::Error::New(env, msg);
   err.Set("code", Napi::String::New(env, "FERRY_ERR_BPF"));
   err.Set("errno", Napi::Number::New(env, e.err));
   err.Set("step", Napi::String::New(env, e.where));
@@ -800,7 +884,7 @@ TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
       Napi::Value x = a.Get(i);
       if (!x.IsNumber()) throw Napi::TypeError::New(info.Env(), what);
       v[i] = x.As<Napi::Number>().DoubleValue();
-      if (v[i] < 0 || v[i] > 65535 || v[i] != static_cast<uint16_t>(v[i])) throw Napi::RangeError::New(info.Env(), what);
+      if (!(v[i] >= 0 && v[i] <= 65535) || v[i] != static_cast<uint16_t>(v[i])) throw Napi::RangeError::New(info.Env(), what);
     }
     for (int r = 0; r < 4; r += 2)
       if (v[r + 1] > 0 && (v[r] < 1 || v[r] + v[r + 1] > 65536)) throw Napi::RangeError::New(info.Env(), what);
@@ -843,7 +927,7 @@ std::vector<std::string> StringsArg(const Napi::CallbackInfo& info, size_t i, co
   for (uint32_t k = 0; k < a.Length(); k++) {
     Napi::Value v = a.Get(k);
     if (!v.IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an array of strings");
-    out.push_back(v.As<Napi::String>().Utf8Value());
+    out.push_back(WithoutNul(info.Env(), v.As<Napi::String>().Utf8Value(), what));
   }
   return out;
 }

@@ -20,6 +20,7 @@ struct BpfError {
   int err = 0;          // errno, 0 = success
   std::string where;    // which step failed, with the object it acted on
   std::string detail;   // libbpf's own words, when it printed any
+  bool badArgs = false; // the caller's arguments do not fit the object (JS: a RangeError)
 };
 
 struct BpfLoadOptions {
@@ -27,6 +28,9 @@ struct BpfLoadOptions {
   std::string pinDir;   // bpffs directory for maps and links (must exist)
   std::string cgroup;   // cgroup v2 directory to attach to
   uint32_t ctEntries = 0;  // ferry_ct's size in entries (0: as compiled); both objects declare it
+  // The cookie of the network namespace the process runs in, for sock_lb.c's ferry_host_netns
+  // (localhost NodePorts only there); 0 = unknown, the program then takes the initial namespace's.
+  uint64_t hostNetns = 0;
 };
 
 struct BpfLoadResult {

@@ -4,6 +4,7 @@
 #include "conntrack.h"
 
 #include "kept.h"
+#include "nfnl.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -116,6 +117,12 @@ struct nfct_handle* OpenHandle() {
 
 CtResult Run(const CtFilter& f, bool del) {
   CtResult res;
+  if (const char* ns = ThreadStranded()) {
+    // Its new handle would act on another namespace's flows (see ThreadStranded).
+    res.err = ENOTRECOVERABLE;
+    res.errContext = std::string("conntrack on a thread stuck in ") + ns;
+    return res;
+  }
   auto lease = keptHandle.Take(true, OpenHandle);
   struct nfct_handle* h = lease.h;
   if (h == nullptr) {

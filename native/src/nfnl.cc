@@ -13,8 +13,10 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -32,8 +34,18 @@ namespace {
 
 std::string Errno(const char* what, int e) { return std::string(what) + ": " + strerror(e); }
 
+// Set when this thread could not go back to the process's namespace after a setns: whatever it
+// opened from then on would be in the other one. (A setns to a namespace file held open fails
+// only without CAP_SYS_ADMIN or memory, and only calls with a netns, tests and the simulator,
+// switch at all.) A libuv pool thread cannot be retired, so it refuses such work instead.
+thread_local std::string strandedIn;
+
 // Opens a NETLINK_NETFILTER socket in `netns` (switching only this thread, and back).
 int OpenSocket(const std::string& netns, std::string* sysError) {
+  if (!strandedIn.empty()) {
+    *sysError = "setns: this thread could not return from " + strandedIn + " to the process's network namespace; it opens no more sockets";
+    return -1;
+  }
   int self = -1;
   if (!netns.empty()) {
     self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -61,9 +73,11 @@ int OpenSocket(const std::string& netns, std::string* sysError) {
   if (self >= 0) {
     // The thread pool thread must go back, whatever happened.
     if (setns(self, CLONE_NEWNET) < 0) {
+      int e = errno;
+      strandedIn = netns;
       close(self);
       if (fd >= 0) close(fd);
-      throw std::runtime_error(Errno("setns back to the process's namespace", errno));
+      throw std::runtime_error(Errno(("setns from " + netns + " back to the process's namespace").c_str(), e));
     }
     close(self);
   }
@@ -97,6 +111,34 @@ int OpenSocket(const std::string& netns, std::string* sysError) {
 using KeptSocket = Kept<int, -1>;
 KeptSocket batchSocket(close);
 KeptSocket dumpSocket(close);
+
+// A dump's answers come within milliseconds; a request the kernel answers without an end (no
+// DONE, no ACK) would otherwise hold a thread pool thread forever.
+constexpr int kDumpTimeoutSec = 10;
+
+int OpenDumpSocket(const std::string& netns, std::string* sysError) {
+  int fd = OpenSocket(netns, sysError);
+  if (fd < 0) return fd;
+  struct timeval tv = {kDumpTimeoutSec, 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+    *sysError = Errno("setsockopt(SO_RCVTIMEO)", errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// "getrule (0x0a07) seq 1": a request as an error message names it.
+std::string DescribeRequest(const uint8_t* req, size_t len) {
+  if (len < sizeof(struct nlmsghdr)) return "a request of " + std::to_string(len) + " bytes";
+  const struct nlmsghdr* h = reinterpret_cast<const struct nlmsghdr*>(req);
+  static const char* const kGet[] = {nullptr, "gettable", nullptr, nullptr, "getchain", nullptr, nullptr, "getrule", nullptr, nullptr,
+                                     "getset", nullptr, nullptr, "getsetelem", nullptr, nullptr, "getgen", nullptr, nullptr, "getobj"};
+  const char* name = (h->nlmsg_type >> 8) == NFNL_SUBSYS_NFTABLES && (h->nlmsg_type & 0xff) < sizeof(kGet) / sizeof(kGet[0]) ? kGet[h->nlmsg_type & 0xff] : nullptr;
+  char type[8];
+  snprintf(type, sizeof(type), "0x%04x", h->nlmsg_type);
+  return std::string(name ? name : "message") + " (" + type + ") seq " + std::to_string(h->nlmsg_seq);
+}
 
 // A batch socket: the answers of a large batch may need more than the default receive buffer.
 int OpenBatchSocket(const std::string& netns, std::string* sysError) {
@@ -132,6 +174,8 @@ void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
 }
 
 }  // namespace
+
+const char* ThreadStranded() { return strandedIn.empty() ? nullptr : strandedIn.c_str(); }
 
 NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns) {
   NfnlBatchResult r;
@@ -212,7 +256,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
 
 NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns) {
   NfnlDumpResult r;
-  KeptSocket::Lease lease = dumpSocket.Take(netns.empty(), [&] { return OpenSocket(netns, &r.sysError); });
+  KeptSocket::Lease lease = dumpSocket.Take(netns.empty(), [&] { return OpenDumpSocket(netns, &r.sysError); });
   int fd = lease.h;
   if (fd < 0) return r;
   struct sockaddr_nl sa;
@@ -223,35 +267,55 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
     dumpSocket.Return(lease, false);
     return r;
   }
+  const uint32_t seq = len >= sizeof(struct nlmsghdr) ? reinterpret_cast<const struct nlmsghdr*>(req)->nlmsg_seq : 0;
+  // The kernel marks every message it wrote after a commit changed what it was dumping, the
+  // closing DONE included: such an answer may mix two generations of the ruleset.
+  bool interrupted = false;
   std::vector<uint8_t> buf(1 << 17);
   for (;;) {
     ssize_t n = recv(fd, buf.data(), buf.size(), 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      r.sysError = Errno("recv(nf_tables dump)", errno);
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        r.sysError = "recv(nf_tables dump): no answer within " + std::to_string(kDumpTimeoutSec) + " s to " + DescribeRequest(req, len);
+      } else {
+        r.sysError = Errno("recv(nf_tables dump)", errno);
+      }
       dumpSocket.Return(lease, false);
+      r.data.clear();
       return r;
     }
     const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
     int left = static_cast<int>(n);
     while (mnl_nlmsg_ok(nlh, left)) {
-      if (nlh->nlmsg_type == NLMSG_DONE) {
-        // Kept only if DONE was the last message read: nothing of this dump is left queued.
-        dumpSocket.Return(lease, n == static_cast<ssize_t>(reinterpret_cast<const uint8_t*>(nlh) - buf.data()) + static_cast<ssize_t>(nlh->nlmsg_len));
-        r.ok = true;
-        return r;
-      }
+      if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
+      bool end = nlh->nlmsg_type == NLMSG_DONE;
       if (nlh->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
         if (e->error != 0) {
           // A dump that is interrupted by a concurrent change (EINTR) is retried by the caller.
           r.err = -e->error;
           dumpSocket.Return(lease, false);
+          r.data.clear();
           return r;
         }
-      } else {
+        // An ACK of the request (asked for with NLM_F_ACK) ends it as DONE would: a request the
+        // kernel does not answer as a dump gets no DONE.
+        end = nlh->nlmsg_seq == seq;
+      } else if (!end) {
         const uint8_t* p = reinterpret_cast<const uint8_t*>(nlh);
         r.data.insert(r.data.end(), p, p + nlh->nlmsg_len);
+      }
+      if (end) {
+        // Kept only if the end was the last message read: nothing of this dump is left queued.
+        dumpSocket.Return(lease, n == static_cast<ssize_t>(reinterpret_cast<const uint8_t*>(nlh) - buf.data()) + static_cast<ssize_t>(nlh->nlmsg_len));
+        if (interrupted) {
+          r.err = EINTR;
+          r.data.clear();
+          return r;
+        }
+        r.ok = true;
+        return r;
       }
       nlh = mnl_nlmsg_next(nlh, &left);
     }

@@ -32,12 +32,18 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
 
 struct NfnlDumpResult {
   bool ok = false;
-  int err = 0;
+  int err = 0;  // the kernel's errno; EINTR also when a commit landed during the dump (NLM_F_DUMP_INTR)
   std::string sysError;
-  std::vector<uint8_t> data;  // the answering messages, concatenated, NLMSG_DONE excluded
+  std::vector<uint8_t> data;  // the answering messages, concatenated, NLMSG_DONE excluded; empty unless ok
 };
 
-// Sends one dump request (already encoded, NLM_F_DUMP set) and returns every answer message.
+// Sends one dump request (already encoded, NLM_F_DUMP set) and returns every answer message, up
+// to NLMSG_DONE or an ACK of the request's sequence number. An answer the kernel marked
+// NLM_F_DUMP_INTR is EINTR (ask again); no message for 10 s is a sysError naming the request.
 NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns);
+
+// The namespace this thread is stuck in (a setns back to the process's failed), or nullptr. Such
+// a thread refuses netlink work: what it opened would act on the other namespace.
+const char* ThreadStranded();
 
 }  // namespace ferry

@@ -79,10 +79,11 @@ export interface NfnlBatchResult {
 
 export interface NfnlDumpResult {
   ok: boolean;
-  /** Positive errno of a refused dump, or 0. */
+  /** Positive errno of a refused dump, or 0; EINTR (4) also when a commit landed during the dump (NLM_F_DUMP_INTR): ask again. */
   errno: number;
+  /** The socket itself failed, or no answer came for 10 s (the message names the request). */
   sysError: string;
-  /** The answer messages, concatenated. */
+  /** The answer messages, concatenated; empty unless ok. */
   data: Buffer;
 }
 
@@ -224,14 +225,20 @@ export interface NativeAddon {
    * ebpf mode (native/src/bpf.cc). Loads the BPF object, reusing maps pinned under `pinDir` by
    * name, and attaches each program to `cgroup` through a link pinned as `pinDir/link_<prog>`; a
    * link already pinned on the same cgroup gets the new program swapped in (no gap). A map pinned
-   * with another layout (an older ferry's) is unpinned first and created anew (`unpinned`). On the
+   * with another layout (an older ferry's) is unpinned first and created anew (`unpinned`). The
+   * object's `ferry_host_netns` gets the cookie of the calling process's network namespace
+   * (SO_NETNS_COOKIE; left 0 where the kernel has none): localhost NodePorts only there. On the
    * libuv thread pool (loading and verifying is kernel time); rejects with an Error with code
    * FERRY_ERR_BPF, `errno`, `step` and libbpf's words. Absent in older builds.
    */
   bpfLoadAsync?(opts: { object: string; pinDir: string; cgroup: string; ctEntries?: number }): Promise<{ attached: string[]; replaced: string[]; unpinned?: string[] }>;
   /** Loads the object with small unpinned maps and no attachment: does this kernel accept it? */
   bpfProbe?(object: string): void;
-  /** Upserts `keys.length / keySize` elements into the pinned map, in batches. */
+  /**
+   * Upserts `keys.length / keySize` elements into the pinned map, in batches. Sizes that are not
+   * the map's throw a RangeError (code FERRY_ERR_BPF) naming the map and both sizes; so do the
+   * other map calls.
+   */
   bpfMapUpdate?(path: string, keys: Uint8Array, values: Uint8Array, keySize: number, valueSize: number): number;
   /** Deletes each key from the pinned map; absent keys are not an error. */
   bpfMapDelete?(path: string, keys: Uint8Array, keySize: number): number;

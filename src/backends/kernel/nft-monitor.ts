@@ -266,10 +266,14 @@ export class TamperWatch {
   onEvent(e: NfnlMonitorEvent): void {
     if (this.stopped) return;
     switch (e.kind) {
-      case 'error':
+      case 'error': {
         this.log.warn('nf_tables tamper watch stopped: its socket failed; changes by others are caught by the periodic canary check only', { err: e.error });
+        // The addon's thread has ended, but its socket stays open and subscribed until stop().
+        const h = this.handle;
         this.handle = undefined;
+        h?.stop();
         return;
+      }
       case 'overrun':
         this.onOverrun(e.ownRecent);
         return;

@@ -66,6 +66,9 @@ const SEQ_BASE = 1;
  */
 const SYNC_BATCH_BYTES = 16 * 1024;
 
+/** An interrupted dump is asked again this many times before the caller gets EINTR. */
+export const DUMP_RETRIES = 5;
+
 export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunner {
   const { fallback } = opts;
   const ns = netnsPath(opts.netns);
@@ -81,13 +84,21 @@ export function netlinkNft(addon: NativeAddon, opts: NetlinkNftOptions): NftRunn
   };
 
   async function dumpOf(kind: 'chains' | 'sets' | 'rules', family: NftFamily, table: string, chain?: string): Promise<Buffer | undefined> {
+    const what = `dump of ${kind} of ${family} ${table}${chain !== undefined ? ` chain ${chain}` : ''}`;
     for (let attempt = 0; ; attempt++) {
       const r = await dump!(encodeDumpRequest(kind, family, table, chain), ns);
       if (r.ok) return r.data;
-      // A dump interrupted by a concurrent change answers EINTR: ask again.
-      if (r.errno === 4 && attempt < 5) continue;
+      // EINTR: a commit landed while the kernel was answering (the addon saw NLM_F_DUMP_INTR),
+      // so the answer may mix two rulesets. Asked again right away: commits come in bursts of a
+      // few at most, and a dump takes milliseconds.
+      if (r.errno === 4 && attempt < DUMP_RETRIES) {
+        log.v(1, 'nf_tables dump interrupted by a concurrent commit; asking again', { dump: what, attempt: attempt + 1 });
+        continue;
+      }
       if (r.errno === 2) return undefined; // no such table or chain
-      throw new NftNetlinkError(r.errno || 5, r.errno ? errnoName(r.errno) : 'EIO', -1, '', r.sysError || `dump of ${kind} of ${family} ${table}`);
+      // sysError first: names() tells a socket that cannot be used by how it starts.
+      const why = r.errno === 4 ? `${what}: interrupted by a concurrent commit ${attempt + 1} times in a row` : r.sysError ? `${r.sysError} (${what})` : what;
+      throw new NftNetlinkError(r.errno || 5, r.errno ? errnoName(r.errno) : 'EIO', -1, '', why);
     }
   }
 

@@ -193,6 +193,11 @@ t.test('an unusable subscription warns and reports false; a failing socket ends 
   s2.source.emit({ kind: 'error', error: 'recv(nf_tables monitor): Bad file descriptor' });
   t.equal(s2.watch.running, false);
   t.match(s2.lines.warn.join('\n'), /tamper watch stopped: its socket failed/);
+  // The addon's thread is gone, but only stop() closes its socket and leaves the group.
+  t.equal(s2.source.stops, 1, 'the failed subscription is stopped, not just dropped');
+  t.equal(s2.source.started, false);
+  s2.watch.stop();
+  t.equal(s2.source.stops, 1, 'and stopped once');
 });
 
 t.test('stop() ends the subscription and drops a pending repair', async (t) => {

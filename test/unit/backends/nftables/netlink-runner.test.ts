@@ -7,10 +7,11 @@
 import t from 'tap';
 import type { NativeAddon, NfnlBatchResult, NfnlDumpResult } from '../../../../src/native/index.js';
 import { NftNetlinkError, type NftRunner } from '../../../../src/backends/kernel/nft.js';
-import { netlinkNft } from '../../../../src/backends/kernel/nft-netlink.js';
+import { DUMP_RETRIES, netlinkNft } from '../../../../src/backends/kernel/nft-netlink.js';
 import { encodeTransaction } from '../../../../src/backends/nftables/netlink.js';
 import * as R from '../../../../src/backends/nftables/rules.js';
 import { Transaction } from '../../../../src/backends/nftables/transaction.js';
+import { getVerbosity, setLogSink, setVerbosity } from '../../../../src/util/log.js';
 
 const T = 'ip ferry';
 
@@ -161,4 +162,56 @@ t.test('names() and ruleCount() read dumps', async (t) => {
   t.same([...(names.sets ?? [])], ['s']);
   t.same([...names.maps], ['m']);
   t.equal(await nft.ruleCount!('ip', 'ferry', 'ferry-canary'), 1);
+});
+
+t.test('an interrupted dump (EINTR) is asked again, each time logged, and given up after a bounded number of tries', async (t) => {
+  const lines: string[] = [];
+  const verbosity = getVerbosity();
+  setVerbosity(1);
+  setLogSink((l) => lines.push(l));
+  t.teardown(() => {
+    setVerbosity(verbosity);
+    setLogSink((l) => process.stderr.write(l + '\n'));
+  });
+  const interrupted = { ok: false, errno: 4, sysError: '', data: Buffer.alloc(0) };
+
+  let calls = 0;
+  const twice = netlinkNft(
+    stub(
+      () => ({ ok: true, sysError: '', errors: [] }),
+      () => (++calls <= 2 ? interrupted : { ok: true, errno: 0, sysError: '', data: Buffer.alloc(0) }),
+    ),
+    { fallback: scripts() },
+  );
+  t.equal(await twice.ruleCount!('ip', 'ferry', 'ferry-canary'), 0, 'the third answer is used');
+  t.equal(calls, 3);
+  t.equal(lines.filter((l) => /dump interrupted by a concurrent commit; asking again/.test(l)).length, 2, `each retry logged:\n${lines.join('\n')}`);
+  t.match(lines[0], /dump="dump of rules of ip ferry chain ferry-canary" attempt=1/);
+
+  calls = 0;
+  lines.length = 0;
+  const always = netlinkNft(
+    stub(
+      () => ({ ok: true, sysError: '', errors: [] }),
+      () => (calls++, interrupted),
+    ),
+    { fallback: scripts() },
+  );
+  const err = await always.ruleCount!('ip', 'ferry', 'ferry-canary').then(() => undefined, (e: unknown) => e);
+  t.equal(calls, DUMP_RETRIES + 1, 'asked once and retried DUMP_RETRIES times, no more');
+  t.ok(err instanceof NftNetlinkError && err.errnoName === 'EINTR', String(err));
+  t.match(String(err), /dump of rules of ip ferry chain ferry-canary: interrupted by a concurrent commit 6 times in a row/);
+});
+
+t.test('a dump that fails on the socket names the dump as well as the failure', async (t) => {
+  const nft = netlinkNft(
+    stub(
+      () => ({ ok: true, sysError: '', errors: [] }),
+      () => ({ ok: false, errno: 0, sysError: 'recv(nf_tables dump): no answer within 10 s to getrule (0x0a07) seq 1', data: Buffer.alloc(0) }),
+    ),
+    { fallback: scripts() },
+  );
+  const err = await nft.ruleCount!('ip', 'ferry', 'ferry-canary').then(() => undefined, (e: unknown) => e);
+  t.ok(err instanceof NftNetlinkError, String(err));
+  t.match(String(err), /no answer within 10 s to getrule \(0x0a07\) seq 1 \(dump of rules of ip ferry chain ferry-canary\)/);
 });
