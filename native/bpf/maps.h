@@ -44,6 +44,10 @@ struct svc_val {
 #define FERRY_SF_CLUSTERIP 1
 #define FERRY_SF_MASQ_ALL 2
 #define FERRY_SF_MASQ_NONLOCAL 4
+/* Not for socket LB: an LB IP with loadBalancerSourceRanges (a connect() has no source address
+ * yet to check). Written only with externalTrafficPolicy Local, as the cluster-wide set the tc
+ * program short-circuits a local pod to (FERRY_XF_LOCAL). */
+#define FERRY_SF_NOSOCK 8
 #define FERRY_LOCAL_SET(family) (0xffffff00u | (family))
 
 struct backend_key {
@@ -60,8 +64,9 @@ struct backend_val {
 
 /*
  * Is (addr, port) still in the set? Checked before an affinity or UDP flow entry is reused, and
- * by tc_lb.c for every packet of a tracked connection. ferry writes it only for the sets that
- * are checked: tc's, and a ClusterIP's with affinity or UDP (src/backends/ebpf/compiler.ts).
+ * by tc_lb.c for every datagram of a tracked UDP flow and every TCP SYN on a tracked tuple (not
+ * for the rest of a TCP connection, which keeps its endpoint). ferry writes it only for the sets
+ * that are checked: tc's, and a ClusterIP's with affinity or UDP (src/backends/ebpf/compiler.ts).
  */
 struct member_key {
 	__u32 set_id;
@@ -254,7 +259,7 @@ struct ct_val {
 	__u32 daddr[4];
 	__u16 sport;
 	__u16 dport;
-	__u32 set_id; /* forward: the endpoint's set, checked with ferry_member on every packet */
+	__u32 set_id; /* forward: the endpoint's set, checked with ferry_member (UDP, a TCP SYN) */
 	__u64 last_ns;
 	__u8 state;
 	__u8 dir;
@@ -262,8 +267,8 @@ struct ct_val {
 	__u8 pad[5];
 };
 
-/* The endpoint set has no ferry_member elements (a TCP ClusterIP without affinity): the entry
- * is used without asking whether its endpoint is still in the set, as conntrack would. */
+/* The endpoint set has no ferry_member elements (a TCP ClusterIP without affinity): not even a
+ * SYN asks whether the entry's endpoint is still in the set. */
 #define FERRY_CTF_NO_MEMBERS 1
 
 /* ClientIP affinity for packets from the network: keyed by the client's address. */

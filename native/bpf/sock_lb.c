@@ -25,6 +25,13 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/*
+ * The network namespace ferry runs in (the node's), by its cookie: set by ferry before the
+ * program is loaded (SO_NETNS_COOKIE, Linux 5.14+). 0 = unknown (an older kernel): the initial
+ * namespace's, which is the node's where ferry runs as a DaemonSet with hostNetwork.
+ */
+const volatile __u64 ferry_host_netns = 0;
+
 static __always_inline void read_dst(struct bpf_sock_addr *ctx, __u8 family, __u32 addr[4])
 {
 	if (family == 4) {
@@ -68,13 +75,35 @@ static __always_inline int is_member(__u32 set_id, const struct backend_val *b)
 	return bpf_map_lookup_elem(&ferry_member, &mk) != NULL;
 }
 
-static __always_inline struct svc_val *lookup_frontend(struct svc_key *key)
+static __always_inline int is_loopback(const __u32 a[4], __u8 family)
+{
+	if (family == 4)
+		return (a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000);
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
+}
+
+static __always_inline int in_host_netns(struct bpf_sock_addr *ctx)
+{
+	__u64 host = ferry_host_netns;
+
+	if (!host)
+		host = bpf_get_netns_cookie(NULL); /* the initial namespace's */
+	return bpf_get_netns_cookie(ctx) == host;
+}
+
+static __always_inline struct svc_val *lookup_frontend(struct bpf_sock_addr *ctx, struct svc_key *key)
 {
 	struct svc_val *svc = bpf_map_lookup_elem(&ferry_svc, key);
 	struct nodeaddr_key nk;
 
-	if (svc)
+	/* An entry only the tc program reads (an LB IP with source ranges) is as good as absent. */
+	if (svc && !(svc->flags & FERRY_SF_NOSOCK))
 		return svc;
+	/* localhost is the node's only in the node's own network namespace: in a pod's, 127.0.0.1 is
+	 * the pod itself, and its localhost:<NodePort> is whatever the pod listens on there (as
+	 * kube-proxy's rules, which only the node's namespace has). */
+	if (is_loopback(key->addr, key->family) && !in_host_netns(ctx))
+		return NULL;
 	/* A NodePort: the wildcard entry, if the destination is one of the node's addresses. */
 	__builtin_memset(&nk, 0, sizeof(nk));
 	nk.addr[0] = key->addr[0];
@@ -133,8 +162,16 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 		key.addr[3] = 0;
 		key.family = 4;
 	}
+	/* The unspecified address is where the kernel connects to its own loopback address (0.0.0.0
+	 * → 127.0.0.1, :: → ::1); looked up as such, never as the NodePort wildcard's all-zero key. */
+	if (key.addr[0] == 0 && key.addr[1] == 0 && key.addr[2] == 0 && key.addr[3] == 0) {
+		if (key.family == 4)
+			key.addr[0] = bpf_htonl(0x7f000001);
+		else
+			key.addr[3] = bpf_htonl(1);
+	}
 
-	svc = lookup_frontend(&key);
+	svc = lookup_frontend(ctx, &key);
 	if (!svc)
 		return SYS_PROCEED;
 	if (svc->verdict == FERRY_VERDICT_REJECT) {

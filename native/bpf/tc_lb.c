@@ -35,8 +35,10 @@
 /*
  * SNAT source ports: two ranges, set by ferry before the program is loaded (the node's ports
  * outside its ephemeral range, ip_local_port_range: a translated flow then never shares a tuple
- * with a connection the node opens itself). The default is the part of 1024-65535 above the
- * kernel's default ephemeral range.
+ * with a connection the node opens itself; and outside the NodePort range 30000-32767: the
+ * endpoint's packet after its reply entry expired would otherwise meet a NodePort's wildcard
+ * entry as a new connection, src/backends/ebpf/snat-ports.ts). The default is the part of
+ * 1024-65535 above the kernel's default ephemeral range.
  */
 struct snat_ports {
 	__u16 lo_min;
@@ -175,6 +177,13 @@ static __always_inline __u8 ct_next(__u8 state, const struct pkt *p, __u8 dir)
 	return state;
 }
 
+/*
+ * Is (addr, port) still in the set? Asked of a tracked UDP flow's every datagram (a removed
+ * endpoint's flows choose afresh: the conntrack flush kube-proxy does for UDP) and of a TCP SYN
+ * (a new connection never reuses an entry whose endpoint left), never of the other segments of an
+ * established TCP connection: kube-proxy leaves TCP conntrack entries alone, so a connection
+ * drains on its endpoint while the pod terminates, also after its Service is gone.
+ */
 static __always_inline int is_member(__u32 set_id, const __u32 addr[4], __u16 port, __u8 family)
 {
 	struct member_key mk;
@@ -554,7 +563,7 @@ struct frontend {
 	__u8 verdict;
 	__u8 masq;
 	__u8 clusterip;
-	__u8 srcrange;
+	__u8 pad;
 };
 
 /* The connection path's frontend: the 512-byte stack has no room for it. */
@@ -623,12 +632,19 @@ static __always_inline int find_frontend(const struct pkt *p, struct frontend *f
 		f->affinity_timeout = x->affinity_timeout;
 		f->verdict = x->verdict;
 		f->masq = (x->flags & FERRY_XF_MASQ) != 0;
-		f->srcrange = (x->flags & FERRY_XF_SRCRANGE) != 0;
 		f->clusterip = 0;
+		/* loadBalancerSourceRanges first, against the frontend's own set (its ranges are
+		 * written under it), as kube-proxy's firewall check comes before everything else:
+		 * a source outside them is dropped, a local pod's too. */
+		if ((x->flags & FERRY_XF_SRCRANGE) && !source_allowed(p, x->set_id)) {
+			f->verdict = FERRY_VERDICT_DROP;
+			return 1;
+		}
 		/* externalTrafficPolicy Local from a local pod (source in the local-traffic CIDRs; one
 		 * outside ferry's cgroup, or another node's): the IR's short-circuit — the cluster-wide
-		 * set, which socket LB's entry for this same frontend holds, unmasqueraded. */
-		if ((x->flags & FERRY_XF_LOCAL) && !(x->flags & FERRY_XF_SRCRANGE) && source_allowed(p, FERRY_LOCAL_SET(p->family))) {
+		 * set, which socket LB's entry for this same frontend holds, unmasqueraded (for an LB
+		 * IP with source ranges, an entry flagged FERRY_SF_NOSOCK that socket LB leaves alone). */
+		if ((x->flags & FERRY_XF_LOCAL) && source_allowed(p, FERRY_LOCAL_SET(p->family))) {
 			s = bpf_map_lookup_elem(&ferry_svc, &key);
 			if (s) {
 				f->set_id = s->set_id;
@@ -651,9 +667,22 @@ static __always_inline int find_frontend(const struct pkt *p, struct frontend *f
 	f->affinity_timeout = s->affinity_timeout;
 	f->verdict = s->verdict;
 	f->masq = (s->flags & FERRY_SF_MASQ_ALL) || ((s->flags & FERRY_SF_MASQ_NONLOCAL) && !source_allowed(p, FERRY_LOCAL_SET(p->family)));
-	f->srcrange = 0;
 	f->clusterip = 1;
 	return 1;
+}
+
+/*
+ * A loopback (127.0.0.0/8, ::1) or unspecified (0.0.0.0, ::) address. From the network such a
+ * destination is never a frontend: the stack drops it as a martian, and translating it would open
+ * the NodePorts on localhost to every L2-adjacent host, whatever --nodeport-addresses says
+ * (kube-proxy drops `-d 127.0.0.0/8 ! -s 127.0.0.0/8`, CVE-2020-8558); an all-zero destination
+ * would even match the NodePort wildcard's key itself. Such a source is a martian as well.
+ */
+static __always_inline int martian(const __u32 a[4], __u8 family)
+{
+	if (family == 4)
+		return (a[0] & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000) || a[0] == 0;
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && (a[3] == 0 || a[3] == bpf_htonl(1));
 }
 
 /* A new connection to a frontend: choose, record both directions, translate. */
@@ -671,10 +700,10 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	int node_addr = 0;
 	int i;
 
+	if (martian(p->daddr, p->family) || martian(p->saddr, p->family))
+		return TC_ACT_OK; /* the stack drops it */
 	if (!svc || !find_frontend(p, svc, &node_addr))
 		return TC_ACT_OK;
-	if (svc->srcrange && !source_allowed(p, svc->set_id))
-		return TC_ACT_SHOT;
 	if (svc->verdict == FERRY_VERDICT_REJECT) {
 		/* On a node address nothing listens on the port: the stack answers with a TCP RST or
 		 * an ICMP port unreachable. Elsewhere (externalIPs, LB IPs) the stack would route the
@@ -775,10 +804,14 @@ int ferry_tc_ingress(struct __sk_buff *skb)
 
 		if (v->dir == FERRY_CT_REPLY)
 			return ct_forward(skb, &p, v, now);
-		/* A new SYN on a closing connection is a new connection (the client reused its port);
-		 * an endpoint that left its set is never used again. Both choose afresh. */
+		/* A new SYN on a closing connection is a new connection (the client reused its port):
+		 * it chooses afresh. So does a SYN or a UDP datagram whose endpoint left its set (a new
+		 * connection never goes to an endpoint that left; a UDP flow is moved, as kube-proxy's
+		 * conntrack flush moves it). The other segments of a TCP connection keep their endpoint,
+		 * in its set or not (a terminating pod, a deleted Service): kube-proxy keeps TCP
+		 * conntrack entries, and choosing afresh would send them where only a RST answers. */
 		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT)) &&
-		    ((v->flags & FERRY_CTF_NO_MEMBERS) || is_member(v->set_id, v->daddr, v->dport, p.family)))
+		    ((p.proto == IPPROTO_TCP && !fresh) || (v->flags & FERRY_CTF_NO_MEMBERS) || is_member(v->set_id, v->daddr, v->dport, p.family)))
 			return ct_forward(skb, &p, v, now);
 	}
 	return new_connection(skb, &p, now);

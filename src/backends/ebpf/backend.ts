@@ -124,7 +124,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
           }
           if (r.snatPorts.sharedWithNode) {
             log.warn(
-              "fewer than 1024 ports lie outside this node's ephemeral range (net.ipv4.ip_local_port_range): masqueraded NodePort connections take source ports from 1024-65535 and may then clash with a connection the node opens itself to the same endpoint",
+              "fewer than 1024 ports lie outside this node's ephemeral range (net.ipv4.ip_local_port_range): masqueraded NodePort connections take source ports from 1024-65535 (but the NodePort range) and may then clash with a connection the node opens itself to the same endpoint",
               { snatPorts: describeSnatPorts(r.snatPorts) },
             );
           }

@@ -29,6 +29,7 @@ import {
   SF_CLUSTERIP,
   SF_MASQ_ALL,
   SF_MASQ_NONLOCAL,
+  SF_NOSOCK,
   XF_MASQ,
   XF_SRCRANGE,
   XF_LOCAL,
@@ -586,8 +587,9 @@ export class EbpfCompiler {
       const i = addSet('internal', s.internal, socketSetMembers(s));
       frontend(s.clusterIP, s.port, i.id, i.count, s.internal, SF_CLUSTERIP | CLUSTER_MASQ[s.clusterIPMasquerade]);
     }
-    const lbIPs = s.loadBalancerSourceRanges.length > 0 ? [] : s.loadBalancerIPs;
-    if (s.loadBalancerSourceRanges.length > 0 && s.loadBalancerIPs.length > 0) {
+    const ranged = s.loadBalancerSourceRanges.length > 0;
+    const lbIPs = ranged ? [] : s.loadBalancerIPs;
+    if (ranged && s.loadBalancerIPs.length > 0) {
       // The source address is unknown at connect() time: these stay on the (future) tc path.
       skipped.push(`${s.key}: LB IPs with loadBalancerSourceRanges (the source is unknown at connect time)`);
     }
@@ -597,6 +599,9 @@ export class EbpfCompiler {
       const e = addSet('external', set, true);
       for (const ip of s.externalIPs) frontend(ip, s.port, e.id, e.count, set);
       for (const ip of lbIPs) frontend(ip, s.port, e.id, e.count, set);
+      // With externalTrafficPolicy Local the tc program short-circuits a local pod to socket LB's
+      // entry of the frontend (XF_LOCAL): a ranged LB IP gets one too, flagged for tc alone.
+      if (ranged && s.externalPolicyLocal) for (const ip of s.loadBalancerIPs) frontend(ip, s.port, e.id, e.count, set, SF_NOSOCK);
       if (s.nodePort > 0) frontend(undefined, s.nodePort, e.id, e.count, set);
 
       // The tc path: traffic from the network uses the external set as the IR has it.
@@ -611,9 +616,9 @@ export class EbpfCompiler {
         if (!claim(id, 'ferry_xsvc', x, i)) x.pop();
       };
       for (const ip of s.externalIPs) packet(ip, s.port, masq);
-      const ranged = s.loadBalancerSourceRanges.length > 0;
       for (const ip of s.loadBalancerIPs) {
-        if (ranged && !writeAddr(addr, 0, ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
+        // (Reported by frontend() above when it wrote the SF_NOSOCK entry.)
+        if (ranged && !s.externalPolicyLocal && !writeAddr(addr, 0, ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);
         packet(ip, s.port, masq | (ranged ? XF_SRCRANGE : 0));
       }
       if (s.nodePort > 0) packet(undefined, s.nodePort, masq);

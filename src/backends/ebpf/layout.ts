@@ -166,6 +166,11 @@ export function writeSvcValue(b: Uint8Array, off: number, setId: number, count: 
 export const SF_CLUSTERIP = 1;
 export const SF_MASQ_ALL = 2;
 export const SF_MASQ_NONLOCAL = 4;
+/**
+ * Not for socket LB (maps.h FERRY_SF_NOSOCK): an LB IP with loadBalancerSourceRanges, written
+ * with externalTrafficPolicy Local for the tc program's short-circuit of a local pod.
+ */
+export const SF_NOSOCK = 8;
 /** The ferry_srcrange set id of a family's local-traffic CIDRs (maps.h FERRY_LOCAL_SET); no endpoint set has it. */
 export function localSet(family: IPFamily): number {
   return (0xffffff00 | family) >>> 0;

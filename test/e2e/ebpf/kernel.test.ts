@@ -3,12 +3,14 @@
  * cgroup and a bpffs directory this test creates (never the host's cgroup root), with
  * loopback-only backends. A client process placed in the test cgroup connects to a Service
  * address and reaches a backend; getpeername and recvmsg show the Service address; no-endpoint
- * Services are refused; a restart swaps programs without a gap; cleanup leaves no pin.
+ * Services are refused; a restart swaps programs without a gap; cleanup leaves no pin; localhost
+ * NodePorts are translated in the node's (the test's) network namespace only, never in a pod's
+ * (one the test creates and removes).
  * Needs root, cgroup v2 and bpffs (mounted here when absent, as ferry does).
  */
 import t, { type Test } from 'tap';
 import { run } from '../../../src/util/exec.js';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { createSocket, type Socket } from 'node:dgram';
@@ -32,8 +34,8 @@ interface Answer {
   peer?: string;
 }
 
-/** Runs a one-shot client inside `cgroup` (it moves itself there before connecting). */
-function client(cgroup: string, proto: 'tcp' | 'udp', addr: string, port: number): Promise<Answer> {
+/** Runs a one-shot client inside `cgroup` (it moves itself there before connecting), in network namespace `netns` when given. */
+function client(cgroup: string, proto: 'tcp' | 'udp', addr: string, port: number, netns?: string): Promise<Answer> {
   const code = `
 const [proto, addr, port] = process.argv.slice(1);
 const out = (o) => { process.stdout.write(JSON.stringify(o)); process.exit(0); };
@@ -52,7 +54,9 @@ if (proto === 'tcp') {
   s.send('hi', Number(port), addr);
 }`;
   return new Promise((resolve, reject) => {
-    const child = spawn('sh', ['-c', `echo $$ > "${cgroup}/cgroup.procs" && exec "$0" -e "$1" "$2" "$3" "$4"`, process.execPath, code, proto, addr, String(port)], {
+    // nsenter --net, not `ip netns exec`: the cgroup is joined first, and only the network namespace changes.
+    const enter = netns === undefined ? '' : `nsenter --net=/var/run/netns/${netns} -- `;
+    const child = spawn('sh', ['-c', `echo $$ > "${cgroup}/cgroup.procs" && exec ${enter}"$0" -e "$1" "$2" "$3" "$4"`, process.execPath, code, proto, addr, String(port)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -179,6 +183,48 @@ t.test('socket-level load balancing in a cgroup of our own', async (t) => {
   t.notOk(after.ok && /^[ab] /.test(after.reply ?? ''), `after cleanup the Service address is not translated (${JSON.stringify(after)})`);
   t.same(await readdir(cgroup).then((l) => l.filter((n) => n.startsWith('fy'))), [], 'no child cgroups left');
   await writeFile(join(cgroup, 'cgroup.procs'), '').catch(() => undefined);
+});
+
+t.test("localhost NodePorts are the node's alone: in a pod's network namespace, localhost is the pod's", async (t) => {
+  const { cgroup, pinDir } = await placeOf(t, 'n');
+  const pod = `${PREFIX}pod`;
+  const children: ChildProcess[] = [];
+  const servers: { close(): void }[] = [];
+  t.teardown(async () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    for (const s of servers) s.close();
+    await run(['ip', 'netns', 'del', pod], { allowFailure: true });
+  });
+  await run(['ip', 'netns', 'add', pod]);
+  await run(['ip', '-n', pod, 'link', 'set', 'lo', 'up']);
+  // The pod's own listener on its localhost:30080 (a sidecar, say).
+  const own = spawn('nsenter', [`--net=/var/run/netns/${pod}`, '--', process.execPath, '-e', `require('net').createServer((s) => s.end('pod-own saw ' + s.remoteAddress)).listen(30080, '127.0.0.1', () => process.stdout.write('ready'))`], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(own);
+  await new Promise<void>((resolve, reject) => {
+    own.stdout.once('data', () => resolve());
+    own.once('exit', (code) => reject(new Error(`the pod's listener exited ${code}`)));
+  });
+
+  const a = await tcpServer('a');
+  servers.push(a.server);
+  const np = svc({ namespace: 'default', name: 'np', clusterIP: '198.19.77.20', port: 80, nodePort: 30080, internal: fwd(ep('127.0.0.1', a.port)) });
+  const np2 = svc({ namespace: 'default', name: 'np2', clusterIP: '198.19.77.21', port: 80, nodePort: 30081, internal: fwd(ep('127.0.0.1', a.port)) });
+  const backend = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir, cgroupRoot: cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
+  await backend.sync(null, tables(table(4, [np, np2], { nodeIPs: ['192.0.2.10'] })), FULL);
+
+  for (const addr of ['127.0.0.1', '0.0.0.0']) {
+    const fromNode = await client(cgroup, 'tcp', addr, 30080);
+    t.match(fromNode.reply, /^a saw 127\.0\.0\.1$/, `from the node, ${addr}:30080 is the NodePort (${JSON.stringify(fromNode)})`);
+    const fromPod = await client(cgroup, 'tcp', addr, 30080, pod);
+    t.match(fromPod.reply, /^pod-own saw 127\.0\.0\.1$/, `from the pod, ${addr}:30080 is the pod's own listener, not the Service (${JSON.stringify(fromPod)})`);
+  }
+  const refused = await client(cgroup, 'tcp', '127.0.0.1', 30081, pod);
+  t.same(refused, { ok: false, error: 'ECONNREFUSED' }, "from the pod, localhost:30081 (nothing listens there) is refused by the pod's own stack");
+  const clusterIP = await client(cgroup, 'tcp', '198.19.77.20', 80);
+  t.match(clusterIP.reply, /^a /, 'the ClusterIP is balanced as before');
+  await backend.cleanup();
 });
 
 t.test('maps an older ferry pinned with another layout are replaced; the tc program gets the SNAT ports', async (t) => {

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
-import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, srcRangeKey, WRITTEN_MAPS, XF_LOCAL, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
+import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, SF_NOSOCK, srcRangeKey, WRITTEN_MAPS, XF_LOCAL, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -506,6 +506,37 @@ t.test('tc frontends: the external set, masquerade per the IR, source ranges for
   const moved = c.partial(tables(table(4, [web, local, noLocal, open, empty], { nodeIPs: ['192.0.2.20'] }), table(6, [v6], { nodeIPs: ['2001:db8::10'] })), { full: false, changed: new Set(), tableChanged: true });
   apply(state, moved);
   t.match([...state.ferry_snat.values()].map((v) => Buffer.from(v, 'latin1').toString('hex')), ['c0000214000000000000000000000000', '20010db8000000000000000000000010']);
+  t.same(state, c.current(), "the compiler's view equals what the maps hold");
+});
+
+t.test('an LB IP with source ranges and externalTrafficPolicy Local: a ferry_svc entry for tc\'s short-circuit alone (NOSOCK)', async (t) => {
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  const ranged = svc({
+    namespace: 'default',
+    name: 'rl',
+    clusterIP: '198.19.0.18',
+    loadBalancerIPs: ['203.0.113.12'],
+    loadBalancerSourceRanges: ['10.244.0.0/24'],
+    internal: fwd(ep('10.244.2.2', 80)),
+    external: DROP,
+    cluster: fwd(ep('10.244.2.2', 80)),
+    externalPolicyLocal: true,
+  });
+  apply(state, c.full(tables(table(4, [ranged])), emptyContents()));
+  t.same(packetFrontends(state), ['TCP 203.0.113.12:80 → default/rl:http/TCP|outside|4 count 0 drop affinity 0 flags SRCRANGE,LOCAL'], 'tc: the local set (none here), source ranges, Local');
+  const lb = [...state.ferry_svc].filter(([k]) => describeSvcKey(k).startsWith('TCP 203.0.113.12:80'));
+  t.equal(lb.length, 1, 'ferry_svc has the LB IP: the cluster-wide set a local pod is short-circuited to');
+  const v = Buffer.from(lb[0]?.[1] ?? '', 'latin1');
+  t.equal(v.readUInt8(13), SF_NOSOCK, 'flagged NOSOCK: socket LB leaves it alone (the source is unknown at connect time)');
+  t.ok(frontends(state).includes('TCP 203.0.113.12:80 → default/rl:http/TCP|external|4 count 1 forward affinity 0'), 'pointing at the cluster-wide set');
+  t.equal(c.skipped.length, 1, `still reported as not socket-balanced: ${c.skipped.join('; ')}`);
+  sizesAreRight(t, state);
+  // externalTrafficPolicy Cluster: no short-circuit, no entry.
+  const cluster = c.partial(tables(table(4, [{ ...ranged, externalPolicyLocal: false, external: ranged.cluster }])), changesOf([ranged.key]));
+  apply(state, cluster);
+  c.commit();
+  t.notOk(frontends(state).some((l) => l.startsWith('TCP 203.0.113.12')), 'with Cluster the LB IP stays off ferry_svc');
   t.same(state, c.current(), "the compiler's view equals what the maps hold");
 });
 
