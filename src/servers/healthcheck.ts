@@ -5,8 +5,11 @@
  * itself is healthy, 503 otherwise, with kube-proxy's JSON body and headers.
  *
  * Reconciled from the IR after every successful sync: new ports opened, removed ones closed,
- * counts updated in place. Ports bind the NodePort addresses (all addresses by default). A port
- * that cannot be bound is logged and retried on the next reconcile; it never fails a sync.
+ * counts updated in place. Ports bind the NodePort addresses (all addresses by default). An
+ * address that cannot be bound is retried on every reconcile, on its own: the addresses already
+ * bound keep serving (kube-proxy closes them all and starts over, but ferry reconciles many times
+ * a second, so that would make a working address refuse load balancer probes over and over).
+ * Failures are logged once per situation, not per sync, and never fail a sync.
  */
 import type { Server } from 'node:http';
 import { EntryFollower } from '../plan/follow.js';
@@ -18,9 +21,12 @@ interface PortState {
   namespace: string;
   name: string;
   localEndpoints: number;
-  servers: Server[];
+  /** Wanted address → its server; an address missing here failed and is retried next reconcile. */
+  servers: Map<string, Server>;
   /** The addresses this port is bound to, to notice a change of nodeport addresses. */
   hosts: string;
+  /** Wanted address → why it last failed, as logged: logged again only when the reason changes. */
+  failures: Map<string, string>;
 }
 
 export interface HealthCheckTarget {
@@ -29,27 +35,46 @@ export interface HealthCheckTarget {
   readonly localEndpoints: number;
 }
 
+/** A second Service wants a healthCheckNodePort another Service already has. */
+export interface HealthCheckConflict {
+  readonly port: number;
+  /** `namespace/name` of the Service that keeps the port. */
+  readonly kept: string;
+  /** `namespace/name` of the Service left without a health check. */
+  readonly refused: string;
+}
+
 /** healthCheckNodePort → service and its ready local endpoints (max over ports and families). */
 export function healthCheckTargets(tables: ProxyTables): Map<number, HealthCheckTarget> {
-  return targetsOf([tables[4].services.values(), tables[6].services.values()]);
+  return targetsOf([tables[4].services.values(), tables[6].services.values()]).targets;
 }
 
 /** healthCheckTargets over entries in table order (family 4's, then 6's): the first Service to claim a port keeps it. */
-function targetsOf(lists: Iterable<ServiceEntry>[]): Map<number, HealthCheckTarget> {
-  const out = new Map<number, HealthCheckTarget>();
+function targetsOf(lists: Iterable<ServiceEntry>[]): { targets: Map<number, HealthCheckTarget>; conflicts: HealthCheckConflict[] } {
+  const targets = new Map<number, HealthCheckTarget>();
+  const conflicts = new Map<string, HealthCheckConflict>();
   for (const list of lists) {
     for (const e of list) {
       if (e.healthCheckNodePort <= 0) continue;
-      const prev = out.get(e.healthCheckNodePort);
-      if (prev && (prev.namespace !== e.namespace || prev.name !== e.name)) continue;
-      out.set(e.healthCheckNodePort, {
+      const prev = targets.get(e.healthCheckNodePort);
+      if (prev && (prev.namespace !== e.namespace || prev.name !== e.name)) {
+        const c = { port: e.healthCheckNodePort, kept: `${prev.namespace}/${prev.name}`, refused: `${e.namespace}/${e.name}` };
+        // One per Service, not per service port or family.
+        conflicts.set(conflictId(c), c);
+        continue;
+      }
+      targets.set(e.healthCheckNodePort, {
         namespace: e.namespace,
         name: e.name,
         localEndpoints: Math.max(prev?.localEndpoints ?? 0, e.localReadyEndpoints),
       });
     }
   }
-  return out;
+  return { targets, conflicts: [...conflicts.values()] };
+}
+
+function conflictId(c: HealthCheckConflict): string {
+  return `${c.port}|${c.kept}|${c.refused}`;
 }
 
 /** Where healthcheck ports listen: everywhere unless every family restricts its NodePort addresses. */
@@ -67,6 +92,8 @@ export class ServiceHealthServers {
   private readonly log: Logger;
   private reconciling: Promise<void> = Promise.resolve();
   private readonly withHealthCheck = new EntryFollower((e) => e.healthCheckNodePort > 0);
+  /** Shared-port conflicts already logged; a conflict that ends and comes back is logged again. */
+  private readonly loggedConflicts = new Set<string>();
 
   constructor(
     /** Whether the proxy itself is healthy (kube-proxy ≥ 1.28 reports 503 otherwise). */
@@ -78,7 +105,7 @@ export class ServiceHealthServers {
 
   /** Ports currently served. */
   openPorts(): number[] {
-    return [...this.ports.entries()].filter(([, s]) => s.servers.length > 0).map(([p]) => p).sort((a, b) => a - b);
+    return [...this.ports.entries()].filter(([, s]) => s.servers.size > 0).map(([p]) => p).sort((a, b) => a - b);
   }
 
   /**
@@ -87,15 +114,16 @@ export class ServiceHealthServers {
    */
   reconcile(tables: ProxyTables, changes?: SyncChanges): Promise<void> {
     this.withHealthCheck.update(tables, changes);
-    const want = targetsOf([this.withHealthCheck.entries(4), this.withHealthCheck.entries(6)]);
+    const { targets, conflicts } = targetsOf([this.withHealthCheck.entries(4), this.withHealthCheck.entries(6)]);
+    this.logConflicts(conflicts);
     const hosts = healthCheckHosts(tables);
-    this.reconciling = this.reconciling.then(() => this.doReconcile(want, hosts));
+    this.reconciling = this.reconciling.then(() => this.doReconcile(targets, hosts));
     return this.reconciling;
   }
 
   async closeAll(): Promise<void> {
     await this.reconciling;
-    const all = [...this.ports.values()].flatMap((s) => s.servers);
+    const all = [...this.ports.values()].flatMap((s) => [...s.servers.values()]);
     this.ports.clear();
     await Promise.all(all.map(closeServer));
   }
@@ -105,46 +133,80 @@ export class ServiceHealthServers {
     for (const [port, st] of [...this.ports]) {
       if (want.has(port) && st.hosts === hostsKey) continue;
       this.ports.delete(port);
-      await Promise.all(st.servers.map(closeServer));
+      await Promise.all([...st.servers.values()].map(closeServer));
       if (!want.has(port)) this.log.v(2, 'closed healthcheck port', { port, service: `${st.namespace}/${st.name}` });
     }
     for (const [port, target] of want) {
       let st = this.ports.get(port);
       if (!st) {
-        st = { ...target, servers: [], hosts: hostsKey };
+        st = { ...target, servers: new Map(), hosts: hostsKey, failures: new Map() };
         this.ports.set(port, st);
       }
+      // Another Service on the port is another situation: its failures deserve their own lines.
+      if (st.namespace !== target.namespace || st.name !== target.name) st.failures.clear();
       st.namespace = target.namespace;
       st.name = target.name;
       st.localEndpoints = target.localEndpoints;
-      if (st.servers.length === 0) await this.open(port, st, hosts);
+      if (st.servers.size < hosts.length) await this.open(port, st, hosts);
     }
   }
 
+  /** Binds the addresses of `hosts` this port does not serve yet. */
   private async open(port: number, st: PortState, hosts: readonly string[]): Promise<void> {
     const handler = this.handler(port);
+    const service = `${st.namespace}/${st.name}`;
+    const before = st.servers.size;
     for (const host of hosts) {
+      if (st.servers.has(host)) continue;
+      let error: unknown;
       try {
-        st.servers.push(await listen('healthcheck', host, port, handler));
+        st.servers.set(host, await listen('healthcheck', host, port, handler));
       } catch (e) {
+        error = e;
         if (host === '::') {
           // No IPv6 on this host: the IPv4 wildcard is all there is.
           try {
-            st.servers.push(await listen('healthcheck', '0.0.0.0', port, handler));
-            continue;
+            st.servers.set(host, await listen('healthcheck', '0.0.0.0', port, handler));
+            error = undefined;
           } catch (e4) {
-            e = e4;
+            error = e4;
           }
         }
-        this.log.error('cannot open healthCheckNodePort; will retry after the next sync', {
-          service: `${st.namespace}/${st.name}`,
-          port,
-          host,
-          error: e instanceof Error ? e.message : String(e),
-        });
       }
+      if (error === undefined) {
+        if (st.failures.delete(host)) this.log.info('healthcheck now serving after earlier failures', { port, host, service });
+        continue;
+      }
+      // A port another program holds fails the same way on every sync, and ferry syncs far more
+      // often than kube-proxy: one line until it succeeds or the reason changes.
+      const reason = error instanceof Error ? error.message : String(error);
+      if (st.failures.get(host) === reason) continue;
+      st.failures.set(host, reason);
+      this.log.error('failed to start healthcheck; retrying on every sync (logged again only if the reason changes)', {
+        service,
+        port,
+        host,
+        error: reason,
+      });
     }
-    if (st.servers.length > 0) this.log.v(2, 'opened healthcheck port', { port, service: `${st.namespace}/${st.name}` });
+    if (before === 0 && st.servers.size > 0) this.log.v(2, 'opened healthcheck port', { port, service });
+  }
+
+  /** kube-proxy logs a Service that cannot have its port ("failed to start healthcheck"); once per conflict here. */
+  private logConflicts(conflicts: readonly HealthCheckConflict[]): void {
+    const seen = new Set<string>();
+    for (const c of conflicts) {
+      const id = conflictId(c);
+      seen.add(id);
+      if (this.loggedConflicts.has(id)) continue;
+      this.loggedConflicts.add(id);
+      this.log.error('failed to start healthcheck: healthCheckNodePort already serves another Service', {
+        port: c.port,
+        service: c.refused,
+        servedFor: c.kept,
+      });
+    }
+    for (const id of this.loggedConflicts) if (!seen.has(id)) this.loggedConflicts.delete(id);
   }
 
   private handler(port: number): Parameters<typeof listen>[3] {

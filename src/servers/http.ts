@@ -5,6 +5,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -21,15 +22,42 @@ export class ListenError extends Error {
   }
 }
 
-/** Starts an HTTP server; resolves with it once listening, rejects with ListenError. */
-export function listen(what: string, host: string, port: number, handler: Handler): Promise<Server> {
+/**
+ * Starts an HTTP server; resolves with it once listening, rejects with ListenError.
+ *
+ * `0.0.0.0` is served on both families, as kube-proxy's Go listener does with the same address
+ * (a dual-stack socket): Node's 0.0.0.0 takes IPv4 only, and an IPv6 load balancer's health
+ * check of a dual-stack node would be refused. Where IPv6 is unusable (disabled, or sockets
+ * IPv6-only by sysctl) it stays IPv4.
+ */
+export async function listen(what: string, host: string, port: number, handler: Handler): Promise<Server> {
+  if (host === '0.0.0.0' && dualStackSockets()) {
+    try {
+      return await listenOn(what, '::', port, handler, host);
+    } catch (e) {
+      if (!(e instanceof ListenError && /EAFNOSUPPORT|EADDRNOTAVAIL|EPROTONOSUPPORT/.test(e.reason))) throw e;
+    }
+  }
+  return listenOn(what, host, port, handler, host);
+}
+
+/** Whether a socket bound to :: also takes IPv4 (net.ipv6.bindv6only 0, the default). */
+function dualStackSockets(): boolean {
+  try {
+    return readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() === '0';
+  } catch {
+    return false;
+  }
+}
+
+function listenOn(what: string, host: string, port: number, handler: Handler, asked: string): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = createServer(handler);
     // Health checkers and scrapers reconnect often; do not let idle sockets pile up.
     server.keepAliveTimeout = 5000;
     const onError = (e: Error) => {
       server.close();
-      reject(new ListenError(what, host, port, e.message));
+      reject(new ListenError(what, asked, port, e.message));
     };
     server.once('error', onError);
     server.listen({ host, port, exclusive: true }, () => {

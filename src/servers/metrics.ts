@@ -53,7 +53,11 @@ export class ProxyMetrics {
   /** Service ports whose Local policy leaves them with no usable endpoint, followed sync by sync. */
   private readonly noLocal = new EntryFollower((e) => internalNoLocal(e) || externalNoLocal(e));
 
-  constructor(mode: string, opts: { processMetrics?: boolean } = {}) {
+  constructor(
+    /** The proxy mode running (`dry-run` without a kernel backend), as `/proxyMode` answers it. */
+    readonly mode: string,
+    opts: { processMetrics?: boolean } = {},
+  ) {
     const registers = [this.registry];
     this.syncDuration = new Histogram({
       name: 'kubeproxy_sync_proxy_rules_duration_seconds',
@@ -135,13 +139,13 @@ export class ProxyMetrics {
       registers,
     });
     this.healthz = new Counter({
-      name: 'kubeproxy_healthz_total',
+      name: 'kubeproxy_proxy_healthz_total',
       help: 'Cumulative proxy healthz HTTP status',
       labelNames: ['code'],
       registers,
     });
     this.livez = new Counter({
-      name: 'kubeproxy_livez_total',
+      name: 'kubeproxy_proxy_livez_total',
       help: 'Cumulative proxy livez HTTP status',
       labelNames: ['code'],
       registers,
@@ -191,10 +195,16 @@ export class ProxyMetrics {
       ['dropped', s.tcpDropped],
     ]);
     mirror('ferry_userspace_tcp_endpoint_connect_failures_total', 'Failed connects to an endpoint (each retry counts)', undefined, (s) => [['', s.tcpConnectFailures]]);
-    mirror('ferry_userspace_udp_sessions_total', 'UDP sessions by event (created, evicted: over the session limit, expired: idle)', 'event', (s) => [
+    mirror('ferry_userspace_udp_sessions_total', 'UDP sessions by event (created, evicted: over the session limit, evicted_descriptors: those of them at the descriptor budget, expired: idle)', 'event', (s) => [
       ['created', s.udpSessionsCreated],
       ['evicted', s.udpEvictions],
+      ['evicted_descriptors', s.udpDescriptorEvictions],
       ['expired', s.udpExpirations],
+    ]);
+    mirror('ferry_userspace_out_of_descriptors_total', 'Socket or accept failures with EMFILE/ENFILE, by socket (tcp_accept, tcp_upstream, udp_session)', 'socket', (s) => [
+      ['tcp_accept', s.tcpAcceptOutOfDescriptors],
+      ['tcp_upstream', s.tcpConnectOutOfDescriptors],
+      ['udp_session', s.udpSessionOutOfDescriptors],
     ]);
     mirror('ferry_userspace_udp_dropped_datagrams_total', 'Datagrams discarded: verdict drop or reject, no endpoint, or queue overflow while connecting', undefined, (s) => [['', s.udpDropped]]);
     new Gauge({
@@ -203,6 +213,14 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.set(stats().tcpActive);
+      },
+    });
+    new Gauge({
+      name: 'ferry_userspace_udp_session_limit',
+      help: 'The bound on UDP sessions in force: maxUdpSessions, or less under the open-files budget (docs/userspace.md)',
+      registers,
+      collect() {
+        this.set(stats().udpSessionLimit);
       },
     });
     new Gauge({
@@ -303,6 +321,15 @@ export async function startMetricsServer(
     }
     if (debug && path === '/debug/status') {
       sendJSON(res, 200, JSON.stringify(debug.status()));
+      return;
+    }
+    // kube-proxy's metrics server answers these two as well; scripts check a node with them.
+    if (path === '/proxyMode') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }).end(metrics.mode);
+      return;
+    }
+    if (path === '/healthz') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }).end('ok');
       return;
     }
     if (path === '/debug/memory') {

@@ -9,9 +9,16 @@
  * that cannot be opened (port taken by another process) is logged and retried on the next sync;
  * it does not fail the sync, so one bad Service cannot hold every other one back.
  */
-import { readFileSync } from 'node:fs';
 import type { Backend, IPFamily, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
+import {
+  formatOpenFilesLimit,
+  isOutOfDescriptors,
+  parseOpenFilesLimit,
+  readLimits,
+  udpSessionBudget,
+  type OpenFilesLimit,
+} from './descriptors.js';
 import { planFrontends, type Frontend, type LocalAddresses } from './frontends.js';
 import { DEFAULT_INTERFACE, ipAddressHolder, removeInterface, type AddressHolder } from './iface.js';
 import type { Clock } from './picker.js';
@@ -22,7 +29,7 @@ import { interfaceMatches, isInterfaceDetector, LocalSourceDetector, ServiceRunt
 const INTERFACE_ROUTES_REFRESH_MS = 2000;
 import { SessionTable } from './sessions.js';
 import { newStats, type ForwarderStats } from './stats.js';
-import { ListenError, TcpListener, type ForwardContext } from './tcp.js';
+import { ListenError, TcpListener, type DescriptorShortage, type ForwardContext } from './tcp.js';
 import { closeUdpSession, UdpListener, type UdpContext, type UdpSession } from './udp.js';
 import { scaledMs } from '../../util/timescale.js';
 
@@ -33,7 +40,10 @@ export interface UserspaceOptions {
   localhostNodePorts?: boolean;
   /** A UDP session idle this long is closed; default 30 s. */
   udpIdleTimeoutMs?: number;
-  /** At most this many UDP sessions (all frontends together); the oldest is evicted. Default 65536. */
+  /**
+   * At most this many UDP sessions (all frontends together); the oldest is evicted. Default 65536;
+   * lowered further to what the open-files limit leaves for them (descriptors.ts).
+   */
   maxUdpSessions?: number;
   /** Default ferry0. */
   interfaceName?: string;
@@ -45,6 +55,8 @@ export interface UserspaceInternals {
   /** Connect attempts and their timeouts; default kube-proxy userspace's 250/500/1000/2000 ms. */
   connectTimeoutsMs?: readonly number[];
   now?: Clock;
+  /** /proc/self/limits' text; read on construction and on full syncs. */
+  readLimits?: () => string;
 }
 
 export interface UserspaceStats extends ForwarderStats {
@@ -74,6 +86,9 @@ export const DEFAULT_CONNECT_TIMEOUTS_MS: readonly number[] = [250, 500, 1000, 2
 type Listener = TcpListener | UdpListener;
 
 const REJECT: Route = { verdict: 'reject' };
+
+/** Out of descriptors on the data path: at most one line this often, with the count since the last. */
+const OUT_OF_DESCRIPTORS_LOG_MS = 10_000;
 
 function runtimeKey(family: IPFamily, service: ServicePortKey): string {
   return `${family}|${service}`;
@@ -122,8 +137,16 @@ class Userspace implements UserspaceBackend {
    * only when the number changes.
    */
   private reportedNoDescriptors = 0;
-  /** Read while a descriptor is still free: out of them, /proc/self/limits cannot be opened. */
-  private readonly fileLimit = openFilesLimit();
+  private readonly readLimits: () => string;
+  /** Read while a descriptor is still free (out of them, /proc/self/limits cannot be opened); kept when a re-read fails. */
+  private fileLimit: OpenFilesLimit | undefined;
+  private readonly maxUdpSessions: number;
+  /** Sessions evicted at the descriptor budget since the episode began; 0: no episode. */
+  private budgetEpisode = 0;
+  private budgetEvictedSinceSweep = false;
+  /** Data-path EMFILE/ENFILE failures not logged yet, and when the last line was written. */
+  private descriptorFailuresUnlogged = 0;
+  private descriptorFailureLoggedAt = -Infinity;
 
   constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
     this.log = opts.log ?? logger('userspace');
@@ -132,22 +155,35 @@ class Userspace implements UserspaceBackend {
     this.now = internals.now;
     this.holder = internals.holder ?? ipAddressHolder(opts.interfaceName ?? DEFAULT_INTERFACE, this.log);
     this.udpIdleMs = opts.udpIdleTimeoutMs ?? DEFAULT_UDP_IDLE_TIMEOUT_MS;
+    this.readLimits = internals.readLimits ?? readLimits;
+    this.fileLimit = parseOpenFilesLimit(this.readLimits());
+    this.maxUdpSessions = opts.maxUdpSessions ?? DEFAULT_MAX_UDP_SESSIONS;
     this.sessions = new SessionTable<UdpSession>({
       idleTimeoutMs: this.udpIdleMs,
-      maxSessions: opts.maxUdpSessions ?? DEFAULT_MAX_UDP_SESSIONS,
+      maxSessions: udpSessionBudget(this.fileLimit, 0, this.maxUdpSessions),
       now: internals.now,
-      onClose: (_key, s) => closeUdpSession(s),
+      onClose: (_key, s, reason) => {
+        closeUdpSession(s);
+        if (reason === 'evicted' && this.sessions.maxSessions < this.maxUdpSessions) this.evictedAtBudget();
+      },
     });
     // Per-attempt limits before the next endpoint is tried; stretched on emulated machines.
     const connectTimeoutsMs = internals.connectTimeoutsMs ?? DEFAULT_CONNECT_TIMEOUTS_MS.map(scaledMs);
     if (connectTimeoutsMs.length === 0) throw new RangeError('connectTimeoutsMs must hold at least one attempt');
     const route = (f: Frontend, clientIP: string): Route =>
       this.runtimes.get(runtimeKey(f.family, f.service))?.route(f.role, clientIP, this.detector) ?? REJECT;
-    const ctx: ForwardContext = { route, stats: this.counters, log: this.log, connectTimeoutsMs };
+    const ctx: ForwardContext = {
+      route,
+      stats: this.counters,
+      log: this.log,
+      connectTimeoutsMs,
+      outOfDescriptors: (what, err, f) => this.outOfDescriptors(what, err, f),
+    };
     this.ctx = { ...ctx, sessions: this.sessions };
   }
 
   async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+    if (changes.full) this.fileLimit = parseOpenFilesLimit(this.readLimits()) ?? this.fileLimit;
     if (!this.ready || changes.full) {
       await this.holder.ensure();
       this.held = await this.holder.addresses();
@@ -224,13 +260,15 @@ class Userspace implements UserspaceBackend {
         this.log.error('out of file descriptors: frontends not opened; retrying on every sync. userspace mode holds a socket per frontend: raise the open-files limit (RLIMIT_NOFILE)', {
           notOpened: noDescriptors,
           open: this.listeners.size,
-          limit: this.fileLimit,
+          limit: formatOpenFilesLimit(this.fileLimit),
         });
       } else {
         this.log.info('frontends open again after running out of file descriptors', { open: this.listeners.size });
       }
       this.reportedNoDescriptors = noDescriptors;
     }
+    // The frontends' descriptors are spoken for now; UDP sessions get their share of the rest.
+    this.sessions.maxSessions = udpSessionBudget(this.fileLimit, this.listeners.size, this.maxUdpSessions);
     for (const f of plan.retarget) {
       const l = this.listeners.get(f.key);
       if (l) l.frontend = f;
@@ -301,6 +339,7 @@ class Userspace implements UserspaceBackend {
       udpSessionsActive: this.sessions.size,
       udpEvictions: this.sessions.evictions,
       udpExpirations: this.sessions.expirations,
+      udpSessionLimit: this.sessions.maxSessions,
       frontends: this.listeners.size,
       addresses: this.held.size,
       failedFrontends: this.failed,
@@ -359,8 +398,58 @@ class Userspace implements UserspaceBackend {
   private startSweeper(): void {
     if (this.sweeper) return;
     const every = Math.max(100, Math.min(this.udpIdleMs / 2, 5000));
-    this.sweeper = setInterval(() => this.sessions.sweep(), every);
+    this.sweeper = setInterval(() => {
+      this.sessions.sweep();
+      this.endBudgetEpisode();
+    }, every);
     this.sweeper.unref();
+  }
+
+  /** A session made room for a new one because the descriptor budget, not maxUdpSessions, bounds the table. */
+  private evictedAtBudget(): void {
+    this.counters.udpDescriptorEvictions++;
+    this.budgetEvictedSinceSweep = true;
+    if (this.budgetEpisode++ > 0) return;
+    this.log.warn('UDP sessions at the descriptor budget: each new client evicts the least recently used session; raise the open-files limit (RLIMIT_NOFILE)', {
+      budget: this.sessions.maxSessions,
+      maxUdpSessions: this.maxUdpSessions,
+      limit: formatOpenFilesLimit(this.fileLimit),
+      frontends: this.listeners.size,
+      tcpActive: this.counters.tcpActive,
+    });
+  }
+
+  /** Called per sweep: a sweep interval without such an eviction ends the episode. */
+  private endBudgetEpisode(): void {
+    if (this.budgetEvictedSinceSweep) {
+      this.budgetEvictedSinceSweep = false;
+      return;
+    }
+    if (this.budgetEpisode === 0) return;
+    this.log.info('UDP sessions below the descriptor budget again', { evicted: this.budgetEpisode, active: this.sessions.size });
+    this.budgetEpisode = 0;
+  }
+
+  private outOfDescriptors(what: DescriptorShortage, err: unknown, f: Frontend): void {
+    const c = this.counters;
+    if (what === 'accept') c.tcpAcceptOutOfDescriptors++;
+    else if (what === 'connect') c.tcpConnectOutOfDescriptors++;
+    else c.udpSessionOutOfDescriptors++;
+    this.descriptorFailuresUnlogged++;
+    const now = (this.now ?? Date.now)();
+    if (now - this.descriptorFailureLoggedAt < OUT_OF_DESCRIPTORS_LOG_MS) return;
+    this.log.error('out of file descriptors on the data path: connections and sessions fail; raise the open-files limit (RLIMIT_NOFILE)', {
+      failed: what,
+      frontend: f.key,
+      err,
+      failuresSinceLastLine: this.descriptorFailuresUnlogged,
+      limit: formatOpenFilesLimit(this.fileLimit),
+      frontends: this.listeners.size,
+      tcpActive: c.tcpActive,
+      udpSessions: this.sessions.size,
+    });
+    this.descriptorFailuresUnlogged = 0;
+    this.descriptorFailureLoggedAt = now;
   }
 
   private logOnce(
@@ -409,24 +498,4 @@ export function createUserspaceBackend(opts: UserspaceOptions = {}, internals: U
 /** `--cleanup`: removes ferry0 and with it every service address (sockets die with the process). */
 export async function cleanupUserspace(interfaceName: string = DEFAULT_INTERFACE): Promise<void> {
   await removeInterface(interfaceName);
-}
-
-/** EMFILE (this process) or ENFILE (the whole system): no descriptor for another socket. */
-function isOutOfDescriptors(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  return code === 'EMFILE' || code === 'ENFILE';
-}
-
-/** The process's open-files limit as `soft/hard`, from /proc/self/limits ('' when unreadable). */
-function openFilesLimit(limits = readLimits()): string {
-  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limits);
-  return m ? `${m[1]}/${m[2]}` : '';
-}
-
-function readLimits(): string {
-  try {
-    return readFileSync('/proc/self/limits', 'utf8');
-  } catch {
-    return '';
-  }
 }

@@ -1,7 +1,8 @@
 /**
  * The UDP session table: client (frontend, address, port) → its session, in least-recently-used
  * order. Sessions idle longer than the timeout expire on sweep; when the table is full the oldest
- * is evicted (counted). The owner closes the session's socket in `onClose`.
+ * is evicted (counted). The owner closes the session's socket in `onClose`, and may lower the
+ * bound at run time (the descriptor budget): the next add then evicts down to it.
  *
  * No I/O and no timers of its own; the clock is injectable. Must never hold a closed session:
  * every removal goes through onClose exactly once.
@@ -26,16 +27,26 @@ export class SessionTable<V> {
   // A Map iterates in insertion order; touching re-inserts, so the first entry is the oldest.
   private readonly slots = new Map<string, Slot<V>>();
   private readonly now: Clock;
+  private max: number;
   evictions = 0;
   expirations = 0;
 
   constructor(private readonly opts: SessionTableOptions<V>) {
-    if (opts.maxSessions < 1) throw new RangeError(`maxSessions must be >= 1, got ${opts.maxSessions}`);
+    this.max = checkedMax(opts.maxSessions);
     this.now = opts.now ?? Date.now;
   }
 
   get size(): number {
     return this.slots.size;
+  }
+
+  get maxSessions(): number {
+    return this.max;
+  }
+
+  /** Sessions already over a lowered bound stay until the next add, which evicts down to it. */
+  set maxSessions(n: number) {
+    this.max = checkedMax(n);
   }
 
   /** The session for `key`, marked as used now. */
@@ -56,7 +67,7 @@ export class SessionTable<V> {
   /** Adds a session; evicts the oldest first when full. Replaces (closing) an existing one. */
   add(key: string, value: V): void {
     if (this.slots.has(key)) this.delete(key);
-    while (this.slots.size >= this.opts.maxSessions) {
+    while (this.slots.size >= this.max) {
       const oldest = this.slots.keys().next();
       if (oldest.done) break;
       const slot = this.slots.get(oldest.value) as Slot<V>;
@@ -100,4 +111,9 @@ export class SessionTable<V> {
     }
     return n;
   }
+}
+
+function checkedMax(n: number): number {
+  if (!(n >= 1)) throw new RangeError(`maxSessions must be >= 1, got ${n}`);
+  return n;
 }

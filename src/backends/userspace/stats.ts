@@ -14,10 +14,19 @@ export interface ForwarderStats {
   tcpActive: number;
   udpSessionsCreated: number;
   udpSessionsActive: number;
+  /** Sessions evicted (least recently used first) to make room, whichever bound was reached. */
   udpEvictions: number;
   udpExpirations: number;
   /** Datagrams discarded: verdict drop/reject, no endpoint, or queue overflow while connecting. */
   udpDropped: number;
+  /** The bound on UDP sessions in force: maxUdpSessions, or less under the descriptor budget (descriptors.ts). */
+  udpSessionLimit: number;
+  /** Of udpEvictions, those at the descriptor budget (it was below maxUdpSessions). */
+  udpDescriptorEvictions: number;
+  /** EMFILE/ENFILE seen by Node: on accept (libuv resets most such connections without a word), for an upstream TCP socket, for a UDP session's socket. */
+  tcpAcceptOutOfDescriptors: number;
+  tcpConnectOutOfDescriptors: number;
+  udpSessionOutOfDescriptors: number;
 }
 
 export function newStats(): ForwarderStats {
@@ -33,5 +42,10 @@ export function newStats(): ForwarderStats {
     udpEvictions: 0,
     udpExpirations: 0,
     udpDropped: 0,
+    udpSessionLimit: 0,
+    udpDescriptorEvictions: 0,
+    tcpAcceptOutOfDescriptors: 0,
+    tcpConnectOutOfDescriptors: 0,
+    udpSessionOutOfDescriptors: 0,
   };
 }

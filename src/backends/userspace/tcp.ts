@@ -12,6 +12,7 @@
 import net from 'node:net';
 import type { PlannedEndpoint } from '../../plan/types.js';
 import type { Logger } from '../../util/log.js';
+import { isOutOfDescriptors } from './descriptors.js';
 import type { Frontend } from './frontends.js';
 import { endpointId, type EndpointPicker } from './picker.js';
 import type { Route } from './route.js';
@@ -24,7 +25,12 @@ export interface ForwardContext {
   readonly log: Logger;
   /** One connect attempt per entry, each with that timeout (ms); kube-proxy's userspace used 250/500/1000/2000. */
   readonly connectTimeoutsMs: readonly number[];
+  /** A socket could not be had (EMFILE/ENFILE): counts it and logs, rate-limited. */
+  outOfDescriptors(what: DescriptorShortage, err: unknown, frontend: Frontend): void;
 }
+
+/** Where a descriptor was missing: accepting a client, the upstream TCP socket, a UDP session's socket. */
+export type DescriptorShortage = 'accept' | 'connect' | 'udp';
 
 /** A frontend's socket could not be opened (address in use, address not local, ...). */
 export class ListenError extends Error {
@@ -43,6 +49,8 @@ export class EndpointConnectError extends Error {
   constructor(
     readonly endpoint: PlannedEndpoint,
     readonly reason: string,
+    /** The socket's error, if there was one (not on a timeout). */
+    override readonly cause?: unknown,
   ) {
     super(`connect to ${endpointId(endpoint)} failed: ${reason}`);
     this.name = 'EndpointConnectError';
@@ -83,7 +91,7 @@ export function connectEndpoint(ep: PlannedEndpoint, timeoutMs: number): Promise
     s.once('error', (e) => {
       clearTimeout(timer);
       s.destroy();
-      reject(new EndpointConnectError(ep, errCode(e)));
+      reject(new EndpointConnectError(ep, errCode(e), e));
     });
     s.once('connect', () => {
       clearTimeout(timer);
@@ -146,7 +154,12 @@ export class TcpListener {
       this.server.once('error', onError);
       this.server.listen({ host: this.frontend.ip, port: this.frontend.port, exclusive: true, backlog: BACKLOG }, () => {
         this.server.off('error', onError);
-        this.server.on('error', (e) => this.ctx.log.error('listener error', { frontend: this.frontend.key, err: e }));
+        this.server.on('error', (e) => {
+          // libuv answers most accept EMFILEs itself (it resets the pending connections through a
+          // reserve descriptor); the ones it passes on are counted with the others.
+          if (isOutOfDescriptors(e)) this.ctx.outOfDescriptors('accept', e, this.frontend);
+          else this.ctx.log.error('listener error', { frontend: this.frontend.key, err: e });
+        });
         resolve();
       });
     });
@@ -211,6 +224,11 @@ export class TcpListener {
         picker.confirm(clientIP, ep);
         break;
       } catch (e) {
+        if (e instanceof EndpointConnectError && isOutOfDescriptors(e.cause)) {
+          // Not the endpoint's fault, and another endpoint needs a socket just the same.
+          this.ctx.outOfDescriptors('connect', e.cause, this.frontend);
+          break;
+        }
         stats.tcpConnectFailures++;
         log.v(2, 'endpoint connect failed', { frontend: this.frontend.key, service: this.frontend.service, err: e });
       }

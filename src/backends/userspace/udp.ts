@@ -9,6 +9,7 @@
  * Must never send a reply from any socket but the frontend's.
  */
 import dgram from 'node:dgram';
+import { isOutOfDescriptors } from './descriptors.js';
 import type { Frontend } from './frontends.js';
 import { endpointId, type EndpointPicker } from './picker.js';
 import type { SessionTable } from './sessions.js';
@@ -117,8 +118,10 @@ export class UdpListener {
     const session: UdpSession = { upstream, picker, endpoint: endpointId(ep), pending: [], closed: false };
     upstream.on('error', (e) => {
       // ICMP unreachable from the endpoint, or a send failure: end the session so the next
-      // datagram from this client picks again.
-      log.v(2, 'UDP session error', { frontend: this.frontend.key, endpoint: session.endpoint, err: e });
+      // datagram from this client picks again. No descriptor for the socket (its implicit bind
+      // fails) ends it too.
+      if (isOutOfDescriptors(e)) this.ctx.outOfDescriptors('udp', e, this.frontend);
+      else log.v(2, 'UDP session error', { frontend: this.frontend.key, endpoint: session.endpoint, err: e });
       if (!session.closed && sessions.get(key) === session) sessions.delete(key);
       else closeUdpSession(session);
     });

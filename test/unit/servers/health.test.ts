@@ -1,5 +1,6 @@
 import t from 'tap';
 import type { AddressInfo } from 'node:net';
+import { existsSync, readFileSync } from 'node:fs';
 import type { V1Node } from '@kubernetes/client-node';
 import { ProxyHealth, startHealthzServer } from '../../../src/servers/health.js';
 import { FakeClock } from '../../../src/sync/clock.js';
@@ -65,4 +66,17 @@ t.test('the HTTP server answers with kube-proxy headers', async (t) => {
   t.equal((await fetch(`http://127.0.0.1:${port}/livez`)).status, 200);
   t.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 404, 'metrics are not served here (as kube-proxy)');
   t.same(seen, ['/healthz:200', '/livez:200']);
+});
+
+t.test('0.0.0.0 answers over both families, as kube-proxy\'s Go listener (a dual-stack socket)', async (t) => {
+  const h = new ProxyHealth(60_000, [4, 6], new FakeClock());
+  const srv = await startHealthzServer({ host: '0.0.0.0', port: 0 }, h);
+  t.teardown(() => srv.close());
+  const port = (srv.server.address() as AddressInfo).port;
+  t.equal((await fetch(`http://127.0.0.1:${port}/livez`)).status, 200, 'over IPv4');
+  if (!existsSync('/proc/net/if_inet6') || readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() !== '0') {
+    t.comment('no dual-stack sockets on this machine: IPv6 not checked');
+    return;
+  }
+  t.equal((await fetch(`http://[::1]:${port}/livez`)).status, 200, 'over IPv6 (was refused: Node binds 0.0.0.0 to IPv4 only)');
 });

@@ -1,5 +1,8 @@
+import { createServer } from 'node:net';
 import t from 'tap';
+import type { ProxyTables } from '../../../src/plan/types.js';
 import { ServiceHealthServers, healthCheckTargets } from '../../../src/servers/healthcheck.js';
+import type { LogFields, Logger } from '../../../src/util/log.js';
 import { entry, freePort, tables } from './fixtures.js';
 
 t.test('targets: one per healthCheckNodePort, counting ready local endpoints', async (t) => {
@@ -56,4 +59,86 @@ t.test('servers open, answer, update and close with the IR', async (t) => {
   t.equal(d.status, 200, 'count updated in place');
   t.equal((d.body as { localEndpoints: number }).localEndpoints, 4);
   await t.rejects(fetch(`http://127.0.0.1:${p1}/`), 'closed port refuses connections');
+});
+
+/** A Logger that keeps its lines (`E message k=v ...`) for assertions. */
+function recorder(): { log: Logger; lines: string[] } {
+  const lines: string[] = [];
+  const put = (level: string) => (msg: string, fields?: LogFields) =>
+    lines.push(`${level} ${msg}${Object.entries(fields ?? {}).map(([k, v]) => ` ${k}=${String(v)}`).join('')}`);
+  return { lines, log: { info: put('I'), v: () => undefined, warn: put('W'), error: put('E') } };
+}
+
+/** Holds host:port the way another program would; resolves to its closer. */
+async function squat(host: string, port: number): Promise<() => Promise<void>> {
+  const s = createServer();
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.listen({ host, port, exclusive: true }, resolve);
+  });
+  return () => new Promise<void>((resolve) => s.close(() => resolve()));
+}
+
+function onAddresses(t: ProxyTables, addresses: string[]): ProxyTables {
+  const nodePortAddresses = { kind: 'list' as const, addresses };
+  return { 4: { ...t[4], nodePortAddresses }, 6: { ...t[6], nodePortAddresses } };
+}
+
+t.test('a port bound on one address but not another retries the missing address on later syncs', async (t) => {
+  const port = await freePort();
+  const release = await squat('127.0.0.2', port);
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, log);
+  t.teardown(() => hcs.closeAll());
+  const ir = onAddresses(tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]), ['127.0.0.1', '127.0.0.2']);
+
+  await hcs.reconcile(ir);
+  t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 200, 'the free address serves at once');
+  await hcs.reconcile(ir);
+  t.equal(lines.filter((l) => l.startsWith('E failed to start healthcheck') && l.includes('host=127.0.0.2')).length, 1, `the taken address is logged once over two syncs:\n${lines.join('\n')}`);
+
+  await release();
+  await hcs.reconcile(ir);
+  const res = await fetch(`http://127.0.0.2:${port}/`).catch((e: Error) => e);
+  t.equal(res instanceof Error ? String(res.cause ?? res) : res.status, 200, 'once freed, the missing address is bound by the next sync');
+  t.ok(lines.some((l) => l.startsWith('I healthcheck now serving') && l.includes('host=127.0.0.2')), `its recovery is logged:\n${lines.join('\n')}`);
+});
+
+t.test('two Services on one healthCheckNodePort: the second is logged once, with the port and both Services', async (t) => {
+  const port = await freePort();
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, log);
+  t.teardown(() => hcs.closeAll());
+  const a = entry({ namespace: 'ns', name: 'a', key: 'ns/a:/TCP', healthCheckNodePort: port, localReadyEndpoints: 1 });
+  const b = entry({ namespace: 'ns', name: 'b', key: 'ns/b:/TCP', healthCheckNodePort: port, localReadyEndpoints: 0 });
+  const b2 = entry({ namespace: 'ns', name: 'b', key: 'ns/b:dns/UDP', healthCheckNodePort: port, localReadyEndpoints: 0 });
+  const conflictLines = () => lines.filter((l) => l.startsWith('E failed to start healthcheck'));
+
+  await hcs.reconcile(tables([a, b, b2]));
+  await hcs.reconcile(tables([a, b, b2]));
+  t.equal(conflictLines().length, 1, `one line over two syncs and two service ports:\n${lines.join('\n')}`);
+  t.match(conflictLines()[0], new RegExp(`port=${port}\\b.*service=ns/b.*servedFor=ns/a`));
+  const body = (await (await fetch(`http://127.0.0.1:${port}/`)).json()) as { service: { name: string } };
+  t.equal(body.service.name, 'a', 'the first Service keeps the port');
+
+  await hcs.reconcile(tables([a]));
+  await hcs.reconcile(tables([a, b]));
+  t.equal(conflictLines().length, 2, 'a conflict that ends and comes back is logged again');
+});
+
+t.test('a port another program holds is logged once, retried on every sync, and its success logged', async (t) => {
+  const port = await freePort();
+  const release = await squat('::', port);
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, log);
+  t.teardown(() => hcs.closeAll());
+  const ir = tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]);
+  for (let i = 0; i < 5; i++) await hcs.reconcile(ir);
+  t.same(hcs.openPorts(), []);
+  t.equal(lines.filter((l) => l.startsWith('E ')).length, 1, `one error over five syncs:\n${lines.join('\n')}`);
+  await release();
+  await hcs.reconcile(ir);
+  t.same(hcs.openPorts(), [port], 'retried and bound once free');
+  t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 200);
+  t.ok(lines.some((l) => l.startsWith('I healthcheck now serving') && l.includes(`port=${port}`)), `a line says it is serving now:\n${lines.join('\n')}`);
 });

@@ -54,7 +54,12 @@ t.test('the metrics server serves /metrics and /debug/plan', async (t) => {
   const body = (await dbg.json()) as { '4': { services: { key: string }[] }; '6': { services: unknown[] } };
   t.same(body['4'].services.map((s) => s.key), ['ns/web:/TCP']);
   t.same(body['6'].services, []);
-  t.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 404);
+  // As kube-proxy's metrics server: /healthz says the process serves, /proxyMode the mode.
+  const hz = await fetch(`http://127.0.0.1:${port}/healthz`);
+  t.same([hz.status, await hz.text()], [200, 'ok']);
+  const pm = await fetch(`http://127.0.0.1:${port}/proxyMode`);
+  t.same([pm.status, await pm.text()], [200, 'dry-run']);
+  t.equal((await fetch(`http://127.0.0.1:${port}/configz`)).status, 404, 'not /configz (docs/cli.md)');
 });
 
 t.test('userspace counters are exported as they stand at each scrape', async (t) => {

@@ -2,16 +2,24 @@
  * The userspace backend over loopback (no root, no namespaces): an in-memory AddressHolder stands
  * in for ferry0, service addresses come from 127.0.0.0/8 (local without being added anywhere), and
  * real sockets carry the traffic. Proves the data-path details the e2e test does not: half-close,
- * reset propagation, failed-bind retry, failed address update, UDP session bound and idle expiry.
+ * reset propagation, failed-bind retry, failed address update, UDP session bound and idle expiry,
+ * the descriptor budget and running out of descriptors (a child under prlimit).
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
-import { createUserspaceBackend, type AddressHolder, type UserspaceBackend } from '../../../../src/backends/userspace/index.js';
+import {
+  createUserspaceBackend,
+  type AddressHolder,
+  type UserspaceBackend,
+  type UserspaceInternals,
+  type UserspaceStats,
+} from '../../../../src/backends/userspace/index.js';
 import type { ServiceEntry } from '../../../../src/plan/types.js';
 import { setLogSink } from '../../../../src/util/log.js';
 import { FULL, ep, fwd, partial, svc, tables } from './fixtures.js';
@@ -60,9 +68,9 @@ function fakeHolder(): FakeHolder {
   return h;
 }
 
-function backend(t: Test, opts: Parameters<typeof createUserspaceBackend>[0] = {}): { b: UserspaceBackend; h: FakeHolder } {
+function backend(t: Test, opts: Parameters<typeof createUserspaceBackend>[0] = {}, internals: UserspaceInternals = {}): { b: UserspaceBackend; h: FakeHolder } {
   const h = fakeHolder();
-  const b = createUserspaceBackend({ families: [4], ...opts }, { holder: h, connectTimeoutsMs: [500, 500, 500] });
+  const b = createUserspaceBackend({ families: [4], ...opts }, { holder: h, connectTimeoutsMs: [500, 500, 500], ...internals });
   t.teardown(() => b.cleanup());
   return { b, h };
 }
@@ -207,4 +215,135 @@ t.test('UDP: the session table is bounded (oldest evicted) and idle sessions exp
   t.equal(b.stats().udpSessionsActive, 2);
   await eventually('idle sessions expire', () => b.stats().udpSessionsActive === 0);
   t.equal(b.stats().udpExpirations, 2);
+});
+
+async function udpEcho(t: Test, ip: string, port: number): Promise<void> {
+  const echo = dgram.createSocket('udp4');
+  echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+  echo.bind(port, ip);
+  await once(echo, 'listening');
+  t.teardown(() => echo.close());
+}
+
+/** One datagram from a fresh source port; its reply, or undefined when none comes (a hang guard, not a timing assertion). */
+async function oneShot(ip: string, port: number, msg: string): Promise<string | undefined> {
+  const c = dgram.createSocket('udp4');
+  c.bind(0, '127.0.0.1');
+  await once(c, 'listening');
+  try {
+    const reply = once(c, 'message').then(([m]) => (m as Buffer).toString());
+    c.send(msg, port, ip);
+    return await Promise.race([reply, new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000))]);
+  } finally {
+    c.close();
+  }
+}
+
+/** `count` one-shot clients, `parallel` at a time; how many got their datagram back. */
+async function oneShots(ip: string, port: number, count: number, parallel: number): Promise<number> {
+  let answered = 0;
+  for (let i = 0; i < count; i += parallel) {
+    const batch = Array.from({ length: Math.min(parallel, count - i) }, (_, j) => oneShot(ip, port, `q${i + j}`));
+    for (const r of await Promise.all(batch)) if (r !== undefined) answered++;
+  }
+  return answered;
+}
+
+/** A TCP exchange through the proxy: what came back, or the error code. */
+async function tcpEcho(ip: string, port: number, msg: string): Promise<{ data: string; error?: string }> {
+  const c = net.connect({ host: ip, port, allowHalfOpen: true });
+  c.on('connect', () => c.end(msg));
+  return readAll(c);
+}
+
+const LIMITS_200 = 'Limit                     Soft Limit           Hard Limit           Units     \nMax open files            200                  200                  files     \n';
+
+// A DNS-like load (a new source port per query, sessions kept 30 s) filled the descriptor table
+// long before the 65,536-session bound; new TCP connections were then reset without a word.
+t.test('UDP: the open-files limit bounds the sessions (least recently used evicted), logged once per episode', async (t) => {
+  await udpEcho(t, EP1, BASE + 10);
+  const { b } = backend(t, { udpIdleTimeoutMs: 300 }, { readLimits: () => LIMITS_200 });
+  await b.sync(null, ir([svc({ name: 'dns', protocol: 'UDP', clusterIP: VIP, port: BASE + 10, internal: fwd(ep(EP1, BASE + 10)) })]), FULL);
+  // ⌊(200 − 128 reserved − 1 frontend) / 2⌋
+  t.equal(b.stats().udpSessionLimit, 35, 'half of what the reserve and the frontends leave');
+  const before = logLines.length;
+  t.equal(await oneShots(VIP, BASE + 10, 40, 1), 40, 'every client answered');
+  const s = b.stats();
+  t.equal(s.udpSessionsActive, 35, 'no more sessions than the budget');
+  t.equal(s.udpDescriptorEvictions, 5, 'the oldest made room, counted');
+  t.equal(s.udpEvictions, 5);
+  const mine = () => logLines.slice(before);
+  t.equal(mine().filter((l) => l.includes('UDP sessions at the descriptor budget')).length, 1, `one line for the episode:\n${mine().join('\n')}`);
+  t.match(mine().find((l) => l.includes('descriptor budget')), /budget=35 .*limit=200\/200/);
+  await eventually('the episode ends once sessions expire', () => mine().some((l) => l.includes('below the descriptor budget again') && l.includes('evicted=5')));
+  await oneShots(VIP, BASE + 10, 40, 1);
+  t.equal(mine().filter((l) => l.includes('UDP sessions at the descriptor budget')).length, 2, 'a new episode is logged again');
+});
+
+interface Child {
+  send(cmd: string): Promise<Record<string, unknown>>;
+}
+
+/** udp-descriptors-child.js under `prlimit --nofile=limit`; UDP frontend at VIP:udp, TCP at VIP:tcp. */
+async function descriptorChild(t: Test, limit: number, udp: number, tcp: number): Promise<Child> {
+  await udpEcho(t, EP1, udp + 1);
+  await server(t, EP1, tcp + 1, (c) => c.pipe(c));
+  const file = join(dirname(fileURLToPath(import.meta.url)), 'udp-descriptors-child.js');
+  const p = spawn('prlimit', [`--nofile=${limit}:${limit}`, process.execPath, file, NET, String(udp), String(udp + 1), String(tcp), String(tcp + 1)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(p, 'exit');
+  t.teardown(async () => {
+    p.stdin.end('exit\n');
+    await exited;
+  });
+  const out = createInterface({ input: p.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => {
+    const r = await out.next();
+    if (r.done) throw new Error(`the child ended early: ${stderr.slice(-2000)}`);
+    return JSON.parse(r.value) as Record<string, unknown>;
+  };
+  await next(); // ready
+  return {
+    send: async (cmd) => {
+      p.stdin.write(cmd + '\n');
+      return next();
+    },
+  };
+}
+
+type ChildStats = UserspaceStats & { budgetLines: number; dataPathLines: number; log: string[] };
+
+t.test('under prlimit --nofile=200, 250 one-shot UDP clients leave room for TCP connections', async (t) => {
+  const child = await descriptorChild(t, 200, BASE + 20, BASE + 22);
+  t.equal(await oneShots(VIP, BASE + 20, 250, 25), 250, 'every UDP client answered');
+  const r = await tcpEcho(VIP, BASE + 22, 'still there');
+  const s = (await child.send('stats')) as unknown as ChildStats;
+  t.same(r, { data: 'still there' }, `TCP after the UDP load (child log: ${s.log.join(' | ')})`);
+  t.ok(s.udpSessionsActive <= s.udpSessionLimit && s.udpSessionLimit < 100, `sessions (${s.udpSessionsActive}) within the budget (${s.udpSessionLimit})`);
+  t.ok(s.udpDescriptorEvictions > 0, 'the budget evicted');
+  t.equal(s.budgetLines, 1, 'logged once');
+  t.equal(s.udpSessionOutOfDescriptors + s.tcpAcceptOutOfDescriptors + s.tcpConnectOutOfDescriptors, 0, 'nothing ran out');
+});
+
+t.test('out of descriptors on the data path: counted per socket kind, one error line for a burst', async (t) => {
+  const child = await descriptorChild(t, 200, BASE + 30, BASE + 32);
+  await child.send('fill 0');
+  t.equal(await oneShot(VIP, BASE + 30, 'no socket for me'), undefined, 'a new UDP session cannot open its socket');
+  await child.send('unfill');
+  // One descriptor free: accept takes it, and the upstream socket finds none.
+  await child.send('fill 1');
+  for (let i = 0; i < 3; i++) {
+    const r = await tcpEcho(VIP, BASE + 32, 'x');
+    t.not(r.data, 'x', `connection ${i} not forwarded (${r.error ?? 'closed'})`);
+  }
+  await child.send('unfill');
+  const s = (await child.send('stats')) as unknown as ChildStats;
+  t.equal(s.udpSessionOutOfDescriptors, 1, `UDP session counted (child log: ${s.log.join(' | ')})`);
+  t.equal(s.tcpConnectOutOfDescriptors, 3, 'each upstream socket counted');
+  t.equal(s.tcpConnectFailures, 0, 'not counted against the endpoint');
+  t.equal(s.dataPathLines, 1, 'one error line for the burst');
+  t.same(await tcpEcho(VIP, BASE + 32, 'after'), { data: 'after' }, 'with descriptors back, TCP forwards again');
 });

@@ -76,3 +76,14 @@ t.test('replacing and deleting close exactly once', async (t) => {
 t.test('maxSessions below 1 is refused', async (t) => {
   t.throws(() => new SessionTable({ idleTimeoutMs: 1, maxSessions: 0, onClose: () => undefined }), RangeError);
 });
+
+t.test('a lowered bound (the descriptor budget) evicts down to it on the next add', async (t) => {
+  const { s, closed } = table(5, 60_000);
+  for (const k of ['a', 'b', 'c', 'd', 'e']) s.add(k, k.toUpperCase());
+  s.maxSessions = 2;
+  t.equal(s.size, 5, 'nothing closed by the change itself');
+  s.add('f', 'F');
+  t.same(closed, ['a=A:evicted', 'b=B:evicted', 'c=C:evicted', 'd=D:evicted']);
+  t.same([s.size, s.evictions], [2, 4]);
+  t.throws(() => (s.maxSessions = 0), RangeError);
+});
