@@ -1,13 +1,20 @@
 /**
  * Which conntrack entries a sync makes stale, for every backend. Only connectionless protocols
- * matter (UDP, SCTP): their flows keep following an old NAT decision for as long as packets keep
- * coming, so
- *  - an endpoint that left a service's sets must lose its flows (filter by reply source), and
+ * matter (UDP, and SCTP — kube-proxy cleans UDP only; an SCTP association pinned to a removed
+ * endpoint is as stuck, so ferry cleans it the same way): their flows keep following an old NAT
+ * decision for as long as packets keep coming, so
+ *  - an endpoint that left a service port's sets loses its flows *through that service port's
+ *    frontends* (original destination and reply source, as kube-proxy's filters: flows to the
+ *    pod that never went through the Service, pod to pod or a hostPort, are not the proxy's);
  *  - a frontend that had no usable endpoints (rejected, dropped or not there) and now forwards
- *    must lose the flows that were recorded without DNAT (filter by original destination).
- * This is what kube-proxy clears. Pure: computes filters, never deletes anything.
+ *    loses the flows that were recorded without DNAT (filter by original destination).
+ * With no previous tables (ferry's first sync after a start) nothing is known about what the
+ * kernel held, and only the flows that cannot have been DNAT-ed are cleared: those whose reply
+ * comes from the frontend itself. Flows of healthy Services survive a restart, as with kube-proxy,
+ * which never clears a flow whose reply source is a serving endpoint.
+ * Pure: computes filters, never deletes anything.
  */
-import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey } from '../plan/types.js';
+import type { EndpointSet, IPFamily, ProxyTables, ServiceEntry, ServicePortKey } from '../plan/types.js';
 import type { ConntrackFilter, ConntrackProtocol } from './kernel/conntrack.js';
 
 export type { ConntrackFilter };
@@ -50,60 +57,12 @@ function frontends(svc: ServiceEntry | undefined): Map<string, Frontend> {
   return out;
 }
 
-/** ip|port|protocol → how many UDP/SCTP service ports of a table forward to it. */
-type Serving = Map<string, number>;
-
 /**
- * The Serving index of the last table it was computed for. It moves from a table to the next
- * (updated by the changed keys; the previous table loses it), so a sync that removes a UDP
- * endpoint does not walk every service port. A cache: a table without one gets it rebuilt.
- */
-const servingOf = new WeakMap<ProxyTable, Serving>();
-
-function countServing(idx: Serving, s: ServiceEntry | undefined, delta: 1 | -1): void {
-  const pr = s && connectionless(s);
-  if (!pr) return;
-  for (const ep of endpointIDs(s).values()) {
-    const id = `${ep.ip}|${ep.port}|${pr}`;
-    const n = (idx.get(id) ?? 0) + delta;
-    if (n > 0) idx.set(id, n);
-    else idx.delete(id);
-  }
-}
-
-function buildServing(t: ProxyTable): Serving {
-  const idx: Serving = new Map();
-  for (const s of t.services.values()) countServing(idx, s, 1);
-  servingOf.set(t, idx);
-  return idx;
-}
-
-/** prev's index moved to next, or undefined when prev has none. `keys` must cover every difference. */
-function carryServing(prevT: ProxyTable, nextT: ProxyTable, keys: Iterable<ServicePortKey>): Serving | undefined {
-  const have = servingOf.get(nextT);
-  if (have) return have;
-  const idx = servingOf.get(prevT);
-  if (!idx) return undefined;
-  servingOf.delete(prevT);
-  for (const k of keys) {
-    const ps = prevT.services.get(k);
-    const ns = nextT.services.get(k);
-    if (ps === ns) continue;
-    countServing(idx, ps, -1);
-    countServing(idx, ns, 1);
-  }
-  servingOf.set(nextT, idx);
-  return idx;
-}
-
-/**
- * The conntrack deletions a sync from `prev` to `next` calls for. `prev` null (first sync, or
- * after a failure) counts as "nothing was there": every forwarding UDP/SCTP frontend is cleared.
- * `changed` (optional) limits the work to those service ports; unchanged ones produce nothing.
- *
- * A stale endpoint is cleared by reply source alone, unless the same ip:port still serves another
- * service port of this family: then only the old service's frontends are cleared, so the other
- * service's flows survive.
+ * The conntrack deletions a sync from `prev` (what the kernel held: the tables last programmed
+ * successfully, also when this sync is a full one) to `next` calls for. `prev` null: nothing is
+ * known (the first sync after a start), and of every forwarding UDP/SCTP frontend only the flows
+ * answered by the frontend itself (never DNAT-ed) are cleared. `changed` (optional) limits the
+ * work to those service ports; unchanged ones produce nothing.
  */
 export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, changed?: ReadonlySet<ServicePortKey>): ConntrackFilter[] {
   const out: ConntrackFilter[] = [];
@@ -126,12 +85,6 @@ export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, chan
       for (const k of nextT.services.keys()) keys.add(k);
     }
 
-    // ip|port|protocol served over next: carried forward from prev's (the cost of the changed
-    // keys), else built from the whole table — once, at a full sync, so that later partial syncs
-    // carry it (only UDP/SCTP service ports add to it).
-    const stillServing = (prevT && changed ? carryServing(prevT, nextT, keys) : undefined) ?? servingOf.get(nextT) ?? buildServing(nextT);
-    const servingInNext = (ip: string, port: number, protocol: ConntrackProtocol): boolean => (stillServing.get(`${ip}|${port}|${protocol}`) ?? 0) > 0;
-
     // Only UDP and SCTP service ports leave conntrack entries to clear: the others are dropped
     // before sorting (a full sync at 44k Services would otherwise sort every key).
     const connectionlessKeys: ServicePortKey[] = [];
@@ -152,10 +105,6 @@ export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, chan
         const pFronts = frontends(ps);
         for (const [id, ep] of endpointIDs(ps)) {
           if (nextEps.has(id)) continue;
-          if (!servingInNext(ep.ip, ep.port, protocol)) {
-            push({ family, protocol, replySrc: ep.ip, replySrcPort: ep.port });
-            continue;
-          }
           for (const f of pFronts.values()) {
             push(
               f.addr === undefined
@@ -170,7 +119,11 @@ export function staleConntrack(prev: ProxyTables | null, next: ProxyTables, chan
         const before = frontends(ps);
         for (const f of frontends(ns).values()) {
           if (!f.forwards || before.get(f.id)?.forwards) continue;
-          push(f.addr === undefined ? { family, protocol, origDstPort: f.port } : { family, protocol, origDst: f.addr, origDstPort: f.port });
+          if (prevT === undefined) {
+            // Unknown past: only what was certainly not DNAT-ed, answered by the frontend itself
+            // (a NodePort's by its port on whichever node address).
+            push(f.addr === undefined ? { family, protocol, origDstPort: f.port, replySrcPort: f.port } : { family, protocol, origDst: f.addr, origDstPort: f.port, replySrc: f.addr, replySrcPort: f.port });
+          } else push(f.addr === undefined ? { family, protocol, origDstPort: f.port } : { family, protocol, origDst: f.addr, origDstPort: f.port });
         }
       }
     }

@@ -64,7 +64,7 @@ export function addProxyOptions(program: Command): void {
     'after',
     '\nDurations use Go syntax (500ms, 30s, 1m30s, 1h). Flags given explicitly override --config.\n' +
       'Flags marked "accepted, no effect" are validated and logged once at start. kube-proxy flags ferry does\n' +
-      'not implement are rejected by name with the reason, e.g. the --ipvs-* flags, --write-config-to and --vmodule.\n',
+      'not implement are rejected by name with the reason, e.g. the --ipvs-* flags and --vmodule.\n',
   );
 }
 

@@ -38,7 +38,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'detect-local-mode', arg: '<mode>', help: 'how traffic from local pods is recognized: ClusterCIDR (--cluster-cidr), NodeCIDR (the Node\'s spec.podCIDRs), BridgeInterface (--pod-bridge-interface) or InterfaceNamePrefix (--pod-interface-name-prefix)', defaultText: 'ClusterCIDR' },
   { name: 'pod-bridge-interface', arg: '<name>', help: 'with --detect-local-mode BridgeInterface: traffic arriving on this bridge is local' },
   { name: 'pod-interface-name-prefix', arg: '<prefix>', help: 'with --detect-local-mode InterfaceNamePrefix: traffic arriving on an interface whose name starts with this prefix is local' },
-  { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated, or 'primary' (default: all local addresses)" },
+  { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated, or 'primary' (default: primary in nftables mode, all local addresses in the others)" },
   { name: 'masquerade-all', arg: '[bool]', help: 'SNAT all traffic sent via Service ClusterIPs', defaultText: 'false' },
   { name: 'iptables-masquerade-bit', arg: '<bit>', help: 'fwmark bit [0, 31] marking packets that need SNAT', defaultText: '14' },
   { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4), masqueraded: iptables mode as kube-proxy (route_localnet=1, KUBE-FIREWALL martian drop), userspace mode its own way; never in nftables mode (as kube-proxy)', defaultText: 'true' },

@@ -372,7 +372,10 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   const clusterCIDRs = clusterRaw ? parseClusterCIDRs(clusterRaw) : [];
 
   const npRaw = pick<string | readonly string[]>(flagString(flags, 'nodeport-addresses'), file?.nodePortAddresses);
-  const nodePortAddresses: NodePortAddressSpec = npRaw ? parseNodePortAddresses(npRaw) : { kind: 'all' };
+  // kube-proxy's default (server_linux.go, platformApplyDefaults): `primary` in nftables mode —
+  // NodePorts only on the node's IP, not on every address the host has — and all of them in the
+  // other modes.
+  const nodePortAddresses: NodePortAddressSpec = npRaw ? parseNodePortAddresses(npRaw) : mode === 'nftables' ? { kind: 'primary' } : { kind: 'all' };
 
   const bindRaw = pick(flagString(flags, 'bind-address'), file?.bindAddress);
   const bindAddress = bindRaw ? bindRaw.value.trim() : DEFAULTS.bindAddress;

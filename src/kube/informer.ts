@@ -33,6 +33,9 @@ export interface Backoff {
   readonly maxMs: number;
 }
 
+/** A watch the server ends sooner than this without an event counts as a failure (client-go: 1 s). */
+const SHORT_WATCH_MS = 1000;
+
 /**
  * 200 ms doubling to 1.6 s (±20%): after an outage the proxy is current within 2 s of the API
  * server's return, while one node retries at most about once a second — jitter spreads a
@@ -206,8 +209,21 @@ export class ResilientInformer {
           needList = false;
           this.healthy();
         }
-        await this.watch(gen);
-        // The server ended the watch (its timeout): resume from where it stopped.
+        const began = Date.now();
+        const events = await this.watch(gen);
+        // The server ended the watch (its timeout): resume from where it stopped. One that ends
+        // at once without a single event is not a timeout but something answering in the API
+        // server's place (a proxy, a load balancer): as client-go's "very short watch", wait
+        // out the backoff before the next, or every node asks thousands of times a second.
+        if (events === 0 && Date.now() - began < SHORT_WATCH_MS && this.live(gen)) {
+          this.attempts++;
+          const error = `the watch ended after ${Date.now() - began} ms without an event`;
+          this.lastError = { at: Date.now(), error };
+          const delay = backoffDelay(this.backoff, this.attempts);
+          if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource}: ${error}; retrying`);
+          else this.log.v(2, `watch for ${this.opts.resource} still ending at once`, { attempt: this.attempts, retryInMs: delay });
+          await this.sleep(delay);
+        } else this.healthy();
       } catch (e) {
         if (!this.live(gen)) return;
         needList = true;
@@ -343,12 +359,13 @@ export class ResilientInformer {
     this.resourceVersion = listRV;
   }
 
-  /** Resolves when the server ends the watch; rejects with Gone or the failure. */
-  private watch(gen: number): Promise<void> {
+  /** Resolves when the server ends the watch, with the number of events it brought; rejects with Gone or the failure. */
+  private watch(gen: number): Promise<number> {
     const { opts } = this;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<number>((resolve, reject) => {
       let outcome: Error | undefined;
       let finished = false;
+      let events = 0;
       const finish = (err: unknown) => {
         if (finished) return;
         finished = true;
@@ -356,7 +373,7 @@ export class ResilientInformer {
         this.watchAbort = undefined;
         if (outcome) reject(outcome);
         else if (err) reject(err);
-        else resolve();
+        else resolve(events);
       };
       const query = {
         labelSelector: opts.labelSelector,
@@ -372,6 +389,8 @@ export class ResilientInformer {
           query,
           (type: string, obj: unknown) => {
             if (!this.live(gen) || finished) return;
+            // The first event proves the watch works again (after very short ones).
+            if (events++ === 0 && this.attempts > 0) this.healthy();
             const rv = strField(rec(rec(obj)?.metadata), 'resourceVersion');
             switch (type) {
               case 'ADDED':

@@ -45,8 +45,11 @@ export async function getJSON(
   const opts: RequestOptions = { headers: { Accept: 'application/json' } };
   await kc.applyToHTTPSOptions(opts);
   const https = url.protocol === 'https:';
+  // A kubeconfig `proxy-url`: client-node's agent is the one that speaks to the proxy (its Watch
+  // uses it too); ours would go straight to the server, which such a network does not allow.
+  const agent = cluster.proxyUrl ? opts.agent : https ? httpsAgent : httpAgent;
   return new Promise((resolve, reject) => {
-    const req = (https ? httpsRequest : httpRequest)(url, { ...opts, method: 'GET', agent: https ? httpsAgent : httpAgent, signal }, (res) => {
+    const req = (https ? httpsRequest : httpRequest)(url, { ...opts, method: 'GET', agent, signal }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (b: Buffer) => {

@@ -1,5 +1,5 @@
 /**
- * Address parsing for the model and the planner: one strict parser (ipaddr.js) that yields
+ * Address parsing for the model and the planner: one parser (kube-proxy's reading, ipaddr.js for IPv6) that yields
  * canonical strings, so that equal addresses compare equal as strings everywhere downstream.
  * Pure; never throws on bad input (returns undefined instead).
  */
@@ -35,9 +35,11 @@ export function isCanonicalIPv4(text: string): boolean {
 }
 
 /**
- * Strict IP parsing. IPv4 must be four plain decimal parts (ipaddr.js would read "010.0.0.1" as
- * octal and accept "1.2.3" — Kubernetes means neither). IPv6 zone ids and IPv4-mapped IPv6
- * addresses are rejected: neither can be a Service or endpoint address.
+ * IP parsing as kube-proxy's (`ParseIPSloppy`): IPv4 is four decimal parts, and a part with
+ * leading zeros is read as decimal ("010.244.001.005" is 10.244.1.5) — API servers before 1.33
+ * accepted such addresses and kube-proxy serves them, so existing objects may hold them; ipaddr.js
+ * would read them as octal and accept "1.2.3", which Kubernetes means neither. IPv6 zone ids and
+ * IPv4-mapped IPv6 addresses are rejected: neither can be a Service or endpoint address (docs/ir.md).
  */
 export function parseIP(text: unknown): ParsedIP | undefined {
   if (typeof text !== 'string' || text.length === 0 || text.length > MAX_TEXT) return undefined;
@@ -54,13 +56,14 @@ export function parseIP(text: unknown): ParsedIP | undefined {
     if (a.isIPv4MappedAddress()) return undefined;
     return { ip: a.toString(), family: 6, v4: -1 };
   }
-  if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
-  const parts = text.split('.');
-  // isValidFourPartDecimal allows leading zeros in some versions; ambiguous (octal?), so refuse.
-  for (const p of parts) if (p.length > 1 && p[0] === '0') return undefined;
-  const ip = ipaddr.IPv4.parse(text).toString();
+  if (!DECIMAL_QUAD.test(text)) return undefined;
+  const parts = text.split('.').map(Number);
+  if (parts.some((p) => p > 255)) return undefined;
+  const ip = parts.join('.');
   return { ip, family: 4, v4: canonicalIPv4(ip) };
 }
+
+const DECIMAL_QUAD = /^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/;
 
 export function parseCIDR(text: unknown): ParsedCIDR | undefined {
   if (typeof text !== 'string' || text.length > MAX_TEXT + 4) return undefined;

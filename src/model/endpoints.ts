@@ -31,7 +31,7 @@ export interface ParsedSlice {
   readonly ports: readonly SlicePort[];
   /**
    * The slice's endpoints crossed with each of its ports (byPort[i] for ports[i]): deduplicated
-   * by address (first wins, a local copy replaces a non-local one), sorted by address, frozen.
+   * by address (`replaces` picks the copy), sorted by address, frozen.
    * These Endpoint objects are the ones the snapshot hands to the planner — a Service with one
    * slice shares them instead of copying them.
    */
@@ -233,15 +233,22 @@ export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlic
 
 const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
 
-/** Keeps `e` over `prev` for the same address: kube-proxy favours isLocal when duplicates disagree. */
-function replaces(prev: Endpoint, e: { isLocal: boolean }): boolean {
+/**
+ * Whether `e` replaces `prev` for the same address. As kube-proxy (EndpointSliceCache.addEndpoints):
+ * a copy that is not terminating wins over a terminating one — a pod network may reuse a
+ * terminating pod's IP before its Pod object is gone, and the running pod must get the traffic.
+ * Between copies alike in that, kube-proxy's pick is its map order (undefined); ferry keeps the
+ * local copy, then the first.
+ */
+function replaces(prev: Endpoint, e: { isLocal: boolean; terminating: boolean }): boolean {
+  if (prev.terminating !== e.terminating) return prev.terminating;
   return !prev.isLocal && e.isLocal;
 }
 
 function portEndpoints(eps: readonly SliceEndpoint[], port: number): readonly Endpoint[] {
   if (eps.length === 0) return NO_ENDPOINTS;
   // The common case: distinct addresses — sorted as they are, without a Map (a duplicate
-  // address falls through to the merge below, where the first or the local copy wins).
+  // address falls through to the merge below, where `replaces` picks the copy).
   const out: Endpoint[] = [];
   let ordered = true;
   for (let i = 0; i < eps.length; i++) {
@@ -272,9 +279,8 @@ export function compareEndpoints(a: { ip: string; port: number }, b: { ip: strin
 
 /**
  * The endpoints of one service port in one family, from all slices of its Service. Slices are
- * visited in name order; the first occurrence of an ip:port wins, except that a local copy
- * replaces a non-local one (kube-proxy favours isLocal when duplicates disagree). Sorted by ip,
- * then port.
+ * visited in name order; of the copies of an ip:port, one that is not terminating wins, then a
+ * local one, then the first (`replaces`). Sorted by ip, then port.
  */
 export function mergeEndpoints(
   slices: Iterable<ParsedSlice>,

@@ -257,15 +257,15 @@ function parsePortEntry(entry: unknown, i: number, problems: Problems): PortSpec
 
 /**
  * Parse one Service for the given families. Skipped without a problem: ExternalName, headless
- * (clusterIP None or unset), and Services labelled service.kubernetes.io/service-proxy-name
- * (they belong to another proxy). Any other invalid field is a problem: a bad port entry skips
+ * (clusterIP None or unset), and Services whose service.kubernetes.io/service-proxy-name label
+ * is not `serviceProxyName` ("" = no label; a labelled Service belongs to another proxy). Any other invalid field is a problem: a bad port entry skips
  * that port, a bad ClusterIP, type or affinity skips the whole Service, and bad entries of
  * externalIPs, LB ingress IPs and loadBalancerSourceRanges are ignored (as kube-proxy ignores them).
  * Addresses are checked for family and class (specialIPClass): a loopback, unspecified,
  * link-local, multicast or broadcast ClusterIP skips the Service; such an external or ingress IP
  * is ignored.
  */
-export function parseService(svc: unknown, families: readonly IPFamily[]): ParsedService {
+export function parseService(svc: unknown, families: readonly IPFamily[], serviceProxyName = ''): ParsedService {
   const problems = new Problems();
   const ports: ServicePort[] = [];
   const done = (): ParsedService => ({ ports, problems: problems.result() });
@@ -274,9 +274,11 @@ export function parseService(svc: unknown, families: readonly IPFamily[]): Parse
     problems.add('metadata: namespace and name must be non-empty strings');
     return done();
   }
-  if (Object.prototype.hasOwnProperty.call(stringMap(field(field(svc, 'metadata'), 'labels')), LABEL_SERVICE_PROXY_NAME)) {
-    return done();
-  }
+  // The watch's selector, again: a Service meant for another proxy (or, with serviceProxyName
+  // set, one not labelled for this one) is not ours, however it reached the tracker.
+  const labels = stringMap(field(field(svc, 'metadata'), 'labels'));
+  const proxyName = Object.prototype.hasOwnProperty.call(labels, LABEL_SERVICE_PROXY_NAME) ? labels[LABEL_SERVICE_PROXY_NAME] : undefined;
+  if (proxyName !== (serviceProxyName === '' ? undefined : serviceProxyName)) return done();
   const spec = rec(field(svc, 'spec'));
   if (!spec) {
     problems.add(`spec: ${show(field(svc, 'spec'))} is not an object`);

@@ -40,6 +40,8 @@ export interface TrackerOptions {
    * "endpointslices"): feeds ferry_invalid_objects_total.
    */
   onInvalid?: (resource: 'services' | 'endpointslices') => void;
+  /** KubeProxyConfiguration.serviceProxyName ("" or unset: Services without the label are ours). */
+  serviceProxyName?: string;
 }
 
 /** Everything the tracker knows about one Service name: its object (if any) and its slices. */
@@ -200,6 +202,7 @@ export class ChangeTracker {
   private readonly loggedVersion = new Map<string, string>();
 
   private readonly startTime: number;
+  private readonly serviceProxyName: string;
 
   private sinceStart(t: Date | undefined): Date | undefined {
     return t && t.getTime() > this.startTime ? t : undefined;
@@ -208,6 +211,7 @@ export class ChangeTracker {
   constructor(opts: TrackerOptions) {
     this.startTime = (opts.startTime ?? new Date()).getTime();
     this.nodeName = opts.nodeName;
+    this.serviceProxyName = opts.serviceProxyName ?? '';
     this.families = [...new Set(opts.families)].filter((f) => f === 4 || f === 6);
     this.log = opts.log ?? logger('model');
     this.onInvalid = opts.onInvalid;
@@ -220,7 +224,7 @@ export class ChangeTracker {
     const id = objectName(svc);
     let parsed: ParsedService;
     try {
-      parsed = parseService(svc, this.families);
+      parsed = parseService(svc, this.families, this.serviceProxyName);
     } catch (err) {
       // parseService is written not to throw; this is the last line of defence.
       parsed = { ports: [], problems: [`unexpected parse failure: ${String(err)}`] };

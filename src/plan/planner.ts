@@ -58,6 +58,12 @@ export interface PlanOptions {
    * local (ebpf). A change of them is then a table-level change, like a change of CIDR matches.
    */
   listAllNodePortAddresses?: boolean;
+  /**
+   * --bind-address when it names an address (not 0.0.0.0 or ::): the node's primary IP of its
+   * family, ahead of the Node's own (kube-proxy's detectNodeIPs) — for `primary` NodePort
+   * addresses and the source-range check of LB IPs.
+   */
+  bindAddress?: string;
 }
 
 export interface PlanReport {
@@ -218,7 +224,10 @@ function localTraffic(opts: PlanOptions, node: NodeInfo, family: IPFamily, probl
 
 function header(snap: ClusterSnapshot, opts: PlanOptions, problems: string[]): Header {
   const family = snap.family;
-  const nodeIPs = Object.freeze(snap.node.addresses.filter((a) => parseIP(a)?.family === family));
+  let ips = snap.node.addresses.filter((a) => parseIP(a)?.family === family);
+  const bind = opts.bindAddress !== undefined ? parseIP(opts.bindAddress) : undefined;
+  if (bind && bind.family === family) ips = [bind.ip, ...ips.filter((a) => a !== bind.ip)];
+  const nodeIPs = Object.freeze(ips);
   const h: Header = {
     family,
     nodeName: snap.node.name,

@@ -7,10 +7,13 @@ import type { ProxyConfig, ProxyMode } from '../config/types.js';
 import type { Backend, IPFamily } from '../plan/types.js';
 import { run } from '../util/exec.js';
 import { detectVariant, execRunner } from '../backends/iptables/runner.js';
-import { createNftablesBackend } from '../backends/nftables/backend.js';
+import { createNftablesBackend, removeTables } from '../backends/nftables/backend.js';
+import { FERRY_TABLE, KUBE_PROXY_TABLE } from '../backends/nftables/names.js';
+import { isKubeProxyLayout } from '../backends/iptables/cleanup.js';
+import { existsSync } from 'node:fs';
 import { defaultNft } from '../backends/kernel/nft.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
-import { createUserspaceBackend, cleanupUserspace } from '../backends/userspace/index.js';
+import { createUserspaceBackend, cleanupUserspace, DEFAULT_INTERFACE } from '../backends/userspace/index.js';
 import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
 import { createEbpfBackend } from '../backends/ebpf/backend.js';
 import { KernelBpfMaps, probeBpf, removePins } from '../backends/kernel/bpf.js';
@@ -42,6 +45,13 @@ export interface BackendEntry {
    * names where a mode keeps its state when that is configurable (ebpf's bpffs directory).
    */
   cleanup(config?: ProxyConfig): Promise<void>;
+  /**
+   * At the start of mode `running`: removes what this entry's mode (or kube-proxy, where it is
+   * the same layout) may have left that would still catch `running`'s traffic — kube-proxy's
+   * platformCleanup at every start. Nothing of the running mode's own state. Returns what it
+   * removed, for the log.
+   */
+  removeForeign?(running: ProxyMode, config: ProxyConfig): Promise<string[]>;
 }
 
 export const BACKENDS: Record<ProxyMode, BackendEntry> = {
@@ -67,6 +77,9 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     },
     // Removes ferry's `ferry` tables and kube-proxy's `kube-proxy` nftables tables.
     cleanup: async () => createNftablesBackend({ nft: defaultNft() }).cleanup(),
+    // kube-proxy's nftables table always (ferry's nftables mode replaces it); ferry's own only
+    // when another mode runs.
+    removeForeign: async (running) => (await removeTables(defaultNft(), running === 'nftables' ? [KUBE_PROXY_TABLE] : [FERRY_TABLE, KUBE_PROXY_TABLE])).map((t) => `nftables table ${t}`),
   },
   iptables: {
     create: async (config, families) =>
@@ -83,6 +96,12 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     },
     // Removes every KUBE-* chain and the jumps to them (ferry's and kube-proxy's), nft and legacy.
     cleanup: async () => cleanupIptables({ log: logger('iptables') }),
+    // Only kube-proxy's layout (which ferry's iptables mode writes too): not another program's
+    // KUBE-* chains. cleanupIptables logs what it removed.
+    removeForeign: async (running) => {
+      if (running !== 'iptables') await cleanupIptables({ log: logger('iptables'), ours: isKubeProxyLayout });
+      return [];
+    },
   },
   ebpf: {
     create: async (config, families) =>
@@ -102,6 +121,12 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
     // Detaches the tc filters ferry_tcif records; unpinning the links detaches the cgroup
     // programs; unpinning the maps frees them.
     cleanup: async (config) => removePins(config?.ebpfBpffsDir ?? DEFAULTS.ebpfBpffsDir),
+    // Its programs would keep rewriting connects before the running mode's rules see them.
+    removeForeign: async (running, config) => {
+      if (running === 'ebpf' || !existsSync(config.ebpfBpffsDir)) return [];
+      await removePins(config.ebpfBpffsDir);
+      return [`ebpf programs and pins under ${config.ebpfBpffsDir}`];
+    },
   },
   userspace: {
     create: async (config, families) =>
@@ -111,5 +136,11 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
       await run(['ip', '-V']);
     },
     cleanup: async () => cleanupUserspace(),
+    // ferry0 holds every ClusterIP as a local address: the kernel would answer them itself.
+    removeForeign: async (running) => {
+      if (running === 'userspace' || !existsSync(`/sys/class/net/${DEFAULT_INTERFACE}`)) return [];
+      await cleanupUserspace();
+      return [`the userspace mode's interface ${DEFAULT_INTERFACE}`];
+    },
   },
 };

@@ -129,6 +129,23 @@ export async function chooseMode(config: ProxyConfig, families: readonly IPFamil
   }
 }
 
+/**
+ * What other modes (or kube-proxy) left that would still catch this mode's traffic, removed
+ * before the first sync, as kube-proxy's platformCleanup at every start: after a switch of modes,
+ * or where ferry replaces kube-proxy. A step that fails is logged and does not stop the start.
+ */
+export async function removeForeign(mode: ProxyMode, config: ProxyConfig, backends: Record<ProxyMode, BackendEntry>): Promise<void> {
+  for (const [owner, entry] of Object.entries(backends) as [ProxyMode, BackendEntry][]) {
+    if (!entry.removeForeign) continue;
+    try {
+      const removed = await entry.removeForeign(mode, config);
+      if (removed.length > 0) log.info(`removed what the ${owner} mode (or kube-proxy) left behind`, { removed: removed.join(', ') });
+    } catch (e) {
+      log.warn(`could not check for or remove what the ${owner} mode left behind; its rules may still catch traffic`, { err: e });
+    }
+  }
+}
+
 export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Promise<ProxyDaemon> {
   setVerbosity(config.verbosity);
   // Before the first large buffer is freed (src/native/malloc.ts).
@@ -136,12 +153,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const families = servedFamilies(config.primaryFamily);
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
   const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
-  if (!deps.backend && !config.dryRun && mode !== 'ebpf' && existsSync(config.ebpfBpffsDir)) {
-    // A switch away from ebpf mode: its programs would keep rewriting connects before this
-    // mode's rules ever see them.
-    await (deps.backends ?? BACKENDS).ebpf.cleanup(config);
-    log.info('removed the ebpf mode\'s programs and pins left from an earlier run', { dir: config.ebpfBpffsDir });
-  }
+  if (!deps.backend && !config.dryRun) await removeForeign(mode, config, deps.backends ?? BACKENDS);
   const backend: Backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
@@ -154,8 +166,14 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     mallocThresholds: malloc,
   });
 
-  const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : config.mode);
-  const tracker = new ChangeTracker({ nodeName: config.nodeName, families, onInvalid: (resource) => metrics.invalidObjects.inc({ resource }) });
+  // The mode running, which --proxy-mode-fallback may have changed.
+  const metrics = new ProxyMetrics(config.dryRun ? 'dry-run' : mode);
+  const tracker = new ChangeTracker({
+    nodeName: config.nodeName,
+    families,
+    serviceProxyName: config.serviceProxyName,
+    onInvalid: (resource) => metrics.invalidObjects.inc({ resource }),
+  });
   const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   if (isUserspaceBackend(backend)) metrics.watchUserspace(() => backend.stats());
   const healthChecks = new ServiceHealthServers(() => health.health().healthy);
@@ -178,6 +196,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     nodePortAddresses: config.nodePortAddresses,
     localAddresses: addresses?.current() ?? [],
     listAllNodePortAddresses: follow.all,
+    bindAddress: config.primaryFamily !== undefined ? config.bindAddress : undefined,
   });
   // ferry's own programming latency: the oldest event a sync carries (received after the first
   // sync) to that sync's success. The snapshot hands the pending events to the sync.

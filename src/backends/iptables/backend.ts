@@ -164,6 +164,8 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
   let runnerP: Promise<IptablesRunner> | undefined;
   let dropInvalid = opts.dropInvalid;
   let needFull = true;
+  /** The tables last programmed successfully: a full sync's conntrack cleanup diffs against them. */
+  let applied: ProxyTables | null = null;
   let stats: IptablesSyncStats | undefined;
   const localhost = opts.localhostNodePorts === true;
   /** Per family, the skeleton chains the last successful sync wrote (what intact() compares). */
@@ -303,7 +305,9 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
       needFull = false;
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.
-      const filters = opts.conntrack ? staleConntrack(full ? null : prev, next, full || changes.tableChanged ? undefined : changes.changed) : [];
+      // Against what the kernel held, also on a full sync: flows follow the rules they met.
+      const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full || changes.tableChanged ? undefined : changes.changed) : [];
+      applied = next;
       for (const f of filters) {
         if (!families.includes(f.family)) continue;
         try {
@@ -368,12 +372,12 @@ function touchesFamily(prev: ProxyTable, next: ProxyTable, changed: ReadonlySet<
   return false;
 }
 
-async function cleanupWith(runners: readonly IptablesRunner[], families: readonly IPFamily[], log: Logger): Promise<void> {
+async function cleanupWith(runners: readonly IptablesRunner[], families: readonly IPFamily[], log: Logger, ours?: (chain: string) => boolean): Promise<void> {
   const errors: unknown[] = [];
   for (const r of runners) {
     for (const family of families) {
       try {
-        const deleted = await runCleanup(r, family, log);
+        const deleted = await runCleanup(r, family, log, ours);
         if (deleted.length > 0) log.info('removed iptables chains', { variant: r.variant, family, count: deleted.length });
       } catch (e) {
         errors.push(e);
@@ -389,7 +393,7 @@ async function cleanupWith(runners: readonly IptablesRunner[], families: readonl
  * mangle, IPv4 and IPv6, in both iptables-nft and iptables-legacy (a node may have leftovers in
  * either after switching). A variant whose tools do not run is skipped.
  */
-export async function cleanupIptables(opts: { netns?: string; log?: Logger } = {}): Promise<void> {
+export async function cleanupIptables(opts: { netns?: string; log?: Logger; ours?: (chain: string) => boolean } = {}): Promise<void> {
   const log = opts.log ?? logger('iptables');
   const runners: IptablesRunner[] = [];
   for (const variant of ['nft', 'legacy'] as const) {
@@ -401,5 +405,5 @@ export async function cleanupIptables(opts: { netns?: string; log?: Logger } = {
       log.v(2, 'iptables variant not usable; skipped by cleanup', { variant, err: e });
     }
   }
-  await cleanupWith(runners, [4, 6], log);
+  await cleanupWith(runners, [4, 6], log, opts.ours);
 }

@@ -8,7 +8,7 @@
  */
 import type { IPFamily } from '../../plan/types.js';
 import type { Logger } from '../../util/log.js';
-import { KUBELET_CHAINS } from './names.js';
+import { Chain, KUBELET_CHAINS, SERVICE_CHAIN_PREFIXES } from './names.js';
 import { chainOfLine, type IptablesRunner } from './runner.js';
 
 export const CLEANUP_TABLES = ['mangle', 'filter', 'nat'] as const;
@@ -17,6 +17,18 @@ const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTIN
 
 export function isOurs(chain: string): boolean {
   return chain.startsWith('KUBE-') && !KUBELET_CHAINS.has(chain);
+}
+
+const LAYOUT_CHAINS: ReadonlySet<string> = new Set([Chain.services, Chain.externalServices, Chain.nodePorts, Chain.postrouting, Chain.markMasq, Chain.forward, Chain.proxyFirewall, Chain.canary]);
+
+/**
+ * Only the chains of kube-proxy's iptables layout (ferry's iptables mode writes the same): what
+ * another mode removes at every start. Narrower than `isOurs` (`--cleanup`), which takes every
+ * KUBE-* chain but kubelet's: at start ferry must not remove another program's KUBE-* chains
+ * (kube-router's KUBE-ROUTER-*, its network policy chains) that it cannot know.
+ */
+export function isKubeProxyLayout(chain: string): boolean {
+  return LAYOUT_CHAINS.has(chain) || SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
 }
 
 const TARGET = /\s-[jg]\s+(\S+)/;
@@ -36,8 +48,8 @@ export interface CleanupPlan {
   readonly kept: readonly string[];
 }
 
-export function planCleanup(table: string, save: string): CleanupPlan {
-  const chains = chainsInSave(save).filter(isOurs);
+export function planCleanup(table: string, save: string, isOursHere: (chain: string) => boolean = isOurs): CleanupPlan {
+  const chains = chainsInSave(save).filter(isOursHere);
   if (chains.length === 0) return { input: '', deleted: [], kept: [] };
   const ours = new Set(chains);
   const jumpsFrom = new Map<string, string[]>(); // our chain → our chains it jumps to
@@ -82,11 +94,11 @@ export function planCleanup(table: string, save: string): CleanupPlan {
 }
 
 /** Cleans one family through one runner; returns the chains deleted. Absent chains are not an error. */
-export async function runCleanup(runner: IptablesRunner, family: IPFamily, log?: Logger): Promise<string[]> {
+export async function runCleanup(runner: IptablesRunner, family: IPFamily, log?: Logger, ours: (chain: string) => boolean = isOurs): Promise<string[]> {
   let input = '';
   const deleted: string[] = [];
   for (const table of CLEANUP_TABLES) {
-    const plan = planCleanup(table, await runner.save(family, table));
+    const plan = planCleanup(table, await runner.save(family, table), ours);
     if (plan.kept.length > 0) log?.warn('kept chains that another program still jumps to', { family, table, chains: plan.kept.join(',') });
     input += plan.input;
     for (const c of plan.deleted) deleted.push(`${table}/${c}`);

@@ -88,6 +88,26 @@ export interface NftablesBackend extends Backend {
   watchTamper(onTamper: (report: TamperReport) => void): TamperWatch | undefined;
 }
 
+/**
+ * Removes those of `tables` (ip and ip6) that exist, in one transaction; returns the ones removed
+ * as `family name`. For the start of another mode, or of nftables mode after kube-proxy's: their
+ * tables would keep catching traffic in the same hooks (kube-proxy's platformCleanup does the same).
+ */
+export async function removeTables(nft: NftRunner, tables: readonly string[]): Promise<string[]> {
+  const present = new Set((await nft.list('list tables')).split('\n').map((l) => l.trim()));
+  const tx = new Transaction();
+  const removed: string[] = [];
+  for (const fam of ['ip', 'ip6'] as const) {
+    for (const t of tables) {
+      if (!present.has(`table ${fam} ${t}`)) continue;
+      tx.deleteTable(tableTarget(fam, t));
+      removed.push(`${fam} ${t}`);
+    }
+  }
+  if (removed.length > 0) await applyTransaction(nft, tx);
+  return removed;
+}
+
 /** Transactions up to this many operations stay available to lastScript(). */
 const LAST_TX_KEEP_OPS = 10_000;
 
@@ -99,6 +119,8 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
   const { nft } = opts;
   let stats: SyncStats | undefined;
   let lastTx: Transaction | undefined;
+  /** The tables last programmed successfully: a full sync's conntrack cleanup diffs against them. */
+  let applied: ProxyTables | null = null;
   const state = new CompileState();
 
   /** What a full sync must know of the kernel: chains (to delete stale ones), maps (stale endpoint maps) and sets (stale count sets). */
@@ -189,7 +211,9 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       });
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.
-      const filters = opts.conntrack ? staleConntrack(full ? null : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
+      // Against what the kernel held, also on a full sync: flows follow the rules they met.
+      const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
+      applied = next;
       for (const f of filters) {
         try {
           const n = await opts.conntrack!.delete(f);

@@ -805,8 +805,7 @@ export function compileFull(next: ProxyTables, opts: CompileOptions): Transactio
     const shards = shardsOf(index);
     const { claims: groupedClaims, endpoints: groupedEps } = groupedWinners(index, table, made);
     const nodePorts = nodePortWinners(index, table);
-    // Usually `made`'s own list, which made.release() empties already.
-    if (groupedEps !== made.endpoints) sink.reaches(groupedEps);
+    sink.reaches(groupedEps);
     sink.reaches(nodePorts.endpoints);
     const countSets = countSetsOf(index);
     const groupedMaps = groupedMapsOf(countSets);

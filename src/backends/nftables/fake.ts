@@ -370,6 +370,7 @@ export class FakeNft implements NftRunner {
       return this.dumpTable(t);
     }
     if (w[1] === 'ruleset') return this.dump();
+    if (w[1] === 'tables') return [...this.tables.values()].map((t) => `table ${t.family} ${t.name}\n`).join('');
     return fail();
   }
 

@@ -91,6 +91,11 @@ export interface ModeExpectations {
    * endpoint, a source outside loadBalancerSourceRanges). */
   outsidePolicyDrop: Expectation<Refusal>;
   /**
+   * With `--nodeport-addresses` unset: does an address the node gains while ferry runs accept
+   * NodePorts (kube-proxy: every local address), or only the node's primary IP does?
+   */
+  nodePortOnGainedAddress: Expectation<boolean>;
+  /**
    * Traffic paths this mode does not serve YET, each with its reason. The suite skips exactly
    * these (a tap skip that prints the reason); it never asserts a made-up result for them.
    * - fromOutside: traffic that enters the node from the network (the outside client → NodePort,
@@ -160,7 +165,20 @@ const KERNEL_NAT: ModeExpectations = {
     value: 'timeout',
     reason: 'traffic that policy says must not be served here (no local endpoint, source outside loadBalancerSourceRanges) is dropped, not rejected',
   },
+  nodePortOnGainedAddress: {
+    value: true,
+    reason: "kube-proxy's iptables mode accepts NodePorts on every local address when --nodeport-addresses is unset, also one added later",
+  },
   notServed: {},
+};
+
+/** nftables mode: kube-proxy's nftables defaults, where they differ from its iptables ones. */
+const NFTABLES: ModeExpectations = {
+  ...KERNEL_NAT,
+  nodePortOnGainedAddress: {
+    value: false,
+    reason: "kube-proxy's nftables mode defaults --nodeport-addresses to `primary` (platformApplyDefaults): NodePorts answer on the node's IP, not on every address it has",
+  },
 };
 
 /**
@@ -285,6 +303,7 @@ const USERSPACE: ModeExpectations = {
 export function expectations(mode: ProxyMode): ModeExpectations {
   switch (mode) {
     case 'nftables':
+      return NFTABLES;
     case 'iptables':
       return KERNEL_NAT;
     case 'ebpf':

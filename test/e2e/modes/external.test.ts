@@ -129,7 +129,7 @@ for (const mode of modes()) {
         // kube-proxy accepts NodePorts on every local address (nodePortAddresses unset), also one
         // added later: the kernel modes ask the kernel per packet, ebpf and userspace mode follow
         // the host's address changes (a netlink subscription; well within the 10 s allowed, which
-        // is a third of the periodic sync).
+        // is a third of the periodic sync). Its nftables mode defaults to the primary IP only.
         const n3 = c.node('node-3');
         const added = [
           [EXTRA_NODE_IP, `${EXTRA_NODE_IP}/24`, c.clientIP],
@@ -139,11 +139,24 @@ for (const mode of modes()) {
           for (const [, cidr] of added) await c.exec(n3.netns, ['ip', 'addr', 'del', cidr, 'dev', 'eth0'], { allowFailure: true });
         };
         t.teardown(del);
-        for (const [ip, cidr, src] of added) {
+        const addAddress = (ip: string, cidr: string) =>
           // IPv6: deprecated at once (preferred_lft 0) — still local, but never picked as a source
           // (RFC 6724 rule 3), so masquerade keeps using the node IP the checks below expect; a
           // fresh IPv6 address would otherwise be preferred over it.
-          await c.exec(n3.netns, ['ip', 'addr', 'add', cidr, 'dev', 'eth0', ...(ip.includes(':') ? ['nodad', 'preferred_lft', '0'] : [])]);
+          c.exec(n3.netns, ['ip', 'addr', 'add', cidr, 'dev', 'eth0', ...(ip.includes(':') ? ['nodad', 'preferred_lft', '0'] : [])]);
+        if (!env.expect.nodePortOnGainedAddress.value) {
+          for (const [ip, cidr] of added) {
+            await addAddress(ip, cidr);
+            // The node's own IP answers (ferry is running and programmed); the new address must
+            // not: nothing of ferry's takes it for a NodePort.
+            await env.waitReachable(fromClient, tcp(n3.ip6 && ip.includes(':') ? n3.ip6 : n3.ip, npPort));
+            const rs = await env.probe(fromClient, tcp(ip, npPort), { count: 5, timeoutMs: 1500 });
+            t.notOk(rs.some((r) => r.ok), `client → node-3's new address ${ip}:${npPort}: not a NodePort address (${env.expect.nodePortOnGainedAddress.reason}); got ${JSON.stringify(rs.map((r) => r.ok ? r.pod : r.error))}`);
+          }
+          return;
+        }
+        for (const [ip, cidr, src] of added) {
+          await addAddress(ip, cidr);
           await env.waitReachable(fromClient, tcp(ip, npPort), { timeoutMs: 10_000, what: `client → node-3's new address ${ip}:${npPort}` });
           const rs = await env.probe(fromClient, tcp(ip, npPort), { count: 10 });
           allAnswered(t, rs, `10 probes client → node-3's new address ${ip}:${npPort}`);

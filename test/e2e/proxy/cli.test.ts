@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
 import { startApiServer } from '../../../src/sim/apiserver/index.js';
 import { run } from '../../../src/util/exec.js';
-import { FERRY_BIN, FerryProc, SCRUB, childEnv, freePort, waitFor } from './proc.js';
+import { FERRY_BIN, FerryProc, SCRUB, childEnv, entries, freePort, waitFor } from './proc.js';
 
 const ferry = (args: string[]) =>
   run(['env', ...SCRUB, process.execPath, FERRY_BIN, ...args], { allowFailure: true, env: childEnv(), timeoutMs: 30_000 });
@@ -124,5 +124,35 @@ t.test('--config is applied and explicit flags override it', async (t) => {
   t.equal(table.masqueradeAll, false, '--masquerade-all=false beats nftables.masqueradeAll');
   t.same(table.localTraffic, { kind: 'clusterCIDR', cidrs: ['198.18.128.0/17'] }, 'clusterCIDR from the file');
   t.match(p.stderr, /starting ferry node=node-1 mode=nftables backend=dry-run .* minSyncPeriod=100ms/, 'minSyncPeriod from the file');
+  t.equal(await p.stop('SIGTERM'), 0);
+});
+
+t.test('serviceProxyName from the config file: only the Services labelled with it are proxied', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
+  const api = await startApiServer({ serviceCIDRs: ['198.18.0.0/20'] });
+  let proc: FerryProc | undefined;
+  t.teardown(async () => {
+    await proc?.stop('SIGKILL');
+    await api.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const kubeconfig = join(dir, 'kubeconfig');
+  api.writeKubeconfig(kubeconfig);
+  const config = join(dir, 'proxy.yaml');
+  writeFileSync(
+    config,
+    ['apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', `clientConnection: {kubeconfig: ${kubeconfig}}`, 'serviceProxyName: ferry'].join('\n'),
+  );
+  const service = (name: string, label?: string) =>
+    `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default${label ? `, labels: {service.kubernetes.io/service-proxy-name: ${label}}` : ''}}\nspec: {ports: [{port: 80, protocol: TCP}]}\n`;
+  // All three exist before ferry starts, so its first plan has seen every one of them.
+  await run(['kubectl', '--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+    input: ['apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n', service('mine', 'ferry'), service('plain'), service('theirs', 'other')].join('---\n'),
+    timeoutMs: 30_000,
+  });
+  proc = new FerryProc(['--config', config, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`, '--metrics-bind-address', `127.0.0.1:${await freePort()}`]);
+  const p = proc;
+  const line = await waitFor('the first plan', () => p.last(), () => `exit=${p.exitCode}; stderr:\n${p.tail()}`);
+  t.same([...entries(line).keys()], ['default/mine:/TCP@4'], 'the labelled Service, and neither the unlabelled one nor another proxy\'s');
   t.equal(await p.stop('SIGTERM'), 0);
 });

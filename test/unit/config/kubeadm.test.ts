@@ -34,7 +34,8 @@ const KUBE_PROXY_DEFAULTS = {
   masqueradeBit: 14,
   masqueradeAll: false,
   configSyncPeriodMs: 15 * 60_000,
-  nodePortAddresses: { kind: 'all' },
+  // mode "" is ferry's default, nftables, whose default is kube-proxy's nftables one.
+  nodePortAddresses: { kind: 'primary' },
   serviceProxyName: '',
   verbosity: 0,
   ignored: [],
@@ -76,7 +77,7 @@ t.test("kind's kube-proxy ConfigMap loads unchanged", async (t) => {
 t.test("kube-proxy's fully defaulted configuration loads; what has no effect is listed once", async (t) => {
   const c = load('kube-proxy-1.34-write-config-to.yaml');
   t.equal(c.mode, 'iptables');
-  t.match(c, { ...KUBE_PROXY_DEFAULTS, ignored: c.ignored });
+  t.match(c, { ...KUBE_PROXY_DEFAULTS, nodePortAddresses: { kind: 'all' }, ignored: c.ignored }, 'iptables mode: NodePorts on every address');
   t.same(c.metricsBindAddress, { host: '127.0.0.1', port: 10249 });
   t.same(
     c.ignored.map((i) => i.replace(/ \(.*$/, '')).sort(),

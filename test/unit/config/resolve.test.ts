@@ -27,7 +27,10 @@ t.test('defaults match kube-proxy (with nftables as the mode)', async (t) => {
   t.same(c.metricsBindAddress, { host: '127.0.0.1', port: 10249 });
   t.equal(c.syncPeriodMs, 30_000);
   t.equal(c.minSyncPeriodMs, 1000);
-  t.same(c.nodePortAddresses, { kind: 'all' });
+  t.same(c.nodePortAddresses, { kind: 'primary' }, "kube-proxy's nftables default (platformApplyDefaults)");
+  t.same(resolve({ 'proxy-mode': 'iptables' }).nodePortAddresses, { kind: 'all' }, 'the other modes: every address');
+  t.same(resolve({ 'proxy-mode': 'ebpf' }).nodePortAddresses, { kind: 'all' });
+  t.same(resolve({ 'proxy-mode': 'userspace' }).nodePortAddresses, { kind: 'all' });
   t.same(c.clusterCIDRs, []);
   t.equal(c.masqueradeAll, false);
   t.equal(c.masqueradeBit, 14);

@@ -21,6 +21,8 @@ class FakeAPI {
   readonly requests: string[] = [];
   /** When set, the next watch request answers with a 410 Gone event. */
   expireNextWatch = false;
+  /** When set, every watch request is answered with an empty body, ended at once. */
+  emptyWatches = false;
 
   put(name: string): V1Service {
     const obj: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'ns', name, resourceVersion: String(++this.rv) } };
@@ -70,6 +72,10 @@ class FakeAPI {
     if (url.searchParams.get('watch') === 'true') {
       this.requests.push(`watch rv=${url.searchParams.get('resourceVersion')} ls=${url.searchParams.get('labelSelector')}`);
       res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+      if (this.emptyWatches) {
+        res.end();
+        return;
+      }
       if (this.expireNextWatch) {
         this.expireNextWatch = false;
         res.end(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', code: 410, reason: 'Expired' } }) + '\n');
@@ -238,4 +244,37 @@ t.test('lists, watches, survives an API server restart and a 410 Gone', async (t
   api.put('e');
   await new Promise((r) => setTimeout(r, 100));
   t.notOk(events.some((e) => e.name === 'e'), 'no events after stop');
+});
+
+t.test('a watch that ends at once without an event waits out the backoff (client-go: "very short watch")', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.emptyWatches = true;
+  const kc = new KubeConfig();
+  kc.loadFromClusterAndUser({ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }, { name: 'u' });
+  const inf = new ResilientInformer({
+    resource: 'services',
+    path: '/api/v1/services',
+    labelSelector: proxyLabelSelector(),
+    kubeConfig: kc,
+    backoff: { initialMs: 20, maxMs: 200 },
+    sink: { upsert: () => {}, remove: () => {} },
+  });
+  t.teardown(() => inf.stop());
+  logs.length = 0;
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true, 'initial list synced');
+  await new Promise((r) => setTimeout(r, 1000));
+  const watches = api.requests.filter((r) => r.startsWith('watch')).length;
+  // Backoff 20, 40, 80, 160, 200, 200 … ms (±20%): about eight in a second; without it, thousands.
+  t.ok(watches >= 2 && watches <= 20, `watches in a second: ${watches}`);
+  t.equal(api.requests.filter((r) => r.startsWith('list')).length, 1, 'resumed without a relist: nothing was lost');
+  t.equal(logs.filter((l) => /watch for services: the watch ended after \d+ ms without an event; retrying/.test(l)).length, 1, 'said once');
+  t.ok(inf.failures() >= 2, `counted as failures (${inf.failures()})`);
+  api.emptyWatches = false;
+  await until(t, 'a real watch again', () => api.watcherCount() > 0);
+  api.put('b');
+  await until(t, 'recovered', () => logs.some((l) => /watch for services recovered after \d+ attempts?/.test(l)));
 });

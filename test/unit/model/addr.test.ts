@@ -1,5 +1,6 @@
 // The hand-written IPv4 check must accept exactly what the strict ipaddr.js-based parser accepts
-// (four decimal parts, no leading zeros, each at most 255) and return the same canonical text.
+// (four decimal parts, no leading zeros, each at most 255) and return the same canonical text;
+// parseIP reads leading zeros as decimal, as kube-proxy's ParseIPSloppy.
 import t from 'tap';
 import ipaddr from 'ipaddr.js';
 import { isCanonicalIPv4, parseIP } from '../../../src/model/addr.js';
@@ -40,4 +41,11 @@ t.test('random strings of digits and dots: same verdict as the strict ipaddr.js 
   }
   t.equal(disagreements, 0, 'no input where the two disagree');
   t.ok(accepted > 100, `the sample contains valid addresses too (${accepted})`);
+});
+
+t.test('parseIP reads leading zeros as decimal (kube-proxy: ParseIPSloppy), never as octal', async (t) => {
+  t.same(parseIP('010.244.001.005'), { ip: '10.244.1.5', family: 4, v4: ((10 * 256 + 244) * 256 + 1) * 256 + 5 });
+  t.same(parseIP('192.168.001.010')?.ip, '192.168.1.10');
+  t.same(parseIP('0000000.0.0.0001')?.ip, '0.0.0.1');
+  for (const s of ['1.2.3.0256', '01.2.3', '1.2.3.4.05', '0x1.2.3.4', '1.2.3.04 ', '１.2.3.4', '1.2.3.+4']) t.equal(parseIP(s), undefined, `${JSON.stringify(s)} refused`);
 });

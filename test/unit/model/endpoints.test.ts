@@ -58,6 +58,24 @@ for (const f of FAMILIES) {
     t.equal(m[0].isLocal, true);
   });
 
+  t.test(`IPv${f}: a reused IP — the copy that is not terminating wins, whichever slice or position it is in`, async (t) => {
+    const old = { ip: ip(f, 1), ready: false, serving: true, terminating: true, node: 'me' };
+    const fresh = { ip: ip(f, 1), ready: true, node: 'other' };
+    for (const [what, a, b] of [
+      ['old pod in the first slice', [old], [fresh]],
+      ['old pod in the second slice', [fresh], [old]],
+    ] as const) {
+      const sa = parseEndpointSlice(slice({ family: f, name: 'a', endpoints: [...a] }), 'me');
+      const sb = parseEndpointSlice(slice({ family: f, name: 'b', endpoints: [...b] }), 'me');
+      const m = mergeEndpoints([sa, sb], f, 'http', 'TCP');
+      t.same(m.map((e) => [e.ready, e.terminating, e.isLocal]), [[true, false, false]], `${what}: the ready remote copy, not the terminating local one`);
+    }
+    for (const order of [[old, fresh], [fresh, old]]) {
+      const one = parseEndpointSlice(slice({ family: f, endpoints: order }), 'me');
+      t.same(one.byPort[0]!.map((e) => [e.ready, e.terminating]), [[true, false]], 'within one slice too');
+    }
+  });
+
   t.test(`IPv${f}: invalid entries skipped with problems`, async (t) => {
     const raw = slice({ family: f, ports: [{ name: 'http', port: 0 }, { name: null, port: 80 }, { name: 'x', port: 81, protocol: 'ICMP' }, { name: 'ok', port: 82 }] });
     const eps = raw as unknown as { endpoints: unknown[] };

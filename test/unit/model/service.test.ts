@@ -40,6 +40,12 @@ t.test('single-stack legacy object: clusterIP only, no ipFamilies', async (t) =>
   t.same(r.ports.map((p) => [p.family, p.clusterIP]), [[6, '2001:db8:ffff::1']], 'IPv6 normalized to canonical form');
 });
 
+t.test('leading zeros are decimal, as kube-proxy reads them (ParseIPSloppy)', async (t) => {
+  const r = parseService(svc({ clusterIPs: ['010.096.000.010'] }), BOTH);
+  t.same(r.problems, []);
+  t.same(r.ports.map((p) => p.clusterIP), ['10.96.0.10']);
+});
+
 t.test('skipped without problems: ExternalName, headless, service-proxy-name label, no ClusterIP yet', async (t) => {
   const cases: Array<[string, V1Service]> = [
     ['ExternalName', mutate(svc(), (spec) => (spec.type = 'ExternalName'))],
@@ -51,6 +57,16 @@ t.test('skipped without problems: ExternalName, headless, service-proxy-name lab
     const r = parseService(s, BOTH);
     t.same(r, { ports: [], problems: [] }, `${name}: expected skip without problems`);
   }
+});
+
+t.test('serviceProxyName: only Services labelled with it are ours; without it, only unlabelled ones', async (t) => {
+  const label = (v: string) => svc({ labels: { 'service.kubernetes.io/service-proxy-name': v } });
+  const count = (s: V1Service, name?: string) => parseService(s, BOTH, name).ports.length;
+  t.equal(count(svc()), 1, 'unlabelled, no name configured: ours');
+  t.equal(count(label('ferry')), 0, 'labelled, no name configured: another proxy\'s');
+  t.equal(count(label('ferry'), 'ferry'), 1, 'labelled with the configured name: ours (the watch selects exactly these)');
+  t.equal(count(label('other'), 'ferry'), 0, 'labelled with another name: not ours');
+  t.equal(count(svc(), 'ferry'), 0, 'unlabelled with a name configured: not ours (the watch does not select it)');
 });
 
 t.test('each invalid field is a problem naming it', async (t) => {
@@ -70,7 +86,6 @@ t.test('each invalid field is a problem naming it', async (t) => {
     ['ports not an array', mutate(svc(), (spec) => (spec.ports = 'x')), /spec\.ports: "x" is not an array/, 0],
     ['bad externalIP is ignored', svc({ externalIPs: ['nope', '198.51.100.7'] }), /spec\.externalIPs\[0\]: "nope" is not a valid IP, ignored/, 1],
     ['bad source range is ignored', svc({ sourceRanges: ['198.51.100.0/33', ' 192.0.2.0/24 '] }), /spec\.loadBalancerSourceRanges\[0\]: "198\.51\.100\.0\/33" is not a valid CIDR, ignored/, 1],
-    ['octal-looking IPv4', svc({ clusterIPs: ['010.0.0.1'] }), /not a valid IP/, 0],
   ];
   for (const [name, s, re, nPorts] of cases) {
     const r = parseService(s, BOTH);

@@ -183,6 +183,19 @@ for (const f of FAMILIES) {
     t.equal(table.nodeName, NODE);
     t.same(table.nodeIPs, [nodeIP, f === 4 ? '192.0.2.99' : '2001:db8:99::99'], 'primary (InternalIP) first');
   });
+
+  t.test(`IPv${f}: --bind-address overrides the primary node IP of its family (kube-proxy: detectNodeIPs)`, async (t) => {
+    const bind = f === 4 ? '192.0.2.250' : '2001:db8:250::1';
+    const other = f === 4 ? '2001:db8:250::1' : '192.0.2.250';
+    const primary: NodePortAddressSpec = { kind: 'primary' };
+    const { table } = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: primary, bindAddress: bind } });
+    t.same(table.nodeIPs, [bind, nodeIP], 'the bind address first, the Node\'s after it');
+    t.same(table.nodePortAddresses, { kind: 'list', addresses: [bind] }, '`primary` is the bind address');
+    const same = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: primary, bindAddress: nodeIP } });
+    t.same(same.table.nodeIPs, [nodeIP], 'not listed twice');
+    const otherFamily = planWorld(f, { services: [], slices: [], opts: { nodePortAddresses: primary, bindAddress: other } });
+    t.same(otherFamily.table.nodeIPs, [nodeIP], 'a bind address of the other family changes nothing here');
+  });
 }
 
 t.test('services iterate in sorted key order', async (t) => {

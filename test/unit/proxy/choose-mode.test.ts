@@ -1,5 +1,5 @@
 import t from 'tap';
-import { chooseMode, ModeUnavailableError } from '../../../src/proxy/daemon.js';
+import { chooseMode, ModeUnavailableError, removeForeign } from '../../../src/proxy/daemon.js';
 import type { BackendEntry } from '../../../src/proxy/backends.js';
 import type { ProxyConfig, ProxyMode } from '../../../src/config/types.js';
 import { setLogSink } from '../../../src/util/log.js';
@@ -49,4 +49,21 @@ t.test('a broken mode with --proxy-mode-fallback userspace switches, loudly', as
 t.test('a broken fallback fails too', async (t) => {
   const { backends } = table(['nftables', 'userspace']);
   await t.rejects(chooseMode(cfg('nftables', 'userspace'), [4], backends), /userspace: Operation not supported/);
+});
+
+t.test('at start every entry removes what its mode left for the running one; a failing step is logged and contained', async (t) => {
+  const { backends } = table([]);
+  const asked: string[] = [];
+  backends.nftables.removeForeign = async (running) => (asked.push(`nftables for ${running}`), ['nftables table ip ferry']);
+  backends.iptables.removeForeign = async (running) => {
+    asked.push(`iptables for ${running}`);
+    throw new Error('iptables-save: not found');
+  };
+  backends.ebpf.removeForeign = async (running) => (asked.push(`ebpf for ${running}`), []);
+  logs.length = 0;
+  await removeForeign('userspace', cfg('userspace'), backends);
+  t.same(asked, ['nftables for userspace', 'iptables for userspace', 'ebpf for userspace'], 'every entry asked, past the one that failed');
+  t.match(logs.join('\n'), /^I.*removed what the nftables mode \(or kube-proxy\) left behind removed="nftables table ip ferry"/m);
+  t.match(logs.join('\n'), /^W.*could not check for or remove what the iptables mode left behind.*iptables-save: not found/m);
+  t.notMatch(logs.join('\n'), /ebpf mode/, 'nothing said where nothing was removed');
 });

@@ -286,5 +286,16 @@ t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleare
   ct.reset();
   ct.failWith = new Error('netlink says no');
   await t.resolves(b.sync(ir1, irA, changesOf([dns.key])), 'a conntrack failure does not fail the sync');
-  t.same(ct.calls, [{ family: 4, protocol: 'udp', replySrc: '198.18.0.5', replySrcPort: 53 }], 'the endpoint that left is cleared by reply source');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.18.0.5', replySrcPort: 53 }], "the endpoint that left is cleared through the Service's frontend");
+  ct.reset();
+  ct.failWith = undefined;
+  // The tables the kernel held (irA) are what a full sync compares with, not "nothing":
+  // unchanged, it clears nothing (it used to clear every forwarding UDP frontend, hourly).
+  await b.sync(null, irA, FULL);
+  t.same(ct.calls, [], 'a full sync of the same tables clears nothing');
+  await b.sync(null, ir1, FULL);
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53 }], 'a full sync that starts serving the ClusterIP clears its undelivered flows, as a partial one');
+  const fresh = new FakeConntrack();
+  await createNftablesBackend({ nft: new FakeNft(), conntrack: fresh, families: [4] }).sync(null, ir1, FULL);
+  t.same(fresh.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], "after a start, only the flows the ClusterIP answered itself (never DNAT-ed)");
 });
