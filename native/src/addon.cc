@@ -95,10 +95,9 @@ int ParsePort(Napi::Env env, const Napi::Object& o, const char* key) {
   return static_cast<int>(d);
 }
 
-CtFilter ParseFilter(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "conntrack: the argument must be a filter object");
-  Napi::Object o = info[0].As<Napi::Object>();
+CtFilter ParseFilterObject(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject() || v.IsArray()) throw Napi::TypeError::New(env, "conntrack: a filter must be an object");
+  Napi::Object o = v.As<Napi::Object>();
   CtFilter f;
   Napi::Value fam = o.Get("family");
   int family = fam.IsNumber() ? fam.As<Napi::Number>().Int32Value() : 0;
@@ -116,6 +115,28 @@ CtFilter ParseFilter(const Napi::CallbackInfo& info) {
   ParseAddr(env, o, "replySrc", f.family, &f.replySrc);
   f.replySrcPort = ParsePort(env, o, "replySrcPort");
   return f;
+}
+
+CtFilter ParseFilter(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1) throw Napi::TypeError::New(info.Env(), "conntrack: the argument must be a filter object");
+  return ParseFilterObject(info.Env(), info[0]);
+}
+
+// A filter or an array of them; an invalid element is refused by its index, before any is used.
+std::vector<CtFilter> ParseFilters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) return {ParseFilter(info)};
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<CtFilter> out;
+  out.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    try {
+      out.push_back(ParseFilterObject(env, a.Get(i)));
+    } catch (const Napi::Error& e) {
+      throw Napi::TypeError::New(env, "conntrack: filter " + std::to_string(i) + ": " + e.Message());
+    }
+  }
+  return out;
 }
 
 const char* ProtoName(uint8_t p) {
@@ -139,9 +160,9 @@ bool RejectOnError(Napi::Env env, Napi::Promise::Deferred& d, const CtResult& r)
 }
 
 Napi::Value ConntrackDeleteAsync(const Napi::CallbackInfo& info) {
-  CtFilter f = ParseFilter(info);
+  std::vector<CtFilter> filters = ParseFilters(info);
   return PromiseWorker<CtResult>::Start(
-      info.Env(), [f]() { return ConntrackDelete(f); },
+      info.Env(), [filters]() { return ConntrackDelete(filters); },
       [](Napi::Env env, Napi::Promise::Deferred& d, CtResult& r) {
         if (!RejectOnError(env, d, r)) d.Resolve(Napi::Number::New(env, r.deleted));
       });
@@ -483,7 +504,7 @@ static Napi::Object InitFerryNative(Napi::Env env, Napi::Object exports) {
   RegisterBpf(env, exports);
   RegisterRouteWatch(env, exports);
   exports.Set("mallocFixThresholds", Napi::Function::New(env, MallocFixThresholds, "mallocFixThresholds"));
-  exports.Set("abiVersion", Napi::Number::New(env, 1));
+  exports.Set("abiVersion", Napi::Number::New(env, 2));
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // Dump-then-delete: the kernel filters the dump by family; the tuple match is done here, so the
-// same code works on every kernel. Matches are cloned during the dump and deleted afterwards on
-// the same handle (a handle cannot issue a query from inside its own dump callback).
+// same code works on every kernel, and one dump serves every filter of a sync. Matches are cloned
+// during the dump and deleted afterwards on the same handle (a handle cannot issue a query from
+// inside its own dump callback).
 #include "conntrack.h"
 
 #include "kept.h"
@@ -12,12 +13,29 @@
 
 #include <cerrno>
 #include <cstring>
+#include <unordered_map>
+#include <vector>
 
 namespace ferry {
 namespace {
 
+// The filters of one family, by (protocol, original destination port): every filter ferry makes
+// names the port, so an entry meets a handful of candidates however many filters a sync brings
+// (a node's table holds up to hundreds of thousands of flows; a first sync, thousands of filters).
+struct FilterIndex {
+  std::unordered_map<uint32_t, std::vector<const CtFilter*>> byPort;
+  std::vector<const CtFilter*> anyPort;
+
+  void Add(const CtFilter* f) {
+    if (f->origDstPort < 0) anyPort.push_back(f);
+    else byPort[Key(f->protocol, static_cast<uint16_t>(f->origDstPort))].push_back(f);
+  }
+  static uint32_t Key(uint8_t protocol, uint16_t port) { return (uint32_t{protocol} << 16) | port; }
+};
+
 struct DumpState {
-  const CtFilter* filter;
+  uint8_t family;
+  const FilterIndex* index;
   bool collectClones;
   std::vector<struct nf_conntrack*> clones;
   std::vector<CtEntry> entries;
@@ -63,16 +81,30 @@ uint16_t Port(const struct nf_conntrack* ct, enum nf_conntrack_attr attr) {
   return nfct_attr_is_set(ct, attr) ? ntohs(nfct_get_attr_u16(ct, attr)) : 0;
 }
 
+bool MatchesAny(const struct nf_conntrack* ct, const FilterIndex& index) {
+  for (const CtFilter* f : index.anyPort) {
+    if (Matches(ct, *f)) return true;
+  }
+  if (index.byPort.empty() || !nfct_attr_is_set(ct, ATTR_ORIG_PORT_DST)) return false;
+  uint16_t port = ntohs(nfct_get_attr_u16(ct, ATTR_ORIG_PORT_DST));
+  auto it = index.byPort.find(FilterIndex::Key(nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO), port));
+  if (it == index.byPort.end()) return false;
+  for (const CtFilter* f : it->second) {
+    if (Matches(ct, *f)) return true;
+  }
+  return false;
+}
+
 int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* data) {
   auto* st = static_cast<DumpState*>(data);
-  if (!Matches(ct, *st->filter)) return NFCT_CB_CONTINUE;
+  if (!MatchesAny(ct, *st->index)) return NFCT_CB_CONTINUE;
   if (st->collectClones) {
     struct nf_conntrack* c = nfct_clone(ct);
     if (c != nullptr) st->clones.push_back(c);
     return NFCT_CB_CONTINUE;
   }
   CtEntry e;
-  e.family = st->filter->family;
+  e.family = st->family;
   e.protocol = nfct_get_attr_u8(ct, ATTR_ORIG_L4PROTO);
   e.origSrc = AddrString(ct, e.family, ATTR_ORIG_IPV4_SRC, ATTR_ORIG_IPV6_SRC);
   e.origDst = AddrString(ct, e.family, ATTR_ORIG_IPV4_DST, ATTR_ORIG_IPV6_DST);
@@ -86,14 +118,14 @@ int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* 
   return NFCT_CB_CONTINUE;
 }
 
-// Dumps the table of f.family into st. Returns 0 or an errno.
+// Dumps the table of st->family into st. Returns 0 or an errno.
 int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
   struct nfct_filter_dump* fd = nfct_filter_dump_create();
   if (fd == nullptr) {
     *context = "nfct_filter_dump_create";
     return ENOMEM;
   }
-  nfct_filter_dump_set_attr_u8(fd, NFCT_FILTER_DUMP_L3NUM, st->filter->family);
+  nfct_filter_dump_set_attr_u8(fd, NFCT_FILTER_DUMP_L3NUM, st->family);
   nfct_callback_register(h, NFCT_T_ALL, OnEntry, st);
   int rc = nfct_query(h, NFCT_Q_DUMP_FILTER, fd);
   int err = rc < 0 ? errno : 0;
@@ -115,8 +147,11 @@ struct nfct_handle* OpenHandle() {
   return h;
 }
 
-CtResult Run(const CtFilter& f, bool del) {
+// One dump per family that the filters name, however many filters: kube-proxy's cleanup also
+// reads the table once per sync. Matches are deleted after the dumps.
+CtResult Run(const std::vector<CtFilter>& filters, bool del) {
   CtResult res;
+  if (filters.empty()) return res;
   if (const char* ns = ThreadStranded()) {
     // Its new handle would act on another namespace's flows (see ThreadStranded).
     res.err = ENOTRECOVERABLE;
@@ -130,10 +165,23 @@ CtResult Run(const CtFilter& f, bool del) {
     res.errContext = "nfct_open";
     return res;
   }
-  DumpState st{&f, del, {}, {}};
-  res.err = Dump(h, &st, &res.errContext);
-  if (res.err == 0 && del) {
-    for (struct nf_conntrack* ct : st.clones) {
+  std::vector<struct nf_conntrack*> clones;
+  for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
+    FilterIndex index;
+    for (const CtFilter& f : filters) {
+      if (f.family == family) index.Add(&f);
+    }
+    if (index.byPort.empty() && index.anyPort.empty()) continue;
+    DumpState st{family, &index, del, {}, {}};
+    res.err = Dump(h, &st, &res.errContext);
+    clones.insert(clones.end(), st.clones.begin(), st.clones.end());
+    for (CtEntry& e : st.entries) res.entries.push_back(std::move(e));
+    // A failed dump may leave its answers queued on the socket, where the next query would read
+    // them: nothing more is asked on it (it is closed, not kept).
+    if (res.err != 0) break;
+  }
+  if (res.err == 0) {
+    for (struct nf_conntrack* ct : clones) {
       if (nfct_query(h, NFCT_Q_DESTROY, ct) == 0) {
         res.deleted++;
       } else if (errno != ENOENT && res.err == 0) {
@@ -143,15 +191,14 @@ CtResult Run(const CtFilter& f, bool del) {
       }
     }
   }
-  for (struct nf_conntrack* ct : st.clones) nfct_destroy(ct);
-  res.entries = std::move(st.entries);
+  for (struct nf_conntrack* ct : clones) nfct_destroy(ct);
   keptHandle.Return(lease, res.err == 0);
   return res;
 }
 
 }  // namespace
 
-CtResult ConntrackList(const CtFilter& f) { return Run(f, false); }
-CtResult ConntrackDelete(const CtFilter& f) { return Run(f, true); }
+CtResult ConntrackList(const CtFilter& f) { return Run({f}, false); }
+CtResult ConntrackDelete(const std::vector<CtFilter>& filters) { return Run(filters, true); }
 
 }  // namespace ferry

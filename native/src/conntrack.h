@@ -41,8 +41,10 @@ struct CtResult {
 
 // Lists entries matching every set field of the filter.
 CtResult ConntrackList(const CtFilter& f);
-// Deletes entries matching every set field of the filter; entries that vanish between the dump
-// and the delete (ENOENT) are not errors and are not counted.
-CtResult ConntrackDelete(const CtFilter& f);
+// Deletes the entries that match every set field of at least one filter, reading each family's
+// table once; entries that vanish between the dump and the delete (ENOENT) are not errors and are
+// not counted. A failed dump deletes nothing; a failed delete does not stop the others; the first
+// error is reported.
+CtResult ConntrackDelete(const std::vector<CtFilter>& filters);
 
 }  // namespace ferry

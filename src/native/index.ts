@@ -208,8 +208,12 @@ export interface NativeAddon {
    * in older builds.
    */
   mallocFixThresholds?(mmapBytes: number, trimBytes: number): boolean;
-  /** Deletes matching entries; resolves with how many were deleted. Rejects with an Error carrying `errno`. */
-  conntrackDelete(filter: ConntrackFilter): Promise<number>;
+  /**
+   * Deletes the entries that match at least one of the filters, reading each family's table once
+   * however many filters there are; resolves with how many were deleted. Rejects with an Error
+   * carrying `errno`: a failed dump deletes nothing, a failed deletion does not stop the others.
+   */
+  conntrackDelete(filters: ConntrackFilter | readonly ConntrackFilter[]): Promise<number>;
   conntrackList(filter: ConntrackFilter): Promise<ConntrackEntry[]>;
   /**
    * Forwards bytes both ways between two connected, non-blocking TCP sockets with splice(2), on
@@ -274,7 +278,7 @@ export interface NativeAddon {
 }
 
 /** Bumped with every incompatible change of the addon's exports (native/src/addon.cc). */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 export interface LoadNativeOptions {
   /** Load this file instead of the default location (tests). */

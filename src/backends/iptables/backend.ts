@@ -10,7 +10,7 @@
 import type { Backend, IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
-import type { Conntrack } from '../kernel/conntrack.js';
+import { deleteStale, type Conntrack } from '../kernel/conntrack.js';
 import { runCleanup } from './cleanup.js';
 import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
 import { Chain } from './names.js';
@@ -308,15 +308,7 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
       const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full || changes.tableChanged ? undefined : changes.changed) : [];
       applied = next;
-      for (const f of filters) {
-        if (!families.includes(f.family)) continue;
-        try {
-          const n = await opts.conntrack!.delete(f);
-          log.v(4, 'conntrack entries deleted', { ...f, deleted: n });
-        } catch (e) {
-          log.warn('conntrack cleanup failed', { ...f, err: e });
-        }
-      }
+      if (opts.conntrack) await deleteStale(opts.conntrack, filters.filter((f) => families.includes(f.family)));
       stats = { full, perFamily, conntrackFilters: filters.length };
     },
 

@@ -16,13 +16,21 @@ export class ConntrackError extends Error {
   readonly code = 'FERRY_ERR_CONNTRACK';
   constructor(
     readonly via: 'addon' | 'exec',
-    readonly filter: ConntrackFilter,
+    /** The filters of the failed call (exec: the ones whose process failed). */
+    readonly filters: readonly ConntrackFilter[],
     readonly detail: string,
     readonly errno?: number,
   ) {
-    super(`conntrack delete (${via}) failed for ${describeFilter(filter)}: ${detail}`);
+    super(`conntrack delete (${via}) failed for ${describeFilters(filters)}: ${detail}`);
     this.name = 'ConntrackError';
   }
+}
+
+/** The first filter and how many more: a first sync brings thousands. */
+export function describeFilters(filters: readonly ConntrackFilter[]): string {
+  if (filters.length === 0) return 'no filter';
+  const first = describeFilter(filters[0]!);
+  return filters.length === 1 ? first : `${first} and ${filters.length - 1} more filter${filters.length === 2 ? '' : 's'}`;
 }
 
 /** `udp/4 origDst=203.0.113.10:80` — for logs. */
@@ -35,19 +43,24 @@ export function describeFilter(f: ConntrackFilter): string {
 
 export interface Conntrack {
   readonly via: 'addon' | 'exec' | 'fake';
-  /** Deletes every entry matching all given fields; resolves with how many were deleted. */
-  delete(filter: ConntrackFilter): Promise<number>;
+  /**
+   * Deletes every entry that matches all fields of at least one filter; resolves with how many
+   * were deleted. A sync's filters go in one call: the addon reads the table once for all of them.
+   * Rejects with a ConntrackError after trying every filter.
+   */
+  delete(filters: readonly ConntrackFilter[]): Promise<number>;
 }
 
 export function addonConntrack(addon: NativeAddon): Conntrack {
   return {
     via: 'addon',
-    async delete(filter) {
+    async delete(filters) {
+      if (filters.length === 0) return 0;
       try {
-        return await addon.conntrackDelete(filter);
+        return await addon.conntrackDelete(filters);
       } catch (e) {
         const errno = typeof e === 'object' && e !== null && 'errno' in e && typeof e.errno === 'number' ? e.errno : undefined;
-        throw new ConntrackError('addon', filter, e instanceof Error ? e.message : String(e), errno);
+        throw new ConntrackError('addon', filters, e instanceof Error ? e.message : String(e), errno);
       }
     },
   };
@@ -66,25 +79,55 @@ export function conntrackDeleteArgv(f: ConntrackFilter): string[] {
 const DELETED = /(\d+) flow entries have been deleted/;
 
 /**
- * The fallback: one conntrack process per delete. conntrack exits 1 when nothing matched
- * ("0 flow entries have been deleted"); that is a count of 0, not an error.
+ * The fallback: one conntrack process per filter (conntrack-tools takes one), each reading the
+ * whole table. conntrack exits 1 when nothing matched ("0 flow entries have been deleted"); that
+ * is a count of 0, not an error. A failed filter does not stop the others.
  */
 export function execConntrack(opts: { netns?: string } = {}): Conntrack {
+  async function one(filter: ConntrackFilter): Promise<number | string> {
+    const argv = conntrackDeleteArgv(filter);
+    let r;
+    try {
+      r = await runIn(opts.netns, argv, { allowFailure: true });
+    } catch (e) {
+      return `cannot run conntrack: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    const m = DELETED.exec(r.stderr);
+    if (m && (r.exitCode === 0 || m[1] === '0')) return Number(m[1]);
+    return `${argv.join(' ')} exited ${r.exitCode}: ${r.stderr.trim()}`;
+  }
   return {
     via: 'exec',
-    async delete(filter) {
-      const argv = conntrackDeleteArgv(filter);
-      let r;
-      try {
-        r = await runIn(opts.netns, argv, { allowFailure: true });
-      } catch (e) {
-        throw new ConntrackError('exec', filter, `cannot run conntrack: ${e instanceof Error ? e.message : String(e)}`);
+    async delete(filters) {
+      let deleted = 0;
+      const failed: ConntrackFilter[] = [];
+      let firstError = '';
+      for (const f of filters) {
+        const r = await one(f);
+        if (typeof r === 'number') deleted += r;
+        else {
+          if (failed.length === 0) firstError = r;
+          failed.push(f);
+        }
       }
-      const m = DELETED.exec(r.stderr);
-      if (m && (r.exitCode === 0 || m[1] === '0')) return Number(m[1]);
-      throw new ConntrackError('exec', filter, `${argv.join(' ')} exited ${r.exitCode}: ${r.stderr.trim()}`);
+      if (failed.length > 0) throw new ConntrackError('exec', failed, firstError);
+      return deleted;
     },
   };
+}
+
+/**
+ * A sync's cleanup, after its rules are in: every filter in one call, failures logged (they never
+ * undo a sync). Used by the nftables and iptables backends alike.
+ */
+export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters: readonly ConntrackFilter[]): Promise<void> {
+  if (filters.length === 0) return;
+  try {
+    const n = await conntrack.delete(filters);
+    log.v(4, 'conntrack entries deleted', { filters: filters.length, deleted: n });
+  } catch (e) {
+    log.warn('conntrack cleanup failed; stale UDP/SCTP flows may keep following removed endpoints until they time out', { filters: filters.length, err: e });
+  }
 }
 
 let warnedFallback = false;
@@ -107,19 +150,24 @@ export function defaultConntrack(opts: { preferExec?: boolean } = {}): Conntrack
 /** In-memory Conntrack for tests: records every delete, answers with a chosen count or error. */
 export class FakeConntrack implements Conntrack {
   readonly via = 'fake' as const;
+  /** Every filter asked for, in order, over all calls. */
   readonly calls: ConntrackFilter[] = [];
-  /** How many entries each delete reports; default 0. */
+  /** How many filters each call brought. */
+  readonly batches: number[] = [];
+  /** How many entries each filter's deletion reports; default 0. */
   result: (filter: ConntrackFilter) => number = () => 0;
   /** When set, delete rejects with this after recording the call. */
   failWith: Error | undefined;
 
-  async delete(filter: ConntrackFilter): Promise<number> {
-    this.calls.push({ ...filter });
+  async delete(filters: readonly ConntrackFilter[]): Promise<number> {
+    for (const f of filters) this.calls.push({ ...f });
+    this.batches.push(filters.length);
     if (this.failWith) throw this.failWith;
-    return this.result(filter);
+    return filters.reduce((n, f) => n + this.result(f), 0);
   }
 
   reset(): void {
     this.calls.length = 0;
+    this.batches.length = 0;
   }
 }

@@ -8,7 +8,7 @@
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import { staleConntrack } from '../conntrack-cleanup.js';
-import type { ConntrackFilter } from '../kernel/conntrack.js';
+import { deleteStale, type Conntrack } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
 import { loadNative } from '../../native/index.js';
@@ -18,13 +18,9 @@ import { CANARY_RULE } from './skeleton.js';
 import { familySyntax } from './rules.js';
 import { tableTarget, Transaction } from './transaction.js';
 
-export interface ConntrackLike {
-  delete(filter: ConntrackFilter): Promise<number>;
-}
-
 export interface NftablesBackendOptions {
   readonly nft: NftRunner;
-  readonly conntrack?: ConntrackLike;
+  readonly conntrack?: Pick<Conntrack, 'delete'>;
   /** Families ferry serves; default both. The other family's table is left alone. */
   readonly families?: readonly IPFamily[];
   readonly log?: Logger;
@@ -214,14 +210,7 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
       const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
       applied = next;
-      for (const f of filters) {
-        try {
-          const n = await opts.conntrack!.delete(f);
-          log.v(4, 'conntrack entries deleted', { ...f, deleted: n });
-        } catch (e) {
-          log.warn('conntrack cleanup failed', { ...f, err: e });
-        }
-      }
+      if (opts.conntrack) await deleteStale(opts.conntrack, filters);
       stats = { full, ops: tx.size, lines, conntrackFilters: filters.length, via: nft.via };
     },
 

@@ -16,7 +16,7 @@ export type ChildCommand =
   | { op: 'nftDryRun'; script: string }
   /** Applies the steps in order in ONE process (one long-lived addon context); never throws. */
   | { op: 'nftSequence'; steps: { via: 'addon' | 'exec'; script: string }[] }
-  | { op: 'ctDelete'; via: 'addon' | 'exec'; filter: ConntrackFilter }
+  | { op: 'ctDelete'; via: 'addon' | 'exec'; filters: ConntrackFilter[] }
   | { op: 'ctList'; filter: ConntrackFilter }
   /**
    * Starts a UDP echo server on each `server`, sends `flows` datagrams (each from a fresh
@@ -122,7 +122,7 @@ async function handle(cmd: ChildCommand): Promise<ChildReply> {
       return { kind: 'steps', errors };
     }
     case 'ctDelete':
-      return { kind: 'count', count: await conntrack(cmd.via).delete(cmd.filter) };
+      return { kind: 'count', count: await conntrack(cmd.via).delete(cmd.filters) };
     case 'ctList':
       return { kind: 'entries', entries: await addonOrDie().conntrackList(cmd.filter) };
     case 'udpFlows':

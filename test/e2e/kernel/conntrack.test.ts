@@ -114,6 +114,29 @@ for (const via of ['addon', 'exec'] as const) {
     t.equal(await childConntrackDelete(ns, via, { family: 6, protocol: 'udp', replySrc: '2001:db8::5' }), 1, 'IPv6 by endpoint');
     t.same(await childConntrackList(ns, { family: 6, protocol: 'udp' }), []);
   });
+
+  t.test(`${via}: several filters in one call delete the union, both families, and nothing else`, async (t) => {
+    const ns = await serviceNetns(t);
+    await makeFlows(ns);
+    const n = await childConntrackDelete(ns, via, [
+      // Service B by endpoint; the same port under another address; A's port with a wrong endpoint.
+      { family: 4, protocol: 'udp', origDst: '203.0.113.11', origDstPort: 81, replySrc: '198.18.0.6', replySrcPort: 8081 },
+      { family: 4, protocol: 'udp', origDst: '203.0.113.99', origDstPort: 81 },
+      { family: 4, protocol: 'udp', origDst: '203.0.113.10', origDstPort: 80, replySrc: '198.18.0.7', replySrcPort: 8080 },
+      // No port: matched by address alone (the index's any-port list).
+      { family: 4, protocol: 'udp', replySrc: '198.18.0.7' },
+      // Twice the same flows: counted once.
+      { family: 6, protocol: 'udp', origDst: '2001:db8:1::10', origDstPort: 80 },
+      { family: 6, protocol: 'udp', replySrc: '2001:db8::5', replySrcPort: 8080 },
+      // Another protocol on a port in use: nothing.
+      { family: 4, protocol: 'tcp', origDst: '203.0.113.10', origDstPort: 80 },
+    ]);
+    t.equal(n, 4, "B's two flows, the direct flow and the IPv6 flow");
+    t.same(await udp4(ns), ['203.0.113.10:80->198.18.0.5:8080', '203.0.113.10:80->198.18.0.5:8080', '203.0.113.10:80->198.18.0.5:8080'], "only A's flows are left");
+    t.same(await childConntrackList(ns, { family: 6, protocol: 'udp' }), []);
+    t.equal(await childConntrackDelete(ns, via, []), 0, 'no filters: nothing deleted');
+    t.equal((await udp4(ns)).length, 3);
+  });
 }
 
 t.test('addon: invalid filters are refused before touching the kernel', async (t) => {
@@ -124,5 +147,7 @@ t.test('addon: invalid filters are refused before touching the kernel', async (t
   t.throws(() => addon.conntrackDelete({ family: 4, protocol: 'udp', origDstPort: 70000 }), /origDstPort must be an integer port/);
   t.throws(() => addon.conntrackDelete({ family: 5 as 4, protocol: 'udp' }), /family must be 4 or 6/);
   t.throws(() => addon.conntrackList({ family: 4, protocol: 'icmp' as 'udp' }), /protocol must be/);
+  t.throws(() => addon.conntrackDelete([{ family: 4, protocol: 'udp' }, { family: 4, protocol: 'udp', replySrc: 'x' }]), /filter 1: conntrack filter: replySrc is not an IPv4 address/, 'a bad element is named by its index');
+  t.throws(() => addon.conntrackDelete([null as unknown as { family: 4; protocol: 'udp' }]), /filter 0: conntrack: a filter must be an object/);
   t.throws(() => addon.nftRunSync(42 as unknown as string), /must be a string/);
 });

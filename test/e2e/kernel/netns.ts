@@ -58,8 +58,9 @@ export function childNft(ns: string, via: 'addon' | 'exec'): NftRunner {
   };
 }
 
-export async function childConntrackDelete(ns: string, via: 'addon' | 'exec', filter: ConntrackFilter): Promise<number> {
-  const r = await inChild(ns, { op: 'ctDelete', via, filter });
+/** One delete call in a child in `ns`: a filter, or several (one table read with the addon). */
+export async function childConntrackDelete(ns: string, via: 'addon' | 'exec', filter: ConntrackFilter | ConntrackFilter[]): Promise<number> {
+  const r = await inChild(ns, { op: 'ctDelete', via, filters: Array.isArray(filter) ? filter : [filter] });
   if (r.kind !== 'count') fail(r);
   return r.count;
 }

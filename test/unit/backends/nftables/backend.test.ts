@@ -299,3 +299,23 @@ t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleare
   await createNftablesBackend({ nft: new FakeNft(), conntrack: fresh, families: [4] }).sync(null, ir1, FULL);
   t.same(fresh.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], "after a start, only the flows the ClusterIP answered itself (never DNAT-ed)");
 });
+
+t.test('conntrack: a sync\'s filters go to the kernel in one call (one table read however many)', async (t) => {
+  const ct = new FakeConntrack();
+  const b = createNftablesBackend({ nft: new FakeNft(), conntrack: ct, families: [4] });
+  const two = fwd(ep('198.18.0.5', 53), ep('198.18.0.6', 53));
+  const dns2 = svc({ namespace: 'kube-system', name: 'dns2', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.54', internal: two });
+  const dnsTwo = { ...dns, internal: two };
+  await b.sync(null, tables(table(4, [web, dnsTwo, dns2])), FULL);
+  t.same(ct.batches, [2], "after a start: both ClusterIPs' filters in one call");
+  ct.reset();
+  await b.sync(tables(table(4, [web, dnsTwo, dns2])), tables(table(4, [web, dns, svc({ namespace: 'kube-system', name: 'dns2', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.54', internal: fwd(ep('198.18.0.7', 53)) })])), changesOf([dns.key, dns2.key]));
+  t.same(ct.batches, [3], 'three endpoints left two Services: one call');
+  t.equal(ct.calls.length, 3);
+  ct.reset();
+  await b.sync(null, tables(table(4, [web, dns])), FULL);
+  t.same(ct.batches, [1], 'a full sync: one call too');
+  ct.reset();
+  await b.sync(tables(table(4, [web, dns])), tables(table(4, [web, dns])), changesOf([web.key]));
+  t.same(ct.batches, [], 'nothing stale: no call at all');
+});
