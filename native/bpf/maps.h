@@ -233,16 +233,19 @@ struct snat_val {
  * Connection tracking: one entry per direction of a translated connection, keyed by the full
  * tuple as it arrives. `forward` (client → frontend) says what to rewrite the packet to (source:
  * the SNAT address or the client; destination: the endpoint); `reply` (endpoint → SNAT address
- * or client) rewrites back to (frontend → client). Entries expire by TCP state (ct_timeout in
- * tc_lb.c), so a client port reused later never meets a stale translation.
+ * or client) rewrites back to (frontend → client). Entries expire by state (ct_timeout in
+ * tc_lb.c, kube-proxy's conntrack timeouts), so a client port reused later never meets a stale
+ * translation.
  */
 #define FERRY_CT_FORWARD 0
 #define FERRY_CT_REPLY 1
 #define FERRY_CT_NEW 0         /* TCP: SYN seen, no answer yet */
 #define FERRY_CT_ESTABLISHED 1 /* TCP: the endpoint answered */
-#define FERRY_CT_CLOSING 2     /* TCP: the client's FIN, or a RST: the endpoint keeps no TIME_WAIT */
-#define FERRY_CT_DATAGRAM 3    /* UDP */
+#define FERRY_CT_CLOSING 2     /* TCP: a RST, or the endpoint's FIN after the client's: the endpoint keeps no TIME_WAIT */
+#define FERRY_CT_DATAGRAM 3    /* UDP, not answered yet */
 #define FERRY_CT_TIME_WAIT 4   /* TCP: the endpoint closed first and holds TIME_WAIT for the tuple */
+#define FERRY_CT_FIN_WAIT 5    /* TCP: the client's FIN; the endpoint may still answer (a half-close) */
+#define FERRY_CT_DATAGRAM_STREAM 6 /* UDP, answered */
 
 struct ct_key {
 	__u32 saddr[4];

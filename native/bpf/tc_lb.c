@@ -52,6 +52,22 @@ const volatile struct snat_ports ferry_snat_ports = { 0, 0, 61000, 4536 };
  * small range to one endpoint (1,000 connections/s, scripts/bench datapath). */
 #define SNAT_PORT_TRIES 64
 
+/*
+ * Connection-tracking timeouts in seconds, kube-proxy's conntrack settings (set at load by the
+ * addon, src/backends/ebpf/ct-timeouts.ts): an idle established TCP connection
+ * (--conntrack-tcp-timeout-established, 24 h by default), a connection the client half-closed
+ * while the endpoint still answers (--conntrack-tcp-timeout-close-wait, 1 h; conntrack's
+ * FIN_WAIT/CLOSE_WAIT), a UDP flow not answered yet and one answered
+ * (--conntrack-udp-timeout[-stream]; the kernel's 30 and 120 s when those are left unset).
+ */
+struct ct_timeouts {
+	__u32 established;
+	__u32 close_wait;
+	__u32 udp;
+	__u32 udp_stream;
+};
+const volatile struct ct_timeouts ferry_ct_timeouts = { 86400, 3600, 30, 120 };
+
 char LICENSE[] SEC("license") = "GPL";
 
 struct pkt {
@@ -141,7 +157,9 @@ static __always_inline __u64 ct_timeout(__u8 state)
 	case FERRY_CT_NEW:
 		return 60 * NSEC_PER_SEC;
 	case FERRY_CT_ESTABLISHED:
-		return 6 * 3600 * NSEC_PER_SEC;
+		return (__u64)ferry_ct_timeouts.established * NSEC_PER_SEC;
+	case FERRY_CT_FIN_WAIT:
+		return (__u64)ferry_ct_timeouts.close_wait * NSEC_PER_SEC;
 	case FERRY_CT_CLOSING:
 		return 10 * NSEC_PER_SEC;
 	case FERRY_CT_TIME_WAIT:
@@ -149,8 +167,10 @@ static __always_inline __u64 ct_timeout(__u8 state)
 		 * 120 s for any peer): a SYN from another client meeting it is refused when its
 		 * timestamp or sequence number is not newer (PAWS), which is a stall of a second or more. */
 		return 120 * NSEC_PER_SEC;
+	case FERRY_CT_DATAGRAM_STREAM:
+		return (__u64)ferry_ct_timeouts.udp_stream * NSEC_PER_SEC;
 	default:
-		return 60 * NSEC_PER_SEC;
+		return (__u64)ferry_ct_timeouts.udp * NSEC_PER_SEC;
 	}
 }
 
@@ -163,14 +183,19 @@ static __always_inline int ct_live(const struct ct_val *v, __u64 now)
 static __always_inline __u8 ct_next(__u8 state, const struct pkt *p, __u8 dir)
 {
 	if (p->proto != IPPROTO_TCP)
-		return FERRY_CT_DATAGRAM;
+		/* Answered once, a stream (conntrack's ASSURED UDP): the longer timeout from then on. */
+		return dir == FERRY_CT_REPLY || state == FERRY_CT_DATAGRAM_STREAM ? FERRY_CT_DATAGRAM_STREAM : FERRY_CT_DATAGRAM;
 	if (p->tcp_flags & TCPF_RST)
 		/* A RST ends the endpoint's TIME_WAIT too, unless it is the TIME_WAIT socket's own. */
 		return state == FERRY_CT_TIME_WAIT && dir == FERRY_CT_REPLY ? state : FERRY_CT_CLOSING;
 	if (p->tcp_flags & TCPF_FIN) {
 		if (state == FERRY_CT_CLOSING || state == FERRY_CT_TIME_WAIT)
 			return state; /* the second FIN: whoever closed first decided */
-		return dir == FERRY_CT_REPLY ? FERRY_CT_TIME_WAIT : FERRY_CT_CLOSING;
+		if (state == FERRY_CT_FIN_WAIT)
+			/* The endpoint's FIN answers the client's: only the last ACK is left to come. */
+			return dir == FERRY_CT_REPLY ? FERRY_CT_CLOSING : state;
+		/* The client's FIN first: it may still wait long for the answer (a half-close). */
+		return dir == FERRY_CT_REPLY ? FERRY_CT_TIME_WAIT : FERRY_CT_FIN_WAIT;
 	}
 	if (state == FERRY_CT_NEW && dir == FERRY_CT_REPLY && (p->tcp_flags & TCPF_ACK))
 		return FERRY_CT_ESTABLISHED;
@@ -810,7 +835,7 @@ int ferry_tc_ingress(struct __sk_buff *skb)
 		 * conntrack flush moves it). The other segments of a TCP connection keep their endpoint,
 		 * in its set or not (a terminating pod, a deleted Service): kube-proxy keeps TCP
 		 * conntrack entries, and choosing afresh would send them where only a RST answers. */
-		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT)) &&
+		if (!(fresh && (v->state == FERRY_CT_CLOSING || v->state == FERRY_CT_TIME_WAIT || v->state == FERRY_CT_FIN_WAIT)) &&
 		    ((p.proto == IPPROTO_TCP && !fresh) || (v->flags & FERRY_CTF_NO_MEMBERS) || is_member(v->set_id, v->daddr, v->dport, p.family)))
 			return ct_forward(skb, &p, v, now);
 	}

@@ -233,6 +233,7 @@ constexpr uint32_t kTcHandle = 0xfe77;
 constexpr uint32_t kTcPriority = 1;
 constexpr const char* kTcProgram = "ferry_tc_ingress";
 constexpr const char* kTcSnatVar = "ferry_snat_ports";
+constexpr const char* kTcTimeoutsVar = "ferry_ct_timeouts";
 
 struct TcifVal {
   uint8_t ownQdisc;
@@ -280,7 +281,7 @@ static int SetRodataVar(struct bpf_object* obj, const char* name, const void* va
   return -ENOENT;
 }
 
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, uint32_t ctEntries, std::vector<std::string>* unpinned) {
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, const BpfCtTimeouts* timeouts, uint32_t ctEntries, std::vector<std::string>* unpinned) {
   std::lock_guard<std::mutex> guard(loadMu);
   LogCapture log;
   DECLARE_LIBBPF_OPTS(bpf_object_open_opts, oo, .pin_root_path = pinDir.c_str());
@@ -290,6 +291,14 @@ BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const B
     int e = SetRodataVar(obj, kTcSnatVar, ports, sizeof(*ports));
     if (e) {
       BpfError fe = Fail(e, std::string("set ") + kTcSnatVar + " (the SNAT ports) in " + object, &log);
+      bpf_object__close(obj);
+      return fe;
+    }
+  }
+  if (timeouts) {
+    int e = SetRodataVar(obj, kTcTimeoutsVar, timeouts, sizeof(*timeouts));
+    if (e) {
+      BpfError fe = Fail(e, std::string("set ") + kTcTimeoutsVar + " (the connection-tracking timeouts) in " + object, &log);
       bpf_object__close(obj);
       return fe;
     }
@@ -869,6 +878,8 @@ struct TcLoadArgs {
   BpfSnatPorts ports;
   bool withPorts = false;
   uint32_t ctEntries = 0;
+  BpfCtTimeouts timeouts;
+  bool withTimeouts = false;
 };
 
 TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
@@ -893,6 +904,21 @@ TcLoadArgs TcLoadArgsOf(const Napi::CallbackInfo& info, const char* fn) {
   a.object = StringArg(info, 0, (std::string(fn) + ": object").c_str());
   a.pinDir = StringArg(info, 1, (std::string(fn) + ": pinDir").c_str());
   a.ctEntries = CtEntriesArg(info.Env(), info.Length() > 3 ? info[3] : info.Env().Undefined(), fn);
+  a.withTimeouts = info.Length() > 4 && !info[4].IsUndefined();
+  if (a.withTimeouts) {
+    const std::string what = std::string(fn) + ": ctTimeouts must be [established, closeWait, udp, udpStream], each 1-4294967295 seconds";
+    if (!info[4].IsArray() || info[4].As<Napi::Array>().Length() != 4) throw Napi::TypeError::New(info.Env(), what);
+    Napi::Array arr = info[4].As<Napi::Array>();
+    uint32_t v[4];
+    for (uint32_t i = 0; i < 4; i++) {
+      Napi::Value x = arr.Get(i);
+      if (!x.IsNumber()) throw Napi::TypeError::New(info.Env(), what);
+      double d = x.As<Napi::Number>().DoubleValue();
+      if (!(d >= 1 && d <= 4294967295.0) || d != static_cast<double>(static_cast<uint32_t>(d))) throw Napi::RangeError::New(info.Env(), what);
+      v[i] = static_cast<uint32_t>(d);
+    }
+    a.timeouts = {v[0], v[1], v[2], v[3]};
+  }
   return a;
 }
 
@@ -901,17 +927,18 @@ struct TcLoadResult {
   std::vector<std::string> unpinned;
 };
 
-// bpfTcLoadAsync(object, pinDir, snatPorts?, ctEntries?) → Promise<string[]> (the maps it
-// unpinned for another layout): loads the tc object (maps by pin name) and pins its program, on
-// the thread pool; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside 1-65535;
-// ctEntries = ferry_ct's size (as bpfLoadAsync's, or each replaces the other's pin).
+// bpfTcLoadAsync(object, pinDir, snatPorts?, ctEntries?, ctTimeouts?) → Promise<string[]> (the
+// maps it unpinned for another layout): loads the tc object (maps by pin name) and pins its
+// program, on the thread pool; snatPorts = [loMin, loCount, hiMin, hiCount], each range inside
+// 1-65535; ctEntries = ferry_ct's size (as bpfLoadAsync's, or each replaces the other's pin);
+// ctTimeouts = [established, closeWait, udp, udpStream] in seconds.
 Napi::Value BpfTcLoadAsync(const Napi::CallbackInfo& info) {
   TcLoadArgs a = TcLoadArgsOf(info, "bpfTcLoadAsync");
   return PromiseWorker<TcLoadResult>::Start(
       info.Env(),
       [a]() {
         TcLoadResult r;
-        r.error = BpfTcLoad(a.object, a.pinDir, a.withPorts ? &a.ports : nullptr, a.ctEntries, &r.unpinned);
+        r.error = BpfTcLoad(a.object, a.pinDir, a.withPorts ? &a.ports : nullptr, a.withTimeouts ? &a.timeouts : nullptr, a.ctEntries, &r.unpinned);
         return r;
       },
       [](Napi::Env env, Napi::Promise::Deferred& d, TcLoadResult& r) {

@@ -45,11 +45,15 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts);
 struct BpfSnatPorts {
   uint16_t loMin, loCount, hiMin, hiCount;
 };
+// Connection-tracking timeouts in seconds (tc_lb.c's struct ct_timeouts).
+struct BpfCtTimeouts {
+  uint32_t established, closeWait, udp, udpStream;
+};
 // tc: loads the tc object (maps reused by pin name) and pins its program under pinDir; ports
-// (when given) replace the object's default SNAT port ranges.
+// and timeouts (when given) replace the object's defaults.
 // ctEntries: ferry_ct's size (0: as compiled). unpinned: pinned maps whose layout (type, sizes,
 // flags) differs from the object's, removed first.
-BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, uint32_t ctEntries, std::vector<std::string>* unpinned);
+BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const BpfSnatPorts* ports, const BpfCtTimeouts* timeouts, uint32_t ctEntries, std::vector<std::string>* unpinned);
 // Attaches (or replaces, atomically) the pinned tc program on clsact ingress of each named
 // interface of this network namespace, recording each in the pinned ferry_tcif map.
 BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached);

@@ -259,10 +259,17 @@ export interface NativeAddon {
   /**
    * tc (native/bpf/tc_lb.c): loads the object (maps by pin name) and pins its program under
    * pinDir. snatPorts = [loMin, loCount, hiMin, hiCount]: the SNAT source port ranges (default:
-   * the object's, 61000-65535). Resolves to the maps it unpinned for another layout, as
-   * bpfLoadAsync; on the thread pool too.
+   * the object's, 61000-65535). ctTimeouts = [established, closeWait, udp, udpStream] in
+   * seconds, each ≥ 1 (default: the object's, 86400/3600/30/120). Resolves to the maps it
+   * unpinned for another layout, as bpfLoadAsync; on the thread pool too.
    */
-  bpfTcLoadAsync?(object: string, pinDir: string, snatPorts?: [number, number, number, number], ctEntries?: number): Promise<string[]>;
+  bpfTcLoadAsync?(
+    object: string,
+    pinDir: string,
+    snatPorts?: [number, number, number, number],
+    ctEntries?: number,
+    ctTimeouts?: readonly [number, number, number, number],
+  ): Promise<string[]>;
   /** Attaches (or replaces in place) the pinned tc program on clsact ingress of each named interface; returns those done. */
   bpfTcAttach?(pinDir: string, names: string[]): string[];
   /** Detaches ferry's tc filter from every interface recorded in pinDir/ferry_tcif; returns their names. */

@@ -111,6 +111,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
           cgroupRoot: config.ebpfCgroupRoot,
           interfaces: config.ebpfInterfaces ?? 'all',
           ...(config.ebpfCtMax !== undefined ? { ctConnections: config.ebpfCtMax } : {}),
+          ctTimeouts: config.conntrack,
         }),
         families,
         localhostNodePorts: config.localhostNodePorts,

@@ -15,6 +15,7 @@ import { logger, type Logger } from '../../util/log.js';
 import type { AttachResult, BpfMaps } from '../kernel/bpf.js';
 import { EbpfCompiler, type EbpfDiff } from './compiler.js';
 import { describeSnatPorts } from './snat-ports.js';
+import { describeCtTimeouts } from './ct-timeouts.js';
 
 export interface EbpfBackendOptions {
   readonly maps: BpfMaps;
@@ -110,6 +111,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
             replaced: r.replaced.length,
             interfaces: r.interfaces.join(','),
             snatPorts: describeSnatPorts(r.snatPorts),
+            ...(r.ctTimeouts ? { ctTimeouts: describeCtTimeouts(r.ctTimeouts) } : {}),
           });
           if (r.unpinned.length > 0) {
             log.warn('BPF maps pinned by an older ferry with another layout were replaced; their entries (connection tracking, affinity) start empty', {

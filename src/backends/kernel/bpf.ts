@@ -18,6 +18,7 @@ import { contentsOf, emptyState, type EbpfDiff, type MapContents, type MapOps, t
 import { Elements } from '../ebpf/elements.js';
 import { MAP_SIZES, WRITTEN_MAPS, type MapName } from '../ebpf/layout.js';
 import { parsePortRange, snatPortPlan, type SnatPortPlan } from '../ebpf/snat-ports.js';
+import { CT_TIMEOUT_SYSCTLS, ctTimeoutsOf, type CtTimeouts, type CtTimeoutSettings } from '../ebpf/ct-timeouts.js';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
 const CGROUP2_SUPER_MAGIC = 0x63677270;
@@ -57,6 +58,8 @@ export interface AttachResult {
   readonly snatPorts: SnatPortPlan;
   /** Maps pinned by an older ferry with another layout: removed and created anew (entries lost). */
   readonly unpinned: string[];
+  /** The tc program's connection-tracking timeouts, when the caller set them (ctTimeouts). */
+  readonly ctTimeouts?: CtTimeouts;
   /**
    * The cgroup the socket-level programs went on when --ebpf-cgroup-root was not given and the
    * cgroup2 mount found is not its hierarchy's root — a container's cgroup namespace: only the
@@ -261,6 +264,22 @@ export interface KernelBpfOptions {
    * at load. undefined = the objects' compiled size (65,536; native/bpf/maps.h).
    */
   readonly ctConnections?: number;
+  /** kube-proxy's conntrack timeouts for the tc program's tracking; undefined = the object's defaults. */
+  readonly ctTimeouts?: CtTimeoutSettings;
+}
+
+/** The node's conntrack timeout sysctls (this process's network namespace), as far as readable. */
+async function readCtTimeoutSysctls(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const [name] of CT_TIMEOUT_SYSCTLS) {
+    try {
+      const v = Number((await readFile(`/proc/sys/net/netfilter/${name}`, 'utf8')).trim());
+      if (Number.isInteger(v)) out.set(name, v);
+    } catch {
+      // nf_conntrack not loaded: the kernel's default applies.
+    }
+  }
+  return out;
 }
 
 /** The SNAT ports for this network namespace's ephemeral range (this process's namespace). */
@@ -319,8 +338,13 @@ export class KernelBpfMaps implements BpfMaps {
     const snatPorts = await readSnatPortPlan();
     const unpinned = [...(r.unpinned ?? [])];
     const ports: [number, number, number, number] = [...snatPorts.lo, ...snatPorts.hi];
+    let ctTimeouts: CtTimeouts | undefined;
+    if (this.opts.ctTimeouts) {
+      const sysctls = await readCtTimeoutSysctls();
+      ctTimeouts = ctTimeoutsOf(this.opts.ctTimeouts, (name) => sysctls.get(name));
+    }
     try {
-      unpinned.push(...(await addon.bpfTcLoadAsync(tcObject, this.opts.pinDir, ports, ctEntries)));
+      unpinned.push(...(await addon.bpfTcLoadAsync(tcObject, this.opts.pinDir, ports, ctEntries, ctTimeouts)));
     } catch (e) {
       rethrow(`load the tc program ${tcObject}`, e);
     }
@@ -330,7 +354,7 @@ export class KernelBpfMaps implements BpfMaps {
     this.listed = false;
     const interfaces = await this.syncInterfaces();
     const narrow = this.opts.cgroupRoot === undefined && !isHierarchyRoot(cgroup);
-    return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned, ...(narrow ? { narrowCgroup: cgroup } : {}) };
+    return { attached: r.attached, replaced: r.replaced, interfaces, snatPorts, unpinned, ...(ctTimeouts ? { ctTimeouts } : {}), ...(narrow ? { narrowCgroup: cgroup } : {}) };
   }
 
   async syncInterfaces(): Promise<string[]> {

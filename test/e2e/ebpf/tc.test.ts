@@ -12,7 +12,9 @@
  *  - a frame from the network to 127.0.0.1 or 0.0.0.0 and a NodePort is not translated
  *    (CVE-2020-8558), while the same frame to the node's address is;
  *  - externalTrafficPolicy Local with loadBalancerSourceRanges: a local pod inside the ranges
- *    is short-circuited to the cluster-wide set, one outside them is dropped.
+ *    is short-circuited to the cluster-wide set, one outside them is dropped;
+ *  - the connection-tracking timeouts given at load reach the program, and a connection the
+ *    client half-closed still gets an answer that comes later than a RST's 10 s.
  * Needs root, cgroup v2, bpffs, nsenter, tc, bpftool and python3.
  */
 import t, { type Test } from 'tap';
@@ -57,6 +59,26 @@ require('net').createServer((s) => {
     }
   });
 }).listen(8080, '0.0.0.0', () => process.stdout.write('ready\\n'));`;
+
+/** Answers once the client half-closed (its FIN), after the delay in ms given: "<name> late". */
+const LATE_SERVER = `
+const [name, delay] = [process.argv[1], Number(process.argv[2])];
+require('net').createServer({ allowHalfOpen: true }, (s) => {
+  s.on('error', () => {});
+  s.resume();
+  s.on('end', () => setTimeout(() => s.end(name + ' late\\n'), delay));
+}).listen(8081, '0.0.0.0', () => process.stdout.write('ready\\n'));`;
+
+/** Connects, sends a line, half-closes, and prints what comes back until the endpoint closes. */
+const HALF_CLOSE = `
+const s = require('net').connect({ host: process.argv[1], port: Number(process.argv[2]), allowHalfOpen: true });
+let got = '';
+s.setEncoding('utf8');
+s.on('connect', () => s.end('question\\n'));
+s.on('data', (d) => (got += d));
+s.on('end', () => { process.stdout.write(JSON.stringify({ got })); process.exit(0); });
+s.on('error', (e) => { process.stdout.write(JSON.stringify({ error: e.code })); process.exit(0); });
+setTimeout(() => { process.stdout.write(JSON.stringify({ error: 'timeout', got })); process.exit(0); }, Number(process.argv[3]));`;
 
 /** One TCP connection driven by JSON lines on stdin (connect, send); one JSON answer per command. */
 const SESSION = `
@@ -158,8 +180,8 @@ class Place {
     return child;
   }
 
-  async server(ns: string, name: string): Promise<void> {
-    const child = this.spawnIn(ns, [process.execPath, '-e', SERVER, name]);
+  async server(ns: string, name: string, script = SERVER, ...args: string[]): Promise<void> {
+    const child = this.spawnIn(ns, [process.execPath, '-e', script, name, ...args]);
     let err = '';
     child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
     await new Promise<void>((resolve, reject) => {
@@ -255,6 +277,16 @@ async function conntrack(pinDir: string): Promise<CtEntry[]> {
   });
 }
 
+/** The state of each forward entry (struct ct_val's `state`, maps.h), by the destination port it was sent to. */
+async function conntrackStates(pinDir: string): Promise<{ port: number; state: number }[]> {
+  const dump = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { key: string[]; value: string[] }[];
+  const bytes = (h: string[]): Buffer => Buffer.from(h.map((x) => parseInt(x, 16)));
+  return dump
+    .map((e) => ({ k: bytes(e.key), v: bytes(e.value) }))
+    .filter(({ v }) => v.readUInt8(49) === 0)
+    .map(({ k, v }) => ({ port: k.readUInt16BE(34), state: v.readUInt8(48) }));
+}
+
 t.test('the tc program in namespaces of our own: TCP drains on a removed endpoint, no localhost from the wire, source ranges before the short-circuit', async (t) => {
   const place = await Place.make(t);
   const node = await place.addNetns('n');
@@ -275,6 +307,9 @@ t.test('the tc program in namespaces of our own: TCP drains on a removed endpoin
   await inNs(node, ['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
   await place.server(e1, 'e1');
   await place.server(e2, 'e2');
+  // A RST's entry lives 10 s: a longer wait than that tells a half-close apart.
+  const LATE_MS = 11_000;
+  await place.server(e1, 'e1', LATE_SERVER, String(LATE_MS));
 
   const web = svc({ namespace: 'default', name: 'web', clusterIP: '198.19.0.10', nodePort: NODEPORT, internal: fwd(ep(E1, 8080), ep(E2, 8080)) });
   // externalTrafficPolicy Local without a local endpoint; only 10.244.0.0/25 may reach the LB IP.
@@ -291,7 +326,10 @@ t.test('the tc program in namespaces of our own: TCP drains on a removed endpoin
   });
   const ir = (services: ServiceEntry[]): ProxyTables => tables(table(4, services, { nodeIPs: [NODE_IP], localTraffic: { kind: 'clusterCIDR', cidrs: ['10.244.0.0/16'] } }));
   const v1 = ir([web, ranged]);
-  const backend = createEbpfBackend({ maps: new KernelBpfMaps({ pinDir: place.pinDir, cgroupRoot: place.cgroup, interfaces: [] }), families: [4], localhostNodePorts: true });
+  // Timeouts of their own, to tell them apart from the object's defaults when read back.
+  const ctTimeouts = { tcpEstablishedTimeoutMs: 7_200_000, tcpCloseWaitTimeoutMs: 1_800_000, udpTimeoutMs: 25_000, udpStreamTimeoutMs: 100_000 };
+  const maps = new KernelBpfMaps({ pinDir: place.pinDir, cgroupRoot: place.cgroup, interfaces: [], ctTimeouts });
+  const backend = createEbpfBackend({ maps, families: [4], localhostNodePorts: true });
   await backend.sync(null, v1, FULL);
   for (const dev of ['c0', 'p0', 'e1', 'e2']) {
     await inNs(node, ['tc', 'qdisc', 'add', 'dev', dev, 'clsact']);
@@ -357,6 +395,35 @@ t.test('the tc program in namespaces of our own: TCP drains on a removed endpoin
     const tracked = (daddr: string): CtEntry | undefined => ct.find((e) => e.dir === 0 && e.saddr === CLIENT_IP && e.sport === ports[daddr] && e.daddr === daddr);
     t.ok(tracked(NODE_IP), `the same frame to the node's address ${NODE_IP} is translated (the check reaches the program)`);
     for (const daddr of ['127.0.0.1', '127.1.2.3', '0.0.0.0']) t.equal(tracked(daddr), undefined, `to ${daddr}:${NODEPORT}: left to the stack, no connection tracked (${JSON.stringify(tracked(daddr))})`);
+  });
+
+  await t.test('the connection-tracking timeouts reach the program; a half-closed connection gets its late answer', async (t) => {
+    const prog = JSON.parse((await run(['bpftool', '-j', 'prog', 'show', 'pinned', join(place.pinDir, 'prog_ferry_tc_ingress')])).stdout) as { map_ids?: number[] };
+    let found: unknown;
+    for (const id of prog.map_ids ?? []) {
+      const m = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'id', String(id)])).stdout) as { name?: string };
+      if (!m.name?.endsWith('.rodata')) continue;
+      const dump = JSON.parse((await run(['bpftool', '-j', 'map', 'dump', 'id', String(id)])).stdout) as { formatted?: { value?: Record<string, Record<string, unknown>[]> } }[];
+      for (const v of dump[0]?.formatted?.value?.['.rodata'] ?? []) if ('ferry_ct_timeouts' in v) found = v['ferry_ct_timeouts'];
+    }
+    t.same(found, { established: 7200, close_wait: 1800, udp: 25, udp_stream: 100 }, "the program's ferry_ct_timeouts are the settings given, in seconds");
+
+    // Only e1 serves 8081: a Service of its own, NodePort 30081.
+    const late = svc({ namespace: 'default', name: 'late', clusterIP: '198.19.0.81', port: 8081, nodePort: NODEPORT + 1, internal: fwd(ep(E1, 8081)) });
+    const withLate = ir([web, ranged, late]);
+    await backend.sync(v1, withLate, changesOf([late.key]));
+    t.teardown(() => backend.sync(withLate, v1, changesOf([late.key])));
+    const child = place.spawnIn(client, [process.execPath, '-e', HALF_CLOSE, NODE_IP, String(NODEPORT + 1), String(LATE_MS + 5_000)]);
+    const exited = new Promise((res) => child.once('exit', res));
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    // While the answer is awaited: the client's FIN put its entries in FIN_WAIT (maps.h 5), not
+    // in a RST's CLOSING (2).
+    await new Promise((res) => setTimeout(res, 500));
+    const states = (await conntrackStates(place.pinDir)).filter((e) => e.port === NODEPORT + 1).map((e) => e.state);
+    t.same(states, [5], `the forward entry of the half-closed connection is in FIN_WAIT (${JSON.stringify(states)})`);
+    await exited;
+    t.same(JSON.parse(out || '{}'), { got: 'e1 late\n' }, `the answer ${LATE_MS} ms after the client's FIN arrived, translated back`);
   });
 
   await t.test('ETP Local with source ranges: a local pod in the ranges is short-circuited, one outside them dropped', async (t) => {
