@@ -15,15 +15,56 @@ class Immediate {
   constructor(readonly handle: NodeJS.Immediate) {}
 }
 
-export const realClock: Clock = {
+/**
+ * The longest delay Node's setTimeout honours: a longer one (a signed 32-bit overflow) fires
+ * after 1 ms, so `--iptables-sync-period 1000h` would sync about every millisecond.
+ */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** The host timers realClock runs on; injectable so the chaining of long delays is testable. */
+export interface TimerHost {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  setImmediate(fn: () => void): NodeJS.Immediate;
+  clearImmediate(handle: NodeJS.Immediate): void;
+}
+
+/** A delay beyond MAX_TIMEOUT_MS, waited out in chained host timeouts; `current` is the one armed. */
+class Chained {
+  current: unknown;
+}
+
+export function hostClock(host: TimerHost): Clock {
+  const arm = (c: Chained, fn: () => void, ms: number): void => {
+    if (ms <= MAX_TIMEOUT_MS) c.current = host.setTimeout(fn, ms);
+    else c.current = host.setTimeout(() => arm(c, fn, ms - MAX_TIMEOUT_MS), MAX_TIMEOUT_MS);
+  };
+  return {
+    now: () => host.now(),
+    setTimeout: (fn, ms) => {
+      // A lone change is synced at once; 1 ms of timer slack would be most of its latency.
+      if (ms <= 0) return new Immediate(host.setImmediate(fn));
+      if (ms <= MAX_TIMEOUT_MS) return host.setTimeout(fn, ms);
+      const c = new Chained();
+      arm(c, fn, ms);
+      return c;
+    },
+    clearTimeout: (h) => {
+      if (h instanceof Immediate) host.clearImmediate(h.handle);
+      else if (h instanceof Chained) host.clearTimeout(h.current);
+      else host.clearTimeout(h);
+    },
+  };
+}
+
+export const realClock: Clock = hostClock({
   now: () => Date.now(),
-  // A lone change is synced at once; 1 ms of timer slack would be most of its latency.
-  setTimeout: (fn, ms) => (ms <= 0 ? new Immediate(setImmediate(fn)) : setTimeout(fn, ms)),
-  clearTimeout: (h) => {
-    if (h instanceof Immediate) clearImmediate(h.handle);
-    else clearTimeout(h as NodeJS.Timeout);
-  },
-};
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setImmediate: (fn) => setImmediate(fn),
+  clearImmediate: (h) => clearImmediate(h),
+});
 
 interface FakeTimer {
   readonly id: number;

@@ -3,15 +3,15 @@
  * from the change tracker, plans the tables, diffs them against what the backend last
  * programmed, and hands both to the backend.
  *
- * - bursts of changes coalesce into one sync: with an explicit min sync period, at most one
- *   sync starts per period (kube-proxy's meaning); without one, a change meeting an idle proxy
- *   is applied at once, and the next sync waits as long as recent partial syncs took (capped),
- *   so under churn syncing takes at most about half the time and every change waiting meanwhile
- *   rides along (docs/sync.md);
+ * - bursts of changes coalesce into one sync: with an explicit min sync period, a sync starts
+ *   no sooner than a period after the last one ended (kube-proxy's meaning); without one, a
+ *   change meeting an idle proxy is applied at once, and the next sync waits as long as recent
+ *   partial syncs took (capped), so under churn syncing takes at most about half the time and
+ *   every change waiting meanwhile rides along (docs/sync.md);
  * - at least once per syncPeriod: a periodic FULL resync repairs anything drifted;
  * - the first sync, and every sync after a failure, is full (prev = null);
  * - a failed sync is logged with its context and retried with exponential backoff starting at
- *   minSyncPeriod (at least 500ms), capped at syncPeriod;
+ *   minSyncPeriod (at least 500ms), capped at syncPeriod; changes arriving meanwhile wait for it;
  * - every few seconds backend.intact() is asked whether its rules are still in place; false
  *   forces a full sync (someone flushed the ruleset). Such a repair (and the tamper watch's)
  *   applies in full but plans on from the last plan; the first, periodic and after-failure
@@ -112,6 +112,8 @@ export interface SyncerOptions {
    * `targetMs`. The budget follows what those pieces cost. Absent: every sync applies everything.
    */
   readonly bound?: { readonly targetMs: number; readonly initialBudget?: number; readonly minBudget?: number; readonly maxBudget?: number };
+  /** How long stop() waits for a sync in flight. Default 5000. */
+  readonly stopWaitMs?: number;
   readonly clock?: Clock;
   readonly log?: Logger;
 }
@@ -235,7 +237,7 @@ export class Syncer {
     this.schedule();
   }
 
-  /** Sync soon and make it full. */
+  /** Sync soon and make it full (the next sync to start, if one is running now). */
   requestFullSync(reason: FullSyncReason = 'requested'): void {
     if (!this.needFull) {
       this.needFull = true;
@@ -244,13 +246,31 @@ export class Syncer {
     this.requestSync();
   }
 
-  /** Stops scheduling and waits for a sync in flight. Leaves the kernel state as it is. */
+  /**
+   * Stops scheduling and waits for a sync in flight, at most stopWaitMs: each kernel transaction
+   * is atomic, so a sync left behind at exit leaves a consistent state, and the next start's
+   * first (full) sync rewrites it anyway. Leaves the kernel state as it is.
+   */
   async stop(): Promise<void> {
     this.started = false;
     this.clearTimer();
     if (this.intactTimer !== undefined) this.clock.clearTimeout(this.intactTimer);
     this.intactTimer = undefined;
-    await this.running;
+    const running = this.running;
+    if (running === undefined) return;
+    const waitMs = this.opts.stopWaitMs ?? 5000;
+    let bound: unknown;
+    const timedOut = await Promise.race([
+      running.then(
+        () => false,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => {
+        bound = this.clock.setTimeout(() => resolve(true), waitMs);
+      }),
+    ]);
+    this.clock.clearTimeout(bound);
+    if (timedOut) this.log.warn('stopping without waiting longer for the sync in flight', { backend: this.opts.backend.name, waitedMs: waitMs });
   }
 
   private fullSyncPeriodMs(): number {
@@ -266,9 +286,15 @@ export class Syncer {
   private schedule(): void {
     if (!this.started || this.running) return;
     const now = this.clock.now();
-    let due = Math.min(this.lastFullStart + this.fullSyncPeriodMs(), this.lastStart + this.opts.syncPeriodMs);
-    if (this.requested) due = Math.min(due, Math.max(now, this.earliestNext()));
-    if (this.retryAt !== undefined) due = Math.min(due, this.retryAt);
+    let due: number;
+    // After a failure the retry (full, so it serves any request and the periodic sync too) is the
+    // next sync: requests must not bring it forward, or a persistent failure turns every watch
+    // event into a plan and an apply from scratch (full syncs add no cost debt to slow them).
+    if (this.retryAt !== undefined) due = this.retryAt;
+    else {
+      due = Math.min(this.lastFullStart + this.fullSyncPeriodMs(), this.lastStart + this.opts.syncPeriodMs);
+      if (this.requested) due = Math.min(due, Math.max(now, this.earliestNext()));
+    }
     due = Math.max(due, now);
     if (this.timer !== undefined && this.timerAt === due) return;
     this.clearTimer();
@@ -286,7 +312,9 @@ export class Syncer {
     // The rest of an oversized Service waits for nobody: the gap exists to let changes coalesce,
     // and whatever arrives meanwhile is applied whole in the next piece's sync anyway.
     if (this.deferred > 0 && a) return this.lastEnd;
-    if (!a) return this.lastStart + this.opts.minSyncPeriodMs;
+    // As kube-proxy's BoundedFrequencyRunner (pkg/proxy/runner): the period runs from the end of
+    // one sync to the start of the next, so slow syncs cannot take all of the proxy's time.
+    if (!a) return this.lastEnd + this.opts.minSyncPeriodMs;
     // One sync's worth of debt (the last one's, or the recent average if larger) is allowed: a lone change and the one right behind it (a Service,
     // then its EndpointSlice a few ms later) both go out at once. Beyond it, each sync waits
     // until idle time has paid back what the syncs before it took, so under a burst a sync is
@@ -312,6 +340,9 @@ export class Syncer {
       full = true;
       reason = 'periodic';
     }
+    // Taken now, as kube-proxy reads needFullSync under its lock: a full sync requested while
+    // this one runs (the tamper watch) is owed by the next one.
+    this.needFull = false;
     this.requested = false;
     this.retryAt = undefined;
     this.lastStart = start;
@@ -351,6 +382,8 @@ export class Syncer {
       triggerTimes = snap.triggerTimes;
       // An oversized Service is planned (not only applied) a piece per sync.
       let planChanges = snap.changes;
+      // Read before the debt is replaced below: a repair must know that ports are still unplanned.
+      const owed = owesPlanning(this.planDebt);
       let piece: PlanPiece | undefined;
       if (!full && this.planned !== null && this.opts.bound) {
         piece = boundPlan(snap.snapshots, snap.changes, this.planDebt, this.applied, this.budget, !this.withheld);
@@ -363,7 +396,7 @@ export class Syncer {
       // backend had, so planning goes on from it as a partial sync would and only the apply is
       // full. At 44k Services that spares the repair a second IR (hundreds of ms, and the
       // garbage of the first). The periodic full sync re-plans.
-      const replan = full && !(reason !== undefined && KERNEL_ONLY.has(reason) && this.planned !== null && this.planned === this.applied && !owesPlanning(this.planDebt));
+      const replan = full && !(reason !== undefined && KERNEL_ONLY.has(reason) && this.planned !== null && this.planned === this.applied && !owed);
       next = this.opts.planner.planTables(
         snap.snapshots,
         this.opts.planOptions(),
@@ -405,7 +438,6 @@ export class Syncer {
       if (deferredKeys > 0) this.requested = true;
       else if (this.deferred > 0) this.log.info('oversized Services are fully applied', { budget: this.budget });
       this.deferred = deferredKeys;
-      this.needFull = false;
       if (this.failures > 0) this.log.info('sync succeeded again', { afterFailures: this.failures });
       this.failures = 0;
       const durationMs = this.clock.now() - start;

@@ -510,3 +510,140 @@ t.test('bounded cost per Service: the budget follows what pieces cost', async (t
   t.equal(backend.installed![4].services.size, 41, 'the rest went in smaller pieces');
   await syncer.stop();
 });
+
+t.test('a full sync requested while a sync runs is made by the next sync', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ min: 1000, intact: 0 });
+  backend.fullCostMs = 100;
+  backend.costMs = 100;
+  // The tamper watch fires while the backend is at work, once per arming.
+  let armed = true;
+  const work = backend.wait!;
+  backend.wait = (ms) => {
+    if (armed) {
+      armed = false;
+      syncer.requestFullSync('tampered');
+    }
+    return work(ms);
+  };
+  source.change('a/b:/TCP');
+  syncer.start();
+  await clock.advance(3000);
+  t.same(
+    results.map((r) => r.fullReason ?? 'partial'),
+    ['first', 'tampered'],
+    'a request during the first (full) sync got a full sync of its own',
+  );
+  t.equal(backend.calls[1]?.prev, null, 'which reached the backend as a full sync');
+  armed = true;
+  source.change('a/c:/TCP');
+  syncer.requestSync();
+  await clock.advance(3000);
+  t.same(
+    results.slice(2).map((r) => r.fullReason ?? 'partial'),
+    ['partial', 'tampered'],
+    'a request during a partial sync: the next sync is full',
+  );
+  t.equal(backend.calls[3]?.prev, null);
+  await syncer.stop();
+});
+
+t.test('a repair while an oversized Service is planned in pieces plans from scratch, and every port still arrives', async (t) => {
+  const { clock, planner, backend, syncer, results } = await withOversized(100);
+  // The tamper watch fires right after the first piece, whose planning left 35 ports unplanned.
+  let asked = false;
+  syncer.onSync(() => {
+    if (asked) return;
+    asked = true;
+    syncer.requestFullSync('tampered');
+  });
+  await clock.advance(100);
+  t.equal(results[1]?.deferredKeys, 35, 'the first piece left 35 ports for later');
+  await clock.advance(0);
+  const repair = results[2]!;
+  t.equal(repair.fullReason, 'tampered');
+  t.equal(planner.prevs[2], null, 'the repair planned from scratch');
+  t.ok((repair.deferredKeys ?? 0) > 0, `ports are still owed after the repair (${repair.deferredKeys})`);
+  for (let i = 0; i < 20; i++) await clock.advance(100);
+  const hostile = [...backend.installed![4].services.keys()].filter((k) => k.startsWith('h/'));
+  t.equal(hostile.length, 40, 'every port of the oversized Service is installed in the end');
+  t.equal(results.at(-1)?.deferredKeys, 0);
+  await syncer.stop();
+});
+
+t.test('while syncs fail, changes that keep coming wait for the backoff (cost-aware mode)', async (t) => {
+  const { clock, source, backend, syncer, results } = setup({ adaptiveMax: 1000, intact: 0 });
+  backend.costMs = 5;
+  backend.fullCostMs = 5;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(100);
+  backend.failNextSyncs(4);
+  // A change every 10 ms for 10 s: a busy cluster during a backend outage.
+  for (let i = 0; i < 1000; i++) {
+    source.change(`ns/s${i % 7}:/TCP`);
+    syncer.requestSync();
+    await clock.advance(10);
+  }
+  await clock.advance(6000);
+  const attempts = results.slice(1).map((r) => `${r.startedAt}${r.ok ? '' : '!'}`);
+  // Failed at 100 (ending 105): retries 1 s, 2 s, 4 s after each failed attempt's end.
+  t.same(attempts.slice(0, 5), ['100!', '1105!', '3110!', '7115!', '15120'], `retries follow the backoff (attempts: ${attempts.join(' ')})`);
+  t.equal(results[5]?.fullReason, 'after-failure');
+  t.equal(results[5]?.ok, true);
+  await syncer.stop();
+});
+
+t.test('an explicit min sync period runs from the end of the last sync to the start of the next', async (t) => {
+  const { clock, source, backend, syncer, at } = setup({ min: 1000, intact: 0 });
+  backend.costMs = 300;
+  syncer.start();
+  await clock.advance(0);
+  await clock.advance(10);
+  source.change('ns/a:/TCP');
+  syncer.requestSync();
+  await clock.advance(1300);
+  source.change('ns/b:/TCP');
+  syncer.requestSync();
+  await clock.advance(989);
+  t.equal(source.takes, 2, 'no sync one period after the last one started (at 2000)');
+  await clock.advance(1);
+  t.equal(source.takes, 3, 'but one period after it ended');
+  await clock.advance(300);
+  t.same(at(), [0, 1000, 2300], 'kube-proxy pkg/proxy/runner: minInterval from completion to start');
+  await syncer.stop();
+});
+
+t.test('stop() waits for a sync in flight, but not for ever', async (t) => {
+  const { clock, source, backend, syncer } = setup({ intact: 0 });
+  backend.costMs = 100;
+  syncer.start();
+  await clock.advance(0);
+  source.change('a/b:/TCP');
+  syncer.requestSync();
+  await clock.advance(1000 + 50);
+  let stopped = false;
+  void syncer.stop().then(() => (stopped = true));
+  await clock.advance(40);
+  t.notOk(stopped, 'waiting for the sync in flight');
+  await clock.advance(10);
+  t.ok(stopped, 'done when the sync ends');
+  t.equal(backend.calls.length, 2);
+
+  // A sync that hangs.
+  const s = setup({ intact: 0 });
+  s.backend.costMs = 3_600_000;
+  s.syncer.start();
+  await s.clock.advance(0);
+  s.source.change('a/b:/TCP');
+  s.syncer.requestSync();
+  await s.clock.advance(1000);
+  logLines.length = 0;
+  let hungStopped = false;
+  void s.syncer.stop().then(() => (hungStopped = true));
+  await s.clock.advance(4999);
+  t.notOk(hungStopped, 'stop() waits up to 5 s');
+  await s.clock.advance(1);
+  t.ok(hungStopped, 'then returns, leaving the sync behind');
+  t.match(logLines.join('\n'), /stopping without waiting longer for the sync in flight/, 'and says so');
+  t.equal(s.clock.pendingTimers(), 1, 'only the hung sync itself has a timer left');
+});
