@@ -42,5 +42,6 @@ COPY --from=build /ferry/node_modules ./node_modules
 COPY --from=build /ferry/dist ./dist
 COPY --from=build /ferry/bin ./bin
 COPY --from=build /ferry/native/build/Release/ferry_native.node ./native/build/Release/ferry_native.node
-COPY --from=build /ferry/native/bpf/out/sock_lb.bpf.o ./native/bpf/out/sock_lb.bpf.o
+# Every BPF object native/bpf/Makefile builds: ebpf mode loads the cgroup and the tc programs.
+COPY --from=build /ferry/native/bpf/out ./native/bpf/out
 ENTRYPOINT ["node", "--max-semi-space-size=2", "/ferry/bin/ferry"]

@@ -130,9 +130,11 @@ export async function chooseMode(config: ProxyConfig, families: readonly IPFamil
 }
 
 /**
- * What other modes (or kube-proxy) left that would still catch this mode's traffic, removed
- * before the first sync, as kube-proxy's platformCleanup at every start: after a switch of modes,
- * or where ferry replaces kube-proxy. A step that fails is logged and does not stop the start.
+ * What other modes (or kube-proxy) left that would still catch this mode's traffic, removed at
+ * every start as kube-proxy's platformCleanup does: after a switch of modes, or where ferry
+ * replaces kube-proxy. The daemon calls it once its own first sync has succeeded, so the node
+ * is never without rules in between (kube-proxy's rules keep serving until ferry's are in). A
+ * step that fails is logged and does not stop anything.
  */
 export async function removeForeign(mode: ProxyMode, config: ProxyConfig, backends: Record<ProxyMode, BackendEntry>): Promise<void> {
   for (const [owner, entry] of Object.entries(backends) as [ProxyMode, BackendEntry][]) {
@@ -153,7 +155,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const families = servedFamilies(config.primaryFamily);
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
   const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
-  if (!deps.backend && !config.dryRun) await removeForeign(mode, config, deps.backends ?? BACKENDS);
+  let foreignPending = !deps.backend && !config.dryRun;
   const backend: Backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
@@ -266,6 +268,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     if (!r.ok) return;
     eventsInSync = undefined;
     live = true;
+    if (foreignPending) {
+      foreignPending = false;
+      // Other tables, chains and pins than the running backend's: no sync waits for it.
+      void removeForeign(mode, config, deps.backends ?? BACKENDS);
+    }
     const via = nftablesVia(backend);
     if (via) metrics.nftablesVia(via);
     // A full sync's transaction and the plan it replaced are garbage now: return them soon,
@@ -372,6 +379,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       });
     }
     syncer.start();
+  }).catch((e: unknown) => {
+    // Nothing would ever sync, and /healthz would say so only minutes later: fail at once, as
+    // any other fatal start-up error.
+    log.error('starting to sync failed; exiting', { error: e });
+    process.exit(1);
   });
 
   return {

@@ -3,8 +3,12 @@
  *
  * Health is about lag, not activity: when a change is queued and no successful sync follows
  * within healthTimeout (2 × syncPeriod, as kube-proxy), the proxy is unhealthy. With nothing
- * queued it is healthy however long ago it last synced. Unlike kube-proxy, ferry counts the
- * process start as a queued change, so a proxy that never manages a first sync turns unhealthy.
+ * queued it is healthy however long ago it last synced — also before the first sync, as
+ * kube-proxy: the first objects listed are the first queued change, so a proxy that has them
+ * and never manages a sync turns unhealthy, while one whose API server is unreachable stays
+ * live (a liveness probe restarting it would not bring the API server back; until 2026-12-07
+ * ferry counted its own start as a queued change, and its DaemonSet's probe then restarted it
+ * in a loop through an API server outage at start).
  * /healthz additionally reports 503 when this node is not eligible for traffic: its Node object
  * is unknown, being deleted (deletionTimestamp) or tainted ToBeDeletedByClusterAutoscaler;
  * /livez ignores node eligibility.
@@ -45,7 +49,7 @@ export class ProxyHealth {
     clock?: Clock,
   ) {
     this.clock = clock ?? realClock;
-    this.oldestPending = this.clock.now();
+    this.oldestPending = null;
   }
 
   /** A change arrived that a sync must apply. */

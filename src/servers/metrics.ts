@@ -238,21 +238,23 @@ export class ProxyMetrics {
     this.lastQueued.set(nowMs / 1000);
   }
 
-  /** Records one sync attempt. */
   /** nftables mode: the path the last sync took (a fallback shows here and in the log). */
   nftablesVia(via: string): void {
     this.nftablesApplyPath.reset();
     this.nftablesApplyPath.set({ via }, 1);
   }
 
+  /** Records one sync attempt. */
   observeSync(r: SyncResult, nowMs: number = Date.now()): void {
+    // Every attempt's duration, failed ones too, as kube-proxy's deferred observation: a
+    // dashboard of sync latency must not look healthy while syncs fail.
+    const seconds = r.durationMs / 1000;
+    this.syncDuration.observe(seconds);
+    (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
     if (!r.ok) {
       this.syncFailures.inc({ full: String(r.full) });
       return;
     }
-    const seconds = r.durationMs / 1000;
-    this.syncDuration.observe(seconds);
-    (r.full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
     this.lastSync.set(nowMs / 1000);
     this.deferredServicePorts.set(r.deferredKeys ?? 0);
     for (const t of r.triggerTimes) {

@@ -134,9 +134,15 @@ t.test('the entrypoint runs ferry\'s launcher, which the runtime stage copies in
   const workdir = runtime.body.find((i) => i.op === 'WORKDIR')?.args;
   t.equal(workdir, '/ferry');
   const copied = runtime.body.filter((i) => i.op === 'COPY').map((i) => i.args.split(/\s+/).pop());
-  for (const dest of ['./bin', './dist', './node_modules', './native/build/Release/ferry_native.node']) {
+  for (const dest of ['./bin', './dist', './node_modules', './native/build/Release/ferry_native.node', './native/bpf/out']) {
     t.ok(copied.includes(dest), `the runtime stage copies ${dest} (copies: ${copied.join(', ')})`);
   }
+  // Every BPF object the Makefile builds (ebpf mode loads each; the tc one was once left out).
+  const makefile = readFileSync(join(REPO, 'native', 'bpf', 'Makefile'), 'utf8');
+  const objects = /^all:\s*(.*)$/m.exec(makefile)?.[1]?.split(/\s+/).filter((o) => o.startsWith('out/')) ?? [];
+  t.ok(objects.length >= 2, `native/bpf/Makefile builds the cgroup and tc objects (${objects.join(' ')})`);
+  const bpfCopy = runtime.body.find((i) => i.op === 'COPY' && i.args.split(/\s+/).pop() === './native/bpf/out');
+  t.match(bpfCopy?.args ?? '', /--from=build \/ferry\/native\/bpf\/out\s/, 'the whole out/ directory of the build stage, so every object the Makefile builds is shipped');
   // bin/ferry loads dist/src/cli/main.js relative to itself: the build output must be at /ferry/dist.
   t.match(readFileSync(join(REPO, 'bin', 'ferry'), 'utf8'), "join(root, 'dist', 'src', 'cli', 'main.js')");
 });

@@ -281,7 +281,9 @@ t.test('the DaemonSet is shaped like kube-proxy\'s', async (t) => {
   const spec = at(ds, 'spec.template.spec') as Record<string, unknown>;
   t.equal(ds.metadata.namespace, 'kube-system');
   t.equal(spec.hostNetwork, true, 'hostNetwork');
-  t.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet');
+  // kube-proxy's sets none: the node's resolver. ClusterFirstWithHostNet would ask the cluster
+  // DNS, reachable only once ferry has programmed the node, for the API server's name.
+  t.equal(spec.dnsPolicy, undefined, 'no dnsPolicy (the node\'s resolver, as kube-proxy)');
   t.equal(spec.priorityClassName, 'system-node-critical');
   t.same(spec.tolerations, [{ operator: 'Exists' }], 'tolerates every taint, like kube-proxy');
   const c = at(spec, 'containers.0') as Record<string, unknown>;
@@ -299,6 +301,9 @@ t.test('the DaemonSet is shaped like kube-proxy\'s', async (t) => {
   t.match(mountOf('/lib/modules'), { mountPath: '/lib/modules', readOnly: true }, '/lib/modules mounted read-only');
   t.match(mountOf('/run/xtables.lock'), { mountPath: '/run/xtables.lock' }, '/run/xtables.lock mounted');
   t.equal(at(volumes.get(String(mountOf('/run/xtables.lock')?.name)), 'hostPath.type'), 'FileOrCreate');
+  // A start in another mode removes what ebpf mode pinned (src/proxy/backends.ts removeForeign):
+  // it must see the host's bpffs, at the path the default --ebpf-bpffs-dir lies under.
+  t.match(mountOf('/sys/fs/bpf'), { mountPath: '/sys/fs/bpf', mountPropagation: 'HostToContainer' }, "the host's bpffs, where ebpf mode's leftovers are found");
   const env = (c.env ?? []) as Record<string, unknown>[];
   t.ok(
     env.some((e) => e.name === 'NODE_NAME' && at(e, 'valueFrom.fieldRef.fieldPath') === 'spec.nodeName'),

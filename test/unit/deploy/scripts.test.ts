@@ -6,10 +6,10 @@
 // - `vagrant validate` passes for both providers and both kernel choices. Vagrant is required:
 //   without it this test fails (it does not skip).
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { run } from '../../../src/util/exec.js';
 import { REPO, at } from './manifests.js';
 
@@ -72,4 +72,29 @@ t.test('vagrant validate passes for each provider and kernel choice', async (t) 
   t.match(bad.stdout + bad.stderr, 'FERRY_PROVIDER must be libvirt or virtualbox', 'with a message naming the variable');
   const vf = readFileSync(join(REPO, 'Vagrantfile'), 'utf8');
   t.match(vf, '--skip-phases=addon/kube-proxy', 'kubeadm init skips kube-proxy');
+});
+
+t.test("the Vagrant control plane's overlay renders, with deploy/'s image and the lab's addresses", async (t) => {
+  const vf = readFileSync(join(REPO, 'Vagrantfile'), 'utf8');
+  const m = /cat > \/opt\/ferry-overlay\/kustomization\.yaml <<EOF\n([\s\S]*?)\n\s*EOF\n/.exec(vf);
+  t.ok(m, 'the Vagrantfile writes /opt/ferry-overlay/kustomization.yaml');
+  if (!m) return;
+  const yaml = m[1]!.replace(/^ {2}/gm, '').replace(/#\{CP_IP\}/g, '192.168.56.10').replace(/#\{POD_CIDR\}/g, '10.244.0.0/16');
+  // The guest's layout: the checkout at /opt/ferry, the overlay at /opt/ferry-overlay.
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-unit-overlay-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(join(REPO, 'deploy'), join(dir, 'ferry', 'deploy'), { recursive: true });
+  mkdirSync(join(dir, 'ferry-overlay'));
+  writeFileSync(join(dir, 'ferry-overlay', 'kustomization.yaml'), yaml);
+  const r = await run(['kubectl', 'kustomize', join(dir, 'ferry-overlay')], { allowFailure: true });
+  t.equal(r.exitCode, 0, `kubectl kustomize renders it: ${r.stderr.trim() || 'ok'}`);
+  const objs = parseAllDocuments(r.stdout).map((d) => d.toJS() as { kind?: string; metadata?: { name?: string } });
+  const ds = objs.find((o) => o.kind === 'DaemonSet');
+  const c = at(ds, 'spec.template.spec.containers.0') as Record<string, unknown> | undefined;
+  // buildah pushes the image as docker-archive ...:ferry:dev, which ctr imports as
+  // docker.io/library/ferry:dev: the name the Pod asks for must be that one.
+  t.match(vf, /docker-archive:\S+:ferry:dev/, 'the image is exported as ferry:dev');
+  t.equal(c?.image, 'ferry:dev', 'the Pod asks for ferry:dev (docker.io/library/ferry:dev), the name ctr imported');
+  t.ok((c?.args as string[] | undefined)?.includes('--cluster-cidr=10.244.0.0/16'), 'the lab\'s pod CIDR');
+  t.same(at(objs.find((o) => o.kind === 'ConfigMap' && o.metadata?.name === 'ferry-apiserver'), 'data'), { host: '192.168.56.10', port: '6443' }, 'pointed at the control plane');
 });

@@ -11,8 +11,11 @@ t.test('healthy until a queued change waits longer than the timeout', async (t) 
   const clock = new FakeClock();
   const h = new ProxyHealth(60_000, [4, 6], clock);
   t.equal(h.health().healthy, true, 'healthy right after start');
+  await clock.advance(10 * 60_000);
+  t.equal(h.health().healthy, true, 'nothing queued yet (an API server not reached): healthy, as kube-proxy');
+  h.queuedUpdate();
   await clock.advance(60_000);
-  t.equal(h.health().healthy, false, 'no first sync within the timeout → unhealthy');
+  t.equal(h.health().healthy, false, 'the first objects queued and no first sync within the timeout → unhealthy');
   h.updated();
   t.equal(h.health().healthy, true, 'a sync makes it healthy');
   await clock.advance(10 * 60_000);

@@ -22,8 +22,8 @@ t.test('sync results become kube-proxy metrics', async (t) => {
   m.queued(now);
   const text = await m.registry.metrics();
   const has = (re: RegExp, what: string) => t.match(text, re, what);
-  has(/^kubeproxy_sync_proxy_rules_duration_seconds_count 2$/m, 'two successful syncs');
-  has(/^kubeproxy_sync_full_proxy_rules_duration_seconds_count 1$/m, 'one full');
+  has(/^kubeproxy_sync_proxy_rules_duration_seconds_count 3$/m, 'every attempt, the failed one too (kube-proxy observes in a defer)');
+  has(/^kubeproxy_sync_full_proxy_rules_duration_seconds_count 2$/m, 'two full, one of them failed');
   has(/^kubeproxy_sync_partial_proxy_rules_duration_seconds_count 1$/m, 'one partial');
   has(/^kubeproxy_sync_proxy_rules_last_timestamp_seconds 1893456010$/m, 'last sync timestamp');
   has(/^kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 1893456010$/m, 'last queued timestamp');
