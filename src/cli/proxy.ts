@@ -11,6 +11,9 @@ import { parseConfigFile, type FileConfig } from '../config/file.js';
 import { resolveConfig } from '../config/resolve.js';
 import { formatKubeProxyConfiguration } from '../config/write.js';
 import { ConfigError, UnsupportedFlagError, type ProxyConfig } from '../config/types.js';
+import { logger } from '../util/log.js';
+
+const log = logger('proxy');
 
 /** commander's attribute name for a long flag ("proxy-mode" → "proxyMode", "log_dir" → "log_dir"). */
 function attrName(flag: string): string {
@@ -33,8 +36,15 @@ export function explicitFlags(cmd: Command): ExplicitFlags {
   return out;
 }
 
-/** Reads --config (if given) and resolves the whole configuration. */
+/**
+ * Reads --config (if given) and resolves the whole configuration. Logs, as warnings, the
+ * deprecated flags given (as pflag does when it parses them) and what of the file kube-proxy's
+ * lenient decoding would drop.
+ */
 export function configFromFlags(flags: ExplicitFlags, host: string = hostname()): ProxyConfig {
+  for (const f of PROXY_FLAGS) {
+    if (f.deprecated !== undefined && flags.has(f.name)) log.warn(`Flag --${f.name} has been deprecated, ${f.deprecated}`);
+  }
   let file: FileConfig | undefined;
   const path = flags.get('config');
   if (typeof path === 'string' && path.trim() !== '') {
@@ -45,6 +55,9 @@ export function configFromFlags(flags: ExplicitFlags, host: string = hostname())
       throw new ConfigError('--config', `cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
     }
     file = parseConfigFile(text, path);
+    if (file.lenient.length > 0) {
+      log.warn('using lenient decoding of the config file as kube-proxy does: these fields are ignored', { file: path, fields: file.lenient.join('; ') });
+    }
   }
   return resolveConfig({ flags, file, hostname: host });
 }
@@ -55,7 +68,15 @@ export function addProxyOptions(program: Command): void {
     const flags = `${f.short ? `-${f.short}, ` : ''}--${f.name} ${f.arg}`;
     const base = f.ignoredBecause ? `${f.help}; accepted, no effect: ${f.ignoredBecause}` : f.help;
     const help = f.defaultText !== undefined ? `${base} (default: ${f.defaultText})` : base;
-    program.addOption(new Option(flags, help));
+    const option = new Option(flags, help);
+    if (f.deprecated !== undefined) option.hideHelp();
+    if (f.repeatable) {
+      // An empty use adds nothing, as pflag's CSV reading of "" yields no entry.
+      option.argParser((value: string, previous: unknown) =>
+        typeof previous === 'string' && previous !== '' ? (value === '' ? previous : `${previous},${value}`) : value,
+      );
+    }
+    program.addOption(option);
   }
   for (const name of UNSUPPORTED_KUBE_PROXY_FLAGS) {
     program.addOption(new Option(`--${name} [value]`).hideHelp());

@@ -1,13 +1,16 @@
 /**
  * Reads a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) written in YAML or JSON.
- * Strict about names and types: an unknown field is an error naming it. Every field of
- * v1alpha1 as kube-proxy 1.30–1.34 and kubeadm write it is known, so a kubeadm-generated file
- * (every field spelled out, zero values and nulls included) loads unchanged. Each field is one of:
- * used by ferry; accepted without effect ("inert": listed in `ignored` with the reason when set
- * to anything but its zero value, for the caller to log once); or refused with the reason when
- * set ("zero"). Pure: parses text, never reads files or the environment.
+ * Strict about types, lenient about names as kube-proxy's loadConfig is: an unknown or duplicated
+ * field is returned in `lenient` for the caller to log once as a warning, and ignored (a duplicate
+ * takes its last value). Every field of v1alpha1 as kube-proxy 1.30–1.34 and kubeadm write it is
+ * known, so a kubeadm-generated file (every field spelled out, zero values and nulls included)
+ * loads without one. Each field is one of: used by ferry; accepted without effect ("inert":
+ * listed in `ignored` with the reason when set to anything but its zero value, for the caller to
+ * log once); or refused with the reason when set ("zero"). Pure: parses text, never reads files or
+ * the environment.
  */
-import { parse as parseYaml } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import { parseDuration } from './duration.js';
 import { ConfigError } from './types.js';
 
 export const CONFIG_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1';
@@ -39,8 +42,11 @@ export interface FileConfig {
   readonly verbosity?: Setting<number>;
   readonly serviceProxyName?: Setting<string>;
   readonly configSyncPeriod?: Setting<string>;
-  readonly iptables: ModeSection;
-  readonly nftables: ModeSection;
+  /**
+   * syncPeriod, minSyncPeriod, masqueradeAll and masqueradeBit from the section the file's own
+   * `mode` names, whatever mode ferry runs (see modeSection).
+   */
+  readonly modeSection: ModeSection;
   readonly localhostNodePorts?: Setting<boolean>;
   readonly detectLocalMode?: Setting<string>;
   readonly bridgeInterface?: Setting<string>;
@@ -50,6 +56,12 @@ export interface FileConfig {
   readonly conntrack: ConntrackSection;
   /** Inert fields set to a non-zero value, each as "field (why it has no effect)". */
   readonly ignored: readonly string[];
+  /**
+   * What kube-proxy's strict decoding refuses and its lenient decoding drops: unknown fields
+   * (removed ones such as `udpIdleTimeout` live on in old ConfigMaps) and duplicated ones, each
+   * as "path (unknown field)" / "path (duplicate field, last value used)".
+   */
+  readonly lenient: readonly string[];
 }
 
 /** conntrack.*: null/absent = kube-proxy's default; 0 / "0s" = leave the kernel's value alone. */
@@ -211,14 +223,18 @@ const TYPE_NAMES: Record<Leaf, string> = {
 };
 
 /**
- * Walks `obj` against `schema`, throwing on the first unknown, mistyped or refused field, and
- * collecting inert fields with non-zero values into `ignored` (an inert subtree once, by its root).
+ * Walks `obj` against `schema`, throwing on the first mistyped or refused field, collecting
+ * unknown fields into `unknown` and inert fields with non-zero values into `ignored` (an inert
+ * subtree once, by its root).
  */
-function check(obj: Record<string, unknown>, schema: Schema, prefix: string, source: string, ignored: string[] | undefined): void {
+function check(obj: Record<string, unknown>, schema: Schema, prefix: string, unknown: string[], ignored: string[] | undefined): void {
   for (const [key, value] of Object.entries(obj)) {
     const path = prefix ? `${prefix}.${key}` : key;
     const rule = schema[key];
-    if (!rule) throw new ConfigError(path, `unknown field in ${CONFIG_KIND} ${source}`);
+    if (!rule) {
+      unknown.push(path);
+      continue;
+    }
     // null is how YAML (and kubeadm) spells "unset" for every type.
     if (value === null) continue;
     let inner = ignored;
@@ -228,11 +244,16 @@ function check(obj: Record<string, unknown>, schema: Schema, prefix: string, sou
     }
     if (typeof rule.type === 'object') {
       if (!isRecord(value)) throw new ConfigError(path, `must be a map, got ${JSON.stringify(value)}`);
-      check(value, rule.type, path, source, inner);
+      check(value, rule.type, path, unknown, inner);
       continue;
     }
     if (!typeOk(rule.type, value)) {
       throw new ConfigError(path, `must be ${TYPE_NAMES[rule.type]}, got ${JSON.stringify(value)}`);
+    }
+    // Checked wherever it is, as kube-proxy's decoder (metav1.Duration) does: the section of
+    // another mode is not read, but a malformed period in it is still a broken file.
+    if (rule.type === 'duration' && value !== '' && parseDuration(value as string) === undefined) {
+      throw new ConfigError(path, `${JSON.stringify(value)} is not a duration (e.g. 500ms, 30s, 1m30s, 1h)`);
     }
     if (rule.handling === 'zero' && !isZeroValue(value)) {
       throw new ConfigError(path, `${JSON.stringify(value)} is not implemented by ferry (${rule.why ?? 'leave it unset'})`);
@@ -256,19 +277,53 @@ function get<T>(obj: Record<string, unknown>, path: string): Setting<T> | undefi
   return { value: cur as T, field: path };
 }
 
-function modeSection(obj: Record<string, unknown>, name: 'iptables' | 'nftables'): ModeSection {
+function periods(obj: Record<string, unknown>, name: 'iptables' | 'nftables' | 'ipvs'): Pick<ModeSection, 'syncPeriod' | 'minSyncPeriod'> {
   const syncPeriod = get<string>(obj, `${name}.syncPeriod`);
   const minSyncPeriod = get<string>(obj, `${name}.minSyncPeriod`);
-  const masqueradeAll = get<boolean>(obj, `${name}.masqueradeAll`);
-  const masqueradeBit = get<number>(obj, `${name}.masqueradeBit`);
   return {
     // kubeadm writes "0s" for periods it leaves to the defaults; kube-proxy's defaulting turns a
     // zero syncPeriod into 30s and a zero minSyncPeriod into 1s, so zero means "unset" here too.
     ...(syncPeriod && !isZeroValue(syncPeriod.value) ? { syncPeriod } : {}),
     ...(minSyncPeriod && !isZeroValue(minSyncPeriod.value) ? { minSyncPeriod } : {}),
-    ...(masqueradeAll ? { masqueradeAll } : {}),
-    ...(masqueradeBit ? { masqueradeBit } : {}),
   };
+}
+
+function masquerade(obj: Record<string, unknown>, name: 'iptables' | 'nftables'): Pick<ModeSection, 'masqueradeAll' | 'masqueradeBit'> {
+  const masqueradeAll = get<boolean>(obj, `${name}.masqueradeAll`);
+  const masqueradeBit = get<number>(obj, `${name}.masqueradeBit`);
+  return { ...(masqueradeAll ? { masqueradeAll } : {}), ...(masqueradeBit ? { masqueradeBit } : {}) };
+}
+
+/**
+ * The per-mode settings, from the section the file's own `mode` names, as kube-proxy's
+ * Convert_v1alpha1_KubeProxyConfiguration_To_config_KubeProxyConfiguration takes them: nftables
+ * from `nftables`; ipvs its periods from `ipvs` (its proxier masquerades with `iptables`' bit);
+ * every other mode, "" included, from `iptables`. The file's mode decides, not the mode ferry
+ * runs: kubeadm writes `mode: ""`, which kube-proxy runs as iptables and ferry as nftables, and
+ * the operator who set `iptables.masqueradeAll` in that file meant it.
+ */
+function modeSection(obj: Record<string, unknown>): ModeSection {
+  const mode = typeof obj.mode === 'string' ? obj.mode.trim() : '';
+  if (mode === 'nftables') return { ...periods(obj, 'nftables'), ...masquerade(obj, 'nftables') };
+  if (mode === 'ipvs') return { ...periods(obj, 'ipvs'), ...masquerade(obj, 'iptables') };
+  return { ...periods(obj, 'iptables'), ...masquerade(obj, 'iptables') };
+}
+
+/** Paths of the keys a YAML (or JSON) mapping repeats, each once. */
+function duplicateKeys(node: unknown, prefix: string, out: string[]): string[] {
+  if (isMap(node)) {
+    const seen = new Set<string>();
+    for (const pair of node.items) {
+      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+      const path = prefix ? `${prefix}.${key}` : key;
+      if (seen.has(key) && !out.includes(path)) out.push(path);
+      seen.add(key);
+      duplicateKeys(pair.value, path, out);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => duplicateKeys(item, `${prefix}[${i}]`, out));
+  }
+  return out;
 }
 
 /**
@@ -276,9 +331,14 @@ function modeSection(obj: Record<string, unknown>, name: 'iptables' | 'nftables'
  * Throws ConfigError naming the offending field.
  */
 export function parseConfigFile(text: string, source: string): FileConfig {
+  // Duplicate keys are collected instead of refused: kube-proxy's strict decoder refuses them
+  // (YAMLToJSONStrict), and its lenient fallback keeps the last value, as toJS() does here.
+  const parsed = parseDocument(text, { uniqueKeys: false, prettyErrors: false });
+  const syntax = parsed.errors[0];
+  if (syntax) throw new ConfigError('--config', `${source} is not valid YAML or JSON: ${syntax.message}`);
   let doc: unknown;
   try {
-    doc = parseYaml(text, { uniqueKeys: true, prettyErrors: false });
+    doc = parsed.toJS();
   } catch (e) {
     throw new ConfigError('--config', `${source} is not valid YAML or JSON: ${e instanceof Error ? e.message : String(e)}`);
   }
@@ -290,7 +350,12 @@ export function parseConfigFile(text: string, source: string): FileConfig {
     throw new ConfigError('kind', `${JSON.stringify(doc.kind ?? null)} is not supported in ${source} (want ${CONFIG_KIND})`);
   }
   const ignored: string[] = [];
-  check(doc, SCHEMA, '', source, ignored);
+  const unknown: string[] = [];
+  check(doc, SCHEMA, '', unknown, ignored);
+  const lenient = [
+    ...unknown.map((f) => `${f} (unknown field)`),
+    ...duplicateKeys(parsed.contents, '', []).map((f) => `${f} (duplicate field, last value used)`),
+  ];
   const configSyncPeriod = get<string>(doc, 'configSyncPeriod');
   const out: FileConfig = {
     kubeconfig: get(doc, 'clientConnection.kubeconfig'),
@@ -304,8 +369,7 @@ export function parseConfigFile(text: string, source: string): FileConfig {
     verbosity: get(doc, 'logging.verbosity'),
     serviceProxyName: get(doc, 'serviceProxyName'),
     configSyncPeriod: configSyncPeriod && !isZeroValue(configSyncPeriod.value) ? configSyncPeriod : undefined,
-    iptables: modeSection(doc, 'iptables'),
-    nftables: modeSection(doc, 'nftables'),
+    modeSection: modeSection(doc),
     localhostNodePorts: get(doc, 'iptables.localhostNodePorts'),
     detectLocalMode: get(doc, 'detectLocalMode'),
     bridgeInterface: get(doc, 'detectLocal.bridgeInterface'),
@@ -322,6 +386,7 @@ export function parseConfigFile(text: string, source: string): FileConfig {
       udpStreamTimeout: get(doc, 'conntrack.udpStreamTimeout'),
     },
     ignored,
+    lenient,
   };
   return out;
 }

@@ -18,6 +18,16 @@ export interface FlagSpec {
    * still validated; giving it is logged once at start.
    */
   readonly ignoredBecause?: string;
+  /**
+   * Given more than once, the values accumulate instead of the last one winning: kube-proxy
+   * declares it as a pflag StringSlice (or MapStringBool), whose repeated uses append.
+   */
+  readonly repeatable?: boolean;
+  /**
+   * kube-proxy marks it deprecated (pflag MarkDeprecated): hidden from --help, and using it logs
+   * "Flag --NAME has been deprecated, " followed by this text.
+   */
+  readonly deprecated?: string;
 }
 
 const NO_RATE_LIMIT = 'ferry only lists and watches, so it does not rate-limit its API client';
@@ -38,15 +48,17 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'detect-local-mode', arg: '<mode>', help: 'how traffic from local pods is recognized: ClusterCIDR (--cluster-cidr), NodeCIDR (the Node\'s spec.podCIDRs), BridgeInterface (--pod-bridge-interface) or InterfaceNamePrefix (--pod-interface-name-prefix)', defaultText: 'ClusterCIDR' },
   { name: 'pod-bridge-interface', arg: '<name>', help: 'with --detect-local-mode BridgeInterface: traffic arriving on this bridge is local' },
   { name: 'pod-interface-name-prefix', arg: '<prefix>', help: 'with --detect-local-mode InterfaceNamePrefix: traffic arriving on an interface whose name starts with this prefix is local' },
-  { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated, or 'primary' (default: primary in nftables mode, all local addresses in the others)" },
+  { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated (repeating the flag adds to the list), or 'primary' (default, and when empty: primary in nftables mode, all local addresses in the others)", repeatable: true },
   { name: 'masquerade-all', arg: '[bool]', help: 'SNAT all traffic sent via Service ClusterIPs', defaultText: 'false' },
   { name: 'iptables-masquerade-bit', arg: '<bit>', help: 'fwmark bit [0, 31] marking packets that need SNAT', defaultText: '14' },
   { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4), masqueraded: iptables mode as kube-proxy (route_localnet=1, KUBE-FIREWALL martian drop), userspace mode its own way; never in nftables mode (as kube-proxy)', defaultText: 'true' },
   { name: 'bind-address', arg: '<ip>', help: "overrides the node's primary IP (and so the primary family); the name is historical", defaultText: '0.0.0.0' },
   { name: 'healthz-bind-address', arg: '<ip:port>', help: 'address of the /healthz and /livez server; empty disables it', defaultText: '0.0.0.0:10256' },
   { name: 'metrics-bind-address', arg: '<ip:port>', help: 'address of the /metrics server; empty disables it', defaultText: '127.0.0.1:10249' },
+  { name: 'healthz-port', arg: '<port>', help: 'deprecated: 0 disables the /healthz server; another port is used when --healthz-bind-address has none (only without --config)', deprecated: 'This flag is deprecated and will be removed in a future release. Please use --healthz-bind-address instead.' },
+  { name: 'metrics-port', arg: '<port>', help: 'deprecated: 0 disables the /metrics server; another port is used when --metrics-bind-address has none (only without --config)', deprecated: 'This flag is deprecated and will be removed in a future release. Please use --metrics-bind-address instead.' },
   { name: 'iptables-sync-period', arg: '<duration>', help: 'longest time between full resyncs of the rules (e.g. 30s, 1m); applies to every mode', defaultText: '30s' },
-  { name: 'iptables-min-sync-period', arg: '<duration>', help: 'shortest time between syncs; bursts of changes are coalesced (0 = sync on every change)', defaultText: '1s' },
+  { name: 'iptables-min-sync-period', arg: '<duration>', help: "shortest time between syncs; bursts of changes are coalesced (0 = sync on every change). Unset, a lone change is applied at once and bursts wait by the measured cost of recent syncs, at most 1s (docs/sync.md)", defaultText: 'unset: cost-aware, at most 1s' },
   { name: 'conntrack-max-per-core', arg: '<n>', help: 'raise net.netfilter.nf_conntrack_max to this many entries per CPU (0 = leave the limit alone and ignore --conntrack-min)', defaultText: '32768' },
   { name: 'conntrack-min', arg: '<n>', help: 'lower bound of the nf_conntrack_max computed from --conntrack-max-per-core', defaultText: '131072' },
   { name: 'conntrack-tcp-timeout-established', arg: '<duration>', help: 'net.netfilter.nf_conntrack_tcp_timeout_established (0 = leave alone); ebpf mode: also its tc program\'s tracking', defaultText: '24h0m0s' },
@@ -63,7 +75,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'logging-format', arg: '<format>', help: "log format; only 'text' (ferry's own line format)", defaultText: 'text' },
   // Accepted, validated, and without effect (logged once at start).
   { name: 'config-sync-period', arg: '<duration>', help: 'kube-proxy: informer resync period', defaultText: '15m0s', ignoredBecause: 'ferry never relists on a timer: its watches resume from their last version' },
-  { name: 'feature-gates', arg: '<gates>', help: 'kube-proxy feature gates, key=true|false,...', ignoredBecause: "ferry implements the GA behaviour of kube-proxy's gates; they cannot be switched" },
+  { name: 'feature-gates', arg: '<gates>', help: 'kube-proxy feature gates, key=true|false,...', repeatable: true, ignoredBecause: "ferry implements the GA behaviour of kube-proxy's gates; they cannot be switched" },
   { name: 'bind-address-hard-fail', arg: '[bool]', help: 'kube-proxy: exit when a server cannot bind', ignoredBecause: 'ferry always exits when it cannot bind its /healthz or /metrics server' },
   { name: 'show-hidden-metrics-for-version', arg: '<version>', help: 'kube-proxy: re-enable metrics hidden in that version', ignoredBecause: 'ferry has no hidden metrics' },
   { name: 'profiling', arg: '[bool]', help: 'kube-proxy: /debug/pprof on the metrics server (true is refused)', ignoredBecause: 'ferry has no /debug/pprof handler' },
@@ -90,8 +102,6 @@ export const REFUSED_KUBE_PROXY_FLAGS: Readonly<Record<string, string>> = {
   'sync-period': 'use --iptables-sync-period',
   'min-sync-period': 'use --iptables-min-sync-period',
   'node-ip-override': 'use --bind-address to set the primary node IP',
-  'healthz-port': REMOVED,
-  'metrics-port': REMOVED,
   'healthz-bind-addresses': REMOVED,
   'healthz-bind-port': REMOVED,
   'metrics-bind-addresses': REMOVED,

@@ -140,10 +140,27 @@ function splitList(value: string | readonly string[]): string[] {
   return parts.map((p) => p.trim()).filter((p) => p !== '');
 }
 
+/**
+ * A comma-separated list of CIDRs (or of them and "primary"). An empty value is no list (unset);
+ * an empty entry in a non-empty one ("10.0.0.0/8,") is refused, as kube-proxy refuses the ""
+ * that its strings.Split or CSV reading yields.
+ */
+function splitCIDRList(raw: Raw<string | readonly string[]>): string[] {
+  const values = typeof raw.value === 'string' ? [raw.value] : raw.value;
+  const out: string[] = [];
+  for (const value of values) {
+    if (value.trim() === '' && typeof raw.value === 'string') continue;
+    const parts = value.split(',').map((p) => p.trim());
+    if (parts.includes('')) throw new ConfigError(raw.field, `${JSON.stringify(value)} has an empty entry`);
+    out.push(...parts);
+  }
+  return out;
+}
+
 export function parseClusterCIDRs(raw: Raw<string>): string[] {
   const out: string[] = [];
   const seen = new Set<IPFamily>();
-  for (const part of splitList(raw.value)) {
+  for (const part of splitCIDRList(raw)) {
     const { cidr, family } = normalizeCIDR(part, raw.field);
     if (seen.has(family)) {
       throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} must hold at most one IPv4 and one IPv6 CIDR`);
@@ -154,9 +171,10 @@ export function parseClusterCIDRs(raw: Raw<string>): string[] {
   return out;
 }
 
-export function parseNodePortAddresses(raw: Raw<string | readonly string[]>): NodePortAddressSpec {
-  const parts = splitList(raw.value);
-  if (parts.length === 0) return { kind: 'all' };
+/** undefined: no addresses given, so the mode's default applies (kube-proxy's len(...) == 0). */
+export function parseNodePortAddresses(raw: Raw<string | readonly string[]>): NodePortAddressSpec | undefined {
+  const parts = splitCIDRList(raw);
+  if (parts.length === 0) return undefined;
   if (parts.includes('primary')) {
     if (parts.length > 1) throw new ConfigError(raw.field, `"primary" cannot be combined with CIDRs (got ${JSON.stringify(parts.join(','))})`);
     return { kind: 'primary' };
@@ -164,35 +182,72 @@ export function parseNodePortAddresses(raw: Raw<string | readonly string[]>): No
   return { kind: 'cidrs', cidrs: parts.map((p) => normalizeCIDR(p, raw.field).cidr) };
 }
 
-/** "ip:port", "[v6]:port" or a bare IP (then `defaultPort`); "" disables the server. */
-export function parseHostPort(raw: Raw<string>, defaultPort: number): HostPort | null {
+/** Splits "ip:port", "[v6]:port", "[v6]" or a bare IP; `port` is undefined when none is written. */
+function splitHostPort(raw: Raw<string>): { host: string; port: string | undefined } {
   const v = raw.value.trim();
-  if (v === '') return null;
   const bad = (why: string) => new ConfigError(raw.field, `${JSON.stringify(raw.value)} ${why}`);
   let host: string;
-  let portText: string | undefined;
+  let port: string | undefined;
   if (v.startsWith('[')) {
     const end = v.indexOf(']');
     if (end < 0) throw bad('is not a valid IP:port');
     host = v.slice(1, end);
     const rest = v.slice(end + 1);
     if (rest !== '' && !rest.startsWith(':')) throw bad('is not a valid IP:port');
-    portText = rest === '' ? undefined : rest.slice(1);
+    port = rest === '' ? undefined : rest.slice(1);
   } else if (isIP(v)) {
     host = v;
   } else {
     const colon = v.lastIndexOf(':');
     if (colon < 0) throw bad('is not a valid IP:port');
     host = v.slice(0, colon);
-    portText = v.slice(colon + 1);
+    port = v.slice(colon + 1);
   }
   if (!isIP(host)) throw bad(`has an invalid IP address ${JSON.stringify(host)}`);
+  return { host, port };
+}
+
+/**
+ * "ip:port", "[v6]:port" or a bare IP (then `defaultPort`); "" disables the server. The port is
+ * 1-65535 as kube-proxy's validateHostPort demands: port 0 would bind a random port, and a file
+ * --write-config-to wrote with it would not load in kube-proxy.
+ */
+export function parseHostPort(raw: Raw<string>, defaultPort: number): HostPort | null {
+  if (raw.value.trim() === '') return null;
+  const { host, port: portText } = splitHostPort(raw);
   let port = defaultPort;
   if (portText !== undefined) {
-    if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) throw bad('has an invalid port (0-65535)');
-    port = Number(portText);
+    port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
   }
+  if (!(port >= 1 && port <= 65535)) throw new ConfigError(raw.field, `${JSON.stringify(raw.value)} has an invalid port (1-65535)`);
   return { host: ipaddr.parse(host).toString(), port };
+}
+
+/**
+ * kube-proxy's deprecated --healthz-port / --metrics-port (options.go Complete,
+ * addressFromDeprecatedFlags): only without --config and --write-config-to; 0 disables the server,
+ * another port is appended to an address written without one (proxyutil.AppendPortIfNeeded) and
+ * otherwise changes nothing — so alone, against the default address that has a port, it has no
+ * effect. Returns the server address and, when the flag changes nothing, why.
+ */
+function serverAddress(
+  address: Raw<string>,
+  defaultPort: number,
+  portFlag: Raw<string> | undefined,
+  fromFileOrWriting: boolean,
+): { address: HostPort | null; noEffect?: string } {
+  if (!portFlag) return { address: parseHostPort(address, defaultPort) };
+  // pflag's Int32Var refuses anything else even when kube-proxy then ignores the value.
+  const port = parseIntIn(portFlag, -(2 ** 31), 2 ** 31 - 1);
+  if (fromFileOrWriting) {
+    return { address: parseHostPort(address, defaultPort), noEffect: `${portFlag.field} (deprecated; kube-proxy applies it only without --config and --write-config-to)` };
+  }
+  if (port === 0) return { address: null };
+  if (address.value.trim() === '' || splitHostPort(address).port !== undefined) {
+    return { address: parseHostPort(address, defaultPort), noEffect: `${portFlag.field} (deprecated; ${address.field} already has a port, which kube-proxy keeps)` };
+  }
+  if (port < 1 || port > 65535) throw new ConfigError(portFlag.field, `${JSON.stringify(portFlag.value)} is not a valid port (1-65535, or 0 to disable the server)`);
+  return { address: parseHostPort(address, port) };
 }
 
 function parseMaster(raw: Raw<string>): string {
@@ -343,8 +398,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     modeFallback = 'userspace';
   }
 
-  // kube-proxy reads the section of its mode; userspace had no section and used iptables'.
-  const section = mode === 'nftables' ? file?.nftables : file?.iptables;
+  const section = file?.modeSection;
 
   const syncRaw = pick(flagString(flags, 'iptables-sync-period'), section?.syncPeriod);
   const syncPeriodMs = parseDurationField(syncRaw ?? { value: DEFAULTS.syncPeriod, field: '--iptables-sync-period' });
@@ -375,30 +429,40 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   // kube-proxy's default (server_linux.go, platformApplyDefaults): `primary` in nftables mode —
   // NodePorts only on the node's IP, not on every address the host has — and all of them in the
   // other modes.
-  const nodePortAddresses: NodePortAddressSpec = npRaw ? parseNodePortAddresses(npRaw) : mode === 'nftables' ? { kind: 'primary' } : { kind: 'all' };
+  const nodePortAddresses: NodePortAddressSpec =
+    (npRaw ? parseNodePortAddresses(npRaw) : undefined) ?? (mode === 'nftables' ? { kind: 'primary' } : { kind: 'all' });
 
   const bindRaw = pick(flagString(flags, 'bind-address'), file?.bindAddress);
   const bindAddress = bindRaw ? bindRaw.value.trim() : DEFAULTS.bindAddress;
   if (!isIP(bindAddress)) throw new ConfigError(bindRaw?.field ?? '--bind-address', `${JSON.stringify(bindAddress)} is not a valid IP address`);
   const bindParsed = ipaddr.parse(bindAddress);
-  const bindIs6 = bindParsed.kind() === 'ipv6';
   const primaryFamily: IPFamily | undefined = bindParsed.range() === 'unspecified' ? undefined : familyOf(bindAddress);
 
-  // kube-proxy's defaults follow the bind address's family.
+  // kube-proxy computes its flag defaults from an empty configuration (bindAddress 0.0.0.0)
+  // before it parses flags, so --bind-address does not move them; a file's defaulting
+  // (SetDefaults_KubeProxyConfiguration, getDefaultAddresses) follows the file's bindAddress.
+  const fileBind = file?.bindAddress;
+  if (fileBind && !isIP(fileBind.value.trim())) throw new ConfigError(fileBind.field, `${JSON.stringify(fileBind.value)} is not a valid IP address`);
+  const defaultsIs6 = fileBind !== undefined && familyOf(fileBind.value.trim()) === 6;
   const healthzRaw = pick(flagString(flags, 'healthz-bind-address'), file?.healthzBindAddress) ?? {
-    value: bindIs6 ? `[::]:${DEFAULTS.healthzPort}` : `0.0.0.0:${DEFAULTS.healthzPort}`,
+    value: defaultsIs6 ? `[::]:${DEFAULTS.healthzPort}` : `0.0.0.0:${DEFAULTS.healthzPort}`,
     field: '--healthz-bind-address',
   };
   const metricsRaw = pick(flagString(flags, 'metrics-bind-address'), file?.metricsBindAddress) ?? {
-    value: bindIs6 ? `[::1]:${DEFAULTS.metricsPort}` : `127.0.0.1:${DEFAULTS.metricsPort}`,
+    value: defaultsIs6 ? `[::1]:${DEFAULTS.metricsPort}` : `127.0.0.1:${DEFAULTS.metricsPort}`,
     field: '--metrics-bind-address',
   };
-  const healthzBindAddress = parseHostPort(healthzRaw, DEFAULTS.healthzPort);
-  const metricsBindAddress = parseHostPort(metricsRaw, DEFAULTS.metricsPort);
+  const writeRaw = flagString(flags, 'write-config-to');
+  const writeConfigTo = writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined;
+  const deprecatedIgnored = file !== undefined || writeConfigTo !== undefined;
+  const healthz = serverAddress(healthzRaw, DEFAULTS.healthzPort, flagString(flags, 'healthz-port'), deprecatedIgnored);
+  const metrics = serverAddress(metricsRaw, DEFAULTS.metricsPort, flagString(flags, 'metrics-port'), deprecatedIgnored);
 
   const hostFlag = flagString(flags, 'hostname-override');
   let nodeName: string;
-  if (hostFlag) {
+  // kube-proxy (processHostnameOverrideFlag) uses the flag only when it is non-empty, and refuses
+  // one that is only whitespace: that is a value given, and not a name.
+  if (hostFlag && hostFlag.value !== '') {
     if (hostFlag.value.trim() === '') throw new ConfigError(hostFlag.field, 'empty hostname-override is invalid');
     nodeName = hostFlag.value.trim().toLowerCase();
   } else if (file?.hostnameOverride && file.hostnameOverride.value.trim() !== '') {
@@ -420,6 +484,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   if (configSyncPeriodMs <= 0) throw new ConfigError(cspRaw?.field ?? 'configSyncPeriod', 'must be greater than 0');
 
   const ignored: string[] = [...(file?.ignored ?? [])];
+  for (const server of [healthz, metrics]) if (server.noEffect) ignored.push(server.noEffect);
   if (file?.configSyncPeriod) ignored.push(`configSyncPeriod (${PROXY_FLAGS.find((f) => f.name === 'config-sync-period')?.ignoredBecause ?? ''})`);
   for (const f of PROXY_FLAGS) {
     if (f.ignoredBecause && checkIgnoredFlag(flags, f.name)) ignored.push(`--${f.name} (${f.ignoredBecause})`);
@@ -431,7 +496,6 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
   const localhostFlag = flag(flags, 'iptables-localhost-nodeports');
   const localhostNodePorts = localhostFlag ? parseBool(localhostFlag) : (file?.localhostNodePorts?.value ?? true);
   const initOnlyFlag = flag(flags, 'init-only');
-  const writeRaw = flagString(flags, 'write-config-to');
 
   const serviceProxyName = file?.serviceProxyName?.value ?? '';
   if (!LABEL_VALUE.test(serviceProxyName)) {
@@ -463,6 +527,13 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
 
   const cleanupFlag = flag(flags, 'cleanup');
   const dryRunFlag = flag(flags, 'dry-run');
+  const cleanup = cleanupFlag ? parseBool(cleanupFlag) : false;
+  const dryRun = dryRunFlag ? parseBool(dryRunFlag) : false;
+  // Refused here, before the CLI reaches any cleanup code: --dry-run promises to touch no kernel
+  // state, and --cleanup exists to remove it.
+  if (cleanup && dryRun) {
+    throw new ConfigError('--cleanup', 'cannot be combined with --dry-run: --cleanup removes kernel state, --dry-run touches none');
+  }
 
   return {
     kubeconfig: kubeRaw && kubeRaw.value.trim() !== '' ? kubeRaw.value.trim() : undefined,
@@ -470,16 +541,16 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     nodeName,
     mode,
     modeFallback,
-    dryRun: dryRunFlag ? parseBool(dryRunFlag) : false,
-    cleanup: cleanupFlag ? parseBool(cleanupFlag) : false,
+    dryRun,
+    cleanup,
     clusterCIDRs,
     nodePortAddresses,
     masqueradeAll,
     masqueradeBit,
     bindAddress,
     primaryFamily,
-    healthzBindAddress,
-    metricsBindAddress,
+    healthzBindAddress: healthz.address,
+    metricsBindAddress: metrics.address,
     syncPeriodMs,
     minSyncPeriodMs,
     minSyncPeriodExplicit: minRaw !== undefined,
@@ -495,7 +566,7 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     ebpfInterfaces,
     ebpfCtMax,
     initOnly: initOnlyFlag ? parseBool(initOnlyFlag) : false,
-    writeConfigTo: writeRaw && writeRaw.value.trim() !== '' ? writeRaw.value.trim() : undefined,
+    writeConfigTo,
     ignored,
   };
 }

@@ -93,3 +93,31 @@ t.test('explicit flags still override a kubeadm file', async (t) => {
   t.equal(c.oomScoreAdj, -500);
   t.same(c.detectLocal, { mode: 'NodeCIDR' });
 });
+
+t.test('kubeadm\'s mode "" reads the iptables section, as kube-proxy\'s conversion does, though ferry runs nftables', async (t) => {
+  const text = readFileSync(dir + 'kubeadm-1.34.yaml', 'utf8')
+    .replace('iptables:\n  localhostNodePorts: null\n  masqueradeAll: false\n  masqueradeBit: null\n  minSyncPeriod: 0s\n  syncPeriod: 0s\n',
+      'iptables:\n  localhostNodePorts: null\n  masqueradeAll: true\n  masqueradeBit: 12\n  minSyncPeriod: 2s\n  syncPeriod: 45s\n')
+    .replace('nftables:\n  masqueradeAll: false\n  masqueradeBit: null\n  minSyncPeriod: 0s\n  syncPeriod: 0s\n',
+      'nftables:\n  masqueradeAll: false\n  masqueradeBit: 9\n  minSyncPeriod: 3s\n  syncPeriod: 50s\n');
+  t.match(text, /mode: ""\n/, 'the fixture is what kubeadm writes');
+  t.match(text, /masqueradeAll: true/, 'the edit applied');
+  const read = (flags: Record<string, string | boolean> = {}) =>
+    resolveConfig({ flags: new Map(Object.entries(flags)), file: parseConfigFile(text, 'kubeadm.yaml'), hostname: 'node-a' });
+  for (const [flags, mode] of [[{}, 'nftables'], [{ 'proxy-mode': 'nftables' }, 'nftables'], [{ 'proxy-mode': 'iptables' }, 'iptables']] as const) {
+    const c = read(flags);
+    t.equal(c.mode, mode);
+    t.equal(c.masqueradeAll, true, `iptables.masqueradeAll (${JSON.stringify(flags)})`);
+    t.equal(c.masqueradeBit, 12, 'iptables.masqueradeBit');
+    t.equal(c.syncPeriodMs, 45_000, 'iptables.syncPeriod');
+    t.equal(c.minSyncPeriodMs, 2000, 'iptables.minSyncPeriod');
+  }
+  const nft = resolveConfig({ flags: new Map(), file: parseConfigFile(text.replace('mode: ""', 'mode: nftables'), 'k.yaml'), hostname: 'n' });
+  t.match(nft, { masqueradeAll: false, masqueradeBit: 9, syncPeriodMs: 50_000, minSyncPeriodMs: 3000 }, 'mode: nftables reads the nftables section');
+  const ipvs = resolveConfig({
+    flags: new Map([['proxy-mode', 'iptables']]),
+    file: parseConfigFile(text.replace('mode: ""', 'mode: ipvs').replace('ipvs:\n  excludeCIDRs: null\n  minSyncPeriod: 0s', 'ipvs:\n  excludeCIDRs: null\n  minSyncPeriod: 4s'), 'k.yaml'),
+    hostname: 'n',
+  });
+  t.match(ipvs, { masqueradeAll: true, masqueradeBit: 12, syncPeriodMs: 30_000, minSyncPeriodMs: 4000 }, 'mode: ipvs: periods from ipvs, masquerading from iptables');
+});

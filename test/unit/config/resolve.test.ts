@@ -60,8 +60,8 @@ t.test('flags are parsed and normalized', async (t) => {
   t.equal(c.masqueradeAll, true);
   t.equal(c.nodeName, 'node-1');
   t.equal(c.primaryFamily, 6);
-  t.same(c.healthzBindAddress, { host: '::', port: 10256 }, 'IPv6 bind address → IPv6 default healthz');
-  t.same(c.metricsBindAddress, { host: '::1', port: 10249 });
+  t.same(c.healthzBindAddress, { host: '0.0.0.0', port: 10256 }, 'the flag does not move the default server addresses');
+  t.same(c.metricsBindAddress, { host: '127.0.0.1', port: 10249 });
   t.equal(c.syncPeriodMs, 90_000);
   t.equal(c.minSyncPeriodMs, 500);
   t.equal(c.dryRun, true);
@@ -71,10 +71,10 @@ t.test('flags are parsed and normalized', async (t) => {
 });
 
 t.test('nodeport-addresses primary; empty addresses disable servers', async (t) => {
-  const c = resolve({ 'nodeport-addresses': 'primary', 'healthz-bind-address': '', 'metrics-bind-address': '[::1]:0' });
+  const c = resolve({ 'nodeport-addresses': 'primary', 'healthz-bind-address': '', 'metrics-bind-address': '[::1]:9249' });
   t.same(c.nodePortAddresses, { kind: 'primary' });
   t.equal(c.healthzBindAddress, null);
-  t.same(c.metricsBindAddress, { host: '::1', port: 0 });
+  t.same(c.metricsBindAddress, { host: '::1', port: 9249 });
 });
 
 t.test('invalid values name the flag', async (t) => {
@@ -133,7 +133,7 @@ oomScoreAdj: null
 featureGates: {}
 `;
 
-t.test('config file values are used, from the section of the mode', async (t) => {
+t.test("config file values are used, from the section of the file's mode", async (t) => {
   const c = resolve({}, FILE);
   t.equal(c.kubeconfig, '/etc/kubernetes/proxy.conf');
   t.equal(c.nodeName, 'file-node');
@@ -145,9 +145,13 @@ t.test('config file values are used, from the section of the mode', async (t) =>
   t.equal(c.minSyncPeriodMs, 2000);
   t.equal(c.masqueradeAll, true);
   const ipt = resolve({ 'proxy-mode': 'iptables' }, FILE);
-  t.equal(ipt.syncPeriodMs, 10_000, 'iptables.syncPeriod in iptables mode');
-  t.equal(ipt.minSyncPeriodMs, 1000, 'a zero minSyncPeriod in the file means the default, as in kube-proxy');
-  t.equal(ipt.masqueradeAll, false);
+  t.equal(ipt.mode, 'iptables');
+  t.equal(ipt.syncPeriodMs, 45_000, '--proxy-mode does not change the section: the file says nftables');
+  t.equal(ipt.masqueradeAll, true);
+  const iptFile = resolve({}, FILE.replace('mode: nftables', 'mode: iptables'));
+  t.equal(iptFile.syncPeriodMs, 10_000, 'iptables.syncPeriod when the file says iptables');
+  t.equal(iptFile.minSyncPeriodMs, 1000, 'a zero minSyncPeriod in the file means the default, as in kube-proxy');
+  t.equal(iptFile.masqueradeAll, false);
 });
 
 t.test('explicit flags override the file; defaults of flags do not', async (t) => {
@@ -163,9 +167,6 @@ t.test('explicit flags override the file; defaults of flags do not', async (t) =
 t.test('config file errors name the field', async (t) => {
   const head = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
   const cases: [string, string, RegExp][] = [
-    [head + 'nftables:\n  syncPerod: 1s\n', 'nftables.syncPerod', /unknown field/],
-    [head + 'bogus: 1\n', 'bogus', /unknown field/],
-    [head + 'ipvs:\n  nope: 1\n', 'ipvs.nope', /unknown field/],
     [head + 'conntrack:\n  maxPerCore: -1\n', 'conntrack.maxPerCore', /must be an integer in \[0, /],
     [head + 'conntrack:\n  tcpEstablishedTimeout: 500ms\n', 'conntrack.tcpEstablishedTimeout', /at least 1s/],
     [head + 'conntrack:\n  udpTimeout: -1s\n', 'conntrack.udpTimeout', /greater than or equal to 0/],
@@ -183,6 +184,14 @@ t.test('config file errors name the field', async (t) => {
     [head + 'clusterCIDR: 10.0.0.0/40\n', 'clusterCIDR', /not a valid CIDR/],
     [head + 'nftables:\n  syncPeriod: 5\n', 'nftables.syncPeriod', /must be a duration/],
     [head + 'nftables:\n  syncPeriod: fast\n', 'nftables.syncPeriod', /not a duration/],
+    [head + 'mode: iptables\nnftables:\n  minSyncPeriod: soon\n', 'nftables.minSyncPeriod', /"soon" is not a duration/],
+    [head + 'ipvs:\n  tcpTimeout: 5\n', 'ipvs.tcpTimeout', /must be a duration/],
+    [head + 'conntrack:\n  max: 5\nconntrack:\n  min: x\n', 'conntrack.min', /must be an integer/],
+    [head + 'healthzBindAddress: 0.0.0.0:0\n', 'healthzBindAddress', /invalid port \(1-65535\)/],
+    [head + 'metricsBindAddress: "[::1]:0"\n', 'metricsBindAddress', /invalid port \(1-65535\)/],
+    [head + 'clusterCIDR: "10.0.0.0/8,"\n', 'clusterCIDR', /has an empty entry/],
+    [head + 'nodePortAddresses: ["10.0.0.0/8", ""]\n', 'nodePortAddresses', /has an empty entry/],
+    [head + 'bindAddress: 10.0.0.300\n', 'bindAddress', /not a valid IP/],
     [head + 'nftables:\n  masqueradeAll: "yes"\n', 'nftables.masqueradeAll', /true or false/],
     ['apiVersion: kubeproxy.config.k8s.io/v1beta9\nkind: KubeProxyConfiguration\n', 'apiVersion', /not supported/],
     ['apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeletConfiguration\n', 'kind', /not supported/],
