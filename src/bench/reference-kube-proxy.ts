@@ -24,6 +24,7 @@
  * Covered: TCP/UDP ClusterIP and NodePort with externalTrafficPolicy Cluster, no affinity
  * (what the benchmark creates). Pure: no I/O.
  */
+import { goFixed } from '../util/go-format.js';
 import { createHash } from 'node:crypto';
 import type { PlannedEndpoint, ProxyTable, ServiceEntry, ServicePortKey } from '../plan/types.js';
 
@@ -74,9 +75,9 @@ export function referenceNames(s: ServiceEntry): ReferenceNames {
   };
 }
 
-/** kube-proxy's probability string: 1/n with ten decimals. */
+/** kube-proxy's probability string: 1/n with ten decimals, as Go's `%0.10f`. */
 function probability(n: number): string {
-  return (1 / n).toFixed(10);
+  return goFixed(1 / n, 10);
 }
 
 interface Out {

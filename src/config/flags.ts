@@ -51,7 +51,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: 'nodeport-addresses', arg: '<cidrs>', help: "CIDRs of node addresses that accept NodePorts, comma-separated (repeating the flag adds to the list), or 'primary' (default, and when empty: primary in nftables mode, all local addresses in the others)", repeatable: true },
   { name: 'masquerade-all', arg: '[bool]', help: 'SNAT all traffic sent via Service ClusterIPs', defaultText: 'false' },
   { name: 'iptables-masquerade-bit', arg: '<bit>', help: 'fwmark bit [0, 31] marking packets that need SNAT', defaultText: '14' },
-  { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4), masqueraded: iptables mode as kube-proxy (route_localnet=1, KUBE-FIREWALL martian drop), userspace mode its own way; never in nftables mode (as kube-proxy)', defaultText: 'true' },
+  { name: 'iptables-localhost-nodeports', arg: '[bool]', help: 'NodePorts also answer on 127.0.0.1 (IPv4), masqueraded, where --nodeport-addresses takes 127.0.0.1 in (as kube-proxy): iptables mode as kube-proxy (route_localnet=1, KUBE-FIREWALL martian drop), userspace and ebpf modes their own way; never in nftables mode (as kube-proxy)', defaultText: 'true' },
   { name: 'bind-address', arg: '<ip>', help: "overrides the node's primary IP (and so the primary family); the name is historical", defaultText: '0.0.0.0' },
   { name: 'healthz-bind-address', arg: '<ip:port>', help: 'address of the /healthz and /livez server; empty disables it', defaultText: '0.0.0.0:10256' },
   { name: 'metrics-bind-address', arg: '<ip:port>', help: 'address of the /metrics server; empty disables it', defaultText: '127.0.0.1:10249' },

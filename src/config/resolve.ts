@@ -570,3 +570,21 @@ export function resolveConfig(input: ResolveInput): ProxyConfig {
     ignored,
   };
 }
+
+/**
+ * Whether NodePorts answer on 127.0.0.1: the setting (iptables.localhostNodePorts), as kube-proxy's
+ * NewProxier turns it off where nodePortAddresses leaves loopback out — `primary`, or CIDRs none of
+ * which holds 127.0.0.1 — so such a node gets no route_localnet=1 and no KUBE-FIREWALL rule.
+ * The setting itself stays as given (--write-config-to writes it back unchanged).
+ */
+export function localhostNodePortsServed(c: Pick<ProxyConfig, 'localhostNodePorts' | 'nodePortAddresses'>): boolean {
+  if (!c.localhostNodePorts) return false;
+  const np = c.nodePortAddresses;
+  if (np.kind === 'all') return true;
+  if (np.kind !== 'cidrs') return false;
+  const loopback = ipaddr.parse('127.0.0.1');
+  return np.cidrs.some((cidr) => {
+    const [net, bits] = ipaddr.parseCIDR(cidr);
+    return net.kind() === 'ipv4' && loopback.match(net, bits);
+  });
+}

@@ -17,7 +17,7 @@ import { createUserspaceBackend, cleanupUserspace, DEFAULT_INTERFACE } from '../
 import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
 import { createEbpfBackend } from '../backends/ebpf/backend.js';
 import { KernelBpfMaps, probeBpf, removePins } from '../backends/kernel/bpf.js';
-import { DEFAULTS } from '../config/resolve.js';
+import { DEFAULTS, localhostNodePortsServed } from '../config/resolve.js';
 import { logger } from '../util/log.js';
 
 export class BackendNotImplementedError extends Error {
@@ -87,7 +87,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
         conntrack: defaultConntrack(),
         families: [...families],
         masqueradeMark: 1 << config.masqueradeBit,
-        localhostNodePorts: config.localhostNodePorts,
+        localhostNodePorts: localhostNodePortsServed(config),
         log: logger('iptables'),
       }),
     probe: async (families) => {
@@ -114,7 +114,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
           ctTimeouts: config.conntrack,
         }),
         families,
-        localhostNodePorts: config.localhostNodePorts,
+        localhostNodePorts: localhostNodePortsServed(config),
         log: logger('ebpf'),
       }),
     // The verifier accepts the programs on this kernel (maps unpinned, nothing attached).
@@ -131,7 +131,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
   },
   userspace: {
     create: async (config, families) =>
-      createUserspaceBackend({ families: [...families], localhostNodePorts: config.localhostNodePorts, log: logger('userspace') }),
+      createUserspaceBackend({ families: [...families], localhostNodePorts: localhostNodePortsServed(config), log: logger('userspace') }),
     // Needs no netfilter; `ip` must work, which every sync proves anyway.
     probe: async () => {
       await run(['ip', '-V']);

@@ -14,7 +14,7 @@ import { deleteStale, type Conntrack } from '../kernel/conntrack.js';
 import { runCleanup } from './cleanup.js';
 import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
 import { Chain } from './names.js';
-import { detectVariant, execRunner, IptablesRestoreError, type IptablesRunner, type IptablesVariant } from './runner.js';
+import { detectVariant, execRunner, IptablesRestoreError, legacyTables, variantUnusable, type IptablesRunner, type IptablesVariant } from './runner.js';
 import { runIn } from '../../util/exec.js';
 
 export interface IptablesBackendOptions {
@@ -212,10 +212,15 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
     const rules = localhost && family === 4 ? [...JUMP_RULES, ...KUBELET_JUMP_RULES] : JUMP_RULES;
     for (const j of rules) {
       const args = jumpArgs(j);
+      // As kube-proxy's EnsureChain then EnsureRule: the chain first ("already exists" is fine),
+      // so that -C answers 1 exactly when the rule is missing; any other failure (the xtables
+      // lock not had in time) must not be taken for a missing rule and add a second jump.
+      await r.exec(family, ['-t', j.table, '-N', j.to]);
       const check = await r.exec(family, ['-t', j.table, '-C', j.from, ...args]);
       if (check.exitCode === 0) continue;
-      // The chain must exist for the jump; "already exists" is fine.
-      await r.exec(family, ['-t', j.table, '-N', j.to]);
+      if (check.exitCode !== 1) {
+        throw new IptablesSyncError(family, undefined, check.stderr, true, 'jumps', `-t ${j.table} -C ${j.from} ${args.join(' ')} (exit ${check.exitCode})`);
+      }
       const ins = await r.exec(family, ['-t', j.table, '-I', j.from, ...args]);
       if (ins.exitCode !== 0) {
         throw new IptablesSyncError(family, undefined, ins.stderr, true, 'jumps', `-t ${j.table} -I ${j.from} ${args.join(' ')}`);
@@ -364,12 +369,20 @@ function touchesFamily(prev: ProxyTable, next: ProxyTable, changed: ReadonlySet<
   return false;
 }
 
-async function cleanupWith(runners: readonly IptablesRunner[], families: readonly IPFamily[], log: Logger, ours?: (chain: string) => boolean): Promise<void> {
+async function cleanupWith(
+  runners: readonly IptablesRunner[],
+  families: readonly IPFamily[],
+  log: Logger,
+  ours?: (chain: string) => boolean,
+  tablesOf?: (r: IptablesRunner, family: IPFamily) => ReadonlySet<string> | undefined,
+): Promise<void> {
   const errors: unknown[] = [];
   for (const r of runners) {
     for (const family of families) {
       try {
-        const deleted = await runCleanup(r, family, log, ours);
+        const tables = tablesOf?.(r, family);
+        if (tables && tables.size === 0) continue;
+        const deleted = await runCleanup(r, family, log, ours, tables);
         if (deleted.length > 0) log.info('removed iptables chains', { variant: r.variant, family, count: deleted.length });
       } catch (e) {
         errors.push(e);
@@ -383,19 +396,24 @@ async function cleanupWith(runners: readonly IptablesRunner[], families: readonl
 /**
  * `ferry --cleanup`: removes kube-proxy's and ferry's chains and jump rules from nat, filter and
  * mangle, IPv4 and IPv6, in both iptables-nft and iptables-legacy (a node may have leftovers in
- * either after switching). A variant whose tools do not run is skipped.
+ * either after switching). A variant whose tools do not run is skipped; of iptables-legacy only
+ * the tables that exist are read, since `iptables-legacy-save -t TABLE` creates the table (and
+ * its hooks) on a node that has none (kube-proxy's iptables-wrapper avoids `-t` for the same
+ * reason); a node without legacy tables is not touched at all.
  */
 export async function cleanupIptables(opts: { netns?: string; log?: Logger; ours?: (chain: string) => boolean } = {}): Promise<void> {
   const log = opts.log ?? logger('iptables');
   const runners: IptablesRunner[] = [];
+  const legacy = new Map<IPFamily, ReadonlySet<string>>();
+  for (const family of [4, 6] as const) legacy.set(family, await legacyTables(family, opts.netns));
   for (const variant of ['nft', 'legacy'] as const) {
-    const r = execRunner(variant, { netns: opts.netns });
-    try {
-      await r.save(4, 'filter');
-      runners.push(r);
-    } catch (e) {
-      log.v(2, 'iptables variant not usable; skipped by cleanup', { variant, err: e });
+    if (variant === 'legacy' && legacy.get(4)!.size === 0 && legacy.get(6)!.size === 0) {
+      log.v(2, 'no iptables-legacy tables on this node; nothing to clean there');
+      continue;
     }
+    const why = await variantUnusable(variant, opts.netns);
+    if (why === undefined) runners.push(execRunner(variant, { netns: opts.netns }));
+    else log.v(2, 'iptables variant not usable; skipped by cleanup', { variant, err: why });
   }
-  await cleanupWith(runners, [4, 6], log, opts.ours);
+  await cleanupWith(runners, [4, 6], log, opts.ours, (r, family) => (r.variant === 'legacy' ? legacy.get(family) : undefined));
 }

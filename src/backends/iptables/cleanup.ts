@@ -1,8 +1,10 @@
 /**
  * Removing kube-proxy's (and ferry's) iptables chains: from `iptables-save` output of one table,
- * the restore input that deletes every KUBE-* chain except kubelet's, and the rules in built-in
- * chains that jump to them. Chains of other programs are never touched: if a foreign chain jumps
- * to one of ours, that chain (and what it reaches) is kept rather than editing the foreign chain.
+ * the restore input that deletes the chains of kube-proxy's iptables and ipvs layouts (ferry's
+ * iptables mode writes the former), and the rules in built-in chains that jump to them. Chains
+ * of other programs are never touched, other KUBE-* chains included (kubelet's, kube-router's
+ * KUBE-ROUTER-* and network policy chains): if a foreign chain jumps to one of ours, that chain
+ * (and what it reaches) is kept rather than editing the foreign chain.
  *
  * planCleanup is pure; runCleanup does the I/O through an IptablesRunner.
  */
@@ -15,19 +17,21 @@ export const CLEANUP_TABLES = ['mangle', 'filter', 'nat'] as const;
 
 const BUILTIN = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
 
-export function isOurs(chain: string): boolean {
-  return chain.startsWith('KUBE-') && !KUBELET_CHAINS.has(chain);
-}
-
-const LAYOUT_CHAINS: ReadonlySet<string> = new Set([Chain.services, Chain.externalServices, Chain.nodePorts, Chain.postrouting, Chain.markMasq, Chain.forward, Chain.proxyFirewall, Chain.canary]);
+const LAYOUT_CHAINS: ReadonlySet<string> = new Set([
+  Chain.services, Chain.externalServices, Chain.nodePorts, Chain.postrouting, Chain.markMasq, Chain.forward, Chain.proxyFirewall, Chain.canary,
+  // kube-proxy's ipvs mode (pkg/proxy/ipvs/proxier.go): a node switched from it keeps them.
+  'KUBE-NODE-PORT', 'KUBE-LOAD-BALANCER', 'KUBE-SOURCE-RANGES-FIREWALL', 'KUBE-IPVS-FILTER', 'KUBE-IPVS-OUT-FILTER',
+]);
 
 /**
- * Only the chains of kube-proxy's iptables layout (ferry's iptables mode writes the same): what
- * another mode removes at every start. Narrower than `isOurs` (`--cleanup`), which takes every
- * KUBE-* chain but kubelet's: at start ferry must not remove another program's KUBE-* chains
- * (kube-router's KUBE-ROUTER-*, its network policy chains) that it cannot know.
+ * The chains kube-proxy's layouts name (its CleanupLeftovers removes the same): what another
+ * mode removes at every start and what `--cleanup` removes. Never another program's KUBE-*
+ * chain (kubelet's; kube-router's KUBE-ROUTER-*, its network policy chains), which ferry cannot
+ * know: until 2026-12-07 `--cleanup` took every KUBE-* chain but kubelet's, and with them
+ * kube-router's network policy.
  */
 export function isKubeProxyLayout(chain: string): boolean {
+  if (KUBELET_CHAINS.has(chain)) return false;
   return LAYOUT_CHAINS.has(chain) || SERVICE_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
 }
 
@@ -48,7 +52,7 @@ export interface CleanupPlan {
   readonly kept: readonly string[];
 }
 
-export function planCleanup(table: string, save: string, isOursHere: (chain: string) => boolean = isOurs): CleanupPlan {
+export function planCleanup(table: string, save: string, isOursHere: (chain: string) => boolean = isKubeProxyLayout): CleanupPlan {
   const chains = chainsInSave(save).filter(isOursHere);
   if (chains.length === 0) return { input: '', deleted: [], kept: [] };
   const ours = new Set(chains);
@@ -93,11 +97,15 @@ export function planCleanup(table: string, save: string, isOursHere: (chain: str
   return { input: deleted.length > 0 || unlink.length > 0 ? lines.join('\n') + '\n' : '', deleted, kept: [...kept].sort() };
 }
 
-/** Cleans one family through one runner; returns the chains deleted. Absent chains are not an error. */
-export async function runCleanup(runner: IptablesRunner, family: IPFamily, log?: Logger, ours: (chain: string) => boolean = isOurs): Promise<string[]> {
+/**
+ * Cleans one family through one runner; returns the chains deleted. Absent chains are not an
+ * error. `tables`: the tables that exist, where asking for another would create it (legacy).
+ */
+export async function runCleanup(runner: IptablesRunner, family: IPFamily, log?: Logger, ours: (chain: string) => boolean = isKubeProxyLayout, tables?: ReadonlySet<string>): Promise<string[]> {
   let input = '';
   const deleted: string[] = [];
   for (const table of CLEANUP_TABLES) {
+    if (tables && !tables.has(table)) continue;
     const plan = planCleanup(table, await runner.save(family, table), ours);
     if (plan.kept.length > 0) log?.warn('kept chains that another program still jumps to', { family, table, chains: plan.kept.join(',') });
     input += plan.input;

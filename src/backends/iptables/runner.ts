@@ -4,9 +4,10 @@
  * `iptables -w ...` commands for the jump rules and the canary check. Everything goes through
  * util/exec's run(), optionally inside a network namespace (tests).
  *
- * Variant detection follows kube-proxy's iptables-wrapper: kubelet's hint chains first, else the
- * variant with more rules wins; unlike the wrapper (which prefers legacy on a tie), ferry prefers
- * nft when both are equal or empty, as Debian 12 and every current distribution default to it.
+ * Variant detection follows kube-proxy's iptables-wrapper: kubelet's chains in iptables-nft,
+ * then in iptables-legacy; where neither has them the wrapper takes nft, and ferry takes the
+ * variant with more rules (nft on a tie), so a node whose kubelet made no chains but whose CNI
+ * programs iptables-legacy is still read right.
  *
  * Never decides what to install; the compiler and backend do.
  */
@@ -135,26 +136,55 @@ async function saveAll(variant: IptablesVariant, netns: string | undefined, tabl
   return any ? out : undefined;
 }
 
+/**
+ * The tables iptables-legacy has in this network namespace (IPv4: /proc/net/ip_tables_names),
+ * read without creating any: every `iptables-legacy -t TABLE` call creates the table it names.
+ * Empty when the module is not loaded.
+ */
+export async function legacyTables(family: IPFamily, netns: string | undefined): Promise<ReadonlySet<string>> {
+  const file = family === 6 ? '/proc/net/ip6_tables_names' : '/proc/net/ip_tables_names';
+  let text = '';
+  try {
+    // Inside the namespace: /proc/net is the reading process's own.
+    const r = await runIn(netns, ['cat', file], { allowFailure: true, timeoutMs: 5000 });
+    if (r.exitCode === 0) text = r.stdout;
+  } catch {
+    // no cat, or no such namespace: nothing known, nothing touched
+  }
+  return new Set(text.split('\n').map((l) => l.trim()).filter((l) => l !== ''));
+}
+
+/** Why the variant's save tool does not run here (its version query), or undefined when it does. */
+export async function variantUnusable(variant: IptablesVariant, netns: string | undefined): Promise<string | undefined> {
+  try {
+    const r = await runIn(netns, [binary(4, variant, '-save'), '-V'], { allowFailure: true, timeoutMs: 5000 });
+    return r.exitCode === 0 ? undefined : `${binary(4, variant, '-save')} -V exited ${r.exitCode}: ${r.stderr.trim()}`;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
+
 export interface VariantDecision {
   readonly variant: IptablesVariant;
   readonly reason: string;
 }
 
 /**
- * Which variant the host's other users (kubelet, the CNI) program. kubelet's hint chain
- * (KUBE-IPTABLES-HINT, or KUBE-KUBELET-CANARY) in mangle decides first; else rule counts of
- * `iptables-legacy-save` vs `iptables-nft-save` (both families); nft on a tie.
+ * Which variant the host's other users (kubelet, the CNI) program, as kube-proxy's
+ * iptables-wrapper (iptables-wrappers pkg/xtables DetectMode): kubelet's chains
+ * (KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY) in iptables-nft, then in iptables-legacy; else, where
+ * the wrapper takes nft, rule counts of `iptables-legacy-save` vs `iptables-nft-save` (both
+ * families), nft on a tie. iptables-legacy is read without `-t`, which would create the table.
  */
 export async function detectVariant(opts: { netns?: string } = {}): Promise<VariantDecision> {
   const nftMangle = await saveAll('nft', opts.netns, 'mangle');
-  const legacyMangle = await saveAll('legacy', opts.netns, 'mangle');
-  if (nftMangle === undefined && legacyMangle === undefined) return { variant: 'nft', reason: 'neither iptables-nft-save nor iptables-legacy-save runs' };
-  if (legacyMangle === undefined) return { variant: 'nft', reason: 'only iptables-nft is available' };
+  const legacyAll = await saveAll('legacy', opts.netns);
+  if (nftMangle === undefined && legacyAll === undefined) return { variant: 'nft', reason: 'neither iptables-nft-save nor iptables-legacy-save runs' };
+  if (legacyAll === undefined) return { variant: 'nft', reason: 'only iptables-nft is available' };
   if (nftMangle === undefined) return { variant: 'legacy', reason: 'only iptables-legacy is available' };
-  for (const hint of ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY']) {
-    if (nftMangle.includes(`:${hint} `)) return { variant: 'nft', reason: `kubelet's ${hint} chain is in iptables-nft` };
-    if (legacyMangle.includes(`:${hint} `)) return { variant: 'legacy', reason: `kubelet's ${hint} chain is in iptables-legacy` };
-  }
+  const hints = ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY'];
+  for (const hint of hints) if (nftMangle.includes(`:${hint} `)) return { variant: 'nft', reason: `kubelet's ${hint} chain is in iptables-nft` };
+  for (const hint of hints) if (legacyAll.includes(`:${hint} `)) return { variant: 'legacy', reason: `kubelet's ${hint} chain is in iptables-legacy` };
   const legacy = countRules((await saveAll('legacy', opts.netns)) ?? '');
   const nft = countRules((await saveAll('nft', opts.netns)) ?? '');
   if (legacy > nft) return { variant: 'legacy', reason: `iptables-legacy has more rules (${legacy} vs ${nft})` };

@@ -15,6 +15,7 @@
  * Pure and deterministic: the same ServiceEntry and context always give equal rules. Lines are
  * complete iptables-restore lines (`-A CHAIN ...`). Never decides which endpoints apply.
  */
+import { goFixed } from '../../util/go-format.js';
 import type { EndpointSet, LocalTrafficDetector, PlannedEndpoint, ServiceEntry } from '../../plan/types.js';
 import { Chain, endpointChainName, endpointString, serviceChainNames } from './names.js';
 
@@ -53,10 +54,10 @@ export function comment(text: string): string {
   return /[\s"]/.test(text) ? `-m comment --comment "${text.replace(/"/g, '')}"` : `-m comment --comment ${text}`;
 }
 
-/** The kube-proxy probability string for 1/n: `%0.10f`. */
+/** The kube-proxy probability string for 1/n: Go's `%0.10f` (half to even, util/go-format.ts). */
 const probabilities: string[] = ['<bad value>'];
 export function probability(n: number): string {
-  for (let i = probabilities.length; i <= n; i++) probabilities.push((1 / i).toFixed(10));
+  for (let i = probabilities.length; i <= n; i++) probabilities.push(goFixed(1 / i, 10));
   return probabilities[n]!;
 }
 
@@ -139,7 +140,8 @@ export function serviceRules(svc: ServiceEntry, ctx: ServiceContext): ServiceRul
     }
   }
 
-  // NodePort. Loopback NodePorts are never accepted (no route_localnet), so no 127.0.0.0/8 rule.
+  // NodePort. Which destination addresses reach KUBE-NODEPORTS (loopback only with localhost
+  // NodePorts on) is decided by the jump at the end of KUBE-SERVICES (compiler.ts closeSkeleton).
   if (svc.nodePort > 0) {
     if (usesExt) natNodePorts.push(`-A ${Chain.nodePorts} ${comment(name)} ${proto} --dport ${svc.nodePort} -j ${n.ext}`);
     if (!hasExternal) {

@@ -141,7 +141,7 @@ t.test('a failing restore throws IptablesSyncError and leaves the previous rules
   t.match(await normalizedSave(ns, 4), /198\.18\.1\.2:8080/, 'and applies the new endpoint');
 });
 
-t.test('cleanup removes every KUBE-* chain (nft and legacy, v4 and v6), keeps foreign chains', async (t) => {
+t.test("cleanup removes kube-proxy's layout (nft and legacy, v4 and v6), keeps foreign chains, KUBE-* ones too", async (t) => {
   const ns = await freshNetns(t);
   const ir = tables(
     table(4, [svc({ namespace: 'default', name: 'web', nodePort: 30080, affinityTimeoutSeconds: 60, internal: fwd(ep('198.18.1.1', 8080)) })]),
@@ -152,7 +152,10 @@ t.test('cleanup removes every KUBE-* chain (nft and legacy, v4 and v6), keeps fo
   await createIptablesBackend({ netns: ns, variant: 'legacy', families: [4], dropInvalid: true }).sync(null, ir, FULL);
   for (const variant of ['nft', 'legacy'] as const) {
     const r = await runIn(ns, [tool(4, variant, '-restore'), '-w', '5', '--noflush'], {
-      input: '*filter\n:FOREIGN-CHAIN - [0:0]\n-A FOREIGN-CHAIN -j ACCEPT\n-A INPUT -j FOREIGN-CHAIN\nCOMMIT\n*nat\n:FOREIGN-NAT - [0:0]\n-A FOREIGN-NAT -j RETURN\nCOMMIT\n',
+      // FOREIGN-*, and a KUBE-* chain of another program (kube-router's network policy).
+      input:
+        '*filter\n:FOREIGN-CHAIN - [0:0]\n:KUBE-ROUTER-FORWARD - [0:0]\n-A FOREIGN-CHAIN -j ACCEPT\n-A KUBE-ROUTER-FORWARD -j RETURN\n' +
+        '-A INPUT -j FOREIGN-CHAIN\n-A FORWARD -j KUBE-ROUTER-FORWARD\nCOMMIT\n*nat\n:FOREIGN-NAT - [0:0]\n-A FOREIGN-NAT -j RETURN\nCOMMIT\n',
       allowFailure: true,
     });
     t.equal(r.exitCode, 0, `foreign chains installed (${variant}): ${r.stderr}`);
@@ -162,16 +165,30 @@ t.test('cleanup removes every KUBE-* chain (nft and legacy, v4 and v6), keeps fo
     for (const family of [4, 6] as const) {
       for (const tb of TABLES) {
         const save = (await runIn(ns, [tool(family, variant, '-save'), '-t', tb])).stdout;
-        t.same(chainsInSave(save).filter((c) => c.startsWith('KUBE-')), [], `${variant} IPv${family} ${tb}: no KUBE-* chain left`);
-        t.notMatch(save, /-j KUBE-/, `${variant} IPv${family} ${tb}: no jump to a KUBE-* chain left`);
+        t.same(chainsInSave(save).filter((c) => c.startsWith('KUBE-') && !c.startsWith('KUBE-ROUTER-')), [], `${variant} IPv${family} ${tb}: no KUBE-* chain of kube-proxy's layout left`);
+        t.notMatch(save, /-j KUBE-(?!ROUTER-)/, `${variant} IPv${family} ${tb}: no jump to one left`);
       }
     }
     const filter = (await runIn(ns, [tool(4, variant, '-save'), '-t', 'filter'])).stdout;
     t.match(filter, /-A FOREIGN-CHAIN -j ACCEPT/, `${variant}: the foreign chain and its rule are kept`);
     t.match(filter, /-A INPUT -j FOREIGN-CHAIN/, `${variant}: the foreign jump is kept`);
+    t.match(filter, /-A KUBE-ROUTER-FORWARD -j RETURN/, `${variant}: another program's KUBE-* chain is kept`);
+    t.match(filter, /-A FORWARD -j KUBE-ROUTER-FORWARD/, `${variant}: and the jump to it`);
     t.match((await runIn(ns, [tool(4, variant, '-save'), '-t', 'nat'])).stdout, /:FOREIGN-NAT/, `${variant}: the foreign nat chain is kept`);
   }
   await t.resolves(cleanupIptables({ netns: ns }), 'cleaning up again (nothing left) is not an error');
+});
+
+t.test('cleanup on a node without iptables-legacy tables creates none (iptables-legacy-save -t would)', async (t) => {
+  const ns = await freshNetns(t);
+  await cleanupIptables({ netns: ns });
+  for (const file of ['/proc/net/ip_tables_names', '/proc/net/ip6_tables_names']) {
+    const r = await runIn(ns, ['cat', file], { allowFailure: true });
+    t.equal(r.stdout.trim(), '', `${file} lists no table after the cleanup`);
+  }
+  // The check can fail: a save with -t creates the table it names.
+  await runIn(ns, ['iptables-legacy-save', '-t', 'nat']);
+  t.equal((await runIn(ns, ['cat', '/proc/net/ip_tables_names'])).stdout.trim(), 'nat', 'iptables-legacy-save -t nat created nat');
 });
 
 /** A one-shot TCP server inside the namespace that answers "hello from <addr>" and exits. */

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { parseConfigFile } from '../../../src/config/file.js';
-import { resolveConfig } from '../../../src/config/resolve.js';
+import { localhostNodePortsServed, resolveConfig } from '../../../src/config/resolve.js';
 import { ConfigError } from '../../../src/config/types.js';
 
 const flags = (o: Record<string, string | boolean> = {}) => new Map(Object.entries(o));
@@ -279,4 +279,15 @@ t.test('JSON config files work too', async (t) => {
   const c = resolve({}, JSON.stringify({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', mode: 'iptables', iptables: { syncPeriod: '20s' } }));
   t.equal(c.mode, 'iptables');
   t.equal(c.syncPeriodMs, 20_000);
+});
+
+t.test("localhost NodePorts only where nodePortAddresses takes 127.0.0.1 in, as kube-proxy's NewProxier", async (t) => {
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables' })), true, 'iptables mode, every address: served');
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables', 'nodeport-addresses': '10.0.0.0/8' })), false, 'a list without loopback: not served (no route_localnet)');
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables', 'nodeport-addresses': '10.0.0.0/8,127.0.0.0/8' })), true, 'loopback listed: served');
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables', 'nodeport-addresses': '::1/128' })), false, 'IPv6 loopback does not count');
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables', 'nodeport-addresses': 'primary' })), false, '`primary` is never loopback');
+  t.equal(localhostNodePortsServed(resolve({ 'proxy-mode': 'iptables', 'iptables-localhost-nodeports': 'false' })), false, 'switched off');
+  const c = resolve({ 'proxy-mode': 'iptables', 'nodeport-addresses': '10.0.0.0/8' });
+  t.equal(c.localhostNodePorts, true, 'the setting itself stays as given (what --write-config-to writes)');
 });
