@@ -20,7 +20,7 @@ export const Chains = {
   filterInput: 'filter-input',
   filterForward: 'filter-forward',
   filterOutput: 'filter-output',
-  filterOutputPostDnat: 'filter-output-post-dnat',
+  filterOutputPreDnat: 'filter-output-pre-dnat',
   natPrerouting: 'nat-prerouting',
   natOutput: 'nat-output',
   natPostrouting: 'nat-postrouting',

@@ -4,13 +4,15 @@
  * from table-level IR fields (local-traffic CIDRs, NodePort addresses). Per-service content
  * lives in service.ts. Pure; must never depend on any single service.
  *
- * Hook placement (see docs/nftables.md):
+ * Hook placement, as kube-proxy's nftables mode since 1.34 (see docs/nftables.md):
  *  - nat prerouting/output (-100): `services` dispatches by daddr.proto.dport (O(1) verdict maps).
- *  - filter prerouting/output (-110, before DNAT): loadBalancerSourceRanges (`firewall-check`).
- *  - filter input/forward (-10) and output (-110): `reject` for services without endpoints;
- *    reject is only valid in input/forward/output hooks on kernels before 5.9.
- *  - filter forward (-10) and output (-90, after DNAT): reject traffic to a ClusterIP that no
- *    service port DNAT-ed.
+ *  - filter prerouting/output-pre-dnat (-110, before DNAT): loadBalancerSourceRanges
+ *    (`firewall-check`).
+ *  - filter input/forward/output (0, after DNAT): `reject` for services without endpoints (reject
+ *    is only valid in input/forward/output hooks on kernels before 5.9), and traffic to a
+ *    ClusterIP that no service port DNAT-ed. After DNAT, so a frontend some other Service serves
+ *    (a duplicated externalIP) is reached by the node too, and at kube-proxy's priority, which
+ *    the components that order their own chains around it rely on.
  *  - nat postrouting (100): hairpin and masquerade-marked traffic.
  */
 import ipaddr from 'ipaddr.js';
@@ -236,10 +238,10 @@ export function buildSkeleton(fs: FamilySyntax, table: ProxyTable, mark: number)
   });
   const baseChains: ChainWithRules[] = [
     bc(Chains.filterPrerouting, 'filter', 'prerouting', PRIORITY.dstnat - 10, [R.jumpIfNew(Chains.firewallCheck)]),
-    bc(Chains.filterInput, 'filter', 'input', PRIORITY.filter - 10, [R.jumpIfNew(Chains.nodePortEndpointsCheck), R.jumpIfNew(Chains.serviceEndpointsCheck)]),
-    bc(Chains.filterForward, 'filter', 'forward', PRIORITY.filter - 10, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.clusterIPsCheck)]),
-    bc(Chains.filterOutput, 'filter', 'output', PRIORITY.dstnat - 10, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.firewallCheck)]),
-    bc(Chains.filterOutputPostDnat, 'filter', 'output', PRIORITY.dstnat + 10, [R.jumpIfNew(Chains.clusterIPsCheck)]),
+    bc(Chains.filterInput, 'filter', 'input', PRIORITY.filter, [R.jumpIfNew(Chains.nodePortEndpointsCheck), R.jumpIfNew(Chains.serviceEndpointsCheck)]),
+    bc(Chains.filterForward, 'filter', 'forward', PRIORITY.filter, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.clusterIPsCheck)]),
+    bc(Chains.filterOutputPreDnat, 'filter', 'output', PRIORITY.dstnat - 10, [R.jumpIfNew(Chains.firewallCheck)]),
+    bc(Chains.filterOutput, 'filter', 'output', PRIORITY.filter, [R.jumpIfNew(Chains.serviceEndpointsCheck), R.jumpIfNew(Chains.clusterIPsCheck)]),
     bc(Chains.natPrerouting, 'nat', 'prerouting', PRIORITY.dstnat, [R.jump(Chains.services)]),
     bc(Chains.natOutput, 'nat', 'output', PRIORITY.dstnat, [R.jump(Chains.services)]),
     bc(Chains.natPostrouting, 'nat', 'postrouting', PRIORITY.srcnat, [R.hairpinRule(fs), R.jump(Chains.masquerading)]),

@@ -33,7 +33,7 @@ export function nftablesPath(e: Explanation, svc: ServiceEntry | undefined, tabl
   const nodePort = e.match.frontend === 'nodePort';
   const key = nodePort ? protoPortKey(e.protocol, e.port) : addrProtoPortKey(e.dst, e.protocol, e.port);
   if (e.match.frontend === 'loadBalancerIP' && svc.loadBalancerSourceRanges.length > 0) {
-    const hook = local ? Chains.filterOutput : Chains.filterPrerouting;
+    const hook = local ? Chains.filterOutputPreDnat : Chains.filterPrerouting;
     steps.push({ at: t(hook), does: `jump ${Chains.firewallCheck}: @${Maps.firewallIPs} [${key}] → goto ${n.fw}` });
     steps.push({ at: t(n.fw), does: e.blockedBySourceRanges ? 'saddr not in the allowed sources: drop' : 'saddr allowed: continue' });
     if (e.blockedBySourceRanges) return steps;

@@ -256,6 +256,17 @@ t.test('data path: ClusterIP, hairpin, reject; intact() and cleanup()', async (t
   t.equal(await dial(node, '198.19.0.10', 81), 'ERR ECONNREFUSED', 'a ClusterIP port that is not a service port is rejected');
   t.equal(await dial(pod, '198.19.0.11', 80), 'ERR ECONNREFUSED', 'rejected for forwarded traffic too');
 
+  // One externalIP:port listed by a Service without endpoints and by one with: the reject for
+  // the first is checked after DNAT (priority 0, as kube-proxy since 1.34), so the node's own
+  // connection reaches the second, as a pod's does (a check before DNAT refused the node's).
+  const dupEmpty = svc({ namespace: 'd', name: 'dup-a', clusterIP: '198.19.0.12', port: 80, externalIPs: ['203.0.113.80'], internal: REJECT, external: REJECT, cluster: REJECT });
+  const dupServed = svc({ namespace: 'd', name: 'dup-b', clusterIP: '198.19.0.13', port: 80, externalIPs: ['203.0.113.80'], internal: fwd(ep('198.18.0.2', 8080, true)) });
+  const withDup = tables(table(4, [web, empty, dupEmpty, dupServed], { localTraffic: { kind: 'none' } }));
+  await backend.sync(ir, withDup, changesOf([dupEmpty.key, dupServed.key]));
+  t.equal(await dial(node, '203.0.113.80', 80), 'OK 198.18.0.1', 'the node reaches the externalIP another Service serves');
+  t.equal(await dial(pod, '203.0.113.80', 80), 'OK 198.18.0.1', 'and so does a pod (masqueraded: external traffic, Cluster policy)');
+  await backend.sync(withDup, ir, changesOf([dupEmpty.key, dupServed.key]));
+
   t.equal(await backend.intact(), true, 'intact after a sync');
   await runIn(node, ['nft', 'flush', 'table', 'ip', 'ferry']);
   t.equal(await backend.intact(), false, 'intact() notices an external flush of the table');
