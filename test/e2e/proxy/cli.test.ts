@@ -2,7 +2,7 @@
 // ferry does not implement exits 1 naming the flag; --config is read and explicit flags
 // override it. Loopback only.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REFUSED_KUBE_PROXY_FLAGS, UNSUPPORTED_KUBE_PROXY_FLAGS } from '../../../src/config/flags.js';
@@ -55,7 +55,7 @@ t.test('invalid values exit 1 naming the flag', async (t) => {
 // the whole list in-process. As real processes, one of each kind keeps this test quick.
 const SAMPLE = [
   'ipvs-scheduler', 'ipvs-strict-arp', 'cleanup-ipvs', 'udp-timeout', 'sync-period',
-  'healthz-port', 'windows-service', 'log_dir', 'logtostderr', 'vmodule',
+  'windows-service', 'log_dir', 'logtostderr', 'vmodule',
 ];
 
 t.test('kube-proxy flags ferry does not implement are refused by name', async (t) => {
@@ -76,14 +76,27 @@ t.test('--help lists the flags and exits 0', async (t) => {
   t.match(r.stdout, /--healthz-bind-address <ip:port>.*\(default: 0\.0\.0\.0:10256\)/);
 });
 
-t.test('a config file with an unknown field exits 1 naming it', async (t) => {
+t.test('a config file with an unknown field: warned about by name and ignored, as kube-proxy\'s lenient decoding', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const file = join(dir, 'bad.yaml');
-  writeFileSync(file, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nnftables:\n  minSyncPeriods: 1s\n');
-  const r = await ferry(['--config', file]);
-  t.equal(r.exitCode, 1);
-  t.match(r.stderr, /^ferry: nftables\.minSyncPeriods: unknown field in KubeProxyConfiguration/m);
+  const file = join(dir, 'old.yaml');
+  writeFileSync(file, 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nudpIdleTimeout: 250ms\nnftables:\n  minSyncPeriods: 1s\n');
+  // --write-config-to: the file is read and resolved, and ferry exits before touching anything.
+  const out = join(dir, 'written.yaml');
+  const r = await ferry(['--config', file, '--write-config-to', out]);
+  t.equal(r.exitCode, 0, `the rest of the file is used (stderr: ${r.stderr})`);
+  t.match(r.stderr, /using lenient decoding of the config file as kube-proxy does: these fields are ignored .*fields="udpIdleTimeout \(unknown field\); nftables\.minSyncPeriods \(unknown field\)"/, 'one warning names each unknown field');
+  t.notMatch(readFileSync(out, 'utf8'), /udpIdleTimeout|minSyncPeriods/, 'and nothing of them is carried into the written config');
+});
+
+t.test("--healthz-port and --metrics-port: kube-proxy's deprecated flags, accepted with its warning", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'written.yaml');
+  const r = await ferry(['--metrics-port=0', '--healthz-port=10256', '--write-config-to', out]);
+  t.equal(r.exitCode, 0, `accepted (stderr: ${r.stderr})`);
+  t.match(r.stderr, /Flag --metrics-port has been deprecated, This flag is deprecated and will be removed in a future release\. Please use --metrics-bind-address instead\./);
+  t.match(r.stderr, /Flag --healthz-port has been deprecated/);
 });
 
 t.test('--config is applied and explicit flags override it', async (t) => {
