@@ -90,6 +90,11 @@ export function cidrContains(cidr: ParsedCIDR, ip: string): boolean {
     : (a as ipaddr.IPv6).match(cidr.addr as ipaddr.IPv6, cidr.bits);
 }
 
+/** 127.0.0.0/8 or ::1, for an address as the IR holds it (canonical text). */
+export function isLoopback(ip: string): boolean {
+  return ip.includes(':') ? ip === '::1' || ip === '0:0:0:0:0:0:0:1' : ip.startsWith('127.');
+}
+
 export function familyOfIP(ip: string): IPFamily | undefined {
   return parseIP(ip)?.family;
 }

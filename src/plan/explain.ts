@@ -9,7 +9,7 @@
  * semantics (which endpoints a path may use, reject vs drop, masquerade policy): a fact the IR
  * lacks belongs in the planner.
  */
-import { inAnyCIDR, parseIP } from '../model/addr.js';
+import { inAnyCIDR, isLoopback, parseIP } from '../model/addr.js';
 import type { EndpointSet, IPFamily, PlannedEndpoint, Protocol, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey } from './types.js';
 
 /**
@@ -146,10 +146,6 @@ export function validateQuery(q: { src: unknown; dst: unknown; port: unknown; pr
   }
   const out = { src: src.ip, dst: dst.ip, port: Number(portText), protocol: proto as Protocol };
   return from === undefined ? out : { ...out, from };
-}
-
-function isLoopback(ip: string): boolean {
-  return ip === '::1' || ip.startsWith('127.');
 }
 
 function sameIP(a: string, b: string): boolean {

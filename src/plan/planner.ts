@@ -10,7 +10,7 @@
  * one-endpoint change costs O(changed × log n). A service that fails to plan is left out with a
  * problem; it never takes the table down.
  */
-import { cidrContains, inAnyCIDR, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
+import { cidrContains, inAnyCIDR, isLoopback, parseCIDR, parseIP, type ParsedCIDR } from '../model/addr.js';
 import { deepEqual } from '../model/equal.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from '../model/types.js';
 import { logger } from '../util/log.js';
@@ -131,10 +131,6 @@ function parseFamilyCIDRs(list: readonly string[], family: IPFamily, what: strin
     out.push(c);
   }
   return out;
-}
-
-function isLoopback(ip: string): boolean {
-  return ip === '::1' || ip.startsWith('127.');
 }
 
 /** fe80::/10, for a canonical IPv6 address. */

@@ -11,21 +11,22 @@ import type { Backend, IPFamily, ProxyTables } from '../plan/types.js';
 import { NFTABLES_FACTS, nftablesPath } from '../backends/nftables/trace.js';
 import { iptablesFacts, iptablesPath } from '../backends/iptables/trace.js';
 import { userspaceFacts, userspacePath } from '../backends/userspace/trace.js';
-import { EBPF_FACTS, ebpfPath } from '../backends/ebpf/trace.js';
+import { ebpfFacts, ebpfPath } from '../backends/ebpf/trace.js';
+import { localhostNodePortsServed } from '../config/resolve.js';
 import type { SyncResult } from '../sync/syncer.js';
 import type { TamperReport } from '../backends/kernel/nft-monitor.js';
 
 /** The mode's facts and path for trace; a mode without its own description gets a neutral one. */
-export function modeTrace(mode: string, config: Pick<ProxyConfig, 'localhostNodePorts'>): { facts: ModeFacts; pathOf: PathOf } {
+export function modeTrace(mode: string, config: Pick<ProxyConfig, 'localhostNodePorts' | 'nodePortAddresses'>): { facts: ModeFacts; pathOf: PathOf } {
   switch (mode) {
     case 'nftables':
       return { facts: NFTABLES_FACTS, pathOf: nftablesPath };
     case 'iptables':
-      return { facts: iptablesFacts(config.localhostNodePorts), pathOf: iptablesPath };
+      return { facts: iptablesFacts(localhostNodePortsServed(config)), pathOf: iptablesPath };
     case 'userspace':
-      return { facts: userspaceFacts(config.localhostNodePorts), pathOf: userspacePath };
+      return { facts: userspaceFacts(localhostNodePortsServed(config)), pathOf: userspacePath };
     case 'ebpf':
-      return { facts: EBPF_FACTS, pathOf: ebpfPath };
+      return { facts: ebpfFacts(localhostNodePortsServed(config)), pathOf: ebpfPath };
     default:
       return {
         facts: { mode, localhostNodePorts: false, rejectsUnknownClusterIPPorts: false, dropsUnallocatedServiceIPs: false, reoriginates: false },

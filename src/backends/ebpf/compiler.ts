@@ -21,6 +21,7 @@
  * externalTrafficPolicy Local makes it differ from the socket's), the IR's `externalMasquerade`
  * as the MASQ flag, and the LB IPs' loadBalancerSourceRanges in ferry_srcrange.
  */
+import { isLoopback } from '../../model/addr.js';
 import type { EndpointSet, IPFamily, ProxyTable, ProxyTables, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { DumpIndex, Elements, Keys } from './elements.js';
 import {
@@ -47,6 +48,7 @@ import {
   writeSvcValue,
   writeU32,
   writeXsvcValue,
+  MAP_SIZES,
   WRITTEN_MAPS,
   type MapName,
 } from './layout.js';
@@ -168,10 +170,18 @@ function emptyTableLevel(): TableLevel {
   return { ferry_nodeaddr: new Map(), ferry_snat: new Map(), ferry_srcrange: new Map() };
 }
 
+/** Set ids stay below this: the local-traffic CIDR sets take 0xffffff04 and 0xffffff06 (layout.ts localSet). */
+const SET_ID_CAP = 0xf0000000;
+
 /**
  * Endpoint set ids: stable per set name, reused from the pinned setname map after a restart.
- * Ids released in a sync are reused only after the sync is applied, so a new set never takes
- * over an id that a live service entry still points to.
+ * A new set takes an id never used before (counting on from the largest one any pinned map
+ * holds), not a freed one: a UDP flow's connection tracking entry keeps the id of the set it was
+ * balanced over, and a new set under that id (a Service deleted, another created for the same
+ * pods) would keep a flow of the deleted Service alive, its endpoints all "still members". Freed
+ * ids are handed out again, oldest first, only once the 2^32 space is used up — and only after
+ * the sync that freed them is applied, so a new set never takes over an id that a live service
+ * entry still points to.
  */
 class SetIds {
   private byName = new Map<string, number>();
@@ -182,13 +192,20 @@ class SetIds {
   /** Names reset() was given that no get() asked for since (see releaseUnclaimed). */
   private unclaimed = new Set<string>();
 
-  reset(known: ReadonlyMap<string, number>): void {
+  /**
+   * `known`: the pinned setname map's names; `alsoUsed`: every set id the other pinned maps refer
+   * to, named or not (setname may have been lost alone: re-pinned for a new layout, or removed).
+   */
+  reset(known: ReadonlyMap<string, number>, alsoUsed: Iterable<number> = []): void {
     this.byName = new Map(known);
     this.used = new Set(known.values());
+    for (const id of alsoUsed) if (id < SET_ID_CAP) this.used.add(id);
     this.unclaimed = new Set(known.keys());
     this.free = [];
     this.pendingFree = [];
-    this.next = 1;
+    let max = 0;
+    for (const id of this.used) if (id > max) max = id;
+    this.next = max + 1;
   }
 
   get(name: string): number {
@@ -197,10 +214,11 @@ class SetIds {
       if (this.unclaimed.size > 0) this.unclaimed.delete(name);
       return id;
     }
-    id = this.free.pop();
-    if (id === undefined) {
-      while (this.used.has(this.next)) this.next++;
-      id = this.next++;
+    while (this.next < SET_ID_CAP && this.used.has(this.next)) this.next++;
+    if (this.next < SET_ID_CAP) id = this.next++;
+    else {
+      id = this.free.shift();
+      if (id === undefined) throw new Error(`no BPF endpoint set id left: ${this.used.size} in use`);
     }
     this.byName.set(name, id);
     this.used.add(id);
@@ -225,6 +243,16 @@ class SetIds {
   releaseUnclaimed(): void {
     for (const name of this.unclaimed) this.release(name);
     this.unclaimed.clear();
+  }
+}
+
+/** The set ids the pinned maps refer to: service values, backend and member keys (u32 LE first). */
+function* setIdsIn(kernel: MapContents): Generator<number> {
+  for (const [m, where] of [['ferry_svc', 'values'], ['ferry_xsvc', 'values'], ['ferry_backend', 'keys'], ['ferry_member', 'keys']] as const) {
+    const c = kernel[m];
+    const size = where === 'values' ? MAP_SIZES[m].value : MAP_SIZES[m].key;
+    const buf = c[where];
+    for (let i = 0; i < c.count; i++) yield buf.readUInt32LE(i * size);
   }
 }
 
@@ -282,7 +310,7 @@ export class EbpfCompiler {
     const known = new Map<string, number>();
     const names = kernel.ferry_setname;
     for (let i = 0; i < names.count; i++) known.set(readSetName(names.values, i * NAME_LEN), names.keys.readUInt32LE(i * 4));
-    this.ids.reset(known);
+    this.ids.reset(known, setIdsIn(kernel));
     this.compiled.clear();
     this.owners.ferry_svc.clear();
     this.owners.ferry_xsvc.clear();
@@ -472,10 +500,12 @@ export class EbpfCompiler {
   private nodeAddresses(table: ProxyTable, out: Elements, skipped: string[]): void {
     const family = table.family;
     const spec = table.nodePortAddresses;
+    const localhost = family === 4 && this.opts.localhostNodePorts === true;
     const addrs =
       spec.kind === 'list'
-        ? spec.addresses
-        : [...table.nodeIPs, ...(family === 4 && this.opts.localhostNodePorts ? ['127.0.0.1'] : []), ...(spec.local ?? [])];
+        ? // Loopback only with localhost NodePorts, IPv4 (as the other modes: never [::1]).
+          spec.addresses.filter((a) => localhost || !isLoopback(a))
+        : [...table.nodeIPs, ...(localhost ? ['127.0.0.1'] : []), ...(spec.local ?? [])];
     const seen = new Set<string>();
     for (const a of addrs) {
       if (seen.has(a)) continue;
@@ -590,14 +620,19 @@ export class EbpfCompiler {
     const ranged = s.loadBalancerSourceRanges.length > 0;
     const lbIPs = ranged ? [] : s.loadBalancerIPs;
     if (ranged && s.loadBalancerIPs.length > 0) {
-      // The source address is unknown at connect() time: these stay on the (future) tc path.
+      // The source address is unknown at connect() time: these are served by the tc program only.
       skipped.push(`${s.key}: LB IPs with loadBalancerSourceRanges (the source is unknown at connect time)`);
     }
+    // An externalIP that is also an LB IP with source ranges is that LB IP, ranges and all (as the
+    // nftables backend's firewall-ips, keyed by address): one frontend, never two that the map
+    // holds in turn.
+    const rangedLB = ranged ? new Set(s.loadBalancerIPs) : undefined;
+    const externalIPs = rangedLB ? s.externalIPs.filter((ip) => !rangedLB.has(ip)) : s.externalIPs;
     if (s.externalIPs.length > 0 || s.loadBalancerIPs.length > 0 || s.nodePort > 0) {
       const set = s.externalPolicyLocal ? s.cluster : s.external;
       // Always with members: when it is also tc's set (below), every packet checks them.
       const e = addSet('external', set, true);
-      for (const ip of s.externalIPs) frontend(ip, s.port, e.id, e.count, set);
+      for (const ip of externalIPs) frontend(ip, s.port, e.id, e.count, set);
       for (const ip of lbIPs) frontend(ip, s.port, e.id, e.count, set);
       // With externalTrafficPolicy Local the tc program short-circuits a local pod to socket LB's
       // entry of the frontend (XF_LOCAL): a ranged LB IP gets one too, flagged for tc alone.
@@ -615,7 +650,7 @@ export class EbpfCompiler {
         writeXsvcValue(x.values, i * x.valueSize, o.id, o.count, s.affinityTimeoutSeconds, verdict, flags);
         if (!claim(id, 'ferry_xsvc', x, i)) x.pop();
       };
-      for (const ip of s.externalIPs) packet(ip, s.port, masq);
+      for (const ip of externalIPs) packet(ip, s.port, masq);
       for (const ip of s.loadBalancerIPs) {
         // (Reported by frontend() above when it wrote the SF_NOSOCK entry.)
         if (ranged && !s.externalPolicyLocal && !writeAddr(addr, 0, ip, family)) skipped.push(`${s.key}: ${ip} is not an IPv${family} address`);

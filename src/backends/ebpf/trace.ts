@@ -9,14 +9,10 @@ import type { Explanation, ModeFacts, PathStep } from '../../plan/explain.js';
 import type { ProxyTable, ServiceEntry } from '../../plan/types.js';
 import type { MapName } from './layout.js';
 
-export const EBPF_FACTS: ModeFacts = {
-  mode: 'ebpf',
-  localhostNodePorts: false,
-  rejectsUnknownClusterIPPorts: false,
-  dropsUnallocatedServiceIPs: false,
-  reoriginates: false,
-  socketLB: true,
-};
+/** `localhostNodePorts`: whether this node serves NodePorts on 127.0.0.1 (socket LB does by default). */
+export function ebpfFacts(localhostNodePorts: boolean): ModeFacts {
+  return { mode: 'ebpf', localhostNodePorts, rejectsUnknownClusterIPPorts: false, dropsUnallocatedServiceIPs: false, reoriginates: false, socketLB: true };
+}
 
 const SVC: MapName = 'ferry_svc';
 const XSVC: MapName = 'ferry_xsvc';

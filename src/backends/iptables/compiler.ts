@@ -20,6 +20,7 @@
  *
  * Pure: no I/O, no clock. Translates decisions made in the IR; never re-derives policy.
  */
+import { isLoopback } from '../../model/addr.js';
 import type { IPFamily, ProxyTable, ServiceEntry, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { Chain, isServiceChain } from './names.js';
 import { comment, localMatches, serviceRules, type ServiceContext, type ServiceRules } from './service.js';
@@ -242,10 +243,6 @@ export function skeletonOf(input: string | readonly string[]): SkeletonChain[] {
     }
   }
   return [...found.values()];
-}
-
-function isLoopback(ip: string): boolean {
-  return ip === '::1' || ip.startsWith('127.') || ip === '0:0:0:0:0:0:0:1';
 }
 
 function closeSkeleton(s: Sections, table: ProxyTable, full: boolean, opts: CompileOptions): string[] {

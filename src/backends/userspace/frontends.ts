@@ -12,6 +12,7 @@
  * wildcard UDP socket cannot tell which local address a datagram came to (Node has no
  * IP_PKTINFO), so its replies could leave from the wrong source address.
  */
+import { isLoopback } from '../../model/addr.js';
 import ipaddr from 'ipaddr.js';
 import type { IPFamily, ProxyTables, ServiceEntry, ServicePortKey } from '../../plan/types.js';
 
@@ -80,10 +81,6 @@ export function familyOf(ip: string): IPFamily {
 
 export function frontendKey(protocol: ForwardedProtocol, ip: string, port: number): string {
   return ip.includes(':') ? `${protocol} [${ip}]:${port}` : `${protocol} ${ip}:${port}`;
-}
-
-function isLoopback(ip: string): boolean {
-  return ip.includes(':') ? ip === '::1' : ip.startsWith('127.');
 }
 
 function isLinkLocal6(ip: string): boolean {

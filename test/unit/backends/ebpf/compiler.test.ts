@@ -578,3 +578,74 @@ t.test('backend: a default cgroup root below its hierarchy\'s root (a container\
   await createEbpfBackend({ maps: plain, families: [4], localhostNodePorts: true, log: { ...log, warn: (msg: string) => quiet.push(msg) } }).sync(null, tables(table(4, [web])), FULL);
   t.same(quiet.filter((m) => /cgroup hierarchy/.test(m)), [], 'nothing when the root is the hierarchy\'s');
 });
+
+/** The set id each named set has in ferry_setname. */
+function setIdOf(state: MapState, setName: string): number {
+  for (const [k, v] of state.ferry_setname) if (decodeSetName(v) === setName) return Buffer.from(k, 'latin1').readUInt32LE(0);
+  return -1;
+}
+
+t.test('set ids are never reused while the space lasts: a UDP flow of a deleted Service cannot find itself a member of a new set', async (t) => {
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  const a = svc({ namespace: 'default', name: 'a', clusterIP: '198.19.0.50', protocol: 'UDP', internal: fwd(ep('10.0.5.2', 53)) });
+  const b = svc({ namespace: 'default', name: 'b', clusterIP: '198.19.0.51', protocol: 'UDP', internal: fwd(ep('10.0.5.2', 53)) });
+  apply(state, c.full(tables(table(4, [a])), emptyContents()));
+  c.commit();
+  const aId = setIdOf(state, 'default/a:http/UDP|internal|4');
+  t.ok(aId > 0, `a's set has id ${aId}`);
+  // a goes, b (the same pods) comes: b must not take a's id.
+  apply(state, c.partial(tables(table(4, [])), changesOf([a.key])));
+  c.commit();
+  apply(state, c.partial(tables(table(4, [b])), changesOf([b.key])));
+  c.commit();
+  const bId = setIdOf(state, 'default/b:http/UDP|internal|4');
+  t.ok(bId > aId, `b's set takes a new id (${bId}), not a's freed ${aId}`);
+
+  // After a restart: on above every id the pins hold, also ids the setname map no longer names.
+  const lost = emptyState();
+  for (const m of WRITTEN_MAPS) for (const [k, v] of state[m]) if (m !== 'ferry_setname') lost[m].set(k, v);
+  const restarted = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const fresh = svc({ namespace: 'default', name: 'c', clusterIP: '198.19.0.52', protocol: 'UDP', internal: fwd(ep('10.0.5.3', 53)) });
+  const after = emptyState();
+  for (const m of WRITTEN_MAPS) for (const [k, v] of lost[m]) after[m].set(k, v);
+  apply(after, restarted.full(tables(table(4, [fresh])), contentsOf(lost)));
+  const cId = setIdOf(after, 'default/c:http/UDP|internal|4');
+  t.ok(cId > bId, `with ferry_setname lost, the new set's id ${cId} is above ${bId}, which ferry_svc and ferry_backend still used`);
+});
+
+t.test('an externalIP that is also an LB IP with source ranges: one tc frontend, ranges enforced, stable across restarts', async (t) => {
+  const both = svc({
+    namespace: 'default',
+    name: 'both',
+    clusterIP: '198.19.0.60',
+    externalIPs: ['203.0.113.60'],
+    loadBalancerIPs: ['203.0.113.60'],
+    loadBalancerSourceRanges: ['10.244.0.0/24'],
+    internal: fwd(ep('10.244.6.2', 80)),
+  });
+  const ir = tables(table(4, [both]));
+  const state = emptyState();
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  apply(state, c.full(ir, emptyContents()));
+  const tc = packetFrontends(state).filter((l) => l.startsWith('TCP 203.0.113.60:80'));
+  t.equal(tc.length, 1, `one tc frontend: ${tc.join(' | ')}`);
+  t.match(tc[0] ?? '', /flags .*SRCRANGE/, 'with the source-range check');
+  t.notOk(frontends(state).some((l) => l.startsWith('TCP 203.0.113.60:80')), 'no socket-LB entry that would let local processes past the ranges');
+  for (let i = 0; i < 3; i++) {
+    const again = new EbpfCompiler({ families: [4], localhostNodePorts: false }).full(ir, contentsOf(state));
+    t.equal(again.size, 0, `restart ${i + 1}: nothing to rewrite (the entry no longer flips between two values)`);
+  }
+});
+
+t.test('a listed loopback NodePort address only with localhost NodePorts, IPv4 only', async (t) => {
+  const np = svc({ namespace: 'default', name: 'np', clusterIP: '198.19.0.70', nodePort: 30070, internal: fwd(ep('10.0.7.2', 80)) });
+  const list = { kind: 'list' as const, addresses: ['127.0.0.1', '192.0.2.10'] };
+  const addrs = (localhostNodePorts: boolean): number => {
+    const state = emptyState();
+    apply(state, new EbpfCompiler({ families: [4], localhostNodePorts }).full(tables(table(4, [np], { nodePortAddresses: list })), emptyContents()));
+    return state.ferry_nodeaddr.size;
+  };
+  t.equal(addrs(true), 2, 'with localhost NodePorts: 127.0.0.1 and the node address');
+  t.equal(addrs(false), 1, 'without: the node address alone');
+});
