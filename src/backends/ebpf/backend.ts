@@ -78,9 +78,10 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
   let reported = '';
 
   const report = (): void => {
-    const text = JSON.stringify([compiler.conflicts, compiler.skipped]);
+    const text = JSON.stringify([compiler.conflicts, compiler.skipped, compiler.refused]);
     if (text === reported) return;
     reported = text;
+    for (const r of compiler.refused) log.error('service port not programmed: a BPF map is full', { what: r });
     for (const c of compiler.conflicts) log.warn('frontend wanted by two service ports; the first keeps it', { frontend: c.frontend, kept: c.kept, refused: c.refused });
     for (const s of compiler.skipped) log.v(1, 'not load-balanced at the socket level', { what: s });
   };

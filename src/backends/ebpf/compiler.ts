@@ -48,6 +48,7 @@ import {
   writeSvcValue,
   writeU32,
   writeXsvcValue,
+  MAP_CAPACITY,
   MAP_SIZES,
   WRITTEN_MAPS,
   type MapName,
@@ -272,6 +273,10 @@ export class EbpfCompiler {
   conflicts: readonly FrontendConflict[] = [];
   /** Frontends skipped because socket LB cannot honour them (see emit()). */
   skipped: readonly string[] = [];
+  /** Service ports not programmed at all: a map they need is full (Room). */
+  refused: readonly string[] = [];
+  /** What the compiled service ports (and the table level's ranges) may hold of each bounded map. */
+  private usage: Record<Bounded, number> = { ferry_setname: 0, ferry_backend: 0, ferry_member: 0, ferry_svc: 0, ferry_xsvc: 0, ferry_srcrange: 0 };
 
   constructor(private readonly opts: EbpfCompilerOptions) {}
 
@@ -345,6 +350,9 @@ export class EbpfCompiler {
       this.compiled.set(family, new Map());
     }
     this.tableLevel = { ferry_nodeaddr: new Map(desired.ferry_nodeaddr), ferry_snat: new Map(desired.ferry_snat), ferry_srcrange: new Map(desired.ferry_srcrange) };
+    const room = new Room();
+    room.spend('ferry_srcrange', desired.ferry_srcrange.count);
+    const refused: string[] = [];
     let batch: ServiceEntry[] = [];
     const emitBatch = (): void => {
       reserve(batch, desired);
@@ -356,6 +364,11 @@ export class EbpfCompiler {
     };
     for (const family of this.opts.families) {
       for (const s of next[family].services.values()) {
+        const full = room.take(s);
+        if (full !== undefined) {
+          refused.push(full);
+          continue;
+        }
         batch.push(s);
         if (batch.length < portsPerPart) continue;
         emitBatch();
@@ -367,6 +380,8 @@ export class EbpfCompiler {
     const last = writes(desired);
     if (last.size > 0) yield last;
     this.ids.releaseUnclaimed();
+    this.refused = refused;
+    this.usage = room.used();
     this.conflicts = conflicts;
     this.contended = contended;
     this.skipped = skipped;
@@ -408,6 +423,18 @@ export class EbpfCompiler {
         shares.push({ id, family, key, entry, old, now });
       }
     }
+    // Room: a partial sync that would take a bounded map past its size, or any while a port is
+    // refused for want of room (it may fit now), is made as a full build, which admits service
+    // ports in key order.
+    if (this.refused.length > 0) return this.rebuild(next);
+    const usage = { ...this.usage };
+    for (const { family, key, entry } of shares) {
+      const before = this.compiled.get(family)?.get(key);
+      const add = entry ? upperBound(entry) : undefined;
+      const sub = before ? upperBound(before) : undefined;
+      for (const m of BOUNDED) usage[m] += (add?.[m] ?? 0) - (sub?.[m] ?? 0);
+    }
+    if (BOUNDED.some((m) => usage[m] > MAP_CAPACITY[m])) return this.rebuild(next);
     // What the maps hold for these ports, and what they should: an element both have with the
     // same value is left alone; one only the old share has is deleted.
     const had = new Map<MapName, Map<string, string>>();
@@ -434,9 +461,11 @@ export class EbpfCompiler {
       else compiled.delete(key);
     }
     for (const { id, now } of shares) for (const [map, k] of now.elements) if (isFrontend(map)) this.owners[map].set(k, id);
+    this.usage = usage;
     if (changes.tableChanged) {
       const level = emptyContents();
       for (const family of this.opts.families) this.tableElements(next[family], level, skipped);
+      this.usage.ferry_srcrange += level.ferry_srcrange.count - this.tableLevel.ferry_srcrange.size;
       for (const m of TABLE_LEVEL) {
         const now = new Map(level[m]);
         for (const [k, v] of this.tableLevel[m]) had.get(m)?.set(k, v);
@@ -698,38 +727,72 @@ const NO_SHARE: Share = { elements: [], sets: [] };
 /** Service ports per part of a full sync (fullInParts): about 90,000 elements at 10 endpoints each. */
 const FULL_PART_PORTS = 4096;
 
+type Bounded = keyof typeof MAP_CAPACITY;
+const BOUNDED: readonly Bounded[] = ['ferry_setname', 'ferry_backend', 'ferry_member', 'ferry_svc', 'ferry_xsvc', 'ferry_srcrange'];
+
+/** At most how many elements one service port puts in each bounded map, as emit() makes them. */
+function upperBound(s: ServiceEntry): Record<Bounded, number> {
+  // The ClusterIP's set, the external one, tc's own with ETP Local.
+  const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
+  let endpoints = s.internal.endpoints.length;
+  let members = socketSetMembers(s) ? s.internal.endpoints.length : 0;
+  if (ext > 0) {
+    const n = s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
+    endpoints += n;
+    members += n;
+  }
+  return {
+    ferry_setname: 1 + (ext > 0 ? 2 : 0),
+    ferry_backend: endpoints,
+    ferry_member: members,
+    ferry_svc: 1 + ext,
+    ferry_xsvc: ext,
+    ferry_srcrange: s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length,
+  };
+}
+
+/**
+ * Room left in the bounded maps. A service port is admitted only while all it may write fits:
+ * one that does not is refused and named, and the ports before it (in key order) are written
+ * whole. Without it, the first batch update past a full map failed at the same place in every
+ * retry, and what came after it — later Services' changes, the deletes of Services gone — was
+ * never written.
+ */
+class Room {
+  private readonly left: Record<Bounded, number> = { ...MAP_CAPACITY };
+
+  take(s: ServiceEntry): string | undefined {
+    const need = upperBound(s);
+    for (const m of BOUNDED) {
+      if (need[m] > this.left[m]) return `${s.key}: not programmed: ${m} holds ${MAP_CAPACITY[m]} elements, and the Services before it in key order leave room for ${this.left[m]} of its ${need[m]}`;
+    }
+    for (const m of BOUNDED) this.left[m] -= need[m];
+    return undefined;
+  }
+
+  /** Elements outside the service ports (the table level's source ranges). */
+  spend(m: Bounded, n: number): void {
+    this.left[m] -= n;
+  }
+
+  used(): Record<Bounded, number> {
+    const out = { ...MAP_CAPACITY };
+    for (const m of BOUNDED) out[m] -= this.left[m];
+    return out;
+  }
+}
+
 /**
  * Makes room in `out` for everything `entries` can put there (an upper bound per map), so a full
  * build fills buffers allocated once instead of doubling and copying them.
  */
 function reserve(entries: readonly ServiceEntry[], out: MapContents): void {
-  let sets = 0;
-  let endpoints = 0;
-  let members = 0;
-  let svc = 0;
-  let xsvc = 0;
-  let ranges = 0;
+  const total: Record<Bounded, number> = { ferry_setname: 0, ferry_backend: 0, ferry_member: 0, ferry_svc: 0, ferry_xsvc: 0, ferry_srcrange: 0 };
   for (const s of entries) {
-    // As emit() makes them: the ClusterIP's set, the external one, tc's own with ETP Local.
-    const ext = s.externalIPs.length + s.loadBalancerIPs.length + (s.nodePort > 0 ? 1 : 0);
-    sets += 1 + (ext > 0 ? 2 : 0);
-    endpoints += s.internal.endpoints.length;
-    if (socketSetMembers(s)) members += s.internal.endpoints.length;
-    if (ext > 0) {
-      const n = s.external.endpoints.length + (s.externalPolicyLocal ? s.cluster.endpoints.length : 0);
-      endpoints += n;
-      members += n;
-    }
-    svc += 1 + ext;
-    xsvc += ext;
-    ranges += s.loadBalancerSourceRanges.length + s.loadBalancerIPs.length;
+    const b = upperBound(s);
+    for (const m of BOUNDED) total[m] += b[m];
   }
-  out.ferry_setname.reserve(sets);
-  out.ferry_backend.reserve(endpoints);
-  out.ferry_member.reserve(members);
-  out.ferry_svc.reserve(svc);
-  out.ferry_xsvc.reserve(xsvc);
-  out.ferry_srcrange.reserve(ranges);
+  for (const m of BOUNDED) out[m].reserve(total[m]);
 }
 
 /** Maps the frontends point into (sets, backends) or that qualify them (node addresses, ranges, SNAT). */

@@ -22,6 +22,16 @@ export const FRONTEND_MAPS: ReadonlySet<MapName> = new Set<MapName>(['ferry_svc'
 
 export const NAME_LEN = 256;
 
+/** max_entries of the maps ferry writes, as native/bpf/maps.h declares them. */
+export const MAP_CAPACITY: Readonly<Record<'ferry_svc' | 'ferry_xsvc' | 'ferry_backend' | 'ferry_member' | 'ferry_setname' | 'ferry_srcrange', number>> = {
+  ferry_svc: 262_144,
+  ferry_xsvc: 262_144,
+  ferry_backend: 1_048_576,
+  ferry_member: 1_048_576,
+  ferry_setname: 262_144,
+  ferry_srcrange: 65_536,
+};
+
 export const MAP_SIZES: Readonly<Record<MapName, { readonly key: number; readonly value: number }>> = {
   ferry_svc: { key: 20, value: 16 },
   ferry_backend: { key: 8, value: 20 },

@@ -649,3 +649,37 @@ t.test('a listed loopback NodePort address only with localhost NodePorts, IPv4 o
   t.equal(addrs(true), 2, 'with localhost NodePorts: 127.0.0.1 and the node address');
   t.equal(addrs(false), 1, 'without: the node address alone');
 });
+
+t.test('a service port that would overfill a map is refused by name; the others are written whole, and it follows once there is room', async (t) => {
+  const ranges = (n: number, base: number): string[] => Array.from({ length: n }, (_, i) => `10.${base + (i >> 8)}.${i & 255}.0/24`);
+  const lb = (name: string, ip: string, n: number, base: number): ServiceEntry =>
+    svc({ namespace: 'default', name, clusterIP: `198.19.1.${base}`, loadBalancerIPs: [ip], loadBalancerSourceRanges: ranges(n, base), internal: fwd(ep('10.244.9.2', 80)) });
+  // ferry_srcrange holds 65,536: 40,000 + 30,000 ranges do not both fit.
+  const a = lb('a', '203.0.113.91', 40_000, 1);
+  const b = lb('b', '203.0.113.92', 30_000, 200);
+  const small = svc({ namespace: 'default', name: 'c', clusterIP: '198.19.1.250', internal: fwd(ep('10.244.9.3', 80)) });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: false });
+  const state = emptyState();
+  apply(state, c.full(tables(table(4, [a, b, small])), emptyContents()));
+  c.commit();
+  t.equal(c.refused.length, 1, `one refused: ${c.refused.join('; ')}`);
+  t.match(c.refused[0] ?? '', /^default\/b:http\/TCP: not programmed: ferry_srcrange holds 65536 elements/, 'named, with the map and its size');
+  t.ok(state.ferry_srcrange.size <= 65_536, `the map is not overfilled (${state.ferry_srcrange.size})`);
+  t.ok(packetFrontends(state).some((l) => l.startsWith('TCP 203.0.113.91:80')), 'a, before it in key order, is written');
+  t.notOk(packetFrontends(state).some((l) => l.startsWith('TCP 203.0.113.92:80')), 'b is not');
+  t.ok(frontends(state).some((l) => l.startsWith('TCP 198.19.1.250:80')), 'a Service after it in key order is written too');
+  // a goes: the partial sync is made as a full build, and b fits now.
+  apply(state, c.partial(tables(table(4, [b, small])), changesOf([a.key])));
+  c.commit();
+  t.same(c.refused, [], 'nothing refused any more');
+  t.ok(packetFrontends(state).some((l) => l.startsWith('TCP 203.0.113.92:80')), 'b is written');
+  t.notOk(packetFrontends(state).some((l) => l.startsWith('TCP 203.0.113.91:80')), 'a is gone');
+  t.same(state, c.current(), "the compiler's view equals what the maps hold");
+  // A partial sync that would overfill: made as a full build, which refuses the newcomer.
+  const d = lb('d', '203.0.113.93', 40_000, 100);
+  apply(state, c.partial(tables(table(4, [b, d, small])), changesOf([d.key])));
+  c.commit();
+  t.equal(c.refused.length, 1, `d (after b in key order) refused: ${c.refused.join('; ')}`);
+  t.match(c.refused[0] ?? '', /^default\/d:http\/TCP: not programmed/);
+  t.ok(state.ferry_srcrange.size <= 65_536, `still not overfilled (${state.ferry_srcrange.size})`);
+});
