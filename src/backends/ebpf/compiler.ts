@@ -571,10 +571,19 @@ export class EbpfCompiler {
     }
   }
 
-  /** The address masqueraded traffic from the network leaves with: the node's primary address. */
+  /**
+   * The address masqueraded traffic from the network leaves with: the node's primary address of
+   * the family, else one the host has (a Node that lists no address of this family, on a host
+   * that has one: nftables mode masquerades with the egress interface's address there, and
+   * without a SNAT address the tc program drops what it should masquerade).
+   */
   private snat(table: ProxyTable, out: Elements): void {
-    const primary = table.nodeIPs[0];
-    if (primary === undefined || !writeAddr(this.addr, 0, primary, table.family)) return;
+    const np = table.nodePortAddresses;
+    const host = np.kind === 'all' ? (np.local ?? []) : np.addresses;
+    const usable = (a: string): boolean => !isLoopback(a) && !/^fe[89ab]/i.test(a) && writeAddr(this.addr, 0, a, table.family);
+    const primary = table.nodeIPs.find(usable) ?? host.find(usable);
+    if (primary === undefined) return;
+    writeAddr(this.addr, 0, primary, table.family);
     const i = out.add();
     writeU32(out.keys, i * out.keySize, table.family);
     out.values.set(this.addr, i * out.valueSize);

@@ -683,3 +683,14 @@ t.test('a service port that would overfill a map is refused by name; the others 
   t.match(c.refused[0] ?? '', /^default\/d:http\/TCP: not programmed/);
   t.ok(state.ferry_srcrange.size <= 65_536, `still not overfilled (${state.ferry_srcrange.size})`);
 });
+
+t.test('no Node address of a family: the SNAT address is one the host has (not loopback or link-local)', async (t) => {
+  const np = svc({ namespace: 'default', name: 'np6', family: 6, clusterIP: '2001:db8:19::70', nodePort: 30071, internal: fwd(ep('2001:db8:1::7', 80)) });
+  const state = emptyState();
+  const host = { kind: 'all' as const, local: ['::1', 'fe80::1', '2001:db8:ff::5'] };
+  apply(state, new EbpfCompiler({ families: [6], localhostNodePorts: false }).full(tables(table(4, []), table(6, [np], { nodeIPs: [], nodePortAddresses: host })), emptyContents()));
+  t.same([...state.ferry_snat.values()].map((v) => Buffer.from(v, 'latin1').toString('hex')), ['20010db800ff00000000000000000005'], "the host's global address");
+  const none = emptyState();
+  apply(none, new EbpfCompiler({ families: [6], localhostNodePorts: false }).full(tables(table(4, []), table(6, [np], { nodeIPs: [], nodePortAddresses: { kind: 'all' as const, local: ['::1'] } })), emptyContents()));
+  t.equal(none.ferry_snat.size, 0, 'none usable: none written');
+});
