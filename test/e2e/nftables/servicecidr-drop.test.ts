@@ -33,7 +33,8 @@ t.test('an unallocated service-CIDR address is dropped; real ClusterIPs are not'
     t.notOk(services.split(/\s+/).includes(unallocated), `${unallocated} is not a ClusterIP`);
 
     // A table of the test's own counts what leaves the output hook after ferry's post-DNAT check
-    // (priority 0 > dstnat+10): a packet ferry dropped never reaches it. The control address,
+    // (priority 10 > ferry's filter-output at 0, kube-proxy's place for it): a packet ferry
+    // dropped never reaches it. The control address,
     // outside every service CIDR, shows that the counter does see what is not dropped.
     const control = '192.0.2.123';
     const nftIn = async (script: string) => {
@@ -41,7 +42,7 @@ t.test('an unallocated service-CIDR address is dropped; real ClusterIPs are not'
       if (r.exitCode !== 0) throw new Error(`nft ${script}: ${r.stderr}`);
     };
     await nftIn(`add table ip probe`);
-    await nftIn(`add chain ip probe out { type filter hook output priority 0 ; }`);
+    await nftIn(`add chain ip probe out { type filter hook output priority 10 ; }`);
     await nftIn(`add rule ip probe out ip daddr ${unallocated} counter`);
     await nftIn(`add rule ip probe out ip daddr ${control} counter`);
     const counters = async (): Promise<number[]> => {
