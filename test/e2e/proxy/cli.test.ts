@@ -1,7 +1,7 @@
 // The proxy's command line as a real process: every invalid value and every kube-proxy flag
 // ferry does not implement exits 1 naming the flag; --config is read and explicit flags
 // override it. Loopback only.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,7 +99,12 @@ t.test("--healthz-port and --metrics-port: kube-proxy's deprecated flags, accept
   t.match(r.stderr, /Flag --healthz-port has been deprecated/);
 });
 
-t.test('--config is applied and explicit flags override it', async (t) => {
+/**
+ * A simulated API server, a kubeconfig for it and a KubeProxyConfiguration of `lines` (after its
+ * apiVersion, kind and clientConnection) in a directory of the test's own; the server, the
+ * directory and the ferry the test starts (`started`) go with the test.
+ */
+async function withConfig(t: Test, lines: readonly string[]): Promise<{ kubeconfig: string; config: string; started(p: FerryProc): FerryProc }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
   const api = await startApiServer({ serviceCIDRs: ['198.18.0.0/20'] });
   let proc: FerryProc | undefined;
@@ -111,26 +116,24 @@ t.test('--config is applied and explicit flags override it', async (t) => {
   const kubeconfig = join(dir, 'kubeconfig');
   api.writeKubeconfig(kubeconfig);
   const config = join(dir, 'proxy.yaml');
-  writeFileSync(
-    config,
-    [
-      'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
-      'kind: KubeProxyConfiguration',
-      `clientConnection: {kubeconfig: ${kubeconfig}}`,
-      'hostnameOverride: from-file',
-      'clusterCIDR: 198.18.128.0/17',
-      'mode: nftables',
-      'nftables: {masqueradeAll: true, minSyncPeriod: 100ms}',
-      `metricsBindAddress: 127.0.0.1:${await freePort()}`,
-      'healthzBindAddress: ""',
-    ].join('\n'),
-  );
+  writeFileSync(config, ['apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', `clientConnection: {kubeconfig: ${kubeconfig}}`, ...lines].join('\n'));
+  return { kubeconfig, config, started: (p) => (proc = p) };
+}
+
+t.test('--config is applied and explicit flags override it', async (t) => {
+  const { kubeconfig, config, started } = await withConfig(t, [
+    'hostnameOverride: from-file',
+    'clusterCIDR: 198.18.128.0/17',
+    'mode: nftables',
+    'nftables: {masqueradeAll: true, minSyncPeriod: 100ms}',
+    `metricsBindAddress: 127.0.0.1:${await freePort()}`,
+    'healthzBindAddress: ""',
+  ]);
   await run(['kubectl', '--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
     input: 'apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n',
     timeoutMs: 30_000,
   });
-  proc = new FerryProc(['--config', config, '--hostname-override', 'node-1', '--masquerade-all=false', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`]);
-  const p = proc;
+  const p = started(new FerryProc(['--config', config, '--hostname-override', 'node-1', '--masquerade-all=false', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`]));
   const line = await waitFor('the first plan', () => p.last(), () => `exit=${p.exitCode}; stderr:\n${p.tail()}`);
   const table = line.families['4'];
   t.equal(table.nodeName, 'node-1', '--hostname-override beats hostnameOverride');
@@ -141,21 +144,7 @@ t.test('--config is applied and explicit flags override it', async (t) => {
 });
 
 t.test('serviceProxyName from the config file: only the Services labelled with it are proxied', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-e2e-cli-'));
-  const api = await startApiServer({ serviceCIDRs: ['198.18.0.0/20'] });
-  let proc: FerryProc | undefined;
-  t.teardown(async () => {
-    await proc?.stop('SIGKILL');
-    await api.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const kubeconfig = join(dir, 'kubeconfig');
-  api.writeKubeconfig(kubeconfig);
-  const config = join(dir, 'proxy.yaml');
-  writeFileSync(
-    config,
-    ['apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', `clientConnection: {kubeconfig: ${kubeconfig}}`, 'serviceProxyName: ferry'].join('\n'),
-  );
+  const { kubeconfig, config, started } = await withConfig(t, ['serviceProxyName: ferry']);
   const service = (name: string, label?: string) =>
     `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default${label ? `, labels: {service.kubernetes.io/service-proxy-name: ${label}}` : ''}}\nspec: {ports: [{port: 80, protocol: TCP}]}\n`;
   // All three exist before ferry starts, so its first plan has seen every one of them.
@@ -163,8 +152,7 @@ t.test('serviceProxyName from the config file: only the Services labelled with i
     input: ['apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n', service('mine', 'ferry'), service('plain'), service('theirs', 'other')].join('---\n'),
     timeoutMs: 30_000,
   });
-  proc = new FerryProc(['--config', config, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`, '--metrics-bind-address', `127.0.0.1:${await freePort()}`]);
-  const p = proc;
+  const p = started(new FerryProc(['--config', config, '--hostname-override', 'node-1', '--dry-run', '--healthz-bind-address', `127.0.0.1:${await freePort()}`, '--metrics-bind-address', `127.0.0.1:${await freePort()}`]));
   const line = await waitFor('the first plan', () => p.last(), () => `exit=${p.exitCode}; stderr:\n${p.tail()}`);
   t.same([...entries(line).keys()], ['default/mine:/TCP@4'], 'the labelled Service, and neither the unlabelled one nor another proxy\'s');
   t.equal(await p.stop('SIGTERM'), 0);
