@@ -12,6 +12,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #define FERRY_VERDICT_FORWARD 0
 #define FERRY_VERDICT_REJECT 1
@@ -49,6 +50,8 @@ struct svc_val {
  * program short-circuits a local pod to (FERRY_XF_LOCAL). */
 #define FERRY_SF_NOSOCK 8
 #define FERRY_LOCAL_SET(family) (0xffffff00u | (family))
+/* The service CIDRs (ServiceCIDR objects) of a family, in ferry_srcrange under this set id. */
+#define FERRY_SVCCIDR_SET(family) (0xfffffe00u | (family))
 
 struct backend_key {
 	__u32 set_id;
@@ -155,6 +158,21 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_nodeaddr SEC(".maps");
+
+/*
+ * Every ClusterIP, whatever its ports (key: struct nodeaddr_key's layout). With the service
+ * CIDRs (ferry_srcrange under FERRY_SVCCIDR_SET) it gives kube-proxy's nftables verdicts for what
+ * no frontend matches: a ClusterIP on a port no Service serves is rejected, an unallocated
+ * address in the service CIDRs dropped (service_ip_verdict below).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct nodeaddr_key);
+	__type(value, __u32);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ferry_svcip SEC(".maps");
 
 /* Which set id belongs to which endpoint set ("<service port key>|<kind>"), so a restarted
  * ferry reuses the ids the pinned maps hold instead of rewriting every entry. */
@@ -341,5 +359,29 @@ struct {
 	__uint(max_entries, 4096);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_tcif SEC(".maps");
+
+/*
+ * What becomes of a packet or connect() to `addr` that matched no frontend: FERRY_VERDICT_REJECT
+ * for a ClusterIP (a port or protocol it does not serve), FERRY_VERDICT_DROP for any other
+ * address in the service CIDRs, FERRY_VERDICT_FORWARD (leave it alone) otherwise.
+ */
+static __always_inline int service_ip_verdict(const __u32 addr[4], __u8 family)
+{
+	struct nodeaddr_key nk;
+	struct srcrange_key rk;
+
+	__builtin_memset(&nk, 0, sizeof(nk));
+	__builtin_memcpy(nk.addr, addr, 16);
+	nk.family = family;
+	if (bpf_map_lookup_elem(&ferry_svcip, &nk))
+		return FERRY_VERDICT_REJECT;
+	__builtin_memset(&rk, 0, sizeof(rk));
+	rk.prefixlen = 32 + (family == 4 ? 32 : 128);
+	rk.set_id = bpf_htonl(FERRY_SVCCIDR_SET(family));
+	__builtin_memcpy(rk.addr, addr, 16);
+	if (bpf_map_lookup_elem(&ferry_srcrange, &rk))
+		return FERRY_VERDICT_DROP;
+	return FERRY_VERDICT_FORWARD;
+}
 
 #endif

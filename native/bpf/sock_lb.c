@@ -172,8 +172,25 @@ static __always_inline int translate(struct bpf_sock_addr *ctx, __u8 family, int
 	}
 
 	svc = lookup_frontend(ctx, &key);
-	if (!svc)
+	if (!svc) {
+		/* No frontend: a ClusterIP's other port is refused, an unallocated address in the
+		 * service CIDRs unreachable (kube-proxy's nftables mode rejects and drops them). A
+		 * node address (the key's address zeroed for the NodePort wildcard) is neither. */
+		int v;
+
+		if (!(key.addr[0] | key.addr[1] | key.addr[2] | key.addr[3]))
+			return SYS_PROCEED;
+		v = service_ip_verdict(key.addr, key.family);
+		if (v == FERRY_VERDICT_REJECT) {
+			bpf_set_retval(-ERR_CONNREFUSED);
+			return SYS_REJECT;
+		}
+		if (v == FERRY_VERDICT_DROP) {
+			bpf_set_retval(-ERR_HOSTUNREACH);
+			return SYS_REJECT;
+		}
 		return SYS_PROCEED;
+	}
 	if (svc->verdict == FERRY_VERDICT_REJECT) {
 		bpf_set_retval(-ERR_CONNREFUSED);
 		return SYS_REJECT;

@@ -685,8 +685,18 @@ static __always_inline int find_frontend(const struct pkt *p, struct frontend *f
 		return 0;
 	/* The key is still the exact destination (no wildcard without a node address). */
 	s = bpf_map_lookup_elem(&ferry_svc, &key);
-	if (!s || !(s->flags & FERRY_SF_CLUSTERIP))
-		return 0;
+	if (!s || !(s->flags & FERRY_SF_CLUSTERIP)) {
+		/* A ClusterIP's other port: rejected; an unallocated address in the service CIDRs:
+		 * dropped (kube-proxy's nftables mode, after DNAT, in its filter chains). */
+		int v = service_ip_verdict(p->daddr, p->family);
+
+		if (v == FERRY_VERDICT_FORWARD)
+			return 0;
+		f->verdict = v;
+		f->count = 0;
+		f->clusterip = 1;
+		return 1;
+	}
 	f->set_id = s->set_id;
 	f->count = s->count;
 	f->affinity_timeout = s->affinity_timeout;

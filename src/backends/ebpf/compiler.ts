@@ -36,7 +36,10 @@ import {
   XF_LOCAL,
   describeSvcKey,
   localSet,
+  nodeAddrKey,
   readSetName,
+  serviceCIDRSet,
+  u32Value,
   writeAddr,
   writeBackendKey,
   writeBackendValue,
@@ -67,6 +70,7 @@ export function emptyState(): MapState {
     ferry_xsvc: new Map(),
     ferry_srcrange: new Map(),
     ferry_snat: new Map(),
+    ferry_svcip: new Map(),
   };
 }
 
@@ -275,6 +279,11 @@ export class EbpfCompiler {
   skipped: readonly string[] = [];
   /** Service ports not programmed at all: a map they need is full (Room). */
   refused: readonly string[] = [];
+  /**
+   * How many compiled service ports have each ClusterIP (ferry_svcip key): its element is
+   * written while one does. Many ports share one ClusterIP, so it belongs to none of them.
+   */
+  private readonly clusterIPs = new Map<string, number>();
   /** What the compiled service ports (and the table level's ranges) may hold of each bounded map. */
   private usage: Record<Bounded, number> = { ferry_setname: 0, ferry_backend: 0, ferry_member: 0, ferry_svc: 0, ferry_xsvc: 0, ferry_srcrange: 0 };
 
@@ -317,6 +326,7 @@ export class EbpfCompiler {
     for (let i = 0; i < names.count; i++) known.set(readSetName(names.values, i * NAME_LEN), names.keys.readUInt32LE(i * 4));
     this.ids.reset(known, setIdsIn(kernel));
     this.compiled.clear();
+    this.clusterIPs.clear();
     this.owners.ferry_svc.clear();
     this.owners.ferry_xsvc.clear();
     const index = {} as Record<MapName, DumpIndex>;
@@ -358,6 +368,7 @@ export class EbpfCompiler {
       reserve(batch, desired);
       for (const s of batch) {
         this.compiled.get(s.family)?.set(s.key, s);
+        this.countClusterIP(s, 1);
         this.emit(s, portId(s.family, s.key), desired, skipped, claim, undefined);
       }
       batch = [];
@@ -377,6 +388,8 @@ export class EbpfCompiler {
       }
     }
     emitBatch();
+    // The ClusterIPs once every port is counted: with the last part, as auxiliaries of its frontends.
+    desired.ferry_svcip = this.clusterIPElements();
     const last = writes(desired);
     if (last.size > 0) yield last;
     this.ids.releaseUnclaimed();
@@ -402,7 +415,7 @@ export class EbpfCompiler {
     const claimed = new Set<string>();
     const changedIds = new Set<PortId>();
     for (const key of changes.changed) for (const family of this.opts.families) changedIds.add(portId(family, key));
-    const shares: { id: PortId; family: IPFamily; key: ServicePortKey; entry: ServiceEntry | undefined; old: Share; now: Share }[] = [];
+    const shares: { id: PortId; family: IPFamily; key: ServicePortKey; entry: ServiceEntry | undefined; before: ServiceEntry | undefined; old: Share; now: Share }[] = [];
     for (const key of changes.changed) {
       for (const family of this.opts.families) {
         const id = portId(family, key);
@@ -420,7 +433,7 @@ export class EbpfCompiler {
         for (const [map, k] of old.elements) {
           if (isFrontend(map) && this.contended[map].has(k)) return this.rebuild(next);
         }
-        shares.push({ id, family, key, entry, old, now });
+        shares.push({ id, family, key, entry, before, old, now });
       }
     }
     // Room: a partial sync that would take a bounded map past its size, or any while a port is
@@ -461,6 +474,22 @@ export class EbpfCompiler {
       else compiled.delete(key);
     }
     for (const { id, now } of shares) for (const [map, k] of now.elements) if (isFrontend(map)) this.owners[map].set(k, id);
+    // A ClusterIP's element comes with its first port and goes with its last.
+    const hadIP = new Map<string, boolean>();
+    for (const { entry, before } of shares) {
+      const was = before ? this.clusterIPKey(before) : undefined;
+      const is = entry ? this.clusterIPKey(entry) : undefined;
+      if (was === is) continue;
+      for (const [k, d] of [[was, -1], [is, 1]] as const) {
+        if (k === undefined) continue;
+        if (!hadIP.has(k)) hadIP.set(k, this.clusterIPs.has(k));
+        this.countKey(k, d);
+      }
+    }
+    for (const [k, was] of hadIP) {
+      if (was) had.get('ferry_svcip')?.set(k, ONE);
+      if (this.clusterIPs.has(k)) want.get('ferry_svcip')?.set(k, ONE);
+    }
     this.usage = usage;
     if (changes.tableChanged) {
       const level = emptyContents();
@@ -506,6 +535,7 @@ export class EbpfCompiler {
     const out = emptyContents();
     const claim: Claim = (id, map, elements, index) => this.owners[map].get(elements.key(index)) === id;
     for (const [family, entries] of this.compiled) for (const s of entries.values()) this.emit(s, portId(family, s.key), out, [], claim, undefined);
+    out.ferry_svcip = this.clusterIPElements();
     return out;
   }
 
@@ -550,11 +580,53 @@ export class EbpfCompiler {
     }
   }
 
-  /** A table's own elements: its NodePort addresses, its SNAT address, its local-traffic CIDRs. */
+  /** A table's own elements: its NodePort addresses, its SNAT address, its local-traffic CIDRs, its service CIDRs. */
   private tableElements(table: ProxyTable, out: MapContents, skipped: string[]): void {
     this.nodeAddresses(table, out.ferry_nodeaddr, skipped);
     this.snat(table, out.ferry_snat);
     this.localCIDRs(table, out.ferry_srcrange);
+    this.serviceCIDRs(table, out.ferry_srcrange);
+  }
+
+  /**
+   * The service CIDRs, where what no frontend takes is dropped (service_ip_verdict in maps.h):
+   * the planner's outermost ranges of the family, so none lies inside another.
+   */
+  private serviceCIDRs(table: ProxyTable, out: Elements): void {
+    for (const cidr of table.serviceCIDRs ?? []) {
+      const i = out.add();
+      if (writeSrcRangeKey(out.keys, i * out.keySize, serviceCIDRSet(table.family), cidr, table.family)) writeU32(out.values, i * out.valueSize, 1);
+      else out.pop();
+    }
+  }
+
+  /** The ferry_svcip key of an entry's ClusterIP; undefined without one. */
+  private clusterIPKey(s: ServiceEntry): string | undefined {
+    if (s.clusterIP === '' || s.clusterIP === 'None' || !writeAddr(this.addr, 0, s.clusterIP, s.family)) return undefined;
+    return nodeAddrKey(this.addr, s.family);
+  }
+
+  private countClusterIP(s: ServiceEntry, d: 1 | -1): void {
+    const k = this.clusterIPKey(s);
+    if (k !== undefined) this.countKey(k, d);
+  }
+
+  private countKey(k: string, d: 1 | -1): void {
+    const n = (this.clusterIPs.get(k) ?? 0) + d;
+    if (n > 0) this.clusterIPs.set(k, n);
+    else this.clusterIPs.delete(k);
+  }
+
+  /** Every compiled ClusterIP as ferry_svcip elements. */
+  private clusterIPElements(): Elements {
+    const e = Elements.empty('ferry_svcip');
+    e.reserve(this.clusterIPs.size);
+    for (const k of this.clusterIPs.keys()) {
+      const i = e.add();
+      e.keys.write(k, i * e.keySize, 'latin1');
+      writeU32(e.values, i * e.valueSize, 1);
+    }
+    return e;
   }
 
   /**
@@ -732,6 +804,9 @@ interface Share {
 }
 
 const NO_SHARE: Share = { elements: [], sets: [] };
+
+/** The value of a ferry_svcip element. */
+const ONE = u32Value(1);
 
 /** Service ports per part of a full sync (fullInParts): about 90,000 elements at 10 endpoints each. */
 const FULL_PART_PORTS = 4096;

@@ -15,8 +15,8 @@ import type { IPFamily, PathVerdict, Protocol } from '../../plan/types.js';
  * the addon's record of tc interfaces (ferry_tcif) are not here.
  * ferry_xsvc, ferry_srcrange and ferry_snat feed the tc data path (tc_lb.c).
  */
-export type MapName = 'ferry_svc' | 'ferry_backend' | 'ferry_member' | 'ferry_nodeaddr' | 'ferry_setname' | 'ferry_xsvc' | 'ferry_srcrange' | 'ferry_snat';
-export const WRITTEN_MAPS: readonly MapName[] = ['ferry_svc', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_setname', 'ferry_xsvc', 'ferry_srcrange', 'ferry_snat'];
+export type MapName = 'ferry_svc' | 'ferry_backend' | 'ferry_member' | 'ferry_nodeaddr' | 'ferry_setname' | 'ferry_xsvc' | 'ferry_srcrange' | 'ferry_snat' | 'ferry_svcip';
+export const WRITTEN_MAPS: readonly MapName[] = ['ferry_svc', 'ferry_backend', 'ferry_member', 'ferry_nodeaddr', 'ferry_setname', 'ferry_xsvc', 'ferry_srcrange', 'ferry_snat', 'ferry_svcip'];
 /** Maps keyed by frontend (struct svc_key): one service port owns each key. */
 export const FRONTEND_MAPS: ReadonlySet<MapName> = new Set<MapName>(['ferry_svc', 'ferry_xsvc']);
 
@@ -41,6 +41,8 @@ export const MAP_SIZES: Readonly<Record<MapName, { readonly key: number; readonl
   ferry_xsvc: { key: 20, value: 16 },
   ferry_srcrange: { key: 24, value: 4 },
   ferry_snat: { key: 4, value: 16 },
+  /** Every ClusterIP (struct nodeaddr_key's layout) → 1. */
+  ferry_svcip: { key: 20, value: 4 },
 };
 
 export class LayoutError extends Error {
@@ -184,6 +186,11 @@ export const SF_NOSOCK = 8;
 /** The ferry_srcrange set id of a family's local-traffic CIDRs (maps.h FERRY_LOCAL_SET); no endpoint set has it. */
 export function localSet(family: IPFamily): number {
   return (0xffffff00 | family) >>> 0;
+}
+
+/** The ferry_srcrange set id of a family's service CIDRs (maps.h FERRY_SVCCIDR_SET); no endpoint set has it. */
+export function serviceCIDRSet(family: IPFamily): number {
+  return (0xfffffe00 | family) >>> 0;
 }
 
 /** xsvc_val flags (maps.h FERRY_XF_*). */

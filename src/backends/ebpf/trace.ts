@@ -11,12 +11,21 @@ import type { MapName } from './layout.js';
 
 /** `localhostNodePorts`: whether this node serves NodePorts on 127.0.0.1 (socket LB does by default). */
 export function ebpfFacts(localhostNodePorts: boolean): ModeFacts {
-  return { mode: 'ebpf', localhostNodePorts, rejectsUnknownClusterIPPorts: false, dropsUnallocatedServiceIPs: false, reoriginates: false, socketLB: true };
+  return { mode: 'ebpf', localhostNodePorts, rejectsUnknownClusterIPPorts: true, dropsUnallocatedServiceIPs: true, reoriginates: false, socketLB: true };
 }
 
 const SVC: MapName = 'ferry_svc';
 const XSVC: MapName = 'ferry_xsvc';
 const BACKEND: MapName = 'ferry_backend';
+const SVCIP: MapName = 'ferry_svcip';
+const RANGES: MapName = 'ferry_srcrange';
+
+/** No frontend: a ClusterIP's other port (ferry_svcip) or an unallocated service-CIDR address (service_ip_verdict). */
+function noFrontend(e: Explanation, at: string, rejected: string, dropped: string): PathStep[] | undefined {
+  if (e.verdict.kind === 'reject') return [{ at, does: `${e.dst} is in ${SVCIP} (a ClusterIP) with no frontend for ${e.port}/${e.protocol}: ${rejected}` }];
+  if (e.verdict.kind === 'drop') return [{ at, does: `${e.dst} is in no ${SVCIP} entry but in the service CIDRs (${RANGES}): ${dropped}` }];
+  return undefined;
+}
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
@@ -29,7 +38,13 @@ function hostPort(ip: string, port: number): string {
 function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
   const hook = 'tc ingress (clsact) ferry_tc_ingress';
   const key = `${e.match?.frontend === 'nodePort' ? '*' : e.dst} ${e.port}/${e.protocol}`;
-  if (!svc || !e.match) return [{ at: hook, does: `no ferry_ct entry and no ${XSVC} or ClusterIP ${SVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` }];
+  if (!svc || !e.match) {
+    return (
+      noFrontend(e, hook, e.protocol === 'UDP' ? 'rejected with an ICMP port unreachable' : 'the SYN is turned into a RST', 'dropped') ?? [
+        { at: hook, does: `no ferry_ct entry and no ${XSVC} or ClusterIP ${SVC} entry for ${e.dst} ${e.port}/${e.protocol}: passed to the stack` },
+      ]
+    );
+  }
   const frontMap = e.match.frontend === 'clusterIP' ? `${SVC} (ClusterIP)` : XSVC;
   const steps: PathStep[] = [];
   if (e.match.frontend === 'nodePort') steps.push({ at: 'ferry_nodeaddr', does: `${e.dst} is a NodePort address: the wildcard entry applies` });
@@ -66,7 +81,9 @@ export function ebpfPath(e: Explanation, svc: ServiceEntry | undefined, _table: 
   if (e.traffic.class === 'external') return tcPath(e, svc);
   const hook = `cgroup ${e.protocol === 'UDP' ? 'sendmsg' : 'connect'}${e.family}`;
   const key = `${e.dst} ${e.port}/${e.protocol}`;
-  if (!svc || !e.match) return [{ at: hook, does: `no ${SVC} entry for ${key}: the socket is left alone` }];
+  if (!svc || !e.match) {
+    return noFrontend(e, hook, 'the call fails with ECONNREFUSED', 'the call fails with EHOSTUNREACH') ?? [{ at: hook, does: `no ${SVC} entry for ${key}: the socket is left alone` }];
+  }
   switch (e.verdict.kind) {
     case 'reject':
       return [{ at: hook, does: `${SVC} [${key}] → reject: the call fails with ECONNREFUSED` }];

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { run } from '../../../src/util/exec.js';
 import { withOneNode } from '../hardening/node.js';
+import { SERVICE_CIDR } from '../../../src/sim/cluster/index.js';
 import { eventually, NotYet } from '../lib/eventually.js';
 import { childEnv, summarize } from '../lib/harness.js';
 
@@ -115,6 +116,33 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
       { what: `client → externalIP ${EXTERNAL_IP}:80 without endpoints refused`, timeoutMs: 30_000 },
     );
     t.equal(fromClient.error, 'refused', 'an externalIP without endpoints is refused for an outside client (RST from the tc program)');
+
+    // What no frontend takes, as kube-proxy's nftables mode: a ClusterIP's other port is refused,
+    // an unallocated address in the service CIDR is dropped — by socket LB at connect() (refused,
+    // unreachable), by the tc program for a packet from the network (its RST, a drop).
+    const parts = ip.split('.').map(Number);
+    parts[3] = parts[3]! === 250 ? 251 : 250;
+    const unallocated = parts.join('.');
+    const allocated = await env.kubectl(['get', 'services', '-A', '-o', 'jsonpath={.items[*].spec.clusterIP}']);
+    t.notOk(allocated.split(/\s+/).includes(unallocated), `${unallocated} is not a ClusterIP`);
+    const otherPort = await eventually(
+      async () => {
+        const x = await env.probe(ip, 81);
+        if (x.error !== 'refused') throw new NotYet(summarize([x]));
+        return x;
+      },
+      { what: `node → ClusterIP ${ip}:81 (a port it does not serve) refused`, timeoutMs: 30_000 },
+    );
+    t.equal(otherPort.error, 'refused', `node → ${ip}:81, a port the ClusterIP does not serve: ECONNREFUSED from connect()`);
+    const unalloc = await env.probe(unallocated, 80);
+    t.equal(unalloc.error, 'unreachable', `node → ${unallocated}:80, unallocated in the service CIDR: EHOSTUNREACH from connect(), no packet sent (${summarize([unalloc])})`);
+    await c.addClientRoute(SERVICE_CIDR, node.name);
+    const [outsideOther] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: ip, port: 81 }, { timeoutMs: 1500 });
+    t.equal(outsideOther?.error, 'refused', `client → ${ip}:81 through the node: refused by the tc program (${summarize(outsideOther ? [outsideOther] : [])})`);
+    const [outsideUnalloc] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: unallocated, port: 80 }, { timeoutMs: 1500 });
+    t.equal(outsideUnalloc?.error, 'timeout', `client → ${unallocated}:80 through the node: dropped by the tc program (${summarize(outsideUnalloc ? [outsideUnalloc] : [])})`);
+    const [outsideServed] = await c.probe({ kind: 'client' }, { proto: 'tcp', addr: ip, port: 80 }, { timeoutMs: 1500 });
+    t.ok(outsideServed?.ok, `…while the ClusterIP's own port answers the client (${summarize(outsideServed ? [outsideServed] : [])})`);
 
     // An interface that appears while ferry runs (in the node's namespace, made here) gets the tc
     // program when the kernel's link notification arrives: no change of the cluster comes first.

@@ -316,4 +316,15 @@ t.test('ebpf: socket-level LB never masquerades; traffic from outside goes throu
   t.equal(cip.verdict.kind, 'dnat');
   t.equal(cip.masquerade.value, 'yes', 'from outside the cluster CIDR: masqueraded (nonLocal)');
   t.match(cip.path.map((s) => `${s.at}: ${s.does}`).join('\n'), /tc ingress[^\n]*ferry_svc \(ClusterIP\) \[198\.19\.0\.16 80\/TCP\].*MASQ/);
+  // What no frontend takes, as nftables mode: a ClusterIP's other port refused, an unallocated
+  // service-CIDR address unreachable (socket LB) or dropped (tc).
+  const other = trace(T, q(POD, '198.19.0.10', 81), host, EBPF_FACTS, ebpfPath);
+  t.equal(other.verdict.kind, 'reject', "a ClusterIP's unused port: rejected");
+  t.match(other.path.at(-1), { at: 'cgroup connect4', does: /ferry_svcip.*ECONNREFUSED/ });
+  const unalloc = trace(T, q(POD, '198.19.9.9', 80), host, EBPF_FACTS, ebpfPath);
+  t.equal(unalloc.verdict.kind, 'drop', 'an unallocated service-CIDR address: dropped');
+  t.match(unalloc.path.at(-1)?.does, /service CIDRs \(ferry_srcrange\): the call fails with EHOSTUNREACH/);
+  const fromOutside = trace(T, q(CLIENT, '198.19.9.9', 80), host, EBPF_FACTS, ebpfPath);
+  t.match(fromOutside.path.at(-1), { at: /tc ingress/, does: /service CIDRs.*dropped/ });
+  t.match(trace(T, q(CLIENT, '198.19.0.10', 81), host, EBPF_FACTS, ebpfPath).path.at(-1)?.does, /ferry_svcip.*RST/);
 });

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { contentsOf, EbpfCompiler, emptyContents, emptyState, type EbpfDiff, type MapState } from '../../../../src/backends/ebpf/compiler.js';
-import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, SF_NOSOCK, srcRangeKey, WRITTEN_MAPS, XF_LOCAL, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
+import { addrBytes, decodeSetName, describeSvcKey, localSet, MAP_SIZES, serviceCIDRSet, SF_NOSOCK, srcRangeKey, WRITTEN_MAPS, XF_LOCAL, XF_MASQ, XF_SRCRANGE } from '../../../../src/backends/ebpf/layout.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import type { ProxyTables, ServiceEntry } from '../../../../src/plan/types.js';
 import { changesOf, DROP, ep, FULL, fwd, REJECT, svc, table, tables } from '../ir-builders.js';
@@ -414,6 +414,44 @@ function packetFrontends(state: MapState): string[] {
   }
   return out.sort();
 }
+
+t.test('every ClusterIP once, whatever its ports, and the service CIDRs: what no frontend takes is rejected or dropped (kube-proxy nftables)', async (t) => {
+  const svcIPs = (state: MapState): string[] =>
+    [...state.ferry_svcip.keys()].map((k) => {
+      const b = Buffer.from(k, 'latin1');
+      return b.readUInt8(16) === 4 ? [...b.subarray(0, 4)].join('.') : b.subarray(0, 16).toString('hex');
+    }).sort();
+  const cidrs = (state: MapState): string[] =>
+    [...state.ferry_srcrange.keys()]
+      .map((k) => Buffer.from(k, 'latin1'))
+      .filter((b) => b.readUInt32BE(4) === serviceCIDRSet(4))
+      .map((b) => `${[...b.subarray(8, 12)].join('.')}/${b.readUInt32LE(0) - 32}`)
+      .sort();
+  const http = svc({ namespace: 'default', name: 'web', clusterIP: '198.19.0.30', internal: fwd(ep('10.0.1.2', 80)) });
+  const metrics = svc({ namespace: 'default', name: 'web', portName: 'metrics', port: 9090, clusterIP: '198.19.0.30', internal: fwd(ep('10.0.1.2', 9090)) });
+  const dns = svc({ namespace: 'kube-system', name: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.31', internal: REJECT });
+  const sctp = svc({ namespace: 'default', name: 'sctp', protocol: 'SCTP', clusterIP: '198.19.0.32', internal: fwd(ep('10.0.1.3', 80)) });
+  const c = new EbpfCompiler({ families: [4], localhostNodePorts: true });
+  const state = emptyState();
+  const cidr = { serviceCIDRs: ['198.19.0.0/16'] };
+  apply(state, c.full(tables(table(4, [http, metrics, dns, sctp], cidr)), emptyContents()));
+  c.commit();
+  t.same(svcIPs(state), ['198.19.0.30', '198.19.0.31', '198.19.0.32'], 'one element per ClusterIP: two ports share one; one without endpoints and an SCTP one (not balanced; a TCP connect to it is still refused, as kube-proxy rejects) have theirs');
+  t.same(cidrs(state), ['198.19.0.0/16'], 'the service CIDR, under its own set id');
+  t.same([...c.current().ferry_svcip.keys()].sort(), [...state.ferry_svcip.keys()].sort(), 'current() re-derives them');
+
+  apply(state, c.partial(tables(table(4, [metrics, dns, sctp], cidr)), changesOf([http.key])));
+  c.commit();
+  t.same(svcIPs(state), ['198.19.0.30', '198.19.0.31', '198.19.0.32'], 'one of two ports gone: its ClusterIP stays for the other');
+  apply(state, c.partial(tables(table(4, [dns, sctp], cidr)), changesOf([metrics.key])));
+  c.commit();
+  t.same(svcIPs(state), ['198.19.0.31', '198.19.0.32'], 'the last port gone: so is the ClusterIP (an unallocated address now, dropped in the CIDR)');
+  const moved = { ...dns, clusterIP: '198.19.0.41' };
+  apply(state, c.partial(tables(table(4, [moved, sctp], { serviceCIDRs: ['198.19.0.0/16', '198.20.0.0/24'] })), changesOf([dns.key], true)));
+  c.commit();
+  t.same(svcIPs(state), ['198.19.0.32', '198.19.0.41'], 'a port whose ClusterIP changed moves its element');
+  t.same(cidrs(state), ['198.19.0.0/16', '198.20.0.0/24'], 'a ServiceCIDR added');
+});
 
 /** Source ranges as "<set name> <cidr>". */
 function sourceRanges(state: MapState): string[] {

@@ -34,6 +34,12 @@ function normalize(state: MapState): string[] {
     out.push(`member ${names.get(b.readUInt32LE(0))} ${b.subarray(4).toString('hex')} ${Buffer.from(v, 'latin1').toString('hex')}`);
   }
   for (const k of state.ferry_nodeaddr.keys()) out.push(`nodeaddr ${Buffer.from(k, 'latin1').toString('hex')}`);
+  for (const k of state.ferry_svcip.keys()) out.push(`svcip ${Buffer.from(k, 'latin1').toString('hex')}`);
+  for (const [k, v] of state.ferry_srcrange) {
+    const b = Buffer.from(k, 'latin1');
+    const id = b.readUInt32BE(4);
+    out.push(`srcrange ${id >= 0xf0000000 ? id.toString(16) : names.get(id)} ${b.readUInt32LE(0)} ${b.subarray(8).toString('hex')} ${Buffer.from(v, 'latin1').toString('hex')}`);
+  }
   if (new Set(names.values()).size !== names.size) throw new Error('two set ids carry the same set name');
   return out.sort();
 }
@@ -44,14 +50,20 @@ function rnd(n: number): number {
   return seed % n;
 }
 
+/**
+ * Service port `i` of Service s(i mod 8) — a Service has up to two ports (http, metrics), which
+ * share its ClusterIP — whose ClusterIP may change (a Service deleted and created again).
+ */
 function randomService(i: number): ServiceEntry {
   const eps = Array.from({ length: rnd(4) }, (_, k) => ep(`10.0.${rnd(3)}.${k + 2}`, 8080 + rnd(2)));
   const uniq = [...new Map(eps.map((e) => [`${e.ip}:${e.port}`, e])).values()];
   const set = uniq.length ? fwd(...uniq) : REJECT;
   return svc({
     namespace: 'default',
-    name: `s${i}`,
-    clusterIP: `198.19.0.${10 + i}`,
+    name: `s${i % 8}`,
+    portName: i < 8 ? 'http' : 'metrics',
+    port: i < 8 ? 80 : 9090,
+    clusterIP: `198.19.${rnd(4) === 0 ? 1 : 0}.${10 + (i % 8)}`,
     nodePort: rnd(3) === 0 ? 30000 + i : 0,
     // A small pool of externalIPs so that Services collide on frontends.
     externalIPs: rnd(3) === 0 ? [`203.0.113.${rnd(3)}`] : [],
@@ -68,25 +80,29 @@ t.test('random partial sync sequences equal a full build', async (t) => {
     const state = emptyState();
     let current = new Map<string, ServiceEntry>();
     let nodeIPs = ['192.0.2.10'];
-    for (let i = 0; i < 6; i++) {
+    let serviceCIDRs = ['198.19.0.0/24'];
+    for (let i = 0; i < 12; i++) {
       const s = randomService(i);
       current.set(s.key, s);
     }
-    apply(state, c.full(tables(table(4, [...current.values()], { nodeIPs })), contentsOf(state)));
+    apply(state, c.full(tables(table(4, [...current.values()], { nodeIPs, serviceCIDRs })), contentsOf(state)));
     c.commit();
     for (let step = 0; step < 25; step++) {
       const next = new Map(current);
       const changed: string[] = [];
       for (let k = 0; k < 1 + rnd(3); k++) {
-        const i = rnd(8);
-        const key = `default/s${i}:http/TCP`;
+        const i = rnd(16);
+        const key = `default/s${i % 8}:${i < 8 ? 'http' : 'metrics'}/TCP`;
         if (next.has(key) && rnd(3) === 0) next.delete(key);
         else next.set(key, randomService(i));
         changed.push(key);
       }
       const tableChanged = rnd(6) === 0;
-      if (tableChanged) nodeIPs = rnd(2) ? ['192.0.2.10'] : ['192.0.2.11', '192.0.2.12'];
-      const nt = tables(table(4, [...next.values()], { nodeIPs }));
+      if (tableChanged) {
+        nodeIPs = rnd(2) ? ['192.0.2.10'] : ['192.0.2.11', '192.0.2.12'];
+        serviceCIDRs = rnd(2) ? ['198.19.0.0/24'] : ['198.19.0.0/23'];
+      }
+      const nt = tables(table(4, [...next.values()], { nodeIPs, serviceCIDRs }));
       apply(state, c.partial(nt, changesOf(changed, tableChanged)));
       c.commit();
       current = next;
@@ -107,9 +123,11 @@ t.test('a full sync in parts ends where one diff does, and no phase leaves a fro
   for (let run = 0; run < 20; run++) {
     const before = new Map<string, ServiceEntry>();
     const after = new Map<string, ServiceEntry>();
-    for (let i = 0; i < 9; i++) {
-      if (rnd(4) > 0) before.set(`default/s${i}:http/TCP`, randomService(i));
-      if (rnd(4) > 0) after.set(`default/s${i}:http/TCP`, randomService(i));
+    for (let i = 0; i < 12; i++) {
+      const a = randomService(i);
+      const b = randomService(i);
+      if (rnd(4) > 0) before.set(a.key, a);
+      if (rnd(4) > 0) after.set(b.key, b);
     }
     // What a previous ferry left in the pins.
     const pinned = emptyState();
