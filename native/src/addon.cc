@@ -257,6 +257,8 @@ Napi::Uint8Array BatchArgs(const Napi::CallbackInfo& info, const char* fn, std::
 Napi::Value NfnlBatchSync(const Napi::CallbackInfo& info) {
   std::string netns;
   Napi::Uint8Array a = BatchArgs(info, "nfnlBatchSync", &netns);
+  // Entering a namespace here would move the JS thread, and every socket Node opens after it.
+  if (!netns.empty()) throw Napi::TypeError::New(info.Env(), "nfnlBatchSync: no netns on the JS thread (use nfnlBatch)");
   NfnlBatchResult r;
   try {
     r = NfnlBatch(a.Data(), a.ByteLength(), netns);
@@ -317,11 +319,18 @@ struct MonitorBinding {
 
 void MonitorCleanupHook(void* arg);
 
+// What a handle's stop() holds: the binding until the handle is collected.
+struct MonitorRef {
+  MonitorBinding* b = nullptr;
+};
+
 void StopBinding(MonitorBinding* b, bool fromHook) {
   if (b->stopped) return;
   b->stopped = true;
   b->monitor->Stop();  // joins the thread: nothing calls the TSFN after this
-  b->tsfn.Release();
+  // Abort, not Release: an event the thread queued before the join is dropped (freed with a null
+  // env), so nothing reaches JS after stop() returns.
+  b->tsfn.Abort();
   if (!fromHook) napi_remove_env_cleanup_hook(b->env, MonitorCleanupHook, b);
 }
 
@@ -448,18 +457,27 @@ Napi::Value NfnlMonitorStart(const Napi::CallbackInfo& info) {
     throw err;
   }
   napi_add_env_cleanup_hook(env, MonitorCleanupHook, b);
+  // stop() may outlive the handle (kept on its own, the handle collected): it reaches the binding
+  // only through this reference, which the handle's finalizer clears before freeing it.
+  auto ref = std::make_shared<MonitorRef>();
+  ref->b = b;
   Napi::Object handle = Napi::Object::New(env);
   handle.Set("stop", Napi::Function::New(
                          env,
-                         [b](const Napi::CallbackInfo&) {
-                           StopBinding(b, false);
+                         [ref](const Napi::CallbackInfo&) {
+                           if (ref->b != nullptr) StopBinding(ref->b, false);
                          },
                          "stop"));
   // Freed with the handle; a handle collected while still running is stopped first.
-  handle.Set("binding", Napi::External<MonitorBinding>::New(env, b, [](Napi::Env, MonitorBinding* p) {
-               StopBinding(p, p->stopped);
-               delete p;
-             }));
+  handle.Set("binding", Napi::External<MonitorBinding>::New(
+                            env, b,
+                            [](Napi::Env, MonitorBinding* p, std::shared_ptr<MonitorRef>* r) {
+                              (*r)->b = nullptr;
+                              delete r;
+                              StopBinding(p, p->stopped);
+                              delete p;
+                            },
+                            new std::shared_ptr<MonitorRef>(ref)));
   return handle;
 }
 

@@ -256,6 +256,39 @@ bool IsFerryProg(uint32_t progId) {
   return ours;
 }
 
+// Opens the pinned ferry_tcif, refusing a layout the caller cannot read: the kernel copies the
+// map's own key and value sizes into the caller's buffers (a ferry_tcif pinned by another ferry
+// version would overrun buffers of this one's size). `exact`: values of this version's size (the
+// attach writes them); else any size that starts with this version's fields (*valueSize says
+// which: cleanup reads another version's map through a buffer of its size). -1 with `err` set on
+// failure; with `absentOk`, no pin is -1 with err left at 0.
+int OpenTcif(const std::string& pinDir, bool absentOk, bool exact, uint32_t* valueSize, BpfError* err) {
+  std::string path = TcifPin(pinDir);
+  int fd = bpf_obj_get(path.c_str());
+  if (fd < 0) {
+    if (!(absentOk && errno == ENOENT)) *err = Fail(errno, "open pinned map " + path);
+    return -1;
+  }
+  struct bpf_map_info info;
+  memset(&info, 0, sizeof(info));
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+    *err = Fail(errno, "read the key and value sizes of pinned map " + path);
+    close(fd);
+    return -1;
+  }
+  if (info.key_size != sizeof(uint32_t) || (exact ? info.value_size != sizeof(TcifVal) : info.value_size < sizeof(TcifVal))) {
+    *err = Fail(EINVAL, "pinned map " + path + " has keys of " + std::to_string(info.key_size) + " and values of " +
+                            std::to_string(info.value_size) + " bytes, not " + std::to_string(sizeof(uint32_t)) + " and " +
+                            std::to_string(sizeof(TcifVal)) + " (pinned by another ferry version?)");
+    err->badArgs = true;
+    close(fd);
+    return -1;
+  }
+  if (valueSize != nullptr) *valueSize = info.value_size;
+  return fd;
+}
+
 }  // namespace
 
 // Writes a `const volatile` global of an opened (not yet loaded) object: its place in .rodata
@@ -335,11 +368,11 @@ BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& 
   std::string pin = TcProgPin(pinDir);
   int progFd = bpf_obj_get(pin.c_str());
   if (progFd < 0) return Fail(errno, "open pinned program " + pin);
-  int tcif = bpf_obj_get(TcifPin(pinDir).c_str());
+  BpfError openErr;
+  int tcif = OpenTcif(pinDir, false, true, nullptr, &openErr);
   if (tcif < 0) {
-    int e = errno;
     close(progFd);
-    return Fail(e, "open pinned map " + TcifPin(pinDir));
+    return openErr;
   }
   BpfError out;
   for (const std::string& name : names) {
@@ -379,8 +412,11 @@ BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& 
 }
 
 BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detached) {
-  int tcif = bpf_obj_get(TcifPin(pinDir).c_str());
-  if (tcif < 0) return errno == ENOENT ? BpfError{} : Fail(errno, "open pinned map " + TcifPin(pinDir));
+  BpfError openErr;
+  uint32_t valueSize = 0;
+  int tcif = OpenTcif(pinDir, true, false, &valueSize, &openErr);
+  if (tcif < 0) return openErr;
+  std::vector<uint8_t> raw(valueSize);
   std::vector<uint32_t> keys;
   uint32_t key = 0, next = 0;
   const void* prev = nullptr;
@@ -391,8 +427,9 @@ BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detach
   }
   BpfError out;
   for (uint32_t idx : keys) {
+    if (bpf_map_lookup_elem(tcif, &idx, raw.data()) != 0) continue;
     TcifVal val;
-    if (bpf_map_lookup_elem(tcif, &idx, &val) != 0) continue;
+    memcpy(&val, raw.data(), sizeof(val));
     char now[IF_NAMESIZE] = {0};
     std::string name(val.name, strnlen(val.name, sizeof(val.name)));
     // Only the interface ferry recorded: same index, same name (an index can be reused).

@@ -39,6 +39,7 @@ struct DumpState {
   bool collectClones;
   std::vector<struct nf_conntrack*> clones;
   std::vector<CtEntry> entries;
+  bool outOfMemory = false;  // an entry could not be kept: the dump stopped (ENOMEM)
 };
 
 bool AddrEquals(const struct nf_conntrack* ct, uint8_t family, enum nf_conntrack_attr v4,
@@ -95,8 +96,7 @@ bool MatchesAny(const struct nf_conntrack* ct, const FilterIndex& index) {
   return false;
 }
 
-int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* data) {
-  auto* st = static_cast<DumpState*>(data);
+int KeepEntry(struct nf_conntrack* ct, DumpState* st) {
   if (!MatchesAny(ct, *st->index)) return NFCT_CB_CONTINUE;
   if (st->collectClones) {
     struct nf_conntrack* c = nfct_clone(ct);
@@ -118,6 +118,17 @@ int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* 
   return NFCT_CB_CONTINUE;
 }
 
+// Called from libnetfilter_conntrack's C frames: no exception may pass through them.
+int OnEntry(enum nf_conntrack_msg_type /*type*/, struct nf_conntrack* ct, void* data) {
+  auto* st = static_cast<DumpState*>(data);
+  try {
+    return KeepEntry(ct, st);
+  } catch (...) {
+    st->outOfMemory = true;
+    return NFCT_CB_STOP;
+  }
+}
+
 // Dumps the table of st->family into st. Returns 0 or an errno.
 int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
   struct nfct_filter_dump* fd = nfct_filter_dump_create();
@@ -129,6 +140,7 @@ int Dump(struct nfct_handle* h, DumpState* st, std::string* context) {
   nfct_callback_register(h, NFCT_T_ALL, OnEntry, st);
   int rc = nfct_query(h, NFCT_Q_DUMP_FILTER, fd);
   int err = rc < 0 ? errno : 0;
+  if (st->outOfMemory) err = ENOMEM;
   nfct_callback_unregister(h);
   nfct_filter_dump_destroy(fd);
   if (err != 0) *context = "conntrack dump";
@@ -159,6 +171,7 @@ CtResult Run(const std::vector<CtFilter>& filters, bool del) {
     return res;
   }
   auto lease = keptHandle.Take(true, OpenHandle);
+  decltype(keptHandle)::Holder hold(keptHandle, lease);
   struct nfct_handle* h = lease.h;
   if (h == nullptr) {
     res.err = errno != 0 ? errno : EIO;
@@ -192,7 +205,7 @@ CtResult Run(const std::vector<CtFilter>& filters, bool del) {
     }
   }
   for (struct nf_conntrack* ct : clones) nfct_destroy(ct);
-  keptHandle.Return(lease, res.err == 0);
+  hold.Return(res.err == 0);
   return res;
 }
 

@@ -37,6 +37,34 @@ class Kept {
   // `clean`: every answer was read, so the next user starts from an empty queue. A handle that
   // was not (an overrun, a failed call, a dump cut short) is closed instead of kept.
   void Return(const Lease& lease, bool clean) {
+    ReturnLease(lease, clean);
+  }
+
+  // Holds a lease for one call and returns it, as not clean, if the call leaves without returning
+  // it (an exception on the way, std::bad_alloc under memory pressure): the kept handle must not
+  // stay busy for the life of the process, with every later call paying a socket of its own.
+  class Holder {
+   public:
+    Holder(Kept& k, const Lease& lease) : k_(k), lease_(lease) {}
+    Holder(const Holder&) = delete;
+    Holder& operator=(const Holder&) = delete;
+    ~Holder() {
+      if (!returned_) k_.ReturnLease(lease_, false);
+    }
+    void Return(bool clean) {
+      if (returned_) return;
+      returned_ = true;
+      k_.ReturnLease(lease_, clean);
+    }
+
+   private:
+    Kept& k_;
+    Lease lease_;
+    bool returned_ = false;
+  };
+
+ private:
+  void ReturnLease(const Lease& lease, bool clean) {
     if (lease.h == kNone) return;
     if (!lease.kept) {
       close_(lease.h);
@@ -50,7 +78,6 @@ class Kept {
     busy_ = false;
   }
 
- private:
   int (*const close_)(H);
   std::mutex mu_;
   H h_ = kNone;

@@ -149,11 +149,40 @@ int OpenBatchSocket(const std::string& netns, std::string* sysError) {
   return fd;
 }
 
+// An NLMSG_ERROR long enough to hold its struct nlmsgerr (a shorter one is not the kernel's).
+bool IsWholeError(const struct nlmsghdr* nlh) {
+  return nlh->nlmsg_type == NLMSG_ERROR && nlh->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr));
+}
+
+// One datagram from the kernel (port id 0); anything another process sent to our port id is
+// skipped. *truncated: the datagram was longer than `size` (its tail, and messages in it, lost).
+ssize_t RecvKernel(int fd, uint8_t* buf, size_t size, int flags, bool* truncated) {
+  for (;;) {
+    struct sockaddr_nl from;
+    memset(&from, 0, sizeof(from));
+    struct iovec iov = {buf, size};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_name = &from;
+    mh.msg_namelen = sizeof(from);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    ssize_t n = recvmsg(fd, &mh, flags);
+    if (n < 0) return n;
+    if (from.nl_pid != 0) continue;
+    *truncated = (mh.msg_flags & MSG_TRUNC) != 0;
+    return n;
+  }
+}
+
 void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
   if (!(nlh->nlmsg_flags & NLM_F_ACK_TLVS)) return;
   const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
   size_t off = sizeof(*e);
-  if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) off += e->msg.nlmsg_len - sizeof(struct nlmsghdr);
+  if (!(nlh->nlmsg_flags & NLM_F_CAPPED)) {
+    if (e->msg.nlmsg_len < sizeof(struct nlmsghdr)) return;
+    off += e->msg.nlmsg_len - sizeof(struct nlmsghdr);
+  }
   const uint8_t* p = reinterpret_cast<const uint8_t*>(nlh) + MNL_NLMSG_HDRLEN + MNL_ALIGN(off);
   const uint8_t* end = reinterpret_cast<const uint8_t*>(nlh) + nlh->nlmsg_len;
   while (p + sizeof(struct nlattr) <= end) {
@@ -162,10 +191,10 @@ void ParseExtack(const struct nlmsghdr* nlh, NfnlError* out) {
     p += MNL_ALIGN(attr->nla_len);
     switch (mnl_attr_get_type(attr)) {
       case NLMSGERR_ATTR_MSG:
-        out->msg = mnl_attr_get_str(attr);
+        if (mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) == 0) out->msg = mnl_attr_get_str(attr);
         break;
       case NLMSGERR_ATTR_OFFS:
-        out->offset = static_cast<int32_t>(mnl_attr_get_u32(attr));
+        if (mnl_attr_validate(attr, MNL_TYPE_U32) == 0) out->offset = static_cast<int32_t>(mnl_attr_get_u32(attr));
         break;
       default:
         break;
@@ -180,6 +209,7 @@ const char* ThreadStranded() { return strandedIn.empty() ? nullptr : strandedIn.
 NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& netns) {
   NfnlBatchResult r;
   KeptSocket::Lease lease = batchSocket.Take(netns.empty(), [&] { return OpenBatchSocket(netns, &r.sysError); });
+  KeptSocket::Holder hold(batchSocket, lease);
   int fd = lease.h;
   if (fd < 0) return r;
   // The whole batch must fit one sendmsg; the kernel refuses messages larger than the send
@@ -213,14 +243,16 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
   if (portid != 0) NoteOwnBatchEnd(nsIno, portid);
   if (sent < 0) {
     r.sysError = Errno("sendmsg(nf_tables batch)", errno);
-    batchSocket.Return(lease, false);
+    hold.Return(false);
     return r;
   }
   // nfnetlink handles the batch inside sendmsg: every error it will report is queued by now.
   std::vector<uint8_t> buf(1 << 16);
   bool lost = false;
   for (;;) {
-    ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    bool truncated = false;
+    ssize_t n = RecvKernel(fd, buf.data(), buf.size(), MSG_DONTWAIT, &truncated);
+    if (truncated) lost = true;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -229,13 +261,13 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
         continue;
       }
       r.sysError = Errno("recv(nf_tables answers)", errno);
-      batchSocket.Return(lease, false);
+      hold.Return(false);
       return r;
     }
     const struct nlmsghdr* nlh = reinterpret_cast<const struct nlmsghdr*>(buf.data());
     int left = static_cast<int>(n);
     while (mnl_nlmsg_ok(nlh, left)) {
-      if (nlh->nlmsg_type == NLMSG_ERROR) {
+      if (IsWholeError(nlh)) {
         const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
         if (e->error != 0) {
           NfnlError ne;
@@ -248,7 +280,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
       nlh = mnl_nlmsg_next(nlh, &left);
     }
   }
-  batchSocket.Return(lease, !lost);
+  hold.Return(!lost);
   if (lost && r.errors.empty()) r.sysError = "answers lost (socket receive buffer overrun)";
   r.ok = r.errors.empty() && r.sysError.empty();
   return r;
@@ -257,6 +289,7 @@ NfnlBatchResult NfnlBatch(const uint8_t* data, size_t len, const std::string& ne
 NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns) {
   NfnlDumpResult r;
   KeptSocket::Lease lease = dumpSocket.Take(netns.empty(), [&] { return OpenDumpSocket(netns, &r.sysError); });
+  KeptSocket::Holder hold(dumpSocket, lease);
   int fd = lease.h;
   if (fd < 0) return r;
   struct sockaddr_nl sa;
@@ -264,7 +297,7 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
   sa.nl_family = AF_NETLINK;
   if (sendto(fd, req, len, 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) < 0) {
     r.sysError = Errno("sendto(nf_tables dump)", errno);
-    dumpSocket.Return(lease, false);
+    hold.Return(false);
     return r;
   }
   const uint32_t seq = len >= sizeof(struct nlmsghdr) ? reinterpret_cast<const struct nlmsghdr*>(req)->nlmsg_seq : 0;
@@ -273,7 +306,14 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
   bool interrupted = false;
   std::vector<uint8_t> buf(1 << 17);
   for (;;) {
-    ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+    bool truncated = false;
+    ssize_t n = RecvKernel(fd, buf.data(), buf.size(), 0, &truncated);
+    if (n >= 0 && truncated) {
+      r.sysError = "recv(nf_tables dump): an answer longer than " + std::to_string(buf.size()) + " bytes to " + DescribeRequest(req, len);
+      hold.Return(false);
+      r.data.clear();
+      return r;
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -281,7 +321,7 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
       } else {
         r.sysError = Errno("recv(nf_tables dump)", errno);
       }
-      dumpSocket.Return(lease, false);
+      hold.Return(false);
       r.data.clear();
       return r;
     }
@@ -290,12 +330,18 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
     while (mnl_nlmsg_ok(nlh, left)) {
       if (nlh->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
       bool end = nlh->nlmsg_type == NLMSG_DONE;
+      if (nlh->nlmsg_type == NLMSG_ERROR && !IsWholeError(nlh)) {
+        r.sysError = "recv(nf_tables dump): a short error message in the answer to " + DescribeRequest(req, len);
+        hold.Return(false);
+        r.data.clear();
+        return r;
+      }
       if (nlh->nlmsg_type == NLMSG_ERROR) {
         const struct nlmsgerr* e = static_cast<const struct nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
         if (e->error != 0) {
           // A dump that is interrupted by a concurrent change (EINTR) is retried by the caller.
           r.err = -e->error;
-          dumpSocket.Return(lease, false);
+          hold.Return(false);
           r.data.clear();
           return r;
         }
@@ -308,7 +354,7 @@ NfnlDumpResult NfnlDump(const uint8_t* req, size_t len, const std::string& netns
       }
       if (end) {
         // Kept only if the end was the last message read: nothing of this dump is left queued.
-        dumpSocket.Return(lease, n == static_cast<ssize_t>(reinterpret_cast<const uint8_t*>(nlh) - buf.data()) + static_cast<ssize_t>(nlh->nlmsg_len));
+        hold.Return(n == static_cast<ssize_t>(reinterpret_cast<const uint8_t*>(nlh) - buf.data()) + static_cast<ssize_t>(nlh->nlmsg_len));
         if (interrupted) {
           r.err = EINTR;
           r.data.clear();

@@ -52,13 +52,20 @@ struct RouteWatch {
 
 void RouteWatchHook(void* arg);
 
-void StopRouteWatch(RouteWatch* w, bool fromHook) {
+// `abort`: a close() by the caller, after which nothing may be delivered, not even a change
+// queued before it (the queue is dropped). A watch that stops itself releases instead, so its
+// error message, queued just before, still reaches the callback.
+void StopRouteWatch(RouteWatch* w, bool fromHook, bool abort = false) {
   if (w->stopped) return;
   w->stopped = true;
   if (w->ref) w->ref->w = nullptr;
   w->ref.reset();
   uv_poll_stop(&w->poll);
-  w->tsfn.Release();
+  if (abort) {
+    w->tsfn.Abort();
+  } else {
+    w->tsfn.Release();
+  }
   if (!fromHook) napi_remove_env_cleanup_hook(w->env, RouteWatchHook, w);
   // The handle's memory must outlive the loop's use of it: freed in the close callback.
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) {
@@ -161,7 +168,7 @@ Napi::Value RouteWatchStart(const Napi::CallbackInfo& info) {
   o.Set("close", Napi::Function::New(
                      env,
                      [ref](const Napi::CallbackInfo& info) -> Napi::Value {
-                       if (ref->w != nullptr) StopRouteWatch(ref->w, false);
+                       if (ref->w != nullptr) StopRouteWatch(ref->w, false, true);
                        ref->w = nullptr;
                        return info.Env().Undefined();
                      },

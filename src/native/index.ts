@@ -184,13 +184,16 @@ export interface NativeAddon {
   nftRunSync(script: string, opts?: NftRunOptions): NftRunResult;
   /**
    * Sends one encoded nf_tables batch (src/backends/nftables/netlink.ts) in one sendmsg, off the
-   * main thread; resolves (never rejects) with the kernel's verdict. `netns`: a namespace file
-   * (`/var/run/netns/NAME`) to act in instead of the process's. Absent in older builds.
+   * main thread; resolves with the kernel's verdict (a failed send or an unreadable answer
+   * included); rejects only when the addon itself cannot go on (a namespace it could not leave, no
+   * memory). `netns`: a namespace file (`/var/run/netns/NAME`) to act in instead of the
+   * process's. Absent in older builds.
    */
   nfnlBatch?(batch: Uint8Array, netns?: string): Promise<NfnlBatchResult>;
   /**
    * nfnlBatch on the calling thread, blocking it for the kernel's part: for small batches, where
-   * that is less than the hop to a pool thread and back. Absent in older builds.
+   * that is less than the hop to a pool thread and back. Never in another namespace (a TypeError
+   * if `netns` is given): entering one would move the JS thread. Absent in older builds.
    */
   nfnlBatchSync?(batch: Uint8Array, netns?: string): NfnlBatchResult;
   /** Sends one encoded nf_tables dump request; resolves with the answer messages. Absent in older builds. */

@@ -7,7 +7,9 @@
  *  - key and value sizes that are not the map's are refused before the kernel reads a byte;
  *  - map types without batch operations take the one-by-one paths (nothing silently skipped);
  *  - a batch the kernel refuses outright says none of it went in;
- *  - paths with a NUL are refused.
+ *  - paths with a NUL are refused;
+ *  - a ferry_tcif of another layout (another ferry version's) is read through buffers of its own
+ *    size or refused: the kernel would otherwise copy larger values over the tc calls' buffers.
  * Needs root and bpffs.
  */
 import t, { type Test } from 'tap';
@@ -169,4 +171,19 @@ t.test('paths and names with a NUL are refused', async (t) => {
   t.throws(() => native.bpfMapDelete!(cut, Buffer.alloc(4), 4), { name: 'TypeError', message: /NUL/ });
   t.throws(() => native.bpfTcDetach!(`${dir}\0x`), { name: 'TypeError', message: /bpfTcDetach: pinDir contains a NUL character/ });
   t.throws(() => native.bpfMapDump!(path, Number.NaN, 4), { name: 'RangeError', message: /keySize out of range/ });
+});
+
+t.test('the tc calls read a pinned ferry_tcif of another layout only where it is safe, and refuse it otherwise', async (t) => {
+  // Larger values (a later ferry's, starting with the same fields): cleanup reads them through a
+  // buffer of their size. Index 1 recorded under a name that is not the interface's: left alone.
+  const wide = await pinDirOf(t);
+  await createMap(join(wide, 'ferry_tcif'), 'hash', 4, 60, 16);
+  await run(['bpftool', 'map', 'update', 'pinned', join(wide, 'ferry_tcif'), 'key', '1', '0', '0', '0', 'value', ...Array.from({ length: 60 }, () => '0x41')]);
+  t.same(native.bpfTcDetach!(wide), [], 'bpfTcDetach reads 60-byte values safely and detaches nothing (the recorded name is not the interface\'s)');
+  // Smaller values than this version's fields: refused, both sizes named.
+  const narrow = await pinDirOf(t);
+  await createMap(join(narrow, 'ferry_tcif'), 'hash', 4, 8, 16);
+  const detach = await errorOf(() => native.bpfTcDetach!(narrow));
+  t.match(detach, { name: 'RangeError', message: /ferry_tcif has keys of 4 and values of 8 bytes, not 4 and 20/ }, `bpfTcDetach refuses it (${String(detach)})`);
+  await run(['rm', '-f', join(narrow, 'ferry_tcif')]);
 });

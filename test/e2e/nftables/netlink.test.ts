@@ -17,7 +17,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { run, runIn } from '../../../src/util/exec.js';
 import { scaledMs } from '../../../src/util/timescale.js';
-import { loadNative, type NativeAddon } from '../../../src/native/index.js';
+import { loadNative, type NativeAddon, type NfnlBatchResult } from '../../../src/native/index.js';
 import { addonNft, execNft, namesByListing, namesFromJSON, NftNetlinkError, type NftRunner } from '../../../src/backends/kernel/nft.js';
 import { netlinkNft } from '../../../src/backends/kernel/nft-netlink.js';
 import { encodeTransaction } from '../../../src/backends/nftables/netlink.js';
@@ -245,13 +245,18 @@ t.test('a failing batch leaves the kernel untouched and names the failing op', a
 
   // The same batch through the addon's two calls: on a pool thread, and on this (JS) thread, which
   // the runner uses for small batches in its own namespace (the daemon's case).
+  // The JS thread never enters a namespace (nfnlBatchSync refuses one), so both run in a child
+  // started inside it, as the daemon runs in its own.
   if (native.nfnlBatchSync) {
     const bytes = encodeTransaction(missingElement).bytes;
-    const onPool = await native.nfnlBatch!(bytes, `/var/run/netns/${ns}`);
-    const onThisThread = native.nfnlBatchSync(bytes, `/var/run/netns/${ns}`);
+    const child = fileURLToPath(new URL('./batch-sync-child.js', import.meta.url));
+    const r = await run(['ip', 'netns', 'exec', ns, process.execPath, child, Buffer.from(bytes).toString('hex')], { allowFailure: true });
+    t.equal(r.exitCode, 0, `the child ran: ${r.stderr.slice(-2000)}`);
+    const { onPool, onThisThread } = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { onPool: NfnlBatchResult; onThisThread: NfnlBatchResult };
     t.equal(onThisThread.ok, false, 'nfnlBatchSync reports the refused batch');
     t.same(onThisThread.errors, onPool.errors, 'with the same errors as nfnlBatch (sequence, errno, extack offset and message)');
     t.equal(await listing(ns, [4]), before, 'and neither applied anything');
+    t.throws(() => native.nfnlBatchSync!(bytes, `/var/run/netns/${ns}`), { name: 'TypeError', message: /no netns on the JS thread/ }, 'nfnlBatchSync with a namespace is refused');
   } else t.fail('the addon has no nfnlBatchSync');
 
   // Several elements in one message: the extack offset picks the right one.

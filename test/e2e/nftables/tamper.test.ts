@@ -9,6 +9,7 @@
  * the repairs themselves) never count as tampering.
  */
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { scaledMs } from '../../../src/util/timescale.js';
 import { runIn } from '../../../src/util/exec.js';
@@ -283,5 +284,18 @@ t.test('the addon subscription: own batches marked own (by port id, not pid), ot
   await new Promise((r) => setTimeout(r, 300));
   t.equal(events.length, after, 'nothing delivered after stop()');
 
+  // An event the reader thread queued while the JS thread was busy is dropped by stop(), not
+  // delivered after it (the addon aborts its queue instead of draining it).
+  const queued: NfnlMonitorEvent[] = [];
+  const late = addon.nfnlMonitor({ tables: ['ferry'], netns: path }, (e) => queued.push(e));
+  await new Promise((r) => setTimeout(r, 100));
+  const nft = spawnSync('ip', ['netns', 'exec', ns, 'nft', 'add table ip ferry']);
+  t.equal(nft.status, 0, `nft add table ran while the JS thread waited (${nft.stderr.toString().trim()})`);
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300); // the event is queued meanwhile
+  late.stop();
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(queued, [], 'nothing delivered after stop(), not even what was queued before it');
+
+  t.throws(() => addon.nfnlBatchSync!(new Uint8Array(0), path), { name: 'TypeError', message: /nfnlBatchSync: no netns on the JS thread/ }, 'the synchronous batch never enters a namespace');
   t.throws(() => addon.nfnlMonitor!({ tables: ['ferry'], netns: '/nonexistent/netns' }, () => undefined), /nfnlMonitor: open \/nonexistent\/netns/, 'an unusable namespace throws, naming the step');
 });
