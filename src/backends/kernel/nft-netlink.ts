@@ -51,7 +51,10 @@ function errnoName(errno: number): string {
 
 /** A socket failure before anything reached the kernel: safe to retry the batch another way. */
 function failedBeforeSend(sysError: string): boolean {
-  return /^(open|setns|socket|bind|sendmsg)\b/.test(sysError);
+  // sendto: a dump request (the first full sync's listing comes before any batch); setsockopt:
+  // the dump socket's receive timeout. Until 2026-12-07 neither fell back: a node whose policy
+  // refused sending on the socket failed its first sync on every retry.
+  return /^(open|setns|socket|bind|sendmsg|sendto|setsockopt)\b/.test(sysError);
 }
 
 // Sequence numbers only need to tell one batch's messages apart: the addon reads every answer

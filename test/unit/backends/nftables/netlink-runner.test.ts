@@ -117,6 +117,23 @@ t.test('a socket that cannot be opened on first use: fall back, once, visibly', 
   t.equal(fb.applied.length, 2);
 });
 
+t.test('a dump request that cannot be sent on first use (the first full sync lists before any batch): fall back', async (t) => {
+  const fb = scripts();
+  let dumps = 0;
+  const nft = netlinkNft(
+    stub(
+      () => ({ ok: true, sysError: '', errors: [] }),
+      () => (dumps++, { ok: false, errno: 0, sysError: 'sendto(nf_tables dump): Permission denied', data: Buffer.alloc(0) }),
+    ),
+    { fallback: fb },
+  );
+  const names = await nft.names!('ip', 'ferry');
+  t.same([...names.chains], [], 'listed through the fallback (which has nothing)');
+  t.equal(nft.via, 'addon', 'via names the fallback');
+  await nft.names!('ip', 'ferry');
+  t.equal(dumps, 1, 'netlink is not tried again');
+});
+
 t.test('a socket failure after netlink worked is an error, not a silent switch', async (t) => {
   let n = 0;
   const fb = scripts();
