@@ -326,6 +326,19 @@ void NfnlMonitor::Run() {
       (void)r;
       if (stop_.load()) return;  // Stop()
     }
+    if (gap_.exchange(false)) {
+      // Out of the group during a large batch of ferry's own (PauseMonitors): whatever was
+      // collected may miss its NEWGEN, and anything committed meanwhile was not seen. Taken
+      // before the drain: what the drain reads was sent after the group was joined again and
+      // comes with its own NEWGEN (taken after it, a foreign commit read in this drain lost its
+      // changes to the clear and its NEWGEN found nothing to report).
+      pending.clear();
+      more = 0;
+      MonitorEvent ev;
+      ev.kind = MonitorEvent::kOverrun;
+      ev.ownRecent = true;
+      deliver_(std::move(ev));
+    }
     for (;;) {
       ssize_t n = recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
       if (n < 0) {
@@ -410,16 +423,6 @@ void NfnlMonitor::Run() {
         c.count = 1;
         pending.push_back(std::move(c));
       }
-    }
-    if (gap_.exchange(false)) {
-      // Out of the group during a large batch of ferry's own (PauseMonitors): whatever was
-      // collected may miss its NEWGEN, and anything committed meanwhile was not seen.
-      pending.clear();
-      more = 0;
-      MonitorEvent ev;
-      ev.kind = MonitorEvent::kOverrun;
-      ev.ownRecent = true;
-      deliver_(std::move(ev));
     }
   }
 }
