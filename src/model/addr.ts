@@ -65,13 +65,20 @@ export function parseIP(text: unknown): ParsedIP | undefined {
 
 const DECIMAL_QUAD = /^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$/;
 
+/**
+ * CIDR parsing as kube-proxy's (`ParseCIDRSloppy`): the address as parseIP reads it, and a prefix
+ * length of decimal digits where leading zeros are allowed (`/016` is /16: Go's ParseCIDR reads
+ * it so, and API servers before 1.33 validated source ranges with that parser). Refusing it would
+ * drop a loadBalancerSourceRanges entry, and an emptied list allows every source.
+ */
 export function parseCIDR(text: unknown): ParsedCIDR | undefined {
   if (typeof text !== 'string' || text.length > MAX_TEXT + 4) return undefined;
   const slash = text.indexOf('/');
   if (slash < 0) return undefined;
   const ipPart = parseIP(text.slice(0, slash));
   const bitsText = text.slice(slash + 1);
-  if (!ipPart || !/^(0|[1-9][0-9]{0,2})$/.test(bitsText)) return undefined;
+  // The length cap above bounds the digits, so Number() is exact for any that pass the range check.
+  if (!ipPart || !/^[0-9]+$/.test(bitsText)) return undefined;
   const bits = Number(bitsText);
   if (bits > (ipPart.family === 4 ? 32 : 128)) return undefined;
   const canonical = `${ipPart.ip}/${bits}`;

@@ -3,7 +3,7 @@
 // parseIP reads leading zeros as decimal, as kube-proxy's ParseIPSloppy.
 import t from 'tap';
 import ipaddr from 'ipaddr.js';
-import { isCanonicalIPv4, parseIP } from '../../../src/model/addr.js';
+import { isCanonicalIPv4, parseCIDR, parseIP } from '../../../src/model/addr.js';
 
 function strictReference(text: string): string | undefined {
   if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
@@ -48,4 +48,16 @@ t.test('parseIP reads leading zeros as decimal (kube-proxy: ParseIPSloppy), neve
   t.same(parseIP('192.168.001.010')?.ip, '192.168.1.10');
   t.same(parseIP('0000000.0.0.0001')?.ip, '0.0.0.1');
   for (const s of ['1.2.3.0256', '01.2.3', '1.2.3.4.05', '0x1.2.3.4', '1.2.3.04 ', '１.2.3.4', '1.2.3.+4']) t.equal(parseIP(s), undefined, `${JSON.stringify(s)} refused`);
+});
+
+t.test('parseCIDR reads a prefix length with leading zeros as decimal (kube-proxy: ParseCIDRSloppy)', async (t) => {
+  t.equal(parseCIDR('10.0.0.0/08')?.cidr, '10.0.0.0/8');
+  t.equal(parseCIDR('192.168.0.0/016')?.cidr, '192.168.0.0/16');
+  t.equal(parseCIDR('010.244.001.000/024')?.cidr, '10.244.1.0/24');
+  t.equal(parseCIDR('2001:db8::/032')?.cidr, '2001:db8::/32');
+  t.equal(parseCIDR('0.0.0.0/00')?.cidr, '0.0.0.0/0');
+  t.equal(parseCIDR('10.0.0.0/0000000000000000000008')?.cidr, '10.0.0.0/8', 'any run of zeros, as Go reads it');
+  for (const s of ['10.0.0.0/033', '2001:db8::/0129', '10.0.0.0/', '10.0.0.0/+8', '10.0.0.0/8 ', '10.0.0.0/0x8', '10.0.0.0/-0', '10.0.0.0/8/8']) {
+    t.equal(parseCIDR(s), undefined, `${JSON.stringify(s)} refused`);
+  }
 });

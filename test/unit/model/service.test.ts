@@ -119,6 +119,14 @@ t.test('per-family filtering of externalIPs, LB ingress and source ranges', asyn
   }
 });
 
+t.test('a source range whose prefix length has leading zeros is enforced, not dropped (kube-proxy: ParseCIDRSloppy)', async (t) => {
+  // Dropped, it would leave the family's list empty: every source allowed.
+  const r = parseService(svc({ type: 'LoadBalancer', families: [4, 6], ports: [{ port: 80, nodePort: 30080 }], sourceRanges: ['192.168.0.0/016', '2001:db8::/032'] }), BOTH);
+  t.same(r.problems, []);
+  t.same(r.ports.find((p) => p.family === 4)?.loadBalancerSourceRanges, ['192.168.0.0/16']);
+  t.same(r.ports.find((p) => p.family === 6)?.loadBalancerSourceRanges, ['2001:db8::/32']);
+});
+
 t.test('affinity, policies, healthCheckNodePort, trafficDistribution', async (t) => {
   const a = parseService(svc({ affinity: 'default' }), BOTH).ports[0];
   t.equal(a.affinityTimeoutSeconds, 10800, 'ClientIP without config defaults to 10800');
