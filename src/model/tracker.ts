@@ -120,6 +120,16 @@ function slicesEqual(a: ReadonlyMap<string, ParsedSlice>, b: ReadonlyMap<string,
   return true;
 }
 
+/**
+ * Whether a Service's parsed object holds nothing a snapshot shows. Skipped Services (ExternalName,
+ * headless, no ClusterIP yet, invalid) parse to no ports; their state is kept no longer than a
+ * deleted Service's, or each one would stay for its lifetime and each proxied → skipped → deleted
+ * sequence for the process's.
+ */
+function noPorts(p: ParsedService | null): boolean {
+  return p === null || p.ports.length === 0;
+}
+
 function portsEqual(a: ParsedService | null, b: ParsedService | null): boolean {
   return deepEqual((a ?? NO_PORTS).ports, (b ?? NO_PORTS).ports);
 }
@@ -357,7 +367,7 @@ export class ChangeTracker {
       st.triggerTimes = [];
       st.committedParsed = st.parsed;
       st.committedSlices = new Map(st.slices);
-      if (st.parsed === null && st.slices.size === 0) this.states.delete(key);
+      if (noPorts(st.parsed) && st.slices.size === 0) this.states.delete(key);
     }
     this.dirty.clear();
 
@@ -449,7 +459,8 @@ export class ChangeTracker {
     else {
       this.dirty.delete(key);
       st.triggerTimes = [];
-      if (st.parsed === null && st.slices.size === 0 && st.committedParsed === null) this.states.delete(key);
+      // Not dirty: the committed slices equal the (empty) current ones.
+      if (noPorts(st.parsed) && noPorts(st.committedParsed) && st.slices.size === 0) this.states.delete(key);
     }
     return differs;
   }

@@ -123,6 +123,34 @@ t.test('endpoints arriving before their service are kept', async (t) => {
   t.equal(r.snapshots[4].endpoints.get('default/web:http/TCP')!.length, 1);
 });
 
+/** How many Services the tracker holds state for (private; read to prove it is freed). */
+const stateCount = (tr: ChangeTracker): number => (tr as unknown as { states: Map<string, unknown> }).states.size;
+
+t.test('state of a Service that became skipped and was then deleted is freed; skipped Services hold none', async (t) => {
+  const { tr } = tracker();
+  tr.upsertService(svc());
+  tr.takeSnapshot();
+  tr.upsertService({ ...svc(), spec: { type: 'ExternalName', externalName: 'example.com' } });
+  t.same(changedOf(tr.takeSnapshot(), 4), ['default/web:http/TCP'], 'turning ExternalName removes the port');
+  tr.deleteService(svc());
+  t.equal(tr.pending(), false, 'deleting a skipped Service changes nothing');
+  tr.takeSnapshot();
+  t.equal(stateCount(tr), 0, 'no state left after the delete');
+
+  tr.upsertService({ ...svc({ name: 'ext' }), spec: { type: 'ExternalName', externalName: 'example.com' } });
+  tr.upsertService({ ...svc({ name: 'headless' }), spec: { clusterIP: 'None', ports: [{ port: 80 }] } });
+  t.equal(stateCount(tr), 0, 'ExternalName and headless Services keep no state');
+  tr.upsertEndpointSlice(slice({ service: 'headless', endpoints: [{ ip: ip(4, 1) }] }));
+  t.equal(stateCount(tr), 1, 'a slice of a skipped Service is kept, for when the Service is proxied');
+  tr.upsertService(svc({ name: 'headless' }));
+  const r = tr.takeSnapshot();
+  t.same(r.snapshots[4].endpoints.get('default/headless:http/TCP')?.map((e) => e.ip), [ip(4, 1)], 'and used then');
+  tr.deleteEndpointSlice(slice({ service: 'headless' }));
+  tr.deleteService(svc({ name: 'headless' }));
+  tr.takeSnapshot();
+  t.equal(stateCount(tr), 0);
+});
+
 t.test('node changes: addresses or labels', async (t) => {
   const { tr } = tracker('n1');
   tr.setNode(node('n1', [['InternalIP', '198.18.9.1'], ['InternalIP', '2001:db8:9::1']], { 'topology.kubernetes.io/zone': 'z1' }));
