@@ -1,12 +1,14 @@
 /**
- * V1Node → NodeInfo: the facts about this node that planning needs (labels for topology,
+ * V1Node → NodeInfo: the facts about this node that planning needs (the zone label for topology,
  * addresses for node IPs and --nodeport-addresses primary, pod CIDRs for detect-local NodeCIDR).
+ * Nothing else of the Node is kept: a change to anything else (another label, a condition, a
+ * heartbeat) must not look like a node change, which re-plans every Service.
  * Untrusted input; never throws.
  * Pure.
  */
 import type { V1Node } from '@kubernetes/client-node';
 import { parseCIDR, parseIP } from './addr.js';
-import { arr, field, str, stringMap } from './untrusted.js';
+import { arr, field, str } from './untrusted.js';
 import type { NodeInfo } from './types.js';
 
 export const LABEL_ZONE = 'topology.kubernetes.io/zone';
@@ -17,7 +19,7 @@ export const LABEL_ZONE = 'topology.kubernetes.io/zone';
  * family's primary node IP.
  */
 export function parseNode(node: V1Node | undefined, nodeName: string): NodeInfo {
-  const labels = stringMap(field(field(node, 'metadata'), 'labels'));
+  const zone = str(field(field(node, 'metadata'), 'labels'), LABEL_ZONE) ?? '';
   const list = arr(field(node, 'status'), 'addresses') ?? [];
   const seen = new Set<string>();
   for (const kind of ['InternalIP', 'ExternalIP']) {
@@ -30,9 +32,8 @@ export function parseNode(node: V1Node | undefined, nodeName: string): NodeInfo 
   const cidrs = podCIDRs(field(node, 'spec'));
   return Object.freeze({
     name: nodeName,
-    labels: Object.freeze(labels),
     addresses: Object.freeze([...seen]),
-    zone: labels[LABEL_ZONE] ?? '',
+    zone,
     // Absent rather than empty, so a node without pod CIDRs looks as it always did.
     ...(cidrs.length > 0 ? { podCIDRs: cidrs } : {}),
   });

@@ -304,9 +304,11 @@ export class ChangeTracker {
   setNode(node: unknown): void {
     // parseNode validates every field it reads; the type is a hint only.
     const next = parseNode(node as V1Node | undefined, this.nodeName);
+    // Only what the planner reads: as kube-proxy's NodeTopologyConfig, which passes on the zone
+    // label alone, another label's change (a controller's heartbeat) re-plans nothing.
     const same =
       deepEqual(next.addresses, this.committedNode.addresses) &&
-      deepEqual(next.labels, this.committedNode.labels) &&
+      next.zone === this.committedNode.zone &&
       deepEqual(next.podCIDRs ?? [], this.committedNode.podCIDRs ?? []);
     this.node = same ? this.committedNode : next;
   }

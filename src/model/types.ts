@@ -88,7 +88,6 @@ export interface Endpoint {
 /** What ferry knows about its own node. */
 export interface NodeInfo {
   readonly name: string;
-  readonly labels: Readonly<Record<string, string>>;
   /** status.addresses InternalIP/ExternalIP, in order. */
   readonly addresses: readonly string[];
   /** Topology zone label (topology.kubernetes.io/zone), "" when unset. */
@@ -119,7 +118,7 @@ export interface ClusterSnapshot {
 export interface ChangeSet {
   readonly changed: ReadonlySet<ServicePortKey>;
   /**
-   * Table-level inputs changed — the node's addresses, labels or podCIDRs, or the service CIDRs:
+   * Table-level inputs changed — the node's addresses, zone or podCIDRs, or the service CIDRs:
    * every service may plan differently.
    */
   readonly nodeChanged: boolean;

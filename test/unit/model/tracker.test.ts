@@ -151,18 +151,25 @@ t.test('state of a Service that became skipped and was then deleted is freed; sk
   t.equal(stateCount(tr), 0);
 });
 
-t.test('node changes: addresses or labels', async (t) => {
+t.test('node changes: addresses, zone or podCIDRs', async (t) => {
   const { tr } = tracker('n1');
   tr.setNode(node('n1', [['InternalIP', '198.18.9.1'], ['InternalIP', '2001:db8:9::1']], { 'topology.kubernetes.io/zone': 'z1' }));
   t.equal(tr.pending(), true);
   let r = tr.takeSnapshot();
   t.equal(r.changes[4].nodeChanged, true);
   t.equal(r.changes[6].nodeChanged, true);
-  t.same(r.snapshots[4].node, { name: 'n1', labels: { 'topology.kubernetes.io/zone': 'z1' }, addresses: ['198.18.9.1', '2001:db8:9::1'], zone: 'z1' });
+  t.same(r.snapshots[4].node, { name: 'n1', addresses: ['198.18.9.1', '2001:db8:9::1'], zone: 'z1' });
   tr.setNode(node('n1', [['InternalIP', '198.18.9.1'], ['InternalIP', '2001:db8:9::1']], { 'topology.kubernetes.io/zone': 'z1' }));
   t.equal(tr.pending(), false, 'same node again: no change');
   r = tr.takeSnapshot();
   t.equal(r.changes[4].nodeChanged, false);
+  // kube-proxy's NodeTopologyConfig passes on the zone label only: another label's change
+  // (a controller's heartbeat) must not re-plan every Service.
+  tr.setNode(node('n1', [['InternalIP', '198.18.9.1'], ['InternalIP', '2001:db8:9::1']], { 'topology.kubernetes.io/zone': 'z1', 'example.com/heartbeat': '2' }));
+  t.equal(tr.pending(), false, 'an unrelated label change is no node change');
+  r = tr.takeSnapshot();
+  t.equal(r.changes[4].nodeChanged, false);
+  t.equal(r.changes[6].nodeChanged, false);
   tr.setNode(node('n1', [['ExternalIP', '192.0.2.1'], ['InternalIP', '198.18.9.1']], { 'topology.kubernetes.io/zone': 'z2' }));
   r = tr.takeSnapshot();
   t.equal(r.changes[4].nodeChanged, true);

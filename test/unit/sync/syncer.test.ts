@@ -11,7 +11,7 @@ import { ep, fwd, svc } from '../backends/ir-builders.js';
 const logLines: string[] = [];
 setLogSink((l) => logLines.push(l));
 
-const NODE: NodeInfo = { name: 'node-1', labels: {}, addresses: [], zone: '' };
+const NODE: NodeInfo = { name: 'node-1', addresses: [], zone: '' };
 
 /** A change tracker stand-in: a set of service keys, each with a version bumped on change. */
 class FakeSource implements SnapshotSource {
