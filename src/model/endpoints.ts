@@ -5,6 +5,7 @@
  * Input is untrusted; bad entries are skipped with a problem string. Pure: no I/O, no logging.
  */
 import { parseIP, specialIPClass } from './addr.js';
+import { isDNSLabel, sliceIdProblem } from './names.js';
 import { Problems, arr, field, isInt, isRecord, show, str, stringMap } from './untrusted.js';
 import type { Endpoint, IPFamily, Protocol } from './types.js';
 
@@ -113,7 +114,9 @@ function cond(conditions: unknown, name: string, dflt: boolean): boolean {
 /**
  * Parse one slice for this node. Conditions: ready = ready ?? true, serving = serving ?? ready,
  * terminating = terminating ?? false. Endpoints without addresses are skipped; addresses[0] is
- * used, and must be of the slice's address family.
+ * used, and must be of the slice's address family. A namespace or name the API server would
+ * refuse, or a service-name label no Service can carry as its name, ignores the slice with a
+ * problem (names.ts).
  */
 export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlice {
   const problems = new Problems();
@@ -135,7 +138,17 @@ export function parseEndpointSlice(slice: unknown, nodeName: string): ParsedSlic
     problems.add('metadata: namespace and name must be non-empty strings');
     return ignored();
   }
+  const badId = sliceIdProblem(namespace, name);
+  if (badId) {
+    problems.add(`${badId}; slice ignored`);
+    return ignored();
+  }
   if (!serviceName) return ignored(); // not owned by a Service: not ours to proxy
+  // The owner's key is built from it: no Service can have a name that is no Service name.
+  if (!isDNSLabel(serviceName)) {
+    problems.add(`metadata.labels["${LABEL_SERVICE_NAME}"]: ${show(serviceName)} is not a valid Service name; slice ignored`);
+    return ignored();
+  }
   if (Object.prototype.hasOwnProperty.call(labels, LABEL_HEADLESS)) return ignored();
   const addressType = field(slice, 'addressType');
   let family: IPFamily;

@@ -6,6 +6,7 @@
  * makes those; e.g. externalTrafficPolicy is kept raw).
  */
 import { parseCIDR, parseIP, specialIPClass, type ParsedCIDR } from './addr.js';
+import { serviceIdProblem } from './names.js';
 import { Problems, arr, field, isInt, isRecord, rec, show, str, stringMap } from './untrusted.js';
 import {
   servicePortKey,
@@ -29,7 +30,11 @@ export interface ParsedService {
 const PROTOCOLS: ReadonlySet<string> = new Set(['TCP', 'UDP', 'SCTP']);
 const TYPES: ReadonlySet<string> = new Set(['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName']);
 
-/** `namespace/name` of any object, or undefined when either is missing or not a string. */
+/**
+ * `namespace/name` of any object, or undefined when either is missing or not a string. Not
+ * validated (a log names even an invalid object by it): keys are built only from names
+ * serviceIdProblem accepts.
+ */
 export function objectName(obj: unknown): { namespace: string; name: string } | undefined {
   const meta = field(obj, 'metadata');
   const namespace = str(meta, 'namespace');
@@ -256,7 +261,8 @@ function parsePortEntry(entry: unknown, i: number, problems: Problems): PortSpec
 }
 
 /**
- * Parse one Service for the given families. Skipped without a problem: ExternalName, headless
+ * Parse one Service for the given families. A namespace or name the API server would refuse
+ * skips the Service with a problem (names.ts). Skipped without a problem: ExternalName, headless
  * (clusterIP None or unset), and Services whose service.kubernetes.io/service-proxy-name label
  * is not `serviceProxyName` ("" = no label; a labelled Service belongs to another proxy). Any other invalid field is a problem: a bad port entry skips
  * that port, a bad ClusterIP, type or affinity skips the whole Service, and bad entries of
@@ -279,6 +285,11 @@ export function parseService(svc: unknown, families: readonly IPFamily[], servic
   const labels = stringMap(field(field(svc, 'metadata'), 'labels'));
   const proxyName = Object.prototype.hasOwnProperty.call(labels, LABEL_SERVICE_PROXY_NAME) ? labels[LABEL_SERVICE_PROXY_NAME] : undefined;
   if (proxyName !== (serviceProxyName === '' ? undefined : serviceProxyName)) return done();
+  const badId = serviceIdProblem(id.namespace, id.name);
+  if (badId) {
+    problems.add(`${badId}; Service skipped`);
+    return done();
+  }
   const spec = rec(field(svc, 'spec'));
   if (!spec) {
     problems.add(`spec: ${show(field(svc, 'spec'))} is not an object`);

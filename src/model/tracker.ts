@@ -19,6 +19,7 @@ import { SortedMap, type SortedMapEditor } from '../util/sorted-map.js';
 import { endpointsByPort, parseEndpointSlice, type ParsedSlice } from './endpoints.js';
 import { deepEqual } from './equal.js';
 import { parseNode } from './node.js';
+import { serviceIdProblem, sliceIdProblem } from './names.js';
 import { objectName, parseService, type ParsedService } from './service.js';
 import { parseServiceCIDR } from './servicecidr.js';
 import { field, str, stringMap } from './untrusted.js';
@@ -134,6 +135,23 @@ function portsEqual(a: ParsedService | null, b: ParsedService | null): boolean {
   return deepEqual((a ?? NO_PORTS).ports, (b ?? NO_PORTS).ports);
 }
 
+interface ObjectId {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+/** Longer than any valid `namespace/name` (63 + 1 + 253): only an invalid name is cut. */
+const MAX_DISPLAY_NAME = 320;
+
+/**
+ * `namespace/name` for logs and problems(), also of an object whose name is invalid; bounded, so
+ * a hostile name cannot make a megabyte key or log line.
+ */
+function displayName(id: ObjectId): string {
+  const s = `${id.namespace}/${id.name}`;
+  return s.length > MAX_DISPLAY_NAME ? `${s.slice(0, MAX_DISPLAY_NAME)}…` : s;
+}
+
 function triggerTime(obj: unknown): Date | undefined {
   const v = stringMap(field(field(obj, 'metadata'), 'annotations'))[ANNOTATION_TRIGGER_TIME];
   if (v === undefined) return undefined;
@@ -240,7 +258,8 @@ export class ChangeTracker {
       parsed = { ports: [], problems: [`unexpected parse failure: ${String(err)}`] };
     }
     this.noteProblems('Service', id, svc, parsed.problems);
-    if (!id) return;
+    // An invalid name is reported by parseService; it never becomes a key.
+    if (!id || serviceIdProblem(id.namespace, id.name) !== undefined) return;
     const key = `${id.namespace}/${id.name}`;
     const st = this.state(key);
     st.parsed = parsed;
@@ -251,8 +270,9 @@ export class ChangeTracker {
   deleteService(svc: unknown): void {
     const id = objectName(svc);
     if (!id) return;
+    this.forget('Service', id);
+    if (serviceIdProblem(id.namespace, id.name) !== undefined) return;
     const key = `${id.namespace}/${id.name}`;
-    this.forget('Service', key);
     const st = this.states.get(key);
     if (!st) return;
     st.parsed = null;
@@ -277,11 +297,11 @@ export class ChangeTracker {
     }
     const id = parsed.namespace && parsed.name ? { namespace: parsed.namespace, name: parsed.name } : undefined;
     this.noteProblems('EndpointSlice', id, slice, parsed.problems);
-    if (!id) return;
+    if (!id || sliceIdProblem(id.namespace, id.name) !== undefined) return;
     const sliceId = `${parsed.namespace}/${parsed.name}`;
     const owner = parsed.family !== null && parsed.serviceName ? `${parsed.namespace}/${parsed.serviceName}` : undefined;
     const prevOwner = this.sliceOwner.get(sliceId);
-    if (prevOwner !== undefined && prevOwner !== owner) this.removeSlice(sliceId, prevOwner);
+    if (prevOwner !== undefined && prevOwner !== owner) this.removeSlice(sliceId, prevOwner, parsed.name);
     if (owner === undefined) return; // ignored slice (headless, FQDN, unowned): as if deleted
     this.sliceOwner.set(sliceId, owner);
     const st = this.state(owner);
@@ -295,10 +315,11 @@ export class ChangeTracker {
     const namespace = str(meta, 'namespace');
     const name = str(meta, 'name');
     if (!namespace || !name) return;
+    this.forget('EndpointSlice', { namespace, name });
+    if (sliceIdProblem(namespace, name) !== undefined) return;
     const sliceId = `${namespace}/${name}`;
-    this.forget('EndpointSlice', sliceId);
     const owner = this.sliceOwner.get(sliceId);
-    if (owner !== undefined) this.removeSlice(sliceId, owner);
+    if (owner !== undefined) this.removeSlice(sliceId, owner, name);
   }
 
   setNode(node: unknown): void {
@@ -446,11 +467,11 @@ export class ChangeTracker {
     return st;
   }
 
-  private removeSlice(sliceId: string, owner: string): void {
+  private removeSlice(sliceId: string, owner: string, name: string): void {
     this.sliceOwner.delete(sliceId);
     const st = this.states.get(owner);
     if (!st) return;
-    st.slices.delete(sliceId.slice(sliceId.indexOf('/') + 1));
+    st.slices.delete(name);
     this.touch(owner, st);
   }
 
@@ -467,8 +488,9 @@ export class ChangeTracker {
     return differs;
   }
 
-  private noteProblems(kind: 'Service' | 'EndpointSlice', id: { namespace: string; name: string } | undefined, obj: unknown, problems: readonly string[]): void {
-    const objId = `${kind} ${id ? `${id.namespace}/${id.name}` : '<unnamed>'}`;
+  private noteProblems(kind: 'Service' | 'EndpointSlice', id: ObjectId | undefined, obj: unknown, problems: readonly string[]): void {
+    const object = id ? displayName(id) : '<unnamed>';
+    const objId = `${kind} ${object}`;
     if (problems.length === 0) {
       this.problemMap.delete(objId);
       this.loggedVersion.delete(objId);
@@ -480,14 +502,12 @@ export class ChangeTracker {
     if (this.loggedVersion.get(objId) === version) return;
     this.loggedVersion.set(objId, version);
     this.onInvalid?.(kind === 'Service' ? 'services' : 'endpointslices');
-    this.log.warn(`${kind} has invalid fields; skipping what they affect`, {
-      object: id ? `${id.namespace}/${id.name}` : '<unnamed>',
-      problems,
-    });
+    this.log.warn(`${kind} has invalid fields; skipping what they affect`, { object, problems });
   }
 
-  private forget(kind: 'Service' | 'EndpointSlice', key: string): void {
-    this.problemMap.delete(`${kind} ${key}`);
-    this.loggedVersion.delete(`${kind} ${key}`);
+  private forget(kind: 'Service' | 'EndpointSlice', id: ObjectId): void {
+    const objId = `${kind} ${displayName(id)}`;
+    this.problemMap.delete(objId);
+    this.loggedVersion.delete(objId);
   }
 }

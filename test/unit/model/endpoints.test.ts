@@ -113,6 +113,24 @@ t.test('ignored slices: FQDN, headless label, no service label', async (t) => {
   }
 });
 
+t.test('a namespace, name or service-name label the API server would refuse ignores the slice with a problem', async (t) => {
+  const cases: Array<[string, V1EndpointSlice, RegExp]> = [
+    ['"/" in the namespace', slice({ ns: 'a/b', service: 's', name: 'c' }), /^metadata\.namespace: "a\/b" is not a DNS-1123 label .*; slice ignored$/],
+    ['"/" in the name', slice({ ns: 'a', service: 's', name: 'b/c' }), /^metadata\.name: "b\/c" is not a DNS-1123 subdomain .*; slice ignored$/],
+    ['":" in the service name', slice({ service: 'a:x', name: 'ax' }), /^metadata\.labels\["kubernetes\.io\/service-name"\]: "a:x" is not a valid Service name; slice ignored$/],
+    ['"/" in the service name', slice({ service: 'b/s', name: 'sl' }), /service-name"\]: "b\/s" is not/],
+  ];
+  for (const [what, s, problem] of cases) {
+    s.endpoints = [{ addresses: [ip(4, 1)] }];
+    const p = parseEndpointSlice(s, 'n');
+    t.equal(p.family, null, `${what}: ignored`);
+    t.same(p.byPort, [], `${what}: no endpoints`);
+    t.equal(p.problems.length, 1, `${what}: one problem`);
+    t.match(p.problems[0], problem, what);
+  }
+  t.same(parseEndpointSlice(slice({ name: 'web.v4-abcde', endpoints: [{ ip: ip(4, 1) }] }), 'n').problems, [], 'a dotted slice name is valid');
+});
+
 t.test('garbage never throws', async (t) => {
   for (const g of [null, 1, 'x', [], { metadata: { name: 'a', namespace: 'b', labels: 'no' } }, { metadata: { name: 'a', namespace: 'b', labels: { 'kubernetes.io/service-name': 's' } }, addressType: 'IPv4', ports: {}, endpoints: 7 }]) {
     const p = parseEndpointSlice(g as unknown as V1EndpointSlice, 'n');

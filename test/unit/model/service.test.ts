@@ -59,6 +59,24 @@ t.test('skipped without problems: ExternalName, headless, service-proxy-name lab
   }
 });
 
+t.test('a namespace or name the API server would refuse skips the Service with a problem (keys split at "/" and ":")', async (t) => {
+  const cases: Array<[string, V1Service, RegExp]> = [
+    ['":" in the name', svc({ name: 'a:x' }), /^metadata\.name: "a:x" is not a DNS-1123 label .*; Service skipped$/],
+    ['"/" in the name', svc({ ns: 'a', name: 'b/s' }), /^metadata\.name: "b\/s" is not/],
+    ['"/" in the namespace', svc({ ns: 'a/b', name: 's' }), /^metadata\.namespace: "a\/b" is not/],
+    ['upper case', svc({ name: 'Web' }), /^metadata\.name: "Web" is not/],
+    ['64 characters', svc({ name: 'a'.repeat(64) }), /^metadata\.name: "a{64}" is not/],
+  ];
+  for (const [what, s, problem] of cases) {
+    const r = parseService(s, BOTH);
+    t.same(r.ports, [], `${what}: no ports`);
+    t.equal(r.problems.length, 1, `${what}: one problem`);
+    t.match(r.problems[0], problem, what);
+  }
+  const digit = parseService(svc({ name: '1web' }), BOTH);
+  t.same([digit.problems, digit.ports.map((p) => p.key)], [[], ['default/1web:http/TCP']], 'a leading digit is valid (RelaxedServiceNameValidation, Kubernetes 1.34+)');
+});
+
 t.test('serviceProxyName: only Services labelled with it are ours; without it, only unlabelled ones', async (t) => {
   const label = (v: string) => svc({ labels: { 'service.kubernetes.io/service-proxy-name': v } });
   const count = (s: V1Service, name?: string) => parseService(s, BOTH, name).ports.length;

@@ -151,6 +151,35 @@ t.test('state of a Service that became skipped and was then deleted is freed; sk
   t.equal(stateCount(tr), 0);
 });
 
+t.test('names the API server would refuse never become keys: "/" in a namespace, ":" in a name', async (t) => {
+  const { tr, warns } = tracker();
+  // Namespace "a/b", Service "s" and namespace "a", Service "b/s" would both be "a/b/s"; a slice
+  // in "a/b" was stored as "c" and removed as "b/c", leaving its endpoint behind for good.
+  tr.upsertService(svc({ ns: 'a/b', name: 's' }));
+  tr.upsertService(svc({ ns: 'a/b', name: 's' }));
+  tr.upsertService(svc({ ns: 'a', name: 'b/s' }));
+  tr.upsertEndpointSlice(slice({ ns: 'a/b', service: 's', name: 'c', endpoints: [{ ip: ip(4, 1) }] }));
+  tr.upsertEndpointSlice(slice({ ns: 'a', service: 'b/s', name: 'c', endpoints: [{ ip: ip(4, 2) }] }));
+  // "ns/a" and "ns/a:x" share the prefix "ns/a:" the planner groups a Service's ports by.
+  tr.upsertService(svc({ ns: 'ns', name: 'a' }));
+  tr.upsertService(svc({ ns: 'ns', name: 'a:x' }));
+  tr.upsertEndpointSlice(slice({ ns: 'ns', service: 'a:x', name: 'ax', endpoints: [{ ip: ip(4, 3), node: 'n1' }] }));
+  const r = tr.takeSnapshot();
+  t.same([...r.snapshots[4].services.keys()], ['ns/a:http/TCP'], 'only the valid Service has ports');
+  t.same([...r.snapshots[4].endpoints.entries()], [['ns/a:http/TCP', []]], 'and no endpoint of an invalid slice');
+  t.equal(stateCount(tr), 1, 'state for ns/a only');
+  t.equal(warns.length, 6, `one warning per invalid object, however often it comes: ${warns.join('\n')}`);
+  t.match(warns.join('\n'), /"object":"a\/b\/s".*metadata\.namespace: \\"a\/b\\" is not/);
+  t.match(tr.problems().get('EndpointSlice ns/ax'), [/service-name"\]: "a:x" is not a valid Service name/]);
+
+  tr.deleteEndpointSlice(slice({ ns: 'a/b', service: 's', name: 'c' }));
+  tr.deleteService(svc({ ns: 'a/b', name: 's' }));
+  tr.deleteService(svc({ ns: 'ns', name: 'a:x' }));
+  t.equal(tr.pending(), false, 'deleting them changes nothing');
+  t.equal(tr.problems().has('Service a/b/s'), false, 'problems forgotten on delete');
+  t.equal(tr.problems().has('Service ns/a:x'), false);
+});
+
 t.test('node changes: addresses, zone or podCIDRs', async (t) => {
   const { tr } = tracker('n1');
   tr.setNode(node('n1', [['InternalIP', '198.18.9.1'], ['InternalIP', '2001:db8:9::1']], { 'topology.kubernetes.io/zone': 'z1' }));
