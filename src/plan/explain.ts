@@ -332,7 +332,10 @@ export function explain(tables: ProxyTables, query: TraceQuery, host: HostFacts,
     }
   }
   const set = svc[role];
-  if (firewallDrop === undefined && svc.topology && role !== 'external' && !(role === 'internal' && svc.internalPolicyLocal)) {
+  // Topology narrows the cluster set, which internal and external traffic use unless their policy
+  // is Local (planner: external = cluster under externalTrafficPolicy Cluster).
+  const usesClusterSet = role === 'cluster' || (role === 'internal' ? !svc.internalPolicyLocal : !svc.externalPolicyLocal);
+  if (firewallDrop === undefined && svc.topology && usesClusterSet) {
     policy.push(`topology: ${svc.topology} (endpoints hinted for this ${svc.topology === 'PreferSameNode' ? 'node' : 'zone'})`);
   }
   if (set.verdict === 'forward' && set.endpoints.some((e) => !e.ready)) {

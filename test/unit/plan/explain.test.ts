@@ -121,6 +121,23 @@ t.test('sessionAffinity, terminating fallback and topology are named', async (t)
   t.equal(tr.endpoints[0]?.ready, false);
 });
 
+t.test('topology is named for external traffic under externalTrafficPolicy Cluster (the cluster set), not under Local', async (t) => {
+  const zoned = { ...svc({ namespace: 'default', name: 'zoned', clusterIP: '198.19.0.19', internal: fwd(POD_EP), nodePort: 30019 }), topology: 'PreferSameZone' as const };
+  const zonedLocal = {
+    ...svc({ namespace: 'default', name: 'zoned-local', clusterIP: '198.19.0.20', internal: fwd(POD_EP), cluster: fwd(POD_EP), external: fwd(POD_EP), externalPolicyLocal: true, nodePort: 30020 }),
+    topology: 'PreferSameZone' as const,
+  };
+  const Z = tables(table(4, [zoned, zonedLocal]));
+  const ext = explain(Z, q(CLIENT, NODE_IP, 30019), host, NFTABLES_FACTS);
+  t.equal(ext.endpointSet, 'external');
+  t.match(ext.policy.join('\n'), /topology: PreferSameZone/, 'a NodePort from outside, ETP Cluster: the endpoints are topology-filtered');
+  t.match(explain(Z, q(POD, '198.19.0.19', 80), host, NFTABLES_FACTS).policy.join('\n'), /topology: PreferSameZone/, 'as on the ClusterIP');
+  const loc = explain(Z, q(CLIENT, NODE_IP, 30020), host, NFTABLES_FACTS);
+  t.equal(loc.endpointSet, 'external');
+  t.notMatch(loc.policy.join('\n'), /topology/, 'ETP Local: the local set, which topology does not narrow');
+  t.match(explain(Z, q(NODE_IP, NODE_IP, 30020), host, NFTABLES_FACTS).policy.join('\n'), /topology: PreferSameZone/, 'the node itself to an ETP Local NodePort: the cluster set');
+});
+
 t.test('REJECT: a Service without endpoints, on its ClusterIP and its NodePort', async (t) => {
   const c = explain(T, q(POD, '198.19.0.12', 80), host, NFTABLES_FACTS);
   t.equal(c.verdict.kind, 'reject');
