@@ -1,10 +1,11 @@
 /**
- * Deleting conntrack entries: how ferry clears stale UDP flows when an endpoint goes away
- * (filter by replySrc) and when a Service gets its first endpoints (filter by origDst, since
- * flows that were REJECT-ed stick). Netlink through the native addon by default, the conntrack
- * command as the fallback, and a recording fake for tests. Never decides what to delete.
+ * Listing and deleting conntrack entries: how ferry clears stale UDP/SCTP flows when an endpoint
+ * stops serving (filter by replySrc) and when a frontend starts forwarding (the flows it answered
+ * itself), and on the first sync after a start reads what the kernel holds. Netlink through the
+ * native addon by default, the conntrack command as the fallback, and an in-memory fake for tests.
+ * Never decides what to delete.
  */
-import { loadNative, nativeLoadError, defaultNativePath, type NativeAddon, type ConntrackFilter } from '../../native/index.js';
+import { loadNative, nativeLoadError, defaultNativePath, type NativeAddon, type ConntrackEntry, type ConntrackFilter, type ConntrackProtocol } from '../../native/index.js';
 import { logger } from '../../util/log.js';
 import { runIn } from '../../util/exec.js';
 
@@ -20,8 +21,9 @@ export class ConntrackError extends Error {
     readonly filters: readonly ConntrackFilter[],
     readonly detail: string,
     readonly errno?: number,
+    readonly op: 'delete' | 'list' = 'delete',
   ) {
-    super(`conntrack delete (${via}) failed for ${describeFilters(filters)}: ${detail}`);
+    super(`conntrack ${op} (${via}) failed for ${describeFilters(filters)}: ${detail}`);
     this.name = 'ConntrackError';
   }
 }
@@ -49,6 +51,23 @@ export interface Conntrack {
    * Rejects with a ConntrackError after trying every filter.
    */
   delete(filters: readonly ConntrackFilter[]): Promise<number>;
+  /**
+   * Every entry of one family and protocol: one read of that family's table. Rejects with a
+   * ConntrackError (op 'list').
+   */
+  list(family: 4 | 6, protocol: ConntrackProtocol): Promise<ConntrackEntry[]>;
+}
+
+/** Whether an entry matches every field the filter sets (what a delete with it removes). */
+export function matchesFilter(e: ConntrackEntry, f: ConntrackFilter): boolean {
+  return (
+    e.family === f.family &&
+    e.protocol === f.protocol &&
+    (f.origDst === undefined || e.origDst === f.origDst) &&
+    (f.origDstPort === undefined || e.origDstPort === f.origDstPort) &&
+    (f.replySrc === undefined || e.replySrc === f.replySrc) &&
+    (f.replySrcPort === undefined || e.replySrcPort === f.replySrcPort)
+  );
 }
 
 export function addonConntrack(addon: NativeAddon): Conntrack {
@@ -63,6 +82,50 @@ export function addonConntrack(addon: NativeAddon): Conntrack {
         throw new ConntrackError('addon', filters, e instanceof Error ? e.message : String(e), errno);
       }
     },
+    async list(family, protocol) {
+      // A filter of family and protocol alone: the addon reads the family's table once.
+      const filter: ConntrackFilter = { family, protocol };
+      try {
+        return await addon.conntrackList(filter);
+      } catch (e) {
+        const errno = typeof e === 'object' && e !== null && 'errno' in e && typeof e.errno === 'number' ? e.errno : undefined;
+        throw new ConntrackError('addon', [filter], e instanceof Error ? e.message : String(e), errno, 'list');
+      }
+    },
+  };
+}
+
+const PROTOCOLS: ReadonlySet<string> = new Set(['tcp', 'udp', 'sctp']);
+
+/**
+ * One line of `conntrack -L` (default or extended output) as an entry of `family`: the first
+ * src/dst/sport/dport are the original tuple, the second the reply. Undefined for anything else
+ * (the summary line, an entry without ports). Pure.
+ */
+export function parseConntrackLine(line: string, family: 4 | 6): ConntrackEntry | undefined {
+  const words = line.trim().split(/\s+/);
+  // Extended output starts with the layer-3 protocol: `ipv4     2 udp      17 …`.
+  const name = words[0] === 'ipv4' || words[0] === 'ipv6' ? words[2] : words[0];
+  if (name === undefined) return undefined;
+  const field: Record<'src' | 'dst' | 'sport' | 'dport', string[]> = { src: [], dst: [], sport: [], dport: [] };
+  for (const w of words) {
+    const eq = w.indexOf('=');
+    if (eq < 0) continue;
+    const k = w.slice(0, eq);
+    if (k === 'src' || k === 'dst' || k === 'sport' || k === 'dport') field[k].push(w.slice(eq + 1));
+  }
+  if (field.src.length < 2 || field.dst.length < 2 || field.sport.length < 2 || field.dport.length < 2) return undefined;
+  return {
+    family,
+    protocol: PROTOCOLS.has(name) ? (name as ConntrackProtocol) : 'other',
+    origSrc: field.src[0]!,
+    origSrcPort: Number(field.sport[0]),
+    origDst: field.dst[0]!,
+    origDstPort: Number(field.dport[0]),
+    replySrc: field.src[1]!,
+    replySrcPort: Number(field.sport[1]),
+    replyDst: field.dst[1]!,
+    replyDstPort: Number(field.dport[1]),
   };
 }
 
@@ -113,6 +176,22 @@ export function execConntrack(opts: { netns?: string } = {}): Conntrack {
       if (failed.length > 0) throw new ConntrackError('exec', failed, firstError);
       return deleted;
     },
+    async list(family, protocol) {
+      const argv = ['conntrack', '-L', '-f', family === 6 ? 'ipv6' : 'ipv4', '-p', protocol];
+      const entries: ConntrackEntry[] = [];
+      let r;
+      try {
+        // Line by line: a busy node's table is hundreds of thousands of lines.
+        r = await runIn(opts.netns, argv, { allowFailure: true, onStdoutLine: (line) => {
+          const e = parseConntrackLine(line, family);
+          if (e !== undefined && e.protocol === protocol) entries.push(e);
+        } });
+      } catch (e) {
+        throw new ConntrackError('exec', [{ family, protocol }], `cannot run conntrack: ${e instanceof Error ? e.message : String(e)}`, undefined, 'list');
+      }
+      if (r.exitCode !== 0) throw new ConntrackError('exec', [{ family, protocol }], `${argv.join(' ')} exited ${r.exitCode}: ${r.stderr.trim()}`, undefined, 'list');
+      return entries;
+    },
   };
 }
 
@@ -128,6 +207,28 @@ export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters:
   } catch (e) {
     log.warn('conntrack cleanup failed; stale UDP/SCTP flows may keep following removed endpoints until they time out', { filters: filters.length, err: e });
   }
+}
+
+/**
+ * The entries of each (family, protocol) asked for, one list call each, concatenated; undefined
+ * when one fails (logged with which one): the caller then knows nothing of the table.
+ */
+export async function listEntries(
+  conntrack: Pick<Conntrack, 'list'>,
+  listings: readonly { readonly family: 4 | 6; readonly protocol: ConntrackProtocol }[],
+): Promise<ConntrackEntry[] | undefined> {
+  const out: ConntrackEntry[] = [];
+  for (const { family, protocol } of listings) {
+    try {
+      const got = await conntrack.list(family, protocol);
+      for (const e of got) out.push(e);
+    } catch (e) {
+      log.warn('conntrack listing failed; flows to endpoints replaced while ferry was not running may keep following them until they time out', { family, protocol, err: e });
+      return undefined;
+    }
+  }
+  log.v(4, 'conntrack entries listed', { listings: listings.length, entries: out.length });
+  return out;
 }
 
 let warnedFallback = false;
@@ -147,27 +248,45 @@ export function defaultConntrack(opts: { preferExec?: boolean } = {}): Conntrack
   return execConntrack();
 }
 
-/** In-memory Conntrack for tests: records every delete, answers with a chosen count or error. */
+/**
+ * In-memory Conntrack for tests: a table of entries that list reads and delete removes from,
+ * recording every call; answers with a chosen count or error.
+ */
 export class FakeConntrack implements Conntrack {
   readonly via = 'fake' as const;
+  /** The table: what list answers from and delete removes matches from. Empty by default. */
+  entries: ConntrackEntry[] = [];
   /** Every filter asked for, in order, over all calls. */
   readonly calls: ConntrackFilter[] = [];
   /** How many filters each call brought. */
   readonly batches: number[] = [];
-  /** How many entries each filter's deletion reports; default 0. */
+  /** Every list call's family and protocol, in order. */
+  readonly lists: { family: 4 | 6; protocol: ConntrackProtocol }[] = [];
+  /** How many entries each filter's deletion reports beyond those removed from `entries`; default 0. */
   result: (filter: ConntrackFilter) => number = () => 0;
   /** When set, delete rejects with this after recording the call. */
   failWith: Error | undefined;
+  /** When set, list rejects with this after recording the call. */
+  listFailWith: Error | undefined;
 
   async delete(filters: readonly ConntrackFilter[]): Promise<number> {
     for (const f of filters) this.calls.push({ ...f });
     this.batches.push(filters.length);
     if (this.failWith) throw this.failWith;
-    return filters.reduce((n, f) => n + this.result(f), 0);
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !filters.some((f) => matchesFilter(e, f)));
+    return before - this.entries.length + filters.reduce((n, f) => n + this.result(f), 0);
+  }
+
+  async list(family: 4 | 6, protocol: ConntrackProtocol): Promise<ConntrackEntry[]> {
+    this.lists.push({ family, protocol });
+    if (this.listFailWith) throw this.listFailWith;
+    return this.entries.filter((e) => e.family === family && e.protocol === protocol).map((e) => ({ ...e }));
   }
 
   reset(): void {
     this.calls.length = 0;
     this.batches.length = 0;
+    this.lists.length = 0;
   }
 }
