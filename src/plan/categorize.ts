@@ -86,6 +86,15 @@ function keep(endpoints: readonly Endpoint[], pass: (ep: Endpoint) => boolean): 
   return out;
 }
 
+/**
+ * The endpoints whose EndpointSlice condition says serving, whatever their readiness, node or
+ * hints (kube-proxy's IsServing()): what conntrack cleanup keeps flows to. The list itself when
+ * all serve, as usual.
+ */
+export function servingEndpoints(endpoints: readonly Endpoint[]): readonly Endpoint[] {
+  return keep(endpoints, (ep) => ep.serving);
+}
+
 export function categorizeEndpoints(
   endpoints: readonly Endpoint[],
   svc: CategorizeInput,

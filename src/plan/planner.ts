@@ -15,7 +15,7 @@ import { deepEqual } from '../model/equal.js';
 import type { ChangeSet, ClusterSnapshot, Endpoint, IPFamily, NodeInfo, ServicePort, ServicePortKey } from '../model/types.js';
 import { logger } from '../util/log.js';
 import { SortedMap } from '../util/sorted-map.js';
-import { categorizeEndpoints } from './categorize.js';
+import { categorizeEndpoints, servingEndpoints } from './categorize.js';
 import { diffTables, recordDerivation } from './diff.js';
 import type {
   ClusterIPMasquerade,
@@ -317,6 +317,13 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
     internal = internalPolicyLocal ? local : cluster;
     external = externalPolicyLocal ? local : cluster;
   }
+  // Connectionless ports only: their conntrack entries are cleaned, and it is the flows of
+  // serving endpoints that cleanup keeps. Usually every endpoint serves: the list is shared.
+  let serving: readonly PlannedEndpoint[] | undefined;
+  if (sp.protocol !== 'TCP') {
+    const list = servingEndpoints(eps);
+    serving = list === eps || Object.isFrozen(list) ? list : Object.freeze(list);
+  }
   const clusterIPMasquerade: ClusterIPMasquerade = h.masqueradeAll
     ? 'all'
     : h.localTraffic.kind !== 'none'
@@ -348,6 +355,7 @@ function planEntry(sp: ServicePort, eps: readonly Endpoint[], node: NodeInfo, h:
     healthCheckNodePort: sp.healthCheckNodePort,
     localReadyEndpoints: sp.healthCheckNodePort !== 0 ? localReady : 0,
     ...(cat.hasAnyEndpoints && cat.topologyMode !== '' ? { topology: cat.topologyMode } : {}),
+    ...(serving !== undefined ? { serving } : {}),
   });
 }
 

@@ -102,6 +102,16 @@ export interface ServiceEntry {
    * explanations (`ferry trace`); backends need not read it, the sets already reflect it.
    */
   readonly topology?: 'PreferSameNode' | 'PreferSameZone';
+  /**
+   * UDP and SCTP service ports only (absent on TCP ones): every endpoint of the service port that
+   * its EndpointSlices call serving, whatever the traffic policies, topology hints or terminating
+   * state (kube-proxy's IsServing()), sorted by ip, then port. Conntrack cleanup reads it: a flow
+   * through one of this port's frontends is stale only when its reply source is none of these, so
+   * a policy or topology shift, or an endpoint that starts terminating, cuts no flow (kube-proxy's
+   * CleanStaleEntries, "consistent with TCP services"). Absent on a UDP/SCTP entry built by hand:
+   * the endpoints of the forwarding sets count as serving. Backends that program rules ignore it.
+   */
+  readonly serving?: readonly PlannedEndpoint[];
 
   readonly clusterIPMasquerade: ClusterIPMasquerade;
   /** externalTrafficPolicy Cluster: masquerade external traffic. Local: preserve the client source. */

@@ -2,7 +2,7 @@
  * The IR as plain JSON: ProxyTables with each table's services Map turned into an array in key
  * order. Used by the dry-run backend's output lines and by /debug/plan. Pure.
  */
-import type { EndpointSet, ProxyTable, ProxyTables, ServiceEntry } from '../../plan/types.js';
+import type { EndpointSet, PlannedEndpoint, ProxyTable, ProxyTables, ServiceEntry } from '../../plan/types.js';
 
 export interface SerializedTable extends Omit<ProxyTable, 'services'> {
   readonly services: readonly ServiceEntry[];
@@ -17,12 +17,17 @@ export interface SerializedTables {
  * A PlannedEndpoint is a view of the model's Endpoint object (the IR shares it), so only the
  * IR's fields are written out.
  */
+function serializeEndpoints(list: readonly PlannedEndpoint[]): PlannedEndpoint[] {
+  return list.map((e) => ({ ip: e.ip, port: e.port, isLocal: e.isLocal, ready: e.ready }));
+}
+
 function serializeSet(s: EndpointSet): EndpointSet {
-  return { verdict: s.verdict, endpoints: s.endpoints.map((e) => ({ ip: e.ip, port: e.port, isLocal: e.isLocal, ready: e.ready })) };
+  return { verdict: s.verdict, endpoints: serializeEndpoints(s.endpoints) };
 }
 
 function serializeEntry(e: ServiceEntry): ServiceEntry {
-  return { ...e, internal: serializeSet(e.internal), external: serializeSet(e.external), cluster: serializeSet(e.cluster) };
+  const out = { ...e, internal: serializeSet(e.internal), external: serializeSet(e.external), cluster: serializeSet(e.cluster) };
+  return e.serving !== undefined ? { ...out, serving: serializeEndpoints(e.serving) } : out;
 }
 
 function serializeTable(t: ProxyTable): SerializedTable {

@@ -9,8 +9,8 @@
  */
 import type { Backend, IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
-import { staleConntrack } from '../conntrack-cleanup.js';
-import { deleteStale, type Conntrack } from '../kernel/conntrack.js';
+import { cleanConntrack } from '../conntrack-sync.js';
+import type { Conntrack } from '../kernel/conntrack.js';
 import { runCleanup } from './cleanup.js';
 import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
 import { Chain } from './names.js';
@@ -22,7 +22,7 @@ export interface IptablesBackendOptions {
   readonly families?: readonly IPFamily[];
   readonly log?: Logger;
   /** Stale UDP/SCTP flows are cleared through this after each sync; none when absent. */
-  readonly conntrack?: Pick<Conntrack, 'delete'>;
+  readonly conntrack?: Pick<Conntrack, 'delete' | 'list'>;
   /** kube-proxy's large cluster mode above this many endpoint chains; default 1000. */
   readonly largeClusterThreshold?: number;
   /** Default 0x4000 (kube-proxy's --iptables-masquerade-bit 14). */
@@ -311,10 +311,10 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
-      const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full || changes.tableChanged ? undefined : changes.changed) : [];
+      const held = full ? applied : prev;
       applied = next;
-      if (opts.conntrack) await deleteStale(opts.conntrack, filters.filter((f) => families.includes(f.family)));
-      stats = { full, perFamily, conntrackFilters: filters.length };
+      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families) : 0;
+      stats = { full, perFamily, conntrackFilters: filters };
     },
 
     /**

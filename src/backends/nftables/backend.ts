@@ -2,13 +2,14 @@
  * The nftables backend: compile (full or partial) → apply as one atomic nftables transaction
  * through an NftRunner (an nf_tables netlink batch by default, a script on the fallbacks) →
  * clear stale conntrack entries. The only kernel reads are the names of chains and maps on a
- * full sync (to find stale ones) and the canary check of intact(). Policy comes from the IR;
+ * full sync (to find stale ones), the canary check of intact(), and the UDP/SCTP conntrack
+ * entries on the first sync after a start (conntrack-sync.ts). Policy comes from the IR;
  * this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
-import { staleConntrack } from '../conntrack-cleanup.js';
-import { deleteStale, type Conntrack } from '../kernel/conntrack.js';
+import { cleanConntrack } from '../conntrack-sync.js';
+import type { Conntrack } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
 import { loadNative } from '../../native/index.js';
@@ -20,7 +21,7 @@ import { tableTarget, Transaction } from './transaction.js';
 
 export interface NftablesBackendOptions {
   readonly nft: NftRunner;
-  readonly conntrack?: Pick<Conntrack, 'delete'>;
+  readonly conntrack?: Pick<Conntrack, 'delete' | 'list'>;
   /** Families ferry serves; default both. The other family's table is left alone. */
   readonly families?: readonly IPFamily[];
   readonly log?: Logger;
@@ -208,10 +209,10 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
 
       // Rules are in; conntrack cleanup failures are logged, never undo a sync.
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
-      const filters = opts.conntrack ? staleConntrack(full ? applied : prev, next, full ? undefined : changes.tableChanged ? undefined : changes.changed) : [];
+      const held = full ? applied : prev;
       applied = next;
-      if (opts.conntrack) await deleteStale(opts.conntrack, filters);
-      stats = { full, ops: tx.size, lines, conntrackFilters: filters.length, via: nft.via };
+      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families) : 0;
+      stats = { full, ops: tx.size, lines, conntrackFilters: filters, via: nft.via };
     },
 
     async intact(): Promise<boolean> {

@@ -56,6 +56,7 @@ export function svc(s: SvcInput): ServiceEntry {
     internalPolicyLocal: s.internalPolicyLocal ?? false,
     healthCheckNodePort: s.healthCheckNodePort ?? 0,
     localReadyEndpoints: s.localReadyEndpoints ?? 0,
+    ...(s.serving !== undefined ? { serving: s.serving } : {}),
   };
 }
 

@@ -98,6 +98,40 @@ for (const f of FAMILIES) {
     t.same([p.healthCheckNodePort, p.localReadyEndpoints], [0, 0], 'no health check port, no count');
   });
 
+  t.test(`IPv${f}: UDP and SCTP ports carry their serving endpoints whatever policy, topology or terminating state; TCP ports none`, async (t) => {
+    const ports = [{ name: 'dns', port: 53, protocol: 'UDP' }, { name: 'sig', port: 36412, protocol: 'SCTP' }, { name: 'tcp', port: 53, protocol: 'TCP' }];
+    const { table } = planWorld(f, {
+      services: [svc({ name: 'dns', families: [4, 6], itp: 'Local', ports })],
+      slices: [
+        slice({
+          family: f,
+          service: 'dns',
+          ports,
+          endpoints: [
+            { ip: ip(f, 1), node: NODE },
+            { ip: ip(f, 2), node: 'n2', zoneHints: ['z9'] },
+            { ip: ip(f, 3), node: 'n2', ready: false, serving: true, terminating: true },
+            { ip: ip(f, 4), node: 'n2', ready: false, serving: false, terminating: true },
+            { ip: ip(f, 5), node: NODE, ready: false, serving: false },
+          ],
+        }),
+      ],
+    });
+    const udp = table.services.get('default/dns:dns/UDP')!;
+    t.same(
+      udp.internal.endpoints.map((e) => e.ip),
+      [ip(f, 1)],
+      'internalTrafficPolicy Local: the ClusterIP forwards to the local ready endpoint only',
+    );
+    t.same(
+      udp.serving?.map((e) => `${e.ip}:${e.port}`),
+      [ip(f, 1), ip(f, 2), ip(f, 3)].map((a) => `${a}:53`),
+      'serving: the remote one, the terminating-but-serving one too; neither non-serving one',
+    );
+    t.same(table.services.get('default/dns:sig/SCTP')!.serving?.map((e) => e.ip), [ip(f, 1), ip(f, 2), ip(f, 3)], 'SCTP the same');
+    t.equal(table.services.get('default/dns:tcp/TCP')!.serving, undefined, 'TCP: no conntrack cleanup, no list');
+  });
+
   t.test(`IPv${f}: each forwarding set carries its endpoints' addresses packed (IPv4) or not at all (IPv6)`, async (t) => {
     const { table } = planWorld(f, {
       services: [svc({ type: 'NodePort', families: [4, 6], etp: 'Local', ports: [{ name: 'http', port: 80, nodePort: 30080 }] })],

@@ -106,6 +106,18 @@ t.test('UDP endpoint removal clears conntrack through the injected Conntrack', a
   );
 });
 
+t.test('after a restart the served families\' UDP tables are read and flows to replaced endpoints cleared', async (t) => {
+  const ct = new FakeConntrack();
+  const flow = (family: 4 | 6, origDst: string, replySrc: string) =>
+    ({ family, protocol: 'udp', origSrc: family === 4 ? '198.18.5.5' : '2001:db8:18::5:5', origSrcPort: 40000, origDst, origDstPort: 53, replySrc, replySrcPort: 53, replyDst: family === 4 ? '198.18.5.5' : '2001:db8:18::5:5', replyDstPort: 40000 }) as const;
+  ct.entries = [flow(4, '198.19.0.53', '198.18.1.9'), flow(4, '198.19.0.53', '198.18.1.5'), flow(6, '2001:db8:19::53', '2001:db8:18::9')];
+  const dns4 = svc({ namespace: 'kube-system', name: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(ep('198.18.1.5', 53)) });
+  const dns6 = svc({ namespace: 'kube-system', name: 'dns', protocol: 'UDP', port: 53, family: 6, clusterIP: '2001:db8:19::53', internal: fwd(ep('2001:db8:18::5', 53)) });
+  await backend(new FakeIptables(), { families: [4], conntrack: ct }).sync(null, tables(table(4, [dns4]), table(6, [dns6])), FULL);
+  t.same(ct.lists, [{ family: 4, protocol: 'udp' }], 'IPv6 is not served: not read');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.18.1.9', replySrcPort: 53 }]);
+});
+
 t.test('cleanup removes every KUBE-* chain and our jumps, keeps kubelet and foreign chains', async (t) => {
   const fake = new FakeIptables();
   const b = backend(fake);

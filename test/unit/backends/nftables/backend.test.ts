@@ -280,9 +280,12 @@ t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleare
   const dnsEmpty = { ...dns, internal: REJECT, external: REJECT, cluster: REJECT };
   const irA = tables(table(4, [web, dnsEmpty]));
   await b.sync(null, irA, FULL);
-  t.same(ct.calls, [], 'no UDP frontend forwards: nothing to clear');
+  t.same(ct.lists, [{ family: 4, protocol: 'udp' }], 'after a start the UDP table is read once');
+  t.same(ct.calls, [], 'an empty table: nothing to clear');
+  ct.reset();
   await b.sync(irA, ir1, changesOf([dns.key]));
-  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53 }], 'flows to the ClusterIP recorded while it rejected are cleared');
+  t.same(ct.lists, [], 'only the first sync reads the table');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], 'flows the ClusterIP answered itself while it rejected are cleared');
   ct.reset();
   ct.failWith = new Error('netlink says no');
   await t.resolves(b.sync(ir1, irA, changesOf([dns.key])), 'a conntrack failure does not fail the sync');
@@ -292,12 +295,29 @@ t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleare
   // The tables the kernel held (irA) are what a full sync compares with, not "nothing":
   // unchanged, it clears nothing (it used to clear every forwarding UDP frontend, hourly).
   await b.sync(null, irA, FULL);
-  t.same(ct.calls, [], 'a full sync of the same tables clears nothing');
+  t.same([ct.calls, ct.lists], [[], []], 'a full sync of the same tables clears nothing and reads nothing');
   await b.sync(null, ir1, FULL);
-  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53 }], 'a full sync that starts serving the ClusterIP clears its undelivered flows, as a partial one');
-  const fresh = new FakeConntrack();
-  await createNftablesBackend({ nft: new FakeNft(), conntrack: fresh, families: [4] }).sync(null, ir1, FULL);
-  t.same(fresh.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], "after a start, only the flows the ClusterIP answered itself (never DNAT-ed)");
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], 'a full sync that starts serving the ClusterIP clears its undelivered flows, as a partial one');
+});
+
+t.test('conntrack: after a restart, flows to endpoints replaced while ferry was down are cleared from the listed table; serving ones are kept', async (t) => {
+  const flow = (origDst: string, origDstPort: number, replySrc: string, replySrcPort: number, protocol: 'udp' | 'tcp' = 'udp') =>
+    ({ family: 4, protocol, origSrc: '198.18.5.5', origSrcPort: 40000, origDst, origDstPort, replySrc, replySrcPort, replyDst: '198.18.5.5', replyDstPort: 40000 }) as const;
+  const ct = new FakeConntrack();
+  ct.entries = [
+    flow('198.19.0.53', 53, '198.18.0.9', 53), // X: replaced by 198.18.0.5 while ferry was down
+    flow('198.19.0.53', 53, '198.18.0.5', 53), // the serving endpoint
+    flow('198.19.0.10', 80, '198.18.0.9', 8080, 'tcp'), // TCP: never touched
+  ];
+  await createNftablesBackend({ nft: new FakeNft(), conntrack: ct, families: [4] }).sync(null, ir1, FULL);
+  t.same(ct.lists, [{ family: 4, protocol: 'udp' }], 'one read of the IPv4 UDP entries');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.18.0.9', replySrcPort: 53 }]);
+  t.same(ct.entries.map((e) => `${e.protocol} ${e.replySrc}`), ['udp 198.18.0.5', 'tcp 198.18.0.9'], 'the stale flow is gone, the others remain');
+
+  const failing = new FakeConntrack();
+  failing.listFailWith = new Error('conntrack dump: Operation not permitted');
+  await t.resolves(createNftablesBackend({ nft: new FakeNft(), conntrack: failing, families: [4] }).sync(null, ir1, FULL), 'a failed listing does not fail the sync');
+  t.same(failing.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], 'without a listing, only the flows the ClusterIP answered itself');
 });
 
 t.test('conntrack: a sync\'s filters go to the kernel in one call (one table read however many)', async (t) => {
@@ -306,6 +326,8 @@ t.test('conntrack: a sync\'s filters go to the kernel in one call (one table rea
   const two = fwd(ep('198.18.0.5', 53), ep('198.18.0.6', 53));
   const dns2 = svc({ namespace: 'kube-system', name: 'dns2', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.54', internal: two });
   const dnsTwo = { ...dns, internal: two };
+  const stale = (origDst: string) => ({ family: 4, protocol: 'udp', origSrc: '198.18.5.5', origSrcPort: 40000, origDst, origDstPort: 53, replySrc: '198.18.0.9', replySrcPort: 53, replyDst: '198.18.5.5', replyDstPort: 40000 }) as const;
+  ct.entries = [stale('198.19.0.53'), stale('198.19.0.54')];
   await b.sync(null, tables(table(4, [web, dnsTwo, dns2])), FULL);
   t.same(ct.batches, [2], "after a start: both ClusterIPs' filters in one call");
   ct.reset();
