@@ -9,6 +9,7 @@ import t from 'tap';
 import { runIn } from '../../../src/util/exec.js';
 import { loadNative, type ConntrackEntry } from '../../../src/native/index.js';
 import { freshNetns, inChild, childConntrackDelete, childConntrackList } from './netns.js';
+import { execConntrack } from '../../../src/backends/kernel/conntrack.js';
 
 const RULES = `
 table inet fytnat {
@@ -84,6 +85,21 @@ t.test('conntrackList reports the NAT-ed tuples of real flows', async (t) => {
     t.equal(a.family, 4);
   }
   t.same(summary(await childConntrackList(ns, { family: 6, protocol: 'udp' })), ['2001:db8:1::10:80->2001:db8::5:8080']);
+});
+
+t.test("the conntrack command's listing (the first sync's fallback) parses to what the addon lists", async (t) => {
+  const ns = await serviceNetns(t);
+  await makeFlows(ns);
+  const full = (es: ConntrackEntry[]) =>
+    es.map((e) => `${e.family} ${e.protocol} ${e.origSrc}:${e.origSrcPort}>${e.origDst}:${e.origDstPort} ${e.replySrc}:${e.replySrcPort}>${e.replyDst}:${e.replyDstPort}`).sort();
+  const exec = execConntrack({ netns: ns });
+  for (const family of [4, 6] as const) {
+    const byAddon = await childConntrackList(ns, { family, protocol: 'udp' });
+    const byCommand = await exec.list(family, 'udp');
+    t.ok(byAddon.length > 0, `IPv${family}: there are flows (${byAddon.length})`);
+    t.same(full(byCommand), full(byAddon), `IPv${family}: every field of every flow, NAT-ed reply tuples included`);
+  }
+  t.same(await exec.list(4, 'sctp'), [], 'another protocol: none');
 });
 
 for (const via of ['addon', 'exec'] as const) {
