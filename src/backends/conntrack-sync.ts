@@ -1,12 +1,24 @@
 /**
  * A NAT backend's conntrack cleanup once a sync's rules are in (nftables and iptables alike): on
- * the first sync after a start, what the kernel holds is listed first (one read per family and
- * connectionless protocol in use); then the stale-flow filters (conntrack-cleanup.ts) go to the
- * kernel in one call. Failures are logged, never thrown: a cleanup never undoes a sync.
+ * the first sync after a start, and on the sync after a cleanup that failed, what the kernel holds
+ * is listed first (one read per family and connectionless protocol in use) and every entry to a
+ * frontend whose reply source is no serving endpoint is deleted (kube-proxy's CleanStaleEntries);
+ * otherwise the stale-flow filters of what changed (conntrack-cleanup.ts). Either way the filters
+ * go to the kernel in one call. Failures are logged, never thrown: a cleanup never undoes a sync.
  */
 import type { IPFamily, ProxyTables, ServicePortKey } from '../plan/types.js';
 import { conntrackListings, staleConntrack } from './conntrack-cleanup.js';
 import { deleteStale, listEntries, type Conntrack } from './kernel/conntrack.js';
+
+/**
+ * What a backend keeps between cleanups. `reconcile`: the last cleanup did not finish (its
+ * deletions or the listing it needed failed), so its filters are lost — the next sync's own
+ * filters only cover what that sync changed, and a UDP client that keeps sending would stay with
+ * a removed endpoint for good. The next cleanup lists the table instead, as after a start.
+ */
+export interface ConntrackCleanupState {
+  reconcile: boolean;
+}
 
 /**
  * Clears the flows the sync from `prev` (the tables the kernel held; null on the first sync after
@@ -19,9 +31,14 @@ export async function cleanConntrack(
   next: ProxyTables,
   changed: ReadonlySet<ServicePortKey> | undefined,
   families: readonly IPFamily[],
+  state: ConntrackCleanupState = { reconcile: false },
 ): Promise<number> {
-  const listed = prev === null ? await listEntries(conntrack, conntrackListings(next, families)) : undefined;
-  const filters = staleConntrack(prev, next, changed, listed).filter((f) => families.includes(f.family));
-  await deleteStale(conntrack, filters);
+  const fromListing = prev === null || state.reconcile;
+  // A retry after a failure says so quietly: the failure itself was logged as a warning.
+  const quiet = state.reconcile;
+  const listed = fromListing ? await listEntries(conntrack, conntrackListings(next, families), quiet) : undefined;
+  const filters = (listed !== undefined ? staleConntrack(null, next, undefined, listed) : staleConntrack(prev, next, changed)).filter((f) => families.includes(f.family));
+  const deleted = await deleteStale(conntrack, filters, quiet);
+  state.reconcile = !deleted || (fromListing && listed === undefined);
   return filters.length;
 }

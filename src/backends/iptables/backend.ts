@@ -9,7 +9,7 @@
  */
 import type { Backend, IPFamily, ProxyTable, ProxyTables, ServicePortKey, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
-import { cleanConntrack } from '../conntrack-sync.js';
+import { cleanConntrack, type ConntrackCleanupState } from '../conntrack-sync.js';
 import type { Conntrack } from '../kernel/conntrack.js';
 import { runCleanup } from './cleanup.js';
 import { compileFull, compilePartial, DEFAULT_MASQUERADE_MARK, LARGE_CLUSTER_THRESHOLD, skeletonOf, type CompiledFamily, type CompileOptions, type SkeletonChain } from './compiler.js';
@@ -166,6 +166,8 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
   let needFull = true;
   /** The tables last programmed successfully: a full sync's conntrack cleanup diffs against them. */
   let applied: ProxyTables | null = null;
+  /** Whether the next conntrack cleanup lists the table (the last one did not finish). */
+  const conntrackState: ConntrackCleanupState = { reconcile: false };
   let stats: IptablesSyncStats | undefined;
   const localhost = opts.localhostNodePorts === true;
   /** Per family, the skeleton chains the last successful sync wrote (what intact() compares). */
@@ -313,7 +315,7 @@ export function createIptablesBackend(opts: IptablesBackendOptions = {}): Iptabl
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
       const held = full ? applied : prev;
       applied = next;
-      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families) : 0;
+      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families, conntrackState) : 0;
       stats = { full, perFamily, conntrackFilters: filters };
     },
 

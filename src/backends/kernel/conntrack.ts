@@ -199,13 +199,17 @@ export function execConntrack(opts: { netns?: string } = {}): Conntrack {
  * A sync's cleanup, after its rules are in: every filter in one call, failures logged (they never
  * undo a sync). Used by the nftables and iptables backends alike.
  */
-export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters: readonly ConntrackFilter[]): Promise<void> {
-  if (filters.length === 0) return;
+export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters: readonly ConntrackFilter[], quiet = false): Promise<boolean> {
+  if (filters.length === 0) return true;
   try {
     const n = await conntrack.delete(filters);
     log.v(4, 'conntrack entries deleted', { filters: filters.length, deleted: n });
+    return true;
   } catch (e) {
-    log.warn('conntrack cleanup failed; stale UDP/SCTP flows may keep following removed endpoints until they time out', { filters: filters.length, err: e });
+    const msg = 'conntrack cleanup failed; the next sync lists the table and deletes what is stale (until then stale UDP/SCTP flows keep following removed endpoints)';
+    if (quiet) log.v(2, msg, { filters: filters.length, err: e });
+    else log.warn(msg, { filters: filters.length, err: e });
+    return false;
   }
 }
 
@@ -216,6 +220,7 @@ export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters:
 export async function listEntries(
   conntrack: Pick<Conntrack, 'list'>,
   listings: readonly { readonly family: 4 | 6; readonly protocol: ConntrackProtocol }[],
+  quiet = false,
 ): Promise<ConntrackEntry[] | undefined> {
   const out: ConntrackEntry[] = [];
   for (const { family, protocol } of listings) {
@@ -223,7 +228,9 @@ export async function listEntries(
       const got = await conntrack.list(family, protocol);
       for (const e of got) out.push(e);
     } catch (e) {
-      log.warn('conntrack listing failed; flows to endpoints replaced while ferry was not running may keep following them until they time out', { family, protocol, err: e });
+      const msg = 'conntrack listing failed; tried again at the next sync (until then flows to endpoints replaced while ferry was not running, or left by a failed cleanup, keep following them)';
+      if (quiet) log.v(2, msg, { family, protocol, err: e });
+      else log.warn(msg, { family, protocol, err: e });
       return undefined;
     }
   }

@@ -8,7 +8,7 @@
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
-import { cleanConntrack } from '../conntrack-sync.js';
+import { cleanConntrack, type ConntrackCleanupState } from '../conntrack-sync.js';
 import type { Conntrack } from '../kernel/conntrack.js';
 import { applyTransaction, namesByListing, NftError, type NftRunner, type NftVia } from '../kernel/nft.js';
 import { addonNftEvents, TamperWatch, type NftEventSource, type TamperReport } from '../kernel/nft-monitor.js';
@@ -118,6 +118,8 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
   let lastTx: Transaction | undefined;
   /** The tables last programmed successfully: a full sync's conntrack cleanup diffs against them. */
   let applied: ProxyTables | null = null;
+  /** Whether the next conntrack cleanup lists the table (the last one did not finish). */
+  const conntrackState: ConntrackCleanupState = { reconcile: false };
   const state = new CompileState();
 
   /** What a full sync must know of the kernel: chains (to delete stale ones), maps (stale endpoint maps) and sets (stale count sets). */
@@ -211,7 +213,7 @@ export function createNftablesBackend(opts: NftablesBackendOptions): NftablesBac
       // Against what the kernel held, also on a full sync: flows follow the rules they met.
       const held = full ? applied : prev;
       applied = next;
-      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families) : 0;
+      const filters = opts.conntrack ? await cleanConntrack(opts.conntrack, held, next, full || changes.tableChanged ? undefined : changes.changed, families, conntrackState) : 0;
       stats = { full, ops: tx.size, lines, conntrackFilters: filters, via: nft.via };
     },
 

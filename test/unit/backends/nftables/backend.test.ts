@@ -295,6 +295,9 @@ t.test('conntrack: stale UDP endpoints and newly served UDP frontends are cleare
   // The tables the kernel held (irA) are what a full sync compares with, not "nothing":
   // unchanged, it clears nothing (it used to clear every forwarding UDP frontend, hourly).
   await b.sync(null, irA, FULL);
+  t.same([ct.calls, ct.lists], [[], [{ family: 4, protocol: 'udp' }]], 'after the failed cleanup the next one reads the table (empty here: nothing to clear)');
+  ct.reset();
+  await b.sync(null, irA, FULL);
   t.same([ct.calls, ct.lists], [[], []], 'a full sync of the same tables clears nothing and reads nothing');
   await b.sync(null, ir1, FULL);
   t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], 'a full sync that starts serving the ClusterIP clears its undelivered flows, as a partial one');
@@ -318,6 +321,33 @@ t.test('conntrack: after a restart, flows to endpoints replaced while ferry was 
   failing.listFailWith = new Error('conntrack dump: Operation not permitted');
   await t.resolves(createNftablesBackend({ nft: new FakeNft(), conntrack: failing, families: [4] }).sync(null, ir1, FULL), 'a failed listing does not fail the sync');
   t.same(failing.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.19.0.53', replySrcPort: 53 }], 'without a listing, only the flows the ClusterIP answered itself');
+});
+
+t.test('conntrack: a cleanup that failed is made good by the next sync, from a listing of the table', async (t) => {
+  const flow = (replySrc: string) =>
+    ({ family: 4, protocol: 'udp', origSrc: '198.18.5.5', origSrcPort: 40000, origDst: '198.19.0.53', origDstPort: 53, replySrc, replySrcPort: 53, replyDst: '198.18.5.5', replyDstPort: 40000 }) as const;
+  const ct = new FakeConntrack();
+  const b = createNftablesBackend({ nft: new FakeNft(), conntrack: ct, families: [4] });
+  const both = { ...dns, internal: fwd(ep('198.18.0.5', 53), ep('198.18.0.6', 53)) };
+  const irBoth = tables(table(4, [web, both]));
+  await b.sync(null, irBoth, FULL);
+  ct.entries = [flow('198.18.0.5'), flow('198.18.0.6')];
+  ct.reset();
+  // 198.18.0.6 leaves; its flow's deletion fails (a netlink error, a full socket buffer).
+  ct.failWith = new Error('conntrack delete: No buffer space available');
+  await b.sync(irBoth, ir1, changesOf([dns.key]));
+  t.equal(ct.entries.length, 2, 'the deletion failed: the stale flow is still there');
+  ct.failWith = undefined;
+  ct.reset();
+  // An unrelated change: its own filters say nothing about dns.
+  const web2 = { ...web, internal: fwd(ep('198.18.0.7', 8080)) };
+  await b.sync(ir1, tables(table(4, [web2, dns])), changesOf([web.key]));
+  t.same(ct.lists, [{ family: 4, protocol: 'udp' }], 'the next sync reads the UDP table');
+  t.same(ct.calls, [{ family: 4, protocol: 'udp', origDst: '198.19.0.53', origDstPort: 53, replySrc: '198.18.0.6', replySrcPort: 53 }], 'and clears the flow the failed cleanup left');
+  t.same(ct.entries.map((e) => e.replySrc), ['198.18.0.5'], 'the serving endpoint keeps its flow');
+  ct.reset();
+  await b.sync(tables(table(4, [web2, dns])), tables(table(4, [web, dns])), changesOf([web.key]));
+  t.same(ct.lists, [], 'once it succeeded, syncs go back to their own filters');
 });
 
 t.test('conntrack: a sync\'s filters go to the kernel in one call (one table read however many)', async (t) => {
