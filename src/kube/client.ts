@@ -5,6 +5,7 @@
  * environment; never contacts the API server.
  */
 import { existsSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { KubeConfig, type Cluster } from '@kubernetes/client-node';
 
 const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -29,6 +30,23 @@ export interface KubeConfigOptions {
 /** client-node refuses plain http unless TLS verification is off; http has none to skip. */
 function isPlainHTTP(server: string): boolean {
   return server.startsWith('http://');
+}
+
+/**
+ * client-go's rest.InClusterConfig always speaks https to KUBERNETES_SERVICE_HOST:PORT;
+ * client-node's loadFromCluster picks http:// for ports 80, 8080 and 8001, which would send the
+ * service-account token in cleartext to an API server (or LB) listening with TLS on such a port.
+ */
+function inClusterHTTPS(kc: KubeConfig, host: string, port: string): KubeConfig {
+  const server = `https://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+  const out = new KubeConfig();
+  out.loadFromOptions({
+    clusters: kc.clusters.map((c): Cluster => ({ ...c, server, skipTLSVerify: false })),
+    users: kc.users,
+    contexts: kc.contexts,
+    currentContext: kc.currentContext,
+  });
+  return out;
 }
 
 /**
@@ -88,7 +106,9 @@ export function loadKubeConfig(opts: KubeConfigOptions): KubeConfig {
       if (saved.port === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
       else process.env.KUBERNETES_SERVICE_PORT = saved.port;
     }
-    return opts.master ? withServer(kc, opts.master) : allowPlainHTTP(kc);
+    const https = inClusterHTTPS(kc, env.KUBERNETES_SERVICE_HOST!, env.KUBERNETES_SERVICE_PORT!);
+    // Only an explicit --master may be plain http (as with client-go, the operator's choice).
+    return opts.master ? withServer(https, opts.master) : https;
   }
   if (opts.master) {
     kc.loadFromClusterAndUser({ name: 'master', server: opts.master, skipTLSVerify: isPlainHTTP(opts.master) }, { name: 'anonymous' });

@@ -18,6 +18,18 @@ t.test('in-cluster config when neither --kubeconfig nor --master is given', asyn
   t.equal(kc.getCurrentUser()?.authProvider?.config?.tokenFile, join(sa, 'token'));
 });
 
+t.test('in-cluster is always https, as client-go: the token never goes out over plain http', async (t) => {
+  // client-node alone picks http:// for ports 80, 8080 and 8001.
+  for (const port of ['80', '8080', '8001', '6443']) {
+    const c = loadKubeConfig({ env: { ...env, KUBERNETES_SERVICE_PORT: port }, inClusterPathPrefix: dir }).getCurrentCluster();
+    t.equal(c?.server, `https://198.51.100.1:${port}`, `port ${port}`);
+    t.equal(c?.skipTLSVerify, false, `port ${port}: TLS verified`);
+  }
+  const v6 = loadKubeConfig({ env: { KUBERNETES_SERVICE_HOST: '2001:db8::1', KUBERNETES_SERVICE_PORT: '8080' }, inClusterPathPrefix: dir });
+  t.equal(v6.getCurrentCluster()?.server, 'https://[2001:db8::1]:8080');
+  t.equal(v6.getCurrentUser()?.authProvider?.config?.tokenFile, join(sa, 'token'), 'still the service-account token');
+});
+
 t.test('--master overrides the in-cluster server and a kubeconfig server', async (t) => {
   t.equal(loadKubeConfig({ env, inClusterPathPrefix: dir, master: 'https://203.0.113.9:6443' }).getCurrentCluster()?.server, 'https://203.0.113.9:6443');
   const file = join(dir, 'kubeconfig');
