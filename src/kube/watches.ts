@@ -7,7 +7,7 @@
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
-import { ResilientInformer, type Backoff } from './informer.js';
+import { ResilientInformer, type Backoff, type InformerSink } from './informer.js';
 
 export const LABEL_SERVICE_PROXY_NAME = 'service.kubernetes.io/service-proxy-name';
 export const LABEL_HEADLESS = 'service.kubernetes.io/headless';
@@ -18,6 +18,7 @@ export interface ClusterSink {
   deleteService(svc: unknown): void;
   upsertEndpointSlice(s: unknown): void;
   deleteEndpointSlice(s: unknown): void;
+  /** The Node's object, or undefined once it is deleted (the model then keeps the last facts). */
   setNode(n: unknown): void;
   upsertServiceCIDR(c: unknown): void;
   deleteServiceCIDR(c: unknown): void;
@@ -42,6 +43,41 @@ export const SERVICE_CIDR_BACKOFF: Backoff = { initialMs: 200, maxMs: 30_000 };
 export function proxyLabelSelector(serviceProxyName = ''): string {
   const proxyName = serviceProxyName ? `${LABEL_SERVICE_PROXY_NAME}=${serviceProxyName}` : `!${LABEL_SERVICE_PROXY_NAME}`;
   return `${proxyName},!${LABEL_HEADLESS}`;
+}
+
+function nameOf(obj: unknown): string | undefined {
+  const meta = typeof obj === 'object' && obj !== null ? (obj as { metadata?: unknown }).metadata : undefined;
+  const name = typeof meta === 'object' && meta !== null ? (meta as { name?: unknown }).name : undefined;
+  return typeof name === 'string' ? name : undefined;
+}
+
+/**
+ * The Node informer's sink. Only this node's object counts, as kube-proxy's
+ * OnNodeAdd/Update/Delete check (a proxy or aggregation layer that ignores the field selector
+ * would otherwise make every node's addresses and podCIDRs ours in turn, and another node's
+ * deletion ours). A deletion reaches the sink as `setNode(undefined)`: the model keeps the last
+ * node facts (kube-proxy never drops node IPs or podCIDRs), /healthz reports the Node unknown.
+ */
+export function nodeSink(nodeName: string, sink: Pick<ClusterSink, 'setNode'>, log: Logger, present: (p: boolean) => void): InformerSink {
+  const ours = (obj: unknown, op: string): boolean => {
+    const name = nameOf(obj);
+    if (name === nodeName) return true;
+    log.warn(`ignoring a Node ${op} for ${JSON.stringify(name?.slice(0, 253) ?? null)}: this proxy serves Node ${nodeName}`);
+    return false;
+  };
+  return {
+    upsert: (n) => {
+      if (!ours(n, 'update')) return;
+      present(true);
+      sink.setNode(n);
+    },
+    remove: (n) => {
+      if (!ours(n, 'deletion')) return;
+      present(false);
+      log.warn(`Node ${nodeName} deleted; keeping its last addresses, labels and podCIDRs in the rules (as kube-proxy)`);
+      sink.setNode(undefined);
+    },
+  };
 }
 
 export class ClusterWatches {
@@ -81,17 +117,10 @@ export class ClusterWatches {
       path: '/api/v1/nodes',
       fieldSelector,
       onBadItem: bad('nodes'),
-      sink: {
-        upsert: (n) => {
-          this.nodePresent = true;
-          for (const w of this.nodeWaiters.splice(0)) w();
-          opts.sink.setNode(n);
-        },
-        remove: () => {
-          this.nodePresent = false;
-          opts.sink.setNode(undefined);
-        },
-      },
+      sink: nodeSink(opts.nodeName, opts.sink, log, (p) => {
+        this.nodePresent = p;
+        if (p) for (const w of this.nodeWaiters.splice(0)) w();
+      }),
     });
     // networking.k8s.io/v1 ServiceCIDRs, as kube-proxy watches them (nftables mode drops traffic
     // to unallocated IPs inside them). Not waited for before the first sync, and retried on a

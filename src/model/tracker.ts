@@ -323,6 +323,11 @@ export class ChangeTracker {
   }
 
   setNode(node: unknown): void {
+    // The Node deleted: keep its last addresses, labels and podCIDRs. kube-proxy never drops them
+    // (its NodeManager exits and leaves the rules as they are; older proxiers kept IPs and
+    // podCIDRs from start-up); emptied, `primary` NodePorts would open on every address and
+    // detect-local NodeCIDR would lose its detector while the node's pods still run.
+    if (node === undefined || node === null) return;
     // parseNode validates every field it reads; the type is a hint only.
     const next = parseNode(node as V1Node | undefined, this.nodeName);
     // Only what the planner reads: as kube-proxy's NodeTopologyConfig, which passes on the zone
