@@ -8,18 +8,23 @@
  * change.
  *
  * Lists are paginated (`limit`/`continue`, as client-go's reflector), so a 44,000-Service list
- * is decoded a page at a time instead of as one giant response. After a list, a watch resumes
- * from the list's resourceVersion, with bookmarks; a watch the server ends normally (its
- * timeout) is resumed from the last resourceVersion seen; `410 Gone` relists at once; any other
- * failure relists after a capped, jittered exponential backoff that resets on success. Logs
- * state changes (failing, recovered), not every retry. An item without a name is logged and
- * skipped; it never fails the list.
+ * is decoded a page at a time instead of as one giant response; a continue token that expired
+ * (`410` on a later page) falls back to one unpaginated list, as client-go's pager. After a
+ * list, a watch resumes from the list's resourceVersion, with bookmarks; a watch the server ends
+ * normally (its timeout), or one silent for `watchIdleMs` (a connection that died without a
+ * word), is resumed from the last resourceVersion seen; `410 Gone` relists at once. A watch
+ * refused as retriable (429, 5xx, connection refused) or whose stream cannot be read is retried
+ * from the same resourceVersion after a capped, jittered exponential backoff, as client-go's
+ * reflector; any other failure relists after it. The backoff resets only once a watch is shown
+ * to work (an event, or open for a second): a list that succeeds while its watch keeps failing
+ * does not. Logs state changes (failing, recovered), not every retry. An item without a name is
+ * logged and skipped; it never fails the list.
  *
  * Stage: kube. Feeds events to a sink; never interprets the objects.
  */
-import { Watch, type KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { logger, type Logger } from '../util/log.js';
-import { ApiStatusError, getJSON } from './rest.js';
+import { ApiStatusError, MAX_LIST_BYTES, WatchIdleError, WatchStreamError, getJSON, watchStream } from './rest.js';
 
 /** Receives decoded JSON objects exactly as the API server sent them (untrusted). */
 export interface InformerSink {
@@ -43,6 +48,14 @@ const SHORT_WATCH_MS = 1000;
  */
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 200, maxMs: 1600 };
 
+/**
+ * A watch that receives nothing, not even a bookmark, for this long is presumed dead and resumed
+ * from its last resourceVersion. The API server sends bookmarks about once a minute; client-go
+ * notices a dead connection by HTTP/2 pings after ~45 s. Without this, a black-holed connection
+ * lasted until TCP keepalive gave up (~12 min) while ferry reported itself synced.
+ */
+export const DEFAULT_WATCH_IDLE_MS = 150_000;
+
 /** Items per list page (client-go's reflector pages by 500 too). */
 export const DEFAULT_PAGE_SIZE = 500;
 
@@ -62,6 +75,8 @@ export interface InformerOptions {
   readonly onBadItem?: (reason: string) => void;
   /** How a list page is fetched (tests wrap it to see when pages are asked for); getJSON. */
   readonly get?: typeof getJSON;
+  /** Silence after which a watch is resumed; DEFAULT_WATCH_IDLE_MS. */
+  readonly watchIdleMs?: number;
 }
 
 /** Delay before retry number `attempt` (1-based): exponential, capped, ±20% jitter. */
@@ -109,9 +124,26 @@ function stub(key: string): unknown {
 
 /** A 410: the resourceVersion (or continue token) is too old; only a fresh list helps. */
 function isGone(e: unknown): boolean {
-  if (e instanceof ApiStatusError) return e.statusCode === 410;
-  // client-node's Watch reports a non-200 answer as an Error carrying statusCode.
-  return e instanceof Error && (e as Error & { statusCode?: unknown }).statusCode === 410;
+  return e instanceof ApiStatusError && e.statusCode === 410;
+}
+
+/**
+ * A watch failure that a watch from the same resourceVersion may get past, so nothing needs
+ * listing again: client-go's isWatchErrorRetriable (connection refused, 429) and 5xx (an API
+ * server restarting or overloaded behind its load balancer); and a stream that could not be
+ * read (silent before answering, a line too long or not JSON), whose events the resume brings again.
+ */
+function isRetriableWatchError(e: unknown): boolean {
+  if (e instanceof ApiStatusError) return e.statusCode === 429 || (e.statusCode >= 500 && e.statusCode < 600);
+  if (e instanceof WatchIdleError || e instanceof WatchStreamError) return true;
+  return e instanceof Error && (e as Error & { code?: unknown }).code === 'ECONNREFUSED';
+}
+
+/** How a watch ended without failing. */
+interface WatchEnd {
+  readonly events: number;
+  /** Given up after watchIdleMs of silence (the connection presumed dead), not ended by the server. */
+  readonly idle: boolean;
 }
 
 class Gone extends Error {
@@ -124,6 +156,7 @@ export class ResilientInformer {
   private readonly log: Logger;
   private readonly backoff: Backoff;
   private readonly pageSize: number;
+  private readonly watchIdleMs: number;
   /** What the sink has been told exists: key → resourceVersion. */
   private readonly known = new Map<string, string | undefined>();
   /** Where the next watch resumes. */
@@ -143,6 +176,7 @@ export class ResilientInformer {
     this.log = opts.log ?? logger('kube');
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.watchIdleMs = opts.watchIdleMs ?? DEFAULT_WATCH_IDLE_MS;
   }
 
   /** True once the first list has been delivered to the sink. */
@@ -207,38 +241,47 @@ export class ResilientInformer {
           await this.list(gen);
           if (!this.live(gen)) return;
           needList = false;
-          this.healthy();
+          // Synced, but the backoff stays: a list that works while its watch fails right after
+          // must not retry at the first step forever (client-go's backoff is not reset by a list).
+          this.markSynced();
         }
         const began = Date.now();
-        const events = await this.watch(gen);
+        const end = await this.watch(gen);
+        if (!this.live(gen)) return;
+        if (end.idle) {
+          this.log.v(2, `watch for ${this.opts.resource}: nothing received for ${this.watchIdleMs} ms; resuming`, { resourceVersion: this.resourceVersion });
+          continue;
+        }
         // The server ended the watch (its timeout): resume from where it stopped. One that ends
         // at once without a single event is not a timeout but something answering in the API
         // server's place (a proxy, a load balancer): as client-go's "very short watch", wait
         // out the backoff before the next, or every node asks thousands of times a second.
-        if (events === 0 && Date.now() - began < SHORT_WATCH_MS && this.live(gen)) {
-          this.attempts++;
-          const error = `the watch ended after ${Date.now() - began} ms without an event`;
-          this.lastError = { at: Date.now(), error };
-          const delay = backoffDelay(this.backoff, this.attempts);
-          if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource}: ${error}; retrying`);
-          else this.log.v(2, `watch for ${this.opts.resource} still ending at once`, { attempt: this.attempts, retryInMs: delay });
-          await this.sleep(delay);
-        } else this.healthy();
+        if (end.events === 0 && Date.now() - began < SHORT_WATCH_MS) {
+          await this.failed(`the watch ended after ${Date.now() - began} ms without an event`, 'still ending at once', ': ');
+        } else this.resetBackoff();
       } catch (e) {
         if (!this.live(gen)) return;
-        needList = true;
         if (e instanceof Gone || isGone(e)) {
+          needList = true;
           this.log.v(2, `${this.opts.resource}: resourceVersion expired; relisting`);
           continue;
         }
-        this.attempts++;
-        this.lastError = { at: Date.now(), error: describeError(e) };
-        const delay = backoffDelay(this.backoff, this.attempts);
-        if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource} failed: ${describeError(e)}; retrying`);
-        else this.log.v(2, `watch for ${this.opts.resource} still failing`, { attempt: this.attempts, retryInMs: delay, error: describeError(e) });
-        await this.sleep(delay);
+        // A list that failed is listed again; a watch refused as retriable resumes from the same
+        // resourceVersion (client-go), any other watch failure relists.
+        if (!isRetriableWatchError(e)) needList = true;
+        await this.failed(describeError(e), 'still failing', ' failed: ');
       }
     }
+  }
+
+  /** Counts a failed attempt, logs it (the first as a warning), and waits out the backoff. */
+  private async failed(error: string, still: string, sep: string): Promise<void> {
+    this.attempts++;
+    this.lastError = { at: Date.now(), error };
+    const delay = backoffDelay(this.backoff, this.attempts);
+    if (this.attempts === 1) this.log.warn(`watch for ${this.opts.resource}${sep}${error}; retrying`);
+    else this.log.v(2, `watch for ${this.opts.resource} ${still}`, { attempt: this.attempts, retryInMs: delay, error });
+    await this.sleep(delay);
   }
 
   private sleep(ms: number): Promise<void> {
@@ -252,11 +295,15 @@ export class ResilientInformer {
     });
   }
 
-  private healthy(): void {
+  /** A watch works again: the next failure starts the backoff from its first step. */
+  private resetBackoff(): void {
     if (this.attempts > 0) {
       this.log.info(`watch for ${this.opts.resource} recovered after ${this.attempts} attempt${this.attempts === 1 ? '' : 's'}`);
       this.attempts = 0;
     }
+  }
+
+  private markSynced(): void {
     if (!this.synced) {
       this.synced = true;
       this.log.v(2, `initial list of ${this.opts.resource} done`, { count: this.known.size });
@@ -300,19 +347,24 @@ export class ResilientInformer {
    * The next page is asked for as soon as this one's continue token is read, before its items
    * are decoded: the API server prepares page n+1 while ferry decodes page n, instead of each
    * waiting for the other (at most one page in flight beside the one being decoded).
+   * A continue token that expired while the list ran (a list slower than etcd's compaction
+   * window: 410 on a later page) is followed by one unpaginated list, as client-go's pager
+   * (FullListIfExpired): paging again would expire again on the same overloaded server.
    */
   private async list(gen: number): Promise<void> {
     const { opts } = this;
     const seen = new Set<string>();
     let listRV: string | undefined;
     let page = 0;
+    let unpaginated = false;
     const abort = (this.listAbort = new AbortController());
     const fetchPage = (cont: string | undefined): Promise<unknown> => {
       const p = (opts.get ?? getJSON)(
         opts.kubeConfig,
         opts.path,
-        { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: this.pageSize, continue: cont },
+        { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector, limit: unpaginated ? undefined : this.pageSize, continue: cont },
         abort.signal,
+        unpaginated ? { maxBytes: MAX_LIST_BYTES } : {},
       );
       // Awaited in the next round; until then a failure must not count as unhandled.
       p.catch(() => undefined);
@@ -321,12 +373,23 @@ export class ResilientInformer {
     let next: Promise<unknown> | undefined = fetchPage(undefined);
     try {
       while (next) {
-        const body = await next;
+        let body: unknown;
+        try {
+          body = await next;
+        } catch (e) {
+          if (!isGone(e) || page === 0 || unpaginated || !this.live(gen)) throw e;
+          this.log.info(`list of ${opts.resource}: the continue token expired after ${page} page${page === 1 ? '' : 's'}; listing again without pages`, { error: describeError(e) });
+          unpaginated = true;
+          page = 0;
+          seen.clear();
+          next = fetchPage(undefined);
+          continue;
+        }
         next = undefined;
         if (!this.live(gen)) return;
         const meta = rec(rec(body)?.metadata);
         if (page === 0) listRV = strField(meta, 'resourceVersion');
-        const cont = strField(meta, 'continue') || undefined;
+        const cont = unpaginated ? undefined : strField(meta, 'continue') || undefined;
         const items = rec(body)?.items;
         if (!Array.isArray(items)) throw new Error(`list of ${opts.resource}: response has no items array`);
         if (cont) {
@@ -359,69 +422,74 @@ export class ResilientInformer {
     this.resourceVersion = listRV;
   }
 
-  /** Resolves when the server ends the watch, with the number of events it brought; rejects with Gone or the failure. */
-  private watch(gen: number): Promise<number> {
+  /**
+   * Resolves when the server ends the watch or it falls silent for watchIdleMs after the server
+   * answered (re-armed by every byte, bookmarks included); rejects with Gone or the failure.
+   */
+  private watch(gen: number): Promise<WatchEnd> {
     const { opts } = this;
-    return new Promise<number>((resolve, reject) => {
-      let outcome: Error | undefined;
-      let finished = false;
-      let events = 0;
-      const finish = (err: unknown) => {
-        if (finished) return;
-        finished = true;
-        this.watchAbort?.abort();
-        this.watchAbort = undefined;
-        if (outcome) reject(outcome);
-        else if (err) reject(err);
-        else resolve(events);
-      };
-      const query = {
-        labelSelector: opts.labelSelector,
-        fieldSelector: opts.fieldSelector,
-        resourceVersion: this.resourceVersion,
-        allowWatchBookmarks: true,
-        // As client-go: a random 5–10 minutes, so a cluster's watches do not all end together.
-        timeoutSeconds: Math.floor(300 + Math.random() * 300),
-      };
-      new Watch(opts.kubeConfig)
-        .watch(
-          opts.path,
-          query,
-          (type: string, obj: unknown) => {
-            if (!this.live(gen) || finished) return;
-            // The first event proves the watch works again (after very short ones).
-            if (events++ === 0 && this.attempts > 0) this.healthy();
-            const rv = strField(rec(rec(obj)?.metadata), 'resourceVersion');
-            switch (type) {
-              case 'ADDED':
-              case 'MODIFIED':
-                this.upsert(obj, `watch ${type}`);
-                break;
-              case 'DELETED':
-                this.remove(obj);
-                break;
-              case 'BOOKMARK':
-                break;
-              case 'ERROR': {
-                const status = rec(obj);
-                outcome = status?.code === 410 ? new Gone() : new Error(`watch error event: ${strField(status, 'message') ?? JSON.stringify(obj).slice(0, 200)}`);
-                finish(undefined);
-                return;
-              }
-              default:
-                return;
-            }
-            if (rv !== undefined) this.resourceVersion = rv;
-          },
-          (err: unknown) => finish(err),
-        )
-        .then(
-          (ctl: AbortController) => {
-            if (finished || !this.live(gen)) ctl.abort();
-            else this.watchAbort = ctl;
-          },
-          (e: unknown) => finish(e),
-        );
+    const abort = (this.watchAbort = new AbortController());
+    let events = 0;
+    let outcome: Error | undefined;
+    // Open for a second without failing: the watch works again (after very short ones, refusals).
+    let proven: NodeJS.Timeout | undefined;
+    const query = {
+      labelSelector: opts.labelSelector,
+      fieldSelector: opts.fieldSelector,
+      resourceVersion: this.resourceVersion,
+      allowWatchBookmarks: true,
+      // As client-go: a random 5–10 minutes, so a cluster's watches do not all end together.
+      timeoutSeconds: Math.floor(300 + Math.random() * 300),
+    };
+    const onEvent = (type: unknown, obj: unknown): void => {
+      if (!this.live(gen) || outcome) return;
+      // The first event proves the watch works again (after very short ones).
+      if (events++ === 0) this.resetBackoff();
+      const rv = strField(rec(rec(obj)?.metadata), 'resourceVersion');
+      switch (type) {
+        case 'ADDED':
+        case 'MODIFIED':
+          this.upsert(obj, `watch ${type}`);
+          break;
+        case 'DELETED':
+          this.remove(obj);
+          break;
+        case 'BOOKMARK':
+          break;
+        case 'ERROR': {
+          const status = rec(obj);
+          const code = typeof status?.code === 'number' ? status.code : 0;
+          const message = strField(status, 'message') ?? JSON.stringify(obj ?? null).slice(0, 200);
+          outcome = code === 410 ? new Gone() : new ApiStatusError(code, strField(status, 'reason') ?? '', `watch error event: ${code ? `${code} ` : ''}${message}`);
+          abort.abort();
+          return;
+        }
+        default:
+          return;
+      }
+      if (rv !== undefined) this.resourceVersion = rv;
+    };
+    const onOpen = (): void => {
+      proven = setTimeout(() => {
+        if (this.live(gen) && !outcome) this.resetBackoff();
+      }, SHORT_WATCH_MS);
+    };
+    return watchStream(opts.kubeConfig, opts.path, query, { onOpen, onEvent }, abort.signal, { idleMs: this.watchIdleMs }).then(
+      (): WatchEnd => {
+        if (outcome) throw outcome;
+        return { events, idle: false };
+      },
+      (e: unknown): WatchEnd => {
+        if (outcome) throw outcome;
+        // Silent after the server answered: a connection that died without a word. Resumed,
+        // not counted: nothing says the server is failing, and nothing was lost.
+        if (e instanceof WatchIdleError && e.answered) return { events, idle: true };
+        throw e;
+      },
+    ).finally(() => {
+      clearTimeout(proven);
+      abort.abort();
+      if (this.watchAbort === abort) this.watchAbort = undefined;
     });
   }
 }

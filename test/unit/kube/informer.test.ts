@@ -23,6 +23,14 @@ class FakeAPI {
   expireNextWatch = false;
   /** When set, every watch request is answered with an empty body, ended at once. */
   emptyWatches = false;
+  /** When set, watch requests are answered 200 with headers and then nothing, ever (a dead connection). */
+  silentWatches = false;
+  /** When set, watch requests are refused with this status (a Status body). */
+  watchStatus: number | undefined;
+  /** When set, a list page asked for with a continue token is answered 410 (the token expired). */
+  expireContinue = false;
+  /** When set, watch requests get this many bytes without a newline, then nothing. */
+  unendingLine = 0;
 
   put(name: string): V1Service {
     const obj: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'ns', name, resourceVersion: String(++this.rv) } };
@@ -71,7 +79,24 @@ class FakeAPI {
     }
     if (url.searchParams.get('watch') === 'true') {
       this.requests.push(`watch rv=${url.searchParams.get('resourceVersion')} ls=${url.searchParams.get('labelSelector')}`);
+      if (this.watchStatus !== undefined) {
+        const code = this.watchStatus;
+        res.writeHead(code, { 'Content-Type': 'application/json' }).end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', code, reason: code === 403 ? 'Forbidden' : 'TooManyRequests', message: `refused with ${code}` }));
+        return;
+      }
       res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+      if (this.silentWatches) {
+        res.flushHeaders();
+        this.watchers.add(res);
+        res.on('close', () => this.watchers.delete(res));
+        return;
+      }
+      if (this.unendingLine > 0) {
+        res.write(Buffer.alloc(this.unendingLine, 'x'));
+        this.watchers.add(res);
+        res.on('close', () => this.watchers.delete(res));
+        return;
+      }
       if (this.emptyWatches) {
         res.end();
         return;
@@ -86,7 +111,12 @@ class FakeAPI {
       res.on('close', () => this.watchers.delete(res));
       return;
     }
-    this.requests.push(`list ls=${url.searchParams.get('labelSelector')} limit=${url.searchParams.get('limit')}`);
+    const cont = url.searchParams.get('continue');
+    this.requests.push(`list ls=${url.searchParams.get('labelSelector')} limit=${url.searchParams.get('limit')}${cont !== null ? ` continue=${cont}` : ''}`);
+    if (cont !== null && this.expireContinue) {
+      res.writeHead(410, { 'Content-Type': 'application/json' }).end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', code: 410, reason: 'Expired', message: 'The provided continue parameter is too old' }));
+      return;
+    }
     // Pages as the API server cuts them: `limit` items, a continue token while more remain.
     const all = [...this.objects.values()];
     const from = Number(url.searchParams.get('continue') ?? 0);
@@ -277,4 +307,119 @@ t.test('a watch that ends at once without an event waits out the backoff (client
   await until(t, 'a real watch again', () => api.watcherCount() > 0);
   api.put('b');
   await until(t, 'recovered', () => logs.some((l) => /watch for services recovered after \d+ attempts?/.test(l)));
+});
+
+function informerFor(api: FakeAPI, extra: Partial<ConstructorParameters<typeof ResilientInformer>[0]> = {}): ResilientInformer {
+  const kc = new KubeConfig();
+  kc.loadFromClusterAndUser({ name: 'fake', server: `http://127.0.0.1:${api.port}`, skipTLSVerify: true }, { name: 'u' });
+  return new ResilientInformer({
+    resource: 'services',
+    path: '/api/v1/services',
+    kubeConfig: kc,
+    backoff: { initialMs: 20, maxMs: 100 },
+    sink: { upsert: () => {}, remove: () => {} },
+    ...extra,
+  });
+}
+
+const count = (api: FakeAPI, prefix: string) => api.requests.filter((r) => r.startsWith(prefix)).length;
+
+t.test('a watch silent for watchIdleMs (a connection dead without a word) is resumed from its resourceVersion: no relist, no failure', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.silentWatches = true;
+  const inf = informerFor(api, { watchIdleMs: 200 });
+  t.teardown(() => inf.stop());
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true);
+  const listRV = String(api.rv);
+  await until(t, 'a second watch', () => api.requests.filter((r) => r === `watch rv=${listRV} ls=null`).length >= 2);
+  t.equal(count(api, 'list'), 1, 'no relist');
+  t.equal(inf.failures(), 0, 'not counted as a failure');
+  t.equal(inf.lastFailure(), undefined);
+  // Events (bookmarks too) re-arm the timer and move the resume point.
+  api.silentWatches = false;
+  await until(t, 'a live watch', () => api.watcherCount() > 0 && count(api, 'watch') >= 3);
+  const watches = count(api, 'watch');
+  api.put('b');
+  await until(t, 'resumed from the newer resourceVersion', () => api.requests.includes(`watch rv=${api.rv} ls=null`));
+  t.ok(count(api, 'watch') > watches);
+  t.equal(count(api, 'list'), 1, 'still no relist');
+});
+
+t.test('a watch that keeps being refused after good lists backs off further; the lists do not reset it', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.watchStatus = 403;
+  const inf = informerFor(api);
+  t.teardown(() => inf.stop());
+  logs.length = 0;
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true);
+  await until(t, 'four watches', () => count(api, 'watch') >= 4);
+  t.ok(inf.failures() >= 3, `failures keep counting (${inf.failures()})`);
+  t.ok(count(api, 'list') >= 3, 'a refused watch (403) relists, as client-go');
+  t.equal(logs.filter((l) => /watch for services failed: .*403 Forbidden/.test(l)).length, 1, 'logged once');
+  t.notOk(logs.some((l) => /recovered/.test(l)), 'never said to recover');
+  api.watchStatus = undefined;
+  await until(t, 'recovered once a watch works', () => logs.some((l) => /watch for services recovered after \d+ attempts/.test(l)));
+  t.equal(inf.failures(), 0);
+});
+
+t.test("a watch refused with 429 or 5xx is retried from the same resourceVersion without a relist (client-go's isWatchErrorRetriable)", async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.watchStatus = 429;
+  const inf = informerFor(api);
+  t.teardown(() => inf.stop());
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true);
+  const listRV = String(api.rv);
+  await until(t, 'three watches', () => count(api, 'watch') >= 3);
+  api.watchStatus = 503;
+  const before = count(api, 'watch');
+  await until(t, 'three more', () => count(api, 'watch') >= before + 3);
+  t.equal(count(api, 'list'), 1, 'never relisted');
+  t.ok(api.requests.filter((r) => r.startsWith('watch')).every((r) => r === `watch rv=${listRV} ls=null`), 'every retry from the list\'s resourceVersion');
+  t.ok(inf.failures() >= 5, `counted (${inf.failures()})`);
+});
+
+t.test("a continue token that expires mid-list falls back to one unpaginated list (client-go's pager, FullListIfExpired)", async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.put('b');
+  api.expireContinue = true;
+  const seen: string[] = [];
+  const inf = informerFor(api, { pageSize: 1, sink: { upsert: (o) => seen.push((o as V1Service).metadata!.name!), remove: () => {} } });
+  t.teardown(() => inf.stop());
+  inf.start();
+  t.equal(await inf.waitForSync(5000), true, 'synced');
+  t.same(api.requests.filter((r) => r.startsWith('list')), ['list ls=null limit=1', 'list ls=null limit=1 continue=1', 'list ls=null limit=null'], 'first page, expired second page, then one list without pages');
+  t.same(seen.sort(), ['a', 'b'], 'each object delivered once');
+  t.equal(inf.failures(), 0);
+});
+
+t.test('a watch line past 4 MiB without a newline abandons the watch, retried after the backoff', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.unendingLine = 5 * 1024 * 1024;
+  const inf = informerFor(api);
+  t.teardown(() => inf.stop());
+  logs.length = 0;
+  inf.start();
+  t.equal(await inf.waitForSync(10_000), true);
+  await until(t, 'retried', () => count(api, 'watch') >= 2);
+  t.match(logs.join('\n'), /watch for services failed: watch \/api\/v1\/services: an event line passed 4194304 bytes/);
+  t.equal(count(api, 'list'), 1, 'resumed, not relisted: the event comes again');
+  t.ok(inf.failures() >= 1);
 });
