@@ -323,7 +323,7 @@ export class ChangeTracker {
   }
 
   setNode(node: unknown): void {
-    // The Node deleted: keep its last addresses, labels and podCIDRs. kube-proxy never drops them
+    // The Node deleted: keep its last addresses, zone and podCIDRs. kube-proxy never drops them
     // (its NodeManager exits and leaves the rules as they are; older proxiers kept IPs and
     // podCIDRs from start-up); emptied, `primary` NodePorts would open on every address and
     // detect-local NodeCIDR would lose its detector while the node's pods still run.
