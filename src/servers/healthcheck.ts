@@ -2,7 +2,8 @@
  * healthCheckNodePort servers (kube-proxy's ServiceHealthServer): for every Service with
  * externalTrafficPolicy Local and a healthCheckNodePort, an HTTP server on that port telling
  * load balancers whether this node has a ready local endpoint: 200 when it has and the proxy
- * itself is healthy, 503 otherwise, with kube-proxy's JSON body and headers.
+ * itself is healthy, 503 otherwise, with kube-proxy's JSON body and headers (the count also as
+ * X-Load-Balancing-Endpoint-Weight).
  *
  * Reconciled from the IR after every successful sync: new ports opened, removed ones closed,
  * counts updated in place. Ports bind the NodePort addresses (all addresses by default). An
@@ -222,7 +223,9 @@ export class ServiceHealthServers {
         localEndpoints: st.localEndpoints,
         serviceProxyHealthy: healthy,
       });
-      sendJSON(res, st.localEndpoints > 0 && healthy ? 200 : 503, body);
+      // As kube-proxy (since 1.28): load balancers that weight nodes read the local endpoint
+      // count here, on 503 answers too.
+      sendJSON(res, st.localEndpoints > 0 && healthy ? 200 : 503, body, { 'X-Load-Balancing-Endpoint-Weight': String(st.localEndpoints) });
     };
   }
 }

@@ -82,10 +82,11 @@ export function closeServer(server: Server): Promise<void> {
   });
 }
 
-export function sendJSON(res: ServerResponse, status: number, body: string): void {
+export function sendJSON(res: ServerResponse, status: number, body: string, headers: Readonly<Record<string, string>> = {}): void {
   res.writeHead(status, {
     'Content-Type': 'application/json',
     'X-Content-Type-Options': 'nosniff',
+    ...headers,
     'Content-Length': Buffer.byteLength(body),
   });
   res.end(body);

@@ -26,7 +26,13 @@ t.test('servers open, answer, update and close with the IR', async (t) => {
   t.teardown(() => hcs.closeAll());
   const get = async (port: number) => {
     const res = await fetch(`http://127.0.0.1:${port}/`);
-    return { status: res.status, type: res.headers.get('content-type'), nosniff: res.headers.get('x-content-type-options'), body: (await res.json()) as unknown };
+    return {
+      status: res.status,
+      type: res.headers.get('content-type'),
+      nosniff: res.headers.get('x-content-type-options'),
+      weight: res.headers.get('x-load-balancing-endpoint-weight'),
+      body: (await res.json()) as unknown,
+    };
   };
 
   await hcs.reconcile(
@@ -41,10 +47,12 @@ t.test('servers open, answer, update and close with the IR', async (t) => {
     status: 200,
     type: 'application/json',
     nosniff: 'nosniff',
+    weight: '1',
     body: { service: { namespace: 'ns', name: 'local' }, localEndpoints: 1, serviceProxyHealthy: true },
   });
   const b = await get(p2);
   t.equal(b.status, 503, 'no local endpoints → 503');
+  t.equal(b.weight, '0', 'the weight header on a 503 too, as kube-proxy');
   t.same(b.body, { service: { namespace: 'ns', name: 'empty' }, localEndpoints: 0, serviceProxyHealthy: true });
 
   proxyHealthy = false;
@@ -58,6 +66,7 @@ t.test('servers open, answer, update and close with the IR', async (t) => {
   const d = await get(p2);
   t.equal(d.status, 200, 'count updated in place');
   t.equal((d.body as { localEndpoints: number }).localEndpoints, 4);
+  t.equal(d.weight, '4', 'the weight follows the count');
   await t.rejects(fetch(`http://127.0.0.1:${p1}/`), 'closed port refuses connections');
 });
 
