@@ -1,5 +1,7 @@
 import t from 'tap';
 import type { AddressInfo } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { ProxyMetrics, startMetricsServer } from '../../../src/servers/metrics.js';
 import type { SyncResult } from '../../../src/sync/syncer.js';
 import { entry, tables } from './fixtures.js';
@@ -36,6 +38,15 @@ t.test('sync results become kube-proxy metrics', async (t) => {
   has(/^kubeproxy_sync_proxy_rules_no_local_endpoints_total\{traffic_policy="internal"\} 1$/m, 'internal no-local');
   has(/^ferry_sync_failures_total\{full="true"\} 1$/m, 'one failure');
   has(/^ferry_backend_info\{mode="nftables"\} 1$/m, 'backend info');
+});
+
+t.test('docs/cli.md says where network_programming_duration_seconds buckets start, as /metrics has them', async (t) => {
+  const text = await new ProxyMetrics('nftables', { processMetrics: false }).registry.metrics();
+  const first = /^kubeproxy_network_programming_duration_seconds_bucket\{le="([^"]+)"\}/m.exec(text)?.[1];
+  t.equal(first, '0.005', 'the first bucket is 5 ms');
+  const doc = readFileSync(fileURLToPath(new URL('../../../../docs/cli.md', import.meta.url)), 'utf8');
+  const stated = /`network_programming_duration_seconds` buckets \(ferry's start at ([\d.]+) ms/.exec(doc)?.[1];
+  t.equal(Number(stated) / 1000, Number(first), `docs/cli.md states ${stated ?? 'nothing'} ms`);
 });
 
 t.test('the metrics server serves /metrics and /debug/plan', async (t) => {
