@@ -5,7 +5,6 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync } from 'node:fs';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -27,11 +26,12 @@ export class ListenError extends Error {
  *
  * `0.0.0.0` is served on both families, as kube-proxy's Go listener does with the same address
  * (a dual-stack socket): Node's 0.0.0.0 takes IPv4 only, and an IPv6 load balancer's health
- * check of a dual-stack node would be refused. Where IPv6 is unusable (disabled, or sockets
- * IPv6-only by sysctl) it stays IPv4.
+ * check of a dual-stack node would be refused. libuv, as Go, clears IPV6_V6ONLY on the socket,
+ * so net.ipv6.bindv6only does not matter; only where IPv6 is unusable (no IPv6 in the kernel,
+ * or disabled) it stays IPv4.
  */
 export async function listen(what: string, host: string, port: number, handler: Handler): Promise<Server> {
-  if (host === '0.0.0.0' && dualStackSockets()) {
+  if (host === '0.0.0.0') {
     try {
       return await listenOn(what, '::', port, handler, host);
     } catch (e) {
@@ -39,15 +39,6 @@ export async function listen(what: string, host: string, port: number, handler: 
     }
   }
   return listenOn(what, host, port, handler, host);
-}
-
-/** Whether a socket bound to :: also takes IPv4 (net.ipv6.bindv6only 0, the default). */
-function dualStackSockets(): boolean {
-  try {
-    return readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() === '0';
-  } catch {
-    return false;
-  }
 }
 
 function listenOn(what: string, host: string, port: number, handler: Handler, asked: string): Promise<Server> {

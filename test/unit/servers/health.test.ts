@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { AddressInfo } from 'node:net';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { V1Node } from '@kubernetes/client-node';
 import { ProxyHealth, startHealthzServer } from '../../../src/servers/health.js';
 import { FakeClock } from '../../../src/sync/clock.js';
@@ -77,8 +77,8 @@ t.test('0.0.0.0 answers over both families, as kube-proxy\'s Go listener (a dual
   t.teardown(() => srv.close());
   const port = (srv.server.address() as AddressInfo).port;
   t.equal((await fetch(`http://127.0.0.1:${port}/livez`)).status, 200, 'over IPv4');
-  if (!existsSync('/proc/net/if_inet6') || readFileSync('/proc/sys/net/ipv6/bindv6only', 'utf8').trim() !== '0') {
-    t.comment('no dual-stack sockets on this machine: IPv6 not checked');
+  if (!existsSync('/proc/net/if_inet6')) {
+    t.comment('no IPv6 on this machine: IPv6 not checked');
     return;
   }
   t.equal((await fetch(`http://[::1]:${port}/livez`)).status, 200, 'over IPv6 (was refused: Node binds 0.0.0.0 to IPv4 only)');
