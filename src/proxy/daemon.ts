@@ -178,7 +178,7 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   });
   const health = new ProxyHealth(2 * config.syncPeriodMs, families);
   if (isUserspaceBackend(backend)) metrics.watchUserspace(() => backend.stats());
-  const healthChecks = new ServiceHealthServers(() => health.health().healthy);
+  const healthChecks = new ServiceHealthServers(() => health.health().healthy, { families });
   // The host's addresses, listed only where NodePorts follow them, and watched: an address the
   // node gains or loses is a table-level change, synced at once (docs/ir.md, nodePortAddresses).
   const follow = nodePortsFollowAddresses(config, mode);

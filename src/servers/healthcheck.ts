@@ -6,7 +6,8 @@
  * X-Load-Balancing-Endpoint-Weight).
  *
  * Reconciled from the IR after every successful sync: new ports opened, removed ones closed,
- * counts updated in place. Ports bind the NodePort addresses (all addresses by default). An
+ * counts updated in place. Ports listen per family where that family accepts NodePorts, as
+ * kube-proxy's per-family servers (healthCheckHosts). An
  * address that cannot be bound is retried on every reconcile, on its own: the addresses already
  * bound keep serving (kube-proxy closes them all and starts over, but ferry reconciles many times
  * a second, so that would make a working address refuse load balancer probes over and over).
@@ -14,6 +15,7 @@
  */
 import type { Server } from 'node:http';
 import { EntryFollower } from '../plan/follow.js';
+import type { IPFamily } from '../model/types.js';
 import type { ProxyTables, ServiceEntry, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { closeServer, listen, sendJSON } from './http.js';
@@ -22,7 +24,7 @@ interface PortState {
   namespace: string;
   name: string;
   localEndpoints: number;
-  /** Wanted address → its server; an address missing here failed and is retried next reconcile. */
+  /** Wanted host (by hostKey) → its server; a host missing here failed and is retried next reconcile. */
   servers: Map<string, Server>;
   /** The addresses this port is bound to, to notice a change of nodeport addresses. */
   hosts: string;
@@ -78,14 +80,36 @@ function conflictId(c: HealthCheckConflict): string {
   return `${c.port}|${c.kept}|${c.refused}`;
 }
 
-/** Where healthcheck ports listen: everywhere unless every family restricts its NodePort addresses. */
-export function healthCheckHosts(tables: ProxyTables): string[] {
-  const hosts = new Set<string>();
-  for (const t of [tables[4], tables[6]]) {
-    if (t.nodePortAddresses.kind === 'all') return ['::'];
-    for (const a of t.nodePortAddresses.addresses) hosts.add(a);
+/** Where a healthcheck port listens: one address, or a wildcard. */
+export interface HealthCheckHost {
+  readonly address: string;
+  /** The wildcard takes its own family only (`0.0.0.0` IPv4, `::` IPv6), not both as `::` otherwise does. */
+  readonly familyOnly: boolean;
+}
+
+/** Names a host in maps and logs; `::` is two different hosts with and without familyOnly. */
+export function hostKey(h: HealthCheckHost): string {
+  return h.familyOnly && (h.address === '::' || h.address === '0.0.0.0') ? `${h.address} (${h.address === '::' ? 'IPv6' : 'IPv4'} only)` : h.address;
+}
+
+/**
+ * Where healthcheck ports listen, per served family as kube-proxy's per-family servers: a family
+ * with NodePort addresses on those addresses (none when its CIDRs match none), a family that takes
+ * NodePorts everywhere on its own wildcard. One dual-stack `::` when both families take them
+ * everywhere. A dual-stack socket for one such family would answer the other family's probes on
+ * addresses where that family's NodePorts are not served (IPv4 on every address of a node with
+ * `--nodeport-addresses primary` and no IPv6 node IP).
+ */
+export function healthCheckHosts(tables: ProxyTables, families: readonly IPFamily[] = [4, 6]): HealthCheckHost[] {
+  const served = ([4, 6] as const).filter((f) => families.includes(f));
+  if (served.length === 2 && served.every((f) => tables[f].nodePortAddresses.kind === 'all')) return [{ address: '::', familyOnly: false }];
+  const hosts: HealthCheckHost[] = [];
+  for (const f of served) {
+    const np = tables[f].nodePortAddresses;
+    if (np.kind === 'all') hosts.push({ address: f === 4 ? '0.0.0.0' : '::', familyOnly: true });
+    else for (const address of [...new Set(np.addresses)].sort()) hosts.push({ address, familyOnly: true });
   }
-  return hosts.size > 0 ? [...hosts].sort() : ['::'];
+  return hosts;
 }
 
 export class ServiceHealthServers {
@@ -96,12 +120,19 @@ export class ServiceHealthServers {
   /** Shared-port conflicts already logged; a conflict that ends and comes back is logged again. */
   private readonly loggedConflicts = new Set<string>();
 
+  private readonly families: readonly IPFamily[];
+
   constructor(
     /** Whether the proxy itself is healthy (kube-proxy ≥ 1.28 reports 503 otherwise). */
     private readonly proxyHealthy: () => boolean,
-    log?: Logger,
+    opts: {
+      log?: Logger;
+      /** The families this node serves (default both): an unserved family's table is not listened for. */
+      families?: readonly IPFamily[];
+    } = {},
   ) {
-    this.log = log ?? logger('healthcheck');
+    this.log = opts.log ?? logger('healthcheck');
+    this.families = opts.families ?? [4, 6];
   }
 
   /** Ports currently served. */
@@ -117,7 +148,7 @@ export class ServiceHealthServers {
     this.withHealthCheck.update(tables, changes);
     const { targets, conflicts } = targetsOf([this.withHealthCheck.entries(4), this.withHealthCheck.entries(6)]);
     this.logConflicts(conflicts);
-    const hosts = healthCheckHosts(tables);
+    const hosts = healthCheckHosts(tables, this.families);
     this.reconciling = this.reconciling.then(() => this.doReconcile(targets, hosts));
     return this.reconciling;
   }
@@ -129,8 +160,8 @@ export class ServiceHealthServers {
     await Promise.all(all.map(closeServer));
   }
 
-  private async doReconcile(want: ReadonlyMap<number, HealthCheckTarget>, hosts: readonly string[]): Promise<void> {
-    const hostsKey = hosts.join(',');
+  private async doReconcile(want: ReadonlyMap<number, HealthCheckTarget>, hosts: readonly HealthCheckHost[]): Promise<void> {
+    const hostsKey = hosts.map(hostKey).join(',');
     for (const [port, st] of [...this.ports]) {
       if (want.has(port) && st.hosts === hostsKey) continue;
       this.ports.delete(port);
@@ -152,22 +183,23 @@ export class ServiceHealthServers {
     }
   }
 
-  /** Binds the addresses of `hosts` this port does not serve yet. */
-  private async open(port: number, st: PortState, hosts: readonly string[]): Promise<void> {
+  /** Binds the hosts of `hosts` this port does not serve yet. */
+  private async open(port: number, st: PortState, hosts: readonly HealthCheckHost[]): Promise<void> {
     const handler = this.handler(port);
     const service = `${st.namespace}/${st.name}`;
     const before = st.servers.size;
-    for (const host of hosts) {
+    for (const h of hosts) {
+      const host = hostKey(h);
       if (st.servers.has(host)) continue;
       let error: unknown;
       try {
-        st.servers.set(host, await listen('healthcheck', host, port, handler));
+        st.servers.set(host, await listen('healthcheck', h.address, port, handler, { familyOnly: h.familyOnly }));
       } catch (e) {
         error = e;
-        if (host === '::') {
+        if (h.address === '::' && !h.familyOnly) {
           // No IPv6 on this host: the IPv4 wildcard is all there is.
           try {
-            st.servers.set(host, await listen('healthcheck', '0.0.0.0', port, handler));
+            st.servers.set(host, await listen('healthcheck', '0.0.0.0', port, handler, { familyOnly: true }));
             error = undefined;
           } catch (e4) {
             error = e4;

@@ -21,6 +21,14 @@ export class ListenError extends Error {
   }
 }
 
+export interface ListenOptions {
+  /**
+   * A wildcard takes its own family only, as Go's "tcp4" / "tcp6" listeners: `0.0.0.0` IPv4 and
+   * `::` IPv6. Without it, both take both families, as Go's "tcp".
+   */
+  readonly familyOnly?: boolean;
+}
+
 /**
  * Starts an HTTP server; resolves with it once listening, rejects with ListenError.
  *
@@ -30,7 +38,8 @@ export class ListenError extends Error {
  * so net.ipv6.bindv6only does not matter; only where IPv6 is unusable (no IPv6 in the kernel,
  * or disabled) it stays IPv4.
  */
-export async function listen(what: string, host: string, port: number, handler: Handler): Promise<Server> {
+export async function listen(what: string, host: string, port: number, handler: Handler, opts: ListenOptions = {}): Promise<Server> {
+  if (opts.familyOnly) return listenOn(what, host, port, handler, host, host.includes(':'));
   if (host === '0.0.0.0') {
     try {
       return await listenOn(what, '::', port, handler, host);
@@ -41,7 +50,7 @@ export async function listen(what: string, host: string, port: number, handler: 
   return listenOn(what, host, port, handler, host);
 }
 
-function listenOn(what: string, host: string, port: number, handler: Handler, asked: string): Promise<Server> {
+function listenOn(what: string, host: string, port: number, handler: Handler, asked: string, ipv6Only = false): Promise<Server> {
   return new Promise((resolve, reject) => {
     const server = createServer(handler);
     // Health checkers and scrapers reconnect often; do not let idle sockets pile up.
@@ -51,7 +60,7 @@ function listenOn(what: string, host: string, port: number, handler: Handler, as
       reject(new ListenError(what, asked, port, e.message));
     };
     server.once('error', onError);
-    server.listen({ host, port, exclusive: true }, () => {
+    server.listen({ host, port, exclusive: true, ipv6Only }, () => {
       server.off('error', onError);
       server.on('error', () => {
         /* per-connection errors are the client's problem */

@@ -1,7 +1,9 @@
 import { createServer } from 'node:net';
 import t from 'tap';
 import type { ProxyTables } from '../../../src/plan/types.js';
-import { ServiceHealthServers, healthCheckTargets } from '../../../src/servers/healthcheck.js';
+import { existsSync } from 'node:fs';
+import type { NodePortAddresses } from '../../../src/plan/types.js';
+import { ServiceHealthServers, healthCheckHosts, healthCheckTargets } from '../../../src/servers/healthcheck.js';
 import type { LogFields, Logger } from '../../../src/util/log.js';
 import { entry, freePort, tables } from './fixtures.js';
 
@@ -97,7 +99,7 @@ t.test('a port bound on one address but not another retries the missing address 
   const port = await freePort();
   const release = await squat('127.0.0.2', port);
   const { log, lines } = recorder();
-  const hcs = new ServiceHealthServers(() => true, log);
+  const hcs = new ServiceHealthServers(() => true, { log });
   t.teardown(() => hcs.closeAll());
   const ir = onAddresses(tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]), ['127.0.0.1', '127.0.0.2']);
 
@@ -116,7 +118,7 @@ t.test('a port bound on one address but not another retries the missing address 
 t.test('two Services on one healthCheckNodePort: the second is logged once, with the port and both Services', async (t) => {
   const port = await freePort();
   const { log, lines } = recorder();
-  const hcs = new ServiceHealthServers(() => true, log);
+  const hcs = new ServiceHealthServers(() => true, { log });
   t.teardown(() => hcs.closeAll());
   const a = entry({ namespace: 'ns', name: 'a', key: 'ns/a:/TCP', healthCheckNodePort: port, localReadyEndpoints: 1 });
   const b = entry({ namespace: 'ns', name: 'b', key: 'ns/b:/TCP', healthCheckNodePort: port, localReadyEndpoints: 0 });
@@ -139,7 +141,7 @@ t.test('a port another program holds is logged once, retried on every sync, and 
   const port = await freePort();
   const release = await squat('::', port);
   const { log, lines } = recorder();
-  const hcs = new ServiceHealthServers(() => true, log);
+  const hcs = new ServiceHealthServers(() => true, { log });
   t.teardown(() => hcs.closeAll());
   const ir = tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]);
   for (let i = 0; i < 5; i++) await hcs.reconcile(ir);
@@ -150,4 +152,64 @@ t.test('a port another program holds is logged once, retried on every sync, and 
   t.same(hcs.openPorts(), [port], 'retried and bound once free');
   t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 200);
   t.ok(lines.some((l) => l.startsWith('I healthcheck now serving') && l.includes(`port=${port}`)), `a line says it is serving now:\n${lines.join('\n')}`);
+});
+
+/** `t` with each family's nodePortAddresses replaced. */
+function withNodePorts(t: ProxyTables, v4: NodePortAddresses, v6: NodePortAddresses): ProxyTables {
+  return { 4: { ...t[4], nodePortAddresses: v4 }, 6: { ...t[6], nodePortAddresses: v6 } };
+}
+const ALL: NodePortAddresses = { kind: 'all' };
+const list = (...addresses: string[]): NodePortAddresses => ({ kind: 'list', addresses });
+
+t.test('healthcheck hosts per family, as kube-proxy\'s per-family servers', async (t) => {
+  const ir = tables([]);
+  t.same(
+    healthCheckHosts(withNodePorts(ir, list('10.0.0.5'), ALL)),
+    [
+      { address: '10.0.0.5', familyOnly: true },
+      { address: '::', familyOnly: true },
+    ],
+    'primary on a node without an IPv6 node IP: IPv4 on the primary address only, IPv6 on its own wildcard (was the dual-stack ::, answering on every IPv4 address)',
+  );
+  t.same(
+    healthCheckHosts(withNodePorts(ir, ALL, list('fd00::5'))),
+    [
+      { address: '0.0.0.0', familyOnly: true },
+      { address: 'fd00::5', familyOnly: true },
+    ],
+    'IPv4 everywhere, IPv6 on its addresses',
+  );
+  t.same(healthCheckHosts(withNodePorts(ir, ALL, ALL)), [{ address: '::', familyOnly: false }], 'both everywhere: one dual-stack socket');
+  t.same(healthCheckHosts(withNodePorts(ir, list(), list())), [], 'CIDRs that match no address: nowhere (was everywhere)');
+  t.same(healthCheckHosts(withNodePorts(ir, ALL, ALL), [4]), [{ address: '0.0.0.0', familyOnly: true }], 'a family the node does not serve is left out');
+  t.same(
+    healthCheckHosts(withNodePorts(ir, list('10.0.0.7', '10.0.0.5'), list('fd00::5'))),
+    ['10.0.0.5', '10.0.0.7', 'fd00::5'].map((address) => ({ address, familyOnly: true })),
+  );
+});
+
+t.test('a port whose IPv4 NodePorts are one address answers there, not on another IPv4 address', async (t) => {
+  const port = await freePort();
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, { log });
+  t.teardown(() => hcs.closeAll());
+  const v6 = existsSync('/proc/net/if_inet6');
+  await hcs.reconcile(withNodePorts(tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]), list('127.0.0.1'), ALL));
+  t.same(hcs.openPorts(), [port]);
+  t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 200, 'the IPv4 NodePort address serves');
+  const other = await fetch(`http://127.0.0.2:${port}/`).catch((e: Error) => e);
+  t.ok(other instanceof Error, `another IPv4 address is refused (got ${other instanceof Error ? 'an error' : other.status})`);
+  if (v6) t.equal((await fetch(`http://[::1]:${port}/`)).status, 200, 'IPv6, everywhere for its family, serves');
+  t.same(lines.filter((l) => l.startsWith('E ')), [], 'the IPv6-only wildcard does not collide with the IPv4 address');
+});
+
+t.test('CIDRs that match no address: the port listens nowhere, quietly', async (t) => {
+  const port = await freePort();
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, { log });
+  t.teardown(() => hcs.closeAll());
+  await hcs.reconcile(withNodePorts(tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]), list(), list()));
+  t.same(hcs.openPorts(), []);
+  t.ok((await fetch(`http://127.0.0.1:${port}/`).catch((e: Error) => e)) instanceof Error, 'refused');
+  t.same(lines, []);
 });
