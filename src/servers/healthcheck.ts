@@ -103,13 +103,14 @@ export function hostKey(h: HealthCheckHost): string {
 export function healthCheckHosts(tables: ProxyTables, families: readonly IPFamily[] = [4, 6]): HealthCheckHost[] {
   const served = ([4, 6] as const).filter((f) => families.includes(f));
   if (served.length === 2 && served.every((f) => tables[f].nodePortAddresses.kind === 'all')) return [{ address: '::', familyOnly: false }];
-  const hosts: HealthCheckHost[] = [];
+  const hosts = new Map<string, HealthCheckHost>();
+  const add = (h: HealthCheckHost): void => void hosts.set(hostKey(h), h);
   for (const f of served) {
     const np = tables[f].nodePortAddresses;
-    if (np.kind === 'all') hosts.push({ address: f === 4 ? '0.0.0.0' : '::', familyOnly: true });
-    else for (const address of [...new Set(np.addresses)].sort()) hosts.push({ address, familyOnly: true });
+    if (np.kind === 'all') add({ address: f === 4 ? '0.0.0.0' : '::', familyOnly: true });
+    else for (const address of [...np.addresses].sort()) add({ address, familyOnly: true });
   }
-  return hosts;
+  return [...hosts.values()];
 }
 
 export class ServiceHealthServers {
@@ -162,11 +163,24 @@ export class ServiceHealthServers {
 
   private async doReconcile(want: ReadonlyMap<number, HealthCheckTarget>, hosts: readonly HealthCheckHost[]): Promise<void> {
     const hostsKey = hosts.map(hostKey).join(',');
+    const wanted = new Set(hosts.map(hostKey));
     for (const [port, st] of [...this.ports]) {
-      if (want.has(port) && st.hosts === hostsKey) continue;
-      this.ports.delete(port);
-      await Promise.all([...st.servers.values()].map(closeServer));
-      if (!want.has(port)) this.log.v(2, 'closed healthcheck port', { port, service: `${st.namespace}/${st.name}` });
+      if (!want.has(port)) {
+        this.ports.delete(port);
+        await Promise.all([...st.servers.values()].map(closeServer));
+        this.log.v(2, 'closed healthcheck port', { port, service: `${st.namespace}/${st.name}` });
+        continue;
+      }
+      if (st.hosts === hostsKey) continue;
+      // The node's NodePort addresses changed: only the hosts no longer wanted go. An address
+      // that stays keeps its server, so load balancer probes to it are never refused meanwhile.
+      st.hosts = hostsKey;
+      for (const [host, server] of [...st.servers]) {
+        if (wanted.has(host)) continue;
+        st.servers.delete(host);
+        await closeServer(server);
+      }
+      for (const host of [...st.failures.keys()]) if (!wanted.has(host)) st.failures.delete(host);
     }
     for (const [port, target] of want) {
       let st = this.ports.get(port);

@@ -1,3 +1,4 @@
+import { Agent, get, type IncomingMessage } from 'node:http';
 import { createServer } from 'node:net';
 import t from 'tap';
 import type { ProxyTables } from '../../../src/plan/types.js';
@@ -211,5 +212,37 @@ t.test('CIDRs that match no address: the port listens nowhere, quietly', async (
   await hcs.reconcile(withNodePorts(tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]), list(), list()));
   t.same(hcs.openPorts(), []);
   t.ok((await fetch(`http://127.0.0.1:${port}/`).catch((e: Error) => e)) instanceof Error, 'refused');
+  t.same(lines, []);
+});
+
+t.test('a change of NodePort addresses keeps the servers of the addresses that stay', async (t) => {
+  const port = await freePort();
+  const { log, lines } = recorder();
+  const hcs = new ServiceHealthServers(() => true, { log });
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.teardown(async () => {
+    agent.destroy();
+    await hcs.closeAll();
+  });
+  const ask = (host: string) =>
+    new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+      const req = get({ host, port, path: '/', agent }, (res: IncomingMessage) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, reused: req.reusedSocket }));
+      });
+      req.on('error', reject);
+    });
+  const ir = tables([entry({ namespace: 'ns', name: 'web', healthCheckNodePort: port, localReadyEndpoints: 1 })]);
+
+  await hcs.reconcile(withNodePorts(ir, list('127.0.0.1'), list()));
+  t.same(await ask('127.0.0.1'), { status: 200, reused: false });
+  await hcs.reconcile(withNodePorts(ir, list('127.0.0.1', '127.0.0.2'), list()));
+  const again = await ask('127.0.0.1').catch((e: Error) => e);
+  t.same(again, { status: 200, reused: true }, 'the kept-alive connection to the address that stayed still answers (was reset: every server closed and reopened)');
+  t.equal((await fetch(`http://127.0.0.2:${port}/`)).status, 200, 'the new address serves');
+
+  await hcs.reconcile(withNodePorts(ir, list('127.0.0.2'), list()));
+  t.ok((await fetch(`http://127.0.0.1:${port}/`).catch((e: Error) => e)) instanceof Error, 'the address that went is closed');
+  t.equal((await fetch(`http://127.0.0.2:${port}/`)).status, 200);
   t.same(lines, []);
 });
