@@ -15,8 +15,7 @@
  */
 import type { Server } from 'node:http';
 import { EntryFollower } from '../plan/follow.js';
-import type { IPFamily } from '../model/types.js';
-import type { ProxyTables, ServiceEntry, SyncChanges } from '../plan/types.js';
+import type { IPFamily, ProxyTables, ServiceEntry, SyncChanges } from '../plan/types.js';
 import { logger, type Logger } from '../util/log.js';
 import { closeServer, listen, sendJSON } from './http.js';
 

@@ -4,7 +4,7 @@
  * JSON and /debug/memory with process.memoryUsage()). kube-proxy serves /metrics only on the metrics address; so does ferry.
  * Records what the syncer reports; never influences it.
  */
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
 import type { HostPort } from '../config/types.js';
 import { EntryFollower } from '../plan/follow.js';
@@ -13,6 +13,7 @@ import type { SyncResult } from '../sync/syncer.js';
 import { serializeTables } from '../backends/dryrun/serialize.js';
 import { closeServer, listen, sendJSON } from './http.js';
 import type { ForwarderStats } from '../backends/userspace/stats.js';
+import { logger, type Logger } from '../util/log.js';
 
 const internalNoLocal = (e: ServiceEntry): boolean => e.internalPolicyLocal && e.internal.verdict === 'drop';
 const externalNoLocal = (e: ServiceEntry): boolean => e.externalPolicyLocal && e.external.verdict === 'drop';
@@ -289,7 +290,26 @@ export async function startMetricsServer(
   metrics: ProxyMetrics,
   currentPlan: () => ProxyTables | null,
   debug?: DebugAnswers,
+  opts: { log?: Logger } = {},
 ): Promise<MetricsServer> {
+  const log = opts.log ?? logger('metrics');
+  /**
+   * Runs a /debug answer; one that throws is a 500 with the error, and logged. A throw out of a
+   * request listener would be an uncaught exception, ending the daemon over a debugging aid.
+   */
+  const guarded = (path: string, res: ServerResponse, answer: () => void): void => {
+    try {
+      answer();
+    } catch (e) {
+      const error = e instanceof Error ? e.message : String(e);
+      log.error('debug request failed', { path, error });
+      if (res.headersSent) res.destroy();
+      else sendJSON(res, 500, JSON.stringify({ error: `${path} failed: ${error}` }));
+    }
+  };
+  // /debug/plan writes the whole IR (tens of MB at 44k Services): one response at a time, so
+  // that concurrent or slow clients cannot make the daemon hold a copy each.
+  let planWriting = false;
   const server = await listen('metrics', addr.host, addr.port, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
@@ -306,23 +326,35 @@ export async function startMetricsServer(
       return;
     }
     if (path === '/debug/plan') {
-      const plan = currentPlan();
-      sendJSON(res, plan ? 200 : 503, JSON.stringify(plan ? serializeTables(plan) : { error: 'no successful sync yet' }));
+      if (planWriting) {
+        sendJSON(res, 429, JSON.stringify({ error: '/debug/plan is being written to another client; retry once it is done' }), { 'Retry-After': '1' });
+        return;
+      }
+      guarded(path, res, () => {
+        const plan = currentPlan();
+        if (!plan) {
+          sendJSON(res, 503, JSON.stringify({ error: 'no successful sync yet' }));
+          return;
+        }
+        const body = JSON.stringify(serializeTables(plan));
+        planWriting = true;
+        // 'close' comes once the response is written or the client went away.
+        res.once('close', () => {
+          planWriting = false;
+        });
+        sendJSON(res, 200, body);
+      });
       return;
     }
     if (debug && path === '/debug/trace') {
-      const params = new URL(req.url ?? '/', 'http://localhost').searchParams;
-      let answer: { status: number; body: unknown };
-      try {
-        answer = debug.trace(params);
-      } catch (e) {
-        answer = { status: 500, body: { error: `trace failed: ${e instanceof Error ? e.message : String(e)}` } };
-      }
-      sendJSON(res, answer.status, JSON.stringify(answer.body));
+      guarded(path, res, () => {
+        const answer = debug.trace(new URL(req.url ?? '/', 'http://localhost').searchParams);
+        sendJSON(res, answer.status, JSON.stringify(answer.body));
+      });
       return;
     }
     if (debug && path === '/debug/status') {
-      sendJSON(res, 200, JSON.stringify(debug.status()));
+      guarded(path, res, () => sendJSON(res, 200, JSON.stringify(debug.status())));
       return;
     }
     // kube-proxy's metrics server answers these two as well; scripts check a node with them.
@@ -336,7 +368,7 @@ export async function startMetricsServer(
     }
     if (path === '/debug/memory') {
       // Where the process's memory is, as V8 sees it; the kernel's view is /proc/PID/status.
-      sendJSON(res, 200, JSON.stringify(process.memoryUsage()));
+      guarded(path, res, () => sendJSON(res, 200, JSON.stringify(process.memoryUsage())));
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found\n');

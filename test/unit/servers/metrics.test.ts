@@ -1,11 +1,14 @@
 import t from 'tap';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ProxyMetrics, startMetricsServer } from '../../../src/servers/metrics.js';
 import type { SyncResult } from '../../../src/sync/syncer.js';
 import { entry, tables } from './fixtures.js';
 import { newStats } from '../../../src/backends/userspace/stats.js';
+import type { LogFields, Logger } from '../../../src/util/log.js';
+import type { PlannedEndpoint } from '../../../src/plan/types.js';
 
 t.test('sync results become kube-proxy metrics', async (t) => {
   const m = new ProxyMetrics('nftables', { processMetrics: false });
@@ -95,4 +98,58 @@ t.test('userspace counters are exported as they stand at each scrape', async (t)
   text = await m.registry.metrics();
   t.match(text, /^ferry_userspace_tcp_connections_total\{outcome="accepted"\} 9$/m, 'the next scrape shows the new count, not a sum');
   t.match(text, /^ferry_userspace_tcp_connections_active 0$/m, 'gauge follows');
+});
+
+t.test('a /debug answer that throws is a 500 with the error, logged, and the server keeps serving', async (t) => {
+  const m = new ProxyMetrics('dry-run', { processMetrics: false });
+  const lines: string[] = [];
+  const put = (level: string) => (msg: string, fields?: LogFields) => lines.push(`${level} ${msg} ${JSON.stringify(fields)}`);
+  const log: Logger = { info: put('I'), v: () => undefined, warn: put('W'), error: put('E') };
+  const broken = (): never => {
+    throw new Error('informer gone');
+  };
+  const srv = await startMetricsServer({ host: '127.0.0.1', port: 0 }, m, broken, { status: broken, trace: broken }, { log });
+  t.teardown(() => srv.close());
+  const base = `http://127.0.0.1:${(srv.server.address() as AddressInfo).port}`;
+  for (const path of ['/debug/status', '/debug/plan', '/debug/trace']) {
+    const res = await fetch(`${base}${path}`);
+    t.same([res.status, await res.json()], [500, { error: `${path} failed: informer gone` }], `${path} (the daemon died of it)`);
+  }
+  t.equal(lines.length, 3, `each logged:\n${lines.join('\n')}`);
+  t.match(lines[0], /^E debug request failed .*"path":"\/debug\/status".*informer gone/);
+  t.equal((await fetch(`${base}/metrics`)).status, 200, '/metrics still served');
+});
+
+t.test('/debug/plan is written to one client at a time: 429 while one is being written', async (t) => {
+  const m = new ProxyMetrics('dry-run', { processMetrics: false });
+  // About 16 MB of JSON: more than a client that reads nothing lets the kernel take on loopback
+  // (its receive buffer grows only as it reads; the send buffer is capped by tcp_wmem, 4 MB).
+  const endpoints: PlannedEndpoint[] = Array.from({ length: 1000 }, (_, i) => ({ ip: `198.18.${i >> 8}.${i & 255}`, port: 8080, isLocal: false, ready: true }));
+  const plan = tables(Array.from({ length: 300 }, (_, i) => entry({ namespace: 'ns', name: `s${i}`, cluster: { verdict: 'forward', endpoints } })));
+  const srv = await startMetricsServer({ host: '127.0.0.1', port: 0 }, m, () => plan);
+  t.teardown(() => srv.close());
+  const port = (srv.server.address() as AddressInfo).port;
+
+  const slow = connect(port, '127.0.0.1');
+  t.teardown(() => slow.destroy());
+  slow.write('GET /debug/plan HTTP/1.1\r\nHost: x\r\n\r\n');
+  const [first] = (await once(slow, 'data')) as [Buffer];
+  slow.pause();
+  t.match(first.toString('latin1'), /^HTTP\/1\.1 200 /, 'the first client is being answered');
+
+  const busy = await fetch(`http://127.0.0.1:${port}/debug/plan`);
+  t.same([busy.status, busy.headers.get('retry-after')], [429, '1'], 'a second request meanwhile is turned away (each made another copy of the IR)');
+  await busy.body?.cancel();
+
+  slow.destroy();
+  await once(slow, 'close');
+  let after = await fetch(`http://127.0.0.1:${port}/debug/plan`);
+  // The server may see the first client go a moment after this side closed.
+  for (let i = 0; i < 50 && after.status === 429; i++) {
+    await after.body?.cancel();
+    await new Promise((r) => setTimeout(r, 20));
+    after = await fetch(`http://127.0.0.1:${port}/debug/plan`);
+  }
+  t.equal(after.status, 200, 'served again once that client is gone');
+  t.equal(((await after.json()) as { '4': { services: unknown[] } })['4'].services.length, 300);
 });
