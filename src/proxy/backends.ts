@@ -10,6 +10,7 @@ import { detectVariant, execRunner } from '../backends/iptables/runner.js';
 import { createNftablesBackend, removeTables } from '../backends/nftables/backend.js';
 import { FERRY_TABLE, KUBE_PROXY_TABLE } from '../backends/nftables/names.js';
 import { isKubeProxyLayout } from '../backends/iptables/cleanup.js';
+import { removeIpvsLeftovers } from '../backends/iptables/ipvs-leftovers.js';
 import { existsSync } from 'node:fs';
 import { defaultNft, execNft } from '../backends/kernel/nft.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
@@ -96,13 +97,19 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
       const runner = execRunner((await detectVariant()).variant);
       for (const f of families) await runner.restore(f, '*nat\n:KUBE-FERRY-PROBE - [0:0]\n-X KUBE-FERRY-PROBE\nCOMMIT\n');
     },
-    // Removes every KUBE-* chain and the jumps to them (ferry's and kube-proxy's), nft and legacy.
-    cleanup: async () => cleanupIptables({ log: logger('iptables') }),
+    // Removes kube-proxy's layouts (iptables and ipvs: ferry's iptables mode writes the former)
+    // and the jumps to them, nft and legacy — never another program's KUBE-* chains — and the
+    // ipvs mode's interface kube-ipvs0.
+    cleanup: async () => {
+      await cleanupIptables({ log: logger('iptables') });
+      await removeIpvsLeftovers(logger('iptables'));
+    },
     // Only kube-proxy's layout (which ferry's iptables mode writes too): not another program's
-    // KUBE-* chains. cleanupIptables logs what it removed.
+    // KUBE-* chains. cleanupIptables logs what it removed. kube-ipvs0 in every mode: no mode of
+    // ferry's has it, and it keeps every ClusterIP a local address.
     removeForeign: async (running) => {
       if (running !== 'iptables') await cleanupIptables({ log: logger('iptables'), ours: isKubeProxyLayout });
-      return [];
+      return removeIpvsLeftovers(logger('iptables'));
     },
   },
   ebpf: {

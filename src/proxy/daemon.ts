@@ -156,6 +156,9 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   const kubeConfig = deps.kubeConfig ?? loadKubeConfig({ kubeconfig: config.kubeconfig, master: config.master });
   const mode = deps.backend || config.dryRun ? config.mode : await chooseMode(config, families, deps.backends ?? BACKENDS);
   let foreignPending = !deps.backend && !config.dryRun;
+  /** The removal of other modes' leftovers once started: stop() lets it finish (bounded). */
+  let foreignRemoval: Promise<void> | undefined;
+  let stopped = false;
   const backend: Backend = deps.backend ?? (config.dryRun ? new DryRunBackend() : await (deps.backends ?? BACKENDS)[mode].create(config, families));
   log.info('starting ferry', {
     node: config.nodeName,
@@ -268,10 +271,13 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
     if (!r.ok) return;
     eventsInSync = undefined;
     live = true;
-    if (foreignPending) {
+    // Only once ferry serves every Service itself: a first sync that held back part of an
+    // oversized Service (bound.ts) leaves those ports to the old rules until a later one adds
+    // them. Never once stop() began: exiting would cut the removal off half way.
+    if (foreignPending && !stopped && (r.deferredKeys ?? 0) === 0) {
       foreignPending = false;
       // Other tables, chains and pins than the running backend's: no sync waits for it.
-      void removeForeign(mode, config, deps.backends ?? BACKENDS);
+      foreignRemoval = removeForeign(mode, config, deps.backends ?? BACKENDS).catch(() => undefined);
     }
     const via = nftablesVia(backend);
     if (via) metrics.nftablesVia(via);
@@ -363,7 +369,6 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   watchesRef = watches;
   watches.start();
   backend.prepare?.();
-  let stopped = false;
   // nftables: another program changing ferry's table is repaired at once (a full sync), not at
   // the next canary check or hourly resync. Started with the syncer: before the first (full)
   // sync there is nothing to repair.
@@ -401,6 +406,8 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
       addresses?.close();
       await watches.stop();
       await syncer.stop();
+      // A removal that started finishes first (each step is whole; at most 5 s).
+      if (foreignRemoval) await Promise.race([foreignRemoval, new Promise((r) => setTimeout(r, 5000).unref())]);
       collector.stop();
       await healthChecks.closeAll();
       await Promise.all([healthzServer?.close(), metricsServer?.close()]);

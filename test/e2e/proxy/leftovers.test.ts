@@ -83,6 +83,21 @@ t.test("iptables mode: ferry's and kube-proxy's nftables tables go, the iptables
   t.match(log, /removed="nftables table ip ferry, nftables table ip kube-proxy, nftables table ip6 ferry"/);
 });
 
+t.test("kube-proxy's ipvs mode: its interface kube-ipvs0, holding the ClusterIPs, goes in every mode", async (t) => {
+  for (const mode of ['nftables', 'iptables', 'userspace']) {
+    const ns = await freshNetns(t);
+    // A veth pair stands in for kube-proxy's dummy interface (this kernel may lack the dummy
+    // driver); deleting one end deletes both.
+    await runIn(ns, ['ip', 'link', 'add', 'kube-ipvs0', 'type', 'veth', 'peer', 'name', 'fyipvs1']);
+    await runIn(ns, ['ip', 'addr', 'add', '10.96.0.10/32', 'dev', 'kube-ipvs0']);
+    const log = await start(ns, mode);
+    const links = (await runIn(ns, ['ip', '-o', 'link', 'show'])).stdout;
+    t.notMatch(links, /kube-ipvs0/, `${mode}: kube-ipvs0 removed`);
+    t.notMatch((await runIn(ns, ['ip', '-o', 'addr', 'show'])).stdout, /10\.96\.0\.10/, `${mode}: the ClusterIP is no longer a local address`);
+    t.match(log, /kube-proxy's IPVS interface kube-ipvs0/, `${mode}: said in the log`);
+  }
+});
+
 t.test('a node with nothing left behind: nothing removed, nothing logged', async (t) => {
   const log = await start(await freshNetns(t), 'userspace');
   t.notMatch(log, /removed|could not/, `quiet: ${log}`);
