@@ -147,6 +147,12 @@ class Userspace implements UserspaceBackend {
   /** Data-path EMFILE/ENFILE failures not logged yet, and when the last line was written. */
   private descriptorFailuresUnlogged = 0;
   private descriptorFailureLoggedAt = -Infinity;
+  /**
+   * UDP endpoints a session could not connect to, as logged (`family|service` + endpoint → the
+   * error code): a client retrying a query opens a session per datagram, so one line per
+   * endpoint and reason. Entries go when the endpoint leaves the Service's sets.
+   */
+  private readonly loggedUdpConnect = new Map<string, { rk: string; endpoint: string; code: string }>();
 
   constructor(opts: UserspaceOptions, internals: UserspaceInternals) {
     this.log = opts.log ?? logger('userspace');
@@ -179,7 +185,7 @@ class Userspace implements UserspaceBackend {
       connectTimeoutsMs,
       outOfDescriptors: (what, err, f) => this.outOfDescriptors(what, err, f),
     };
-    this.ctx = { ...ctx, sessions: this.sessions };
+    this.ctx = { ...ctx, sessions: this.sessions, udpConnectFailed: (f, endpoint, err) => this.udpConnectFailed(f, endpoint, err) };
   }
 
   async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
@@ -288,6 +294,7 @@ class Userspace implements UserspaceBackend {
       for (const a of plan.removeAddresses) this.held.delete(a);
     }
     this.failed = failed.sort();
+    if (this.loggedUdpConnect.size > 0) this.pruneUdpConnectLog();
     if (this.reportedFailures.size > 0) {
       const still = new Set(failed);
       for (const key of [...this.reportedFailures.keys()]) {
@@ -323,6 +330,7 @@ class Userspace implements UserspaceBackend {
     this.listeners.clear();
     this.sessions.deleteWhere(() => true);
     this.runtimes.clear();
+    this.loggedUdpConnect.clear();
     if (this.sweeper) clearInterval(this.sweeper);
     this.sweeper = undefined;
     if (this.routeTimer) clearInterval(this.routeTimer);
@@ -450,6 +458,28 @@ class Userspace implements UserspaceBackend {
     });
     this.descriptorFailuresUnlogged = 0;
     this.descriptorFailureLoggedAt = now;
+  }
+
+  private udpConnectFailed(f: Frontend, endpoint: string, err: Error): void {
+    this.counters.udpConnectFailures++;
+    const rk = runtimeKey(f.family, f.service);
+    const key = `${rk}|${endpoint}`;
+    const code = (err as NodeJS.ErrnoException).code ?? err.message;
+    if (this.loggedUdpConnect.get(key)?.code === code) return;
+    this.loggedUdpConnect.set(key, { rk, endpoint, code });
+    this.log.warn('cannot connect a UDP session to the endpoint (no route from this node?); its datagrams are dropped (logged once per endpoint)', {
+      service: f.service,
+      frontend: f.key,
+      endpoint,
+      err,
+    });
+  }
+
+  /** Forgets logged UDP connect failures of endpoints that left their Service, so a return is logged again. */
+  private pruneUdpConnectLog(): void {
+    for (const [key, e] of this.loggedUdpConnect) {
+      if (!this.runtimes.get(e.rk)?.has(e.endpoint)) this.loggedUdpConnect.delete(key);
+    }
   }
 
   private logOnce(

@@ -111,6 +111,11 @@ export class ServiceRuntime {
     );
   }
 
+  /** Whether any of the port's endpoint sets holds the endpoint (`endpointId`). */
+  has(endpoint: string): boolean {
+    return this.internal.has(endpoint) || this.external.has(endpoint) || this.cluster.has(endpoint);
+  }
+
   /** Where a new connection from `clientIP` on a frontend with `role` goes. */
   route(role: FrontendRole, clientIP: string, local: LocalSourceDetector): Route {
     if (role === 'clusterIP') return decide(this.internal);

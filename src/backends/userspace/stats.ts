@@ -17,8 +17,10 @@ export interface ForwarderStats {
   /** Sessions evicted (least recently used first) to make room, whichever bound was reached. */
   udpEvictions: number;
   udpExpirations: number;
-  /** Datagrams discarded: verdict drop/reject, no endpoint, or queue overflow while connecting. */
+  /** Datagrams discarded: verdict drop/reject, no endpoint, queue overflow while connecting, or a session that could not connect. */
   udpDropped: number;
+  /** Sessions whose socket could not connect to the endpoint (no route, a blackhole or prohibit route, ...). */
+  udpConnectFailures: number;
   /** The bound on UDP sessions in force: maxUdpSessions, or less under the descriptor budget (descriptors.ts). */
   udpSessionLimit: number;
   /** Of udpEvictions, those at the descriptor budget (it was below maxUdpSessions). */
@@ -42,6 +44,7 @@ export function newStats(): ForwarderStats {
     udpEvictions: 0,
     udpExpirations: 0,
     udpDropped: 0,
+    udpConnectFailures: 0,
     udpSessionLimit: 0,
     udpDescriptorEvictions: 0,
     tcpAcceptOutOfDescriptors: 0,

@@ -5,8 +5,10 @@
  * them come from the service address it sent to.
  *
  * A session whose endpoint left the IR's set is replaced on its client's next datagram; an ICMP
- * error from the endpoint (ECONNREFUSED) ends the session, so the next datagram picks again.
- * Must never send a reply from any socket but the frontend's.
+ * error from the endpoint (ECONNREFUSED) ends the session, so the next datagram picks again. A
+ * session whose connect(2) fails (no route to the endpoint) ends at once, its datagrams dropped.
+ * Must never send a reply from any socket but the frontend's, and never send on a socket that is
+ * not connected (dgram throws ERR_SOCKET_BAD_PORT for a send without a port).
  */
 import dgram from 'node:dgram';
 import { isOutOfDescriptors } from './descriptors.js';
@@ -29,6 +31,8 @@ export interface UdpSession {
 
 export interface UdpContext extends ForwardContext {
   readonly sessions: SessionTable<UdpSession>;
+  /** A session's socket could not connect to `endpoint`: counts it and logs, once per endpoint of a Service. */
+  udpConnectFailed(frontend: Frontend, endpoint: string, err: Error): void;
 }
 
 /** SessionTable onClose: releases the session's socket. */
@@ -82,7 +86,7 @@ export class UdpListener {
   }
 
   private onMessage(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const { sessions, stats } = this.ctx;
+    const { sessions, stats, log } = this.ctx;
     const key = this.prefix + rinfo.address + '|' + rinfo.port;
     const route = this.ctx.route(this.frontend, rinfo.address);
     let s = sessions.get(key);
@@ -107,7 +111,15 @@ export class UdpListener {
       else stats.udpDropped++;
       return;
     }
-    s.upstream.send(msg);
+    try {
+      s.upstream.send(msg);
+    } catch (e) {
+      // Only a socket that is not connected (or already closed) throws here; one datagram and
+      // its session are lost, never the process.
+      stats.udpDropped++;
+      log.v(2, 'UDP send to the endpoint failed; session ended', { frontend: this.frontend.key, endpoint: s.endpoint, err: e });
+      if (sessions.get(key) === s) sessions.delete(key);
+    }
   }
 
   private newSession(key: string, client: dgram.RemoteInfo, picker: EndpointPicker): UdpSession | undefined {
@@ -130,9 +142,17 @@ export class UdpListener {
       sessions.touch(key);
       this.socket.send(reply, client.port, client.address);
     });
-    upstream.connect(ep.port, ep.ip, () => {
+    // dgram passes a failed connect(2) to this callback only (no 'error' event).
+    upstream.connect(ep.port, ep.ip, (err?: Error) => {
       const queued = session.pending;
       session.pending = null;
+      if (err) {
+        stats.udpDropped += queued?.length ?? 0;
+        if (!session.closed) this.ctx.udpConnectFailed(this.frontend, session.endpoint, err);
+        if (sessions.get(key) === session) sessions.delete(key);
+        else closeUdpSession(session);
+        return;
+      }
       if (session.closed || !queued) return;
       for (const m of queued) upstream.send(m);
     });

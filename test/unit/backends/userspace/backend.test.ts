@@ -217,6 +217,31 @@ t.test('UDP: the session table is bounded (oldest evicted) and idle sessions exp
   t.equal(b.stats().udpExpirations, 2);
 });
 
+// connect(2) on a UDP socket fails at once where the node has no usable route (ENETUNREACH,
+// a blackhole/prohibit route, a broadcast address: EACCES). Node hands that error to connect's
+// callback only; ferry used to send on the unconnected socket, which threw and ended the process.
+t.test('UDP: an endpoint whose connect fails drops the datagrams, ends the session and is logged once', async (t) => {
+  const { b } = backend(t);
+  await b.sync(null, ir([svc({ name: 'dns', protocol: 'UDP', clusterIP: VIP, port: BASE + 11, internal: fwd(ep('255.255.255.255', 9)) })]), FULL);
+  const before = logLines.length;
+  const c = dgram.createSocket('udp4');
+  c.bind(0, '127.0.0.1');
+  await once(c, 'listening');
+  t.teardown(() => c.close());
+  c.send('q1', BASE + 11, VIP);
+  await eventually('the first datagram is dropped', () => b.stats().udpDropped >= 1);
+  c.send('q2', BASE + 11, VIP);
+  c.send('q3', BASE + 11, VIP);
+  await eventually('the later ones too', () => b.stats().udpDropped >= 3);
+  const s = b.stats();
+  t.equal(s.udpSessionsActive, 0, 'no session kept on an unconnected socket');
+  t.equal(s.udpConnectFailures, s.udpSessionsCreated, 'each session that could not connect is counted');
+  const lines = logLines.slice(before).filter((l) => l.includes('cannot connect a UDP session'));
+  t.equal(lines.length, 1, `logged once for the endpoint:\n${logLines.slice(before).join('\n')}`);
+  t.match(lines[0], /255\.255\.255\.255:9/, 'the line names the endpoint');
+  t.match(lines[0], /default\/dns/, 'and the Service');
+});
+
 async function udpEcho(t: Test, ip: string, port: number): Promise<void> {
   const echo = dgram.createSocket('udp4');
   echo.on('message', (m, r) => echo.send(m, r.port, r.address));
