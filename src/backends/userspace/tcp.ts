@@ -1,6 +1,6 @@
 /**
  * TCP frontends: a listening socket per (address, port) that accepts, picks an endpoint per the
- * IR, connects (retrying other endpoints on failure, bounded), and forwards both ways with
+ * IR, connects (retrying on failure, bounded: connectAttempts), and forwards both ways with
  * backpressure and half-close: through the native addon's splice(2) when it is loaded
  * (splice.ts), else by piping Node streams. Reject → the client is reset at once; drop → the
  * accepted connection is closed without a byte (a userspace socket cannot ignore a SYN the
@@ -100,6 +100,59 @@ export function connectEndpoint(ep: PlannedEndpoint, timeoutMs: number): Promise
       resolve(s);
     });
   });
+}
+
+/** Opens a connection to an endpoint within a timeout (connectEndpoint; a fake in tests). */
+export type Connector<S> = (ep: PlannedEndpoint, timeoutMs: number) => Promise<S>;
+
+export interface ConnectOutcome<S> {
+  /** The connected socket; undefined when every attempt failed or there was nothing to try. */
+  readonly upstream?: S;
+  /** Connects started. */
+  readonly attempts: number;
+  /** Set when the last attempt could not get a descriptor (EMFILE/ENFILE): no further attempt was made. */
+  readonly outOfDescriptors?: unknown;
+}
+
+/**
+ * kube-proxy's userspace `TryConnectEndpoints`: one connect per timeout in `timeoutsMs`, each
+ * with the next, longer timeout. An endpoint that failed is passed over while others remain;
+ * once every endpoint has failed the round starts again, as kube-proxy's round robin wrapped
+ * around, so a Service with one endpoint gets every attempt (250, 500, 1000, 2000 ms) instead of
+ * one 250 ms try. With affinity, a failed sticky endpoint is passed over too (kube-proxy's
+ * sessionAffinityReset). `gone()` ends the attempts early (the client left); `failed` hears of
+ * each failed connect.
+ */
+export async function connectAttempts<S>(
+  picker: EndpointPicker,
+  clientIP: string,
+  timeoutsMs: readonly number[],
+  connect: Connector<S>,
+  hooks: { gone(): boolean; failed(err: unknown): void },
+): Promise<ConnectOutcome<S>> {
+  const tried = new Set<string>();
+  let attempts = 0;
+  for (const timeoutMs of timeoutsMs) {
+    if (hooks.gone()) break;
+    let ep = picker.pick(clientIP, tried);
+    if (!ep && tried.size > 0) {
+      tried.clear();
+      ep = picker.pick(clientIP, tried);
+    }
+    if (!ep) break;
+    tried.add(endpointId(ep));
+    attempts++;
+    try {
+      const upstream = await connect(ep, timeoutMs);
+      picker.confirm(clientIP, ep);
+      return { upstream, attempts };
+    } catch (e) {
+      // Not the endpoint's fault, and another attempt needs a socket just the same.
+      if (e instanceof EndpointConnectError && isOutOfDescriptors(e.cause)) return { attempts, outOfDescriptors: e.cause };
+      hooks.failed(e);
+    }
+  }
+  return { attempts };
 }
 
 /**
@@ -213,33 +266,22 @@ export class TcpListener {
 
   private async forward(client: net.Socket, clientIP: string, picker: EndpointPicker): Promise<void> {
     const { stats, log, connectTimeoutsMs } = this.ctx;
-    const tried = new Set<string>();
-    let upstream: net.Socket | undefined;
-    for (let attempt = 0; attempt < connectTimeoutsMs.length && !client.destroyed; attempt++) {
-      const ep = picker.pick(clientIP, tried);
-      if (!ep) break;
-      tried.add(endpointId(ep));
-      try {
-        upstream = await connectEndpoint(ep, connectTimeoutsMs[attempt] as number);
-        picker.confirm(clientIP, ep);
-        break;
-      } catch (e) {
-        if (e instanceof EndpointConnectError && isOutOfDescriptors(e.cause)) {
-          // Not the endpoint's fault, and another endpoint needs a socket just the same.
-          this.ctx.outOfDescriptors('connect', e.cause, this.frontend);
-          break;
-        }
+    const r = await connectAttempts(picker, clientIP, connectTimeoutsMs, connectEndpoint, {
+      gone: () => client.destroyed,
+      failed: (e) => {
         stats.tcpConnectFailures++;
         log.v(2, 'endpoint connect failed', { frontend: this.frontend.key, service: this.frontend.service, err: e });
-      }
-    }
+      },
+    });
+    if (r.outOfDescriptors !== undefined) this.ctx.outOfDescriptors('connect', r.outOfDescriptors, this.frontend);
+    const upstream = r.upstream;
     if (client.destroyed) {
       upstream?.destroy();
       return;
     }
     if (!upstream) {
       stats.tcpRejected++;
-      log.v(2, 'no endpoint answered; resetting client', { frontend: this.frontend.key, tried: tried.size });
+      log.v(2, 'no endpoint answered; resetting client', { frontend: this.frontend.key, attempts: r.attempts });
       client.resetAndDestroy();
       return;
     }
