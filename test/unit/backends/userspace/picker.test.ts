@@ -1,5 +1,5 @@
 import t from 'tap';
-import { EndpointPicker, endpointId } from '../../../../src/backends/userspace/picker.js';
+import { AFFINITY_MAX_CLIENTS, EndpointPicker, endpointId } from '../../../../src/backends/userspace/picker.js';
 import { ep, fwd, REJECT } from './fixtures.js';
 
 const A = ep('198.18.0.11', 80);
@@ -99,4 +99,24 @@ t.test('changing the affinity timeout resets affinity; sweep drops expired entri
   seq(p, 1, 'c1');
   p.update(fwd(A, B), 0);
   t.equal(p.affinityEntries(), 0, 'affinity off → entries gone');
+});
+
+// A spoofed-source flood (a new client address per datagram) on a path with ClientIP affinity
+// added an entry per client, none expiring for the 3 h default timeout.
+t.test('affinity holds at most AFFINITY_MAX_CLIENTS clients; the one seen least recently goes first', async (t) => {
+  const now = 0;
+  const p = new EndpointPicker(() => now);
+  p.update(fwd(A, B, C), 10800);
+  const client = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  const first = seq(p, 1, client(0))[0];
+  seq(p, 1, client(1));
+  for (let i = 2; i < 100_000; i++) {
+    seq(p, 1, client(i));
+    if (i === AFFINITY_MAX_CLIENTS - 1) t.same(seq(p, 1, client(0)), [first], 'a client seen again moves to the back');
+  }
+  t.equal(p.affinityEntries(), AFFINITY_MAX_CLIENTS, `bounded (${p.affinityEntries()} entries for 100,000 clients)`);
+  const last = seq(p, 1, client(99_999))[0];
+  t.same(seq(p, 2, client(99_999)), [last, last], 'the newest client still sticks');
+  t.equal(p.stickyEndpoint(client(1)), undefined, 'the client seen least recently was evicted');
+  t.equal(p.stickyEndpoint(client(0)), first, 'the client seen again outlived it');
 });
