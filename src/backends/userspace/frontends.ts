@@ -42,7 +42,10 @@ export interface LocalAddresses {
 
 export interface FrontendOptions {
   readonly families: readonly IPFamily[];
-  /** Accept NodePorts on 127.0.0.1 (IPv4 only, as kube-proxy), when nodePortAddresses is 'all'. */
+  /**
+   * Accept NodePorts on 127.0.0.1 (IPv4 only, as kube-proxy): added when nodePortAddresses is
+   * 'all'; with a list, whether its IPv4 loopback addresses are kept.
+   */
   readonly localhostNodePorts: boolean;
 }
 
@@ -97,9 +100,15 @@ export function nodePortAddresses(
   const spec = tables[family].nodePortAddresses;
   const out = new Set<string>();
   if (spec.kind === 'list') {
+    // A listed loopback address only with localhost NodePorts, and never [::1]: kube-proxy's
+    // syncProxyRules skips them ("localhost NodePorts are not supported on IPv6", "...but
+    // --iptables-localhost-nodeports=false was passed"), as ferry's other modes do.
+    const loopbackServed = family === 4 && opts.localhostNodePorts;
     for (const a of spec.addresses) {
       const n = normalizeIP(a);
-      if (n !== undefined && familyOf(n) === family) out.add(n);
+      if (n === undefined || familyOf(n) !== family) continue;
+      if (isLoopback(n) && !loopbackServed) continue;
+      out.add(n);
     }
   } else {
     // 'all' = every local address except loopback (and link-local, which needs a scope to bind).

@@ -44,6 +44,23 @@ t.test('NodePort with a list: exactly those addresses; IPv6 skips link-local and
   t.same(np, ['TCP 192.0.2.1:30080', 'TCP [2001:db8:2::1]:30080']);
 });
 
+// kube-proxy's syncProxyRules and ferry's other modes skip a listed loopback address unless
+// localhost NodePorts are on, and [::1] always; userspace mode listened on every listed address.
+t.test('NodePort with a list: loopback only with localhost NodePorts, and never ::1', async (t) => {
+  const s4 = svc({ name: 'np', nodePort: 30080, internal: fwd(ep('198.18.0.11', 8080)) });
+  const s6 = svc({ name: 'np', family: 6, nodePort: 30080, internal: fwd(ep('2001:db8:18::11', 8080)) });
+  const ir = tables([s4], [s6], { nodePortAddresses: { kind: 'list', addresses: ['127.0.0.1', '192.0.2.1'] } }, {
+    nodePortAddresses: { kind: 'list', addresses: ['::1', '2001:db8:2::1'] },
+  });
+  const nodePorts = (localhostNodePorts: boolean): string[] =>
+    [...planFrontends(ir, LOCAL, { families: [4, 6], localhostNodePorts }).frontends.values()]
+      .filter((f) => f.role === 'nodePort')
+      .map((f) => f.key)
+      .sort();
+  t.same(nodePorts(false), ['TCP 192.0.2.1:30080', 'TCP [2001:db8:2::1]:30080'], 'localhost NodePorts off');
+  t.same(nodePorts(true), ['TCP 127.0.0.1:30080', 'TCP 192.0.2.1:30080', 'TCP [2001:db8:2::1]:30080'], 'on: 127.0.0.1 kept, ::1 not');
+});
+
 t.test('an externalIP that is already a node address is not added to ferry0 but still served', async (t) => {
   const s = svc({ name: 'web', internal: fwd(ep('198.18.0.11', 8080)), externalIPs: ['192.0.2.1'], port: 8443 });
   const d = planFrontends(tables([s]), LOCAL, { ...OPTS, families: [4] });
