@@ -127,9 +127,14 @@ export function nodePortAddresses(
  * the role can take) ferry does not bind it, so the kernel answers ICMP port unreachable — the
  * reject the IR asks for, which a userspace socket cannot send. 'drop' keeps the socket (and
  * discards), so the client gets no ICMP.
+ *
+ * An LB IP with loadBalancerSourceRanges keeps its socket even then: the IR drops sources
+ * outside the ranges before any reject (kube-proxy's filter-prerouting-pre-dnat), and the kernel
+ * would answer them ICMP too. Clients inside the ranges then get a drop instead of the ICMP.
  */
 function udpNeedsSocket(s: ServiceEntry, role: FrontendRole): boolean {
   if (role === 'clusterIP') return s.internal.verdict !== 'reject';
+  if (role === 'loadBalancer' && s.loadBalancerSourceRanges.length > 0) return true;
   if (s.external.verdict !== 'reject') return true;
   return s.externalPolicyLocal && s.cluster.verdict !== 'reject';
 }

@@ -27,10 +27,16 @@ export function userspacePath(e: Explanation, svc: ServiceEntry | undefined, _ta
   const key = frontendKey(e.protocol, e.dst, e.port);
   const on = e.match.frontend === 'nodePort' ? 'a node address' : DEFAULT_INTERFACE;
   if (e.verdict.kind === 'reject') {
+    // frontends.ts udpNeedsSocket: source ranges keep an LB IP's UDP socket bound.
+    const rangedUdp = e.protocol === 'UDP' && e.match.frontend === 'loadBalancerIP' && svc.loadBalancerSourceRanges.length > 0;
     return [
       {
         at: `listener ${key}`,
-        does: e.protocol === 'UDP' ? 'not bound (no endpoint anywhere): the kernel answers ICMP port unreachable' : 'accepts, then resets the connection (reject)',
+        does: rangedUdp
+          ? 'bound for its loadBalancerSourceRanges (no endpoint anywhere): discards the datagram, no ICMP'
+          : e.protocol === 'UDP'
+            ? 'not bound (no endpoint anywhere): the kernel answers ICMP port unreachable'
+            : 'accepts, then resets the connection (reject)',
       },
     ];
   }

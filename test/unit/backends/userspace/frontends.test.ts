@@ -61,6 +61,25 @@ t.test('NodePort with a list: loopback only with localhost NodePorts, and never 
   t.same(nodePorts(true), ['TCP 127.0.0.1:30080', 'TCP 192.0.2.1:30080', 'TCP [2001:db8:2::1]:30080'], 'on: 127.0.0.1 kept, ::1 not');
 });
 
+// The IR drops sources outside loadBalancerSourceRanges before the no-endpoint reject; with no
+// socket the kernel answered every source ICMP port unreachable, those outside too.
+t.test('UDP LB IP with source ranges and no endpoints keeps its socket, so outside sources are dropped', async (t) => {
+  const ranged = svc({
+    name: 'dns',
+    protocol: 'UDP',
+    port: 53,
+    clusterIP: '198.19.0.53',
+    internal: REJECT,
+    externalIPs: ['203.0.113.7'],
+    loadBalancerIPs: ['198.51.100.9'],
+    loadBalancerSourceRanges: ['203.0.113.0/24'],
+  });
+  const d = planFrontends(tables([ranged]), LOCAL, { ...OPTS, families: [4] });
+  t.same([...d.frontends.keys()], ['UDP 198.51.100.9:53'], 'only the LB IP, whose ranges apply; ClusterIP and externalIP stay unbound (ICMP)');
+  const open = svc({ ...ranged, name: 'dns2', loadBalancerSourceRanges: [] });
+  t.same([...planFrontends(tables([open]), LOCAL, { ...OPTS, families: [4] }).frontends.keys()], [], 'without ranges: no socket at all');
+});
+
 t.test('an externalIP that is already a node address is not added to ferry0 but still served', async (t) => {
   const s = svc({ name: 'web', internal: fwd(ep('198.18.0.11', 8080)), externalIPs: ['192.0.2.1'], port: 8443 });
   const d = planFrontends(tables([s]), LOCAL, { ...OPTS, families: [4] });
