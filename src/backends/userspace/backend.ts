@@ -20,6 +20,7 @@ import {
   type OpenFilesLimit,
 } from './descriptors.js';
 import { planFrontends, type Frontend, type LocalAddresses } from './frontends.js';
+import { holderAddress, readPortHolders, type ProcNetReader } from './holders.js';
 import { DEFAULT_INTERFACE, ipAddressHolder, removeInterface, type AddressHolder } from './iface.js';
 import type { Clock } from './picker.js';
 import { planReconcile } from './reconcile.js';
@@ -57,6 +58,8 @@ export interface UserspaceInternals {
   now?: Clock;
   /** /proc/self/limits' text; read on construction and on full syncs. */
   readLimits?: () => string;
+  /** Reads a /proc/net socket table, to name who holds a port ferry cannot bind. */
+  readProcNet?: ProcNetReader;
 }
 
 export interface UserspaceStats extends ForwarderStats {
@@ -89,6 +92,10 @@ const REJECT: Route = { verdict: 'reject' };
 
 /** Out of descriptors on the data path: at most one line this often, with the count since the last. */
 const OUT_OF_DESCRIPTORS_LOG_MS = 10_000;
+
+function frontendAddress(f: Frontend): string {
+  return f.ip.includes(':') ? `[${f.ip}]:${f.port}/${f.protocol}` : `${f.ip}:${f.port}/${f.protocol}`;
+}
 
 function runtimeKey(family: IPFamily, service: ServicePortKey): string {
   return `${family}|${service}`;
@@ -138,6 +145,7 @@ class Userspace implements UserspaceBackend {
    */
   private reportedNoDescriptors = 0;
   private readonly readLimits: () => string;
+  private readonly readProcNet: ProcNetReader | undefined;
   /** Read while a descriptor is still free (out of them, /proc/self/limits cannot be opened); kept when a re-read fails. */
   private fileLimit: OpenFilesLimit | undefined;
   private readonly maxUdpSessions: number;
@@ -162,6 +170,7 @@ class Userspace implements UserspaceBackend {
     this.holder = internals.holder ?? ipAddressHolder(opts.interfaceName ?? DEFAULT_INTERFACE, this.log);
     this.udpIdleMs = opts.udpIdleTimeoutMs ?? DEFAULT_UDP_IDLE_TIMEOUT_MS;
     this.readLimits = internals.readLimits ?? readLimits;
+    this.readProcNet = internals.readProcNet;
     this.fileLimit = parseOpenFilesLimit(this.readLimits());
     this.maxUdpSessions = opts.maxUdpSessions ?? DEFAULT_MAX_UDP_SESSIONS;
     this.sessions = new SessionTable<UdpSession>({
@@ -250,11 +259,7 @@ class Userspace implements UserspaceBackend {
           const reason = cause instanceof Error ? cause.message : String(cause);
           if (this.reportedFailures.get(f.key) !== reason) {
             this.reportedFailures.set(f.key, reason);
-            this.log.error('cannot open frontend; retrying on every sync (logged again only if the reason changes)', {
-              frontend: f.key,
-              service: f.service,
-              err: cause,
-            });
+            this.reportOpenFailure(f, cause);
           }
           return undefined;
         }
@@ -458,6 +463,30 @@ class Userspace implements UserspaceBackend {
     });
     this.descriptorFailuresUnlogged = 0;
     this.descriptorFailureLoggedAt = now;
+  }
+
+  /**
+   * A frontend that did not open. When another socket holds its port, that socket gets the
+   * Service's traffic: the address is local (ferry0's, or the node's), and a wildcard listener
+   * takes every local address. Said plainly, with the holder, since nothing else shows it.
+   */
+  private reportOpenFailure(f: Frontend, cause: unknown): void {
+    const holders = (cause as NodeJS.ErrnoException | undefined)?.code === 'EADDRINUSE' ? readPortHolders(f, this.readProcNet) : [];
+    if (holders.length === 0) {
+      this.log.error('cannot open frontend; retrying on every sync (logged again only if the reason changes)', { frontend: f.key, service: f.service, err: cause });
+      return;
+    }
+    const wildcard = holders.some((h) => h.wildcard);
+    this.log.error(
+      `cannot open frontend: another socket holds its port${wildcard ? ' on the wildcard address' : ''}, and traffic to ${frontendAddress(f)} goes to that program instead of the Service; retrying on every sync (logged again only if the reason changes)`,
+      {
+        frontend: f.key,
+        service: f.service,
+        holder: holders.map((h) => `${holderAddress(h)} uid=${h.uid} inode=${h.inode}`).join(', '),
+        find: `ss -${f.protocol === 'TCP' ? 'ltnp' : 'uanp'} 'sport = :${f.port}'`,
+        err: cause,
+      },
+    );
   }
 
   private udpConnectFailed(f: Frontend, endpoint: string, err: Error): void {

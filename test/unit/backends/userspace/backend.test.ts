@@ -183,6 +183,25 @@ t.test('a frontend whose port is taken is logged once, does not fail the sync, a
   t.ok(logLines.some((l) => l.includes('frontend open after earlier failures') && l.includes(`${VIP}:${BASE + 5}`)), 'its recovery is logged');
 });
 
+// A host program on the wildcard (a hostNetwork ingress on *:443) blocks the ClusterIP:443
+// listener, and since the ClusterIP is a local address, it receives the Service's traffic.
+t.test('a frontend blocked by a wildcard listener: the log line says who gets the traffic', async (t) => {
+  const squatter = net.createServer((c) => c.end('squatter'));
+  squatter.listen(BASE + 13, '0.0.0.0');
+  await once(squatter, 'listening');
+  t.teardown(() => squatter.close());
+  const before = logLines.length;
+  const { b } = backend(t);
+  await b.sync(null, ir([svc({ name: 'web', clusterIP: VIP, port: BASE + 13, internal: fwd(ep(EP1, BASE + 14)) })]), FULL);
+  t.same(b.stats().failedFrontends, [`TCP ${VIP}:${BASE + 13}`]);
+  t.same(await tcpEcho(VIP, BASE + 13, 'hello'), { data: 'squatter' }, 'the other program answers the Service address');
+  const line = logLines.slice(before).find((l) => l.includes('cannot open frontend'));
+  t.match(line, /another socket holds its port on the wildcard address, and traffic to \S+ goes to that program/, `${line}`);
+  t.match(line, new RegExp(`traffic to ${VIP.replace(/\./g, '\\.')}:${BASE + 13}/TCP`), 'names the address and port');
+  t.match(line, /service=default\/web:\/TCP/, 'and the Service');
+  t.match(line, new RegExp(`holder="0\\.0\\.0\\.0:${BASE + 13} uid=\\d+ inode=\\d+"`), 'and the holder');
+});
+
 t.test('a failed address update fails the sync before any socket is opened', async (t) => {
   const { b, h } = backend(t);
   h.failApply = true;
