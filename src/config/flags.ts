@@ -106,7 +106,8 @@ export const REFUSED_KUBE_PROXY_FLAGS: Readonly<Record<string, string>> = {
   'healthz-bind-port': REMOVED,
   'metrics-bind-addresses': REMOVED,
   'metrics-bind-port': REMOVED,
-  'udp-timeout': 'a setting of the removed userspace mode; see --conntrack-udp-timeout',
+  'udp-timeout':
+    "kube-proxy's userspace-mode UDP session idle timeout (its default 250ms); ferry's userspace mode keeps idle UDP sessions 30s, as conntrack's UDP timeout, and takes no setting for it (docs/userspace.md); --conntrack-udp-timeout sets only the conntrack sysctl",
   'resource-container': REMOVED,
   'cleanup-ipvs': IPVS,
   'cleanup-iptables': 'use --cleanup',

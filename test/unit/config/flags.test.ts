@@ -43,6 +43,14 @@ t.test('every unimplemented kube-proxy flag is refused by name', async (t) => {
   }
 });
 
+// The old message sent an operator of userspace mode to --conntrack-udp-timeout, which does not
+// touch userspace mode's sessions.
+t.test('--udp-timeout is refused with what userspace mode does instead', async (t) => {
+  const got = await parse(['--udp-timeout=5s']);
+  t.ok(got instanceof UnsupportedFlagError);
+  t.match(got instanceof Error ? got.message : '', /userspace mode keeps idle UDP sessions 30s.*--conntrack-udp-timeout sets only the conntrack sysctl/);
+});
+
 t.test('no flag is both accepted and refused', async (t) => {
   for (const f of PROXY_FLAGS) t.notOk(UNSUPPORTED_KUBE_PROXY_FLAGS.includes(f.name), `--${f.name}`);
 });
