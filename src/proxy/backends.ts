@@ -13,6 +13,8 @@ import { isKubeProxyLayout } from '../backends/iptables/cleanup.js';
 import { removeIpvsLeftovers } from '../backends/iptables/ipvs-leftovers.js';
 import { existsSync } from 'node:fs';
 import { defaultNft, execNft } from '../backends/kernel/nft.js';
+import { probeNftables } from '../backends/nftables/probe.js';
+import { DEFAULT_MASQUERADE_MARK } from '../backends/nftables/compiler.js';
 import { defaultConntrack } from '../backends/kernel/conntrack.js';
 import { createUserspaceBackend, cleanupUserspace, DEFAULT_INTERFACE } from '../backends/userspace/index.js';
 import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
@@ -65,17 +67,9 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
         masqueradeMark: 1 << config.masqueradeBit,
         log: logger('nftables'),
       }),
-    probe: async (families) => {
-      const nft = defaultNft();
-      // A nat chain proves the nf_tables NAT support, not only the nft front end.
-      const script = families
-        .map((f) => {
-          const fam = f === 4 ? 'ip' : 'ip6';
-          return `add table ${fam} ferry-probe\nadd chain ${fam} ferry-probe p { type nat hook prerouting priority -100 ; }\ndelete table ${fam} ferry-probe\n`;
-        })
-        .join('');
-      await nft.apply(script);
-    },
+    // The first sync's rules for one Service, in a table the same transaction deletes, through
+    // the runner the backend uses (src/backends/nftables/probe.ts).
+    probe: async (families) => probeNftables(defaultNft(), families, DEFAULT_MASQUERADE_MARK),
     // Removes ferry's `ferry` tables and kube-proxy's `kube-proxy` nftables tables.
     cleanup: async () => createNftablesBackend({ nft: defaultNft() }).cleanup(),
     // kube-proxy's nftables table always (ferry's nftables mode replaces it); ferry's own only
