@@ -415,9 +415,11 @@ export async function startProxy(config: ProxyConfig, deps: DaemonDeps = {}): Pr
   };
 }
 
-/** `ferry [flags]`: runs until SIGINT/SIGTERM, then exits 0 leaving the rules installed. */
+/** `ferry [flags]`: runs until SIGINT/SIGTERM, then exits 0 leaving the rules installed (1 if stopping failed). */
 export async function runProxy(config: ProxyConfig): Promise<void> {
   const daemon = await startProxy(config);
+  // 1 when stopping failed (a server that would not close, a sync that threw): a supervisor sees it.
+  let code = 0;
   await new Promise<void>((resolve) => {
     let stopping = false;
     const onSignal = (sig: NodeJS.Signals) => {
@@ -429,6 +431,7 @@ export async function runProxy(config: ProxyConfig): Promise<void> {
       log.info(`received ${sig}; stopping (installed rules stay in place)`);
       daemon.stop().then(resolve, (e: unknown) => {
         log.error('error while stopping', { error: e });
+        code = 1;
         resolve();
       });
     };
@@ -436,7 +439,7 @@ export async function runProxy(config: ProxyConfig): Promise<void> {
     process.on('SIGTERM', onSignal);
   });
   // Keep-alive sockets of the API client would otherwise hold the event loop open.
-  process.exit(0);
+  process.exit(code);
 }
 
 /** kube-proxy's FullSyncPeriod. */
