@@ -143,7 +143,7 @@ export function formatStatus(s: StatusReport, now: number = Date.now()): string 
   row('health', s.healthy ? 'healthy' : 'UNHEALTHY (a change waits longer than the health timeout)');
   row('API server', s.apiServer.server || '(unknown)');
   for (const w of s.apiServer.watches) {
-    const state = w.consecutiveFailures > 0 ? `FAILING (${w.consecutiveFailures} attempts)` : w.synced ? 'synced, watching' : 'listing';
+    const state = w.consecutiveFailures > 0 ? `FAILING (${w.consecutiveFailures} attempts)` : w.notServed ? 'not served by this API server (none)' : w.synced ? 'synced, watching' : 'listing';
     const last = w.lastError ? `; last error ${ago(w.lastError.at, now)}: ${w.lastError.error}` : '';
     row('', `${w.resource.padEnd(15)} ${state}${last}`);
   }

@@ -77,6 +77,12 @@ export interface InformerOptions {
   readonly get?: typeof getJSON;
   /** Silence after which a watch is resumed; DEFAULT_WATCH_IDLE_MS. */
   readonly watchIdleMs?: number;
+  /**
+   * An API group this API server may not serve at all (ServiceCIDRs before Kubernetes 1.33): a
+   * 404 on the list is taken as an empty list, as client-go's reflector takes it — synced, no
+   * objects, not a failure — and asked again after the backoff's longest step.
+   */
+  readonly mayBeAbsent?: boolean;
 }
 
 /** Delay before retry number `attempt` (1-based): exponential, capped, ±20% jitter. */
@@ -165,6 +171,8 @@ export class ResilientInformer {
   private generation = 0;
   private stopped = true;
   private synced = false;
+  /** The last list was answered 404 (mayBeAbsent): this API server does not serve the resource. */
+  private absent = false;
   private attempts = 0;
   private lastError: { at: number; error: string } | undefined;
   private syncWaiters: (() => void)[] = [];
@@ -182,6 +190,11 @@ export class ResilientInformer {
   /** True once the first list has been delivered to the sink. */
   hasSynced(): boolean {
     return this.synced;
+  }
+
+  /** This API server answers the resource's list with 404 (only with mayBeAbsent). */
+  notServed(): boolean {
+    return this.absent;
   }
 
   /** Consecutive failed attempts (0 while healthy). */
@@ -241,6 +254,10 @@ export class ResilientInformer {
           await this.list(gen);
           if (!this.live(gen)) return;
           needList = false;
+          if (this.absent) {
+            this.absent = false;
+            this.log.info(`${this.opts.resource}: served by the API server now`);
+          }
           // Synced, but the backoff stays: a list that works while its watch fails right after
           // must not retry at the first step forever (client-go's backoff is not reset by a list).
           this.markSynced();
@@ -266,12 +283,26 @@ export class ResilientInformer {
           this.log.v(2, `${this.opts.resource}: resourceVersion expired; relisting`);
           continue;
         }
+        if (needList && this.opts.mayBeAbsent && e instanceof ApiStatusError && e.statusCode === 404) {
+          this.notServedHere();
+          await this.sleep(this.backoff.maxMs);
+          continue;
+        }
         // A list that failed is listed again; a watch refused as retriable resumes from the same
         // resourceVersion (client-go), any other watch failure relists.
         if (!isRetriableWatchError(e)) needList = true;
         await this.failed(describeError(e), 'still failing', ' failed: ');
       }
     }
+  }
+
+  /** A 404 list (mayBeAbsent): as an empty list — what the sink was told of goes — and synced. */
+  private notServedHere(): void {
+    if (!this.absent) this.log.info(`${this.opts.resource}: not served by this API server (404); taken as none, asked again every ${this.backoff.maxMs / 1000} s`);
+    this.absent = true;
+    for (const key of [...this.known.keys()]) this.remove(stub(key));
+    this.attempts = 0;
+    this.markSynced();
   }
 
   /** Counts a failed attempt, logs it (the first as a warning), and waits out the backoff. */

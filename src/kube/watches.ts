@@ -124,12 +124,14 @@ export class ClusterWatches {
     });
     // networking.k8s.io/v1 ServiceCIDRs, as kube-proxy watches them (nftables mode drops traffic
     // to unallocated IPs inside them). Not waited for before the first sync, and retried on a
-    // slower backoff: an API server older than 1.33 does not serve them (404 on every attempt),
-    // and a fleet of nodes retrying every 1.6 s would load it for nothing. A recovered server is
+    // slower backoff: an API server older than 1.33 does not serve them (404 on every attempt:
+    // taken as none, not as a failure, as client-go takes it), and a fleet of nodes retrying
+    // every 1.6 s would load it for nothing. A recovered server is
     // still listed again at once on the next attempt; the ranges change rarely.
     this.serviceCIDRs = new ResilientInformer({
       ...common,
       backoff: SERVICE_CIDR_BACKOFF,
+      mayBeAbsent: true,
       resource: 'servicecidrs',
       path: '/apis/networking.k8s.io/v1/servicecidrs',
       onBadItem: bad('servicecidrs'),

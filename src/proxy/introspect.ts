@@ -55,7 +55,7 @@ export interface StatusReport {
   readonly healthy: boolean;
   readonly apiServer: {
     readonly server: string;
-    readonly watches: readonly { resource: string; synced: boolean; consecutiveFailures: number; lastError?: { at: string; error: string } }[];
+    readonly watches: readonly { resource: string; synced: boolean; consecutiveFailures: number; notServed?: boolean; lastError?: { at: string; error: string } }[];
   };
   readonly syncs: {
     readonly total: number;
@@ -213,6 +213,7 @@ export class DaemonIntrospection {
             resource,
             synced: informer.hasSynced(),
             consecutiveFailures: informer.failures(),
+            ...(informer.notServed() ? { notServed: true } : {}),
             ...(last ? { lastError: { at: new Date(last.at).toISOString(), error: last.error } } : {}),
           };
         }),

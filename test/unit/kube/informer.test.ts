@@ -423,3 +423,24 @@ t.test('a watch line past 4 MiB without a newline abandons the watch, retried af
   t.equal(count(api, 'list'), 1, 'resumed, not relisted: the event comes again');
   t.ok(inf.failures() >= 1);
 });
+
+t.test('a resource this API server does not serve (404, mayBeAbsent: ServiceCIDRs before 1.33) is synced as none, not failing', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  const path = '/apis/networking.k8s.io/v1/servicecidrs';
+  const absent = informerFor(api, { resource: 'servicecidrs', path, mayBeAbsent: true, backoff: { initialMs: 20, maxMs: 50 } });
+  t.teardown(() => absent.stop());
+  absent.start();
+  t.equal(await absent.waitForSync(5000), true, 'synced (an empty list), as client-go takes a 404 list');
+  t.equal(absent.notServed(), true, 'and said to be not served');
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(absent.failures(), 0, 'never counted as a failure, though asked again');
+  t.equal(absent.lastFailure(), undefined);
+  t.equal(logs.filter((l) => /servicecidrs: not served by this API server \(404\)/.test(l)).length, 1, 'said once');
+  const failing = informerFor(api, { resource: 'servicecidrs', path });
+  t.teardown(() => failing.stop());
+  failing.start();
+  t.equal(await failing.waitForSync(300), false, 'without mayBeAbsent a 404 is a failure, as before');
+  t.ok(failing.failures() >= 1);
+});
