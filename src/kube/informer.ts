@@ -139,6 +139,16 @@ function isGone(e: unknown): boolean {
  * server restarting or overloaded behind its load balancer); and a stream that could not be
  * read (silent before answering, a line too long or not JSON), whose events the resume brings again.
  */
+/**
+ * The API server's store is behind the resourceVersion asked for (its etcd restored from a
+ * backup, or wiped): kube-apiserver's "Too large resource version" (504 Timeout), on which
+ * client-go's reflector relists (IsTooLargeResourceVersion). Retrying the watch from the same
+ * resourceVersion would never get past it, and objects gone from the store would never go.
+ */
+function isTooLargeResourceVersion(e: unknown): boolean {
+  return e instanceof ApiStatusError && /too large resource version/i.test(e.message);
+}
+
 function isRetriableWatchError(e: unknown): boolean {
   if (e instanceof ApiStatusError) return e.statusCode === 429 || (e.statusCode >= 500 && e.statusCode < 600);
   if (e instanceof WatchIdleError || e instanceof WatchStreamError) return true;
@@ -289,8 +299,10 @@ export class ResilientInformer {
           continue;
         }
         // A list that failed is listed again; a watch refused as retriable resumes from the same
-        // resourceVersion (client-go), any other watch failure relists.
-        if (!isRetriableWatchError(e)) needList = true;
+        // resourceVersion (client-go), any other watch failure relists — a resourceVersion the
+        // store is behind too, after the backoff (a server answering it to every attempt would
+        // otherwise be listed without pause).
+        if (!isRetriableWatchError(e) || isTooLargeResourceVersion(e)) needList = true;
         await this.failed(describeError(e), 'still failing', ' failed: ');
       }
     }

@@ -83,6 +83,14 @@ export class WatchSession {
         this.error(410, 'Expired', `too old resource version: ${rv} (${this.store.resourceVersion})`);
         return;
       }
+      // Ahead of the store (a client of a store that was wiped, or restored from a backup):
+      // kube-apiserver's cacher answers an ERROR event once the store has not caught up
+      // (storage.NewTooLargeResourceVersionError: 504 Timeout, "Too large resource version"),
+      // and client-go relists on it. Here the store never catches up, so at once.
+      if (n > this.store.resourceVersion) {
+        this.error(504, 'Timeout', `Too large resource version: ${rv}, current: ${this.store.resourceVersion}`);
+        return;
+      }
       for (const e of events) this.forward(e);
     }
     this.unsubscribe = this.store.subscribe((e) => this.forward(e));

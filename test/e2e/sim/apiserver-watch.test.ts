@@ -63,6 +63,11 @@ t.test('watch: synthetic ADDED, resume from a version, 410 Gone, bookmarks, time
     object: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: expired[0]?.object['message'], reason: 'Expired', code: 410 },
   });
   t.match(expired[0]?.object['message'], new RegExp(`^too old resource version: ${rv} \\(\\d+\\)$`));
+  // Ahead of the store (a client of a wiped or restored store): kube-apiserver's "Too large
+  // resource version" ERROR event, on which clients relist.
+  const ahead = await watchAll(server, `${SVCS}?watch=true&resourceVersion=999999`);
+  t.equal(ahead.length, 1, 'ahead of the store: one event, then the stream ends');
+  t.match(ahead[0], { type: 'ERROR', object: { code: 504, reason: 'Timeout', message: /^Too large resource version: 999999, current: \d+$/ } });
 
   const bm = await watchAll(server, `${SVCS}?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=1`);
   const bookmarks = bm.filter((e) => e.type === 'BOOKMARK');

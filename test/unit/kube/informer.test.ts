@@ -31,6 +31,8 @@ class FakeAPI {
   expireContinue = false;
   /** When set, watch requests get this many bytes without a newline, then nothing. */
   unendingLine = 0;
+  /** When set, watch requests get kube-apiserver's "Too large resource version" ERROR event (a store behind them). */
+  tooLargeWatches = false;
 
   put(name: string): V1Service {
     const obj: V1Service = { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'ns', name, resourceVersion: String(++this.rv) } };
@@ -49,6 +51,12 @@ class FakeAPI {
 
   private send(type: string, object: unknown): void {
     for (const w of this.watchers) w.write(JSON.stringify({ type, object }) + '\n');
+  }
+
+  /** Ends every open watch normally, as the server's watch timeout does. */
+  endWatches(): void {
+    for (const w of this.watchers) w.end();
+    this.watchers.clear();
   }
 
   watcherCount(): number {
@@ -95,6 +103,11 @@ class FakeAPI {
         res.write(Buffer.alloc(this.unendingLine, 'x'));
         this.watchers.add(res);
         res.on('close', () => this.watchers.delete(res));
+        return;
+      }
+      if (this.tooLargeWatches) {
+        const rv = url.searchParams.get('resourceVersion');
+        res.end(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', code: 504, reason: 'Timeout', message: `Too large resource version: ${rv}, current: ${this.rv}` } }) + '\n');
         return;
       }
       if (this.emptyWatches) {
@@ -443,4 +456,33 @@ t.test('a resource this API server does not serve (404, mayBeAbsent: ServiceCIDR
   failing.start();
   t.equal(await failing.waitForSync(300), false, 'without mayBeAbsent a 404 is a failure, as before');
   t.ok(failing.failures() >= 1);
+});
+
+t.test('a watch from a resourceVersion the store is behind (a wiped or restored etcd) relists, and what is gone goes', async (t) => {
+  const api = new FakeAPI();
+  await api.start();
+  t.teardown(() => api.stop());
+  api.put('a');
+  api.put('b');
+  const events: string[] = [];
+  const inf = informerFor(api, {
+    sink: {
+      upsert: (o) => events.push(`+${(o as V1Service).metadata?.name}`),
+      remove: (o) => events.push(`-${(o as V1Service).metadata?.name}`),
+    },
+  });
+  t.teardown(() => inf.stop());
+  inf.start();
+  t.equal(await inf.waitForSync(5000), true);
+  await until(t, 'the first watch', () => count(api, 'watch') >= 1);
+  // The store loses b, and its resourceVersion goes back: the informer's is now ahead of it.
+  api.tooLargeWatches = true;
+  api.objects.delete('b');
+  api.rv = 50;
+  api.endWatches();
+  await until(t, 'a relist', () => count(api, 'list') >= 2);
+  api.tooLargeWatches = false;
+  await until(t, 'b removed', () => events.includes('-b'));
+  t.same(events.slice(0, 2).sort(), ['+a', '+b']);
+  t.notOk(events.includes('-a'), 'a, still there, stays');
 });
