@@ -340,7 +340,13 @@ void NfnlMonitor::Run() {
       deliver_(std::move(ev));
     }
     for (;;) {
-      ssize_t n = recv(fd_, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
+      // From the kernel only (port id 0): another process with CAP_NET_ADMIN could send to our
+      // port id, and a forged NEWGEN or deletion must not pass for the kernel's notification.
+      struct sockaddr_nl from;
+      socklen_t fromLen = sizeof(from);
+      memset(&from, 0, sizeof(from));
+      ssize_t n = recvfrom(fd_, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC, reinterpret_cast<struct sockaddr*>(&from), &fromLen);
+      if (n >= 0 && from.nl_pid != 0) continue;
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;

@@ -284,6 +284,44 @@ t.test('the addon subscription: own batches marked own (by port id, not pid), ot
   await new Promise((r) => setTimeout(r, 300));
   t.equal(events.length, after, 'nothing delivered after stop()');
 
+  // Notifications come from the kernel only: another process in the namespace (with
+  // CAP_NET_ADMIN) sending a forged NEWTABLE + NEWGEN to the monitor's port id is not believed.
+  const forged: NfnlMonitorEvent[] = [];
+  const watch = addon.nfnlMonitor({ tables: ['ferry'], netns: path }, (e) => forged.push(e));
+  await new Promise((r) => setTimeout(r, 100));
+  const FORGE = `
+import socket, struct
+ports = []
+for line in open('/proc/net/netlink').read().split('\\n')[1:]:
+    f = line.split()
+    # NETLINK_NETFILTER sockets subscribed to a group: the monitor's (NFNLGRP_NFTABLES).
+    if len(f) > 4 and f[1] == '12' and int(f[3], 16) != 0:
+        ports.append(int(f[2]))
+def msg(t, attrs):
+    body = struct.pack('=BBH', 2, 0, 0) + attrs
+    return struct.pack('=IHHII', 16 + len(body), (10 << 8) | t, 0, 1, 0) + body
+name = b'ferry\\0'
+table = struct.pack('=HH', 4 + len(name), 1) + name + b'\\0' * ((4 - len(name) % 4) % 4)
+gen = struct.pack('=HH', 8, 1) + struct.pack('>I', 4242)
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+for p in ports:
+    s.sendto(msg(0, table) + msg(15, gen), (p, 0))
+print(len(ports))
+`;
+  const sent = await runIn(ns, ['python3', '-c', FORGE]);
+  t.ok(Number(sent.stdout.trim()) >= 1, `forged notifications sent to ${sent.stdout.trim()} subscribed socket(s)`);
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(forged, [], 'a forged notification is not an event');
+  await runIn(ns, ['nft', 'add table ip ferry']);
+  await eventually(
+    async () => {
+      if (!forged.some((e) => e.kind === 'generation')) throw new NotYet('no event yet');
+    },
+    { what: "the kernel's own notification still is", timeoutMs: scaledMs(5000), intervalMs: 10 },
+  );
+  watch.stop();
+  await runIn(ns, ['nft', 'delete table ip ferry']);
+
   // An event the reader thread queued while the JS thread was busy is dropped by stop(), not
   // delivered after it (the addon aborts its queue instead of draining it).
   const queued: NfnlMonitorEvent[] = [];
