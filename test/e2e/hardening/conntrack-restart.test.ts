@@ -5,15 +5,10 @@
 // source port and sends every 200 ms, so its entry never times out on its own: the new endpoint
 // answering it proves the entry was deleted. nftables and iptables modes (the NAT backends).
 import t from 'tap';
-import { fileURLToPath } from 'node:url';
 import { scaledMs } from '../../../src/util/timescale.js';
-import { parseProbeLine } from '../../../src/sim/cluster/probe-client.js';
-import type { ProbeResult } from '../../../src/sim/cluster/index.js';
-import { eventually, NotYet } from '../lib/eventually.js';
-import { childEnv, summarize } from '../lib/harness.js';
+import { startUdpFlow, summarize } from '../lib/harness.js';
 import { withOneNode } from './node.js';
 
-const UDP_FLOW = fileURLToPath(new URL('../lib/udp-flow.js', import.meta.url));
 const SRC_PORT = 40777;
 
 t.setTimeout(scaledMs(6 * 60_000));
@@ -30,31 +25,10 @@ for (const mode of ['nftables', 'iptables'] as const) {
       env.startFerry();
       await env.waitHealthy();
 
-      const child = c.spawnIn(node.netns, [process.execPath, UDP_FLOW, '--addr', ip, '--port', '53', '--src-port', String(SRC_PORT), '--interval-ms', '200', '--timeout-ms', '500'], { pipe: true, env: childEnv() });
-      t.teardown(() => {
-        child.kill('SIGTERM');
-      });
-      const results: ProbeResult[] = [];
-      let buf = '';
-      child.stdout?.setEncoding('utf8');
-      child.stdout?.on('data', (chunk: string) => {
-        buf += chunk;
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const r = parseProbeLine(buf.slice(0, nl));
-          buf = buf.slice(nl + 1);
-          if (r) results.push(r);
-        }
-      });
-      const answeredBy = (pod: string, from: number, what: string, timeoutMs: number) =>
-        eventually(
-          async () => {
-            const r = results.slice(from).find((x) => x.ok && x.pod === pod);
-            if (!r) throw new NotYet(summarize(results.slice(-10)));
-            return r;
-          },
-          { what, timeoutMs },
-        );
+      const flow = startUdpFlow(c, node.netns, { addr: ip, port: 53 }, { srcPort: SRC_PORT, intervalMs: 200, timeoutMs: 500 });
+      t.teardown(() => flow.stop());
+      const results = flow.results;
+      const answeredBy = (pod: string, from: number, what: string, timeoutMs: number) => flow.waitFor((x) => x.ok && x.pod === pod, { what, timeoutMs, afterIndex: from });
       await answeredBy('echo-1', 0, `the flow from node port ${SRC_PORT} to ${ip}:53 answered by echo-1`, 30_000);
 
       await env.stopFerry();

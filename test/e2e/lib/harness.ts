@@ -352,87 +352,7 @@ class Env implements ProxyEnv {
   }
 
   udpFlow(from: Vantage, target: { addr: string; port: number }, opts: { srcPort: number; intervalMs?: number; timeoutMs?: number }): UdpFlow {
-    const argv = [
-      ...SCRUB_ENV,
-      process.execPath,
-      UDP_FLOW_SCRIPT,
-      '--addr',
-      target.addr,
-      '--port',
-      String(target.port),
-      '--src-port',
-      String(opts.srcPort),
-      '--interval-ms',
-      String(opts.intervalMs ?? 200),
-      '--timeout-ms',
-      String(opts.timeoutMs ?? 1000),
-    ];
-    const child = this.cluster.spawnIn(this.cluster.netnsOf(from), argv, { pipe: true, env: childEnv() });
-    const results: ProbeResult[] = [];
-    const waiters = new Set<() => void>();
-    let stderr = '';
-    let buf = '';
-    let exited: string | undefined;
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (c: string) => {
-      buf += c;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const r = parseProbeLine(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-        if (r) results.push(r);
-      }
-      for (const w of waiters) w();
-    });
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (c: string) => {
-      if (stderr.length < 4000) stderr += c;
-    });
-    const done = new Promise<void>((resolve) =>
-      child.once('exit', (code, sig) => {
-        exited = `exit ${code ?? sig}${stderr ? `: ${stderr.trim()}` : ''}`;
-        for (const w of waiters) w();
-        resolve();
-      }),
-    );
-    return {
-      results,
-      waitFor: (pred, w) =>
-        new Promise<ProbeResult>((resolve, reject) => {
-          let from = w.afterIndex ?? 0;
-          const check = (): void => {
-            for (; from < results.length; from++) {
-              const r = results[from];
-              if (r && pred(r)) {
-                finish();
-                resolve(r);
-                return;
-              }
-            }
-            if (exited !== undefined) {
-              finish();
-              reject(new HarnessError('udp flow', `${w.what}: the flow client ended (${exited}); saw ${summarize(results)}`));
-            }
-          };
-          const timer = setTimeout(() => {
-            finish();
-            const recent = results.slice(w.afterIndex ?? 0);
-            reject(new HarnessError('udp flow', `${w.what}: not within ${w.timeoutMs} ms; since then the flow saw ${summarize(recent)}`));
-          }, w.timeoutMs);
-          const finish = (): void => {
-            clearTimeout(timer);
-            waiters.delete(check);
-          };
-          waiters.add(check);
-          check();
-        }),
-      stop: async () => {
-        if (exited === undefined) child.kill('SIGTERM');
-        await Promise.race([done, sleep(3000)]);
-        if (exited === undefined) child.kill('SIGKILL');
-        return results;
-      },
-    };
+    return startUdpFlow(this.cluster, this.cluster.netnsOf(from), target, opts);
   }
 
   assertFerriesAlive(): void {
@@ -651,3 +571,91 @@ export async function withProxyCluster(t: TapLike, opts: ProxyClusterOptions, fn
 }
 
 export type { Cluster, ProbeResult, ProbeTarget, SimNode, SimPod, Vantage };
+
+/**
+ * A UDP client in `netns` that keeps one socket (one source port) for its whole life
+ * (udp-flow.ts): every datagram belongs to one conntrack flow.
+ */
+export function startUdpFlow(cluster: Cluster, netns: string | undefined, target: { addr: string; port: number }, opts: { srcPort: number; intervalMs?: number; timeoutMs?: number }): UdpFlow {
+  const argv = [
+    ...SCRUB_ENV,
+    process.execPath,
+    UDP_FLOW_SCRIPT,
+    '--addr',
+    target.addr,
+    '--port',
+    String(target.port),
+    '--src-port',
+    String(opts.srcPort),
+    '--interval-ms',
+    String(opts.intervalMs ?? 200),
+    '--timeout-ms',
+    String(opts.timeoutMs ?? 1000),
+  ];
+  const child = cluster.spawnIn(netns, argv, { pipe: true, env: childEnv() });
+  const results: ProbeResult[] = [];
+  const waiters = new Set<() => void>();
+  let stderr = '';
+  let buf = '';
+  let exited: string | undefined;
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (c: string) => {
+    buf += c;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const r = parseProbeLine(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+      if (r) results.push(r);
+    }
+    for (const w of waiters) w();
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (c: string) => {
+    if (stderr.length < 4000) stderr += c;
+  });
+  const done = new Promise<void>((resolve) =>
+    child.once('exit', (code, sig) => {
+      exited = `exit ${code ?? sig}${stderr ? `: ${stderr.trim()}` : ''}`;
+      for (const w of waiters) w();
+      resolve();
+    }),
+  );
+  return {
+    results,
+    waitFor: (pred, w) =>
+      new Promise<ProbeResult>((resolve, reject) => {
+        let from = w.afterIndex ?? 0;
+        const check = (): void => {
+          for (; from < results.length; from++) {
+            const r = results[from];
+            if (r && pred(r)) {
+              finish();
+              resolve(r);
+              return;
+            }
+          }
+          if (exited !== undefined) {
+            finish();
+            reject(new HarnessError('udp flow', `${w.what}: the flow client ended (${exited}); saw ${summarize(results)}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          finish();
+          const recent = results.slice(w.afterIndex ?? 0);
+          reject(new HarnessError('udp flow', `${w.what}: not within ${w.timeoutMs} ms; since then the flow saw ${summarize(recent)}`));
+        }, w.timeoutMs);
+        const finish = (): void => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      }),
+    stop: async () => {
+      if (exited === undefined) child.kill('SIGTERM');
+      await Promise.race([done, sleep(3000)]);
+      if (exited === undefined) child.kill('SIGKILL');
+      return results;
+    },
+  };
+}
