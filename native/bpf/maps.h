@@ -123,6 +123,7 @@ struct flow_key {
 	__u8 proto;
 };
 
+#ifndef FERRY_MAPS_TYPES_ONLY
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct svc_key);
@@ -197,14 +198,20 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_affinity SEC(".maps");
+#endif /* FERRY_MAPS_TYPES_ONLY */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct rev_key);
-	__type(value, struct rev_val);
-	__uint(max_entries, 65536);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} ferry_rev SEC(".maps");
+/* Declared by sock_term.c too (which declares no other pinned map): one definition for both. */
+#define FERRY_REV_MAP                                     \
+	struct {                                          \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);      \
+		__type(key, struct rev_key);              \
+		__type(value, struct rev_val);            \
+		__uint(max_entries, 65536);               \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);      \
+	} ferry_rev SEC(".maps")
+
+#ifndef FERRY_MAPS_TYPES_ONLY
+FERRY_REV_MAP;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -213,6 +220,7 @@ struct {
 	__uint(max_entries, 65536);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ferry_udpflow SEC(".maps");
+#endif /* FERRY_MAPS_TYPES_ONLY */
 
 /*
  * The tc data path (tc_lb.c): traffic that arrives from the network. It reads ferry_backend,
@@ -306,6 +314,7 @@ struct tcif_val {
 	char name[16];
 };
 
+#ifndef FERRY_MAPS_TYPES_ONLY
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct svc_key);
@@ -384,4 +393,5 @@ static __always_inline int service_ip_verdict(const __u32 addr[4], __u8 family)
 	return FERRY_VERDICT_FORWARD;
 }
 
+#endif /* FERRY_MAPS_TYPES_ONLY */
 #endif

@@ -12,12 +12,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 #include "js_args.h"
 #include "promise_worker.h"
@@ -220,6 +222,128 @@ BpfLoadResult BpfLoadAndAttach(const BpfLoadOptions& opts) {
   }
   close(cgfd);
   bpf_object__close(obj);
+  return r;
+}
+
+// ---- connected UDP sockets (native/bpf/sock_term.c) ----
+
+namespace {
+
+constexpr const char* kRevMap = "ferry_rev";
+constexpr const char* kTermMap = "ferry_sockterm";
+constexpr size_t kSockRecSize = 64;  // sock_term.c's struct sock_rec
+
+// Runs the iterator behind `linkFd` once in each network namespace of `netns` (paths of nsfs
+// files, such as /proc/PID/ns/net), appending what it writes to `out`. On a thread of its own:
+// an iterator walks the namespace of the thread that creates it, and setns() moves only the
+// calling thread, which then ends — the caller's thread (libuv's pool) never changes namespace.
+// A namespace whose file is gone (its last process exited) is skipped and named in `gone`.
+BpfError IterateInEach(int linkFd, const std::vector<std::string>& netns, std::string* out, std::vector<std::string>* gone) {
+  BpfError result;
+  std::thread t([&]() {
+    std::vector<char> buf(65536);
+    for (const std::string& path : netns) {
+      int nsfd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (nsfd < 0) {
+        if (errno == ENOENT || errno == ESRCH) {
+          gone->push_back(path);
+          continue;
+        }
+        result = Fail(errno, "open network namespace " + path);
+        return;
+      }
+      int err = setns(nsfd, CLONE_NEWNET) == 0 ? 0 : errno;
+      close(nsfd);
+      if (err) {
+        result = Fail(err, "enter network namespace " + path);
+        return;
+      }
+      int it = bpf_iter_create(linkFd);
+      if (it < 0) {
+        result = Fail(errno, "create the UDP socket iterator in network namespace " + path);
+        return;
+      }
+      for (;;) {
+        ssize_t n = read(it, buf.data(), buf.size());
+        if (n > 0) {
+          out->append(buf.data(), static_cast<size_t>(n));
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) result = Fail(errno, "read the UDP socket iterator in network namespace " + path);
+        break;
+      }
+      close(it);
+      if (result.err) return;
+    }
+  });
+  t.join();
+  return result;
+}
+
+}  // namespace
+
+BpfUdpSocketsResult BpfUdpSockets(const BpfUdpSocketsOptions& opts) {
+  BpfUdpSocketsResult r;
+  const bool term = opts.termKeys != nullptr;
+  const char* progName = term ? "ferry_udp_term" : "ferry_udp_list";
+  std::string revPin = opts.pinDir + "/" + kRevMap;
+  // The socket-level programs' reverse map, by its pin: without it there is nothing to read (and
+  // the object must not create one).
+  int revFd = bpf_obj_get(revPin.c_str());
+  if (revFd < 0) {
+    r.error = Fail(errno, "open pinned map " + revPin);
+    return r;
+  }
+  std::lock_guard<std::mutex> guard(loadMu);
+  LogCapture log;
+  struct bpf_object* obj = bpf_object__open_file(opts.object.c_str(), nullptr);
+  if (!obj) {
+    r.error = Fail(errno, "open BPF object " + opts.object, &log);
+    close(revFd);
+    return r;
+  }
+  struct bpf_map* rev = bpf_object__find_map_by_name(obj, kRevMap);
+  struct bpf_map* termMap = bpf_object__find_map_by_name(obj, kTermMap);
+  struct bpf_program* prog = bpf_object__find_program_by_name(obj, progName);
+  int err = 0;
+  if (!rev || !termMap || !prog) {
+    r.error = Fail(ENOENT, std::string("find ") + kRevMap + ", " + kTermMap + " and " + progName + " in " + opts.object);
+  } else if ((err = bpf_map__set_pin_path(rev, nullptr)) != 0 || (err = bpf_map__reuse_fd(rev, revFd)) != 0) {
+    r.error = Fail(err, "use pinned map " + revPin + " in " + opts.object, &log);
+  } else if (term && opts.termCount > 0 && (err = bpf_map__set_max_entries(termMap, opts.termCount)) != 0) {
+    r.error = Fail(err, std::string("size ") + kTermMap, &log);
+  }
+  // Only the program asked for is loaded.
+  struct bpf_program* p;
+  bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, p == prog);
+  if (!r.error.err && (err = LoadQuietly(obj)) != 0) r.error = Fail(err, "load BPF object " + opts.object, &log);
+  close(revFd);  // the object holds its own reference once loaded
+  if (r.error.err) {
+    bpf_object__close(obj);
+    return r;
+  }
+  if (term) {
+    int fd = bpf_map__fd(termMap);
+    uint32_t one = 1;
+    for (uint32_t i = 0; i < opts.termCount; i++) {
+      if (bpf_map_update_elem(fd, opts.termKeys + static_cast<size_t>(i) * opts.keySize, &one, BPF_ANY) != 0) {
+        r.error = Fail(errno, std::string("write ") + kTermMap + " element " + std::to_string(i));
+        bpf_object__close(obj);
+        return r;
+      }
+    }
+  }
+  struct bpf_link* link = bpf_program__attach_iter(prog, nullptr);
+  if (!link) {
+    r.error = Fail(errno, std::string("attach the UDP socket iterator ") + progName, &log);
+    bpf_object__close(obj);
+    return r;
+  }
+  r.error = IterateInEach(bpf_link__fd(link), opts.netns, &r.records, &r.gone);
+  bpf_link__destroy(link);
+  bpf_object__close(obj);
+  if (!r.error.err && r.records.size() % kSockRecSize != 0) r.error = Fail(EINVAL, "the UDP socket iterator wrote a partial record");
   return r;
 }
 
@@ -1002,6 +1126,43 @@ Napi::Array StringsOut(Napi::Env env, const std::vector<std::string>& v) {
   return a;
 }
 
+// bpfUdpSocketsAsync(object, pinDir, netns, termKeys?, keySize?) → Promise<{records, gone}>:
+// BpfUdpSockets on the thread pool. Without termKeys it lists; with them it destroys.
+Napi::Value BpfUdpSocketsAsync(const Napi::CallbackInfo& info) {
+  const char* fn = "bpfUdpSocketsAsync";
+  auto opts = std::make_shared<BpfUdpSocketsOptions>();
+  opts->object = StringArg(info, 0, "bpfUdpSocketsAsync: object");
+  opts->pinDir = StringArg(info, 1, "bpfUdpSocketsAsync: pinDir");
+  opts->netns = StringsArg(info, 2, "bpfUdpSocketsAsync: netns");
+  auto keys = std::make_shared<std::string>();
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    Napi::Uint8Array k = BytesArg(info, 3, "bpfUdpSocketsAsync: termKeys");
+    uint32_t ks = SizeArg(info, 4, "bpfUdpSocketsAsync: keySize");
+    if (ks == 0 || k.ByteLength() % ks != 0 || k.ByteLength() / ks == 0 || k.ByteLength() / ks > 1u << 20)
+      throw Napi::RangeError::New(info.Env(), std::string(fn) + ": termKeys must hold 1 to 1048576 keys of keySize bytes");
+    keys->assign(reinterpret_cast<const char*>(k.Data()), k.ByteLength());
+    opts->keySize = ks;
+    opts->termCount = static_cast<uint32_t>(k.ByteLength() / ks);
+  }
+  return PromiseWorker<BpfUdpSocketsResult>::Start(
+      info.Env(),
+      [opts, keys]() {
+        BpfUdpSocketsOptions o = *opts;
+        if (o.termCount > 0) o.termKeys = reinterpret_cast<const uint8_t*>(keys->data());
+        return BpfUdpSockets(o);
+      },
+      [](Napi::Env env, Napi::Promise::Deferred& d, BpfUdpSocketsResult& r) {
+        if (r.error.err) {
+          d.Reject(BpfErrorToJs(env, r.error).Value());
+          return;
+        }
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("records", Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(r.records.data()), r.records.size()));
+        out.Set("gone", StringsToJs(env, r.gone));
+        d.Resolve(out);
+      });
+}
+
 // bpfTcAttach(pinDir, names) → names attached (or whose program was replaced).
 Napi::Value BpfTcAttachJs(const Napi::CallbackInfo& info) {
   std::string pinDir = StringArg(info, 0, "bpfTcAttach: pinDir");
@@ -1052,6 +1213,7 @@ void RegisterBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("bpfTcAttach", Napi::Function::New(env, BpfTcAttachJs, "bpfTcAttach"));
   exports.Set("bpfTcDetach", Napi::Function::New(env, BpfTcDetachJs, "bpfTcDetach"));
   exports.Set("bpfInterfaces", Napi::Function::New(env, BpfInterfacesJs, "bpfInterfaces"));
+  exports.Set("bpfUdpSocketsAsync", Napi::Function::New(env, BpfUdpSocketsAsync, "bpfUdpSocketsAsync"));
 }
 
 }  // namespace ferry

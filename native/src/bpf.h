@@ -62,6 +62,26 @@ BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detach
 // Loads the object without pinning or attaching (maps shrunk): proves this kernel accepts it.
 BpfError BpfProbe(const std::string& object);
 
+// Connected UDP sockets (native/bpf/sock_term.c), in each network namespace named (nsfs paths):
+// termKeys null lists every connected UDP socket (its backend and the frontend it asked for, from
+// the pinned ferry_rev); else destroys those whose (frontend, backend) is one of the termCount
+// keys of keySize bytes (bpf_sock_destroy, Linux 6.5+). records: 64-byte sock_recs of the sockets
+// listed or destroyed. gone: namespaces whose file had disappeared (skipped).
+struct BpfUdpSocketsOptions {
+  std::string object;
+  std::string pinDir;
+  std::vector<std::string> netns;
+  const uint8_t* termKeys = nullptr;
+  uint32_t termCount = 0;
+  uint32_t keySize = 0;
+};
+struct BpfUdpSocketsResult {
+  BpfError error;
+  std::string records;
+  std::vector<std::string> gone;
+};
+BpfUdpSocketsResult BpfUdpSockets(const BpfUdpSocketsOptions& opts);
+
 void RegisterBpf(Napi::Env env, Napi::Object exports);
 
 }  // namespace ferry

@@ -8,7 +8,7 @@
  */
 import type { IPFamily, ProxyTables, ServicePortKey } from '../plan/types.js';
 import { conntrackListings, staleConntrack } from './conntrack-cleanup.js';
-import { deleteStale, listEntries, type Conntrack } from './kernel/conntrack.js';
+import { CONNTRACK_WORDS, deleteStale, listEntries, type Conntrack, type StaleFlowWords } from './kernel/conntrack.js';
 
 /**
  * What a backend keeps between cleanups. `reconcile`: the last cleanup did not finish (its
@@ -23,7 +23,8 @@ export interface ConntrackCleanupState {
 /**
  * Clears the flows the sync from `prev` (the tables the kernel held; null on the first sync after
  * a start) to `next` made stale, in `families`; `changed` as staleConntrack. Resolves with how
- * many filters were sent.
+ * many filters were sent. `conntrack` may be anything that lists and deletes flows by those
+ * filters (ebpf mode: connected UDP sockets, `words` then says so in the log).
  */
 export async function cleanConntrack(
   conntrack: Pick<Conntrack, 'delete' | 'list'>,
@@ -32,13 +33,14 @@ export async function cleanConntrack(
   changed: ReadonlySet<ServicePortKey> | undefined,
   families: readonly IPFamily[],
   state: ConntrackCleanupState = { reconcile: false },
+  words: StaleFlowWords = CONNTRACK_WORDS,
 ): Promise<number> {
   const fromListing = prev === null || state.reconcile;
   // A retry after a failure says so quietly: the failure itself was logged as a warning.
   const quiet = state.reconcile;
-  const listed = fromListing ? await listEntries(conntrack, conntrackListings(next, families), quiet) : undefined;
+  const listed = fromListing ? await listEntries(conntrack, conntrackListings(next, families), quiet, words) : undefined;
   const filters = (listed !== undefined ? staleConntrack(null, next, undefined, listed) : staleConntrack(prev, next, changed)).filter((f) => families.includes(f.family));
-  const deleted = await deleteStale(conntrack, filters, quiet);
+  const deleted = await deleteStale(conntrack, filters, quiet, words);
   state.reconcile = !deleted || (fromListing && listed === undefined);
   return filters.length;
 }

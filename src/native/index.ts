@@ -280,6 +280,15 @@ export interface NativeAddon {
   /** The interfaces of this process's network namespace (netlink; never /sys, which may be another namespace's). */
   bpfInterfaces?(): { name: string; index: number }[];
   /**
+   * Connected UDP sockets (native/bpf/sock_term.c) in each network namespace named (nsfs paths,
+   * /proc/PID/ns/net): without termKeys, lists every one (64-byte records: the backend it sends
+   * to and the frontend it asked for, from ferry_rev pinned under pinDir); with them, destroys
+   * each whose (frontend, backend) is one of the keys (bpf_sock_destroy, Linux 6.5+) and returns
+   * their records. `gone`: namespaces whose file had disappeared. On the thread pool; rejects
+   * with FERRY_ERR_BPF and `step`.
+   */
+  bpfUdpSocketsAsync?(object: string, pinDir: string, netns: string[], termKeys?: Uint8Array, keySize?: number): Promise<{ records: Buffer; gone: string[] }>;
+  /**
    * Calls onChange (on the main thread) whenever an address or a link of this network namespace
    * changed; with a message when the subscription failed and stopped. Does not keep the process alive.
    */

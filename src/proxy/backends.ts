@@ -19,7 +19,8 @@ import { defaultConntrack } from '../backends/kernel/conntrack.js';
 import { createUserspaceBackend, cleanupUserspace, DEFAULT_INTERFACE } from '../backends/userspace/index.js';
 import { createIptablesBackend, cleanupIptables } from '../backends/iptables/index.js';
 import { createEbpfBackend } from '../backends/ebpf/backend.js';
-import { KernelBpfMaps, probeBpf, removePins } from '../backends/kernel/bpf.js';
+import { KernelBpfMaps, probeBpf, removePins, resolveCgroupRoot } from '../backends/kernel/bpf.js';
+import { KernelUdpSockets } from '../backends/kernel/udp-sockets.js';
 import { DEFAULTS, localhostNodePortsServed } from '../config/resolve.js';
 import { logger } from '../util/log.js';
 
@@ -118,6 +119,7 @@ export const BACKENDS: Record<ProxyMode, BackendEntry> = {
         }),
         families,
         localhostNodePorts: localhostNodePortsServed(config),
+        sockets: new KernelUdpSockets({ pinDir: config.ebpfBpffsDir, cgroupRoot: () => resolveCgroupRoot(config.ebpfCgroupRoot), log: logger('ebpf') }),
         log: logger('ebpf'),
       }),
     // The verifier accepts the programs on this kernel (maps unpinned, nothing attached).

@@ -13,6 +13,9 @@
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import type { AttachResult, BpfMaps } from '../kernel/bpf.js';
+import type { Conntrack } from '../kernel/conntrack.js';
+import { cleanConntrack, type ConntrackCleanupState } from '../conntrack-sync.js';
+import { UDP_SOCKET_WORDS } from '../kernel/udp-sockets.js';
 import { EbpfCompiler, type EbpfDiff } from './compiler.js';
 import { describeSnatPorts } from './snat-ports.js';
 import { describeCtTimeouts } from './ct-timeouts.js';
@@ -21,6 +24,12 @@ export interface EbpfBackendOptions {
   readonly maps: BpfMaps;
   readonly families: readonly IPFamily[];
   readonly localhostNodePorts: boolean;
+  /**
+   * Connected UDP sockets (kernel/udp-sockets.ts): after each sync, those socket LB pointed at an
+   * endpoint that stopped serving are destroyed, as the NAT modes delete conntrack entries
+   * (conntrack-cleanup.ts decides which). Absent: left alone.
+   */
+  readonly sockets?: Pick<Conntrack, 'delete' | 'list'>;
   readonly log?: Logger;
 }
 
@@ -60,6 +69,9 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
   let last: EbpfSyncStats | undefined;
   /** The link subscription, made after the first attach. */
   let links: { close(): void } | undefined;
+  /** The tables the maps hold since the last sync that applied (null: none yet in this process). */
+  let applied: ProxyTables | null = null;
+  const socketState: ConntrackCleanupState = { reconcile: false };
 
   /**
    * Between syncs: a new interface gets the tc program now, not with the next change of the
@@ -95,7 +107,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       // Its failure is the first sync's to report (and that sync's to retry).
       preparing.catch(() => undefined);
     },
-    async sync(_prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
+    async sync(prev: ProxyTables | null, next: ProxyTables, changes: SyncChanges): Promise<void> {
       const full = changes.full || !attached;
       // A full sync's parts, for its log line (ms): loading and attaching the programs, the
       // dump of the maps, and compiling and writing the elements (overlapped, so one figure).
@@ -196,6 +208,13 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       report();
       const ms = (x: number): number => Math.round(x * 10) / 10;
       log.v(2, 'synced', { full, elements: size, ...(full ? { attachMs: ms(attachMs), dumpMs: ms(dumpMs), mapsMs: ms(performance.now() - tDump - dumpMs) } : {}) });
+      // The maps are in; a failed cleanup is logged and made good by the next sync, never undoes
+      // this one. Against what the maps held (sockets were balanced by those), also on a full sync.
+      const held = full ? applied : prev;
+      applied = next;
+      if (opts.sockets) {
+        await cleanConntrack(opts.sockets, held, next, full || changes.tableChanged ? undefined : changes.changed, opts.families, socketState, UDP_SOCKET_WORDS);
+      }
     },
     async intact(): Promise<boolean> {
       if (!attached) return true;

@@ -363,3 +363,67 @@ export function describeSvcKey(key: string): string {
   const ip = family === 4 ? ipaddr.fromByteArray([...b.subarray(0, 4)]).toString() : ipaddr.fromByteArray([...b.subarray(0, 16)]).toString();
   return family === 4 ? `${p} ${ip}:${port}` : `${p} [${ip}]:${port}`;
 }
+
+/**
+ * native/bpf/sock_term.c's struct sockterm_key: a stale (frontend, backend) pair of connected UDP
+ * sockets. Frontend address all zero: its port on any address (a NodePort); backend address all
+ * zero as well: a NodePort's untranslated sockets. Ports in network order.
+ */
+export const SOCKTERM_KEY_SIZE = 40;
+
+/** Writes a sockterm_key; false if an address given does not parse as `family`. */
+export function writeSockTermKey(b: Uint8Array, off: number, front: string | undefined, frontPort: number, back: string | undefined, backPort: number, family: IPFamily): boolean {
+  b.fill(0, off, off + SOCKTERM_KEY_SIZE);
+  if (front !== undefined && !writeAddr(b, off, front, family)) return false;
+  if (back !== undefined && !writeAddr(b, off + 16, back, family)) return false;
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  v.setUint16(off + 32, frontPort, false);
+  v.setUint16(off + 34, backPort, false);
+  b[off + 36] = family;
+  return true;
+}
+
+/** native/bpf/sock_term.c's struct sock_rec: one connected UDP socket. */
+export const SOCK_REC_SIZE = 64;
+
+export interface SockRecord {
+  readonly cookie: bigint;
+  readonly family: IPFamily;
+  readonly src: string;
+  readonly srcPort: number;
+  /** Where the socket sends: the backend socket LB chose, or the frontend itself (untranslated). */
+  readonly dst: string;
+  readonly dstPort: number;
+  /** The frontend the application connected to. */
+  readonly frontend: string;
+  readonly frontendPort: number;
+  readonly translated: boolean;
+}
+
+function addrText(b: Uint8Array, off: number, family: IPFamily): string {
+  if (family === 4) return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  return ipaddr.fromByteArray(Array.from(b.subarray(off, off + 16))).toString();
+}
+
+/** The records in `b` (a whole number of them; a record of another family than 4 or 6 is skipped). */
+export function readSockRecords(b: Uint8Array): SockRecord[] {
+  if (b.byteLength % SOCK_REC_SIZE !== 0) throw new LayoutError(`socket records: ${b.byteLength} bytes is not a whole number of ${SOCK_REC_SIZE}-byte records`);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out: SockRecord[] = [];
+  for (let off = 0; off < b.byteLength; off += SOCK_REC_SIZE) {
+    const family = b[off + 62];
+    if (family !== 4 && family !== 6) continue;
+    out.push({
+      cookie: v.getBigUint64(off, true),
+      family,
+      src: addrText(b, off + 8, family),
+      srcPort: v.getUint16(off + 56, true),
+      dst: addrText(b, off + 24, family),
+      dstPort: v.getUint16(off + 58, false),
+      frontend: addrText(b, off + 40, family),
+      frontendPort: v.getUint16(off + 60, false),
+      translated: b[off + 63] === 1,
+    });
+  }
+  return out;
+}

@@ -107,6 +107,13 @@ export function defaultTcObject(): string {
   return join(packageRoot(), 'native', 'bpf', 'out', 'tc_lb.bpf.o');
 }
 
+/** The UDP socket iterators: native/bpf/out/sock_term.bpf.o in the package (FERRY_BPF_TERM_OBJECT overrides). */
+export function defaultSockTermObject(): string {
+  const env = process.env['FERRY_BPF_TERM_OBJECT'];
+  if (env) return resolve(env);
+  return join(packageRoot(), 'native', 'bpf', 'out', 'sock_term.bpf.o');
+}
+
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {

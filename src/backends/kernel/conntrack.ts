@@ -199,16 +199,34 @@ export function execConntrack(opts: { netns?: string } = {}): Conntrack {
  * A sync's cleanup, after its rules are in: every filter in one call, failures logged (they never
  * undo a sync). Used by the nftables and iptables backends alike.
  */
-export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters: readonly ConntrackFilter[], quiet = false): Promise<boolean> {
+/**
+ * What the cleanup's log lines call the thing cleaned: conntrack entries (the NAT modes) or
+ * connected UDP sockets (ebpf mode, kernel/udp-sockets.ts), which fail and recover the same way.
+ */
+export interface StaleFlowWords {
+  readonly deleteFailed: string;
+  readonly listFailed: string;
+  readonly deleted: string;
+  readonly listed: string;
+}
+
+export const CONNTRACK_WORDS: StaleFlowWords = {
+  deleteFailed: 'conntrack cleanup failed; the next sync lists the table and deletes what is stale (until then stale UDP/SCTP flows keep following removed endpoints)',
+  listFailed:
+    'conntrack listing failed; tried again at the next sync (until then flows to endpoints replaced while ferry was not running, or left by a failed cleanup, keep following them)',
+  deleted: 'conntrack entries deleted',
+  listed: 'conntrack entries listed',
+};
+
+export async function deleteStale(conntrack: Pick<Conntrack, 'delete'>, filters: readonly ConntrackFilter[], quiet = false, words: StaleFlowWords = CONNTRACK_WORDS): Promise<boolean> {
   if (filters.length === 0) return true;
   try {
     const n = await conntrack.delete(filters);
-    log.v(4, 'conntrack entries deleted', { filters: filters.length, deleted: n });
+    log.v(4, words.deleted, { filters: filters.length, deleted: n });
     return true;
   } catch (e) {
-    const msg = 'conntrack cleanup failed; the next sync lists the table and deletes what is stale (until then stale UDP/SCTP flows keep following removed endpoints)';
-    if (quiet) log.v(2, msg, { filters: filters.length, err: e });
-    else log.warn(msg, { filters: filters.length, err: e });
+    if (quiet) log.v(2, words.deleteFailed, { filters: filters.length, err: e });
+    else log.warn(words.deleteFailed, { filters: filters.length, err: e });
     return false;
   }
 }
@@ -221,6 +239,7 @@ export async function listEntries(
   conntrack: Pick<Conntrack, 'list'>,
   listings: readonly { readonly family: 4 | 6; readonly protocol: ConntrackProtocol }[],
   quiet = false,
+  words: StaleFlowWords = CONNTRACK_WORDS,
 ): Promise<ConntrackEntry[] | undefined> {
   const out: ConntrackEntry[] = [];
   for (const { family, protocol } of listings) {
@@ -228,13 +247,12 @@ export async function listEntries(
       const got = await conntrack.list(family, protocol);
       for (const e of got) out.push(e);
     } catch (e) {
-      const msg = 'conntrack listing failed; tried again at the next sync (until then flows to endpoints replaced while ferry was not running, or left by a failed cleanup, keep following them)';
-      if (quiet) log.v(2, msg, { family, protocol, err: e });
-      else log.warn(msg, { family, protocol, err: e });
+      if (quiet) log.v(2, words.listFailed, { family, protocol, err: e });
+      else log.warn(words.listFailed, { family, protocol, err: e });
       return undefined;
     }
   }
-  log.v(4, 'conntrack entries listed', { listings: listings.length, entries: out.length });
+  log.v(4, words.listed, { listings: listings.length, entries: out.length });
   return out;
 }
 

@@ -351,7 +351,7 @@ class Env implements ProxyEnv {
     return Number.isInteger(code) ? code : 0;
   }
 
-  udpFlow(from: Vantage, target: { addr: string; port: number }, opts: { srcPort: number; intervalMs?: number; timeoutMs?: number }): UdpFlow {
+  udpFlow(from: Vantage, target: { addr: string; port: number }, opts: UdpFlowOptions): UdpFlow {
     return startUdpFlow(this.cluster, this.cluster.netnsOf(from), target, opts);
   }
 
@@ -572,11 +572,19 @@ export async function withProxyCluster(t: TapLike, opts: ProxyClusterOptions, fn
 
 export type { Cluster, ProbeResult, ProbeTarget, SimNode, SimPod, Vantage };
 
+export interface UdpFlowOptions {
+  readonly srcPort: number;
+  readonly intervalMs?: number;
+  readonly timeoutMs?: number;
+  /** A connected socket (connect(2)), connected again from the same port after an error. */
+  readonly connect?: boolean;
+}
+
 /**
  * A UDP client in `netns` that keeps one socket (one source port) for its whole life
  * (udp-flow.ts): every datagram belongs to one conntrack flow.
  */
-export function startUdpFlow(cluster: Cluster, netns: string | undefined, target: { addr: string; port: number }, opts: { srcPort: number; intervalMs?: number; timeoutMs?: number }): UdpFlow {
+export function startUdpFlow(cluster: Cluster, netns: string | undefined, target: { addr: string; port: number }, opts: UdpFlowOptions): UdpFlow {
   const argv = [
     ...SCRUB_ENV,
     process.execPath,
@@ -591,6 +599,7 @@ export function startUdpFlow(cluster: Cluster, netns: string | undefined, target
     String(opts.intervalMs ?? 200),
     '--timeout-ms',
     String(opts.timeoutMs ?? 1000),
+    ...(opts.connect ? ['--connect'] : []),
   ];
   const child = cluster.spawnIn(netns, argv, { pipe: true, env: childEnv() });
   const results: ProbeResult[] = [];

@@ -273,6 +273,7 @@ t.test('the ebpf overlay: ebpf mode, the host\'s cgroup2 hierarchy named by --eb
   t.match(mountOf('/sys/fs/bpf'), { mountPath: resolved.ebpfBpffsDir.replace(/\/ferry$/, ''), mountPropagation: 'Bidirectional' }, 'the host\'s bpffs holds the pin directory, and a bpffs ferry mounts reaches the host');
   t.ok(resolved.ebpfBpffsDir.startsWith('/sys/fs/bpf/'), `pins under the host's bpffs (${resolved.ebpfBpffsDir})`);
   t.equal(at(c, 'securityContext.privileged'), true, 'privileged (BPF, Bidirectional propagation)');
+  t.equal(spec.hostPID, true, "hostPID: the pods' processes in that cgroup tree, and their network namespaces, are visible (connected UDP sockets)");
 });
 
 t.test('the DaemonSet is shaped like kube-proxy\'s', async (t) => {
