@@ -299,6 +299,10 @@ struct ct_val {
 /* The endpoint set has no ferry_member elements (a TCP ClusterIP without affinity): not even a
  * SYN asks whether the entry's endpoint is still in the set. */
 #define FERRY_CTF_NO_MEMBERS 1
+/* The endpoint is one of the node's own addresses (a hostNetwork pod, a node address behind a
+ * Service): the stack delivers the translated packet, and the reply, the node's own, is
+ * translated back on egress (tc_lb.c ferry_tc_egress). */
+#define FERRY_CTF_LOCAL 2
 
 /* ClientIP affinity for packets from the network: keyed by the client's address. */
 struct xaff_key {

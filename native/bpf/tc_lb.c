@@ -11,7 +11,11 @@
  * Every translated packet is redirected, never handed back to the stack: after SNAT the source
  * is a node address, after reverse translation of a NodePort reply too, and the stack drops a
  * packet that arrives with a local source ("martian"). Redirecting also keeps netfilter's own
- * conntrack out of these flows.
+ * conntrack out of these flows. The one exception is an endpoint that is one of the node's own
+ * addresses (a hostNetwork pod): its packets go up the stack, unmasqueraded (as kube-proxy's
+ * masquerade, in POSTROUTING, never meets a locally delivered packet), and its replies — the
+ * node's own packets — are translated back on clsact egress (ferry_tc_egress), which touches
+ * nothing else.
  *
  * All policy is in the maps ferry writes from the planner's decisions (ferry_xsvc: which set,
  * verdict, masquerade, source ranges; ferry_svc's ClusterIP flags); nothing here knows
@@ -287,9 +291,22 @@ static __always_inline int send_on(struct __sk_buff *skb, const __u32 saddr[4], 
 		__builtin_memcpy(fib.ipv6_dst, daddr, 16);
 	}
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	/* A local destination (an endpoint on a node address): the stack delivers it. */
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return TC_ACT_OK;
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return TC_ACT_SHOT; /* no route for a translated packet: it could only be misdelivered */
 	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
+/* Whether `addr` is one of the node's addresses (ferry_nodeaddr); `nk` is the caller's scratch
+ * space (new_connection's stack is at the verifier's limit). */
+static __always_inline int node_address(const __u32 addr[4], __u8 family, struct nodeaddr_key *nk)
+{
+	__builtin_memset(nk, 0, sizeof(*nk));
+	__builtin_memcpy(nk->addr, addr, 16);
+	nk->family = family;
+	return bpf_map_lookup_elem(&ferry_nodeaddr, nk) != NULL;
 }
 
 /*
@@ -525,8 +542,8 @@ static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt *p
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* Translates a packet of a tracked connection; 0 when the entry cannot be used. */
-static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
+/* Moves both directions' entries on with the packet and rewrites it to the entry's tuple; 0 if it cannot. */
+static __always_inline int ct_translate(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
 {
 	struct ct_key other;
 	struct ct_val *o;
@@ -541,7 +558,13 @@ static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p
 	}
 	v->state = state;
 	v->last_ns = now;
-	if (!rewrite(skb, p, v->saddr, v->daddr, v->sport, v->dport))
+	return rewrite(skb, p, v->saddr, v->daddr, v->sport, v->dport);
+}
+
+/* Translates a packet of a tracked connection and sends it on. */
+static __always_inline int ct_forward(struct __sk_buff *skb, const struct pkt *p, struct ct_val *v, __u64 now)
+{
+	if (!ct_translate(skb, p, v, now))
 		return TC_ACT_SHOT;
 	return send_on(skb, v->saddr, v->daddr, p->family, p->proto);
 }
@@ -588,7 +611,7 @@ struct frontend {
 	__u8 verdict;
 	__u8 masq;
 	__u8 clusterip;
-	__u8 pad;
+	__u8 local; /* the chosen endpoint is a node address (new_connection) */
 };
 
 /* The connection path's frontend: the 512-byte stack has no room for it. */
@@ -758,6 +781,12 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	 * reply would not come back through here. */
 	if (be.addr[0] == p->saddr[0] && be.addr[1] == p->saddr[1] && be.addr[2] == p->saddr[2] && be.addr[3] == p->saddr[3])
 		svc->masq = 1;
+	/* An endpoint on a node address: delivered by the stack, never masqueraded (kube-proxy's
+	 * masquerade is in POSTROUTING, which a locally delivered packet never reaches). */
+	_Static_assert(sizeof(struct ct_key) >= sizeof(struct nodeaddr_key), "rk holds a nodeaddr_key");
+	svc->local = node_address(be.addr, p->family, (struct nodeaddr_key *)&rk);
+	if (svc->local)
+		svc->masq = 0;
 
 	__builtin_memcpy(src, p->saddr, 16);
 	if (svc->masq) {
@@ -803,6 +832,8 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	 * affinity or for UDP (the compiler's socketSetMembers). */
 	if (svc->clusterip && !svc->affinity_timeout && p->proto == IPPROTO_TCP)
 		fv.flags = FERRY_CTF_NO_MEMBERS;
+	if (svc->local)
+		fv.flags |= FERRY_CTF_LOCAL;
 	__builtin_memset(&rv, 0, sizeof(rv));
 	__builtin_memcpy(rv.saddr, p->daddr, 16);
 	__builtin_memcpy(rv.daddr, p->saddr, 16);
@@ -812,6 +843,7 @@ static __always_inline int new_connection(struct __sk_buff *skb, const struct pk
 	rv.last_ns = now;
 	rv.state = fv.state;
 	rv.dir = FERRY_CT_REPLY;
+	rv.flags = svc->local ? FERRY_CTF_LOCAL : 0;
 	/* The reply entry first: a reply can only come once the forward packet went out. */
 	if (bpf_map_update_elem(&ferry_ct, &rk, &rv, BPF_ANY) < 0 || bpf_map_update_elem(&ferry_ct, &fk, &fv, BPF_ANY) < 0)
 		return TC_ACT_SHOT;
@@ -850,4 +882,32 @@ int ferry_tc_ingress(struct __sk_buff *skb)
 			return ct_forward(skb, &p, v, now);
 	}
 	return new_connection(skb, &p, now);
+}
+
+/*
+ * clsact egress: the replies of an endpoint on a node address (FERRY_CTF_LOCAL), which the node
+ * sends itself, translated back to the frontend the client asked for. Every other packet leaves
+ * as it is (one hash lookup).
+ */
+SEC("tc")
+int ferry_tc_egress(struct __sk_buff *skb)
+{
+	struct pkt p;
+	struct ct_key k;
+	struct ct_val *v;
+	__u64 now;
+
+	__builtin_memset(&p, 0, sizeof(p));
+	if (!parse(skb, &p))
+		return TC_ACT_OK;
+	tuple_key(&k, p.saddr, p.daddr, p.sport, p.dport, p.proto, p.family);
+	v = bpf_map_lookup_elem(&ferry_ct, &k);
+	if (!v || v->dir != FERRY_CT_REPLY || !(v->flags & FERRY_CTF_LOCAL))
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	if (!ct_live(v, now))
+		return TC_ACT_OK;
+	if (!ct_translate(skb, &p, v, now))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
 }

@@ -356,6 +356,16 @@ namespace {
 constexpr uint32_t kTcHandle = 0xfe77;
 constexpr uint32_t kTcPriority = 1;
 constexpr const char* kTcProgram = "ferry_tc_ingress";
+// On clsact egress: the replies of an endpoint on a node address (tc_lb.c).
+constexpr const char* kTcEgressProgram = "ferry_tc_egress";
+
+// ferry's two tc programs: which hook each goes on.
+struct TcHook {
+  const char* program;
+  bpf_tc_attach_point point;
+  const char* pointName;
+};
+constexpr TcHook kTcHooks[] = {{kTcProgram, BPF_TC_INGRESS, "ingress"}, {kTcEgressProgram, BPF_TC_EGRESS, "egress"}};
 constexpr const char* kTcSnatVar = "ferry_snat_ports";
 constexpr const char* kTcTimeoutsVar = "ferry_ct_timeouts";
 
@@ -365,17 +375,17 @@ struct TcifVal {
   char name[16];
 };
 
-std::string TcProgPin(const std::string& pinDir) { return pinDir + "/prog_" + kTcProgram; }
+std::string TcProgPin(const std::string& pinDir, const char* program = kTcProgram) { return pinDir + "/prog_" + program; }
 std::string TcifPin(const std::string& pinDir) { return pinDir + "/ferry_tcif"; }
 
-// Is the program on this filter ferry's? (By name: the kernel keeps the first 15 characters.)
-bool IsFerryProg(uint32_t progId) {
+// Is the program on this filter ferry's `program`? (By name: the kernel keeps the first 15 characters.)
+bool IsFerryProg(uint32_t progId, const char* program) {
   int fd = bpf_prog_get_fd_by_id(progId);
   if (fd < 0) return false;
   struct bpf_prog_info info;
   memset(&info, 0, sizeof(info));
   uint32_t len = sizeof(info);
-  bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strncmp(info.name, kTcProgram, sizeof(info.name) - 1) == 0;
+  bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strncmp(info.name, program, sizeof(info.name) - 1) == 0;
   close(fd);
   return ours;
 }
@@ -472,30 +482,46 @@ BpfError BpfTcLoad(const std::string& object, const std::string& pinDir, const B
     bpf_object__close(obj);
     return e;
   }
-  struct bpf_program* prog = bpf_object__find_program_by_name(obj, kTcProgram);
   BpfError e;
-  if (!prog) {
-    e = Fail(ENOENT, std::string("find program ") + kTcProgram + " in " + object);
-  } else {
+  for (const TcHook& h : kTcHooks) {
+    struct bpf_program* prog = bpf_object__find_program_by_name(obj, h.program);
+    if (!prog) {
+      e = Fail(ENOENT, std::string("find program ") + h.program + " in " + object);
+      break;
+    }
     // The pin is how later attaches (new interfaces) find the program; the filters already
     // attached keep the previous program until BpfTcAttach replaces it.
-    std::string pin = TcProgPin(pinDir);
+    std::string pin = TcProgPin(pinDir, h.program);
     unlink(pin.c_str());
     err = bpf_program__pin(prog, pin.c_str());
-    if (err) e = Fail(err, "pin program " + pin, &log);
+    if (err) {
+      e = Fail(err, "pin program " + pin, &log);
+      break;
+    }
   }
   bpf_object__close(obj);
   return e;
 }
 
 BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& names, std::vector<std::string>* attached) {
-  std::string pin = TcProgPin(pinDir);
-  int progFd = bpf_obj_get(pin.c_str());
-  if (progFd < 0) return Fail(errno, "open pinned program " + pin);
+  int progFds[2] = {-1, -1};
+  auto closeProgs = [&progFds]() {
+    for (int fd : progFds)
+      if (fd >= 0) close(fd);
+  };
+  for (size_t i = 0; i < 2; i++) {
+    std::string pin = TcProgPin(pinDir, kTcHooks[i].program);
+    progFds[i] = bpf_obj_get(pin.c_str());
+    if (progFds[i] < 0) {
+      BpfError e = Fail(errno, "open pinned program " + pin);
+      closeProgs();
+      return e;
+    }
+  }
   BpfError openErr;
   int tcif = OpenTcif(pinDir, false, true, nullptr, &openErr);
   if (tcif < 0) {
-    close(progFd);
+    closeProgs();
     return openErr;
   }
   BpfError out;
@@ -522,16 +548,19 @@ BpfError BpfTcAttach(const std::string& pinDir, const std::vector<std::string>& 
       out = Fail(errno, "record interface " + name + " in " + TcifPin(pinDir));
       break;
     }
-    DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle, .priority = kTcPriority);
-    err = bpf_tc_attach(&hook, &opts);
-    if (err) {
-      out = Fail(err, "attach tc program to ingress of " + name);
-      break;
+    // Egress first: the replies of a connection ingress sends to a local endpoint must find
+    // their translation already there.
+    for (int i = 1; i >= 0 && !out.err; i--) {
+      DECLARE_LIBBPF_OPTS(bpf_tc_hook, at, .ifindex = static_cast<int>(idx), .attach_point = kTcHooks[i].point);
+      DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFds[i], .flags = BPF_TC_F_REPLACE, .handle = kTcHandle, .priority = kTcPriority);
+      err = bpf_tc_attach(&at, &opts);
+      if (err) out = Fail(err, std::string("attach tc program to ") + kTcHooks[i].pointName + " of " + name);
     }
+    if (out.err) break;
     attached->push_back(name);
   }
   close(tcif);
-  close(progFd);
+  closeProgs();
   return out;
 }
 
@@ -558,15 +587,21 @@ BpfError BpfTcDetach(const std::string& pinDir, std::vector<std::string>* detach
     std::string name(val.name, strnlen(val.name, sizeof(val.name)));
     // Only the interface ferry recorded: same index, same name (an index can be reused).
     if (if_indextoname(idx, now) && name == now) {
-      DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(idx), .attach_point = BPF_TC_INGRESS);
-      DECLARE_LIBBPF_OPTS(bpf_tc_opts, q, .handle = kTcHandle, .priority = kTcPriority);
-      if (bpf_tc_query(&hook, &q) == 0 && IsFerryProg(q.prog_id)) {
+      bool found = false, failed = false;
+      for (const TcHook& h : kTcHooks) {
+        DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(idx), .attach_point = h.point);
+        DECLARE_LIBBPF_OPTS(bpf_tc_opts, q, .handle = kTcHandle, .priority = kTcPriority);
+        if (bpf_tc_query(&hook, &q) != 0 || !IsFerryProg(q.prog_id, h.program)) continue;
+        found = true;
         DECLARE_LIBBPF_OPTS(bpf_tc_opts, d, .handle = kTcHandle, .priority = kTcPriority);
         int err = bpf_tc_detach(&hook, &d);
         if (err && err != -ENOENT) {
-          out = Fail(err, "detach tc program from ingress of " + name);
-          continue;
+          out = Fail(err, std::string("detach tc program from ") + h.pointName + " of " + name);
+          failed = true;
         }
+      }
+      if (failed) continue;
+      if (found) {
         detached->push_back(name);
         // ferry made this clsact: remove it. Only where ferry's filter was found, so a cleanup
         // run in another network namespace (where the same index and name may be another

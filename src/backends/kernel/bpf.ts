@@ -27,6 +27,8 @@ export const OWN_CGROUP2_MOUNT = '/run/ferry/cgroup2';
 export const BPFFS_MOUNT = '/sys/fs/bpf';
 /** The tc program (native/bpf/tc_lb.c), pinned as prog_<name>. */
 export const TC_PROGRAM = 'ferry_tc_ingress';
+/** Its egress twin (the replies of an endpoint on a node address), on every interface the first is on. */
+export const TC_EGRESS_PROGRAM = 'ferry_tc_egress';
 /** The links ferry pins, one per program of native/bpf/sock_lb.c. */
 export const PROGRAMS = [
   'ferry_connect4',
@@ -484,6 +486,7 @@ export class KernelBpfMaps implements BpfMaps {
       await Promise.all([
         ...PROGRAMS.map((p) => access(join(this.opts.pinDir, `link_${p}`))),
         access(join(this.opts.pinDir, `prog_${TC_PROGRAM}`)),
+        access(join(this.opts.pinDir, `prog_${TC_EGRESS_PROGRAM}`)),
         ...WRITTEN_MAPS.map((m) => access(this.path(m))),
       ]);
       return true;

@@ -267,22 +267,31 @@ class SimCluster implements Cluster {
     const ports = p.ports ?? [8080];
     for (const port of ports) if (!Number.isInteger(port) || port < 1 || port > 65535) throw new PodError(key, `bad port ${port}`);
 
-    const k = this.allocateSlot(st, key);
-    const pod: SimPod = {
-      name: p.name,
-      namespace,
-      node: p.node,
-      netns: A.podNetns(this.prefix, st.index, k),
-      ip: A.podIP(st.index, k),
-      labels: { ...(p.labels ?? {}) },
-    };
-    if (this.dualStack) pod.ip6 = A.podIP6(st.index, k);
+    // A hostNetwork pod takes no slot (slot 0): no namespace, veth or cgroup of its own.
+    const host = p.hostNetwork === true;
+    const k = host ? 0 : this.allocateSlot(st, key);
+    const pod: SimPod = host
+      ? { name: p.name, namespace, node: p.node, netns: st.node.netns, ip: st.node.ip, labels: { ...(p.labels ?? {}) }, hostNetwork: true }
+      : {
+          name: p.name,
+          namespace,
+          node: p.node,
+          netns: A.podNetns(this.prefix, st.index, k),
+          ip: A.podIP(st.index, k),
+          labels: { ...(p.labels ?? {}) },
+        };
+    if (this.dualStack) {
+      const ip6 = host ? st.node.ip6 : A.podIP6(st.index, k);
+      if (ip6) pod.ip6 = ip6;
+    }
     const ps: PodState = { pod, nodeIndex: st.index, slot: k, ready: p.ready ?? true, input: { ...p, ports } };
     this.podStates.set(key, ps);
     try {
-      await T.buildPod(this.prefix, st.index, k, this.dualStack);
-      const cg = this.cgroupOfNetns(pod.netns);
-      if (cg) await makeCgroup(cg);
+      if (!host) {
+        await T.buildPod(this.prefix, st.index, k, this.dualStack);
+        const cg = this.cgroupOfNetns(pod.netns);
+        if (cg) await makeCgroup(cg);
+      }
       ps.echo = await this.startEcho(pod, ports);
       this.pods.set(key, pod);
       if (this.registrar) await this.registerPod(ps);
@@ -292,7 +301,7 @@ class SimCluster implements Cluster {
       this.pods.delete(key);
       this.podStates.delete(key);
       await this.teardownPod(ps);
-      st.slots.delete(k);
+      if (!host) st.slots.delete(k);
       throw e;
     }
   }
@@ -360,6 +369,8 @@ class SimCluster implements Cluster {
 
   private async teardownPod(ps: PodState): Promise<void> {
     if (ps.echo) await stopProcesses([ps.echo]);
+    // The node's namespace and cgroup are the node's to remove.
+    if (ps.pod.hostNetwork) return;
     await T.removePodLinks(this.prefix, ps.nodeIndex, ps.slot);
     await deleteNetns(ps.pod.netns);
     const cg = this.cgroupOfNetns(ps.pod.netns);
@@ -375,7 +386,7 @@ class SimCluster implements Cluster {
     // The API object goes first, as in a real cluster: endpoints are withdrawn while the pod still answers.
     if (this.registrar) await this.registrar.deletePod(name, namespace);
     await this.teardownPod(ps);
-    this.nodeStates.get(ps.pod.node)?.slots.delete(ps.slot);
+    if (!ps.pod.hostNetwork) this.nodeStates.get(ps.pod.node)?.slots.delete(ps.slot);
   }
 
   async setPodReady(name: string, ready: boolean, namespace = 'default'): Promise<void> {

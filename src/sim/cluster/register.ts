@@ -94,6 +94,7 @@ export function podObject(pod: SimPod, hostIP: string, hostIP6: string | undefin
     spec: {
       nodeName: pod.node,
       containers: [{ name: 'echo', image: 'ferry.sim/echo:latest', ports }],
+      ...(pod.hostNetwork ? { hostNetwork: true } : {}),
     },
     status: {
       phase: 'Running',

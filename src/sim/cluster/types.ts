@@ -42,6 +42,8 @@ export interface SimPod {
   ip: string;
   ip6?: string;
   labels: Record<string, string>;
+  /** A hostNetwork pod: its echo server runs in the node's namespace, on the node's addresses. */
+  hostNetwork?: boolean;
 }
 
 export interface AddPodOptions {
@@ -55,6 +57,11 @@ export interface AddPodOptions {
   ready?: boolean;
   /** Container ports in the Pod spec; default one TCP and one UDP entry per echo port. */
   containerPorts?: { name: string; containerPort: number; protocol?: string }[];
+  /**
+   * hostNetwork: the echo server runs in the node's network namespace (and cgroup) and the pod's
+   * IPs are the node's, as a kubelet reports them. Its ports must not clash with the node's.
+   */
+  hostNetwork?: boolean;
 }
 
 /**

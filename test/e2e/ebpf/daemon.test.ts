@@ -85,6 +85,8 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.match(shown.stdout, /ferry_connect4/, 'the programs are attached to the node\'s cgroup');
     const tcShown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
     t.match(tcShown.stdout, /handle 0xfe77 ferry_tc_ingres/, `the tc program is on the node's eth0 ingress (${tcShown.stdout.trim()})`);
+    const egressShown = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'egress'], { allowFailure: true });
+    t.match(egressShown.stdout, /handle 0xfe77 ferry_tc_egress/, `and its egress twin on eth0's egress (${egressShown.stdout.trim()})`);
     t.ok(existsSync(join(pinDir, 'prog_ferry_tc_ingress')) && existsSync(join(pinDir, 'ferry_ct')), 'the tc program and its CT map pinned');
     const ctShown = JSON.parse((await run(['bpftool', '-j', 'map', 'show', 'pinned', join(pinDir, 'ferry_ct')])).stdout) as { max_entries: number };
     t.equal(ctShown.max_entries, 65536, '--ebpf-ct-max 32768: ferry_ct holds two entries per connection');
@@ -233,6 +235,8 @@ t.test('ebpf mode in a simulated node: node → ClusterIP and 127.0.0.1:NodePort
     t.notMatch(env.log(), /another layout were replaced/, 'the same --ebpf-ct-max: no map replaced at the restart');
     const tcAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'ingress'], { allowFailure: true });
     t.equal((tcAfter.stdout.match(/handle 0xfe77 ferry_tc_ingres/g) ?? []).length, 1, `one ferry tc filter on eth0 after the restart (replaced in place): ${tcAfter.stdout.trim()}`);
+    const egressAfter = await c.exec(node.netns, ['tc', 'filter', 'show', 'dev', 'eth0', 'egress'], { allowFailure: true });
+    t.equal((egressAfter.stdout.match(/handle 0xfe77 ferry_tc_egress/g) ?? []).length, 1, `one on its egress too: ${egressAfter.stdout.trim()}`);
 
     // --cleanup removes every pin; the cgroup is left without programs.
     await env.stopFerry();

@@ -14,7 +14,10 @@
  *  - externalTrafficPolicy Local with loadBalancerSourceRanges: a local pod inside the ranges
  *    is short-circuited to the cluster-wide set, one outside them is dropped;
  *  - the connection-tracking timeouts given at load reach the program, and a connection the
- *    client half-closed still gets an answer that comes later than a RST's 10 s.
+ *    client half-closed still gets an answer that comes later than a RST's 10 s;
+ *  - an endpoint on the node's own address (a hostNetwork pod) behind a NodePort: the stack
+ *    delivers the translated connection, the client's address kept, and the egress program
+ *    translates the node's replies back.
  * Needs root, cgroup v2, bpffs, nsenter, tc, bpftool and python3.
  */
 import t, { type Test } from 'tap';
@@ -40,6 +43,7 @@ const E2 = '10.244.2.2';
 const POD_IN = '10.244.0.5';
 const POD_OUT = '10.244.0.200';
 const NODEPORT = 30080;
+const HOSTNET_NODEPORT = 30090;
 const LB_IP = '203.0.113.50';
 
 /** An echo server: every line back as "<name> <peer address> <line>". */
@@ -334,6 +338,7 @@ t.test('the tc program in namespaces of our own: TCP drains on a removed endpoin
   for (const dev of ['c0', 'p0', 'e1', 'e2']) {
     await inNs(node, ['tc', 'qdisc', 'add', 'dev', dev, 'clsact']);
     await inNs(node, ['tc', 'filter', 'add', 'dev', dev, 'ingress', 'prio', '1', 'handle', '0xfe77', 'bpf', 'da', 'object-pinned', join(place.pinDir, 'prog_ferry_tc_ingress')]);
+    await inNs(node, ['tc', 'filter', 'add', 'dev', dev, 'egress', 'prio', '1', 'handle', '0xfe77', 'bpf', 'da', 'object-pinned', join(place.pinDir, 'prog_ferry_tc_egress')]);
   }
   const hostTc = await run(['bpftool', '-j', 'net', 'show'], { allowFailure: true });
   t.notMatch(hostTc.stdout, /ferry_tc/, "the tc program is on none of the host's interfaces");
@@ -430,5 +435,25 @@ t.test('the tc program in namespaces of our own: TCP drains on a removed endpoin
     t.match(await once(place, pod, LB_IP, 80, POD_IN), new RegExp(`^e2 ${POD_IN.replace(/\./g, '\\.')} hello$`), `pod ${POD_IN} (in the ranges) → LB IP: the cluster-wide set, unmasqueraded`);
     t.match(await once(place, pod, LB_IP, 80, POD_OUT), /^error /, `pod ${POD_OUT} (outside the ranges) → LB IP: dropped`);
     t.match(await once(place, client, LB_IP, 80), /^error /, `outside client ${CLIENT_IP} (outside the ranges, no local endpoint) → LB IP: dropped`);
+  });
+
+  await t.test("an endpoint on the node's own address (a hostNetwork pod): delivered by the stack, its replies translated on egress", async (t) => {
+    // A server in the node's namespace, as a hostNetwork pod, behind a NodePort (externalTraffic-
+    // Policy Cluster: masqueraded where the endpoint is elsewhere, not here — kube-proxy's
+    // masquerade is in POSTROUTING, which a locally delivered packet never reaches).
+    await place.server(node, 'host');
+    const hostnet = svc({ namespace: 'default', name: 'hostnet', clusterIP: '198.19.0.60', nodePort: HOSTNET_NODEPORT, internal: fwd(ep(NODE_IP, 8080)) });
+    await backend.sync(v1, ir([web, ranged, hostnet]), changesOf([hostnet.key]));
+    t.teardown(() => backend.sync(ir([web, ranged, hostnet]), v1, changesOf([hostnet.key])));
+    const esc = (ip: string): string => ip.replace(/\./g, '\\.');
+    for (let i = 0; i < 3; i++) {
+      t.match(await once(place, client, NODE_IP, HOSTNET_NODEPORT), new RegExp(`^host ${esc(CLIENT_IP)} hello$`), `outside client → ${NODE_IP}:${HOSTNET_NODEPORT}: the node's own server answers, and sees the client's address`);
+    }
+    t.match(await once(place, pod, NODE_IP, HOSTNET_NODEPORT, POD_IN), new RegExp(`^host ${esc(POD_IN)} hello$`), 'a local pod → the NodePort: the same, its reply translated on the egress of its own veth');
+    const ct = await conntrack(place.pinDir);
+    t.ok(
+      ct.some((e) => e.dir === 0 && e.saddr === CLIENT_IP && e.dport === HOSTNET_NODEPORT && e.toAddr === NODE_IP && e.toPort === 8080),
+      'the connection is tracked by the program (translated by it, not by the stack)',
+    );
   });
 });

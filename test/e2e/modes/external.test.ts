@@ -1,7 +1,8 @@
 /**
  * Paths from outside the cluster through a real ferry per node: NodePort on every node (also
  * nodes without a local endpoint), IPv6 NodePort, externalTrafficPolicy Local with its
- * healthCheckNodePort, LoadBalancer ingress IPs, externalIPs and loadBalancerSourceRanges.
+ * healthCheckNodePort, LoadBalancer ingress IPs, externalIPs and loadBalancerSourceRanges, and a
+ * NodePort whose endpoint is a hostNetwork pod (one of a node's own addresses).
  * The outside client is 198.18.0.100; external/LB IPs (203.0.113.0/24) are routed to node-1.
  * Runs once per mode in modes().
  */
@@ -34,6 +35,8 @@ const LB_LOCAL_IP = '203.0.113.10';
 const LB_ALLOW_IP = '203.0.113.11';
 const LB_DENY_IP = '203.0.113.12';
 const EXTERNAL_IP = '203.0.113.20';
+/** The hostNetwork pod's port on node-1 (free in the node's namespace). */
+const HOSTNET_PORT = 8090;
 const NO_ENDPOINTS_IP = '203.0.113.21';
 const NO_ENDPOINTS_IP6 = '2001:db8:3::21';
 const VIA = 'node-1';
@@ -73,6 +76,8 @@ for (const mode of modes()) {
         c.addPod({ name: 'ext-1', node: 'node-1', labels: { app: 'ext' } }),
         c.addPod({ name: 'ext-2', node: 'node-2', labels: { app: 'ext' } }),
         c.addPod({ name: 'cli-3', node: 'node-3', labels: { role: 'client' } }),
+        // A hostNetwork pod on node-1: its endpoint is node-1's own address.
+        c.addPod({ name: 'hostnet-1', node: 'node-1', labels: { app: 'hostnet' }, hostNetwork: true, ports: [HOSTNET_PORT] }),
       ]);
       await c.addClientRoute('203.0.113.0/24', VIA);
       await c.addClientRoute('2001:db8:3::/64', VIA);
@@ -83,6 +88,7 @@ for (const mode of modes()) {
         serviceDoc('lb-allow', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: [`${c.clientIP}/32`] } }),
         serviceDoc('extip-none', { selector: { app: 'none' }, protocols: ['TCP', 'UDP'], dualStack: true, spec: { externalIPs: [NO_ENDPOINTS_IP, NO_ENDPOINTS_IP6] } }),
         serviceDoc('lb-deny', { type: 'LoadBalancer', selector: { app: 'ext' }, spec: { loadBalancerSourceRanges: ['192.0.2.0/24'] } }),
+        serviceDoc('hostnet', { type: 'NodePort', selector: { app: 'hostnet' }, spec: { ports: [{ name: 'tcp', protocol: 'TCP', port: 80, targetPort: HOSTNET_PORT }] } }),
       ]);
       await env.setLoadBalancerIngress('lb-local', [LB_LOCAL_IP]);
       await env.setLoadBalancerIngress('lb-allow', [LB_ALLOW_IP]);
@@ -177,6 +183,24 @@ for (const mode of modes()) {
           { what: `node-3 → ${EXTRA_NODE_IP}:${npPort} after the address was removed fails`, timeoutMs: 10_000 },
         );
         t.notOk(gone.ok, `node-3 → ${EXTRA_NODE_IP}:${npPort} after the address was removed: ${gone.error ?? 'failed'}`);
+      });
+
+      await t.test("NodePort to a hostNetwork pod (an endpoint on a node's own address): via its node and via another, from the client and from a pod", async (t) => {
+        env.diagnoseOnFailure(t);
+        const port = nodePortOf(await env.service('hostnet'), 'TCP');
+        for (const via of ['node-1', 'node-2']) {
+          const ip = c.node(via).ip;
+          await env.waitReachable(fromClient, tcp(ip, port));
+          const rs = await env.probe(fromClient, tcp(ip, port), { count: 10 });
+          allAnswered(t, rs, `10 probes client → ${via} ${ip}:${port}`);
+          answeredBy(t, rs, ['hostnet-1'], `${via}: the hostNetwork pod on node-1 answers`);
+        }
+        // A process of a pod on node-1 that socket LB does not see: in ebpf mode its packets meet
+        // the tc program on the node, and the endpoint's replies leave through its veth.
+        const ip1 = c.node('node-1').ip;
+        const rs = await env.probe(fromPodOutsideCgroup('ext-1'), tcp(ip1, port), { count: 5 });
+        allAnswered(t, rs, `5 probes ext-1 (outside its cgroup) → node-1 ${ip1}:${port}`);
+        answeredBy(t, rs, ['hostnet-1'], 'the hostNetwork pod answers the local pod');
       });
 
       await t.test('externalTrafficPolicy Local: local endpoint only, client IP preserved, no local endpoint → dropped, health check', async (t) => {

@@ -40,3 +40,13 @@ t.test('a Pod is Running on its node with podIPs, hostIP and the requested Ready
   const json = JSON.parse(JSON.stringify(o)) as { status: { conditions: { type: string; status: string }[] } };
   t.ok(json.status.conditions.some((c) => c.type === 'Ready' && c.status === 'False'));
 });
+
+t.test('a hostNetwork pod: spec.hostNetwork, and the node\'s addresses as its own', async (t) => {
+  const pod = { name: 'agent', namespace: 'default', node: 'node-2', netns: node.netns, ip: node.ip, ip6: node.ip6, labels: { app: 'agent' }, hostNetwork: true };
+  const o = podObject(pod, node.ip, node.ip6, { containerPorts: [{ containerPort: 8090 }], ready: true });
+  t.equal(o.spec?.hostNetwork, true);
+  t.same(o.status?.podIPs, [{ ip: node.ip }, { ip: node.ip6 }], 'podIPs are the node\'s');
+  t.equal(o.status?.podIP, o.status?.hostIP);
+  const plain = podObject({ ...pod, hostNetwork: undefined, ip: '198.19.2.2' }, node.ip, node.ip6, { containerPorts: [], ready: true });
+  t.equal(plain.spec?.hostNetwork, undefined, 'other pods say nothing of it');
+});
