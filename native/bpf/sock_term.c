@@ -112,7 +112,18 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } ferry_sockterm SEC(".maps");
 
-/* Fills `r` from a connected IPv4 or IPv6 socket (not a v4-mapped one); 0 if it is neither. */
+/* Whether a (network order) IPv6 address is IPv4-mapped (::ffff:a.b.c.d). */
+static __always_inline int v4_mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/*
+ * Fills `r` from a connected IPv4 or IPv6 socket; 0 if it is neither. An IPv6 socket connected to
+ * an IPv4-mapped address (a dual-stack socket reaching an IPv4 Service, as Java's are) is recorded
+ * as IPv4: socket LB balanced it among the IPv4 Service's endpoints (sock_lb.c), and ferry's
+ * filters name IPv4 addresses.
+ */
 static __always_inline int read_sock(struct sock *sk, struct sock_rec *r)
 {
 	struct rev_key rk;
@@ -133,9 +144,6 @@ static __always_inline int read_sock(struct sock *sk, struct sock_rec *r)
 			r->saddr[i] = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32[i];
 			r->daddr[i] = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32[i];
 		}
-		/* A v4-mapped destination: socket LB keys it as neither family; left alone. */
-		if (r->daddr[0] == 0 && r->daddr[1] == 0 && r->daddr[2] == bpf_htonl(0xffff))
-			return 0;
 	} else {
 		return 0;
 	}
@@ -156,6 +164,18 @@ static __always_inline int read_sock(struct sock *sk, struct sock_rec *r)
 	} else {
 		__builtin_memcpy(r->faddr, r->daddr, sizeof(r->faddr));
 		r->fport = r->dport;
+	}
+	/* Keyed by the mapped addresses in ferry_rev (the socket's own view); recorded as IPv4. */
+	if (r->family == 6 && v4_mapped(r->daddr) && v4_mapped(r->faddr)) {
+		r->family = 4;
+		r->daddr[0] = r->daddr[3];
+		r->faddr[0] = r->faddr[3];
+		r->saddr[0] = v4_mapped(r->saddr) ? r->saddr[3] : 0;
+		for (i = 1; i < 4; i++) {
+			r->daddr[i] = 0;
+			r->faddr[i] = 0;
+			r->saddr[i] = 0;
+		}
 	}
 	return 1;
 }

@@ -4,7 +4,8 @@
 // kube-proxy would delete the conntrack entry, and the client, connecting again, reaches a serving
 // endpoint. Both while ferry runs and across a restart (the first sync lists the sockets). The
 // deselected pod keeps answering, so without the destruction the socket would stay with it for
-// good. An unconnected flow beside it (socket LB's per-datagram flow entries) must move too.
+// good. So must a dual-stack socket connected to the IPv4 ClusterIP as ::ffff:a.b.c.d, and an
+// unconnected flow beside them (socket LB's per-datagram flow entries).
 // The clients run in a pod of the node (its own network namespace, under the node's cgroup), so
 // the iterators are proven to walk the pods' namespaces, not only ferry's.
 import t from 'tap';
@@ -13,6 +14,9 @@ import { startUdpFlow, summarize, type UdpFlow } from '../lib/harness.js';
 import { withOneNode } from '../hardening/node.js';
 
 t.setTimeout(scaledMs(6 * 60_000));
+
+const KINDS = ['connected', 'mapped', 'unconnected'] as const;
+type Kind = (typeof KINDS)[number];
 
 t.test('ebpf: connected UDP sockets to an endpoint that stops serving are destroyed, live and after a restart', async (t) => {
   await withOneNode(t, { mode: 'ebpf', pods: 3 }, async (env) => {
@@ -33,17 +37,22 @@ t.test('ebpf: connected UDP sockets to an endpoint that stops serving are destro
     await unconnected.waitFor((x) => x.ok && x.pod === 'echo-1', { what: `unconnected: ${ip}:8125 answered by echo-1`, timeoutMs: 30_000 });
     const connected = startUdpFlow(c, client, { addr: ip, port: 8125 }, { srcPort: 40811, intervalMs: 150, timeoutMs: 400, connect: true });
     t.teardown(() => connected.stop());
-    const flows: Record<'connected' | 'unconnected', UdpFlow> = { connected, unconnected };
-    const answeredBy = (kind: keyof typeof flows, pod: string, from: number, what: string, timeoutMs: number) =>
+    // A dual-stack (IPv6) socket connected to the IPv4 ClusterIP as ::ffff:a.b.c.d, as Java's are.
+    const mapped = startUdpFlow(c, client, { addr: ip, port: 8125 }, { srcPort: 40813, intervalMs: 150, timeoutMs: 400, connect: true, v4Mapped: true });
+    t.teardown(() => mapped.stop());
+    const flows: Record<Kind, UdpFlow> = { connected, mapped, unconnected };
+    const answeredBy = (kind: Kind, pod: string, from: number, what: string, timeoutMs: number) =>
       flows[kind].waitFor((x) => x.ok && x.pod === pod, { what: `${kind}: ${what}`, timeoutMs, afterIndex: from });
-    const marks = () => ({ connected: flows.connected.results.length, unconnected: flows.unconnected.results.length });
-    const first = await answeredBy('connected', 'echo-1', 0, `${ip}:8125 answered by echo-1`, 10_000);
-    t.equal(connected.results.indexOf(first), 0, `the connected socket was balanced at its connect(): ${summarize(connected.results)}`);
+    const marks = (): Record<Kind, number> => ({ connected: connected.results.length, mapped: mapped.results.length, unconnected: unconnected.results.length });
+    for (const kind of ['connected', 'mapped'] as const) {
+      const first = await answeredBy(kind, 'echo-1', 0, `${ip}:8125 answered by echo-1`, 10_000);
+      t.equal(flows[kind].results.indexOf(first), 0, `${kind}: the socket was balanced at its connect(): ${summarize(flows[kind].results)}`);
+    }
 
     // Live: the selector moves to echo-2; echo-1 still answers whoever reaches it.
     let mark = marks();
     await env.kubectl(['patch', 'svc', 'stats', '-p', JSON.stringify({ spec: { selector: { app: 'echo-2' } } })]);
-    for (const kind of ['connected', 'unconnected'] as const) {
+    for (const kind of KINDS) {
       const moved = await answeredBy(kind, 'echo-2', mark[kind], 'answered by echo-2 after the selector moved', 15_000);
       const results = flows[kind].results;
       const after = results.slice(results.indexOf(moved));
@@ -53,11 +62,13 @@ t.test('ebpf: connected UDP sockets to an endpoint that stops serving are destro
         `${kind}: echo-1 never answers the flow again once it moved (${summarize(after)})`,
       );
     }
-    const sinceLive = flows.connected.results.slice(mark.connected);
-    t.ok(
-      sinceLive.some((x) => !x.ok && x.error !== 'timeout'),
-      `the connected socket failed with an error (destroyed), and its client connected again: ${summarize(sinceLive)}`,
-    );
+    for (const kind of ['connected', 'mapped'] as const) {
+      const sinceLive = flows[kind].results.slice(mark[kind]);
+      t.ok(
+        sinceLive.some((x) => !x.ok && x.error !== 'timeout'),
+        `${kind}: the socket failed with an error (destroyed), and its client connected again: ${summarize(sinceLive)}`,
+      );
+    }
     t.match(env.log(), /connected UDP sockets destroyed/, 'the destruction is in the log');
 
     // Across a restart: while ferry is down the selector moves back to echo-1; the connected
@@ -67,14 +78,16 @@ t.test('ebpf: connected UDP sockets to an endpoint that stops serving are destro
     await env.kubectl(['patch', 'svc', 'stats', '-p', JSON.stringify({ spec: { selector: { app: 'echo-1' } } })]);
     await new Promise((r) => setTimeout(r, 1500));
     mark = marks();
-    const whileDown = flows.connected.results.slice(-3);
-    t.ok(
-      whileDown.every((x) => x.ok && x.pod === 'echo-2'),
-      `while ferry is down the connected socket stays with echo-2 (${summarize(whileDown)})`,
-    );
+    for (const kind of ['connected', 'mapped'] as const) {
+      const whileDown = flows[kind].results.slice(-3);
+      t.ok(
+        whileDown.every((x) => x.ok && x.pod === 'echo-2'),
+        `${kind}: while ferry is down the socket stays with echo-2 (${summarize(whileDown)})`,
+      );
+    }
     env.startFerry();
     await env.waitHealthy();
-    for (const kind of ['connected', 'unconnected'] as const) {
+    for (const kind of KINDS) {
       const moved = await answeredBy(kind, 'echo-1', mark[kind], 'answered by echo-1 after the restart', 20_000);
       await new Promise((r) => setTimeout(r, 600));
       const after = flows[kind].results.slice(flows[kind].results.indexOf(moved));

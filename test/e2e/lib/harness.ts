@@ -578,6 +578,8 @@ export interface UdpFlowOptions {
   readonly timeoutMs?: number;
   /** A connected socket (connect(2)), connected again from the same port after an error. */
   readonly connect?: boolean;
+  /** An IPv6 socket reaching the IPv4 target as ::ffff:a.b.c.d. */
+  readonly v4Mapped?: boolean;
 }
 
 /**
@@ -600,6 +602,7 @@ export function startUdpFlow(cluster: Cluster, netns: string | undefined, target
     '--timeout-ms',
     String(opts.timeoutMs ?? 1000),
     ...(opts.connect ? ['--connect'] : []),
+    ...(opts.v4Mapped ? ['--v4-mapped'] : []),
   ];
   const child = cluster.spawnIn(netns, argv, { pipe: true, env: childEnv() });
   const results: ProbeResult[] = [];

@@ -4,14 +4,15 @@
  * per attempt; this one exists to prove that a flow pinned to a removed endpoint is cleared by
  * the proxy instead of living on until the conntrack timeout.
  *   ip netns exec <ns> node dist/test/e2e/lib/udp-flow.js --addr A --port P --src-port S
- *     [--count N (0 = until SIGTERM)] [--interval-ms I] [--timeout-ms T] [--connect]
+ *     [--count N (0 = until SIGTERM)] [--interval-ms I] [--timeout-ms T] [--connect] [--v4-mapped]
  * Stop-and-wait: send, wait up to T for a reply, print one JSON line in the probe's format
  * ({"ok":true,"pod":..,"seen":..,"ms":..} or {"ok":false,"error":"timeout",..}), pause I, repeat.
  * The socket is not connected, so ICMP errors (a REJECT while the Service has no endpoints) do not
  * end it; they simply show as a timeout. With --connect it is (connect(2), then send without an
  * address), as statsd clients and some resolvers keep one: an error on it (the proxy destroyed it,
  * an ICMP error) prints {"ok":false,"error":"<code>"} and the client connects a new socket from
- * the same port, as such a client would. Never sends anywhere but the one target.
+ * the same port, as such a client would. --v4-mapped: an IPv6 socket reaching the IPv4 target as
+ * ::ffff:a.b.c.d, as a dual-stack socket does. Never sends anywhere but the one target.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -25,10 +26,12 @@ interface FlowArgs {
   intervalMs: number;
   timeoutMs: number;
   connect: boolean;
+  /** An IPv6 socket sending to the IPv4 address as ::ffff:a.b.c.d (a dual-stack socket, as Java's). */
+  v4Mapped: boolean;
 }
 
 function parseArgs(argv: string[]): FlowArgs {
-  const a: FlowArgs = { addr: '', port: 0, srcPort: 0, count: 0, intervalMs: 200, timeoutMs: 1000, connect: false };
+  const a: FlowArgs = { addr: '', port: 0, srcPort: 0, count: 0, intervalMs: 200, timeoutMs: 1000, connect: false, v4Mapped: false };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i];
     const v = argv[i + 1] ?? '';
@@ -36,6 +39,10 @@ function parseArgs(argv: string[]): FlowArgs {
       case '--connect':
         a.connect = true;
         i--; // a flag: no value
+        break;
+      case '--v4-mapped':
+        a.v4Mapped = true;
+        i--;
         break;
       case '--addr':
         a.addr = v;
@@ -60,6 +67,10 @@ function parseArgs(argv: string[]): FlowArgs {
     }
   }
   if (!a.addr) throw new Error('udp-flow: --addr is required');
+  if (a.v4Mapped) {
+    if (isIPv6(a.addr)) throw new Error('udp-flow: --v4-mapped needs an IPv4 --addr');
+    a.addr = `::ffff:${a.addr}`;
+  }
   for (const [name, p] of [
     ['--port', a.port],
     ['--src-port', a.srcPort],
