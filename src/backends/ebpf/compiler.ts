@@ -558,13 +558,7 @@ export class EbpfCompiler {
    */
   private nodeAddresses(table: ProxyTable, out: Elements, skipped: string[]): void {
     const family = table.family;
-    const spec = table.nodePortAddresses;
-    const localhost = family === 4 && this.opts.localhostNodePorts === true;
-    const addrs =
-      spec.kind === 'list'
-        ? // Loopback only with localhost NodePorts, IPv4 (as the other modes: never [::1]).
-          spec.addresses.filter((a) => localhost || !isLoopback(a))
-        : [...table.nodeIPs, ...(localhost ? ['127.0.0.1'] : []), ...(spec.local ?? [])];
+    const addrs = nodePortAddressList(table, this.opts.localhostNodePorts === true);
     const seen = new Set<string>();
     for (const a of addrs) {
       if (seen.has(a)) continue;
@@ -781,6 +775,19 @@ export class EbpfCompiler {
       }
     }
   }
+}
+
+/**
+ * The addresses ferry_nodeaddr holds for `table` (duplicates possible): where NodePorts are
+ * accepted, and which endpoints the tc program takes for the node's own.
+ */
+export function nodePortAddressList(table: ProxyTable, localhostNodePorts: boolean): string[] {
+  const spec = table.nodePortAddresses;
+  const localhost = table.family === 4 && localhostNodePorts;
+  return spec.kind === 'list'
+    ? // Loopback only with localhost NodePorts, IPv4 (as the other modes: never [::1]).
+      spec.addresses.filter((a) => localhost || !isLoopback(a))
+    : [...table.nodeIPs, ...(localhost ? ['127.0.0.1'] : []), ...(spec.local ?? [])];
 }
 
 /** clusterIPMasquerade as the tc program reads it (svc_val flags). */

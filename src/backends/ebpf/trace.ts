@@ -5,6 +5,7 @@
  * and maps a packet meets (map names from layout.ts).
  * Pure; reads an explanation, never decides.
  */
+import { nodePortAddressList } from './compiler.js';
 import type { Explanation, ModeFacts, PathStep } from '../../plan/explain.js';
 import type { ProxyTable, ServiceEntry } from '../../plan/types.js';
 import type { MapName } from './layout.js';
@@ -35,7 +36,7 @@ function hostPort(ip: string, port: number): string {
  * Traffic from the network: the tc program on the interface it arrives on. A ClusterIP is in
  * ferry_svc (socket LB's map, flagged for tc), every other frontend in ferry_xsvc.
  */
-function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
+function tcPath(e: Explanation, svc: ServiceEntry | undefined, table: ProxyTable): PathStep[] {
   const hook = 'tc ingress (clsact) ferry_tc_ingress';
   const key = `${e.match?.frontend === 'nodePort' ? '*' : e.dst} ${e.port}/${e.protocol}`;
   if (!svc || !e.match) {
@@ -72,13 +73,22 @@ function tcPath(e: Explanation, svc: ServiceEntry | undefined): PathStep[] {
       steps.push({ at: hook, does: `${frontMap} [${key}] → ${e.endpointSet} set of ${e.endpoints.length}${svc.affinityTimeoutSeconds > 0 ? ', sticky per client address' : ''}${masq ? ', MASQ' : ''}` });
       steps.push({ at: BACKEND, does: `DNAT to one of ${e.endpoints.map((x) => hostPort(x.ip, x.port)).join(', ')}${masq ? "; SNAT to the node's address (ferry_snat), a source port outside the node's ephemeral range" : '; client source kept'}` });
       steps.push({ at: 'ferry_ct', does: 'both directions recorded (the reply is translated back on the interface it arrives on); sent on with bpf_fib_lookup + bpf_redirect_neigh' });
+      // kube-proxy's masquerade (POSTROUTING) never meets a locally delivered packet either.
+      const own = new Set(nodePortAddressList(table, true));
+      const local = e.endpoints.filter((x) => own.has(x.ip));
+      if (local.length > 0) {
+        steps.push({
+          at: 'ferry_nodeaddr',
+          does: `${local.map((x) => hostPort(x.ip, x.port)).join(', ')} ${local.length === 1 ? 'is' : 'are'} this node's own: delivered by the stack, never masqueraded; the replies translated back by tc egress ferry_tc_egress`,
+        });
+      }
       return steps;
     }
   }
 }
 
-export function ebpfPath(e: Explanation, svc: ServiceEntry | undefined, _table: ProxyTable): PathStep[] {
-  if (e.traffic.class === 'external') return tcPath(e, svc);
+export function ebpfPath(e: Explanation, svc: ServiceEntry | undefined, table: ProxyTable): PathStep[] {
+  if (e.traffic.class === 'external') return tcPath(e, svc, table);
   const hook = `cgroup ${e.protocol === 'UDP' ? 'sendmsg' : 'connect'}${e.family}`;
   const key = `${e.dst} ${e.port}/${e.protocol}`;
   if (!svc || !e.match) {

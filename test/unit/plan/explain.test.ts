@@ -298,6 +298,16 @@ t.test("iptables path: kube-proxy's chain names", async (t) => {
   t.match(drop.path.map((s) => `${s.at} ${s.does}`).join('\n'), /dropped|DROP/);
 });
 
+t.test("ebpf: a NodePort whose endpoint is the node's own address (a hostNetwork pod) says it is delivered by the stack", async (t) => {
+  const hostnet = svc({ namespace: 'd', name: 'hostnet', clusterIP: '198.19.0.70', nodePort: 30070, internal: fwd(ep(NODE_IP, 8090)) });
+  const HT: ProxyTables = tables(table(4, [hostnet], { serviceCIDRs: ['198.19.0.0/16'] }));
+  const d = trace(HT, q(CLIENT, NODE_IP, 30070), host, EBPF_FACTS, ebpfPath);
+  t.equal(d.verdict.kind, 'dnat');
+  t.match(d.path.at(-1), { at: 'ferry_nodeaddr', does: /192\.0\.2\.10:8090 is this node's own: delivered by the stack, never masqueraded.*ferry_tc_egress/ });
+  const other = trace(T, q(CLIENT, NODE_IP, 30080), host, EBPF_FACTS, ebpfPath);
+  t.notOk(other.path.some((s) => s.at === 'ferry_nodeaddr' && /own/.test(s.does)), 'not said of endpoints elsewhere');
+});
+
 t.test('userspace path: the listener and the forwarder', async (t) => {
   const d = trace(T, q(POD, '198.19.0.10', 80), host, US, userspacePath);
   t.match(d.path[0], { at: 'listener TCP 198.19.0.10:80 (on ferry0)' });
