@@ -8,14 +8,15 @@
  * interface that appears later gets the tc program when the kernel's link notification arrives
  * (BpfMaps.watchLinks), and every sync checks again (a new pod's interface exists before the pod
  * can be a ready endpoint, so it has the program before traffic is sent to it).
+ * After each sync, connected UDP sockets whose endpoint stopped serving are destroyed (`sockets`,
+ * the NAT modes' conntrack cleanup over sockets: kernel/udp-sockets.ts).
  * Policy comes from the IR; this module never decides which endpoints or verdicts apply.
  */
 import type { Backend, IPFamily, ProxyTables, SyncChanges } from '../../plan/types.js';
 import { logger, type Logger } from '../../util/log.js';
 import type { AttachResult, BpfMaps } from '../kernel/bpf.js';
-import type { Conntrack } from '../kernel/conntrack.js';
+import type { Conntrack, StaleFlowWords } from '../kernel/conntrack.js';
 import { cleanConntrack, type ConntrackCleanupState } from '../conntrack-sync.js';
-import { UDP_SOCKET_WORDS } from '../kernel/udp-sockets.js';
 import { EbpfCompiler, type EbpfDiff } from './compiler.js';
 import { describeSnatPorts } from './snat-ports.js';
 import { describeCtTimeouts } from './ct-timeouts.js';
@@ -27,9 +28,10 @@ export interface EbpfBackendOptions {
   /**
    * Connected UDP sockets (kernel/udp-sockets.ts): after each sync, those socket LB pointed at an
    * endpoint that stopped serving are destroyed, as the NAT modes delete conntrack entries
-   * (conntrack-cleanup.ts decides which). Absent: left alone.
+   * (conntrack-cleanup.ts decides which); `words` name them in the cleanup's log lines. Absent:
+   * left alone.
    */
-  readonly sockets?: Pick<Conntrack, 'delete' | 'list'>;
+  readonly sockets?: Pick<Conntrack, 'delete' | 'list'> & { readonly words?: StaleFlowWords };
   readonly log?: Logger;
 }
 
@@ -213,7 +215,7 @@ export function createEbpfBackend(opts: EbpfBackendOptions): EbpfBackend {
       const held = full ? applied : prev;
       applied = next;
       if (opts.sockets) {
-        await cleanConntrack(opts.sockets, held, next, full || changes.tableChanged ? undefined : changes.changed, opts.families, socketState, UDP_SOCKET_WORDS);
+        await cleanConntrack(opts.sockets, held, next, full || changes.tableChanged ? undefined : changes.changed, opts.families, socketState, opts.sockets.words);
       }
     },
     async intact(): Promise<boolean> {

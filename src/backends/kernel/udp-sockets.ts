@@ -114,6 +114,8 @@ export type UdpAddon = Required<Pick<NativeAddon, 'bpfUdpSocketsAsync'>>;
 
 /** Lists and destroys connected UDP sockets through the addon; `delete` resolves with how many it destroyed. */
 export class KernelUdpSockets implements Pick<Conntrack, 'delete' | 'list'> {
+  /** How the cleanup's log lines name what it cleans. */
+  readonly words = UDP_SOCKET_WORDS;
   private readonly log: Logger;
   /** Why this kernel or build cannot do it, once found (then nothing is tried again). */
   private unsupported: string | undefined;

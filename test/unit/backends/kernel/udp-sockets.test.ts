@@ -9,7 +9,7 @@ import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSockRecords, SOCK_REC_SIZE, SOCKTERM_KEY_SIZE, writeSockTermKey } from '../../../../src/backends/ebpf/layout.js';
-import { KernelUdpSockets, namespacesUnder, socketEntry, sockTermKeys } from '../../../../src/backends/kernel/udp-sockets.js';
+import { KernelUdpSockets, namespacesUnder, socketEntry, sockTermKeys, UDP_SOCKET_WORDS } from '../../../../src/backends/kernel/udp-sockets.js';
 import { createEbpfBackend } from '../../../../src/backends/ebpf/backend.js';
 import { FakeBpfMaps } from '../../../../src/backends/kernel/bpf.js';
 import { FakeConntrack } from '../../../../src/backends/kernel/conntrack.js';
@@ -173,7 +173,7 @@ t.test('KernelUdpSockets.delete: the keys go to the addon; the destroyed sockets
 t.test('ebpf backend: the first sync lists the sockets, a change destroys those of an endpoint that stopped serving', async (t) => {
   const dns = svc({ namespace: 'kube-system', name: 'dns', portName: 'dns', protocol: 'UDP', port: 53, clusterIP: '198.19.0.53', internal: fwd(ep('198.18.0.5', 53), ep('198.18.0.6', 53)) });
   const web = svc({ namespace: 'd', name: 'web', internal: fwd(ep('198.18.0.2', 8080)) });
-  const sockets = new FakeConntrack();
+  const sockets = Object.assign(new FakeConntrack(), { words: UDP_SOCKET_WORDS });
   const sock = (replySrc: string) =>
     ({ family: 4, protocol: 'udp', origSrc: '198.18.1.4', origSrcPort: 40000, origDst: '198.19.0.53', origDstPort: 53, replySrc, replySrcPort: 53, replyDst: '198.18.1.4', replyDstPort: 40000 }) as const;
   // Connected while ferry was down: one to an endpoint that has gone since, one to a serving one.
@@ -191,7 +191,9 @@ t.test('ebpf backend: the first sync lists the sockets, a change destroys those 
   sockets.reset();
   sockets.failWith = new Error('EPERM');
   const dns3 = { ...dns2, internal: REJECT, external: REJECT, cluster: REJECT };
+  lines.length = 0;
   await t.resolves(b.sync(tables(table(4, [dns2, web])), tables(table(4, [dns3, web])), changesOf([dns.key])), 'a failed cleanup does not fail the sync');
+  t.ok(lines.some((l) => l.includes('destroying connected UDP sockets of removed endpoints failed')), 'and is logged in the words of sockets, not of conntrack');
   sockets.failWith = undefined;
   sockets.reset();
   await b.sync(tables(table(4, [dns3, web])), tables(table(4, [dns3, web])), changesOf([web.key]));
