@@ -116,19 +116,20 @@ async function main(): Promise<void> {
   let failed: string | undefined;
   /** Whether an attempt's line carried `failed`. */
   let reported = false;
+  const settle = (r: { line?: string; error?: string }): void => {
+    const p = pending;
+    pending = undefined;
+    p?.(r);
+  };
+  /** An error on the connected socket (an event, or a send's callback) ends the attempt in flight. */
+  const fail = (e: NodeJS.ErrnoException | null): void => {
+    if (!e || !a.connect) return;
+    failed ??= e.code ?? e.message;
+    settle({ error: failed });
+  };
   const attach = (sock: Socket): Socket => {
-    sock.on('message', (msg) => {
-      const p = pending;
-      pending = undefined;
-      p?.({ line: msg.toString() });
-    });
-    sock.on('error', (e: NodeJS.ErrnoException) => {
-      if (!a.connect) return;
-      failed ??= e.code ?? e.message;
-      const p = pending;
-      pending = undefined;
-      p?.({ error: failed });
-    });
+    sock.on('message', (msg) => settle({ line: msg.toString() }));
+    sock.on('error', fail);
     return sock;
   };
   let sock = attach(await open(a));
@@ -155,14 +156,7 @@ async function main(): Promise<void> {
         clearTimeout(timer);
         resolve(r);
       };
-      const sent = (e: Error | null): void => {
-        if (!e || !a.connect) return;
-        failed ??= (e as NodeJS.ErrnoException).code ?? e.message;
-        const p = pending;
-        pending = undefined;
-        p?.({ error: failed });
-      };
-      if (a.connect) sock.send(`flow ${n}\n`, sent);
+      if (a.connect) sock.send(`flow ${n}\n`, fail);
       else sock.send(`flow ${n}\n`, a.port, a.addr);
     });
     const ms = Math.round((performance.now() - start) * 1000) / 1000;
